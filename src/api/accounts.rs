@@ -1,0 +1,159 @@
+//! Accounts and their balances.
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, RequestId};
+use super::views::{AccountView, Page};
+use super::{AppState, WRITERS, page_limit, require_reason};
+use crate::api::auth::Caller;
+use crate::domain::{AccountId, AssetKey};
+use crate::ledger::{AccountKind, NewAccount};
+use crate::store::{AccountFilter, AuditRecord, StoreError};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListAccounts {
+    pub owner: Option<String>,
+    pub network: Option<String>,
+    pub asset: Option<String>,
+    pub kind: Option<AccountKind>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// List accounts with their balances.
+#[utoipa::path(get, path = "/v1/accounts", params(ListAccounts), security(("bearer" = [])),
+    responses((status = 200, body = Page<AccountView>), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<ListAccounts>,
+) -> ApiResult<Json<Page<AccountView>>> {
+    let limit = page_limit(q.limit)?;
+    let asset = match (q.network, q.asset) {
+        (Some(n), Some(a)) => Some(AssetKey::new(n, a)),
+        (None, None) => None,
+        (None, Some(_)) => return Err(ApiError::invalid("missing_field", "network", "network is required with asset")),
+        (Some(_), None) => return Err(ApiError::invalid("missing_field", "asset", "asset is required with network")),
+    };
+    let after = q
+        .cursor
+        .map(|c| AccountId::parse(&c).ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")))
+        .transpose()?;
+    let accounts = state
+        .ledger
+        .store()
+        .list_accounts(&AccountFilter {
+            owner: q.owner,
+            asset,
+            kind: q.kind,
+            after,
+            limit,
+        })
+        .await?;
+    let next_cursor = (accounts.len() as i64 == limit).then(|| accounts.last().map(|a| a.id.to_string())).flatten();
+    Ok(Json(Page {
+        items: accounts.iter().map(|a| AccountView::new(&state.ledger, a)).collect(),
+        next_cursor,
+    }))
+}
+
+/// One account with its balances.
+#[utoipa::path(get, path = "/v1/accounts/{id}", security(("bearer" = [])),
+    responses((status = 200, body = AccountView), (status = 404, body = ErrorBody)))]
+pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccountView>> {
+    let account = load_account(&state, &id, None).await?;
+    Ok(Json(AccountView::new(&state.ledger, &account)))
+}
+
+/// Loads an account named by `text`; `field` says where the id came from (None: the path).
+pub async fn load_account(
+    state: &AppState,
+    text: &str,
+    field: Option<&'static str>,
+) -> ApiResult<crate::ledger::Account> {
+    let not_found = || ApiError::NotFound {
+        what: "account",
+        id: text.to_owned(),
+        field,
+    };
+    let id = AccountId::parse(text).ok_or_else(|| match field {
+        Some(f) => ApiError::invalid("invalid_field", f, format!("{f} must be an account id (UUID)")),
+        None => not_found(),
+    })?;
+    match state.ledger.store().get_account(id).await {
+        Ok(a) => Ok(a),
+        Err(StoreError::NotFound) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// Who the funds belong to: a partner id, or the operator's own name.
+    pub owner: String,
+    pub network: String,
+    pub asset: String,
+    /// `partner` or `operating`; system accounts are created by the daemon.
+    pub kind: AccountKind,
+    #[serde(default)]
+    pub allow_negative: bool,
+    pub reason: String,
+}
+
+/// Open an account (Admin).
+#[utoipa::path(post, path = "/v1/accounts", request_body = CreateAccount, security(("bearer" = [])),
+    responses((status = 201, body = AccountView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<CreateAccount>,
+) -> ApiResult<(StatusCode, Json<AccountView>)> {
+    caller.require(WRITERS)?;
+    let reason = require_reason(&body.reason)?;
+    let owner = body.owner.trim();
+    if owner.is_empty() || owner.len() > 128 || owner == "system" || owner.chars().any(char::is_control) {
+        return Err(ApiError::invalid("invalid_field", "owner", "owner must be 1-128 characters and not \"system\""));
+    }
+    if body.kind.is_system() {
+        return Err(ApiError::invalid("invalid_field", "kind", "kind must be partner or operating"));
+    }
+    let asset = AssetKey::new(body.network, body.asset);
+    if state.ledger.asset(&asset).is_none() {
+        return Err(ApiError::NotFound {
+            what: "asset",
+            id: asset.to_string(),
+            field: Some("asset"),
+        });
+    }
+    let audit = AuditRecord {
+        actor: caller.name.clone(),
+        role: caller.role,
+        action: "account.create".into(),
+        target: String::new(),
+        reason: Some(reason),
+        request_id,
+        at: crate::store::now_micros(),
+    };
+    let new = NewAccount {
+        owner: owner.to_owned(),
+        asset,
+        kind: body.kind,
+        allow_negative: body.allow_negative,
+    };
+    match state.ledger.store().create_account(&new, &audit).await {
+        Ok(a) => Ok((StatusCode::CREATED, Json(AccountView::new(&state.ledger, &a)))),
+        Err(StoreError::Conflict(message)) => Err(ApiError::Conflict {
+            code: "account_exists",
+            field: Some("owner"),
+            message,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,178 @@
+//! The one error type of the control API. Every refusal is
+//! `{"error": {"code", "message", "field"}}` with a stable snake_case code; 4xx means nothing
+//! changed, 5xx is ours and never carries internal detail to the caller.
+
+use crate::domain::AmountError;
+use crate::ledger::LedgerError;
+use crate::store::StoreError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{message}")]
+    Invalid {
+        code: &'static str,
+        field: String,
+        message: String,
+    },
+    #[error("send Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("a valid bearer token is required")]
+    Unauthenticated,
+    #[error("this action needs the role {0}")]
+    Forbidden(&'static str),
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        what: &'static str,
+        id: String,
+        field: Option<&'static str>,
+    },
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        field: Option<&'static str>,
+        message: String,
+    },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+    #[error("the service is not ready")]
+    Unavailable,
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            code,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn amount(field: &str, e: AmountError) -> Self {
+        Self::invalid("invalid_amount", field, format!("{field} {e}"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound { field: None, .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { field: Some(_), .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Ledger(e) => ledger_status(e),
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Invalid { code, .. } => code,
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound { what, .. } => match *what {
+                "account" => "account_not_found",
+                "hold" => "hold_not_found",
+                "transaction" => "transaction_not_found",
+                "asset" => "unknown_asset",
+                _ => "not_found",
+            },
+            ApiError::Conflict { code, .. } => code,
+            ApiError::Ledger(e) => e.code(),
+            ApiError::Internal(_) => "internal_error",
+            ApiError::Unavailable => "not_ready",
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            ApiError::Invalid { field, .. } => Some(field.clone()),
+            ApiError::NotFound { field, .. } | ApiError::Conflict { field, .. } => field.map(str::to_owned),
+            ApiError::Ledger(e) => match e {
+                LedgerError::InsufficientFunds { .. } | LedgerError::HoldExceeded { .. } => Some("amount".into()),
+                LedgerError::DestinationRequired => Some("destination".into()),
+                LedgerError::IdempotencyConflict(_) => Some("Idempotency-Key".into()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+fn ledger_status(e: &LedgerError) -> StatusCode {
+    match e {
+        LedgerError::AccountNotFound(_)
+        | LedgerError::UnknownAsset(_)
+        | LedgerError::AssetMismatch { .. }
+        | LedgerError::WrongAccountKind { .. }
+        | LedgerError::DestinationRequired => StatusCode::UNPROCESSABLE_ENTITY,
+        LedgerError::HoldNotFound(_) => StatusCode::NOT_FOUND,
+        LedgerError::InsufficientFunds { .. }
+        | LedgerError::HoldExceeded { .. }
+        | LedgerError::HoldResolved(_)
+        | LedgerError::IdempotencyConflict(_) => StatusCode::CONFLICT,
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e)
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `insufficient_funds`.
+    pub code: String,
+    pub message: String,
+    /// The request field the error is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // Full chain in our logs; a generic message for the caller.
+            tracing::error!(error = ?self, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                field: self.field(),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unauthenticated) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

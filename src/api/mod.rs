@@ -1,0 +1,166 @@
+//! The control API: axum router, shared state, middleware (request id, metrics, tracing,
+//! body limit, timeout). One file per resource.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod holds;
+pub mod journal;
+pub mod manual_entries;
+pub mod openapi;
+pub mod views;
+
+use crate::domain::Role;
+use crate::ledger::{Command, Ledger, Posted};
+use crate::metrics::Metrics;
+use crate::store::AuditRecord;
+use auth::{Authenticator, Caller};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use error::{ApiError, ApiResult};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: Ledger,
+    pub metrics: Metrics,
+    pub auth: Arc<Authenticator>,
+}
+
+/// Largest page a list endpoint returns.
+pub const MAX_PAGE: i64 = 500;
+pub const DEFAULT_PAGE: i64 = 100;
+
+pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::serve))
+        .route("/v1/accounts", get(accounts::list).post(accounts::create))
+        .route("/v1/accounts/{id}", get(accounts::get_one))
+        .route("/v1/journal", get(journal::list))
+        .route("/v1/journal/{id}", get(journal::get_one))
+        .route("/v1/deposits", post(manual_entries::deposit))
+        .route("/v1/adjustments", post(manual_entries::adjustment))
+        .route("/v1/holds", post(holds::create))
+        .route("/v1/holds/{id}", get(holds::get_one))
+        .route("/v1/holds/{id}/release", post(holds::release))
+        .route("/v1/holds/{id}/void", post(holds::void))
+        .route("/v1/audit", get(audit::list))
+        .fallback(|| async {
+            ApiError::NotFound {
+                what: "route",
+                id: String::new(),
+                field: None,
+            }
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(Extension(extract::BodyLimit(max_body_bytes)))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("request", request_id = %id, method = %req.method(), uri = %req.uri().path())
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let http = &state.metrics.http;
+    http.request_duration_seconds
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    http.requests_total
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+/// What every mutating ledger call needs besides the command itself.
+pub struct Mutation<'a> {
+    pub caller: &'a Caller,
+    pub request_id: String,
+    pub idempotency_key: String,
+    pub action: &'static str,
+    pub target: String,
+    pub reason: String,
+}
+
+impl AppState {
+    /// Posts one command on behalf of an API caller: the key is namespaced per caller so two
+    /// callers can never collide, and the audit row commits with the postings.
+    pub async fn post(&self, m: Mutation<'_>, mut cmd: Command) -> ApiResult<Posted> {
+        cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
+        cmd.actor = Some(m.caller.name.clone());
+        cmd.memo = Some(m.reason.clone());
+        let audit = AuditRecord {
+            actor: m.caller.name.clone(),
+            role: m.caller.role,
+            action: m.action.to_owned(),
+            target: m.target,
+            reason: Some(m.reason),
+            request_id: m.request_id,
+            at: crate::store::now_micros(),
+        };
+        Ok(self.ledger.post_one(cmd, Some(audit)).await??)
+    }
+}
+
+pub fn require_reason(reason: &str) -> ApiResult<String> {
+    let trimmed = reason.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::invalid("reason_required", "reason", "reason must say why, in words"));
+    }
+    if trimmed.chars().count() > 500 {
+        return Err(ApiError::invalid("invalid_field", "reason", "reason is longer than 500 characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub fn optional_text(field: &str, value: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    match value {
+        Some(v) if v.chars().count() > max => {
+            Err(ApiError::invalid("invalid_field", field, format!("{field} is longer than {max} characters")))
+        }
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(ApiError::invalid("invalid_field", field, format!("{field} contains control characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(l) if (1..=MAX_PAGE).contains(&l) => Ok(l),
+        Some(_) => Err(ApiError::invalid("invalid_field", "limit", format!("limit must be between 1 and {MAX_PAGE}"))),
+    }
+}
+
+pub const WRITERS: &[Role] = &[Role::Admin];

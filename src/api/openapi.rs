@@ -1,0 +1,44 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at /openapi.json.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "treasuryd control API", description = "Ledger, holds and (later) payouts, escrow and EOD. See README.md."),
+    paths(
+        super::health::healthz,
+        super::health::readyz,
+        super::accounts::list,
+        super::accounts::get_one,
+        super::accounts::create,
+        super::journal::list,
+        super::journal::get_one,
+        super::manual_entries::deposit,
+        super::manual_entries::adjustment,
+        super::holds::create,
+        super::holds::get_one,
+        super::holds::release,
+        super::holds::void,
+        super::audit::list,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,163 @@
+//! The daemon assembled: store, ledger, API and metrics listeners, and shutdown.
+
+use crate::api::auth::{Authenticator, Caller};
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::store::{self, DynStore};
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub struct App {
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+    state: AppState,
+    config: Config,
+}
+
+/// Opens the configured store and applies migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
+    let url = config.database_url();
+    if let Some(path) = url.expose_secret().strip_prefix("sqlite://") {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let store = store::open(url.expose_secret(), config.database.max_connections)
+        .await
+        .with_context(|| format!("opening database {}", crate::config::redact_url(url.expose_secret())))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+impl App {
+    /// Opens the database (migrating it), registers assets and binds both listeners; nothing is
+    /// served until `run_until_stopped`.
+    pub async fn build(config: Config, extra_tokens: Vec<(SecretString, Caller)>) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let metrics = Metrics::new().context("registering metrics")?;
+        let ledger = Ledger::open(store, &config.asset_specs())
+            .await
+            .context("registering assets")?
+            .with_metrics(metrics.ledger.clone());
+        let mut auth = Authenticator::from_config(&config.auth.tokens);
+        for (token, caller) in &extra_tokens {
+            auth.insert(token, caller.clone());
+        }
+        let api_listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+        let metrics_listener = TcpListener::bind(config.server.metrics_listen)
+            .await
+            .with_context(|| format!("binding server.metrics_listen {}", config.server.metrics_listen))?;
+        Ok(Self {
+            api_listener,
+            metrics_listener,
+            state: AppState {
+                ledger,
+                metrics,
+                auth: Arc::new(auth),
+            },
+            config,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listener.local_addr().unwrap_or(self.config.server.listen)
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().unwrap_or(self.config.server.metrics_listen)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves (or a critical task fails), then stops accepting, lets
+    /// in-flight requests finish within the grace period and closes the database.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
+
+        let api = api::router(
+            self.state.clone(),
+            self.config.server.max_body_bytes,
+            Duration::from_secs(self.config.server.request_timeout_seconds),
+        );
+        let metrics_state = self.state.metrics.clone();
+        let metrics = Router::new().route("/metrics", get(move || async move { metrics_state.render() }));
+
+        for (name, listener, router) in [("api", self.api_listener, api), ("metrics", self.metrics_listener, metrics)] {
+            let cancel = cancel.clone();
+            let failed = failed_tx.clone();
+            tracker.spawn(async move {
+                let result = axum::serve(listener, router)
+                    .with_graceful_shutdown(cancel.clone().cancelled_owned())
+                    .await;
+                if let Err(e) = result {
+                    let _ = failed.send(anyhow::Error::new(e).context(format!("{name} server failed"))).await;
+                }
+                // A critical task that ends stops the whole daemon.
+                cancel.cancel();
+            });
+        }
+        tracker.close();
+        drop(failed_tx);
+
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => tracing::info!("shutdown requested"),
+            () = cancel.cancelled() => tracing::warn!("a critical task stopped"),
+        }
+        cancel.cancel();
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_seconds);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(?grace, "in-flight work did not finish within the grace period");
+        }
+        self.state.ledger.store().close().await;
+        match failed_rx.try_recv() {
+            Ok(e) => Err(e),
+            Err(_) => {
+                tracing::info!("stopped cleanly");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

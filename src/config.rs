@@ -1,0 +1,456 @@
+//! Configuration: one TOML file, then `TREASURYD__SECTION__KEY` environment overrides, parsed
+//! once at start-up into typed structs. Unknown keys, wrong types and impossible values stop
+//! start-up with the dotted key in the message.
+
+use crate::domain::{AssetKey, AssetSpec, Role};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "TREASURYD__";
+pub const EXAMPLE: &str = include_str!("../treasuryd.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_error(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite database and other local state live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default = "default_assets")]
+    pub assets: Vec<AssetConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            metrics_listen: default_metrics_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_seconds: default_request_timeout(),
+            shutdown_grace_seconds: default_shutdown_grace(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` or `postgres://…`; empty means `<data_dir>/treasuryd.db`.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose_secret())))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn url_has_password(url: &str) -> bool {
+    redact_url(url) != url
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `treasuryd=debug,sqlx=warn`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    pub network: String,
+    pub code: String,
+    pub decimals: u8,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// A static bearer token, stored only as the SHA-256 of the token (see README, "Authentication").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    pub sha256: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Human
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_assets() -> Vec<AssetConfig> {
+    [("ethereum", "USDT"), ("ethereum", "USDC"), ("tron", "USDT"), ("tron", "USDC")]
+        .into_iter()
+        .map(|(network, code)| AssetConfig {
+            network: network.into(),
+            code: code.into(),
+            decimals: 6,
+        })
+        .collect()
+}
+
+impl Config {
+    /// Defaults only: what `treasuryd demo` and tests start from.
+    pub fn defaults() -> Self {
+        Self::from_table(toml::Table::new()).unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+
+    /// File (if any), then environment overrides, then validation.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?;
+                if let Some(url) = table
+                    .get("database")
+                    .and_then(|d| d.get("url"))
+                    .and_then(|u| u.as_str())
+                    && url_has_password(url)
+                {
+                    return Err(key_error(
+                        "database.url",
+                        "contains a password; put it in the environment (TREASURYD__DATABASE__URL) instead of the file",
+                    ));
+                }
+                table
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut table, path, &value)?;
+            }
+        }
+        Self::from_table(table)
+    }
+
+    fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde reports an unknown field at its parent's path; name the field itself.
+            let key = match unknown_field(&inner) {
+                Some(field) if path == "." => field,
+                Some(field) => format!("{path}.{field}"),
+                None => path,
+            };
+            key_error(key, inner)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.database.max_connections == 0 || self.database.max_connections > 1000 {
+            return Err(key_error("database.max_connections", "must be between 1 and 1000"));
+        }
+        if let Some(url) = &self.database.url {
+            let url = url.expose_secret();
+            if !["sqlite:", "postgres:", "postgresql:"].iter().any(|s| url.starts_with(s)) {
+                return Err(key_error("database.url", "must start with sqlite:, postgres: or postgresql:"));
+            }
+        }
+        if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(key_error("server.max_body_bytes", "must be between 1024 and 16777216"));
+        }
+        if self.server.request_timeout_seconds == 0 {
+            return Err(key_error("server.request_timeout_seconds", "must be at least 1"));
+        }
+        if self.server.shutdown_grace_seconds == 0 {
+            return Err(key_error("server.shutdown_grace_seconds", "must be at least 1"));
+        }
+        if self.server.listen == self.server.metrics_listen && self.server.listen.port() != 0 {
+            return Err(key_error("server.metrics_listen", "must differ from server.listen"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(key_error("log.level", "is not a valid filter directive"));
+        }
+        if self.assets.is_empty() {
+            return Err(key_error("assets", "must declare at least one asset"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.assets.iter().enumerate() {
+            let valid_network = !a.network.is_empty()
+                && a.network.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid_network {
+                return Err(key_error(format!("assets[{i}].network"), "must be lower-case letters, digits and '-'"));
+            }
+            let valid_code = !a.code.is_empty()
+                && a.code.len() <= 12
+                && a.code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if !valid_code {
+                return Err(key_error(format!("assets[{i}].code"), "must be 1-12 upper-case letters or digits"));
+            }
+            if a.decimals > 18 {
+                return Err(key_error(format!("assets[{i}].decimals"), "must be at most 18"));
+            }
+            if !seen.insert((a.network.clone(), a.code.clone())) {
+                return Err(key_error(format!("assets[{i}]"), format!("{}:{} is declared twice", a.network, a.code)));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.name.is_empty() || t.name.len() > 64 {
+                return Err(key_error(format!("auth.tokens[{i}].name"), "must be 1-64 characters"));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(key_error(format!("auth.tokens[{i}].name"), format!("{:?} is used twice", t.name)));
+            }
+            if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(key_error(format!("auth.tokens[{i}].sha256"), "must be 64 hex characters"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn asset_specs(&self) -> Vec<AssetSpec> {
+        self.assets
+            .iter()
+            .map(|a| AssetSpec {
+                key: AssetKey::new(a.network.clone(), a.code.clone()),
+                decimals: a.decimals,
+            })
+            .collect()
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> SecretString {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => SecretString::from(format!("sqlite://{}", self.data_dir.join("treasuryd.db").display())),
+        }
+    }
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// `SERVER__LISTEN=127.0.0.1:1` sets `server.listen`. The value is read as a TOML value when it
+/// is one (numbers, booleans, inline arrays) and as a string otherwise.
+fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let dotted = parts.join(".");
+    if parts.iter().any(String::is_empty) {
+        return Err(key_error(dotted, "malformed environment override name"));
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let (last, parents) = parts.split_last().ok_or_else(|| key_error(&dotted, "empty name"))?;
+    let mut node = table;
+    for part in parents {
+        let entry = node
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .ok_or_else(|| key_error(&dotted, format!("`{part}` is not a section")))?;
+    }
+    node.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env(vars))
+    }
+
+    #[test]
+    fn example_file_is_valid_and_complete() {
+        let c = load_text(EXAMPLE, &[]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(!c.assets.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = 5\n", "server.listen"),
+            ("[server]\nlistne = \"x\"\n", "server.listne"),
+            ("bogus = 1\n", "bogus"),
+            ("[database]\nmax_connections = 0\n", "database.max_connections"),
+            ("[database]\nmax_connections = -1\n", "database.max_connections"),
+            ("[database]\nurl = \"postgres://u:pw@h/db\"\n", "database.url"),
+            ("[database]\nurl = \"mysql://h/db\"\n", "database.url"),
+            ("[[assets]]\nnetwork = \"eth\"\ncode = \"USDT\"\ndecimals = 40\n", "assets[0].decimals"),
+            ("[[assets]]\nnetwork = \"eth\"\ncode = \"USDT\"\n", "assets[0]"),
+            ("[[auth.tokens]]\nname = \"a\"\nrole = \"king\"\nsha256 = \"00\"\n", "auth.tokens[0].role"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+        ];
+        for (text, key) in cases {
+            let err = load_text(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}")), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load_text(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("TREASURYD__SERVER__LISTEN", "127.0.0.1:2"),
+                ("TREASURYD__DATABASE__MAX_CONNECTIONS", "3"),
+                ("TREASURYD__DATABASE__URL", "postgres://u:pw@h/db"),
+                ("TREASURYD_UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 2);
+        assert_eq!(c.database.max_connections, 3);
+        assert!(!format!("{c:?}").contains("pw"), "password leaked into Debug");
+        let err = load_text("", &[("TREASURYD__SERVER__NOPE", "1")]).unwrap_err().to_string();
+        assert!(err.contains("`server.nope`"), "{err}");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

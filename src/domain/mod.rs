@@ -1,0 +1,46 @@
+//! Pure domain types shared by every part: money, assets, ids, roles. No I/O here.
+
+pub mod ids;
+pub mod money;
+
+pub use ids::{AccountId, HoldId, TxId};
+pub use money::{Amount, AmountError, AssetKey, AssetSpec};
+
+use serde::{Deserialize, Serialize};
+
+/// Who may call what on the control API. Kept closed: a new role is a code change, not config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Trader,
+    Approver,
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Trader => "trader",
+            Role::Approver => "approver",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, UTC. Stored as a 64-bit integer in both databases so that
+/// ordering and range filters behave identically on SQLite and PostgreSQL.
+pub type UnixMicros = i64;
+
+pub fn micros_to_rfc3339(micros: UnixMicros) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+pub fn rfc3339_to_micros(text: &str) -> Option<UnixMicros> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}

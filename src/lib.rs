@@ -1,0 +1,19 @@
+//! treasuryd: stablecoin payouts, escrow holds and end-of-day netting over a double-entry ledger.
+//!
+//! - `domain`    pure types: amounts in base units, assets, ids, roles
+//! - `ledger`    append-only double-entry journal, accounts, two-phase holds, verification
+//! - `store`     persistence behind one `Store` interface: SQLite (embedded) and PostgreSQL
+//! - `api`       the control API (axum): auth, errors, one module per resource, OpenAPI
+//! - `metrics`   Prometheus metrics, one typed struct per component
+//! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
+//! - `telemetry` tracing subscriber (human or JSON)
+//! - `app`       assembles the daemon; listeners, supervision and graceful shutdown
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod ledger;
+pub mod metrics;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,190 @@
+//! The `treasuryd` command: a thin shell over the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use treasuryd::api::auth::{Caller, new_token, token_digest};
+use treasuryd::app::{self, App};
+use treasuryd::config::{self, Config};
+use treasuryd::domain::Role;
+
+#[derive(Parser)]
+#[command(name = "treasuryd", version, about = "Stablecoin payouts, escrow and netting over a double-entry ledger")]
+struct Cli {
+    /// Config file (TOML). Default: ./treasuryd.toml when it exists, else built-in defaults.
+    #[arg(long, global = true, env = "TREASURYD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGINT/SIGTERM.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration and exit non-zero on the first error.
+    CheckConfig,
+    /// Print the example configuration with every key documented.
+    PrintConfig,
+    /// Ledger maintenance.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Bearer tokens for the control API.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Start the daemon on a fresh SQLite database in a temporary directory and show how to use it.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Recompute every balance and hold from the journal, check the hash chain and sum-zero.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token: prints it once, and the config entry holding its SHA-256.
+    New {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| "one of admin, trader, approver, operator".to_owned())
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let default = Path::new("treasuryd.toml");
+    let path = path.or_else(|| default.exists().then_some(default));
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::PrintConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            let c = load_config(cli.config.as_deref())?;
+            println!(
+                "configuration OK: {} asset(s), {} token(s), database {}",
+                c.assets.len(),
+                c.auth.tokens.len(),
+                config::redact_url(c.database_url().expose_secret())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: TokenCommand::New { name, role },
+        } => {
+            let token = new_token();
+            println!("token (shown once; give it to {name}):\n  {}\n", token.expose_secret());
+            println!(
+                "config entry:\n[[auth.tokens]]\nname = {name:?}\nrole = \"{}\"\nsha256 = \"{}\"",
+                role.as_str(),
+                hex::encode(token_digest(token.expose_secret()))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let c = load_config(cli.config.as_deref())?;
+            let store = app::open_store(&c).await?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command: LedgerCommand::Verify,
+        } => {
+            let c = load_config(cli.config.as_deref())?;
+            let url = c.database_url();
+            let store = treasuryd::store::open(url.expose_secret(), 2)
+                .await
+                .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
+            let report = treasuryd::ledger::verify::verify(store.as_ref()).await?;
+            store.close().await;
+            println!("{report}");
+            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Run => {
+            let c = load_config(cli.config.as_deref())?;
+            treasuryd::telemetry::init(&c.log);
+            let app = App::build(c, Vec::new()).await?;
+            tracing::info!(api = %app.api_addr(), metrics = %app.metrics_addr(), "treasuryd listening");
+            app.run_until_stopped(app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => demo().await,
+    }
+}
+
+async fn demo() -> anyhow::Result<ExitCode> {
+    let dir = std::env::temp_dir().join(format!("treasuryd-demo-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir)?;
+    let mut c = Config::defaults();
+    c.data_dir = dir.clone();
+    c.server.listen = "127.0.0.1:0".parse()?;
+    c.server.metrics_listen = "127.0.0.1:0".parse()?;
+    treasuryd::telemetry::init(&c.log);
+    let token = new_token();
+    let admin = Caller {
+        name: "demo-admin".into(),
+        role: Role::Admin,
+    };
+    let app = App::build(c, vec![(token.clone(), admin)]).await?;
+    let api = app.api_addr();
+    println!("treasuryd demo");
+    println!("  data directory : {}", dir.display());
+    println!("  database       : sqlite://{}", dir.join("treasuryd.db").display());
+    println!("  control API    : http://{api}   (OpenAPI at http://{api}/openapi.json)");
+    println!("  metrics        : http://{}/metrics", app.metrics_addr());
+    println!("  admin token    : {}", token.expose_secret());
+    println!();
+    println!("Try:");
+    println!("  export T={}", token.expose_secret());
+    println!(
+        "  curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"owner\":\"acme\",\"network\":\"ethereum\",\"asset\":\"USDT\",\"kind\":\"partner\",\"reason\":\"demo\"}}' http://{api}/v1/accounts"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: d1' \\\n    \
+         -d '{{\"account\":\"<id>\",\"amount\":\"1000.50\",\"reason\":\"demo funding\"}}' http://{api}/v1/deposits"
+    );
+    println!("  curl -s -H \"Authorization: Bearer $T\" http://{api}/v1/journal");
+    println!();
+    println!("Ctrl-C stops it; `treasuryd ledger verify` with TREASURYD__DATA_DIR={} checks the ledger.", dir.display());
+    app.run_until_stopped(app::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics, one typed struct per component, registered on a `Registry` that `App`
+//! owns (no globals, so two apps can share a test process). Names follow
+//! `treasuryd_<component>_<what>_<unit>`. Labels are bounded: routes are the matched route
+//! templates, never raw paths or ids.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http: HttpMetrics,
+    pub ledger: LedgerMetrics,
+}
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// HTTP requests answered, by route template, method and status code.
+    pub requests_total: IntCounterVec,
+    /// HTTP request latency in seconds, by route template and method.
+    pub request_duration_seconds: HistogramVec,
+}
+
+#[derive(Clone)]
+pub struct LedgerMetrics {
+    /// Journal transactions committed, by entry kind.
+    pub transactions_total: IntCounterVec,
+    /// Ledger commands refused, by error code.
+    pub rejections_total: IntCounterVec,
+    /// Duration of one ledger database transaction (a batch), in seconds.
+    pub commit_duration_seconds: Histogram,
+}
+
+/// Build information: always 1, labelled with the version.
+fn build_info(registry: &Registry) -> prometheus::Result<()> {
+    let g = IntGauge::with_opts(
+        Opts::new("treasuryd_build_info", "Build information; always 1.")
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+    )?;
+    g.set(1);
+    registry.register(Box::new(g))
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        build_info(&registry)?;
+        let latency_buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let http = HttpMetrics {
+            requests_total: IntCounterVec::new(
+                Opts::new("treasuryd_http_requests_total", "HTTP requests answered, by route template, method and status code."),
+                &["route", "method", "status"],
+            )?,
+            request_duration_seconds: HistogramVec::new(
+                HistogramOpts::new("treasuryd_http_request_duration_seconds", "HTTP request latency in seconds, by route template and method.")
+                    .buckets(latency_buckets.clone()),
+                &["route", "method"],
+            )?,
+        };
+        let ledger = LedgerMetrics {
+            transactions_total: IntCounterVec::new(
+                Opts::new("treasuryd_ledger_transactions_total", "Journal transactions committed, by entry kind."),
+                &["kind"],
+            )?,
+            rejections_total: IntCounterVec::new(
+                Opts::new("treasuryd_ledger_rejections_total", "Ledger commands refused, by error code."),
+                &["code"],
+            )?,
+            commit_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new("treasuryd_ledger_commit_duration_seconds", "Duration of one ledger database transaction (a batch), in seconds.")
+                    .buckets(latency_buckets),
+            )?,
+        };
+        registry.register(Box::new(http.requests_total.clone()))?;
+        registry.register(Box::new(http.request_duration_seconds.clone()))?;
+        registry.register(Box::new(ledger.transactions_total.clone()))?;
+        registry.register(Box::new(ledger.rejections_total.clone()))?;
+        registry.register(Box::new(ledger.commit_duration_seconds.clone()))?;
+        // Publish every kind at zero so dashboards and alerts see the series before the first write.
+        for kind in crate::ledger::EntryKind::ALL {
+            ledger.transactions_total.with_label_values(&[kind.as_str()]);
+        }
+        Ok(Self { registry, http, ledger })
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on a malformed metric family, which `register` rejects.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+

@@ -1,0 +1,184 @@
+//! Persistence: one `Store` interface with a SQLite and a PostgreSQL implementation, chosen by
+//! the URL scheme. Methods are business operations, not generic CRUD; the invariants they rely
+//! on (unique idempotency keys, append-only journal, non-negative balances) are also enforced
+//! in SQL as a backstop.
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, Role, TxId, UnixMicros};
+use crate::ledger::{Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub type DynStore = Arc<dyn Store>;
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("asset {asset} is stored with {stored} decimals but configured with {configured}")]
+    AssetDecimalsChanged {
+        asset: AssetKey,
+        stored: u8,
+        configured: u8,
+    },
+    #[error("stored data violates an invariant: {0}")]
+    Invariant(String),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Worth running the same database transaction again: serialisation failures, deadlocks,
+    /// a lost race on a unique idempotency key (the retry replays the winner's result), and
+    /// SQLite's busy lock.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => matches!(
+                db.code().as_deref(),
+                // PostgreSQL: serialization_failure, deadlock_detected, unique_violation.
+                Some("40001" | "40P01" | "23505")
+                // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+                | Some("5" | "6" | "517" | "261" | "262")
+            ),
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Who did what, written in the same database transaction as the change it describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub actor: String,
+    pub role: Role,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    pub request_id: String,
+    pub at: UnixMicros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAudit {
+    pub id: uuid::Uuid,
+    pub record: AuditRecord,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccountFilter {
+    pub owner: Option<String>,
+    pub asset: Option<AssetKey>,
+    pub kind: Option<AccountKind>,
+    pub after: Option<AccountId>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JournalFilter {
+    pub account: Option<AccountId>,
+    pub kind: Option<EntryKind>,
+    pub from: Option<UnixMicros>,
+    pub to: Option<UnixMicros>,
+    pub after_seq: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+    async fn close(&self);
+
+    /// Records a configured asset; refuses a change of decimals for one already stored.
+    async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()>;
+    async fn ensure_system_account(&self, asset: &AssetKey, kind: AccountKind) -> StoreResult<Account>;
+    async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account>;
+    async fn get_account(&self, id: AccountId) -> StoreResult<Account>;
+    async fn list_accounts(&self, filter: &AccountFilter) -> StoreResult<Vec<Account>>;
+
+    /// Applies `commands` in one database transaction (see `ledger::batch`), retrying it on
+    /// transient failures. `audit` is written with it when at least one command took effect.
+    async fn post_batch(
+        &self,
+        commands: &[Command],
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>>;
+
+    async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx>;
+    async fn list_journal(&self, filter: &JournalFilter) -> StoreResult<Vec<JournalTx>>;
+    async fn get_hold(&self, id: HoldId) -> StoreResult<Hold>;
+    /// Every hold, in id order after `after`; for verification.
+    async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>>;
+    /// The stored head of the hash chain: last sequence number and its hash.
+    async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])>;
+    async fn list_audit(&self, after: Option<uuid::Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>>;
+}
+
+/// The primitives `ledger::batch::run_batch` needs inside one open database transaction.
+#[async_trait]
+pub trait LedgerTxn: Send {
+    /// Locks and returns the holds that exist among `ids` (sorted).
+    async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>>;
+    /// Locks and returns the accounts that exist among `ids` (sorted).
+    async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>>;
+    async fn find_idempotency_keys(&mut self, keys: &[String]) -> StoreResult<Vec<(String, [u8; 32], TxId)>>;
+    async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted>;
+    async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()>;
+    async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()>;
+    /// Gives each transaction the next journal sequence number and chain hash, and inserts it
+    /// with its postings.
+    async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()>;
+}
+
+/// Opens the store named by `url` (`sqlite:…` or `postgres:…`).
+pub async fn open(url: &str, max_connections: u32) -> StoreResult<DynStore> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PgStore::connect(url, max_connections).await?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?))
+    }
+}
+
+/// How many times a batch is retried on transient failures before the error is returned.
+pub(crate) const MAX_ATTEMPTS: usize = 12;
+
+pub(crate) fn retry_policy() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(2))
+        .with_max_delay(std::time::Duration::from_millis(200))
+        .with_max_times(MAX_ATTEMPTS)
+        .with_jitter()
+}
+
+pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Invariant(format!("stored hash has {} bytes", bytes.len())))
+}
+
+pub(crate) fn now_micros() -> UnixMicros {
+    chrono::Utc::now().timestamp_micros()
+}

@@ -1,0 +1,542 @@
+//! PostgreSQL store: production, and several daemon instances on one database. READ COMMITTED
+//! with the touched rows locked in a fixed order (`SELECT … FOR UPDATE`), batch writes through
+//! `UNNEST`, and whole-transaction retries on serialisation failures and deadlocks.
+
+use super::*;
+use crate::domain::AssetSpec;
+use crate::ledger::{Bucket, HoldState, Posting, batch::run_batch};
+use backon::Retryable;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use std::str::FromStr;
+use uuid::Uuid;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn post_once(
+        &self,
+        commands: &[Command],
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+        let mut txn = PgTxn { tx: self.pool.begin().await? };
+        let results = run_batch(&mut txn, commands, now_micros()).await?;
+        if let Some(audit) = audit
+            && results.iter().any(|r| matches!(r, Ok(p) if !p.replayed))
+        {
+            insert_audit(&mut txn.tx, audit).await?;
+        }
+        txn.tx.commit().await?;
+        Ok(results)
+    }
+}
+
+fn dec(units: i128) -> Decimal {
+    Decimal::from_i128_with_scale(units, 0)
+}
+
+fn units(d: Decimal) -> StoreResult<i128> {
+    if d.fract() != Decimal::ZERO {
+        return Err(StoreError::Invariant(format!("stored amount {d} is not an integer")));
+    }
+    d.to_i128().ok_or_else(|| StoreError::Invariant(format!("stored amount {d} out of range")))
+}
+
+fn account_from_row(row: &PgRow) -> StoreResult<Account> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Account {
+        id: AccountId(row.try_get("id")?),
+        owner: row.try_get("owner")?,
+        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        kind: AccountKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
+        allow_negative: row.try_get("allow_negative")?,
+        available: units(row.try_get("available")?)?,
+        held: units(row.try_get("held")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn hold_from_row(row: &PgRow) -> StoreResult<Hold> {
+    let state: String = row.try_get("state")?;
+    Ok(Hold {
+        id: HoldId(row.try_get("id")?),
+        account: AccountId(row.try_get("account_id")?),
+        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        amount: units(row.try_get("amount")?)?,
+        released: units(row.try_get("released")?)?,
+        voided: units(row.try_get("voided")?)?,
+        state: HoldState::parse(&state).ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
+        reference: row.try_get("reference")?,
+        created_at: row.try_get("created_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+    })
+}
+
+fn journal_from_row(row: &PgRow) -> StoreResult<JournalTx> {
+    let kind: String = row.try_get("kind")?;
+    Ok(JournalTx {
+        seq: row.try_get("seq")?,
+        id: TxId(row.try_get("id")?),
+        kind: EntryKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
+        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        hold: row.try_get::<Option<Uuid>, _>("hold_id")?.map(HoldId),
+        idempotency_key: row.try_get("idempotency_key")?,
+        request_hash: hash32(row.try_get("request_hash")?)?,
+        reference: row.try_get("reference")?,
+        memo: row.try_get("memo")?,
+        actor: row.try_get("actor")?,
+        created_at: row.try_get("created_at")?,
+        postings: Vec::new(),
+        hash: hash32(row.try_get("hash")?)?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, owner, network, asset, kind, allow_negative, available, held, created_at";
+const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
+     h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
+const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
+
+async fn attach_postings(conn: &mut sqlx::PgConnection, txs: &mut [JournalTx]) -> StoreResult<()> {
+    if txs.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = txs.iter().map(|t| t.seq).collect();
+    let rows = sqlx::query("SELECT seq, account_id, bucket, amount FROM postings WHERE seq = ANY($1) ORDER BY seq, idx")
+        .bind(&seqs)
+        .fetch_all(&mut *conn)
+        .await?;
+    let index: std::collections::HashMap<i64, usize> = txs.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        let Some(&i) = index.get(&seq) else { continue };
+        let bucket: String = row.try_get("bucket")?;
+        txs[i].postings.push(Posting {
+            account: AccountId(row.try_get("account_id")?),
+            bucket: Bucket::parse(&bucket).ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
+            amount: units(row.try_get("amount")?)?,
+        });
+    }
+    Ok(())
+}
+
+async fn insert_audit(conn: &mut sqlx::PgConnection, audit: &AuditRecord) -> StoreResult<()> {
+    sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(Uuid::now_v7())
+        .bind(audit.at)
+        .bind(&audit.actor)
+        .bind(audit.role.as_str())
+        .bind(&audit.action)
+        .bind(&audit.target)
+        .bind(&audit.reason)
+        .bind(&audit.request_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn load_transaction(conn: &mut sqlx::PgConnection, id: TxId) -> StoreResult<JournalTx> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = $1")))
+        .bind(id.0)
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut txs = vec![journal_from_row(&row)?];
+    attach_postings(conn, &mut txs).await?;
+    txs.pop().ok_or(StoreError::NotFound)
+}
+
+async fn load_hold(conn: &mut sqlx::PgConnection, id: HoldId) -> StoreResult<Hold> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{HOLD_SELECT} WHERE h.id = $1")))
+        .bind(id.0)
+        .fetch_one(conn)
+        .await?;
+    hold_from_row(&row)
+}
+
+struct PgTxn {
+    tx: Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl LedgerTxn for PgTxn {
+    async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|h| h.0).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{HOLD_SELECT} WHERE h.id = ANY($1) ORDER BY h.id FOR UPDATE OF h"
+        )))
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(hold_from_row).collect()
+    }
+
+    async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|a| a.0).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        )))
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn find_idempotency_keys(&mut self, keys: &[String]) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
+        let rows = sqlx::query("SELECT idempotency_key, request_hash, id FROM journal_transactions WHERE idempotency_key = ANY($1)")
+            .bind(keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("idempotency_key")?, hash32(r.try_get("request_hash")?)?, TxId(r.try_get("id")?))))
+            .collect()
+    }
+
+    async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted> {
+        let tx = load_transaction(&mut self.tx, tx).await?;
+        let hold = match tx.hold {
+            Some(h) => Some(load_hold(&mut self.tx, h).await?),
+            None => None,
+        };
+        Ok(Posted { tx, hold, replayed: true })
+    }
+
+    async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()> {
+        let ids: Vec<Uuid> = accounts.iter().map(|a| a.id.0).collect();
+        let available: Vec<Decimal> = accounts.iter().map(|a| dec(a.available)).collect();
+        let held: Vec<Decimal> = accounts.iter().map(|a| dec(a.held)).collect();
+        sqlx::query(
+            "UPDATE accounts SET available = u.available, held = u.held, version = accounts.version + 1 \
+             FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS u(id, available, held) WHERE accounts.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&available)
+        .bind(&held)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()> {
+        if holds.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = holds.iter().map(|h| h.id.0).collect();
+        let accounts: Vec<Uuid> = holds.iter().map(|h| h.account.0).collect();
+        let amounts: Vec<Decimal> = holds.iter().map(|h| dec(h.amount)).collect();
+        let released: Vec<Decimal> = holds.iter().map(|h| dec(h.released)).collect();
+        let voided: Vec<Decimal> = holds.iter().map(|h| dec(h.voided)).collect();
+        let states: Vec<&str> = holds.iter().map(|h| h.state.as_str()).collect();
+        let references: Vec<Option<String>> = holds.iter().map(|h| h.reference.clone()).collect();
+        let created: Vec<i64> = holds.iter().map(|h| h.created_at).collect();
+        let resolved: Vec<Option<i64>> = holds.iter().map(|h| h.resolved_at).collect();
+        sqlx::query(
+            "INSERT INTO holds (id, account_id, amount, released, voided, state, reference, created_at, resolved_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::numeric[], $4::numeric[], $5::numeric[], $6::text[], \
+             $7::text[], $8::bigint[], $9::bigint[]) \
+             ON CONFLICT (id) DO UPDATE SET released = EXCLUDED.released, voided = EXCLUDED.voided, \
+             state = EXCLUDED.state, resolved_at = EXCLUDED.resolved_at",
+        )
+        .bind(&ids)
+        .bind(&accounts)
+        .bind(&amounts)
+        .bind(&released)
+        .bind(&voided)
+        .bind(&states)
+        .bind(&references)
+        .bind(&created)
+        .bind(&resolved)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()> {
+        let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut hash = hash32(head.try_get("hash")?)?;
+        for tx in txs.iter_mut() {
+            seq += 1;
+            tx.seq = seq;
+            hash = JournalTx::chain_hash(&hash, &tx.content_digest());
+            tx.hash = hash;
+        }
+        sqlx::query(
+            "INSERT INTO journal_transactions (seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, \
+             reference, memo, actor, created_at, hash) SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], \
+             $4::text[], $5::text[], $6::uuid[], $7::text[], $8::bytea[], $9::text[], $10::text[], $11::text[], \
+             $12::bigint[], $13::bytea[])",
+        )
+        .bind(txs.iter().map(|t| t.seq).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.id.0).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.asset.network.clone()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.asset.code.clone()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.hold.map(|h| h.0)).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.idempotency_key.clone()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.request_hash.to_vec()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.reference.clone()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.memo.clone()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.actor.clone()).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.created_at).collect::<Vec<_>>())
+        .bind(txs.iter().map(|t| t.hash.to_vec()).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await?;
+
+        let postings = txs.iter().flat_map(|t| t.postings.iter().enumerate().map(move |(i, p)| (t.seq, i, p)));
+        let (mut seqs, mut idxs, mut accounts, mut buckets, mut amounts) = (vec![], vec![], vec![], vec![], vec![]);
+        for (seq, idx, p) in postings {
+            seqs.push(seq);
+            idxs.push(idx as i16);
+            accounts.push(p.account.0);
+            buckets.push(p.bucket.as_str());
+            amounts.push(dec(p.amount));
+        }
+        sqlx::query(
+            "INSERT INTO postings (seq, idx, account_id, bucket, amount) \
+             SELECT * FROM UNNEST($1::bigint[], $2::smallint[], $3::uuid[], $4::text[], $5::numeric[])",
+        )
+        .bind(&seqs)
+        .bind(&idxs)
+        .bind(&accounts)
+        .bind(&buckets)
+        .bind(&amounts)
+        .execute(&mut *self.tx)
+        .await?;
+
+        sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(hash.as_slice())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
+        sqlx::query("INSERT INTO assets (network, code, decimals) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&spec.key.network)
+            .bind(&spec.key.code)
+            .bind(i16::from(spec.decimals))
+            .execute(&self.pool)
+            .await?;
+        let stored: i16 = sqlx::query_scalar("SELECT decimals FROM assets WHERE network = $1 AND code = $2")
+            .bind(&spec.key.network)
+            .bind(&spec.key.code)
+            .fetch_one(&self.pool)
+            .await?;
+        if stored != i16::from(spec.decimals) {
+            return Err(StoreError::AssetDecimalsChanged {
+                asset: spec.key.clone(),
+                stored: u8::try_from(stored).unwrap_or(u8::MAX),
+                configured: spec.decimals,
+            });
+        }
+        Ok(())
+    }
+
+    async fn ensure_system_account(&self, asset: &AssetKey, kind: AccountKind) -> StoreResult<Account> {
+        sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
+             VALUES ($1, 'system', $2, $3, $4, $5, $6) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .bind(kind.system_allows_negative())
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = 'system' AND network = $1 AND asset = $2 AND kind = $3"
+        )))
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        account_from_row(&row)
+    }
+
+    async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
+        let mut tx = self.pool.begin().await?;
+        let id = AccountId::new();
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(&new.owner)
+        .bind(&new.asset.network)
+        .bind(&new.asset.code)
+        .bind(new.kind.as_str())
+        .bind(new.allow_negative)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "{} already has a {} account for {}",
+                new.owner,
+                new.kind.as_str(),
+                new.asset
+            )));
+        }
+        let mut audit = audit.clone();
+        audit.target = format!("account:{id}");
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        self.get_account(id).await
+    }
+
+    async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1")))
+            .bind(id.0)
+            .fetch_one(&self.pool)
+            .await?;
+        account_from_row(&row)
+    }
+
+    async fn list_accounts(&self, f: &AccountFilter) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR network = $2) \
+             AND ($3::text IS NULL OR asset = $3) AND ($4::text IS NULL OR kind = $4) AND ($5::uuid IS NULL OR id > $5) \
+             ORDER BY id LIMIT $6"
+        )))
+        .bind(&f.owner)
+        .bind(f.asset.as_ref().map(|a| a.network.clone()))
+        .bind(f.asset.as_ref().map(|a| a.code.clone()))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.after.map(|a| a.0))
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn post_batch(
+        &self,
+        commands: &[Command],
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+        (|| self.post_once(commands, audit))
+            .retry(retry_policy())
+            .when(StoreError::is_retryable)
+            .await
+    }
+
+    async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx> {
+        let mut conn = self.pool.acquire().await?;
+        load_transaction(&mut conn, id).await
+    }
+
+    async fn list_journal(&self, f: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > $1 \
+             AND ($2::uuid IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = $2 AND seq > $1)) \
+             AND ($3::text IS NULL OR kind = $3) AND ($4::bigint IS NULL OR created_at >= $4) \
+             AND ($5::bigint IS NULL OR created_at < $5) ORDER BY seq LIMIT $6"
+        )))
+        .bind(f.after_seq)
+        .bind(f.account.map(|a| a.0))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut txs = rows.iter().map(journal_from_row).collect::<StoreResult<Vec<_>>>()?;
+        attach_postings(&mut conn, &mut txs).await?;
+        Ok(txs)
+    }
+
+    async fn get_hold(&self, id: HoldId) -> StoreResult<Hold> {
+        let mut conn = self.pool.acquire().await?;
+        load_hold(&mut conn, id).await
+    }
+
+    async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{HOLD_SELECT} WHERE ($1::uuid IS NULL OR h.id > $1) ORDER BY h.id LIMIT $2"
+        )))
+        .bind(after.map(|h| h.0))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(hold_from_row).collect()
+    }
+
+    async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
+        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
+    }
+
+    async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, role, action, target, reason, request_id FROM audit_log \
+             WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok(StoredAudit {
+                    id: r.try_get("id")?,
+                    record: AuditRecord {
+                        actor: r.try_get("actor")?,
+                        role: super::sqlite::parse_role(&role)?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        reason: r.try_get("reason")?,
+                        request_id: r.try_get("request_id")?,
+                        at: r.try_get("at")?,
+                    },
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,527 @@
+//! SQLite store: the embedded default. One file in the data directory, WAL, `synchronous=FULL`
+//! (an acknowledged ledger write survives power loss, not only a crash), and every write in
+//! `BEGIN IMMEDIATE` so writers queue on the lock up front instead of failing mid-transaction.
+
+use super::*;
+use crate::domain::AssetSpec;
+use crate::ledger::{Bucket, HoldState, Posting, batch::run_batch};
+use backon::Retryable;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn post_once(
+        &self,
+        commands: &[Command],
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+        let mut txn = SqliteTxn {
+            tx: self.begin_write().await?,
+        };
+        let results = run_batch(&mut txn, commands, now_micros()).await?;
+        if let Some(audit) = audit
+            && results.iter().any(|r| matches!(r, Ok(p) if !p.replayed))
+        {
+            insert_audit(&mut txn.tx, audit).await?;
+        }
+        txn.tx.commit().await?;
+        Ok(results)
+    }
+}
+
+fn units(text: &str) -> StoreResult<i128> {
+    text.parse()
+        .map_err(|_| StoreError::Invariant(format!("stored amount {text:?} is not an integer")))
+}
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Account {
+        id: AccountId(row.try_get("id")?),
+        owner: row.try_get("owner")?,
+        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        kind: AccountKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
+        allow_negative: row.try_get("allow_negative")?,
+        available: units(row.try_get("available")?)?,
+        held: units(row.try_get("held")?)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn hold_from_row(row: &SqliteRow) -> StoreResult<Hold> {
+    let state: String = row.try_get("state")?;
+    Ok(Hold {
+        id: HoldId(row.try_get("id")?),
+        account: AccountId(row.try_get("account_id")?),
+        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        amount: units(row.try_get("amount")?)?,
+        released: units(row.try_get("released")?)?,
+        voided: units(row.try_get("voided")?)?,
+        state: HoldState::parse(&state).ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
+        reference: row.try_get("reference")?,
+        created_at: row.try_get("created_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+    })
+}
+
+fn journal_from_row(row: &SqliteRow) -> StoreResult<JournalTx> {
+    let kind: String = row.try_get("kind")?;
+    Ok(JournalTx {
+        seq: row.try_get("seq")?,
+        id: TxId(row.try_get("id")?),
+        kind: EntryKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
+        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        hold: row.try_get::<Option<Uuid>, _>("hold_id")?.map(HoldId),
+        idempotency_key: row.try_get("idempotency_key")?,
+        request_hash: hash32(row.try_get("request_hash")?)?,
+        reference: row.try_get("reference")?,
+        memo: row.try_get("memo")?,
+        actor: row.try_get("actor")?,
+        created_at: row.try_get("created_at")?,
+        postings: Vec::new(),
+        hash: hash32(row.try_get("hash")?)?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, owner, network, asset, kind, allow_negative, available, held, created_at";
+const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
+     h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
+const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
+
+async fn attach_postings(conn: &mut sqlx::SqliteConnection, txs: &mut [JournalTx]) -> StoreResult<()> {
+    let (Some(first), Some(last)) = (txs.first().map(|t| t.seq), txs.last().map(|t| t.seq)) else {
+        return Ok(());
+    };
+    let rows = sqlx::query("SELECT seq, account_id, bucket, amount FROM postings WHERE seq BETWEEN ? AND ? ORDER BY seq, idx")
+        .bind(first.min(last))
+        .bind(first.max(last))
+        .fetch_all(&mut *conn)
+        .await?;
+    let index: std::collections::HashMap<i64, usize> = txs.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
+    for row in rows {
+        let seq: i64 = row.try_get("seq")?;
+        let Some(&i) = index.get(&seq) else { continue };
+        let bucket: String = row.try_get("bucket")?;
+        txs[i].postings.push(Posting {
+            account: AccountId(row.try_get("account_id")?),
+            bucket: Bucket::parse(&bucket).ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
+            amount: units(row.try_get("amount")?)?,
+        });
+    }
+    Ok(())
+}
+
+async fn insert_audit(conn: &mut sqlx::SqliteConnection, audit: &AuditRecord) -> StoreResult<()> {
+    sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(Uuid::now_v7())
+        .bind(audit.at)
+        .bind(&audit.actor)
+        .bind(audit.role.as_str())
+        .bind(&audit.action)
+        .bind(&audit.target)
+        .bind(&audit.reason)
+        .bind(&audit.request_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn load_transaction(conn: &mut sqlx::SqliteConnection, id: TxId) -> StoreResult<JournalTx> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = ?")))
+        .bind(id.0)
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut txs = vec![journal_from_row(&row)?];
+    attach_postings(conn, &mut txs).await?;
+    txs.pop().ok_or(StoreError::NotFound)
+}
+
+async fn load_hold(conn: &mut sqlx::SqliteConnection, id: HoldId) -> StoreResult<Hold> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{HOLD_SELECT} WHERE h.id = ?")))
+        .bind(id.0)
+        .fetch_one(conn)
+        .await?;
+    hold_from_row(&row)
+}
+
+struct SqliteTxn {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl LedgerTxn for SqliteTxn {
+    async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>> {
+        // BEGIN IMMEDIATE already holds the database's single write lock.
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match load_hold(&mut self.tx, *id).await {
+                Ok(h) => out.push(h),
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?")))
+                .bind(id.0)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            if let Some(row) = row {
+                out.push(account_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn find_idempotency_keys(&mut self, keys: &[String]) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
+        let mut out = Vec::new();
+        for key in keys {
+            let row = sqlx::query("SELECT request_hash, id FROM journal_transactions WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+            if let Some(row) = row {
+                out.push((key.clone(), hash32(row.try_get("request_hash")?)?, TxId(row.try_get("id")?)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted> {
+        let tx = load_transaction(&mut self.tx, tx).await?;
+        let hold = match tx.hold {
+            Some(h) => Some(load_hold(&mut self.tx, h).await?),
+            None => None,
+        };
+        Ok(Posted { tx, hold, replayed: true })
+    }
+
+    async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()> {
+        for a in accounts {
+            sqlx::query("UPDATE accounts SET available = ?, held = ?, version = version + 1 WHERE id = ?")
+                .bind(a.available.to_string())
+                .bind(a.held.to_string())
+                .bind(a.id.0)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()> {
+        for h in holds {
+            sqlx::query(
+                "INSERT INTO holds (id, account_id, amount, released, voided, state, reference, created_at, resolved_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
+                 released = excluded.released, voided = excluded.voided, state = excluded.state, resolved_at = excluded.resolved_at",
+            )
+            .bind(h.id.0)
+            .bind(h.account.0)
+            .bind(h.amount.to_string())
+            .bind(h.released.to_string())
+            .bind(h.voided.to_string())
+            .bind(h.state.as_str())
+            .bind(&h.reference)
+            .bind(h.created_at)
+            .bind(h.resolved_at)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()> {
+        let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_one(&mut *self.tx).await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut hash = hash32(head.try_get("hash")?)?;
+        for tx in txs.iter_mut() {
+            seq += 1;
+            tx.seq = seq;
+            hash = JournalTx::chain_hash(&hash, &tx.content_digest());
+            tx.hash = hash;
+            sqlx::query(
+                "INSERT INTO journal_transactions (seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, \
+                 reference, memo, actor, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(tx.seq)
+            .bind(tx.id.0)
+            .bind(tx.kind.as_str())
+            .bind(&tx.asset.network)
+            .bind(&tx.asset.code)
+            .bind(tx.hold.map(|h| h.0))
+            .bind(&tx.idempotency_key)
+            .bind(tx.request_hash.as_slice())
+            .bind(&tx.reference)
+            .bind(&tx.memo)
+            .bind(&tx.actor)
+            .bind(tx.created_at)
+            .bind(tx.hash.as_slice())
+            .execute(&mut *self.tx)
+            .await?;
+            for (idx, p) in tx.postings.iter().enumerate() {
+                sqlx::query("INSERT INTO postings (seq, idx, account_id, bucket, amount) VALUES (?, ?, ?, ?, ?)")
+                    .bind(tx.seq)
+                    .bind(idx as i64)
+                    .bind(p.account.0)
+                    .bind(p.bucket.as_str())
+                    .bind(p.amount.to_string())
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
+        sqlx::query("UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1")
+            .bind(seq)
+            .bind(hash.as_slice())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let stored: Option<i64> = sqlx::query_scalar("SELECT decimals FROM assets WHERE network = ? AND code = ?")
+            .bind(&spec.key.network)
+            .bind(&spec.key.code)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match stored {
+            Some(d) if d != i64::from(spec.decimals) => {
+                return Err(StoreError::AssetDecimalsChanged {
+                    asset: spec.key.clone(),
+                    stored: u8::try_from(d).unwrap_or(u8::MAX),
+                    configured: spec.decimals,
+                });
+            }
+            Some(_) => {}
+            None => {
+                sqlx::query("INSERT INTO assets (network, code, decimals) VALUES (?, ?, ?)")
+                    .bind(&spec.key.network)
+                    .bind(&spec.key.code)
+                    .bind(i64::from(spec.decimals))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ensure_system_account(&self, asset: &AssetKey, kind: AccountKind) -> StoreResult<Account> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, 'system', ?, ?, ?, ?, ?) \
+             ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .bind(kind.system_allows_negative())
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = 'system' AND network = ? AND asset = ? AND kind = ?"
+        )))
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        account_from_row(&row)
+    }
+
+    async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
+        let mut tx = self.begin_write().await?;
+        let id = AccountId::new();
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(&new.owner)
+        .bind(&new.asset.network)
+        .bind(&new.asset.code)
+        .bind(new.kind.as_str())
+        .bind(new.allow_negative)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "{} already has a {} account for {}",
+                new.owner,
+                new.kind.as_str(),
+                new.asset
+            )));
+        }
+        let mut audit = audit.clone();
+        audit.target = format!("account:{id}");
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        self.get_account(id).await
+    }
+
+    async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?")))
+            .bind(id.0)
+            .fetch_one(&self.pool)
+            .await?;
+        account_from_row(&row)
+    }
+
+    async fn list_accounts(&self, f: &AccountFilter) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR network = ?2) \
+             AND (?3 IS NULL OR asset = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR id > ?5) ORDER BY id LIMIT ?6"
+        )))
+        .bind(&f.owner)
+        .bind(f.asset.as_ref().map(|a| a.network.clone()))
+        .bind(f.asset.as_ref().map(|a| a.code.clone()))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.after.map(|a| a.0))
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn post_batch(
+        &self,
+        commands: &[Command],
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+        (|| self.post_once(commands, audit))
+            .retry(retry_policy())
+            .when(StoreError::is_retryable)
+            .await
+    }
+
+    async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx> {
+        let mut conn = self.pool.acquire().await?;
+        load_transaction(&mut conn, id).await
+    }
+
+    async fn list_journal(&self, f: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > ?1 \
+             AND (?2 IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = ?2 AND seq > ?1)) \
+             AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5) \
+             ORDER BY seq LIMIT ?6"
+        )))
+        .bind(f.after_seq)
+        .bind(f.account.map(|a| a.0))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut txs = rows.iter().map(journal_from_row).collect::<StoreResult<Vec<_>>>()?;
+        attach_postings(&mut conn, &mut txs).await?;
+        Ok(txs)
+    }
+
+    async fn get_hold(&self, id: HoldId) -> StoreResult<Hold> {
+        let mut conn = self.pool.acquire().await?;
+        load_hold(&mut conn, id).await
+    }
+
+    async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{HOLD_SELECT} WHERE (?1 IS NULL OR h.id > ?1) ORDER BY h.id LIMIT ?2")))
+            .bind(after.map(|h| h.0))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(hold_from_row).collect()
+    }
+
+    async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
+        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
+    }
+
+    async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, role, action, target, reason, request_id FROM audit_log \
+             WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| audit_from_row(r.try_get("id")?, r.try_get("role")?, r)).collect()
+    }
+}
+
+fn audit_from_row(id: Uuid, role: String, row: &SqliteRow) -> StoreResult<StoredAudit> {
+    Ok(StoredAudit {
+        id,
+        record: AuditRecord {
+            actor: row.try_get("actor")?,
+            role: parse_role(&role)?,
+            action: row.try_get("action")?,
+            target: row.try_get("target")?,
+            reason: row.try_get("reason")?,
+            request_id: row.try_get("request_id")?,
+            at: row.try_get("at")?,
+        },
+    })
+}
+
+pub(crate) fn parse_role(text: &str) -> StoreResult<Role> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Invariant(format!("role {text:?}")))
+}
