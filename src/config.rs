@@ -261,7 +261,9 @@ impl Config {
             let inner = e.into_inner().to_string();
             // serde reports an unknown field at its parent's path; name the field itself.
             let key = match unknown_field(&inner) {
-                Some(field) if path == "." => field,
+                Some(field) if path == "." || path == field || path.ends_with(&format!(".{field}")) => {
+                    if path == "." { field } else { path }
+                }
                 Some(field) => format!("{path}.{field}"),
                 None => path,
             };

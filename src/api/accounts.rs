@@ -26,7 +26,7 @@ pub struct ListAccounts {
 }
 
 /// List accounts with their balances.
-#[utoipa::path(get, path = "/v1/accounts", params(ListAccounts), security(("bearer" = [])),
+#[utoipa::path(get, tag = "accounts", path = "/v1/accounts", params(ListAccounts), security(("bearer" = [])),
     responses((status = 200, body = Page<AccountView>), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -63,7 +63,7 @@ pub async fn list(
 }
 
 /// One account with its balances.
-#[utoipa::path(get, path = "/v1/accounts/{id}", security(("bearer" = [])),
+#[utoipa::path(get, tag = "accounts", path = "/v1/accounts/{id}", security(("bearer" = [])),
     responses((status = 200, body = AccountView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccountView>> {
     let account = load_account(&state, &id, None).await?;
@@ -107,7 +107,7 @@ pub struct CreateAccount {
 }
 
 /// Open an account (Admin).
-#[utoipa::path(post, path = "/v1/accounts", request_body = CreateAccount, security(("bearer" = [])),
+#[utoipa::path(post, tag = "accounts", path = "/v1/accounts", request_body = CreateAccount, security(("bearer" = [])),
     responses((status = 201, body = AccountView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,

@@ -32,7 +32,7 @@ pub struct AuditView {
 }
 
 /// Every mutating call, oldest first.
-#[utoipa::path(get, path = "/v1/audit", params(ListAudit), security(("bearer" = [])),
+#[utoipa::path(get, tag = "audit", path = "/v1/audit", params(ListAudit), security(("bearer" = [])),
     responses((status = 200, body = Page<AuditView>), (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, caller: Caller, ApiQuery(q): ApiQuery<ListAudit>) -> ApiResult<Json<Page<AuditView>>> {
     caller.require(&[Role::Admin])?;

@@ -20,6 +20,8 @@ pub enum ApiError {
         field: String,
         message: String,
     },
+    #[error("the body must be a JSON object")]
+    BodyNotObject,
     #[error("send Content-Type: application/json")]
     UnsupportedMediaType,
     #[error("the body is larger than {0} bytes")]
@@ -28,7 +30,7 @@ pub enum ApiError {
     Unauthenticated,
     #[error("this action needs the role {0}")]
     Forbidden(&'static str),
-    #[error("{what} {id} does not exist")]
+    #[error("{}{what} {id} does not exist", field.map(|f| format!("{f}: ")).unwrap_or_default())]
     NotFound {
         what: &'static str,
         id: String,
@@ -64,7 +66,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid { .. } | ApiError::BodyNotObject => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -82,6 +84,7 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
             ApiError::Invalid { code, .. } => code,
+            ApiError::BodyNotObject => "invalid_body",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unauthenticated => "unauthenticated",

@@ -34,17 +34,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::MalformedJson(rejection.body_text())
             }
         })?;
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                ApiError::MalformedJson(inner.to_string())
-            } else {
-                data_error(path, &inner.to_string())
-            }
-        })?;
-        de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        // serde accepts an array for a struct; our bodies are objects, so say so plainly.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[') {
+            return Err(ApiError::BodyNotObject);
+        }
+        // Syntax first (including trailing bytes), then shape, so each gets its own error.
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let value = serde_path_to_error::deserialize(json)
+            .map_err(|e| data_error(e.path().to_string(), &e.into_inner().to_string()))?;
         Ok(ApiJson(value))
     }
 }
@@ -80,7 +78,16 @@ fn data_error(path: String, message: &str) -> ApiError {
             .and_then(|rest| rest.split('`').next())
             .map(str::to_owned)
     };
-    let join = |field: String| if path == "." { field } else { format!("{path}.{field}") };
+    // Some deserialisers already put the offending key at the end of the path.
+    let join = |field: String| {
+        if path == "." || path == field {
+            field
+        } else if path.ends_with(&format!(".{field}")) {
+            path.clone()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
     if let Some(field) = quoted("unknown field `") {
         ApiError::invalid("unknown_field", join(field.clone()), format!("unknown field `{field}`"))
     } else if let Some(field) = quoted("missing field `") {

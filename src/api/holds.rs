@@ -27,7 +27,7 @@ pub struct CreateHold {
 }
 
 /// Reserve funds: available → held on the same account (Admin).
-#[utoipa::path(post, path = "/v1/holds", request_body = CreateHold, security(("bearer" = [])),
+#[utoipa::path(post, tag = "ledger", path = "/v1/holds", request_body = CreateHold, security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "unique per intended hold")),
     responses((status = 201, body = PostedView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
@@ -86,7 +86,7 @@ async fn load_hold(state: &AppState, text: &str) -> ApiResult<Hold> {
 }
 
 /// One hold, as it stands now.
-#[utoipa::path(get, path = "/v1/holds/{id}", security(("bearer" = [])),
+#[utoipa::path(get, tag = "ledger", path = "/v1/holds/{id}", security(("bearer" = [])),
     responses((status = 200, body = HoldView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<HoldView>> {
     let hold = load_hold(&state, &id).await?;
@@ -110,7 +110,7 @@ fn default_release_kind() -> ReleaseKind {
 }
 
 /// Release part or all of what a hold still reserves (Admin).
-#[utoipa::path(post, path = "/v1/holds/{id}/release", request_body = ReleaseHold, security(("bearer" = [])),
+#[utoipa::path(post, tag = "ledger", path = "/v1/holds/{id}/release", request_body = ReleaseHold, security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "unique per intended release")),
     responses((status = 201, body = PostedView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn release(
@@ -161,7 +161,7 @@ pub struct VoidHold {
 }
 
 /// Return everything a hold still reserves to the account's available balance (Admin).
-#[utoipa::path(post, path = "/v1/holds/{id}/void", request_body = VoidHold, security(("bearer" = [])),
+#[utoipa::path(post, tag = "ledger", path = "/v1/holds/{id}/void", request_body = VoidHold, security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "unique per intended void")),
     responses((status = 201, body = PostedView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn void(

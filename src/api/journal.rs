@@ -28,7 +28,7 @@ pub struct ListJournal {
 }
 
 /// Journal transactions in journal order, with filters.
-#[utoipa::path(get, path = "/v1/journal", params(ListJournal), security(("bearer" = [])),
+#[utoipa::path(get, tag = "ledger", path = "/v1/journal", params(ListJournal), security(("bearer" = [])),
     responses((status = 200, body = Page<TransactionView>), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -72,7 +72,7 @@ pub async fn list(
 }
 
 /// One journal transaction.
-#[utoipa::path(get, path = "/v1/journal/{id}", security(("bearer" = [])),
+#[utoipa::path(get, tag = "ledger", path = "/v1/journal/{id}", security(("bearer" = [])),
     responses((status = 200, body = TransactionView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<TransactionView>> {
     let not_found = || ApiError::NotFound {

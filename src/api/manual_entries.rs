@@ -26,7 +26,7 @@ pub struct DepositRequest {
 }
 
 /// Credit a deposit to an account (Admin).
-#[utoipa::path(post, path = "/v1/deposits", request_body = DepositRequest, security(("bearer" = [])),
+#[utoipa::path(post, tag = "ledger", path = "/v1/deposits", request_body = DepositRequest, security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "unique per intended deposit")),
     responses((status = 201, body = PostedView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn deposit(
@@ -72,7 +72,7 @@ pub struct AdjustmentRequest {
 }
 
 /// Correct an account's balance against the adjustments account (Admin).
-#[utoipa::path(post, path = "/v1/adjustments", request_body = AdjustmentRequest, security(("bearer" = [])),
+#[utoipa::path(post, tag = "ledger", path = "/v1/adjustments", request_body = AdjustmentRequest, security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "unique per intended adjustment")),
     responses((status = 201, body = PostedView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn adjustment(

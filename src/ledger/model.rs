@@ -449,13 +449,13 @@ pub enum LedgerError {
     },
     #[error("a release of kind release or offset needs a destination account")]
     DestinationRequired,
-    #[error("account {account} has {available} available, {requested} requested")]
+    #[error("amount exceeds what account {account} has available ({available} available, {requested} requested, in base units)")]
     InsufficientFunds {
         account: AccountId,
         available: i128,
         requested: i128,
     },
-    #[error("hold {hold} has {remaining} remaining, {requested} requested")]
+    #[error("amount exceeds what hold {hold} still reserves ({remaining} remaining, {requested} requested, in base units)")]
     HoldExceeded {
         hold: HoldId,
         remaining: i128,

@@ -416,7 +416,7 @@ impl Store for PgStore {
         .await?;
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
-                "{} already has a {} account for {}",
+                "owner {} already has a {} account for {}",
                 new.owner,
                 new.kind.as_str(),
                 new.asset

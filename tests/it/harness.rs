@@ -1,0 +1,289 @@
+//! Test harness: a fresh database per test on either backend, the app on port 0, and one
+//! helper per endpoint. PostgreSQL is required: set TREASURYD_TEST_POSTGRES=skip to opt out
+//! locally (CI never does).
+
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use treasuryd::api::auth::Caller;
+use treasuryd::app::App;
+use treasuryd::config::Config;
+use treasuryd::domain::{AssetKey, Role};
+use treasuryd::ledger::Ledger;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TREASURYD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// False only when the developer explicitly opted out of PostgreSQL tests.
+pub fn postgres_enabled() -> bool {
+    std::env::var("TREASURYD_TEST_POSTGRES").map(|v| v != "skip").unwrap_or(true)
+}
+
+/// A database that exists for one test and is dropped afterwards (unless TREASURYD_TEST_KEEP_DB
+/// is set, to inspect it).
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("treasuryd_test_{}", uuid::Uuid::new_v4().simple());
+                let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is required by the test suite and is not reachable at {admin}: {e}. \
+                         Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) \
+                         or set TREASURYD_TEST_POSTGRES=skip to opt out locally."
+                    )
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&pool)
+                    .await
+                    .expect("create test database");
+                pool.close().await;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+                Self {
+                    url: format!("{base}/{name}"),
+                    pg_name: Some(name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        if std::env::var("TREASURYD_TEST_KEEP_DB").is_ok() {
+            eprintln!("keeping test database {name}");
+            return;
+        }
+        // Drop runs inside the test's runtime; use a thread with its own to stay synchronous.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let pool = sqlx::PgPool::connect(&postgres_admin_url()).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                    .execute(&pool)
+                    .await
+                    .ok()?;
+                pool.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+pub fn test_config(db: &TestDb, dir: &std::path::Path) -> Config {
+    let mut c = Config::defaults();
+    c.data_dir = dir.to_owned();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shutdown_grace_seconds = 5;
+    c.database.url = Some(SecretString::from(db.url.clone()));
+    c.database.max_connections = 8;
+    c
+}
+
+pub fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        treasuryd::telemetry::init(&treasuryd::config::LogConfig::default());
+    }
+}
+
+pub const ADMIN: &str = "tdk_test_admin";
+pub const TRADER: &str = "tdk_test_trader";
+pub const APPROVER: &str = "tdk_test_approver";
+pub const OPERATOR: &str = "tdk_test_operator";
+
+pub fn usdt() -> AssetKey {
+    AssetKey::new("ethereum", "USDT")
+}
+
+pub struct TestApp {
+    pub api: SocketAddr,
+    pub metrics: SocketAddr,
+    pub client: reqwest::Client,
+    pub ledger: Ledger,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+    _db: Arc<TestDb>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        init_logs();
+        let db = Arc::new(TestDb::new(backend).await);
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&db, dir.path());
+        let tokens = [(ADMIN, Role::Admin), (TRADER, Role::Trader), (APPROVER, Role::Approver), (OPERATOR, Role::Operator)]
+            .into_iter()
+            .map(|(t, role)| {
+                (
+                    SecretString::from(t.to_owned()),
+                    Caller {
+                        name: format!("test-{}", role.as_str()),
+                        role,
+                    },
+                )
+            })
+            .collect();
+        let app = App::build(config, tokens).await.expect("app builds");
+        let (api, metrics, ledger) = (app.api_addr(), app.metrics_addr(), app.state().ledger.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        Self {
+            api,
+            metrics,
+            client: reqwest::Client::new(),
+            ledger,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+            _db: db,
+        }
+    }
+
+    /// Stops the app the way SIGTERM would and returns what `run_until_stopped` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("running").await.expect("app task")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let r = self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, token: &str, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path)).bearer_auth(token).json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_account(&self, owner: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/accounts",
+                ADMIN,
+                None,
+                &json!({"owner": owner, "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "test setup"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn deposit(&self, account: &str, amount: &str, key: &str) -> Value {
+        let (status, body) = self
+            .post("/v1/deposits", ADMIN, Some(key), &json!({"account": account, "amount": amount, "reason": "test funding"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    pub async fn hold(&self, account: &str, amount: &str, key: &str) -> String {
+        let (status, body) = self
+            .post("/v1/holds", ADMIN, Some(key), &json!({"account": account, "amount": amount, "reason": "test hold"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["hold"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn account(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/accounts/{id}"), TRADER).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// (journal length, audit rows): what "changed nothing" is measured against.
+    pub async fn footprint(&self) -> (i64, usize) {
+        let store = self.ledger.store();
+        let (seq, _) = store.journal_head().await.unwrap();
+        let audit = store.list_audit(None, 100_000).await.unwrap().len();
+        (seq, audit)
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn verify_clean(&self) {
+        let report = treasuryd::ledger::verify::verify(self.ledger.store().as_ref()).await.unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+}
+
+/// Reads one sample's value from Prometheus text, e.g. `metric{a="b"}`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Generates `name::sqlite` and `name::postgres` tests from `async fn name(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::harness::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if !$crate::harness::postgres_enabled() {
+                    eprintln!("TREASURYD_TEST_POSTGRES=skip: not running the PostgreSQL variant");
+                    return;
+                }
+                super::$name($crate::harness::Backend::Postgres).await
+            }
+        }
+    )* };
+}
