@@ -28,14 +28,21 @@ pub struct App {
 /// Opens the configured store and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
     let url = config.database_url();
-    if let Some(path) = url.expose_secret().strip_prefix("sqlite://") {
-        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+    if let Some(path) = url.expose_secret().strip_prefix("sqlite://")
+        && let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let store = store::open(url.expose_secret(), config.database.max_connections)
         .await
-        .with_context(|| format!("opening database {}", crate::config::redact_url(url.expose_secret())))?;
+        .with_context(|| {
+            format!(
+                "opening database {}",
+                crate::config::redact_url(url.expose_secret())
+            )
+        })?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
 }
@@ -43,7 +50,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
 impl App {
     /// Opens the database (migrating it), registers assets and binds both listeners; nothing is
     /// served until `run_until_stopped`.
-    pub async fn build(config: Config, extra_tokens: Vec<(SecretString, Caller)>) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: Config,
+        extra_tokens: Vec<(SecretString, Caller)>,
+    ) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
         let metrics = Metrics::new().context("registering metrics")?;
         let ledger = Ledger::open(store, &config.asset_specs())
@@ -59,7 +69,12 @@ impl App {
             .with_context(|| format!("binding server.listen {}", config.server.listen))?;
         let metrics_listener = TcpListener::bind(config.server.metrics_listen)
             .await
-            .with_context(|| format!("binding server.metrics_listen {}", config.server.metrics_listen))?;
+            .with_context(|| {
+                format!(
+                    "binding server.metrics_listen {}",
+                    config.server.metrics_listen
+                )
+            })?;
         Ok(Self {
             api_listener,
             metrics_listener,
@@ -73,11 +88,15 @@ impl App {
     }
 
     pub fn api_addr(&self) -> SocketAddr {
-        self.api_listener.local_addr().unwrap_or(self.config.server.listen)
+        self.api_listener
+            .local_addr()
+            .unwrap_or(self.config.server.listen)
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_listener.local_addr().unwrap_or(self.config.server.metrics_listen)
+        self.metrics_listener
+            .local_addr()
+            .unwrap_or(self.config.server.metrics_listen)
     }
 
     pub fn state(&self) -> &AppState {
@@ -86,7 +105,10 @@ impl App {
 
     /// Serves until `shutdown` resolves (or a critical task fails), then stops accepting, lets
     /// in-flight requests finish within the grace period and closes the database.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
@@ -97,9 +119,15 @@ impl App {
             Duration::from_secs(self.config.server.request_timeout_seconds),
         );
         let metrics_state = self.state.metrics.clone();
-        let metrics = Router::new().route("/metrics", get(move || async move { metrics_state.render() }));
+        let metrics = Router::new().route(
+            "/metrics",
+            get(move || async move { metrics_state.render() }),
+        );
 
-        for (name, listener, router) in [("api", self.api_listener, api), ("metrics", self.metrics_listener, metrics)] {
+        for (name, listener, router) in [
+            ("api", self.api_listener, api),
+            ("metrics", self.metrics_listener, metrics),
+        ] {
             let cancel = cancel.clone();
             let failed = failed_tx.clone();
             tracker.spawn(async move {
@@ -107,7 +135,9 @@ impl App {
                     .with_graceful_shutdown(cancel.clone().cancelled_owned())
                     .await;
                 if let Err(e) = result {
-                    let _ = failed.send(anyhow::Error::new(e).context(format!("{name} server failed"))).await;
+                    let _ = failed
+                        .send(anyhow::Error::new(e).context(format!("{name} server failed")))
+                        .await;
                 }
                 // A critical task that ends stops the whole daemon.
                 cancel.cancel();
@@ -124,7 +154,10 @@ impl App {
         cancel.cancel();
         let grace = Duration::from_secs(self.config.server.shutdown_grace_seconds);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(?grace, "in-flight work did not finish within the grace period");
+            tracing::warn!(
+                ?grace,
+                "in-flight work did not finish within the grace period"
+            );
         }
         self.state.ledger.store().close().await;
         match failed_rx.try_recv() {

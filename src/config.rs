@@ -99,7 +99,10 @@ impl Default for DatabaseConfig {
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
-            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose_secret())))
+            .field(
+                "url",
+                &self.url.as_ref().map(|u| redact_url(u.expose_secret())),
+            )
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -201,20 +204,26 @@ fn default_log_level() -> String {
     "info".into()
 }
 fn default_assets() -> Vec<AssetConfig> {
-    [("ethereum", "USDT"), ("ethereum", "USDC"), ("tron", "USDT"), ("tron", "USDC")]
-        .into_iter()
-        .map(|(network, code)| AssetConfig {
-            network: network.into(),
-            code: code.into(),
-            decimals: 6,
-        })
-        .collect()
+    [
+        ("ethereum", "USDT"),
+        ("ethereum", "USDC"),
+        ("tron", "USDT"),
+        ("tron", "USDC"),
+    ]
+    .into_iter()
+    .map(|(network, code)| AssetConfig {
+        network: network.into(),
+        code: code.into(),
+        decimals: 6,
+    })
+    .collect()
 }
 
 impl Config {
     /// Defaults only: what `treasuryd demo` and tests start from.
     pub fn defaults() -> Self {
-        Self::from_table(toml::Table::new()).unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+        Self::from_table(toml::Table::new())
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
     }
 
     /// File (if any), then environment overrides, then validation.
@@ -228,10 +237,12 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?;
+                let table: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                            path: path.to_owned(),
+                            message: e.to_string(),
+                        })?;
                 if let Some(url) = table
                     .get("database")
                     .and_then(|d| d.get("url"))
@@ -256,44 +267,72 @@ impl Config {
     }
 
     fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            // serde reports an unknown field at its parent's path; name the field itself.
-            let key = match unknown_field(&inner) {
-                Some(field) if path == "." || path == field || path.ends_with(&format!(".{field}")) => {
-                    if path == "." { field } else { path }
-                }
-                Some(field) => format!("{path}.{field}"),
-                None => path,
-            };
-            key_error(key, inner)
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner().to_string();
+                // serde reports an unknown field at its parent's path; name the field itself.
+                let key = match unknown_field(&inner) {
+                    Some(field)
+                        if path == "." || path == field || path.ends_with(&format!(".{field}")) =>
+                    {
+                        if path == "." {
+                            field
+                        } else {
+                            path
+                        }
+                    }
+                    Some(field) => format!("{path}.{field}"),
+                    None => path,
+                };
+                key_error(key, inner)
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.database.max_connections == 0 || self.database.max_connections > 1000 {
-            return Err(key_error("database.max_connections", "must be between 1 and 1000"));
+            return Err(key_error(
+                "database.max_connections",
+                "must be between 1 and 1000",
+            ));
         }
         if let Some(url) = &self.database.url {
             let url = url.expose_secret();
-            if !["sqlite:", "postgres:", "postgresql:"].iter().any(|s| url.starts_with(s)) {
-                return Err(key_error("database.url", "must start with sqlite:, postgres: or postgresql:"));
+            if !["sqlite:", "postgres:", "postgresql:"]
+                .iter()
+                .any(|s| url.starts_with(s))
+            {
+                return Err(key_error(
+                    "database.url",
+                    "must start with sqlite:, postgres: or postgresql:",
+                ));
             }
         }
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 16 * 1024 * 1024 {
-            return Err(key_error("server.max_body_bytes", "must be between 1024 and 16777216"));
+            return Err(key_error(
+                "server.max_body_bytes",
+                "must be between 1024 and 16777216",
+            ));
         }
         if self.server.request_timeout_seconds == 0 {
-            return Err(key_error("server.request_timeout_seconds", "must be at least 1"));
+            return Err(key_error(
+                "server.request_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         if self.server.shutdown_grace_seconds == 0 {
-            return Err(key_error("server.shutdown_grace_seconds", "must be at least 1"));
+            return Err(key_error(
+                "server.shutdown_grace_seconds",
+                "must be at least 1",
+            ));
         }
         if self.server.listen == self.server.metrics_listen && self.server.listen.port() != 0 {
-            return Err(key_error("server.metrics_listen", "must differ from server.listen"));
+            return Err(key_error(
+                "server.metrics_listen",
+                "must differ from server.listen",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(key_error("log.level", "is not a valid filter directive"));
@@ -304,33 +343,58 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.assets.iter().enumerate() {
             let valid_network = !a.network.is_empty()
-                && a.network.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                && a.network
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid_network {
-                return Err(key_error(format!("assets[{i}].network"), "must be lower-case letters, digits and '-'"));
+                return Err(key_error(
+                    format!("assets[{i}].network"),
+                    "must be lower-case letters, digits and '-'",
+                ));
             }
             let valid_code = !a.code.is_empty()
                 && a.code.len() <= 12
-                && a.code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                && a.code
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
             if !valid_code {
-                return Err(key_error(format!("assets[{i}].code"), "must be 1-12 upper-case letters or digits"));
+                return Err(key_error(
+                    format!("assets[{i}].code"),
+                    "must be 1-12 upper-case letters or digits",
+                ));
             }
             if a.decimals > 18 {
-                return Err(key_error(format!("assets[{i}].decimals"), "must be at most 18"));
+                return Err(key_error(
+                    format!("assets[{i}].decimals"),
+                    "must be at most 18",
+                ));
             }
             if !seen.insert((a.network.clone(), a.code.clone())) {
-                return Err(key_error(format!("assets[{i}]"), format!("{}:{} is declared twice", a.network, a.code)));
+                return Err(key_error(
+                    format!("assets[{i}]"),
+                    format!("{}:{} is declared twice", a.network, a.code),
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.name.is_empty() || t.name.len() > 64 {
-                return Err(key_error(format!("auth.tokens[{i}].name"), "must be 1-64 characters"));
+                return Err(key_error(
+                    format!("auth.tokens[{i}].name"),
+                    "must be 1-64 characters",
+                ));
             }
             if !names.insert(t.name.clone()) {
-                return Err(key_error(format!("auth.tokens[{i}].name"), format!("{:?} is used twice", t.name)));
+                return Err(key_error(
+                    format!("auth.tokens[{i}].name"),
+                    format!("{:?} is used twice", t.name),
+                ));
             }
             if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(key_error(format!("auth.tokens[{i}].sha256"), "must be 64 hex characters"));
+                return Err(key_error(
+                    format!("auth.tokens[{i}].sha256"),
+                    "must be 64 hex characters",
+                ));
             }
         }
         Ok(())
@@ -350,7 +414,10 @@ impl Config {
     pub fn database_url(&self) -> SecretString {
         match &self.database.url {
             Some(url) => url.clone(),
-            None => SecretString::from(format!("sqlite://{}", self.data_dir.join("treasuryd.db").display())),
+            None => SecretString::from(format!(
+                "sqlite://{}",
+                self.data_dir.join("treasuryd.db").display()
+            )),
         }
     }
 }
@@ -373,7 +440,9 @@ fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), 
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
-    let (last, parents) = parts.split_last().ok_or_else(|| key_error(&dotted, "empty name"))?;
+    let (last, parents) = parts
+        .split_last()
+        .ok_or_else(|| key_error(&dotted, "empty name"))?;
     let mut node = table;
     for part in parents {
         let entry = node
@@ -392,7 +461,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn load_text(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -415,13 +487,31 @@ mod tests {
             ("[server]\nlisten = 5\n", "server.listen"),
             ("[server]\nlistne = \"x\"\n", "server.listne"),
             ("bogus = 1\n", "bogus"),
-            ("[database]\nmax_connections = 0\n", "database.max_connections"),
-            ("[database]\nmax_connections = -1\n", "database.max_connections"),
-            ("[database]\nurl = \"postgres://u:pw@h/db\"\n", "database.url"),
+            (
+                "[database]\nmax_connections = 0\n",
+                "database.max_connections",
+            ),
+            (
+                "[database]\nmax_connections = -1\n",
+                "database.max_connections",
+            ),
+            (
+                "[database]\nurl = \"postgres://u:pw@h/db\"\n",
+                "database.url",
+            ),
             ("[database]\nurl = \"mysql://h/db\"\n", "database.url"),
-            ("[[assets]]\nnetwork = \"eth\"\ncode = \"USDT\"\ndecimals = 40\n", "assets[0].decimals"),
-            ("[[assets]]\nnetwork = \"eth\"\ncode = \"USDT\"\n", "assets[0]"),
-            ("[[auth.tokens]]\nname = \"a\"\nrole = \"king\"\nsha256 = \"00\"\n", "auth.tokens[0].role"),
+            (
+                "[[assets]]\nnetwork = \"eth\"\ncode = \"USDT\"\ndecimals = 40\n",
+                "assets[0].decimals",
+            ),
+            (
+                "[[assets]]\nnetwork = \"eth\"\ncode = \"USDT\"\n",
+                "assets[0]",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"a\"\nrole = \"king\"\nsha256 = \"00\"\n",
+                "auth.tokens[0].role",
+            ),
             ("[log]\nformat = \"xml\"\n", "log.format"),
         ];
         for (text, key) in cases {
@@ -444,14 +534,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.listen.port(), 2);
         assert_eq!(c.database.max_connections, 3);
-        assert!(!format!("{c:?}").contains("pw"), "password leaked into Debug");
-        let err = load_text("", &[("TREASURYD__SERVER__NOPE", "1")]).unwrap_err().to_string();
+        assert!(
+            !format!("{c:?}").contains("pw"),
+            "password leaked into Debug"
+        );
+        let err = load_text("", &[("TREASURYD__SERVER__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`server.nope`"), "{err}");
     }
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
     }

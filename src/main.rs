@@ -11,7 +11,11 @@ use treasuryd::config::{self, Config};
 use treasuryd::domain::Role;
 
 #[derive(Parser)]
-#[command(name = "treasuryd", version, about = "Stablecoin payouts, escrow and netting over a double-entry ledger")]
+#[command(
+    name = "treasuryd",
+    version,
+    about = "Stablecoin payouts, escrow and netting over a double-entry ledger"
+)]
 struct Cli {
     /// Config file (TOML). Default: ./treasuryd.toml when it exists, else built-in defaults.
     #[arg(long, global = true, env = "TREASURYD_CONFIG")]
@@ -110,7 +114,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: TokenCommand::New { name, role },
         } => {
             let token = new_token();
-            println!("token (shown once; give it to {name}):\n  {}\n", token.expose_secret());
+            println!(
+                "token (shown once; give it to {name}):\n  {}\n",
+                token.expose_secret()
+            );
             println!(
                 "config entry:\n[[auth.tokens]]\nname = {name:?}\nrole = \"{}\"\nsha256 = \"{}\"",
                 role.as_str(),
@@ -136,7 +143,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = treasuryd::ledger::verify::verify(store.as_ref()).await?;
             store.close().await;
             println!("{report}");
-            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Run => {
             let c = load_config(cli.config.as_deref())?;
@@ -167,7 +178,10 @@ async fn demo() -> anyhow::Result<ExitCode> {
     let api = app.api_addr();
     println!("treasuryd demo");
     println!("  data directory : {}", dir.display());
-    println!("  database       : sqlite://{}", dir.join("treasuryd.db").display());
+    println!(
+        "  database       : sqlite://{}",
+        dir.join("treasuryd.db").display()
+    );
     println!("  control API    : http://{api}   (OpenAPI at http://{api}/openapi.json)");
     println!("  metrics        : http://{}/metrics", app.metrics_addr());
     println!("  admin token    : {}", token.expose_secret());
@@ -184,7 +198,10 @@ async fn demo() -> anyhow::Result<ExitCode> {
     );
     println!("  curl -s -H \"Authorization: Bearer $T\" http://{api}/v1/journal");
     println!();
-    println!("Ctrl-C stops it; `treasuryd ledger verify` with TREASURYD__DATA_DIR={} checks the ledger.", dir.display());
+    println!(
+        "Ctrl-C stops it; `treasuryd ledger verify` with TREASURYD__DATA_DIR={} checks the ledger.",
+        dir.display()
+    );
     app.run_until_stopped(app::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,8 @@
 //! templates, never raw paths or ids.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Clone)]
@@ -46,30 +47,47 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         build_info(&registry)?;
-        let latency_buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let latency_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         let http = HttpMetrics {
             requests_total: IntCounterVec::new(
-                Opts::new("treasuryd_http_requests_total", "HTTP requests answered, by route template, method and status code."),
+                Opts::new(
+                    "treasuryd_http_requests_total",
+                    "HTTP requests answered, by route template, method and status code.",
+                ),
                 &["route", "method", "status"],
             )?,
             request_duration_seconds: HistogramVec::new(
-                HistogramOpts::new("treasuryd_http_request_duration_seconds", "HTTP request latency in seconds, by route template and method.")
-                    .buckets(latency_buckets.clone()),
+                HistogramOpts::new(
+                    "treasuryd_http_request_duration_seconds",
+                    "HTTP request latency in seconds, by route template and method.",
+                )
+                .buckets(latency_buckets.clone()),
                 &["route", "method"],
             )?,
         };
         let ledger = LedgerMetrics {
             transactions_total: IntCounterVec::new(
-                Opts::new("treasuryd_ledger_transactions_total", "Journal transactions committed, by entry kind."),
+                Opts::new(
+                    "treasuryd_ledger_transactions_total",
+                    "Journal transactions committed, by entry kind.",
+                ),
                 &["kind"],
             )?,
             rejections_total: IntCounterVec::new(
-                Opts::new("treasuryd_ledger_rejections_total", "Ledger commands refused, by error code."),
+                Opts::new(
+                    "treasuryd_ledger_rejections_total",
+                    "Ledger commands refused, by error code.",
+                ),
                 &["code"],
             )?,
             commit_duration_seconds: Histogram::with_opts(
-                HistogramOpts::new("treasuryd_ledger_commit_duration_seconds", "Duration of one ledger database transaction (a batch), in seconds.")
-                    .buckets(latency_buckets),
+                HistogramOpts::new(
+                    "treasuryd_ledger_commit_duration_seconds",
+                    "Duration of one ledger database transaction (a batch), in seconds.",
+                )
+                .buckets(latency_buckets),
             )?,
         };
         registry.register(Box::new(http.requests_total.clone()))?;
@@ -79,9 +97,15 @@ impl Metrics {
         registry.register(Box::new(ledger.commit_duration_seconds.clone()))?;
         // Publish every kind at zero so dashboards and alerts see the series before the first write.
         for kind in crate::ledger::EntryKind::ALL {
-            ledger.transactions_total.with_label_values(&[kind.as_str()]);
+            ledger
+                .transactions_total
+                .with_label_values(&[kind.as_str()]);
         }
-        Ok(Self { registry, http, ledger })
+        Ok(Self {
+            registry,
+            http,
+            ledger,
+        })
     }
 
     pub fn render(&self) -> String {
@@ -91,4 +115,3 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
-

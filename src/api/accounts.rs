@@ -37,12 +37,28 @@ pub async fn list(
     let asset = match (q.network, q.asset) {
         (Some(n), Some(a)) => Some(AssetKey::new(n, a)),
         (None, None) => None,
-        (None, Some(_)) => return Err(ApiError::invalid("missing_field", "network", "network is required with asset")),
-        (Some(_), None) => return Err(ApiError::invalid("missing_field", "asset", "asset is required with network")),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "missing_field",
+                "network",
+                "network is required with asset",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "missing_field",
+                "asset",
+                "asset is required with network",
+            ));
+        }
     };
     let after = q
         .cursor
-        .map(|c| AccountId::parse(&c).ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")))
+        .map(|c| {
+            AccountId::parse(&c).ok_or_else(|| {
+                ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")
+            })
+        })
         .transpose()?;
     let accounts = state
         .ledger
@@ -55,9 +71,14 @@ pub async fn list(
             limit,
         })
         .await?;
-    let next_cursor = (accounts.len() as i64 == limit).then(|| accounts.last().map(|a| a.id.to_string())).flatten();
+    let next_cursor = (accounts.len() as i64 == limit)
+        .then(|| accounts.last().map(|a| a.id.to_string()))
+        .flatten();
     Ok(Json(Page {
-        items: accounts.iter().map(|a| AccountView::new(&state.ledger, a)).collect(),
+        items: accounts
+            .iter()
+            .map(|a| AccountView::new(&state.ledger, a))
+            .collect(),
         next_cursor,
     }))
 }
@@ -65,7 +86,11 @@ pub async fn list(
 /// One account with its balances.
 #[utoipa::path(get, tag = "accounts", path = "/v1/accounts/{id}", security(("bearer" = [])),
     responses((status = 200, body = AccountView), (status = 404, body = ErrorBody)))]
-pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccountView>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccountView>> {
     let account = load_account(&state, &id, None).await?;
     Ok(Json(AccountView::new(&state.ledger, &account)))
 }
@@ -82,7 +107,11 @@ pub async fn load_account(
         field,
     };
     let id = AccountId::parse(text).ok_or_else(|| match field {
-        Some(f) => ApiError::invalid("invalid_field", f, format!("{f} must be an account id (UUID)")),
+        Some(f) => ApiError::invalid(
+            "invalid_field",
+            f,
+            format!("{f} must be an account id (UUID)"),
+        ),
         None => not_found(),
     })?;
     match state.ledger.store().get_account(id).await {
@@ -118,11 +147,23 @@ pub async fn create(
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
     let owner = body.owner.trim();
-    if owner.is_empty() || owner.len() > 128 || owner == "system" || owner.chars().any(char::is_control) {
-        return Err(ApiError::invalid("invalid_field", "owner", "owner must be 1-128 characters and not \"system\""));
+    if owner.is_empty()
+        || owner.len() > 128
+        || owner == "system"
+        || owner.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "owner",
+            "owner must be 1-128 characters and not \"system\"",
+        ));
     }
     if body.kind.is_system() {
-        return Err(ApiError::invalid("invalid_field", "kind", "kind must be partner or operating"));
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "kind",
+            "kind must be partner or operating",
+        ));
     }
     let asset = AssetKey::new(body.network, body.asset);
     if state.ledger.asset(&asset).is_none() {
@@ -148,7 +189,10 @@ pub async fn create(
         allow_negative: body.allow_negative,
     };
     match state.ledger.store().create_account(&new, &audit).await {
-        Ok(a) => Ok((StatusCode::CREATED, Json(AccountView::new(&state.ledger, &a)))),
+        Ok(a) => Ok((
+            StatusCode::CREATED,
+            Json(AccountView::new(&state.ledger, &a)),
+        )),
         Err(StoreError::Conflict(message)) => Err(ApiError::Conflict {
             code: "account_exists",
             field: Some("owner"),

@@ -34,15 +34,25 @@ pub struct AuditView {
 /// Every mutating call, oldest first.
 #[utoipa::path(get, tag = "audit", path = "/v1/audit", params(ListAudit), security(("bearer" = [])),
     responses((status = 200, body = Page<AuditView>), (status = 403, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, caller: Caller, ApiQuery(q): ApiQuery<ListAudit>) -> ApiResult<Json<Page<AuditView>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListAudit>,
+) -> ApiResult<Json<Page<AuditView>>> {
     caller.require(&[Role::Admin])?;
     let limit = page_limit(q.limit)?;
     let after = q
         .cursor
-        .map(|c| uuid::Uuid::try_parse(&c).map_err(|_| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")))
+        .map(|c| {
+            uuid::Uuid::try_parse(&c).map_err(|_| {
+                ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")
+            })
+        })
         .transpose()?;
     let rows = state.ledger.store().list_audit(after, limit).await?;
-    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
     Ok(Json(Page {
         items: rows
             .into_iter()

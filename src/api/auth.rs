@@ -25,7 +25,9 @@ impl Caller {
         if allowed.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(allowed.first().map_or("none", |r| r.as_str())))
+            Err(ApiError::Forbidden(
+                allowed.first().map_or("none", |r| r.as_str()),
+            ))
         }
     }
 }
@@ -55,7 +57,8 @@ impl Authenticator {
 
     /// Adds a token at run time (the demo mints one for the operator at start).
     pub fn insert(&mut self, token: &SecretString, caller: Caller) {
-        self.by_digest.insert(token_digest(token.expose_secret()), caller);
+        self.by_digest
+            .insert(token_digest(token.expose_secret()), caller);
     }
 
     fn authenticate(&self, token: &str) -> Option<&Caller> {
@@ -80,7 +83,10 @@ pub fn new_token() -> SecretString {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)

@@ -51,7 +51,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError::Invalid {
             code,
             field: field.into(),
@@ -106,9 +110,13 @@ impl ApiError {
     fn field(&self) -> Option<String> {
         match self {
             ApiError::Invalid { field, .. } => Some(field.clone()),
-            ApiError::NotFound { field, .. } | ApiError::Conflict { field, .. } => field.map(str::to_owned),
+            ApiError::NotFound { field, .. } | ApiError::Conflict { field, .. } => {
+                field.map(str::to_owned)
+            }
             ApiError::Ledger(e) => match e {
-                LedgerError::InsufficientFunds { .. } | LedgerError::HoldExceeded { .. } => Some("amount".into()),
+                LedgerError::InsufficientFunds { .. } | LedgerError::HoldExceeded { .. } => {
+                    Some("amount".into())
+                }
                 LedgerError::DestinationRequired => Some("destination".into()),
                 LedgerError::IdempotencyConflict(_) => Some("Idempotency-Key".into()),
                 _ => None,

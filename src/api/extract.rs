@@ -35,7 +35,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
         })?;
         // serde accepts an array for a struct; our bodies are objects, so say so plainly.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[') {
+        if bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'[')
+        {
             return Err(ApiError::BodyNotObject);
         }
         // Syntax first (including trailing bytes), then shape, so each gets its own error.
@@ -89,9 +93,17 @@ fn data_error(path: String, message: &str) -> ApiError {
         }
     };
     if let Some(field) = quoted("unknown field `") {
-        ApiError::invalid("unknown_field", join(field.clone()), format!("unknown field `{field}`"))
+        ApiError::invalid(
+            "unknown_field",
+            join(field.clone()),
+            format!("unknown field `{field}`"),
+        )
     } else if let Some(field) = quoted("missing field `") {
-        ApiError::invalid("missing_field", join(field.clone()), format!("{field} is required"))
+        ApiError::invalid(
+            "missing_field",
+            join(field.clone()),
+            format!("{field} is required"),
+        )
     } else {
         let message = message.split(" at line ").next().unwrap_or(message);
         ApiError::invalid("invalid_field", path.clone(), format!("{path}: {message}"))
@@ -117,12 +129,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let key = value
             .to_str()
             .ok()
-            .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|k| {
+                !k.is_empty()
+                    && k.len() <= MAX_IDEMPOTENCY_KEY
+                    && k.bytes().all(|b| b.is_ascii_graphic())
+            })
             .ok_or_else(|| {
                 ApiError::invalid(
                     "invalid_idempotency_key",
                     "Idempotency-Key",
-                    format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                    format!(
+                        "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                    ),
                 )
             })?;
         Ok(IdempotencyKey(key.to_owned()))

@@ -41,13 +41,24 @@ pub async fn create(
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
     let account = load_account(&state, &body.account, Some("account")).await?;
-    let spec = state.ledger.asset(&account.asset).ok_or_else(|| ApiError::NotFound {
-        what: "asset",
-        id: account.asset.to_string(),
-        field: Some("account"),
-    })?;
-    let amount = Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
-    let mut cmd = Command::new("", account.asset.clone(), Operation::Hold { account: account.id, amount });
+    let spec = state
+        .ledger
+        .asset(&account.asset)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "asset",
+            id: account.asset.to_string(),
+            field: Some("account"),
+        })?;
+    let amount =
+        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let mut cmd = Command::new(
+        "",
+        account.asset.clone(),
+        Operation::Hold {
+            account: account.id,
+            amount,
+        },
+    );
     cmd.reference = reference;
     let m = Mutation {
         caller: &caller,
@@ -88,7 +99,11 @@ async fn load_hold(state: &AppState, text: &str) -> ApiResult<Hold> {
 /// One hold, as it stands now.
 #[utoipa::path(get, tag = "ledger", path = "/v1/holds/{id}", security(("bearer" = [])),
     responses((status = 200, body = HoldView), (status = 404, body = ErrorBody)))]
-pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<HoldView>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HoldView>> {
     let hold = load_hold(&state, &id).await?;
     Ok(Json(HoldView::new(&state.ledger, &hold)))
 }
@@ -124,23 +139,43 @@ pub async fn release(
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
     let hold = load_hold(&state, &id).await?;
-    let spec = state.ledger.asset(&hold.asset).ok_or_else(|| ApiError::NotFound {
-        what: "asset",
-        id: hold.asset.to_string(),
-        field: None,
-    })?;
-    let amount = Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let spec = state
+        .ledger
+        .asset(&hold.asset)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "asset",
+            id: hold.asset.to_string(),
+            field: None,
+        })?;
+    let amount =
+        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
     let destination: Option<AccountId> = match (body.kind, body.destination) {
         (ReleaseKind::Release | ReleaseKind::Offset, None) => {
-            return Err(ApiError::invalid("missing_field", "destination", "destination is required for release and offset"));
+            return Err(ApiError::invalid(
+                "missing_field",
+                "destination",
+                "destination is required for release and offset",
+            ));
         }
-        (ReleaseKind::Release | ReleaseKind::Offset, Some(d)) => Some(load_account(&state, &d, Some("destination")).await?.id),
+        (ReleaseKind::Release | ReleaseKind::Offset, Some(d)) => {
+            Some(load_account(&state, &d, Some("destination")).await?.id)
+        }
         (ReleaseKind::Payout | ReleaseKind::Fee, Some(_)) => {
-            return Err(ApiError::invalid("invalid_field", "destination", "destination is chosen by the ledger for payout and fee"));
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "destination",
+                "destination is chosen by the ledger for payout and fee",
+            ));
         }
         (ReleaseKind::Payout | ReleaseKind::Fee, None) => None,
     };
-    let cmd = Command::new("", hold.asset.clone(), state.ledger.release(&hold, amount, body.kind, destination)?);
+    let cmd = Command::new(
+        "",
+        hold.asset.clone(),
+        state
+            .ledger
+            .release(&hold, amount, body.kind, destination)?,
+    );
     let m = Mutation {
         caller: &caller,
         request_id,

@@ -37,12 +37,28 @@ pub async fn list(
 ) -> ApiResult<Json<Page<TransactionView>>> {
     let limit = page_limit(q.limit)?;
     let time = |field: &'static str, v: Option<String>| {
-        v.map(|t| rfc3339_to_micros(&t).ok_or_else(|| ApiError::invalid("invalid_field", field, format!("{field} must be an RFC 3339 time"))))
-            .transpose()
+        v.map(|t| {
+            rfc3339_to_micros(&t).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_field",
+                    field,
+                    format!("{field} must be an RFC 3339 time"),
+                )
+            })
+        })
+        .transpose()
     };
     let account = q
         .account
-        .map(|a| AccountId::parse(&a).ok_or_else(|| ApiError::invalid("invalid_field", "account", "account must be an account id (UUID)")))
+        .map(|a| {
+            AccountId::parse(&a).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_field",
+                    "account",
+                    "account must be an account id (UUID)",
+                )
+            })
+        })
         .transpose()?;
     let after_seq = match q.cursor {
         None => 0,
@@ -50,7 +66,9 @@ pub async fn list(
             .strip_prefix("j")
             .and_then(|s| s.parse::<i64>().ok())
             .filter(|s| *s >= 0)
-            .ok_or_else(|| ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued"))?,
+            .ok_or_else(|| {
+                ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")
+            })?,
     };
     let txs = state
         .ledger
@@ -64,9 +82,14 @@ pub async fn list(
             limit,
         })
         .await?;
-    let next_cursor = (txs.len() as i64 == limit).then(|| txs.last().map(|t| format!("j{}", t.seq))).flatten();
+    let next_cursor = (txs.len() as i64 == limit)
+        .then(|| txs.last().map(|t| format!("j{}", t.seq)))
+        .flatten();
     Ok(Json(Page {
-        items: txs.iter().map(|t| TransactionView::new(&state.ledger, t)).collect(),
+        items: txs
+            .iter()
+            .map(|t| TransactionView::new(&state.ledger, t))
+            .collect(),
         next_cursor,
     }))
 }
@@ -74,7 +97,11 @@ pub async fn list(
 /// One journal transaction.
 #[utoipa::path(get, tag = "ledger", path = "/v1/journal/{id}", security(("bearer" = [])),
     responses((status = 200, body = TransactionView), (status = 404, body = ErrorBody)))]
-pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path(id): Path<String>) -> ApiResult<Json<TransactionView>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TransactionView>> {
     let not_found = || ApiError::NotFound {
         what: "transaction",
         id: id.clone(),

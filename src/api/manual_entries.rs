@@ -40,13 +40,21 @@ pub async fn deposit(
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
     let account = load_account(&state, &body.account, Some("account")).await?;
-    let spec = state.ledger.asset(&account.asset).ok_or_else(|| ApiError::NotFound {
-        what: "asset",
-        id: account.asset.to_string(),
-        field: Some("account"),
-    })?;
-    let amount = Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
-    let mut cmd = Command::new("", account.asset.clone(), state.ledger.deposit(&account, amount)?);
+    let spec = state
+        .ledger
+        .asset(&account.asset)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "asset",
+            id: account.asset.to_string(),
+            field: Some("account"),
+        })?;
+    let amount =
+        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let mut cmd = Command::new(
+        "",
+        account.asset.clone(),
+        state.ledger.deposit(&account, amount)?,
+    );
     cmd.reference = reference;
     let m = Mutation {
         caller: &caller,
@@ -86,13 +94,21 @@ pub async fn adjustment(
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
     let account = load_account(&state, &body.account, Some("account")).await?;
-    let spec = state.ledger.asset(&account.asset).ok_or_else(|| ApiError::NotFound {
-        what: "asset",
-        id: account.asset.to_string(),
-        field: Some("account"),
-    })?;
-    let amount = Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
-    let mut cmd = Command::new("", account.asset.clone(), state.ledger.adjustment(&account, amount, body.direction)?);
+    let spec = state
+        .ledger
+        .asset(&account.asset)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "asset",
+            id: account.asset.to_string(),
+            field: Some("account"),
+        })?;
+    let amount =
+        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let mut cmd = Command::new(
+        "",
+        account.asset.clone(),
+        state.ledger.adjustment(&account, amount, body.direction)?,
+    );
     cmd.reference = reference;
     let m = Mutation {
         caller: &caller,
@@ -107,7 +123,10 @@ pub async fn adjustment(
 }
 
 /// 201 with the transaction; a replay answers exactly as the first request was answered.
-pub fn posted_response(state: &AppState, posted: &crate::ledger::Posted) -> (StatusCode, Json<PostedView>) {
+pub fn posted_response(
+    state: &AppState,
+    posted: &crate::ledger::Posted,
+) -> (StatusCode, Json<PostedView>) {
     (
         StatusCode::CREATED,
         Json(PostedView {

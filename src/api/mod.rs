@@ -135,22 +135,34 @@ impl AppState {
 pub fn require_reason(reason: &str) -> ApiResult<String> {
     let trimmed = reason.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::invalid("reason_required", "reason", "reason must say why, in words"));
+        return Err(ApiError::invalid(
+            "reason_required",
+            "reason",
+            "reason must say why, in words",
+        ));
     }
     if trimmed.chars().count() > 500 {
-        return Err(ApiError::invalid("invalid_field", "reason", "reason is longer than 500 characters"));
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "reason",
+            "reason is longer than 500 characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }
 
 pub fn optional_text(field: &str, value: Option<String>, max: usize) -> ApiResult<Option<String>> {
     match value {
-        Some(v) if v.chars().count() > max => {
-            Err(ApiError::invalid("invalid_field", field, format!("{field} is longer than {max} characters")))
-        }
-        Some(v) if v.chars().any(char::is_control) => {
-            Err(ApiError::invalid("invalid_field", field, format!("{field} contains control characters")))
-        }
+        Some(v) if v.chars().count() > max => Err(ApiError::invalid(
+            "invalid_field",
+            field,
+            format!("{field} is longer than {max} characters"),
+        )),
+        Some(v) if v.chars().any(char::is_control) => Err(ApiError::invalid(
+            "invalid_field",
+            field,
+            format!("{field} contains control characters"),
+        )),
         other => Ok(other),
     }
 }
@@ -159,7 +171,11 @@ pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(l) if (1..=MAX_PAGE).contains(&l) => Ok(l),
-        Some(_) => Err(ApiError::invalid("invalid_field", "limit", format!("limit must be between 1 and {MAX_PAGE}"))),
+        Some(_) => Err(ApiError::invalid(
+            "invalid_field",
+            "limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        )),
     }
 }
 

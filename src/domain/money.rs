@@ -169,20 +169,38 @@ mod tests {
     #[test]
     fn parses_exact_decimals() {
         let a = usdt();
-        assert_eq!(Amount::parse_decimal("250000.5", &a).unwrap().units(), 250_000_500_000);
+        assert_eq!(
+            Amount::parse_decimal("250000.5", &a).unwrap().units(),
+            250_000_500_000
+        );
         assert_eq!(Amount::parse_decimal("0.000001", &a).unwrap().units(), 1);
-        assert_eq!(Amount::parse_decimal("1.500000", &a).unwrap().units(), 1_500_000);
+        assert_eq!(
+            Amount::parse_decimal("1.500000", &a).unwrap().units(),
+            1_500_000
+        );
         assert_eq!(Amount::parse_decimal("007", &a).unwrap().units(), 7_000_000);
     }
 
     #[test]
     fn rejects_every_other_spelling() {
         let a = usdt();
-        for bad in ["", ".5", "5.", "-1", "+1", "1e6", " 1", "1 ", "1,5", "1.2.3", "0x10", "NaN"] {
-            assert_eq!(Amount::parse_decimal(bad, &a), Err(AmountError::NotDecimal), "{bad:?}");
+        for bad in [
+            "", ".5", "5.", "-1", "+1", "1e6", " 1", "1 ", "1,5", "1.2.3", "0x10", "NaN",
+        ] {
+            assert_eq!(
+                Amount::parse_decimal(bad, &a),
+                Err(AmountError::NotDecimal),
+                "{bad:?}"
+            );
         }
-        assert_eq!(Amount::parse_decimal("0", &a), Err(AmountError::NotPositive));
-        assert_eq!(Amount::parse_decimal("0.0000000", &a), Err(AmountError::NotPositive));
+        assert_eq!(
+            Amount::parse_decimal("0", &a),
+            Err(AmountError::NotPositive)
+        );
+        assert_eq!(
+            Amount::parse_decimal("0.0000000", &a),
+            Err(AmountError::NotPositive)
+        );
         assert!(matches!(
             Amount::parse_decimal("0.0000001", &a),
             Err(AmountError::TooPrecise { decimals: 6, .. })

@@ -15,7 +15,9 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
     now: UnixMicros,
 ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
     let hold_ids: BTreeSet<HoldId> = commands.iter().filter_map(|c| c.operation.hold()).collect();
-    let holds = txn.lock_holds(&hold_ids.into_iter().collect::<Vec<_>>()).await?;
+    let holds = txn
+        .lock_holds(&hold_ids.into_iter().collect::<Vec<_>>())
+        .await?;
 
     let mut account_ids: BTreeSet<AccountId> = commands
         .iter()
@@ -42,7 +44,7 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
     };
 
     enum Slot {
-        Done(Result<Posted, LedgerError>),
+        Rejected(LedgerError),
         Replay(TxId),
         New(usize),
         SameAsEarlier(usize),
@@ -60,7 +62,7 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
             slots.push(if *stored == hash {
                 Slot::Replay(*tx)
             } else {
-                Slot::Done(Err(LedgerError::IdempotencyConflict(key.to_owned())))
+                Slot::Rejected(LedgerError::IdempotencyConflict(key.to_owned()))
             });
             continue;
         }
@@ -68,7 +70,7 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
             slots.push(if *stored == hash {
                 Slot::SameAsEarlier(*idx)
             } else {
-                Slot::Done(Err(LedgerError::IdempotencyConflict(key.to_owned())))
+                Slot::Rejected(LedgerError::IdempotencyConflict(key.to_owned()))
             });
             continue;
         }
@@ -94,7 +96,7 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
                     hash: GENESIS_HASH,
                 });
             }
-            Err(e) => slots.push(Slot::Done(Err(e))),
+            Err(e) => slots.push(Slot::Rejected(e)),
         }
     }
 
@@ -109,7 +111,7 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
     let mut results = Vec::with_capacity(slots.len());
     for slot in slots {
         results.push(match slot {
-            Slot::Done(r) => r,
+            Slot::Rejected(e) => Err(e),
             Slot::Replay(tx) => Ok(txn.load_posted(tx).await?),
             Slot::New(i) | Slot::SameAsEarlier(i) => {
                 let tx = fresh[i].clone();

@@ -139,10 +139,14 @@ impl Ledger {
         let started = Instant::now();
         let results = self.store.post_batch(&commands, audit.as_ref()).await?;
         if let Some(m) = &self.metrics {
-            m.commit_duration_seconds.observe(started.elapsed().as_secs_f64());
+            m.commit_duration_seconds
+                .observe(started.elapsed().as_secs_f64());
             for r in &results {
                 match r {
-                    Ok(p) if !p.replayed => m.transactions_total.with_label_values(&[p.tx.kind.as_str()]).inc(),
+                    Ok(p) if !p.replayed => m
+                        .transactions_total
+                        .with_label_values(&[p.tx.kind.as_str()])
+                        .inc(),
                     Ok(_) => {}
                     Err(e) => m.rejections_total.with_label_values(&[e.code()]).inc(),
                 }

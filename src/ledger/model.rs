@@ -75,7 +75,19 @@ impl Bucket {
 }
 
 /// What an account is for. System kinds exist once per asset and are created at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     /// A club member's funds.
@@ -275,7 +287,9 @@ pub enum Operation {
     },
     /// Returns everything a hold still reserves to the account's available balance. Recorded
     /// as REFUND.
-    Void { hold: HoldId },
+    Void {
+        hold: HoldId,
+    },
 }
 
 impl Operation {
@@ -394,7 +408,12 @@ impl JournalTx {
         field(self.kind.as_str().as_bytes());
         field(self.asset.network.as_bytes());
         field(self.asset.code.as_bytes());
-        field(self.hold.map(|h| *h.0.as_bytes()).unwrap_or_default().as_slice());
+        field(
+            self.hold
+                .map(|h| *h.0.as_bytes())
+                .unwrap_or_default()
+                .as_slice(),
+        );
         field(self.idempotency_key.as_bytes());
         field(&self.request_hash);
         field(self.reference.as_deref().unwrap_or("").as_bytes());
@@ -449,13 +468,17 @@ pub enum LedgerError {
     },
     #[error("a release of kind release or offset needs a destination account")]
     DestinationRequired,
-    #[error("amount exceeds what account {account} has available ({available} available, {requested} requested, in base units)")]
+    #[error(
+        "amount exceeds what account {account} has available ({available} available, {requested} requested, in base units)"
+    )]
     InsufficientFunds {
         account: AccountId,
         available: i128,
         requested: i128,
     },
-    #[error("amount exceeds what hold {hold} still reserves ({remaining} remaining, {requested} requested, in base units)")]
+    #[error(
+        "amount exceeds what hold {hold} still reserves ({remaining} remaining, {requested} requested, in base units)"
+    )]
     HoldExceeded {
         hold: HoldId,
         remaining: i128,
@@ -631,7 +654,10 @@ impl WorkingSet {
             } => {
                 self.customer_account(*account, asset)?;
                 self.system_account(*source, asset, AccountKind::External)?;
-                (pair(*source, Available, *account, Available, amount.units()), None)
+                (
+                    pair(*source, Available, *account, Available, amount.units()),
+                    None,
+                )
             }
             Operation::Adjustment {
                 account,
@@ -702,7 +728,10 @@ impl WorkingSet {
                 let mut after = h.clone();
                 after.voided += units;
                 after.settle_if_done(now);
-                (pair(h.account, Held, h.account, Available, units), Some(after))
+                (
+                    pair(h.account, Held, h.account, Available, units),
+                    Some(after),
+                )
             }
         })
     }

@@ -32,9 +32,16 @@ impl fmt::Display for VerifyReport {
             "journal: {} transactions, {} postings, head at seq {}",
             self.transactions, self.postings, self.head_seq
         )?;
-        writeln!(f, "accounts checked: {}; holds checked: {}", self.accounts, self.holds)?;
+        writeln!(
+            f,
+            "accounts checked: {}; holds checked: {}",
+            self.accounts, self.holds
+        )?;
         if self.problems.is_empty() {
-            write!(f, "result: CLEAN (chain intact, every transaction sums to zero, balances and holds match)")
+            write!(
+                f,
+                "result: CLEAN (chain intact, every transaction sums to zero, balances and holds match)"
+            )
         } else {
             writeln!(f, "result: {} PROBLEM(S)", self.problems.len())?;
             for p in &self.problems {
@@ -90,12 +97,18 @@ pub async fn verify(store: &dyn Store) -> StoreResult<VerifyReport> {
             report.transactions += 1;
             report.postings += tx.postings.len() as u64;
             if tx.seq != expected_seq {
-                problems.push(format!("journal gap: expected seq {expected_seq}, found {}", tx.seq));
+                problems.push(format!(
+                    "journal gap: expected seq {expected_seq}, found {}",
+                    tx.seq
+                ));
             }
             expected_seq = tx.seq + 1;
             let hash = JournalTx::chain_hash(&prev_hash, &tx.content_digest());
             if hash != tx.hash {
-                problems.push(format!("hash chain broken at seq {} (tx {})", tx.seq, tx.id));
+                problems.push(format!(
+                    "hash chain broken at seq {} (tx {})",
+                    tx.seq, tx.id
+                ));
             }
             prev_hash = tx.hash;
             check_transaction(tx, &accounts, &mut problems);
@@ -126,7 +139,10 @@ pub async fn verify(store: &dyn Store) -> StoreResult<VerifyReport> {
     let (head_seq, head_hash) = store.journal_head().await?;
     report.head_seq = head_seq;
     if head_seq != expected_seq - 1 {
-        problems.push(format!("journal head says seq {head_seq}, journal ends at {}", expected_seq - 1));
+        problems.push(format!(
+            "journal head says seq {head_seq}, journal ends at {}",
+            expected_seq - 1
+        ));
     }
     if head_hash != prev_hash {
         problems.push("journal head hash does not match the last transaction".into());
@@ -150,7 +166,12 @@ pub async fn verify(store: &dyn Store) -> StoreResult<VerifyReport> {
                 ));
             }
             if h.remaining() < 0 || (h.state == HoldState::Resolved) != (h.remaining() == 0) {
-                problems.push(format!("hold {} is {:?} with {} remaining", h.id, h.state, h.remaining()));
+                problems.push(format!(
+                    "hold {} is {:?} with {} remaining",
+                    h.id,
+                    h.state,
+                    h.remaining()
+                ));
             }
             *open_by_account.entry(h.account).or_default() += h.remaining();
         }
@@ -165,7 +186,10 @@ pub async fn verify(store: &dyn Store) -> StoreResult<VerifyReport> {
 
     for a in accounts.values() {
         report.accounts += 1;
-        let available = computed.get(&(a.id, Bucket::Available)).copied().unwrap_or(0);
+        let available = computed
+            .get(&(a.id, Bucket::Available))
+            .copied()
+            .unwrap_or(0);
         let held = computed.get(&(a.id, Bucket::Held)).copied().unwrap_or(0);
         if available != a.available || held != a.held {
             problems.push(format!(
@@ -174,31 +198,50 @@ pub async fn verify(store: &dyn Store) -> StoreResult<VerifyReport> {
             ));
         }
         if a.available < 0 && !a.allow_negative {
-            problems.push(format!("account {} is negative ({}) without permission", a.id, a.available));
+            problems.push(format!(
+                "account {} is negative ({}) without permission",
+                a.id, a.available
+            ));
         }
         let open = open_by_account.get(&a.id).copied().unwrap_or(0);
         if open != a.held {
-            problems.push(format!("account {}: open holds total {open}, held balance {}", a.id, a.held));
+            problems.push(format!(
+                "account {}: open holds total {open}, held balance {}",
+                a.id, a.held
+            ));
         }
     }
     report.problems = problems;
     Ok(report)
 }
 
-fn check_transaction(tx: &JournalTx, accounts: &HashMap<AccountId, Account>, problems: &mut Vec<String>) {
+fn check_transaction(
+    tx: &JournalTx,
+    accounts: &HashMap<AccountId, Account>,
+    problems: &mut Vec<String>,
+) {
     let mut sums: BTreeMap<&AssetKey, i128> = BTreeMap::new();
     for p in &tx.postings {
         match accounts.get(&p.account) {
             Some(a) => *sums.entry(&a.asset).or_default() += p.amount,
-            None => problems.push(format!("seq {}: posting to unknown account {}", tx.seq, p.account)),
+            None => problems.push(format!(
+                "seq {}: posting to unknown account {}",
+                tx.seq, p.account
+            )),
         }
     }
     for (asset, sum) in sums {
         if sum != 0 {
-            problems.push(format!("seq {}: postings in {asset} sum to {sum}, not zero", tx.seq));
+            problems.push(format!(
+                "seq {}: postings in {asset} sum to {sum}, not zero",
+                tx.seq
+            ));
         }
         if asset != &tx.asset {
-            problems.push(format!("seq {}: posting in {asset} inside a {} transaction", tx.seq, tx.asset));
+            problems.push(format!(
+                "seq {}: posting in {asset} inside a {} transaction",
+                tx.seq, tx.asset
+            ));
         }
     }
     if tx.postings.is_empty() {

@@ -7,7 +7,9 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, Role, TxId, UnixMicros};
-use crate::ledger::{Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted};
+use crate::ledger::{
+    Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted,
+};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -114,7 +116,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a configured asset; refuses a change of decimals for one already stored.
     async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()>;
-    async fn ensure_system_account(&self, asset: &AssetKey, kind: AccountKind) -> StoreResult<Account>;
+    async fn ensure_system_account(
+        &self,
+        asset: &AssetKey,
+        kind: AccountKind,
+    ) -> StoreResult<Account>;
     async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account>;
     async fn get_account(&self, id: AccountId) -> StoreResult<Account>;
     async fn list_accounts(&self, filter: &AccountFilter) -> StoreResult<Vec<Account>>;
@@ -134,7 +140,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>>;
     /// The stored head of the hash chain: last sequence number and its hash.
     async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])>;
-    async fn list_audit(&self, after: Option<uuid::Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>>;
+    async fn list_audit(
+        &self,
+        after: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredAudit>>;
 }
 
 /// The primitives `ledger::batch::run_batch` needs inside one open database transaction.
@@ -144,7 +154,10 @@ pub trait LedgerTxn: Send {
     async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>>;
     /// Locks and returns the accounts that exist among `ids` (sorted).
     async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>>;
-    async fn find_idempotency_keys(&mut self, keys: &[String]) -> StoreResult<Vec<(String, [u8; 32], TxId)>>;
+    async fn find_idempotency_keys(
+        &mut self,
+        keys: &[String],
+    ) -> StoreResult<Vec<(String, [u8; 32], TxId)>>;
     async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted>;
     async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()>;
     async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()>;
@@ -156,9 +169,13 @@ pub trait LedgerTxn: Send {
 /// Opens the store named by `url` (`sqlite:…` or `postgres:…`).
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<DynStore> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PgStore::connect(url, max_connections).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect(url, max_connections).await?,
+        ))
     } else {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, max_connections).await?,
+        ))
     }
 }
 

@@ -32,7 +32,9 @@ impl PgStore {
         commands: &[Command],
         audit: Option<&AuditRecord>,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        let mut txn = PgTxn { tx: self.pool.begin().await? };
+        let mut txn = PgTxn {
+            tx: self.pool.begin().await?,
+        };
         let results = run_batch(&mut txn, commands, now_micros()).await?;
         if let Some(audit) = audit
             && results.iter().any(|r| matches!(r, Ok(p) if !p.replayed))
@@ -50,9 +52,12 @@ fn dec(units: i128) -> Decimal {
 
 fn units(d: Decimal) -> StoreResult<i128> {
     if d.fract() != Decimal::ZERO {
-        return Err(StoreError::Invariant(format!("stored amount {d} is not an integer")));
+        return Err(StoreError::Invariant(format!(
+            "stored amount {d} is not an integer"
+        )));
     }
-    d.to_i128().ok_or_else(|| StoreError::Invariant(format!("stored amount {d} out of range")))
+    d.to_i128()
+        .ok_or_else(|| StoreError::Invariant(format!("stored amount {d} out of range")))
 }
 
 fn account_from_row(row: &PgRow) -> StoreResult<Account> {
@@ -60,8 +65,12 @@ fn account_from_row(row: &PgRow) -> StoreResult<Account> {
     Ok(Account {
         id: AccountId(row.try_get("id")?),
         owner: row.try_get("owner")?,
-        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
-        kind: AccountKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
+        asset: AssetKey::new(
+            row.try_get::<String, _>("network")?,
+            row.try_get::<String, _>("asset")?,
+        ),
+        kind: AccountKind::parse(&kind)
+            .ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
         allow_negative: row.try_get("allow_negative")?,
         available: units(row.try_get("available")?)?,
         held: units(row.try_get("held")?)?,
@@ -74,11 +83,15 @@ fn hold_from_row(row: &PgRow) -> StoreResult<Hold> {
     Ok(Hold {
         id: HoldId(row.try_get("id")?),
         account: AccountId(row.try_get("account_id")?),
-        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        asset: AssetKey::new(
+            row.try_get::<String, _>("network")?,
+            row.try_get::<String, _>("asset")?,
+        ),
         amount: units(row.try_get("amount")?)?,
         released: units(row.try_get("released")?)?,
         voided: units(row.try_get("voided")?)?,
-        state: HoldState::parse(&state).ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
+        state: HoldState::parse(&state)
+            .ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
         reference: row.try_get("reference")?,
         created_at: row.try_get("created_at")?,
         resolved_at: row.try_get("resolved_at")?,
@@ -90,8 +103,12 @@ fn journal_from_row(row: &PgRow) -> StoreResult<JournalTx> {
     Ok(JournalTx {
         seq: row.try_get("seq")?,
         id: TxId(row.try_get("id")?),
-        kind: EntryKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
-        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        kind: EntryKind::parse(&kind)
+            .ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
+        asset: AssetKey::new(
+            row.try_get::<String, _>("network")?,
+            row.try_get::<String, _>("asset")?,
+        ),
         hold: row.try_get::<Option<Uuid>, _>("hold_id")?.map(HoldId),
         idempotency_key: row.try_get("idempotency_key")?,
         request_hash: hash32(row.try_get("request_hash")?)?,
@@ -104,7 +121,8 @@ fn journal_from_row(row: &PgRow) -> StoreResult<JournalTx> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "id, owner, network, asset, kind, allow_negative, available, held, created_at";
+const ACCOUNT_COLUMNS: &str =
+    "id, owner, network, asset, kind, allow_negative, available, held, created_at";
 const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
      h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
 const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
@@ -118,14 +136,16 @@ async fn attach_postings(conn: &mut sqlx::PgConnection, txs: &mut [JournalTx]) -
         .bind(&seqs)
         .fetch_all(&mut *conn)
         .await?;
-    let index: std::collections::HashMap<i64, usize> = txs.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
+    let index: std::collections::HashMap<i64, usize> =
+        txs.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
     for row in rows {
         let seq: i64 = row.try_get("seq")?;
         let Some(&i) = index.get(&seq) else { continue };
         let bucket: String = row.try_get("bucket")?;
         txs[i].postings.push(Posting {
             account: AccountId(row.try_get("account_id")?),
-            bucket: Bucket::parse(&bucket).ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
+            bucket: Bucket::parse(&bucket)
+                .ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
             amount: units(row.try_get("amount")?)?,
         });
     }
@@ -148,20 +168,24 @@ async fn insert_audit(conn: &mut sqlx::PgConnection, audit: &AuditRecord) -> Sto
 }
 
 async fn load_transaction(conn: &mut sqlx::PgConnection, id: TxId) -> StoreResult<JournalTx> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = $1")))
-        .bind(id.0)
-        .fetch_one(&mut *conn)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = $1"
+    )))
+    .bind(id.0)
+    .fetch_one(&mut *conn)
+    .await?;
     let mut txs = vec![journal_from_row(&row)?];
     attach_postings(conn, &mut txs).await?;
     txs.pop().ok_or(StoreError::NotFound)
 }
 
 async fn load_hold(conn: &mut sqlx::PgConnection, id: HoldId) -> StoreResult<Hold> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{HOLD_SELECT} WHERE h.id = $1")))
-        .bind(id.0)
-        .fetch_one(conn)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{HOLD_SELECT} WHERE h.id = $1"
+    )))
+    .bind(id.0)
+    .fetch_one(conn)
+    .await?;
     hold_from_row(&row)
 }
 
@@ -199,13 +223,22 @@ impl LedgerTxn for PgTxn {
         rows.iter().map(account_from_row).collect()
     }
 
-    async fn find_idempotency_keys(&mut self, keys: &[String]) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
+    async fn find_idempotency_keys(
+        &mut self,
+        keys: &[String],
+    ) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
         let rows = sqlx::query("SELECT idempotency_key, request_hash, id FROM journal_transactions WHERE idempotency_key = ANY($1)")
             .bind(keys)
             .fetch_all(&mut *self.tx)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("idempotency_key")?, hash32(r.try_get("request_hash")?)?, TxId(r.try_get("id")?))))
+            .map(|r| {
+                Ok((
+                    r.try_get("idempotency_key")?,
+                    hash32(r.try_get("request_hash")?)?,
+                    TxId(r.try_get("id")?),
+                ))
+            })
             .collect()
     }
 
@@ -215,7 +248,11 @@ impl LedgerTxn for PgTxn {
             Some(h) => Some(load_hold(&mut self.tx, h).await?),
             None => None,
         };
-        Ok(Posted { tx, hold, replayed: true })
+        Ok(Posted {
+            tx,
+            hold,
+            replayed: true,
+        })
     }
 
     async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()> {
@@ -302,8 +339,14 @@ impl LedgerTxn for PgTxn {
         .execute(&mut *self.tx)
         .await?;
 
-        let postings = txs.iter().flat_map(|t| t.postings.iter().enumerate().map(move |(i, p)| (t.seq, i, p)));
-        let (mut seqs, mut idxs, mut accounts, mut buckets, mut amounts) = (vec![], vec![], vec![], vec![], vec![]);
+        let postings = txs.iter().flat_map(|t| {
+            t.postings
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (t.seq, i, p))
+        });
+        let (mut seqs, mut idxs, mut accounts, mut buckets, mut amounts) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for (seq, idx, p) in postings {
             seqs.push(seq);
             idxs.push(idx as i16);
@@ -339,7 +382,9 @@ impl Store for PgStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -359,11 +404,12 @@ impl Store for PgStore {
             .bind(i16::from(spec.decimals))
             .execute(&self.pool)
             .await?;
-        let stored: i16 = sqlx::query_scalar("SELECT decimals FROM assets WHERE network = $1 AND code = $2")
-            .bind(&spec.key.network)
-            .bind(&spec.key.code)
-            .fetch_one(&self.pool)
-            .await?;
+        let stored: i16 =
+            sqlx::query_scalar("SELECT decimals FROM assets WHERE network = $1 AND code = $2")
+                .bind(&spec.key.network)
+                .bind(&spec.key.code)
+                .fetch_one(&self.pool)
+                .await?;
         if stored != i16::from(spec.decimals) {
             return Err(StoreError::AssetDecimalsChanged {
                 asset: spec.key.clone(),
@@ -374,7 +420,11 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn ensure_system_account(&self, asset: &AssetKey, kind: AccountKind) -> StoreResult<Account> {
+    async fn ensure_system_account(
+        &self,
+        asset: &AssetKey,
+        kind: AccountKind,
+    ) -> StoreResult<Account> {
         sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
              VALUES ($1, 'system', $2, $3, $4, $5, $6) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
@@ -430,10 +480,12 @@ impl Store for PgStore {
     }
 
     async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1")))
-            .bind(id.0)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
         account_from_row(&row)
     }
 
@@ -486,7 +538,10 @@ impl Store for PgStore {
         .bind(f.limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut txs = rows.iter().map(journal_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut txs = rows
+            .iter()
+            .map(journal_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         attach_postings(&mut conn, &mut txs).await?;
         Ok(txs)
     }
@@ -508,7 +563,9 @@ impl Store for PgStore {
     }
 
     async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
-        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
     }
 

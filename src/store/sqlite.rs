@@ -6,7 +6,10 @@ use super::*;
 use crate::domain::AssetSpec;
 use crate::ledger::{Bucket, HoldState, Posting, batch::run_batch};
 use backon::Retryable;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,8 +67,12 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
     Ok(Account {
         id: AccountId(row.try_get("id")?),
         owner: row.try_get("owner")?,
-        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
-        kind: AccountKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
+        asset: AssetKey::new(
+            row.try_get::<String, _>("network")?,
+            row.try_get::<String, _>("asset")?,
+        ),
+        kind: AccountKind::parse(&kind)
+            .ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
         allow_negative: row.try_get("allow_negative")?,
         available: units(row.try_get("available")?)?,
         held: units(row.try_get("held")?)?,
@@ -78,11 +85,15 @@ fn hold_from_row(row: &SqliteRow) -> StoreResult<Hold> {
     Ok(Hold {
         id: HoldId(row.try_get("id")?),
         account: AccountId(row.try_get("account_id")?),
-        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        asset: AssetKey::new(
+            row.try_get::<String, _>("network")?,
+            row.try_get::<String, _>("asset")?,
+        ),
         amount: units(row.try_get("amount")?)?,
         released: units(row.try_get("released")?)?,
         voided: units(row.try_get("voided")?)?,
-        state: HoldState::parse(&state).ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
+        state: HoldState::parse(&state)
+            .ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
         reference: row.try_get("reference")?,
         created_at: row.try_get("created_at")?,
         resolved_at: row.try_get("resolved_at")?,
@@ -94,8 +105,12 @@ fn journal_from_row(row: &SqliteRow) -> StoreResult<JournalTx> {
     Ok(JournalTx {
         seq: row.try_get("seq")?,
         id: TxId(row.try_get("id")?),
-        kind: EntryKind::parse(&kind).ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
-        asset: AssetKey::new(row.try_get::<String, _>("network")?, row.try_get::<String, _>("asset")?),
+        kind: EntryKind::parse(&kind)
+            .ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
+        asset: AssetKey::new(
+            row.try_get::<String, _>("network")?,
+            row.try_get::<String, _>("asset")?,
+        ),
         hold: row.try_get::<Option<Uuid>, _>("hold_id")?.map(HoldId),
         idempotency_key: row.try_get("idempotency_key")?,
         request_hash: hash32(row.try_get("request_hash")?)?,
@@ -108,12 +123,16 @@ fn journal_from_row(row: &SqliteRow) -> StoreResult<JournalTx> {
     })
 }
 
-const ACCOUNT_COLUMNS: &str = "id, owner, network, asset, kind, allow_negative, available, held, created_at";
+const ACCOUNT_COLUMNS: &str =
+    "id, owner, network, asset, kind, allow_negative, available, held, created_at";
 const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
      h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
 const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
 
-async fn attach_postings(conn: &mut sqlx::SqliteConnection, txs: &mut [JournalTx]) -> StoreResult<()> {
+async fn attach_postings(
+    conn: &mut sqlx::SqliteConnection,
+    txs: &mut [JournalTx],
+) -> StoreResult<()> {
     let (Some(first), Some(last)) = (txs.first().map(|t| t.seq), txs.last().map(|t| t.seq)) else {
         return Ok(());
     };
@@ -122,14 +141,16 @@ async fn attach_postings(conn: &mut sqlx::SqliteConnection, txs: &mut [JournalTx
         .bind(first.max(last))
         .fetch_all(&mut *conn)
         .await?;
-    let index: std::collections::HashMap<i64, usize> = txs.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
+    let index: std::collections::HashMap<i64, usize> =
+        txs.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
     for row in rows {
         let seq: i64 = row.try_get("seq")?;
         let Some(&i) = index.get(&seq) else { continue };
         let bucket: String = row.try_get("bucket")?;
         txs[i].postings.push(Posting {
             account: AccountId(row.try_get("account_id")?),
-            bucket: Bucket::parse(&bucket).ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
+            bucket: Bucket::parse(&bucket)
+                .ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
             amount: units(row.try_get("amount")?)?,
         });
     }
@@ -152,10 +173,12 @@ async fn insert_audit(conn: &mut sqlx::SqliteConnection, audit: &AuditRecord) ->
 }
 
 async fn load_transaction(conn: &mut sqlx::SqliteConnection, id: TxId) -> StoreResult<JournalTx> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = ?")))
-        .bind(id.0)
-        .fetch_one(&mut *conn)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = ?"
+    )))
+    .bind(id.0)
+    .fetch_one(&mut *conn)
+    .await?;
     let mut txs = vec![journal_from_row(&row)?];
     attach_postings(conn, &mut txs).await?;
     txs.pop().ok_or(StoreError::NotFound)
@@ -191,10 +214,12 @@ impl LedgerTxn for SqliteTxn {
     async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?")))
-                .bind(id.0)
-                .fetch_optional(&mut *self.tx)
-                .await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
+            )))
+            .bind(id.0)
+            .fetch_optional(&mut *self.tx)
+            .await?;
             if let Some(row) = row {
                 out.push(account_from_row(&row)?);
             }
@@ -202,15 +227,24 @@ impl LedgerTxn for SqliteTxn {
         Ok(out)
     }
 
-    async fn find_idempotency_keys(&mut self, keys: &[String]) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
+    async fn find_idempotency_keys(
+        &mut self,
+        keys: &[String],
+    ) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
         let mut out = Vec::new();
         for key in keys {
-            let row = sqlx::query("SELECT request_hash, id FROM journal_transactions WHERE idempotency_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *self.tx)
-                .await?;
+            let row = sqlx::query(
+                "SELECT request_hash, id FROM journal_transactions WHERE idempotency_key = ?",
+            )
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
             if let Some(row) = row {
-                out.push((key.clone(), hash32(row.try_get("request_hash")?)?, TxId(row.try_get("id")?)));
+                out.push((
+                    key.clone(),
+                    hash32(row.try_get("request_hash")?)?,
+                    TxId(row.try_get("id")?),
+                ));
             }
         }
         Ok(out)
@@ -222,17 +256,23 @@ impl LedgerTxn for SqliteTxn {
             Some(h) => Some(load_hold(&mut self.tx, h).await?),
             None => None,
         };
-        Ok(Posted { tx, hold, replayed: true })
+        Ok(Posted {
+            tx,
+            hold,
+            replayed: true,
+        })
     }
 
     async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()> {
         for a in accounts {
-            sqlx::query("UPDATE accounts SET available = ?, held = ?, version = version + 1 WHERE id = ?")
-                .bind(a.available.to_string())
-                .bind(a.held.to_string())
-                .bind(a.id.0)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "UPDATE accounts SET available = ?, held = ?, version = version + 1 WHERE id = ?",
+            )
+            .bind(a.available.to_string())
+            .bind(a.held.to_string())
+            .bind(a.id.0)
+            .execute(&mut *self.tx)
+            .await?;
         }
         Ok(())
     }
@@ -260,7 +300,9 @@ impl LedgerTxn for SqliteTxn {
     }
 
     async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()> {
-        let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_one(&mut *self.tx).await?;
+        let head = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1")
+            .fetch_one(&mut *self.tx)
+            .await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut hash = hash32(head.try_get("hash")?)?;
         for tx in txs.iter_mut() {
@@ -329,11 +371,12 @@ impl Store for SqliteStore {
 
     async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        let stored: Option<i64> = sqlx::query_scalar("SELECT decimals FROM assets WHERE network = ? AND code = ?")
-            .bind(&spec.key.network)
-            .bind(&spec.key.code)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT decimals FROM assets WHERE network = ? AND code = ?")
+                .bind(&spec.key.network)
+                .bind(&spec.key.code)
+                .fetch_optional(&mut *tx)
+                .await?;
         match stored {
             Some(d) if d != i64::from(spec.decimals) => {
                 return Err(StoreError::AssetDecimalsChanged {
@@ -356,7 +399,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn ensure_system_account(&self, asset: &AssetKey, kind: AccountKind) -> StoreResult<Account> {
+    async fn ensure_system_account(
+        &self,
+        asset: &AssetKey,
+        kind: AccountKind,
+    ) -> StoreResult<Account> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, 'system', ?, ?, ?, ?, ?) \
@@ -414,10 +461,12 @@ impl Store for SqliteStore {
     }
 
     async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?")))
-            .bind(id.0)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
+        )))
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
         account_from_row(&row)
     }
 
@@ -469,7 +518,10 @@ impl Store for SqliteStore {
         .bind(f.limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut txs = rows.iter().map(journal_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut txs = rows
+            .iter()
+            .map(journal_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         attach_postings(&mut conn, &mut txs).await?;
         Ok(txs)
     }
@@ -480,16 +532,20 @@ impl Store for SqliteStore {
     }
 
     async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{HOLD_SELECT} WHERE (?1 IS NULL OR h.id > ?1) ORDER BY h.id LIMIT ?2")))
-            .bind(after.map(|h| h.0))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{HOLD_SELECT} WHERE (?1 IS NULL OR h.id > ?1) ORDER BY h.id LIMIT ?2"
+        )))
+        .bind(after.map(|h| h.0))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(hold_from_row).collect()
     }
 
     async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
-        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
     }
 
@@ -502,7 +558,9 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| audit_from_row(r.try_get("id")?, r.try_get("role")?, r)).collect()
+        rows.iter()
+            .map(|r| audit_from_row(r.try_get("id")?, r.try_get("role")?, r))
+            .collect()
     }
 }
 

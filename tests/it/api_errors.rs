@@ -20,7 +20,14 @@ struct Case {
     field: Option<&'static str>,
 }
 
-fn case(name: &'static str, path: impl Into<String>, body: Value, status: StatusCode, code: &'static str, field: Option<&'static str>) -> Case {
+fn case(
+    name: &'static str,
+    path: impl Into<String>,
+    body: Value,
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&'static str>,
+) -> Case {
     Case {
         name,
         path: path.into(),
@@ -56,32 +63,214 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     };
     let release = format!("/v1/holds/{hold}/release");
     let mut cases = vec![
-        case("unknown field", "/v1/deposits", dep(json!({"extra": 1})), S::UNPROCESSABLE_ENTITY, "unknown_field", Some("extra")),
-        case("zero amount", "/v1/deposits", dep(json!({"amount": "0"})), S::UNPROCESSABLE_ENTITY, "invalid_amount", Some("amount")),
-        case("negative amount", "/v1/deposits", dep(json!({"amount": "-1"})), S::UNPROCESSABLE_ENTITY, "invalid_amount", Some("amount")),
-        case("over-precise amount", "/v1/deposits", dep(json!({"amount": "1.0000001"})), S::UNPROCESSABLE_ENTITY, "invalid_amount", Some("amount")),
-        case("exponent amount", "/v1/deposits", dep(json!({"amount": "1e3"})), S::UNPROCESSABLE_ENTITY, "invalid_amount", Some("amount")),
-        case("huge amount", "/v1/deposits", dep(json!({"amount": "1".repeat(40)})), S::UNPROCESSABLE_ENTITY, "invalid_amount", Some("amount")),
-        case("numeric amount", "/v1/deposits", dep(json!({"amount": 5})), S::UNPROCESSABLE_ENTITY, "invalid_field", Some("amount")),
-        case("unknown account", "/v1/deposits", dep(json!({"account": ghost})), S::UNPROCESSABLE_ENTITY, "account_not_found", Some("account")),
-        case("malformed account id", "/v1/deposits", dep(json!({"account": "acct-1"})), S::UNPROCESSABLE_ENTITY, "invalid_field", Some("account")),
-        case("missing reason", "/v1/deposits", dep(json!({"reason": null})), S::UNPROCESSABLE_ENTITY, "missing_field", Some("reason")),
-        case("blank reason", "/v1/deposits", dep(json!({"reason": "   "})), S::UNPROCESSABLE_ENTITY, "reason_required", Some("reason")),
-        case("reference too long", "/v1/deposits", dep(json!({"reference": "r".repeat(129)})), S::UNPROCESSABLE_ENTITY, "invalid_field", Some("reference")),
-        case("array body", "/v1/deposits", json!([1, 2]), S::UNPROCESSABLE_ENTITY, "invalid_body", None),
-        case("unknown asset", "/v1/accounts", json!({"owner": "x", "network": "ethereum", "asset": "DOGE", "kind": "partner", "reason": "r"}), S::UNPROCESSABLE_ENTITY, "unknown_asset", Some("asset")),
-        case("system account kind", "/v1/accounts", json!({"owner": "x", "network": "ethereum", "asset": "USDT", "kind": "external", "reason": "r"}), S::UNPROCESSABLE_ENTITY, "invalid_field", Some("kind")),
-        case("unknown account kind", "/v1/accounts", json!({"owner": "x", "network": "ethereum", "asset": "USDT", "kind": "vault", "reason": "r"}), S::UNPROCESSABLE_ENTITY, "invalid_field", Some("kind")),
-        case("duplicate account", "/v1/accounts", json!({"owner": "alice", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "r"}), S::CONFLICT, "account_exists", Some("owner")),
-        case("hold beyond available", "/v1/holds", json!({"account": a, "amount": "90.000001", "reason": "r"}), S::CONFLICT, "insufficient_funds", Some("amount")),
-        case("debit beyond available", "/v1/adjustments", json!({"account": a, "amount": "91", "direction": "debit", "reason": "r"}), S::CONFLICT, "insufficient_funds", Some("amount")),
-        case("bad direction", "/v1/adjustments", json!({"account": a, "amount": "1", "direction": "sideways", "reason": "r"}), S::UNPROCESSABLE_ENTITY, "invalid_field", Some("direction")),
-        case("unknown hold", format!("/v1/holds/{ghost}/release"), json!({"amount": "1", "destination": b, "reason": "r"}), S::NOT_FOUND, "hold_not_found", None),
-        case("release without destination", release.clone(), json!({"amount": "1", "reason": "r"}), S::UNPROCESSABLE_ENTITY, "missing_field", Some("destination")),
-        case("release to unknown account", release.clone(), json!({"amount": "1", "destination": ghost, "reason": "r"}), S::UNPROCESSABLE_ENTITY, "account_not_found", Some("destination")),
-        case("release to a system account", release.clone(), json!({"amount": "1", "destination": app.ledger.system_account(&usdt(), treasuryd::ledger::AccountKind::External).unwrap().to_string(), "reason": "r"}), S::UNPROCESSABLE_ENTITY, "wrong_account_kind", None),
-        case("bad release kind", release.clone(), json!({"amount": "1", "kind": "gift", "destination": b, "reason": "r"}), S::UNPROCESSABLE_ENTITY, "invalid_field", Some("kind")),
-        case("release beyond hold", release.clone(), json!({"amount": "10.000001", "destination": b, "reason": "r"}), S::CONFLICT, "hold_exceeded", Some("amount")),
+        case(
+            "unknown field",
+            "/v1/deposits",
+            dep(json!({"extra": 1})),
+            S::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+            Some("extra"),
+        ),
+        case(
+            "zero amount",
+            "/v1/deposits",
+            dep(json!({"amount": "0"})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_amount",
+            Some("amount"),
+        ),
+        case(
+            "negative amount",
+            "/v1/deposits",
+            dep(json!({"amount": "-1"})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_amount",
+            Some("amount"),
+        ),
+        case(
+            "over-precise amount",
+            "/v1/deposits",
+            dep(json!({"amount": "1.0000001"})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_amount",
+            Some("amount"),
+        ),
+        case(
+            "exponent amount",
+            "/v1/deposits",
+            dep(json!({"amount": "1e3"})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_amount",
+            Some("amount"),
+        ),
+        case(
+            "huge amount",
+            "/v1/deposits",
+            dep(json!({"amount": "1".repeat(40)})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_amount",
+            Some("amount"),
+        ),
+        case(
+            "numeric amount",
+            "/v1/deposits",
+            dep(json!({"amount": 5})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("amount"),
+        ),
+        case(
+            "unknown account",
+            "/v1/deposits",
+            dep(json!({"account": ghost})),
+            S::UNPROCESSABLE_ENTITY,
+            "account_not_found",
+            Some("account"),
+        ),
+        case(
+            "malformed account id",
+            "/v1/deposits",
+            dep(json!({"account": "acct-1"})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("account"),
+        ),
+        case(
+            "missing reason",
+            "/v1/deposits",
+            dep(json!({"reason": null})),
+            S::UNPROCESSABLE_ENTITY,
+            "missing_field",
+            Some("reason"),
+        ),
+        case(
+            "blank reason",
+            "/v1/deposits",
+            dep(json!({"reason": "   "})),
+            S::UNPROCESSABLE_ENTITY,
+            "reason_required",
+            Some("reason"),
+        ),
+        case(
+            "reference too long",
+            "/v1/deposits",
+            dep(json!({"reference": "r".repeat(129)})),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("reference"),
+        ),
+        case(
+            "array body",
+            "/v1/deposits",
+            json!([1, 2]),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            None,
+        ),
+        case(
+            "unknown asset",
+            "/v1/accounts",
+            json!({"owner": "x", "network": "ethereum", "asset": "DOGE", "kind": "partner", "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "unknown_asset",
+            Some("asset"),
+        ),
+        case(
+            "system account kind",
+            "/v1/accounts",
+            json!({"owner": "x", "network": "ethereum", "asset": "USDT", "kind": "external", "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("kind"),
+        ),
+        case(
+            "unknown account kind",
+            "/v1/accounts",
+            json!({"owner": "x", "network": "ethereum", "asset": "USDT", "kind": "vault", "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("kind"),
+        ),
+        case(
+            "duplicate account",
+            "/v1/accounts",
+            json!({"owner": "alice", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "r"}),
+            S::CONFLICT,
+            "account_exists",
+            Some("owner"),
+        ),
+        case(
+            "hold beyond available",
+            "/v1/holds",
+            json!({"account": a, "amount": "90.000001", "reason": "r"}),
+            S::CONFLICT,
+            "insufficient_funds",
+            Some("amount"),
+        ),
+        case(
+            "debit beyond available",
+            "/v1/adjustments",
+            json!({"account": a, "amount": "91", "direction": "debit", "reason": "r"}),
+            S::CONFLICT,
+            "insufficient_funds",
+            Some("amount"),
+        ),
+        case(
+            "bad direction",
+            "/v1/adjustments",
+            json!({"account": a, "amount": "1", "direction": "sideways", "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("direction"),
+        ),
+        case(
+            "unknown hold",
+            format!("/v1/holds/{ghost}/release"),
+            json!({"amount": "1", "destination": b, "reason": "r"}),
+            S::NOT_FOUND,
+            "hold_not_found",
+            None,
+        ),
+        case(
+            "release without destination",
+            release.clone(),
+            json!({"amount": "1", "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "missing_field",
+            Some("destination"),
+        ),
+        case(
+            "release to unknown account",
+            release.clone(),
+            json!({"amount": "1", "destination": ghost, "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "account_not_found",
+            Some("destination"),
+        ),
+        case(
+            "release to a system account",
+            release.clone(),
+            json!({"amount": "1", "destination": app.ledger.system_account(&usdt(), treasuryd::ledger::AccountKind::External).unwrap().to_string(), "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "wrong_account_kind",
+            None,
+        ),
+        case(
+            "bad release kind",
+            release.clone(),
+            json!({"amount": "1", "kind": "gift", "destination": b, "reason": "r"}),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("kind"),
+        ),
+        case(
+            "release beyond hold",
+            release.clone(),
+            json!({"amount": "10.000001", "destination": b, "reason": "r"}),
+            S::CONFLICT,
+            "hold_exceeded",
+            Some("amount"),
+        ),
     ];
     let raw = |name, body: &str, content_type, status, code, field| Case {
         name,
@@ -94,27 +283,91 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         code,
         field,
     };
-    cases.push(raw("malformed JSON", "{\"account\": ", "application/json", S::BAD_REQUEST, "malformed_json", None));
-    cases.push(raw("trailing garbage", "{\"account\": \"x\"} x", "application/json", S::BAD_REQUEST, "malformed_json", None));
-    cases.push(raw("not JSON content type", "account=x", "application/x-www-form-urlencoded", S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None));
+    cases.push(raw(
+        "malformed JSON",
+        "{\"account\": ",
+        "application/json",
+        S::BAD_REQUEST,
+        "malformed_json",
+        None,
+    ));
+    cases.push(raw(
+        "trailing garbage",
+        "{\"account\": \"x\"} x",
+        "application/json",
+        S::BAD_REQUEST,
+        "malformed_json",
+        None,
+    ));
+    cases.push(raw(
+        "not JSON content type",
+        "account=x",
+        "application/x-www-form-urlencoded",
+        S::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        None,
+    ));
     let oversized = json!({"account": a, "amount": "1", "reason": "r".repeat(70_000)}).to_string();
-    cases.push(raw("oversized body", &oversized, "application/json", S::PAYLOAD_TOO_LARGE, "payload_too_large", None));
-    let mut c = case("wrong role", "/v1/deposits", dep(json!({})), S::FORBIDDEN, "forbidden", None);
+    cases.push(raw(
+        "oversized body",
+        &oversized,
+        "application/json",
+        S::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        None,
+    ));
+    let mut c = case(
+        "wrong role",
+        "/v1/deposits",
+        dep(json!({})),
+        S::FORBIDDEN,
+        "forbidden",
+        None,
+    );
     c.token = Some(TRADER);
     cases.push(c);
-    let mut c = case("no token", "/v1/deposits", dep(json!({})), S::UNAUTHORIZED, "unauthenticated", None);
+    let mut c = case(
+        "no token",
+        "/v1/deposits",
+        dep(json!({})),
+        S::UNAUTHORIZED,
+        "unauthenticated",
+        None,
+    );
     c.token = None;
     cases.push(c);
-    let mut c = case("missing idempotency key", "/v1/deposits", dep(json!({})), S::UNPROCESSABLE_ENTITY, "missing_idempotency_key", Some("Idempotency-Key"));
+    let mut c = case(
+        "missing idempotency key",
+        "/v1/deposits",
+        dep(json!({})),
+        S::UNPROCESSABLE_ENTITY,
+        "missing_idempotency_key",
+        Some("Idempotency-Key"),
+    );
     c.key = None;
     cases.push(c);
-    let mut c = case("blank idempotency key", "/v1/deposits", dep(json!({})), S::UNPROCESSABLE_ENTITY, "invalid_idempotency_key", Some("Idempotency-Key"));
+    let mut c = case(
+        "blank idempotency key",
+        "/v1/deposits",
+        dep(json!({})),
+        S::UNPROCESSABLE_ENTITY,
+        "invalid_idempotency_key",
+        Some("Idempotency-Key"),
+    );
     c.key = Some(" ");
     cases.push(c);
 
-    let before = (app.footprint().await, app.account(&a).await, app.account(&b).await);
+    let before = (
+        app.footprint().await,
+        app.account(&a).await,
+        app.account(&b).await,
+    );
     for c in &cases {
-        let mut req = app.client.post(app.url(&c.path)).header("content-type", c.content_type).body(c.body.clone());
+        let mut req = app
+            .client
+            .post(app.url(&c.path))
+            .header("content-type", c.content_type)
+            .body(c.body.clone());
         if let Some(t) = c.token {
             req = req.bearer_auth(t);
         }
@@ -125,14 +378,36 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         assert_eq!(status, c.status, "{}: {body}", c.name);
-        assert_eq!(body["error"]["code"].as_str(), Some(c.code), "{}: {body}", c.name);
-        assert!(!body["error"]["message"].as_str().unwrap_or("").is_empty(), "{}: no message", c.name);
-        assert_eq!(body["error"]["field"].as_str(), c.field, "{}: {body}", c.name);
+        assert_eq!(
+            body["error"]["code"].as_str(),
+            Some(c.code),
+            "{}: {body}",
+            c.name
+        );
+        assert!(
+            !body["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{}: no message",
+            c.name
+        );
+        assert_eq!(
+            body["error"]["field"].as_str(),
+            c.field,
+            "{}: {body}",
+            c.name
+        );
         if let Some(f) = c.field.filter(|f| *f != "Idempotency-Key") {
-            assert!(body["error"]["message"].as_str().unwrap().contains(f), "{}: message must name {f}: {body}", c.name);
+            assert!(
+                body["error"]["message"].as_str().unwrap().contains(f),
+                "{}: message must name {f}: {body}",
+                c.name
+            );
         }
     }
-    let after = (app.footprint().await, app.account(&a).await, app.account(&b).await);
+    let after = (
+        app.footprint().await,
+        app.account(&a).await,
+        app.account(&b).await,
+    );
     assert_eq!(before, after, "a refused request changed something");
 
     // Query strings are validated the same way.
@@ -147,9 +422,19 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     ] {
         let (s, body) = app.get(path, TRADER).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
-        assert_eq!((body["error"]["code"].as_str(), body["error"]["field"].as_str()), (Some(code), Some(field)), "{path}: {body}");
+        assert_eq!(
+            (
+                body["error"]["code"].as_str(),
+                body["error"]["field"].as_str()
+            ),
+            (Some(code), Some(field)),
+            "{path}: {body}"
+        );
     }
     let (s, body) = app.get(&format!("/v1/accounts/{ghost}"), TRADER).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("account_not_found")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("account_not_found"))
+    );
     app.stop().await.unwrap();
 }

@@ -13,7 +13,10 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]
@@ -22,7 +25,10 @@ fn config_errors_stop_startup_and_name_the_key() {
     let path = dir.path().join("bad.toml");
     for (text, key) in [
         ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
-        ("[database]\nmax_connections = 0\n", "database.max_connections"),
+        (
+            "[database]\nmax_connections = 0\n",
+            "database.max_connections",
+        ),
         ("[database]\npool = 3\n", "database.pool"),
     ] {
         std::fs::write(&path, text).unwrap();
@@ -50,9 +56,16 @@ fn print_config_is_the_documented_example_and_valid() {
 
 #[test]
 fn token_new_prints_a_matching_entry() {
-    let (ok, out) = run(&["token", "new", "--name", "desk", "--role", "approver"], &[]);
+    let (ok, out) = run(
+        &["token", "new", "--name", "desk", "--role", "approver"],
+        &[],
+    );
     assert!(ok, "{out}");
-    let token = out.lines().find_map(|l| l.trim().strip_prefix("tdk_")).map(|t| format!("tdk_{t}")).unwrap();
+    let token = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tdk_"))
+        .map(|t| format!("tdk_{t}"))
+        .unwrap();
     let digest = hex::encode(treasuryd::api::auth::token_digest(&token));
     assert!(out.contains(&format!("sha256 = \"{digest}\"")), "{out}");
     assert!(out.contains("role = \"approver\""));
@@ -72,7 +85,12 @@ async fn migrate_then_verify_and_detect_tampering() {
     // Write through the library, then corrupt a cached balance behind the ledger's back.
     let url = format!("sqlite://{}/treasuryd.db", data);
     let store = treasuryd::store::open(&url, 1).await.unwrap();
-    let ledger = treasuryd::ledger::Ledger::open(store.clone(), &treasuryd::config::Config::defaults().asset_specs()).await.unwrap();
+    let ledger = treasuryd::ledger::Ledger::open(
+        store.clone(),
+        &treasuryd::config::Config::defaults().asset_specs(),
+    )
+    .await
+    .unwrap();
     let audit = treasuryd::store::AuditRecord {
         actor: "t".into(),
         role: treasuryd::domain::Role::Admin,
@@ -82,19 +100,43 @@ async fn migrate_then_verify_and_detect_tampering() {
         request_id: String::new(),
         at: 0,
     };
-    let new = treasuryd::ledger::NewAccount { owner: "o".into(), asset: usdt(), kind: treasuryd::ledger::AccountKind::Partner, allow_negative: false };
+    let new = treasuryd::ledger::NewAccount {
+        owner: "o".into(),
+        asset: usdt(),
+        kind: treasuryd::ledger::AccountKind::Partner,
+        allow_negative: false,
+    };
     let account = store.create_account(&new, &audit).await.unwrap();
-    let op = ledger.deposit(&account, treasuryd::domain::Amount::new(5).unwrap()).unwrap();
-    ledger.post_one(treasuryd::ledger::Command::new("k", usdt(), op), None).await.unwrap().unwrap();
+    let op = ledger
+        .deposit(&account, treasuryd::domain::Amount::new(5).unwrap())
+        .unwrap();
+    ledger
+        .post_one(treasuryd::ledger::Command::new("k", usdt(), op), None)
+        .await
+        .unwrap()
+        .unwrap();
     store.close().await;
     let (ok, out) = run(&["ledger", "verify"], &[("TREASURYD__DATA_DIR", data)]);
     assert!(ok, "{out}");
 
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE accounts SET available = '6' WHERE owner = 'o'").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE accounts SET available = '6' WHERE owner = 'o'")
+        .execute(&pool)
+        .await
+        .unwrap();
     // The journal itself refuses edits.
-    assert!(sqlx::query("UPDATE postings SET amount = '6'").execute(&pool).await.is_err());
-    assert!(sqlx::query("DELETE FROM journal_transactions").execute(&pool).await.is_err());
+    assert!(
+        sqlx::query("UPDATE postings SET amount = '6'")
+            .execute(&pool)
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("DELETE FROM journal_transactions")
+            .execute(&pool)
+            .await
+            .is_err()
+    );
     pool.close().await;
     let (ok, out) = run(&["ledger", "verify"], &[("TREASURYD__DATA_DIR", data)]);
     assert!(!ok, "verify must fail on a tampered balance: {out}");

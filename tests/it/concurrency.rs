@@ -29,10 +29,21 @@ async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
     };
     let mut hot = Vec::new();
     for i in 0..HOT {
-        let new = NewAccount { owner: format!("hot-{i}"), asset: usdt(), kind: AccountKind::Partner, allow_negative: false };
+        let new = NewAccount {
+            owner: format!("hot-{i}"),
+            asset: usdt(),
+            kind: AccountKind::Partner,
+            allow_negative: false,
+        };
         let account = ledger.store().create_account(&new, &audit).await.unwrap();
-        let op = ledger.deposit(&account, Amount::new(2_000).unwrap()).unwrap();
-        ledger.post_one(Command::new(format!("fund-{i}"), usdt(), op), None).await.unwrap().unwrap();
+        let op = ledger
+            .deposit(&account, Amount::new(2_000).unwrap())
+            .unwrap();
+        ledger
+            .post_one(Command::new(format!("fund-{i}"), usdt(), op), None)
+            .await
+            .unwrap()
+            .unwrap();
         hot.push(account.id);
     }
 
@@ -43,7 +54,8 @@ async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
         })
         .collect();
     // Expected (available, held) deltas per account, summed over what succeeded.
-    let mut expected: HashMap<AccountId, (i128, i128)> = hot.iter().map(|a| (*a, (2_000, 0))).collect();
+    let mut expected: HashMap<AccountId, (i128, i128)> =
+        hot.iter().map(|a| (*a, (2_000, 0))).collect();
     let mut succeeded = 0;
     for t in tasks {
         let (deltas, ok) = t.await.unwrap();
@@ -54,19 +66,30 @@ async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
             e.1 += held;
         }
     }
-    assert!(succeeded > TASKS * ROUNDS, "most operations should succeed, got {succeeded}");
+    assert!(
+        succeeded > TASKS * ROUNDS,
+        "most operations should succeed, got {succeeded}"
+    );
     for a in &hot {
         let acc = ledger.store().get_account(*a).await.unwrap();
         assert_eq!((acc.available, acc.held), expected[a], "account {a}");
     }
     let total: i128 = expected.values().map(|(a, h)| a + h).sum();
-    assert_eq!(total, 2_000 * HOT as i128, "money moved only between the hot accounts");
+    assert_eq!(
+        total,
+        2_000 * HOT as i128,
+        "money moved only between the hot accounts"
+    );
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
 
 /// One task: hold on one hot account, release part of it to the next, void the rest.
-async fn hammer(task: usize, ledger: Ledger, hot: Vec<AccountId>) -> (HashMap<AccountId, (i128, i128)>, usize) {
+async fn hammer(
+    task: usize,
+    ledger: Ledger,
+    hot: Vec<AccountId>,
+) -> (HashMap<AccountId, (i128, i128)>, usize) {
     let mut deltas: HashMap<AccountId, (i128, i128)> = HashMap::new();
     let mut ok = 0;
     let asset = usdt();
@@ -75,7 +98,14 @@ async fn hammer(task: usize, ledger: Ledger, hot: Vec<AccountId>) -> (HashMap<Ac
         let dst = hot[(task + round + 1) % HOT];
         let units = 1 + ((task * 31 + round * 17) % 97) as i128;
         let key = |what: &str| format!("t{task}-r{round}-{what}");
-        let hold = Command::new(key("hold"), asset.clone(), Operation::Hold { account: src, amount: Amount::new(units).unwrap() });
+        let hold = Command::new(
+            key("hold"),
+            asset.clone(),
+            Operation::Hold {
+                account: src,
+                amount: Amount::new(units).unwrap(),
+            },
+        );
         let posted = match ledger.post_one(hold, None).await.expect("store") {
             Ok(p) => p,
             Err(e) => {
@@ -89,13 +119,33 @@ async fn hammer(task: usize, ledger: Ledger, hot: Vec<AccountId>) -> (HashMap<Ac
         e.1 += units;
         let hold = posted.hold.unwrap();
         let part = (units / 2).max(1);
-        let release = Operation::Release { hold: hold.id, amount: Amount::new(part).unwrap(), kind: ReleaseKind::Release, destination: dst };
-        ledger.post_one(Command::new(key("release"), asset.clone(), release), None).await.unwrap().unwrap();
+        let release = Operation::Release {
+            hold: hold.id,
+            amount: Amount::new(part).unwrap(),
+            kind: ReleaseKind::Release,
+            destination: dst,
+        };
+        ledger
+            .post_one(Command::new(key("release"), asset.clone(), release), None)
+            .await
+            .unwrap()
+            .unwrap();
         ok += 1;
         deltas.entry(src).or_default().1 -= part;
         deltas.entry(dst).or_default().0 += part;
         if units > part {
-            ledger.post_one(Command::new(key("void"), asset.clone(), Operation::Void { hold: hold.id }), None).await.unwrap().unwrap();
+            ledger
+                .post_one(
+                    Command::new(
+                        key("void"),
+                        asset.clone(),
+                        Operation::Void { hold: hold.id },
+                    ),
+                    None,
+                )
+                .await
+                .unwrap()
+                .unwrap();
             ok += 1;
             let e = deltas.entry(src).or_default();
             e.1 -= units - part;

@@ -52,13 +52,18 @@ pub fn start(config: &Path, db_url: &str) -> (Child, String) {
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Ok(v) = serde_json::from_str::<Value>(&line) && v["message"] == "treasuryd listening" {
+            if !sent
+                && let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "treasuryd listening"
+            {
                 let _ = tx.send(v["api"].as_str().unwrap_or_default().to_owned());
                 sent = true;
             }
         }
     });
-    let api = rx.recv_timeout(Duration::from_secs(60)).expect("treasuryd did not report its address");
+    let api = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("treasuryd did not report its address");
     (child, api)
 }
 
@@ -68,11 +73,23 @@ pub fn verify_cli(config: &Path, db_url: &str) -> (bool, String) {
         .env("TREASURYD__DATABASE__URL", db_url)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
-async fn post(client: &reqwest::Client, api: &str, path: &str, key: Option<&str>, body: &Value) -> Result<(StatusCode, Value), reqwest::Error> {
-    let mut req = client.post(format!("http://{api}{path}")).bearer_auth(TOKEN).json(body);
+async fn post(
+    client: &reqwest::Client,
+    api: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> Result<(StatusCode, Value), reqwest::Error> {
+    let mut req = client
+        .post(format!("http://{api}{path}"))
+        .bearer_auth(TOKEN)
+        .json(body);
     if let Some(k) = key {
         req = req.header("Idempotency-Key", k);
     }
@@ -98,13 +115,17 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write(backend: Backend) {
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (client, api, account, acked) = (client.clone(), api.clone(), account.clone(), acked.clone());
+            let (client, api, account, acked) =
+                (client.clone(), api.clone(), account.clone(), acked.clone());
             tokio::spawn(async move {
                 for i in 0.. {
                     let key = format!("w{w}-{i}");
                     let body = json!({"account": account, "amount": "1", "reason": "burst"});
                     match post(&client, &api, "/v1/deposits", Some(&key), &body).await {
-                        Ok((StatusCode::CREATED, v)) => acked.lock().unwrap().push((key, v["transaction"]["id"].as_str().unwrap().to_owned())),
+                        Ok((StatusCode::CREATED, v)) => acked
+                            .lock()
+                            .unwrap()
+                            .push((key, v["transaction"]["id"].as_str().unwrap().to_owned())),
                         Ok((s, v)) => panic!("unexpected {s}: {v}"),
                         Err(_) => break, // the daemon is gone
                     }
@@ -125,22 +146,58 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write(backend: Backend) {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 150, "only {} writes before the kill", acked.len());
+    assert!(
+        acked.len() >= 150,
+        "only {} writes before the kill",
+        acked.len()
+    );
 
     let (mut child, api) = start(&config, &db.url);
     for (key, tx) in &acked {
-        let r = client.get(format!("http://{api}/v1/journal/{tx}")).bearer_auth(TOKEN).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "acknowledged transaction {tx} ({key}) is missing after the crash");
+        let r = client
+            .get(format!("http://{api}/v1/journal/{tx}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "acknowledged transaction {tx} ({key}) is missing after the crash"
+        );
     }
     // Replaying acknowledged requests returns their transactions, never a second deposit.
     for (key, tx) in acked.iter().step_by(10) {
-        let (s, v) = post(&client, &api, "/v1/deposits", Some(key), &json!({"account": account, "amount": "1", "reason": "burst"})).await.unwrap();
-        assert_eq!((s, v["transaction"]["id"].as_str()), (StatusCode::CREATED, Some(tx.as_str())));
+        let (s, v) = post(
+            &client,
+            &api,
+            "/v1/deposits",
+            Some(key),
+            &json!({"account": account, "amount": "1", "reason": "burst"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (s, v["transaction"]["id"].as_str()),
+            (StatusCode::CREATED, Some(tx.as_str()))
+        );
     }
-    let r: Value = client.get(format!("http://{api}/v1/accounts/{account}")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let r: Value = client
+        .get(format!("http://{api}/v1/accounts/{account}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let balance: f64 = r["available"].as_str().unwrap().parse().unwrap();
     // Acknowledged writes are all there; at most the four in flight at the kill may have landed too.
-    assert!(balance >= acked.len() as f64 && balance <= acked.len() as f64 + 4.0, "balance {balance} vs {} acknowledged", acked.len());
+    assert!(
+        balance >= acked.len() as f64 && balance <= acked.len() as f64 + 4.0,
+        "balance {balance} vs {} acknowledged",
+        acked.len()
+    );
 
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "ledger verify after the crash:\n{report}");
@@ -148,9 +205,19 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write(backend: Backend) {
 
     // SIGTERM: graceful stop, exit 0.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = wait_with_timeout(&mut child, Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0), "SIGTERM must stop treasuryd cleanly");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM must stop treasuryd cleanly"
+    );
 }
 
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

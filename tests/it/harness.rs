@@ -20,12 +20,15 @@ pub enum Backend {
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("TREASURYD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TREASURYD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// False only when the developer explicitly opted out of PostgreSQL tests.
 pub fn postgres_enabled() -> bool {
-    std::env::var("TREASURYD_TEST_POSTGRES").map(|v| v != "skip").unwrap_or(true)
+    std::env::var("TREASURYD_TEST_POSTGRES")
+        .map(|v| v != "skip")
+        .unwrap_or(true)
 }
 
 /// A database that exists for one test and is dropped afterwards (unless TREASURYD_TEST_KEEP_DB
@@ -63,7 +66,10 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 pool.close().await;
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(b, _)| b)
+                    .to_owned();
                 Self {
                     url: format!("{base}/{name}"),
                     pg_name: Some(name),
@@ -76,20 +82,27 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else { return };
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
         if std::env::var("TREASURYD_TEST_KEEP_DB").is_ok() {
             eprintln!("keeping test database {name}");
             return;
         }
         // Drop runs inside the test's runtime; use a thread with its own to stay synchronous.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let pool = sqlx::PgPool::connect(&postgres_admin_url()).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&pool)
-                    .await
-                    .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&pool)
+                .await
+                .ok()?;
                 pool.close().await;
                 Some(())
             })
@@ -141,20 +154,29 @@ impl TestApp {
         let db = Arc::new(TestDb::new(backend).await);
         let dir = tempfile::tempdir().unwrap();
         let config = test_config(&db, dir.path());
-        let tokens = [(ADMIN, Role::Admin), (TRADER, Role::Trader), (APPROVER, Role::Approver), (OPERATOR, Role::Operator)]
-            .into_iter()
-            .map(|(t, role)| {
-                (
-                    SecretString::from(t.to_owned()),
-                    Caller {
-                        name: format!("test-{}", role.as_str()),
-                        role,
-                    },
-                )
-            })
-            .collect();
+        let tokens = [
+            (ADMIN, Role::Admin),
+            (TRADER, Role::Trader),
+            (APPROVER, Role::Approver),
+            (OPERATOR, Role::Operator),
+        ]
+        .into_iter()
+        .map(|(t, role)| {
+            (
+                SecretString::from(t.to_owned()),
+                Caller {
+                    name: format!("test-{}", role.as_str()),
+                    role,
+                },
+            )
+        })
+        .collect();
         let app = App::build(config, tokens).await.expect("app builds");
-        let (api, metrics, ledger) = (app.api_addr(), app.metrics_addr(), app.state().ledger.clone());
+        let (api, metrics, ledger) = (
+            app.api_addr(),
+            app.metrics_addr(),
+            app.state().ledger.clone(),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
@@ -184,13 +206,29 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        let r = self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request");
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn post(&self, path: &str, token: &str, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
-        let mut req = self.client.post(self.url(path)).bearer_auth(token).json(body);
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -214,7 +252,12 @@ impl TestApp {
 
     pub async fn deposit(&self, account: &str, amount: &str, key: &str) -> Value {
         let (status, body) = self
-            .post("/v1/deposits", ADMIN, Some(key), &json!({"account": account, "amount": amount, "reason": "test funding"}))
+            .post(
+                "/v1/deposits",
+                ADMIN,
+                Some(key),
+                &json!({"account": account, "amount": amount, "reason": "test funding"}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
@@ -222,7 +265,12 @@ impl TestApp {
 
     pub async fn hold(&self, account: &str, amount: &str, key: &str) -> String {
         let (status, body) = self
-            .post("/v1/holds", ADMIN, Some(key), &json!({"account": account, "amount": amount, "reason": "test hold"}))
+            .post(
+                "/v1/holds",
+                ADMIN,
+                Some(key),
+                &json!({"account": account, "amount": amount, "reason": "test hold"}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["hold"]["id"].as_str().unwrap().to_owned()
@@ -254,7 +302,9 @@ impl TestApp {
     }
 
     pub async fn verify_clean(&self) {
-        let report = treasuryd::ledger::verify::verify(self.ledger.store().as_ref()).await.unwrap();
+        let report = treasuryd::ledger::verify::verify(self.ledger.store().as_ref())
+            .await
+            .unwrap();
         assert!(report.is_clean(), "{report}");
     }
 }

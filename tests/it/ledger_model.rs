@@ -7,7 +7,9 @@ use crate::harness::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 use treasuryd::domain::{AccountId, Amount, HoldId};
-use treasuryd::ledger::{AccountKind, Command, Direction, Ledger, LedgerError, NewAccount, Operation, ReleaseKind};
+use treasuryd::ledger::{
+    AccountKind, Command, Direction, Ledger, LedgerError, NewAccount, Operation, ReleaseKind,
+};
 use treasuryd::store::AuditRecord;
 
 const ACCOUNTS: usize = 3;
@@ -30,7 +32,12 @@ fn op() -> impl Strategy<Value = Op> {
     let acct = 0..ACCOUNTS;
     let units = 1i128..60;
     let hold = 0usize..8;
-    let kind = prop_oneof![Just(ReleaseKind::Release), Just(ReleaseKind::Offset), Just(ReleaseKind::Payout), Just(ReleaseKind::Fee)];
+    let kind = prop_oneof![
+        Just(ReleaseKind::Release),
+        Just(ReleaseKind::Offset),
+        Just(ReleaseKind::Payout),
+        Just(ReleaseKind::Fee)
+    ];
     prop_oneof![
         4 => (acct.clone(), units.clone()).prop_map(|(a, u)| Op::Deposit(a, u)),
         2 => (acct.clone(), units.clone(), any::<bool>()).prop_map(|(a, u, c)| Op::Adjust(a, u, c)),
@@ -80,7 +87,11 @@ fn apply(model: &mut Model, op: &Op, known_holds: usize) -> Result<(), &'static 
             }
             model.available[a] -= u;
             model.held[a] += u;
-            model.holds.push(ModelHold { account: a, amount: u, resolved: 0 });
+            model.holds.push(ModelHold {
+                account: a,
+                amount: u,
+                resolved: 0,
+            });
         }
         Op::HoldOnSystemAccount(_) => return Err("wrong_account_kind"),
         Op::UnknownHold(_) => return Err("hold_not_found"),
@@ -133,24 +144,52 @@ impl Case<'_> {
         let asset = usdt();
         let amount = |u: i128| Amount::new(u).unwrap();
         let hold_id = |h: usize, ids: &Vec<HoldId>| ids.get(h).copied().unwrap_or_else(HoldId::new);
-        let external = self.ledger.system_account(&asset, AccountKind::External).unwrap();
+        let external = self
+            .ledger
+            .system_account(&asset, AccountKind::External)
+            .unwrap();
         let operation = match *op {
-            Op::Deposit(a, u) => Operation::Deposit { account: self.accounts[a], source: external, amount: amount(u) },
+            Op::Deposit(a, u) => Operation::Deposit {
+                account: self.accounts[a],
+                source: external,
+                amount: amount(u),
+            },
             Op::Adjust(a, u, credit) => Operation::Adjustment {
                 account: self.accounts[a],
-                counterparty: self.ledger.system_account(&asset, AccountKind::Adjustments).unwrap(),
+                counterparty: self
+                    .ledger
+                    .system_account(&asset, AccountKind::Adjustments)
+                    .unwrap(),
                 amount: amount(u),
-                direction: if credit { Direction::Credit } else { Direction::Debit },
+                direction: if credit {
+                    Direction::Credit
+                } else {
+                    Direction::Debit
+                },
             },
-            Op::Hold(a, u) => Operation::Hold { account: self.accounts[a], amount: amount(u) },
-            Op::HoldOnSystemAccount(u) => Operation::Hold { account: external, amount: amount(u) },
+            Op::Hold(a, u) => Operation::Hold {
+                account: self.accounts[a],
+                amount: amount(u),
+            },
+            Op::HoldOnSystemAccount(u) => Operation::Hold {
+                account: external,
+                amount: amount(u),
+            },
             Op::Release(h, u, d, kind) => {
                 let destination = match kind {
                     ReleaseKind::Release | ReleaseKind::Offset => self.accounts[d],
                     ReleaseKind::Payout => external,
-                    ReleaseKind::Fee => self.ledger.system_account(&asset, AccountKind::Fees).unwrap(),
+                    ReleaseKind::Fee => self
+                        .ledger
+                        .system_account(&asset, AccountKind::Fees)
+                        .unwrap(),
                 };
-                Operation::Release { hold: hold_id(h, &self.hold_ids), amount: amount(u), kind, destination }
+                Operation::Release {
+                    hold: hold_id(h, &self.hold_ids),
+                    amount: amount(u),
+                    kind,
+                    destination,
+                }
             }
             Op::ReleaseToSystemAccount(h, u) => Operation::Release {
                 hold: hold_id(h, &self.hold_ids),
@@ -158,11 +197,21 @@ impl Case<'_> {
                 kind: ReleaseKind::Release,
                 destination: external,
             },
-            Op::Void(h) => Operation::Void { hold: hold_id(h, &self.hold_ids) },
-            Op::UnknownHold(u) => Operation::Release { hold: HoldId::new(), amount: amount(u), kind: ReleaseKind::Payout, destination: external },
+            Op::Void(h) => Operation::Void {
+                hold: hold_id(h, &self.hold_ids),
+            },
+            Op::UnknownHold(u) => Operation::Release {
+                hold: HoldId::new(),
+                amount: amount(u),
+                kind: ReleaseKind::Payout,
+                destination: external,
+            },
             Op::Replay(i) => return model.accepted.get(i % model.accepted.len().max(1)).cloned(),
             Op::ConflictingKey(i) => {
-                let mut cmd = model.accepted.get(i % model.accepted.len().max(1)).cloned()?;
+                let mut cmd = model
+                    .accepted
+                    .get(i % model.accepted.len().max(1))
+                    .cloned()?;
                 cmd.memo = Some("a different request".into());
                 return Some(cmd);
             }
@@ -188,10 +237,21 @@ async fn run_case(ledger: &Ledger, batches: Vec<Vec<Op>>) {
             request_id: String::new(),
             at: 0,
         };
-        let new = NewAccount { owner: format!("{prefix}-{i}"), asset: usdt(), kind: AccountKind::Partner, allow_negative: false };
+        let new = NewAccount {
+            owner: format!("{prefix}-{i}"),
+            asset: usdt(),
+            kind: AccountKind::Partner,
+            allow_negative: false,
+        };
         accounts.push(store.create_account(&new, &audit).await.unwrap().id);
     }
-    let mut case = Case { ledger, accounts, hold_ids: Vec::new(), prefix, n: 0 };
+    let mut case = Case {
+        ledger,
+        accounts,
+        hold_ids: Vec::new(),
+        prefix,
+        n: 0,
+    };
     let mut model = Model::default();
 
     for batch in batches {
@@ -201,7 +261,9 @@ async fn run_case(ledger: &Ledger, batches: Vec<Vec<Op>>) {
         // name only holds that existed before it.
         let known_holds = case.hold_ids.len();
         for op in &batch {
-            let Some(cmd) = case.command(&model, op) else { continue };
+            let Some(cmd) = case.command(&model, op) else {
+                continue;
+            };
             // A replay/conflict with nothing accepted yet degenerates to a plain retry.
             let outcome = match op {
                 Op::Replay(_) | Op::ConflictingKey(_) if model.accepted.is_empty() => continue,
@@ -229,18 +291,31 @@ async fn run_case(ledger: &Ledger, batches: Vec<Vec<Op>>) {
                 (Err(e), Err(code)) => assert_eq!(e.code(), *code, "{op:?}: {e}"),
                 (got, want) => panic!("{op:?}: store gave {got:?}, model expected {want:?}"),
             }
-            if let Err(LedgerError::InsufficientFunds { available, requested, .. }) = result {
+            if let Err(LedgerError::InsufficientFunds {
+                available,
+                requested,
+                ..
+            }) = result
+            {
                 assert!(requested > available);
             }
         }
         for (i, id) in case.accounts.iter().enumerate() {
             let a = store.get_account(*id).await.unwrap();
-            assert_eq!((a.available, a.held), (model.available[i], model.held[i]), "account {i} after {batch:?}");
+            assert_eq!(
+                (a.available, a.held),
+                (model.available[i], model.held[i]),
+                "account {i} after {batch:?}"
+            );
         }
         for (i, id) in case.hold_ids.iter().enumerate() {
             let h = store.get_hold(*id).await.unwrap();
             let m = model.holds[i];
-            assert_eq!((h.amount, h.released + h.voided), (m.amount, m.resolved), "hold {i}");
+            assert_eq!(
+                (h.amount, h.released + h.voided),
+                (m.amount, m.resolved),
+                "hold {i}"
+            );
             assert!(h.remaining() >= 0);
         }
     }
@@ -250,7 +325,11 @@ fn run_model(backend: Backend) {
     if backend == Backend::Postgres && !postgres_enabled() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (db, ledger) = rt.block_on(async {
         let db = TestDb::new(backend).await;
         let store = treasuryd::store::open(&db.url, 4).await.unwrap();
@@ -258,8 +337,15 @@ fn run_model(backend: Backend) {
         let specs = treasuryd::config::Config::defaults().asset_specs();
         (db, Ledger::open(store, &specs).await.unwrap())
     });
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(40);
-    let mut runner = TestRunner::new(PropConfig { cases, failure_persistence: None, ..PropConfig::default() });
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(40);
+    let mut runner = TestRunner::new(PropConfig {
+        cases,
+        failure_persistence: None,
+        ..PropConfig::default()
+    });
     let strategy = proptest::collection::vec(proptest::collection::vec(op(), 1..5), 1..14);
     let result = runner.run(&strategy, |batches| {
         rt.block_on(run_case(&ledger, batches));
@@ -269,9 +355,14 @@ fn run_model(backend: Backend) {
         panic!("{e}");
     }
     rt.block_on(async {
-        let report = treasuryd::ledger::verify::verify(ledger.store().as_ref()).await.unwrap();
+        let report = treasuryd::ledger::verify::verify(ledger.store().as_ref())
+            .await
+            .unwrap();
         assert!(report.is_clean(), "{report}");
-        assert!(report.transactions > 100, "the model run should have written plenty: {report}");
+        assert!(
+            report.transactions > 100,
+            "the model run should have written plenty: {report}"
+        );
         ledger.store().close().await;
     });
     drop(db);
