@@ -56,10 +56,14 @@ impl App {
     ) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
         let metrics = Metrics::new().context("registering metrics")?;
-        let ledger = Ledger::open(store, &config.asset_specs())
-            .await
-            .context("registering assets")?
-            .with_metrics(metrics.ledger.clone());
+        let ledger = Ledger::open_with(
+            store,
+            &config.asset_specs(),
+            Some(metrics.ledger.clone()),
+            Default::default(),
+        )
+        .await
+        .context("registering assets")?;
         let mut auth = Authenticator::from_config(&config.auth.tokens);
         for (token, caller) in &extra_tokens {
             auth.insert(token, caller.clone());

@@ -31,6 +31,32 @@ pub struct LedgerMetrics {
     pub rejections_total: IntCounterVec,
     /// Duration of one ledger database transaction (a batch), in seconds.
     pub commit_duration_seconds: Histogram,
+    /// Commands carried by one ledger database transaction.
+    pub batch_commands: Histogram,
+}
+
+impl LedgerMetrics {
+    /// Records one committed batch.
+    pub fn record<'a>(
+        &self,
+        results: impl Iterator<Item = &'a Result<crate::ledger::Posted, crate::ledger::LedgerError>>,
+        took: std::time::Duration,
+    ) {
+        self.commit_duration_seconds.observe(took.as_secs_f64());
+        let mut commands = 0;
+        for r in results {
+            commands += 1;
+            match r {
+                Ok(p) if !p.replayed => self
+                    .transactions_total
+                    .with_label_values(&[p.tx.kind.as_str()])
+                    .inc(),
+                Ok(_) => {}
+                Err(e) => self.rejections_total.with_label_values(&[e.code()]).inc(),
+            }
+        }
+        self.batch_commands.observe(f64::from(commands));
+    }
 }
 
 /// Build information: always 1, labelled with the version.
@@ -89,12 +115,20 @@ impl Metrics {
                 )
                 .buckets(latency_buckets),
             )?,
+            batch_commands: Histogram::with_opts(
+                HistogramOpts::new(
+                    "treasuryd_ledger_batch_commands",
+                    "Commands carried by one ledger database transaction.",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            )?,
         };
         registry.register(Box::new(http.requests_total.clone()))?;
         registry.register(Box::new(http.request_duration_seconds.clone()))?;
         registry.register(Box::new(ledger.transactions_total.clone()))?;
         registry.register(Box::new(ledger.rejections_total.clone()))?;
         registry.register(Box::new(ledger.commit_duration_seconds.clone()))?;
+        registry.register(Box::new(ledger.batch_commands.clone()))?;
         // Publish every kind at zero so dashboards and alerts see the series before the first write.
         for kind in crate::ledger::EntryKind::ALL {
             ledger

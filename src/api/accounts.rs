@@ -5,7 +5,7 @@ use super::extract::{ApiJson, ApiQuery, RequestId};
 use super::views::{AccountView, Page};
 use super::{AppState, WRITERS, page_limit, require_reason};
 use crate::api::auth::Caller;
-use crate::domain::{AccountId, AssetKey};
+use crate::domain::{AccountId, Amount, AssetKey};
 use crate::ledger::{AccountKind, NewAccount};
 use crate::store::{AccountFilter, AuditRecord, StoreError};
 use axum::Json;
@@ -119,6 +119,24 @@ pub async fn load_account(
         Err(StoreError::NotFound) => Err(not_found()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Parses `text` as an amount of `asset`, naming `field` in the error.
+pub fn parse_amount(
+    state: &AppState,
+    asset: &AssetKey,
+    field: &'static str,
+    text: &str,
+) -> ApiResult<Amount> {
+    let spec = state
+        .ledger
+        .asset(asset)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "asset",
+            id: asset.to_string(),
+            field: Some(field),
+        })?;
+    Amount::parse_decimal(text, spec).map_err(|e| ApiError::amount(field, e))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

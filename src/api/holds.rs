@@ -1,14 +1,14 @@
 //! Two-phase holds: create, release (in parts), void. Admin for now; escrow deals and the
 //! payout engine drive them in later issues.
 
-use super::accounts::load_account;
+use super::accounts::{load_account, parse_amount};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, IdempotencyKey, RequestId};
 use super::manual_entries::posted_response;
 use super::views::{HoldView, PostedView, TransactionView};
 use super::{AppState, Mutation, WRITERS, optional_text, require_reason};
 use crate::api::auth::Caller;
-use crate::domain::{AccountId, Amount, HoldId};
+use crate::domain::{AccountId, HoldId};
 use crate::ledger::{Command, Hold, Operation, ReleaseKind};
 use crate::store::StoreError;
 use axum::Json;
@@ -41,16 +41,7 @@ pub async fn create(
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
     let account = load_account(&state, &body.account, Some("account")).await?;
-    let spec = state
-        .ledger
-        .asset(&account.asset)
-        .ok_or_else(|| ApiError::NotFound {
-            what: "asset",
-            id: account.asset.to_string(),
-            field: Some("account"),
-        })?;
-    let amount =
-        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let amount = parse_amount(&state, &account.asset, "amount", &body.amount)?;
     let mut cmd = Command::new(
         "",
         account.asset.clone(),
@@ -139,16 +130,7 @@ pub async fn release(
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
     let hold = load_hold(&state, &id).await?;
-    let spec = state
-        .ledger
-        .asset(&hold.asset)
-        .ok_or_else(|| ApiError::NotFound {
-            what: "asset",
-            id: hold.asset.to_string(),
-            field: None,
-        })?;
-    let amount =
-        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let amount = parse_amount(&state, &hold.asset, "amount", &body.amount)?;
     let destination: Option<AccountId> = match (body.kind, body.destination) {
         (ReleaseKind::Release | ReleaseKind::Offset, None) => {
             return Err(ApiError::invalid(

@@ -1,13 +1,12 @@
 //! Manual deposit credits and adjustments (Admin, with a reason). On-chain deposits arrive
 //! through the deposit watcher later; these are for corrections and off-chain funding.
 
-use super::accounts::load_account;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::accounts::{load_account, parse_amount};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, IdempotencyKey, RequestId};
 use super::views::{PostedView, TransactionView};
 use super::{AppState, Mutation, WRITERS, optional_text, require_reason};
 use crate::api::auth::Caller;
-use crate::domain::Amount;
 use crate::ledger::{Command, Direction};
 use axum::Json;
 use axum::extract::State;
@@ -40,16 +39,7 @@ pub async fn deposit(
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
     let account = load_account(&state, &body.account, Some("account")).await?;
-    let spec = state
-        .ledger
-        .asset(&account.asset)
-        .ok_or_else(|| ApiError::NotFound {
-            what: "asset",
-            id: account.asset.to_string(),
-            field: Some("account"),
-        })?;
-    let amount =
-        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let amount = parse_amount(&state, &account.asset, "amount", &body.amount)?;
     let mut cmd = Command::new(
         "",
         account.asset.clone(),
@@ -94,16 +84,7 @@ pub async fn adjustment(
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
     let account = load_account(&state, &body.account, Some("account")).await?;
-    let spec = state
-        .ledger
-        .asset(&account.asset)
-        .ok_or_else(|| ApiError::NotFound {
-            what: "asset",
-            id: account.asset.to_string(),
-            field: Some("account"),
-        })?;
-    let amount =
-        Amount::parse_decimal(&body.amount, spec).map_err(|e| ApiError::amount("amount", e))?;
+    let amount = parse_amount(&state, &account.asset, "amount", &body.amount)?;
     let mut cmd = Command::new(
         "",
         account.asset.clone(),

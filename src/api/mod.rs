@@ -119,7 +119,7 @@ impl AppState {
         cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
         cmd.actor = Some(m.caller.name.clone());
         cmd.memo = Some(m.reason.clone());
-        let audit = AuditRecord {
+        cmd.audit = Some(AuditRecord {
             actor: m.caller.name.clone(),
             role: m.caller.role,
             action: m.action.to_owned(),
@@ -127,8 +127,8 @@ impl AppState {
             reason: Some(m.reason),
             request_id: m.request_id,
             at: crate::store::now_micros(),
-        };
-        Ok(self.ledger.post_one(cmd, Some(audit)).await??)
+        });
+        Ok(self.ledger.post_one(cmd).await??)
     }
 }
 

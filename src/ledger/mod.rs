@@ -13,14 +13,18 @@
 pub mod batch;
 pub mod model;
 pub mod verify;
+pub mod writer;
 
 pub use model::*;
 
 use crate::domain::{AccountId, Amount, AssetKey, AssetSpec, HoldId};
 use crate::metrics::LedgerMetrics;
-use crate::store::{AuditRecord, DynStore, StoreError};
+use crate::store::{DynStore, StoreError};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use writer::{Reply, Submission, WriterConfig};
 
 /// The ledger as the rest of the daemon sees it: the store plus the configured assets and the
 /// system accounts each asset gets.
@@ -30,11 +34,23 @@ pub struct Ledger {
     assets: HashMap<AssetKey, AssetSpec>,
     system: HashMap<(AssetKey, AccountKind), AccountId>,
     metrics: Option<LedgerMetrics>,
+    /// Group-commit queue for single commands (see `writer`).
+    submit: mpsc::Sender<Submission>,
 }
 
 impl Ledger {
-    /// Registers the configured assets and makes sure each has its system accounts.
+    /// Registers the configured assets, makes sure each has its system accounts, and starts
+    /// the group-commit writers with default settings and no metrics.
     pub async fn open(store: DynStore, assets: &[AssetSpec]) -> Result<Self, StoreError> {
+        Self::open_with(store, assets, None, WriterConfig::default()).await
+    }
+
+    pub async fn open_with(
+        store: DynStore,
+        assets: &[AssetSpec],
+        metrics: Option<LedgerMetrics>,
+        writer: WriterConfig,
+    ) -> Result<Self, StoreError> {
         let mut system = HashMap::new();
         for spec in assets {
             store.register_asset(spec).await?;
@@ -44,17 +60,23 @@ impl Ledger {
             }
         }
         let assets = assets.iter().map(|a| (a.key.clone(), a.clone())).collect();
+        let recorder = metrics.clone();
+        let submit = writer::spawn(
+            store.clone(),
+            writer,
+            Arc::new(move |results: &[Reply], took: Duration| {
+                if let Some(m) = &recorder {
+                    m.record(results.iter().filter_map(|r| r.as_ref().ok()), took);
+                }
+            }),
+        );
         Ok(Self {
             store,
             assets,
             system,
-            metrics: None,
+            metrics,
+            submit,
         })
-    }
-
-    pub fn with_metrics(mut self, metrics: LedgerMetrics) -> Self {
-        self.metrics = Some(metrics);
-        self
     }
 
     pub fn store(&self) -> &DynStore {
@@ -129,42 +151,31 @@ impl Ledger {
             .ok_or_else(|| LedgerError::UnknownAsset(asset.clone()))
     }
 
-    /// Posts commands atomically as one database transaction. Each command succeeds or is
-    /// rejected on its own; a rejected command writes nothing.
+    /// Posts `commands` in one database transaction, as the caller batched them. Each command
+    /// succeeds or is rejected on its own; a rejected command writes nothing.
     pub async fn post(
         &self,
         commands: Vec<Command>,
-        audit: Option<AuditRecord>,
     ) -> Result<Vec<Result<Posted, LedgerError>>, StoreError> {
         let started = Instant::now();
-        let results = self.store.post_batch(&commands, audit.as_ref()).await?;
+        let results = self.store.post_batch(&commands).await?;
         if let Some(m) = &self.metrics {
-            m.commit_duration_seconds
-                .observe(started.elapsed().as_secs_f64());
-            for r in &results {
-                match r {
-                    Ok(p) if !p.replayed => m
-                        .transactions_total
-                        .with_label_values(&[p.tx.kind.as_str()])
-                        .inc(),
-                    Ok(_) => {}
-                    Err(e) => m.rejections_total.with_label_values(&[e.code()]).inc(),
-                }
-            }
+            m.record(results.iter(), started.elapsed());
         }
         Ok(results)
     }
 
-    /// Posts one command.
-    pub async fn post_one(
-        &self,
-        command: Command,
-        audit: Option<AuditRecord>,
-    ) -> Result<Result<Posted, LedgerError>, StoreError> {
-        let mut results = self.post(vec![command], audit).await?;
-        results
-            .pop()
-            .ok_or_else(|| StoreError::Invariant("a batch of one returned no result".into()))
+    /// Posts one command through the group-commit writer: it shares a database transaction
+    /// with whatever other commands are waiting, and is judged on its own.
+    pub async fn post_one(&self, command: Command) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        self.submit
+            .send(Submission { command, reply })
+            .await
+            .map_err(|_| StoreError::Invariant("the ledger writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Invariant("the ledger writer dropped a command".into()))?
     }
 
     pub async fn hold(&self, id: HoldId) -> Result<Hold, StoreError> {

@@ -341,6 +341,9 @@ pub struct Command {
     pub memo: Option<String>,
     #[serde(skip)]
     pub actor: Option<String>,
+    /// Written in the same database transaction when the command takes effect (not on replay).
+    #[serde(skip)]
+    pub audit: Option<crate::store::AuditRecord>,
 }
 
 impl Command {
@@ -352,6 +355,7 @@ impl Command {
             reference: None,
             memo: None,
             actor: None,
+            audit: None,
         }
     }
 

@@ -32,6 +32,8 @@ pub enum StoreError {
     Invariant(String),
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    #[error("the batch this request was part of failed: {0}")]
+    Batch(std::sync::Arc<StoreError>),
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -50,6 +52,7 @@ impl StoreError {
                 | Some("5" | "6" | "517" | "261" | "262")
             ),
             StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Batch(inner) => inner.is_retryable(),
             _ => false,
         }
     }
@@ -126,11 +129,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_accounts(&self, filter: &AccountFilter) -> StoreResult<Vec<Account>>;
 
     /// Applies `commands` in one database transaction (see `ledger::batch`), retrying it on
-    /// transient failures. `audit` is written with it when at least one command took effect.
+    /// transient failures. Each command's audit record is written with it when it takes effect.
     async fn post_batch(
         &self,
         commands: &[Command],
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>>;
 
     async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx>;

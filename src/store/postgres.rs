@@ -30,17 +30,18 @@ impl PgStore {
     async fn post_once(
         &self,
         commands: &[Command],
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
         let mut txn = PgTxn {
             tx: self.pool.begin().await?,
         };
         let results = run_batch(&mut txn, commands, now_micros()).await?;
-        if let Some(audit) = audit
-            && results.iter().any(|r| matches!(r, Ok(p) if !p.replayed))
-        {
-            insert_audit(&mut txn.tx, audit).await?;
-        }
+        let audits: Vec<&AuditRecord> = commands
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| matches!(r, Ok(p) if !p.replayed))
+            .filter_map(|(c, _)| c.audit.as_ref())
+            .collect();
+        insert_audits(&mut txn.tx, &audits).await?;
         txn.tx.commit().await?;
         Ok(results)
     }
@@ -149,6 +150,27 @@ async fn attach_postings(conn: &mut sqlx::PgConnection, txs: &mut [JournalTx]) -
             amount: units(row.try_get("amount")?)?,
         });
     }
+    Ok(())
+}
+
+async fn insert_audits(conn: &mut sqlx::PgConnection, audits: &[&AuditRecord]) -> StoreResult<()> {
+    if audits.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+    )
+    .bind(audits.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(audits.iter().map(|a| a.at).collect::<Vec<_>>())
+    .bind(audits.iter().map(|a| a.actor.clone()).collect::<Vec<_>>())
+    .bind(audits.iter().map(|a| a.role.as_str()).collect::<Vec<_>>())
+    .bind(audits.iter().map(|a| a.action.clone()).collect::<Vec<_>>())
+    .bind(audits.iter().map(|a| a.target.clone()).collect::<Vec<_>>())
+    .bind(audits.iter().map(|a| a.reason.clone()).collect::<Vec<_>>())
+    .bind(audits.iter().map(|a| a.request_id.clone()).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -509,9 +531,8 @@ impl Store for PgStore {
     async fn post_batch(
         &self,
         commands: &[Command],
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        (|| self.post_once(commands, audit))
+        (|| self.post_once(commands))
             .retry(retry_policy())
             .when(StoreError::is_retryable)
             .await

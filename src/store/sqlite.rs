@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time. Queueing writers here, in order, instead of in SQLite's
+    /// busy handler (which sleeps and retries) keeps write latency flat under contention.
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
@@ -31,27 +34,36 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_write(
+        &self,
+    ) -> StoreResult<(
+        tokio::sync::MutexGuard<'_, ()>,
+        Transaction<'static, Sqlite>,
+    )> {
+        let guard = self.write_lock.lock().await;
+        Ok((guard, self.pool.begin_with("BEGIN IMMEDIATE").await?))
     }
 
     async fn post_once(
         &self,
         commands: &[Command],
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        let mut txn = SqliteTxn {
-            tx: self.begin_write().await?,
-        };
+        let (_writing, tx) = self.begin_write().await?;
+        let mut txn = SqliteTxn { tx };
         let results = run_batch(&mut txn, commands, now_micros()).await?;
-        if let Some(audit) = audit
-            && results.iter().any(|r| matches!(r, Ok(p) if !p.replayed))
-        {
-            insert_audit(&mut txn.tx, audit).await?;
-        }
+        let audits: Vec<&AuditRecord> = commands
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| matches!(r, Ok(p) if !p.replayed))
+            .filter_map(|(c, _)| c.audit.as_ref())
+            .collect();
+        insert_audits(&mut txn.tx, &audits).await?;
         txn.tx.commit().await?;
         Ok(results)
     }
@@ -153,6 +165,16 @@ async fn attach_postings(
                 .ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
             amount: units(row.try_get("amount")?)?,
         });
+    }
+    Ok(())
+}
+
+async fn insert_audits(
+    conn: &mut sqlx::SqliteConnection,
+    audits: &[&AuditRecord],
+) -> StoreResult<()> {
+    for audit in audits {
+        insert_audit(&mut *conn, audit).await?;
     }
     Ok(())
 }
@@ -370,7 +392,7 @@ impl Store for SqliteStore {
     }
 
     async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+        let (_writing, mut tx) = self.begin_write().await?;
         let stored: Option<i64> =
             sqlx::query_scalar("SELECT decimals FROM assets WHERE network = ? AND code = ?")
                 .bind(&spec.key.network)
@@ -404,7 +426,7 @@ impl Store for SqliteStore {
         asset: &AssetKey,
         kind: AccountKind,
     ) -> StoreResult<Account> {
-        let mut tx = self.begin_write().await?;
+        let (_writing, mut tx) = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, 'system', ?, ?, ?, ?, ?) \
              ON CONFLICT (owner, network, asset, kind) DO NOTHING",
@@ -430,7 +452,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
-        let mut tx = self.begin_write().await?;
+        let (_writing, mut tx) = self.begin_write().await?;
         let id = AccountId::new();
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
@@ -489,9 +511,8 @@ impl Store for SqliteStore {
     async fn post_batch(
         &self,
         commands: &[Command],
-        audit: Option<&AuditRecord>,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        (|| self.post_once(commands, audit))
+        (|| self.post_once(commands))
             .retry(retry_policy())
             .when(StoreError::is_retryable)
             .await

@@ -91,27 +91,12 @@ async fn migrate_then_verify_and_detect_tampering() {
     )
     .await
     .unwrap();
-    let audit = treasuryd::store::AuditRecord {
-        actor: "t".into(),
-        role: treasuryd::domain::Role::Admin,
-        action: "account.create".into(),
-        target: String::new(),
-        reason: None,
-        request_id: String::new(),
-        at: 0,
-    };
-    let new = treasuryd::ledger::NewAccount {
-        owner: "o".into(),
-        asset: usdt(),
-        kind: treasuryd::ledger::AccountKind::Partner,
-        allow_negative: false,
-    };
-    let account = store.create_account(&new, &audit).await.unwrap();
+    let account = open_partner(&store, "o").await;
     let op = ledger
         .deposit(&account, treasuryd::domain::Amount::new(5).unwrap())
         .unwrap();
     ledger
-        .post_one(treasuryd::ledger::Command::new("k", usdt(), op), None)
+        .post_one(treasuryd::ledger::Command::new("k", usdt(), op))
         .await
         .unwrap()
         .unwrap();

@@ -6,8 +6,7 @@ use crate::harness::*;
 use crate::on_both_backends;
 use std::collections::HashMap;
 use treasuryd::domain::{AccountId, Amount};
-use treasuryd::ledger::{AccountKind, Command, Ledger, NewAccount, Operation, ReleaseKind};
-use treasuryd::store::AuditRecord;
+use treasuryd::ledger::{Command, Ledger, Operation, ReleaseKind};
 
 on_both_backends!(sixteen_tasks_on_hot_accounts_conserve_money);
 
@@ -18,29 +17,14 @@ const HOT: usize = 3;
 async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let ledger = app.ledger.clone();
-    let audit = AuditRecord {
-        actor: "test".into(),
-        role: treasuryd::domain::Role::Admin,
-        action: "account.create".into(),
-        target: String::new(),
-        reason: None,
-        request_id: String::new(),
-        at: 0,
-    };
     let mut hot = Vec::new();
     for i in 0..HOT {
-        let new = NewAccount {
-            owner: format!("hot-{i}"),
-            asset: usdt(),
-            kind: AccountKind::Partner,
-            allow_negative: false,
-        };
-        let account = ledger.store().create_account(&new, &audit).await.unwrap();
+        let account = open_partner(ledger.store(), &format!("hot-{i}")).await;
         let op = ledger
             .deposit(&account, Amount::new(2_000).unwrap())
             .unwrap();
         ledger
-            .post_one(Command::new(format!("fund-{i}"), usdt(), op), None)
+            .post_one(Command::new(format!("fund-{i}"), usdt(), op))
             .await
             .unwrap()
             .unwrap();
@@ -106,7 +90,7 @@ async fn hammer(
                 amount: Amount::new(units).unwrap(),
             },
         );
-        let posted = match ledger.post_one(hold, None).await.expect("store") {
+        let posted = match ledger.post_one(hold).await.expect("store") {
             Ok(p) => p,
             Err(e) => {
                 assert_eq!(e.code(), "insufficient_funds");
@@ -126,7 +110,7 @@ async fn hammer(
             destination: dst,
         };
         ledger
-            .post_one(Command::new(key("release"), asset.clone(), release), None)
+            .post_one(Command::new(key("release"), asset.clone(), release))
             .await
             .unwrap()
             .unwrap();
@@ -135,14 +119,11 @@ async fn hammer(
         deltas.entry(dst).or_default().0 += part;
         if units > part {
             ledger
-                .post_one(
-                    Command::new(
-                        key("void"),
-                        asset.clone(),
-                        Operation::Void { hold: hold.id },
-                    ),
-                    None,
-                )
+                .post_one(Command::new(
+                    key("void"),
+                    asset.clone(),
+                    Operation::Void { hold: hold.id },
+                ))
                 .await
                 .unwrap()
                 .unwrap();

@@ -337,3 +337,29 @@ macro_rules! on_both_backends {
         }
     )* };
 }
+
+/// Opens a USDT partner account straight through the store, for tests below the API.
+pub async fn open_partner(
+    store: &treasuryd::store::DynStore,
+    owner: &str,
+) -> treasuryd::ledger::Account {
+    let audit = treasuryd::store::AuditRecord {
+        actor: "test".into(),
+        role: Role::Admin,
+        action: "account.create".into(),
+        target: String::new(),
+        reason: Some("test setup".into()),
+        request_id: String::new(),
+        at: 0,
+    };
+    let new = treasuryd::ledger::NewAccount {
+        owner: owner.to_owned(),
+        asset: usdt(),
+        kind: treasuryd::ledger::AccountKind::Partner,
+        allow_negative: false,
+    };
+    store
+        .create_account(&new, &audit)
+        .await
+        .expect("account opens")
+}

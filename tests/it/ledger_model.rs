@@ -8,9 +8,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 use treasuryd::domain::{AccountId, Amount, HoldId};
 use treasuryd::ledger::{
-    AccountKind, Command, Direction, Ledger, LedgerError, NewAccount, Operation, ReleaseKind,
+    AccountKind, Command, Direction, Ledger, LedgerError, Operation, ReleaseKind,
 };
-use treasuryd::store::AuditRecord;
 
 const ACCOUNTS: usize = 3;
 
@@ -228,22 +227,7 @@ async fn run_case(ledger: &Ledger, batches: Vec<Vec<Op>>) {
     let mut accounts = Vec::new();
     let prefix = uuid::Uuid::new_v4().simple().to_string();
     for i in 0..ACCOUNTS {
-        let audit = AuditRecord {
-            actor: "model".into(),
-            role: treasuryd::domain::Role::Admin,
-            action: "account.create".into(),
-            target: String::new(),
-            reason: None,
-            request_id: String::new(),
-            at: 0,
-        };
-        let new = NewAccount {
-            owner: format!("{prefix}-{i}"),
-            asset: usdt(),
-            kind: AccountKind::Partner,
-            allow_negative: false,
-        };
-        accounts.push(store.create_account(&new, &audit).await.unwrap().id);
+        accounts.push(open_partner(store, &format!("{prefix}-{i}")).await.id);
     }
     let mut case = Case {
         ledger,
@@ -278,7 +262,7 @@ async fn run_case(ledger: &Ledger, batches: Vec<Vec<Op>>) {
         if commands.is_empty() {
             continue;
         }
-        let results = ledger.post(commands, None).await.expect("store works");
+        let results = ledger.post(commands).await.expect("store works");
         assert_eq!(results.len(), expected.len());
         for (result, (op, outcome)) in results.iter().zip(&expected) {
             match (result, outcome) {
