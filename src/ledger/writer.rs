@@ -12,6 +12,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 pub type Reply = Result<Result<Posted, LedgerError>, StoreError>;
 
+/// Called after every batch with its replies and how long the database transaction took.
+pub type BatchObserver = Arc<dyn Fn(&[Reply], Duration) + Send + Sync>;
+
 pub struct Submission {
     pub command: Command,
     pub reply: oneshot::Sender<Reply>,
@@ -38,7 +41,7 @@ impl Default for WriterConfig {
 pub fn spawn(
     store: DynStore,
     config: WriterConfig,
-    on_batch: Arc<dyn Fn(&[Reply], Duration) + Send + Sync>,
+    on_batch: BatchObserver,
 ) -> mpsc::Sender<Submission> {
     let (tx, rx) = mpsc::channel::<Submission>(config.max_batch * 4);
     let rx = Arc::new(Mutex::new(rx));

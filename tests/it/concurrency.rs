@@ -13,6 +13,8 @@ on_both_backends!(sixteen_tasks_on_hot_accounts_conserve_money);
 const TASKS: usize = 16;
 const ROUNDS: usize = 40;
 const HOT: usize = 3;
+/// Small enough that concurrent holds regularly run an account dry.
+const FUNDING: i128 = 500;
 
 async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -21,7 +23,7 @@ async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
     for i in 0..HOT {
         let account = open_partner(ledger.store(), &format!("hot-{i}")).await;
         let op = ledger
-            .deposit(&account, Amount::new(2_000).unwrap())
+            .deposit(&account, Amount::new(FUNDING).unwrap())
             .unwrap();
         ledger
             .post_one(Command::new(format!("fund-{i}"), usdt(), op))
@@ -39,11 +41,12 @@ async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
         .collect();
     // Expected (available, held) deltas per account, summed over what succeeded.
     let mut expected: HashMap<AccountId, (i128, i128)> =
-        hot.iter().map(|a| (*a, (2_000, 0))).collect();
-    let mut succeeded = 0;
+        hot.iter().map(|a| (*a, (FUNDING, 0))).collect();
+    let (mut succeeded, mut rejected) = (0, 0);
     for t in tasks {
-        let (deltas, ok) = t.await.unwrap();
+        let (deltas, ok, refused) = t.await.unwrap();
         succeeded += ok;
+        rejected += refused;
         for (a, (av, held)) in deltas {
             let e = expected.get_mut(&a).unwrap();
             e.0 += av;
@@ -61,8 +64,22 @@ async fn sixteen_tasks_on_hot_accounts_conserve_money(backend: Backend) {
     let total: i128 = expected.values().map(|(a, h)| a + h).sum();
     assert_eq!(
         total,
-        2_000 * HOT as i128,
+        FUNDING * HOT as i128,
         "money moved only between the hot accounts"
+    );
+    // Every command went through the group-commit writer, each counted in exactly one batch.
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        metric_value(&metrics, "treasuryd_ledger_batch_commands_sum"),
+        Some((HOT + succeeded + rejected) as f64)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "treasuryd_ledger_rejections_total{code=\"insufficient_funds\"}"
+        )
+        .unwrap_or(0.0),
+        rejected as f64
     );
     app.verify_clean().await;
     app.stop().await.unwrap();
@@ -73,9 +90,9 @@ async fn hammer(
     task: usize,
     ledger: Ledger,
     hot: Vec<AccountId>,
-) -> (HashMap<AccountId, (i128, i128)>, usize) {
+) -> (HashMap<AccountId, (i128, i128)>, usize, usize) {
     let mut deltas: HashMap<AccountId, (i128, i128)> = HashMap::new();
-    let mut ok = 0;
+    let (mut ok, mut rejected) = (0, 0);
     let asset = usdt();
     for round in 0..ROUNDS {
         let src = hot[(task + round) % HOT];
@@ -94,6 +111,7 @@ async fn hammer(
             Ok(p) => p,
             Err(e) => {
                 assert_eq!(e.code(), "insufficient_funds");
+                rejected += 1;
                 continue;
             }
         };
@@ -133,5 +151,5 @@ async fn hammer(
             e.0 += units - part;
         }
     }
-    (deltas, ok)
+    (deltas, ok, rejected)
 }
