@@ -249,7 +249,14 @@ impl LedgerTxn for PgTxn {
         &mut self,
         keys: &[String],
     ) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
-        let rows = sqlx::query("SELECT idempotency_key, request_hash, id FROM journal_transactions WHERE idempotency_key = ANY($1)")
+        // One unique-index probe per key. The `= ANY($1)` form gets a sequential-scan generic plan
+        // when the statement is first prepared on a young table, and sqlx keeps that plan for
+        // the life of the connection: 3 ms per batch at 14k rows, growing with the journal.
+        let rows = sqlx::query(
+            "SELECT j.idempotency_key, j.request_hash, j.id FROM UNNEST($1::text[]) AS k(key) \
+             CROSS JOIN LATERAL (SELECT idempotency_key, request_hash, id FROM journal_transactions \
+             WHERE idempotency_key = k.key LIMIT 1) AS j",
+        )
             .bind(keys)
             .fetch_all(&mut *self.tx)
             .await?;

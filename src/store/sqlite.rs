@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
@@ -218,31 +218,47 @@ struct SqliteTxn {
     tx: Transaction<'static, Sqlite>,
 }
 
+/// Rows per multi-row statement: far below SQLite's bound-parameter limit (32,766) even at
+/// 13 columns, and few enough statements per batch that per-statement overhead stays small.
+const ROWS_PER_STATEMENT: usize = 200;
+
+fn in_list<T>(qb: &mut QueryBuilder<Sqlite>, values: &[T])
+where
+    T: Clone + for<'t> sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
+{
+    qb.push(" (");
+    let mut sep = qb.separated(", ");
+    for v in values {
+        sep.push_bind(v.clone());
+    }
+    sep.push_unseparated(")");
+}
+
 #[async_trait]
 impl LedgerTxn for SqliteTxn {
+    // BEGIN IMMEDIATE already holds the database's single write lock: plain reads lock.
     async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>> {
-        // BEGIN IMMEDIATE already holds the database's single write lock.
+        let ids: Vec<Uuid> = ids.iter().map(|h| h.0).collect();
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            match load_hold(&mut self.tx, *id).await {
-                Ok(h) => out.push(h),
-                Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e),
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(format!("{HOLD_SELECT} WHERE h.id IN"));
+            in_list(&mut qb, chunk);
+            for row in qb.build().fetch_all(&mut *self.tx).await? {
+                out.push(hold_from_row(&row)?);
             }
         }
         Ok(out)
     }
 
     async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>> {
+        let ids: Vec<Uuid> = ids.iter().map(|a| a.0).collect();
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
-            )))
-            .bind(id.0)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-            if let Some(row) = row {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN"
+            ));
+            in_list(&mut qb, chunk);
+            for row in qb.build().fetch_all(&mut *self.tx).await? {
                 out.push(account_from_row(&row)?);
             }
         }
@@ -254,16 +270,14 @@ impl LedgerTxn for SqliteTxn {
         keys: &[String],
     ) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
         let mut out = Vec::new();
-        for key in keys {
-            let row = sqlx::query(
-                "SELECT request_hash, id FROM journal_transactions WHERE idempotency_key = ?",
-            )
-            .bind(key)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-            if let Some(row) = row {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
+                "SELECT idempotency_key, request_hash, id FROM journal_transactions WHERE idempotency_key IN",
+            );
+            in_list(&mut qb, chunk);
+            for row in qb.build().fetch_all(&mut *self.tx).await? {
                 out.push((
-                    key.clone(),
+                    row.try_get("idempotency_key")?,
                     hash32(row.try_get("request_hash")?)?,
                     TxId(row.try_get("id")?),
                 ));
@@ -286,37 +300,42 @@ impl LedgerTxn for SqliteTxn {
     }
 
     async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()> {
-        for a in accounts {
-            sqlx::query(
-                "UPDATE accounts SET available = ?, held = ?, version = version + 1 WHERE id = ?",
-            )
-            .bind(a.available.to_string())
-            .bind(a.held.to_string())
-            .bind(a.id.0)
-            .execute(&mut *self.tx)
-            .await?;
+        for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
+                "UPDATE accounts SET available = v.column2, held = v.column3, version = version + 1 FROM (",
+            );
+            qb.push_values(chunk, |mut row, a| {
+                row.push_bind(a.id.0)
+                    .push_bind(a.available.to_string())
+                    .push_bind(a.held.to_string());
+            });
+            qb.push(") AS v WHERE accounts.id = v.column1");
+            qb.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
 
     async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()> {
-        for h in holds {
-            sqlx::query(
-                "INSERT INTO holds (id, account_id, amount, released, voided, state, reference, created_at, resolved_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET \
-                 released = excluded.released, voided = excluded.voided, state = excluded.state, resolved_at = excluded.resolved_at",
-            )
-            .bind(h.id.0)
-            .bind(h.account.0)
-            .bind(h.amount.to_string())
-            .bind(h.released.to_string())
-            .bind(h.voided.to_string())
-            .bind(h.state.as_str())
-            .bind(&h.reference)
-            .bind(h.created_at)
-            .bind(h.resolved_at)
-            .execute(&mut *self.tx)
-            .await?;
+        for chunk in holds.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO holds (id, account_id, amount, released, voided, state, reference, created_at, resolved_at) ",
+            );
+            qb.push_values(chunk, |mut row, h| {
+                row.push_bind(h.id.0)
+                    .push_bind(h.account.0)
+                    .push_bind(h.amount.to_string())
+                    .push_bind(h.released.to_string())
+                    .push_bind(h.voided.to_string())
+                    .push_bind(h.state.as_str())
+                    .push_bind(h.reference.clone())
+                    .push_bind(h.created_at)
+                    .push_bind(h.resolved_at);
+            });
+            qb.push(
+                " ON CONFLICT (id) DO UPDATE SET released = excluded.released, voided = excluded.voided, \
+                 state = excluded.state, resolved_at = excluded.resolved_at",
+            );
+            qb.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -332,35 +351,49 @@ impl LedgerTxn for SqliteTxn {
             tx.seq = seq;
             hash = JournalTx::chain_hash(&hash, &tx.content_digest());
             tx.hash = hash;
-            sqlx::query(
+        }
+        for chunk in txs.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
                 "INSERT INTO journal_transactions (seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, \
-                 reference, memo, actor, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(tx.seq)
-            .bind(tx.id.0)
-            .bind(tx.kind.as_str())
-            .bind(&tx.asset.network)
-            .bind(&tx.asset.code)
-            .bind(tx.hold.map(|h| h.0))
-            .bind(&tx.idempotency_key)
-            .bind(tx.request_hash.as_slice())
-            .bind(&tx.reference)
-            .bind(&tx.memo)
-            .bind(&tx.actor)
-            .bind(tx.created_at)
-            .bind(tx.hash.as_slice())
-            .execute(&mut *self.tx)
-            .await?;
-            for (idx, p) in tx.postings.iter().enumerate() {
-                sqlx::query("INSERT INTO postings (seq, idx, account_id, bucket, amount) VALUES (?, ?, ?, ?, ?)")
-                    .bind(tx.seq)
-                    .bind(idx as i64)
-                    .bind(p.account.0)
-                    .bind(p.bucket.as_str())
-                    .bind(p.amount.to_string())
-                    .execute(&mut *self.tx)
-                    .await?;
-            }
+                 reference, memo, actor, created_at, hash) ",
+            );
+            qb.push_values(chunk, |mut row, tx| {
+                row.push_bind(tx.seq)
+                    .push_bind(tx.id.0)
+                    .push_bind(tx.kind.as_str())
+                    .push_bind(tx.asset.network.clone())
+                    .push_bind(tx.asset.code.clone())
+                    .push_bind(tx.hold.map(|h| h.0))
+                    .push_bind(tx.idempotency_key.clone())
+                    .push_bind(tx.request_hash.to_vec())
+                    .push_bind(tx.reference.clone())
+                    .push_bind(tx.memo.clone())
+                    .push_bind(tx.actor.clone())
+                    .push_bind(tx.created_at)
+                    .push_bind(tx.hash.to_vec());
+            });
+            qb.build().execute(&mut *self.tx).await?;
+        }
+        let postings: Vec<(i64, i64, &Posting)> = txs
+            .iter()
+            .flat_map(|t| {
+                t.postings
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| (t.seq, i as i64, p))
+            })
+            .collect();
+        for chunk in postings.chunks(ROWS_PER_STATEMENT) {
+            let mut qb =
+                QueryBuilder::new("INSERT INTO postings (seq, idx, account_id, bucket, amount) ");
+            qb.push_values(chunk, |mut row, (seq, idx, p)| {
+                row.push_bind(*seq)
+                    .push_bind(*idx)
+                    .push_bind(p.account.0)
+                    .push_bind(p.bucket.as_str())
+                    .push_bind(p.amount.to_string());
+            });
+            qb.build().execute(&mut *self.tx).await?;
         }
         sqlx::query("UPDATE ledger_head SET seq = ?, hash = ? WHERE id = 1")
             .bind(seq)
