@@ -2,16 +2,20 @@
 //!
 //! - `domain`    pure types: amounts in base units, assets, ids, roles
 //! - `ledger`    append-only double-entry journal, accounts, two-phase holds, verification
+//! - `chains`    chain clients: EVM through alloy (ERC-20 transfers, fees, receipts, error classes)
 //! - `store`     persistence behind one `Store` interface: SQLite (embedded) and PostgreSQL
 //! - `api`       the control API (axum): auth, errors, one module per resource, OpenAPI
 //! - `metrics`   Prometheus metrics, one typed struct per component
+//! - `devchain`  anvil and the test tokens, for the demo and the tests
 //! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
 //! - `telemetry` tracing subscriber (human or JSON)
 //! - `app`       assembles the daemon; listeners, supervision and graceful shutdown
 
 pub mod api;
 pub mod app;
+pub mod chains;
 pub mod config;
+pub mod devchain;
 pub mod domain;
 pub mod ledger;
 pub mod metrics;

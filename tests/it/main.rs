@@ -8,5 +8,6 @@ mod api_flow;
 mod cli;
 mod concurrency;
 mod crash;
+mod evm;
 mod idempotency;
 mod ledger_model;

@@ -1,0 +1,526 @@
+//! EVM chains through alloy: ERC-20 transfer calldata, local EIP-1559 signing, fee suggestions
+//! from `eth_feeHistory`, broadcasting raw transactions, receipts, and a classification of RPC
+//! errors that decides how the payout engine reacts.
+//!
+//! The client wraps one alloy provider built once per RPC URL and reused for every call:
+//! building HTTP clients per call is how relayers burn their CPU on TLS set-up.
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::{BlockNumberOrTag, Encodable2718};
+use alloy::network::TxSignerSync;
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol;
+use alloy::sol_types::SolCall;
+use std::fmt;
+
+sol! {
+    /// The ERC-20 functions the daemon uses. `transfer` is declared without a return value on
+    /// purpose: USDT on Ethereum returns nothing, and we judge success by the receipt status and
+    /// the Transfer log, never by decoding a return value.
+    interface IERC20 {
+        function transfer(address to, uint256 value) external;
+        function balanceOf(address owner) external view returns (uint256);
+        event Transfer(address indexed from, address indexed to, uint256 value);
+    }
+}
+
+/// Call data for `transfer(to, value)`.
+pub fn transfer_calldata(to: Address, value: U256) -> Bytes {
+    IERC20::transferCall { to, value }.abi_encode().into()
+}
+
+/// The recipient and value of `transfer` call data, or None for anything else. Policy checks
+/// the recipient decoded here, never the transaction's `to` (which is the token contract).
+pub fn decode_transfer(calldata: &[u8]) -> Option<(Address, U256)> {
+    IERC20::transferCall::abi_decode(calldata)
+        .ok()
+        .map(|c| (c.to, c.value))
+}
+
+/// How fast a payout should land; picks the priority-fee percentile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeMode {
+    Economy,
+    Normal,
+    Urgent,
+}
+
+impl FeeMode {
+    fn percentile(self) -> f64 {
+        match self {
+            FeeMode::Economy => 10.0,
+            FeeMode::Normal => 50.0,
+            FeeMode::Urgent => 90.0,
+        }
+    }
+}
+
+/// EIP-1559 fees in wei.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fees {
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+}
+
+impl Fees {
+    /// The fees of a replacement: both raised by at least `bump_bps` basis points (nodes want
+    /// 10%), and at least to `market`, then capped at `cap` (the tip never above the max fee).
+    pub fn bumped(self, bump_bps: u32, market: Fees, cap: u128) -> Fees {
+        let raise = |v: u128| v + (v * u128::from(bump_bps)).div_ceil(10_000).max(1);
+        let max_fee = raise(self.max_fee_per_gas)
+            .max(market.max_fee_per_gas)
+            .min(cap);
+        let tip = raise(self.max_priority_fee_per_gas)
+            .max(market.max_priority_fee_per_gas)
+            .min(max_fee);
+        Fees {
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip,
+        }
+    }
+}
+
+/// What went wrong talking to a node, by what the payout engine must do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RpcErrorClass {
+    /// The nonce is already used on chain: one of our attempts (or someone else) was mined.
+    NonceTooLow,
+    /// There is a gap before this nonce.
+    NonceTooHigh,
+    /// A replacement did not raise the fees enough, or the fee is below the node's floor.
+    Underpriced,
+    /// The wallet cannot pay value + gas.
+    InsufficientFunds,
+    /// The node already has this exact transaction: success for a re-broadcast.
+    AlreadyKnown,
+    /// Timeouts, connection errors, rate limits, 5xx: retry, nothing happened.
+    Transient,
+    Unknown,
+}
+
+impl RpcErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RpcErrorClass::NonceTooLow => "nonce_too_low",
+            RpcErrorClass::NonceTooHigh => "nonce_too_high",
+            RpcErrorClass::Underpriced => "underpriced",
+            RpcErrorClass::InsufficientFunds => "insufficient_funds",
+            RpcErrorClass::AlreadyKnown => "already_known",
+            RpcErrorClass::Transient => "transient",
+            RpcErrorClass::Unknown => "unknown",
+        }
+    }
+
+    /// Classifies by the message text, which is all geth, anvil, erigon and nethermind agree on.
+    pub fn of_message(message: &str) -> Self {
+        let m = message.to_ascii_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+        if has(&[
+            "nonce too low",
+            "nonce is too low",
+            "oldnonce",
+            "already been used",
+        ]) {
+            RpcErrorClass::NonceTooLow
+        } else if has(&["nonce too high", "nonce gap", "noncegap"]) {
+            RpcErrorClass::NonceTooHigh
+        } else if has(&[
+            "already known",
+            "alreadyknown",
+            "known transaction",
+            "already imported",
+        ]) {
+            RpcErrorClass::AlreadyKnown
+        } else if has(&[
+            "underpriced",
+            "fee too low",
+            "max fee per gas less than block base fee",
+            "feecap",
+        ]) {
+            RpcErrorClass::Underpriced
+        } else if has(&["insufficient funds", "insufficient balance"]) {
+            RpcErrorClass::InsufficientFunds
+        } else if has(&[
+            "timed out",
+            "timeout",
+            "connection",
+            "rate limit",
+            "too many requests",
+            "503",
+            "502",
+            "504",
+            "temporarily",
+            "eof",
+        ]) {
+            RpcErrorClass::Transient
+        } else {
+            RpcErrorClass::Unknown
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{class:?} from the node: {message}")]
+pub struct RpcError {
+    pub class: RpcErrorClass,
+    pub message: String,
+}
+
+impl RpcError {
+    /// A node's JSON-RPC error is classified by its message; a failure to reach the node at
+    /// all (connection, timeout, HTTP status) is transient.
+    fn from_transport(e: alloy::transports::TransportError) -> Self {
+        use alloy::transports::RpcError as E;
+        let message = e.to_string();
+        let class = match &e {
+            E::ErrorResp(payload) => RpcErrorClass::of_message(&payload.message),
+            E::Transport(_) | E::NullResp => RpcErrorClass::Transient,
+            _ => RpcErrorClass::of_message(&message),
+        };
+        Self { class, message }
+    }
+}
+
+pub type RpcResult<T> = Result<T, RpcError>;
+
+/// A transaction signed locally, ready to broadcast and to store before it is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTransfer {
+    pub hash: B256,
+    pub raw: Bytes,
+    pub nonce: u64,
+    pub fees: Fees,
+    pub gas_limit: u64,
+}
+
+/// What a transfer needs besides the key.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferTx {
+    pub chain_id: u64,
+    pub nonce: u64,
+    pub token: Address,
+    pub to: Address,
+    pub value: U256,
+    pub gas_limit: u64,
+    pub fees: Fees,
+}
+
+/// Signs an ERC-20 transfer as an EIP-1559 transaction.
+pub fn sign_transfer(
+    signer: &PrivateKeySigner,
+    t: &TransferTx,
+) -> Result<SignedTransfer, alloy::signers::Error> {
+    sign(
+        signer,
+        t.chain_id,
+        t.nonce,
+        t.token,
+        U256::ZERO,
+        transfer_calldata(t.to, t.value),
+        t.gas_limit,
+        t.fees,
+    )
+}
+
+/// Signs the cancel of `nonce`: a zero-value transfer to ourselves with higher fees.
+pub fn sign_cancel(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    fees: Fees,
+) -> Result<SignedTransfer, alloy::signers::Error> {
+    sign(
+        signer,
+        chain_id,
+        nonce,
+        signer.address(),
+        U256::ZERO,
+        Bytes::new(),
+        21_000,
+        fees,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sign(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    input: Bytes,
+    gas_limit: u64,
+    fees: Fees,
+) -> Result<SignedTransfer, alloy::signers::Error> {
+    let mut tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit,
+        max_fee_per_gas: fees.max_fee_per_gas,
+        max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+        to: TxKind::Call(to),
+        value,
+        access_list: Default::default(),
+        input,
+    };
+    let signature = signer.sign_transaction_sync(&mut tx)?;
+    let signed = tx.into_signed(signature);
+    let hash = *signed.hash();
+    let envelope = TxEnvelope::from(signed);
+    Ok(SignedTransfer {
+        hash,
+        raw: envelope.encoded_2718().into(),
+        nonce,
+        fees,
+        gas_limit,
+    })
+}
+
+/// The outcome of a mined transaction, as far as a payout cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inclusion {
+    pub block_number: u64,
+    pub block_hash: B256,
+    pub success: bool,
+    pub gas_used: u64,
+    pub effective_gas_price: u128,
+}
+
+impl From<&TransactionReceipt> for Inclusion {
+    fn from(r: &TransactionReceipt) -> Self {
+        Self {
+            block_number: r.block_number.unwrap_or_default(),
+            block_hash: r.block_hash.unwrap_or_default(),
+            success: r.status(),
+            gas_used: r.gas_used,
+            effective_gas_price: r.effective_gas_price,
+        }
+    }
+}
+
+/// One node of one network.
+#[derive(Clone)]
+pub struct EvmClient {
+    provider: DynProvider,
+    url: String,
+}
+
+impl fmt::Debug for EvmClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EvmClient")
+            .field("url", &crate::config::redact_url(&self.url))
+            .finish()
+    }
+}
+
+impl EvmClient {
+    pub fn new(url: &str) -> Result<Self, RpcError> {
+        let parsed = url.parse().map_err(|e| RpcError {
+            class: RpcErrorClass::Unknown,
+            message: format!("RPC URL: {e}"),
+        })?;
+        Ok(Self {
+            provider: ProviderBuilder::new()
+                .disable_recommended_fillers()
+                .connect_http(parsed)
+                .erased(),
+            url: url.to_owned(),
+        })
+    }
+
+    pub async fn chain_id(&self) -> RpcResult<u64> {
+        self.provider
+            .get_chain_id()
+            .await
+            .map_err(RpcError::from_transport)
+    }
+
+    pub async fn head(&self) -> RpcResult<u64> {
+        self.provider
+            .get_block_number()
+            .await
+            .map_err(RpcError::from_transport)
+    }
+
+    /// The number of the latest `finalized` block.
+    pub async fn finalized_head(&self) -> RpcResult<Option<u64>> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Finalized)
+            .await
+            .map_err(RpcError::from_transport)?;
+        Ok(block.map(|b| b.header.number))
+    }
+
+    /// Nonce of the next transaction: `pending` counts the node's mempool too.
+    pub async fn nonce(&self, address: Address, pending: bool) -> RpcResult<u64> {
+        let call = self.provider.get_transaction_count(address);
+        let call = if pending {
+            call.pending()
+        } else {
+            call.latest()
+        };
+        call.await.map_err(RpcError::from_transport)
+    }
+
+    pub async fn native_balance(&self, address: Address) -> RpcResult<U256> {
+        self.provider
+            .get_balance(address)
+            .await
+            .map_err(RpcError::from_transport)
+    }
+
+    pub async fn token_balance(&self, token: Address, owner: Address) -> RpcResult<U256> {
+        let call = IERC20::balanceOfCall { owner };
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(token)
+            .input(Bytes::from(call.abi_encode()).into());
+        let out = self
+            .provider
+            .call(request)
+            .await
+            .map_err(RpcError::from_transport)?;
+        IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| RpcError {
+            class: RpcErrorClass::Unknown,
+            message: format!("balanceOf returned {out}: {e}"),
+        })
+    }
+
+    /// Fees for the next block from the last 10 blocks: the mode's percentile of priority fees
+    /// (at least `min_tip`), and a max fee of twice the next base fee plus the tip, at most `cap`.
+    pub async fn suggest_fees(&self, mode: FeeMode, min_tip: u128, cap: u128) -> RpcResult<Fees> {
+        let history = self
+            .provider
+            .get_fee_history(10, BlockNumberOrTag::Latest, &[mode.percentile()])
+            .await
+            .map_err(RpcError::from_transport)?;
+        let next_base = history.base_fee_per_gas.last().copied().unwrap_or_default();
+        let mut tips: Vec<u128> = history
+            .reward
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.first().copied())
+            .collect();
+        tips.sort_unstable();
+        let tip = tips
+            .get(tips.len() / 2)
+            .copied()
+            .unwrap_or_default()
+            .max(min_tip);
+        let max_fee = (next_base.saturating_mul(2).saturating_add(tip)).min(cap);
+        Ok(Fees {
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip.min(max_fee),
+        })
+    }
+
+    /// Sends a signed transaction. A node that already has it answers `AlreadyKnown`, which the
+    /// caller treats as success: re-broadcasting a stored transaction is always safe.
+    pub async fn broadcast(&self, raw: &[u8]) -> RpcResult<B256> {
+        match self.provider.send_raw_transaction(raw).await {
+            Ok(pending) => Ok(*pending.tx_hash()),
+            Err(e) => Err(RpcError::from_transport(e)),
+        }
+    }
+
+    pub async fn inclusion(&self, hash: B256) -> RpcResult<Option<Inclusion>> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(RpcError::from_transport)?;
+        Ok(receipt.as_ref().map(Inclusion::from))
+    }
+
+    /// The hash of block `number` on the node's canonical chain, to see whether an inclusion
+    /// still stands.
+    pub async fn block_hash(&self, number: u64) -> RpcResult<Option<B256>> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(RpcError::from_transport)?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    /// The underlying provider, for tests and the dev chain.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_calldata_round_trips() {
+        let to: Address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+            .parse()
+            .unwrap();
+        let data = transfer_calldata(to, U256::from(1_500_000u64));
+        assert_eq!(
+            &data[..4],
+            &[0xa9, 0x05, 0x9c, 0xbb],
+            "transfer(address,uint256) selector"
+        );
+        assert_eq!(decode_transfer(&data), Some((to, U256::from(1_500_000u64))));
+        assert_eq!(decode_transfer(&data[..20]), None);
+        assert_eq!(decode_transfer(&[0x09, 0x5e, 0xa7, 0xb3]), None);
+    }
+
+    #[test]
+    fn classifies_node_messages() {
+        use RpcErrorClass::*;
+        for (m, c) in [
+            ("nonce too low: next nonce 5, tx nonce 4", NonceTooLow),
+            ("Nonce too high", NonceTooHigh),
+            ("replacement transaction underpriced", Underpriced),
+            ("transaction underpriced", Underpriced),
+            ("max fee per gas less than block base fee", Underpriced),
+            (
+                "insufficient funds for gas * price + value",
+                InsufficientFunds,
+            ),
+            ("already known", AlreadyKnown),
+            ("error sending request: connection refused", Transient),
+            ("HTTP error 503 Service Unavailable", Transient),
+            ("execution reverted", Unknown),
+        ] {
+            assert_eq!(RpcErrorClass::of_message(m), c, "{m}");
+        }
+    }
+
+    #[test]
+    fn bumps_by_at_least_the_policy_and_never_past_the_cap() {
+        let old = Fees {
+            max_fee_per_gas: 100,
+            max_priority_fee_per_gas: 10,
+        };
+        let quiet = Fees {
+            max_fee_per_gas: 1,
+            max_priority_fee_per_gas: 1,
+        };
+        let b = old.bumped(1_250, quiet, 1_000);
+        assert_eq!((b.max_fee_per_gas, b.max_priority_fee_per_gas), (113, 12));
+        let busy = Fees {
+            max_fee_per_gas: 500,
+            max_priority_fee_per_gas: 50,
+        };
+        assert_eq!(old.bumped(1_250, busy, 1_000).max_fee_per_gas, 500);
+        assert_eq!(old.bumped(1_250, busy, 105).max_fee_per_gas, 105);
+        let tiny = Fees {
+            max_fee_per_gas: 1,
+            max_priority_fee_per_gas: 1,
+        };
+        assert_eq!(
+            tiny.bumped(1_250, quiet, 10).max_fee_per_gas,
+            2,
+            "a bump always raises"
+        );
+    }
+}

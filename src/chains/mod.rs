@@ -1,0 +1,3 @@
+//! Chain clients. `evm` speaks to Ethereum-compatible nodes through alloy; Tron comes later.
+
+pub mod evm;
