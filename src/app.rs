@@ -86,6 +86,9 @@ impl App {
                 ledger,
                 metrics,
                 auth: Arc::new(auth),
+                networks: Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
+                    &config,
+                )),
             },
             config,
         })

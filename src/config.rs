@@ -48,6 +48,79 @@ pub struct Config {
     pub assets: Vec<AssetConfig>,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Chains the payout engine sends on, with their tokens.
+    #[serde(default)]
+    pub networks: Vec<NetworkConfig>,
+}
+
+/// An EVM network: its nodes, finality, fee policy and tokens.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Matches the `network` of its assets, e.g. "ethereum".
+    pub name: String,
+    pub chain_id: u64,
+    /// One or more JSON-RPC endpoints. They may carry API keys: treated as secrets.
+    pub rpc_urls: Vec<SecretString>,
+    /// Blocks on top of (and including) the one with the transfer before it counts as final.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// Wait for the chain's `finalized` tag instead of a fixed depth.
+    #[serde(default)]
+    pub use_finalized_tag: bool,
+    #[serde(default = "default_fee_mode")]
+    pub fee_mode: crate::chains::evm::FeeMode,
+    /// Never pay more than this per gas (wei).
+    #[serde(default = "default_max_fee_per_gas")]
+    pub max_fee_per_gas: u64,
+    /// The least priority fee offered (wei).
+    #[serde(default = "default_min_priority_fee")]
+    pub min_priority_fee_per_gas: u64,
+    /// A replacement raises both fees by at least this many basis points (1250 = 12.5%).
+    #[serde(default = "default_bump_bps")]
+    pub bump_bps: u32,
+    #[serde(default = "default_stuck_after_blocks")]
+    pub stuck_after_blocks: u64,
+    #[serde(default = "default_stuck_after_seconds")]
+    pub stuck_after_seconds: u64,
+    /// Transactions one wallet may have unconfirmed at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    #[serde(default = "default_transfer_gas_limit")]
+    pub transfer_gas_limit: u64,
+    /// Payouts of at least this many token units need a second person's approval. Unset: none do.
+    #[serde(default)]
+    pub approval_threshold: Option<String>,
+    #[serde(default)]
+    pub tokens: Vec<NetworkTokenConfig>,
+}
+
+impl fmt::Debug for NetworkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkConfig")
+            .field("name", &self.name)
+            .field("chain_id", &self.chain_id)
+            .field(
+                "rpc_urls",
+                &format_args!("[{} redacted]", self.rpc_urls.len()),
+            )
+            .field("confirmations", &self.confirmations)
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkTokenConfig {
+    /// The asset code, e.g. "USDT".
+    pub code: String,
+    /// The token contract, EIP-55 checksummed.
+    pub address: String,
+    pub decimals: u8,
+    /// Largest single transfer in token units; larger payouts are split. ERC-20 default 250000.
+    #[serde(default = "default_per_tx_cap")]
+    pub per_tx_cap: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +247,37 @@ pub struct TokenConfig {
     pub name: String,
     pub role: Role,
     pub sha256: String,
+}
+
+fn default_confirmations() -> u64 {
+    12
+}
+fn default_fee_mode() -> crate::chains::evm::FeeMode {
+    crate::chains::evm::FeeMode::Normal
+}
+fn default_max_fee_per_gas() -> u64 {
+    300_000_000_000
+}
+fn default_min_priority_fee() -> u64 {
+    1_000_000_000
+}
+fn default_bump_bps() -> u32 {
+    1_250
+}
+fn default_stuck_after_blocks() -> u64 {
+    3
+}
+fn default_stuck_after_seconds() -> u64 {
+    60
+}
+fn default_max_in_flight() -> u32 {
+    16
+}
+fn default_transfer_gas_limit() -> u64 {
+    100_000
+}
+fn default_per_tx_cap() -> String {
+    "250000".into()
 }
 
 fn default_data_dir() -> PathBuf {
@@ -376,6 +480,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_networks()?;
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.name.is_empty() || t.name.len() > 64 {
@@ -395,6 +500,119 @@ impl Config {
                     format!("auth.tokens[{i}].sha256"),
                     "must be 64 hex characters",
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_networks(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in self.networks.iter().enumerate() {
+            let key = |field: &str| format!("networks[{i}].{field}");
+            if !seen.insert(n.name.clone()) {
+                return Err(key_error(
+                    key("name"),
+                    format!("network {:?} is declared twice", n.name),
+                ));
+            }
+            if n.name.is_empty()
+                || !n
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(key_error(
+                    key("name"),
+                    "must be lower-case letters, digits and '-'",
+                ));
+            }
+            if n.rpc_urls.is_empty() {
+                return Err(key_error(key("rpc_urls"), "needs at least one URL"));
+            }
+            for (j, u) in n.rpc_urls.iter().enumerate() {
+                let u = u.expose_secret();
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(key_error(
+                        key(&format!("rpc_urls[{j}]")),
+                        "must be an http(s) URL",
+                    ));
+                }
+            }
+            if n.confirmations == 0 {
+                return Err(key_error(key("confirmations"), "must be at least 1"));
+            }
+            if n.bump_bps < 1_000 {
+                return Err(key_error(
+                    key("bump_bps"),
+                    "must be at least 1000 (10%): nodes refuse smaller replacements",
+                ));
+            }
+            if n.min_priority_fee_per_gas > n.max_fee_per_gas {
+                return Err(key_error(
+                    key("min_priority_fee_per_gas"),
+                    "must not exceed max_fee_per_gas",
+                ));
+            }
+            if n.max_in_flight == 0 || n.max_in_flight > 10_000 {
+                return Err(key_error(
+                    key("max_in_flight"),
+                    "must be between 1 and 10000",
+                ));
+            }
+            if n.transfer_gas_limit < 21_000 {
+                return Err(key_error(
+                    key("transfer_gas_limit"),
+                    "must be at least 21000",
+                ));
+            }
+            let mut codes = std::collections::HashSet::new();
+            for (j, t) in n.tokens.iter().enumerate() {
+                let tkey = |field: &str| format!("networks[{i}].tokens[{j}].{field}");
+                if !codes.insert(t.code.clone()) {
+                    return Err(key_error(
+                        tkey("code"),
+                        format!("{} is declared twice", t.code),
+                    ));
+                }
+                if alloy::primitives::Address::parse_checksummed(&t.address, None).is_err() {
+                    return Err(key_error(
+                        tkey("address"),
+                        "must be an EIP-55 checksummed address",
+                    ));
+                }
+                let asset = self
+                    .assets
+                    .iter()
+                    .find(|a| a.network == n.name && a.code == t.code);
+                match asset {
+                    Some(a) if a.decimals != t.decimals => {
+                        return Err(key_error(
+                            tkey("decimals"),
+                            format!(
+                                "{} but assets declares {}:{} with {}",
+                                t.decimals, n.name, t.code, a.decimals
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(key_error(
+                            tkey("code"),
+                            format!("{}:{} is not among the assets", n.name, t.code),
+                        ));
+                    }
+                }
+                let spec = AssetSpec {
+                    key: AssetKey::new(n.name.clone(), t.code.clone()),
+                    decimals: t.decimals,
+                };
+                crate::domain::Amount::parse_decimal(&t.per_tx_cap, &spec)
+                    .map_err(|e| key_error(tkey("per_tx_cap"), format!("per_tx_cap {e}")))?;
+                if let Some(threshold) = &n.approval_threshold {
+                    crate::domain::Amount::parse_decimal(threshold, &spec).map_err(|e| {
+                        key_error(key("approval_threshold"), format!("approval_threshold {e}"))
+                    })?;
+                }
             }
         }
         Ok(())
@@ -518,6 +736,36 @@ mod tests {
             let err = load_text(text, &[]).unwrap_err().to_string();
             assert!(err.contains(&format!("`{key}")), "{text:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn the_commented_network_example_is_valid() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[networks]]"))
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .or_else(|| l.strip_prefix("#"))
+                    .unwrap_or(l)
+            })
+            .map(|l| l.split("  #").next().unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = load_text(&uncommented, &[]).unwrap();
+        assert_eq!(c.networks[0].tokens[0].per_tx_cap, "250000");
+        let bad = uncommented.replace(
+            "0xdAC17F958D2ee523a2206206994597C13D831ec7",
+            "0xdac17f958d2ee523a2206206994597c13d831ec7",
+        );
+        let err = load_text(&bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("`networks[0].tokens[0].address`"), "{err}");
+        let bad = uncommented.replace("bump_bps = 1250", "bump_bps = 500");
+        assert!(
+            load_text(&bad, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("`networks[0].bump_bps`")
+        );
     }
 
     #[test]

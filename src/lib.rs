@@ -2,6 +2,7 @@
 //!
 //! - `domain`    pure types: amounts in base units, assets, ids, roles
 //! - `ledger`    append-only double-entry journal, accounts, two-phase holds, verification
+//! - `payouts`   the payout engine: requests, policy, splitting, chunks
 //! - `chains`    chain clients: EVM through alloy (ERC-20 transfers, fees, receipts, error classes)
 //! - `store`     persistence behind one `Store` interface: SQLite (embedded) and PostgreSQL
 //! - `api`       the control API (axum): auth, errors, one module per resource, OpenAPI
@@ -19,5 +20,6 @@ pub mod devchain;
 pub mod domain;
 pub mod ledger;
 pub mod metrics;
+pub mod payouts;
 pub mod store;
 pub mod telemetry;

@@ -97,6 +97,7 @@ impl ApiError {
                 "account" => "account_not_found",
                 "hold" => "hold_not_found",
                 "transaction" => "transaction_not_found",
+                "payout" => "payout_not_found",
                 "asset" => "unknown_asset",
                 _ => "not_found",
             },

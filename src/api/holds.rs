@@ -57,7 +57,7 @@ pub async fn create(
         idempotency_key: key,
         action: "hold.create",
         target: format!("account:{}", account.id),
-        reason,
+        reason: Some(reason),
     };
     let posted = state.post(m, cmd).await?;
     let hold = posted
@@ -164,7 +164,7 @@ pub async fn release(
         idempotency_key: key,
         action: "hold.release",
         target: format!("hold:{}", hold.id),
-        reason,
+        reason: Some(reason),
     };
     let posted = state.post(m, cmd).await?;
     Ok(posted_response(&state, &posted))
@@ -201,7 +201,7 @@ pub async fn void(
         idempotency_key: key,
         action: "hold.void",
         target: format!("hold:{}", hold.id),
-        reason,
+        reason: Some(reason),
     };
     let posted = state.post(m, cmd).await?;
     Ok(posted_response(&state, &posted))

@@ -52,7 +52,7 @@ pub async fn deposit(
         idempotency_key: key,
         action: "deposit.create",
         target: format!("account:{}", account.id),
-        reason,
+        reason: Some(reason),
     };
     let posted = state.post(m, cmd).await?;
     Ok(posted_response(&state, &posted))
@@ -97,7 +97,7 @@ pub async fn adjustment(
         idempotency_key: key,
         action: "adjustment.create",
         target: format!("account:{}", account.id),
-        reason,
+        reason: Some(reason),
     };
     let posted = state.post(m, cmd).await?;
     Ok(posted_response(&state, &posted))

@@ -11,6 +11,7 @@ pub mod holds;
 pub mod journal;
 pub mod manual_entries;
 pub mod openapi;
+pub mod payouts;
 pub mod views;
 
 use crate::domain::Role;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub ledger: Ledger,
     pub metrics: Metrics,
     pub auth: Arc<Authenticator>,
+    pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
 }
 
 /// Largest page a list endpoint returns.
@@ -59,6 +61,8 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/holds/{id}/release", post(holds::release))
         .route("/v1/holds/{id}/void", post(holds::void))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/payouts", get(payouts::list).post(payouts::create))
+        .route("/v1/payouts/{id}", get(payouts::get_one))
         .fallback(|| async {
             ApiError::NotFound {
                 what: "route",
@@ -109,7 +113,8 @@ pub struct Mutation<'a> {
     pub idempotency_key: String,
     pub action: &'static str,
     pub target: String,
-    pub reason: String,
+    /// Required for treasury actions; recorded as the journal memo and in the audit row.
+    pub reason: Option<String>,
 }
 
 impl AppState {
@@ -118,13 +123,13 @@ impl AppState {
     pub async fn post(&self, m: Mutation<'_>, mut cmd: Command) -> ApiResult<Posted> {
         cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
         cmd.actor = Some(m.caller.name.clone());
-        cmd.memo = Some(m.reason.clone());
+        cmd.memo = m.reason.clone();
         cmd.audit = Some(AuditRecord {
             actor: m.caller.name.clone(),
             role: m.caller.role,
             action: m.action.to_owned(),
             target: m.target,
-            reason: Some(m.reason),
+            reason: m.reason,
             request_id: m.request_id,
             at: crate::store::now_micros(),
         });

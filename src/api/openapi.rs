@@ -22,6 +22,9 @@ use utoipa::{Modify, OpenApi};
         super::holds::release,
         super::holds::void,
         super::audit::list,
+        super::payouts::create,
+        super::payouts::get_one,
+        super::payouts::list,
     ),
     modifiers(&BearerAuth)
 )]

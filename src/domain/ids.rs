@@ -52,3 +52,11 @@ uuid_id!(
     /// A journal transaction (one atomic, balanced set of postings).
     TxId
 );
+uuid_id!(
+    /// A payout request (the parent of its chunks).
+    PayoutId
+);
+uuid_id!(
+    /// One on-chain transfer of a payout, at most the per-transaction cap.
+    ChunkId
+);

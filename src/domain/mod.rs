@@ -3,7 +3,7 @@
 pub mod ids;
 pub mod money;
 
-pub use ids::{AccountId, HoldId, TxId};
+pub use ids::{AccountId, ChunkId, HoldId, PayoutId, TxId};
 pub use money::{Amount, AmountError, AssetKey, AssetSpec};
 
 use serde::{Deserialize, Serialize};

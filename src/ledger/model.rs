@@ -344,6 +344,20 @@ pub struct Command {
     /// Written in the same database transaction when the command takes effect (not on replay).
     #[serde(skip)]
     pub audit: Option<crate::store::AuditRecord>,
+    /// Request content beyond the operation that a replay must match too (e.g. a payout's
+    /// destination): part of the request hash, not stored otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
+    /// Records that commit in the same database transaction when the command takes effect.
+    #[serde(skip)]
+    pub effects: Vec<Effect>,
+}
+
+/// A record written atomically with a ledger command, so the two can never disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The payout a HOLD reserves funds for; it gets the hold's id.
+    NewPayout(Box<crate::payouts::NewPayout>),
 }
 
 impl Command {
@@ -356,6 +370,8 @@ impl Command {
             memo: None,
             actor: None,
             audit: None,
+            context: None,
+            effects: Vec::new(),
         }
     }
 

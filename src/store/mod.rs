@@ -6,10 +6,11 @@
 pub mod postgres;
 pub mod sqlite;
 
-use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, Role, TxId, UnixMicros};
+use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, PayoutId, Role, TxId, UnixMicros};
 use crate::ledger::{
     Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted,
 };
+use crate::payouts::{Payout, PayoutState};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -104,6 +105,15 @@ pub struct JournalFilter {
     pub limit: i64,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct PayoutFilter {
+    pub state: Option<PayoutState>,
+    pub account: Option<AccountId>,
+    pub network: Option<String>,
+    pub after: Option<PayoutId>,
+    pub limit: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -142,6 +152,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>>;
     /// The stored head of the hash chain: last sequence number and its hash.
     async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])>;
+    /// A payout with its chunks and events.
+    async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout>;
+    /// The payout a hold was placed for.
+    async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout>;
+    /// Payouts with their chunks (events left out), oldest first.
+    async fn list_payouts(&self, filter: &PayoutFilter) -> StoreResult<Vec<Payout>>;
+
     async fn list_audit(
         &self,
         after: Option<uuid::Uuid>,

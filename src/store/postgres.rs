@@ -4,7 +4,9 @@
 
 use super::*;
 use crate::domain::AssetSpec;
-use crate::ledger::{Bucket, HoldState, Posting, batch::run_batch};
+use crate::domain::{ChunkId, PayoutId};
+use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
+use crate::payouts::{Chunk, ChunkState, NewPayout, Payout, PayoutEvent, PayoutState};
 use backon::Retryable;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -42,6 +44,15 @@ impl PgStore {
             .filter_map(|(c, _)| c.audit.as_ref())
             .collect();
         insert_audits(&mut txn.tx, &audits).await?;
+        for (cmd, result) in commands.iter().zip(&results) {
+            if let Ok(posted) = result
+                && !posted.replayed
+            {
+                for effect in &cmd.effects {
+                    write_effect(&mut txn.tx, effect, posted).await?;
+                }
+            }
+        }
         txn.tx.commit().await?;
         Ok(results)
     }
@@ -209,6 +220,165 @@ async fn load_hold(conn: &mut sqlx::PgConnection, id: HoldId) -> StoreResult<Hol
     .fetch_one(conn)
     .await?;
     hold_from_row(&row)
+}
+
+async fn write_effect(
+    conn: &mut sqlx::PgConnection,
+    effect: &Effect,
+    posted: &Posted,
+) -> StoreResult<()> {
+    match effect {
+        Effect::NewPayout(p) => {
+            let hold =
+                posted.hold.as_ref().map(|h| h.id).ok_or_else(|| {
+                    StoreError::Invariant("a payout must come with a HOLD".into())
+                })?;
+            insert_payout(conn, p, hold, posted.tx.created_at).await
+        }
+    }
+}
+
+async fn insert_payout(
+    conn: &mut sqlx::PgConnection,
+    p: &NewPayout,
+    hold: HoldId,
+    at: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO payouts (id, account_id, network, asset, destination, amount, reference, metadata, state, \
+         initial_state, created_by, hold_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $12)",
+    )
+    .bind(p.id.0)
+    .bind(p.account.0)
+    .bind(&p.asset.network)
+    .bind(&p.asset.code)
+    .bind(&p.destination)
+    .bind(dec(p.amount))
+    .bind(&p.reference)
+    .bind(p.metadata.as_ref().map(|m| m.to_string()))
+    .bind(p.state.as_str())
+    .bind(&p.created_by)
+    .bind(hold.0)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO payout_chunks (id, payout_id, idx, amount, state, updated_at) \
+         SELECT u.id, $2, u.idx, u.amount, 'queued', $3 FROM UNNEST($1::uuid[], $4::int[], $5::numeric[]) AS u(id, idx, amount)",
+    )
+    .bind(p.chunks.iter().map(|_| ChunkId::new().0).collect::<Vec<_>>())
+    .bind(p.id.0)
+    .bind(at)
+    .bind((0..p.chunks.len() as i32).collect::<Vec<_>>())
+    .bind(p.chunks.iter().map(|c| dec(*c)).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO payout_events (id, payout_id, at, kind, detail) \
+         SELECT u.id, $2, $3, u.kind, u.detail FROM UNNEST($1::uuid[], $4::text[], $5::text[]) AS u(id, kind, detail)",
+    )
+    .bind(p.events.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(p.id.0)
+    .bind(at)
+    .bind(p.events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>())
+    .bind(p.events.iter().map(|e| e.detail.clone()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
+     initial_state, created_by, hold_id, created_at, updated_at";
+
+fn payout_from_row(row: &PgRow) -> StoreResult<Payout> {
+    let state = |col: &str| -> StoreResult<PayoutState> {
+        let text: String = row.try_get(col)?;
+        PayoutState::parse(&text)
+            .ok_or_else(|| StoreError::Invariant(format!("payout state {text:?}")))
+    };
+    let metadata: Option<String> = row.try_get("metadata")?;
+    Ok(Payout {
+        id: PayoutId(row.try_get("id")?),
+        account: AccountId(row.try_get("account_id")?),
+        asset: AssetKey::new(
+            row.try_get::<String, _>("network")?,
+            row.try_get::<String, _>("asset")?,
+        ),
+        destination: row.try_get("destination")?,
+        amount: units(row.try_get("amount")?)?,
+        reference: row.try_get("reference")?,
+        metadata: metadata
+            .map(|m| serde_json::from_str(&m))
+            .transpose()
+            .map_err(|e| StoreError::Invariant(format!("payout metadata: {e}")))?,
+        state: state("state")?,
+        initial_state: state("initial_state")?,
+        created_by: row.try_get("created_by")?,
+        hold: HoldId(row.try_get("hold_id")?),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        chunks: Vec::new(),
+        events: Vec::new(),
+    })
+}
+
+async fn attach_chunks(conn: &mut sqlx::PgConnection, payouts: &mut [Payout]) -> StoreResult<()> {
+    if payouts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = payouts.iter().map(|p| p.id.0).collect();
+    let index: std::collections::HashMap<Uuid, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let rows = sqlx::query(
+        "SELECT id, payout_id, idx, amount, state FROM payout_chunks WHERE payout_id = ANY($1) ORDER BY payout_id, idx",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let payout: Uuid = row.try_get("payout_id")?;
+        let state: String = row.try_get("state")?;
+        let Some(&i) = index.get(&payout) else {
+            continue;
+        };
+        payouts[i].chunks.push(Chunk {
+            id: ChunkId(row.try_get("id")?),
+            index: u32::try_from(row.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
+            amount: units(row.try_get("amount")?)?,
+            state: ChunkState::parse(&state)
+                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+        });
+    }
+    Ok(())
+}
+
+async fn load_payout(
+    conn: &mut sqlx::PgConnection,
+    column: &'static str,
+    id: Uuid,
+) -> StoreResult<Payout> {
+    let sql = format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE {column} = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut payouts = vec![payout_from_row(&row)?];
+    attach_chunks(conn, &mut payouts).await?;
+    let mut payout = payouts.pop().ok_or(StoreError::NotFound)?;
+    let rows =
+        sqlx::query("SELECT at, kind, detail FROM payout_events WHERE payout_id = $1 ORDER BY id")
+            .bind(payout.id.0)
+            .fetch_all(&mut *conn)
+            .await?;
+    for row in rows {
+        payout.events.push(PayoutEvent {
+            at: row.try_get("at")?,
+            kind: row.try_get("kind")?,
+            detail: row.try_get("detail")?,
+        });
+    }
+    Ok(payout)
 }
 
 struct PgTxn {
@@ -595,6 +765,38 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
+    }
+
+    async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout> {
+        let mut conn = self.pool.acquire().await?;
+        load_payout(&mut conn, "id", id.0).await
+    }
+
+    async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout> {
+        let mut conn = self.pool.acquire().await?;
+        load_payout(&mut conn, "hold_id", hold.0).await
+    }
+
+    async fn list_payouts(&self, f: &PayoutFilter) -> StoreResult<Vec<Payout>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) \
+             AND ($2::uuid IS NULL OR account_id = $2) AND ($3::text IS NULL OR network = $3) \
+             AND ($4::uuid IS NULL OR id > $4) ORDER BY id LIMIT $5"
+        )))
+        .bind(f.state.map(|s| s.as_str()))
+        .bind(f.account.map(|a| a.0))
+        .bind(&f.network)
+        .bind(f.after.map(|p| p.0))
+        .bind(f.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut payouts = rows
+            .iter()
+            .map(payout_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_chunks(&mut conn, &mut payouts).await?;
+        Ok(payouts)
     }
 
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {

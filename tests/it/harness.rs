@@ -119,8 +119,25 @@ pub fn test_config(db: &TestDb, dir: &std::path::Path) -> Config {
     c.server.shutdown_grace_seconds = 5;
     c.database.url = Some(SecretString::from(db.url.clone()));
     c.database.max_connections = 8;
+    c.networks = vec![test_network()];
     c
 }
+
+/// The payout network of API tests: ethereum with USDT and USDC, four-eyes from 100,000.
+/// Its node is never contacted by these tests (no wallets are configured).
+pub fn test_network() -> treasuryd::config::NetworkConfig {
+    let text = format!(
+        "name = \"ethereum\"\nchain_id = 31337\nrpc_urls = [\"http://127.0.0.1:9\"]\napproval_threshold = \"100000\"\n\
+         [[tokens]]\ncode = \"USDT\"\naddress = \"{USDT_CONTRACT}\"\ndecimals = 6\n\
+         [[tokens]]\ncode = \"USDC\"\naddress = \"{USDC_CONTRACT}\"\ndecimals = 6\n"
+    );
+    toml::from_str(&text).expect("test network parses")
+}
+
+pub const USDT_CONTRACT: &str = "0xdAC17F958D2ee523a2206206994597C13D831ec7";
+pub const USDC_CONTRACT: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
+/// Anvil's second dev account: a valid checksummed destination.
+pub const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
 pub fn init_logs() {
     if std::env::var("TEST_LOG").is_ok() {

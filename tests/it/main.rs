@@ -11,3 +11,4 @@ mod crash;
 mod evm;
 mod idempotency;
 mod ledger_model;
+mod payouts;

@@ -1,0 +1,408 @@
+//! Payout requests: accept (validate, apply policy, split, hold and store atomically), read the
+//! whole story, list.
+
+use super::accounts::{load_account, parse_amount};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, IdempotencyKey, RequestId};
+use super::views::Page;
+use super::{AppState, Mutation, optional_text, page_limit};
+use crate::api::auth::Caller;
+use crate::domain::{AccountId, AssetKey, PayoutId, Role, micros_to_rfc3339};
+use crate::ledger::{Command, Effect, Operation};
+use crate::payouts::{ChunkState, NewPayout, Payout, PayoutEvent, PayoutState, split};
+use crate::store::{PayoutFilter, StoreError};
+use alloy::primitives::Address;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Largest `metadata` object, serialised.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayout {
+    /// The partner account paying.
+    pub account: String,
+    pub network: String,
+    pub asset: String,
+    /// EIP-55 checksummed address.
+    pub destination: String,
+    /// Decimal string in token units.
+    pub amount: String,
+    pub reference: Option<String>,
+    /// Free-form JSON object, echoed back, at most 4096 bytes.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The answer to an accepted payout request. It is the same for every replay of the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AcceptedPayout {
+    pub id: String,
+    /// `queued` or `pending_approval`.
+    pub state: PayoutState,
+    pub account: String,
+    pub network: String,
+    pub asset: String,
+    pub destination: String,
+    pub amount: String,
+    /// Chunk amounts, in order: the payout split under the per-transaction cap.
+    pub chunks: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub hold_id: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChunkView {
+    pub index: u32,
+    pub amount: String,
+    pub state: ChunkState,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub at: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A payout's whole story.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PayoutView {
+    pub id: String,
+    pub state: PayoutState,
+    pub account: String,
+    pub network: String,
+    pub asset: String,
+    pub destination: String,
+    pub amount: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub hold_id: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub chunks: Vec<ChunkView>,
+    /// Policy decisions and steps, oldest first (absent in lists).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventView>,
+}
+
+fn format(state: &AppState, asset: &AssetKey, units: i128) -> String {
+    state
+        .ledger
+        .asset(asset)
+        .map_or_else(|| units.to_string(), |s| s.format(units))
+}
+
+impl AcceptedPayout {
+    fn new(state: &AppState, p: &Payout) -> Self {
+        Self {
+            id: p.id.to_string(),
+            state: p.initial_state,
+            account: p.account.to_string(),
+            network: p.asset.network.clone(),
+            asset: p.asset.code.clone(),
+            destination: p.destination.clone(),
+            amount: format(state, &p.asset, p.amount),
+            chunks: p
+                .chunks
+                .iter()
+                .map(|c| format(state, &p.asset, c.amount))
+                .collect(),
+            reference: p.reference.clone(),
+            metadata: p.metadata.clone(),
+            hold_id: p.hold.to_string(),
+            created_at: micros_to_rfc3339(p.created_at),
+        }
+    }
+}
+
+impl PayoutView {
+    fn new(state: &AppState, p: &Payout) -> Self {
+        Self {
+            id: p.id.to_string(),
+            state: p.state,
+            account: p.account.to_string(),
+            network: p.asset.network.clone(),
+            asset: p.asset.code.clone(),
+            destination: p.destination.clone(),
+            amount: format(state, &p.asset, p.amount),
+            reference: p.reference.clone(),
+            metadata: p.metadata.clone(),
+            hold_id: p.hold.to_string(),
+            created_by: p.created_by.clone(),
+            created_at: micros_to_rfc3339(p.created_at),
+            updated_at: micros_to_rfc3339(p.updated_at),
+            chunks: p
+                .chunks
+                .iter()
+                .map(|c| ChunkView {
+                    index: c.index,
+                    amount: format(state, &p.asset, c.amount),
+                    state: c.state,
+                })
+                .collect(),
+            events: p
+                .events
+                .iter()
+                .map(|e| EventView {
+                    at: micros_to_rfc3339(e.at),
+                    kind: e.kind.clone(),
+                    detail: e.detail.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Request a payout (Trader). It is validated, split under the per-transaction cap, held in
+/// the ledger and stored before `202` is answered.
+#[utoipa::path(post, tag = "payouts", path = "/v1/payouts", request_body = CreatePayout, security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "unique per intended payout")),
+    responses((status = 202, body = AcceptedPayout), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(body): ApiJson<CreatePayout>,
+) -> ApiResult<(StatusCode, Json<AcceptedPayout>)> {
+    caller.require(&[Role::Trader])?;
+    let network = state.networks.get(&body.network).ok_or_else(|| {
+        ApiError::invalid(
+            "unknown_network",
+            "network",
+            format!("network {:?} is not configured for payouts", body.network),
+        )
+    })?;
+    let token = network.tokens.get(&body.asset).ok_or_else(|| {
+        ApiError::invalid(
+            "unknown_asset",
+            "asset",
+            format!("asset {:?} is not paid out on {}", body.asset, network.name),
+        )
+    })?;
+    let account = load_account(&state, &body.account, Some("account")).await?;
+    if account.asset != token.spec.key {
+        return Err(ApiError::invalid(
+            "asset_mismatch",
+            "account",
+            format!(
+                "account holds {}, the payout is in {}",
+                account.asset, token.spec.key
+            ),
+        ));
+    }
+    if !account.kind.holds_customer_funds() {
+        return Err(ApiError::invalid(
+            "wrong_account_kind",
+            "account",
+            "account must be a partner or operating account",
+        ));
+    }
+    let destination = Address::parse_checksummed(&body.destination, None).map_err(|_| {
+        ApiError::invalid(
+            "invalid_address",
+            "destination",
+            "destination must be an EIP-55 checksummed 0x address",
+        )
+    })?;
+    if destination.is_zero() {
+        return Err(ApiError::invalid(
+            "invalid_address",
+            "destination",
+            "destination must not be the zero address",
+        ));
+    }
+    let amount = parse_amount(&state, &token.spec.key, "amount", &body.amount)?;
+    let reference = optional_text("reference", body.reference, 128)?;
+    if let Some(m) = &body.metadata
+        && (!m.is_object() || m.to_string().len() > MAX_METADATA_BYTES)
+    {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "metadata",
+            format!("metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"),
+        ));
+    }
+
+    let spec = &token.spec;
+    let chunks = split(amount.units(), token.cap);
+    let mut events = vec![PayoutEvent {
+        at: 0,
+        kind: "accepted".into(),
+        detail: format!(
+            "{} {} to {destination} requested by {}",
+            spec.format(amount.units()),
+            spec.key,
+            caller.name
+        ),
+    }];
+    events.push(PayoutEvent {
+        at: 0,
+        kind: "split".into(),
+        detail: format!(
+            "{} transfer(s) under the per-transaction cap of {}: {}",
+            chunks.len(),
+            spec.format(token.cap),
+            chunks
+                .iter()
+                .map(|c| spec.format(*c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
+    let initial = match token.approval_threshold {
+        Some(threshold) if amount.units() >= threshold => {
+            events.push(PayoutEvent {
+                at: 0,
+                kind: "approval_required".into(),
+                detail: format!(
+                    "at or above the approval threshold of {}: waits for an Approver other than {}",
+                    spec.format(threshold),
+                    caller.name
+                ),
+            });
+            PayoutState::PendingApproval
+        }
+        _ => PayoutState::Queued,
+    };
+    let id = PayoutId::new();
+    let mut cmd = Command::new(
+        "",
+        spec.key.clone(),
+        Operation::Hold {
+            account: account.id,
+            amount,
+        },
+    );
+    cmd.reference = reference.clone();
+    // Everything the caller sent is part of the request hash, so a replay must match it all.
+    cmd.context = Some(serde_json::json!({
+        "payout": {"destination": destination.to_checksum(None), "metadata": body.metadata}
+    }));
+    cmd.effects.push(Effect::NewPayout(Box::new(NewPayout {
+        id,
+        account: account.id,
+        asset: spec.key.clone(),
+        destination: destination.to_checksum(None),
+        amount: amount.units(),
+        reference,
+        metadata: body.metadata,
+        state: initial,
+        created_by: caller.name.clone(),
+        chunks,
+        events,
+    })));
+    let m = Mutation {
+        caller: &caller,
+        request_id,
+        idempotency_key: key,
+        action: "payout.create",
+        target: format!("payout:{id}"),
+        reason: None,
+    };
+    let posted = state.post(m, cmd).await?;
+    let hold = posted.hold.as_ref().ok_or_else(|| {
+        ApiError::Internal(StoreError::Invariant(
+            "a payout hold returned no hold".into(),
+        ))
+    })?;
+    let payout = state.ledger.store().payout_for_hold(hold.id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(AcceptedPayout::new(&state, &payout)),
+    ))
+}
+
+/// One payout: state, chunks and every decision and step.
+#[utoipa::path(get, tag = "payouts", path = "/v1/payouts/{id}", security(("bearer" = [])),
+    responses((status = 200, body = PayoutView), (status = 404, body = ErrorBody)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PayoutView>> {
+    let not_found = || ApiError::NotFound {
+        what: "payout",
+        id: id.clone(),
+        field: None,
+    };
+    let payout_id = PayoutId::parse(&id).ok_or_else(not_found)?;
+    match state.ledger.store().get_payout(payout_id).await {
+        Ok(p) => Ok(Json(PayoutView::new(&state, &p))),
+        Err(StoreError::NotFound) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListPayouts {
+    pub state: Option<PayoutState>,
+    pub account: Option<String>,
+    pub network: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Payouts, oldest first, with filters.
+#[utoipa::path(get, tag = "payouts", path = "/v1/payouts", params(ListPayouts), security(("bearer" = [])),
+    responses((status = 200, body = Page<PayoutView>), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<ListPayouts>,
+) -> ApiResult<Json<Page<PayoutView>>> {
+    let limit = page_limit(q.limit)?;
+    let account = q
+        .account
+        .map(|a| {
+            AccountId::parse(&a).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_field",
+                    "account",
+                    "account must be an account id (UUID)",
+                )
+            })
+        })
+        .transpose()?;
+    let after = q
+        .cursor
+        .map(|c| {
+            PayoutId::parse(&c).ok_or_else(|| {
+                ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")
+            })
+        })
+        .transpose()?;
+    let payouts = state
+        .ledger
+        .store()
+        .list_payouts(&PayoutFilter {
+            state: q.state,
+            account,
+            network: q.network,
+            after,
+            limit,
+        })
+        .await?;
+    let next_cursor = (payouts.len() as i64 == limit)
+        .then(|| payouts.last().map(|p| p.id.to_string()))
+        .flatten();
+    Ok(Json(Page {
+        items: payouts.iter().map(|p| PayoutView::new(&state, p)).collect(),
+        next_cursor,
+    }))
+}

@@ -1,0 +1,181 @@
+//! The payout engine's requests: validation results, policy decisions, splitting under the
+//! per-transaction cap, and the payout and chunk records with their states. A payout is held
+//! in the ledger and stored in the same database transaction (see `ledger::Effect`), so a
+//! payout never exists without its hold and a hold never without its payout.
+
+pub mod networks;
+
+use crate::domain::{AccountId, AssetKey, ChunkId, HoldId, PayoutId, UnixMicros};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutState {
+    /// At or above the approval threshold: waits for an Approver who is not the creator.
+    PendingApproval,
+    /// Accepted and held; waits for a wallet (and for safe-mode, freezes and guardrails).
+    Queued,
+    /// At least one chunk is on the network.
+    Broadcast,
+    /// Every chunk confirmed at the network's depth.
+    Confirmed,
+    /// A chunk reverted; whatever was not paid went back to the account.
+    Failed,
+    Cancelled,
+    Rejected,
+}
+
+impl PayoutState {
+    pub const ALL: [PayoutState; 7] = [
+        PayoutState::PendingApproval,
+        PayoutState::Queued,
+        PayoutState::Broadcast,
+        PayoutState::Confirmed,
+        PayoutState::Failed,
+        PayoutState::Cancelled,
+        PayoutState::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutState::PendingApproval => "pending_approval",
+            PayoutState::Queued => "queued",
+            PayoutState::Broadcast => "broadcast",
+            PayoutState::Confirmed => "confirmed",
+            PayoutState::Failed => "failed",
+            PayoutState::Cancelled => "cancelled",
+            PayoutState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    Queued,
+    /// Signed and stored with its nonce; possibly not yet sent.
+    Signed,
+    Broadcast,
+    /// Included in a block, not yet at the confirmation depth.
+    Mined,
+    Confirmed,
+    Failed,
+    Cancelled,
+}
+
+impl ChunkState {
+    pub const ALL: [ChunkState; 7] = [
+        ChunkState::Queued,
+        ChunkState::Signed,
+        ChunkState::Broadcast,
+        ChunkState::Mined,
+        ChunkState::Confirmed,
+        ChunkState::Failed,
+        ChunkState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkState::Queued => "queued",
+            ChunkState::Signed => "signed",
+            ChunkState::Broadcast => "broadcast",
+            ChunkState::Mined => "mined",
+            ChunkState::Confirmed => "confirmed",
+            ChunkState::Failed => "failed",
+            ChunkState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// Splits `amount` into chunks of at most `cap`: as many full caps as fit, then the remainder
+/// last. Deterministic, so a replayed request splits the same way.
+pub fn split(amount: i128, cap: i128) -> Vec<i128> {
+    debug_assert!(amount > 0 && cap > 0);
+    let full = amount / cap;
+    let rest = amount % cap;
+    let mut chunks: Vec<i128> = (0..full).map(|_| cap).collect();
+    if rest > 0 {
+        chunks.push(rest);
+    }
+    chunks
+}
+
+/// A decision or step in a payout's life, kept for the whole story (`GET /v1/payouts/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PayoutEvent {
+    #[serde(skip)]
+    pub at: UnixMicros,
+    /// e.g. `accepted`, `split`, `approval_required`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A payout as accepted, before the ledger has given it its hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayout {
+    pub id: PayoutId,
+    pub account: AccountId,
+    pub asset: AssetKey,
+    /// EIP-55 checksummed.
+    pub destination: String,
+    pub amount: i128,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub state: PayoutState,
+    pub created_by: String,
+    pub chunks: Vec<i128>,
+    pub events: Vec<PayoutEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub id: ChunkId,
+    pub index: u32,
+    pub amount: i128,
+    pub state: ChunkState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payout {
+    pub id: PayoutId,
+    pub account: AccountId,
+    pub asset: AssetKey,
+    pub destination: String,
+    pub amount: i128,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub state: PayoutState,
+    /// The state it was accepted in: a replayed request answers with it.
+    pub initial_state: PayoutState,
+    pub created_by: String,
+    pub hold: HoldId,
+    pub created_at: UnixMicros,
+    pub updated_at: UnixMicros,
+    pub chunks: Vec<Chunk>,
+    pub events: Vec<PayoutEvent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_under_the_cap_with_the_remainder_last() {
+        assert_eq!(split(600_000, 250_000), vec![250_000, 250_000, 100_000]);
+        assert_eq!(split(500_000, 250_000), vec![250_000, 250_000]);
+        assert_eq!(split(1, 250_000), vec![1]);
+        for (amount, cap) in [(7, 3), (1_000_001, 10), (250_000, 250_000)] {
+            let parts = split(amount, cap);
+            assert_eq!(parts.iter().sum::<i128>(), amount);
+            assert!(parts.iter().all(|p| *p > 0 && *p <= cap));
+        }
+    }
+}
