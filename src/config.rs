@@ -51,6 +51,12 @@ pub struct Config {
     /// Chains the payout engine sends on, with their tokens.
     #[serde(default)]
     pub networks: Vec<NetworkConfig>,
+    /// Where the wallet declarations (`*.toml`) are; see `wallets/README.md`.
+    #[serde(default = "default_wallets_dir")]
+    pub wallets_dir: PathBuf,
+    /// The process environment, kept as secrets, for the key references in `wallets/`.
+    #[serde(skip)]
+    pub secrets: std::collections::HashMap<String, SecretString>,
 }
 
 /// An EVM network: its nodes, finality, fee policy and tokens.
@@ -280,6 +286,10 @@ fn default_per_tx_cap() -> String {
     "250000".into()
 }
 
+fn default_wallets_dir() -> PathBuf {
+    PathBuf::from("wallets")
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -362,12 +372,16 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let mut secrets = std::collections::HashMap::new();
         for (name, value) in env {
             if let Some(path) = name.strip_prefix(ENV_PREFIX) {
                 apply_override(&mut table, path, &value)?;
             }
+            secrets.insert(name, SecretString::from(value));
         }
-        Self::from_table(table)
+        let mut config = Self::from_table(table)?;
+        config.secrets = secrets;
+        Ok(config)
     }
 
     fn from_table(table: toml::Table) -> Result<Self, ConfigError> {

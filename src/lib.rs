@@ -10,6 +10,7 @@
 //! - `devchain`  anvil and the test tokens, for the demo and the tests
 //! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
 //! - `telemetry` tracing subscriber (human or JSON)
+//! - `wallets`   hot and canary wallets: declarations, keys (env or keystore), buffers
 //! - `app`       assembles the daemon; listeners, supervision and graceful shutdown
 
 pub mod api;
@@ -23,3 +24,4 @@ pub mod metrics;
 pub mod payouts;
 pub mod store;
 pub mod telemetry;
+pub mod wallets;
