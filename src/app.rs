@@ -54,6 +54,8 @@ impl App {
         config: Config,
         extra_tokens: Vec<(SecretString, Caller)>,
     ) -> anyhow::Result<Self> {
+        // Keys first: a wallet whose key is missing or signs for another address stops start-up.
+        let wallets = crate::wallets::load_configured(&config).context("loading wallets")?;
         let store = open_store(&config).await?;
         let metrics = Metrics::new().context("registering metrics")?;
         let ledger = Ledger::open_with(
@@ -89,6 +91,7 @@ impl App {
                 networks: Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
                     &config,
                 )),
+                wallets: Arc::new(wallets),
             },
             config,
         })

@@ -8,6 +8,7 @@
 //! - `api`       the control API (axum): auth, errors, one module per resource, OpenAPI
 //! - `metrics`   Prometheus metrics, one typed struct per component
 //! - `devchain`  anvil and the test tokens, for the demo and the tests
+//! - `demo`      `treasuryd demo`: embedded defaults, a local chain, a funded partner and wallet
 //! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
 //! - `telemetry` tracing subscriber (human or JSON)
 //! - `wallets`   hot and canary wallets: declarations, keys (env or keystore), buffers
@@ -17,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod chains;
 pub mod config;
+pub mod demo;
 pub mod devchain;
 pub mod domain;
 pub mod ledger;

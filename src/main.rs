@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use treasuryd::api::auth::{Caller, new_token, token_digest};
+use treasuryd::api::auth::{new_token, token_digest};
 use treasuryd::app::{self, App};
 use treasuryd::config::{self, Config};
 use treasuryd::domain::Role;
@@ -102,9 +102,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             let c = load_config(cli.config.as_deref())?;
+            let wallets = treasuryd::wallets::load_configured(&c)?;
             println!(
-                "configuration OK: {} asset(s), {} token(s), database {}",
+                "configuration OK: {} asset(s), {} network(s), {} wallet(s), {} token(s), database {}",
                 c.assets.len(),
+                c.networks.len(),
+                wallets.len(),
                 c.auth.tokens.len(),
                 config::redact_url(c.database_url().expose_secret())
             );
@@ -162,46 +165,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo() -> anyhow::Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!("treasuryd-demo-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir)?;
-    let mut c = Config::defaults();
-    c.data_dir = dir.clone();
-    c.server.listen = "127.0.0.1:0".parse()?;
-    c.server.metrics_listen = "127.0.0.1:0".parse()?;
-    treasuryd::telemetry::init(&c.log);
-    let token = new_token();
-    let admin = Caller {
-        name: "demo-admin".into(),
-        role: Role::Admin,
-    };
-    let app = App::build(c, vec![(token.clone(), admin)]).await?;
-    let api = app.api_addr();
-    println!("treasuryd demo");
-    println!("  data directory : {}", dir.display());
-    println!(
-        "  database       : sqlite://{}",
-        dir.join("treasuryd.db").display()
-    );
-    println!("  control API    : http://{api}   (OpenAPI at http://{api}/openapi.json)");
-    println!("  metrics        : http://{}/metrics", app.metrics_addr());
-    println!("  admin token    : {}", token.expose_secret());
-    println!();
-    println!("Try:");
-    println!("  export T={}", token.expose_secret());
-    println!(
-        "  curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' \\\n    \
-         -d '{{\"owner\":\"acme\",\"network\":\"ethereum\",\"asset\":\"USDT\",\"kind\":\"partner\",\"reason\":\"demo\"}}' http://{api}/v1/accounts"
-    );
-    println!(
-        "  curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: d1' \\\n    \
-         -d '{{\"account\":\"<id>\",\"amount\":\"1000.50\",\"reason\":\"demo funding\"}}' http://{api}/v1/deposits"
-    );
-    println!("  curl -s -H \"Authorization: Bearer $T\" http://{api}/v1/journal");
-    println!();
-    println!(
-        "Ctrl-C stops it; `treasuryd ledger verify` with TREASURYD__DATA_DIR={} checks the ledger.",
-        dir.display()
-    );
+    let demo = treasuryd::demo::Demo::start().await?;
+    println!("{}", demo.tour());
+    let treasuryd::demo::Demo { app, chain, .. } = demo;
     app.run_until_stopped(app::shutdown_signal()).await?;
+    // The chain stops with its handle, after the daemon.
+    drop(chain);
     Ok(ExitCode::SUCCESS)
 }

@@ -85,6 +85,31 @@ impl Wallet {
     }
 }
 
+/// The wallets of `config`: loaded from `config.wallets_dir`, each on a configured network.
+pub fn load_configured(config: &crate::config::Config) -> Result<Vec<Wallet>, WalletError> {
+    let decimals = |network: &str, code: &str| {
+        config
+            .networks
+            .iter()
+            .find(|n| n.name == network)
+            .and_then(|n| n.tokens.iter().find(|t| t.code == code))
+            .map(|t| t.decimals)
+    };
+    let wallets = load(&config.wallets_dir, &config.secrets, decimals)?;
+    for w in &wallets {
+        if !config.networks.iter().any(|n| n.name == w.network) {
+            return Err(WalletError::File {
+                file: config.wallets_dir.clone(),
+                message: format!(
+                    "wallet {} is on network {:?}, which is not configured",
+                    w.address, w.network
+                ),
+            });
+        }
+    }
+    Ok(wallets)
+}
+
 /// Loads every `*.toml` in `dir` (none if the directory does not exist). `secrets` is the
 /// environment; `decimals` gives a token's decimals by (network, code).
 pub fn load(

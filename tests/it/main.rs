@@ -8,6 +8,7 @@ mod api_flow;
 mod cli;
 mod concurrency;
 mod crash;
+mod demo;
 mod evm;
 mod idempotency;
 mod ledger_model;

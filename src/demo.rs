@@ -1,0 +1,172 @@
+//! `treasuryd demo`: the daemon on embedded defaults for a first look. A fresh SQLite database
+//! in a temporary directory, a local anvil chain with the test tokens, a funded hot wallet
+//! (anvil's public development key #1), a funded partner account, and tokens for an Admin and a
+//! Trader; then it prints where everything is and what to try.
+
+use crate::api::auth::{Caller, new_token};
+use crate::app::App;
+use crate::config::{Config, NetworkConfig};
+use crate::devchain::{DevChain, TestToken};
+use crate::domain::{Amount, AssetKey, Role};
+use crate::ledger::{AccountKind, Command, NewAccount};
+use crate::store::AuditRecord;
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use std::path::PathBuf;
+
+const HOT_KEY_VAR: &str = "TREASURYD_DEMO_HOT_KEY";
+
+pub struct Demo {
+    pub app: App,
+    pub chain: DevChain,
+    pub dir: PathBuf,
+    pub admin_token: SecretString,
+    pub trader_token: SecretString,
+    pub partner_account: String,
+    pub hot_wallet: String,
+}
+
+impl Demo {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("treasuryd-demo-{}", uuid::Uuid::now_v7()));
+        let wallets_dir = dir.join("wallets");
+        std::fs::create_dir_all(&wallets_dir)?;
+
+        let chain = DevChain::start(&[])
+            .await
+            .context("starting the local anvil chain")?;
+        let hot = chain.dev_key(1)?;
+        for token in [TestToken::Usdc, TestToken::Usdt] {
+            chain.mint(token, hot.address(), 10_000_000_000_000).await?;
+        }
+
+        let mut c = Config::defaults();
+        c.data_dir = dir.clone();
+        c.server.listen = "127.0.0.1:0".parse()?;
+        c.server.metrics_listen = "127.0.0.1:0".parse()?;
+        c.wallets_dir = wallets_dir.clone();
+        let network = format!(
+            "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 1\napproval_threshold = \"100000\"\n\
+             [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n[[tokens]]\ncode = \"USDC\"\naddress = \"{}\"\ndecimals = 6\n",
+            chain.chain_id,
+            chain.url,
+            chain.usdt.to_checksum(None),
+            chain.usdc.to_checksum(None)
+        );
+        c.networks = vec![toml::from_str::<NetworkConfig>(&network)?];
+        std::fs::write(
+            wallets_dir.join("ethereum.toml"),
+            format!(
+                "# The demo's hot wallet: anvil's public development key #1.\n[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\n\
+                 address = \"{}\"\nkey_env = \"{HOT_KEY_VAR}\"\nmin_gas_wei = 10000000000000000\n",
+                hot.address().to_checksum(None)
+            ),
+        )?;
+        c.secrets.insert(
+            HOT_KEY_VAR.into(),
+            SecretString::from(format!("0x{}", hex::encode(hot.to_bytes()))),
+        );
+        crate::telemetry::init(&c.log);
+
+        let admin_token = new_token();
+        let trader_token = new_token();
+        let callers = vec![
+            (
+                admin_token.clone(),
+                Caller {
+                    name: "demo-admin".into(),
+                    role: Role::Admin,
+                },
+            ),
+            (
+                trader_token.clone(),
+                Caller {
+                    name: "demo-trader".into(),
+                    role: Role::Trader,
+                },
+            ),
+        ];
+        let app = App::build(c, callers).await?;
+
+        // A partner with 1,000,000 USDT to pay out from.
+        let ledger = &app.state().ledger;
+        let asset = AssetKey::new("ethereum", "USDT");
+        let audit = AuditRecord {
+            actor: "demo".into(),
+            role: Role::Admin,
+            action: "account.create".into(),
+            target: String::new(),
+            reason: Some("demo set-up".into()),
+            request_id: String::new(),
+            at: crate::store::now_micros(),
+        };
+        let account = ledger
+            .store()
+            .create_account(
+                &NewAccount {
+                    owner: "acme".into(),
+                    asset: asset.clone(),
+                    kind: AccountKind::Partner,
+                    allow_negative: false,
+                },
+                &audit,
+            )
+            .await?;
+        let mut funding = Command::new(
+            "demo:funding",
+            asset,
+            ledger.deposit(&account, Amount::new(1_000_000_000_000)?)?,
+        );
+        funding.memo = Some("demo funding".into());
+        ledger.post_one(funding).await??;
+
+        Ok(Self {
+            app,
+            chain,
+            dir,
+            admin_token,
+            trader_token,
+            partner_account: account.id.to_string(),
+            hot_wallet: hot.address().to_checksum(None),
+        })
+    }
+
+    /// What to look at and what to try.
+    pub fn tour(&self) -> String {
+        let api = self.app.api_addr();
+        let a = self.admin_token.expose_secret();
+        let t = self.trader_token.expose_secret();
+        format!(
+            "treasuryd demo\n\
+             \x20 data directory : {dir}\n\
+             \x20 database       : sqlite://{db}\n\
+             \x20 control API    : http://{api}   (OpenAPI at http://{api}/openapi.json)\n\
+             \x20 metrics        : http://{metrics}/metrics\n\
+             \x20 local chain    : {chain} (anvil, chain id {chain_id}); USDT {usdt}, USDC {usdc}\n\
+             \x20 hot wallet     : {hot} (10,000,000 USDT and USDC)\n\
+             \x20 partner acme   : account {acct} with 1,000,000.000000 USDT\n\
+             \x20 admin token    : {a}\n\
+             \x20 trader token   : {t}\n\
+             \n\
+             Try:\n\
+             \x20 export A={a} T={t}\n\
+             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/accounts/{acct}\n\
+             \x20 curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\\n\
+             \x20   -d '{{\"account\":\"{acct}\",\"network\":\"ethereum\",\"asset\":\"USDT\",\"destination\":\"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\",\"amount\":\"600000\"}}' \\\n\
+             \x20   http://{api}/v1/payouts\n\
+             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/payouts\n\
+             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/journal\n\
+             \n\
+             Ctrl-C stops it; `TREASURYD__DATA_DIR={dir} treasuryd ledger verify` checks the ledger.\n",
+            dir = self.dir.display(),
+            db = self.dir.join("treasuryd.db").display(),
+            metrics = self.app.metrics_addr(),
+            chain = self.chain.url,
+            chain_id = self.chain.chain_id,
+            usdt = self.chain.usdt.to_checksum(None),
+            usdc = self.chain.usdc.to_checksum(None),
+            hot = self.hot_wallet,
+            acct = self.partner_account,
+        )
+    }
+}
