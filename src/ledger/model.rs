@@ -358,6 +358,13 @@ pub struct Command {
 pub enum Effect {
     /// The payout a HOLD reserves funds for; it gets the hold's id.
     NewPayout(Box<crate::payouts::NewPayout>),
+    /// A chunk's PAYOUT release: the chunk is confirmed, and the payout too once every chunk is.
+    ChunkConfirmed {
+        chunk: crate::domain::ChunkId,
+        payout: crate::domain::PayoutId,
+    },
+    /// The void of a payout's unpaid remainder after a chunk failed: the payout has failed.
+    PayoutFailed { payout: crate::domain::PayoutId },
 }
 
 impl Command {

@@ -3,6 +3,7 @@
 //! in the ledger and stored in the same database transaction (see `ledger::Effect`), so a
 //! payout never exists without its hold and a hold never without its payout.
 
+pub mod engine;
 pub mod networks;
 
 use crate::domain::{AccountId, AssetKey, ChunkId, HoldId, PayoutId, UnixMicros};
@@ -161,6 +162,57 @@ pub struct Payout {
     pub updated_at: UnixMicros,
     pub chunks: Vec<Chunk>,
     pub events: Vec<PayoutEvent>,
+}
+
+/// A queued chunk the sender may sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkWork {
+    pub chunk: ChunkId,
+    pub payout: PayoutId,
+    pub asset: AssetKey,
+    pub destination: String,
+    pub amount: i128,
+}
+
+/// One signed transaction of a chunk, stored before it is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: uuid::Uuid,
+    pub hash: [u8; 32],
+    pub raw: Vec<u8>,
+    pub nonce: u64,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+    pub gas_limit: u64,
+    pub created_at: UnixMicros,
+    pub broadcast_at: Option<UnixMicros>,
+    /// The chain head when it was first broadcast: stuck detection counts blocks from here.
+    pub head_at_broadcast: Option<u64>,
+}
+
+/// Where a chunk's transaction was included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mined {
+    pub hash: [u8; 32],
+    pub block: u64,
+    pub block_hash: [u8; 32],
+    pub success: bool,
+}
+
+/// A chunk between signing and its final state, with every attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub chunk: ChunkId,
+    pub payout: PayoutId,
+    pub hold: HoldId,
+    pub asset: AssetKey,
+    pub amount: i128,
+    pub state: ChunkState,
+    pub wallet: String,
+    pub nonce: u64,
+    pub mined: Option<Mined>,
+    /// Oldest first.
+    pub attempts: Vec<Attempt>,
 }
 
 #[cfg(test)]

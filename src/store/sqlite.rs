@@ -6,7 +6,7 @@ use super::*;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
 use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
-use crate::payouts::{Chunk, ChunkState, NewPayout, Payout, PayoutEvent, PayoutState};
+use crate::payouts::{Attempt, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout, Payout, PayoutEvent, PayoutState};
 use backon::Retryable;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -238,7 +238,69 @@ async fn write_effect(
                 })?;
             insert_payout(conn, p, hold, posted.tx.created_at).await
         }
+        Effect::ChunkConfirmed { chunk, payout } => {
+            let at = posted.tx.created_at;
+            sqlx::query("UPDATE payout_chunks SET state = 'confirmed', updated_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(chunk.0)
+                .execute(&mut *conn)
+                .await?;
+            insert_event(conn, *payout, at, "chunk_confirmed", &format!("chunk {chunk} paid in journal seq {}", posted.tx.seq)).await?;
+            let done = sqlx::query(
+                "UPDATE payouts SET state = 'confirmed', updated_at = ?1 WHERE id = ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM payout_chunks WHERE payout_id = ?2 AND state <> 'confirmed')",
+            )
+            .bind(at)
+            .bind(payout.0)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() == 1 {
+                insert_event(conn, *payout, at, "confirmed", "every chunk confirmed").await?;
+            }
+            Ok(())
+        }
+        Effect::PayoutFailed { payout } => {
+            let at = posted.tx.created_at;
+            sqlx::query("UPDATE payouts SET state = 'failed', updated_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(payout.0)
+                .execute(&mut *conn)
+                .await?;
+            insert_event(conn, *payout, at, "failed", "a chunk reverted; the unpaid remainder went back to the account").await
+        }
     }
+}
+
+async fn insert_event(conn: &mut sqlx::SqliteConnection, payout: PayoutId, at: i64, kind: &str, detail: &str) -> StoreResult<()> {
+    sqlx::query("INSERT INTO payout_events (id, payout_id, at, kind, detail) VALUES (?, ?, ?, ?, ?)")
+        .bind(Uuid::now_v7())
+        .bind(payout.0)
+        .bind(at)
+        .bind(kind)
+        .bind(detail)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_attempt(conn: &mut sqlx::SqliteConnection, chunk: ChunkId, wallet: &str, a: &Attempt) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
+         gas_limit, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.id)
+    .bind(chunk.0)
+    .bind(wallet)
+    .bind(a.nonce as i64)
+    .bind(a.hash.as_slice())
+    .bind(a.raw.as_slice())
+    .bind(a.max_fee_per_gas.to_string())
+    .bind(a.max_priority_fee_per_gas.to_string())
+    .bind(a.gas_limit as i64)
+    .bind(a.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 async fn insert_payout(
@@ -803,6 +865,267 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         attach_chunks(&mut conn, &mut payouts).await?;
         Ok(payouts)
+    }
+
+    async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?")
+            .bind(network)
+            .bind(wallet)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(n.map(|n| n as u64))
+    }
+
+    async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.payout_id, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
+             JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = ? \
+             AND p.state IN ('queued', 'broadcast') ORDER BY c.id LIMIT ?",
+        )
+        .bind(network)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChunkWork {
+                    chunk: ChunkId(r.try_get("id")?),
+                    payout: PayoutId(r.try_get("payout_id")?),
+                    asset: AssetKey::new(r.try_get::<String, _>("network")?, r.try_get::<String, _>("asset")?),
+                    destination: r.try_get("destination")?,
+                    amount: units(r.try_get("amount")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_signed(&self, network: &str, wallet: &str, first_nonce: u64, signed: &[(ChunkId, Attempt)]) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let stored: Option<i64> = sqlx::query_scalar("SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?")
+            .bind(network)
+            .bind(wallet)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if stored.is_some_and(|n| n as u64 != first_nonce) {
+            return Err(StoreError::Conflict(format!("{wallet} next nonce is {stored:?}, not {first_nonce}")));
+        }
+        let next = first_nonce + signed.len() as u64;
+        sqlx::query(
+            "INSERT INTO wallet_nonces (network, address, next_nonce) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (network, address) DO UPDATE SET next_nonce = ?3",
+        )
+        .bind(network)
+        .bind(wallet)
+        .bind(next as i64)
+        .execute(&mut *tx)
+        .await?;
+        let at = now_micros();
+        for (chunk, attempt) in signed {
+            insert_attempt(&mut tx, *chunk, wallet, attempt).await?;
+            let updated = sqlx::query(
+                "UPDATE payout_chunks SET state = 'signed', wallet = ?, nonce = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
+            )
+            .bind(wallet)
+            .bind(attempt.nonce as i64)
+            .bind(at)
+            .bind(chunk.0)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("chunk {chunk} is no longer queued")));
+            }
+            let payout: Uuid = sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
+                .bind(chunk.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = ? WHERE id = ? AND state = 'queued'")
+                .bind(at)
+                .bind(payout)
+                .execute(&mut *tx)
+                .await?;
+            insert_event(
+                &mut tx,
+                PayoutId(payout),
+                at,
+                "signed",
+                &format!("chunk {chunk}: nonce {} from {wallet}, tx 0x{}", attempt.nonce, hex::encode(attempt.hash)),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_replacement(&self, chunk: ChunkId, attempt: &Attempt) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = ?")
+            .bind(chunk.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (payout, wallet): (Uuid, String) = (row.try_get("payout_id")?, row.try_get("wallet")?);
+        insert_attempt(&mut tx, chunk, &wallet, attempt).await?;
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            attempt.created_at,
+            "replaced",
+            &format!(
+                "chunk {chunk}: nonce {} re-signed with max fee {} wei, tip {} wei, tx 0x{}",
+                attempt.nonce,
+                attempt.max_fee_per_gas,
+                attempt.max_priority_fee_per_gas,
+                hex::encode(attempt.hash)
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_broadcast(&self, attempts: &[Uuid], head: u64, at: i64) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        for id in attempts {
+            sqlx::query("UPDATE tx_attempts SET broadcast_at = ?, head_at_broadcast = ? WHERE id = ? AND broadcast_at IS NULL")
+                .bind(at)
+                .bind(head as i64)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE payout_chunks SET state = 'broadcast', updated_at = ? \
+                 WHERE id = (SELECT chunk_id FROM tx_attempts WHERE id = ?) AND state = 'signed'",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, c.amount, c.state, c.wallet, c.nonce, \
+             c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success FROM payout_chunks c \
+             JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = ? \
+             ORDER BY c.wallet, c.nonce",
+        )
+        .bind(network)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let state: String = r.try_get("state")?;
+            let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
+            let mined = match mined_hash {
+                Some(h) => Some(Mined {
+                    hash: hash32(&h)?,
+                    block: r.try_get::<i64, _>("mined_block")? as u64,
+                    block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
+                    success: r.try_get("mined_success")?,
+                }),
+                None => None,
+            };
+            out.push(InFlight {
+                chunk: ChunkId(r.try_get("id")?),
+                payout: PayoutId(r.try_get("payout_id")?),
+                hold: HoldId(r.try_get("hold_id")?),
+                asset: AssetKey::new(r.try_get::<String, _>("network")?, r.try_get::<String, _>("asset")?),
+                amount: units(r.try_get("amount")?)?,
+                state: ChunkState::parse(&state).ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+                wallet: r.try_get("wallet")?,
+                nonce: r.try_get::<i64, _>("nonce")? as u64,
+                mined,
+                attempts: Vec::new(),
+            });
+        }
+        let index: std::collections::HashMap<Uuid, usize> = out.iter().enumerate().map(|(i, f)| (f.chunk.0, i)).collect();
+        let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
+                "SELECT id, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
+                 broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id IN",
+            );
+            in_list(&mut qb, chunk);
+            qb.push(" ORDER BY created_at, id");
+            for r in qb.build().fetch_all(&mut *conn).await? {
+                let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else { continue };
+                out[i].attempts.push(Attempt {
+                    id: r.try_get("id")?,
+                    hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
+                    raw: r.try_get("raw")?,
+                    nonce: r.try_get::<i64, _>("nonce")? as u64,
+                    max_fee_per_gas: r.try_get::<String, _>("max_fee_per_gas")?.parse().map_err(|_| StoreError::Invariant("max fee".into()))?,
+                    max_priority_fee_per_gas: r
+                        .try_get::<String, _>("max_priority_fee_per_gas")?
+                        .parse()
+                        .map_err(|_| StoreError::Invariant("tip".into()))?,
+                    gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
+                    created_at: r.try_get("created_at")?,
+                    broadcast_at: r.try_get("broadcast_at")?,
+                    head_at_broadcast: r.try_get::<Option<i64>, _>("head_at_broadcast")?.map(|h| h as u64),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_mined(&self, chunk: ChunkId, mined: Option<&Mined>) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = now_micros();
+        let payout: Uuid = sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
+            .bind(chunk.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (state, detail) = match mined {
+            Some(m) => (
+                "mined",
+                format!("chunk {chunk}: tx 0x{} in block {} ({})", hex::encode(m.hash), m.block, if m.success { "success" } else { "reverted" }),
+            ),
+            None => ("broadcast", format!("chunk {chunk}: its block left the chain; tracking again")),
+        };
+        sqlx::query(
+            "UPDATE payout_chunks SET state = ?, mined_hash = ?, mined_block = ?, mined_block_hash = ?, mined_success = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(state)
+        .bind(mined.map(|m| m.hash.to_vec()))
+        .bind(mined.map(|m| m.block as i64))
+        .bind(mined.map(|m| m.block_hash.to_vec()))
+        .bind(mined.map(|m| m.success))
+        .bind(at)
+        .bind(chunk.0)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, PayoutId(payout), at, if mined.is_some() { "mined" } else { "reorged" }, &detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail_chunk(&self, chunk: ChunkId) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = now_micros();
+        let payout: Uuid = sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
+            .bind(chunk.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE payout_chunks SET state = 'failed', updated_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(chunk.0)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(&mut tx, PayoutId(payout), at, "chunk_failed", &format!("chunk {chunk}: the transfer reverted at confirmation depth")).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        insert_event(&mut tx, payout, now_micros(), kind, detail).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
