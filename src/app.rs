@@ -91,7 +91,7 @@ impl App {
                 networks: Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
                     &config,
                 )),
-                wallets: Arc::new(wallets),
+                wallets: Arc::new(wallets.into_iter().map(Arc::new).collect()),
             },
             config,
         })
@@ -133,6 +133,31 @@ impl App {
             "/metrics",
             get(move || async move { metrics_state.render() }),
         );
+
+        for network in &self.config.networks {
+            let tokens = self
+                .state
+                .networks
+                .get(&network.name)
+                .map(|n| n.tokens.clone())
+                .unwrap_or_default();
+            let engine = crate::payouts::engine::NetworkEngine::new(
+                network,
+                tokens,
+                &self.state.wallets,
+                self.state.ledger.clone(),
+            )?;
+            let Some(engine) = engine else { continue };
+            let (cancel, failed, name) = (cancel.clone(), failed_tx.clone(), network.name.clone());
+            tracker.spawn(async move {
+                if let Err(e) = engine.run(cancel.clone()).await {
+                    let _ = failed
+                        .send(e.context(format!("payout engine for {name} failed")))
+                        .await;
+                }
+                cancel.cancel();
+            });
+        }
 
         for (name, listener, router) in [
             ("api", self.api_listener, api),

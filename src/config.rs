@@ -94,6 +94,9 @@ pub struct NetworkConfig {
     pub max_in_flight: u32,
     #[serde(default = "default_transfer_gas_limit")]
     pub transfer_gas_limit: u64,
+    /// How often the engine looks at the chain and the queue (milliseconds).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
     /// Payouts of at least this many token units need a second person's approval. Unset: none do.
     #[serde(default)]
     pub approval_threshold: Option<String>,
@@ -281,6 +284,9 @@ fn default_max_in_flight() -> u32 {
 }
 fn default_transfer_gas_limit() -> u64 {
     100_000
+}
+fn default_poll_interval_ms() -> u64 {
+    2_000
 }
 fn default_per_tx_cap() -> String {
     "250000".into()
@@ -571,6 +577,12 @@ impl Config {
                 return Err(key_error(
                     key("max_in_flight"),
                     "must be between 1 and 10000",
+                ));
+            }
+            if !(10..=600_000).contains(&n.poll_interval_ms) {
+                return Err(key_error(
+                    key("poll_interval_ms"),
+                    "must be between 10 and 600000",
                 ));
             }
             if n.transfer_gas_limit < 21_000 {

@@ -58,7 +58,7 @@ pub fn anvil_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Which test token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TestToken {
     /// Standard ERC-20, 6 decimals, `transfer` returns bool.
     Usdc,

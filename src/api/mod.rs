@@ -38,7 +38,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub auth: Arc<Authenticator>,
     pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
-    pub wallets: Arc<Vec<crate::wallets::Wallet>>,
+    pub wallets: Arc<Vec<Arc<crate::wallets::Wallet>>>,
 }
 
 /// Largest page a list endpoint returns.

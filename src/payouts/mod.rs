@@ -206,6 +206,7 @@ pub struct InFlight {
     pub payout: PayoutId,
     pub hold: HoldId,
     pub asset: AssetKey,
+    pub destination: String,
     pub amount: i128,
     pub state: ChunkState,
     pub wallet: String,

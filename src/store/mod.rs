@@ -6,11 +6,11 @@
 pub mod postgres;
 pub mod sqlite;
 
+use crate::domain::ChunkId;
 use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, PayoutId, Role, TxId, UnixMicros};
 use crate::ledger::{
     Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted,
 };
-use crate::domain::ChunkId;
 use crate::payouts::{Attempt, ChunkWork, InFlight, Mined, Payout, PayoutState};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -167,18 +167,30 @@ pub trait Store: Send + Sync + 'static {
     /// Stores signed transfers for queued chunks, nonces `first_nonce..`, and advances the
     /// wallet's next nonce past them, in one database transaction. `first_nonce` must be the
     /// stored next nonce (or the wallet new): otherwise `Conflict` and nothing is written.
-    async fn record_signed(&self, network: &str, wallet: &str, first_nonce: u64, signed: &[(ChunkId, Attempt)]) -> StoreResult<()>;
+    async fn record_signed(
+        &self,
+        network: &str,
+        wallet: &str,
+        first_nonce: u64,
+        signed: &[(ChunkId, Attempt)],
+    ) -> StoreResult<()>;
     /// Stores a replacement (same nonce, higher fees) for a chunk in flight.
     async fn record_replacement(&self, chunk: ChunkId, attempt: &Attempt) -> StoreResult<()>;
     /// Marks attempts as sent (first time only) and their chunks as broadcast.
-    async fn mark_broadcast(&self, attempts: &[uuid::Uuid], head: u64, at: UnixMicros) -> StoreResult<()>;
+    async fn mark_broadcast(
+        &self,
+        attempts: &[uuid::Uuid],
+        head: u64,
+        at: UnixMicros,
+    ) -> StoreResult<()>;
     /// Chunks signed, broadcast or mined on `network`, with their attempts.
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>>;
     /// Records where a chunk was mined, or (None) that its block left the chain.
     async fn record_mined(&self, chunk: ChunkId, mined: Option<&Mined>) -> StoreResult<()>;
     /// A chunk that can no longer pay (its transaction reverted).
     async fn fail_chunk(&self, chunk: ChunkId) -> StoreResult<()>;
-    async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str) -> StoreResult<()>;
+    async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str)
+    -> StoreResult<()>;
 
     async fn list_audit(
         &self,

@@ -6,7 +6,10 @@ use super::*;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
 use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
-use crate::payouts::{Attempt, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout, Payout, PayoutEvent, PayoutState};
+use crate::payouts::{
+    Attempt, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout, Payout, PayoutEvent,
+    PayoutState,
+};
 use backon::Retryable;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -237,12 +240,21 @@ async fn write_effect(
         }
         Effect::ChunkConfirmed { chunk, payout } => {
             let at = posted.tx.created_at;
-            sqlx::query("UPDATE payout_chunks SET state = 'confirmed', updated_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(chunk.0)
-                .execute(&mut *conn)
-                .await?;
-            insert_event(conn, *payout, at, "chunk_confirmed", &format!("chunk {chunk} paid in journal seq {}", posted.tx.seq)).await?;
+            sqlx::query(
+                "UPDATE payout_chunks SET state = 'confirmed', updated_at = $1 WHERE id = $2",
+            )
+            .bind(at)
+            .bind(chunk.0)
+            .execute(&mut *conn)
+            .await?;
+            insert_event(
+                conn,
+                *payout,
+                at,
+                "chunk_confirmed",
+                &format!("chunk {chunk} paid in journal seq {}", posted.tx.seq),
+            )
+            .await?;
             let done = sqlx::query(
                 "UPDATE payouts SET state = 'confirmed', updated_at = $1 WHERE id = $2 \
                  AND NOT EXISTS (SELECT 1 FROM payout_chunks WHERE payout_id = $2 AND state <> 'confirmed')",
@@ -263,24 +275,44 @@ async fn write_effect(
                 .bind(payout.0)
                 .execute(&mut *conn)
                 .await?;
-            insert_event(conn, *payout, at, "failed", "a chunk reverted; the unpaid remainder went back to the account").await
+            insert_event(
+                conn,
+                *payout,
+                at,
+                "failed",
+                "a chunk reverted; the unpaid remainder went back to the account",
+            )
+            .await
         }
     }
 }
 
-async fn insert_event(conn: &mut sqlx::PgConnection, payout: PayoutId, at: i64, kind: &str, detail: &str) -> StoreResult<()> {
-    sqlx::query("INSERT INTO payout_events (id, payout_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(Uuid::now_v7())
-        .bind(payout.0)
-        .bind(at)
-        .bind(kind)
-        .bind(detail)
-        .execute(conn)
-        .await?;
+async fn insert_event(
+    conn: &mut sqlx::PgConnection,
+    payout: PayoutId,
+    at: i64,
+    kind: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO payout_events (id, payout_id, at, kind, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(payout.0)
+    .bind(at)
+    .bind(kind)
+    .bind(detail)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-async fn insert_attempt(conn: &mut sqlx::PgConnection, chunk: ChunkId, wallet: &str, a: &Attempt) -> StoreResult<()> {
+async fn insert_attempt(
+    conn: &mut sqlx::PgConnection,
+    chunk: ChunkId,
+    wallet: &str,
+    a: &Attempt,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
          gas_limit, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -301,10 +333,12 @@ async fn insert_attempt(conn: &mut sqlx::PgConnection, chunk: ChunkId, wallet: &
 }
 
 async fn chunk_payout(conn: &mut sqlx::PgConnection, chunk: ChunkId) -> StoreResult<Uuid> {
-    Ok(sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = $1")
-        .bind(chunk.0)
-        .fetch_one(conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = $1")
+            .bind(chunk.0)
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 async fn insert_payout(
@@ -869,11 +903,13 @@ impl Store for PgStore {
     }
 
     async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2")
-            .bind(network)
-            .bind(wallet)
-            .fetch_optional(&self.pool)
-            .await?;
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2",
+        )
+        .bind(network)
+        .bind(wallet)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(n.map(|n| n as u64))
     }
 
@@ -892,7 +928,10 @@ impl Store for PgStore {
                 Ok(ChunkWork {
                     chunk: ChunkId(r.try_get("id")?),
                     payout: PayoutId(r.try_get("payout_id")?),
-                    asset: AssetKey::new(r.try_get::<String, _>("network")?, r.try_get::<String, _>("asset")?),
+                    asset: AssetKey::new(
+                        r.try_get::<String, _>("network")?,
+                        r.try_get::<String, _>("asset")?,
+                    ),
                     destination: r.try_get("destination")?,
                     amount: units(r.try_get("amount")?)?,
                 })
@@ -900,7 +939,13 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn record_signed(&self, network: &str, wallet: &str, first_nonce: u64, signed: &[(ChunkId, Attempt)]) -> StoreResult<()> {
+    async fn record_signed(
+        &self,
+        network: &str,
+        wallet: &str,
+        first_nonce: u64,
+        signed: &[(ChunkId, Attempt)],
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // The wallet row is the nonce lock: a second writer for the wallet waits here, then
         // finds the nonce moved and gets a Conflict.
@@ -910,13 +955,17 @@ impl Store for PgStore {
             .bind(first_nonce as i64)
             .execute(&mut *tx)
             .await?;
-        let stored: i64 = sqlx::query_scalar("SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2 FOR UPDATE")
-            .bind(network)
-            .bind(wallet)
-            .fetch_one(&mut *tx)
-            .await?;
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2 FOR UPDATE",
+        )
+        .bind(network)
+        .bind(wallet)
+        .fetch_one(&mut *tx)
+        .await?;
         if stored as u64 != first_nonce {
-            return Err(StoreError::Conflict(format!("{wallet} next nonce is {stored}, not {first_nonce}")));
+            return Err(StoreError::Conflict(format!(
+                "{wallet} next nonce is {stored}, not {first_nonce}"
+            )));
         }
         sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
             .bind(network)
@@ -937,7 +986,9 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("chunk {chunk} is no longer queued")));
+                return Err(StoreError::Conflict(format!(
+                    "chunk {chunk} is no longer queued"
+                )));
             }
             let payout = chunk_payout(&mut tx, *chunk).await?;
             sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = $1 WHERE id = $2 AND state = 'queued'")
@@ -950,7 +1001,11 @@ impl Store for PgStore {
                 PayoutId(payout),
                 at,
                 "signed",
-                &format!("chunk {chunk}: nonce {} from {wallet}, tx 0x{}", attempt.nonce, hex::encode(attempt.hash)),
+                &format!(
+                    "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
+                    attempt.nonce,
+                    hex::encode(attempt.hash)
+                ),
             )
             .await?;
         }
@@ -1009,7 +1064,7 @@ impl Store for PgStore {
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, c.amount, c.state, c.wallet, c.nonce, \
+            "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
              c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = $1 \
              ORDER BY c.wallet, c.nonce",
@@ -1034,16 +1089,25 @@ impl Store for PgStore {
                 chunk: ChunkId(r.try_get("id")?),
                 payout: PayoutId(r.try_get("payout_id")?),
                 hold: HoldId(r.try_get("hold_id")?),
-                asset: AssetKey::new(r.try_get::<String, _>("network")?, r.try_get::<String, _>("asset")?),
+                asset: AssetKey::new(
+                    r.try_get::<String, _>("network")?,
+                    r.try_get::<String, _>("asset")?,
+                ),
+                destination: r.try_get("destination")?,
                 amount: units(r.try_get("amount")?)?,
-                state: ChunkState::parse(&state).ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+                state: ChunkState::parse(&state)
+                    .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
                 wallet: r.try_get("wallet")?,
                 nonce: r.try_get::<i64, _>("nonce")? as u64,
                 mined,
                 attempts: Vec::new(),
             });
         }
-        let index: std::collections::HashMap<Uuid, usize> = out.iter().enumerate().map(|(i, f)| (f.chunk.0, i)).collect();
+        let index: std::collections::HashMap<Uuid, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.chunk.0, i))
+            .collect();
         let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
         let rows = sqlx::query(
             "SELECT id, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
@@ -1053,7 +1117,9 @@ impl Store for PgStore {
         .fetch_all(&mut *conn)
         .await?;
         for r in rows {
-            let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else { continue };
+            let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
+                continue;
+            };
             out[i].attempts.push(Attempt {
                 id: r.try_get("id")?,
                 hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
@@ -1064,7 +1130,9 @@ impl Store for PgStore {
                 gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
                 created_at: r.try_get("created_at")?,
                 broadcast_at: r.try_get("broadcast_at")?,
-                head_at_broadcast: r.try_get::<Option<i64>, _>("head_at_broadcast")?.map(|h| h as u64),
+                head_at_broadcast: r
+                    .try_get::<Option<i64>, _>("head_at_broadcast")?
+                    .map(|h| h as u64),
             });
         }
         Ok(out)
@@ -1077,9 +1145,17 @@ impl Store for PgStore {
         let (state, detail) = match mined {
             Some(m) => (
                 "mined",
-                format!("chunk {chunk}: tx 0x{} in block {} ({})", hex::encode(m.hash), m.block, if m.success { "success" } else { "reverted" }),
+                format!(
+                    "chunk {chunk}: tx 0x{} in block {} ({})",
+                    hex::encode(m.hash),
+                    m.block,
+                    if m.success { "success" } else { "reverted" }
+                ),
             ),
-            None => ("broadcast", format!("chunk {chunk}: its block left the chain; tracking again")),
+            None => (
+                "broadcast",
+                format!("chunk {chunk}: its block left the chain; tracking again"),
+            ),
         };
         sqlx::query(
             "UPDATE payout_chunks SET state = $1, mined_hash = $2, mined_block = $3, mined_block_hash = $4, mined_success = $5, \
@@ -1094,7 +1170,14 @@ impl Store for PgStore {
         .bind(chunk.0)
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, PayoutId(payout), at, if mined.is_some() { "mined" } else { "reorged" }, &detail).await?;
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            at,
+            if mined.is_some() { "mined" } else { "reorged" },
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1108,12 +1191,24 @@ impl Store for PgStore {
             .bind(chunk.0)
             .execute(&mut *tx)
             .await?;
-        insert_event(&mut tx, PayoutId(payout), at, "chunk_failed", &format!("chunk {chunk}: the transfer reverted at confirmation depth")).await?;
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            at,
+            "chunk_failed",
+            &format!("chunk {chunk}: the transfer reverted at confirmation depth"),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str) -> StoreResult<()> {
+    async fn add_payout_event(
+        &self,
+        payout: PayoutId,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         insert_event(&mut conn, payout, now_micros(), kind, detail).await
     }

@@ -6,7 +6,10 @@ use super::*;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
 use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
-use crate::payouts::{Attempt, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout, Payout, PayoutEvent, PayoutState};
+use crate::payouts::{
+    Attempt, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout, Payout, PayoutEvent,
+    PayoutState,
+};
 use backon::Retryable;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -240,12 +243,21 @@ async fn write_effect(
         }
         Effect::ChunkConfirmed { chunk, payout } => {
             let at = posted.tx.created_at;
-            sqlx::query("UPDATE payout_chunks SET state = 'confirmed', updated_at = ? WHERE id = ?")
-                .bind(at)
-                .bind(chunk.0)
-                .execute(&mut *conn)
-                .await?;
-            insert_event(conn, *payout, at, "chunk_confirmed", &format!("chunk {chunk} paid in journal seq {}", posted.tx.seq)).await?;
+            sqlx::query(
+                "UPDATE payout_chunks SET state = 'confirmed', updated_at = ? WHERE id = ?",
+            )
+            .bind(at)
+            .bind(chunk.0)
+            .execute(&mut *conn)
+            .await?;
+            insert_event(
+                conn,
+                *payout,
+                at,
+                "chunk_confirmed",
+                &format!("chunk {chunk} paid in journal seq {}", posted.tx.seq),
+            )
+            .await?;
             let done = sqlx::query(
                 "UPDATE payouts SET state = 'confirmed', updated_at = ?1 WHERE id = ?2 \
                  AND NOT EXISTS (SELECT 1 FROM payout_chunks WHERE payout_id = ?2 AND state <> 'confirmed')",
@@ -266,24 +278,44 @@ async fn write_effect(
                 .bind(payout.0)
                 .execute(&mut *conn)
                 .await?;
-            insert_event(conn, *payout, at, "failed", "a chunk reverted; the unpaid remainder went back to the account").await
+            insert_event(
+                conn,
+                *payout,
+                at,
+                "failed",
+                "a chunk reverted; the unpaid remainder went back to the account",
+            )
+            .await
         }
     }
 }
 
-async fn insert_event(conn: &mut sqlx::SqliteConnection, payout: PayoutId, at: i64, kind: &str, detail: &str) -> StoreResult<()> {
-    sqlx::query("INSERT INTO payout_events (id, payout_id, at, kind, detail) VALUES (?, ?, ?, ?, ?)")
-        .bind(Uuid::now_v7())
-        .bind(payout.0)
-        .bind(at)
-        .bind(kind)
-        .bind(detail)
-        .execute(conn)
-        .await?;
+async fn insert_event(
+    conn: &mut sqlx::SqliteConnection,
+    payout: PayoutId,
+    at: i64,
+    kind: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO payout_events (id, payout_id, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(payout.0)
+    .bind(at)
+    .bind(kind)
+    .bind(detail)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-async fn insert_attempt(conn: &mut sqlx::SqliteConnection, chunk: ChunkId, wallet: &str, a: &Attempt) -> StoreResult<()> {
+async fn insert_attempt(
+    conn: &mut sqlx::SqliteConnection,
+    chunk: ChunkId,
+    wallet: &str,
+    a: &Attempt,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
          gas_limit, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -868,11 +900,13 @@ impl Store for SqliteStore {
     }
 
     async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?")
-            .bind(network)
-            .bind(wallet)
-            .fetch_optional(&self.pool)
-            .await?;
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?",
+        )
+        .bind(network)
+        .bind(wallet)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(n.map(|n| n as u64))
     }
 
@@ -891,7 +925,10 @@ impl Store for SqliteStore {
                 Ok(ChunkWork {
                     chunk: ChunkId(r.try_get("id")?),
                     payout: PayoutId(r.try_get("payout_id")?),
-                    asset: AssetKey::new(r.try_get::<String, _>("network")?, r.try_get::<String, _>("asset")?),
+                    asset: AssetKey::new(
+                        r.try_get::<String, _>("network")?,
+                        r.try_get::<String, _>("asset")?,
+                    ),
                     destination: r.try_get("destination")?,
                     amount: units(r.try_get("amount")?)?,
                 })
@@ -899,15 +936,25 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn record_signed(&self, network: &str, wallet: &str, first_nonce: u64, signed: &[(ChunkId, Attempt)]) -> StoreResult<()> {
+    async fn record_signed(
+        &self,
+        network: &str,
+        wallet: &str,
+        first_nonce: u64,
+        signed: &[(ChunkId, Attempt)],
+    ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
-        let stored: Option<i64> = sqlx::query_scalar("SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?")
-            .bind(network)
-            .bind(wallet)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?",
+        )
+        .bind(network)
+        .bind(wallet)
+        .fetch_optional(&mut *tx)
+        .await?;
         if stored.is_some_and(|n| n as u64 != first_nonce) {
-            return Err(StoreError::Conflict(format!("{wallet} next nonce is {stored:?}, not {first_nonce}")));
+            return Err(StoreError::Conflict(format!(
+                "{wallet} next nonce is {stored:?}, not {first_nonce}"
+            )));
         }
         let next = first_nonce + signed.len() as u64;
         sqlx::query(
@@ -932,12 +979,15 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("chunk {chunk} is no longer queued")));
+                return Err(StoreError::Conflict(format!(
+                    "chunk {chunk} is no longer queued"
+                )));
             }
-            let payout: Uuid = sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
-                .bind(chunk.0)
-                .fetch_one(&mut *tx)
-                .await?;
+            let payout: Uuid =
+                sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
+                    .bind(chunk.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
             sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = ? WHERE id = ? AND state = 'queued'")
                 .bind(at)
                 .bind(payout)
@@ -948,7 +998,11 @@ impl Store for SqliteStore {
                 PayoutId(payout),
                 at,
                 "signed",
-                &format!("chunk {chunk}: nonce {} from {wallet}, tx 0x{}", attempt.nonce, hex::encode(attempt.hash)),
+                &format!(
+                    "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
+                    attempt.nonce,
+                    hex::encode(attempt.hash)
+                ),
             )
             .await?;
         }
@@ -1007,7 +1061,7 @@ impl Store for SqliteStore {
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, c.amount, c.state, c.wallet, c.nonce, \
+            "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
              c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = ? \
              ORDER BY c.wallet, c.nonce",
@@ -1032,16 +1086,25 @@ impl Store for SqliteStore {
                 chunk: ChunkId(r.try_get("id")?),
                 payout: PayoutId(r.try_get("payout_id")?),
                 hold: HoldId(r.try_get("hold_id")?),
-                asset: AssetKey::new(r.try_get::<String, _>("network")?, r.try_get::<String, _>("asset")?),
+                asset: AssetKey::new(
+                    r.try_get::<String, _>("network")?,
+                    r.try_get::<String, _>("asset")?,
+                ),
+                destination: r.try_get("destination")?,
                 amount: units(r.try_get("amount")?)?,
-                state: ChunkState::parse(&state).ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+                state: ChunkState::parse(&state)
+                    .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
                 wallet: r.try_get("wallet")?,
                 nonce: r.try_get::<i64, _>("nonce")? as u64,
                 mined,
                 attempts: Vec::new(),
             });
         }
-        let index: std::collections::HashMap<Uuid, usize> = out.iter().enumerate().map(|(i, f)| (f.chunk.0, i)).collect();
+        let index: std::collections::HashMap<Uuid, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.chunk.0, i))
+            .collect();
         let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::new(
@@ -1051,13 +1114,18 @@ impl Store for SqliteStore {
             in_list(&mut qb, chunk);
             qb.push(" ORDER BY created_at, id");
             for r in qb.build().fetch_all(&mut *conn).await? {
-                let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else { continue };
+                let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
+                    continue;
+                };
                 out[i].attempts.push(Attempt {
                     id: r.try_get("id")?,
                     hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
                     raw: r.try_get("raw")?,
                     nonce: r.try_get::<i64, _>("nonce")? as u64,
-                    max_fee_per_gas: r.try_get::<String, _>("max_fee_per_gas")?.parse().map_err(|_| StoreError::Invariant("max fee".into()))?,
+                    max_fee_per_gas: r
+                        .try_get::<String, _>("max_fee_per_gas")?
+                        .parse()
+                        .map_err(|_| StoreError::Invariant("max fee".into()))?,
                     max_priority_fee_per_gas: r
                         .try_get::<String, _>("max_priority_fee_per_gas")?
                         .parse()
@@ -1065,7 +1133,9 @@ impl Store for SqliteStore {
                     gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
                     created_at: r.try_get("created_at")?,
                     broadcast_at: r.try_get("broadcast_at")?,
-                    head_at_broadcast: r.try_get::<Option<i64>, _>("head_at_broadcast")?.map(|h| h as u64),
+                    head_at_broadcast: r
+                        .try_get::<Option<i64>, _>("head_at_broadcast")?
+                        .map(|h| h as u64),
                 });
             }
         }
@@ -1082,9 +1152,17 @@ impl Store for SqliteStore {
         let (state, detail) = match mined {
             Some(m) => (
                 "mined",
-                format!("chunk {chunk}: tx 0x{} in block {} ({})", hex::encode(m.hash), m.block, if m.success { "success" } else { "reverted" }),
+                format!(
+                    "chunk {chunk}: tx 0x{} in block {} ({})",
+                    hex::encode(m.hash),
+                    m.block,
+                    if m.success { "success" } else { "reverted" }
+                ),
             ),
-            None => ("broadcast", format!("chunk {chunk}: its block left the chain; tracking again")),
+            None => (
+                "broadcast",
+                format!("chunk {chunk}: its block left the chain; tracking again"),
+            ),
         };
         sqlx::query(
             "UPDATE payout_chunks SET state = ?, mined_hash = ?, mined_block = ?, mined_block_hash = ?, mined_success = ?, \
@@ -1099,7 +1177,14 @@ impl Store for SqliteStore {
         .bind(chunk.0)
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, PayoutId(payout), at, if mined.is_some() { "mined" } else { "reorged" }, &detail).await?;
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            at,
+            if mined.is_some() { "mined" } else { "reorged" },
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1116,12 +1201,24 @@ impl Store for SqliteStore {
             .bind(chunk.0)
             .execute(&mut *tx)
             .await?;
-        insert_event(&mut tx, PayoutId(payout), at, "chunk_failed", &format!("chunk {chunk}: the transfer reverted at confirmation depth")).await?;
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            at,
+            "chunk_failed",
+            &format!("chunk {chunk}: the transfer reverted at confirmation depth"),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str) -> StoreResult<()> {
+    async fn add_payout_event(
+        &self,
+        payout: PayoutId,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         insert_event(&mut tx, payout, now_micros(), kind, detail).await?;
         tx.commit().await?;

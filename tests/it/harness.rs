@@ -167,10 +167,19 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_, _| {}).await
+    }
+
+    /// Spawns with a config adjusted by `adjust` (given the config and a scratch directory).
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut treasuryd::config::Config, &std::path::Path),
+    ) -> Self {
         init_logs();
         let db = Arc::new(TestDb::new(backend).await);
         let dir = tempfile::tempdir().unwrap();
-        let config = test_config(&db, dir.path());
+        let mut config = test_config(&db, dir.path());
+        adjust(&mut config, dir.path());
         let tokens = [
             (ADMIN, Role::Admin),
             (TRADER, Role::Trader),

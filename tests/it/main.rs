@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod demo;
+mod engine;
 mod evm;
 mod idempotency;
 mod ledger_model;
