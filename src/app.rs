@@ -146,6 +146,7 @@ impl App {
                 tokens,
                 &self.state.wallets,
                 self.state.ledger.clone(),
+                self.state.metrics.payouts.clone(),
             )?;
             let Some(engine) = engine else { continue };
             let (cancel, failed, name) = (cancel.clone(), failed_tx.clone(), network.name.clone());

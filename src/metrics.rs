@@ -4,8 +4,8 @@
 //! templates, never raw paths or ids.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -13,6 +13,96 @@ pub struct Metrics {
     pub registry: Registry,
     pub http: HttpMetrics,
     pub ledger: LedgerMetrics,
+    pub payouts: PayoutMetrics,
+}
+
+#[derive(Clone)]
+pub struct PayoutMetrics {
+    /// Seconds from a payout's acceptance to its last chunk's confirmation, by network.
+    pub pass_through_seconds: HistogramVec,
+    /// Seconds from a payout's acceptance to its first broadcast, by network.
+    pub first_broadcast_seconds: HistogramVec,
+    /// Payouts that reached a final state, by network and state (confirmed, failed, rejected).
+    pub finished_total: IntCounterVec,
+    /// Replacements of stuck transactions (same nonce, higher fees), by network.
+    pub speedups_total: IntCounterVec,
+    /// Stuck transactions re-broadcast unchanged because their fees are at the cap, by network.
+    pub fee_cap_rebroadcasts_total: IntCounterVec,
+    /// Failed RPC calls while sending, by network and error class.
+    pub rpc_errors_total: IntCounterVec,
+    /// Unconfirmed transactions per wallet.
+    pub in_flight: IntGaugeVec,
+    /// 1 while the network is in safe-mode.
+    pub safe_mode: IntGaugeVec,
+}
+
+impl PayoutMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        // Resolve the launch SLOs: p95 ≤ 15 min, rollback above 30 min.
+        let slo_buckets = vec![
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0,
+            7200.0,
+        ];
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram = |name: &str, help: &str| -> prometheus::Result<HistogramVec> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(slo_buckets.clone()),
+                &["network"],
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        Ok(Self {
+            pass_through_seconds: histogram(
+                "treasuryd_payouts_pass_through_seconds",
+                "Seconds from a payout's acceptance to its last chunk's confirmation, by network.",
+            )?,
+            first_broadcast_seconds: histogram(
+                "treasuryd_payouts_first_broadcast_seconds",
+                "Seconds from a payout's acceptance to its first broadcast, by network.",
+            )?,
+            finished_total: counter(
+                "treasuryd_payouts_finished_total",
+                "Payouts that reached a final state, by network and state.",
+                &["network", "state"],
+            )?,
+            speedups_total: counter(
+                "treasuryd_payouts_speedups_total",
+                "Replacements of stuck transactions (same nonce, higher fees), by network.",
+                &["network"],
+            )?,
+            fee_cap_rebroadcasts_total: counter(
+                "treasuryd_payouts_fee_cap_rebroadcasts_total",
+                "Stuck transactions re-broadcast unchanged because their fees are at the cap, by network.",
+                &["network"],
+            )?,
+            rpc_errors_total: counter(
+                "treasuryd_payouts_rpc_errors_total",
+                "Failed RPC calls while sending, by network and error class.",
+                &["network", "class"],
+            )?,
+            in_flight: gauge(
+                "treasuryd_payouts_in_flight",
+                "Unconfirmed transactions per wallet.",
+                &["network", "wallet"],
+            )?,
+            safe_mode: gauge(
+                "treasuryd_payouts_safe_mode",
+                "1 while the network is in safe-mode.",
+                &["network"],
+            )?,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -135,10 +225,12 @@ impl Metrics {
                 .transactions_total
                 .with_label_values(&[kind.as_str()]);
         }
+        let payouts = PayoutMetrics::new(&registry)?;
         Ok(Self {
             registry,
             http,
             ledger,
+            payouts,
         })
     }
 

@@ -30,3 +30,11 @@ ALTER TABLE payout_chunks ADD COLUMN mined_hash BYTEA;
 ALTER TABLE payout_chunks ADD COLUMN mined_block BIGINT;
 ALTER TABLE payout_chunks ADD COLUMN mined_block_hash BYTEA;
 ALTER TABLE payout_chunks ADD COLUMN mined_success BOOLEAN;
+
+-- Networks in safe-mode (a row exists while it is on).
+CREATE TABLE network_safe_mode (
+    network TEXT   PRIMARY KEY,
+    reason  TEXT   NOT NULL,
+    actor   TEXT   NOT NULL,
+    since   BIGINT NOT NULL
+);

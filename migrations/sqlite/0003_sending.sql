@@ -30,3 +30,11 @@ ALTER TABLE payout_chunks ADD COLUMN mined_hash BLOB;
 ALTER TABLE payout_chunks ADD COLUMN mined_block INTEGER;
 ALTER TABLE payout_chunks ADD COLUMN mined_block_hash BLOB;
 ALTER TABLE payout_chunks ADD COLUMN mined_success INTEGER;
+
+-- Networks in safe-mode (a row exists while it is on).
+CREATE TABLE network_safe_mode (
+    network TEXT    PRIMARY KEY,
+    reason  TEXT    NOT NULL,
+    actor   TEXT    NOT NULL,
+    since   INTEGER NOT NULL
+) STRICT;

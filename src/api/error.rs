@@ -98,6 +98,7 @@ impl ApiError {
                 "hold" => "hold_not_found",
                 "transaction" => "transaction_not_found",
                 "payout" => "payout_not_found",
+                "network" => "network_not_found",
                 "asset" => "unknown_asset",
                 _ => "not_found",
             },

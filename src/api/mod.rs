@@ -10,6 +10,7 @@ pub mod health;
 pub mod holds;
 pub mod journal;
 pub mod manual_entries;
+pub mod networks;
 pub mod openapi;
 pub mod payouts;
 pub mod views;
@@ -64,6 +65,10 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/audit", get(audit::list))
         .route("/v1/payouts", get(payouts::list).post(payouts::create))
         .route("/v1/payouts/{id}", get(payouts::get_one))
+        .route("/v1/payouts/{id}/approve", post(payouts::approve))
+        .route("/v1/payouts/{id}/reject", post(payouts::reject))
+        .route("/v1/networks", get(networks::list))
+        .route("/v1/networks/{name}/safe-mode", post(networks::set_safe_mode))
         .fallback(|| async {
             ApiError::NotFound {
                 what: "route",
@@ -135,6 +140,29 @@ impl AppState {
             at: crate::store::now_micros(),
         });
         Ok(self.ledger.post_one(cmd).await??)
+    }
+
+    /// Like `post`, in a database transaction of its own: for commands whose effects may be
+    /// refused (a state precondition), so a refusal cannot fail other callers' commands.
+    pub async fn post_alone(&self, m: Mutation<'_>, mut cmd: Command) -> ApiResult<Posted> {
+        cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
+        cmd.actor = Some(m.caller.name.clone());
+        cmd.memo = m.reason.clone();
+        cmd.audit = Some(AuditRecord {
+            actor: m.caller.name.clone(),
+            role: m.caller.role,
+            action: m.action.to_owned(),
+            target: m.target,
+            reason: m.reason,
+            request_id: m.request_id,
+            at: crate::store::now_micros(),
+        });
+        let mut results = self.ledger.post(vec![cmd]).await?;
+        Ok(results.pop().ok_or_else(|| {
+            ApiError::Internal(crate::store::StoreError::Invariant(
+                "empty batch result".into(),
+            ))
+        })??)
     }
 }
 

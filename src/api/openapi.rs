@@ -25,6 +25,10 @@ use utoipa::{Modify, OpenApi};
         super::payouts::create,
         super::payouts::get_one,
         super::payouts::list,
+        super::payouts::approve,
+        super::payouts::reject,
+        super::networks::list,
+        super::networks::set_safe_mode,
     ),
     modifiers(&BearerAuth)
 )]

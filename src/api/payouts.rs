@@ -65,6 +65,21 @@ pub struct ChunkView {
     pub index: u32,
     pub amount: String,
     pub state: ChunkState,
+    /// Every signed transaction of the chunk, oldest first (absent in lists).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub hash: String,
+    pub nonce: u64,
+    /// Wei per gas, as decimal strings.
+    pub max_fee_per_gas: String,
+    pub max_priority_fee_per_gas: String,
+    pub signed_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -152,6 +167,18 @@ impl PayoutView {
                     index: c.index,
                     amount: format(state, &p.asset, c.amount),
                     state: c.state,
+                    attempts: c
+                        .attempts
+                        .iter()
+                        .map(|a| AttemptView {
+                            hash: format!("0x{}", hex::encode(a.hash)),
+                            nonce: a.nonce,
+                            max_fee_per_gas: a.max_fee_per_gas.to_string(),
+                            max_priority_fee_per_gas: a.max_priority_fee_per_gas.to_string(),
+                            signed_at: micros_to_rfc3339(a.created_at),
+                            broadcast_at: a.broadcast_at.map(micros_to_rfc3339),
+                        })
+                        .collect(),
                 })
                 .collect(),
             events: p
@@ -405,4 +432,142 @@ pub async fn list(
         items: payouts.iter().map(|p| PayoutView::new(&state, p)).collect(),
         next_cursor,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Why; required to reject.
+    pub reason: Option<String>,
+}
+
+async fn load_payout(state: &AppState, id: &str) -> ApiResult<Payout> {
+    let not_found = || ApiError::NotFound {
+        what: "payout",
+        id: id.to_owned(),
+        field: None,
+    };
+    let payout_id = PayoutId::parse(id).ok_or_else(not_found)?;
+    match state.ledger.store().get_payout(payout_id).await {
+        Ok(p) => Ok(p),
+        Err(StoreError::NotFound) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn not_pending(p: &Payout) -> ApiError {
+    ApiError::Conflict {
+        code: "invalid_state",
+        field: None,
+        message: format!(
+            "payout {} is {}, not pending_approval",
+            p.id,
+            p.state.as_str()
+        ),
+    }
+}
+
+/// Approve a payout waiting for four eyes (Approver; never its creator).
+#[utoipa::path(post, tag = "payouts", path = "/v1/payouts/{id}/approve", request_body = Decision, security(("bearer" = [])),
+    responses((status = 200, body = PayoutView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Decision>,
+) -> ApiResult<Json<PayoutView>> {
+    caller.require(&[Role::Approver])?;
+    let reason = optional_text("reason", body.reason, 500)?;
+    let payout = load_payout(&state, &id).await?;
+    if payout.created_by == caller.name {
+        return Err(ApiError::Forbidden("approver other than the creator"));
+    }
+    if payout.state != PayoutState::PendingApproval {
+        return Err(not_pending(&payout));
+    }
+    let audit = crate::store::AuditRecord {
+        actor: caller.name.clone(),
+        role: caller.role,
+        action: "payout.approve".into(),
+        target: format!("payout:{}", payout.id),
+        reason,
+        request_id,
+        at: crate::store::now_micros(),
+    };
+    match state
+        .ledger
+        .store()
+        .approve_payout(payout.id, &caller.name, &audit)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(not_pending(&load_payout(&state, &id).await?)),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Json(PayoutView::new(
+        &state,
+        &load_payout(&state, &id).await?,
+    )))
+}
+
+/// Reject a payout waiting for four eyes (Approver): its hold goes back to the account.
+#[utoipa::path(post, tag = "payouts", path = "/v1/payouts/{id}/reject", request_body = Decision, security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "unique per intended rejection")),
+    responses((status = 200, body = PayoutView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Decision>,
+) -> ApiResult<Json<PayoutView>> {
+    caller.require(&[Role::Approver])?;
+    let reason = super::require_reason(body.reason.as_deref().unwrap_or(""))?;
+    let payout = load_payout(&state, &id).await?;
+    if payout.state != PayoutState::PendingApproval && payout.state != PayoutState::Rejected {
+        return Err(not_pending(&payout));
+    }
+    let mut cmd = Command::new(
+        "",
+        payout.asset.clone(),
+        Operation::Void { hold: payout.hold },
+    );
+    cmd.effects.push(Effect::PayoutClosed {
+        payout: payout.id,
+        from: vec![PayoutState::PendingApproval],
+        state: PayoutState::Rejected,
+        detail: format!("rejected by {}: {reason}", caller.name),
+    });
+    let m = Mutation {
+        caller: &caller,
+        request_id,
+        idempotency_key: key,
+        action: "payout.reject",
+        target: format!("payout:{}", payout.id),
+        reason: Some(reason),
+    };
+    match state.post_alone(m, cmd).await {
+        Ok(posted) if !posted.replayed => {
+            state
+                .metrics
+                .payouts
+                .finished_total
+                .with_label_values(&[
+                    payout.asset.network.as_str(),
+                    PayoutState::Rejected.as_str(),
+                ])
+                .inc();
+        }
+        Ok(_) => {}
+        Err(ApiError::Internal(StoreError::Conflict(_))) => {
+            return Err(not_pending(&load_payout(&state, &id).await?));
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(Json(PayoutView::new(
+        &state,
+        &load_payout(&state, &id).await?,
+    )))
 }

@@ -363,8 +363,16 @@ pub enum Effect {
         chunk: crate::domain::ChunkId,
         payout: crate::domain::PayoutId,
     },
-    /// The void of a payout's unpaid remainder after a chunk failed: the payout has failed.
-    PayoutFailed { payout: crate::domain::PayoutId },
+    /// The void of a payout's unpaid remainder: the payout ends in `state` (failed, rejected,
+    /// cancelled). Applies only if the payout is still in one of `from`; otherwise the whole
+    /// database transaction is refused with a conflict, so the hold is never voided under a
+    /// payout that moved on.
+    PayoutClosed {
+        payout: crate::domain::PayoutId,
+        from: Vec<crate::payouts::PayoutState>,
+        state: crate::payouts::PayoutState,
+        detail: String,
+    },
 }
 
 impl Command {

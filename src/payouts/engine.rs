@@ -24,6 +24,7 @@ use crate::chains::evm::{
 use crate::config::NetworkConfig;
 use crate::domain::{Amount, PayoutId};
 use crate::ledger::{Command, Effect, Ledger, LedgerError, Operation, ReleaseKind};
+use crate::metrics::PayoutMetrics;
 use crate::store::{DynStore, StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
 use alloy::primitives::{Address, U256};
@@ -58,6 +59,7 @@ pub struct NetworkEngine {
     settings: Settings,
     /// Next nonce per wallet, loaded from the database and the chain on first use.
     nonces: HashMap<Address, u64>,
+    metrics: PayoutMetrics,
 }
 
 impl NetworkEngine {
@@ -67,6 +69,7 @@ impl NetworkEngine {
         tokens: HashMap<String, PayoutToken>,
         wallets: &[Arc<Wallet>],
         ledger: Ledger,
+        metrics: PayoutMetrics,
     ) -> anyhow::Result<Option<Self>> {
         let wallets: Vec<Arc<Wallet>> = wallets
             .iter()
@@ -104,6 +107,7 @@ impl NetworkEngine {
                 poll: Duration::from_millis(network.poll_interval_ms),
             },
             nonces: HashMap::new(),
+            metrics,
         }))
     }
 
@@ -136,6 +140,14 @@ impl NetworkEngine {
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         let head = self.client.head().await?;
         let in_flight = self.store.in_flight(&self.name).await?;
+        for w in &self.wallets {
+            let address = w.address.to_checksum(None);
+            let count = in_flight.iter().filter(|f| f.wallet == address).count();
+            self.metrics
+                .in_flight
+                .with_label_values(&[self.name.as_str(), address.as_str()])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         for f in &in_flight {
             self.track(head, f).await?;
         }
@@ -229,11 +241,19 @@ impl NetworkEngine {
         if fees.max_fee_per_gas <= old.max_fee_per_gas {
             // At the fee cap: keep the transaction alive as it is; never drop it.
             tracing::warn!(chunk = %f.chunk, nonce = f.nonce, "stuck at the fee cap; re-broadcasting as is");
+            self.metrics
+                .fee_cap_rebroadcasts_total
+                .with_label_values(&[self.name.as_str()])
+                .inc();
             return self.broadcast(&[latest], head).await;
         }
         let signed = sign_transfer(wallet.signer(), &self.transfer(f, f.nonce, fees)?)?;
         let attempt = attempt_of(&signed);
         self.store.record_replacement(f.chunk, &attempt).await?;
+        self.metrics
+            .speedups_total
+            .with_label_values(&[self.name.as_str()])
+            .inc();
         self.broadcast(&[&attempt], head).await
     }
 
@@ -263,10 +283,30 @@ impl NetworkEngine {
                 payout: f.payout,
             });
             self.ledger.post_one(cmd).await??;
+            let p = self.store.get_payout(f.payout).await?;
+            if p.state == PayoutState::Confirmed {
+                self.finished(PayoutState::Confirmed, p.created_at);
+            }
+            Ok(())
         } else {
             self.store.fail_chunk(f.chunk).await?;
+            self.finish_if_failed(f.payout).await
         }
-        self.finish_if_failed(f.payout).await
+    }
+
+    fn finished(&self, state: PayoutState, created_at: crate::domain::UnixMicros) {
+        let network = self.name.as_str();
+        self.metrics
+            .finished_total
+            .with_label_values(&[network, state.as_str()])
+            .inc();
+        if state == PayoutState::Confirmed {
+            let seconds = (now_micros() - created_at).max(0) as f64 / 1e6;
+            self.metrics
+                .pass_through_seconds
+                .with_label_values(&[network])
+                .observe(seconds);
+        }
     }
 
     /// Once every chunk of a payout is final and one of them failed, the unpaid remainder of
@@ -291,16 +331,36 @@ impl NetworkEngine {
             Operation::Void { hold: p.hold },
         );
         cmd.memo = Some(format!("payout {payout} failed"));
-        cmd.effects.push(Effect::PayoutFailed { payout });
-        match self.ledger.post_one(cmd).await? {
-            Ok(_) => Ok(()),
-            Err(LedgerError::HoldResolved(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+        cmd.effects.push(Effect::PayoutClosed {
+            payout,
+            from: vec![PayoutState::Queued, PayoutState::Broadcast],
+            state: PayoutState::Failed,
+            detail: "a chunk reverted; the unpaid remainder went back to the account".into(),
+        });
+        // Its own database transaction: a conflict here must not fail anyone else's commands.
+        match self.ledger.post(vec![cmd]).await?.pop() {
+            Some(Ok(posted)) => {
+                if !posted.replayed {
+                    self.finished(PayoutState::Failed, p.created_at);
+                }
+                Ok(())
+            }
+            Some(Err(LedgerError::HoldResolved(_))) | None => Ok(()),
+            Some(Err(e)) => Err(e.into()),
         }
     }
 
     /// Gives queued chunks to wallets with room, signs and stores them, then broadcasts.
+    /// Nothing new goes out while the network is in safe-mode.
     async fn send(&mut self, head: u64, in_flight: &[InFlight]) -> anyhow::Result<()> {
+        let safe = self.store.safe_mode(&self.name).await?.is_some();
+        self.metrics
+            .safe_mode
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::from(safe));
+        if safe {
+            return Ok(());
+        }
         let mut room: Vec<(Arc<Wallet>, usize)> = self
             .wallets
             .iter()
@@ -439,6 +499,10 @@ impl NetworkEngine {
                 Ok(_) => sent.push(a.id),
                 Err(e) if e.class == RpcErrorClass::AlreadyKnown => sent.push(a.id),
                 Err(e) => {
+                    self.metrics
+                        .rpc_errors_total
+                        .with_label_values(&[self.name.as_str(), e.class.as_str()])
+                        .inc();
                     tracing::warn!(nonce = a.nonce, class = e.class.as_str(), error = %e.message, "broadcast failed; will retry");
                 }
             }

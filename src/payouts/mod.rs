@@ -142,6 +142,8 @@ pub struct Chunk {
     pub index: u32,
     pub amount: i128,
     pub state: ChunkState,
+    /// Every signed transaction, oldest first (loaded for a single payout, not for lists).
+    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

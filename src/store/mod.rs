@@ -115,6 +115,14 @@ pub struct PayoutFilter {
     pub limit: i64,
 }
 
+/// A network in safe-mode: payouts are accepted and queued, nothing new is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeMode {
+    pub reason: String,
+    pub actor: String,
+    pub since: UnixMicros,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -191,6 +199,23 @@ pub trait Store: Send + Sync + 'static {
     async fn fail_chunk(&self, chunk: ChunkId) -> StoreResult<()>;
     async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str)
     -> StoreResult<()>;
+    /// Moves a payout from pending_approval to queued on behalf of `approver`, who must not
+    /// be its creator (`Conflict` otherwise, or when it is no longer pending). Audited with it.
+    async fn approve_payout(
+        &self,
+        payout: PayoutId,
+        approver: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Whether new transactions on `network` are held back, with the reason.
+    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>>;
+    /// Enters (Some) or leaves (None) safe-mode on `network`. Audited with it.
+    async fn set_safe_mode(
+        &self,
+        network: &str,
+        mode: Option<&SafeMode>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
 
     async fn list_audit(
         &self,

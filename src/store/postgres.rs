@@ -268,21 +268,30 @@ async fn write_effect(
             }
             Ok(())
         }
-        Effect::PayoutFailed { payout } => {
+        Effect::PayoutClosed {
+            payout,
+            from,
+            state,
+            detail,
+        } => {
             let at = posted.tx.created_at;
-            sqlx::query("UPDATE payouts SET state = 'failed', updated_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(payout.0)
-                .execute(&mut *conn)
-                .await?;
-            insert_event(
-                conn,
-                *payout,
-                at,
-                "failed",
-                "a chunk reverted; the unpaid remainder went back to the account",
+            let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+            let updated = sqlx::query(
+                "UPDATE payouts SET state = $1, updated_at = $2 WHERE id = $3 AND state = ANY($4)",
             )
-            .await
+            .bind(state.as_str())
+            .bind(at)
+            .bind(payout.0)
+            .bind(&from)
+            .execute(&mut *conn)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "payout {payout} is no longer {}",
+                    from.join(" or ")
+                )));
+            }
+            insert_event(conn, *payout, at, state.as_str(), detail).await
         }
     }
 }
@@ -451,9 +460,41 @@ async fn attach_chunks(conn: &mut sqlx::PgConnection, payouts: &mut [Payout]) ->
             amount: units(row.try_get("amount")?)?,
             state: ChunkState::parse(&state)
                 .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+            attempts: Vec::new(),
         });
     }
     Ok(())
+}
+
+fn attempt_from_row(r: &PgRow) -> StoreResult<Attempt> {
+    Ok(Attempt {
+        id: r.try_get("id")?,
+        hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
+        raw: r.try_get("raw")?,
+        nonce: r.try_get::<i64, _>("nonce")? as u64,
+        max_fee_per_gas: units(r.try_get("max_fee_per_gas")?)? as u128,
+        max_priority_fee_per_gas: units(r.try_get("max_priority_fee_per_gas")?)? as u128,
+        gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
+        created_at: r.try_get("created_at")?,
+        broadcast_at: r.try_get("broadcast_at")?,
+        head_at_broadcast: r
+            .try_get::<Option<i64>, _>("head_at_broadcast")?
+            .map(|h| h as u64),
+    })
+}
+
+async fn chunk_attempts(
+    conn: &mut sqlx::PgConnection,
+    chunk: ChunkId,
+) -> StoreResult<Vec<Attempt>> {
+    let rows = sqlx::query(
+        "SELECT id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, broadcast_at, \
+         head_at_broadcast FROM tx_attempts WHERE chunk_id = $1 ORDER BY created_at, id",
+    )
+    .bind(chunk.0)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(attempt_from_row).collect()
 }
 
 async fn load_payout(
@@ -469,6 +510,9 @@ async fn load_payout(
     let mut payouts = vec![payout_from_row(&row)?];
     attach_chunks(conn, &mut payouts).await?;
     let mut payout = payouts.pop().ok_or(StoreError::NotFound)?;
+    for c in &mut payout.chunks {
+        c.attempts = chunk_attempts(conn, c.id).await?;
+    }
     let rows =
         sqlx::query("SELECT at, kind, detail FROM payout_events WHERE payout_id = $1 ORDER BY id")
             .bind(payout.id.0)
@@ -1120,20 +1164,7 @@ impl Store for PgStore {
             let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
                 continue;
             };
-            out[i].attempts.push(Attempt {
-                id: r.try_get("id")?,
-                hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
-                raw: r.try_get("raw")?,
-                nonce: r.try_get::<i64, _>("nonce")? as u64,
-                max_fee_per_gas: units(r.try_get("max_fee_per_gas")?)? as u128,
-                max_priority_fee_per_gas: units(r.try_get("max_priority_fee_per_gas")?)? as u128,
-                gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
-                created_at: r.try_get("created_at")?,
-                broadcast_at: r.try_get("broadcast_at")?,
-                head_at_broadcast: r
-                    .try_get::<Option<i64>, _>("head_at_broadcast")?
-                    .map(|h| h as u64),
-            });
+            out[i].attempts.push(attempt_from_row(&r)?);
         }
         Ok(out)
     }
@@ -1211,6 +1242,83 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         insert_event(&mut conn, payout, now_micros(), kind, detail).await
+    }
+
+    async fn approve_payout(
+        &self,
+        payout: PayoutId,
+        approver: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let at = audit.at;
+        let updated = sqlx::query("UPDATE payouts SET state = 'queued', updated_at = $1 WHERE id = $2 AND state = 'pending_approval' AND created_by <> $3")
+            .bind(at)
+            .bind(payout.0)
+            .bind(approver)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "payout {payout} is not pending an approval by {approver}"
+            )));
+        }
+        insert_event(
+            &mut tx,
+            payout,
+            at,
+            "approved",
+            &format!("approved by {approver}"),
+        )
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>> {
+        let row =
+            sqlx::query("SELECT reason, actor, since FROM network_safe_mode WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(SafeMode {
+                reason: r.try_get("reason")?,
+                actor: r.try_get("actor")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_safe_mode(
+        &self,
+        network: &str,
+        mode: Option<&SafeMode>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        match mode {
+            Some(m) => {
+                sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES ($1, $2, $3, $4) ON CONFLICT (network) DO UPDATE SET reason = EXCLUDED.reason, actor = EXCLUDED.actor")
+                    .bind(network)
+                    .bind(&m.reason)
+                    .bind(&m.actor)
+                    .bind(m.since)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM network_safe_mode WHERE network = $1")
+                    .bind(network)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {

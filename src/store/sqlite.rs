@@ -271,21 +271,30 @@ async fn write_effect(
             }
             Ok(())
         }
-        Effect::PayoutFailed { payout } => {
+        Effect::PayoutClosed {
+            payout,
+            from,
+            state,
+            detail,
+        } => {
             let at = posted.tx.created_at;
-            sqlx::query("UPDATE payouts SET state = 'failed', updated_at = ? WHERE id = ?")
+            let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+            let current: String = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
+                .bind(payout.0)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !from.contains(&current.as_str()) {
+                return Err(StoreError::Conflict(format!(
+                    "payout {payout} is {current}"
+                )));
+            }
+            sqlx::query("UPDATE payouts SET state = ?, updated_at = ? WHERE id = ?")
+                .bind(state.as_str())
                 .bind(at)
                 .bind(payout.0)
                 .execute(&mut *conn)
                 .await?;
-            insert_event(
-                conn,
-                *payout,
-                at,
-                "failed",
-                "a chunk reverted; the unpaid remainder went back to the account",
-            )
-            .await
+            insert_event(conn, *payout, at, state.as_str(), detail).await
         }
     }
 }
@@ -445,10 +454,42 @@ async fn attach_chunks(
                 amount: units(row.try_get("amount")?)?,
                 state: ChunkState::parse(&state)
                     .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+                attempts: Vec::new(),
             });
         }
     }
     Ok(())
+}
+
+fn attempt_from_row(r: &SqliteRow) -> StoreResult<Attempt> {
+    Ok(Attempt {
+        id: r.try_get("id")?,
+        hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
+        raw: r.try_get("raw")?,
+        nonce: r.try_get::<i64, _>("nonce")? as u64,
+        max_fee_per_gas: units(r.try_get("max_fee_per_gas")?)? as u128,
+        max_priority_fee_per_gas: units(r.try_get("max_priority_fee_per_gas")?)? as u128,
+        gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
+        created_at: r.try_get("created_at")?,
+        broadcast_at: r.try_get("broadcast_at")?,
+        head_at_broadcast: r
+            .try_get::<Option<i64>, _>("head_at_broadcast")?
+            .map(|h| h as u64),
+    })
+}
+
+async fn chunk_attempts(
+    conn: &mut sqlx::SqliteConnection,
+    chunk: ChunkId,
+) -> StoreResult<Vec<Attempt>> {
+    let rows = sqlx::query(
+        "SELECT id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, broadcast_at, \
+         head_at_broadcast FROM tx_attempts WHERE chunk_id = ? ORDER BY created_at, id",
+    )
+    .bind(chunk.0)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(attempt_from_row).collect()
 }
 
 async fn load_payout(
@@ -464,6 +505,9 @@ async fn load_payout(
     let mut payouts = vec![payout_from_row(&row)?];
     attach_chunks(conn, &mut payouts).await?;
     let mut payout = payouts.pop().ok_or(StoreError::NotFound)?;
+    for c in &mut payout.chunks {
+        c.attempts = chunk_attempts(conn, c.id).await?;
+    }
     let rows =
         sqlx::query("SELECT at, kind, detail FROM payout_events WHERE payout_id = ? ORDER BY id")
             .bind(payout.id.0)
@@ -1117,26 +1161,7 @@ impl Store for SqliteStore {
                 let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
                     continue;
                 };
-                out[i].attempts.push(Attempt {
-                    id: r.try_get("id")?,
-                    hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
-                    raw: r.try_get("raw")?,
-                    nonce: r.try_get::<i64, _>("nonce")? as u64,
-                    max_fee_per_gas: r
-                        .try_get::<String, _>("max_fee_per_gas")?
-                        .parse()
-                        .map_err(|_| StoreError::Invariant("max fee".into()))?,
-                    max_priority_fee_per_gas: r
-                        .try_get::<String, _>("max_priority_fee_per_gas")?
-                        .parse()
-                        .map_err(|_| StoreError::Invariant("tip".into()))?,
-                    gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
-                    created_at: r.try_get("created_at")?,
-                    broadcast_at: r.try_get("broadcast_at")?,
-                    head_at_broadcast: r
-                        .try_get::<Option<i64>, _>("head_at_broadcast")?
-                        .map(|h| h as u64),
-                });
+                out[i].attempts.push(attempt_from_row(&r)?);
             }
         }
         Ok(out)
@@ -1221,6 +1246,83 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         insert_event(&mut tx, payout, now_micros(), kind, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn approve_payout(
+        &self,
+        payout: PayoutId,
+        approver: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = audit.at;
+        let updated = sqlx::query("UPDATE payouts SET state = 'queued', updated_at = ? WHERE id = ? AND state = 'pending_approval' AND created_by <> ?")
+            .bind(at)
+            .bind(payout.0)
+            .bind(approver)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "payout {payout} is not pending an approval by {approver}"
+            )));
+        }
+        insert_event(
+            &mut tx,
+            payout,
+            at,
+            "approved",
+            &format!("approved by {approver}"),
+        )
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>> {
+        let row =
+            sqlx::query("SELECT reason, actor, since FROM network_safe_mode WHERE network = ?")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(SafeMode {
+                reason: r.try_get("reason")?,
+                actor: r.try_get("actor")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_safe_mode(
+        &self,
+        network: &str,
+        mode: Option<&SafeMode>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        match mode {
+            Some(m) => {
+                sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES (?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET reason = excluded.reason, actor = excluded.actor")
+                    .bind(network)
+                    .bind(&m.reason)
+                    .bind(&m.actor)
+                    .bind(m.since)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM network_safe_mode WHERE network = ?")
+                    .bind(network)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -254,3 +254,347 @@ async fn a_reverting_transfer_fails_and_returns_the_hold(backend: Backend) {
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
+
+on_both_backends!(
+    four_eyes_and_safe_mode_hold_payouts_back,
+    a_stuck_transfer_is_replaced_and_lands_once
+);
+
+async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
+    for _ in 0..600 {
+        let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+        if p["state"] == state {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+    panic!("payout {id} never reached {state}: {p}");
+}
+
+async fn request(app: &TestApp, account: &str, to: Address, amount: &str, key: &str) -> String {
+    let body = json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": amount});
+    let (s, answer) = app.post("/v1/payouts", TRADER, Some(key), &body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+async fn four_eyes_and_safe_mode_hold_payouts_back(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(backend, &chain, "approval_threshold = \"100\"").await;
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let acme = funded_partner(&app, "acme", "USDT", "1000").await;
+    let client = EvmClient::new(&chain.url).unwrap();
+
+    // Four eyes: nothing is sent before an approval, and never on the creator's own say-so.
+    let big = request(&app, &acme, destination(1), "150", "big").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client
+            .token_balance(chain.usdt, destination(1))
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{big}/approve"),
+            TRADER_AS_APPROVER,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{body}"
+    );
+    let (s, _) = app
+        .post(
+            &format!("/v1/payouts/{big}/approve"),
+            TRADER,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{big}/approve"),
+            APPROVER,
+            None,
+            &json!({"reason": "checked"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["state"].as_str()),
+        (StatusCode::OK, Some("queued")),
+        "{body}"
+    );
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{big}/approve"),
+            APPROVER,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state"))
+    );
+    wait_state(&app, &big, "confirmed").await;
+    assert_eq!(
+        client
+            .token_balance(chain.usdt, destination(1))
+            .await
+            .unwrap(),
+        U256::from(150_000_000u64)
+    );
+
+    // A rejected payout never moves and its hold goes back.
+    let other = request(&app, &acme, destination(2), "200", "other").await;
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{other}/reject"),
+            APPROVER,
+            Some("rej-1"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("reason_required"))
+    );
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{other}/reject"),
+            APPROVER,
+            Some("rej-1"),
+            &json!({"reason": "unknown beneficiary"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["state"].as_str()),
+        (StatusCode::OK, Some("rejected")),
+        "{body}"
+    );
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{other}/approve"),
+            APPROVER,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(app.account(&acme).await["available"], "850.000000");
+
+    // Safe-mode: accepted and queued, nothing broadcast; leaving it sends the queue.
+    let (s, net) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            ADMIN,
+            None,
+            &json!({"enabled": true, "reason": "incident 42"}),
+        )
+        .await;
+    assert_eq!(
+        (s, net["safe_mode"]["reason"].as_str()),
+        (StatusCode::OK, Some("incident 42")),
+        "{net}"
+    );
+    let (s, _) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            TRADER,
+            None,
+            &json!({"enabled": false, "reason": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let queued = request(&app, &acme, destination(3), "50", "during-safe-mode").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, p) = app.get(&format!("/v1/payouts/{queued}"), ADMIN).await;
+    assert_eq!(p["state"], "queued", "{p}");
+    assert_eq!(
+        client
+            .token_balance(chain.usdt, destination(3))
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric_value(&text, "treasuryd_payouts_safe_mode{network=\"ethereum\"}"),
+        Some(1.0)
+    );
+    let (s, net) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            ADMIN,
+            None,
+            &json!({"enabled": false, "reason": "resolved"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(net.get("safe_mode").is_none(), "{net}");
+    wait_state(&app, &queued, "confirmed").await;
+    assert_eq!(
+        client
+            .token_balance(chain.usdt, destination(3))
+            .await
+            .unwrap(),
+        U256::from(50_000_000u64)
+    );
+    miner.abort();
+
+    let (_, audit) = app.get("/v1/audit?limit=500", ADMIN).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "payout.approve",
+        "payout.reject",
+        "safe_mode.enter",
+        "safe_mode.leave",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} not audited: {actions:?}"
+        );
+    }
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "treasuryd_payouts_finished_total{network=\"ethereum\",state=\"rejected\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "treasuryd_payouts_finished_total{network=\"ethereum\",state=\"confirmed\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "treasuryd_payouts_pass_through_seconds_count{network=\"ethereum\"}"
+        ),
+        Some(2.0)
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn a_stuck_transfer_is_replaced_and_lands_once(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    // Replace after a second; a low fee cap.
+    let app = app_on(
+        backend,
+        &chain,
+        "stuck_after_seconds = 1\nstuck_after_blocks = 1000\nmax_fee_per_gas = 5000000000",
+    )
+    .await;
+    let acme = funded_partner(&app, "acme", "USDT", "1000").await;
+    // From here nothing is mined until the test says so.
+    chain.set_automine(false).await.unwrap();
+    let client = EvmClient::new(&chain.url).unwrap();
+    let hot = chain.dev_key(1).unwrap().address();
+    let nonce_before = client.nonce(hot, false).await.unwrap();
+
+    let id = request(&app, &acme, destination(9), "12.5", "stuck").await;
+    // Wait until a replacement was signed, then until the cap stops further bumps.
+    let mut attempts = 0;
+    for _ in 0..200 {
+        let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+        attempts = p["chunks"][0]["attempts"].as_array().map_or(0, Vec::len);
+        let rebroadcasts = metric_value(
+            &app.metrics_text().await,
+            "treasuryd_payouts_fee_cap_rebroadcasts_total{network=\"ethereum\"}",
+        );
+        if attempts >= 2 && rebroadcasts.unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(attempts >= 2, "no replacement was sent");
+    let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+    let fees: Vec<u128> = p["chunks"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["max_fee_per_gas"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        fees.windows(2)
+            .all(|w| w[1] * 10_000 >= w[0] * 11_250 || w[1] == 5_000_000_000),
+        "each bump ≥ 12.5% or at the cap: {fees:?}"
+    );
+    assert!(
+        fees.iter().all(|f| *f <= 5_000_000_000),
+        "never above the cap: {fees:?}"
+    );
+    let nonces: Vec<u64> = p["chunks"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["nonce"].as_u64().unwrap())
+        .collect();
+    assert!(
+        nonces.iter().all(|n| *n == nonce_before),
+        "every attempt reuses the nonce: {nonces:?}"
+    );
+    let text = app.metrics_text().await;
+    assert!(
+        metric_value(
+            &text,
+            "treasuryd_payouts_speedups_total{network=\"ethereum\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        metric_value(
+            &text,
+            "treasuryd_payouts_fee_cap_rebroadcasts_total{network=\"ethereum\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "at the cap it keeps re-broadcasting"
+    );
+
+    chain.set_automine(true).await.unwrap();
+    chain.mine(2).await.unwrap();
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let done = wait_state(&app, &id, "confirmed").await;
+    miner.abort();
+    assert_eq!(
+        client
+            .token_balance(chain.usdt, destination(9))
+            .await
+            .unwrap(),
+        U256::from(12_500_000u64),
+        "exactly one transfer landed"
+    );
+    assert_eq!(
+        client.nonce(hot, false).await.unwrap(),
+        nonce_before + 1,
+        "one nonce used"
+    );
+    let kinds: Vec<&str> = done["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"replaced"), "{kinds:?}");
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}

@@ -149,6 +149,9 @@ pub const ADMIN: &str = "tdk_test_admin";
 pub const TRADER: &str = "tdk_test_trader";
 pub const APPROVER: &str = "tdk_test_approver";
 pub const OPERATOR: &str = "tdk_test_operator";
+/// The same person as TRADER (same name), holding the Approver role: four-eyes must refuse
+/// them their own payouts.
+pub const TRADER_AS_APPROVER: &str = "tdk_test_trader_approver";
 
 pub fn usdt() -> AssetKey {
     AssetKey::new("ethereum", "USDT")
@@ -181,17 +184,18 @@ impl TestApp {
         let mut config = test_config(&db, dir.path());
         adjust(&mut config, dir.path());
         let tokens = [
-            (ADMIN, Role::Admin),
-            (TRADER, Role::Trader),
-            (APPROVER, Role::Approver),
-            (OPERATOR, Role::Operator),
+            (ADMIN, "test-admin", Role::Admin),
+            (TRADER, "test-trader", Role::Trader),
+            (APPROVER, "test-approver", Role::Approver),
+            (OPERATOR, "test-operator", Role::Operator),
+            (TRADER_AS_APPROVER, "test-trader", Role::Approver),
         ]
         .into_iter()
-        .map(|(t, role)| {
+        .map(|(t, name, role)| {
             (
                 SecretString::from(t.to_owned()),
                 Caller {
-                    name: format!("test-{}", role.as_str()),
+                    name: name.to_owned(),
                     role,
                 },
             )
