@@ -51,12 +51,25 @@ pub struct Config {
     /// Chains the payout engine sends on, with their tokens.
     #[serde(default)]
     pub networks: Vec<NetworkConfig>,
+    #[serde(default)]
+    pub debug: DebugConfig,
     /// Where the wallet declarations (`*.toml`) are; see `wallets/README.md`.
     #[serde(default = "default_wallets_dir")]
     pub wallets_dir: PathBuf,
     /// The process environment, kept as secrets, for the key references in `wallets/`.
     #[serde(skip)]
     pub secrets: std::collections::HashMap<String, SecretString>,
+}
+
+/// Knobs for crash tests. Never set in production.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugConfig {
+    /// A named step of the payout engine (`engine.after_sign`, `engine.after_broadcast`,
+    /// `engine.before_confirm`) where the engine stops for good, so that a test can kill the
+    /// process exactly there.
+    #[serde(default)]
+    pub pause_at: Option<String>,
 }
 
 /// An EVM network: its nodes, finality, fee policy and tokens.
@@ -501,6 +514,14 @@ impl Config {
             }
         }
         self.validate_networks()?;
+        if let Some(point) = &self.debug.pause_at
+            && !crate::payouts::engine::PAUSE_POINTS.contains(&point.as_str())
+        {
+            return Err(key_error(
+                "debug.pause_at",
+                format!("must be one of {:?}", crate::payouts::engine::PAUSE_POINTS),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.name.is_empty() || t.name.len() > 64 {

@@ -34,6 +34,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Steps where `debug.pause_at` can stop the engine for crash tests.
+pub const PAUSE_POINTS: [&str; 3] = [
+    "engine.after_sign",
+    "engine.after_broadcast",
+    "engine.before_confirm",
+];
+
 #[derive(Debug, Clone)]
 struct Settings {
     confirmations: u64,
@@ -46,6 +53,7 @@ struct Settings {
     max_in_flight: usize,
     gas_limit: u64,
     poll: Duration,
+    pause_at: Option<String>,
 }
 
 pub struct NetworkEngine {
@@ -70,6 +78,7 @@ impl NetworkEngine {
         wallets: &[Arc<Wallet>],
         ledger: Ledger,
         metrics: PayoutMetrics,
+        pause_at: Option<String>,
     ) -> anyhow::Result<Option<Self>> {
         let wallets: Vec<Arc<Wallet>> = wallets
             .iter()
@@ -105,6 +114,7 @@ impl NetworkEngine {
                 max_in_flight: network.max_in_flight as usize,
                 gas_limit: network.transfer_gas_limit,
                 poll: Duration::from_millis(network.poll_interval_ms),
+                pause_at,
             },
             nonces: HashMap::new(),
             metrics,
@@ -152,6 +162,14 @@ impl NetworkEngine {
             self.track(head, f).await?;
         }
         self.send(head, &in_flight).await
+    }
+
+    /// Stops here for good when configured to (crash tests kill the process at this point).
+    async fn pause_point(&self, name: &str) {
+        if self.settings.pause_at.as_deref() == Some(name) {
+            tracing::warn!(point = name, "pause point reached");
+            std::future::pending::<()>().await;
+        }
     }
 
     fn wallet(&self, address: &str) -> Option<&Arc<Wallet>> {
@@ -267,6 +285,7 @@ impl NetworkEngine {
         if head + 1 < m.block + self.settings.confirmations {
             return Ok(());
         }
+        self.pause_point("engine.before_confirm").await;
         if m.success {
             let amount = Amount::new(f.amount)?;
             let hold = self.ledger.hold(f.hold).await?;
@@ -463,8 +482,10 @@ impl NetworkEngine {
                 }
                 Err(e) => return Err(e.into()),
             }
+            self.pause_point("engine.after_sign").await;
             let attempts: Vec<&Attempt> = signed.iter().map(|(_, a)| a).collect();
             self.broadcast(&attempts, head).await?;
+            self.pause_point("engine.after_broadcast").await;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod demo;
 mod engine;
+mod engine_crash;
 mod evm;
 mod idempotency;
 mod ledger_model;

@@ -1,0 +1,263 @@
+//! Crash safety of the payout engine in the real binary: SIGKILL right after signing (before
+//! broadcast), right after broadcast (before the receipt), and at confirmation (before the
+//! ledger pays). After a restart every payout ends confirmed exactly once: the destination
+//! holds exactly the amount, the wallet used exactly one nonce per chunk, and the ledger
+//! verifies.
+
+use crate::crash::{binary, verify_cli};
+use crate::harness::*;
+use crate::on_both_backends;
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use treasuryd::chains::evm::EvmClient;
+use treasuryd::devchain::{DevChain, TestToken};
+
+on_both_backends!(
+    killed_after_signing,
+    killed_after_broadcast,
+    killed_before_confirming
+);
+
+const ADMIN_TOKEN: &str = "tdk_engine_crash_admin";
+const TRADER_TOKEN: &str = "tdk_engine_crash_trader";
+const KEY_VAR: &str = "TREASURYD_CRASH_HOT_KEY";
+
+fn write_config(dir: &Path, chain: &DevChain) -> std::path::PathBuf {
+    let hot = chain.dev_key(1).unwrap();
+    let wallets = dir.join("wallets");
+    std::fs::create_dir_all(&wallets).unwrap();
+    std::fs::write(
+        wallets.join("ethereum.toml"),
+        format!(
+            "[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{}\"\nkey_env = \"{KEY_VAR}\"\n",
+            hot.address().to_checksum(None)
+        ),
+    )
+    .unwrap();
+    let digest = |t: &str| hex::encode(treasuryd::api::auth::token_digest(t));
+    let path = dir.join("treasuryd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {dir:?}\nwallets_dir = {wallets:?}\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             [log]\nformat = \"json\"\n\
+             [[auth.tokens]]\nname = \"admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
+             [[auth.tokens]]\nname = \"trader\"\nrole = \"trader\"\nsha256 = \"{}\"\n\
+             [[networks]]\nname = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 2\npoll_interval_ms = 50\n\
+             [[networks.tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
+            digest(ADMIN_TOKEN),
+            digest(TRADER_TOKEN),
+            chain.chain_id,
+            chain.url,
+            chain.usdt.to_checksum(None),
+            dir = dir.display().to_string(),
+            wallets = wallets.display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts the daemon; returns it, its API address, and a receiver of its log messages.
+fn start(
+    config: &Path,
+    db_url: &str,
+    key: &str,
+    pause_at: Option<&str>,
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = Command::new(binary());
+    cmd.args(["--config", config.to_str().unwrap(), "run"])
+        .env("TREASURYD__DATABASE__URL", db_url)
+        .env(KEY_VAR, key)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(point) = pause_at {
+        cmd.env("TREASURYD__DEBUG__PAUSE_AT", point);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let message = v["message"].as_str().unwrap_or_default();
+                let _ = tx.send(if message == "treasuryd listening" {
+                    format!("listening {}", v["api"].as_str().unwrap_or_default())
+                } else {
+                    format!("{message} {}", v["point"].as_str().unwrap_or_default())
+                });
+            }
+        }
+    });
+    let api = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the daemon starts");
+        if let Some(api) = line.strip_prefix("listening ") {
+            break api.to_owned();
+        }
+    };
+    (child, api, rx)
+}
+
+async fn call(
+    client: &reqwest::Client,
+    api: &str,
+    token: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = match &body {
+        Some(b) => client.post(format!("http://{api}{path}")).json(b),
+        None => client.get(format!("http://{api}{path}")),
+    }
+    .bearer_auth(token);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let r = req.send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn killed_at(backend: Backend, point: &str) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
+        .await
+        .unwrap();
+    let key = format!("0x{}", hex::encode(hot.to_bytes()));
+    let config = write_config(dir.path(), &chain);
+    let client = reqwest::Client::new();
+    let rpc = EvmClient::new(&chain.url).unwrap();
+    let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
+    // Blocks keep coming, as on a live chain.
+    let miner = {
+        let rpc = EvmClient::new(&chain.url).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let _ = rpc
+                    .provider()
+                    .raw_request::<_, ()>("evm_mine".into(), ())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let (mut child, api, logs) = start(&config, &db.url, &key, Some(point));
+    let (s, acct) = call(&client, &api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{acct}");
+    let account = acct["id"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        "/v1/deposits",
+        Some("fund"),
+        Some(json!({"account": account, "amount": "1000000", "reason": "t"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let to = Address::from_word(U256::from(0xC0FFEEu64).into());
+    let (s, payout) = call(
+        &client,
+        &api,
+        TRADER_TOKEN,
+        "/v1/payouts",
+        Some("crash-1"),
+        Some(json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": "300000"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_owned();
+
+    // Kill it exactly at the point.
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("never reached {point}"));
+        if line == format!("pause point reached {point}") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let (mut child, api, _logs) = start(&config, &db.url, &key, None);
+    let mut state = Value::Null;
+    for _ in 0..600 {
+        let (_, p) = call(
+            &client,
+            &api,
+            ADMIN_TOKEN,
+            &format!("/v1/payouts/{id}"),
+            None,
+            None,
+        )
+        .await;
+        state = p;
+        if state["state"] == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    miner.abort();
+    assert_eq!(state["state"], "confirmed", "after the restart: {state}");
+    assert_eq!(
+        rpc.token_balance(chain.usdt, to).await.unwrap(),
+        U256::from(300_000_000_000u64),
+        "paid exactly once"
+    );
+    assert_eq!(
+        rpc.nonce(hot.address(), false).await.unwrap(),
+        nonce_before + 2,
+        "one nonce per chunk, none burnt or reused"
+    );
+    let (_, paid) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        "/v1/journal?kind=PAYOUT",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        paid["items"].as_array().unwrap().len(),
+        2,
+        "one PAYOUT per chunk"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap();
+    let (clean, report) = verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+}
+
+async fn killed_after_signing(backend: Backend) {
+    killed_at(backend, "engine.after_sign").await
+}
+
+async fn killed_after_broadcast(backend: Backend) {
+    killed_at(backend, "engine.after_broadcast").await
+}
+
+async fn killed_before_confirming(backend: Backend) {
+    killed_at(backend, "engine.before_confirm").await
+}
