@@ -147,6 +147,7 @@ impl App {
                 &self.state.wallets,
                 self.state.ledger.clone(),
                 self.state.metrics.payouts.clone(),
+                self.state.metrics.wallets.clone(),
                 self.config.debug.pause_at.clone(),
             )?;
             let Some(engine) = engine else { continue };

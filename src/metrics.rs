@@ -4,8 +4,8 @@
 //! templates, never raw paths or ids.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -14,6 +14,55 @@ pub struct Metrics {
     pub http: HttpMetrics,
     pub ledger: LedgerMetrics,
     pub payouts: PayoutMetrics,
+    pub wallets: WalletMetrics,
+}
+
+#[derive(Clone)]
+pub struct WalletMetrics {
+    /// Native balance of a wallet, in wei (as read before sending).
+    pub native_balance_wei: GaugeVec,
+    /// Token balance of a wallet, in token units.
+    pub token_balance: GaugeVec,
+    /// 1 while a wallet's native balance is below its gas buffer (it sends nothing).
+    pub below_gas_buffer: IntGaugeVec,
+    /// How many more transfers the native balance above the buffer pays for at current fees.
+    pub runway_payouts: GaugeVec,
+}
+
+impl WalletMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let below = IntGaugeVec::new(
+            Opts::new(
+                "treasuryd_wallet_below_gas_buffer",
+                "1 while a wallet's native balance is below its gas buffer (it sends nothing).",
+            ),
+            &["network", "wallet"],
+        )?;
+        registry.register(Box::new(below.clone()))?;
+        Ok(Self {
+            native_balance_wei: gauge(
+                "treasuryd_wallet_native_balance_wei",
+                "Native balance of a wallet, in wei (as read before sending).",
+                &["network", "wallet"],
+            )?,
+            token_balance: gauge(
+                "treasuryd_wallet_token_balance",
+                "Token balance of a wallet, in token units.",
+                &["network", "wallet", "asset"],
+            )?,
+            below_gas_buffer: below,
+            runway_payouts: gauge(
+                "treasuryd_wallet_runway_payouts",
+                "How many more transfers the native balance above the buffer pays for at current fees.",
+                &["network", "wallet"],
+            )?,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -226,11 +275,13 @@ impl Metrics {
                 .with_label_values(&[kind.as_str()]);
         }
         let payouts = PayoutMetrics::new(&registry)?;
+        let wallets = WalletMetrics::new(&registry)?;
         Ok(Self {
             registry,
             http,
             ledger,
             payouts,
+            wallets,
         })
     }
 

@@ -24,7 +24,7 @@ use crate::chains::evm::{
 use crate::config::NetworkConfig;
 use crate::domain::{Amount, PayoutId};
 use crate::ledger::{Command, Effect, Ledger, LedgerError, Operation, ReleaseKind};
-use crate::metrics::PayoutMetrics;
+use crate::metrics::{PayoutMetrics, WalletMetrics};
 use crate::store::{DynStore, StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
 use alloy::primitives::{Address, U256};
@@ -68,6 +68,7 @@ pub struct NetworkEngine {
     /// Next nonce per wallet, loaded from the database and the chain on first use.
     nonces: HashMap<Address, u64>,
     metrics: PayoutMetrics,
+    wallet_metrics: WalletMetrics,
 }
 
 impl NetworkEngine {
@@ -78,6 +79,7 @@ impl NetworkEngine {
         wallets: &[Arc<Wallet>],
         ledger: Ledger,
         metrics: PayoutMetrics,
+        wallet_metrics: WalletMetrics,
         pause_at: Option<String>,
     ) -> anyhow::Result<Option<Self>> {
         let wallets: Vec<Arc<Wallet>> = wallets
@@ -118,6 +120,7 @@ impl NetworkEngine {
             },
             nonces: HashMap::new(),
             metrics,
+            wallet_metrics,
         }))
     }
 
@@ -150,6 +153,10 @@ impl NetworkEngine {
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         let head = self.client.head().await?;
         let in_flight = self.store.in_flight(&self.name).await?;
+        // The chain's nonce per wallet says which of our nonces are spent: only chunks below it
+        // can have a receipt, so a tick costs RPC calls for what was mined since the last one,
+        // not for everything in flight.
+        let mut mined_below: HashMap<String, u64> = HashMap::new();
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
             let count = in_flight.iter().filter(|f| f.wallet == address).count();
@@ -157,9 +164,13 @@ impl NetworkEngine {
                 .in_flight
                 .with_label_values(&[self.name.as_str(), address.as_str()])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+            if count > 0 {
+                mined_below.insert(address, self.client.nonce(w.address, false).await?);
+            }
         }
         for f in &in_flight {
-            self.track(head, f).await?;
+            let spent = mined_below.get(&f.wallet).is_some_and(|n| f.nonce < *n);
+            self.track(head, f, spent).await?;
         }
         self.send(head, &in_flight).await
     }
@@ -194,17 +205,22 @@ impl NetworkEngine {
         })
     }
 
-    async fn track(&mut self, head: u64, f: &InFlight) -> anyhow::Result<()> {
+    async fn track(&mut self, head: u64, f: &InFlight, nonce_spent: bool) -> anyhow::Result<()> {
         match (f.state, f.mined) {
             (ChunkState::Mined, Some(m)) => self.settle(head, f, m).await,
-            _ => self.follow(head, f).await,
+            _ => self.follow(head, f, nonce_spent).await,
         }
     }
 
     /// A chunk not yet mined: look for a receipt of any attempt, re-send what was never sent,
     /// and replace what is stuck.
-    async fn follow(&mut self, head: u64, f: &InFlight) -> anyhow::Result<()> {
-        for a in f.attempts.iter().rev() {
+    async fn follow(&mut self, head: u64, f: &InFlight, nonce_spent: bool) -> anyhow::Result<()> {
+        let candidates = if nonce_spent {
+            f.attempts.as_slice()
+        } else {
+            &[]
+        };
+        for a in candidates.iter().rev() {
             if let Some(i) = self.client.inclusion(a.hash.into()).await? {
                 let mined = Mined {
                     hash: a.hash,
@@ -219,6 +235,12 @@ impl NetworkEngine {
         let Some(latest) = f.attempts.last() else {
             return Ok(());
         };
+        if nonce_spent {
+            // The nonce is used but by none of our attempts that the node knows: wait for the
+            // receipt to appear (a lagging node) rather than re-signing anything.
+            tracing::warn!(chunk = %f.chunk, nonce = f.nonce, "nonce spent without a receipt of ours yet");
+            return Ok(());
+        }
         let now = now_micros();
         let stuck = latest
             .broadcast_at
@@ -412,7 +434,23 @@ impl NetworkEngine {
                 break;
             }
             let native = self.client.native_balance(wallet.address).await?;
-            if native < wallet.min_gas_wei {
+            let labels = [self.name.clone(), wallet.address.to_checksum(None)];
+            let labels = [labels[0].as_str(), labels[1].as_str()];
+            let wm = &self.wallet_metrics;
+            wm.native_balance_wei
+                .with_label_values(&labels)
+                .set(f64::from(native));
+            let per_transfer =
+                U256::from(self.settings.gas_limit) * U256::from(fees.max_fee_per_gas.max(1));
+            let spare = native.saturating_sub(wallet.min_gas_wei);
+            wm.runway_payouts
+                .with_label_values(&labels)
+                .set(f64::from(spare / per_transfer));
+            let below = native < wallet.min_gas_wei;
+            wm.below_gas_buffer
+                .with_label_values(&labels)
+                .set(i64::from(below));
+            if below {
                 tracing::warn!(wallet = %wallet.address, %native, "below its gas buffer: not sending");
                 continue;
             }

@@ -23,6 +23,16 @@ const HOT_KEY_VAR: &str = "TREASURYD_TEST_HOT_KEY";
 
 /// A TestApp whose `ethereum` network is `chain`, with anvil dev account 1 as its hot wallet.
 async fn app_on(backend: Backend, chain: &DevChain, extra: &str) -> TestApp {
+    app_with_wallet(backend, chain, extra, "").await
+}
+
+/// Like `app_on`, with extra lines for the hot wallet's declaration.
+async fn app_with_wallet(
+    backend: Backend,
+    chain: &DevChain,
+    extra: &str,
+    wallet_extra: &str,
+) -> TestApp {
     let hot = chain.dev_key(1).unwrap();
     for token in [TestToken::Usdc, TestToken::Usdt] {
         chain
@@ -40,13 +50,14 @@ async fn app_on(backend: Backend, chain: &DevChain, extra: &str) -> TestApp {
     );
     let key = format!("0x{}", hex::encode(hot.to_bytes()));
     let address = hot.address().to_checksum(None);
+    let wallet_extra = wallet_extra.to_owned();
     TestApp::spawn_with(backend, move |c, dir| {
         c.networks = vec![toml::from_str(&network).unwrap()];
         let wallets = dir.join("wallets");
         std::fs::create_dir_all(&wallets).unwrap();
         std::fs::write(
             wallets.join("ethereum.toml"),
-            format!("[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{address}\"\nkey_env = \"{HOT_KEY_VAR}\"\n"),
+            format!("[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{address}\"\nkey_env = \"{HOT_KEY_VAR}\"\n{wallet_extra}\n"),
         )
         .unwrap();
         c.wallets_dir = wallets;
@@ -257,7 +268,8 @@ async fn a_reverting_transfer_fails_and_returns_the_hold(backend: Backend) {
 
 on_both_backends!(
     four_eyes_and_safe_mode_hold_payouts_back,
-    a_stuck_transfer_is_replaced_and_lands_once
+    a_stuck_transfer_is_replaced_and_lands_once,
+    a_wallet_below_its_gas_buffer_waits_for_a_top_up
 );
 
 async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
@@ -595,6 +607,80 @@ async fn a_stuck_transfer_is_replaced_and_lands_once(backend: Backend) {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert!(kinds.contains(&"replaced"), "{kinds:?}");
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn a_wallet_below_its_gas_buffer_waits_for_a_top_up(backend: Backend) {
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_with_wallet(backend, &chain, "", "min_gas_wei = 1000000000000000000").await;
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+    let hot = chain.dev_key(1).unwrap().address();
+    chain
+        .set_native_balance(hot, U256::from(ETH / 2))
+        .await
+        .unwrap();
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let client = EvmClient::new(&chain.url).unwrap();
+    let wallet = format!("network=\"ethereum\",wallet=\"{}\"", hot.to_checksum(None));
+
+    let id = request(&app, &acme, destination(5), "10", "gas").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+    assert_eq!(p["state"], "queued", "{p}");
+    assert_eq!(
+        client
+            .token_balance(chain.usdt, destination(5))
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            &format!("treasuryd_wallet_below_gas_buffer{{{wallet}}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            &format!("treasuryd_wallet_runway_payouts{{{wallet}}}")
+        ),
+        Some(0.0)
+    );
+
+    chain
+        .set_native_balance(hot, U256::from(100 * ETH))
+        .await
+        .unwrap();
+    wait_state(&app, &id, "confirmed").await;
+    miner.abort();
+    assert_eq!(
+        client
+            .token_balance(chain.usdt, destination(5))
+            .await
+            .unwrap(),
+        U256::from(10_000_000u64)
+    );
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            &format!("treasuryd_wallet_below_gas_buffer{{{wallet}}}")
+        ),
+        Some(0.0)
+    );
+    assert!(
+        metric_value(
+            &text,
+            &format!("treasuryd_wallet_runway_payouts{{{wallet}}}")
+        )
+        .unwrap()
+            > 100.0
+    );
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
