@@ -1,0 +1,289 @@
+//! Payout throughput end to end against anvil (automine, confirmations 1), side by side with
+//! a baseline measured in the same run on a fresh node of its own: the same ERC-20 transfers
+//! signed locally with pipelined nonces and sent straight to the node (no database, no policy,
+//! no ledger) — the limit of this node on this machine.
+//!
+//!   cargo bench --bench payouts                      # 2,000 payouts per backend
+//!   TREASURYD_BENCH_PAYOUTS=500 cargo bench --bench payouts
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use alloy::primitives::{Address, U256};
+use secrecy::SecretString;
+use std::time::{Duration, Instant};
+use treasuryd::api::auth::Caller;
+use treasuryd::app::App;
+use treasuryd::chains::evm::{EvmClient, FeeMode, TransferTx, sign_transfer};
+use treasuryd::config::Config;
+use treasuryd::devchain::{DevChain, TestToken};
+use treasuryd::domain::{Amount, AssetKey, Role};
+use treasuryd::ledger::{AccountKind, Command, NewAccount};
+use treasuryd::store::AuditRecord;
+
+const GWEI: u128 = 1_000_000_000;
+
+fn destination(i: usize) -> Address {
+    Address::from_word(U256::from(0xB000_0000u64 + i as u64).into())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Signs `n` transfers with consecutive nonces and sends them one after another; returns
+/// transfers per second until the last is mined.
+async fn baseline(n: usize) -> f64 {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 1_000_000_000_000_000)
+        .await
+        .unwrap();
+    let client = EvmClient::new(&chain.url).unwrap();
+    let fees = client
+        .suggest_fees(FeeMode::Normal, GWEI, 300 * GWEI)
+        .await
+        .unwrap();
+    let first = client.nonce(hot.address(), false).await.unwrap();
+    let started = Instant::now();
+    let mut last = None;
+    for i in 0..n {
+        let tx = TransferTx {
+            chain_id: chain.chain_id,
+            nonce: first + i as u64,
+            token: chain.usdt,
+            to: destination(i),
+            value: U256::from(1_000_000u64),
+            gas_limit: 100_000,
+            fees,
+        };
+        let signed = sign_transfer(&hot, &tx).unwrap();
+        client.broadcast(&signed.raw).await.unwrap();
+        last = Some(signed.hash);
+    }
+    let last = last.unwrap();
+    while client.inclusion(last).await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Subject {
+    per_second: f64,
+    to_broadcast: Vec<Duration>,
+}
+
+/// Runs the daemon in-process on `db_url` against a fresh anvil and pays `n` payouts.
+async fn subject(n: usize, db_url: String) -> Subject {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 1_000_000_000_000_000)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wallets = dir.path().join("wallets");
+    std::fs::create_dir_all(&wallets).unwrap();
+    std::fs::write(
+        wallets.join("ethereum.toml"),
+        format!("[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{}\"\nkey_env = \"HOT\"\n", hot.address().to_checksum(None)),
+    )
+    .unwrap();
+    let mut c = Config::defaults();
+    c.data_dir = dir.path().to_owned();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    c.database.url = Some(SecretString::from(db_url));
+    c.database.max_connections = 8;
+    c.wallets_dir = wallets;
+    c.secrets.insert(
+        "HOT".into(),
+        SecretString::from(format!("0x{}", hex::encode(hot.to_bytes()))),
+    );
+    c.networks = vec![
+        toml::from_str(&format!(
+            "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 1\npoll_interval_ms = 20\nmax_in_flight = 512\n\
+             [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
+            chain.chain_id,
+            chain.url,
+            chain.usdt.to_checksum(None)
+        ))
+        .unwrap(),
+    ];
+    let trader = SecretString::from("tdk_bench_trader".to_owned());
+    let app = App::build(
+        c,
+        vec![(
+            trader.clone(),
+            Caller {
+                name: "bench".into(),
+                role: Role::Trader,
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    let api = app.api_addr();
+    let ledger = app.state().ledger.clone();
+    let store = ledger.store().clone();
+    let asset = AssetKey::new("ethereum", "USDT");
+    let audit = AuditRecord {
+        actor: "bench".into(),
+        role: Role::Admin,
+        action: "account.create".into(),
+        target: String::new(),
+        reason: None,
+        request_id: String::new(),
+        at: 0,
+    };
+    let account = store
+        .create_account(
+            &NewAccount {
+                owner: "bench".into(),
+                asset: asset.clone(),
+                kind: AccountKind::Partner,
+                allow_negative: false,
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    ledger
+        .post_one(Command::new(
+            "bench-funding",
+            asset,
+            ledger
+                .deposit(&account, Amount::new(1_000_000_000_000_000).unwrap())
+                .unwrap(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = serde_json::json!({"account": account.id.to_string(), "network": "ethereum", "asset": "USDT",
+            "destination": destination(i).to_checksum(None), "amount": "1"});
+        let r = http
+            .post(format!("http://{api}/v1/payouts"))
+            .bearer_auth("tdk_bench_trader")
+            .header("Idempotency-Key", format!("b-{i}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.unwrap();
+        ids.push(treasuryd::domain::PayoutId::parse(v["id"].as_str().unwrap()).unwrap());
+    }
+    while count_confirmed(&store).await < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let per_second = n as f64 / started.elapsed().as_secs_f64();
+    let mut to_broadcast = Vec::with_capacity(n);
+    for id in ids {
+        let p = store.get_payout(id).await.unwrap();
+        if let Some(at) = p
+            .chunks
+            .first()
+            .and_then(|c| c.attempts.first())
+            .and_then(|a| a.broadcast_at)
+        {
+            to_broadcast.push(Duration::from_micros((at - p.created_at).max(0) as u64));
+        }
+    }
+    to_broadcast.sort();
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+    Subject {
+        per_second,
+        to_broadcast,
+    }
+}
+
+async fn count_confirmed(store: &treasuryd::store::DynStore) -> usize {
+    let mut after = None;
+    let mut total = 0;
+    loop {
+        let page = store
+            .list_payouts(&treasuryd::store::PayoutFilter {
+                state: Some(treasuryd::payouts::PayoutState::Confirmed),
+                after,
+                limit: 500,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        total += page.len();
+        match page.last() {
+            Some(p) if page.len() == 500 => after = Some(p.id),
+            _ => return total,
+        }
+    }
+}
+
+async fn postgres_db() -> (String, String) {
+    let admin = std::env::var("TREASURYD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("treasuryd_bench_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let base = admin.rsplit_once('/').unwrap().0.to_owned();
+    (format!("{base}/{name}"), name)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("TREASURYD_BENCH_PAYOUTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000);
+    println!(
+        "| backend | payouts | baseline transfers/s | daemon payouts/s | ratio | accepted→broadcast p50 | p95 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["SQLite", "PostgreSQL"] {
+        let base = baseline(n).await;
+        let (url, pg_name) = if backend == "SQLite" {
+            (
+                format!("sqlite://{}", dir.path().join("bench.db").display()),
+                None,
+            )
+        } else {
+            let (url, name) = postgres_db().await;
+            (url, Some(name))
+        };
+        let s = subject(n, url).await;
+        println!(
+            "| {backend} | {n} | {base:.0} | {:.0} | {:.2} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            s.per_second,
+            s.per_second / base,
+            pct(&s.to_broadcast, 0.5).as_secs_f64() * 1e3,
+            pct(&s.to_broadcast, 0.95).as_secs_f64() * 1e3,
+            pct(&s.to_broadcast, 0.99).as_secs_f64() * 1e3
+        );
+        if let Some(name) = pg_name {
+            let admin = std::env::var("TREASURYD_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await;
+        }
+    }
+}
