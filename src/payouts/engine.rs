@@ -285,7 +285,8 @@ impl NetworkEngine {
                 .fee_cap_rebroadcasts_total
                 .with_label_values(&[self.name.as_str()])
                 .inc();
-            return self.broadcast(&[latest], head).await;
+            self.broadcast(&[latest], head).await?;
+            return Ok(());
         }
         let signed = sign_transfer(wallet.signer(), &self.transfer(f, f.nonce, fees)?)?;
         let attempt = attempt_of(&signed);
@@ -294,7 +295,8 @@ impl NetworkEngine {
             .speedups_total
             .with_label_values(&[self.name.as_str()])
             .inc();
-        self.broadcast(&[&attempt], head).await
+        self.broadcast(&[&attempt], head).await?;
+        Ok(())
     }
 
     /// A mined chunk: once at depth (and still on the canonical chain) pay it in the ledger,
@@ -456,6 +458,7 @@ impl NetworkEngine {
             }
             let nonce = self.next_nonce(wallet).await?;
             let mut signed = Vec::new();
+            let mut firsts: HashMap<uuid::Uuid, crate::domain::UnixMicros> = HashMap::new();
             let mut token_room: HashMap<String, i128> = HashMap::new();
             while *free > 0 {
                 let Some(work) = queue.peek() else { break };
@@ -495,7 +498,11 @@ impl NetworkEngine {
                     fees,
                 };
                 let s = sign_transfer(wallet.signer(), &tx)?;
-                signed.push((work.chunk, attempt_of(&s)));
+                let attempt = attempt_of(&s);
+                if work.index == 0 {
+                    firsts.insert(attempt.id, work.accepted_at);
+                }
+                signed.push((work.chunk, attempt));
                 *free -= 1;
             }
             if signed.is_empty() {
@@ -522,7 +529,17 @@ impl NetworkEngine {
             }
             self.pause_point("engine.after_sign").await;
             let attempts: Vec<&Attempt> = signed.iter().map(|(_, a)| a).collect();
-            self.broadcast(&attempts, head).await?;
+            let sent = self.broadcast(&attempts, head).await?;
+            let now = now_micros();
+            for id in sent {
+                if let Some(accepted) = firsts.get(&id) {
+                    let seconds = (now - accepted).max(0) as f64 / 1e6;
+                    self.metrics
+                        .first_broadcast_seconds
+                        .with_label_values(&[self.name.as_str()])
+                        .observe(seconds);
+                }
+            }
             self.pause_point("engine.after_broadcast").await;
         }
         Ok(())
@@ -551,7 +568,7 @@ impl NetworkEngine {
 
     /// Sends stored attempts in order. Transient failures and "already known" leave them for
     /// the next tick; a spent nonce means one of our attempts was mined, which tracking finds.
-    async fn broadcast(&self, attempts: &[&Attempt], head: u64) -> anyhow::Result<()> {
+    async fn broadcast(&self, attempts: &[&Attempt], head: u64) -> anyhow::Result<Vec<uuid::Uuid>> {
         let mut sent = Vec::new();
         for a in attempts {
             match self.client.broadcast(&a.raw).await {
@@ -569,7 +586,7 @@ impl NetworkEngine {
         if !sent.is_empty() {
             self.store.mark_broadcast(&sent, head, now_micros()).await?;
         }
-        Ok(())
+        Ok(sent)
     }
 }
 

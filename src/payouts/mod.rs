@@ -171,6 +171,10 @@ pub struct Payout {
 pub struct ChunkWork {
     pub chunk: ChunkId,
     pub payout: PayoutId,
+    /// Position in its payout; 0 is the first to go out.
+    pub index: u32,
+    /// When the payout was accepted.
+    pub accepted_at: UnixMicros,
     pub asset: AssetKey,
     pub destination: String,
     pub amount: i128,

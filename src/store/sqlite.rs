@@ -956,7 +956,7 @@ impl Store for SqliteStore {
 
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
         let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
+            "SELECT c.id, c.payout_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = ? \
              AND p.state IN ('queued', 'broadcast') ORDER BY c.id LIMIT ?",
         )
@@ -969,6 +969,8 @@ impl Store for SqliteStore {
                 Ok(ChunkWork {
                     chunk: ChunkId(r.try_get("id")?),
                     payout: PayoutId(r.try_get("payout_id")?),
+                    index: u32::try_from(r.try_get::<i64, _>("idx")?).unwrap_or(u32::MAX),
+                    accepted_at: r.try_get("created_at")?,
                     asset: AssetKey::new(
                         r.try_get::<String, _>("network")?,
                         r.try_get::<String, _>("asset")?,

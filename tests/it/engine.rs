@@ -227,6 +227,11 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
     assert_eq!(paid["items"].as_array().unwrap().len(), 52);
     let acme = app.account(&acme_usdt).await;
     assert_eq!(acme["held"], "0.000000");
+    let text = app.metrics_text().await;
+    for histogram in ["first_broadcast", "pass_through"] {
+        let series = format!("treasuryd_payouts_{histogram}_seconds_count{{network=\"ethereum\"}}");
+        assert_eq!(metric_value(&text, &series), Some(50.0), "{series}");
+    }
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
