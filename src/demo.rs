@@ -22,6 +22,7 @@ pub struct Demo {
     pub dir: PathBuf,
     pub admin_token: SecretString,
     pub trader_token: SecretString,
+    pub approver_token: SecretString,
     pub partner_account: String,
     pub hot_wallet: String,
 }
@@ -70,7 +71,15 @@ impl Demo {
 
         let admin_token = new_token();
         let trader_token = new_token();
+        let approver_token = new_token();
         let callers = vec![
+            (
+                approver_token.clone(),
+                Caller {
+                    name: "demo-approver".into(),
+                    role: Role::Approver,
+                },
+            ),
             (
                 admin_token.clone(),
                 Caller {
@@ -126,6 +135,7 @@ impl Demo {
             dir,
             admin_token,
             trader_token,
+            approver_token,
             partner_account: account.id.to_string(),
             hot_wallet: hot.address().to_checksum(None),
         })
@@ -136,6 +146,7 @@ impl Demo {
         let api = self.app.api_addr();
         let a = self.admin_token.expose_secret();
         let t = self.trader_token.expose_secret();
+        let p = self.approver_token.expose_secret();
         format!(
             "treasuryd demo\n\
              \x20 data directory : {dir}\n\
@@ -147,14 +158,17 @@ impl Demo {
              \x20 partner acme   : account {acct} with 1,000,000.000000 USDT\n\
              \x20 admin token    : {a}\n\
              \x20 trader token   : {t}\n\
+             \x20 approver token : {p}\n\
              \n\
              Try:\n\
-             \x20 export A={a} T={t}\n\
+             \x20 export A={a} T={t} P={p}\n\
              \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/accounts/{acct}\n\
              \x20 curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\\n\
              \x20   -d '{{\"account\":\"{acct}\",\"network\":\"ethereum\",\"asset\":\"USDT\",\"destination\":\"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\",\"amount\":\"600000\"}}' \\\n\
              \x20   http://{api}/v1/payouts\n\
              \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/payouts\n\
+             \x20 curl -s -H \"Authorization: Bearer $P\" -H 'Content-Type: application/json' -d '{{\"reason\":\"checked\"}}' \\\n\
+             \x20   http://{api}/v1/payouts/<id>/approve      # then watch it confirm on the local chain\n\
              \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/journal\n\
              \n\
              Ctrl-C stops it; `TREASURYD__DATA_DIR={dir} treasuryd ledger verify` checks the ledger.\n",

@@ -80,6 +80,41 @@ async fn the_demo_tour_works_as_printed() {
         .unwrap();
     assert_eq!(story["state"], "pending_approval");
 
+    // Approve it as the tour says, and watch it confirm on the demo's own chain.
+    let approver = field(&tour, "approver token").to_owned();
+    let r = client
+        .post(format!(
+            "http://{api}/v1/payouts/{}/approve",
+            accepted["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&approver)
+        .json(&json!({"reason": "checked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut state = String::new();
+    for _ in 0..300 {
+        let story: Value = client
+            .get(format!(
+                "http://{api}/v1/payouts/{}",
+                accepted["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state = story["state"].as_str().unwrap().to_owned();
+        if state == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "confirmed", "the demo pays out on its local chain");
+
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
