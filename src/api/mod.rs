@@ -126,44 +126,37 @@ pub struct Mutation<'a> {
 impl AppState {
     /// Posts one command on behalf of an API caller: the key is namespaced per caller so two
     /// callers can never collide, and the audit row commits with the postings.
-    pub async fn post(&self, m: Mutation<'_>, mut cmd: Command) -> ApiResult<Posted> {
-        cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
-        cmd.actor = Some(m.caller.name.clone());
-        cmd.memo = m.reason.clone();
-        cmd.audit = Some(AuditRecord {
-            actor: m.caller.name.clone(),
-            role: m.caller.role,
-            action: m.action.to_owned(),
-            target: m.target,
-            reason: m.reason,
-            request_id: m.request_id,
-            at: crate::store::now_micros(),
-        });
-        Ok(self.ledger.post_one(cmd).await??)
+    pub async fn post(&self, m: Mutation<'_>, cmd: Command) -> ApiResult<Posted> {
+        Ok(self.ledger.post_one(on_behalf(m, cmd)).await??)
     }
 
     /// Like `post`, in a database transaction of its own: for commands whose effects may be
     /// refused (a state precondition), so a refusal cannot fail other callers' commands.
-    pub async fn post_alone(&self, m: Mutation<'_>, mut cmd: Command) -> ApiResult<Posted> {
-        cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
-        cmd.actor = Some(m.caller.name.clone());
-        cmd.memo = m.reason.clone();
-        cmd.audit = Some(AuditRecord {
-            actor: m.caller.name.clone(),
-            role: m.caller.role,
-            action: m.action.to_owned(),
-            target: m.target,
-            reason: m.reason,
-            request_id: m.request_id,
-            at: crate::store::now_micros(),
-        });
-        let mut results = self.ledger.post(vec![cmd]).await?;
+    pub async fn post_alone(&self, m: Mutation<'_>, cmd: Command) -> ApiResult<Posted> {
+        let mut results = self.ledger.post(vec![on_behalf(m, cmd)]).await?;
         Ok(results.pop().ok_or_else(|| {
             ApiError::Internal(crate::store::StoreError::Invariant(
                 "empty batch result".into(),
             ))
         })??)
     }
+}
+
+/// The command as the caller's: namespaced idempotency key, actor, memo and audit record.
+fn on_behalf(m: Mutation<'_>, mut cmd: Command) -> Command {
+    cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
+    cmd.actor = Some(m.caller.name.clone());
+    cmd.memo = m.reason.clone();
+    cmd.audit = Some(AuditRecord {
+        actor: m.caller.name.clone(),
+        role: m.caller.role,
+        action: m.action.to_owned(),
+        target: m.target,
+        reason: m.reason,
+        request_id: m.request_id,
+        at: crate::store::now_micros(),
+    });
+    cmd
 }
 
 pub fn require_reason(reason: &str) -> ApiResult<String> {

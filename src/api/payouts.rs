@@ -362,17 +362,10 @@ pub async fn get_one(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PayoutView>> {
-    let not_found = || ApiError::NotFound {
-        what: "payout",
-        id: id.clone(),
-        field: None,
-    };
-    let payout_id = PayoutId::parse(&id).ok_or_else(not_found)?;
-    match state.ledger.store().get_payout(payout_id).await {
-        Ok(p) => Ok(Json(PayoutView::new(&state, &p))),
-        Err(StoreError::NotFound) => Err(not_found()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Json(PayoutView::new(
+        &state,
+        &load_payout(&state, &id).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
