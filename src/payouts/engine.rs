@@ -23,7 +23,7 @@ use crate::chains::evm::{
 };
 use crate::config::NetworkConfig;
 use crate::domain::{Amount, PayoutId};
-use crate::ledger::{Command, Effect, Ledger, LedgerError, Operation, ReleaseKind};
+use crate::ledger::{AccountKind, Command, Effect, Ledger, LedgerError, Operation, ReleaseKind};
 use crate::metrics::{PayoutMetrics, WalletMetrics};
 use crate::store::{DynStore, StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
@@ -69,6 +69,10 @@ pub struct NetworkEngine {
     nonces: HashMap<Address, u64>,
     metrics: PayoutMetrics,
     wallet_metrics: WalletMetrics,
+    /// Block hashes read this tick: each block is checked once, however many chunks it holds.
+    block_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
+    /// Chunks at depth whose PAYOUT this tick posts, all in one ledger batch.
+    paying: Vec<(Command, PayoutId)>,
 }
 
 impl NetworkEngine {
@@ -121,6 +125,8 @@ impl NetworkEngine {
             nonces: HashMap::new(),
             metrics,
             wallet_metrics,
+            block_hashes: HashMap::new(),
+            paying: Vec::new(),
         }))
     }
 
@@ -168,10 +174,12 @@ impl NetworkEngine {
                 mined_below.insert(address, self.client.nonce(w.address, false).await?);
             }
         }
+        self.block_hashes.clear();
         for f in &in_flight {
             let spent = mined_below.get(&f.wallet).is_some_and(|n| f.nonce < *n);
             self.track(head, f, spent).await?;
         }
+        self.pay().await?;
         self.send(head, &in_flight).await
     }
 
@@ -299,10 +307,18 @@ impl NetworkEngine {
         Ok(())
     }
 
-    /// A mined chunk: once at depth (and still on the canonical chain) pay it in the ledger,
-    /// or fail it if it reverted.
+    /// A mined chunk: once at depth (and still on the canonical chain) queue its payment for
+    /// this tick's ledger batch, or fail it if it reverted.
     async fn settle(&mut self, head: u64, f: &InFlight, m: Mined) -> anyhow::Result<()> {
-        if self.client.block_hash(m.block).await? != Some(m.block_hash.into()) {
+        let canonical = match self.block_hashes.get(&m.block) {
+            Some(hash) => *hash,
+            None => {
+                let hash = self.client.block_hash(m.block).await?;
+                self.block_hashes.insert(m.block, hash);
+                hash
+            }
+        };
+        if canonical != Some(m.block_hash.into()) {
             self.store.record_mined(f.chunk, None).await?;
             return Ok(());
         }
@@ -311,13 +327,20 @@ impl NetworkEngine {
         }
         self.pause_point("engine.before_confirm").await;
         if m.success {
-            let amount = Amount::new(f.amount)?;
-            let hold = self.ledger.hold(f.hold).await?;
+            let destination = self
+                .ledger
+                .system_account(&f.asset, AccountKind::External)
+                .ok_or_else(|| anyhow::anyhow!("asset {} has no external account", f.asset))?;
+            let release = Operation::Release {
+                hold: f.hold,
+                amount: Amount::new(f.amount)?,
+                kind: ReleaseKind::Payout,
+                destination,
+            };
             let mut cmd = Command::new(
                 format!("payout-chunk:{}:paid", f.chunk),
                 f.asset.clone(),
-                self.ledger
-                    .release(&hold, amount, ReleaseKind::Payout, None)?,
+                release,
             );
             cmd.reference = Some(format!("0x{}", hex::encode(m.hash)));
             cmd.memo = Some(format!("payout {} chunk {}", f.payout, f.chunk));
@@ -325,16 +348,42 @@ impl NetworkEngine {
                 chunk: f.chunk,
                 payout: f.payout,
             });
-            self.ledger.post_one(cmd).await??;
-            let p = self.store.get_payout(f.payout).await?;
-            if p.state == PayoutState::Confirmed {
-                self.finished(PayoutState::Confirmed, p.created_at);
-            }
+            self.paying.push((cmd, f.payout));
             Ok(())
         } else {
             self.store.fail_chunk(f.chunk).await?;
             self.finish_if_failed(f.payout).await
         }
+    }
+
+    /// Posts this tick's chunk payments as one ledger batch. Each is keyed by its chunk, so a
+    /// batch that fails, or a crash after it, is simply posted again next tick.
+    async fn pay(&mut self) -> anyhow::Result<()> {
+        if self.paying.is_empty() {
+            return Ok(());
+        }
+        let (commands, payouts): (Vec<Command>, Vec<PayoutId>) =
+            std::mem::take(&mut self.paying).into_iter().unzip();
+        let results = self.ledger.post(commands).await?;
+        for (result, payout) in results.into_iter().zip(payouts) {
+            match result {
+                Ok(posted) if !posted.replayed => {
+                    let p = self.store.get_payout(payout).await?;
+                    if p.state == PayoutState::Confirmed {
+                        self.finished(PayoutState::Confirmed, p.created_at);
+                    } else {
+                        // A sibling chunk may have failed earlier: once this one is final too,
+                        // the unpaid remainder goes back.
+                        self.finish_if_failed(payout).await?;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(%payout, error = %e, "the ledger refused a chunk payment")
+                }
+            }
+        }
+        Ok(())
     }
 
     fn finished(&self, state: PayoutState, created_at: crate::domain::UnixMicros) {
