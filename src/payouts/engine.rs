@@ -365,22 +365,25 @@ impl NetworkEngine {
         let (commands, payouts): (Vec<Command>, Vec<PayoutId>) =
             std::mem::take(&mut self.paying).into_iter().unzip();
         let results = self.ledger.post(commands).await?;
+        // Several chunks of one payout can be paid in the same batch: look at each payout once.
+        let mut paid: Vec<PayoutId> = Vec::new();
         for (result, payout) in results.into_iter().zip(payouts) {
             match result {
-                Ok(posted) if !posted.replayed => {
-                    let p = self.store.get_payout(payout).await?;
-                    if p.state == PayoutState::Confirmed {
-                        self.finished(PayoutState::Confirmed, p.created_at);
-                    } else {
-                        // A sibling chunk may have failed earlier: once this one is final too,
-                        // the unpaid remainder goes back.
-                        self.finish_if_failed(payout).await?;
-                    }
-                }
+                Ok(posted) if !posted.replayed && !paid.contains(&payout) => paid.push(payout),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::error!(%payout, error = %e, "the ledger refused a chunk payment")
                 }
+            }
+        }
+        for payout in paid {
+            let p = self.store.get_payout(payout).await?;
+            if p.state == PayoutState::Confirmed {
+                self.finished(PayoutState::Confirmed, p.created_at);
+            } else {
+                // A sibling chunk may have failed earlier: once this one is final too, the
+                // unpaid remainder goes back.
+                self.finish_if_failed(payout).await?;
             }
         }
         Ok(())
