@@ -174,7 +174,8 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>>;
     /// Stores signed transfers for queued chunks, nonces `first_nonce..`, and advances the
     /// wallet's next nonce past them, in one database transaction. `first_nonce` must be the
-    /// stored next nonce (or the wallet new): otherwise `Conflict` and nothing is written.
+    /// stored next nonce (or the wallet new), and the network not in safe-mode: otherwise
+    /// `Conflict` and nothing is written.
     async fn record_signed(
         &self,
         network: &str,

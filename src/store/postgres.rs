@@ -1013,6 +1013,18 @@ impl Store for PgStore {
                 "{wallet} next nonce is {stored}, not {first_nonce}"
             )));
         }
+        // Safe-mode entered after this round was planned still stops it from being stored,
+        // and so from ever being broadcast.
+        let safe: Option<String> =
+            sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(reason) = safe {
+            return Err(StoreError::Conflict(format!(
+                "{network} is in safe-mode: {reason}"
+            )));
+        }
         sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
             .bind(network)
             .bind(wallet)

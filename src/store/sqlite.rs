@@ -1002,6 +1002,18 @@ impl Store for SqliteStore {
                 "{wallet} next nonce is {stored:?}, not {first_nonce}"
             )));
         }
+        // Safe-mode entered after this round was planned still stops it from being stored,
+        // and so from ever being broadcast.
+        let safe: Option<String> =
+            sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = ?")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(reason) = safe {
+            return Err(StoreError::Conflict(format!(
+                "{network} is in safe-mode: {reason}"
+            )));
+        }
         let next = first_nonce + signed.len() as u64;
         sqlx::query(
             "INSERT INTO wallet_nonces (network, address, next_nonce) VALUES (?1, ?2, ?3) \
