@@ -523,6 +523,15 @@ async fn load_payout(
     Ok(payout)
 }
 
+async fn chunk_payout(conn: &mut sqlx::SqliteConnection, chunk: ChunkId) -> StoreResult<Uuid> {
+    Ok(
+        sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
+            .bind(chunk.0)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 struct SqliteTxn {
     tx: Transaction<'static, Sqlite>,
 }
@@ -1041,11 +1050,7 @@ impl Store for SqliteStore {
                     "chunk {chunk} is no longer queued"
                 )));
             }
-            let payout: Uuid =
-                sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
-                    .bind(chunk.0)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let payout = chunk_payout(&mut tx, *chunk).await?;
             sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = ? WHERE id = ? AND state = 'queued'")
                 .bind(at)
                 .bind(payout)
@@ -1184,10 +1189,7 @@ impl Store for SqliteStore {
     async fn record_mined(&self, chunk: ChunkId, mined: Option<&Mined>) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         let at = now_micros();
-        let payout: Uuid = sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
-            .bind(chunk.0)
-            .fetch_one(&mut *tx)
-            .await?;
+        let payout = chunk_payout(&mut tx, chunk).await?;
         let (state, detail) = match mined {
             Some(m) => (
                 "mined",
@@ -1231,10 +1233,7 @@ impl Store for SqliteStore {
     async fn fail_chunk(&self, chunk: ChunkId) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         let at = now_micros();
-        let payout: Uuid = sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
-            .bind(chunk.0)
-            .fetch_one(&mut *tx)
-            .await?;
+        let payout = chunk_payout(&mut tx, chunk).await?;
         sqlx::query("UPDATE payout_chunks SET state = 'failed', updated_at = ? WHERE id = ?")
             .bind(at)
             .bind(chunk.0)

@@ -66,24 +66,6 @@ async fn app_with_wallet(
     .await
 }
 
-async fn funded_partner(app: &TestApp, owner: &str, asset: &str, amount: &str) -> String {
-    let (s, body) = app
-        .post("/v1/accounts", ADMIN, None, &json!({"owner": owner, "network": "ethereum", "asset": asset, "kind": "partner", "reason": "t"}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let id = body["id"].as_str().unwrap().to_owned();
-    let (s, body) = app
-        .post(
-            "/v1/deposits",
-            ADMIN,
-            Some(&format!("fund-{owner}-{asset}")),
-            &json!({"account": id, "amount": amount, "reason": "t"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    id
-}
-
 /// Waits until every payout is in a final state; returns them by id.
 async fn settled(app: &TestApp, expected: usize) -> HashMap<String, Value> {
     for _ in 0..1200 {

@@ -393,3 +393,27 @@ pub async fn open_partner(
         .await
         .expect("account opens")
 }
+
+/// Opens an `ethereum` partner account in `asset` through the API and deposits `amount` into it.
+pub async fn funded_partner(app: &TestApp, owner: &str, asset: &str, amount: &str) -> String {
+    let (s, body) = app
+        .post(
+            "/v1/accounts",
+            ADMIN,
+            None,
+            &json!({"owner": owner, "network": "ethereum", "asset": asset, "kind": "partner", "reason": "test"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (s, body) = app
+        .post(
+            "/v1/deposits",
+            ADMIN,
+            Some(&format!("fund-{owner}-{asset}")),
+            &json!({"account": id, "amount": amount, "reason": "test"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    id
+}

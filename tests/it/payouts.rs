@@ -11,29 +11,6 @@ on_both_backends!(
     bad_payout_requests_hold_nothing
 );
 
-async fn partner_with(app: &TestApp, owner: &str, asset: &str, amount: &str) -> String {
-    let (s, body) = app
-        .post(
-            "/v1/accounts",
-            ADMIN,
-            None,
-            &json!({"owner": owner, "network": "ethereum", "asset": asset, "kind": "partner", "reason": "test"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let id = body["id"].as_str().unwrap().to_owned();
-    let (s, body) = app
-        .post(
-            "/v1/deposits",
-            ADMIN,
-            Some(&format!("fund-{owner}-{asset}")),
-            &json!({"account": id, "amount": amount, "reason": "test"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    id
-}
-
 fn payout(account: &str, amount: &str) -> Value {
     json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": DESTINATION, "amount": amount,
            "reference": "inv-1", "metadata": {"invoice": 1}})
@@ -41,7 +18,7 @@ fn payout(account: &str, amount: &str) -> Value {
 
 async fn payouts_are_held_split_and_idempotent(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let acme = partner_with(&app, "acme", "USDT", "1000000").await;
+    let acme = funded_partner(&app, "acme", "USDT", "1000000").await;
 
     let (s, small) = app
         .post(
@@ -166,8 +143,8 @@ async fn payouts_are_held_split_and_idempotent(backend: Backend) {
 
 async fn bad_payout_requests_hold_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let acme = partner_with(&app, "acme", "USDT", "100").await;
-    let usdc = partner_with(&app, "acme", "USDC", "100").await;
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+    let usdc = funded_partner(&app, "acme", "USDC", "100").await;
     let with = |field: &str, value: Value| {
         let mut body = payout(&acme, "10");
         if value.is_null() {
