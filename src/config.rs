@@ -115,6 +115,61 @@ pub struct NetworkConfig {
     pub approval_threshold: Option<String>,
     #[serde(default)]
     pub tokens: Vec<NetworkTokenConfig>,
+    /// The chain's own coin: gas is paid in it and posted as FEE. Registered as an asset of
+    /// this network without being listed under `assets`.
+    #[serde(default)]
+    pub native: NativeAssetConfig,
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeAssetConfig {
+    pub code: String,
+    pub decimals: u8,
+}
+
+impl Default for NativeAssetConfig {
+    fn default() -> Self {
+        Self {
+            code: "ETH".into(),
+            decimals: 18,
+        }
+    }
+}
+
+/// The rollout guardrail: pilot, canary and full may send 10%, 30% and 100% of the daily
+/// volume target, per asset, the day counted in `timezone`. Unset target: no limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// The phase at first start; afterwards the one set through the API.
+    #[serde(default = "default_rollout_phase")]
+    pub phase: crate::payouts::policy::RolloutPhase,
+    /// Token units per asset per day at 100%, e.g. "1000000".
+    #[serde(default)]
+    pub daily_volume_target: Option<String>,
+    /// IANA name of the zone whose midnight starts the day.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            phase: default_rollout_phase(),
+            daily_volume_target: None,
+            timezone: default_timezone(),
+        }
+    }
+}
+
+fn default_rollout_phase() -> crate::payouts::policy::RolloutPhase {
+    crate::payouts::policy::RolloutPhase::Full
+}
+fn default_timezone() -> String {
+    "UTC".into()
 }
 
 impl fmt::Debug for NetworkConfig {
@@ -612,6 +667,33 @@ impl Config {
                     "must be at least 21000",
                 ));
             }
+            let declared = self
+                .assets
+                .iter()
+                .find(|a| a.network == n.name && a.code == n.native.code);
+            if let Some(a) = declared
+                && a.decimals != n.native.decimals
+            {
+                return Err(key_error(
+                    key("native.decimals"),
+                    format!(
+                        "{} but assets declares {}:{} with {}",
+                        n.native.decimals, n.name, n.native.code, a.decimals
+                    ),
+                ));
+            }
+            if n.tokens.iter().any(|t| t.code == n.native.code) {
+                return Err(key_error(
+                    key("native.code"),
+                    format!("{} is also a token of this network", n.native.code),
+                ));
+            }
+            if n.rollout.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(key_error(
+                    key("rollout.timezone"),
+                    format!("{:?} is not an IANA time zone", n.rollout.timezone),
+                ));
+            }
             let mut codes = std::collections::HashSet::new();
             for (j, t) in n.tokens.iter().enumerate() {
                 let tkey = |field: &str| format!("networks[{i}].tokens[{j}].{field}");
@@ -655,6 +737,14 @@ impl Config {
                 };
                 crate::domain::Amount::parse_decimal(&t.per_tx_cap, &spec)
                     .map_err(|e| key_error(tkey("per_tx_cap"), format!("per_tx_cap {e}")))?;
+                if let Some(target) = &n.rollout.daily_volume_target {
+                    crate::domain::Amount::parse_decimal(target, &spec).map_err(|e| {
+                        key_error(
+                            key("rollout.daily_volume_target"),
+                            format!("daily_volume_target {e}"),
+                        )
+                    })?;
+                }
                 if let Some(threshold) = &n.approval_threshold {
                     crate::domain::Amount::parse_decimal(threshold, &spec).map_err(|e| {
                         key_error(key("approval_threshold"), format!("approval_threshold {e}"))
@@ -665,14 +755,26 @@ impl Config {
         Ok(())
     }
 
+    /// Every asset the ledger keeps: those declared, then each network's native coin.
     pub fn asset_specs(&self) -> Vec<AssetSpec> {
-        self.assets
+        let mut specs: Vec<AssetSpec> = self
+            .assets
             .iter()
             .map(|a| AssetSpec {
                 key: AssetKey::new(a.network.clone(), a.code.clone()),
                 decimals: a.decimals,
             })
-            .collect()
+            .collect();
+        for n in &self.networks {
+            let key = AssetKey::new(n.name.clone(), n.native.code.clone());
+            if !specs.iter().any(|s| s.key == key) {
+                specs.push(AssetSpec {
+                    key,
+                    decimals: n.native.decimals,
+                });
+            }
+        }
+        specs
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.

@@ -83,6 +83,20 @@ pub struct PayoutMetrics {
     pub in_flight: IntGaugeVec,
     /// 1 while the network is in safe-mode.
     pub safe_mode: IntGaugeVec,
+    /// Cancel transactions signed for an Operator's cancel, by network.
+    pub cancels_total: IntCounterVec,
+    /// Payouts not yet final, by network and state (pending_approval, queued, broadcast).
+    pub by_state: IntGaugeVec,
+    /// Transactions past the stuck threshold and not yet mined, by network.
+    pub stuck: IntGaugeVec,
+    /// Seconds since the oldest stuck transaction was first broadcast, by network (0: none).
+    pub oldest_stuck_seconds: GaugeVec,
+    /// Token units the rollout guardrail still lets out today, by network and asset.
+    pub rollout_remaining_units: GaugeVec,
+    /// The rollout phase's share of the daily volume target in percent, by network.
+    pub rollout_percent: IntGaugeVec,
+    /// 1 while the asset is frozen on the network.
+    pub frozen: IntGaugeVec,
 }
 
 impl PayoutMetrics {
@@ -103,6 +117,12 @@ impl PayoutMetrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+        let float_gauge =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<GaugeVec> {
+                let g = GaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
         let histogram = |name: &str, help: &str| -> prometheus::Result<HistogramVec> {
             let h = HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(slo_buckets.clone()),
@@ -149,6 +169,41 @@ impl PayoutMetrics {
                 "treasuryd_payouts_safe_mode",
                 "1 while the network is in safe-mode.",
                 &["network"],
+            )?,
+            cancels_total: counter(
+                "treasuryd_payouts_cancels_total",
+                "Cancel transactions signed for an Operator's cancel, by network.",
+                &["network"],
+            )?,
+            by_state: gauge(
+                "treasuryd_payouts_by_state",
+                "Payouts not yet final, by network and state.",
+                &["network", "state"],
+            )?,
+            stuck: gauge(
+                "treasuryd_payouts_stuck",
+                "Transactions past the stuck threshold and not yet mined, by network.",
+                &["network"],
+            )?,
+            oldest_stuck_seconds: float_gauge(
+                "treasuryd_payouts_oldest_stuck_seconds",
+                "Seconds since the oldest stuck transaction was first broadcast, by network (0: none).",
+                &["network"],
+            )?,
+            rollout_remaining_units: float_gauge(
+                "treasuryd_payouts_rollout_remaining_units",
+                "Token units the rollout guardrail still lets out today, by network and asset.",
+                &["network", "asset"],
+            )?,
+            rollout_percent: gauge(
+                "treasuryd_payouts_rollout_percent",
+                "The rollout phase's share of the daily volume target in percent, by network.",
+                &["network"],
+            )?,
+            frozen: gauge(
+                "treasuryd_payouts_frozen",
+                "1 while the asset is frozen on the network.",
+                &["network", "asset"],
             )?,
         })
     }

@@ -2,6 +2,7 @@
 //! body limit, timeout). One file per resource.
 
 pub mod accounts;
+pub mod allowlists;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -67,8 +68,23 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/payouts/{id}", get(payouts::get_one))
         .route("/v1/payouts/{id}/approve", post(payouts::approve))
         .route("/v1/payouts/{id}/reject", post(payouts::reject))
+        .route("/v1/payouts/{id}/cancel", post(payouts::cancel))
         .route("/v1/networks", get(networks::list))
         .route("/v1/networks/{name}/safe-mode", post(networks::set_safe_mode))
+        .route("/v1/networks/{name}/rollout", post(networks::set_rollout))
+        .route("/v1/networks/{name}/freezes", post(networks::set_freeze))
+        .route(
+            "/v1/accounts/{id}/allowlist",
+            get(allowlists::get_one).put(allowlists::set_enforced),
+        )
+        .route(
+            "/v1/accounts/{id}/allowlist/destinations",
+            post(allowlists::add),
+        )
+        .route(
+            "/v1/accounts/{id}/allowlist/destinations/{network}/{address}",
+            axum::routing::delete(allowlists::remove),
+        )
         .fallback(|| async {
             ApiError::NotFound {
                 what: "route",

@@ -5,7 +5,8 @@ use super::extract::{ApiJson, RequestId};
 use super::{AppState, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
-use crate::store::{AuditRecord, SafeMode, now_micros};
+use crate::payouts::policy::RolloutPhase;
+use crate::store::{AssetFreeze, AuditRecord, RolloutSetting, SafeMode, now_micros};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -19,13 +20,45 @@ pub struct SafeModeView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct RolloutView {
+    pub phase: RolloutPhase,
+    /// The share of the daily volume target the phase allows.
+    pub percent: u8,
+    /// Token units per asset per day at 100%; absent: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daily_volume_target: Option<String>,
+    /// IANA zone whose midnight starts the day.
+    pub timezone: String,
+    /// Who set the phase and why; absent while it is the configured one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FreezeView {
+    pub asset: String,
+    pub reason: String,
+    pub actor: String,
+    pub since: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NetworkView {
     pub name: String,
     pub chain_id: u64,
     pub tokens: Vec<String>,
+    /// The coin gas is paid in, posted as FEE.
+    pub native_asset: String,
     /// Present while the network is in safe-mode: payouts queue, nothing new is broadcast.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub safe_mode: Option<SafeModeView>,
+    pub rollout: RolloutView,
+    /// Tokens frozen on this network: their payouts queue, nothing new is broadcast.
+    pub frozen: Vec<FreezeView>,
 }
 
 async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
@@ -46,11 +79,37 @@ async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
             actor: m.actor,
             since: micros_to_rfc3339(m.since),
         });
+    let store = state.ledger.store();
+    let set = store.rollout_phase(name).await?;
+    let phase = set.as_ref().map_or(network.rollout.phase, |s| s.phase);
+    let rollout = RolloutView {
+        phase,
+        percent: u8::try_from(phase.percent()).unwrap_or(100),
+        daily_volume_target: network.rollout.daily_volume_target.clone(),
+        timezone: network.rollout.timezone.clone(),
+        set_by: set.as_ref().map(|s| s.actor.clone()),
+        reason: set.as_ref().map(|s| s.reason.clone()),
+        since: set.as_ref().map(|s| micros_to_rfc3339(s.since)),
+    };
+    let frozen = store
+        .freezes(name)
+        .await?
+        .into_iter()
+        .map(|f| FreezeView {
+            asset: f.asset,
+            reason: f.reason,
+            actor: f.actor,
+            since: micros_to_rfc3339(f.since),
+        })
+        .collect();
     Ok(NetworkView {
         name: network.name.clone(),
         chain_id: network.chain_id,
         tokens,
+        native_asset: network.native.code.clone(),
         safe_mode,
+        rollout,
+        frozen,
     })
 }
 
@@ -92,21 +151,19 @@ pub async fn set_safe_mode(
     caller.require(&[Role::Admin])?;
     let reason = require_reason(&body.reason)?;
     view(&state, &name).await?;
-    let at = now_micros();
-    let audit = AuditRecord {
-        actor: caller.name.clone(),
-        role: caller.role,
-        action: if body.enabled {
-            "safe_mode.enter"
-        } else {
-            "safe_mode.leave"
-        }
-        .into(),
-        target: format!("network:{name}"),
-        reason: Some(reason.clone()),
-        request_id,
-        at,
+    let action = if body.enabled {
+        "safe_mode.enter"
+    } else {
+        "safe_mode.leave"
     };
+    let audit = admin_audit(
+        &caller,
+        request_id,
+        action,
+        format!("network:{name}"),
+        &reason,
+    );
+    let at = audit.at;
     let mode = SafeMode {
         reason,
         actor: caller.name.clone(),
@@ -116,6 +173,127 @@ pub async fn set_safe_mode(
         .ledger
         .store()
         .set_safe_mode(&name, body.enabled.then_some(&mode), &audit)
+        .await?;
+    Ok(Json(view(&state, &name).await?))
+}
+
+fn admin_audit(
+    caller: &Caller,
+    request_id: String,
+    action: &str,
+    target: String,
+    reason: &str,
+) -> AuditRecord {
+    AuditRecord {
+        actor: caller.name.clone(),
+        role: caller.role,
+        action: action.into(),
+        target,
+        reason: Some(reason.to_owned()),
+        request_id,
+        at: now_micros(),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    pub phase: RolloutPhase,
+    pub reason: String,
+}
+
+/// Set the rollout phase of a network (Admin, reason required): pilot, canary and full send
+/// at most 10%, 30% and 100% of the daily volume target per asset. Payouts beyond it wait.
+#[utoipa::path(post, tag = "networks", path = "/v1/networks/{name}/rollout", request_body = RolloutRequest,
+    security(("bearer" = [])), responses((status = 200, body = NetworkView), (status = 404, body = ErrorBody)))]
+pub async fn set_rollout(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<RolloutRequest>,
+) -> ApiResult<Json<NetworkView>> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    view(&state, &name).await?;
+    let audit = admin_audit(
+        &caller,
+        request_id,
+        &format!("rollout.{}", body.phase.as_str()),
+        format!("network:{name}"),
+        &reason,
+    );
+    let setting = RolloutSetting {
+        phase: body.phase,
+        actor: caller.name.clone(),
+        reason,
+        since: audit.at,
+    };
+    state
+        .ledger
+        .store()
+        .set_rollout_phase(&name, &setting, &audit)
+        .await?;
+    Ok(Json(view(&state, &name).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeRequest {
+    /// A token of the network, e.g. "USDT".
+    pub asset: String,
+    pub frozen: bool,
+    pub reason: String,
+}
+
+/// Freeze or unfreeze one token on a network (Admin, reason required). While frozen, its
+/// payouts are accepted and queued but nothing new is signed; transactions already sent are
+/// still tracked. Unfreezing sends the queue in order.
+#[utoipa::path(post, tag = "networks", path = "/v1/networks/{name}/freezes", request_body = FreezeRequest,
+    security(("bearer" = [])), responses((status = 200, body = NetworkView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_freeze(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<FreezeRequest>,
+) -> ApiResult<Json<NetworkView>> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    view(&state, &name).await?;
+    let known = state
+        .networks
+        .get(&name)
+        .is_some_and(|n| n.tokens.contains_key(&body.asset));
+    if !known {
+        return Err(ApiError::invalid(
+            "unknown_asset",
+            "asset",
+            format!("asset {:?} is not paid out on {name}", body.asset),
+        ));
+    }
+    let action = if body.frozen {
+        "asset.freeze"
+    } else {
+        "asset.unfreeze"
+    };
+    let audit = admin_audit(
+        &caller,
+        request_id,
+        action,
+        format!("network:{name}:{}", body.asset),
+        &reason,
+    );
+    let freeze = AssetFreeze {
+        asset: body.asset.clone(),
+        reason,
+        actor: caller.name.clone(),
+        since: audit.at,
+    };
+    state
+        .ledger
+        .store()
+        .set_freeze(&name, &body.asset, body.frozen.then_some(&freeze), &audit)
         .await?;
     Ok(Json(view(&state, &name).await?))
 }

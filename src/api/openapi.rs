@@ -27,8 +27,15 @@ use utoipa::{Modify, OpenApi};
         super::payouts::list,
         super::payouts::approve,
         super::payouts::reject,
+        super::payouts::cancel,
         super::networks::list,
         super::networks::set_safe_mode,
+        super::networks::set_rollout,
+        super::networks::set_freeze,
+        super::allowlists::get_one,
+        super::allowlists::set_enforced,
+        super::allowlists::add,
+        super::allowlists::remove,
     ),
     modifiers(&BearerAuth)
 )]

@@ -9,7 +9,9 @@ use super::{AppState, Mutation, optional_text, page_limit};
 use crate::api::auth::Caller;
 use crate::domain::{AccountId, AssetKey, PayoutId, Role, micros_to_rfc3339};
 use crate::ledger::{Command, Effect, Operation};
-use crate::payouts::{ChunkState, NewPayout, Payout, PayoutEvent, PayoutState, split};
+use crate::payouts::{
+    AttemptKind, ChunkState, NewPayout, Payout, PayoutEvent, PayoutState, close_unpaid, split,
+};
 use crate::store::{PayoutFilter, StoreError};
 use alloy::primitives::Address;
 use axum::Json;
@@ -72,6 +74,8 @@ pub struct ChunkView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptView {
+    /// `transfer` pays the chunk; `cancel` is a same-nonce self-transfer that cancels it.
+    pub kind: AttemptKind,
     pub hash: String,
     pub nonce: u64,
     /// Wei per gas, as decimal strings.
@@ -80,6 +84,12 @@ pub struct AttemptView {
     pub signed_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelView {
+    pub reason: String,
+    pub by: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,6 +119,9 @@ pub struct PayoutView {
     pub created_at: String,
     pub updated_at: String,
     pub chunks: Vec<ChunkView>,
+    /// Present once an Operator asked to cancel the payout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<CancelView>,
     /// Policy decisions and steps, oldest first (absent in lists).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventView>,
@@ -171,6 +184,7 @@ impl PayoutView {
                         .attempts
                         .iter()
                         .map(|a| AttemptView {
+                            kind: a.kind,
                             hash: format!("0x{}", hex::encode(a.hash)),
                             nonce: a.nonce,
                             max_fee_per_gas: a.max_fee_per_gas.to_string(),
@@ -181,6 +195,10 @@ impl PayoutView {
                         .collect(),
                 })
                 .collect(),
+            cancel: p.cancel.as_ref().map(|c| CancelView {
+                reason: c.reason.clone(),
+                by: c.by.clone(),
+            }),
             events: p
                 .events
                 .iter()
@@ -251,6 +269,23 @@ pub async fn create(
             "invalid_address",
             "destination",
             "destination must not be the zero address",
+        ));
+    }
+    let checksummed = destination.to_checksum(None);
+    let allowlist = state.ledger.store().allowlist(account.id).await?;
+    if allowlist.enforced
+        && !allowlist
+            .entries
+            .iter()
+            .any(|e| e.network == network.name && e.address == checksummed)
+    {
+        return Err(ApiError::invalid(
+            "destination_not_allowed",
+            "destination",
+            format!(
+                "destination {checksummed} is not on the allowlist of account {} for {}",
+                account.id, network.name
+            ),
         ));
     }
     let amount = parse_amount(&state, &token.spec.key, "amount", &body.amount)?;
@@ -543,15 +578,7 @@ pub async fn reject(
     };
     match state.post_alone(m, cmd).await {
         Ok(posted) if !posted.replayed => {
-            state
-                .metrics
-                .payouts
-                .finished_total
-                .with_label_values(&[
-                    payout.asset.network.as_str(),
-                    PayoutState::Rejected.as_str(),
-                ])
-                .inc();
+            finished(&state, &payout.asset.network, PayoutState::Rejected);
         }
         Ok(_) => {}
         Err(ApiError::Internal(StoreError::Conflict(_))) => {
@@ -563,4 +590,125 @@ pub async fn reject(
         &state,
         &load_payout(&state, &id).await?,
     )))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequestBody {
+    /// Why; required.
+    pub reason: String,
+}
+
+fn not_cancellable(p: &Payout, why: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "not_cancellable",
+        field: None,
+        message: format!("payout {} is {}: {why}", p.id, p.state.as_str()),
+    }
+}
+
+/// Cancel a payout (Operator or Admin, reason required). What was never signed is cancelled at
+/// once and its amount goes back to the account. A chunk signed or broadcast but not mined is
+/// replaced on chain by a zero-value self-transfer with the same nonce and higher fees;
+/// whichever of the two is mined decides that chunk, so a transfer already on its way may
+/// still pay. Mined chunks are not touched. Repeating a cancel answers the payout as it is.
+#[utoipa::path(post, tag = "payouts", path = "/v1/payouts/{id}/cancel", request_body = CancelRequestBody, security(("bearer" = [])),
+    responses((status = 200, body = PayoutView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CancelRequestBody>,
+) -> ApiResult<Json<PayoutView>> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let reason = super::require_reason(&body.reason)?;
+    let payout = load_payout(&state, &id).await?;
+    if payout.cancel.is_some() || payout.state == PayoutState::Cancelled {
+        return Ok(Json(PayoutView::new(&state, &payout)));
+    }
+    let network = payout.asset.network.clone();
+    let audit = crate::store::AuditRecord {
+        actor: caller.name.clone(),
+        role: caller.role,
+        action: "payout.cancel".into(),
+        target: format!("payout:{}", payout.id),
+        reason: Some(reason.clone()),
+        request_id: request_id.clone(),
+        at: crate::store::now_micros(),
+    };
+    if matches!(
+        payout.state,
+        PayoutState::PendingApproval | PayoutState::Queued
+    ) {
+        // Nothing signed yet: void the hold and end the payout in one database transaction,
+        // unless the engine signed a chunk in the meantime (then the payout is broadcast).
+        let mut cmd = Command::new(
+            "",
+            payout.asset.clone(),
+            Operation::Void { hold: payout.hold },
+        );
+        cmd.effects.push(Effect::PayoutClosed {
+            payout: payout.id,
+            from: vec![PayoutState::PendingApproval, PayoutState::Queued],
+            state: PayoutState::Cancelled,
+            detail: format!(
+                "cancelled by {} before anything was signed: {reason}",
+                caller.name
+            ),
+        });
+        let m = Mutation {
+            caller: &caller,
+            request_id: request_id.clone(),
+            idempotency_key: format!("payout:{}:cancel", payout.id),
+            action: "payout.cancel",
+            target: format!("payout:{}", payout.id),
+            reason: Some(reason.clone()),
+        };
+        match state.post_alone(m, cmd).await {
+            Ok(posted) => {
+                if !posted.replayed {
+                    finished(&state, &network, PayoutState::Cancelled);
+                }
+                return Ok(Json(PayoutView::new(
+                    &state,
+                    &load_payout(&state, &id).await?,
+                )));
+            }
+            Err(ApiError::Internal(StoreError::Conflict(_))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let payout = load_payout(&state, &id).await?;
+    match state.ledger.store().request_cancel(payout.id, &audit).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            let current = load_payout(&state, &id).await?;
+            if current.cancel.is_some() || current.state == PayoutState::Cancelled {
+                return Ok(Json(PayoutView::new(&state, &current)));
+            }
+            return Err(not_cancellable(
+                &current,
+                "it is final, or every chunk is already mined",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // Queued chunks were the only ones left: the payout can close now.
+    if let Some(closed) = close_unpaid(&state.ledger, payout.id).await? {
+        finished(&state, &network, closed.state);
+    }
+    Ok(Json(PayoutView::new(
+        &state,
+        &load_payout(&state, &id).await?,
+    )))
+}
+
+fn finished(state: &AppState, network: &str, outcome: PayoutState) {
+    state
+        .metrics
+        .payouts
+        .finished_total
+        .with_label_values(&[network, outcome.as_str()])
+        .inc();
 }

@@ -40,6 +40,17 @@ pub fn decode_transfer(calldata: &[u8]) -> Option<(Address, U256)> {
         .map(|c| (c.to, c.value))
 }
 
+/// The token contract, recipient and amount a signed raw transfer carries: what policy checks,
+/// rather than what we meant to sign.
+pub fn signed_transfer_parts(raw: &[u8]) -> Option<(Address, Address, U256)> {
+    use alloy::consensus::Transaction;
+    use alloy::eips::eip2718::Decodable2718;
+    let envelope = TxEnvelope::decode_2718(&mut &raw[..]).ok()?;
+    let token = envelope.to()?;
+    let (to, value) = decode_transfer(envelope.input())?;
+    Some((token, to, value))
+}
+
 /// How fast a payout should land; picks the priority-fee percentile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -146,6 +146,57 @@ impl Ledger {
         })
     }
 
+    /// Gas burned by a hot wallet's transaction, in the network's native asset.
+    pub fn network_fee(
+        &self,
+        gas_account: AccountId,
+        asset: &AssetKey,
+        amount: Amount,
+    ) -> Result<Operation, LedgerError> {
+        Ok(Operation::NetworkFee {
+            account: gas_account,
+            fees: self.system_of(asset, AccountKind::Fees)?,
+            amount,
+        })
+    }
+
+    /// The operating account that pays `wallet`'s gas in `asset` (a network's native asset),
+    /// created on first use. It may run negative: the chain burns gas whether or not treasury
+    /// has recorded the wallet's top-up yet, and the ledger must record what the chain did.
+    pub async fn wallet_gas_account(
+        &self,
+        asset: &AssetKey,
+        wallet: &str,
+    ) -> Result<AccountId, StoreError> {
+        let owner = format!("wallet:{wallet}");
+        let filter = crate::store::AccountFilter {
+            owner: Some(owner.clone()),
+            asset: Some(asset.clone()),
+            kind: Some(AccountKind::Operating),
+            after: None,
+            limit: 1,
+        };
+        if let Some(a) = self.store.list_accounts(&filter).await?.pop() {
+            return Ok(a.id);
+        }
+        let audit = crate::store::AuditRecord {
+            actor: "treasuryd".into(),
+            role: crate::domain::Role::Admin,
+            action: "account.create".into(),
+            target: format!("wallet:{wallet}"),
+            reason: Some(format!("gas account of hot wallet {wallet}")),
+            request_id: "engine-start".into(),
+            at: crate::store::now_micros(),
+        };
+        let new = NewAccount {
+            owner,
+            asset: asset.clone(),
+            kind: AccountKind::Operating,
+            allow_negative: true,
+        };
+        Ok(self.store.create_account(&new, &audit).await?.id)
+    }
+
     fn system_of(&self, asset: &AssetKey, kind: AccountKind) -> Result<AccountId, LedgerError> {
         self.system_account(asset, kind)
             .ok_or_else(|| LedgerError::UnknownAsset(asset.clone()))

@@ -97,7 +97,7 @@ pub enum AccountKind {
     /// System: money outside the ledger (chains, banks). Deposits come from it, payouts go to it;
     /// it runs negative by design.
     External,
-    /// System: fees collected.
+    /// System: fees collected; for a chain's native asset, the gas our transactions burned.
     Fees,
     /// System: the counterparty of manual adjustments; may run negative.
     Adjustments,
@@ -290,6 +290,13 @@ pub enum Operation {
     Void {
         hold: HoldId,
     },
+    /// Gas a hot wallet's transaction burned, in the chain's native asset: from the wallet's
+    /// operating account to the asset's fee account. Recorded as FEE.
+    NetworkFee {
+        account: AccountId,
+        fees: AccountId,
+        amount: Amount,
+    },
 }
 
 impl Operation {
@@ -300,6 +307,7 @@ impl Operation {
             Operation::Hold { .. } => EntryKind::Hold,
             Operation::Release { kind, .. } => kind.entry_kind(),
             Operation::Void { .. } => EntryKind::Refund,
+            Operation::NetworkFee { .. } => EntryKind::Fee,
         }
     }
 
@@ -324,6 +332,7 @@ impl Operation {
             Operation::Hold { account, .. } => vec![*account],
             Operation::Release { destination, .. } => vec![*destination],
             Operation::Void { .. } => vec![],
+            Operation::NetworkFee { account, fees, .. } => vec![*account, *fees],
         }
     }
 }
@@ -766,6 +775,18 @@ impl WorkingSet {
                 (
                     pair(h.account, Held, h.account, Available, units),
                     Some(after),
+                )
+            }
+            Operation::NetworkFee {
+                account,
+                fees,
+                amount,
+            } => {
+                self.customer_account(*account, asset)?;
+                self.system_account(*fees, asset, AccountKind::Fees)?;
+                (
+                    pair(*account, Available, *fees, Available, amount.units()),
+                    None,
                 )
             }
         })

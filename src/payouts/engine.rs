@@ -17,13 +17,15 @@
 //! the next step (issue 4).
 
 use super::networks::PayoutToken;
-use super::{Attempt, ChunkState, InFlight, Mined, PayoutState};
+use super::policy::{RolloutPhase, day_start};
+use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined, PayoutState, close_unpaid};
 use crate::chains::evm::{
-    EvmClient, FeeMode, Fees, RpcErrorClass, SignedTransfer, TransferTx, sign_transfer,
+    EvmClient, FeeMode, Fees, RpcErrorClass, SignedTransfer, TransferTx, sign_cancel,
+    sign_transfer, signed_transfer_parts,
 };
 use crate::config::NetworkConfig;
-use crate::domain::{Amount, PayoutId};
-use crate::ledger::{AccountKind, Command, Effect, Ledger, LedgerError, Operation, ReleaseKind};
+use crate::domain::{AccountId, Amount, AssetKey, ChunkId, PayoutId, UnixMicros};
+use crate::ledger::{AccountKind, Command, Effect, Ledger, Operation, ReleaseKind};
 use crate::metrics::{PayoutMetrics, WalletMetrics};
 use crate::store::{DynStore, StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
@@ -54,6 +56,26 @@ struct Settings {
     gas_limit: u64,
     poll: Duration,
     pause_at: Option<String>,
+    /// The phase until one is set through the API.
+    rollout_phase: RolloutPhase,
+    /// Token units per asset per day at 100%, by asset code.
+    daily_targets: HashMap<String, i128>,
+    timezone: chrono_tz::Tz,
+}
+
+/// How a mined chunk ends once at depth.
+enum Outcome {
+    /// Paid: the PAYOUT command's effect confirms the chunk.
+    Paid,
+    /// Did not pay (reverted, or a cancel was mined): closed after its gas is posted.
+    Unpaid(ChunkId, ChunkState, String),
+}
+
+/// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
+struct Settlement {
+    commands: Vec<Command>,
+    payout: PayoutId,
+    outcome: Outcome,
 }
 
 pub struct NetworkEngine {
@@ -71,8 +93,16 @@ pub struct NetworkEngine {
     wallet_metrics: WalletMetrics,
     /// Block hashes read this tick: each block is checked once, however many chunks it holds.
     block_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
-    /// Chunks at depth whose PAYOUT this tick posts, all in one ledger batch.
-    paying: Vec<(Command, PayoutId)>,
+    /// Chunks at depth whose postings (PAYOUT, FEE) this tick makes, all in one ledger batch.
+    settling: Vec<Settlement>,
+    /// The network's native asset, in which gas is posted as FEE.
+    native: AssetKey,
+    /// Each hot wallet's gas account in the native asset, by checksummed address.
+    gas_accounts: HashMap<String, AccountId>,
+    /// Payouts whose wait on the rollout guardrail is already recorded (once per process).
+    guardrail_noted: std::collections::HashSet<PayoutId>,
+    /// When the payouts-by-state gauge was last refreshed.
+    counted_at: Option<std::time::Instant>,
 }
 
 impl NetworkEngine {
@@ -106,7 +136,7 @@ impl NetworkEngine {
             store: ledger.store().clone(),
             ledger,
             wallets,
-            tokens,
+            tokens: tokens.clone(),
             settings: Settings {
                 confirmations: network.confirmations,
                 fee_mode: network.fee_mode,
@@ -121,12 +151,28 @@ impl NetworkEngine {
                 gas_limit: network.transfer_gas_limit,
                 poll: Duration::from_millis(network.poll_interval_ms),
                 pause_at,
+                rollout_phase: network.rollout.phase,
+                daily_targets: tokens
+                    .iter()
+                    .filter_map(|(code, t)| {
+                        let target = network.rollout.daily_volume_target.as_deref()?;
+                        let units = Amount::parse_decimal(target, &t.spec).ok()?.units();
+                        Some((code.clone(), units))
+                    })
+                    .collect(),
+                timezone: network.rollout.timezone.parse().map_err(|_| {
+                    anyhow::anyhow!("network {}: bad rollout.timezone", network.name)
+                })?,
             },
             nonces: HashMap::new(),
             metrics,
             wallet_metrics,
             block_hashes: HashMap::new(),
-            paying: Vec::new(),
+            settling: Vec::new(),
+            native: AssetKey::new(network.name.clone(), network.native.code.clone()),
+            gas_accounts: HashMap::new(),
+            guardrail_noted: Default::default(),
+            counted_at: None,
         }))
     }
 
@@ -142,6 +188,14 @@ impl NetworkEngine {
                 self.name,
                 self.chain_id
             );
+        }
+        for w in &self.wallets {
+            let address = w.address.to_checksum(None);
+            let account = self
+                .ledger
+                .wallet_gas_account(&self.native, &address)
+                .await?;
+            self.gas_accounts.insert(address, account);
         }
         loop {
             if let Err(e) = self.tick().await {
@@ -179,8 +233,79 @@ impl NetworkEngine {
             let spent = mined_below.get(&f.wallet).is_some_and(|n| f.nonce < *n);
             self.track(head, f, spent).await?;
         }
-        self.pay().await?;
+        self.observe_stuck(head, &in_flight);
+        self.count_payouts().await?;
+        self.settle_batch().await?;
         self.send(head, &in_flight).await
+    }
+
+    fn is_stuck(&self, head: u64, now: UnixMicros, latest: &Attempt) -> bool {
+        latest
+            .broadcast_at
+            .is_some_and(|at| now - at >= self.settings.stuck_after_micros)
+            || latest
+                .head_at_broadcast
+                .is_some_and(|h| head >= h + self.settings.stuck_after_blocks)
+    }
+
+    /// Stuck count and the age of the oldest stuck transaction, from what this tick loaded.
+    fn observe_stuck(&self, head: u64, in_flight: &[InFlight]) {
+        let now = now_micros();
+        let mut stuck = 0i64;
+        let mut oldest: Option<UnixMicros> = None;
+        for f in in_flight.iter().filter(|f| f.mined.is_none()) {
+            let Some(latest) = f.attempts.last() else {
+                continue;
+            };
+            if self.is_stuck(head, now, latest) {
+                stuck += 1;
+                let first = f.attempts.iter().filter_map(|a| a.broadcast_at).min();
+                oldest = oldest.min(first).or(first);
+            }
+        }
+        let network = [self.name.as_str()];
+        self.metrics.stuck.with_label_values(&network).set(stuck);
+        let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6);
+        self.metrics
+            .oldest_stuck_seconds
+            .with_label_values(&network)
+            .set(age);
+    }
+
+    /// Refreshes the payouts-by-state and freeze gauges at most once a second: one grouped
+    /// count over the payouts not yet final.
+    async fn count_payouts(&mut self) -> anyhow::Result<()> {
+        if self
+            .counted_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.counted_at = Some(std::time::Instant::now());
+        let frozen = self.store.freezes(&self.name).await?;
+        for code in self.tokens.keys() {
+            let on = frozen.iter().any(|f| &f.asset == code);
+            self.metrics
+                .frozen
+                .with_label_values(&[self.name.as_str(), code.as_str()])
+                .set(i64::from(on));
+        }
+        let counts = self.store.active_payouts(&self.name).await?;
+        for state in [
+            PayoutState::PendingApproval,
+            PayoutState::Queued,
+            PayoutState::Broadcast,
+        ] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .by_state
+                .with_label_values(&[self.name.as_str(), state.as_str()])
+                .set(n);
+        }
+        Ok(())
     }
 
     /// Stops here for good when configured to (crash tests kill the process at this point).
@@ -235,6 +360,7 @@ impl NetworkEngine {
                     block: i.block_number,
                     block_hash: i.block_hash.0,
                     success: i.success,
+                    fee_wei: u128::from(i.gas_used).saturating_mul(i.effective_gas_price),
                 };
                 self.store.record_mined(f.chunk, Some(&mined)).await?;
                 return Ok(());
@@ -249,23 +375,29 @@ impl NetworkEngine {
             tracing::warn!(chunk = %f.chunk, nonce = f.nonce, "nonce spent without a receipt of ours yet");
             return Ok(());
         }
-        let now = now_micros();
-        let stuck = latest
-            .broadcast_at
-            .is_some_and(|at| now - at >= self.settings.stuck_after_micros)
-            || latest
-                .head_at_broadcast
-                .is_some_and(|h| head >= h + self.settings.stuck_after_blocks);
+        if f.cancel_requested && latest.kind == AttemptKind::Transfer {
+            // An Operator's cancel: replace the transfer now, whether or not it is stuck.
+            return self.replace(head, f, latest, AttemptKind::Cancel).await;
+        }
+        let stuck = self.is_stuck(head, now_micros(), latest);
         if latest.broadcast_at.is_none() {
             // Stored but never sent (a crash or a node error in between): send the same bytes.
             self.broadcast(&[latest], head).await?;
         } else if stuck {
-            self.replace(head, f, latest).await?;
+            self.replace(head, f, latest, latest.kind).await?;
         }
         Ok(())
     }
 
-    async fn replace(&mut self, head: u64, f: &InFlight, latest: &Attempt) -> anyhow::Result<()> {
+    /// Re-signs the chunk's nonce as `kind` with fees raised by at least the bump: a speed-up
+    /// of a stuck transaction, or the cancel of a transfer.
+    async fn replace(
+        &mut self,
+        head: u64,
+        f: &InFlight,
+        latest: &Attempt,
+        kind: AttemptKind,
+    ) -> anyhow::Result<()> {
         let Some(wallet) = self.wallet(&f.wallet).cloned() else {
             anyhow::bail!(
                 "chunk {} was sent from {}, which is no longer configured",
@@ -296,13 +428,20 @@ impl NetworkEngine {
             self.broadcast(&[latest], head).await?;
             return Ok(());
         }
-        let signed = sign_transfer(wallet.signer(), &self.transfer(f, f.nonce, fees)?)?;
-        let attempt = attempt_of(&signed);
+        let signed = match kind {
+            AttemptKind::Transfer => {
+                sign_transfer(wallet.signer(), &self.transfer(f, f.nonce, fees)?)?
+            }
+            AttemptKind::Cancel => sign_cancel(wallet.signer(), self.chain_id, f.nonce, fees)?,
+        };
+        let attempt = attempt_of(&signed, kind);
         self.store.record_replacement(f.chunk, &attempt).await?;
-        self.metrics
-            .speedups_total
-            .with_label_values(&[self.name.as_str()])
-            .inc();
+        let counter = if kind == AttemptKind::Cancel && latest.kind == AttemptKind::Transfer {
+            &self.metrics.cancels_total
+        } else {
+            &self.metrics.speedups_total
+        };
+        counter.with_label_values(&[self.name.as_str()]).inc();
         self.broadcast(&[&attempt], head).await?;
         Ok(())
     }
@@ -326,64 +465,137 @@ impl NetworkEngine {
             return Ok(());
         }
         self.pause_point("engine.before_confirm").await;
-        if m.success {
-            let destination = self
-                .ledger
-                .system_account(&f.asset, AccountKind::External)
-                .ok_or_else(|| anyhow::anyhow!("asset {} has no external account", f.asset))?;
-            let release = Operation::Release {
-                hold: f.hold,
-                amount: Amount::new(f.amount)?,
-                kind: ReleaseKind::Payout,
-                destination,
-            };
-            let mut cmd = Command::new(
-                format!("payout-chunk:{}:paid", f.chunk),
-                f.asset.clone(),
-                release,
-            );
-            cmd.reference = Some(format!("0x{}", hex::encode(m.hash)));
-            cmd.memo = Some(format!("payout {} chunk {}", f.payout, f.chunk));
-            cmd.effects.push(Effect::ChunkConfirmed {
-                chunk: f.chunk,
-                payout: f.payout,
-            });
-            self.paying.push((cmd, f.payout));
-            Ok(())
-        } else {
-            self.store.fail_chunk(f.chunk).await?;
-            self.finish_if_failed(f.payout).await
+        let kind = f
+            .attempts
+            .iter()
+            .find(|a| a.hash == m.hash)
+            .map_or(AttemptKind::Transfer, |a| a.kind);
+        let tx = format!("0x{}", hex::encode(m.hash));
+        let mut commands = Vec::new();
+        let outcome = match (kind, m.success) {
+            (AttemptKind::Transfer, true) => {
+                let destination = self
+                    .ledger
+                    .system_account(&f.asset, AccountKind::External)
+                    .ok_or_else(|| anyhow::anyhow!("asset {} has no external account", f.asset))?;
+                let release = Operation::Release {
+                    hold: f.hold,
+                    amount: Amount::new(f.amount)?,
+                    kind: ReleaseKind::Payout,
+                    destination,
+                };
+                let mut cmd = Command::new(
+                    format!("payout-chunk:{}:paid", f.chunk),
+                    f.asset.clone(),
+                    release,
+                );
+                cmd.reference = Some(tx.clone());
+                cmd.memo = Some(format!("payout {} chunk {}", f.payout, f.chunk));
+                cmd.effects.push(Effect::ChunkConfirmed {
+                    chunk: f.chunk,
+                    payout: f.payout,
+                });
+                commands.push(cmd);
+                Outcome::Paid
+            }
+            (AttemptKind::Transfer, false) => Outcome::Unpaid(
+                f.chunk,
+                ChunkState::Failed,
+                format!("the transfer {tx} reverted at confirmation depth"),
+            ),
+            (AttemptKind::Cancel, _) => Outcome::Unpaid(
+                f.chunk,
+                ChunkState::Cancelled,
+                format!("the cancel {tx} was mined instead of the transfer"),
+            ),
+        };
+        if let Some(fee) = self.gas_fee(f, &m, &tx)? {
+            commands.push(fee);
         }
+        self.settling.push(Settlement {
+            commands,
+            payout: f.payout,
+            outcome,
+        });
+        Ok(())
     }
 
-    /// Posts this tick's chunk payments as one ledger batch. Each is keyed by its chunk, so a
-    /// batch that fails, or a crash after it, is simply posted again next tick.
-    async fn pay(&mut self) -> anyhow::Result<()> {
-        if self.paying.is_empty() {
+    /// The FEE posting of the gas a mined transaction burned, from the sending wallet's gas
+    /// account. None when it burned nothing.
+    fn gas_fee(&self, f: &InFlight, m: &Mined, tx: &str) -> anyhow::Result<Option<Command>> {
+        let Ok(fee) = i128::try_from(m.fee_wei) else {
+            anyhow::bail!("gas fee of {tx} out of range");
+        };
+        if fee == 0 {
+            return Ok(None);
+        }
+        let account = *self
+            .gas_accounts
+            .get(&f.wallet)
+            .ok_or_else(|| anyhow::anyhow!("wallet {} has no gas account", f.wallet))?;
+        let op = self
+            .ledger
+            .network_fee(account, &self.native, Amount::new(fee)?)?;
+        let mut cmd = Command::new(
+            format!("payout-chunk:{}:gas", f.chunk),
+            self.native.clone(),
+            op,
+        );
+        cmd.reference = Some(tx.to_owned());
+        cmd.memo = Some(format!("gas of payout {} chunk {}", f.payout, f.chunk));
+        Ok(Some(cmd))
+    }
+
+    /// Posts this tick's settlements as one ledger batch, then closes the chunks that did not
+    /// pay and the payouts that are done. Every command is keyed by its chunk, so a batch that
+    /// fails, or a crash after it, is simply posted again next tick.
+    async fn settle_batch(&mut self) -> anyhow::Result<()> {
+        if self.settling.is_empty() {
             return Ok(());
         }
-        let (commands, payouts): (Vec<Command>, Vec<PayoutId>) =
-            std::mem::take(&mut self.paying).into_iter().unzip();
-        let results = self.ledger.post(commands).await?;
-        // Several chunks of one payout can be paid in the same batch: look at each payout once.
-        let mut paid: Vec<PayoutId> = Vec::new();
-        for (result, payout) in results.into_iter().zip(payouts) {
-            match result {
-                Ok(posted) if !posted.replayed && !paid.contains(&payout) => paid.push(payout),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(%payout, error = %e, "the ledger refused a chunk payment")
+        let settling = std::mem::take(&mut self.settling);
+        let commands: Vec<Command> = settling
+            .iter()
+            .flat_map(|s| s.commands.iter().cloned())
+            .collect();
+        let mut results = self.ledger.post(commands).await?.into_iter();
+        // Several chunks of one payout can settle in the same batch: look at each payout once.
+        let mut touched: Vec<PayoutId> = Vec::new();
+        let mut paid_now: Vec<PayoutId> = Vec::new();
+        for s in settling {
+            let mut ok = true;
+            for (i, result) in results.by_ref().take(s.commands.len()).enumerate() {
+                match result {
+                    Ok(posted) => {
+                        if i == 0 && matches!(s.outcome, Outcome::Paid) && !posted.replayed {
+                            paid_now.push(s.payout);
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        tracing::error!(payout = %s.payout, error = %e, "the ledger refused a settlement posting");
+                    }
                 }
             }
+            if let (true, Outcome::Unpaid(chunk, state, detail)) = (ok, &s.outcome) {
+                self.store.close_chunk(*chunk, *state, detail).await?;
+            }
+            if !touched.contains(&s.payout) {
+                touched.push(s.payout);
+            }
         }
-        for payout in paid {
-            let p = self.store.get_payout(payout).await?;
-            if p.state == PayoutState::Confirmed {
-                self.finished(PayoutState::Confirmed, p.created_at);
-            } else {
-                // A sibling chunk may have failed earlier: once this one is final too, the
-                // unpaid remainder goes back.
-                self.finish_if_failed(payout).await?;
+        for payout in touched {
+            if paid_now.contains(&payout) {
+                let p = self.store.get_payout(payout).await?;
+                if p.state == PayoutState::Confirmed {
+                    self.finished(PayoutState::Confirmed, p.created_at);
+                    continue;
+                }
+            }
+            // A sibling may have failed or been cancelled: once all are final, the unpaid
+            // remainder goes back.
+            if let Some(p) = close_unpaid(&self.ledger, payout).await? {
+                self.finished(p.state, p.created_at);
             }
         }
         Ok(())
@@ -401,47 +613,6 @@ impl NetworkEngine {
                 .pass_through_seconds
                 .with_label_values(&[network])
                 .observe(seconds);
-        }
-    }
-
-    /// Once every chunk of a payout is final and one of them failed, the unpaid remainder of
-    /// the hold goes back to the account and the payout has failed.
-    async fn finish_if_failed(&self, payout: PayoutId) -> anyhow::Result<()> {
-        let p = self.store.get_payout(payout).await?;
-        let terminal = p.chunks.iter().all(|c| {
-            matches!(
-                c.state,
-                ChunkState::Confirmed | ChunkState::Failed | ChunkState::Cancelled
-            )
-        });
-        if !terminal
-            || p.chunks.iter().all(|c| c.state == ChunkState::Confirmed)
-            || p.state == PayoutState::Failed
-        {
-            return Ok(());
-        }
-        let mut cmd = Command::new(
-            format!("payout:{payout}:void"),
-            p.asset.clone(),
-            Operation::Void { hold: p.hold },
-        );
-        cmd.memo = Some(format!("payout {payout} failed"));
-        cmd.effects.push(Effect::PayoutClosed {
-            payout,
-            from: vec![PayoutState::Queued, PayoutState::Broadcast],
-            state: PayoutState::Failed,
-            detail: "a chunk reverted; the unpaid remainder went back to the account".into(),
-        });
-        // Its own database transaction: a conflict here must not fail anyone else's commands.
-        match self.ledger.post(vec![cmd]).await?.pop() {
-            Some(Ok(posted)) => {
-                if !posted.replayed {
-                    self.finished(PayoutState::Failed, p.created_at);
-                }
-                Ok(())
-            }
-            Some(Err(LedgerError::HoldResolved(_))) | None => Ok(()),
-            Some(Err(e)) => Err(e.into()),
         }
     }
 
@@ -474,6 +645,11 @@ impl NetworkEngine {
         if queued.is_empty() {
             return Ok(());
         }
+        let mut allowance = self.rollout_allowance().await?;
+        let mut accounts: Vec<AccountId> = queued.iter().map(|w| w.account).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let allowlists = self.store.enforced_allowlists(&accounts).await?;
         let fees = self
             .client
             .suggest_fees(
@@ -518,6 +694,18 @@ impl NetworkEngine {
                     queue.next();
                     continue;
                 };
+                if let Some(left) = allowance.get_mut(&work.asset.code) {
+                    if *left < work.amount {
+                        // Over today's rollout share: this chunk and every later one of the
+                        // asset wait for tomorrow (or a wider phase), in order.
+                        *left = -1;
+                        let (payout, code) = (work.payout, work.asset.code.clone());
+                        queue.next();
+                        self.note_guardrail_wait(payout, &code).await?;
+                        continue;
+                    }
+                    *left -= work.amount;
+                }
                 if !token_room.contains_key(&work.asset.code) {
                     let balance = self
                         .client
@@ -550,7 +738,19 @@ impl NetworkEngine {
                     fees,
                 };
                 let s = sign_transfer(wallet.signer(), &tx)?;
-                let attempt = attempt_of(&s);
+                // Policy looks at what was signed: the token, recipient and amount decoded
+                // from the raw transaction, not the request they came from.
+                let parts = signed_transfer_parts(&s.raw);
+                let allowed = allowlists.get(&work.account).is_none_or(|list| {
+                    parts.is_some_and(|(_, to, _)| {
+                        list.contains(&(self.name.clone(), to.to_checksum(None)))
+                    })
+                });
+                if parts != Some((tx.token, tx.to, tx.value)) || !allowed {
+                    tracing::error!(payout = %work.payout, chunk = %work.chunk, "the signed transfer fails policy; not sending it");
+                    continue;
+                }
+                let attempt = attempt_of(&s, AttemptKind::Transfer);
                 if work.index == 0 {
                     firsts.insert(attempt.id, work.accepted_at);
                 }
@@ -593,6 +793,58 @@ impl NetworkEngine {
                 }
             }
             self.pause_point("engine.after_broadcast").await;
+        }
+        Ok(())
+    }
+
+    /// What the rollout guardrail still lets out today, per asset with a daily target.
+    async fn rollout_allowance(&self) -> anyhow::Result<HashMap<String, i128>> {
+        let phase = self
+            .store
+            .rollout_phase(&self.name)
+            .await?
+            .map_or(self.settings.rollout_phase, |s| s.phase);
+        self.metrics
+            .rollout_percent
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::try_from(phase.percent()).unwrap_or(100));
+        if self.settings.daily_targets.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let since = day_start(now_micros(), self.settings.timezone);
+        let used: HashMap<String, i128> = self
+            .store
+            .signed_volume_since(&self.name, since)
+            .await?
+            .into_iter()
+            .collect();
+        let mut left = HashMap::new();
+        for (code, target) in &self.settings.daily_targets {
+            let remaining =
+                (phase.allowance(*target) - used.get(code).copied().unwrap_or(0)).max(0);
+            if let Some(t) = self.tokens.get(code) {
+                self.metrics
+                    .rollout_remaining_units
+                    .with_label_values(&[self.name.as_str(), code.as_str()])
+                    .set(remaining as f64 / 10f64.powi(i32::from(t.spec.decimals)));
+            }
+            left.insert(code.clone(), remaining);
+        }
+        Ok(left)
+    }
+
+    async fn note_guardrail_wait(&mut self, payout: PayoutId, asset: &str) -> anyhow::Result<()> {
+        if self.guardrail_noted.insert(payout) {
+            self.store
+                .add_payout_event(
+                    payout,
+                    "rollout_wait",
+                    &format!(
+                        "waits: today's rollout share of {asset} on {} is used up",
+                        self.name
+                    ),
+                )
+                .await?;
         }
         Ok(())
     }
@@ -642,9 +894,10 @@ impl NetworkEngine {
     }
 }
 
-fn attempt_of(s: &SignedTransfer) -> Attempt {
+fn attempt_of(s: &SignedTransfer, kind: AttemptKind) -> Attempt {
     Attempt {
         id: uuid::Uuid::now_v7(),
+        kind,
         hash: s.hash.0,
         raw: s.raw.to_vec(),
         nonce: s.nonce,

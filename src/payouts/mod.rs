@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod networks;
+pub mod policy;
 
 use crate::domain::{AccountId, AssetKey, ChunkId, HoldId, PayoutId, UnixMicros};
 use serde::{Deserialize, Serialize};
@@ -164,6 +165,14 @@ pub struct Payout {
     pub updated_at: UnixMicros,
     pub chunks: Vec<Chunk>,
     pub events: Vec<PayoutEvent>,
+    /// Set once an Operator asked to cancel what is not yet mined.
+    pub cancel: Option<CancelRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    pub reason: String,
+    pub by: String,
 }
 
 /// A queued chunk the sender may sign.
@@ -171,6 +180,7 @@ pub struct Payout {
 pub struct ChunkWork {
     pub chunk: ChunkId,
     pub payout: PayoutId,
+    pub account: AccountId,
     /// Position in its payout; 0 is the first to go out.
     pub index: u32,
     /// When the payout was accepted.
@@ -180,10 +190,39 @@ pub struct ChunkWork {
     pub amount: i128,
 }
 
+/// What a signed transaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// The token transfer that pays the chunk.
+    Transfer,
+    /// A zero-value transfer to the wallet itself with the same nonce: mined instead of the
+    /// transfer, it cancels the chunk.
+    Cancel,
+}
+
+impl AttemptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::Transfer => "transfer",
+            AttemptKind::Cancel => "cancel",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "transfer" => Some(AttemptKind::Transfer),
+            "cancel" => Some(AttemptKind::Cancel),
+            _ => None,
+        }
+    }
+}
+
 /// One signed transaction of a chunk, stored before it is broadcast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub id: uuid::Uuid,
+    pub kind: AttemptKind,
     pub hash: [u8; 32],
     pub raw: Vec<u8>,
     pub nonce: u64,
@@ -203,6 +242,8 @@ pub struct Mined {
     pub block: u64,
     pub block_hash: [u8; 32],
     pub success: bool,
+    /// Gas used times the effective gas price, in wei.
+    pub fee_wei: u128,
 }
 
 /// A chunk between signing and its final state, with every attempt.
@@ -218,8 +259,69 @@ pub struct InFlight {
     pub wallet: String,
     pub nonce: u64,
     pub mined: Option<Mined>,
+    /// An Operator asked to cancel this chunk's payout.
+    pub cancel_requested: bool,
     /// Oldest first.
     pub attempts: Vec<Attempt>,
+}
+
+/// Once every chunk of a payout is final and at least one did not pay, the unpaid remainder
+/// of its hold goes back to the account and the payout ends `failed` (a chunk reverted) or
+/// `cancelled`. Returns the closed payout when this call closed it; None when it is not final
+/// yet, fully paid, or was closed before.
+pub async fn close_unpaid(
+    ledger: &crate::ledger::Ledger,
+    payout: PayoutId,
+) -> Result<Option<Payout>, crate::store::StoreError> {
+    use crate::ledger::{Command, Effect, LedgerError, Operation};
+    let p = ledger.store().get_payout(payout).await?;
+    let final_ = |c: &Chunk| {
+        matches!(
+            c.state,
+            ChunkState::Confirmed | ChunkState::Failed | ChunkState::Cancelled
+        )
+    };
+    if !p.chunks.iter().all(final_)
+        || p.chunks.iter().all(|c| c.state == ChunkState::Confirmed)
+        || !matches!(p.state, PayoutState::Queued | PayoutState::Broadcast)
+    {
+        return Ok(None);
+    }
+    let paid: i128 = p
+        .chunks
+        .iter()
+        .filter(|c| c.state == ChunkState::Confirmed)
+        .map(|c| c.amount)
+        .sum();
+    let (state, why) = if p.chunks.iter().any(|c| c.state == ChunkState::Failed) {
+        (PayoutState::Failed, "a chunk reverted".to_owned())
+    } else {
+        let by = p.cancel.as_ref().map_or("an Operator", |c| c.by.as_str());
+        (PayoutState::Cancelled, format!("cancelled by {by}"))
+    };
+    let mut cmd = Command::new(
+        format!("payout:{payout}:void"),
+        p.asset.clone(),
+        Operation::Void { hold: p.hold },
+    );
+    cmd.memo = Some(format!("payout {payout} {}", state.as_str()));
+    cmd.effects.push(Effect::PayoutClosed {
+        payout,
+        from: vec![PayoutState::Queued, PayoutState::Broadcast],
+        state,
+        detail: format!(
+            "{why}; {paid} of {} base units paid, the rest went back to the account",
+            p.amount
+        ),
+    });
+    // Its own database transaction: a conflict here must not fail anyone else's commands.
+    match ledger.post(vec![cmd]).await?.pop() {
+        Some(Ok(posted)) if !posted.replayed => Ok(Some(Payout { state, ..p })),
+        Some(Ok(_)) | Some(Err(LedgerError::HoldResolved(_))) | None => Ok(None),
+        Some(Err(e)) => Err(crate::store::StoreError::Invariant(format!(
+            "closing payout {payout}: {e}"
+        ))),
+    }
 }
 
 #[cfg(test)]

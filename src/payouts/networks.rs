@@ -21,6 +21,9 @@ pub struct PayoutNetwork {
     pub name: String,
     pub chain_id: u64,
     pub tokens: HashMap<String, PayoutToken>,
+    /// The native coin gas is paid in.
+    pub native: AssetKey,
+    pub rollout: crate::config::RolloutConfig,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -63,6 +66,8 @@ impl PayoutNetworks {
                     name: n.name.clone(),
                     chain_id: n.chain_id,
                     tokens,
+                    native: AssetKey::new(n.name.clone(), n.native.code.clone()),
+                    rollout: n.rollout.clone(),
                 },
             );
         }

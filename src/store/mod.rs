@@ -11,7 +11,7 @@ use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, PayoutId, Role, TxId
 use crate::ledger::{
     Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted,
 };
-use crate::payouts::{Attempt, ChunkWork, InFlight, Mined, Payout, PayoutState};
+use crate::payouts::{Attempt, ChunkState, ChunkWork, InFlight, Mined, Payout, PayoutState};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -123,6 +123,46 @@ pub struct SafeMode {
     pub since: UnixMicros,
 }
 
+/// A rollout phase set through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSetting {
+    pub phase: crate::payouts::policy::RolloutPhase,
+    pub actor: String,
+    pub reason: String,
+    pub since: UnixMicros,
+}
+
+/// A token frozen on a network: its payouts queue, nothing new is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetFreeze {
+    pub asset: String,
+    pub reason: String,
+    pub actor: String,
+    pub since: UnixMicros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedDestination {
+    pub network: String,
+    /// EIP-55 checksummed.
+    pub address: String,
+    pub label: Option<String>,
+    pub added_by: String,
+    pub added_at: UnixMicros,
+}
+
+/// A partner account's destination allowlist; payouts are checked against it when enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allowlist {
+    pub enforced: bool,
+    pub entries: Vec<AllowedDestination>,
+}
+
+/// For each account among those asked about whose allowlist is enforced: the (network,
+/// address) pairs it may pay to.
+pub type EnforcedAllowlists =
+    std::collections::HashMap<AccountId, std::collections::HashSet<(String, String)>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -170,7 +210,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The next nonce the daemon will use for `wallet`, if it has used it before.
     async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>>;
-    /// Queued chunks of payouts that may be sent, oldest first.
+    /// Queued chunks of payouts that may be sent, oldest first: none of a frozen asset, none
+    /// to a destination its account's enforced allowlist lacks.
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>>;
     /// Stores signed transfers for queued chunks, nonces `first_nonce..`, and advances the
     /// wallet's next nonce past them, in one database transaction. `first_nonce` must be the
@@ -196,8 +237,14 @@ pub trait Store: Send + Sync + 'static {
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>>;
     /// Records where a chunk was mined, or (None) that its block left the chain.
     async fn record_mined(&self, chunk: ChunkId, mined: Option<&Mined>) -> StoreResult<()>;
-    /// A chunk that can no longer pay (its transaction reverted).
-    async fn fail_chunk(&self, chunk: ChunkId) -> StoreResult<()>;
+    /// Ends a chunk that did not pay: `Failed` (its transfer reverted; queued siblings are
+    /// cancelled so the payout stops there) or `Cancelled` (a cancel was mined instead).
+    async fn close_chunk(&self, chunk: ChunkId, state: ChunkState, detail: &str)
+    -> StoreResult<()>;
+    /// Records an Operator's cancel of a payout on the network: queued chunks are cancelled
+    /// at once, signed and broadcast ones are left for the engine to cancel on chain.
+    /// `Conflict` when the payout is final or nothing of it can be cancelled any more.
+    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()>;
     async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str)
     -> StoreResult<()>;
     /// Moves a payout from pending_approval to queued on behalf of `approver`, who must not
@@ -217,6 +264,48 @@ pub trait Store: Send + Sync + 'static {
         mode: Option<&SafeMode>,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
+    /// How many payouts on `network` are pending approval, queued and broadcast.
+    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>>;
+    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>>;
+    async fn set_rollout_phase(
+        &self,
+        network: &str,
+        setting: &RolloutSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>>;
+    /// Freezes (Some) or unfreezes (None) `asset` on `network`. Audited with it.
+    async fn set_freeze(
+        &self,
+        network: &str,
+        asset: &str,
+        freeze: Option<&AssetFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Token units per asset of the chunks first signed on `network` at or after `since`.
+    async fn signed_volume_since(
+        &self,
+        network: &str,
+        since: UnixMicros,
+    ) -> StoreResult<Vec<(String, i128)>>;
+
+    async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist>;
+    async fn set_allowlist_enforced(
+        &self,
+        account: AccountId,
+        enforced: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Adds (`allowed`) or removes a destination. Audited with it.
+    async fn set_allowed_destination(
+        &self,
+        account: AccountId,
+        entry: &AllowedDestination,
+        allowed: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists>;
 
     async fn list_audit(
         &self,
@@ -272,6 +361,21 @@ pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Invariant(format!("stored hash has {} bytes", bytes.len())))
+}
+
+/// The payout event a stored replacement writes.
+pub(crate) fn replacement_event(kind: crate::payouts::AttemptKind) -> &'static str {
+    match kind {
+        crate::payouts::AttemptKind::Transfer => "replaced",
+        crate::payouts::AttemptKind::Cancel => "cancel_signed",
+    }
+}
+
+pub(crate) fn replacement_verb(kind: crate::payouts::AttemptKind) -> &'static str {
+    match kind {
+        crate::payouts::AttemptKind::Transfer => "re-signed",
+        crate::payouts::AttemptKind::Cancel => "cancelled by a self-transfer",
+    }
 }
 
 pub(crate) fn now_micros() -> UnixMicros {

@@ -6,9 +6,10 @@ use super::*;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
 use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
+use crate::payouts::policy::RolloutPhase;
 use crate::payouts::{
-    Attempt, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout, Payout, PayoutEvent,
-    PayoutState,
+    Attempt, AttemptKind, CancelRequest, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout,
+    Payout, PayoutEvent, PayoutState,
 };
 use backon::Retryable;
 use rust_decimal::Decimal;
@@ -291,6 +292,12 @@ async fn write_effect(
                     from.join(" or ")
                 )));
             }
+            // Whatever was never signed will never be.
+            sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+                .bind(at)
+                .bind(payout.0)
+                .execute(&mut *conn)
+                .await?;
             insert_event(conn, *payout, at, state.as_str(), detail).await
         }
     }
@@ -324,7 +331,7 @@ async fn insert_attempt(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
-         gas_limit, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         gas_limit, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(a.id)
     .bind(chunk.0)
@@ -336,6 +343,7 @@ async fn insert_attempt(
     .bind(dec(a.max_priority_fee_per_gas as i128))
     .bind(a.gas_limit as i64)
     .bind(a.created_at)
+    .bind(a.kind.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -401,7 +409,7 @@ async fn insert_payout(
 }
 
 const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
-     initial_state, created_by, hold_id, created_at, updated_at";
+     initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
 
 fn payout_from_row(row: &PgRow) -> StoreResult<Payout> {
     let state = |col: &str| -> StoreResult<PayoutState> {
@@ -410,6 +418,8 @@ fn payout_from_row(row: &PgRow) -> StoreResult<Payout> {
             .ok_or_else(|| StoreError::Invariant(format!("payout state {text:?}")))
     };
     let metadata: Option<String> = row.try_get("metadata")?;
+    let cancel_reason: Option<String> = row.try_get("cancel_reason")?;
+    let cancel_by: Option<String> = row.try_get("cancel_by")?;
     Ok(Payout {
         id: PayoutId(row.try_get("id")?),
         account: AccountId(row.try_get("account_id")?),
@@ -432,6 +442,10 @@ fn payout_from_row(row: &PgRow) -> StoreResult<Payout> {
         updated_at: row.try_get("updated_at")?,
         chunks: Vec::new(),
         events: Vec::new(),
+        cancel: cancel_reason.map(|reason| CancelRequest {
+            reason,
+            by: cancel_by.unwrap_or_default(),
+        }),
     })
 }
 
@@ -467,8 +481,11 @@ async fn attach_chunks(conn: &mut sqlx::PgConnection, payouts: &mut [Payout]) ->
 }
 
 fn attempt_from_row(r: &PgRow) -> StoreResult<Attempt> {
+    let kind: String = r.try_get("kind")?;
     Ok(Attempt {
         id: r.try_get("id")?,
+        kind: AttemptKind::parse(&kind)
+            .ok_or_else(|| StoreError::Invariant(format!("attempt kind {kind:?}")))?,
         hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
         raw: r.try_get("raw")?,
         nonce: r.try_get::<i64, _>("nonce")? as u64,
@@ -488,7 +505,7 @@ async fn chunk_attempts(
     chunk: ChunkId,
 ) -> StoreResult<Vec<Attempt>> {
     let rows = sqlx::query(
-        "SELECT id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, broadcast_at, \
+        "SELECT id, kind, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, broadcast_at, \
          head_at_broadcast FROM tx_attempts WHERE chunk_id = $1 ORDER BY created_at, id",
     )
     .bind(chunk.0)
@@ -959,9 +976,14 @@ impl Store for PgStore {
 
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
         let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
+            "SELECT c.id, c.payout_id, p.account_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = $1 \
-             AND p.state IN ('queued', 'broadcast') ORDER BY c.id LIMIT $2",
+             AND p.state IN ('queued', 'broadcast') \
+             AND NOT EXISTS (SELECT 1 FROM asset_freezes f WHERE f.network = p.network AND f.asset = p.asset) \
+             AND NOT EXISTS (SELECT 1 FROM destination_allowlists l WHERE l.account_id = p.account_id AND l.enforced \
+                 AND NOT EXISTS (SELECT 1 FROM allowed_destinations d WHERE d.account_id = p.account_id \
+                     AND d.network = p.network AND d.address = p.destination)) \
+             ORDER BY c.id LIMIT $2",
         )
         .bind(network)
         .bind(limit)
@@ -972,6 +994,7 @@ impl Store for PgStore {
                 Ok(ChunkWork {
                     chunk: ChunkId(r.try_get("id")?),
                     payout: PayoutId(r.try_get("payout_id")?),
+                    account: AccountId(r.try_get("account_id")?),
                     index: u32::try_from(r.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
                     accepted_at: r.try_get("created_at")?,
                     asset: AssetKey::new(
@@ -1025,6 +1048,19 @@ impl Store for PgStore {
                 "{network} is in safe-mode: {reason}"
             )));
         }
+        let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
+        let frozen: Option<String> = sqlx::query_scalar(
+            "SELECT f.asset FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
+             JOIN asset_freezes f ON f.network = p.network AND f.asset = p.asset WHERE c.id = ANY($1) LIMIT 1",
+        )
+        .bind(&ids)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(asset) = frozen {
+            return Err(StoreError::Conflict(format!(
+                "{asset} is frozen on {network}"
+            )));
+        }
         sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
             .bind(network)
             .bind(wallet)
@@ -1035,7 +1071,7 @@ impl Store for PgStore {
         for (chunk, attempt) in signed {
             insert_attempt(&mut tx, *chunk, wallet, attempt).await?;
             let updated = sqlx::query(
-                "UPDATE payout_chunks SET state = 'signed', wallet = $1, nonce = $2, updated_at = $3 WHERE id = $4 AND state = 'queued'",
+                "UPDATE payout_chunks SET state = 'signed', wallet = $1, nonce = $2, updated_at = $3, signed_at = $3 WHERE id = $4 AND state = 'queued'",
             )
             .bind(wallet)
             .bind(attempt.nonce as i64)
@@ -1083,10 +1119,11 @@ impl Store for PgStore {
             &mut tx,
             PayoutId(payout),
             attempt.created_at,
-            "replaced",
+            replacement_event(attempt.kind),
             &format!(
-                "chunk {chunk}: nonce {} re-signed with max fee {} wei, tip {} wei, tx 0x{}",
+                "chunk {chunk}: nonce {} {} with max fee {} wei, tip {} wei, tx 0x{}",
                 attempt.nonce,
+                replacement_verb(attempt.kind),
                 attempt.max_fee_per_gas,
                 attempt.max_priority_fee_per_gas,
                 hex::encode(attempt.hash)
@@ -1123,7 +1160,7 @@ impl Store for PgStore {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
             "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
-             c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success FROM payout_chunks c \
+             c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = $1 \
              ORDER BY c.wallet, c.nonce",
         )
@@ -1140,6 +1177,11 @@ impl Store for PgStore {
                     block: r.try_get::<i64, _>("mined_block")? as u64,
                     block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
                     success: r.try_get("mined_success")?,
+                    fee_wei: r
+                        .try_get::<Option<Decimal>, _>("mined_fee")?
+                        .map(units)
+                        .transpose()?
+                        .unwrap_or(0) as u128,
                 }),
                 None => None,
             };
@@ -1158,6 +1200,7 @@ impl Store for PgStore {
                 wallet: r.try_get("wallet")?,
                 nonce: r.try_get::<i64, _>("nonce")? as u64,
                 mined,
+                cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
                 attempts: Vec::new(),
             });
         }
@@ -1168,7 +1211,7 @@ impl Store for PgStore {
             .collect();
         let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
         let rows = sqlx::query(
-            "SELECT id, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
+            "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
              broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id = ANY($1) ORDER BY created_at, id",
         )
         .bind(&ids)
@@ -1204,7 +1247,7 @@ impl Store for PgStore {
         };
         sqlx::query(
             "UPDATE payout_chunks SET state = $1, mined_hash = $2, mined_block = $3, mined_block_hash = $4, mined_success = $5, \
-             updated_at = $6 WHERE id = $7",
+             mined_fee = $8, updated_at = $6 WHERE id = $7",
         )
         .bind(state)
         .bind(mined.map(|m| m.hash.to_vec()))
@@ -1213,6 +1256,7 @@ impl Store for PgStore {
         .bind(mined.map(|m| m.success))
         .bind(at)
         .bind(chunk.0)
+        .bind(mined.map(|m| dec(m.fee_wei as i128)))
         .execute(&mut *tx)
         .await?;
         insert_event(
@@ -1227,23 +1271,87 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn fail_chunk(&self, chunk: ChunkId) -> StoreResult<()> {
+    async fn close_chunk(
+        &self,
+        chunk: ChunkId,
+        state: ChunkState,
+        detail: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let at = now_micros();
         let payout = chunk_payout(&mut tx, chunk).await?;
-        sqlx::query("UPDATE payout_chunks SET state = 'failed', updated_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE payout_chunks SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'mined'")
+            .bind(state.as_str())
             .bind(at)
             .bind(chunk.0)
             .execute(&mut *tx)
             .await?;
+        if state == ChunkState::Failed {
+            sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+                .bind(at)
+                .bind(payout)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let kind = match state {
+            ChunkState::Failed => "chunk_failed",
+            _ => "chunk_cancelled",
+        };
         insert_event(
             &mut tx,
             PayoutId(payout),
             at,
-            "chunk_failed",
-            &format!("chunk {chunk}: the transfer reverted at confirmation depth"),
+            kind,
+            &format!("chunk {chunk}: {detail}"),
         )
         .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM payouts WHERE id = $1 FOR UPDATE")
+                .bind(payout.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        if state != PayoutState::Broadcast.as_str() {
+            return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM payout_chunks WHERE payout_id = $1 AND state IN ('queued', 'signed', 'broadcast')",
+        )
+        .bind(payout.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if open == 0 {
+            return Err(StoreError::Conflict(format!(
+                "every chunk of payout {payout} is mined or final"
+            )));
+        }
+        let reason = audit.reason.clone().unwrap_or_default();
+        sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, $1), cancel_by = COALESCE(cancel_by, $2), updated_at = $3 WHERE id = $4")
+            .bind(&reason)
+            .bind(&audit.actor)
+            .bind(audit.at)
+            .bind(payout.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+            .bind(audit.at)
+            .bind(payout.0)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(
+            &mut tx,
+            payout,
+            audit.at,
+            "cancel_requested",
+            &format!("by {}: {reason}", audit.actor),
+        )
+        .await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1333,6 +1441,249 @@ impl Store for PgStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM payouts WHERE network = $1 \
+             AND state IN ('pending_approval', 'queued', 'broadcast') GROUP BY state",
+        )
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                let state = PayoutState::parse(&state)
+                    .ok_or_else(|| StoreError::Invariant(format!("payout state {state:?}")))?;
+                Ok((state, r.try_get("n")?))
+            })
+            .collect()
+    }
+
+    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>> {
+        let row = sqlx::query(
+            "SELECT phase, actor, reason, since FROM network_rollout WHERE network = $1",
+        )
+        .bind(network)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let phase: String = r.try_get("phase")?;
+            Ok(RolloutSetting {
+                phase: RolloutPhase::parse(&phase)
+                    .ok_or_else(|| StoreError::Invariant(format!("rollout phase {phase:?}")))?,
+                actor: r.try_get("actor")?,
+                reason: r.try_get("reason")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_rollout_phase(
+        &self,
+        network: &str,
+        setting: &RolloutSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO network_rollout (network, phase, actor, reason, since) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (network) DO UPDATE SET phase = excluded.phase, actor = excluded.actor, \
+             reason = excluded.reason, since = excluded.since",
+        )
+        .bind(network)
+        .bind(setting.phase.as_str())
+        .bind(&setting.actor)
+        .bind(&setting.reason)
+        .bind(setting.since)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>> {
+        let rows = sqlx::query("SELECT asset, reason, actor, since FROM asset_freezes WHERE network = $1 ORDER BY asset")
+            .bind(network)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AssetFreeze {
+                    asset: r.try_get("asset")?,
+                    reason: r.try_get("reason")?,
+                    actor: r.try_get("actor")?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_freeze(
+        &self,
+        network: &str,
+        asset: &str,
+        freeze: Option<&AssetFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        match freeze {
+            Some(f) => {
+                sqlx::query(
+                    "INSERT INTO asset_freezes (network, asset, reason, actor, since) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (network, asset) DO UPDATE SET reason = excluded.reason, actor = excluded.actor",
+                )
+                .bind(network)
+                .bind(asset)
+                .bind(&f.reason)
+                .bind(&f.actor)
+                .bind(f.since)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM asset_freezes WHERE network = $1 AND asset = $2")
+                    .bind(network)
+                    .bind(asset)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn signed_volume_since(
+        &self,
+        network: &str,
+        since: UnixMicros,
+    ) -> StoreResult<Vec<(String, i128)>> {
+        let rows = sqlx::query(
+            "SELECT p.asset, SUM(c.amount) AS total FROM payout_chunks c \
+             JOIN payouts p ON p.id = c.payout_id WHERE c.signed_at >= $1 AND p.network = $2 GROUP BY p.asset",
+        )
+        .bind(since)
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
+            .collect()
+    }
+
+    async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist> {
+        let enforced: Option<bool> =
+            sqlx::query_scalar("SELECT enforced FROM destination_allowlists WHERE account_id = $1")
+                .bind(account.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT network, address, label, added_by, added_at FROM allowed_destinations \
+             WHERE account_id = $1 ORDER BY network, address",
+        )
+        .bind(account.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Allowlist {
+            enforced: enforced.unwrap_or(false),
+            entries: rows
+                .iter()
+                .map(|r| {
+                    Ok(AllowedDestination {
+                        network: r.try_get("network")?,
+                        address: r.try_get("address")?,
+                        label: r.try_get("label")?,
+                        added_by: r.try_get("added_by")?,
+                        added_at: r.try_get("added_at")?,
+                    })
+                })
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn set_allowlist_enforced(
+        &self,
+        account: AccountId,
+        enforced: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO destination_allowlists (account_id, enforced, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id) DO UPDATE SET enforced = excluded.enforced, updated_at = excluded.updated_at",
+        )
+        .bind(account.0)
+        .bind(enforced)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_allowed_destination(
+        &self,
+        account: AccountId,
+        entry: &AllowedDestination,
+        allowed: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if allowed {
+            sqlx::query(
+                "INSERT INTO allowed_destinations (account_id, network, address, label, added_by, added_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, network, address) DO UPDATE SET label = excluded.label",
+            )
+            .bind(account.0)
+            .bind(&entry.network)
+            .bind(&entry.address)
+            .bind(&entry.label)
+            .bind(&entry.added_by)
+            .bind(entry.added_at)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            let gone = sqlx::query(
+                "DELETE FROM allowed_destinations WHERE account_id = $1 AND network = $2 AND address = $3",
+            )
+            .bind(account.0)
+            .bind(&entry.network)
+            .bind(&entry.address)
+            .execute(&mut *tx)
+            .await?;
+            if gone.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists> {
+        let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
+        let rows = sqlx::query(
+            "SELECT l.account_id, d.network, d.address FROM destination_allowlists l \
+             LEFT JOIN allowed_destinations d ON d.account_id = l.account_id WHERE l.enforced AND l.account_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = EnforcedAllowlists::new();
+        for r in rows {
+            let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
+            let network: Option<String> = r.try_get("network")?;
+            let address: Option<String> = r.try_get("address")?;
+            if let (Some(n), Some(a)) = (network, address) {
+                entries.insert((n, a));
+            }
+        }
+        Ok(out)
     }
 
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {

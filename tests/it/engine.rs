@@ -22,12 +22,12 @@ on_both_backends!(
 const HOT_KEY_VAR: &str = "TREASURYD_TEST_HOT_KEY";
 
 /// A TestApp whose `ethereum` network is `chain`, with anvil dev account 1 as its hot wallet.
-async fn app_on(backend: Backend, chain: &DevChain, extra: &str) -> TestApp {
+pub(crate) async fn app_on(backend: Backend, chain: &DevChain, extra: &str) -> TestApp {
     app_with_wallet(backend, chain, extra, "").await
 }
 
 /// Like `app_on`, with extra lines for the hot wallet's declaration.
-async fn app_with_wallet(
+pub(crate) async fn app_with_wallet(
     backend: Backend,
     chain: &DevChain,
     extra: &str,
@@ -67,7 +67,7 @@ async fn app_with_wallet(
 }
 
 /// Waits until every payout is in a final state; returns them by id.
-async fn settled(app: &TestApp, expected: usize) -> HashMap<String, Value> {
+pub(crate) async fn settled(app: &TestApp, expected: usize) -> HashMap<String, Value> {
     for _ in 0..1200 {
         let (_, page) = app.get("/v1/payouts?limit=500", ADMIN).await;
         let items = page["items"].as_array().unwrap();
@@ -94,7 +94,7 @@ async fn settled(app: &TestApp, expected: usize) -> HashMap<String, Value> {
 }
 
 /// Mines a block every `every` while the test runs, as a live chain would.
-fn spawn_miner(chain: &DevChain, every: Duration) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_miner(chain: &DevChain, every: Duration) -> tokio::task::JoinHandle<()> {
     let client = EvmClient::new(&chain.url).unwrap();
     tokio::spawn(async move {
         loop {
@@ -107,7 +107,7 @@ fn spawn_miner(chain: &DevChain, every: Duration) -> tokio::task::JoinHandle<()>
     })
 }
 
-fn destination(i: u64) -> Address {
+pub(crate) fn destination(i: u64) -> Address {
     Address::from_word(U256::from(0xD000_0000u64 + i).into())
 }
 
@@ -119,6 +119,9 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
     let acme_usdc = funded_partner(&app, "acme", "USDC", "100000").await;
     let beta_usdt = funded_partner(&app, "beta", "USDT", "100000").await;
 
+    let hot = chain.dev_key(1).unwrap().address();
+    let client = EvmClient::new(&chain.url).unwrap();
+    let eth_before = client.native_balance(hot).await.unwrap();
     let mut expected: HashMap<(Address, TestToken), u128> = HashMap::new();
     let mut requests = Vec::new();
     for i in 0..49u64 {
@@ -154,7 +157,6 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
         payouts.values().all(|p| p["state"] == "confirmed"),
         "{payouts:?}"
     );
-    let client = EvmClient::new(&chain.url).unwrap();
     for ((to, token), units) in &expected {
         let balance = client
             .token_balance(chain.token(*token), *to)
@@ -207,6 +209,15 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
     }
     let (_, paid) = app.get("/v1/journal?kind=PAYOUT&limit=500", ADMIN).await;
     assert_eq!(paid["items"].as_array().unwrap().len(), 52);
+    // Gas: one FEE per transfer, and the wallet's gas account moved by exactly what the chain
+    // took from the wallet.
+    let (_, fees) = app.get("/v1/journal?kind=FEE&limit=500", ADMIN).await;
+    assert_eq!(fees["items"].as_array().unwrap().len(), 52);
+    let burned = eth_before - client.native_balance(hot).await.unwrap();
+    assert_eq!(
+        crate::policy::gas_account_balance(&app, &hot.to_checksum(None)).await,
+        -i128::try_from(burned).unwrap()
+    );
     let acme = app.account(&acme_usdt).await;
     assert_eq!(acme["held"], "0.000000");
     let text = app.metrics_text().await;
@@ -259,7 +270,7 @@ on_both_backends!(
     a_wallet_below_its_gas_buffer_waits_for_a_top_up
 );
 
-async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
+pub(crate) async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
     for _ in 0..600 {
         let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
         if p["state"] == state {
@@ -271,7 +282,13 @@ async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
     panic!("payout {id} never reached {state}: {p}");
 }
 
-async fn request(app: &TestApp, account: &str, to: Address, amount: &str, key: &str) -> String {
+pub(crate) async fn request(
+    app: &TestApp,
+    account: &str,
+    to: Address,
+    amount: &str,
+    key: &str,
+) -> String {
     let body = json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": amount});
     let (s, answer) = app.post("/v1/payouts", TRADER, Some(key), &body).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{answer}");

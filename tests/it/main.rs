@@ -15,3 +15,4 @@ mod evm;
 mod idempotency;
 mod ledger_model;
 mod payouts;
+mod policy;
