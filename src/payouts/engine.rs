@@ -46,6 +46,8 @@ pub const PAUSE_POINTS: [&str; 3] = [
 #[derive(Debug, Clone)]
 struct Settings {
     confirmations: u64,
+    /// Final once the chain's `finalized` block has reached the transaction's block.
+    use_finalized_tag: bool,
     fee_mode: FeeMode,
     max_fee: u128,
     min_tip: u128,
@@ -93,6 +95,8 @@ pub struct NetworkEngine {
     wallet_metrics: WalletMetrics,
     /// Block hashes read this tick: each block is checked once, however many chunks it holds.
     block_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
+    /// The chain's `finalized` block this tick, read once when a network waits for it.
+    finalized: Option<Option<u64>>,
     /// Chunks at depth whose postings (PAYOUT, FEE) this tick makes, all in one ledger batch.
     settling: Vec<Settlement>,
     /// The network's native asset, in which gas is posted as FEE.
@@ -139,6 +143,7 @@ impl NetworkEngine {
             tokens: tokens.clone(),
             settings: Settings {
                 confirmations: network.confirmations,
+                use_finalized_tag: network.use_finalized_tag,
                 fee_mode: network.fee_mode,
                 max_fee: u128::from(network.max_fee_per_gas),
                 min_tip: u128::from(network.min_priority_fee_per_gas),
@@ -168,6 +173,7 @@ impl NetworkEngine {
             metrics,
             wallet_metrics,
             block_hashes: HashMap::new(),
+            finalized: None,
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native.code.clone()),
             gas_accounts: HashMap::new(),
@@ -229,6 +235,7 @@ impl NetworkEngine {
             }
         }
         self.block_hashes.clear();
+        self.finalized = None;
         for f in &in_flight {
             let spent = mined_below.get(&f.wallet).is_some_and(|n| f.nonce < *n);
             self.track(head, f, spent).await?;
@@ -461,7 +468,20 @@ impl NetworkEngine {
             self.store.record_mined(f.chunk, None).await?;
             return Ok(());
         }
-        if head + 1 < m.block + self.settings.confirmations {
+        let at_depth = if self.settings.use_finalized_tag {
+            let finalized = match self.finalized {
+                Some(f) => f,
+                None => {
+                    let f = self.client.finalized_head().await?;
+                    self.finalized = Some(f);
+                    f
+                }
+            };
+            finalized.is_some_and(|f| m.block <= f)
+        } else {
+            head + 1 >= m.block + self.settings.confirmations
+        };
+        if !at_depth {
             return Ok(());
         }
         self.pause_point("engine.before_confirm").await;

@@ -541,6 +541,19 @@ async fn a_stuck_transfer_is_replaced_and_lands_once(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(attempts >= 2, "no replacement was sent");
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric_value(&text, "treasuryd_payouts_stuck{network=\"ethereum\"}"),
+        Some(1.0)
+    );
+    assert!(
+        metric_value(
+            &text,
+            "treasuryd_payouts_oldest_stuck_seconds{network=\"ethereum\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
     let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
     let fees: Vec<u128> = p["chunks"][0]["attempts"]
         .as_array()
@@ -685,6 +698,42 @@ async fn a_wallet_below_its_gas_buffer_waits_for_a_top_up(backend: Backend) {
         .unwrap()
             > 100.0
     );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// With `use_finalized_tag` a mined transfer is paid only once the chain's `finalized` block
+/// reaches it, however deep it already is. (Storage plays no part: SQLite only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finality_by_tag_waits_for_the_finalized_block() {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(Backend::Sqlite, &chain, "use_finalized_tag = true").await;
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+    let client = EvmClient::new(&chain.url).unwrap();
+    let id = request(&app, &acme, destination(6), "10", "finalized").await;
+    let mut mined_at = None;
+    for _ in 0..200 {
+        let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+        if p["chunks"][0]["state"] == "mined" {
+            mined_at = Some(client.head().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mined_at = mined_at.expect("the transfer was mined");
+    // Deeper than any depth setting would ask, yet not finalized.
+    chain.mine(20).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let finalized = client.finalized_head().await.unwrap().unwrap_or(0);
+    assert!(
+        finalized < mined_at,
+        "anvil finalizes {finalized} at head {mined_at}+20"
+    );
+    let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+    assert_eq!(p["state"], "broadcast", "{p}");
+    chain.mine(100).await.unwrap();
+    wait_state(&app, &id, "confirmed").await;
+    assert!(client.finalized_head().await.unwrap().unwrap() >= mined_at);
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
