@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use futures::StreamExt;
 use secrecy::SecretString;
 use std::time::{Duration, Instant};
 use treasuryd::api::auth::Caller;
@@ -20,6 +22,8 @@ use treasuryd::ledger::{AccountKind, Command, NewAccount};
 use treasuryd::store::AuditRecord;
 
 const GWEI: u128 = 1_000_000_000;
+/// Payout requests the benchmark keeps open at once.
+const CONCURRENT_REQUESTS: usize = 32;
 
 fn destination(i: usize) -> Address {
     Address::from_word(U256::from(0xB000_0000u64 + i as u64).into())
@@ -75,9 +79,19 @@ struct Subject {
     to_broadcast: Vec<Duration>,
 }
 
-/// Runs the daemon in-process on `db_url` against a fresh anvil and pays `n` payouts.
-async fn subject(n: usize, db_url: String) -> Subject {
-    let chain = DevChain::start(&[]).await.unwrap();
+/// The daemon running in-process against `chain` with anvil dev account 1 as its hot wallet,
+/// and a funded partner account to pay from.
+struct Daemon {
+    api: std::net::SocketAddr,
+    store: treasuryd::store::DynStore,
+    metrics: treasuryd::metrics::Metrics,
+    account: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> Daemon {
     let hot = chain.dev_key(1).unwrap();
     chain
         .mint(TestToken::Usdt, hot.address(), 1_000_000_000_000_000)
@@ -104,7 +118,7 @@ async fn subject(n: usize, db_url: String) -> Subject {
     );
     c.networks = vec![
         toml::from_str(&format!(
-            "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 1\npoll_interval_ms = 20\nmax_in_flight = 512\n\
+            "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 1\npoll_interval_ms = 20\n{network_extra}\n\
              [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
             chain.chain_id,
             chain.url,
@@ -126,6 +140,7 @@ async fn subject(n: usize, db_url: String) -> Subject {
     .await
     .unwrap();
     let api = app.api_addr();
+    let metrics = app.state().metrics.clone();
     let ledger = app.state().ledger.clone();
     let store = ledger.store().clone();
     let asset = AssetKey::new("ethereum", "USDT");
@@ -161,36 +176,80 @@ async fn subject(n: usize, db_url: String) -> Subject {
         .await
         .unwrap()
         .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until_stopped(async {
         let _ = stop_rx.await;
     }));
-
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let body = serde_json::json!({"account": account.id.to_string(), "network": "ethereum", "asset": "USDT",
-            "destination": destination(i).to_checksum(None), "amount": "1"});
-        let r = http
-            .post(format!("http://{api}/v1/payouts"))
-            .bearer_auth("tdk_bench_trader")
-            .header("Idempotency-Key", format!("b-{i}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let v: serde_json::Value = r.json().await.unwrap();
-        ids.push(treasuryd::domain::PayoutId::parse(v["id"].as_str().unwrap()).unwrap());
+    Daemon {
+        api,
+        store,
+        metrics,
+        account: account.id.to_string(),
+        stop,
+        running,
+        _dir: dir,
     }
-    while count_confirmed(&store).await < n {
+}
+
+impl Daemon {
+    /// Requests `n` payouts of 1 USDT, up to CONCURRENT_REQUESTS at a time, as a busy
+    /// treasury would.
+    async fn request(&self, n: usize) -> Vec<treasuryd::domain::PayoutId> {
+        let http = reqwest::Client::new();
+        let api = self.api;
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let (http, account) = (http.clone(), self.account.clone());
+                async move {
+                    let body = serde_json::json!({"account": account, "network": "ethereum", "asset": "USDT",
+                        "destination": destination(i).to_checksum(None), "amount": "1"});
+                    let r = http
+                        .post(format!("http://{api}/v1/payouts"))
+                        .bearer_auth("tdk_bench_trader")
+                        .header("Idempotency-Key", format!("b-{i}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    treasuryd::domain::PayoutId::parse(v["id"].as_str().unwrap()).unwrap()
+                }
+            })
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect()
+            .await
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap().unwrap();
+    }
+
+    /// (ticks, seconds in ticks) so far.
+    fn ticks(&self) -> (u64, f64) {
+        let h = self
+            .metrics
+            .payouts
+            .tick_seconds
+            .with_label_values(&["ethereum"]);
+        (h.get_sample_count(), h.get_sample_sum())
+    }
+}
+
+/// Runs the daemon in-process on `db_url` against a fresh anvil and pays `n` payouts.
+async fn subject(n: usize, db_url: String) -> Subject {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let daemon = start_daemon(&chain, db_url, "max_in_flight = 512").await;
+    let started = Instant::now();
+    let ids = daemon.request(n).await;
+    while count_confirmed(&daemon.store).await < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let per_second = n as f64 / started.elapsed().as_secs_f64();
     let mut to_broadcast = Vec::with_capacity(n);
     for id in ids {
-        let p = store.get_payout(id).await.unwrap();
+        let p = daemon.store.get_payout(id).await.unwrap();
         if let Some(at) = p
             .chunks
             .first()
@@ -201,12 +260,61 @@ async fn subject(n: usize, db_url: String) -> Subject {
         }
     }
     to_broadcast.sort();
-    let _ = stop_tx.send(());
-    running.await.unwrap().unwrap();
+    daemon.stop().await;
     Subject {
         per_second,
         to_broadcast,
     }
+}
+
+/// With automine off, puts `n` payouts in flight at once (signed, stored, broadcast, waiting
+/// in the node's pool) and measures the engine's tick while they wait; then mines and
+/// measures how fast they settle. Returns (mean tick ms while waiting, payouts/s settled).
+async fn in_flight(n: usize, db_url: String) -> (f64, f64) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let daemon = start_daemon(
+        &chain,
+        db_url,
+        "max_in_flight = 10000\nstuck_after_seconds = 86400\nstuck_after_blocks = 1000000",
+    )
+    .await;
+    chain.set_automine(false).await.unwrap();
+    daemon.request(n).await;
+    loop {
+        let waiting = daemon.store.in_flight("ethereum").await.unwrap();
+        if waiting.len() == n
+            && waiting
+                .iter()
+                .all(|f| f.attempts.iter().any(|a| a.broadcast_at.is_some()))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (count0, sum0) = daemon.ticks();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (count1, sum1) = daemon.ticks();
+    let tick_ms = (sum1 - sum0) / (count1 - count0).max(1) as f64 * 1e3;
+    let started = Instant::now();
+    let miner = {
+        let client = EvmClient::new(&chain.url).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let _ = client
+                    .provider()
+                    .raw_request::<_, ()>("evm_mine".into(), ())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    while count_confirmed(&daemon.store).await < n {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let settled = n as f64 / started.elapsed().as_secs_f64();
+    miner.abort();
+    daemon.stop().await;
+    (tick_ms, settled)
 }
 
 async fn count_confirmed(store: &treasuryd::store::DynStore) -> usize {
@@ -250,6 +358,9 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000);
+    if let Ok(sizes) = std::env::var("TREASURYD_BENCH_IN_FLIGHT") {
+        return in_flight_table(&sizes).await;
+    }
     println!(
         "| backend | payouts | baseline transfers/s | daemon payouts/s | ratio | accepted→broadcast p50 | p95 | p99 |"
     );
@@ -276,14 +387,38 @@ async fn main() {
             pct(&s.to_broadcast, 0.99).as_secs_f64() * 1e3
         );
         if let Some(name) = pg_name {
-            let admin = std::env::var("TREASURYD_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let pool = sqlx::PgPool::connect(&admin).await.unwrap();
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&pool)
-            .await;
+            drop_postgres_db(&name).await;
         }
     }
+}
+
+/// `TREASURYD_BENCH_IN_FLIGHT=100,10000`: the tick with that many payouts waiting in the
+/// node's pool, on PostgreSQL, smallest first as the reference.
+async fn in_flight_table(sizes: &str) {
+    let sizes: Vec<usize> = sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!("| in flight | mean tick while waiting | tick per 1k in flight | settled payouts/s |");
+    println!("|---|---|---|---|");
+    for n in sizes {
+        let (url, name) = postgres_db().await;
+        let (tick_ms, settled) = in_flight(n, url).await;
+        println!(
+            "| {n} | {tick_ms:.1} ms | {:.2} ms | {settled:.0} |",
+            tick_ms / n as f64 * 1000.0
+        );
+        drop_postgres_db(&name).await;
+    }
+}
+
+async fn drop_postgres_db(name: &str) {
+    let admin = std::env::var("TREASURYD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&pool)
+    .await;
 }

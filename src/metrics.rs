@@ -97,6 +97,8 @@ pub struct PayoutMetrics {
     pub rollout_percent: IntGaugeVec,
     /// 1 while the asset is frozen on the network.
     pub frozen: IntGaugeVec,
+    /// Seconds one engine tick takes (track, settle, send), by network.
+    pub tick_seconds: HistogramVec,
 }
 
 impl PayoutMetrics {
@@ -205,6 +207,20 @@ impl PayoutMetrics {
                 "1 while the asset is frozen on the network.",
                 &["network", "asset"],
             )?,
+            tick_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "treasuryd_payouts_engine_tick_seconds",
+                        "Seconds one engine tick takes (track, settle, send), by network.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]),
+                    &["network"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
         })
     }
 }

@@ -3,6 +3,7 @@
 -- A cancel asked for by an Operator: chunks not yet mined get a same-nonce self-transfer.
 ALTER TABLE payouts ADD COLUMN cancel_reason TEXT;
 ALTER TABLE payouts ADD COLUMN cancel_by TEXT;
+CREATE INDEX payouts_cancelling ON payouts (network) WHERE cancel_reason IS NOT NULL AND state = 'broadcast';
 
 -- What a signed transaction does: pay the chunk, or cancel its nonce.
 ALTER TABLE tx_attempts ADD COLUMN kind TEXT NOT NULL DEFAULT 'transfer' CHECK (kind IN ('transfer', 'cancel'));

@@ -75,6 +75,7 @@ enum Outcome {
 
 /// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
 struct Settlement {
+    chunk: ChunkId,
     commands: Vec<Command>,
     payout: PayoutId,
     outcome: Outcome,
@@ -95,6 +96,14 @@ pub struct NetworkEngine {
     wallet_metrics: WalletMetrics,
     /// Block hashes read this tick: each block is checked once, however many chunks it holds.
     block_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
+    /// Every chunk between signing and its final state, kept in memory: this loop is the only
+    /// writer of their sending state, so a tick reads the database only for what others
+    /// change (cancels) and costs no database work per waiting chunk. Reloaded after any
+    /// failed tick.
+    tracked: HashMap<ChunkId, InFlight>,
+    loaded: bool,
+    /// Inclusions found this tick (None: its block left the chain), stored in one transaction.
+    mined: Vec<(ChunkId, Option<Mined>)>,
     /// The chain's `finalized` block this tick, read once when a network waits for it.
     finalized: Option<Option<u64>>,
     /// Chunks at depth whose postings (PAYOUT, FEE) this tick makes, all in one ledger batch.
@@ -174,6 +183,9 @@ impl NetworkEngine {
             wallet_metrics,
             block_hashes: HashMap::new(),
             finalized: None,
+            mined: Vec::new(),
+            tracked: HashMap::new(),
+            loaded: false,
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native.code.clone()),
             gas_accounts: HashMap::new(),
@@ -204,10 +216,18 @@ impl NetworkEngine {
             self.gas_accounts.insert(address, account);
         }
         loop {
-            if let Err(e) = self.tick().await {
+            let started = std::time::Instant::now();
+            let ticked = self.tick().await;
+            self.metrics
+                .tick_seconds
+                .with_label_values(&[self.name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = ticked {
                 tracing::warn!(network = %self.name, error = %e, "payout engine tick failed; retrying");
-                // Reload nonces from the database and the chain after any trouble.
+                // Reload nonces and tracked chunks from the database and the chain after any
+                // trouble.
                 self.nonces.clear();
+                self.loaded = false;
             }
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
@@ -218,14 +238,28 @@ impl NetworkEngine {
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         let head = self.client.head().await?;
-        let in_flight = self.store.in_flight(&self.name).await?;
+        if !self.loaded {
+            self.tracked = self
+                .store
+                .in_flight(&self.name)
+                .await?
+                .into_iter()
+                .map(|f| (f.chunk, f))
+                .collect();
+            self.loaded = true;
+        }
+        for payout in self.store.cancelling_payouts(&self.name).await? {
+            for f in self.tracked.values_mut().filter(|f| f.payout == payout) {
+                f.cancel_requested = true;
+            }
+        }
         // The chain's nonce per wallet says which of our nonces are spent: only chunks below it
         // can have a receipt, so a tick costs RPC calls for what was mined since the last one,
         // not for everything in flight.
         let mut mined_below: HashMap<String, u64> = HashMap::new();
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
-            let count = in_flight.iter().filter(|f| f.wallet == address).count();
+            let count = self.busy(&address);
             self.metrics
                 .in_flight
                 .with_label_values(&[self.name.as_str(), address.as_str()])
@@ -236,14 +270,64 @@ impl NetworkEngine {
         }
         self.block_hashes.clear();
         self.finalized = None;
-        for f in &in_flight {
-            let spent = mined_below.get(&f.wallet).is_some_and(|n| f.nonce < *n);
-            self.track(head, f, spent).await?;
+        self.mined.clear();
+        self.settling.clear();
+        for (chunk, spent) in self.needing_attention(head, &mined_below) {
+            let Some(f) = self.tracked.get(&chunk).cloned() else {
+                continue;
+            };
+            self.track(head, &f, spent).await?;
         }
-        self.observe_stuck(head, &in_flight);
+        self.observe_stuck(head);
         self.count_payouts().await?;
+        if !self.mined.is_empty() {
+            let mined = std::mem::take(&mut self.mined);
+            self.store.record_mined(&mined).await?;
+            for (chunk, m) in mined {
+                if let Some(f) = self.tracked.get_mut(&chunk) {
+                    f.state = if m.is_some() {
+                        ChunkState::Mined
+                    } else {
+                        ChunkState::Broadcast
+                    };
+                    f.mined = m;
+                }
+            }
+        }
         self.settle_batch().await?;
-        self.send(head, &in_flight).await
+        self.send(head).await
+    }
+
+    /// Chunks of this wallet not yet final.
+    fn busy(&self, wallet: &str) -> usize {
+        self.tracked.values().filter(|f| f.wallet == wallet).count()
+    }
+
+    /// The tracked chunks this tick must look at, lowest nonce first per wallet, with whether
+    /// their nonce is spent: mined ones (to settle), spent nonces (to find the receipt), never
+    /// sent, to be cancelled, or stuck. The rest wait without any I/O.
+    fn needing_attention(
+        &self,
+        head: u64,
+        mined_below: &HashMap<String, u64>,
+    ) -> Vec<(ChunkId, bool)> {
+        let now = now_micros();
+        let mut out: Vec<(&str, u64, ChunkId, bool)> = self
+            .tracked
+            .values()
+            .filter_map(|f| {
+                let spent = mined_below.get(&f.wallet).is_some_and(|n| f.nonce < *n);
+                let latest = f.attempts.last()?;
+                let due = f.mined.is_some()
+                    || spent
+                    || latest.broadcast_at.is_none()
+                    || (f.cancel_requested && latest.kind == AttemptKind::Transfer)
+                    || self.is_stuck(head, now, latest);
+                due.then_some((f.wallet.as_str(), f.nonce, f.chunk, spent))
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.into_iter().map(|(_, _, c, spent)| (c, spent)).collect()
     }
 
     fn is_stuck(&self, head: u64, now: UnixMicros, latest: &Attempt) -> bool {
@@ -256,11 +340,11 @@ impl NetworkEngine {
     }
 
     /// Stuck count and the age of the oldest stuck transaction, from what this tick loaded.
-    fn observe_stuck(&self, head: u64, in_flight: &[InFlight]) {
+    fn observe_stuck(&self, head: u64) {
         let now = now_micros();
         let mut stuck = 0i64;
         let mut oldest: Option<UnixMicros> = None;
-        for f in in_flight.iter().filter(|f| f.mined.is_none()) {
+        for f in self.tracked.values().filter(|f| f.mined.is_none()) {
             let Some(latest) = f.attempts.last() else {
                 continue;
             };
@@ -369,8 +453,10 @@ impl NetworkEngine {
                     success: i.success,
                     fee_wei: u128::from(i.gas_used).saturating_mul(i.effective_gas_price),
                 };
-                self.store.record_mined(f.chunk, Some(&mined)).await?;
-                return Ok(());
+                self.mined.push((f.chunk, Some(mined)));
+                // Stored with the tick's other inclusions before the settlement batch, so a
+                // chunk already at depth settles in this tick.
+                return self.settle(head, f, mined).await;
             }
         }
         let Some(latest) = f.attempts.last() else {
@@ -389,7 +475,7 @@ impl NetworkEngine {
         let stuck = self.is_stuck(head, now_micros(), latest);
         if latest.broadcast_at.is_none() {
             // Stored but never sent (a crash or a node error in between): send the same bytes.
-            self.broadcast(&[latest], head).await?;
+            self.broadcast(&[(f.chunk, latest.clone())], head).await?;
         } else if stuck {
             self.replace(head, f, latest, latest.kind).await?;
         }
@@ -432,7 +518,7 @@ impl NetworkEngine {
                 .fee_cap_rebroadcasts_total
                 .with_label_values(&[self.name.as_str()])
                 .inc();
-            self.broadcast(&[latest], head).await?;
+            self.broadcast(&[(f.chunk, latest.clone())], head).await?;
             return Ok(());
         }
         let signed = match kind {
@@ -443,13 +529,16 @@ impl NetworkEngine {
         };
         let attempt = attempt_of(&signed, kind);
         self.store.record_replacement(f.chunk, &attempt).await?;
+        if let Some(t) = self.tracked.get_mut(&f.chunk) {
+            t.attempts.push(attempt.clone());
+        }
         let counter = if kind == AttemptKind::Cancel && latest.kind == AttemptKind::Transfer {
             &self.metrics.cancels_total
         } else {
             &self.metrics.speedups_total
         };
         counter.with_label_values(&[self.name.as_str()]).inc();
-        self.broadcast(&[&attempt], head).await?;
+        self.broadcast(&[(f.chunk, attempt)], head).await?;
         Ok(())
     }
 
@@ -465,7 +554,7 @@ impl NetworkEngine {
             }
         };
         if canonical != Some(m.block_hash.into()) {
-            self.store.record_mined(f.chunk, None).await?;
+            self.mined.push((f.chunk, None));
             return Ok(());
         }
         let at_depth = if self.settings.use_finalized_tag {
@@ -533,6 +622,7 @@ impl NetworkEngine {
             commands.push(fee);
         }
         self.settling.push(Settlement {
+            chunk: f.chunk,
             commands,
             payout: f.payout,
             outcome,
@@ -600,22 +690,30 @@ impl NetworkEngine {
             if let (true, Outcome::Unpaid(chunk, state, detail)) = (ok, &s.outcome) {
                 self.store.close_chunk(*chunk, *state, detail).await?;
             }
+            if ok {
+                self.tracked.remove(&s.chunk);
+            }
             if !touched.contains(&s.payout) {
                 touched.push(s.payout);
             }
         }
-        for payout in touched {
-            if paid_now.contains(&payout) {
-                let p = self.store.get_payout(payout).await?;
-                if p.state == PayoutState::Confirmed {
+        for p in self.store.payouts_by_id(&touched).await? {
+            if p.state == PayoutState::Confirmed {
+                if paid_now.contains(&p.id) {
                     self.finished(PayoutState::Confirmed, p.created_at);
-                    continue;
                 }
+                continue;
             }
             // A sibling may have failed or been cancelled: once all are final, the unpaid
             // remainder goes back.
-            if let Some(p) = close_unpaid(&self.ledger, payout).await? {
-                self.finished(p.state, p.created_at);
+            let all_final = p.chunks.iter().all(|c| {
+                matches!(
+                    c.state,
+                    ChunkState::Confirmed | ChunkState::Failed | ChunkState::Cancelled
+                )
+            });
+            if all_final && let Some(closed) = close_unpaid(&self.ledger, p.id).await? {
+                self.finished(closed.state, closed.created_at);
             }
         }
         Ok(())
@@ -638,7 +736,7 @@ impl NetworkEngine {
 
     /// Gives queued chunks to wallets with room, signs and stores them, then broadcasts.
     /// Nothing new goes out while the network is in safe-mode.
-    async fn send(&mut self, head: u64, in_flight: &[InFlight]) -> anyhow::Result<()> {
+    async fn send(&mut self, head: u64) -> anyhow::Result<()> {
         let safe = self.store.safe_mode(&self.name).await?.is_some();
         self.metrics
             .safe_mode
@@ -652,8 +750,12 @@ impl NetworkEngine {
             .iter()
             .map(|w| {
                 let address = w.address.to_checksum(None);
-                let busy = in_flight.iter().filter(|f| f.wallet == address).count();
-                (w.clone(), self.settings.max_in_flight.saturating_sub(busy))
+                (
+                    w.clone(),
+                    self.settings
+                        .max_in_flight
+                        .saturating_sub(self.busy(&address)),
+                )
             })
             .filter(|(_, r)| *r > 0)
             .collect();
@@ -706,6 +808,7 @@ impl NetworkEngine {
             }
             let nonce = self.next_nonce(wallet).await?;
             let mut signed = Vec::new();
+            let mut works = Vec::new();
             let mut firsts: HashMap<uuid::Uuid, crate::domain::UnixMicros> = HashMap::new();
             let mut token_room: HashMap<String, i128> = HashMap::new();
             while *free > 0 {
@@ -775,6 +878,7 @@ impl NetworkEngine {
                     firsts.insert(attempt.id, work.accepted_at);
                 }
                 signed.push((work.chunk, attempt));
+                works.push(work);
                 *free -= 1;
             }
             if signed.is_empty() {
@@ -789,6 +893,25 @@ impl NetworkEngine {
                 Ok(()) => {
                     self.nonces
                         .insert(wallet.address, nonce + signed.len() as u64);
+                    for (work, (chunk, attempt)) in works.iter().zip(&signed) {
+                        self.tracked.insert(
+                            *chunk,
+                            InFlight {
+                                chunk: *chunk,
+                                payout: work.payout,
+                                hold: work.hold,
+                                asset: work.asset.clone(),
+                                destination: work.destination.clone(),
+                                amount: work.amount,
+                                state: ChunkState::Signed,
+                                wallet: address.clone(),
+                                nonce: attempt.nonce,
+                                mined: None,
+                                cancel_requested: false,
+                                attempts: vec![attempt.clone()],
+                            },
+                        );
+                    }
                 }
                 Err(StoreError::Conflict(reason)) => {
                     // Someone else moved the nonce or took the chunk: nothing was stored, so
@@ -800,8 +923,7 @@ impl NetworkEngine {
                 Err(e) => return Err(e.into()),
             }
             self.pause_point("engine.after_sign").await;
-            let attempts: Vec<&Attempt> = signed.iter().map(|(_, a)| a).collect();
-            let sent = self.broadcast(&attempts, head).await?;
+            let sent = self.broadcast(&signed, head).await?;
             let now = now_micros();
             for id in sent {
                 if let Some(accepted) = firsts.get(&id) {
@@ -892,12 +1014,26 @@ impl NetworkEngine {
 
     /// Sends stored attempts in order. Transient failures and "already known" leave them for
     /// the next tick; a spent nonce means one of our attempts was mined, which tracking finds.
-    async fn broadcast(&self, attempts: &[&Attempt], head: u64) -> anyhow::Result<Vec<uuid::Uuid>> {
+    async fn broadcast(
+        &mut self,
+        attempts: &[(ChunkId, Attempt)],
+        head: u64,
+    ) -> anyhow::Result<Vec<uuid::Uuid>> {
         let mut sent = Vec::new();
-        for a in attempts {
-            match self.client.broadcast(&a.raw).await {
-                Ok(_) => sent.push(a.id),
-                Err(e) if e.class == RpcErrorClass::AlreadyKnown => sent.push(a.id),
+        let mut sent_chunks = Vec::new();
+        for (chunk, a) in attempts {
+            let result = self.client.broadcast(&a.raw).await;
+            if result.is_ok()
+                || result
+                    .as_ref()
+                    .is_err_and(|e| e.class == RpcErrorClass::AlreadyKnown)
+            {
+                sent.push(a.id);
+                sent_chunks.push((*chunk, a.id));
+            }
+            match result {
+                Ok(_) => {}
+                Err(e) if e.class == RpcErrorClass::AlreadyKnown => {}
                 Err(e) => {
                     self.metrics
                         .rpc_errors_total
@@ -908,7 +1044,24 @@ impl NetworkEngine {
             }
         }
         if !sent.is_empty() {
-            self.store.mark_broadcast(&sent, head, now_micros()).await?;
+            let at = now_micros();
+            self.store.mark_broadcast(&sent, head, at).await?;
+            for (chunk, id) in sent_chunks {
+                let Some(f) = self.tracked.get_mut(&chunk) else {
+                    continue;
+                };
+                if f.state == ChunkState::Signed {
+                    f.state = ChunkState::Broadcast;
+                }
+                if let Some(a) = f
+                    .attempts
+                    .iter_mut()
+                    .find(|a| a.id == id && a.broadcast_at.is_none())
+                {
+                    a.broadcast_at = Some(at);
+                    a.head_at_broadcast = Some(head);
+                }
+            }
         }
         Ok(sent)
     }

@@ -181,6 +181,7 @@ pub struct ChunkWork {
     pub chunk: ChunkId,
     pub payout: PayoutId,
     pub account: AccountId,
+    pub hold: HoldId,
     /// Position in its payout; 0 is the first to go out.
     pub index: u32,
     /// When the payout was accepted.

@@ -205,6 +205,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout>;
     /// The payout a hold was placed for.
     async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout>;
+    /// These payouts with their chunks (events and attempts left out), in no particular order.
+    async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>>;
     /// Payouts with their chunks (events left out), oldest first.
     async fn list_payouts(&self, filter: &PayoutFilter) -> StoreResult<Vec<Payout>>;
 
@@ -235,8 +237,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Chunks signed, broadcast or mined on `network`, with their attempts.
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>>;
-    /// Records where a chunk was mined, or (None) that its block left the chain.
-    async fn record_mined(&self, chunk: ChunkId, mined: Option<&Mined>) -> StoreResult<()>;
+    /// Records where each chunk was mined, or (None) that its block left the chain, in one
+    /// database transaction.
+    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()>;
     /// Ends a chunk that did not pay: `Failed` (its transfer reverted; queued siblings are
     /// cancelled so the payout stops there) or `Cancelled` (a cancel was mined instead).
     async fn close_chunk(&self, chunk: ChunkId, state: ChunkState, detail: &str)
@@ -265,6 +268,8 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> StoreResult<()>;
 
+    /// Payouts on `network` an Operator asked to cancel that still have chunks on the way.
+    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>>;
     /// How many payouts on `network` are pending approval, queued and broadcast.
     async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>>;
     async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>>;

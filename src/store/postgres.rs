@@ -963,6 +963,23 @@ impl Store for PgStore {
         Ok(payouts)
     }
 
+    async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
+        let mut conn = self.pool.acquire().await?;
+        let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = ANY($1)"
+        )))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut payouts = rows
+            .iter()
+            .map(payout_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_chunks(&mut conn, &mut payouts).await?;
+        Ok(payouts)
+    }
+
     async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
         let n: Option<i64> = sqlx::query_scalar(
             "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2",
@@ -976,7 +993,7 @@ impl Store for PgStore {
 
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
         let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.account_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
+            "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = $1 \
              AND p.state IN ('queued', 'broadcast') \
              AND NOT EXISTS (SELECT 1 FROM asset_freezes f WHERE f.network = p.network AND f.asset = p.asset) \
@@ -995,6 +1012,7 @@ impl Store for PgStore {
                     chunk: ChunkId(r.try_get("id")?),
                     payout: PayoutId(r.try_get("payout_id")?),
                     account: AccountId(r.try_get("account_id")?),
+                    hold: HoldId(r.try_get("hold_id")?),
                     index: u32::try_from(r.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
                     accepted_at: r.try_get("created_at")?,
                     asset: AssetKey::new(
@@ -1226,47 +1244,50 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn record_mined(&self, chunk: ChunkId, mined: Option<&Mined>) -> StoreResult<()> {
+    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let at = now_micros();
-        let payout = chunk_payout(&mut tx, chunk).await?;
-        let (state, detail) = match mined {
-            Some(m) => (
-                "mined",
-                format!(
-                    "chunk {chunk}: tx 0x{} in block {} ({})",
-                    hex::encode(m.hash),
-                    m.block,
-                    if m.success { "success" } else { "reverted" }
+        for (chunk, mined) in chunks {
+            let (chunk, mined) = (*chunk, mined.as_ref());
+            let payout = chunk_payout(&mut tx, chunk).await?;
+            let (state, detail) = match mined {
+                Some(m) => (
+                    "mined",
+                    format!(
+                        "chunk {chunk}: tx 0x{} in block {} ({})",
+                        hex::encode(m.hash),
+                        m.block,
+                        if m.success { "success" } else { "reverted" }
+                    ),
                 ),
-            ),
-            None => (
-                "broadcast",
-                format!("chunk {chunk}: its block left the chain; tracking again"),
-            ),
-        };
-        sqlx::query(
-            "UPDATE payout_chunks SET state = $1, mined_hash = $2, mined_block = $3, mined_block_hash = $4, mined_success = $5, \
-             mined_fee = $8, updated_at = $6 WHERE id = $7",
-        )
-        .bind(state)
-        .bind(mined.map(|m| m.hash.to_vec()))
-        .bind(mined.map(|m| m.block as i64))
-        .bind(mined.map(|m| m.block_hash.to_vec()))
-        .bind(mined.map(|m| m.success))
-        .bind(at)
-        .bind(chunk.0)
-        .bind(mined.map(|m| dec(m.fee_wei as i128)))
-        .execute(&mut *tx)
-        .await?;
-        insert_event(
-            &mut tx,
-            PayoutId(payout),
-            at,
-            if mined.is_some() { "mined" } else { "reorged" },
-            &detail,
-        )
-        .await?;
+                None => (
+                    "broadcast",
+                    format!("chunk {chunk}: its block left the chain; tracking again"),
+                ),
+            };
+            sqlx::query(
+                "UPDATE payout_chunks SET state = $1, mined_hash = $2, mined_block = $3, mined_block_hash = $4, mined_success = $5, \
+                 mined_fee = $8, updated_at = $6 WHERE id = $7",
+            )
+            .bind(state)
+            .bind(mined.map(|m| m.hash.to_vec()))
+            .bind(mined.map(|m| m.block as i64))
+            .bind(mined.map(|m| m.block_hash.to_vec()))
+            .bind(mined.map(|m| m.success))
+            .bind(at)
+            .bind(chunk.0)
+            .bind(mined.map(|m| dec(m.fee_wei as i128)))
+            .execute(&mut *tx)
+            .await?;
+            insert_event(
+                &mut tx,
+                PayoutId(payout),
+                at,
+                if mined.is_some() { "mined" } else { "reorged" },
+                &detail,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1441,6 +1462,16 @@ impl Store for PgStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM payouts WHERE cancel_reason IS NOT NULL AND state = 'broadcast' AND network = $1",
+        )
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(PayoutId).collect())
     }
 
     async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>> {

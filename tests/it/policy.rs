@@ -86,6 +86,17 @@ pub(crate) async fn gas_account_balance(app: &TestApp, wallet: &str) -> i128 {
     accounts[0].available
 }
 
+async fn wait_metric(app: &TestApp, series: &str, value: f64) {
+    for _ in 0..60 {
+        if metric_value(&app.metrics_text().await, series) == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = metric_value(&app.metrics_text().await, series);
+    panic!("{series} is {now:?}, not {value}");
+}
+
 async fn cancel(app: &TestApp, id: &str, token: &str, body: Value) -> (StatusCode, Value) {
     app.post(&format!("/v1/payouts/{id}/cancel"), token, None, &body)
         .await
@@ -335,13 +346,13 @@ async fn the_rollout_guardrail_holds_back_what_exceeds_the_days_share(backend: B
         ),
         Some(10.0)
     );
-    assert_eq!(
-        metric_value(
-            &text,
-            "treasuryd_payouts_by_state{network=\"ethereum\",state=\"queued\"}"
-        ),
-        Some(1.0)
-    );
+    // Refreshed once a second.
+    wait_metric(
+        &app,
+        "treasuryd_payouts_by_state{network=\"ethereum\",state=\"queued\"}",
+        1.0,
+    )
+    .await;
     let (_, nets) = app.get("/v1/networks", ADMIN).await;
     assert_eq!(
         (
@@ -505,14 +516,12 @@ async fn allowlists_and_freezes_hold_payouts_back(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (_, p) = app.get(&format!("/v1/payouts/{held}"), ADMIN).await;
     assert_eq!(p["state"], "queued", "{p}");
-    let text = app.metrics_text().await;
-    assert_eq!(
-        metric_value(
-            &text,
-            "treasuryd_payouts_frozen{asset=\"USDT\",network=\"ethereum\"}"
-        ),
-        Some(1.0)
-    );
+    wait_metric(
+        &app,
+        "treasuryd_payouts_frozen{asset=\"USDT\",network=\"ethereum\"}",
+        1.0,
+    )
+    .await;
 
     // Taken off the list while queued: unfreezing does not send it.
     let (s, body) = app
