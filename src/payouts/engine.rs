@@ -36,6 +36,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// RPC calls the engine keeps open at once when it reads receipts and blocks or broadcasts a
+/// round: the node answers them in parallel instead of one round trip after another.
+const RPC_CONCURRENCY: usize = 16;
+
 /// Steps where `debug.pause_at` can stop the engine for crash tests.
 pub const PAUSE_POINTS: [&str; 3] = [
     "engine.after_sign",
@@ -94,6 +98,8 @@ pub struct NetworkEngine {
     nonces: HashMap<Address, u64>,
     metrics: PayoutMetrics,
     wallet_metrics: WalletMetrics,
+    /// Receipts read this tick (None: not mined), fetched together before chunks are tracked.
+    receipts: HashMap<[u8; 32], Option<crate::chains::evm::Inclusion>>,
     /// Block hashes read this tick: each block is checked once, however many chunks it holds.
     block_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
     /// Every chunk between signing and its final state, kept in memory: this loop is the only
@@ -182,6 +188,7 @@ impl NetworkEngine {
             metrics,
             wallet_metrics,
             block_hashes: HashMap::new(),
+            receipts: HashMap::new(),
             finalized: None,
             mined: Vec::new(),
             tracked: HashMap::new(),
@@ -269,10 +276,13 @@ impl NetworkEngine {
             }
         }
         self.block_hashes.clear();
+        self.receipts.clear();
         self.finalized = None;
         self.mined.clear();
         self.settling.clear();
-        for (chunk, spent) in self.needing_attention(head, &mined_below) {
+        let attention = self.needing_attention(head, &mined_below);
+        self.prefetch(&attention).await?;
+        for (chunk, spent) in attention {
             let Some(f) = self.tracked.get(&chunk).cloned() else {
                 continue;
             };
@@ -296,6 +306,50 @@ impl NetworkEngine {
         }
         self.settle_batch().await?;
         self.send(head).await
+    }
+
+    /// Reads, all at once, the receipts of every attempt whose nonce is spent and the hashes
+    /// of the blocks that hold mined chunks, so that tracking costs one round of parallel
+    /// calls rather than two sequential calls per chunk.
+    async fn prefetch(&mut self, attention: &[(ChunkId, bool)]) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        let hashes: Vec<alloy::primitives::B256> = attention
+            .iter()
+            .filter(|(_, spent)| *spent)
+            .filter_map(|(chunk, _)| self.tracked.get(chunk))
+            .filter(|f| f.mined.is_none())
+            .flat_map(|f| f.attempts.iter().map(|a| a.hash.into()))
+            .collect();
+        let receipts: Vec<_> = futures::stream::iter(hashes)
+            .map(|h| {
+                let client = self.client.clone();
+                async move { (h, client.inclusion(h).await) }
+            })
+            .buffer_unordered(RPC_CONCURRENCY)
+            .collect()
+            .await;
+        for (hash, receipt) in receipts {
+            self.receipts.insert(hash.0, receipt?);
+        }
+        let mut blocks: Vec<u64> = attention
+            .iter()
+            .filter_map(|(chunk, _)| self.tracked.get(chunk)?.mined.map(|m| m.block))
+            .chain(self.receipts.values().flatten().map(|i| i.block_number))
+            .collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        let read: Vec<_> = futures::stream::iter(blocks)
+            .map(|b| {
+                let client = self.client.clone();
+                async move { (b, client.block_hash(b).await) }
+            })
+            .buffer_unordered(RPC_CONCURRENCY)
+            .collect()
+            .await;
+        for (block, hash) in read {
+            self.block_hashes.insert(block, hash?);
+        }
+        Ok(())
     }
 
     /// Chunks of this wallet not yet final.
@@ -445,7 +499,11 @@ impl NetworkEngine {
             &[]
         };
         for a in candidates.iter().rev() {
-            if let Some(i) = self.client.inclusion(a.hash.into()).await? {
+            let inclusion = match self.receipts.get(&a.hash) {
+                Some(known) => known.clone(),
+                None => self.client.inclusion(a.hash.into()).await?,
+            };
+            if let Some(i) = inclusion {
                 let mined = Mined {
                     hash: a.hash,
                     block: i.block_number,
@@ -1019,17 +1077,30 @@ impl NetworkEngine {
         attempts: &[(ChunkId, Attempt)],
         head: u64,
     ) -> anyhow::Result<Vec<uuid::Uuid>> {
+        use futures::StreamExt;
         let mut sent = Vec::new();
         let mut sent_chunks = Vec::new();
-        for (chunk, a) in attempts {
-            let result = self.client.broadcast(&a.raw).await;
+        // Sent in parallel but answered in nonce order; a node pools a nonce that arrives
+        // before its predecessor until the gap is filled.
+        let results: Vec<_> = futures::stream::iter(attempts.to_vec())
+            .map(|(chunk, a)| {
+                let client = self.client.clone();
+                async move {
+                    let result = client.broadcast(&a.raw).await;
+                    (chunk, a, result)
+                }
+            })
+            .buffered(RPC_CONCURRENCY)
+            .collect()
+            .await;
+        for (chunk, a, result) in results {
             if result.is_ok()
                 || result
                     .as_ref()
                     .is_err_and(|e| e.class == RpcErrorClass::AlreadyKnown)
             {
                 sent.push(a.id);
-                sent_chunks.push((*chunk, a.id));
+                sent_chunks.push((chunk, a.id));
             }
             match result {
                 Ok(_) => {}
