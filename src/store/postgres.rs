@@ -1086,41 +1086,84 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         let at = now_micros();
-        for (chunk, attempt) in signed {
-            insert_attempt(&mut tx, *chunk, wallet, attempt).await?;
-            let updated = sqlx::query(
-                "UPDATE payout_chunks SET state = 'signed', wallet = $1, nonce = $2, updated_at = $3, signed_at = $3 WHERE id = $4 AND state = 'queued'",
-            )
-            .bind(wallet)
-            .bind(attempt.nonce as i64)
+        // A round is one statement per table, whatever its size.
+        let chunk_ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
+        let nonces: Vec<i64> = signed.iter().map(|(_, a)| a.nonce as i64).collect();
+        sqlx::query(
+            "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
+             gas_limit, created_at, kind) SELECT u.id, u.chunk_id, $3, u.nonce, u.hash, u.raw, u.max_fee, u.tip, u.gas_limit, \
+             u.created_at, u.kind FROM UNNEST($1::uuid[], $2::uuid[], $4::bigint[], $5::bytea[], $6::bytea[], $7::numeric[], \
+             $8::numeric[], $9::bigint[], $10::bigint[], $11::text[]) \
+             AS u(id, chunk_id, nonce, hash, raw, max_fee, tip, gas_limit, created_at, kind)",
+        )
+        .bind(signed.iter().map(|(_, a)| a.id).collect::<Vec<_>>())
+        .bind(&chunk_ids)
+        .bind(wallet)
+        .bind(&nonces)
+        .bind(signed.iter().map(|(_, a)| a.hash.to_vec()).collect::<Vec<_>>())
+        .bind(signed.iter().map(|(_, a)| a.raw.clone()).collect::<Vec<_>>())
+        .bind(signed.iter().map(|(_, a)| dec(a.max_fee_per_gas as i128)).collect::<Vec<_>>())
+        .bind(signed.iter().map(|(_, a)| dec(a.max_priority_fee_per_gas as i128)).collect::<Vec<_>>())
+        .bind(signed.iter().map(|(_, a)| a.gas_limit as i64).collect::<Vec<_>>())
+        .bind(signed.iter().map(|(_, a)| a.created_at).collect::<Vec<_>>())
+        .bind(signed.iter().map(|(_, a)| a.kind.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        let updated = sqlx::query(
+            "UPDATE payout_chunks c SET state = 'signed', wallet = $1, nonce = u.nonce, updated_at = $2, signed_at = $2 \
+             FROM UNNEST($3::uuid[], $4::bigint[]) AS u(id, nonce) WHERE c.id = u.id AND c.state = 'queued' \
+             RETURNING c.id, c.payout_id",
+        )
+        .bind(wallet)
+        .bind(at)
+        .bind(&chunk_ids)
+        .bind(&nonces)
+        .fetch_all(&mut *tx)
+        .await?;
+        if updated.len() != signed.len() {
+            return Err(StoreError::Conflict(format!(
+                "{} of {} chunks are no longer queued",
+                signed.len() - updated.len(),
+                signed.len()
+            )));
+        }
+        let mut payout_of = std::collections::HashMap::with_capacity(updated.len());
+        for row in &updated {
+            payout_of.insert(
+                row.try_get::<Uuid, _>("id")?,
+                row.try_get::<Uuid, _>("payout_id")?,
+            );
+        }
+        let payouts: Vec<Uuid> = signed
+            .iter()
+            .map(|(c, _)| payout_of.get(&c.0).copied().unwrap_or_default())
+            .collect();
+        sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = $1 WHERE id = ANY($2) AND state = 'queued'")
             .bind(at)
-            .bind(chunk.0)
+            .bind(&payouts)
             .execute(&mut *tx)
             .await?;
-            if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!(
-                    "chunk {chunk} is no longer queued"
-                )));
-            }
-            let payout = chunk_payout(&mut tx, *chunk).await?;
-            sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = $1 WHERE id = $2 AND state = 'queued'")
-                .bind(at)
-                .bind(payout)
-                .execute(&mut *tx)
-                .await?;
-            insert_event(
-                &mut tx,
-                PayoutId(payout),
-                at,
-                "signed",
-                &format!(
-                    "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
-                    attempt.nonce,
-                    hex::encode(attempt.hash)
-                ),
-            )
-            .await?;
-        }
+        sqlx::query(
+            "INSERT INTO payout_events (id, payout_id, at, kind, detail) \
+             SELECT u.id, u.payout_id, $3, 'signed', u.detail FROM UNNEST($1::uuid[], $2::uuid[], $4::text[]) AS u(id, payout_id, detail)",
+        )
+        .bind(signed.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+        .bind(&payouts)
+        .bind(at)
+        .bind(
+            signed
+                .iter()
+                .map(|(chunk, a)| {
+                    format!(
+                        "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
+                        a.nonce,
+                        hex::encode(a.hash)
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1245,12 +1288,57 @@ impl Store for PgStore {
     }
 
     async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        // The last word on each chunk wins (found, then its block left the chain); every
+        // step is still written to the payout's story.
+        let mut last: std::collections::HashMap<ChunkId, Option<&Mined>> =
+            std::collections::HashMap::with_capacity(chunks.len());
+        for (chunk, mined) in chunks {
+            last.insert(*chunk, mined.as_ref());
+        }
+        let rows: Vec<(ChunkId, Option<&Mined>)> = last.into_iter().collect();
         let mut tx = self.pool.begin().await?;
         let at = now_micros();
+        let updated = sqlx::query(
+            "UPDATE payout_chunks c SET state = u.state, mined_hash = u.hash, mined_block = u.block, \
+             mined_block_hash = u.block_hash, mined_success = u.success, mined_fee = u.fee, updated_at = $1 \
+             FROM UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bigint[], $6::bytea[], $7::bool[], $8::numeric[]) \
+             AS u(id, state, hash, block, block_hash, success, fee) WHERE c.id = u.id RETURNING c.id, c.payout_id",
+        )
+        .bind(at)
+        .bind(rows.iter().map(|(c, _)| c.0).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|(_, m)| if m.is_some() { "mined" } else { "broadcast" })
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|(_, m)| m.map(|m| m.hash.to_vec())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.map(|m| m.block as i64)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.map(|m| m.block_hash.to_vec())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.map(|m| m.success)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, m)| m.map(|m| dec(m.fee_wei as i128))).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut payout_of = std::collections::HashMap::with_capacity(updated.len());
+        for row in &updated {
+            payout_of.insert(
+                row.try_get::<Uuid, _>("id")?,
+                row.try_get::<Uuid, _>("payout_id")?,
+            );
+        }
+        let mut ids = Vec::with_capacity(chunks.len());
+        let mut payouts = Vec::with_capacity(chunks.len());
+        let mut kinds = Vec::with_capacity(chunks.len());
+        let mut details = Vec::with_capacity(chunks.len());
         for (chunk, mined) in chunks {
-            let (chunk, mined) = (*chunk, mined.as_ref());
-            let payout = chunk_payout(&mut tx, chunk).await?;
-            let (state, detail) = match mined {
+            let Some(payout) = payout_of.get(&chunk.0) else {
+                return Err(StoreError::NotFound);
+            };
+            ids.push(Uuid::now_v7());
+            payouts.push(*payout);
+            let (kind, detail) = match mined {
                 Some(m) => (
                     "mined",
                     format!(
@@ -1261,33 +1349,25 @@ impl Store for PgStore {
                     ),
                 ),
                 None => (
-                    "broadcast",
+                    "reorged",
                     format!("chunk {chunk}: its block left the chain; tracking again"),
                 ),
             };
-            sqlx::query(
-                "UPDATE payout_chunks SET state = $1, mined_hash = $2, mined_block = $3, mined_block_hash = $4, mined_success = $5, \
-                 mined_fee = $8, updated_at = $6 WHERE id = $7",
-            )
-            .bind(state)
-            .bind(mined.map(|m| m.hash.to_vec()))
-            .bind(mined.map(|m| m.block as i64))
-            .bind(mined.map(|m| m.block_hash.to_vec()))
-            .bind(mined.map(|m| m.success))
-            .bind(at)
-            .bind(chunk.0)
-            .bind(mined.map(|m| dec(m.fee_wei as i128)))
-            .execute(&mut *tx)
-            .await?;
-            insert_event(
-                &mut tx,
-                PayoutId(payout),
-                at,
-                if mined.is_some() { "mined" } else { "reorged" },
-                &detail,
-            )
-            .await?;
+            kinds.push(kind);
+            details.push(detail);
         }
+        sqlx::query(
+            "INSERT INTO payout_events (id, payout_id, at, kind, detail) \
+             SELECT u.id, u.payout_id, $3, u.kind, u.detail FROM UNNEST($1::uuid[], $2::uuid[], $4::text[], $5::text[]) \
+             AS u(id, payout_id, kind, detail)",
+        )
+        .bind(&ids)
+        .bind(&payouts)
+        .bind(at)
+        .bind(&kinds)
+        .bind(&details)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
