@@ -1,20 +1,25 @@
-//! The sending loop of one EVM network. Each tick it first tracks every chunk in flight
-//! (receipts, confirmation depth, replacement of stuck transactions, the ledger postings that
-//! finish a payout), then gives queued chunks to hot wallets with room: signs them with the
-//! wallet's next nonces, stores the signed transactions with those nonces in one database
-//! transaction, and only then broadcasts.
+//! The sending loop of one EVM network. Each tick it first tracks the chunks in flight that
+//! need it (receipts of spent nonces and block hashes, read in parallel; confirmation depth;
+//! replacement of stuck transactions; an Operator's cancel), posts what reached its depth
+//! (PAYOUT and the gas as FEE) in one ledger batch, then gives queued chunks to hot wallets
+//! with room: applies policy (safe-mode, freezes, the rollout guardrail, the allowlist on the
+//! signed recipient), signs with the wallet's next nonces, stores the signed transactions with
+//! those nonces in one database transaction, and only then broadcasts.
 //!
 //! Safety rules this loop keeps:
 //! - a nonce is assigned only in the database transaction that stores its signed transaction,
 //!   and never reassigned: a failed broadcast is retried with the same bytes, never re-signed;
-//! - a replacement reuses the nonce with fees raised by at least the configured bump, up to the
-//!   cap; at the cap the last attempt is re-broadcast as it is;
+//! - a replacement (speed-up or cancel) reuses the nonce with fees raised by at least the
+//!   configured bump, up to the cap; at the cap the last attempt is re-broadcast as it is;
 //! - the ledger pays a chunk (PAYOUT from the payout's hold) only at the confirmation depth,
 //!   with an idempotency key per chunk, so a crash between steps replays instead of paying
 //!   twice; the chunk's state changes in the same database transaction.
 //!
-//! One loop per network and one process per wallet for now; leases for several instances are
-//! the next step (issue 4).
+//! The chunks in flight live in memory between ticks: this loop is their only writer (the API
+//! only flags cancels, read each tick), so a waiting chunk costs no database or RPC work and a
+//! tick's cost follows what changed, not how much is in flight. Any failed tick reloads them
+//! from the database. One loop per network and one process per wallet for now; leases for
+//! several instances are the next step (issue 4).
 
 use super::networks::PayoutToken;
 use super::policy::{RolloutPhase, day_start};
