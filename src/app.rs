@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub struct App {
+    /// Held while the daemon lives (SQLite only): see `lock_sqlite_instance`.
+    _instance_lock: Option<std::fs::File>,
     api_listener: TcpListener,
     metrics_listener: TcpListener,
     state: AppState,
@@ -47,6 +49,44 @@ pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
     Ok(store)
 }
 
+/// SQLite serves one daemon: a second one on the same file would be a second writer of the same
+/// wallets' nonces. The lock is an OS file lock next to the database, which the OS drops with
+/// the process, even on SIGKILL. Read-only tools (`ledger verify`) do not take it.
+fn lock_sqlite_instance(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    let url = config.database_url();
+    let Some(rest) = url.expose_secret().strip_prefix("sqlite:") else {
+        return Ok(None);
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(None);
+    }
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let lock_path = format!("{path}.instance-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another treasuryd is already running on the SQLite database {path}: SQLite serves one \
+             daemon at a time (use PostgreSQL for several instances)"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {lock_path}"))
+        }
+    }
+}
+
 impl App {
     /// Opens the database (migrating it), registers assets and binds both listeners; nothing is
     /// served until `run_until_stopped`.
@@ -56,6 +96,7 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Keys first: a wallet whose key is missing or signs for another address stops start-up.
         let wallets = crate::wallets::load_configured(&config).context("loading wallets")?;
+        let instance_lock = lock_sqlite_instance(&config)?;
         let store = open_store(&config).await?;
         let metrics = Metrics::new().context("registering metrics")?;
         let ledger = Ledger::open_with(
@@ -82,6 +123,7 @@ impl App {
                 )
             })?;
         Ok(Self {
+            _instance_lock: instance_lock,
             api_listener,
             metrics_listener,
             state: AppState {

@@ -87,6 +87,10 @@ pub struct NetworkConfig {
     /// Wait for the chain's `finalized` tag instead of a fixed depth.
     #[serde(default)]
     pub use_finalized_tag: bool,
+    /// Blocks after payment during which a paid transaction is still checked for a reorg (one
+    /// that takes it out puts the network in safe-mode).
+    #[serde(default = "default_reorg_watch_blocks")]
+    pub reorg_watch_blocks: u64,
     #[serde(default = "default_fee_mode")]
     pub fee_mode: crate::chains::evm::FeeMode,
     /// Never pay more than this per gas (wei).
@@ -326,6 +330,9 @@ pub struct TokenConfig {
     pub sha256: String,
 }
 
+fn default_reorg_watch_blocks() -> u64 {
+    64
+}
 fn default_confirmations() -> u64 {
     12
 }

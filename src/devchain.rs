@@ -211,4 +211,23 @@ impl DevChain {
             .await?;
         Ok(())
     }
+
+    /// Remembers the chain as it is now (evm_snapshot), for `revert_to`.
+    pub async fn snapshot(&self) -> anyhow::Result<U256> {
+        Ok(self
+            .owner_provider
+            .raw_request::<_, U256>("evm_snapshot".into(), ())
+            .await?)
+    }
+
+    /// Takes the chain back to a snapshot (evm_revert): every block since is gone, as in a
+    /// reorg to a shorter branch.
+    pub async fn revert_to(&self, snapshot: U256) -> anyhow::Result<()> {
+        let done = self
+            .owner_provider
+            .raw_request::<_, bool>("evm_revert".into(), (snapshot,))
+            .await?;
+        anyhow::ensure!(done, "evm_revert refused snapshot {snapshot}");
+        Ok(())
+    }
 }

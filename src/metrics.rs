@@ -99,6 +99,11 @@ pub struct PayoutMetrics {
     pub frozen: IntGaugeVec,
     /// Seconds one engine tick takes (track, settle, send), by network.
     pub tick_seconds: HistogramVec,
+    /// Mined transactions whose block left the chain before their confirmation depth.
+    pub reorgs_total: IntCounterVec,
+    /// Confirmed (paid) transactions whose block left the chain afterwards: the network goes
+    /// into safe-mode. Alert on any increase.
+    pub deep_reorgs_total: IntCounterVec,
 }
 
 impl PayoutMetrics {
@@ -206,6 +211,16 @@ impl PayoutMetrics {
                 "treasuryd_payouts_frozen",
                 "1 while the asset is frozen on the network.",
                 &["network", "asset"],
+            )?,
+            reorgs_total: counter(
+                "treasuryd_payouts_reorgs_total",
+                "Mined transactions whose block left the chain before their confirmation depth, by network.",
+                &["network"],
+            )?,
+            deep_reorgs_total: counter(
+                "treasuryd_payouts_deep_reorgs_total",
+                "Confirmed transactions whose block left the chain afterwards, by network; the network enters safe-mode.",
+                &["network"],
             )?,
             tick_seconds: {
                 let h = HistogramVec::new(

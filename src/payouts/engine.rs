@@ -57,6 +57,8 @@ struct Settings {
     confirmations: u64,
     /// Final once the chain's `finalized` block has reached the transaction's block.
     use_finalized_tag: bool,
+    /// How many blocks after payment a paid chunk's block is still checked for reorgs.
+    reorg_watch_blocks: u64,
     fee_mode: FeeMode,
     max_fee: u128,
     min_tip: u128,
@@ -74,6 +76,15 @@ struct Settings {
     timezone: chrono_tz::Tz,
 }
 
+/// A paid chunk watched for a reorg beyond its confirmation depth.
+struct Watched {
+    chunk: ChunkId,
+    payout: PayoutId,
+    block: u64,
+    block_hash: Option<[u8; 32]>,
+    attempt: Attempt,
+}
+
 /// How a mined chunk ends once at depth.
 enum Outcome {
     /// Paid: the PAYOUT command's effect confirms the chunk.
@@ -85,6 +96,9 @@ enum Outcome {
 /// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
 struct Settlement {
     chunk: ChunkId,
+    /// Where it was mined and the attempt that was, watched for deep reorgs once paid.
+    mined: Mined,
+    attempt: Option<Attempt>,
     commands: Vec<Command>,
     payout: PayoutId,
     outcome: Outcome,
@@ -113,6 +127,9 @@ pub struct NetworkEngine {
     /// failed tick.
     tracked: HashMap<ChunkId, InFlight>,
     loaded: bool,
+    /// Paid chunks whose blocks are watched for `reorg_watch_blocks` after payment. A block
+    /// hash of None: its block left the chain and the transaction is being re-sent.
+    watched: Vec<Watched>,
     /// Inclusions found this tick (None: its block left the chain), stored in one transaction.
     mined: Vec<(ChunkId, Option<Mined>)>,
     /// The chain's `finalized` block this tick, read once when a network waits for it.
@@ -164,6 +181,7 @@ impl NetworkEngine {
             settings: Settings {
                 confirmations: network.confirmations,
                 use_finalized_tag: network.use_finalized_tag,
+                reorg_watch_blocks: network.reorg_watch_blocks,
                 fee_mode: network.fee_mode,
                 max_fee: u128::from(network.max_fee_per_gas),
                 min_tip: u128::from(network.min_priority_fee_per_gas),
@@ -198,6 +216,7 @@ impl NetworkEngine {
             mined: Vec::new(),
             tracked: HashMap::new(),
             loaded: false,
+            watched: Vec::new(),
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native.code.clone()),
             gas_accounts: HashMap::new(),
@@ -293,6 +312,7 @@ impl NetworkEngine {
             };
             self.track(head, &f, spent).await?;
         }
+        self.watch_deep_reorgs(head).await?;
         self.observe_stuck(head);
         self.count_payouts().await?;
         if !self.mined.is_empty() {
@@ -353,6 +373,108 @@ impl NetworkEngine {
             .await;
         for (block, hash) in read {
             self.block_hashes.insert(block, hash?);
+        }
+        Ok(())
+    }
+
+    /// Checks that paid chunks are still on the chain. The hash of the highest watched block
+    /// vouches for every block below it, so a quiet chain costs one call per tick. A paid
+    /// chunk whose block left the chain puts the network in safe-mode (an Admin leaves it),
+    /// counts in `deep_reorgs_total`, and its stored transaction is re-sent until it is
+    /// included again (same nonce: it cannot pay twice).
+    async fn watch_deep_reorgs(&mut self, head: u64) -> anyhow::Result<()> {
+        let window = self.settings.reorg_watch_blocks;
+        self.watched
+            .retain(|w| w.block_hash.is_none() || w.block + window >= head);
+        let Some(highest) = self
+            .watched
+            .iter()
+            .filter(|w| w.block_hash.is_some())
+            .max_by_key(|w| w.block)
+        else {
+            return self.reland().await;
+        };
+        let (block, expected) = (highest.block, highest.block_hash);
+        if self.client.block_hash(block).await?.map(|h| h.0) == expected {
+            return self.reland().await;
+        }
+        for i in 0..self.watched.len() {
+            let Some(expected) = self.watched[i].block_hash else {
+                continue;
+            };
+            let block = self.watched[i].block;
+            if self.client.block_hash(block).await?.map(|h| h.0) == Some(expected) {
+                continue;
+            }
+            self.watched[i].block_hash = None;
+            let (chunk, payout) = (self.watched[i].chunk, self.watched[i].payout);
+            self.metrics
+                .deep_reorgs_total
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            let reason = format!(
+                "automatic: chunk {chunk} of payout {payout}, paid at block {block}, left the chain after its confirmation depth"
+            );
+            tracing::error!(network = %self.name, %chunk, %payout, block, "a paid transaction was reorged out; entering safe-mode");
+            self.store
+                .add_payout_event(payout, "reorged_after_confirmation", &reason)
+                .await?;
+            if self.store.safe_mode(&self.name).await?.is_none() {
+                let at = now_micros();
+                let audit = crate::store::AuditRecord {
+                    actor: "treasuryd".into(),
+                    role: crate::domain::Role::Admin,
+                    action: "safe_mode.enter".into(),
+                    target: format!("network:{}", self.name),
+                    reason: Some(reason.clone()),
+                    request_id: "engine".into(),
+                    at,
+                };
+                let mode = crate::store::SafeMode {
+                    reason,
+                    actor: "treasuryd".into(),
+                    since: at,
+                };
+                self.store
+                    .set_safe_mode(&self.name, Some(&mode), &audit)
+                    .await?;
+            }
+        }
+        self.reland().await
+    }
+
+    /// Re-sends the paid transactions a reorg took off the chain, and records where each lands
+    /// again.
+    async fn reland(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.watched.len() {
+            if self.watched[i].block_hash.is_some() {
+                continue;
+            }
+            let (chunk, attempt) = (self.watched[i].chunk, self.watched[i].attempt.clone());
+            match self.client.inclusion(attempt.hash.into()).await? {
+                Some(inc) => {
+                    self.watched[i].block = inc.block_number;
+                    self.watched[i].block_hash = Some(inc.block_hash.0);
+                    self.store
+                        .add_payout_event(
+                            self.watched[i].payout,
+                            "reincluded",
+                            &format!(
+                                "chunk {chunk}: tx 0x{} included again in block {}",
+                                hex::encode(attempt.hash),
+                                inc.block_number
+                            ),
+                        )
+                        .await?;
+                }
+                None => {
+                    if let Err(e) = self.client.broadcast(&attempt.raw).await
+                        && e.class != RpcErrorClass::AlreadyKnown
+                    {
+                        tracing::warn!(%chunk, class = e.class.as_str(), error = %e.message, "re-sending a reorged payout failed; will retry");
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -617,7 +739,16 @@ impl NetworkEngine {
             }
         };
         if canonical != Some(m.block_hash.into()) {
+            // Back to tracking; the node may have lost the transaction with its block, so the
+            // stored bytes go out again (same nonce: it can land once at most).
             self.mined.push((f.chunk, None));
+            self.metrics
+                .reorgs_total
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            if let Some(a) = f.attempts.iter().find(|a| a.hash == m.hash) {
+                self.broadcast(&[(f.chunk, a.clone())], head).await?;
+            }
             return Ok(());
         }
         let at_depth = if self.settings.use_finalized_tag {
@@ -686,6 +817,8 @@ impl NetworkEngine {
         }
         self.settling.push(Settlement {
             chunk: f.chunk,
+            mined: m,
+            attempt: f.attempts.iter().find(|a| a.hash == m.hash).cloned(),
             commands,
             payout: f.payout,
             outcome,
@@ -755,6 +888,15 @@ impl NetworkEngine {
             }
             if ok {
                 self.tracked.remove(&s.chunk);
+                if let (Outcome::Paid, Some(attempt)) = (&s.outcome, &s.attempt) {
+                    self.watched.push(Watched {
+                        chunk: s.chunk,
+                        payout: s.payout,
+                        block: s.mined.block,
+                        block_hash: Some(s.mined.block_hash),
+                        attempt: attempt.clone(),
+                    });
+                }
             }
             if !touched.contains(&s.payout) {
                 touched.push(s.payout);

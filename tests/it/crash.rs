@@ -233,3 +233,30 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SQLite serves one daemon: a second `treasuryd run` on the same file is refused with a clear
+/// message and changes nothing; once the first is killed, a new one starts.
+#[test]
+fn a_second_daemon_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let config = write_config(dir.path(), &db_url);
+    let (mut first, _) = start(&config, &db_url);
+    let second = Command::new(binary())
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("TREASURYD__DATABASE__URL", &db_url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second daemon started");
+    assert!(
+        stderr.contains("another treasuryd is already running"),
+        "{stderr}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The OS dropped the lock with the killed process.
+    let (mut third, _) = start(&config, &db_url);
+    third.kill().unwrap();
+    third.wait().unwrap();
+}

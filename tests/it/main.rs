@@ -16,3 +16,4 @@ mod idempotency;
 mod ledger_model;
 mod payouts;
 mod policy;
+mod reorg;
