@@ -176,6 +176,14 @@ impl App {
             get(move || async move { metrics_state.render() }),
         );
 
+        // This process's name in engine leases: readable for on-call, unique per start.
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let instance = format!(
+            "{}-{}-{}",
+            host.trim(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         for network in &self.config.networks {
             let tokens = self
                 .state
@@ -190,7 +198,10 @@ impl App {
                 self.state.ledger.clone(),
                 self.state.metrics.payouts.clone(),
                 self.state.metrics.wallets.clone(),
-                self.config.debug.pause_at.clone(),
+                crate::payouts::engine::EngineInstance {
+                    id: instance.clone(),
+                    pause_at: self.config.debug.pause_at.clone(),
+                },
             )?;
             let Some(engine) = engine else { continue };
             let (cancel, failed, name) = (cancel.clone(), failed_tx.clone(), network.name.clone());

@@ -91,6 +91,10 @@ pub struct NetworkConfig {
     /// that takes it out puts the network in safe-mode).
     #[serde(default = "default_reorg_watch_blocks")]
     pub reorg_watch_blocks: u64,
+    /// Instances sharing a database run a network's engine one at a time under a lease of
+    /// this many seconds: the longest a dead owner's payouts wait for another instance.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
     #[serde(default = "default_fee_mode")]
     pub fee_mode: crate::chains::evm::FeeMode,
     /// Never pay more than this per gas (wei).
@@ -330,6 +334,9 @@ pub struct TokenConfig {
     pub sha256: String,
 }
 
+fn default_lease_seconds() -> u64 {
+    15
+}
 fn default_reorg_watch_blocks() -> u64 {
     64
 }
@@ -643,6 +650,12 @@ impl Config {
             }
             if n.confirmations == 0 {
                 return Err(key_error(key("confirmations"), "must be at least 1"));
+            }
+            if !(3..=3600).contains(&n.lease_seconds) {
+                return Err(key_error(
+                    key("lease_seconds"),
+                    "must be between 3 and 3600",
+                ));
             }
             if n.bump_bps < 1_000 {
                 return Err(key_error(

@@ -99,6 +99,8 @@ pub struct PayoutMetrics {
     pub frozen: IntGaugeVec,
     /// Seconds one engine tick takes (track, settle, send), by network.
     pub tick_seconds: HistogramVec,
+    /// 1 while this instance holds the network's engine lease (runs its payouts).
+    pub engine_lease: IntGaugeVec,
     /// Mined transactions whose block left the chain before their confirmation depth.
     pub reorgs_total: IntCounterVec,
     /// Confirmed (paid) transactions whose block left the chain afterwards: the network goes
@@ -211,6 +213,11 @@ impl PayoutMetrics {
                 "treasuryd_payouts_frozen",
                 "1 while the asset is frozen on the network.",
                 &["network", "asset"],
+            )?,
+            engine_lease: gauge(
+                "treasuryd_payouts_engine_lease",
+                "1 while this instance holds the network's engine lease and runs its payouts.",
+                &["network"],
             )?,
             reorgs_total: counter(
                 "treasuryd_payouts_reorgs_total",

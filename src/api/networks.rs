@@ -59,6 +59,17 @@ pub struct NetworkView {
     pub rollout: RolloutView,
     /// Tokens frozen on this network: their payouts queue, nothing new is broadcast.
     pub frozen: Vec<FreezeView>,
+    /// The instance running this network's payouts, under its engine lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineLeaseView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EngineLeaseView {
+    pub owner: String,
+    /// Grows by one each time another instance takes over.
+    pub fence: u64,
+    pub expires_at: String,
 }
 
 async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
@@ -102,7 +113,13 @@ async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
             since: micros_to_rfc3339(f.since),
         })
         .collect();
+    let engine = store.lease(name).await?.map(|l| EngineLeaseView {
+        owner: l.owner,
+        fence: l.fence,
+        expires_at: micros_to_rfc3339(l.expires_at),
+    });
     Ok(NetworkView {
+        engine,
         name: network.name.clone(),
         chain_id: network.chain_id,
         tokens,

@@ -194,7 +194,18 @@ impl Ledger {
             kind: AccountKind::Operating,
             allow_negative: true,
         };
-        Ok(self.store.create_account(&new, &audit).await?.id)
+        match self.store.create_account(&new, &audit).await {
+            Ok(a) => Ok(a.id),
+            // Another instance created it first.
+            Err(StoreError::Conflict(_)) => self
+                .store
+                .list_accounts(&filter)
+                .await?
+                .pop()
+                .map(|a| a.id)
+                .ok_or(StoreError::NotFound),
+            Err(e) => Err(e),
+        }
     }
 
     fn system_of(&self, asset: &AssetKey, kind: AccountKind) -> Result<AccountId, LedgerError> {

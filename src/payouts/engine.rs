@@ -69,11 +69,22 @@ struct Settings {
     gas_limit: u64,
     poll: Duration,
     pause_at: Option<String>,
+    /// How long the engine lease lasts without renewal: the takeover time when an owner dies.
+    lease_ttl: Duration,
     /// The phase until one is set through the API.
     rollout_phase: RolloutPhase,
     /// Token units per asset per day at 100%, by asset code.
     daily_targets: HashMap<String, i128>,
     timezone: chrono_tz::Tz,
+}
+
+/// Who this engine is among the instances sharing the database.
+#[derive(Debug, Clone)]
+pub struct EngineInstance {
+    /// Unique per process: the owner named in the engine lease.
+    pub id: String,
+    /// `debug.pause_at`, for crash tests.
+    pub pause_at: Option<String>,
 }
 
 /// A paid chunk watched for a reorg beyond its confirmation depth.
@@ -127,6 +138,11 @@ pub struct NetworkEngine {
     /// failed tick.
     tracked: HashMap<ChunkId, InFlight>,
     loaded: bool,
+    /// This instance's name in the engine lease.
+    owner: String,
+    /// The lease fence while this instance runs the network's engine; None on standby.
+    fence: Option<u64>,
+    renewed_at: Option<std::time::Instant>,
     /// Paid chunks whose blocks are watched for `reorg_watch_blocks` after payment. A block
     /// hash of None: its block left the chain and the transaction is being re-sent.
     watched: Vec<Watched>,
@@ -155,7 +171,7 @@ impl NetworkEngine {
         ledger: Ledger,
         metrics: PayoutMetrics,
         wallet_metrics: WalletMetrics,
-        pause_at: Option<String>,
+        instance: EngineInstance,
     ) -> anyhow::Result<Option<Self>> {
         let wallets: Vec<Arc<Wallet>> = wallets
             .iter()
@@ -193,7 +209,8 @@ impl NetworkEngine {
                 max_in_flight: network.max_in_flight as usize,
                 gas_limit: network.transfer_gas_limit,
                 poll: Duration::from_millis(network.poll_interval_ms),
-                pause_at,
+                pause_at: instance.pause_at,
+                lease_ttl: Duration::from_secs(network.lease_seconds),
                 rollout_phase: network.rollout.phase,
                 daily_targets: tokens
                     .iter()
@@ -217,6 +234,9 @@ impl NetworkEngine {
             tracked: HashMap::new(),
             loaded: false,
             watched: Vec::new(),
+            owner: instance.id,
+            fence: None,
+            renewed_at: None,
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native.code.clone()),
             gas_accounts: HashMap::new(),
@@ -248,7 +268,11 @@ impl NetworkEngine {
         }
         loop {
             let started = std::time::Instant::now();
-            let ticked = self.tick().await;
+            let ticked = match self.hold_lease().await {
+                Ok(true) => self.tick().await,
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
             self.metrics
                 .tick_seconds
                 .with_label_values(&[self.name.as_str()])
@@ -259,10 +283,59 @@ impl NetworkEngine {
                 // trouble.
                 self.nonces.clear();
                 self.loaded = false;
+                self.renewed_at = None;
             }
             tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
+                () = cancel.cancelled() => {
+                    if self.fence.is_some()
+                        && let Err(e) = self.store.release_lease(&self.name, &self.owner).await
+                    {
+                        tracing::warn!(network = %self.name, error = %e, "could not release the engine lease; it expires on its own");
+                    }
+                    return Ok(());
+                }
                 () = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+    }
+
+    /// Takes or renews the network's engine lease; false while another instance holds it (this
+    /// one stands by). Renewed when a third of its time has passed. A new fence means another
+    /// instance may have run the network meanwhile: everything is reloaded from the database.
+    async fn hold_lease(&mut self) -> anyhow::Result<bool> {
+        let ttl = self.settings.lease_ttl;
+        if self.fence.is_some() && self.renewed_at.is_some_and(|at| at.elapsed() < ttl / 3) {
+            return Ok(true);
+        }
+        let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let lease = self
+            .store
+            .acquire_lease(&self.name, &self.owner, now_micros(), ttl_micros)
+            .await?;
+        let gauge = self
+            .metrics
+            .engine_lease
+            .with_label_values(&[self.name.as_str()]);
+        match lease {
+            Some(l) => {
+                if self.fence != Some(l.fence) {
+                    tracing::info!(network = %self.name, owner = %self.owner, fence = l.fence, "running the payout engine");
+                    self.loaded = false;
+                    self.nonces.clear();
+                }
+                self.fence = Some(l.fence);
+                self.renewed_at = Some(std::time::Instant::now());
+                gauge.set(1);
+                Ok(true)
+            }
+            None => {
+                if self.fence.take().is_some() {
+                    tracing::warn!(network = %self.name, owner = %self.owner, "engine lease lost to another instance; standing by");
+                }
+                self.tracked.clear();
+                self.loaded = false;
+                gauge.set(0);
+                Ok(false)
             }
         }
     }
@@ -1092,7 +1165,13 @@ impl NetworkEngine {
             let address = wallet.address.to_checksum(None);
             match self
                 .store
-                .record_signed(&self.name, &address, nonce, &signed)
+                .record_signed(
+                    &self.name,
+                    &address,
+                    self.fence.unwrap_or_default(),
+                    nonce,
+                    &signed,
+                )
                 .await
             {
                 Ok(()) => {

@@ -163,6 +163,14 @@ pub struct Allowlist {
 pub type EnforcedAllowlists =
     std::collections::HashMap<AccountId, std::collections::HashSet<(String, String)>>;
 
+/// Who runs a network's engine, under which fence, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub fence: u64,
+    pub expires_at: UnixMicros,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -217,15 +225,29 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>>;
     /// Stores signed transfers for queued chunks, nonces `first_nonce..`, and advances the
     /// wallet's next nonce past them, in one database transaction. `first_nonce` must be the
-    /// stored next nonce (or the wallet new), and the network not in safe-mode: otherwise
-    /// `Conflict` and nothing is written.
+    /// stored next nonce (or the wallet new), `fence` the network's current lease fence, and
+    /// the network not in safe-mode: otherwise `Conflict` and nothing is written.
     async fn record_signed(
         &self,
         network: &str,
         wallet: &str,
+        fence: u64,
         first_nonce: u64,
         signed: &[(ChunkId, Attempt)],
     ) -> StoreResult<()>;
+    /// Takes or renews the lease on `network`'s engine for `owner` until `now + ttl`: granted
+    /// when free, expired, or already `owner`'s (a new owner gets the next fence). None while
+    /// another owner holds it.
+    async fn acquire_lease(
+        &self,
+        network: &str,
+        owner: &str,
+        now: UnixMicros,
+        ttl_micros: i64,
+    ) -> StoreResult<Option<Lease>>;
+    /// Gives the lease up (graceful shutdown), so another instance takes over at once.
+    async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()>;
+    async fn lease(&self, network: &str) -> StoreResult<Option<Lease>>;
     /// Stores a replacement (same nonce, higher fees) for a chunk in flight.
     async fn record_replacement(&self, chunk: ChunkId, attempt: &Attempt) -> StoreResult<()>;
     /// Marks attempts as sent (first time only) and their chunks as broadcast.

@@ -1035,6 +1035,7 @@ impl Store for SqliteStore {
         &self,
         network: &str,
         wallet: &str,
+        fence: u64,
         first_nonce: u64,
         signed: &[(ChunkId, Attempt)],
     ) -> StoreResult<()> {
@@ -1061,6 +1062,16 @@ impl Store for SqliteStore {
         if let Some(reason) = safe {
             return Err(StoreError::Conflict(format!(
                 "{network} is in safe-mode: {reason}"
+            )));
+        }
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT fence FROM engine_leases WHERE network = ?")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if current != Some(fence as i64) {
+            return Err(StoreError::Conflict(format!(
+                "the engine lease on {network} is at fence {current:?}, not {fence}"
             )));
         }
         let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
@@ -1470,6 +1481,64 @@ impl Store for SqliteStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        network: &str,
+        owner: &str,
+        now: UnixMicros,
+        ttl_micros: i64,
+    ) -> StoreResult<Option<Lease>> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let row = sqlx::query(
+            "INSERT INTO engine_leases (network, owner, fence, expires_at) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT (network) DO UPDATE SET owner = excluded.owner, \
+             fence = CASE WHEN engine_leases.owner = excluded.owner THEN engine_leases.fence ELSE engine_leases.fence + 1 END, \
+             expires_at = excluded.expires_at \
+             WHERE engine_leases.owner = excluded.owner OR engine_leases.expires_at < ?4 \
+             RETURNING owner, fence, expires_at",
+        )
+        .bind(network)
+        .bind(owner)
+        .bind(now + ttl_micros)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(|r| {
+            Ok(Lease {
+                owner: r.try_get("owner")?,
+                fence: r.try_get::<i64, _>("fence")? as u64,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM engine_leases WHERE network = ? AND owner = ?")
+            .bind(network)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, network: &str) -> StoreResult<Option<Lease>> {
+        let row =
+            sqlx::query("SELECT owner, fence, expires_at FROM engine_leases WHERE network = ?")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(Lease {
+                owner: r.try_get("owner")?,
+                fence: r.try_get::<i64, _>("fence")? as u64,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
     }
 
     async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>> {

@@ -24,11 +24,152 @@ on_both_backends!(
     killed_before_confirming
 );
 
+/// Two daemons on one PostgreSQL: one runs the network's payouts under the engine lease, the
+/// other stands by. The owner hangs right after broadcasting (and is then killed); within the
+/// lease time the other takes over from the database and finishes the payout, paid exactly
+/// once with one nonce per chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_instance_takes_over_a_hung_owner() {
+    if !postgres_enabled() {
+        eprintln!("TREASURYD_TEST_POSTGRES=skip: not running the PostgreSQL-only test");
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
+        .await
+        .unwrap();
+    let key = format!("0x{}", hex::encode(hot.to_bytes()));
+    let config = write_config(dir.path(), &chain, "lease_seconds = 3");
+    let client = reqwest::Client::new();
+    let rpc = EvmClient::new(&chain.url).unwrap();
+    let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
+    let miner = {
+        let rpc = EvmClient::new(&chain.url).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let _ = rpc
+                    .provider()
+                    .raw_request::<_, ()>("evm_mine".into(), ())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let (mut first, api_a, logs_a) = start(&config, &db.url, &key, Some("engine.after_broadcast"));
+    let owner = |net: &Value| {
+        net[0]["engine"]["owner"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut held = Value::Null;
+    for _ in 0..100 {
+        let (_, nets) = call(&client, &api_a, ADMIN_TOKEN, "/v1/networks", None, None).await;
+        held = nets;
+        if !owner(&held).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        owner(&held).contains(&format!("-{}-", first.id())),
+        "the first daemon runs the network: {held}"
+    );
+    let (mut second, api_b, _logs_b) = start(&config, &db.url, &key, None);
+
+    let (s, acct) = call(&client, &api_a, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{acct}");
+    let account = acct["id"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        &client,
+        &api_a,
+        ADMIN_TOKEN,
+        "/v1/deposits",
+        Some("fund"),
+        Some(json!({"account": account, "amount": "1000000", "reason": "t"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let to = Address::from_word(U256::from(0xFA11_0BE5u64).into());
+    let (s, payout) = call(&client, &api_b, TRADER_TOKEN, "/v1/payouts", Some("takeover-1"), Some(json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": "300000"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_owned();
+
+    // The owner hangs after its first broadcast, still holding the lease until it expires.
+    loop {
+        let line = logs_a
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the owner reaches its pause point");
+        if line == "pause point reached engine.after_broadcast" {
+            break;
+        }
+    }
+    let mut state = Value::Null;
+    for _ in 0..400 {
+        let (_, p) = call(
+            &client,
+            &api_b,
+            ADMIN_TOKEN,
+            &format!("/v1/payouts/{id}"),
+            None,
+            None,
+        )
+        .await;
+        state = p;
+        if state["state"] == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    miner.abort();
+    assert_eq!(
+        state["state"], "confirmed",
+        "the standby finished it: {state}"
+    );
+    let (_, nets) = call(&client, &api_b, ADMIN_TOKEN, "/v1/networks", None, None).await;
+    assert!(
+        owner(&nets).contains(&format!("-{}-", second.id())),
+        "{nets}"
+    );
+    assert_eq!(nets[0]["engine"]["fence"], 2, "{nets}");
+    assert_eq!(
+        rpc.token_balance(chain.usdt, to).await.unwrap(),
+        U256::from(300_000_000_000u64),
+        "paid exactly once"
+    );
+    assert_eq!(
+        rpc.nonce(hot.address(), false).await.unwrap(),
+        nonce_before + 2,
+        "one nonce per chunk"
+    );
+    let (_, paid) = call(
+        &client,
+        &api_b,
+        ADMIN_TOKEN,
+        "/v1/journal?kind=PAYOUT",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(paid["items"].as_array().unwrap().len(), 2);
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let (clean, report) = verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+}
+
 const ADMIN_TOKEN: &str = "tdk_engine_crash_admin";
 const TRADER_TOKEN: &str = "tdk_engine_crash_trader";
 const KEY_VAR: &str = "TREASURYD_CRASH_HOT_KEY";
 
-fn write_config(dir: &Path, chain: &DevChain) -> std::path::PathBuf {
+fn write_config(dir: &Path, chain: &DevChain, network_extra: &str) -> std::path::PathBuf {
     let hot = chain.dev_key(1).unwrap();
     let wallets = dir.join("wallets");
     std::fs::create_dir_all(&wallets).unwrap();
@@ -49,7 +190,7 @@ fn write_config(dir: &Path, chain: &DevChain) -> std::path::PathBuf {
              [log]\nformat = \"json\"\n\
              [[auth.tokens]]\nname = \"admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
              [[auth.tokens]]\nname = \"trader\"\nrole = \"trader\"\nsha256 = \"{}\"\n\
-             [[networks]]\nname = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 2\npoll_interval_ms = 50\n\
+             [[networks]]\nname = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 2\npoll_interval_ms = 50\n{network_extra}\n\
              [[networks.tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
             digest(ADMIN_TOKEN),
             digest(TRADER_TOKEN),
@@ -137,7 +278,7 @@ async fn killed_at(backend: Backend, point: &str) {
         .await
         .unwrap();
     let key = format!("0x{}", hex::encode(hot.to_bytes()));
-    let config = write_config(dir.path(), &chain);
+    let config = write_config(dir.path(), &chain, "");
     let client = reqwest::Client::new();
     let rpc = EvmClient::new(&chain.url).unwrap();
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
