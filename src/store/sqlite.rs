@@ -1496,13 +1496,16 @@ impl Store for SqliteStore {
              ON CONFLICT (network) DO UPDATE SET owner = excluded.owner, \
              fence = CASE WHEN engine_leases.owner = excluded.owner THEN engine_leases.fence ELSE engine_leases.fence + 1 END, \
              expires_at = excluded.expires_at \
-             WHERE engine_leases.owner = excluded.owner OR engine_leases.expires_at < ?4 \
+             WHERE engine_leases.owner = excluded.owner OR engine_leases.expires_at < ?4 OR ?5 \
              RETURNING owner, fence, expires_at",
         )
         .bind(network)
         .bind(owner)
         .bind(now + ttl_micros)
         .bind(now)
+        // One daemon per SQLite file (the instance lock in `app`): a lease left behind can
+        // only be a dead process's, so a restart takes over at once instead of waiting it out.
+        .bind(true)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
