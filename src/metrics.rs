@@ -101,6 +101,8 @@ pub struct PayoutMetrics {
     pub tick_seconds: HistogramVec,
     /// 1 while this instance holds the network's engine lease (runs its payouts).
     pub engine_lease: IntGaugeVec,
+    /// On-chain deposits credited, by network and asset.
+    pub deposits_total: IntCounterVec,
     /// Mined transactions whose block left the chain before their confirmation depth.
     pub reorgs_total: IntCounterVec,
     /// Confirmed (paid) transactions whose block left the chain afterwards: the network goes
@@ -212,6 +214,11 @@ impl PayoutMetrics {
             frozen: gauge(
                 "treasuryd_payouts_frozen",
                 "1 while the asset is frozen on the network.",
+                &["network", "asset"],
+            )?,
+            deposits_total: counter(
+                "treasuryd_deposits_credited_total",
+                "On-chain deposits credited, by network and asset.",
                 &["network", "asset"],
             )?,
             engine_lease: gauge(

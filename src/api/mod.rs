@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod allowlists;
 pub mod audit;
 pub mod auth;
+pub mod deposit_addresses;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -76,6 +77,10 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route(
             "/v1/accounts/{id}/allowlist",
             get(allowlists::get_one).put(allowlists::set_enforced),
+        )
+        .route(
+            "/v1/accounts/{id}/deposit-addresses",
+            get(deposit_addresses::list).post(deposit_addresses::add),
         )
         .route(
             "/v1/accounts/{id}/allowlist/destinations",

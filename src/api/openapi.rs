@@ -36,6 +36,8 @@ use utoipa::{Modify, OpenApi};
         super::allowlists::set_enforced,
         super::allowlists::add,
         super::allowlists::remove,
+        super::deposit_addresses::list,
+        super::deposit_addresses::add,
     ),
     modifiers(&BearerAuth)
 )]

@@ -291,6 +291,18 @@ fn sign(
     })
 }
 
+/// An ERC-20 `Transfer` log, as far as a deposit cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferLog {
+    pub token: Address,
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+    pub tx_hash: B256,
+    pub log_index: u64,
+    pub block: u64,
+}
+
 /// The outcome of a mined transaction, as far as a payout cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inclusion {
@@ -456,6 +468,55 @@ impl EvmClient {
             .await
             .map_err(RpcError::from_transport)?;
         Ok(block.map(|b| b.header.hash))
+    }
+
+    /// `Transfer` logs of `tokens` to any of `recipients` in blocks `from..=to`.
+    pub async fn transfer_logs(
+        &self,
+        tokens: &[Address],
+        recipients: &[Address],
+        from: u64,
+        to: u64,
+    ) -> RpcResult<Vec<TransferLog>> {
+        use alloy::rpc::types::Filter;
+        use alloy::sol_types::SolEvent;
+        let filter = Filter::new()
+            .address(tokens.to_vec())
+            .event_signature(IERC20::Transfer::SIGNATURE_HASH)
+            .topic2(
+                recipients
+                    .iter()
+                    .map(|a| a.into_word())
+                    .collect::<Vec<B256>>(),
+            )
+            .from_block(from)
+            .to_block(to);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(RpcError::from_transport)?;
+        let mut out = Vec::with_capacity(logs.len());
+        for log in logs {
+            let (Some(tx_hash), Some(log_index), Some(block)) =
+                (log.transaction_hash, log.log_index, log.block_number)
+            else {
+                continue;
+            };
+            let Ok(event) = IERC20::Transfer::decode_log(&log.inner) else {
+                continue;
+            };
+            out.push(TransferLog {
+                token: log.inner.address,
+                from: event.from,
+                to: event.to,
+                value: event.value,
+                tx_hash,
+                log_index,
+                block,
+            });
+        }
+        Ok(out)
     }
 
     /// The underlying provider, for tests and the dev chain.

@@ -138,6 +138,8 @@ pub struct NetworkEngine {
     /// failed tick.
     tracked: HashMap<ChunkId, InFlight>,
     loaded: bool,
+    /// When deposits were last read.
+    deposits_read_at: Option<std::time::Instant>,
     /// This instance's name in the engine lease.
     owner: String,
     /// The lease fence while this instance runs the network's engine; None on standby.
@@ -235,6 +237,7 @@ impl NetworkEngine {
             loaded: false,
             watched: Vec::new(),
             owner: instance.id,
+            deposits_read_at: None,
             fence: None,
             renewed_at: None,
             settling: Vec::new(),
@@ -278,7 +281,7 @@ impl NetworkEngine {
                 .with_label_values(&[self.name.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             if let Err(e) = ticked {
-                tracing::warn!(network = %self.name, error = %e, "payout engine tick failed; retrying");
+                tracing::warn!(network = %self.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
                 // Reload nonces and tracked chunks from the database and the chain after any
                 // trouble.
                 self.nonces.clear();
@@ -403,7 +406,113 @@ impl NetworkEngine {
             }
         }
         self.settle_batch().await?;
-        self.send(head).await
+        self.send(head).await?;
+        self.watch_deposits(head).await
+    }
+
+    /// Credits token transfers to deposit addresses from blocks at the confirmation depth, at
+    /// most once a second and 2,000 blocks per call. Each is a DEPOSIT keyed by chain, tx hash
+    /// and log index, so a re-read range (after a crash, before the cursor moved) replays
+    /// instead of crediting twice. Blocks below the depth are never read, so a reorg within
+    /// it cannot credit a transfer that did not stay.
+    async fn watch_deposits(&mut self, head: u64) -> anyhow::Result<()> {
+        if self
+            .deposits_read_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.deposits_read_at = Some(std::time::Instant::now());
+        let addresses = self.store.deposit_addresses(&self.name, None).await?;
+        let Some(safe) = (head + 1).checked_sub(self.settings.confirmations) else {
+            return Ok(());
+        };
+        let from = match self.store.deposit_cursor(&self.name).await? {
+            Some(next) => next,
+            // First start: deposits count from here on.
+            None => {
+                self.store.set_deposit_cursor(&self.name, safe + 1).await?;
+                return Ok(());
+            }
+        };
+        if addresses.is_empty() || from > safe {
+            return Ok(());
+        }
+        let to = safe.min(from + 1_999);
+        let recipients: Vec<Address> = addresses
+            .iter()
+            .filter_map(|d| Address::parse_checksummed(&d.address, None).ok())
+            .collect();
+        let contracts: Vec<Address> = self.tokens.values().map(|t| t.contract).collect();
+        let logs = self
+            .client
+            .transfer_logs(&contracts, &recipients, from, to)
+            .await?;
+        let mut commands = Vec::new();
+        for log in logs {
+            let Some((code, _)) = self.tokens.iter().find(|(_, t)| t.contract == log.token) else {
+                continue;
+            };
+            let to_address = log.to.to_checksum(None);
+            let Some(target) = addresses
+                .iter()
+                .find(|d| d.address == to_address && &d.asset.code == code)
+            else {
+                tracing::warn!(network = %self.name, token = %code, to = %to_address, "a transfer to a deposit address of no account in that token; not credited");
+                continue;
+            };
+            let (Ok(units), Some(source)) = (
+                i128::try_from(log.value),
+                self.ledger
+                    .system_account(&target.asset, AccountKind::External),
+            ) else {
+                continue;
+            };
+            let Ok(amount) = Amount::new(units) else {
+                continue;
+            };
+            let tx = format!("0x{}", hex::encode(log.tx_hash));
+            let mut cmd = Command::new(
+                format!("deposit:{}:{tx}:{}", self.chain_id, log.log_index),
+                target.asset.clone(),
+                Operation::Deposit {
+                    account: target.account,
+                    source,
+                    amount,
+                },
+            );
+            cmd.reference = Some(tx);
+            cmd.memo = Some(format!(
+                "on-chain deposit from {} in block {}",
+                log.from.to_checksum(None),
+                log.block
+            ));
+            commands.push(cmd);
+        }
+        if !commands.is_empty() {
+            for (result, cmd) in self
+                .ledger
+                .post(commands.clone())
+                .await?
+                .into_iter()
+                .zip(&commands)
+            {
+                match result {
+                    Ok(posted) if !posted.replayed => self
+                        .metrics
+                        .deposits_total
+                        .with_label_values(&[self.name.as_str(), cmd.asset.code.as_str()])
+                        .inc(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(key = %cmd.idempotency_key, error = %e, "the ledger refused a deposit; it will be read again");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.store.set_deposit_cursor(&self.name, to + 1).await?;
+        Ok(())
     }
 
     /// Reads, all at once, the receipts of every attempt whose nonce is spent and the hashes

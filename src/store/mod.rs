@@ -163,6 +163,18 @@ pub struct Allowlist {
 pub type EnforcedAllowlists =
     std::collections::HashMap<AccountId, std::collections::HashSet<(String, String)>>;
 
+/// An address whose incoming token transfers credit an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositAddress {
+    pub account: AccountId,
+    /// The account's asset: only transfers of this token credit it.
+    pub asset: AssetKey,
+    /// EIP-55 checksummed.
+    pub address: String,
+    pub added_by: String,
+    pub added_at: UnixMicros,
+}
+
 /// Who runs a network's engine, under which fence, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -248,6 +260,22 @@ pub trait Store: Send + Sync + 'static {
     /// Gives the lease up (graceful shutdown), so another instance takes over at once.
     async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()>;
     async fn lease(&self, network: &str) -> StoreResult<Option<Lease>>;
+
+    /// Declares `entry.address` a deposit address of `entry.account`. Audited with it.
+    async fn add_deposit_address(
+        &self,
+        entry: &DepositAddress,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Deposit addresses on `network` (all accounts), or of one account.
+    async fn deposit_addresses(
+        &self,
+        network: &str,
+        account: Option<AccountId>,
+    ) -> StoreResult<Vec<DepositAddress>>;
+    /// The first block of `network` not yet read for deposits.
+    async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>>;
+    async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()>;
     /// Stores a replacement (same nonce, higher fees) for a chunk in flight.
     async fn record_replacement(&self, chunk: ChunkId, attempt: &Attempt) -> StoreResult<()>;
     /// Marks attempts as sent (first time only) and their chunks as broadcast.

@@ -1613,6 +1613,81 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn add_deposit_address(
+        &self,
+        entry: &DepositAddress,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let added = sqlx::query(
+            "INSERT INTO deposit_addresses (account_id, network, address, added_by, added_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(entry.account.0)
+        .bind(&entry.asset.network)
+        .bind(&entry.address)
+        .bind(&entry.added_by)
+        .bind(entry.added_at)
+        .execute(&mut *tx)
+        .await?;
+        if added.rows_affected() == 1 {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deposit_addresses(
+        &self,
+        network: &str,
+        account: Option<AccountId>,
+    ) -> StoreResult<Vec<DepositAddress>> {
+        let rows = sqlx::query(
+            "SELECT d.account_id, a.network, a.asset, d.address, d.added_by, d.added_at FROM deposit_addresses d \
+             JOIN accounts a ON a.id = d.account_id WHERE d.network = $1 AND ($2::uuid IS NULL OR d.account_id = $2) \
+             ORDER BY d.address, d.account_id",
+        )
+        .bind(network)
+        .bind(account.map(|a| a.0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DepositAddress {
+                    account: AccountId(r.try_get("account_id")?),
+                    asset: AssetKey::new(
+                        r.try_get::<String, _>("network")?,
+                        r.try_get::<String, _>("asset")?,
+                    ),
+                    address: r.try_get("address")?,
+                    added_by: r.try_get("added_by")?,
+                    added_at: r.try_get("added_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(next.map(|n| n as u64))
+    }
+
+    async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO deposit_cursors (network, next_block) VALUES ($1, $2) \
+             ON CONFLICT (network) DO UPDATE SET next_block = excluded.next_block",
+        )
+        .bind(network)
+        .bind(next_block as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM payouts WHERE cancel_reason IS NOT NULL AND state = 'broadcast' AND network = $1",

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod demo;
+mod deposits;
 mod engine;
 mod engine_crash;
 mod evm;

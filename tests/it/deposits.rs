@@ -1,0 +1,138 @@
+//! Deposits against anvil: token transfers to a partner's deposit address are credited once
+//! each at the confirmation depth; a transfer of another token, or to an unknown address, is
+//! not; reading the same blocks again credits nothing twice. Both database backends.
+
+use crate::engine::{app_on, destination, spawn_miner};
+use crate::harness::*;
+use crate::on_both_backends;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+use treasuryd::devchain::{DevChain, TestToken};
+
+on_both_backends!(transfers_to_deposit_addresses_are_credited_once);
+
+async fn wait_available(app: &TestApp, account: &str, amount: &str) {
+    for _ in 0..200 {
+        if app.account(account).await["available"] == amount {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{account} never had {amount}: {}",
+        app.account(account).await
+    );
+}
+
+async fn transfers_to_deposit_addresses_are_credited_once(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(backend, &chain, "").await;
+    let acme = app.create_account("acme").await;
+    let address = destination(500).to_checksum(None);
+    let path = format!("/v1/accounts/{acme}/deposit-addresses");
+
+    let (s, _) = app
+        .post(
+            &path,
+            TRADER,
+            None,
+            &json!({"address": address, "reason": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body) = app
+        .post(
+            &path,
+            ADMIN,
+            None,
+            &json!({"address": address.to_lowercase(), "reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_address"))
+    );
+    let (s, body) = app
+        .post(
+            &path,
+            ADMIN,
+            None,
+            &json!({"address": address, "reason": "acme's collection address"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body[0]["address"].as_str()),
+        (StatusCode::OK, Some(address.as_str())),
+        "{body}"
+    );
+    // The watcher starts from the confirmed head it first sees.
+    for _ in 0..100 {
+        if app
+            .ledger
+            .store()
+            .deposit_cursor("ethereum")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    chain
+        .mint(TestToken::Usdt, destination(500), 7_000_000)
+        .await
+        .unwrap();
+    // USDC to the same address: acme's account is USDT, so it is not credited.
+    chain
+        .mint(TestToken::Usdc, destination(500), 9_000_000)
+        .await
+        .unwrap();
+    // USDT to an address nobody declared.
+    chain
+        .mint(TestToken::Usdt, destination(501), 5_000_000)
+        .await
+        .unwrap();
+    wait_available(&app, &acme, "7.000000").await;
+    chain
+        .mint(TestToken::Usdt, destination(500), 3_500_000)
+        .await
+        .unwrap();
+    wait_available(&app, &acme, "10.500000").await;
+    // More blocks, more reads: nothing is credited twice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    miner.abort();
+    assert_eq!(app.account(&acme).await["available"], "10.500000");
+    let (_, deposits) = app
+        .get(&format!("/v1/journal?kind=DEPOSIT&account={acme}"), ADMIN)
+        .await;
+    let items = deposits["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{deposits}");
+    assert!(
+        items
+            .iter()
+            .all(|t| t["reference"].as_str().unwrap().starts_with("0x")),
+        "{deposits}"
+    );
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "treasuryd_deposits_credited_total{asset=\"USDT\",network=\"ethereum\"}"
+        ),
+        Some(2.0)
+    );
+    let (_, audit) = app.get("/v1/audit?limit=500", ADMIN).await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "deposit_address.add")
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
