@@ -200,6 +200,7 @@ impl App {
                 self.state.metrics.wallets.clone(),
                 crate::payouts::engine::EngineInstance {
                     id: instance.clone(),
+                    rpc_metrics: self.state.metrics.rpc.clone(),
                     pause_at: self.config.debug.pause_at.clone(),
                 },
             )?;

@@ -95,6 +95,10 @@ pub struct NetworkConfig {
     /// this many seconds: the longest a dead owner's payouts wait for another instance.
     #[serde(default = "default_lease_seconds")]
     pub lease_seconds: u64,
+    /// An RPC endpoint more than this many blocks behind the best head of the network's
+    /// endpoints is not used.
+    #[serde(default = "default_max_head_lag_blocks")]
+    pub max_head_lag_blocks: u64,
     #[serde(default = "default_fee_mode")]
     pub fee_mode: crate::chains::evm::FeeMode,
     /// Never pay more than this per gas (wei).
@@ -334,6 +338,9 @@ pub struct TokenConfig {
     pub sha256: String,
 }
 
+fn default_max_head_lag_blocks() -> u64 {
+    3
+}
 fn default_lease_seconds() -> u64 {
     15
 }

@@ -11,6 +11,7 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    pub rpc: RpcMetrics,
     pub http: HttpMetrics,
     pub ledger: LedgerMetrics,
     pub payouts: PayoutMetrics,
@@ -61,6 +62,76 @@ impl WalletMetrics {
                 "How many more transfers the native balance above the buffer pays for at current fees.",
                 &["network", "wallet"],
             )?,
+        })
+    }
+}
+
+/// Health of each network's RPC endpoints, labelled by their position in `rpc_urls` (URLs may
+/// carry API keys).
+#[derive(Clone)]
+pub struct RpcMetrics {
+    /// 1 while the endpoint answers and is not behind the best head by more than allowed.
+    pub up: IntGaugeVec,
+    /// Blocks behind the highest head any endpoint of the network reported.
+    pub head_lag_blocks: IntGaugeVec,
+    /// Seconds the last head read took.
+    pub latency_seconds: GaugeVec,
+    /// Failed or lagging health checks and failed ticks.
+    pub errors_total: IntCounterVec,
+    /// 1 for the endpoint the engine works through.
+    pub selected: IntGaugeVec,
+    /// Switches from one endpoint to another, by network.
+    pub failovers_total: IntCounterVec,
+}
+
+impl RpcMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let labels = ["network", "endpoint"];
+        let int_gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let latency = GaugeVec::new(
+            Opts::new(
+                "treasuryd_rpc_latency_seconds",
+                "Seconds the last head read of the endpoint took.",
+            ),
+            &labels,
+        )?;
+        registry.register(Box::new(latency.clone()))?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_rpc_errors_total",
+                "Failed or lagging health checks and failed engine ticks, by endpoint.",
+            ),
+            &labels,
+        )?;
+        registry.register(Box::new(errors.clone()))?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_rpc_failovers_total",
+                "Switches of the engine from one RPC endpoint to another, by network.",
+            ),
+            &["network"],
+        )?;
+        registry.register(Box::new(failovers.clone()))?;
+        Ok(Self {
+            up: int_gauge(
+                "treasuryd_rpc_up",
+                "1 while the endpoint answers and is not too far behind the best head.",
+            )?,
+            head_lag_blocks: int_gauge(
+                "treasuryd_rpc_head_lag_blocks",
+                "Blocks the endpoint is behind the highest head of the network's endpoints.",
+            )?,
+            latency_seconds: latency,
+            errors_total: errors,
+            selected: int_gauge(
+                "treasuryd_rpc_selected",
+                "1 for the endpoint the payout engine works through.",
+            )?,
+            failovers_total: failovers,
         })
     }
 }
@@ -376,8 +447,10 @@ impl Metrics {
         }
         let payouts = PayoutMetrics::new(&registry)?;
         let wallets = WalletMetrics::new(&registry)?;
+        let rpc = RpcMetrics::new(&registry)?;
         Ok(Self {
             registry,
+            rpc,
             http,
             ledger,
             payouts,

@@ -325,6 +325,9 @@ impl From<&TransactionReceipt> for Inclusion {
     }
 }
 
+/// The longest one RPC call may take.
+pub const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One node of one network.
 #[derive(Clone)]
 pub struct EvmClient {
@@ -346,10 +349,21 @@ impl EvmClient {
             class: RpcErrorClass::Unknown,
             message: format!("RPC URL: {e}"),
         })?;
+        // One HTTP client per endpoint, reused for every call; a node that stops answering
+        // fails the call after the timeout instead of stalling the engine.
+        let http = alloy::transports::http::reqwest::Client::builder()
+            .timeout(RPC_TIMEOUT)
+            .build()
+            .map_err(|e| RpcError {
+                class: RpcErrorClass::Unknown,
+                message: format!("HTTP client: {e}"),
+            })?;
+        let transport = alloy::transports::http::Http::with_client(http, parsed);
+        let client = alloy::rpc::client::RpcClient::new(transport, false);
         Ok(Self {
             provider: ProviderBuilder::new()
                 .disable_recommended_fillers()
-                .connect_http(parsed)
+                .connect_client(client)
                 .erased(),
             url: url.to_owned(),
         })

@@ -35,7 +35,6 @@ use crate::metrics::{PayoutMetrics, WalletMetrics};
 use crate::store::{DynStore, StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
 use alloy::primitives::{Address, U256};
-use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,10 +78,11 @@ struct Settings {
 }
 
 /// Who this engine is among the instances sharing the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineInstance {
     /// Unique per process: the owner named in the engine lease.
     pub id: String,
+    pub rpc_metrics: crate::metrics::RpcMetrics,
     /// `debug.pause_at`, for crash tests.
     pub pause_at: Option<String>,
 }
@@ -118,6 +118,8 @@ struct Settlement {
 pub struct NetworkEngine {
     name: String,
     chain_id: u64,
+    /// The network's RPC endpoints; `client` is the one chosen for the current tick.
+    endpoints: crate::chains::endpoints::Endpoints,
     client: EvmClient,
     ledger: Ledger,
     store: DynStore,
@@ -183,14 +185,21 @@ impl NetworkEngine {
         if wallets.is_empty() {
             return Ok(None);
         }
-        let url = network
-            .rpc_urls
-            .first()
+        let endpoints = crate::chains::endpoints::Endpoints::new(
+            &network.name,
+            &network.rpc_urls,
+            network.max_head_lag_blocks,
+            instance.rpc_metrics.clone(),
+        )?;
+        let client = endpoints
+            .clients()
+            .next()
+            .cloned()
             .ok_or_else(|| anyhow::anyhow!("network {} has no RPC URL", network.name))?;
-        let client = EvmClient::new(url.expose_secret())?;
         Ok(Some(Self {
             name: network.name.clone(),
             chain_id: network.chain_id,
+            endpoints,
             client,
             store: ledger.store().clone(),
             ledger,
@@ -251,15 +260,17 @@ impl NetworkEngine {
     /// Ticks until cancelled. Errors of one tick (a node down, a database hiccup) are logged
     /// and the next tick starts over from the database: every step is safe to repeat.
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let chain_id = self.client.chain_id().await;
-        if let Ok(id) = chain_id
-            && id != self.chain_id
-        {
-            anyhow::bail!(
-                "network {}: the node is on chain {id}, the config says {}",
-                self.name,
-                self.chain_id
-            );
+        for client in self.endpoints.clients() {
+            // An endpoint that does not answer now may later; one on another chain never may.
+            if let Ok(id) = client.chain_id().await
+                && id != self.chain_id
+            {
+                anyhow::bail!(
+                    "network {}: an RPC endpoint is on chain {id}, the config says {}",
+                    self.name,
+                    self.chain_id
+                );
+            }
         }
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
@@ -287,6 +298,7 @@ impl NetworkEngine {
                 self.nonces.clear();
                 self.loaded = false;
                 self.renewed_at = None;
+                self.endpoints.failed();
             }
             tokio::select! {
                 () = cancel.cancelled() => {
@@ -344,7 +356,8 @@ impl NetworkEngine {
     }
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
-        let head = self.client.head().await?;
+        let (client, head) = self.endpoints.choose().await?;
+        self.client = client;
         if !self.loaded {
             self.tracked = self
                 .store

@@ -33,6 +33,24 @@ pub(crate) async fn app_with_wallet(
     extra: &str,
     wallet_extra: &str,
 ) -> TestApp {
+    app_with(
+        backend,
+        chain,
+        std::slice::from_ref(&chain.url),
+        extra,
+        wallet_extra,
+    )
+    .await
+}
+
+/// Like `app_on`, with the network's `rpc_urls` given.
+pub(crate) async fn app_with(
+    backend: Backend,
+    chain: &DevChain,
+    rpc_urls: &[String],
+    extra: &str,
+    wallet_extra: &str,
+) -> TestApp {
     let hot = chain.dev_key(1).unwrap();
     for token in [TestToken::Usdc, TestToken::Usdt] {
         chain
@@ -40,11 +58,15 @@ pub(crate) async fn app_with_wallet(
             .await
             .unwrap();
     }
+    let urls = rpc_urls
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let network = format!(
-        "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 2\npoll_interval_ms = 50\n{extra}\n\
+        "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [{urls}]\nconfirmations = 2\npoll_interval_ms = 50\n{extra}\n\
          [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n[[tokens]]\ncode = \"USDC\"\naddress = \"{}\"\ndecimals = 6\n",
         chain.chain_id,
-        chain.url,
         chain.usdt.to_checksum(None),
         chain.usdc.to_checksum(None),
     );

@@ -18,3 +18,4 @@ mod ledger_model;
 mod payouts;
 mod policy;
 mod reorg;
+mod rpc;

@@ -1,0 +1,114 @@
+//! RPC failover under injected faults: the network has two endpoints, the first a proxy to
+//! anvil that can be made to fail. Payouts go through the first while it is healthy, through
+//! the second while it fails, and the metrics say which endpoint is up and in use.
+
+use crate::engine::{app_with, destination, request, spawn_miner, wait_state};
+use crate::harness::*;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use treasuryd::devchain::DevChain;
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    failing: Arc<AtomicBool>,
+    http: reqwest::Client,
+}
+
+async fn forward(State(p): State<Proxy>, body: Bytes) -> (StatusCode, Bytes) {
+    if p.failing.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"injected fault"),
+        );
+    }
+    match p
+        .http
+        .post(&p.upstream)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => (StatusCode::OK, r.bytes().await.unwrap_or_default()),
+        Err(_) => (StatusCode::BAD_GATEWAY, Bytes::new()),
+    }
+}
+
+/// A JSON-RPC proxy to `upstream` on a local port; returns its URL and its fault switch.
+async fn proxy(upstream: &str) -> (String, Arc<AtomicBool>) {
+    let failing = Arc::new(AtomicBool::new(false));
+    let state = Proxy {
+        upstream: upstream.to_owned(),
+        failing: failing.clone(),
+        http: reqwest::Client::new(),
+    };
+    let app = axum::Router::new()
+        .route("/", axum::routing::post(forward))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, failing)
+}
+
+async fn wait_metric(app: &TestApp, series: &str, value: f64) {
+    for _ in 0..200 {
+        if metric_value(&app.metrics_text().await, series) == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = metric_value(&app.metrics_text().await, series);
+    panic!("{series} is {now:?}, not {value}");
+}
+
+fn series(name: &str, endpoint: &str) -> String {
+    format!("treasuryd_rpc_{name}{{endpoint=\"{endpoint}\",network=\"ethereum\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_fail_over_to_a_healthy_endpoint() {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let (flaky, failing) = proxy(&chain.url).await;
+    let app = app_with(Backend::Sqlite, &chain, &[flaky, chain.url.clone()], "", "").await;
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+
+    let first = request(&app, &acme, destination(20), "10", "rpc-1").await;
+    wait_state(&app, &first, "confirmed").await;
+    wait_metric(&app, &series("selected", "0"), 1.0).await;
+    wait_metric(&app, &series("up", "1"), 1.0).await;
+
+    // The first endpoint starts failing every call.
+    failing.store(true, Ordering::SeqCst);
+    let second = request(&app, &acme, destination(21), "20", "rpc-2").await;
+    wait_state(&app, &second, "confirmed").await;
+    wait_metric(&app, &series("up", "0"), 0.0).await;
+    wait_metric(&app, &series("selected", "1"), 1.0).await;
+    let text = app.metrics_text().await;
+    assert!(metric_value(&text, &series("errors_total", "0")).unwrap() >= 1.0);
+    assert!(
+        metric_value(&text, "treasuryd_rpc_failovers_total{network=\"ethereum\"}").unwrap() >= 1.0
+    );
+
+    // Healthy again: it is back up, and the engine stays where it is rather than flapping.
+    failing.store(false, Ordering::SeqCst);
+    wait_metric(&app, &series("up", "0"), 1.0).await;
+    let third = request(&app, &acme, destination(22), "30", "rpc-3").await;
+    wait_state(&app, &third, "confirmed").await;
+    miner.abort();
+    assert_eq!(
+        metric_value(&app.metrics_text().await, &series("selected", "1")),
+        Some(1.0)
+    );
+    assert_eq!(app.account(&acme).await["available"], "40.000000");
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
