@@ -99,6 +99,9 @@ pub struct NetworkConfig {
     /// endpoints is not used.
     #[serde(default = "default_max_head_lag_blocks")]
     pub max_head_lag_blocks: u64,
+    /// With no healthy RPC endpoint for this many seconds the network enters safe-mode.
+    #[serde(default = "default_rpc_outage_safe_mode_seconds")]
+    pub rpc_outage_safe_mode_seconds: u64,
     #[serde(default = "default_fee_mode")]
     pub fee_mode: crate::chains::evm::FeeMode,
     /// Never pay more than this per gas (wei).
@@ -338,6 +341,9 @@ pub struct TokenConfig {
     pub sha256: String,
 }
 
+fn default_rpc_outage_safe_mode_seconds() -> u64 {
+    60
+}
 fn default_max_head_lag_blocks() -> u64 {
     3
 }

@@ -174,6 +174,9 @@ pub struct PayoutMetrics {
     pub engine_lease: IntGaugeVec,
     /// On-chain deposits credited, by network and asset.
     pub deposits_total: IntCounterVec,
+    /// Times the engine put a network in safe-mode on its own, by cause (deep_reorg,
+    /// rpc_outage).
+    pub auto_safe_mode_total: IntCounterVec,
     /// Mined transactions whose block left the chain before their confirmation depth.
     pub reorgs_total: IntCounterVec,
     /// Confirmed (paid) transactions whose block left the chain afterwards: the network goes
@@ -286,6 +289,11 @@ impl PayoutMetrics {
                 "treasuryd_payouts_frozen",
                 "1 while the asset is frozen on the network.",
                 &["network", "asset"],
+            )?,
+            auto_safe_mode_total: counter(
+                "treasuryd_payouts_auto_safe_mode_total",
+                "Times the engine put the network in safe-mode on its own, by cause.",
+                &["network", "cause"],
             )?,
             deposits_total: counter(
                 "treasuryd_deposits_credited_total",

@@ -23,6 +23,8 @@ pub struct Endpoints {
     current: Option<usize>,
     max_head_lag: u64,
     metrics: RpcMetrics,
+    /// Since when no endpoint has been healthy; None while one is.
+    unhealthy_since: Option<Instant>,
 }
 
 impl Endpoints {
@@ -51,6 +53,7 @@ impl Endpoints {
             current: None,
             max_head_lag,
             metrics,
+            unhealthy_since: None,
         })
     }
 
@@ -131,8 +134,10 @@ impl Endpoints {
             .or_else(|| healthy.first())
             .copied();
         let Some((index, head)) = chosen else {
+            self.unhealthy_since.get_or_insert(now);
             anyhow::bail!("network {}: no healthy RPC endpoint", self.network);
         };
+        self.unhealthy_since = None;
         if self.current.is_some_and(|c| c != index) {
             tracing::warn!(network = %self.network, from = ?self.current, to = index, "RPC failover");
             self.metrics
@@ -148,6 +153,11 @@ impl Endpoints {
                 .set(i64::from(i == index));
         }
         Ok((self.list[index].client.clone(), head))
+    }
+
+    /// How long no endpoint has been healthy, if none is.
+    pub fn outage(&self) -> Option<Duration> {
+        self.unhealthy_since.map(|t| t.elapsed())
     }
 
     /// The endpoint in use failed a call during the tick: demote it, so the next tick prefers

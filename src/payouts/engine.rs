@@ -58,6 +58,8 @@ struct Settings {
     use_finalized_tag: bool,
     /// How many blocks after payment a paid chunk's block is still checked for reorgs.
     reorg_watch_blocks: u64,
+    /// With no healthy RPC endpoint this long, the network enters safe-mode.
+    rpc_outage_safe_mode: Duration,
     fee_mode: FeeMode,
     max_fee: u128,
     min_tip: u128,
@@ -209,6 +211,7 @@ impl NetworkEngine {
                 confirmations: network.confirmations,
                 use_finalized_tag: network.use_finalized_tag,
                 reorg_watch_blocks: network.reorg_watch_blocks,
+                rpc_outage_safe_mode: Duration::from_secs(network.rpc_outage_safe_mode_seconds),
                 fee_mode: network.fee_mode,
                 max_fee: u128::from(network.max_fee_per_gas),
                 min_tip: u128::from(network.min_priority_fee_per_gas),
@@ -356,7 +359,21 @@ impl NetworkEngine {
     }
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
-        let (client, head) = self.endpoints.choose().await?;
+        let (client, head) = match self.endpoints.choose().await {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                if let Some(outage) = self.endpoints.outage()
+                    && outage >= self.settings.rpc_outage_safe_mode
+                {
+                    let reason = format!(
+                        "automatic: no healthy RPC endpoint for {} s",
+                        outage.as_secs()
+                    );
+                    self.enter_safe_mode("rpc_outage", reason).await?;
+                }
+                return Err(e);
+            }
+        };
         self.client = client;
         if !self.loaded {
             self.tracked = self
@@ -614,28 +631,41 @@ impl NetworkEngine {
             self.store
                 .add_payout_event(payout, "reorged_after_confirmation", &reason)
                 .await?;
-            if self.store.safe_mode(&self.name).await?.is_none() {
-                let at = now_micros();
-                let audit = crate::store::AuditRecord {
-                    actor: "treasuryd".into(),
-                    role: crate::domain::Role::Admin,
-                    action: "safe_mode.enter".into(),
-                    target: format!("network:{}", self.name),
-                    reason: Some(reason.clone()),
-                    request_id: "engine".into(),
-                    at,
-                };
-                let mode = crate::store::SafeMode {
-                    reason,
-                    actor: "treasuryd".into(),
-                    since: at,
-                };
-                self.store
-                    .set_safe_mode(&self.name, Some(&mode), &audit)
-                    .await?;
-            }
+            self.enter_safe_mode("deep_reorg", reason).await?;
         }
         self.reland().await
+    }
+
+    /// Puts the network in safe-mode on the engine's own finding (recorded with the reason and
+    /// audited as `treasuryd`); an Admin leaves it. Nothing if it is in safe-mode already.
+    async fn enter_safe_mode(&self, cause: &str, reason: String) -> anyhow::Result<()> {
+        if self.store.safe_mode(&self.name).await?.is_some() {
+            return Ok(());
+        }
+        tracing::error!(network = %self.name, cause, %reason, "entering safe-mode");
+        let at = now_micros();
+        let audit = crate::store::AuditRecord {
+            actor: "treasuryd".into(),
+            role: crate::domain::Role::Admin,
+            action: "safe_mode.enter".into(),
+            target: format!("network:{}", self.name),
+            reason: Some(reason.clone()),
+            request_id: "engine".into(),
+            at,
+        };
+        let mode = crate::store::SafeMode {
+            reason,
+            actor: "treasuryd".into(),
+            since: at,
+        };
+        self.store
+            .set_safe_mode(&self.name, Some(&mode), &audit)
+            .await?;
+        self.metrics
+            .auto_safe_mode_total
+            .with_label_values(&[self.name.as_str(), cause])
+            .inc();
+        Ok(())
     }
 
     /// Re-sends the paid transactions a reorg took off the chain, and records where each lands

@@ -112,3 +112,57 @@ async fn payouts_fail_over_to_a_healthy_endpoint() {
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
+
+/// With no healthy endpoint for `rpc_outage_safe_mode_seconds` the network enters safe-mode on
+/// its own; when the node recovers it stays there until an Admin leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_rpc_outage_puts_the_network_in_safe_mode() {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let (only, failing) = proxy(&chain.url).await;
+    let app = app_with(
+        Backend::Sqlite,
+        &chain,
+        &[only],
+        "rpc_outage_safe_mode_seconds = 1",
+        "",
+    )
+    .await;
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+    let first = request(&app, &acme, destination(30), "10", "outage-1").await;
+    wait_state(&app, &first, "confirmed").await;
+
+    failing.store(true, Ordering::SeqCst);
+    wait_metric(
+        &app,
+        "treasuryd_payouts_auto_safe_mode_total{cause=\"rpc_outage\",network=\"ethereum\"}",
+        1.0,
+    )
+    .await;
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    let reason = nets[0]["safe_mode"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("automatic: no healthy RPC endpoint"),
+        "{nets}"
+    );
+
+    // The node is back; safe-mode is not left without an Admin.
+    failing.store(false, Ordering::SeqCst);
+    let held = request(&app, &acme, destination(31), "20", "outage-2").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, p) = app.get(&format!("/v1/payouts/{held}"), ADMIN).await;
+    assert_eq!(p["state"], "queued", "{p}");
+    let (s, _) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            ADMIN,
+            None,
+            &serde_json::json!({"enabled": false, "reason": "provider incident over"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+    wait_state(&app, &held, "confirmed").await;
+    miner.abort();
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
