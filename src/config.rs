@@ -102,6 +102,10 @@ pub struct NetworkConfig {
     /// With no healthy RPC endpoint for this many seconds the network enters safe-mode.
     #[serde(default = "default_rpc_outage_safe_mode_seconds")]
     pub rpc_outage_safe_mode_seconds: u64,
+    /// Pay a chunk only once a second healthy endpoint shows the same block and the depth
+    /// (needs two or more `rpc_urls`).
+    #[serde(default)]
+    pub cross_check_inclusions: bool,
     #[serde(default = "default_fee_mode")]
     pub fee_mode: crate::chains::evm::FeeMode,
     /// Never pay more than this per gas (wei).
@@ -651,6 +655,12 @@ impl Config {
             }
             if n.rpc_urls.is_empty() {
                 return Err(key_error(key("rpc_urls"), "needs at least one URL"));
+            }
+            if n.cross_check_inclusions && n.rpc_urls.len() < 2 {
+                return Err(key_error(
+                    key("cross_check_inclusions"),
+                    "needs at least two rpc_urls: a second endpoint confirms each inclusion",
+                ));
             }
             for (j, u) in n.rpc_urls.iter().enumerate() {
                 let u = u.expose_secret();

@@ -25,6 +25,8 @@ pub struct Endpoints {
     metrics: RpcMetrics,
     /// Since when no endpoint has been healthy; None while one is.
     unhealthy_since: Option<Instant>,
+    /// The endpoints found healthy by the last `choose`.
+    healthy: Vec<usize>,
 }
 
 impl Endpoints {
@@ -54,6 +56,7 @@ impl Endpoints {
             max_head_lag,
             metrics,
             unhealthy_since: None,
+            healthy: Vec::new(),
         })
     }
 
@@ -128,6 +131,7 @@ impl Endpoints {
                     .then_some((i, h))
             })
             .collect();
+        self.healthy = healthy.iter().map(|(i, _)| *i).collect();
         let chosen = self
             .current
             .and_then(|c| healthy.iter().find(|(i, _)| *i == c))
@@ -153,6 +157,14 @@ impl Endpoints {
                 .set(i64::from(i == index));
         }
         Ok((self.list[index].client.clone(), head))
+    }
+
+    /// A healthy endpoint other than the one in use, to confirm what the first one says.
+    pub fn witness(&self) -> Option<EvmClient> {
+        self.healthy
+            .iter()
+            .find(|i| Some(**i) != self.current)
+            .map(|i| self.list[*i].client.clone())
     }
 
     /// How long no endpoint has been healthy, if none is.

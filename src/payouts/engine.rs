@@ -60,6 +60,8 @@ struct Settings {
     reorg_watch_blocks: u64,
     /// With no healthy RPC endpoint this long, the network enters safe-mode.
     rpc_outage_safe_mode: Duration,
+    /// Confirm each inclusion at depth with a second endpoint before paying it.
+    cross_check: bool,
     fee_mode: FeeMode,
     max_fee: u128,
     min_tip: u128,
@@ -154,6 +156,9 @@ pub struct NetworkEngine {
     watched: Vec<Watched>,
     /// Inclusions found this tick (None: its block left the chain), stored in one transaction.
     mined: Vec<(ChunkId, Option<Mined>)>,
+    /// A second endpoint's head and block hashes this tick, when inclusions are cross-checked.
+    witness_head: Option<u64>,
+    witness_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
     /// The chain's `finalized` block this tick, read once when a network waits for it.
     finalized: Option<Option<u64>>,
     /// Chunks at depth whose postings (PAYOUT, FEE) this tick makes, all in one ledger batch.
@@ -212,6 +217,7 @@ impl NetworkEngine {
                 use_finalized_tag: network.use_finalized_tag,
                 reorg_watch_blocks: network.reorg_watch_blocks,
                 rpc_outage_safe_mode: Duration::from_secs(network.rpc_outage_safe_mode_seconds),
+                cross_check: network.cross_check_inclusions,
                 fee_mode: network.fee_mode,
                 max_fee: u128::from(network.max_fee_per_gas),
                 min_tip: u128::from(network.min_priority_fee_per_gas),
@@ -243,6 +249,8 @@ impl NetworkEngine {
             wallet_metrics,
             block_hashes: HashMap::new(),
             receipts: HashMap::new(),
+            witness_head: None,
+            witness_hashes: HashMap::new(),
             finalized: None,
             mined: Vec::new(),
             tracked: HashMap::new(),
@@ -407,6 +415,8 @@ impl NetworkEngine {
         }
         self.block_hashes.clear();
         self.receipts.clear();
+        self.witness_head = None;
+        self.witness_hashes.clear();
         self.finalized = None;
         self.mined.clear();
         self.settling.clear();
@@ -634,6 +644,37 @@ impl NetworkEngine {
             self.enter_safe_mode("deep_reorg", reason).await?;
         }
         self.reland().await
+    }
+
+    /// Whether a second healthy endpoint has the same block at `m.block` and a head at the
+    /// confirmation depth: a money-deciding read is not taken from one node alone. Read once
+    /// per tick and block.
+    async fn witnessed(&mut self, m: &Mined) -> anyhow::Result<bool> {
+        let Some(witness) = self.endpoints.witness() else {
+            return Ok(false);
+        };
+        let witness_head = match self.witness_head {
+            Some(h) => h,
+            None => {
+                let h = witness.head().await?;
+                self.witness_head = Some(h);
+                h
+            }
+        };
+        let depth_ok = if self.settings.use_finalized_tag {
+            true
+        } else {
+            witness_head + 1 >= m.block + self.settings.confirmations
+        };
+        let hash = match self.witness_hashes.get(&m.block) {
+            Some(h) => *h,
+            None => {
+                let h = witness.block_hash(m.block).await?;
+                self.witness_hashes.insert(m.block, h);
+                h
+            }
+        };
+        Ok(depth_ok && hash == Some(m.block_hash.into()))
     }
 
     /// Puts the network in safe-mode on the engine's own finding (recorded with the reason and
@@ -990,6 +1031,10 @@ impl NetworkEngine {
             head + 1 >= m.block + self.settings.confirmations
         };
         if !at_depth {
+            return Ok(());
+        }
+        if self.settings.cross_check && !self.witnessed(&m).await? {
+            tracing::info!(network = %self.name, chunk = %f.chunk, block = m.block, "waiting for a second endpoint to confirm the inclusion");
             return Ok(());
         }
         self.pause_point("engine.before_confirm").await;

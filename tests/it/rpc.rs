@@ -166,3 +166,36 @@ async fn a_long_rpc_outage_puts_the_network_in_safe_mode() {
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
+
+/// With `cross_check_inclusions` a chunk at depth is paid only once a second healthy endpoint
+/// shows the same block: while the second endpoint fails, the payout waits mined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inclusions_wait_for_a_second_endpoint_when_cross_checked() {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let (second, failing) = proxy(&chain.url).await;
+    let app = app_with(
+        Backend::Sqlite,
+        &chain,
+        &[chain.url.clone(), second],
+        "cross_check_inclusions = true",
+        "",
+    )
+    .await;
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+    failing.store(true, Ordering::SeqCst);
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let id = request(&app, &acme, destination(40), "15", "cross-1").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+    assert_eq!(
+        (p["state"].as_str(), p["chunks"][0]["state"].as_str()),
+        (Some("broadcast"), Some("mined")),
+        "deep enough on one node, not yet confirmed by a second: {p}"
+    );
+    assert_eq!(app.account(&acme).await["held"], "15.000000");
+    failing.store(false, Ordering::SeqCst);
+    wait_state(&app, &id, "confirmed").await;
+    miner.abort();
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
