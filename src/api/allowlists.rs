@@ -5,10 +5,10 @@
 use super::accounts::load_account;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, RequestId};
-use super::{AppState, optional_text, require_reason};
+use super::{AppState, audit_record, optional_text, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
-use crate::store::{AllowedDestination, AuditRecord, StoreError, now_micros};
+use crate::store::{AllowedDestination, StoreError};
 use alloy::primitives::Address;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -52,24 +52,6 @@ async fn view(state: &AppState, account: crate::domain::AccountId) -> ApiResult<
     })
 }
 
-fn audit(
-    caller: &Caller,
-    request_id: String,
-    action: &str,
-    target: String,
-    reason: String,
-) -> AuditRecord {
-    AuditRecord {
-        actor: caller.name.clone(),
-        role: caller.role,
-        action: action.into(),
-        target,
-        reason: Some(reason),
-        request_id,
-        at: now_micros(),
-    }
-}
-
 /// A partner account's destination allowlist.
 #[utoipa::path(get, tag = "allowlists", path = "/v1/accounts/{id}/allowlist", security(("bearer" = [])),
     responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody)))]
@@ -107,12 +89,12 @@ pub async fn set_enforced(
     } else {
         "allowlist.relax"
     };
-    let record = audit(
+    let record = audit_record(
         &caller,
         request_id,
         action,
         format!("account:{}", account.id),
-        reason,
+        Some(reason),
     );
     state
         .ledger
@@ -172,12 +154,12 @@ pub async fn add(
     let account = load_account(&state, &id, None).await?;
     let address = parse_destination(&state, &body.network, &body.address)?;
     let label = optional_text("label", body.label, 128)?;
-    let record = audit(
+    let record = audit_record(
         &caller,
         request_id,
         "allowlist.add",
         format!("account:{}:{}:{address}", account.id, body.network),
-        reason,
+        Some(reason),
     );
     let entry = AllowedDestination {
         network: body.network,
@@ -217,12 +199,12 @@ pub async fn remove(
     let reason = require_reason(&q.reason)?;
     let account = load_account(&state, &id, None).await?;
     let address = parse_destination(&state, &network, &address)?;
-    let record = audit(
+    let record = audit_record(
         &caller,
         request_id,
         "allowlist.remove",
         format!("account:{}:{network}:{address}", account.id),
-        reason,
+        Some(reason),
     );
     let entry = AllowedDestination {
         network,

@@ -7,7 +7,7 @@ use super::extract::{ApiJson, RequestId};
 use super::{AppState, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
-use crate::store::{AuditRecord, DepositAddress, now_micros};
+use crate::store::DepositAddress;
 use alloy::primitives::Address;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -111,15 +111,13 @@ pub async fn add(
             )
         })?
         .to_checksum(None);
-    let audit = AuditRecord {
-        actor: caller.name.clone(),
-        role: caller.role,
-        action: "deposit_address.add".into(),
-        target: format!("account:{}:{network}:{address}", account.id),
-        reason: Some(reason),
+    let audit = super::audit_record(
+        &caller,
         request_id,
-        at: now_micros(),
-    };
+        "deposit_address.add",
+        format!("account:{}:{network}:{address}", account.id),
+        Some(reason),
+    );
     let entry = DepositAddress {
         account: account.id,
         asset: account.asset.clone(),

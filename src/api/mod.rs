@@ -180,6 +180,25 @@ fn on_behalf(m: Mutation<'_>, mut cmd: Command) -> Command {
     cmd
 }
 
+/// The audit record of an action `caller` takes now.
+pub fn audit_record(
+    caller: &Caller,
+    request_id: String,
+    action: &str,
+    target: String,
+    reason: Option<String>,
+) -> AuditRecord {
+    AuditRecord {
+        actor: caller.name.clone(),
+        role: caller.role,
+        action: action.to_owned(),
+        target,
+        reason,
+        request_id,
+        at: crate::store::now_micros(),
+    }
+}
+
 pub fn require_reason(reason: &str) -> ApiResult<String> {
     let trimmed = reason.trim();
     if trimmed.is_empty() {

@@ -2,11 +2,11 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, RequestId};
-use super::{AppState, require_reason};
+use super::{AppState, audit_record, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
 use crate::payouts::policy::RolloutPhase;
-use crate::store::{AssetFreeze, AuditRecord, RolloutSetting, SafeMode, now_micros};
+use crate::store::{AssetFreeze, RolloutSetting, SafeMode};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -173,12 +173,12 @@ pub async fn set_safe_mode(
     } else {
         "safe_mode.leave"
     };
-    let audit = admin_audit(
+    let audit = audit_record(
         &caller,
         request_id,
         action,
         format!("network:{name}"),
-        &reason,
+        Some(reason.clone()),
     );
     let at = audit.at;
     let mode = SafeMode {
@@ -192,24 +192,6 @@ pub async fn set_safe_mode(
         .set_safe_mode(&name, body.enabled.then_some(&mode), &audit)
         .await?;
     Ok(Json(view(&state, &name).await?))
-}
-
-fn admin_audit(
-    caller: &Caller,
-    request_id: String,
-    action: &str,
-    target: String,
-    reason: &str,
-) -> AuditRecord {
-    AuditRecord {
-        actor: caller.name.clone(),
-        role: caller.role,
-        action: action.into(),
-        target,
-        reason: Some(reason.to_owned()),
-        request_id,
-        at: now_micros(),
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -233,12 +215,12 @@ pub async fn set_rollout(
     caller.require(&[Role::Admin])?;
     let reason = require_reason(&body.reason)?;
     view(&state, &name).await?;
-    let audit = admin_audit(
+    let audit = audit_record(
         &caller,
         request_id,
         &format!("rollout.{}", body.phase.as_str()),
         format!("network:{name}"),
-        &reason,
+        Some(reason.clone()),
     );
     let setting = RolloutSetting {
         phase: body.phase,
@@ -294,12 +276,12 @@ pub async fn set_freeze(
     } else {
         "asset.unfreeze"
     };
-    let audit = admin_audit(
+    let audit = audit_record(
         &caller,
         request_id,
         action,
         format!("network:{name}:{}", body.asset),
-        &reason,
+        Some(reason.clone()),
     );
     let freeze = AssetFreeze {
         asset: body.asset.clone(),

@@ -514,15 +514,13 @@ pub async fn approve(
     if payout.state != PayoutState::PendingApproval {
         return Err(not_pending(&payout));
     }
-    let audit = crate::store::AuditRecord {
-        actor: caller.name.clone(),
-        role: caller.role,
-        action: "payout.approve".into(),
-        target: format!("payout:{}", payout.id),
-        reason,
+    let audit = super::audit_record(
+        &caller,
         request_id,
-        at: crate::store::now_micros(),
-    };
+        "payout.approve",
+        format!("payout:{}", payout.id),
+        reason,
+    );
     match state
         .ledger
         .store()
@@ -628,15 +626,13 @@ pub async fn cancel(
         return Ok(Json(PayoutView::new(&state, &payout)));
     }
     let network = payout.asset.network.clone();
-    let audit = crate::store::AuditRecord {
-        actor: caller.name.clone(),
-        role: caller.role,
-        action: "payout.cancel".into(),
-        target: format!("payout:{}", payout.id),
-        reason: Some(reason.clone()),
-        request_id: request_id.clone(),
-        at: crate::store::now_micros(),
-    };
+    let audit = super::audit_record(
+        &caller,
+        request_id.clone(),
+        "payout.cancel",
+        format!("payout:{}", payout.id),
+        Some(reason.clone()),
+    );
     if matches!(
         payout.state,
         PayoutState::PendingApproval | PayoutState::Queued

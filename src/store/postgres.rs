@@ -1578,14 +1578,7 @@ impl Store for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.map(|r| {
-            Ok(Lease {
-                owner: r.try_get("owner")?,
-                fence: r.try_get::<i64, _>("fence")? as u64,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(lease_from_row).transpose()
     }
 
     async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()> {
@@ -1603,14 +1596,7 @@ impl Store for PgStore {
                 .bind(network)
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|r| {
-            Ok(Lease {
-                owner: r.try_get("owner")?,
-                fence: r.try_get::<i64, _>("fence")? as u64,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(lease_from_row).transpose()
     }
 
     async fn add_deposit_address(
@@ -1968,4 +1954,12 @@ impl Store for PgStore {
             })
             .collect()
     }
+}
+
+fn lease_from_row(r: &PgRow) -> StoreResult<Lease> {
+    Ok(Lease {
+        owner: r.try_get("owner")?,
+        fence: r.try_get::<i64, _>("fence")? as u64,
+        expires_at: r.try_get("expires_at")?,
+    })
 }

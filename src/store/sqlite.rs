@@ -1509,14 +1509,7 @@ impl Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.map(|r| {
-            Ok(Lease {
-                owner: r.try_get("owner")?,
-                fence: r.try_get::<i64, _>("fence")? as u64,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(lease_from_row).transpose()
     }
 
     async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()> {
@@ -1534,14 +1527,7 @@ impl Store for SqliteStore {
                 .bind(network)
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|r| {
-            Ok(Lease {
-                owner: r.try_get("owner")?,
-                fence: r.try_get::<i64, _>("fence")? as u64,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(lease_from_row).transpose()
     }
 
     async fn add_deposit_address(
@@ -1906,4 +1892,12 @@ fn audit_from_row(id: Uuid, role: String, row: &SqliteRow) -> StoreResult<Stored
 pub(crate) fn parse_role(text: &str) -> StoreResult<Role> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| StoreError::Invariant(format!("role {text:?}")))
+}
+
+fn lease_from_row(r: &SqliteRow) -> StoreResult<Lease> {
+    Ok(Lease {
+        owner: r.try_get("owner")?,
+        fence: r.try_get::<i64, _>("fence")? as u64,
+        expires_at: r.try_get("expires_at")?,
+    })
 }

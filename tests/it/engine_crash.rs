@@ -8,7 +8,6 @@ use crate::crash::{binary, verify_cli};
 use crate::harness::*;
 use crate::on_both_backends;
 use alloy::primitives::{Address, U256};
-use alloy::providers::Provider;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -47,18 +46,7 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
     let client = reqwest::Client::new();
     let rpc = EvmClient::new(&chain.url).unwrap();
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
-    let miner = {
-        let rpc = EvmClient::new(&chain.url).unwrap();
-        tokio::spawn(async move {
-            loop {
-                let _ = rpc
-                    .provider()
-                    .raw_request::<_, ()>("evm_mine".into(), ())
-                    .await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
 
     let (mut first, api_a, logs_a) = start(&config, &db.url, &key, Some("engine.after_broadcast"));
     let owner = |net: &Value| {
@@ -283,18 +271,7 @@ async fn killed_at(backend: Backend, point: &str) {
     let rpc = EvmClient::new(&chain.url).unwrap();
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
     // Blocks keep coming, as on a live chain.
-    let miner = {
-        let rpc = EvmClient::new(&chain.url).unwrap();
-        tokio::spawn(async move {
-            loop {
-                let _ = rpc
-                    .provider()
-                    .raw_request::<_, ()>("evm_mine".into(), ())
-                    .await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
 
     let (mut child, api, logs) = start(&config, &db.url, &key, Some(point));
     let (s, acct) = call(&client, &api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;

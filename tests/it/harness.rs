@@ -437,3 +437,26 @@ pub async fn funded_partner(app: &TestApp, owner: &str, asset: &str, amount: &st
     assert_eq!(s, StatusCode::CREATED, "{body}");
     id
 }
+
+/// Waits until `series` on the metrics listener reads `value` (gauges refresh on their own
+/// schedule).
+pub async fn wait_metric(app: &TestApp, series: &str, value: f64) {
+    for _ in 0..200 {
+        if metric_value(&app.metrics_text().await, series) == Some(value) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let now = metric_value(&app.metrics_text().await, series);
+    panic!("{series} is {now:?}, not {value}");
+}
+
+/// The kinds of a payout's events, in order.
+pub fn event_kinds(payout: &Value) -> Vec<String> {
+    payout["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}

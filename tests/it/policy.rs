@@ -23,15 +23,6 @@ on_both_backends!(
     a_revert_stops_the_unsigned_chunks_of_a_split_payout
 );
 
-fn kinds(p: &Value) -> Vec<String> {
-    p["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn audited(app: &TestApp) -> Vec<String> {
     let (_, audit) = app.get("/v1/audit?limit=500", ADMIN).await;
     audit["items"]
@@ -84,17 +75,6 @@ pub(crate) async fn gas_account_balance(app: &TestApp, wallet: &str) -> i128 {
         .unwrap();
     assert_eq!(accounts.len(), 1, "one gas account per hot wallet");
     accounts[0].available
-}
-
-async fn wait_metric(app: &TestApp, series: &str, value: f64) {
-    for _ in 0..60 {
-        if metric_value(&app.metrics_text().await, series) == Some(value) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let now = metric_value(&app.metrics_text().await, series);
-    panic!("{series} is {now:?}, not {value}");
 }
 
 async fn cancel(app: &TestApp, id: &str, token: &str, body: Value) -> (StatusCode, Value) {
@@ -229,7 +209,7 @@ async fn an_operator_cancels_queued_and_broadcast_payouts(backend: Backend) {
     let done = wait_state(&app, &sent, "cancelled").await;
     assert_eq!(done["chunks"][0]["state"], "cancelled", "{done}");
     assert!(
-        kinds(&done).contains(&"chunk_cancelled".to_owned()),
+        event_kinds(&done).contains(&"chunk_cancelled".to_owned()),
         "{done}"
     );
     assert_eq!(
@@ -323,7 +303,7 @@ async fn the_rollout_guardrail_holds_back_what_exceeds_the_days_share(backend: B
         p["state"], "queued",
         "90 of 100 used; 20 more would exceed: {p}"
     );
-    assert!(kinds(&p).contains(&"rollout_wait".to_owned()), "{p}");
+    assert!(event_kinds(&p).contains(&"rollout_wait".to_owned()), "{p}");
     assert_eq!(
         client
             .token_balance(chain.usdt, destination(1))

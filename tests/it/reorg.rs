@@ -15,15 +15,6 @@ use treasuryd::devchain::DevChain;
 
 on_both_backends!(a_reorg_before_depth_resends_and_pays_once);
 
-fn kinds(p: &Value) -> Vec<String> {
-    p["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn wait_chunk_state(app: &TestApp, id: &str, state: &str) -> Value {
     for _ in 0..400 {
         let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
@@ -53,7 +44,7 @@ async fn a_reorg_before_depth_resends_and_pays_once(backend: Backend) {
     let done = wait_state(&app, &id, "confirmed").await;
     miner.abort();
 
-    assert!(kinds(&done).contains(&"reorged".to_owned()), "{done}");
+    assert!(event_kinds(&done).contains(&"reorged".to_owned()), "{done}");
     let attempts = done["chunks"][0]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "re-sent, never re-signed: {done}");
     assert_eq!(attempts[0]["hash"], hash);
@@ -120,12 +111,12 @@ async fn a_reorg_after_payment_enters_safe_mode_and_resends() {
     for _ in 0..200 {
         let (_, story) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
         p = story;
-        if kinds(&p).contains(&"reincluded".to_owned()) {
+        if event_kinds(&p).contains(&"reincluded".to_owned()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let events = kinds(&p);
+    let events = event_kinds(&p);
     assert!(
         events.contains(&"reorged_after_confirmation".to_owned()),
         "{p}"

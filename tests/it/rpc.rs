@@ -58,17 +58,6 @@ async fn proxy(upstream: &str) -> (String, Arc<AtomicBool>) {
     (url, failing)
 }
 
-async fn wait_metric(app: &TestApp, series: &str, value: f64) {
-    for _ in 0..200 {
-        if metric_value(&app.metrics_text().await, series) == Some(value) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let now = metric_value(&app.metrics_text().await, series);
-    panic!("{series} is {now:?}, not {value}");
-}
-
 fn series(name: &str, endpoint: &str) -> String {
     format!("treasuryd_rpc_{name}{{endpoint=\"{endpoint}\",network=\"ethereum\"}}")
 }
