@@ -28,6 +28,8 @@ pub struct WalletMetrics {
     pub below_gas_buffer: IntGaugeVec,
     /// How many more transfers the native balance above the buffer pays for at current fees.
     pub runway_payouts: GaugeVec,
+    /// Token transfers out of a hot wallet that treasuryd never signed (a leaked key).
+    pub unexpected_outflows_total: IntCounterVec,
 }
 
 impl WalletMetrics {
@@ -45,7 +47,16 @@ impl WalletMetrics {
             &["network", "wallet"],
         )?;
         registry.register(Box::new(below.clone()))?;
+        let outflows = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_wallet_unexpected_outflows_total",
+                "Token transfers out of a hot wallet that treasuryd never signed; each puts the network in safe-mode.",
+            ),
+            &["network", "wallet"],
+        )?;
+        registry.register(Box::new(outflows.clone()))?;
         Ok(Self {
+            unexpected_outflows_total: outflows,
             native_balance_wei: gauge(
                 "treasuryd_wallet_native_balance_wei",
                 "Native balance of a wallet, in wei (as read before sending).",

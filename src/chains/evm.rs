@@ -291,6 +291,13 @@ fn sign(
     })
 }
 
+/// Which side of a `Transfer` the watched addresses are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferDirection {
+    Incoming,
+    Outgoing,
+}
+
 /// An ERC-20 `Transfer` log, as far as a deposit cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferLog {
@@ -484,27 +491,27 @@ impl EvmClient {
         Ok(block.map(|b| b.header.hash))
     }
 
-    /// `Transfer` logs of `tokens` to any of `recipients` in blocks `from..=to`.
+    /// `Transfer` logs of `tokens` in blocks `from..=to`: to any of `parties` (`Incoming`), or
+    /// from any of them (`Outgoing`).
     pub async fn transfer_logs(
         &self,
         tokens: &[Address],
-        recipients: &[Address],
-        from: u64,
-        to: u64,
+        parties: &[Address],
+        direction: TransferDirection,
+        blocks: std::ops::RangeInclusive<u64>,
     ) -> RpcResult<Vec<TransferLog>> {
         use alloy::rpc::types::Filter;
         use alloy::sol_types::SolEvent;
+        let words: Vec<B256> = parties.iter().map(|a| a.into_word()).collect();
         let filter = Filter::new()
             .address(tokens.to_vec())
             .event_signature(IERC20::Transfer::SIGNATURE_HASH)
-            .topic2(
-                recipients
-                    .iter()
-                    .map(|a| a.into_word())
-                    .collect::<Vec<B256>>(),
-            )
-            .from_block(from)
-            .to_block(to);
+            .from_block(*blocks.start())
+            .to_block(*blocks.end());
+        let filter = match direction {
+            TransferDirection::Incoming => filter.topic2(words),
+            TransferDirection::Outgoing => filter.topic1(words),
+        };
         let logs = self
             .provider
             .get_logs(&filter)

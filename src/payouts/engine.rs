@@ -25,8 +25,8 @@ use super::networks::PayoutToken;
 use super::policy::{RolloutPhase, day_start};
 use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined, PayoutState, close_unpaid};
 use crate::chains::evm::{
-    EvmClient, FeeMode, Fees, RpcErrorClass, SignedTransfer, TransferTx, sign_cancel,
-    sign_transfer, signed_transfer_parts,
+    EvmClient, FeeMode, Fees, RpcErrorClass, SignedTransfer, TransferDirection, TransferTx,
+    sign_cancel, sign_transfer, signed_transfer_parts,
 };
 use crate::config::NetworkConfig;
 use crate::domain::{AccountId, Amount, AssetKey, ChunkId, PayoutId, UnixMicros};
@@ -450,6 +450,42 @@ impl NetworkEngine {
         self.watch_deposits(head).await
     }
 
+    /// Every token transfer out of a hot wallet must be one of ours (a stored attempt). One that
+    /// is not means the key is used elsewhere: the network enters safe-mode at once.
+    async fn check_outflows(
+        &mut self,
+        contracts: &[Address],
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<()> {
+        let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
+        let logs = self
+            .client
+            .transfer_logs(contracts, &wallets, TransferDirection::Outgoing, from..=to)
+            .await?;
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<[u8; 32]> = logs.iter().map(|l| l.tx_hash.0).collect();
+        let ours = self.store.known_attempts(&hashes).await?;
+        for log in logs.iter().filter(|l| !ours.contains(&l.tx_hash.0)) {
+            let wallet = log.from.to_checksum(None);
+            self.wallet_metrics
+                .unexpected_outflows_total
+                .with_label_values(&[self.name.as_str(), wallet.as_str()])
+                .inc();
+            let reason = format!(
+                "automatic: hot wallet {wallet} sent {} base units of {} in tx 0x{} (block {}), which treasuryd never signed",
+                log.value,
+                log.token.to_checksum(None),
+                hex::encode(log.tx_hash),
+                log.block
+            );
+            self.enter_safe_mode("unexpected_outflow", reason).await?;
+        }
+        Ok(())
+    }
+
     /// Credits token transfers to deposit addresses from blocks at the confirmation depth, at
     /// most once a second and 2,000 blocks per call. Each is a DEPOSIT keyed by chain, tx hash
     /// and log index, so a re-read range (after a crash, before the cursor moved) replays
@@ -475,19 +511,28 @@ impl NetworkEngine {
                 return Ok(());
             }
         };
-        if addresses.is_empty() || from > safe {
+        if from > safe {
             return Ok(());
         }
         let to = safe.min(from + 1_999);
+        let contracts: Vec<Address> = self.tokens.values().map(|t| t.contract).collect();
+        self.check_outflows(&contracts, from, to).await?;
         let recipients: Vec<Address> = addresses
             .iter()
             .filter_map(|d| Address::parse_checksummed(&d.address, None).ok())
             .collect();
-        let contracts: Vec<Address> = self.tokens.values().map(|t| t.contract).collect();
-        let logs = self
-            .client
-            .transfer_logs(&contracts, &recipients, from, to)
-            .await?;
+        let logs = if recipients.is_empty() {
+            Vec::new()
+        } else {
+            self.client
+                .transfer_logs(
+                    &contracts,
+                    &recipients,
+                    TransferDirection::Incoming,
+                    from..=to,
+                )
+                .await?
+        };
         let mut commands = Vec::new();
         for log in logs {
             let Some((code, _)) = self.tokens.iter().find(|(_, t)| t.contract == log.token) else {

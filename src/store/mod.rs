@@ -273,6 +273,11 @@ pub trait Store: Send + Sync + 'static {
         network: &str,
         account: Option<AccountId>,
     ) -> StoreResult<Vec<DepositAddress>>;
+    /// Which of these transaction hashes are attempts treasuryd signed.
+    async fn known_attempts(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> StoreResult<std::collections::HashSet<[u8; 32]>>;
     /// The first block of `network` not yet read for deposits.
     async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>>;
     async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()>;

@@ -1653,6 +1653,19 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn known_attempts(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
+        let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT hash FROM tx_attempts WHERE hash = ANY($1)")
+                .bind(&owned)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|h| hash32(h)).collect()
+    }
+
     async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>> {
         let next: Option<i64> =
             sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")

@@ -1585,6 +1585,22 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn known_attempts(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
+        let mut known = std::collections::HashSet::new();
+        let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+        for part in owned.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new("SELECT hash FROM tx_attempts WHERE hash IN");
+            in_list(&mut qb, part);
+            for row in qb.build().fetch_all(&self.pool).await? {
+                known.insert(hash32(&row.try_get::<Vec<u8>, _>("hash")?)?);
+            }
+        }
+        Ok(known)
+    }
+
     async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>> {
         let next: Option<i64> =
             sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = ?")

@@ -136,3 +136,60 @@ async fn transfers_to_deposit_addresses_are_credited_once(backend: Backend) {
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
+
+/// Every token transfer out of a hot wallet must be one treasuryd signed: one sent with the key
+/// from elsewhere (a leak) puts the network in safe-mode at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outflow_treasuryd_did_not_sign_enters_safe_mode() {
+    use treasuryd::chains::evm::{EvmClient, FeeMode, TransferTx, sign_transfer};
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(Backend::Sqlite, &chain, "").await;
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+    let ours = crate::engine::request(&app, &acme, destination(600), "10", "ours").await;
+    crate::engine::wait_state(&app, &ours, "confirmed").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    assert!(
+        nets[0].get("safe_mode").is_none(),
+        "our own transfer is expected: {nets}"
+    );
+
+    // The hot key, used outside treasuryd.
+    let hot = chain.dev_key(1).unwrap();
+    let client = EvmClient::new(&chain.url).unwrap();
+    let fees = client
+        .suggest_fees(FeeMode::Urgent, 1_000_000_000, 300_000_000_000)
+        .await
+        .unwrap();
+    let tx = TransferTx {
+        chain_id: chain.chain_id,
+        nonce: client.nonce(hot.address(), true).await.unwrap(),
+        token: chain.usdt,
+        to: destination(666),
+        value: alloy::primitives::U256::from(1_000_000u64),
+        gas_limit: 100_000,
+        fees,
+    };
+    client
+        .broadcast(&sign_transfer(&hot, &tx).unwrap().raw)
+        .await
+        .unwrap();
+    let wallet = hot.address().to_checksum(None);
+    wait_metric(
+        &app,
+        &format!(
+            "treasuryd_wallet_unexpected_outflows_total{{network=\"ethereum\",wallet=\"{wallet}\"}}"
+        ),
+        1.0,
+    )
+    .await;
+    miner.abort();
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    let reason = nets[0]["safe_mode"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("automatic: hot wallet {wallet} sent 1000000")),
+        "{nets}"
+    );
+    app.stop().await.unwrap();
+}
