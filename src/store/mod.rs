@@ -249,7 +249,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Takes or renews the lease on `network`'s engine for `owner` until `now + ttl`: granted
     /// when free, expired, or already `owner`'s (a new owner gets the next fence). None while
-    /// another owner holds it.
+    /// another owner holds it. PostgreSQL uses its own clock rather than `now`, so instances on
+    /// different machines agree on expiry.
     async fn acquire_lease(
         &self,
         network: &str,

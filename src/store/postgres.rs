@@ -1559,22 +1559,23 @@ impl Store for PgStore {
         &self,
         network: &str,
         owner: &str,
-        now: UnixMicros,
+        _now: UnixMicros,
         ttl_micros: i64,
     ) -> StoreResult<Option<Lease>> {
+        // Instances on several machines compare expiry against one clock: the database's.
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "INSERT INTO engine_leases (network, owner, fence, expires_at) VALUES ($1, $2, 1, $3) \
+            "WITH clock AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS now) \
+             INSERT INTO engine_leases (network, owner, fence, expires_at) SELECT $1, $2, 1, clock.now + $3 FROM clock \
              ON CONFLICT (network) DO UPDATE SET owner = excluded.owner, \
              fence = CASE WHEN engine_leases.owner = excluded.owner THEN engine_leases.fence ELSE engine_leases.fence + 1 END, \
              expires_at = excluded.expires_at \
-             WHERE engine_leases.owner = excluded.owner OR engine_leases.expires_at < $4 \
+             WHERE engine_leases.owner = excluded.owner OR engine_leases.expires_at < (SELECT now FROM clock) \
              RETURNING owner, fence, expires_at",
         )
         .bind(network)
         .bind(owner)
-        .bind(now + ttl_micros)
-        .bind(now)
+        .bind(ttl_micros)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
