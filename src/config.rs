@@ -102,6 +102,10 @@ pub struct NetworkConfig {
     /// With no healthy RPC endpoint for this many seconds the network enters safe-mode.
     #[serde(default = "default_rpc_outage_safe_mode_seconds")]
     pub rpc_outage_safe_mode_seconds: u64,
+    /// The first block read for deposits when the network has no deposit cursor yet. Unset:
+    /// the confirmed head at first start (earlier transfers are not credited).
+    #[serde(default)]
+    pub deposits_from_block: Option<u64>,
     /// Pay a chunk only once a second healthy endpoint shows the same block and the depth
     /// (needs two or more `rpc_urls`).
     #[serde(default)]

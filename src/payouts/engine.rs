@@ -62,6 +62,7 @@ struct Settings {
     rpc_outage_safe_mode: Duration,
     /// Confirm each inclusion at depth with a second endpoint before paying it.
     cross_check: bool,
+    deposits_from_block: Option<u64>,
     fee_mode: FeeMode,
     max_fee: u128,
     min_tip: u128,
@@ -218,6 +219,7 @@ impl NetworkEngine {
                 reorg_watch_blocks: network.reorg_watch_blocks,
                 rpc_outage_safe_mode: Duration::from_secs(network.rpc_outage_safe_mode_seconds),
                 cross_check: network.cross_check_inclusions,
+                deposits_from_block: network.deposits_from_block,
                 fee_mode: network.fee_mode,
                 max_fee: u128::from(network.max_fee_per_gas),
                 min_tip: u128::from(network.min_priority_fee_per_gas),
@@ -505,9 +507,10 @@ impl NetworkEngine {
         };
         let from = match self.store.deposit_cursor(&self.name).await? {
             Some(next) => next,
-            // First start: deposits count from here on.
+            // First start: from the configured block, or from here on.
             None => {
-                self.store.set_deposit_cursor(&self.name, safe + 1).await?;
+                let start = self.settings.deposits_from_block.unwrap_or(safe + 1);
+                self.store.set_deposit_cursor(&self.name, start).await?;
                 return Ok(());
             }
         };

@@ -193,3 +193,30 @@ async fn an_outflow_treasuryd_did_not_sign_enters_safe_mode() {
     );
     app.stop().await.unwrap();
 }
+
+/// `deposits_from_block` reads history: a transfer made before the daemon ever started is
+/// credited once its address is declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_from_block_credits_history() {
+    let chain = DevChain::start(&[]).await.unwrap();
+    chain
+        .mint(TestToken::Usdt, destination(700), 2_500_000)
+        .await
+        .unwrap();
+    let app = app_on(Backend::Sqlite, &chain, "deposits_from_block = 0").await;
+    let acme = app.create_account("acme").await;
+    let (s, _) = app
+        .post(
+            &format!("/v1/accounts/{acme}/deposit-addresses"),
+            ADMIN,
+            None,
+            &json!({"address": destination(700).to_checksum(None), "reason": "migrated partner"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    wait_available(&app, &acme, "2.500000").await;
+    miner.abort();
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
