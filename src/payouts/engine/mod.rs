@@ -1,0 +1,641 @@
+//! The sending loop of one EVM network. Each tick it first tracks the chunks in flight that
+//! need it (receipts of spent nonces and block hashes, read in parallel; confirmation depth;
+//! replacement of stuck transactions; an Operator's cancel), posts what reached its depth
+//! (PAYOUT and the gas as FEE) in one ledger batch, then gives queued chunks to hot wallets
+//! with room: applies policy (safe-mode, freezes, the rollout guardrail, the allowlist on the
+//! signed recipient), signs with the wallet's next nonces, stores the signed transactions with
+//! those nonces in one database transaction, and only then broadcasts.
+//!
+//! Safety rules this loop keeps:
+//! - a nonce is assigned only in the database transaction that stores its signed transaction,
+//!   and never reassigned: a failed broadcast is retried with the same bytes, never re-signed;
+//! - a replacement (speed-up or cancel) reuses the nonce with fees raised by at least the
+//!   configured bump, up to the cap; at the cap the last attempt is re-broadcast as it is;
+//! - the ledger pays a chunk (PAYOUT from the payout's hold) only at the confirmation depth,
+//!   with an idempotency key per chunk, so a crash between steps replays instead of paying
+//!   twice; the chunk's state changes in the same database transaction.
+//!
+//! The chunks in flight live in memory between ticks: this loop is their only writer (the API
+//! only flags cancels, read each tick), so a waiting chunk costs no database or RPC work and a
+//! tick's cost follows what changed, not how much is in flight. Any failed tick reloads them
+//! from the database. Instances sharing a database run a network's engine one at a time under
+//! a lease; the others stand by.
+//!
+//! This file: the loop, the lease, the choice of chunks to look at, safe-mode on the engine's
+//! own findings. `tracking`: receipts, replacements, settlement. `sending`: policy, nonces,
+//! signing, broadcast. `watching`: deposits, foreign outflows, reorgs of paid transfers.
+
+mod sending;
+mod tracking;
+mod watching;
+
+use super::networks::PayoutToken;
+use super::policy::{RolloutPhase, day_start};
+use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined, PayoutState, close_unpaid};
+use crate::chains::evm::{
+    EvmClient, FeeMode, Fees, RpcErrorClass, SignedTransfer, TransferDirection, TransferTx,
+    sign_cancel, sign_transfer, signed_transfer_parts,
+};
+use crate::config::NetworkConfig;
+use crate::domain::{AccountId, Amount, AssetKey, ChunkId, PayoutId, UnixMicros};
+use crate::ledger::{AccountKind, Command, Effect, Ledger, Operation, ReleaseKind};
+use crate::metrics::{PayoutMetrics, WalletMetrics};
+use crate::store::{DynStore, StoreError, now_micros};
+use crate::wallets::{Wallet, WalletRole};
+use alloy::primitives::{Address, U256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// RPC calls the engine keeps open at once when it reads receipts and blocks or broadcasts a
+/// round: the node answers them in parallel instead of one round trip after another.
+const RPC_CONCURRENCY: usize = 16;
+
+/// Steps where `debug.pause_at` can stop the engine for crash tests.
+pub const PAUSE_POINTS: [&str; 3] = [
+    "engine.after_sign",
+    "engine.after_broadcast",
+    "engine.before_confirm",
+];
+
+#[derive(Debug, Clone)]
+struct Settings {
+    confirmations: u64,
+    /// Final once the chain's `finalized` block has reached the transaction's block.
+    use_finalized_tag: bool,
+    /// How many blocks after payment a paid chunk's block is still checked for reorgs.
+    reorg_watch_blocks: u64,
+    /// With no healthy RPC endpoint this long, the network enters safe-mode.
+    rpc_outage_safe_mode: Duration,
+    /// Confirm each inclusion at depth with a second endpoint before paying it.
+    cross_check: bool,
+    deposits_from_block: Option<u64>,
+    fee_mode: FeeMode,
+    max_fee: u128,
+    min_tip: u128,
+    bump_bps: u32,
+    stuck_after_blocks: u64,
+    stuck_after_micros: i64,
+    max_in_flight: usize,
+    gas_limit: u64,
+    poll: Duration,
+    pause_at: Option<String>,
+    /// How long the engine lease lasts without renewal: the takeover time when an owner dies.
+    lease_ttl: Duration,
+    /// The phase until one is set through the API.
+    rollout_phase: RolloutPhase,
+    /// Token units per asset per day at 100%, by asset code.
+    daily_targets: HashMap<String, i128>,
+    timezone: chrono_tz::Tz,
+}
+
+/// Who this engine is among the instances sharing the database.
+#[derive(Clone)]
+pub struct EngineInstance {
+    /// Unique per process: the owner named in the engine lease.
+    pub id: String,
+    pub rpc_metrics: crate::metrics::RpcMetrics,
+    /// `debug.pause_at`, for crash tests.
+    pub pause_at: Option<String>,
+}
+
+/// A paid chunk watched for a reorg beyond its confirmation depth.
+struct Watched {
+    chunk: ChunkId,
+    payout: PayoutId,
+    block: u64,
+    block_hash: Option<[u8; 32]>,
+    attempt: Attempt,
+}
+
+/// How a mined chunk ends once at depth.
+enum Outcome {
+    /// Paid: the PAYOUT command's effect confirms the chunk.
+    Paid,
+    /// Did not pay (reverted, or a cancel was mined): closed after its gas is posted.
+    Unpaid(ChunkId, ChunkState, String),
+}
+
+/// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
+struct Settlement {
+    chunk: ChunkId,
+    /// Where it was mined and the attempt that was, watched for deep reorgs once paid.
+    mined: Mined,
+    attempt: Option<Attempt>,
+    commands: Vec<Command>,
+    payout: PayoutId,
+    outcome: Outcome,
+}
+
+pub struct NetworkEngine {
+    name: String,
+    chain_id: u64,
+    /// The network's RPC endpoints; `client` is the one chosen for the current tick.
+    endpoints: crate::chains::endpoints::Endpoints,
+    client: EvmClient,
+    ledger: Ledger,
+    store: DynStore,
+    wallets: Vec<Arc<Wallet>>,
+    tokens: HashMap<String, PayoutToken>,
+    settings: Settings,
+    /// Next nonce per wallet, loaded from the database and the chain on first use.
+    nonces: HashMap<Address, u64>,
+    metrics: PayoutMetrics,
+    wallet_metrics: WalletMetrics,
+    /// Receipts read this tick (None: not mined), fetched together before chunks are tracked.
+    receipts: HashMap<[u8; 32], Option<crate::chains::evm::Inclusion>>,
+    /// Block hashes read this tick: each block is checked once, however many chunks it holds.
+    block_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
+    /// Every chunk between signing and its final state, kept in memory: this loop is the only
+    /// writer of their sending state, so a tick reads the database only for what others
+    /// change (cancels) and costs no database work per waiting chunk. Reloaded after any
+    /// failed tick.
+    tracked: HashMap<ChunkId, InFlight>,
+    loaded: bool,
+    /// When deposits were last read.
+    deposits_read_at: Option<std::time::Instant>,
+    /// This instance's name in the engine lease.
+    owner: String,
+    /// The lease fence while this instance runs the network's engine; None on standby.
+    fence: Option<u64>,
+    renewed_at: Option<std::time::Instant>,
+    /// Paid chunks whose blocks are watched for `reorg_watch_blocks` after payment. A block
+    /// hash of None: its block left the chain and the transaction is being re-sent.
+    watched: Vec<Watched>,
+    /// Inclusions found this tick (None: its block left the chain), stored in one transaction.
+    mined: Vec<(ChunkId, Option<Mined>)>,
+    /// A second endpoint's head and block hashes this tick, when inclusions are cross-checked.
+    witness_head: Option<u64>,
+    witness_hashes: HashMap<u64, Option<alloy::primitives::B256>>,
+    /// The chain's `finalized` block this tick, read once when a network waits for it.
+    finalized: Option<Option<u64>>,
+    /// Chunks at depth whose postings (PAYOUT, FEE) this tick makes, all in one ledger batch.
+    settling: Vec<Settlement>,
+    /// The network's native asset, in which gas is posted as FEE.
+    native: AssetKey,
+    /// Each hot wallet's gas account in the native asset, by checksummed address.
+    gas_accounts: HashMap<String, AccountId>,
+    /// Payouts whose wait on the rollout guardrail is already recorded (once per process).
+    guardrail_noted: std::collections::HashSet<PayoutId>,
+    /// When the payouts-by-state gauge was last refreshed.
+    counted_at: Option<std::time::Instant>,
+}
+
+impl NetworkEngine {
+    /// The engine of `network`, or None when it has no hot wallet to send from.
+    pub fn new(
+        network: &NetworkConfig,
+        tokens: HashMap<String, PayoutToken>,
+        wallets: &[Arc<Wallet>],
+        ledger: Ledger,
+        metrics: PayoutMetrics,
+        wallet_metrics: WalletMetrics,
+        instance: EngineInstance,
+    ) -> anyhow::Result<Option<Self>> {
+        let wallets: Vec<Arc<Wallet>> = wallets
+            .iter()
+            .filter(|w| w.network == network.name && w.role == WalletRole::Hot)
+            .cloned()
+            .collect();
+        if wallets.is_empty() {
+            return Ok(None);
+        }
+        let endpoints = crate::chains::endpoints::Endpoints::new(
+            &network.name,
+            &network.rpc_urls,
+            network.max_head_lag_blocks,
+            instance.rpc_metrics.clone(),
+        )?;
+        let client = endpoints
+            .clients()
+            .next()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("network {} has no RPC URL", network.name))?;
+        Ok(Some(Self {
+            name: network.name.clone(),
+            chain_id: network.chain_id,
+            endpoints,
+            client,
+            store: ledger.store().clone(),
+            ledger,
+            wallets,
+            tokens: tokens.clone(),
+            settings: Settings {
+                confirmations: network.confirmations,
+                use_finalized_tag: network.use_finalized_tag,
+                reorg_watch_blocks: network.reorg_watch_blocks,
+                rpc_outage_safe_mode: Duration::from_secs(network.rpc_outage_safe_mode_seconds),
+                cross_check: network.cross_check_inclusions,
+                deposits_from_block: network.deposits_from_block,
+                fee_mode: network.fee_mode,
+                max_fee: u128::from(network.max_fee_per_gas),
+                min_tip: u128::from(network.min_priority_fee_per_gas),
+                bump_bps: network.bump_bps,
+                stuck_after_blocks: network.stuck_after_blocks,
+                stuck_after_micros: i64::try_from(network.stuck_after_seconds)
+                    .unwrap_or(i64::MAX / 1_000_000)
+                    * 1_000_000,
+                max_in_flight: network.max_in_flight as usize,
+                gas_limit: network.transfer_gas_limit,
+                poll: Duration::from_millis(network.poll_interval_ms),
+                pause_at: instance.pause_at,
+                lease_ttl: Duration::from_secs(network.lease_seconds),
+                rollout_phase: network.rollout.phase,
+                daily_targets: tokens
+                    .iter()
+                    .filter_map(|(code, t)| {
+                        let target = network.rollout.daily_volume_target.as_deref()?;
+                        let units = Amount::parse_decimal(target, &t.spec).ok()?.units();
+                        Some((code.clone(), units))
+                    })
+                    .collect(),
+                timezone: network.rollout.timezone.parse().map_err(|_| {
+                    anyhow::anyhow!("network {}: bad rollout.timezone", network.name)
+                })?,
+            },
+            nonces: HashMap::new(),
+            metrics,
+            wallet_metrics,
+            block_hashes: HashMap::new(),
+            receipts: HashMap::new(),
+            witness_head: None,
+            witness_hashes: HashMap::new(),
+            finalized: None,
+            mined: Vec::new(),
+            tracked: HashMap::new(),
+            loaded: false,
+            watched: Vec::new(),
+            owner: instance.id,
+            deposits_read_at: None,
+            fence: None,
+            renewed_at: None,
+            settling: Vec::new(),
+            native: AssetKey::new(network.name.clone(), network.native.code.clone()),
+            gas_accounts: HashMap::new(),
+            guardrail_noted: Default::default(),
+            counted_at: None,
+        }))
+    }
+
+    /// Ticks until cancelled. Errors of one tick (a node down, a database hiccup) are logged
+    /// and the next tick starts over from the database: every step is safe to repeat.
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        for client in self.endpoints.clients() {
+            // An endpoint that does not answer now may later; one on another chain never may.
+            if let Ok(id) = client.chain_id().await
+                && id != self.chain_id
+            {
+                anyhow::bail!(
+                    "network {}: an RPC endpoint is on chain {id}, the config says {}",
+                    self.name,
+                    self.chain_id
+                );
+            }
+        }
+        for w in &self.wallets {
+            let address = w.address.to_checksum(None);
+            let account = self
+                .ledger
+                .wallet_gas_account(&self.native, &address)
+                .await?;
+            self.gas_accounts.insert(address, account);
+        }
+        loop {
+            let started = std::time::Instant::now();
+            let ticked = match self.hold_lease().await {
+                Ok(true) => self.tick().await,
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            self.metrics
+                .tick_seconds
+                .with_label_values(&[self.name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = ticked {
+                tracing::warn!(network = %self.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
+                // Reload nonces and tracked chunks from the database and the chain after any
+                // trouble.
+                self.nonces.clear();
+                self.loaded = false;
+                self.renewed_at = None;
+                self.endpoints.failed();
+            }
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    if self.fence.is_some()
+                        && let Err(e) = self.store.release_lease(&self.name, &self.owner).await
+                    {
+                        tracing::warn!(network = %self.name, error = %e, "could not release the engine lease; it expires on its own");
+                    }
+                    return Ok(());
+                }
+                () = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+    }
+
+    /// Takes or renews the network's engine lease; false while another instance holds it (this
+    /// one stands by). Renewed when a third of its time has passed. A new fence means another
+    /// instance may have run the network meanwhile: everything is reloaded from the database.
+    async fn hold_lease(&mut self) -> anyhow::Result<bool> {
+        let ttl = self.settings.lease_ttl;
+        if self.fence.is_some() && self.renewed_at.is_some_and(|at| at.elapsed() < ttl / 3) {
+            return Ok(true);
+        }
+        let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let lease = self
+            .store
+            .acquire_lease(&self.name, &self.owner, now_micros(), ttl_micros)
+            .await?;
+        let gauge = self
+            .metrics
+            .engine_lease
+            .with_label_values(&[self.name.as_str()]);
+        match lease {
+            Some(l) => {
+                if self.fence != Some(l.fence) {
+                    tracing::info!(network = %self.name, owner = %self.owner, fence = l.fence, "running the payout engine");
+                    self.loaded = false;
+                    self.nonces.clear();
+                }
+                self.fence = Some(l.fence);
+                self.renewed_at = Some(std::time::Instant::now());
+                gauge.set(1);
+                Ok(true)
+            }
+            None => {
+                if self.fence.take().is_some() {
+                    tracing::warn!(network = %self.name, owner = %self.owner, "engine lease lost to another instance; standing by");
+                }
+                self.tracked.clear();
+                self.loaded = false;
+                gauge.set(0);
+                Ok(false)
+            }
+        }
+    }
+
+    pub async fn tick(&mut self) -> anyhow::Result<()> {
+        let (client, head) = match self.endpoints.choose().await {
+            Ok(chosen) => chosen,
+            Err(e) => {
+                if let Some(outage) = self.endpoints.outage()
+                    && outage >= self.settings.rpc_outage_safe_mode
+                {
+                    let reason = format!(
+                        "automatic: no healthy RPC endpoint for {} s",
+                        outage.as_secs()
+                    );
+                    self.enter_safe_mode("rpc_outage", reason).await?;
+                }
+                return Err(e);
+            }
+        };
+        self.client = client;
+        if !self.loaded {
+            self.tracked = self
+                .store
+                .in_flight(&self.name)
+                .await?
+                .into_iter()
+                .map(|f| (f.chunk, f))
+                .collect();
+            self.loaded = true;
+        }
+        for payout in self.store.cancelling_payouts(&self.name).await? {
+            for f in self.tracked.values_mut().filter(|f| f.payout == payout) {
+                f.cancel_requested = true;
+            }
+        }
+        // The chain's nonce per wallet says which of our nonces are spent: only chunks below it
+        // can have a receipt, so a tick costs RPC calls for what was mined since the last one,
+        // not for everything in flight.
+        let mut mined_below: HashMap<String, u64> = HashMap::new();
+        for w in &self.wallets {
+            let address = w.address.to_checksum(None);
+            let count = self.busy(&address);
+            self.metrics
+                .in_flight
+                .with_label_values(&[self.name.as_str(), address.as_str()])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+            if count > 0 {
+                mined_below.insert(address, self.client.nonce(w.address, false).await?);
+            }
+        }
+        self.block_hashes.clear();
+        self.receipts.clear();
+        self.witness_head = None;
+        self.witness_hashes.clear();
+        self.finalized = None;
+        self.mined.clear();
+        self.settling.clear();
+        let attention = self.needing_attention(head, &mined_below);
+        self.prefetch(&attention).await?;
+        for (chunk, spent) in attention {
+            let Some(f) = self.tracked.get(&chunk).cloned() else {
+                continue;
+            };
+            self.track(head, &f, spent).await?;
+        }
+        self.watch_deep_reorgs(head).await?;
+        self.observe_stuck(head);
+        self.count_payouts().await?;
+        if !self.mined.is_empty() {
+            let mined = std::mem::take(&mut self.mined);
+            self.store.record_mined(&mined).await?;
+            for (chunk, m) in mined {
+                if let Some(f) = self.tracked.get_mut(&chunk) {
+                    f.state = if m.is_some() {
+                        ChunkState::Mined
+                    } else {
+                        ChunkState::Broadcast
+                    };
+                    f.mined = m;
+                }
+            }
+        }
+        self.settle_batch().await?;
+        self.send(head).await?;
+        self.watch_deposits(head).await
+    }
+
+    /// Puts the network in safe-mode on the engine's own finding (recorded with the reason and
+    /// audited as `treasuryd`); an Admin leaves it. Nothing if it is in safe-mode already.
+    async fn enter_safe_mode(&self, cause: &str, reason: String) -> anyhow::Result<()> {
+        if self.store.safe_mode(&self.name).await?.is_some() {
+            return Ok(());
+        }
+        tracing::error!(network = %self.name, cause, %reason, "entering safe-mode");
+        let at = now_micros();
+        let audit = crate::store::AuditRecord {
+            actor: "treasuryd".into(),
+            role: crate::domain::Role::Admin,
+            action: "safe_mode.enter".into(),
+            target: format!("network:{}", self.name),
+            reason: Some(reason.clone()),
+            request_id: "engine".into(),
+            at,
+        };
+        let mode = crate::store::SafeMode {
+            reason,
+            actor: "treasuryd".into(),
+            since: at,
+        };
+        self.store
+            .set_safe_mode(&self.name, Some(&mode), &audit)
+            .await?;
+        self.metrics
+            .auto_safe_mode_total
+            .with_label_values(&[self.name.as_str(), cause])
+            .inc();
+        Ok(())
+    }
+
+    /// Chunks of this wallet not yet final.
+    fn busy(&self, wallet: &str) -> usize {
+        self.tracked.values().filter(|f| f.wallet == wallet).count()
+    }
+
+    /// The tracked chunks this tick must look at, lowest nonce first per wallet, with whether
+    /// their nonce is spent: mined ones (to settle), spent nonces (to find the receipt), never
+    /// sent, to be cancelled, or stuck. The rest wait without any I/O.
+    fn needing_attention(
+        &self,
+        head: u64,
+        mined_below: &HashMap<String, u64>,
+    ) -> Vec<(ChunkId, bool)> {
+        let now = now_micros();
+        let mut out: Vec<(&str, u64, ChunkId, bool)> = self
+            .tracked
+            .values()
+            .filter_map(|f| {
+                let spent = mined_below.get(&f.wallet).is_some_and(|n| f.nonce < *n);
+                let latest = f.attempts.last()?;
+                let due = f.mined.is_some()
+                    || spent
+                    || latest.broadcast_at.is_none()
+                    || (f.cancel_requested && latest.kind == AttemptKind::Transfer)
+                    || self.is_stuck(head, now, latest);
+                due.then_some((f.wallet.as_str(), f.nonce, f.chunk, spent))
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.into_iter().map(|(_, _, c, spent)| (c, spent)).collect()
+    }
+
+    fn is_stuck(&self, head: u64, now: UnixMicros, latest: &Attempt) -> bool {
+        latest
+            .broadcast_at
+            .is_some_and(|at| now - at >= self.settings.stuck_after_micros)
+            || latest
+                .head_at_broadcast
+                .is_some_and(|h| head >= h + self.settings.stuck_after_blocks)
+    }
+
+    /// Stuck count and the age of the oldest stuck transaction, from what this tick loaded.
+    fn observe_stuck(&self, head: u64) {
+        let now = now_micros();
+        let mut stuck = 0i64;
+        let mut oldest: Option<UnixMicros> = None;
+        for f in self.tracked.values().filter(|f| f.mined.is_none()) {
+            let Some(latest) = f.attempts.last() else {
+                continue;
+            };
+            if self.is_stuck(head, now, latest) {
+                stuck += 1;
+                let first = f.attempts.iter().filter_map(|a| a.broadcast_at).min();
+                oldest = oldest.min(first).or(first);
+            }
+        }
+        let network = [self.name.as_str()];
+        self.metrics.stuck.with_label_values(&network).set(stuck);
+        let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6);
+        self.metrics
+            .oldest_stuck_seconds
+            .with_label_values(&network)
+            .set(age);
+    }
+
+    /// Refreshes the payouts-by-state and freeze gauges at most once a second: one grouped
+    /// count over the payouts not yet final.
+    async fn count_payouts(&mut self) -> anyhow::Result<()> {
+        if self
+            .counted_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.counted_at = Some(std::time::Instant::now());
+        let frozen = self.store.freezes(&self.name).await?;
+        for code in self.tokens.keys() {
+            let on = frozen.iter().any(|f| &f.asset == code);
+            self.metrics
+                .frozen
+                .with_label_values(&[self.name.as_str(), code.as_str()])
+                .set(i64::from(on));
+        }
+        let counts = self.store.active_payouts(&self.name).await?;
+        for state in [
+            PayoutState::PendingApproval,
+            PayoutState::Queued,
+            PayoutState::Broadcast,
+        ] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .by_state
+                .with_label_values(&[self.name.as_str(), state.as_str()])
+                .set(n);
+        }
+        Ok(())
+    }
+
+    /// Stops here for good when configured to (crash tests kill the process at this point).
+    async fn pause_point(&self, name: &str) {
+        if self.settings.pause_at.as_deref() == Some(name) {
+            tracing::warn!(point = name, "pause point reached");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn wallet(&self, address: &str) -> Option<&Arc<Wallet>> {
+        self.wallets
+            .iter()
+            .find(|w| w.address.to_checksum(None) == address)
+    }
+
+    fn transfer(&self, f: &InFlight, nonce: u64, fees: Fees) -> anyhow::Result<TransferTx> {
+        let token = self
+            .tokens
+            .get(&f.asset.code)
+            .ok_or_else(|| anyhow::anyhow!("no token {} on {}", f.asset.code, self.name))?;
+        Ok(TransferTx {
+            chain_id: self.chain_id,
+            nonce,
+            token: token.contract,
+            to: Address::parse_checksummed(&f.destination, None)?,
+            value: U256::from(u128::try_from(f.amount)?),
+            gas_limit: self.settings.gas_limit,
+            fees,
+        })
+    }
+}
+
+fn attempt_of(s: &SignedTransfer, kind: AttemptKind) -> Attempt {
+    Attempt {
+        id: uuid::Uuid::now_v7(),
+        kind,
+        hash: s.hash.0,
+        raw: s.raw.to_vec(),
+        nonce: s.nonce,
+        max_fee_per_gas: s.fees.max_fee_per_gas,
+        max_priority_fee_per_gas: s.fees.max_priority_fee_per_gas,
+        gas_limit: s.gas_limit,
+        created_at: now_micros(),
+        broadcast_at: None,
+        head_at_broadcast: None,
+    }
+}

@@ -1,0 +1,361 @@
+//! Sending: policy before signing (safe-mode, freezes, the rollout guardrail, the allowlist on
+//! the signed recipient), nonces, signing rounds stored before broadcast, and broadcasts.
+
+use super::*;
+
+impl NetworkEngine {
+    /// Gives queued chunks to wallets with room, signs and stores them, then broadcasts.
+    /// Nothing new goes out while the network is in safe-mode.
+    pub(super) async fn send(&mut self, head: u64) -> anyhow::Result<()> {
+        let safe = self.store.safe_mode(&self.name).await?.is_some();
+        self.metrics
+            .safe_mode
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::from(safe));
+        if safe {
+            return Ok(());
+        }
+        let mut room: Vec<(Arc<Wallet>, usize)> = self
+            .wallets
+            .iter()
+            .map(|w| {
+                let address = w.address.to_checksum(None);
+                (
+                    w.clone(),
+                    self.settings
+                        .max_in_flight
+                        .saturating_sub(self.busy(&address)),
+                )
+            })
+            .filter(|(_, r)| *r > 0)
+            .collect();
+        let total: usize = room.iter().map(|(_, r)| r).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let queued = self.store.queued_chunks(&self.name, total as i64).await?;
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let mut allowance = self.rollout_allowance().await?;
+        let mut accounts: Vec<AccountId> = queued.iter().map(|w| w.account).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let allowlists = self.store.enforced_allowlists(&accounts).await?;
+        let fees = self
+            .client
+            .suggest_fees(
+                self.settings.fee_mode,
+                self.settings.min_tip,
+                self.settings.max_fee,
+            )
+            .await?;
+        let mut queue = queued.into_iter().peekable();
+        for (wallet, free) in room.iter_mut() {
+            if queue.peek().is_none() {
+                break;
+            }
+            let native = self.client.native_balance(wallet.address).await?;
+            let labels = [self.name.clone(), wallet.address.to_checksum(None)];
+            let labels = [labels[0].as_str(), labels[1].as_str()];
+            let wm = &self.wallet_metrics;
+            wm.native_balance_wei
+                .with_label_values(&labels)
+                .set(f64::from(native));
+            let per_transfer =
+                U256::from(self.settings.gas_limit) * U256::from(fees.max_fee_per_gas.max(1));
+            let spare = native.saturating_sub(wallet.min_gas_wei);
+            wm.runway_payouts
+                .with_label_values(&labels)
+                .set(f64::from(spare / per_transfer));
+            let below = native < wallet.min_gas_wei;
+            wm.below_gas_buffer
+                .with_label_values(&labels)
+                .set(i64::from(below));
+            if below {
+                tracing::warn!(wallet = %wallet.address, %native, "below its gas buffer: not sending");
+                continue;
+            }
+            let nonce = self.next_nonce(wallet).await?;
+            let mut signed = Vec::new();
+            let mut works = Vec::new();
+            let mut firsts: HashMap<uuid::Uuid, crate::domain::UnixMicros> = HashMap::new();
+            let mut token_room: HashMap<String, i128> = HashMap::new();
+            while *free > 0 {
+                let Some(work) = queue.peek() else { break };
+                let Some(token) = self.tokens.get(&work.asset.code) else {
+                    queue.next();
+                    continue;
+                };
+                if let Some(left) = allowance.get_mut(&work.asset.code) {
+                    if *left < work.amount {
+                        // Over today's rollout share: this chunk and every later one of the
+                        // asset wait for tomorrow (or a wider phase), in order.
+                        *left = -1;
+                        let (payout, code) = (work.payout, work.asset.code.clone());
+                        queue.next();
+                        self.note_guardrail_wait(payout, &code).await?;
+                        continue;
+                    }
+                    *left -= work.amount;
+                }
+                if !token_room.contains_key(&work.asset.code) {
+                    let balance = self
+                        .client
+                        .token_balance(token.contract, wallet.address)
+                        .await?;
+                    let keep = wallet
+                        .min_token_units
+                        .get(&work.asset.code)
+                        .copied()
+                        .unwrap_or(0);
+                    let balance = i128::try_from(balance).unwrap_or(i128::MAX);
+                    token_room.insert(work.asset.code.clone(), balance - keep);
+                }
+                let left = token_room.get_mut(&work.asset.code).map_or(0, |r| {
+                    *r -= work.amount;
+                    *r
+                });
+                if left < 0 {
+                    tracing::warn!(wallet = %wallet.address, asset = %work.asset, "token balance cannot cover the next chunk");
+                    break;
+                }
+                let Some(work) = queue.next() else { break };
+                let tx = TransferTx {
+                    chain_id: self.chain_id,
+                    nonce: nonce + signed.len() as u64,
+                    token: token.contract,
+                    to: Address::parse_checksummed(&work.destination, None)?,
+                    value: U256::from(u128::try_from(work.amount)?),
+                    gas_limit: self.settings.gas_limit,
+                    fees,
+                };
+                let s = sign_transfer(wallet.signer(), &tx)?;
+                // Policy looks at what was signed: the token, recipient and amount decoded
+                // from the raw transaction, not the request they came from.
+                let parts = signed_transfer_parts(&s.raw);
+                let allowed = allowlists.get(&work.account).is_none_or(|list| {
+                    parts.is_some_and(|(_, to, _)| {
+                        list.contains(&(self.name.clone(), to.to_checksum(None)))
+                    })
+                });
+                if parts != Some((tx.token, tx.to, tx.value)) || !allowed {
+                    tracing::error!(payout = %work.payout, chunk = %work.chunk, "the signed transfer fails policy; not sending it");
+                    continue;
+                }
+                let attempt = attempt_of(&s, AttemptKind::Transfer);
+                if work.index == 0 {
+                    firsts.insert(attempt.id, work.accepted_at);
+                }
+                signed.push((work.chunk, attempt));
+                works.push(work);
+                *free -= 1;
+            }
+            if signed.is_empty() {
+                continue;
+            }
+            let address = wallet.address.to_checksum(None);
+            match self
+                .store
+                .record_signed(
+                    &self.name,
+                    &address,
+                    self.fence.unwrap_or_default(),
+                    nonce,
+                    &signed,
+                )
+                .await
+            {
+                Ok(()) => {
+                    self.nonces
+                        .insert(wallet.address, nonce + signed.len() as u64);
+                    for (work, (chunk, attempt)) in works.iter().zip(&signed) {
+                        self.tracked.insert(
+                            *chunk,
+                            InFlight {
+                                chunk: *chunk,
+                                payout: work.payout,
+                                hold: work.hold,
+                                asset: work.asset.clone(),
+                                destination: work.destination.clone(),
+                                amount: work.amount,
+                                state: ChunkState::Signed,
+                                wallet: address.clone(),
+                                nonce: attempt.nonce,
+                                mined: None,
+                                cancel_requested: false,
+                                attempts: vec![attempt.clone()],
+                            },
+                        );
+                    }
+                }
+                Err(StoreError::Conflict(reason)) => {
+                    // Someone else moved the nonce or took the chunk: nothing was stored, so
+                    // these signatures are discarded unsent.
+                    tracing::warn!(wallet = %address, %reason, "signing round discarded");
+                    self.nonces.remove(&wallet.address);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.pause_point("engine.after_sign").await;
+            let sent = self.broadcast(&signed, head).await?;
+            let now = now_micros();
+            for id in sent {
+                if let Some(accepted) = firsts.get(&id) {
+                    let seconds = (now - accepted).max(0) as f64 / 1e6;
+                    self.metrics
+                        .first_broadcast_seconds
+                        .with_label_values(&[self.name.as_str()])
+                        .observe(seconds);
+                }
+            }
+            self.pause_point("engine.after_broadcast").await;
+        }
+        Ok(())
+    }
+
+    /// What the rollout guardrail still lets out today, per asset with a daily target.
+    pub(super) async fn rollout_allowance(&self) -> anyhow::Result<HashMap<String, i128>> {
+        let phase = self
+            .store
+            .rollout_phase(&self.name)
+            .await?
+            .map_or(self.settings.rollout_phase, |s| s.phase);
+        self.metrics
+            .rollout_percent
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::try_from(phase.percent()).unwrap_or(100));
+        if self.settings.daily_targets.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let since = day_start(now_micros(), self.settings.timezone);
+        let used: HashMap<String, i128> = self
+            .store
+            .signed_volume_since(&self.name, since)
+            .await?
+            .into_iter()
+            .collect();
+        let mut left = HashMap::new();
+        for (code, target) in &self.settings.daily_targets {
+            let remaining =
+                (phase.allowance(*target) - used.get(code).copied().unwrap_or(0)).max(0);
+            if let Some(t) = self.tokens.get(code) {
+                self.metrics
+                    .rollout_remaining_units
+                    .with_label_values(&[self.name.as_str(), code.as_str()])
+                    .set(remaining as f64 / 10f64.powi(i32::from(t.spec.decimals)));
+            }
+            left.insert(code.clone(), remaining);
+        }
+        Ok(left)
+    }
+
+    pub(super) async fn note_guardrail_wait(
+        &mut self,
+        payout: PayoutId,
+        asset: &str,
+    ) -> anyhow::Result<()> {
+        if self.guardrail_noted.insert(payout) {
+            self.store
+                .add_payout_event(
+                    payout,
+                    "rollout_wait",
+                    &format!(
+                        "waits: today's rollout share of {asset} on {} is used up",
+                        self.name
+                    ),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn next_nonce(&mut self, wallet: &Wallet) -> anyhow::Result<u64> {
+        if let Some(n) = self.nonces.get(&wallet.address) {
+            return Ok(*n);
+        }
+        let stored = self
+            .store
+            .next_nonce(&self.name, &wallet.address.to_checksum(None))
+            .await?;
+        let chain = self.client.nonce(wallet.address, false).await?;
+        let next = match stored {
+            Some(s) if s >= chain => s,
+            Some(s) => {
+                tracing::warn!(wallet = %wallet.address, stored = s, chain, "the chain is ahead of our nonces: the key was used elsewhere");
+                chain
+            }
+            None => chain,
+        };
+        self.nonces.insert(wallet.address, next);
+        Ok(next)
+    }
+
+    /// Sends stored attempts in order. Transient failures and "already known" leave them for
+    /// the next tick; a spent nonce means one of our attempts was mined, which tracking finds.
+    pub(super) async fn broadcast(
+        &mut self,
+        attempts: &[(ChunkId, Attempt)],
+        head: u64,
+    ) -> anyhow::Result<Vec<uuid::Uuid>> {
+        use futures::StreamExt;
+        let mut sent = Vec::new();
+        let mut sent_chunks = Vec::new();
+        // Sent in parallel but answered in nonce order; a node pools a nonce that arrives
+        // before its predecessor until the gap is filled.
+        let results: Vec<_> = futures::stream::iter(attempts.to_vec())
+            .map(|(chunk, a)| {
+                let client = self.client.clone();
+                async move {
+                    let result = client.broadcast(&a.raw).await;
+                    (chunk, a, result)
+                }
+            })
+            .buffered(RPC_CONCURRENCY)
+            .collect()
+            .await;
+        for (chunk, a, result) in results {
+            if result.is_ok()
+                || result
+                    .as_ref()
+                    .is_err_and(|e| e.class == RpcErrorClass::AlreadyKnown)
+            {
+                sent.push(a.id);
+                sent_chunks.push((chunk, a.id));
+            }
+            match result {
+                Ok(_) => {}
+                Err(e) if e.class == RpcErrorClass::AlreadyKnown => {}
+                Err(e) => {
+                    self.metrics
+                        .rpc_errors_total
+                        .with_label_values(&[self.name.as_str(), e.class.as_str()])
+                        .inc();
+                    tracing::warn!(nonce = a.nonce, class = e.class.as_str(), error = %e.message, "broadcast failed; will retry");
+                }
+            }
+        }
+        if !sent.is_empty() {
+            let at = now_micros();
+            self.store.mark_broadcast(&sent, head, at).await?;
+            for (chunk, id) in sent_chunks {
+                let Some(f) = self.tracked.get_mut(&chunk) else {
+                    continue;
+                };
+                if f.state == ChunkState::Signed {
+                    f.state = ChunkState::Broadcast;
+                }
+                if let Some(a) = f
+                    .attempts
+                    .iter_mut()
+                    .find(|a| a.id == id && a.broadcast_at.is_none())
+                {
+                    a.broadcast_at = Some(at);
+                    a.head_at_broadcast = Some(head);
+                }
+            }
+        }
+        Ok(sent)
+    }
+}

@@ -1,0 +1,430 @@
+//! Tracking the chunks in flight: receipts and block hashes read in parallel, replacement of
+//! stuck transactions and Operator cancels, and settlement at the confirmation depth (PAYOUT
+//! and FEE in one ledger batch per tick).
+
+use super::*;
+
+impl NetworkEngine {
+    /// Reads, all at once, the receipts of every attempt whose nonce is spent and the hashes
+    /// of the blocks that hold mined chunks, so that tracking costs one round of parallel
+    /// calls rather than two sequential calls per chunk.
+    pub(super) async fn prefetch(&mut self, attention: &[(ChunkId, bool)]) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        let hashes: Vec<alloy::primitives::B256> = attention
+            .iter()
+            .filter(|(_, spent)| *spent)
+            .filter_map(|(chunk, _)| self.tracked.get(chunk))
+            .filter(|f| f.mined.is_none())
+            .flat_map(|f| f.attempts.iter().map(|a| a.hash.into()))
+            .collect();
+        let receipts: Vec<_> = futures::stream::iter(hashes)
+            .map(|h| {
+                let client = self.client.clone();
+                async move { (h, client.inclusion(h).await) }
+            })
+            .buffer_unordered(RPC_CONCURRENCY)
+            .collect()
+            .await;
+        for (hash, receipt) in receipts {
+            self.receipts.insert(hash.0, receipt?);
+        }
+        let mut blocks: Vec<u64> = attention
+            .iter()
+            .filter_map(|(chunk, _)| self.tracked.get(chunk)?.mined.map(|m| m.block))
+            .chain(self.receipts.values().flatten().map(|i| i.block_number))
+            .collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        let read: Vec<_> = futures::stream::iter(blocks)
+            .map(|b| {
+                let client = self.client.clone();
+                async move { (b, client.block_hash(b).await) }
+            })
+            .buffer_unordered(RPC_CONCURRENCY)
+            .collect()
+            .await;
+        for (block, hash) in read {
+            self.block_hashes.insert(block, hash?);
+        }
+        Ok(())
+    }
+
+    /// Whether a second healthy endpoint has the same block at `m.block` and a head at the
+    /// confirmation depth: a money-deciding read is not taken from one node alone. Read once
+    /// per tick and block.
+    pub(super) async fn witnessed(&mut self, m: &Mined) -> anyhow::Result<bool> {
+        let Some(witness) = self.endpoints.witness() else {
+            return Ok(false);
+        };
+        let witness_head = match self.witness_head {
+            Some(h) => h,
+            None => {
+                let h = witness.head().await?;
+                self.witness_head = Some(h);
+                h
+            }
+        };
+        let depth_ok = if self.settings.use_finalized_tag {
+            true
+        } else {
+            witness_head + 1 >= m.block + self.settings.confirmations
+        };
+        let hash = match self.witness_hashes.get(&m.block) {
+            Some(h) => *h,
+            None => {
+                let h = witness.block_hash(m.block).await?;
+                self.witness_hashes.insert(m.block, h);
+                h
+            }
+        };
+        Ok(depth_ok && hash == Some(m.block_hash.into()))
+    }
+
+    pub(super) async fn track(
+        &mut self,
+        head: u64,
+        f: &InFlight,
+        nonce_spent: bool,
+    ) -> anyhow::Result<()> {
+        match (f.state, f.mined) {
+            (ChunkState::Mined, Some(m)) => self.settle(head, f, m).await,
+            _ => self.follow(head, f, nonce_spent).await,
+        }
+    }
+
+    /// A chunk not yet mined: look for a receipt of any attempt, re-send what was never sent,
+    /// and replace what is stuck.
+    pub(super) async fn follow(
+        &mut self,
+        head: u64,
+        f: &InFlight,
+        nonce_spent: bool,
+    ) -> anyhow::Result<()> {
+        let candidates = if nonce_spent {
+            f.attempts.as_slice()
+        } else {
+            &[]
+        };
+        for a in candidates.iter().rev() {
+            let inclusion = match self.receipts.get(&a.hash) {
+                Some(known) => known.clone(),
+                None => self.client.inclusion(a.hash.into()).await?,
+            };
+            if let Some(i) = inclusion {
+                let mined = Mined {
+                    hash: a.hash,
+                    block: i.block_number,
+                    block_hash: i.block_hash.0,
+                    success: i.success,
+                    fee_wei: u128::from(i.gas_used).saturating_mul(i.effective_gas_price),
+                };
+                self.mined.push((f.chunk, Some(mined)));
+                // Stored with the tick's other inclusions before the settlement batch, so a
+                // chunk already at depth settles in this tick.
+                return self.settle(head, f, mined).await;
+            }
+        }
+        let Some(latest) = f.attempts.last() else {
+            return Ok(());
+        };
+        if nonce_spent {
+            // The nonce is used but by none of our attempts that the node knows: wait for the
+            // receipt to appear (a lagging node) rather than re-signing anything.
+            tracing::warn!(chunk = %f.chunk, nonce = f.nonce, "nonce spent without a receipt of ours yet");
+            return Ok(());
+        }
+        if f.cancel_requested && latest.kind == AttemptKind::Transfer {
+            // An Operator's cancel: replace the transfer now, whether or not it is stuck.
+            return self.replace(head, f, latest, AttemptKind::Cancel).await;
+        }
+        let stuck = self.is_stuck(head, now_micros(), latest);
+        if latest.broadcast_at.is_none() {
+            // Stored but never sent (a crash or a node error in between): send the same bytes.
+            self.broadcast(&[(f.chunk, latest.clone())], head).await?;
+        } else if stuck {
+            self.replace(head, f, latest, latest.kind).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-signs the chunk's nonce as `kind` with fees raised by at least the bump: a speed-up
+    /// of a stuck transaction, or the cancel of a transfer.
+    pub(super) async fn replace(
+        &mut self,
+        head: u64,
+        f: &InFlight,
+        latest: &Attempt,
+        kind: AttemptKind,
+    ) -> anyhow::Result<()> {
+        let Some(wallet) = self.wallet(&f.wallet).cloned() else {
+            anyhow::bail!(
+                "chunk {} was sent from {}, which is no longer configured",
+                f.chunk,
+                f.wallet
+            );
+        };
+        let old = Fees {
+            max_fee_per_gas: latest.max_fee_per_gas,
+            max_priority_fee_per_gas: latest.max_priority_fee_per_gas,
+        };
+        let market = self
+            .client
+            .suggest_fees(
+                self.settings.fee_mode,
+                self.settings.min_tip,
+                self.settings.max_fee,
+            )
+            .await?;
+        let fees = old.bumped(self.settings.bump_bps, market, self.settings.max_fee);
+        if fees.max_fee_per_gas <= old.max_fee_per_gas {
+            // At the fee cap: keep the transaction alive as it is; never drop it.
+            tracing::warn!(chunk = %f.chunk, nonce = f.nonce, "stuck at the fee cap; re-broadcasting as is");
+            self.metrics
+                .fee_cap_rebroadcasts_total
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            self.broadcast(&[(f.chunk, latest.clone())], head).await?;
+            return Ok(());
+        }
+        let signed = match kind {
+            AttemptKind::Transfer => {
+                sign_transfer(wallet.signer(), &self.transfer(f, f.nonce, fees)?)?
+            }
+            AttemptKind::Cancel => sign_cancel(wallet.signer(), self.chain_id, f.nonce, fees)?,
+        };
+        let attempt = attempt_of(&signed, kind);
+        self.store.record_replacement(f.chunk, &attempt).await?;
+        if let Some(t) = self.tracked.get_mut(&f.chunk) {
+            t.attempts.push(attempt.clone());
+        }
+        let counter = if kind == AttemptKind::Cancel && latest.kind == AttemptKind::Transfer {
+            &self.metrics.cancels_total
+        } else {
+            &self.metrics.speedups_total
+        };
+        counter.with_label_values(&[self.name.as_str()]).inc();
+        self.broadcast(&[(f.chunk, attempt)], head).await?;
+        Ok(())
+    }
+
+    /// A mined chunk: once at depth (and still on the canonical chain) queue its payment for
+    /// this tick's ledger batch, or fail it if it reverted.
+    pub(super) async fn settle(&mut self, head: u64, f: &InFlight, m: Mined) -> anyhow::Result<()> {
+        let canonical = match self.block_hashes.get(&m.block) {
+            Some(hash) => *hash,
+            None => {
+                let hash = self.client.block_hash(m.block).await?;
+                self.block_hashes.insert(m.block, hash);
+                hash
+            }
+        };
+        if canonical != Some(m.block_hash.into()) {
+            // Back to tracking; the node may have lost the transaction with its block, so the
+            // stored bytes go out again (same nonce: it can land once at most).
+            self.mined.push((f.chunk, None));
+            self.metrics
+                .reorgs_total
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            if let Some(a) = f.attempts.iter().find(|a| a.hash == m.hash) {
+                self.broadcast(&[(f.chunk, a.clone())], head).await?;
+            }
+            return Ok(());
+        }
+        let at_depth = if self.settings.use_finalized_tag {
+            let finalized = match self.finalized {
+                Some(f) => f,
+                None => {
+                    let f = self.client.finalized_head().await?;
+                    self.finalized = Some(f);
+                    f
+                }
+            };
+            finalized.is_some_and(|f| m.block <= f)
+        } else {
+            head + 1 >= m.block + self.settings.confirmations
+        };
+        if !at_depth {
+            return Ok(());
+        }
+        if self.settings.cross_check && !self.witnessed(&m).await? {
+            tracing::info!(network = %self.name, chunk = %f.chunk, block = m.block, "waiting for a second endpoint to confirm the inclusion");
+            return Ok(());
+        }
+        self.pause_point("engine.before_confirm").await;
+        let kind = f
+            .attempts
+            .iter()
+            .find(|a| a.hash == m.hash)
+            .map_or(AttemptKind::Transfer, |a| a.kind);
+        let tx = format!("0x{}", hex::encode(m.hash));
+        let mut commands = Vec::new();
+        let outcome = match (kind, m.success) {
+            (AttemptKind::Transfer, true) => {
+                let destination = self
+                    .ledger
+                    .system_account(&f.asset, AccountKind::External)
+                    .ok_or_else(|| anyhow::anyhow!("asset {} has no external account", f.asset))?;
+                let release = Operation::Release {
+                    hold: f.hold,
+                    amount: Amount::new(f.amount)?,
+                    kind: ReleaseKind::Payout,
+                    destination,
+                };
+                let mut cmd = Command::new(
+                    format!("payout-chunk:{}:paid", f.chunk),
+                    f.asset.clone(),
+                    release,
+                );
+                cmd.reference = Some(tx.clone());
+                cmd.memo = Some(format!("payout {} chunk {}", f.payout, f.chunk));
+                cmd.effects.push(Effect::ChunkConfirmed {
+                    chunk: f.chunk,
+                    payout: f.payout,
+                });
+                commands.push(cmd);
+                Outcome::Paid
+            }
+            (AttemptKind::Transfer, false) => Outcome::Unpaid(
+                f.chunk,
+                ChunkState::Failed,
+                format!("the transfer {tx} reverted at confirmation depth"),
+            ),
+            (AttemptKind::Cancel, _) => Outcome::Unpaid(
+                f.chunk,
+                ChunkState::Cancelled,
+                format!("the cancel {tx} was mined instead of the transfer"),
+            ),
+        };
+        if let Some(fee) = self.gas_fee(f, &m, &tx)? {
+            commands.push(fee);
+        }
+        self.settling.push(Settlement {
+            chunk: f.chunk,
+            mined: m,
+            attempt: f.attempts.iter().find(|a| a.hash == m.hash).cloned(),
+            commands,
+            payout: f.payout,
+            outcome,
+        });
+        Ok(())
+    }
+
+    /// The FEE posting of the gas a mined transaction burned, from the sending wallet's gas
+    /// account. None when it burned nothing.
+    pub(super) fn gas_fee(
+        &self,
+        f: &InFlight,
+        m: &Mined,
+        tx: &str,
+    ) -> anyhow::Result<Option<Command>> {
+        let Ok(fee) = i128::try_from(m.fee_wei) else {
+            anyhow::bail!("gas fee of {tx} out of range");
+        };
+        if fee == 0 {
+            return Ok(None);
+        }
+        let account = *self
+            .gas_accounts
+            .get(&f.wallet)
+            .ok_or_else(|| anyhow::anyhow!("wallet {} has no gas account", f.wallet))?;
+        let op = self
+            .ledger
+            .network_fee(account, &self.native, Amount::new(fee)?)?;
+        let mut cmd = Command::new(
+            format!("payout-chunk:{}:gas", f.chunk),
+            self.native.clone(),
+            op,
+        );
+        cmd.reference = Some(tx.to_owned());
+        cmd.memo = Some(format!("gas of payout {} chunk {}", f.payout, f.chunk));
+        Ok(Some(cmd))
+    }
+
+    /// Posts this tick's settlements as one ledger batch, then closes the chunks that did not
+    /// pay and the payouts that are done. Every command is keyed by its chunk, so a batch that
+    /// fails, or a crash after it, is simply posted again next tick.
+    pub(super) async fn settle_batch(&mut self) -> anyhow::Result<()> {
+        if self.settling.is_empty() {
+            return Ok(());
+        }
+        let settling = std::mem::take(&mut self.settling);
+        let commands: Vec<Command> = settling
+            .iter()
+            .flat_map(|s| s.commands.iter().cloned())
+            .collect();
+        let mut results = self.ledger.post(commands).await?.into_iter();
+        // Several chunks of one payout can settle in the same batch: look at each payout once.
+        let mut touched: Vec<PayoutId> = Vec::new();
+        let mut paid_now: Vec<PayoutId> = Vec::new();
+        for s in settling {
+            let mut ok = true;
+            for (i, result) in results.by_ref().take(s.commands.len()).enumerate() {
+                match result {
+                    Ok(posted) => {
+                        if i == 0 && matches!(s.outcome, Outcome::Paid) && !posted.replayed {
+                            paid_now.push(s.payout);
+                        }
+                    }
+                    Err(e) => {
+                        ok = false;
+                        tracing::error!(payout = %s.payout, error = %e, "the ledger refused a settlement posting");
+                    }
+                }
+            }
+            if let (true, Outcome::Unpaid(chunk, state, detail)) = (ok, &s.outcome) {
+                self.store.close_chunk(*chunk, *state, detail).await?;
+            }
+            if ok {
+                self.tracked.remove(&s.chunk);
+                if let (Outcome::Paid, Some(attempt)) = (&s.outcome, &s.attempt) {
+                    self.watched.push(Watched {
+                        chunk: s.chunk,
+                        payout: s.payout,
+                        block: s.mined.block,
+                        block_hash: Some(s.mined.block_hash),
+                        attempt: attempt.clone(),
+                    });
+                }
+            }
+            if !touched.contains(&s.payout) {
+                touched.push(s.payout);
+            }
+        }
+        for p in self.store.payouts_by_id(&touched).await? {
+            if p.state == PayoutState::Confirmed {
+                if paid_now.contains(&p.id) {
+                    self.finished(PayoutState::Confirmed, p.created_at);
+                }
+                continue;
+            }
+            // A sibling may have failed or been cancelled: once all are final, the unpaid
+            // remainder goes back.
+            let all_final = p.chunks.iter().all(|c| {
+                matches!(
+                    c.state,
+                    ChunkState::Confirmed | ChunkState::Failed | ChunkState::Cancelled
+                )
+            });
+            if all_final && let Some(closed) = close_unpaid(&self.ledger, p.id).await? {
+                self.finished(closed.state, closed.created_at);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn finished(&self, state: PayoutState, created_at: crate::domain::UnixMicros) {
+        let network = self.name.as_str();
+        self.metrics
+            .finished_total
+            .with_label_values(&[network, state.as_str()])
+            .inc();
+        if state == PayoutState::Confirmed {
+            let seconds = (now_micros() - created_at).max(0) as f64 / 1e6;
+            self.metrics
+                .pass_through_seconds
+                .with_label_values(&[network])
+                .observe(seconds);
+        }
+    }
+}

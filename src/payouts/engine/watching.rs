@@ -1,0 +1,240 @@
+//! Watching the chain behind the confirmation depth: deposits to declared addresses, token
+//! transfers out of hot wallets that we did not sign, and reorgs of transfers already paid.
+
+use super::*;
+
+impl NetworkEngine {
+    /// Every token transfer out of a hot wallet must be one of ours (a stored attempt). One that
+    /// is not means the key is used elsewhere: the network enters safe-mode at once.
+    pub(super) async fn check_outflows(
+        &mut self,
+        contracts: &[Address],
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<()> {
+        let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
+        let logs = self
+            .client
+            .transfer_logs(contracts, &wallets, TransferDirection::Outgoing, from..=to)
+            .await?;
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<[u8; 32]> = logs.iter().map(|l| l.tx_hash.0).collect();
+        let ours = self.store.known_attempts(&hashes).await?;
+        for log in logs.iter().filter(|l| !ours.contains(&l.tx_hash.0)) {
+            let wallet = log.from.to_checksum(None);
+            self.wallet_metrics
+                .unexpected_outflows_total
+                .with_label_values(&[self.name.as_str(), wallet.as_str()])
+                .inc();
+            let reason = format!(
+                "automatic: hot wallet {wallet} sent {} base units of {} in tx 0x{} (block {}), which treasuryd never signed",
+                log.value,
+                log.token.to_checksum(None),
+                hex::encode(log.tx_hash),
+                log.block
+            );
+            self.enter_safe_mode("unexpected_outflow", reason).await?;
+        }
+        Ok(())
+    }
+
+    /// Credits token transfers to deposit addresses from blocks at the confirmation depth, at
+    /// most once a second and 2,000 blocks per call. Each is a DEPOSIT keyed by chain, tx hash
+    /// and log index, so a re-read range (after a crash, before the cursor moved) replays
+    /// instead of crediting twice. Blocks below the depth are never read, so a reorg within
+    /// it cannot credit a transfer that did not stay.
+    pub(super) async fn watch_deposits(&mut self, head: u64) -> anyhow::Result<()> {
+        if self
+            .deposits_read_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.deposits_read_at = Some(std::time::Instant::now());
+        let addresses = self.store.deposit_addresses(&self.name, None).await?;
+        let Some(safe) = (head + 1).checked_sub(self.settings.confirmations) else {
+            return Ok(());
+        };
+        let from = match self.store.deposit_cursor(&self.name).await? {
+            Some(next) => next,
+            // First start: from the configured block, or from here on.
+            None => {
+                let start = self.settings.deposits_from_block.unwrap_or(safe + 1);
+                self.store.set_deposit_cursor(&self.name, start).await?;
+                return Ok(());
+            }
+        };
+        if from > safe {
+            return Ok(());
+        }
+        let to = safe.min(from + 1_999);
+        let contracts: Vec<Address> = self.tokens.values().map(|t| t.contract).collect();
+        self.check_outflows(&contracts, from, to).await?;
+        let recipients: Vec<Address> = addresses
+            .iter()
+            .filter_map(|d| Address::parse_checksummed(&d.address, None).ok())
+            .collect();
+        let logs = if recipients.is_empty() {
+            Vec::new()
+        } else {
+            self.client
+                .transfer_logs(
+                    &contracts,
+                    &recipients,
+                    TransferDirection::Incoming,
+                    from..=to,
+                )
+                .await?
+        };
+        let mut commands = Vec::new();
+        for log in logs {
+            let Some((code, _)) = self.tokens.iter().find(|(_, t)| t.contract == log.token) else {
+                continue;
+            };
+            let to_address = log.to.to_checksum(None);
+            let Some(target) = addresses
+                .iter()
+                .find(|d| d.address == to_address && &d.asset.code == code)
+            else {
+                tracing::warn!(network = %self.name, token = %code, to = %to_address, "a transfer to a deposit address of no account in that token; not credited");
+                continue;
+            };
+            let (Ok(units), Some(source)) = (
+                i128::try_from(log.value),
+                self.ledger
+                    .system_account(&target.asset, AccountKind::External),
+            ) else {
+                continue;
+            };
+            let Ok(amount) = Amount::new(units) else {
+                continue;
+            };
+            let tx = format!("0x{}", hex::encode(log.tx_hash));
+            let mut cmd = Command::new(
+                format!("deposit:{}:{tx}:{}", self.chain_id, log.log_index),
+                target.asset.clone(),
+                Operation::Deposit {
+                    account: target.account,
+                    source,
+                    amount,
+                },
+            );
+            cmd.reference = Some(tx);
+            cmd.memo = Some(format!(
+                "on-chain deposit from {} in block {}",
+                log.from.to_checksum(None),
+                log.block
+            ));
+            commands.push(cmd);
+        }
+        if !commands.is_empty() {
+            for (result, cmd) in self
+                .ledger
+                .post(commands.clone())
+                .await?
+                .into_iter()
+                .zip(&commands)
+            {
+                match result {
+                    Ok(posted) if !posted.replayed => self
+                        .metrics
+                        .deposits_total
+                        .with_label_values(&[self.name.as_str(), cmd.asset.code.as_str()])
+                        .inc(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(key = %cmd.idempotency_key, error = %e, "the ledger refused a deposit; it will be read again");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        self.store.set_deposit_cursor(&self.name, to + 1).await?;
+        Ok(())
+    }
+
+    /// Checks that paid chunks are still on the chain. The hash of the highest watched block
+    /// vouches for every block below it, so a quiet chain costs one call per tick. A paid
+    /// chunk whose block left the chain puts the network in safe-mode (an Admin leaves it),
+    /// counts in `deep_reorgs_total`, and its stored transaction is re-sent until it is
+    /// included again (same nonce: it cannot pay twice).
+    pub(super) async fn watch_deep_reorgs(&mut self, head: u64) -> anyhow::Result<()> {
+        let window = self.settings.reorg_watch_blocks;
+        self.watched
+            .retain(|w| w.block_hash.is_none() || w.block + window >= head);
+        let Some(highest) = self
+            .watched
+            .iter()
+            .filter(|w| w.block_hash.is_some())
+            .max_by_key(|w| w.block)
+        else {
+            return self.reland().await;
+        };
+        let (block, expected) = (highest.block, highest.block_hash);
+        if self.client.block_hash(block).await?.map(|h| h.0) == expected {
+            return self.reland().await;
+        }
+        for i in 0..self.watched.len() {
+            let Some(expected) = self.watched[i].block_hash else {
+                continue;
+            };
+            let block = self.watched[i].block;
+            if self.client.block_hash(block).await?.map(|h| h.0) == Some(expected) {
+                continue;
+            }
+            self.watched[i].block_hash = None;
+            let (chunk, payout) = (self.watched[i].chunk, self.watched[i].payout);
+            self.metrics
+                .deep_reorgs_total
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            let reason = format!(
+                "automatic: chunk {chunk} of payout {payout}, paid at block {block}, left the chain after its confirmation depth"
+            );
+            tracing::error!(network = %self.name, %chunk, %payout, block, "a paid transaction was reorged out; entering safe-mode");
+            self.store
+                .add_payout_event(payout, "reorged_after_confirmation", &reason)
+                .await?;
+            self.enter_safe_mode("deep_reorg", reason).await?;
+        }
+        self.reland().await
+    }
+
+    /// Re-sends the paid transactions a reorg took off the chain, and records where each lands
+    /// again.
+    pub(super) async fn reland(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.watched.len() {
+            if self.watched[i].block_hash.is_some() {
+                continue;
+            }
+            let (chunk, attempt) = (self.watched[i].chunk, self.watched[i].attempt.clone());
+            match self.client.inclusion(attempt.hash.into()).await? {
+                Some(inc) => {
+                    self.watched[i].block = inc.block_number;
+                    self.watched[i].block_hash = Some(inc.block_hash.0);
+                    self.store
+                        .add_payout_event(
+                            self.watched[i].payout,
+                            "reincluded",
+                            &format!(
+                                "chunk {chunk}: tx 0x{} included again in block {}",
+                                hex::encode(attempt.hash),
+                                inc.block_number
+                            ),
+                        )
+                        .await?;
+                }
+                None => {
+                    if let Err(e) = self.client.broadcast(&attempt.raw).await
+                        && e.class != RpcErrorClass::AlreadyKnown
+                    {
+                        tracing::warn!(%chunk, class = e.class.as_str(), error = %e.message, "re-sending a reorged payout failed; will retry");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
