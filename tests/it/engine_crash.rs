@@ -97,23 +97,7 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
             break;
         }
     }
-    let mut state = Value::Null;
-    for _ in 0..400 {
-        let (_, p) = call(
-            &client,
-            &api_b,
-            ADMIN_TOKEN,
-            &format!("/v1/payouts/{id}"),
-            None,
-            None,
-        )
-        .await;
-        state = p;
-        if state["state"] == "confirmed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let state = confirmed_via(&client, &api_b, &id).await;
     first.kill().unwrap();
     first.wait().unwrap();
     miner.abort();
@@ -256,6 +240,28 @@ async fn call(
     (r.status(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// The payout as the daemon at `api` tells it, once confirmed (or after 30 s, as it then is).
+async fn confirmed_via(client: &reqwest::Client, api: &str, id: &str) -> Value {
+    let mut state = Value::Null;
+    for _ in 0..600 {
+        let (_, p) = call(
+            client,
+            api,
+            ADMIN_TOKEN,
+            &format!("/v1/payouts/{id}"),
+            None,
+            None,
+        )
+        .await;
+        state = p;
+        if state["state"] == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    state
+}
+
 async fn killed_at(backend: Backend, point: &str) {
     let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
@@ -313,23 +319,7 @@ async fn killed_at(backend: Backend, point: &str) {
     child.wait().unwrap();
 
     let (mut child, api, _logs) = start(&config, &db.url, &key, None);
-    let mut state = Value::Null;
-    for _ in 0..600 {
-        let (_, p) = call(
-            &client,
-            &api,
-            ADMIN_TOKEN,
-            &format!("/v1/payouts/{id}"),
-            None,
-            None,
-        )
-        .await;
-        state = p;
-        if state["state"] == "confirmed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let state = confirmed_via(&client, &api, &id).await;
     miner.abort();
     assert_eq!(state["state"], "confirmed", "after the restart: {state}");
     assert_eq!(
