@@ -30,6 +30,9 @@ pub struct WalletMetrics {
     pub runway_payouts: GaugeVec,
     /// Token transfers out of a hot wallet that treasuryd never signed (a leaked key).
     pub unexpected_outflows_total: IntCounterVec,
+    /// Confirmed ranges over which a hot wallet's token balance moved by something other than
+    /// its transfers.
+    pub balance_mismatches_total: IntCounterVec,
 }
 
 impl WalletMetrics {
@@ -55,7 +58,16 @@ impl WalletMetrics {
             &["network", "wallet"],
         )?;
         registry.register(Box::new(outflows.clone()))?;
+        let mismatches = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_wallet_balance_mismatches_total",
+                "Confirmed block ranges over which a hot wallet's token balance moved by something other than its transfers; each puts the network in safe-mode.",
+            ),
+            &["network", "wallet"],
+        )?;
+        registry.register(Box::new(mismatches.clone()))?;
         Ok(Self {
+            balance_mismatches_total: mismatches,
             unexpected_outflows_total: outflows,
             native_balance_wei: gauge(
                 "treasuryd_wallet_native_balance_wei",

@@ -419,15 +419,26 @@ impl EvmClient {
     }
 
     pub async fn token_balance(&self, token: Address, owner: Address) -> RpcResult<U256> {
+        self.token_balance_at(token, owner, None).await
+    }
+
+    /// `owner`'s balance of `token` as of `block` (None: the latest block).
+    pub async fn token_balance_at(
+        &self,
+        token: Address,
+        owner: Address,
+        block: Option<u64>,
+    ) -> RpcResult<U256> {
         let call = IERC20::balanceOfCall { owner };
         let request = alloy::rpc::types::TransactionRequest::default()
             .to(token)
             .input(Bytes::from(call.abi_encode()).into());
-        let out = self
-            .provider
-            .call(request)
-            .await
-            .map_err(RpcError::from_transport)?;
+        let call = self.provider.call(request);
+        let call = match block {
+            Some(b) => call.block(alloy::eips::BlockId::number(b)),
+            None => call,
+        };
+        let out = call.await.map_err(RpcError::from_transport)?;
         IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| RpcError {
             class: RpcErrorClass::Unknown,
             message: format!("balanceOf returned {out}: {e}"),

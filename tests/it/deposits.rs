@@ -220,3 +220,59 @@ async fn deposits_from_block_credits_history() {
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
+
+/// A hot wallet's token balance must move by exactly its transfers: a change without one (here
+/// the balance slot rewritten, as an issuer seizing funds would) puts the network in safe-mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_change_without_a_transfer_enters_safe_mode() {
+    use alloy::primitives::{B256, U256, keccak256};
+    use alloy::providers::Provider;
+    use treasuryd::chains::evm::EvmClient;
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(Backend::Sqlite, &chain, "").await;
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let acme = funded_partner(&app, "acme", "USDT", "100").await;
+    let ours = crate::engine::request(&app, &acme, destination(800), "10", "ours").await;
+    crate::engine::wait_state(&app, &ours, "confirmed").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    assert!(
+        nets[0].get("safe_mode").is_none(),
+        "transfers explain every move: {nets}"
+    );
+
+    // TestUSDT keeps balanceOf in storage slot 2.
+    let hot = chain.dev_key(1).unwrap().address();
+    let client = EvmClient::new(&chain.url).unwrap();
+    let mut key = [0u8; 64];
+    key[12..32].copy_from_slice(hot.as_slice());
+    key[63] = 2;
+    let slot = keccak256(key);
+    let now = client.token_balance(chain.usdt, hot).await.unwrap();
+    let seized = now - U256::from(1_000_000u64);
+    client
+        .provider()
+        .raw_request::<_, bool>(
+            "anvil_setStorageAt".into(),
+            (chain.usdt, slot, B256::from(seized)),
+        )
+        .await
+        .unwrap();
+    let wallet = hot.to_checksum(None);
+    wait_metric(
+        &app,
+        &format!(
+            "treasuryd_wallet_balance_mismatches_total{{network=\"ethereum\",wallet=\"{wallet}\"}}"
+        ),
+        1.0,
+    )
+    .await;
+    miner.abort();
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    let reason = nets[0]["safe_mode"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("automatic: hot wallet {wallet} holds")),
+        "{nets}"
+    );
+    app.stop().await.unwrap();
+}

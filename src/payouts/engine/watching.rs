@@ -4,25 +4,34 @@
 use super::*;
 
 impl NetworkEngine {
-    /// Every token transfer out of a hot wallet must be one of ours (a stored attempt). One that
-    /// is not means the key is used elsewhere: the network enters safe-mode at once.
-    pub(super) async fn check_outflows(
+    /// Reconciles the hot wallets over confirmed blocks `from..=to`. Every token transfer out
+    /// of a hot wallet must be one of ours (a stored attempt): one that is not means the key is
+    /// used elsewhere. And each wallet's token balance must have moved by exactly its
+    /// transfers in and out: anything else (an issuer seizing or minting into it, a token that
+    /// takes a fee) means the ledger's picture of the wallet no longer holds. Either puts the
+    /// network in safe-mode at once.
+    pub(super) async fn reconcile_wallets(
         &mut self,
         contracts: &[Address],
         from: u64,
         to: u64,
     ) -> anyhow::Result<()> {
         let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
-        let logs = self
+        let outgoing = self
             .client
             .transfer_logs(contracts, &wallets, TransferDirection::Outgoing, from..=to)
             .await?;
-        if logs.is_empty() {
-            return Ok(());
-        }
-        let hashes: Vec<[u8; 32]> = logs.iter().map(|l| l.tx_hash.0).collect();
-        let ours = self.store.known_attempts(&hashes).await?;
-        for log in logs.iter().filter(|l| !ours.contains(&l.tx_hash.0)) {
+        let incoming = self
+            .client
+            .transfer_logs(contracts, &wallets, TransferDirection::Incoming, from..=to)
+            .await?;
+        let hashes: Vec<[u8; 32]> = outgoing.iter().map(|l| l.tx_hash.0).collect();
+        let ours = if hashes.is_empty() {
+            Default::default()
+        } else {
+            self.store.known_attempts(&hashes).await?
+        };
+        for log in outgoing.iter().filter(|l| !ours.contains(&l.tx_hash.0)) {
             let wallet = log.from.to_checksum(None);
             self.wallet_metrics
                 .unexpected_outflows_total
@@ -36,6 +45,44 @@ impl NetworkEngine {
                 log.block
             );
             self.enter_safe_mode("unexpected_outflow", reason).await?;
+        }
+        let Some(before) = from.checked_sub(1) else {
+            return Ok(());
+        };
+        for wallet in &wallets {
+            for token in contracts {
+                let flow =
+                    |logs: &[crate::chains::evm::TransferLog],
+                     mine: fn(&crate::chains::evm::TransferLog) -> Address| {
+                        logs.iter()
+                            .filter(|l| l.token == *token && mine(l) == *wallet)
+                            .fold(U256::ZERO, |sum, l| sum.saturating_add(l.value))
+                    };
+                let received = flow(&incoming, |l| l.to);
+                let sent = flow(&outgoing, |l| l.from);
+                let start = self
+                    .client
+                    .token_balance_at(*token, *wallet, Some(before))
+                    .await?;
+                let end = self
+                    .client
+                    .token_balance_at(*token, *wallet, Some(to))
+                    .await?;
+                if start.saturating_add(received) == end.saturating_add(sent) {
+                    continue;
+                }
+                let address = wallet.to_checksum(None);
+                self.wallet_metrics
+                    .balance_mismatches_total
+                    .with_label_values(&[self.name.as_str(), address.as_str()])
+                    .inc();
+                let reason = format!(
+                    "automatic: hot wallet {address} holds {end} base units of {} at block {to}; its transfers since block {before} ({start}, +{received}, -{sent}) account for {}",
+                    token.to_checksum(None),
+                    start.saturating_add(received).saturating_sub(sent)
+                );
+                self.enter_safe_mode("balance_mismatch", reason).await?;
+            }
         }
         Ok(())
     }
@@ -71,7 +118,7 @@ impl NetworkEngine {
         }
         let to = safe.min(from + 1_999);
         let contracts: Vec<Address> = self.tokens.values().map(|t| t.contract).collect();
-        self.check_outflows(&contracts, from, to).await?;
+        self.reconcile_wallets(&contracts, from, to).await?;
         let recipients: Vec<Address> = addresses
             .iter()
             .filter_map(|d| Address::parse_checksummed(&d.address, None).ok())
