@@ -189,7 +189,8 @@ impl RpcError {
         let message = e.to_string();
         let class = match &e {
             E::ErrorResp(payload) => RpcErrorClass::of_message(&payload.message),
-            E::Transport(_) | E::NullResp => RpcErrorClass::Transient,
+            // A garbled answer is the transport's fault, not the node's verdict.
+            E::Transport(_) | E::NullResp | E::DeserError { .. } => RpcErrorClass::Transient,
             _ => RpcErrorClass::of_message(&message),
         };
         Self { class, message }
@@ -376,14 +377,14 @@ impl EvmClient {
         })
     }
 
-    pub async fn chain_id(&self) -> RpcResult<u64> {
+    async fn chain_id_once(&self) -> RpcResult<u64> {
         self.provider
             .get_chain_id()
             .await
             .map_err(RpcError::from_transport)
     }
 
-    pub async fn head(&self) -> RpcResult<u64> {
+    async fn head_once(&self) -> RpcResult<u64> {
         self.provider
             .get_block_number()
             .await
@@ -391,7 +392,7 @@ impl EvmClient {
     }
 
     /// The number of the latest `finalized` block.
-    pub async fn finalized_head(&self) -> RpcResult<Option<u64>> {
+    async fn finalized_head_once(&self) -> RpcResult<Option<u64>> {
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Finalized)
@@ -401,7 +402,7 @@ impl EvmClient {
     }
 
     /// Nonce of the next transaction: `pending` counts the node's mempool too.
-    pub async fn nonce(&self, address: Address, pending: bool) -> RpcResult<u64> {
+    async fn nonce_once(&self, address: Address, pending: bool) -> RpcResult<u64> {
         let call = self.provider.get_transaction_count(address);
         let call = if pending {
             call.pending()
@@ -411,7 +412,7 @@ impl EvmClient {
         call.await.map_err(RpcError::from_transport)
     }
 
-    pub async fn native_balance(&self, address: Address) -> RpcResult<U256> {
+    async fn native_balance_once(&self, address: Address) -> RpcResult<U256> {
         self.provider
             .get_balance(address)
             .await
@@ -422,8 +423,7 @@ impl EvmClient {
         self.token_balance_at(token, owner, None).await
     }
 
-    /// `owner`'s balance of `token` as of `block` (None: the latest block).
-    pub async fn token_balance_at(
+    async fn token_balance_at_once(
         &self,
         token: Address,
         owner: Address,
@@ -447,7 +447,7 @@ impl EvmClient {
 
     /// Fees for the next block from the last 10 blocks: the mode's percentile of priority fees
     /// (at least `min_tip`), and a max fee of twice the next base fee plus the tip, at most `cap`.
-    pub async fn suggest_fees(&self, mode: FeeMode, min_tip: u128, cap: u128) -> RpcResult<Fees> {
+    async fn suggest_fees_once(&self, mode: FeeMode, min_tip: u128, cap: u128) -> RpcResult<Fees> {
         let history = self
             .provider
             .get_fee_history(10, BlockNumberOrTag::Latest, &[mode.percentile()])
@@ -475,14 +475,14 @@ impl EvmClient {
 
     /// Sends a signed transaction. A node that already has it answers `AlreadyKnown`, which the
     /// caller treats as success: re-broadcasting a stored transaction is always safe.
-    pub async fn broadcast(&self, raw: &[u8]) -> RpcResult<B256> {
+    async fn broadcast_once(&self, raw: &[u8]) -> RpcResult<B256> {
         match self.provider.send_raw_transaction(raw).await {
             Ok(pending) => Ok(*pending.tx_hash()),
             Err(e) => Err(RpcError::from_transport(e)),
         }
     }
 
-    pub async fn inclusion(&self, hash: B256) -> RpcResult<Option<Inclusion>> {
+    async fn inclusion_once(&self, hash: B256) -> RpcResult<Option<Inclusion>> {
         let receipt = self
             .provider
             .get_transaction_receipt(hash)
@@ -493,7 +493,7 @@ impl EvmClient {
 
     /// The hash of block `number` on the node's canonical chain, to see whether an inclusion
     /// still stands.
-    pub async fn block_hash(&self, number: u64) -> RpcResult<Option<B256>> {
+    async fn block_hash_once(&self, number: u64) -> RpcResult<Option<B256>> {
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Number(number))
@@ -502,9 +502,7 @@ impl EvmClient {
         Ok(block.map(|b| b.header.hash))
     }
 
-    /// `Transfer` logs of `tokens` in blocks `from..=to`: to any of `parties` (`Incoming`), or
-    /// from any of them (`Outgoing`).
-    pub async fn transfer_logs(
+    async fn transfer_logs_once(
         &self,
         tokens: &[Address],
         parties: &[Address],
@@ -549,6 +547,87 @@ impl EvmClient {
             });
         }
         Ok(out)
+    }
+
+    /// Runs a call again on transient failures (a 5xx, a connection reset, a garbled answer),
+    /// up to three more times within about a second. Every call here is safe to repeat: reads,
+    /// and broadcasts of the same signed bytes.
+    async fn retrying<T, F, Fut>(&self, call: F) -> RpcResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = RpcResult<T>>,
+    {
+        use backon::Retryable;
+        call.retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(25))
+                .with_max_delay(std::time::Duration::from_millis(400))
+                .with_max_times(3)
+                .with_jitter(),
+        )
+        .when(|e: &RpcError| e.class == RpcErrorClass::Transient)
+        .await
+    }
+
+    pub async fn chain_id(&self) -> RpcResult<u64> {
+        self.retrying(|| self.chain_id_once()).await
+    }
+
+    pub async fn head(&self) -> RpcResult<u64> {
+        self.retrying(|| self.head_once()).await
+    }
+
+    pub async fn finalized_head(&self) -> RpcResult<Option<u64>> {
+        self.retrying(|| self.finalized_head_once()).await
+    }
+
+    pub async fn nonce(&self, address: Address, pending: bool) -> RpcResult<u64> {
+        self.retrying(|| self.nonce_once(address, pending)).await
+    }
+
+    pub async fn native_balance(&self, address: Address) -> RpcResult<U256> {
+        self.retrying(|| self.native_balance_once(address)).await
+    }
+
+    pub async fn suggest_fees(&self, mode: FeeMode, min_tip: u128, cap: u128) -> RpcResult<Fees> {
+        self.retrying(|| self.suggest_fees_once(mode, min_tip, cap))
+            .await
+    }
+
+    pub async fn broadcast(&self, raw: &[u8]) -> RpcResult<B256> {
+        self.retrying(|| self.broadcast_once(raw)).await
+    }
+
+    pub async fn inclusion(&self, hash: B256) -> RpcResult<Option<Inclusion>> {
+        self.retrying(|| self.inclusion_once(hash)).await
+    }
+
+    pub async fn block_hash(&self, number: u64) -> RpcResult<Option<B256>> {
+        self.retrying(|| self.block_hash_once(number)).await
+    }
+
+    /// `owner`'s balance of `token` as of `block` (None: the latest block).
+    pub async fn token_balance_at(
+        &self,
+        token: Address,
+        owner: Address,
+        block: Option<u64>,
+    ) -> RpcResult<U256> {
+        self.retrying(|| self.token_balance_at_once(token, owner, block))
+            .await
+    }
+
+    /// `Transfer` logs of `tokens` in blocks `blocks`: to any of `parties` (`Incoming`), or
+    /// from any of them (`Outgoing`).
+    pub async fn transfer_logs(
+        &self,
+        tokens: &[Address],
+        parties: &[Address],
+        direction: TransferDirection,
+        blocks: std::ops::RangeInclusive<u64>,
+    ) -> RpcResult<Vec<TransferLog>> {
+        self.retrying(|| self.transfer_logs_once(tokens, parties, direction, blocks.clone()))
+            .await
     }
 
     /// The underlying provider, for tests and the dev chain.
