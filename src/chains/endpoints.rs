@@ -91,19 +91,17 @@ impl Endpoints {
             .filter_map(|r| r.as_ref().and_then(|(h, _)| *h))
             .max();
         let network = self.network.clone();
+        let mut healthy: Vec<(usize, u64)> = Vec::new();
         for (i, result) in results.iter().enumerate() {
             let Some((head, took)) = result else { continue };
             let lag = match (head, best) {
                 (Some(h), Some(b)) => Some(b - h),
                 _ => None,
             };
-            let healthy = lag.is_some_and(|l| l <= self.max_head_lag);
+            let ok = lag.is_some_and(|l| l <= self.max_head_lag);
             let label = self.list[i].label.clone();
             let l = [network.as_str(), label.as_str()];
-            self.metrics
-                .up
-                .with_label_values(&l)
-                .set(i64::from(healthy));
+            self.metrics.up.with_label_values(&l).set(i64::from(ok));
             self.metrics
                 .latency_seconds
                 .with_label_values(&l)
@@ -114,23 +112,15 @@ impl Endpoints {
                     .with_label_values(&l)
                     .set(i64::try_from(lag).unwrap_or(i64::MAX));
             }
-            if healthy {
-                self.list[i].failures = 0;
-                self.list[i].demoted_until = None;
-            } else {
-                self.demote(i);
+            match head {
+                Some(h) if ok => {
+                    self.list[i].failures = 0;
+                    self.list[i].demoted_until = None;
+                    healthy.push((i, *h));
+                }
+                _ => self.demote(i),
             }
         }
-        let healthy: Vec<(usize, u64)> = results
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let h = r.as_ref().and_then(|(h, _)| *h)?;
-                let b = best?;
-                (b - h <= self.max_head_lag && self.list[i].demoted_until.is_none())
-                    .then_some((i, h))
-            })
-            .collect();
         self.healthy = healthy.iter().map(|(i, _)| *i).collect();
         let chosen = self
             .current

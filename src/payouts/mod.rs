@@ -70,6 +70,14 @@ pub enum ChunkState {
 }
 
 impl ChunkState {
+    /// Nothing more will happen to the chunk.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ChunkState::Confirmed | ChunkState::Failed | ChunkState::Cancelled
+        )
+    }
+
     pub const ALL: [ChunkState; 7] = [
         ChunkState::Queued,
         ChunkState::Signed,
@@ -175,6 +183,12 @@ pub struct CancelRequest {
     pub by: String,
 }
 
+impl Payout {
+    pub fn all_chunks_final(&self) -> bool {
+        self.chunks.iter().all(|c| c.state.is_final())
+    }
+}
+
 /// A queued chunk the sender may sign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkWork {
@@ -276,13 +290,7 @@ pub async fn close_unpaid(
 ) -> Result<Option<Payout>, crate::store::StoreError> {
     use crate::ledger::{Command, Effect, LedgerError, Operation};
     let p = ledger.store().get_payout(payout).await?;
-    let final_ = |c: &Chunk| {
-        matches!(
-            c.state,
-            ChunkState::Confirmed | ChunkState::Failed | ChunkState::Cancelled
-        )
-    };
-    if !p.chunks.iter().all(final_)
+    if !p.all_chunks_final()
         || p.chunks.iter().all(|c| c.state == ChunkState::Confirmed)
         || !matches!(p.state, PayoutState::Queued | PayoutState::Broadcast)
     {

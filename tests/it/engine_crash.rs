@@ -70,19 +70,7 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
     );
     let (mut second, api_b, _logs_b) = start(&config, &db.url, &key, None);
 
-    let (s, acct) = call(&client, &api_a, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;
-    assert_eq!(s, StatusCode::CREATED, "{acct}");
-    let account = acct["id"].as_str().unwrap().to_owned();
-    let (s, _) = call(
-        &client,
-        &api_a,
-        ADMIN_TOKEN,
-        "/v1/deposits",
-        Some("fund"),
-        Some(json!({"account": account, "amount": "1000000", "reason": "t"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED);
+    let account = funded_account(&client, &api_a).await;
     let to = Address::from_word(U256::from(0xFA11_0BE5u64).into());
     let (s, payout) = call(&client, &api_b, TRADER_TOKEN, "/v1/payouts", Some("takeover-1"), Some(json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": "300000"}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{payout}");
@@ -240,6 +228,24 @@ async fn call(
     (r.status(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// A USDT partner account opened and funded with 1,000,000 through the daemon at `api`.
+async fn funded_account(client: &reqwest::Client, api: &str) -> String {
+    let (s, acct) = call(client, api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{acct}");
+    let account = acct["id"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        client,
+        api,
+        ADMIN_TOKEN,
+        "/v1/deposits",
+        Some("fund"),
+        Some(json!({"account": account, "amount": "1000000", "reason": "t"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    account
+}
+
 /// The payout as the daemon at `api` tells it, once confirmed (or after 30 s, as it then is).
 async fn confirmed_via(client: &reqwest::Client, api: &str, id: &str) -> Value {
     let mut state = Value::Null;
@@ -280,19 +286,7 @@ async fn killed_at(backend: Backend, point: &str) {
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
 
     let (mut child, api, logs) = start(&config, &db.url, &key, Some(point));
-    let (s, acct) = call(&client, &api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;
-    assert_eq!(s, StatusCode::CREATED, "{acct}");
-    let account = acct["id"].as_str().unwrap().to_owned();
-    let (s, _) = call(
-        &client,
-        &api,
-        ADMIN_TOKEN,
-        "/v1/deposits",
-        Some("fund"),
-        Some(json!({"account": account, "amount": "1000000", "reason": "t"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED);
+    let account = funded_account(&client, &api).await;
     let to = Address::from_word(U256::from(0xC0FFEEu64).into());
     let (s, payout) = call(
         &client,

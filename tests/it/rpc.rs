@@ -12,40 +12,74 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use treasuryd::devchain::DevChain;
 
+/// A JSON-RPC proxy in front of anvil that injects faults: every call fails while `failing`
+/// is set, and with a `schedule` phase it misbehaves by the call's position (deterministic,
+/// so a failure replays): every 7th call a 5xx, every 13th delayed, every 11th answer cut
+/// off after the node acted, every 5th head read 5 blocks stale.
 #[derive(Clone)]
-struct Proxy {
+struct FaultyProxy {
     upstream: String,
-    failing: Arc<AtomicBool>,
     http: reqwest::Client,
+    failing: Arc<AtomicBool>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+    schedule: Option<u64>,
 }
 
-async fn forward(State(p): State<Proxy>, body: Bytes) -> (StatusCode, Bytes) {
+async fn forward(State(p): State<FaultyProxy>, body: Bytes) -> (StatusCode, Bytes) {
     if p.failing.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Bytes::from_static(b"injected fault"),
         );
     }
-    match p
+    let n = p
+        .schedule
+        .map(|phase| p.count.fetch_add(1, Ordering::SeqCst) + phase);
+    if n.is_some_and(|n| n % 7 == 0) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
+    }
+    if n.is_some_and(|n| n % 13 == 0) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let Ok(response) = p
         .http
         .post(&p.upstream)
         .header("content-type", "application/json")
         .body(body)
         .send()
         .await
-    {
-        Ok(r) => (StatusCode::OK, r.bytes().await.unwrap_or_default()),
-        Err(_) => (StatusCode::BAD_GATEWAY, Bytes::new()),
+    else {
+        return (StatusCode::BAD_GATEWAY, Bytes::new());
+    };
+    let bytes = response.bytes().await.unwrap_or_default();
+    if n.is_some_and(|n| n % 11 == 0) {
+        // The node did the work; the answer is cut off on the way back.
+        return (StatusCode::OK, bytes.slice(..bytes.len() / 2));
     }
+    if n.is_some_and(|n| n % 5 == 0) && request["method"] == "eth_blockNumber" {
+        // A node that lags: an older head.
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if let Some(h) = v["result"]
+            .as_str()
+            .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        {
+            v["result"] = format!("0x{:x}", h.saturating_sub(5)).into();
+        }
+        return (StatusCode::OK, Bytes::from(v.to_string()));
+    }
+    (StatusCode::OK, bytes)
 }
 
-/// A JSON-RPC proxy to `upstream` on a local port; returns its URL and its fault switch.
-async fn proxy(upstream: &str) -> (String, Arc<AtomicBool>) {
+/// Starts a proxy to `upstream` on a local port; returns its URL and its fail-everything switch.
+async fn start_proxy(upstream: &str, schedule: Option<u64>) -> (String, Arc<AtomicBool>) {
     let failing = Arc::new(AtomicBool::new(false));
-    let state = Proxy {
+    let state = FaultyProxy {
         upstream: upstream.to_owned(),
-        failing: failing.clone(),
         http: reqwest::Client::new(),
+        failing: failing.clone(),
+        count: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        schedule,
     };
     let app = axum::Router::new()
         .route("/", axum::routing::post(forward))
@@ -56,6 +90,14 @@ async fn proxy(upstream: &str) -> (String, Arc<AtomicBool>) {
         let _ = axum::serve(listener, app).await;
     });
     (url, failing)
+}
+
+async fn proxy(upstream: &str) -> (String, Arc<AtomicBool>) {
+    start_proxy(upstream, None).await
+}
+
+async fn chaos_proxy(upstream: &str, phase: u64) -> String {
+    start_proxy(upstream, Some(phase)).await.0
 }
 
 fn series(name: &str, endpoint: &str) -> String {
@@ -187,72 +229,6 @@ async fn inclusions_wait_for_a_second_endpoint_when_cross_checked() {
     miner.abort();
     app.verify_clean().await;
     app.stop().await.unwrap();
-}
-
-/// Faults a proxy injects, by the request's position (deterministic, so a failure replays).
-#[derive(Clone)]
-struct Chaos {
-    upstream: String,
-    http: reqwest::Client,
-    count: Arc<std::sync::atomic::AtomicU64>,
-    /// Offsets the fault schedule so two proxies do not fail together.
-    phase: u64,
-}
-
-async fn chaotic(State(c): State<Chaos>, body: Bytes) -> (StatusCode, Bytes) {
-    let n = c.count.fetch_add(1, Ordering::SeqCst) + c.phase;
-    if n % 7 == 0 {
-        return (StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
-    }
-    if n % 13 == 0 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
-    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let Ok(response) = c
-        .http
-        .post(&c.upstream)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-    else {
-        return (StatusCode::BAD_GATEWAY, Bytes::new());
-    };
-    let bytes = response.bytes().await.unwrap_or_default();
-    if n % 11 == 0 {
-        // The node did the work; the answer is cut off on the way back.
-        return (StatusCode::OK, bytes.slice(..bytes.len() / 2));
-    }
-    if n % 5 == 0 && request["method"] == "eth_blockNumber" {
-        // A node that lags: an older head.
-        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if let Some(h) = v["result"]
-            .as_str()
-            .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
-        {
-            v["result"] = format!("0x{:x}", h.saturating_sub(5)).into();
-        }
-        return (StatusCode::OK, Bytes::from(v.to_string()));
-    }
-    (StatusCode::OK, bytes)
-}
-
-async fn chaos_proxy(upstream: &str, phase: u64) -> String {
-    let state = Chaos {
-        upstream: upstream.to_owned(),
-        http: reqwest::Client::new(),
-        count: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        phase,
-    };
-    let app = axum::Router::new()
-        .route("/", axum::routing::post(chaotic))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    url
 }
 
 /// Every endpoint misbehaves (every 7th call a 5xx, every 11th answer cut off after the node

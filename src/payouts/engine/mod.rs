@@ -557,8 +557,17 @@ impl NetworkEngine {
             .set(age);
     }
 
-    /// Refreshes the payouts-by-state and freeze gauges at most once a second: one grouped
-    /// count over the payouts not yet final.
+    /// The rollout phase set through the API, else the configured one.
+    async fn rollout_phase(&self) -> anyhow::Result<RolloutPhase> {
+        Ok(self
+            .store
+            .rollout_phase(&self.name)
+            .await?
+            .map_or(self.settings.rollout_phase, |s| s.phase))
+    }
+
+    /// Refreshes the payouts-by-state, freeze and rollout gauges at most once a second: one
+    /// grouped count over the payouts not yet final.
     async fn count_payouts(&mut self) -> anyhow::Result<()> {
         if self
             .counted_at
@@ -575,6 +584,11 @@ impl NetworkEngine {
                 .with_label_values(&[self.name.as_str(), code.as_str()])
                 .set(i64::from(on));
         }
+        let phase = self.rollout_phase().await?;
+        self.metrics
+            .rollout_percent
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::try_from(phase.percent()).unwrap_or(100));
         let counts = self.store.active_payouts(&self.name).await?;
         for state in [
             PayoutState::PendingApproval,

@@ -217,18 +217,11 @@ impl NetworkEngine {
 
     /// What the rollout guardrail still lets out today, per asset with a daily target.
     pub(super) async fn rollout_allowance(&self) -> anyhow::Result<HashMap<String, i128>> {
-        let phase = self
-            .store
-            .rollout_phase(&self.name)
-            .await?
-            .map_or(self.settings.rollout_phase, |s| s.phase);
-        self.metrics
-            .rollout_percent
-            .with_label_values(&[self.name.as_str()])
-            .set(i64::try_from(phase.percent()).unwrap_or(100));
+        // No target, no limit: nothing to read on the sending path.
         if self.settings.daily_targets.is_empty() {
             return Ok(HashMap::new());
         }
+        let phase = self.rollout_phase().await?;
         let since = day_start(now_micros(), self.settings.timezone);
         let used: HashMap<String, i128> = self
             .store

@@ -400,13 +400,9 @@ impl NetworkEngine {
             }
             // A sibling may have failed or been cancelled: once all are final, the unpaid
             // remainder goes back.
-            let all_final = p.chunks.iter().all(|c| {
-                matches!(
-                    c.state,
-                    ChunkState::Confirmed | ChunkState::Failed | ChunkState::Cancelled
-                )
-            });
-            if all_final && let Some(closed) = close_unpaid(&self.ledger, p.id).await? {
+            if p.all_chunks_final()
+                && let Some(closed) = close_unpaid(&self.ledger, p.id).await?
+            {
                 self.finished(closed.state, closed.created_at);
             }
         }
