@@ -102,6 +102,10 @@ pub struct NetworkConfig {
     /// With no healthy RPC endpoint for this many seconds the network enters safe-mode.
     #[serde(default = "default_rpc_outage_safe_mode_seconds")]
     pub rpc_outage_safe_mode_seconds: u64,
+    /// How often the engine reconciles each hot wallet's on-chain balances with the ledger
+    /// (`treasuryd reconcile` does it on demand).
+    #[serde(default = "default_reconcile_interval_seconds")]
+    pub reconcile_interval_seconds: u64,
     /// The first block read for deposits when the network has no deposit cursor yet. Unset:
     /// the confirmed head at first start (earlier transfers are not credited).
     #[serde(default)]
@@ -347,6 +351,10 @@ pub struct TokenConfig {
     pub name: String,
     pub role: Role,
     pub sha256: String,
+}
+
+fn default_reconcile_interval_seconds() -> u64 {
+    60
 }
 
 fn default_rpc_outage_safe_mode_seconds() -> u64 {
@@ -682,6 +690,12 @@ impl Config {
                 return Err(key_error(
                     key("lease_seconds"),
                     "must be between 3 and 3600",
+                ));
+            }
+            if !(1..=86_400).contains(&n.reconcile_interval_seconds) {
+                return Err(key_error(
+                    key("reconcile_interval_seconds"),
+                    "must be between 1 and 86400",
                 ));
             }
             if n.bump_bps < 1_000 {

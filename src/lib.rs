@@ -24,6 +24,7 @@ pub mod domain;
 pub mod ledger;
 pub mod metrics;
 pub mod payouts;
+pub mod reconcile;
 pub mod store;
 pub mod telemetry;
 pub mod wallets;

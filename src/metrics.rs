@@ -33,6 +33,15 @@ pub struct WalletMetrics {
     /// Confirmed ranges over which a hot wallet's token balance moved by something other than
     /// its transfers.
     pub balance_mismatches_total: IntCounterVec,
+    /// Last reconciliation: on-chain balance minus the ledger's (less what is settling), in
+    /// asset units, per wallet and asset (tokens and the native coin).
+    pub reconcile_difference: GaugeVec,
+    /// 1 while the last reconciliation found a difference nothing in flight explains.
+    pub reconcile_mismatch: IntGaugeVec,
+    /// Reconciliation runs by outcome: clean, mismatch, error.
+    pub reconcile_runs_total: IntCounterVec,
+    /// The block the last reconciliation compared at.
+    pub reconciled_block: IntGaugeVec,
 }
 
 impl WalletMetrics {
@@ -66,7 +75,39 @@ impl WalletMetrics {
             &["network", "wallet"],
         )?;
         registry.register(Box::new(mismatches.clone()))?;
+        let reconcile_mismatch = IntGaugeVec::new(
+            Opts::new(
+                "treasuryd_wallet_reconcile_mismatch",
+                "1 while the last reconciliation found a hot wallet balance that differs from the ledger beyond what is in flight.",
+            ),
+            &["network", "wallet", "asset"],
+        )?;
+        registry.register(Box::new(reconcile_mismatch.clone()))?;
+        let reconcile_runs_total = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_wallet_reconcile_runs_total",
+                "Reconciliations of hot wallets with the ledger, by outcome (clean, mismatch, error).",
+            ),
+            &["network", "outcome"],
+        )?;
+        registry.register(Box::new(reconcile_runs_total.clone()))?;
+        let reconciled_block = IntGaugeVec::new(
+            Opts::new(
+                "treasuryd_wallet_reconciled_block",
+                "The block at which the last reconciliation compared chain and ledger.",
+            ),
+            &["network"],
+        )?;
+        registry.register(Box::new(reconciled_block.clone()))?;
         Ok(Self {
+            reconcile_difference: gauge(
+                "treasuryd_wallet_reconcile_difference",
+                "Last reconciliation: on-chain balance minus the ledger's (less what is settling), in asset units.",
+                &["network", "wallet", "asset"],
+            )?,
+            reconcile_mismatch,
+            reconcile_runs_total,
+            reconciled_block,
             balance_mismatches_total: mismatches,
             unexpected_outflows_total: outflows,
             native_balance_wei: gauge(
@@ -86,6 +127,31 @@ impl WalletMetrics {
                 &["network", "wallet"],
             )?,
         })
+    }
+}
+
+impl WalletMetrics {
+    pub fn record_reconciliation(&self, line: &crate::reconcile::Line) {
+        let labels = [
+            line.network.as_str(),
+            line.wallet.as_str(),
+            line.asset.as_str(),
+        ];
+        let units = line
+            .display(line.difference)
+            .parse::<f64>()
+            .unwrap_or(f64::NAN);
+        self.reconcile_difference
+            .with_label_values(&labels)
+            .set(units);
+        self.reconcile_mismatch
+            .with_label_values(&labels)
+            .set(i64::from(
+                line.verdict == crate::reconcile::Verdict::Mismatch,
+            ));
+        self.reconciled_block
+            .with_label_values(&[line.network.as_str()])
+            .set(i64::try_from(line.block).unwrap_or(i64::MAX));
     }
 }
 

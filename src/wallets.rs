@@ -117,6 +117,31 @@ pub fn load(
     secrets: &HashMap<String, SecretString>,
     decimals: impl Fn(&str, &str) -> Option<u8>,
 ) -> Result<Vec<Wallet>, WalletError> {
+    read_declarations(dir)?
+        .into_iter()
+        .map(|(file, decl)| load_one(dir, &file, decl, secrets, &decimals))
+        .collect()
+}
+
+/// The hot wallets declared for `network` in `dir`, without their keys: for read-only tools
+/// such as `treasuryd reconcile`, which need addresses and never sign.
+pub fn declared_hot_wallets(dir: &Path, network: &str) -> Result<Vec<Address>, WalletError> {
+    read_declarations(dir)?
+        .into_iter()
+        .filter(|(_, d)| d.network == network && d.role == WalletRole::Hot)
+        .map(|(file, d)| {
+            Address::parse_checksummed(&d.address, None).map_err(|_| WalletError::Wallet {
+                file,
+                address: d.address.clone(),
+                message: "address must be EIP-55 checksummed".into(),
+            })
+        })
+        .collect()
+}
+
+/// Every declaration in the `*.toml` files of `dir`, in file order (none if the directory
+/// does not exist).
+fn read_declarations(dir: &Path) -> Result<Vec<(PathBuf, WalletDecl)>, WalletError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
@@ -126,7 +151,7 @@ pub fn load(
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    let mut wallets = Vec::new();
+    let mut declarations = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|e| WalletError::File {
             file: file.clone(),
@@ -136,11 +161,9 @@ pub fn load(
             file: file.clone(),
             message: e.to_string(),
         })?;
-        for decl in parsed.wallets {
-            wallets.push(load_one(dir, &file, decl, secrets, &decimals)?);
-        }
+        declarations.extend(parsed.wallets.into_iter().map(|d| (file.clone(), d)));
     }
-    Ok(wallets)
+    Ok(declarations)
 }
 
 fn load_one(

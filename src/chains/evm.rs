@@ -412,11 +412,13 @@ impl EvmClient {
         call.await.map_err(RpcError::from_transport)
     }
 
-    async fn native_balance_once(&self, address: Address) -> RpcResult<U256> {
-        self.provider
-            .get_balance(address)
-            .await
-            .map_err(RpcError::from_transport)
+    async fn native_balance_once(&self, address: Address, block: Option<u64>) -> RpcResult<U256> {
+        let call = self.provider.get_balance(address);
+        let call = match block {
+            Some(b) => call.block_id(alloy::eips::BlockId::number(b)),
+            None => call,
+        };
+        call.await.map_err(RpcError::from_transport)
     }
 
     pub async fn token_balance(&self, token: Address, owner: Address) -> RpcResult<U256> {
@@ -586,7 +588,13 @@ impl EvmClient {
     }
 
     pub async fn native_balance(&self, address: Address) -> RpcResult<U256> {
-        self.retrying(|| self.native_balance_once(address)).await
+        self.native_balance_at(address, None).await
+    }
+
+    /// `address`'s balance of the native asset as of `block` (None: the latest block).
+    pub async fn native_balance_at(&self, address: Address, block: Option<u64>) -> RpcResult<U256> {
+        self.retrying(|| self.native_balance_once(address, block))
+            .await
     }
 
     pub async fn suggest_fees(&self, mode: FeeMode, min_tip: u128, cap: u128) -> RpcResult<Fees> {

@@ -4,7 +4,7 @@ pub mod ids;
 pub mod money;
 
 pub use ids::{AccountId, ChunkId, HoldId, PayoutId, TxId};
-pub use money::{Amount, AmountError, AssetKey, AssetSpec};
+pub use money::{Amount, AmountError, AssetKey, AssetSpec, format_units};
 
 use serde::{Deserialize, Serialize};
 

@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use writer::{Reply, Submission, WriterConfig};
 
+/// Accounts a hot wallet owns are named `wallet:<EIP-55 address>`: its gas (operating, native
+/// asset) and its custody of each token (external).
+pub const WALLET_OWNER_PREFIX: &str = "wallet:";
+
 /// The ledger as the rest of the daemon sees it: the store plus the configured assets and the
 /// system accounts each asset gets.
 #[derive(Clone)]
@@ -168,11 +172,34 @@ impl Ledger {
         asset: &AssetKey,
         wallet: &str,
     ) -> Result<AccountId, StoreError> {
-        let owner = format!("wallet:{wallet}");
+        self.wallet_account(asset, wallet, AccountKind::Operating)
+            .await
+    }
+
+    /// The external account standing for what `wallet` holds of `asset` on chain (minus that,
+    /// as the outside world's side): payouts from the wallet land in it, inflows leave it.
+    /// Created on first use.
+    pub async fn wallet_custody_account(
+        &self,
+        asset: &AssetKey,
+        wallet: &str,
+    ) -> Result<AccountId, StoreError> {
+        self.wallet_account(asset, wallet, AccountKind::External)
+            .await
+    }
+
+    /// The account of `kind` owned by `wallet` in `asset`, created on first use.
+    async fn wallet_account(
+        &self,
+        asset: &AssetKey,
+        wallet: &str,
+        kind: AccountKind,
+    ) -> Result<AccountId, StoreError> {
+        let owner = format!("{WALLET_OWNER_PREFIX}{wallet}");
         let filter = crate::store::AccountFilter {
             owner: Some(owner.clone()),
             asset: Some(asset.clone()),
-            kind: Some(AccountKind::Operating),
+            kind: Some(kind),
             after: None,
             limit: 1,
         };
@@ -183,15 +210,18 @@ impl Ledger {
             actor: "treasuryd".into(),
             role: crate::domain::Role::Admin,
             action: "account.create".into(),
-            target: format!("wallet:{wallet}"),
-            reason: Some(format!("gas account of hot wallet {wallet}")),
+            target: owner.clone(),
+            reason: Some(match kind {
+                AccountKind::Operating => format!("gas account of hot wallet {wallet}"),
+                _ => format!("{asset} custody of hot wallet {wallet}"),
+            }),
             request_id: "engine-start".into(),
             at: crate::store::now_micros(),
         };
         let new = NewAccount {
             owner,
             asset: asset.clone(),
-            kind: AccountKind::Operating,
+            kind,
             allow_negative: true,
         };
         match self.store.create_account(&new, &audit).await {
@@ -206,6 +236,20 @@ impl Ledger {
                 .ok_or(StoreError::NotFound),
             Err(e) => Err(e),
         }
+    }
+
+    /// `amount` of `asset` reached the wallet whose custody account is `wallet`.
+    pub fn wallet_inflow(
+        &self,
+        wallet: AccountId,
+        asset: &AssetKey,
+        amount: Amount,
+    ) -> Result<Operation, LedgerError> {
+        Ok(Operation::WalletInflow {
+            wallet,
+            source: self.system_of(asset, AccountKind::External)?,
+            amount,
+        })
     }
 
     fn system_of(&self, asset: &AssetKey, kind: AccountKind) -> Result<AccountId, LedgerError> {

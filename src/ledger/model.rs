@@ -297,6 +297,15 @@ pub enum Operation {
         fees: AccountId,
         amount: Amount,
     },
+    /// Tokens that reached a hot wallet (or what it held when treasuryd began to watch it):
+    /// custody moves from the outside world (`source`, the asset's system external account)
+    /// to the wallet's own external account, whose balance is minus what the ledger says the
+    /// wallet holds. No customer balance changes. Recorded as DEPOSIT.
+    WalletInflow {
+        wallet: AccountId,
+        source: AccountId,
+        amount: Amount,
+    },
 }
 
 impl Operation {
@@ -308,6 +317,7 @@ impl Operation {
             Operation::Release { kind, .. } => kind.entry_kind(),
             Operation::Void { .. } => EntryKind::Refund,
             Operation::NetworkFee { .. } => EntryKind::Fee,
+            Operation::WalletInflow { .. } => EntryKind::Deposit,
         }
     }
 
@@ -333,6 +343,7 @@ impl Operation {
             Operation::Release { destination, .. } => vec![*destination],
             Operation::Void { .. } => vec![],
             Operation::NetworkFee { account, fees, .. } => vec![*account, *fees],
+            Operation::WalletInflow { wallet, source, .. } => vec![*wallet, *source],
         }
     }
 }
@@ -786,6 +797,30 @@ impl WorkingSet {
                 self.system_account(*fees, asset, AccountKind::Fees)?;
                 (
                     pair(*account, Available, *fees, Available, amount.units()),
+                    None,
+                )
+            }
+            Operation::WalletInflow {
+                wallet,
+                source,
+                amount,
+            } => {
+                let w = self.system_account(*wallet, asset, AccountKind::External)?;
+                if !w.owner.starts_with(crate::ledger::WALLET_OWNER_PREFIX) {
+                    return Err(LedgerError::WrongAccountKind {
+                        account: w.id,
+                        kind: w.kind,
+                    });
+                }
+                let s = self.system_account(*source, asset, AccountKind::External)?;
+                if s.owner != "system" {
+                    return Err(LedgerError::WrongAccountKind {
+                        account: s.id,
+                        kind: s.kind,
+                    });
+                }
+                (
+                    pair(*wallet, Available, *source, Available, amount.units()),
                     None,
                 )
             }

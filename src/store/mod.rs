@@ -175,6 +175,20 @@ pub struct DepositAddress {
     pub added_at: UnixMicros,
 }
 
+/// What the database says about one network's hot wallets, read in one snapshot so that a
+/// chunk settling meanwhile is counted once: either still in flight or in the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct CustodySnapshot {
+    /// The first block the watcher has not read yet: inflows below it are in the ledger.
+    pub next_block: Option<u64>,
+    /// The accounts of the network's hot wallets (`wallet:<address>`): gas and custody.
+    pub accounts: Vec<Account>,
+    /// Chunks signed, broadcast or mined, with their attempts.
+    pub in_flight: Vec<InFlight>,
+    /// Of those, the mined chunks whose gas is already posted as FEE.
+    pub fee_posted: std::collections::HashSet<ChunkId>,
+}
+
 /// Who runs a network's engine, under which fence, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -282,6 +296,21 @@ pub trait Store: Send + Sync + 'static {
     /// The first block of `network` not yet read for deposits.
     async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>>;
     async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()>;
+    /// (wallet, asset) pairs of `network` whose opening balance is posted.
+    async fn wallet_openings(
+        &self,
+        network: &str,
+    ) -> StoreResult<std::collections::HashSet<(String, String)>>;
+    async fn record_wallet_opening(
+        &self,
+        network: &str,
+        wallet: &str,
+        asset: &str,
+        block: u64,
+    ) -> StoreResult<()>;
+    /// The deposit cursor, the hot wallets' accounts and the chunks in flight on `network`,
+    /// as of one moment.
+    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot>;
     /// Stores a replacement (same nonce, higher fees) for a chunk in flight.
     async fn record_replacement(&self, chunk: ChunkId, attempt: &Attempt) -> StoreResult<()>;
     /// Marks attempts as sent (first time only) and their chunks as broadcast.

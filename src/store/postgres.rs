@@ -216,6 +216,79 @@ async fn load_transaction(conn: &mut sqlx::PgConnection, id: TxId) -> StoreResul
     txs.pop().ok_or(StoreError::NotFound)
 }
 
+/// The chunks signed, broadcast or mined on `network`, with their attempts, oldest first.
+async fn load_in_flight(
+    conn: &mut sqlx::PgConnection,
+    network: &str,
+) -> StoreResult<Vec<InFlight>> {
+    let rows = sqlx::query(
+        "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
+         c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
+         JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = $1 \
+         ORDER BY c.wallet, c.nonce",
+    )
+    .bind(network)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let state: String = r.try_get("state")?;
+        let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
+        let mined = match mined_hash {
+            Some(h) => Some(Mined {
+                hash: hash32(&h)?,
+                block: r.try_get::<i64, _>("mined_block")? as u64,
+                block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
+                success: r.try_get("mined_success")?,
+                fee_wei: r
+                    .try_get::<Option<Decimal>, _>("mined_fee")?
+                    .map(units)
+                    .transpose()?
+                    .unwrap_or(0) as u128,
+            }),
+            None => None,
+        };
+        out.push(InFlight {
+            chunk: ChunkId(r.try_get("id")?),
+            payout: PayoutId(r.try_get("payout_id")?),
+            hold: HoldId(r.try_get("hold_id")?),
+            asset: AssetKey::new(
+                r.try_get::<String, _>("network")?,
+                r.try_get::<String, _>("asset")?,
+            ),
+            destination: r.try_get("destination")?,
+            amount: units(r.try_get("amount")?)?,
+            state: ChunkState::parse(&state)
+                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+            wallet: r.try_get("wallet")?,
+            nonce: r.try_get::<i64, _>("nonce")? as u64,
+            mined,
+            cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
+            attempts: Vec::new(),
+        });
+    }
+    let index: std::collections::HashMap<Uuid, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.chunk.0, i))
+        .collect();
+    let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
+    let rows = sqlx::query(
+        "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
+         broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id = ANY($1) ORDER BY created_at, id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
+            continue;
+        };
+        out[i].attempts.push(attempt_from_row(&r)?);
+    }
+    Ok(out)
+}
+
 async fn load_hold(conn: &mut sqlx::PgConnection, id: HoldId) -> StoreResult<Hold> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "{HOLD_SELECT} WHERE h.id = $1"
@@ -1230,72 +1303,85 @@ impl Store for PgStore {
 
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
-             c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
-             JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = $1 \
-             ORDER BY c.wallet, c.nonce",
+        load_in_flight(&mut conn, network).await
+    }
+
+    async fn wallet_openings(
+        &self,
+        network: &str,
+    ) -> StoreResult<std::collections::HashSet<(String, String)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT wallet, asset FROM wallet_openings WHERE network = $1")
+                .bind(network)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn record_wallet_opening(
+        &self,
+        network: &str,
+        wallet: &str,
+        asset: &str,
+        block: u64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO wallet_openings (network, wallet, asset, block) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(network)
-        .fetch_all(&mut *conn)
+        .bind(wallet)
+        .bind(asset)
+        .bind(block as i64)
+        .execute(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let state: String = r.try_get("state")?;
-            let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
-            let mined = match mined_hash {
-                Some(h) => Some(Mined {
-                    hash: hash32(&h)?,
-                    block: r.try_get::<i64, _>("mined_block")? as u64,
-                    block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
-                    success: r.try_get("mined_success")?,
-                    fee_wei: r
-                        .try_get::<Option<Decimal>, _>("mined_fee")?
-                        .map(units)
-                        .transpose()?
-                        .unwrap_or(0) as u128,
-                }),
-                None => None,
-            };
-            out.push(InFlight {
-                chunk: ChunkId(r.try_get("id")?),
-                payout: PayoutId(r.try_get("payout_id")?),
-                hold: HoldId(r.try_get("hold_id")?),
-                asset: AssetKey::new(
-                    r.try_get::<String, _>("network")?,
-                    r.try_get::<String, _>("asset")?,
-                ),
-                destination: r.try_get("destination")?,
-                amount: units(r.try_get("amount")?)?,
-                state: ChunkState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
-                wallet: r.try_get("wallet")?,
-                nonce: r.try_get::<i64, _>("nonce")? as u64,
-                mined,
-                cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
-                attempts: Vec::new(),
-            });
-        }
-        let index: std::collections::HashMap<Uuid, usize> = out
+        Ok(())
+    }
+
+    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let next_block: Option<i64> =
+            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE network = $1 AND owner LIKE 'wallet:%' ORDER BY owner, asset, kind"
+        )))
+        .bind(network)
+        .fetch_all(&mut *tx)
+        .await?;
+        let accounts = rows
             .iter()
-            .enumerate()
-            .map(|(i, f)| (f.chunk.0, i))
+            .map(account_from_row)
+            .collect::<StoreResult<_>>()?;
+        let in_flight = load_in_flight(&mut tx, network).await?;
+        let mined: Vec<(String, ChunkId)> = in_flight
+            .iter()
+            .filter(|f| f.mined.is_some())
+            .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
             .collect();
-        let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
-        let rows = sqlx::query(
-            "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
-             broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id = ANY($1) ORDER BY created_at, id",
+        let keys: Vec<String> = mined.iter().map(|(k, _)| k.clone()).collect();
+        let posted: Vec<String> = sqlx::query_scalar(
+            "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key = ANY($1)",
         )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
         .await?;
-        for r in rows {
-            let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
-                continue;
-            };
-            out[i].attempts.push(attempt_from_row(&r)?);
-        }
-        Ok(out)
+        let fee_posted = mined
+            .iter()
+            .filter(|(k, _)| posted.contains(k))
+            .map(|(_, chunk)| *chunk)
+            .collect();
+        tx.rollback().await?;
+        Ok(CustodySnapshot {
+            next_block: next_block.map(|n| n as u64),
+            accounts,
+            in_flight,
+            fee_posted,
+        })
     }
 
     async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {

@@ -557,6 +557,80 @@ struct SqliteTxn {
 /// 13 columns, and few enough statements per batch that per-statement overhead stays small.
 const ROWS_PER_STATEMENT: usize = 200;
 
+/// The chunks signed, broadcast or mined on `network`, with their attempts, oldest first.
+async fn load_in_flight(
+    conn: &mut sqlx::SqliteConnection,
+    network: &str,
+) -> StoreResult<Vec<InFlight>> {
+    let rows = sqlx::query(
+        "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
+         c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
+         JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = ? \
+         ORDER BY c.wallet, c.nonce",
+    )
+    .bind(network)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let state: String = r.try_get("state")?;
+        let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
+        let mined = match mined_hash {
+            Some(h) => Some(Mined {
+                hash: hash32(&h)?,
+                block: r.try_get::<i64, _>("mined_block")? as u64,
+                block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
+                success: r.try_get("mined_success")?,
+                fee_wei: units(
+                    r.try_get::<Option<String>, _>("mined_fee")?
+                        .as_deref()
+                        .unwrap_or("0"),
+                )? as u128,
+            }),
+            None => None,
+        };
+        out.push(InFlight {
+            chunk: ChunkId(r.try_get("id")?),
+            payout: PayoutId(r.try_get("payout_id")?),
+            hold: HoldId(r.try_get("hold_id")?),
+            asset: AssetKey::new(
+                r.try_get::<String, _>("network")?,
+                r.try_get::<String, _>("asset")?,
+            ),
+            destination: r.try_get("destination")?,
+            amount: units(r.try_get("amount")?)?,
+            state: ChunkState::parse(&state)
+                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+            wallet: r.try_get("wallet")?,
+            nonce: r.try_get::<i64, _>("nonce")? as u64,
+            mined,
+            cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
+            attempts: Vec::new(),
+        });
+    }
+    let index: std::collections::HashMap<Uuid, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.chunk.0, i))
+        .collect();
+    let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
+             broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id IN",
+        );
+        in_list(&mut qb, chunk);
+        qb.push(" ORDER BY created_at, id");
+        for r in qb.build().fetch_all(&mut *conn).await? {
+            let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
+                continue;
+            };
+            out[i].attempts.push(attempt_from_row(&r)?);
+        }
+    }
+    Ok(out)
+}
+
 fn in_list<T>(qb: &mut QueryBuilder<Sqlite>, values: &[T])
 where
     T: Clone + for<'t> sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
@@ -1191,73 +1265,85 @@ impl Store for SqliteStore {
 
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
         let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
-             c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
-             JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = ? \
-             ORDER BY c.wallet, c.nonce",
+        load_in_flight(&mut conn, network).await
+    }
+
+    async fn wallet_openings(
+        &self,
+        network: &str,
+    ) -> StoreResult<std::collections::HashSet<(String, String)>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT wallet, asset FROM wallet_openings WHERE network = ?")
+                .bind(network)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn record_wallet_opening(
+        &self,
+        network: &str,
+        wallet: &str,
+        asset: &str,
+        block: u64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO wallet_openings (network, wallet, asset, block) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(network)
-        .fetch_all(&mut *conn)
+        .bind(wallet)
+        .bind(asset)
+        .bind(block as i64)
+        .execute(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let state: String = r.try_get("state")?;
-            let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
-            let mined = match mined_hash {
-                Some(h) => Some(Mined {
-                    hash: hash32(&h)?,
-                    block: r.try_get::<i64, _>("mined_block")? as u64,
-                    block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
-                    success: r.try_get("mined_success")?,
-                    fee_wei: units(
-                        r.try_get::<Option<String>, _>("mined_fee")?
-                            .as_deref()
-                            .unwrap_or("0"),
-                    )? as u128,
-                }),
-                None => None,
-            };
-            out.push(InFlight {
-                chunk: ChunkId(r.try_get("id")?),
-                payout: PayoutId(r.try_get("payout_id")?),
-                hold: HoldId(r.try_get("hold_id")?),
-                asset: AssetKey::new(
-                    r.try_get::<String, _>("network")?,
-                    r.try_get::<String, _>("asset")?,
-                ),
-                destination: r.try_get("destination")?,
-                amount: units(r.try_get("amount")?)?,
-                state: ChunkState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
-                wallet: r.try_get("wallet")?,
-                nonce: r.try_get::<i64, _>("nonce")? as u64,
-                mined,
-                cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
-                attempts: Vec::new(),
-            });
-        }
-        let index: std::collections::HashMap<Uuid, usize> = out
+        Ok(())
+    }
+
+    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot> {
+        // A deferred transaction in WAL mode reads one snapshot from its first statement on.
+        let mut tx = self.pool.begin().await?;
+        let next_block: Option<i64> =
+            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = ?")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE network = ? AND owner LIKE 'wallet:%' ORDER BY owner, asset, kind"
+        )))
+        .bind(network)
+        .fetch_all(&mut *tx)
+        .await?;
+        let accounts = rows
             .iter()
-            .enumerate()
-            .map(|(i, f)| (f.chunk.0, i))
+            .map(account_from_row)
+            .collect::<StoreResult<_>>()?;
+        let in_flight = load_in_flight(&mut tx, network).await?;
+        let mut fee_posted = std::collections::HashSet::new();
+        let mined: Vec<(String, ChunkId)> = in_flight
+            .iter()
+            .filter(|f| f.mined.is_some())
+            .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
             .collect();
-        let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        for part in mined.chunks(ROWS_PER_STATEMENT) {
+            let keys: Vec<String> = part.iter().map(|(k, _)| k.clone()).collect();
             let mut qb = QueryBuilder::new(
-                "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
-                 broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id IN",
+                "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key IN",
             );
-            in_list(&mut qb, chunk);
-            qb.push(" ORDER BY created_at, id");
-            for r in qb.build().fetch_all(&mut *conn).await? {
-                let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
-                    continue;
-                };
-                out[i].attempts.push(attempt_from_row(&r)?);
+            in_list(&mut qb, &keys);
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                let key: String = row.try_get("idempotency_key")?;
+                if let Some((_, chunk)) = part.iter().find(|(k, _)| *k == key) {
+                    fee_posted.insert(*chunk);
+                }
             }
         }
-        Ok(out)
+        tx.rollback().await?;
+        Ok(CustodySnapshot {
+            next_block: next_block.map(|n| n as u64),
+            accounts,
+            in_flight,
+            fee_posted,
+        })
     }
 
     async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {

@@ -23,7 +23,8 @@
 //!
 //! This file: the loop, the lease, the choice of chunks to look at, safe-mode on the engine's
 //! own findings. `tracking`: receipts, replacements, settlement. `sending`: policy, nonces,
-//! signing, broadcast. `watching`: deposits, foreign outflows, reorgs of paid transfers.
+//! signing, broadcast. `watching`: deposits, wallet inflows and foreign outflows, reorgs of paid
+//! transfers, periodic reconciliation.
 
 mod sending;
 mod tracking;
@@ -176,6 +177,15 @@ pub struct NetworkEngine {
     native: AssetKey,
     /// Each hot wallet's gas account in the native asset, by checksummed address.
     gas_accounts: HashMap<String, AccountId>,
+    /// Each hot wallet's custody account per token, by (checksummed address, token code):
+    /// payouts from the wallet land there.
+    custody_accounts: HashMap<(String, String), AccountId>,
+    /// Whether this process has made sure every wallet's opening balance is posted.
+    opened: bool,
+    /// The network's tokens and native coin, as reconciliation compares them.
+    reconciled_assets: Vec<crate::reconcile::ReconciledAsset>,
+    reconcile_every: Duration,
+    reconciled_at: Option<std::time::Instant>,
     /// Payouts whose wait on the rollout guardrail is already recorded (once per process).
     guardrail_noted: std::collections::HashSet<PayoutId>,
     /// When the payouts-by-state gauge was last refreshed.
@@ -273,6 +283,11 @@ impl NetworkEngine {
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native.code.clone()),
             gas_accounts: HashMap::new(),
+            custody_accounts: HashMap::new(),
+            opened: false,
+            reconciled_assets: crate::reconcile::configured_assets(network),
+            reconcile_every: Duration::from_secs(network.reconcile_interval_seconds),
+            reconciled_at: None,
             guardrail_noted: Default::default(),
             counted_at: None,
         }))
@@ -299,6 +314,12 @@ impl NetworkEngine {
                 .ledger
                 .wallet_gas_account(&self.native, &address)
                 .await?;
+            for code in self.tokens.keys() {
+                let asset = AssetKey::new(self.name.clone(), code.clone());
+                let custody = self.ledger.wallet_custody_account(&asset, &address).await?;
+                self.custody_accounts
+                    .insert((address.clone(), code.clone()), custody);
+            }
             self.gas_accounts.insert(address, account);
         }
         loop {
@@ -457,7 +478,8 @@ impl NetworkEngine {
         }
         self.settle_batch().await?;
         self.send(head).await?;
-        self.watch_deposits(head).await
+        self.watch_deposits(head).await?;
+        self.reconcile_periodically().await
     }
 
     /// Puts the network in safe-mode on the engine's own finding (recorded with the reason and

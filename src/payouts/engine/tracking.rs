@@ -261,10 +261,13 @@ impl NetworkEngine {
         let mut commands = Vec::new();
         let outcome = match (kind, m.success) {
             (AttemptKind::Transfer, true) => {
-                let destination = self
-                    .ledger
-                    .system_account(&f.asset, AccountKind::External)
-                    .ok_or_else(|| anyhow::anyhow!("asset {} has no external account", f.asset))?;
+                // The tokens left this wallet: its custody account takes the payout.
+                let destination = *self
+                    .custody_accounts
+                    .get(&(f.wallet.clone(), f.asset.code.clone()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("wallet {} has no {} custody account", f.wallet, f.asset)
+                    })?;
                 let release = Operation::Release {
                     hold: f.hold,
                     amount: Amount::new(f.amount)?,

@@ -2,6 +2,7 @@
 //! transfers out of hot wallets that we did not sign, and reorgs of transfers already paid.
 
 use super::*;
+use crate::reconcile::Verdict;
 
 impl NetworkEngine {
     /// Reconciles the hot wallets over confirmed blocks `from..=to`. Every token transfer out
@@ -9,13 +10,14 @@ impl NetworkEngine {
     /// used elsewhere. And each wallet's token balance must have moved by exactly its
     /// transfers in and out: anything else (an issuer seizing or minting into it, a token that
     /// takes a fee) means the ledger's picture of the wallet no longer holds. Either puts the
-    /// network in safe-mode at once.
+    /// network in safe-mode at once. Returns the transfers into hot wallets, which the caller
+    /// posts as inflows.
     pub(super) async fn reconcile_wallets(
         &mut self,
         contracts: &[Address],
         from: u64,
         to: u64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<crate::chains::evm::TransferLog>> {
         let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
         let outgoing = self
             .client
@@ -47,7 +49,7 @@ impl NetworkEngine {
             self.enter_safe_mode("unexpected_outflow", reason).await?;
         }
         let Some(before) = from.checked_sub(1) else {
-            return Ok(());
+            return Ok(incoming);
         };
         for wallet in &wallets {
             for token in contracts {
@@ -84,12 +86,181 @@ impl NetworkEngine {
                 self.enter_safe_mode("balance_mismatch", reason).await?;
             }
         }
+        Ok(incoming)
+    }
+
+    /// Posts each hot wallet's opening balance per token and in the native coin as of block
+    /// `from - 1`, once per (wallet, asset) for the life of the database: from then on inflows
+    /// and payouts keep its ledger accounts level with the chain. A crash between the posting
+    /// and its record replays the same posting (same key, same block: the cursor has not moved).
+    async fn open_wallets(&mut self, from: u64) -> anyhow::Result<()> {
+        let opened = self.store.wallet_openings(&self.name).await?;
+        let block = from.checked_sub(1);
+        for w in &self.wallets {
+            let address = w.address.to_checksum(None);
+            for asset in &self.reconciled_assets {
+                if opened.contains(&(address.clone(), asset.key.code.clone())) {
+                    continue;
+                }
+                let balance = match (block, asset.contract) {
+                    (None, _) => U256::ZERO,
+                    (Some(b), Some(token)) => {
+                        self.client
+                            .token_balance_at(token, w.address, Some(b))
+                            .await?
+                    }
+                    (Some(b), None) => self.client.native_balance_at(w.address, Some(b)).await?,
+                };
+                let units = i128::try_from(balance)
+                    .map_err(|_| anyhow::anyhow!("{address}: balance out of range"))?;
+                if units > 0 {
+                    let amount = Amount::new(units)?;
+                    let op = match asset.contract {
+                        Some(_) => {
+                            let custody = *self
+                                .custody_accounts
+                                .get(&(address.clone(), asset.key.code.clone()))
+                                .ok_or_else(|| anyhow::anyhow!("{address}: no custody account"))?;
+                            self.ledger.wallet_inflow(custody, &asset.key, amount)?
+                        }
+                        None => Operation::Deposit {
+                            account: *self
+                                .gas_accounts
+                                .get(&address)
+                                .ok_or_else(|| anyhow::anyhow!("{address}: no gas account"))?,
+                            source: self
+                                .ledger
+                                .system_account(&asset.key, AccountKind::External)
+                                .ok_or_else(|| anyhow::anyhow!("no external {}", asset.key))?,
+                            amount,
+                        },
+                    };
+                    let mut cmd = Command::new(
+                        format!(
+                            "wallet-opening:{}:{address}:{}",
+                            self.chain_id, asset.key.code
+                        ),
+                        asset.key.clone(),
+                        op,
+                    );
+                    cmd.memo = Some(format!(
+                        "opening balance of hot wallet {address} at block {}",
+                        block.unwrap_or(0)
+                    ));
+                    if let Some(Err(e)) = self.ledger.post(vec![cmd]).await?.pop() {
+                        anyhow::bail!("the ledger refused the opening of {address}: {e}");
+                    }
+                }
+                self.store
+                    .record_wallet_opening(
+                        &self.name,
+                        &address,
+                        &asset.key.code,
+                        block.unwrap_or(0),
+                    )
+                    .await?;
+            }
+        }
+        self.opened = true;
         Ok(())
     }
 
-    /// Credits token transfers to deposit addresses from blocks at the confirmation depth, at
-    /// most once a second and 2,000 blocks per call. Each is a DEPOSIT keyed by chain, tx hash
-    /// and log index, so a re-read range (after a crash, before the cursor moved) replays
+    /// The ledger command for a token transfer into a hot wallet, keyed by chain, tx hash and
+    /// log index like a deposit. None for a token the network does not pay in.
+    fn inflow(&self, log: &crate::chains::evm::TransferLog) -> anyhow::Result<Option<Command>> {
+        let Some((code, _)) = self.tokens.iter().find(|(_, t)| t.contract == log.token) else {
+            return Ok(None);
+        };
+        let wallet = log.to.to_checksum(None);
+        let Some(custody) = self.custody_accounts.get(&(wallet.clone(), code.clone())) else {
+            return Ok(None);
+        };
+        let asset = AssetKey::new(self.name.clone(), code.clone());
+        let units = i128::try_from(log.value)
+            .map_err(|_| anyhow::anyhow!("an inflow of {} out of range", log.value))?;
+        let Ok(amount) = Amount::new(units) else {
+            // A zero-value transfer moves nothing.
+            return Ok(None);
+        };
+        let tx = format!("0x{}", hex::encode(log.tx_hash));
+        let mut cmd = Command::new(
+            format!("wallet-inflow:{}:{tx}:{}", self.chain_id, log.log_index),
+            asset.clone(),
+            self.ledger.wallet_inflow(*custody, &asset, amount)?,
+        );
+        cmd.reference = Some(tx);
+        cmd.memo = Some(format!(
+            "{code} into hot wallet {wallet} from {} in block {}",
+            log.from.to_checksum(None),
+            log.block
+        ));
+        Ok(Some(cmd))
+    }
+
+    /// Runs `reconcile` over the hot wallets every `reconcile_interval_seconds`: exports each
+    /// line and puts the network in safe-mode on a token difference nothing in flight explains.
+    /// A failed run (a node down) is counted and tried again next interval.
+    pub(super) async fn reconcile_periodically(&mut self) -> anyhow::Result<()> {
+        // Nothing to compare before the watcher has read its first range.
+        if !self.opened
+            || self
+                .reconciled_at
+                .is_some_and(|at| at.elapsed() < self.reconcile_every)
+        {
+            return Ok(());
+        }
+        self.reconciled_at = Some(std::time::Instant::now());
+        let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
+        let lines = match crate::reconcile::reconcile_network(
+            self.store.as_ref(),
+            &self.client,
+            &self.name,
+            &wallets,
+            &self.reconciled_assets,
+        )
+        .await
+        {
+            Ok(lines) => lines,
+            Err(e) => {
+                tracing::warn!(network = %self.name, error = format!("{e:#}"), "reconciliation could not run");
+                self.wallet_metrics
+                    .reconcile_runs_total
+                    .with_label_values(&[self.name.as_str(), "error"])
+                    .inc();
+                return Ok(());
+            }
+        };
+        let mut outcome = "clean";
+        for line in &lines {
+            self.wallet_metrics.record_reconciliation(line);
+            if line.verdict == Verdict::Mismatch {
+                outcome = "mismatch";
+                tracing::error!(network = %self.name, wallet = %line.wallet, asset = %line.asset, chain = %line.display(line.chain), ledger = %line.display(line.ledger), difference = %line.display(line.difference), "hot wallet balance differs from the ledger");
+                // The native coin may move for reasons the ledger is told of later (a top-up
+                // recorded after the fact); only tokens stop payouts.
+                if line.asset != self.native.code {
+                    let reason = format!(
+                        "automatic: hot wallet {} holds {} {} at block {}; the ledger, less what is settling, says {}",
+                        line.wallet,
+                        line.display(line.chain),
+                        line.asset,
+                        line.block,
+                        line.display(line.ledger - line.settling)
+                    );
+                    self.enter_safe_mode("reconcile_mismatch", reason).await?;
+                }
+            }
+        }
+        self.wallet_metrics
+            .reconcile_runs_total
+            .with_label_values(&[self.name.as_str(), outcome])
+            .inc();
+        Ok(())
+    }
+
+    /// Credits token transfers to deposit addresses (and records those into hot wallets as
+    /// inflows) from blocks at the confirmation depth, at most once a second and 2,000 blocks
+    /// per call. Each is keyed by chain, tx hash and log index, so a re-read range (after a crash, before the cursor moved) replays
     /// instead of crediting twice. Blocks below the depth are never read, so a reorg within
     /// it cannot credit a transfer that did not stay.
     pub(super) async fn watch_deposits(&mut self, head: u64) -> anyhow::Result<()> {
@@ -113,12 +284,15 @@ impl NetworkEngine {
                 return Ok(());
             }
         };
+        if !self.opened {
+            self.open_wallets(from).await?;
+        }
         if from > safe {
             return Ok(());
         }
         let to = safe.min(from + 1_999);
         let contracts: Vec<Address> = self.tokens.values().map(|t| t.contract).collect();
-        self.reconcile_wallets(&contracts, from, to).await?;
+        let inflows = self.reconcile_wallets(&contracts, from, to).await?;
         let recipients: Vec<Address> = addresses
             .iter()
             .filter_map(|d| Address::parse_checksummed(&d.address, None).ok())
@@ -136,6 +310,9 @@ impl NetworkEngine {
                 .await?
         };
         let mut commands = Vec::new();
+        for log in &inflows {
+            commands.extend(self.inflow(log)?);
+        }
         for log in logs {
             let Some((code, _)) = self.tokens.iter().find(|(_, t)| t.contract == log.token) else {
                 continue;
@@ -185,14 +362,18 @@ impl NetworkEngine {
                 .zip(&commands)
             {
                 match result {
-                    Ok(posted) if !posted.replayed => self
-                        .metrics
-                        .deposits_total
-                        .with_label_values(&[self.name.as_str(), cmd.asset.code.as_str()])
-                        .inc(),
+                    Ok(posted)
+                        if !posted.replayed
+                            && matches!(cmd.operation, Operation::Deposit { .. }) =>
+                    {
+                        self.metrics
+                            .deposits_total
+                            .with_label_values(&[self.name.as_str(), cmd.asset.code.as_str()])
+                            .inc()
+                    }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::error!(key = %cmd.idempotency_key, error = %e, "the ledger refused a deposit; it will be read again");
+                        tracing::error!(key = %cmd.idempotency_key, error = %e, "the ledger refused a deposit or inflow; it will be read again");
                         return Ok(());
                     }
                 }

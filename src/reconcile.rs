@@ -1,0 +1,259 @@
+//! Reconciliation of hot wallets with the ledger (PRODUCT.md invariant 5): what each wallet
+//! holds on chain, token by token and in the native coin, against what the ledger says it
+//! holds.
+//!
+//! The ledger side of a wallet is its custody account per token (minus what the wallet holds:
+//! opening balance and inflows in, payouts out) and its gas account in the native coin
+//! (opening balance and recorded top-ups in, FEE out). Both sides are compared at the last
+//! block the deposit watcher has read, so every inflow up to it is posted. Chunks mined by then
+//! but not settled yet are taken off the ledger side; chunks not known to be mined bound how
+//! far the chain may be below the ledger meanwhile. Anything else is a difference someone must
+//! explain.
+
+use crate::chains::evm::EvmClient;
+use crate::domain::{AssetKey, format_units};
+use crate::ledger::{AccountKind, WALLET_OWNER_PREFIX};
+use crate::payouts::AttemptKind;
+use crate::store::{CustodySnapshot, Store};
+use alloy::primitives::Address;
+use serde::Serialize;
+
+/// A token or native coin of a network, as reconciliation needs it.
+#[derive(Debug, Clone)]
+pub struct ReconciledAsset {
+    pub key: AssetKey,
+    pub decimals: u8,
+    /// The ERC-20 contract; None for the native coin.
+    pub contract: Option<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Chain and ledger agree exactly.
+    Ok,
+    /// The chain is below the ledger by no more than transfers not yet known to be mined.
+    InFlight,
+    /// More native coin on chain than the ledger knows of: a gas top-up not yet recorded as a
+    /// deposit to the wallet's gas account.
+    UnrecordedInflow,
+    /// A difference nothing in flight explains.
+    Mismatch,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::InFlight => "in_flight",
+            Verdict::UnrecordedInflow => "unrecorded_inflow",
+            Verdict::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// One wallet and asset. Amounts are base units; `difference` is chain − (ledger − settling).
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub network: String,
+    pub wallet: String,
+    pub asset: String,
+    pub decimals: u8,
+    pub block: u64,
+    pub chain: i128,
+    pub ledger: i128,
+    /// Mined at or before `block` but not in the ledger yet.
+    pub settling: i128,
+    /// Signed or broadcast and not known to be mined: may have left by `block`.
+    pub pending: i128,
+    pub difference: i128,
+    pub verdict: Verdict,
+}
+
+impl Line {
+    /// `units` in the asset's display form, e.g. "-12.500000".
+    pub fn display(&self, units: i128) -> String {
+        format_units(units, self.decimals)
+    }
+}
+
+/// Amounts as decimal strings in asset units, as the API writes them.
+impl Serialize for Line {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Line", 10)?;
+        s.serialize_field("network", &self.network)?;
+        s.serialize_field("wallet", &self.wallet)?;
+        s.serialize_field("asset", &self.asset)?;
+        s.serialize_field("block", &self.block)?;
+        s.serialize_field("chain", &self.display(self.chain))?;
+        s.serialize_field("ledger", &self.display(self.ledger))?;
+        s.serialize_field("settling", &self.display(self.settling))?;
+        s.serialize_field("pending", &self.display(self.pending))?;
+        s.serialize_field("difference", &self.display(self.difference))?;
+        s.serialize_field("verdict", &self.verdict)?;
+        s.end()
+    }
+}
+
+/// Compares each of `wallets` on `network` in `assets` at the last block the watcher has read.
+/// Err when the watcher has not read a block yet or the chain cannot be read.
+pub async fn reconcile_network(
+    store: &dyn Store,
+    client: &EvmClient,
+    network: &str,
+    wallets: &[Address],
+    assets: &[ReconciledAsset],
+) -> anyhow::Result<Vec<Line>> {
+    let snapshot = store.custody_snapshot(network).await?;
+    let Some(block) = snapshot.next_block.and_then(|n| n.checked_sub(1)) else {
+        anyhow::bail!("network {network}: the deposit watcher has not read a block yet");
+    };
+    let mut lines = Vec::with_capacity(wallets.len() * assets.len());
+    for wallet in wallets {
+        let address = wallet.to_checksum(None);
+        for asset in assets {
+            let chain = match asset.contract {
+                Some(token) => client.token_balance_at(token, *wallet, Some(block)).await?,
+                None => client.native_balance_at(*wallet, Some(block)).await?,
+            };
+            let chain = i128::try_from(chain)
+                .map_err(|_| anyhow::anyhow!("{address} holds more {} than fits", asset.key))?;
+            lines.push(compare(&snapshot, &address, asset, block, chain));
+        }
+    }
+    Ok(lines)
+}
+
+/// One line from the database snapshot and the chain balance at `block`.
+fn compare(
+    snapshot: &CustodySnapshot,
+    wallet: &str,
+    asset: &ReconciledAsset,
+    block: u64,
+    chain: i128,
+) -> Line {
+    let owner = format!("{WALLET_OWNER_PREFIX}{wallet}");
+    let native = asset.contract.is_none();
+    let (kind, sign) = if native {
+        (AccountKind::Operating, 1)
+    } else {
+        // The custody account is the outside world's side: minus what the wallet holds.
+        (AccountKind::External, -1)
+    };
+    let ledger = snapshot
+        .accounts
+        .iter()
+        .find(|a| a.owner == owner && a.asset == asset.key && a.kind == kind)
+        .map_or(0, |a| sign * a.available);
+    let (mut settling, mut pending) = (0i128, 0i128);
+    for f in snapshot.in_flight.iter().filter(|f| f.wallet == wallet) {
+        let mined = f.mined.filter(|m| m.block <= block);
+        if native {
+            match mined {
+                Some(m) if !snapshot.fee_posted.contains(&f.chunk) => {
+                    settling += i128::try_from(m.fee_wei).unwrap_or(i128::MAX)
+                }
+                Some(_) => {}
+                // Not known to be mined: at most the dearest attempt's gas may be gone.
+                None if f.mined.is_none() => {
+                    pending += f
+                        .attempts
+                        .iter()
+                        .map(|a| a.max_fee_per_gas.saturating_mul(u128::from(a.gas_limit)))
+                        .max()
+                        .map_or(0, |w| i128::try_from(w).unwrap_or(i128::MAX))
+                }
+                None => {}
+            }
+        } else if f.asset == asset.key {
+            match mined {
+                Some(m) => {
+                    let transfer = f
+                        .attempts
+                        .iter()
+                        .find(|a| a.hash == m.hash)
+                        .is_none_or(|a| a.kind == AttemptKind::Transfer);
+                    if m.success && transfer {
+                        settling += f.amount;
+                    }
+                }
+                None if f.mined.is_none() => pending += f.amount,
+                None => {}
+            }
+        }
+    }
+    let difference = chain - (ledger - settling);
+    let verdict = match difference {
+        0 => Verdict::Ok,
+        d if d < 0 && -d <= pending => Verdict::InFlight,
+        d if d > 0 && native => Verdict::UnrecordedInflow,
+        _ => Verdict::Mismatch,
+    };
+    Line {
+        network: asset.key.network.clone(),
+        wallet: wallet.to_owned(),
+        asset: asset.key.code.clone(),
+        decimals: asset.decimals,
+        block,
+        chain,
+        ledger,
+        settling,
+        pending,
+        difference,
+        verdict,
+    }
+}
+
+/// The assets of `network` as configured: its tokens, then its native coin.
+pub fn configured_assets(network: &crate::config::NetworkConfig) -> Vec<ReconciledAsset> {
+    let mut assets: Vec<ReconciledAsset> = network
+        .tokens
+        .iter()
+        .filter_map(|t| {
+            Some(ReconciledAsset {
+                key: AssetKey::new(network.name.clone(), t.code.clone()),
+                decimals: t.decimals,
+                contract: Some(Address::parse_checksummed(&t.address, None).ok()?),
+            })
+        })
+        .collect();
+    assets.push(ReconciledAsset {
+        key: AssetKey::new(network.name.clone(), network.native.code.clone()),
+        decimals: network.native.decimals,
+        contract: None,
+    });
+    assets
+}
+
+/// A fixed-width table of `lines` for people.
+pub fn render(lines: &[Line]) -> String {
+    let mut out = format!(
+        "{:<10} {:<42} {:<6} {:>9} {:>24} {:>24} {:>20} {:>20} {:>20}  verdict\n",
+        "network",
+        "wallet",
+        "asset",
+        "block",
+        "chain",
+        "ledger",
+        "settling",
+        "pending",
+        "difference"
+    );
+    for l in lines {
+        out.push_str(&format!(
+            "{:<10} {:<42} {:<6} {:>9} {:>24} {:>24} {:>20} {:>20} {:>20}  {}\n",
+            l.network,
+            l.wallet,
+            l.asset,
+            l.block,
+            l.display(l.chain),
+            l.display(l.ledger),
+            l.display(l.settling),
+            l.display(l.pending),
+            l.display(l.difference),
+            l.verdict.as_str()
+        ));
+    }
+    out
+}
