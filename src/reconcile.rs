@@ -257,3 +257,151 @@ pub fn render(lines: &[Line]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AccountId, ChunkId, HoldId, PayoutId};
+    use crate::ledger::Account;
+    use crate::payouts::{Attempt, ChunkState, InFlight, Mined};
+
+    const WALLET: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+    fn usdt() -> ReconciledAsset {
+        ReconciledAsset {
+            key: AssetKey::new("ethereum", "USDT"),
+            decimals: 6,
+            contract: Some(Address::repeat_byte(0x11)),
+        }
+    }
+
+    fn eth() -> ReconciledAsset {
+        ReconciledAsset {
+            key: AssetKey::new("ethereum", "ETH"),
+            decimals: 18,
+            contract: None,
+        }
+    }
+
+    fn account(asset: &ReconciledAsset, kind: AccountKind, available: i128) -> Account {
+        Account {
+            id: AccountId::new(),
+            owner: format!("{WALLET_OWNER_PREFIX}{WALLET}"),
+            asset: asset.key.clone(),
+            kind,
+            allow_negative: true,
+            available,
+            held: 0,
+            created_at: 0,
+        }
+    }
+
+    /// A USDT chunk of `amount` from the wallet, mined at `mined` (successfully) or not.
+    fn chunk(amount: i128, mined: Option<u64>, kind: AttemptKind) -> InFlight {
+        let attempt = Attempt {
+            id: uuid::Uuid::new_v4(),
+            kind,
+            hash: [7; 32],
+            raw: vec![],
+            nonce: 0,
+            max_fee_per_gas: 2_000,
+            max_priority_fee_per_gas: 1,
+            gas_limit: 100,
+            created_at: 0,
+            broadcast_at: Some(0),
+            head_at_broadcast: Some(0),
+        };
+        InFlight {
+            chunk: ChunkId::new(),
+            payout: PayoutId::new(),
+            hold: HoldId::new(),
+            asset: usdt().key,
+            destination: String::new(),
+            amount,
+            state: if mined.is_some() {
+                ChunkState::Mined
+            } else {
+                ChunkState::Broadcast
+            },
+            wallet: WALLET.into(),
+            nonce: 0,
+            mined: mined.map(|block| Mined {
+                hash: [7; 32],
+                block,
+                block_hash: [0; 32],
+                success: true,
+                fee_wei: 50_000,
+            }),
+            cancel_requested: false,
+            attempts: vec![attempt],
+        }
+    }
+
+    fn snapshot(in_flight: Vec<InFlight>) -> CustodySnapshot {
+        CustodySnapshot {
+            next_block: Some(101),
+            accounts: vec![
+                // The wallet holds 1,000 USDT and 1 ETH as the ledger sees it.
+                account(&usdt(), AccountKind::External, -1_000_000_000),
+                account(&eth(), AccountKind::Operating, 1_000_000),
+            ],
+            in_flight,
+            fee_posted: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_chunk_mined_by_the_block_but_not_settled_is_taken_off_the_ledger() {
+        let s = snapshot(vec![chunk(5_000_000, Some(100), AttemptKind::Transfer)]);
+        let l = compare(&s, WALLET, &usdt(), 100, 995_000_000);
+        assert_eq!(
+            (l.settling, l.difference, l.verdict),
+            (5_000_000, 0, Verdict::Ok)
+        );
+        // Its gas too, until the FEE is posted.
+        let l = compare(&s, WALLET, &eth(), 100, 950_000);
+        assert_eq!((l.settling, l.verdict), (50_000, Verdict::Ok));
+        let mut posted = s.clone();
+        posted.fee_posted.insert(s.in_flight[0].chunk);
+        let l = compare(&posted, WALLET, &eth(), 100, 950_000);
+        assert_eq!((l.difference, l.verdict), (-50_000, Verdict::Mismatch));
+    }
+
+    #[test]
+    fn a_chunk_mined_after_the_block_has_not_left_yet() {
+        let s = snapshot(vec![chunk(5_000_000, Some(101), AttemptKind::Transfer)]);
+        let l = compare(&s, WALLET, &usdt(), 100, 1_000_000_000);
+        assert_eq!((l.settling, l.pending, l.verdict), (0, 0, Verdict::Ok));
+    }
+
+    #[test]
+    fn a_broadcast_chunk_explains_at_most_its_amount() {
+        let s = snapshot(vec![chunk(5_000_000, None, AttemptKind::Transfer)]);
+        let l = compare(&s, WALLET, &usdt(), 100, 995_000_000);
+        assert_eq!((l.pending, l.verdict), (5_000_000, Verdict::InFlight));
+        let l = compare(&s, WALLET, &usdt(), 100, 994_999_999);
+        assert_eq!((l.difference, l.verdict), (-5_000_001, Verdict::Mismatch));
+        // Gas: at most the dearest attempt's cap.
+        let l = compare(&s, WALLET, &eth(), 100, 1_000_000 - 200_000);
+        assert_eq!((l.pending, l.verdict), (200_000, Verdict::InFlight));
+    }
+
+    #[test]
+    fn a_mined_cancel_moves_no_tokens() {
+        let s = snapshot(vec![chunk(5_000_000, Some(100), AttemptKind::Cancel)]);
+        let l = compare(&s, WALLET, &usdt(), 100, 1_000_000_000);
+        assert_eq!((l.settling, l.verdict), (0, Verdict::Ok));
+    }
+
+    #[test]
+    fn more_on_chain_than_the_ledger_knows() {
+        let s = snapshot(vec![]);
+        // Tokens: nothing may appear unrecorded.
+        let l = compare(&s, WALLET, &usdt(), 100, 1_000_000_001);
+        assert_eq!((l.difference, l.verdict), (1, Verdict::Mismatch));
+        // Native: a top-up treasury has not recorded yet.
+        let l = compare(&s, WALLET, &eth(), 100, 3_000_000);
+        assert_eq!(l.verdict, Verdict::UnrecordedInflow);
+        assert_eq!(l.display(l.difference), "0.000000000002000000");
+    }
+}

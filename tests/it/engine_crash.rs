@@ -125,11 +125,15 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
     assert!(clean, "{report}");
 }
 
-const ADMIN_TOKEN: &str = "tdk_engine_crash_admin";
-const TRADER_TOKEN: &str = "tdk_engine_crash_trader";
+pub(crate) const ADMIN_TOKEN: &str = "tdk_engine_crash_admin";
+pub(crate) const TRADER_TOKEN: &str = "tdk_engine_crash_trader";
 const KEY_VAR: &str = "TREASURYD_CRASH_HOT_KEY";
 
-fn write_config(dir: &Path, chain: &DevChain, network_extra: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(
+    dir: &Path,
+    chain: &DevChain,
+    network_extra: &str,
+) -> std::path::PathBuf {
     let hot = chain.dev_key(1).unwrap();
     let wallets = dir.join("wallets");
     std::fs::create_dir_all(&wallets).unwrap();
@@ -166,7 +170,7 @@ fn write_config(dir: &Path, chain: &DevChain, network_extra: &str) -> std::path:
 }
 
 /// Starts the daemon; returns it, its API address, and a receiver of its log messages.
-fn start(
+pub(crate) fn start(
     config: &Path,
     db_url: &str,
     key: &str,
@@ -208,7 +212,7 @@ fn start(
     (child, api, rx)
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &reqwest::Client,
     api: &str,
     token: &str,
@@ -229,7 +233,7 @@ async fn call(
 }
 
 /// A USDT partner account opened and funded with 1,000,000 through the daemon at `api`.
-async fn funded_account(client: &reqwest::Client, api: &str) -> String {
+pub(crate) async fn funded_account(client: &reqwest::Client, api: &str) -> String {
     let (s, acct) = call(client, api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;
     assert_eq!(s, StatusCode::CREATED, "{acct}");
     let account = acct["id"].as_str().unwrap().to_owned();
@@ -247,7 +251,7 @@ async fn funded_account(client: &reqwest::Client, api: &str) -> String {
 }
 
 /// The payout as the daemon at `api` tells it, once confirmed (or after 30 s, as it then is).
-async fn confirmed_via(client: &reqwest::Client, api: &str, id: &str) -> Value {
+pub(crate) async fn confirmed_via(client: &reqwest::Client, api: &str, id: &str) -> Value {
     let mut state = Value::Null;
     for _ in 0..600 {
         let (_, p) = call(

@@ -17,5 +17,6 @@ mod idempotency;
 mod ledger_model;
 mod payouts;
 mod policy;
+mod reconcile;
 mod reorg;
 mod rpc;
