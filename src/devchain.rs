@@ -160,6 +160,57 @@ impl DevChain {
         Ok(())
     }
 
+    /// The token owner's next nonce on the chain as mined (its pending transactions aside).
+    pub async fn owner_nonce(&self) -> anyhow::Result<u64> {
+        let owner = self.dev_key(0)?.address();
+        Ok(self
+            .owner_provider
+            .get_transaction_count(owner)
+            .latest()
+            .await?)
+    }
+
+    /// Sends a mint of `units` of `token` to `to` with the owner's `nonce`, without waiting
+    /// for it to be mined (for tests that mine blocks by hand; anvil's own pending nonce can
+    /// count transactions a reorg dropped); returns its hash.
+    pub async fn send_mint(
+        &self,
+        token: TestToken,
+        to: Address,
+        units: u128,
+        nonce: u64,
+    ) -> anyhow::Result<alloy::primitives::B256> {
+        let value = U256::from(units);
+        let data = match token {
+            TestToken::Usdc => TestTokenAdmin::mintCall { to, value }.abi_encode(),
+            TestToken::Usdt => TestTokenAdmin::issueCall { to, value }.abi_encode(),
+        };
+        let tx = TransactionRequest::default()
+            .with_to(self.token(token))
+            .with_input(data)
+            .with_gas_limit(200_000)
+            .with_nonce(nonce);
+        Ok(*self.owner_provider.send_transaction(tx).await?.tx_hash())
+    }
+
+    /// The signed bytes of a transaction the node knows (eth_getRawTransactionByHash).
+    pub async fn raw_transaction(&self, hash: alloy::primitives::B256) -> anyhow::Result<Bytes> {
+        self.owner_provider
+            .raw_request::<_, Option<Bytes>>("eth_getRawTransactionByHash".into(), (hash,))
+            .await?
+            .with_context(|| format!("the node does not know {hash}"))
+    }
+
+    /// Replaces the last `depth` blocks with as many new ones (anvil_reorg), as a competing
+    /// branch would: the transactions in them are gone unless listed in `reincluded`, each
+    /// as its signed bytes with the offset of the new block (0 = the first) to put it in.
+    pub async fn reorg(&self, depth: u64, reincluded: &[(Bytes, u64)]) -> anyhow::Result<()> {
+        self.owner_provider
+            .raw_request::<_, ()>("anvil_reorg".into(), (depth, reincluded.to_vec()))
+            .await?;
+        Ok(())
+    }
+
     /// Creates `units` base units of `token` in `to`'s balance.
     pub async fn mint(&self, token: TestToken, to: Address, units: u128) -> anyhow::Result<()> {
         let value = U256::from(units);

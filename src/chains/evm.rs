@@ -441,6 +441,10 @@ impl EvmClient {
             None => call,
         };
         let out = call.await.map_err(RpcError::from_transport)?;
+        // No code at that address in that block: the token was not deployed yet.
+        if out.is_empty() {
+            return Ok(U256::ZERO);
+        }
         IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| RpcError {
             class: RpcErrorClass::Unknown,
             message: format!("balanceOf returned {out}: {e}"),

@@ -1,6 +1,8 @@
 //! Deposits against anvil: token transfers to a partner's deposit address are credited once
 //! each at the confirmation depth; a transfer of another token, or to an unknown address, is
-//! not; reading the same blocks again credits nothing twice. Both database backends.
+//! not; reading the same blocks again credits nothing twice; a transfer whose block a reorg
+//! (anvil_reorg) replaces is never credited, and one the new branch includes again is
+//! credited once, across a restart too. Both database backends.
 
 use crate::engine::{app_on, destination, spawn_miner};
 use crate::harness::*;
@@ -10,7 +12,199 @@ use serde_json::json;
 use std::time::Duration;
 use treasuryd::devchain::{DevChain, TestToken};
 
-on_both_backends!(transfers_to_deposit_addresses_are_credited_once);
+on_both_backends!(
+    transfers_to_deposit_addresses_are_credited_once,
+    a_reorged_deposit_is_credited_only_if_included_again,
+    deposits_through_reorgs_and_a_restart_are_credited_once
+);
+
+const DEPTH: &str = "confirmations = 4";
+
+/// Declares `address` a deposit address of a new USDT account of `owner`; returns the account.
+async fn deposit_account(
+    app: &TestApp,
+    owner: &str,
+    address: alloy::primitives::Address,
+) -> String {
+    let account = app.create_account(owner).await;
+    let (s, body) = app
+        .post(
+            &format!("/v1/accounts/{account}/deposit-addresses"),
+            ADMIN,
+            None,
+            &json!({"address": address.to_checksum(None), "reason": "collection address"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    account
+}
+
+/// Waits until the watcher has set its cursor (it starts at the confirmed head it first sees).
+async fn watcher_started(app: &TestApp) {
+    for _ in 0..200 {
+        if app
+            .ledger
+            .store()
+            .deposit_cursor("ethereum")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the deposit watcher never started");
+}
+
+/// The DEPOSIT transactions of `account`, as (tx hash, amount).
+async fn credited(app: &TestApp, account: &str) -> Vec<(String, String)> {
+    let (_, page) = app
+        .get(
+            &format!("/v1/journal?kind=DEPOSIT&account={account}&limit=500"),
+            ADMIN,
+        )
+        .await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["reference"].as_str().unwrap().to_owned(),
+                t["postings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["account"] == account)
+                    .map(|p| p["amount"].as_str().unwrap().to_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Two transfers in one block, which a reorg below the confirmation depth replaces; the new
+/// branch includes only the first (the same signed bytes, so the same hash). Only it is
+/// credited, once.
+async fn a_reorged_deposit_is_credited_only_if_included_again(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(backend, &chain, DEPTH).await;
+    let acme = deposit_account(&app, "acme", destination(510)).await;
+    watcher_started(&app).await;
+    chain.set_automine(false).await.unwrap();
+    // Same sender: the one kept comes first, or its nonce would have a gap in the new branch.
+    let nonce = chain.owner_nonce().await.unwrap();
+    let kept = chain
+        .send_mint(TestToken::Usdt, destination(510), 2_000_000, nonce)
+        .await
+        .unwrap();
+    let dropped = chain
+        .send_mint(TestToken::Usdt, destination(510), 1_000_000, nonce + 1)
+        .await
+        .unwrap();
+    chain.mine(2).await.unwrap();
+    let raw = chain.raw_transaction(kept).await.unwrap();
+    // Both blocks replaced; the transfer to keep lands in the second new one.
+    chain.reorg(2, &[(raw, 1)]).await.unwrap();
+    let client = treasuryd::chains::evm::EvmClient::new(&chain.url).unwrap();
+    assert!(client.inclusion(dropped).await.unwrap().is_none());
+    assert!(client.inclusion(kept).await.unwrap().is_some());
+    chain.mine(6).await.unwrap();
+    wait_available(&app, &acme, "2.000000").await;
+    chain.mine(6).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.account(&acme).await["available"], "2.000000");
+    assert_eq!(
+        credited(&app, &acme).await,
+        vec![(kept.to_string(), "2.000000".to_owned())]
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// 200 transfers to four deposit addresses in ten blocks of twenty. Three of those blocks are
+/// replaced by a reorg whose new branch carries only the first ten of their transfers; the
+/// daemon is down for two of the blocks (and one of the reorgs) and restarted on the same
+/// database. Exactly the 170 surviving transfers are credited, once each, to the right account.
+async fn deposits_through_reorgs_and_a_restart_are_credited_once(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let first = app_on(backend, &chain, DEPTH).await;
+    let mut accounts = Vec::new();
+    for i in 0..4u64 {
+        accounts.push(deposit_account(&first, &format!("partner-{i}"), destination(520 + i)).await);
+    }
+    watcher_started(&first).await;
+    let mut app = Some(first);
+    chain.set_automine(false).await.unwrap();
+    let mut expected = [0u128; 4];
+    let mut expected_count = [0usize; 4];
+    let mut stopped = None;
+    for round in 0..10u128 {
+        if round == 5 {
+            let running = app.take().unwrap();
+            stopped = Some(running.db());
+            running.stop().await.unwrap();
+        }
+        if round == 7 {
+            let db = stopped.take().unwrap();
+            app = Some(
+                crate::engine::app_on_db(db, &chain, std::slice::from_ref(&chain.url), DEPTH, "")
+                    .await,
+            );
+        }
+        let mut sent = Vec::new();
+        let nonce = chain.owner_nonce().await.unwrap();
+        for k in 0..20u128 {
+            let to = (k % 4) as usize;
+            let units = 1_000_000 + round * 1_000 + k;
+            let hash = chain
+                .send_mint(
+                    TestToken::Usdt,
+                    destination(520 + to as u64),
+                    units,
+                    nonce + k as u64,
+                )
+                .await
+                .unwrap();
+            sent.push((hash, to, units));
+        }
+        chain.mine(1).await.unwrap();
+        let surviving = if [2, 5, 8].contains(&round) {
+            chain.mine(1).await.unwrap();
+            let mut again = Vec::new();
+            for (hash, _, _) in &sent[..10] {
+                again.push((chain.raw_transaction(*hash).await.unwrap(), 0));
+            }
+            chain.reorg(2, &again).await.unwrap();
+            10
+        } else {
+            20
+        };
+        for (_, to, units) in &sent[..surviving] {
+            expected[*to] += units;
+            expected_count[*to] += 1;
+        }
+    }
+    let app = app.unwrap();
+    chain.mine(6).await.unwrap();
+    let show = |units: u128| format!("{}.{:06}", units / 1_000_000, units % 1_000_000);
+    for (i, account) in accounts.iter().enumerate() {
+        wait_available(&app, account, &show(expected[i])).await;
+    }
+    chain.mine(6).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut total = 0;
+    for (i, account) in accounts.iter().enumerate() {
+        assert_eq!(app.account(account).await["available"], show(expected[i]));
+        let deposits = credited(&app, account).await;
+        assert_eq!(deposits.len(), expected_count[i], "{deposits:?}");
+        total += deposits.len();
+    }
+    assert_eq!(total, 170);
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
 
 async fn wait_available(app: &TestApp, account: &str, amount: &str) {
     for _ in 0..200 {

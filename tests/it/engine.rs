@@ -58,13 +58,32 @@ pub(crate) async fn app_with(
             .await
             .unwrap();
     }
+    let db = std::sync::Arc::new(TestDb::new(backend).await);
+    app_on_db(db, chain, rpc_urls, extra, wallet_extra).await
+}
+
+/// The app of `app_with` on an existing database (a restart), minting nothing.
+pub(crate) async fn app_on_db(
+    db: std::sync::Arc<TestDb>,
+    chain: &DevChain,
+    rpc_urls: &[String],
+    extra: &str,
+    wallet_extra: &str,
+) -> TestApp {
+    let hot = chain.dev_key(1).unwrap();
     let urls = rpc_urls
         .iter()
         .map(|u| format!("\"{u}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    // `extra` may set its own depth.
+    let depth = if extra.contains("confirmations") {
+        ""
+    } else {
+        "confirmations = 2\n"
+    };
     let network = format!(
-        "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [{urls}]\nconfirmations = 2\npoll_interval_ms = 50\n{extra}\n\
+        "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [{urls}]\n{depth}poll_interval_ms = 50\n{extra}\n\
          [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n[[tokens]]\ncode = \"USDC\"\naddress = \"{}\"\ndecimals = 6\n",
         chain.chain_id,
         chain.usdt.to_checksum(None),
@@ -73,7 +92,7 @@ pub(crate) async fn app_with(
     let key = format!("0x{}", hex::encode(hot.to_bytes()));
     let address = hot.address().to_checksum(None);
     let wallet_extra = wallet_extra.to_owned();
-    TestApp::spawn_with(backend, move |c, dir| {
+    TestApp::spawn_on(db, move |c, dir| {
         c.networks = vec![toml::from_str(&network).unwrap()];
         let wallets = dir.join("wallets");
         std::fs::create_dir_all(&wallets).unwrap();

@@ -178,8 +178,15 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut treasuryd::config::Config, &std::path::Path),
     ) -> Self {
+        Self::spawn_on(Arc::new(TestDb::new(backend).await), adjust).await
+    }
+
+    /// Like `spawn_with`, on an existing database (a restart).
+    pub async fn spawn_on(
+        db: Arc<TestDb>,
+        adjust: impl FnOnce(&mut treasuryd::config::Config, &std::path::Path),
+    ) -> Self {
         init_logs();
-        let db = Arc::new(TestDb::new(backend).await);
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&db, dir.path());
         adjust(&mut config, dir.path());
@@ -221,6 +228,11 @@ impl TestApp {
             _dir: dir,
             _db: db,
         }
+    }
+
+    /// Its database, to start another app on after this one stops.
+    pub fn db(&self) -> Arc<TestDb> {
+        self._db.clone()
     }
 
     /// Stops the app the way SIGTERM would and returns what `run_until_stopped` returned.

@@ -1,5 +1,5 @@
-//! Reorgs against anvil (snapshot and revert take blocks off the chain): a transfer whose block
-//! leaves the chain before its depth is re-sent with the same bytes and paid once; one that
+//! Reorgs against anvil (anvil_reorg replaces the last blocks with a competing branch; snapshot
+//! and revert take blocks off the chain): a transfer whose block leaves the chain before its depth is re-sent with the same bytes and paid once; one that
 //! leaves after it was paid puts the network in safe-mode, is re-sent and lands again, and the
 //! ledger still pays it once.
 
@@ -34,12 +34,18 @@ async fn a_reorg_before_depth_resends_and_pays_once(backend: Backend) {
     let client = EvmClient::new(&chain.url).unwrap();
     let hot = chain.dev_key(1).unwrap().address();
     let nonce_before = client.nonce(hot, false).await.unwrap();
-    let snapshot = chain.snapshot().await.unwrap();
 
     let id = request(&app, &acme, destination(7), "25", "reorg-shallow").await;
     let mined = wait_chunk_state(&app, &id, "mined").await;
     let hash = mined["chunks"][0]["attempts"][0]["hash"].clone();
-    chain.revert_to(snapshot).await.unwrap();
+    // A competing branch of the same height without the transfer: the node forgets it.
+    chain.set_automine(false).await.unwrap();
+    let tx: alloy::primitives::B256 = hash.as_str().unwrap().parse().unwrap();
+    let included = client.inclusion(tx).await.unwrap().unwrap();
+    assert_eq!(included.block_number, client.head().await.unwrap());
+    chain.reorg(1, &[]).await.unwrap();
+    assert!(client.inclusion(tx).await.unwrap().is_none());
+    chain.set_automine(true).await.unwrap();
     let miner = spawn_miner(&chain, Duration::from_millis(100));
     let done = wait_state(&app, &id, "confirmed").await;
     miner.abort();
