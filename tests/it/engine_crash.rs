@@ -125,6 +125,152 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
     assert!(clean, "{report}");
 }
 
+/// Two daemons on one PostgreSQL with a stream of payouts: the owner of the engine lease is
+/// SIGKILLed while payouts are in flight. The standby takes the network over within the lease
+/// time and finishes every payout: each destination holds exactly its amount, the wallet used
+/// one nonce per chunk, one PAYOUT per chunk, and the ledger verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_owner_is_killed_mid_stream() {
+    if !postgres_enabled() {
+        eprintln!("TREASURYD_TEST_POSTGRES=skip: not running the PostgreSQL-only test");
+        return;
+    }
+    const LEASE_SECONDS: u64 = 3;
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
+        .await
+        .unwrap();
+    let key = format!("0x{}", hex::encode(hot.to_bytes()));
+    let config = write_config(
+        dir.path(),
+        &chain,
+        &format!("lease_seconds = {LEASE_SECONDS}"),
+    );
+    let client = reqwest::Client::new();
+    let rpc = EvmClient::new(&chain.url).unwrap();
+    let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+    let (mut first, api_a, _logs_a) = start(&config, &db.url, &key, None);
+    let owner = |net: &Value| {
+        net[0]["engine"]["owner"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for _ in 0..200 {
+        let (_, nets) = call(&client, &api_a, ADMIN_TOKEN, "/v1/networks", None, None).await;
+        if owner(&nets).contains(&format!("-{}-", first.id())) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut second, api_b, _logs_b) = start(&config, &db.url, &key, None);
+    let account = funded_account(&client, &api_a).await;
+
+    // 40 payouts, three of them split in two chunks by the 250,000 cap.
+    let mut expected = Vec::new();
+    let mut chunks = 0;
+    for i in 0..40u64 {
+        let to = Address::from_word(U256::from(0x57_0000 + i).into());
+        let units: u64 = if i % 13 == 5 { 300_000 } else { 1_000 + i };
+        chunks += if units > 250_000 { 2 } else { 1 };
+        let api = if i % 2 == 0 { &api_a } else { &api_b };
+        let (s, p) = call(&client, api, TRADER_TOKEN, "/v1/payouts", Some(&format!("stream-{i}")), Some(json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": units.to_string()}))).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{p}");
+        expected.push((to, units));
+    }
+    // Mid-stream: some paid, the rest queued or in flight.
+    let count_confirmed = |page: &Value| {
+        page["items"].as_array().map_or(0, |items| {
+            items.iter().filter(|p| p["state"] == "confirmed").count()
+        })
+    };
+    loop {
+        let (_, page) = call(
+            &client,
+            &api_b,
+            ADMIN_TOKEN,
+            "/v1/payouts?limit=500",
+            None,
+            None,
+        )
+        .await;
+        let done = count_confirmed(&page);
+        assert!(done < 40, "the owner finished before it could be killed");
+        if done >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    let killed_at = std::time::Instant::now();
+    first.wait().unwrap();
+    let mut took_over = None;
+    for _ in 0..400 {
+        let (_, nets) = call(&client, &api_b, ADMIN_TOKEN, "/v1/networks", None, None).await;
+        if owner(&nets).contains(&format!("-{}-", second.id())) {
+            took_over = Some(killed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let took_over = took_over.expect("the standby takes the network over");
+    eprintln!("takeover after SIGKILL: {took_over:?} (lease {LEASE_SECONDS} s)");
+    assert!(
+        took_over <= Duration::from_secs(LEASE_SECONDS + 2),
+        "took over after {took_over:?}"
+    );
+    let mut page = Value::Null;
+    for _ in 0..600 {
+        page = call(
+            &client,
+            &api_b,
+            ADMIN_TOKEN,
+            "/v1/payouts?limit=500",
+            None,
+            None,
+        )
+        .await
+        .1;
+        if count_confirmed(&page) == 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    miner.abort();
+    assert_eq!(count_confirmed(&page), 40, "{page}");
+    for (to, units) in &expected {
+        assert_eq!(
+            rpc.token_balance(chain.usdt, *to).await.unwrap(),
+            U256::from(*units) * U256::from(1_000_000u64),
+            "paid exactly once to {to}"
+        );
+    }
+    assert_eq!(
+        rpc.nonce(hot.address(), false).await.unwrap(),
+        nonce_before + chunks,
+        "one nonce per chunk"
+    );
+    let (_, paid) = call(
+        &client,
+        &api_b,
+        ADMIN_TOKEN,
+        "/v1/journal?kind=PAYOUT&limit=500",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(paid["items"].as_array().unwrap().len() as u64, chunks);
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let (clean, report) = verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+}
+
 pub(crate) const ADMIN_TOKEN: &str = "tdk_engine_crash_admin";
 pub(crate) const TRADER_TOKEN: &str = "tdk_engine_crash_trader";
 const KEY_VAR: &str = "TREASURYD_CRASH_HOT_KEY";
