@@ -15,28 +15,52 @@ use treasuryd::devchain::DevChain;
 /// A JSON-RPC proxy in front of anvil that injects faults: every call fails while `failing`
 /// is set, and with a `schedule` phase it misbehaves by the call's position (deterministic,
 /// so a failure replays): every 7th call a 5xx, every 13th delayed, every 11th answer cut
-/// off after the node acted, every 5th head read 5 blocks stale.
+/// off after the node acted, every 17th connection dropped after the node acted and every
+/// 19th before, every 5th head read 5 blocks stale. While `down`, it behaves like a node
+/// being restarted: connections are refused and open ones are cut.
 #[derive(Clone)]
 struct FaultyProxy {
     upstream: String,
     http: reqwest::Client,
     failing: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
     count: Arc<std::sync::atomic::AtomicU64>,
     schedule: Option<u64>,
 }
 
-async fn forward(State(p): State<FaultyProxy>, body: Bytes) -> (StatusCode, Bytes) {
+/// A response whose body breaks off: the client sees the connection dropped mid-answer.
+fn dropped_connection() -> axum::response::Response {
+    let parts: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from_static(b"{\"jsonrpc\":\"2.0\",")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected drop",
+        )),
+    ];
+    axum::response::Response::new(axum::body::Body::from_stream(futures::stream::iter(parts)))
+}
+
+async fn forward(State(p): State<FaultyProxy>, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if p.down.load(Ordering::SeqCst) {
+        return dropped_connection();
+    }
     if p.failing.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Bytes::from_static(b"injected fault"),
-        );
+        )
+            .into_response();
     }
     let n = p
         .schedule
         .map(|phase| p.count.fetch_add(1, Ordering::SeqCst) + phase);
     if n.is_some_and(|n| n % 7 == 0) {
-        return (StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if n.is_some_and(|n| n % 19 == 0) {
+        // The request never reaches the node.
+        return dropped_connection();
     }
     if n.is_some_and(|n| n % 13 == 0) {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -50,12 +74,16 @@ async fn forward(State(p): State<FaultyProxy>, body: Bytes) -> (StatusCode, Byte
         .send()
         .await
     else {
-        return (StatusCode::BAD_GATEWAY, Bytes::new());
+        return StatusCode::BAD_GATEWAY.into_response();
     };
     let bytes = response.bytes().await.unwrap_or_default();
     if n.is_some_and(|n| n % 11 == 0) {
         // The node did the work; the answer is cut off on the way back.
-        return (StatusCode::OK, bytes.slice(..bytes.len() / 2));
+        return (StatusCode::OK, bytes.slice(..bytes.len() / 2)).into_response();
+    }
+    if n.is_some_and(|n| n % 17 == 0) {
+        // The node did the work; the connection drops before the answer is through.
+        return dropped_connection();
     }
     if n.is_some_and(|n| n % 5 == 0) && request["method"] == "eth_blockNumber" {
         // A node that lags: an older head.
@@ -66,38 +94,67 @@ async fn forward(State(p): State<FaultyProxy>, body: Bytes) -> (StatusCode, Byte
         {
             v["result"] = format!("0x{:x}", h.saturating_sub(5)).into();
         }
-        return (StatusCode::OK, Bytes::from(v.to_string()));
+        return (StatusCode::OK, Bytes::from(v.to_string())).into_response();
     }
-    (StatusCode::OK, bytes)
+    (StatusCode::OK, bytes).into_response()
 }
 
-/// Starts a proxy to `upstream` on a local port; returns its URL and its fail-everything switch.
-async fn start_proxy(upstream: &str, schedule: Option<u64>) -> (String, Arc<AtomicBool>) {
-    let failing = Arc::new(AtomicBool::new(false));
-    let state = FaultyProxy {
-        upstream: upstream.to_owned(),
-        http: reqwest::Client::new(),
-        failing: failing.clone(),
-        count: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        schedule,
-    };
-    let app = axum::Router::new()
-        .route("/", axum::routing::post(forward))
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, failing)
+/// A running proxy: its URL, its fail-everything switch, and what it needs to restart.
+struct Proxy {
+    url: String,
+    failing: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    addr: std::net::SocketAddr,
+    state: FaultyProxy,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str, schedule: Option<u64>) -> Self {
+        let state = FaultyProxy {
+            upstream: upstream.to_owned(),
+            http: reqwest::Client::new(),
+            failing: Arc::new(AtomicBool::new(false)),
+            down: Arc::new(AtomicBool::new(false)),
+            count: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            schedule,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        Self {
+            url: format!("http://{addr}/"),
+            failing: state.failing.clone(),
+            down: state.down.clone(),
+            addr,
+            serving: Self::serve(listener, state.clone()),
+            state,
+        }
+    }
+
+    fn serve(listener: tokio::net::TcpListener, state: FaultyProxy) -> tokio::task::JoinHandle<()> {
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(forward))
+            .with_state(state);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        })
+    }
+
+    /// The node restarts: for `down_for` new connections are refused and open ones cut, then
+    /// it listens on the same address again.
+    async fn reset(&mut self, down_for: Duration) {
+        self.down.store(true, Ordering::SeqCst);
+        self.serving.abort();
+        tokio::time::sleep(down_for).await;
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serving = Self::serve(listener, self.state.clone());
+        self.down.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn proxy(upstream: &str) -> (String, Arc<AtomicBool>) {
-    start_proxy(upstream, None).await
-}
-
-async fn chaos_proxy(upstream: &str, phase: u64) -> String {
-    start_proxy(upstream, Some(phase)).await.0
+    let p = Proxy::start(upstream, None).await;
+    (p.url, p.failing)
 }
 
 fn series(name: &str, endpoint: &str) -> String {
@@ -231,21 +288,24 @@ async fn inclusions_wait_for_a_second_endpoint_when_cross_checked() {
     app.stop().await.unwrap();
 }
 
-/// Every endpoint misbehaves (every 7th call a 5xx, every 11th answer cut off after the node
-/// acted, every 13th delayed, every 5th head read 5 blocks stale): 100 payouts still confirm
-/// exactly once, no nonce is skipped or used twice, and the ledger verifies. Transient
-/// failures are retried per call; what still fails fails the tick, which starts over.
+/// Every endpoint misbehaves (every 7th call a 5xx, every 11th answer cut off and every 17th
+/// connection dropped after the node acted, every 19th dropped before it, every 13th delayed,
+/// every 5th head read 5 blocks stale), and the first node restarts twice mid-run: 500 payouts
+/// still confirm exactly once, no nonce is skipped or used twice, the failovers show in the
+/// metrics, and the ledger verifies. Transient failures are retried per call; what still fails
+/// fails the tick, which starts over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payouts_survive_endpoints_that_misbehave() {
     use alloy::primitives::U256;
     use treasuryd::chains::evm::EvmClient;
+    const PAYOUTS: u64 = 500;
     let chain = DevChain::start(&[]).await.unwrap();
-    let a = chaos_proxy(&chain.url, 0).await;
-    let b = chaos_proxy(&chain.url, 3).await;
+    let mut a = Proxy::start(&chain.url, Some(0)).await;
+    let b = Proxy::start(&chain.url, Some(3)).await;
     let app = app_with(
         Backend::Sqlite,
         &chain,
-        &[a, b],
+        &[a.url.clone(), b.url.clone()],
         "stuck_after_seconds = 5",
         "",
     )
@@ -256,7 +316,7 @@ async fn payouts_survive_endpoints_that_misbehave() {
     let hot = chain.dev_key(1).unwrap().address();
     let nonce_before = client.nonce(hot, false).await.unwrap();
     let mut ids = Vec::new();
-    for i in 0..100u64 {
+    for i in 0..PAYOUTS {
         ids.push(
             request(
                 &app,
@@ -267,12 +327,15 @@ async fn payouts_survive_endpoints_that_misbehave() {
             )
             .await,
         );
+        if i == 150 || i == 350 {
+            a.reset(Duration::from_secs(2)).await;
+        }
     }
     for id in &ids {
         wait_state(&app, id, "confirmed").await;
     }
     miner.abort();
-    for i in 0..100u64 {
+    for i in 0..PAYOUTS {
         assert_eq!(
             client
                 .token_balance(chain.usdt, destination(1000 + i))
@@ -284,9 +347,16 @@ async fn payouts_survive_endpoints_that_misbehave() {
     }
     assert_eq!(
         client.nonce(hot, false).await.unwrap(),
-        nonce_before + 100,
+        nonce_before + PAYOUTS,
         "one nonce per payout, none skipped"
     );
+    let text = app.metrics_text().await;
+    assert!(
+        metric_value(&text, "treasuryd_rpc_failovers_total{network=\"ethereum\"}").unwrap() >= 1.0,
+        "the resets moved the engine to the other endpoint"
+    );
+    assert!(metric_value(&text, &series("errors_total", "0")).unwrap() >= 1.0);
+    assert_eq!(app.account(&acme).await["available"], "9250.000000");
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
