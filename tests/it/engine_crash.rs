@@ -2,7 +2,9 @@
 //! broadcast), right after broadcast (before the receipt), and at confirmation (before the
 //! ledger pays). After a restart every payout ends confirmed exactly once: the destination
 //! holds exactly the amount, the wallet used exactly one nonce per chunk, and the ledger
-//! verifies.
+//! verifies. Also SIGKILL between storing an Operator's cancel and sending it (the cancel goes
+//! out after the restart and wins), and between crediting deposits and moving the watcher's
+//! cursor (the range is read again and credits nothing twice).
 
 use crate::crash::{binary, verify_cli};
 use crate::harness::*;
@@ -20,7 +22,9 @@ use treasuryd::devchain::{DevChain, TestToken};
 on_both_backends!(
     killed_after_signing,
     killed_after_broadcast,
-    killed_before_confirming
+    killed_before_confirming,
+    killed_between_storing_a_cancel_and_sending_it,
+    killed_between_crediting_deposits_and_moving_the_cursor
 );
 
 /// Two daemons on one PostgreSQL: one runs the network's payouts under the engine lease, the
@@ -490,14 +494,7 @@ async fn killed_at(backend: Backend, point: &str) {
         2,
         "one PAYOUT per chunk"
     );
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    child.wait().unwrap();
+    stop(&mut child);
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "{report}");
 }
@@ -512,4 +509,220 @@ async fn killed_after_broadcast(backend: Backend) {
 
 async fn killed_before_confirming(backend: Backend) {
     killed_at(backend, "engine.before_confirm").await
+}
+
+/// A broadcast payout that is not mined (automine off) is cancelled; the daemon is killed right
+/// after storing the signed cancel, before sending it. After the restart the stored cancel goes
+/// out, outbids the transfer and is mined: the payout ends cancelled, nothing reached the
+/// destination, the hold is back, one nonce was used.
+async fn killed_between_storing_a_cancel_and_sending_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
+        .await
+        .unwrap();
+    let key = format!("0x{}", hex::encode(hot.to_bytes()));
+    let config = write_config(dir.path(), &chain, "");
+    let client = reqwest::Client::new();
+    let rpc = EvmClient::new(&chain.url).unwrap();
+    let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
+    let (mut child, api, logs) = start(&config, &db.url, &key, Some("engine.after_replacement"));
+    let account = funded_account(&client, &api).await;
+    chain.set_automine(false).await.unwrap();
+    let to = Address::from_word(U256::from(0xCA9CE1u64).into());
+    let (s, payout) = call(&client, &api, TRADER_TOKEN, "/v1/payouts", Some("cancel-crash"), Some(json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": "100"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/payouts/{id}");
+    for _ in 0..400 {
+        let (_, p) = call(&client, &api, ADMIN_TOKEN, &path, None, None).await;
+        if p["chunks"][0]["attempts"][0]["broadcast_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (s, body) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        &format!("{path}/cancel"),
+        None,
+        Some(json!({"reason": "wrong beneficiary"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the engine stores the cancel");
+        if line == "pause point reached engine.after_replacement" {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // On PostgreSQL the dead daemon's engine lease runs out first (`lease_seconds`, 15 s).
+    let (mut child, api, _logs) = start(&config, &db.url, &key, None);
+    let mut p = Value::Null;
+    for _ in 0..1200 {
+        p = call(&client, &api, ADMIN_TOKEN, &path, None, None).await.1;
+        if p["chunks"][0]["attempts"][1]["broadcast_at"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(p["chunks"][0]["attempts"][1]["kind"], "cancel", "{p}");
+    assert!(
+        p["chunks"][0]["attempts"][1]["broadcast_at"].is_string(),
+        "sent after the restart: {p}"
+    );
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+    let mut state = Value::Null;
+    for _ in 0..600 {
+        state = call(&client, &api, ADMIN_TOKEN, &path, None, None).await.1;
+        if state["state"] == "cancelled" || state["state"] == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    miner.abort();
+    assert_eq!(state["state"], "cancelled", "{state}");
+    assert_eq!(rpc.token_balance(chain.usdt, to).await.unwrap(), U256::ZERO);
+    assert_eq!(
+        rpc.nonce(hot.address(), false).await.unwrap(),
+        nonce_before + 1
+    );
+    let (_, acct) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        &format!("/v1/accounts/{account}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (acct["available"].as_str(), acct["held"].as_str()),
+        (Some("1000000.000000"), Some("0.000000")),
+        "{acct}"
+    );
+    stop(&mut child);
+    let (clean, report) = verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+}
+
+/// The watcher credits a deposit (and records an inflow to the hot wallet from the same
+/// range) and is killed before it moves its cursor. After the restart it reads the range
+/// again: the account is credited once, and `reconcile` finds the hot wallet exact.
+async fn killed_between_crediting_deposits_and_moving_the_cursor(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    let key = format!("0x{}", hex::encode(hot.to_bytes()));
+    let config = write_config(dir.path(), &chain, "");
+    let client = reqwest::Client::new();
+    let (mut child, api, logs) = start(&config, &db.url, &key, Some("deposits.before_cursor"));
+    let account = funded_account(&client, &api).await;
+    let address = Address::from_word(U256::from(0xDE9051u64).into());
+    let (s, body) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        &format!("/v1/accounts/{account}/deposit-addresses"),
+        None,
+        Some(json!({"address": address.to_checksum(None), "reason": "collection"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Let the watcher set its cursor before the transfers.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    chain
+        .mint(TestToken::Usdt, address, 4_250_000)
+        .await
+        .unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 9_000_000)
+        .await
+        .unwrap();
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the watcher credits the deposit");
+        if line == "pause point reached deposits.before_cursor" {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let (mut child, api, _logs) = start(&config, &db.url, &key, None);
+    let credited = || async {
+        let (_, page) = call(
+            &client,
+            &api,
+            ADMIN_TOKEN,
+            &format!("/v1/journal?kind=DEPOSIT&account={account}"),
+            None,
+            None,
+        )
+        .await;
+        page["items"].as_array().map_or(0, Vec::len)
+    };
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        let (code, found) = crate::reconcile::reconcile_cli(&config, &db.url);
+        if code == 0 && credited().await == 2 && found.iter().all(|l| l["verdict"] == "ok") {
+            lines = found;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // More reads of later blocks credit nothing again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    miner.abort();
+    assert_eq!(
+        credited().await,
+        2,
+        "the manual funding and the on-chain deposit, once"
+    );
+    let (_, acct) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        &format!("/v1/accounts/{account}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(acct["available"], "1000004.250000", "{acct}");
+    let usdt = lines
+        .iter()
+        .find(|l| l["asset"] == "USDT")
+        .expect("reconciled");
+    assert_eq!(
+        usdt["ledger"], "9.000000",
+        "the hot wallet's inflow, once: {lines:?}"
+    );
+    assert_eq!(usdt["chain"], "9.000000");
+    stop(&mut child);
+    let (clean, report) = verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+}
+
+/// SIGTERM, and wait for the daemon to exit.
+fn stop(child: &mut Child) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap();
 }

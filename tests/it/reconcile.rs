@@ -18,7 +18,7 @@ use treasuryd::chains::evm::{EvmClient, FeeMode, TransferTx, sign_transfer};
 use treasuryd::devchain::{DevChain, TestToken};
 
 /// Runs `treasuryd reconcile --json`: its exit code and one JSON object per line.
-fn reconcile_cli(config: &Path, db_url: &str) -> (i32, Vec<Value>) {
+pub(crate) fn reconcile_cli(config: &Path, db_url: &str) -> (i32, Vec<Value>) {
     let out = Command::new(binary())
         .args(["--config", config.to_str().unwrap(), "reconcile", "--json"])
         .env("TREASURYD__DATABASE__URL", db_url)

@@ -54,10 +54,12 @@ use tokio_util::sync::CancellationToken;
 const RPC_CONCURRENCY: usize = 16;
 
 /// Steps where `debug.pause_at` can stop the engine for crash tests.
-pub const PAUSE_POINTS: [&str; 3] = [
+pub const PAUSE_POINTS: [&str; 5] = [
     "engine.after_sign",
     "engine.after_broadcast",
+    "engine.after_replacement",
     "engine.before_confirm",
+    "deposits.before_cursor",
 ];
 
 #[derive(Debug, Clone)]

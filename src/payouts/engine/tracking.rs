@@ -194,6 +194,7 @@ impl NetworkEngine {
         };
         let attempt = attempt_of(&signed, kind);
         self.store.record_replacement(f.chunk, &attempt).await?;
+        self.pause_point("engine.after_replacement").await;
         if let Some(t) = self.tracked.get_mut(&f.chunk) {
             t.attempts.push(attempt.clone());
         }

@@ -378,6 +378,7 @@ impl NetworkEngine {
                     }
                 }
             }
+            self.pause_point("deposits.before_cursor").await;
         }
         self.store.set_deposit_cursor(&self.name, to + 1).await?;
         Ok(())
