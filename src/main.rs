@@ -191,7 +191,11 @@ async fn reconcile(c: &Config, only: Option<&str>, json: bool) -> anyhow::Result
     {
         anyhow::bail!("no network {name:?} in the configuration");
     }
-    let store = app::open_store(c).await?;
+    // Read-only: no migrations, as for `ledger verify`.
+    let url = c.database_url();
+    let store = treasuryd::store::open(url.expose_secret(), 2)
+        .await
+        .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
     let (mut lines, mut unreadable) = (Vec::new(), false);
     for network in networks {
         let wallets = treasuryd::wallets::declared_hot_wallets(&c.wallets_dir, &network.name)?;
