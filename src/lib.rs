@@ -27,4 +27,5 @@ pub mod payouts;
 pub mod reconcile;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod wallets;
