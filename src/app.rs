@@ -107,6 +107,16 @@ impl App {
         )
         .await
         .context("registering assets")?;
+        let templates = crate::templates::TemplateCatalog::load(&config.escrow.templates_dir)
+            .with_context(|| {
+                format!(
+                    "loading deal templates from {}",
+                    config.escrow.templates_dir.display()
+                )
+            })?;
+        if let Some(scope) = &config.pilot {
+            apply_configured_scope(ledger.store().as_ref(), scope, &templates, "at start").await?;
+        }
         let mut auth = Authenticator::from_config(&config.auth.tokens);
         for (token, caller) in &extra_tokens {
             auth.insert(token, caller.clone());
@@ -134,6 +144,7 @@ impl App {
                     &config,
                 )),
                 wallets: Arc::new(wallets.into_iter().map(Arc::new).collect()),
+                templates: Arc::new(templates),
             },
             config,
         })
@@ -216,6 +227,15 @@ impl App {
             });
         }
 
+        {
+            let (state, source, cancel) = (
+                self.state.clone(),
+                self.config.source.clone(),
+                cancel.clone(),
+            );
+            tracker.spawn(async move { reload_on_sighup(state, source, cancel).await });
+        }
+
         for (name, listener, router) in [
             ("api", self.api_listener, api),
             ("metrics", self.metrics_listener, metrics),
@@ -260,6 +280,101 @@ impl App {
             }
         }
     }
+}
+
+/// Applies the `[pilot]` section of the config file as the scope in force (audited as
+/// `config`), after checking it against the templates.
+async fn apply_configured_scope(
+    store: &dyn crate::store::Store,
+    scope: &crate::scope::PilotScope,
+    templates: &crate::templates::TemplateCatalog,
+    when: &str,
+) -> anyhow::Result<()> {
+    if let Err((field, message)) = scope.validate(Some(&templates.snapshot())) {
+        anyhow::bail!("pilot.{field}: {message}");
+    }
+    let audit = crate::store::AuditRecord {
+        actor: "config".into(),
+        role: crate::domain::Role::Admin,
+        action: "pilot_scope.set".into(),
+        target: "pilot".into(),
+        reason: Some(format!("[pilot] of the config file, {when}")),
+        request_id: "config".into(),
+        at: crate::store::now_micros(),
+    };
+    if crate::scope::apply(store, scope, &audit).await? {
+        tracing::info!(?scope, "pilot scope applied from the config file");
+    }
+    Ok(())
+}
+
+/// On SIGHUP: reads the config file again, reloads the deal templates from its
+/// `escrow.templates_dir` and applies its `[pilot]` section. A file or template that does not
+/// validate changes nothing. Every 15 s (and after a reload) the scope metrics are refreshed
+/// from the database, where another instance or an Admin may have changed the scope.
+async fn reload_on_sighup(
+    state: crate::api::AppState,
+    source: Option<std::path::PathBuf>,
+    cancel: CancellationToken,
+) {
+    #[cfg(unix)]
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload through the API only");
+            None
+        }
+    };
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(15)) => {}
+            () = hangup => {
+                if let Err(e) = reload(&state, source.as_deref()).await {
+                    tracing::error!(error = format!("{e:#}"), "SIGHUP: reload refused; nothing changed");
+                }
+            }
+        }
+        if let Ok(scope) = crate::scope::current(state.ledger.store().as_ref()).await {
+            state
+                .metrics
+                .scope
+                .show(&scope, &state.templates.snapshot());
+        }
+    }
+}
+
+async fn reload(
+    state: &crate::api::AppState,
+    source: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let config = Config::load(source, std::env::vars())?;
+    let count = state
+        .templates
+        .reload(&config.escrow.templates_dir)
+        .with_context(|| format!("templates in {}", config.escrow.templates_dir.display()))?;
+    tracing::info!(templates = count, "SIGHUP: deal templates reloaded");
+    if let Some(scope) = &config.pilot {
+        apply_configured_scope(
+            state.ledger.store().as_ref(),
+            scope,
+            &state.templates,
+            "on SIGHUP",
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

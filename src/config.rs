@@ -56,9 +56,38 @@ pub struct Config {
     /// Where the wallet declarations (`*.toml`) are; see `wallets/README.md`.
     #[serde(default = "default_wallets_dir")]
     pub wallets_dir: PathBuf,
+    #[serde(default)]
+    pub escrow: EscrowConfig,
+    /// The pilot's scope flags. When present they are applied at start and on SIGHUP; leave
+    /// the section out to keep whatever an Admin last set through the API.
+    #[serde(default)]
+    pub pilot: Option<crate::scope::PilotScope>,
     /// The process environment, kept as secrets, for the key references in `wallets/`.
     #[serde(skip)]
     pub secrets: std::collections::HashMap<String, SecretString>,
+    /// The file this was read from, for reloads on SIGHUP.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscrowConfig {
+    /// Where the deal templates (`{COUNTRY}_{CATEGORY}_v{N}.json`) are.
+    #[serde(default = "default_templates_dir")]
+    pub templates_dir: PathBuf,
+}
+
+impl Default for EscrowConfig {
+    fn default() -> Self {
+        Self {
+            templates_dir: default_templates_dir(),
+        }
+    }
+}
+
+fn default_templates_dir() -> PathBuf {
+    PathBuf::from("templates")
 }
 
 /// Knobs for crash tests. Never set in production.
@@ -498,6 +527,7 @@ impl Config {
         }
         let mut config = Self::from_table(table)?;
         config.secrets = secrets;
+        config.source = path.map(Path::to_owned);
         Ok(config)
     }
 
@@ -527,6 +557,11 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(pilot) = &self.pilot
+            && let Err((field, message)) = pilot.validate(None)
+        {
+            return Err(key_error(format!("pilot.{field}"), message));
+        }
         if self.database.max_connections == 0 || self.database.max_connections > 1000 {
             return Err(key_error(
                 "database.max_connections",

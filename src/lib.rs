@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod payouts;
 pub mod reconcile;
+pub mod scope;
 pub mod store;
 pub mod telemetry;
 pub mod templates;

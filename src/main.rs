@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Deal templates.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
     /// Compare each hot wallet's on-chain token and native balances with the ledger, at the
     /// last block the deposit watcher has read. Exits 1 on a difference nothing in flight
     /// explains, 2 when a network cannot be read.
@@ -63,6 +68,16 @@ enum Command {
 enum LedgerCommand {
     /// Recompute every balance and hold from the journal, check the hash chain and sum-zero.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Validate every template (in `escrow.templates_dir`, or `--dir`); exits 1 naming the
+    /// file and field of the first invalid one.
+    Check {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +185,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(api = %app.api_addr(), metrics = %app.metrics_addr(), "treasuryd listening");
             app.run_until_stopped(app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Templates {
+            command: TemplatesCommand::Check { dir },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => load_config(cli.config.as_deref())?.escrow.templates_dir,
+            };
+            match treasuryd::templates::Templates::load(&dir) {
+                Ok(all) => {
+                    for t in all.iter() {
+                        println!(
+                            "{:<28} inspection {:>2} d  dispute {:>3} h  holdback {:>2}.{:02}%  outcomes {}  {}",
+                            t.id,
+                            t.inspection_ttl_days,
+                            t.dispute_ttl_hours,
+                            t.holdback_bps / 100,
+                            t.holdback_bps % 100,
+                            t.dispute_outcomes
+                                .iter()
+                                .map(|o| o.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            t.currency.code
+                        );
+                    }
+                    println!("{} template(s) OK in {}", all.len(), dir.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Reconcile { network, json } => {
             let c = load_config(cli.config.as_deref())?;

@@ -16,6 +16,46 @@ pub struct Metrics {
     pub ledger: LedgerMetrics,
     pub payouts: PayoutMetrics,
     pub wallets: WalletMetrics,
+    pub scope: ScopeMetrics,
+}
+
+/// The pilot's scope flags in force, as this instance last read them.
+#[derive(Clone)]
+pub struct ScopeMetrics {
+    /// 1 while new deals are accepted at all (`pilot.enabled`).
+    pub enabled: IntGauge,
+    /// 1 for each (country, category) the scope admits, labelled with the template a new deal
+    /// there takes.
+    pub admitted: IntGaugeVec,
+}
+
+impl ScopeMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let enabled = IntGauge::new(
+            "treasuryd_pilot_enabled",
+            "1 while the pilot accepts new deals (pilot.enabled).",
+        )?;
+        registry.register(Box::new(enabled.clone()))?;
+        let admitted = IntGaugeVec::new(
+            Opts::new(
+                "treasuryd_pilot_scope",
+                "1 for each country and category the pilot scope admits, with the template new deals there take.",
+            ),
+            &["country", "category", "template"],
+        )?;
+        registry.register(Box::new(admitted.clone()))?;
+        Ok(Self { enabled, admitted })
+    }
+
+    pub fn show(&self, scope: &crate::scope::PilotScope, templates: &crate::templates::Templates) {
+        self.enabled.set(i64::from(scope.enabled));
+        self.admitted.reset();
+        for t in scope.admitted(templates) {
+            self.admitted
+                .with_label_values(&[t.country.as_str(), t.category.as_str(), t.id.as_str()])
+                .set(1);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -545,7 +585,9 @@ impl Metrics {
         let payouts = PayoutMetrics::new(&registry)?;
         let wallets = WalletMetrics::new(&registry)?;
         let rpc = RpcMetrics::new(&registry)?;
+        let scope = ScopeMetrics::new(&registry)?;
         Ok(Self {
+            scope,
             registry,
             rpc,
             http,

@@ -282,7 +282,10 @@ pub fn parse(file: &str, text: &str) -> Result<Template, TemplateError> {
         return Err(fail("currency.code", "must be an ISO 4217 code".into()));
     }
     if c.minor_units > 4 {
-        return Err(fail("currency.minorUnits", "must be between 0 and 4".into()));
+        return Err(fail(
+            "currency.minorUnits",
+            "must be between 0 and 4".into(),
+        ));
     }
     if c.locale.is_empty() || c.symbol.is_empty() {
         return Err(fail(
@@ -361,6 +364,39 @@ impl Templates {
     }
 }
 
+/// The templates the daemon runs with, reloadable in place (SIGHUP): readers take a snapshot,
+/// a reload swaps in a fully validated new set or keeps the old one.
+#[derive(Debug)]
+pub struct TemplateCatalog {
+    current: std::sync::RwLock<std::sync::Arc<Templates>>,
+}
+
+impl TemplateCatalog {
+    pub fn load(dir: &Path) -> Result<Self, TemplateError> {
+        Ok(Self {
+            current: std::sync::RwLock::new(std::sync::Arc::new(Templates::load(dir)?)),
+        })
+    }
+
+    pub fn snapshot(&self) -> std::sync::Arc<Templates> {
+        match self.current.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Loads `dir` again; on any error the templates in use stay as they were.
+    pub fn reload(&self, dir: &Path) -> Result<usize, TemplateError> {
+        let fresh = std::sync::Arc::new(Templates::load(dir)?);
+        let count = fresh.len();
+        match self.current.write() {
+            Ok(mut t) => *t = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(count)
+    }
+}
+
 fn json_files(dir: &Path) -> Result<Vec<PathBuf>, TemplateError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -420,7 +456,12 @@ mod tests {
         }
         let t = all.get("MN_USED_CAR_PRIVATE_v1").unwrap();
         assert_eq!(
-            (t.inspection_ttl_days, t.dispute_ttl_hours, t.holdback_bps, t.immediate_bps),
+            (
+                t.inspection_ttl_days,
+                t.dispute_ttl_hours,
+                t.holdback_bps,
+                t.immediate_bps
+            ),
             (3, 48, 1_500, 8_500)
         );
         let t = all.get("MN_REAL_ESTATE_SALE_v1").unwrap();
@@ -429,8 +470,14 @@ mod tests {
             (7, 72, 2_500)
         );
         let t = all.get("KR_USED_CAR_PRIVATE_v1").unwrap();
-        assert_eq!((t.currency.code.as_str(), t.currency.locale.as_str()), ("KRW", "ko-KR"));
-        assert!(all.iter().all(|t| t.on_dispute_ttl_expiry == DisputeExpiry::Escalate));
+        assert_eq!(
+            (t.currency.code.as_str(), t.currency.locale.as_str()),
+            ("KRW", "ko-KR")
+        );
+        assert!(
+            all.iter()
+                .all(|t| t.on_dispute_ttl_expiry == DisputeExpiry::Escalate)
+        );
     }
 
     #[test]
@@ -451,16 +498,52 @@ mod tests {
     #[test]
     fn invalid_templates_name_the_file_and_the_field() {
         let cases = [
-            (edited("\"immediateRatio\": 0.85", "\"immediateRatio\": 0.8"), "immediateRatio"),
-            (edited("\"holdbackRatio\": 0.15", "\"holdbackRatio\": 0.15005"), "holdbackRatio"),
-            (edited("\"UNDISCLOSED_DAMAGE\": 0.15", "\"UNDISCLOSED_DAMAGE\": 0.2"), "offsetCapsByReasonCode.UNDISCLOSED_DAMAGE"),
-            (edited("\"OFFSET\"]", "\"SPLIT_EVENLY\"]"), "disputeOutcomes[2]"),
-            (edited("\"disputeOutcomes\": [\"RELEASE_FULL\", \"REFUND_FULL\", \"OFFSET\"]", "\"disputeOutcomes\": []"), "disputeOutcomes"),
-            (edited("\"inspectionTtlDays\": 3", "\"inspectionTtlDays\": 0"), "inspectionTtlDays"),
-            (edited("\"inspectionTtlDays\": 3", "\"inspectionTtlDays\": \"3\""), "inspectionTtlDays"),
-            (edited("\"evidenceTypes\": [\"PHOTO\"]", "\"evidenceTypes\": []"), "evidenceTypes"),
-            (edited("\"version\": 1", "\"version\": 1, \"holdback\": 1"), "holdback"),
-            (edited("\"code\": \"MNT\"", "\"code\": \"mnt\""), "currency.code"),
+            (
+                edited("\"immediateRatio\": 0.85", "\"immediateRatio\": 0.8"),
+                "immediateRatio",
+            ),
+            (
+                edited("\"holdbackRatio\": 0.15", "\"holdbackRatio\": 0.15005"),
+                "holdbackRatio",
+            ),
+            (
+                edited(
+                    "\"UNDISCLOSED_DAMAGE\": 0.15",
+                    "\"UNDISCLOSED_DAMAGE\": 0.2",
+                ),
+                "offsetCapsByReasonCode.UNDISCLOSED_DAMAGE",
+            ),
+            (
+                edited("\"OFFSET\"]", "\"SPLIT_EVENLY\"]"),
+                "disputeOutcomes[2]",
+            ),
+            (
+                edited(
+                    "\"disputeOutcomes\": [\"RELEASE_FULL\", \"REFUND_FULL\", \"OFFSET\"]",
+                    "\"disputeOutcomes\": []",
+                ),
+                "disputeOutcomes",
+            ),
+            (
+                edited("\"inspectionTtlDays\": 3", "\"inspectionTtlDays\": 0"),
+                "inspectionTtlDays",
+            ),
+            (
+                edited("\"inspectionTtlDays\": 3", "\"inspectionTtlDays\": \"3\""),
+                "inspectionTtlDays",
+            ),
+            (
+                edited("\"evidenceTypes\": [\"PHOTO\"]", "\"evidenceTypes\": []"),
+                "evidenceTypes",
+            ),
+            (
+                edited("\"version\": 1", "\"version\": 1, \"holdback\": 1"),
+                "holdback",
+            ),
+            (
+                edited("\"code\": \"MNT\"", "\"code\": \"mnt\""),
+                "currency.code",
+            ),
             (edited("\"version\": 1", "\"version\": 2"), "."),
         ];
         for (text, field) in cases {
@@ -480,7 +563,9 @@ mod tests {
         )
         .unwrap();
         let all = Templates {
-            by_id: [(v1.id.clone(), v1), (v2.id.clone(), v2)].into_iter().collect(),
+            by_id: [(v1.id.clone(), v1), (v2.id.clone(), v2)]
+                .into_iter()
+                .collect(),
         };
         assert_eq!(all.current("MN", "USED_CAR_PRIVATE", 1).unwrap().version, 1);
         assert_eq!(all.current("MN", "USED_CAR_PRIVATE", 2).unwrap().version, 2);
@@ -491,7 +576,8 @@ mod tests {
     /// The committed JSON Schema describes exactly the fields the loader reads.
     #[test]
     fn the_json_schema_matches_the_loader() {
-        let text = std::fs::read_to_string(shipped().join("schema/deal-template.schema.json")).unwrap();
+        let text =
+            std::fs::read_to_string(shipped().join("schema/deal-template.schema.json")).unwrap();
         let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut properties: Vec<String> = schema["properties"]
             .as_object()

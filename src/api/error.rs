@@ -100,6 +100,7 @@ impl ApiError {
                 "payout" => "payout_not_found",
                 "network" => "network_not_found",
                 "asset" => "unknown_asset",
+                "template" => "template_not_found",
                 _ => "not_found",
             },
             ApiError::Conflict { code, .. } => code,

@@ -15,6 +15,7 @@ pub mod manual_entries;
 pub mod networks;
 pub mod openapi;
 pub mod payouts;
+pub mod templates;
 pub mod views;
 
 use crate::domain::Role;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
     pub wallets: Arc<Vec<Arc<crate::wallets::Wallet>>>,
+    pub templates: Arc<crate::templates::TemplateCatalog>,
 }
 
 /// Largest page a list endpoint returns.
@@ -55,6 +57,12 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/accounts", get(accounts::list).post(accounts::create))
+        .route("/v1/templates", get(templates::list))
+        .route("/v1/templates/{id}", get(templates::get_one))
+        .route(
+            "/v1/pilot/scope",
+            get(templates::get_scope).put(templates::set_scope),
+        )
         .route("/v1/accounts/{id}", get(accounts::get_one))
         .route("/v1/journal", get(journal::list))
         .route("/v1/journal/{id}", get(journal::get_one))

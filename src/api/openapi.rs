@@ -38,6 +38,10 @@ use utoipa::{Modify, OpenApi};
         super::allowlists::remove,
         super::deposit_addresses::list,
         super::deposit_addresses::add,
+        super::templates::list,
+        super::templates::get_one,
+        super::templates::get_scope,
+        super::templates::set_scope,
     ),
     modifiers(&BearerAuth)
 )]

@@ -265,6 +265,14 @@ pub trait Store: Send + Sync + 'static {
     /// when free, expired, or already `owner`'s (a new owner gets the next fence). None while
     /// another owner holds it. PostgreSQL uses its own clock rather than `now`, so instances on
     /// different machines agree on expiry.
+    /// The pilot's scope flags as last set; None before anyone set them.
+    async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
+    /// Replaces the scope flags, audited with them.
+    async fn set_pilot_scope(
+        &self,
+        setting: &crate::scope::ScopeSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
     async fn acquire_lease(
         &self,
         network: &str,

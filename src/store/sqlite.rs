@@ -1569,6 +1569,59 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
+        let row = sqlx::query(
+            "SELECT enabled, country_allowlist, category_allowlist, template_version, actor, reason, since FROM pilot_scope WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let list = |text: String| {
+            serde_json::from_str::<Vec<String>>(&text)
+                .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
+        };
+        row.map(|r| {
+            Ok(crate::scope::ScopeSetting {
+                scope: crate::scope::PilotScope {
+                    enabled: r.try_get::<i64, _>("enabled")? != 0,
+                    country_allowlist: list(r.try_get("country_allowlist")?)?,
+                    category_allowlist: list(r.try_get("category_allowlist")?)?,
+                    template_version: r.try_get("template_version")?,
+                },
+                actor: r.try_get("actor")?,
+                reason: r.try_get("reason")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_pilot_scope(
+        &self,
+        setting: &crate::scope::ScopeSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO pilot_scope (id, enabled, country_allowlist, category_allowlist, template_version, actor, reason, since) \
+             VALUES (1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, \
+             country_allowlist = excluded.country_allowlist, category_allowlist = excluded.category_allowlist, \
+             template_version = excluded.template_version, actor = excluded.actor, reason = excluded.reason, since = excluded.since",
+        )
+        .bind(i64::from(setting.scope.enabled))
+        .bind(list(&setting.scope.country_allowlist))
+        .bind(list(&setting.scope.category_allowlist))
+        .bind(&setting.scope.template_version)
+        .bind(&setting.actor)
+        .bind(&setting.reason)
+        .bind(setting.since)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn acquire_lease(
         &self,
         network: &str,

@@ -20,3 +20,4 @@ mod policy;
 mod reconcile;
 mod reorg;
 mod rpc;
+mod templates;

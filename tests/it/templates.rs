@@ -1,0 +1,256 @@
+//! Deal templates and the pilot's scope flags through the API and the real binary: templates
+//! are listed; the scope is closed until set, set by an Admin with a reason (audited, checked
+//! against the templates, exported as metrics) or from `[pilot]` at start; SIGHUP reloads the
+//! templates and the scope from disk, and a broken file changes nothing.
+
+use crate::crash::binary;
+use crate::engine_crash::{ADMIN_TOKEN, call};
+use crate::harness::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use treasuryd::scope::PilotScope;
+
+fn shipped() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+fn scope_body(countries: &[&str], categories: &[&str], version: &str, reason: &str) -> Value {
+    json!({"enabled": true, "country-allowlist": countries, "category-allowlist": categories,
+           "template-version": version, "reason": reason})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_listed_and_the_scope_is_set_by_an_admin() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (s, list) = app.get("/v1/templates", TRADER).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["items"].as_array().unwrap().len(), 5, "{list}");
+    let (s, t) = app
+        .get("/v1/templates/MN_REAL_ESTATE_SALE_v1", OPERATOR)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            t["inspectionTtlDays"].as_u64(),
+            t["disputeTtlHours"].as_u64(),
+            t["holdbackBps"].as_u64()
+        ),
+        (Some(7), Some(72), Some(2_500))
+    );
+    let (s, _) = app.get("/v1/templates/MN_BOATS_v1", ADMIN).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Closed until someone opens it.
+    let (_, scope) = app.get("/v1/pilot/scope", TRADER).await;
+    assert_eq!(scope["enabled"], false, "{scope}");
+    assert_eq!(scope["admitted_templates"], json!([]));
+
+    let body = scope_body(&["MN"], &["USED_CAR_PRIVATE"], "v1", "pilot day 0");
+    let (s, _) = app
+        .call(reqwest::Method::PUT, "/v1/pilot/scope", TRADER, Some(&body))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for (bad, field) in [
+        (
+            scope_body(&["JP"], &["USED_CAR_PRIVATE"], "v1", "x"),
+            "country-allowlist[0]",
+        ),
+        (
+            scope_body(&["MN"], &["BOATS"], "v1", "x"),
+            "category-allowlist[0]",
+        ),
+        (
+            scope_body(&["MN"], &["USED_CAR_PRIVATE"], "1", "x"),
+            "template-version",
+        ),
+        (
+            scope_body(&["MN"], &["USED_CAR_PRIVATE"], "v1", " "),
+            "reason",
+        ),
+    ] {
+        let (s, e) = app
+            .call(reqwest::Method::PUT, "/v1/pilot/scope", ADMIN, Some(&bad))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(e["error"]["field"], field, "{e}");
+    }
+    let (_, still) = app.get("/v1/pilot/scope", ADMIN).await;
+    assert_eq!(still["enabled"], false, "refusals change nothing");
+
+    let (s, set) = app
+        .call(reqwest::Method::PUT, "/v1/pilot/scope", ADMIN, Some(&body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{set}");
+    assert_eq!(set["admitted_templates"], json!(["MN_USED_CAR_PRIVATE_v1"]));
+    assert_eq!(set["set_by"], "test-admin");
+    assert_eq!(set["reason"], "pilot day 0");
+    let text = app.metrics_text().await;
+    assert_eq!(metric_value(&text, "treasuryd_pilot_enabled"), Some(1.0));
+    assert_eq!(
+        metric_value(
+            &text,
+            "treasuryd_pilot_scope{category=\"USED_CAR_PRIVATE\",country=\"MN\",template=\"MN_USED_CAR_PRIVATE_v1\"}"
+        ),
+        Some(1.0)
+    );
+    let (_, audit) = app.get("/v1/audit?limit=500", ADMIN).await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "pilot_scope.set" && a["reason"] == "pilot day 0"),
+        "{audit}"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_files_pilot_section_is_applied_at_start() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| {
+        c.pilot = Some(PilotScope {
+            enabled: true,
+            country_allowlist: vec!["MN".into(), "KR".into()],
+            category_allowlist: vec!["USED_CAR_PRIVATE".into()],
+            template_version: "v1".into(),
+        });
+    })
+    .await;
+    let (_, scope) = app.get("/v1/pilot/scope", ADMIN).await;
+    assert_eq!(scope["set_by"], "config", "{scope}");
+    assert_eq!(
+        scope["admitted_templates"],
+        json!(["MN_USED_CAR_PRIVATE_v1", "KR_USED_CAR_PRIVATE_v1"])
+    );
+    app.stop().await.unwrap();
+}
+
+fn write_config(dir: &Path, templates: &Path, categories: &str, version: &str) -> PathBuf {
+    let digest = hex::encode(treasuryd::api::auth::token_digest(ADMIN_TOKEN));
+    let path = dir.join("treasuryd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {data:?}\nwallets_dir = {wallets:?}\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             [log]\nformat = \"json\"\n[[auth.tokens]]\nname = \"admin\"\nrole = \"admin\"\nsha256 = \"{digest}\"\n\
+             [escrow]\ntemplates_dir = {templates:?}\n\
+             [pilot]\nenabled = true\ncountry-allowlist = [\"MN\"]\ncategory-allowlist = [{categories}]\ntemplate-version = \"{version}\"\n",
+            data = dir.display().to_string(),
+            wallets = dir.join("no-wallets").display().to_string(),
+            templates = templates.display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn hang_up(pid: u32) {
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+async fn scope_until(client: &reqwest::Client, api: &str, want: &Value) -> Value {
+    let mut scope = Value::Null;
+    for _ in 0..200 {
+        scope = call(client, api, ADMIN_TOKEN, "/v1/pilot/scope", None, None)
+            .await
+            .1;
+        if &scope["admitted_templates"] == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    scope
+}
+
+/// A v2 template and a wider scope arrive on disk; SIGHUP makes them current without a
+/// restart. A broken template then arrives; SIGHUP refuses it and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_templates_and_scope_and_refuses_a_broken_file() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    for name in ["MN_USED_CAR_PRIVATE_v1.json", "MN_USED_CAR_DEALER_v1.json"] {
+        std::fs::copy(shipped().join(name), templates.join(name)).unwrap();
+    }
+    let config = write_config(dir.path(), &templates, "\"USED_CAR_PRIVATE\"", "v1");
+    let (mut daemon, api, _logs) = crate::engine_crash::start(&config, &db.url, "", None);
+    let client = reqwest::Client::new();
+    let scope = scope_until(&client, &api, &json!(["MN_USED_CAR_PRIVATE_v1"])).await;
+    assert_eq!(scope["set_by"], "config", "{scope}");
+
+    let v1 = std::fs::read_to_string(templates.join("MN_USED_CAR_PRIVATE_v1.json")).unwrap();
+    let v2 = v1
+        .replace("\"version\": 1", "\"version\": 2")
+        .replace("\"inspectionTtlDays\": 3", "\"inspectionTtlDays\": 5");
+    std::fs::write(templates.join("MN_USED_CAR_PRIVATE_v2.json"), v2).unwrap();
+    write_config(
+        dir.path(),
+        &templates,
+        "\"USED_CAR_PRIVATE\", \"USED_CAR_DEALER\"",
+        "v2",
+    );
+    hang_up(daemon.id());
+    let want = json!(["MN_USED_CAR_PRIVATE_v2", "MN_USED_CAR_DEALER_v1"]);
+    let scope = scope_until(&client, &api, &want).await;
+    assert_eq!(scope["admitted_templates"], want, "{scope}");
+    let (_, t) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        "/v1/templates/MN_USED_CAR_PRIVATE_v2",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(t["inspectionTtlDays"], 5);
+
+    // A broken file: the reload is refused as a whole.
+    let broken = v1
+        .replace("\"version\": 1", "\"version\": 3")
+        .replace("\"immediateRatio\": 0.85", "\"immediateRatio\": 0.9");
+    std::fs::write(templates.join("MN_USED_CAR_PRIVATE_v3.json"), broken).unwrap();
+    write_config(dir.path(), &templates, "\"USED_CAR_PRIVATE\"", "v3");
+    hang_up(daemon.id());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, list) = call(&client, &api, ADMIN_TOKEN, "/v1/templates", None, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
+    let scope = call(&client, &api, ADMIN_TOKEN, "/v1/pilot/scope", None, None)
+        .await
+        .1;
+    assert_eq!(scope["admitted_templates"], want, "unchanged: {scope}");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    // `templates check` names the file and the field; the daemon refuses to start on it.
+    let out = Command::new(binary())
+        .args(["templates", "check", "--dir", templates.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MN_USED_CAR_PRIVATE_v3.json: immediateRatio:"),
+        "{err}"
+    );
+    let out = Command::new(binary())
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("TREASURYD__DATABASE__URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MN_USED_CAR_PRIVATE_v3.json: immediateRatio"),
+        "{err}"
+    );
+}
