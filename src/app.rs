@@ -94,6 +94,15 @@ impl App {
         config: Config,
         extra_tokens: Vec<(SecretString, Caller)>,
     ) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, extra_tokens, Arc::new(crate::timers::SystemClock)).await
+    }
+
+    /// `build` with the clock deals and timers run on (tests move a manual one).
+    pub async fn build_with_clock(
+        config: Config,
+        extra_tokens: Vec<(SecretString, Caller)>,
+        clock: crate::timers::DynClock,
+    ) -> anyhow::Result<Self> {
         // Keys first: a wallet whose key is missing or signs for another address stops start-up.
         let wallets = crate::wallets::load_configured(&config).context("loading wallets")?;
         let instance_lock = lock_sqlite_instance(&config)?;
@@ -108,6 +117,7 @@ impl App {
         .await
         .context("registering assets")?;
         let templates = crate::templates::TemplateCatalog::load(&config.escrow.templates_dir)
+            .map(Arc::new)
             .with_context(|| {
                 format!(
                     "loading deal templates from {}",
@@ -137,14 +147,28 @@ impl App {
             api_listener,
             metrics_listener,
             state: AppState {
-                ledger,
+                ledger: ledger.clone(),
                 metrics,
                 auth: Arc::new(auth),
                 networks: Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
                     &config,
                 )),
                 wallets: Arc::new(wallets.into_iter().map(Arc::new).collect()),
-                templates: Arc::new(templates),
+                escrow: crate::escrow::service::Escrow {
+                    ledger: ledger.clone(),
+                    templates: templates.clone(),
+                    clock,
+                },
+                evidence: Arc::new(crate::escrow::evidence::EvidenceStore::new(
+                    config
+                        .escrow
+                        .evidence_dir
+                        .clone()
+                        .unwrap_or_else(|| config.data_dir.join("evidence")),
+                    config.escrow.evidence_max_bytes,
+                    config.escrow.evidence_content_types.clone(),
+                )),
+                templates,
             },
             config,
         })
@@ -235,6 +259,12 @@ impl App {
             );
             tracker.spawn(async move { reload_on_sighup(state, source, cancel).await });
         }
+        {
+            let (escrow, cancel, instance) =
+                (self.state.escrow.clone(), cancel.clone(), instance.clone());
+            let poll = Duration::from_millis(self.config.escrow.timer_poll_ms);
+            tracker.spawn(async move { run_timers(escrow, &instance, poll, cancel).await });
+        }
 
         for (name, listener, router) in [
             ("api", self.api_listener, api),
@@ -278,6 +308,25 @@ impl App {
                 tracing::info!("stopped cleanly");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Fires due timers every `poll` until cancelled. Timers that came due while the daemon was
+/// down fire on the first pass.
+async fn run_timers(
+    escrow: crate::escrow::service::Escrow,
+    instance: &str,
+    poll: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        if let Err(e) = escrow.fire_due(instance).await {
+            tracing::warn!(error = %e, "timer pass failed; retrying");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(poll) => {}
         }
     }
 }

@@ -76,14 +76,44 @@ pub struct EscrowConfig {
     /// Where the deal templates (`{COUNTRY}_{CATEGORY}_v{N}.json`) are.
     #[serde(default = "default_templates_dir")]
     pub templates_dir: PathBuf,
+    /// How often due timers (AUTO_APPROVE, DISPUTE_TTL) are looked for.
+    #[serde(default = "default_timer_poll_ms")]
+    pub timer_poll_ms: u64,
+    /// The content-addressed evidence store. Unset: `<data_dir>/evidence`.
+    #[serde(default)]
+    pub evidence_dir: Option<PathBuf>,
+    /// Largest evidence upload.
+    #[serde(default = "default_evidence_max_bytes")]
+    pub evidence_max_bytes: usize,
+    /// Content types accepted as evidence.
+    #[serde(default = "default_evidence_content_types")]
+    pub evidence_content_types: Vec<String>,
 }
 
 impl Default for EscrowConfig {
     fn default() -> Self {
         Self {
             templates_dir: default_templates_dir(),
+            timer_poll_ms: default_timer_poll_ms(),
+            evidence_dir: None,
+            evidence_max_bytes: default_evidence_max_bytes(),
+            evidence_content_types: default_evidence_content_types(),
         }
     }
+}
+
+fn default_timer_poll_ms() -> u64 {
+    1_000
+}
+
+fn default_evidence_max_bytes() -> usize {
+    10 * 1024 * 1024
+}
+
+fn default_evidence_content_types() -> Vec<String> {
+    ["image/jpeg", "image/png", "application/pdf"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_templates_dir() -> PathBuf {
@@ -557,6 +587,19 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(10..=60_000).contains(&self.escrow.timer_poll_ms) {
+            return Err(key_error(
+                "escrow.timer_poll_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if self.escrow.evidence_max_bytes == 0 || self.escrow.evidence_max_bytes > 100 * 1024 * 1024
+        {
+            return Err(key_error(
+                "escrow.evidence_max_bytes",
+                "must be between 1 and 104857600",
+            ));
+        }
         if let Some(pilot) = &self.pilot
             && let Err((field, message)) = pilot.validate(None)
         {

@@ -30,6 +30,9 @@ pub enum ApiError {
     Unauthenticated,
     #[error("this action needs the role {0}")]
     Forbidden(&'static str),
+    /// A role refusal that names what the caller may do instead.
+    #[error("{0}")]
+    ForbiddenAction(String),
     #[error("{}{what} {id} does not exist", field.map(|f| format!("{f}: ")).unwrap_or_default())]
     NotFound {
         what: &'static str,
@@ -74,7 +77,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenAction(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { field: None, .. } => StatusCode::NOT_FOUND,
             ApiError::NotFound { field: Some(_), .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -92,7 +95,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unauthenticated => "unauthenticated",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden(_) | ApiError::ForbiddenAction(_) => "forbidden",
             ApiError::NotFound { what, .. } => match *what {
                 "account" => "account_not_found",
                 "hold" => "hold_not_found",
@@ -101,6 +104,8 @@ impl ApiError {
                 "network" => "network_not_found",
                 "asset" => "unknown_asset",
                 "template" => "template_not_found",
+                "deal" => "deal_not_found",
+                "evidence" => "evidence_not_found",
                 _ => "not_found",
             },
             ApiError::Conflict { code, .. } => code,

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod allowlists;
 pub mod audit;
 pub mod auth;
+pub mod deals;
 pub mod deposit_addresses;
 pub mod error;
 pub mod extract;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
     pub wallets: Arc<Vec<Arc<crate::wallets::Wallet>>>,
     pub templates: Arc<crate::templates::TemplateCatalog>,
+    pub escrow: crate::escrow::service::Escrow,
+    pub evidence: Arc<crate::escrow::evidence::EvidenceStore>,
 }
 
 /// Largest page a list endpoint returns.
@@ -57,6 +60,26 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
         .route("/v1/accounts", get(accounts::list).post(accounts::create))
+        .route("/v1/deals", get(deals::list).post(deals::create))
+        .route("/v1/deals/{id}", get(deals::get_one))
+        .route("/v1/deals/{id}/fund", post(deals::fund))
+        .route("/v1/deals/{id}/deliver", post(deals::deliver))
+        .route("/v1/deals/{id}/approve", post(deals::approve))
+        .route("/v1/deals/{id}/issue", post(deals::raise_issue))
+        .route("/v1/deals/{id}/resolve", post(deals::resolve))
+        .route(
+            "/v1/deals/{id}/evidence",
+            // Files may be larger than JSON bodies; the handler enforces escrow.evidence_max_bytes.
+            post(deals::upload_evidence).layer(DefaultBodyLimit::max(
+                state.evidence.max_bytes.saturating_add(1),
+            )),
+        )
+        .route(
+            "/v1/deals/{id}/evidence/{evidence}",
+            get(deals::download_evidence),
+        )
+        .route("/v1/deals/{id}/timeline", get(deals::timeline))
+        .route("/v1/admin/disputes", get(deals::disputes))
         .route("/v1/templates", get(templates::list))
         .route("/v1/templates/{id}", get(templates::get_one))
         .route(

@@ -60,3 +60,11 @@ uuid_id!(
     /// One on-chain transfer of a payout, at most the per-transaction cap.
     ChunkId
 );
+uuid_id!(
+    /// An escrow deal between a buyer's and a seller's account.
+    DealId
+);
+uuid_id!(
+    /// A durable timer (AUTO_APPROVE, DISPUTE_TTL).
+    TimerId
+);

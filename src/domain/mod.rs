@@ -3,7 +3,7 @@
 pub mod ids;
 pub mod money;
 
-pub use ids::{AccountId, ChunkId, HoldId, PayoutId, TxId};
+pub use ids::{AccountId, ChunkId, DealId, HoldId, PayoutId, TimerId, TxId};
 pub use money::{Amount, AmountError, AssetKey, AssetSpec, format_units};
 
 use serde::{Deserialize, Serialize};

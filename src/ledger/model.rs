@@ -393,6 +393,10 @@ pub enum Effect {
         state: crate::payouts::PayoutState,
         detail: String,
     },
+    /// A deal's guarded step (state, money summary, timers, timeline) carried by this posting.
+    /// Refused with the whole database transaction if the deal is not in a state the step
+    /// starts from, or the timer it fires is no longer pending.
+    DealStep(Box<crate::escrow::DealStep>),
 }
 
 impl Command {

@@ -265,6 +265,55 @@ pub trait Store: Send + Sync + 'static {
     /// when free, expired, or already `owner`'s (a new owner gets the next fence). None while
     /// another owner holds it. PostgreSQL uses its own clock rather than `now`, so instances on
     /// different machines agree on expiry.
+    /// Stores a new deal (CREATED) with the first line of its timeline (`detail`), audited.
+    async fn create_deal(
+        &self,
+        deal: &crate::escrow::Deal,
+        detail: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal>;
+    /// Deals in id order after `after`, of one state or all.
+    async fn list_deals(
+        &self,
+        state: Option<crate::escrow::DealState>,
+        after: Option<crate::domain::DealId>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::escrow::Deal>>;
+    async fn deal_events(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::escrow::DealEvent>>;
+    async fn deal_timers(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::timers::Timer>>;
+    /// Records evidence metadata (and a timeline line), audited.
+    async fn add_evidence(
+        &self,
+        evidence: &crate::escrow::Evidence,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn evidence(
+        &self,
+        deal: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::escrow::Evidence>>;
+    /// A deal step that moves no money, in its own transaction (audited when `audit` is
+    /// given). `Conflict` when the deal is not in a state the step starts from.
+    async fn apply_deal_step(
+        &self,
+        step: &crate::escrow::DealStep,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<()>;
+    /// Claims up to `limit` pending timers due at `now` that no other runner holds a live
+    /// claim on (PostgreSQL: `FOR UPDATE SKIP LOCKED`), for `claimer`, for
+    /// `timers::CLAIM_MICROS`.
+    async fn claim_due_timers(
+        &self,
+        now: UnixMicros,
+        claimer: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::timers::Timer>>;
     /// The pilot's scope flags as last set; None before anyone set them.
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
     /// Replaces the scope flags, audited with them.

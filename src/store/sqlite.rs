@@ -2,6 +2,8 @@
 //! (an acknowledged ledger write survives power loss, not only a crash), and every write in
 //! `BEGIN IMMEDIATE` so writers queue on the lock up front instead of failing mid-transaction.
 
+mod escrow;
+
 use super::*;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
@@ -303,6 +305,7 @@ async fn write_effect(
                 .await?;
             insert_event(conn, *payout, at, state.as_str(), detail).await
         }
+        Effect::DealStep(step) => escrow::write_deal_step(conn, step, Some(posted)).await,
     }
 }
 
@@ -1567,6 +1570,111 @@ impl Store for SqliteStore {
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_deal(
+        &self,
+        deal: &crate::escrow::Deal,
+        detail: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_deal(&mut tx, deal, detail).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::get_deal(&mut conn, id).await
+    }
+
+    async fn list_deals(
+        &self,
+        state: Option<crate::escrow::DealState>,
+        after: Option<crate::domain::DealId>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::escrow::Deal>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::list_deals(&mut conn, state, after, limit).await
+    }
+
+    async fn deal_events(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::escrow::DealEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_events(&mut conn, id).await
+    }
+
+    async fn deal_timers(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::timers::Timer>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_timers(&mut conn, id).await
+    }
+
+    async fn add_evidence(
+        &self,
+        evidence: &crate::escrow::Evidence,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_evidence(&mut tx, evidence).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn evidence(
+        &self,
+        deal: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::escrow::Evidence>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::list_evidence(&mut conn, deal).await
+    }
+
+    async fn apply_deal_step(
+        &self,
+        step: &crate::escrow::DealStep,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::write_deal_step(&mut tx, step, None).await?;
+        if let Some(a) = audit {
+            insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_due_timers(
+        &self,
+        now: UnixMicros,
+        claimer: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::timers::Timer>> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let rows = sqlx::query(
+            "UPDATE timers SET claimed_by = ?1, claimed_until = ?2 WHERE id IN (\
+             SELECT id FROM timers WHERE state = 'pending' AND due_at <= ?3 AND (claimed_until IS NULL OR claimed_until < ?3) \
+             ORDER BY due_at LIMIT ?4) RETURNING id, kind, deal_id, due_at, state, fired_at",
+        )
+        .bind(claimer)
+        .bind(now + crate::timers::CLAIM_MICROS)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut timers: Vec<crate::timers::Timer> = rows
+            .iter()
+            .map(escrow::timer_from_row)
+            .collect::<StoreResult<_>>()?;
+        timers.sort_by_key(|t| t.due_at);
+        Ok(timers)
     }
 
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {

@@ -186,6 +186,15 @@ impl TestApp {
         db: Arc<TestDb>,
         adjust: impl FnOnce(&mut treasuryd::config::Config, &std::path::Path),
     ) -> Self {
+        Self::spawn_clocked(db, Arc::new(treasuryd::timers::SystemClock), adjust).await
+    }
+
+    /// Like `spawn_on`, with deals and timers on `clock`.
+    pub async fn spawn_clocked(
+        db: Arc<TestDb>,
+        clock: treasuryd::timers::DynClock,
+        adjust: impl FnOnce(&mut treasuryd::config::Config, &std::path::Path),
+    ) -> Self {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&db, dir.path());
@@ -208,7 +217,9 @@ impl TestApp {
             )
         })
         .collect();
-        let app = App::build(config, tokens).await.expect("app builds");
+        let app = App::build_with_clock(config, tokens, clock)
+            .await
+            .expect("app builds");
         let (api, metrics, ledger) = (
             app.api_addr(),
             app.metrics_addr(),

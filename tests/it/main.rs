@@ -8,6 +8,7 @@ mod api_flow;
 mod cli;
 mod concurrency;
 mod crash;
+mod deals;
 mod demo;
 mod deposits;
 mod engine;

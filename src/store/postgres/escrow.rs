@@ -1,0 +1,425 @@
+//! Escrow deals, their timeline and their timers on PostgreSQL.
+
+use super::*;
+use crate::domain::{DealId, TimerId};
+use crate::escrow::{Deal, DealEvent, DealState, DealStep, Issue, Resolution};
+use crate::timers::{Timer, TimerKind, TimerState};
+
+const DEAL_COLUMNS: &str = "id, template, buyer_account, seller_account, network, asset, amount, immediate, holdback, state, hold_id, \
+    released, offset_amount, refunded, issue_reason, issue_detail, issue_at, escalated, resolution_outcome, resolution_offset, \
+    resolution_by, resolution_reason, resolution_at, reference, created_by, created_at, updated_at, settled_at";
+
+fn deal_amount(r: &PgRow, col: &str) -> StoreResult<i128> {
+    units(r.try_get::<Decimal, _>(col)?)
+}
+
+fn deal_opt_amount(r: &PgRow, col: &str) -> StoreResult<Option<i128>> {
+    r.try_get::<Option<Decimal>, _>(col)?.map(units).transpose()
+}
+
+fn deal_bind_amount(x: i128) -> Decimal {
+    dec(x)
+}
+
+fn deal_from_row(r: &PgRow) -> StoreResult<Deal> {
+    let template: String = r.try_get("template")?;
+    let state: String = r.try_get("state")?;
+    let issue = match r.try_get::<Option<String>, _>("issue_reason")? {
+        Some(reason_code) => Some(Issue {
+            reason_code,
+            detail: r
+                .try_get::<Option<String>, _>("issue_detail")?
+                .unwrap_or_default(),
+            raised_at: r.try_get::<Option<i64>, _>("issue_at")?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let resolution = match r.try_get::<Option<String>, _>("resolution_outcome")? {
+        Some(outcome) => Some(Resolution {
+            outcome: serde_json::from_value(serde_json::Value::String(outcome.clone()))
+                .map_err(|_| StoreError::Invariant(format!("resolution outcome {outcome:?}")))?,
+            offset: deal_opt_amount(r, "resolution_offset")?.unwrap_or(0),
+            by: r
+                .try_get::<Option<String>, _>("resolution_by")?
+                .unwrap_or_default(),
+            reason: r
+                .try_get::<Option<String>, _>("resolution_reason")?
+                .unwrap_or_default(),
+            at: r
+                .try_get::<Option<i64>, _>("resolution_at")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Deal {
+        id: DealId(r.try_get("id")?),
+        template: serde_json::from_str(&template)
+            .map_err(|e| StoreError::Invariant(format!("deal template: {e}")))?,
+        buyer: AccountId(r.try_get("buyer_account")?),
+        seller: AccountId(r.try_get("seller_account")?),
+        asset: AssetKey::new(
+            r.try_get::<String, _>("network")?,
+            r.try_get::<String, _>("asset")?,
+        ),
+        amount: deal_amount(r, "amount")?,
+        immediate: deal_amount(r, "immediate")?,
+        holdback: deal_amount(r, "holdback")?,
+        state: DealState::parse(&state)
+            .ok_or_else(|| StoreError::Invariant(format!("deal state {state:?}")))?,
+        hold: r.try_get::<Option<Uuid>, _>("hold_id")?.map(HoldId),
+        released: deal_amount(r, "released")?,
+        offset: deal_amount(r, "offset_amount")?,
+        refunded: deal_amount(r, "refunded")?,
+        issue,
+        escalated: r.try_get("escalated")?,
+        resolution,
+        reference: r.try_get("reference")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        settled_at: r.try_get("settled_at")?,
+    })
+}
+
+pub(super) fn timer_from_row(r: &PgRow) -> StoreResult<Timer> {
+    let kind: String = r.try_get("kind")?;
+    let state: String = r.try_get("state")?;
+    Ok(Timer {
+        id: TimerId(r.try_get("id")?),
+        kind: TimerKind::parse(&kind)
+            .ok_or_else(|| StoreError::Invariant(format!("timer kind {kind:?}")))?,
+        deal: DealId(r.try_get("deal_id")?),
+        due_at: r.try_get("due_at")?,
+        state: TimerState::parse(&state)
+            .ok_or_else(|| StoreError::Invariant(format!("timer state {state:?}")))?,
+        fired_at: r.try_get("fired_at")?,
+    })
+}
+
+async fn insert_deal_event(
+    conn: &mut sqlx::PgConnection,
+    deal: DealId,
+    at: i64,
+    kind: &str,
+    actor: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO deal_events (id, deal_id, at, kind, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(deal.0)
+    .bind(at)
+    .bind(kind)
+    .bind(actor)
+    .bind(detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_deal(
+    conn: &mut sqlx::PgConnection,
+    d: &Deal,
+    detail: &str,
+) -> StoreResult<()> {
+    let template = serde_json::to_string(&d.template)
+        .map_err(|e| StoreError::Invariant(format!("deal template: {e}")))?;
+    sqlx::query(
+        "INSERT INTO deals (id, template_id, template, country, category, template_version, buyer_account, seller_account, \
+         network, asset, amount, immediate, holdback, state, released, offset_amount, refunded, escalated, reference, \
+         created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+    )
+    .bind(d.id.0)
+    .bind(&d.template.id)
+    .bind(template)
+    .bind(&d.template.country)
+    .bind(&d.template.category)
+    .bind(i64::from(d.template.version))
+    .bind(d.buyer.0)
+    .bind(d.seller.0)
+    .bind(&d.asset.network)
+    .bind(&d.asset.code)
+    .bind(deal_bind_amount(d.amount))
+    .bind(deal_bind_amount(d.immediate))
+    .bind(deal_bind_amount(d.holdback))
+    .bind(d.state.as_str())
+    .bind(deal_bind_amount(0))
+    .bind(deal_bind_amount(0))
+    .bind(deal_bind_amount(0))
+    .bind(false)
+    .bind(&d.reference)
+    .bind(&d.created_by)
+    .bind(d.created_at)
+    .bind(d.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    insert_deal_event(conn, d.id, d.created_at, "CREATED", &d.created_by, detail).await
+}
+
+/// Applies a guarded deal step inside the caller's transaction; `posted` is the ledger posting
+/// that carries it, if any.
+pub(super) async fn write_deal_step(
+    conn: &mut sqlx::PgConnection,
+    step: &DealStep,
+    posted: Option<&Posted>,
+) -> StoreResult<()> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(step.deal.0)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let deal = deal_from_row(&row)?;
+    if !step.from.contains(&deal.state) {
+        return Err(StoreError::Conflict(format!(
+            "deal {} is {}",
+            deal.id,
+            deal.state.as_str()
+        )));
+    }
+    if let Some(timer) = step.fire_timer {
+        let fired = sqlx::query(
+            "UPDATE timers SET state = 'fired', fired_at = $1 WHERE id = $2 AND state = 'pending'",
+        )
+        .bind(step.at)
+        .bind(timer.0)
+        .execute(&mut *conn)
+        .await?;
+        if fired.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("timer {timer} already ended")));
+        }
+    }
+    if step.cancel_timers {
+        let cancelled: Vec<String> = sqlx::query_scalar(
+            "UPDATE timers SET state = 'cancelled' WHERE deal_id = $1 AND state = 'pending' RETURNING kind",
+        )
+        .bind(step.deal.0)
+        .fetch_all(&mut *conn)
+        .await?;
+        for kind in cancelled {
+            insert_deal_event(
+                conn,
+                step.deal,
+                step.at,
+                "TIMER_CANCELLED",
+                &step.actor,
+                &kind,
+            )
+            .await?;
+        }
+    }
+    let hold = match (step.takes_hold, posted.and_then(|p| p.hold.as_ref())) {
+        (true, Some(h)) => Some(h.id),
+        (true, None) => {
+            return Err(StoreError::Invariant(
+                "a funding step needs its HOLD".into(),
+            ));
+        }
+        (false, _) => deal.hold,
+    };
+    let issue = step.issue.as_ref().or(deal.issue.as_ref());
+    let resolution = step.resolution.as_ref().or(deal.resolution.as_ref());
+    let settled_at = if step.to == DealState::Settled {
+        Some(step.at)
+    } else {
+        deal.settled_at
+    };
+    sqlx::query(
+        "UPDATE deals SET state = $1, hold_id = $2, released = $3, offset_amount = $4, refunded = $5, issue_reason = $6, \
+         issue_detail = $7, issue_at = $8, disputed = (disputed OR $9), escalated = (escalated OR $10), resolution_outcome = $11, \
+         resolution_offset = $12, resolution_by = $13, resolution_reason = $14, resolution_at = $15, updated_at = $16, \
+         settled_at = $17 WHERE id = $18",
+    )
+    .bind(step.to.as_str())
+    .bind(hold.map(|h| h.0))
+    .bind(deal_bind_amount(deal.released + step.released))
+    .bind(deal_bind_amount(deal.offset + step.offset))
+    .bind(deal_bind_amount(deal.refunded + step.refunded))
+    .bind(issue.map(|i| i.reason_code.clone()))
+    .bind(issue.map(|i| i.detail.clone()))
+    .bind(issue.map(|i| i.raised_at))
+    .bind(step.to == DealState::Issue)
+    .bind(step.escalate)
+    .bind(resolution.map(|r| r.outcome.as_str()))
+    .bind(resolution.map(|r| deal_bind_amount(r.offset)))
+    .bind(resolution.map(|r| r.by.clone()))
+    .bind(resolution.map(|r| r.reason.clone()))
+    .bind(resolution.map(|r| r.at))
+    .bind(step.at)
+    .bind(settled_at)
+    .bind(step.deal.0)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(p) = posted {
+        insert_deal_event(
+            conn,
+            step.deal,
+            step.at,
+            "LEDGER",
+            &step.actor,
+            &format!(
+                "{} journal seq {} tx {}",
+                p.tx.kind.as_str(),
+                p.tx.seq,
+                p.tx.id
+            ),
+        )
+        .await?;
+    }
+    for (kind, detail) in &step.events {
+        insert_deal_event(conn, step.deal, step.at, kind, &step.actor, detail).await?;
+    }
+    if let Some((kind, due_at)) = step.set_timer {
+        sqlx::query(
+            "INSERT INTO timers (id, kind, deal_id, due_at, state, created_at) VALUES ($1, $2, $3, $4, 'pending', $5)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(kind.as_str())
+        .bind(step.deal.0)
+        .bind(due_at)
+        .bind(step.at)
+        .execute(&mut *conn)
+        .await?;
+        insert_deal_event(
+            conn,
+            step.deal,
+            step.at,
+            "TIMER_SET",
+            &step.actor,
+            &format!(
+                "{} due {}",
+                kind.as_str(),
+                crate::domain::micros_to_rfc3339(due_at)
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn get_deal(conn: &mut sqlx::PgConnection, id: DealId) -> StoreResult<Deal> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE id = $1"
+    )))
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    deal_from_row(&row)
+}
+
+pub(super) async fn list_deals(
+    conn: &mut sqlx::PgConnection,
+    state: Option<DealState>,
+    after: Option<DealId>,
+    limit: i64,
+) -> StoreResult<Vec<Deal>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE ($1 IS NULL OR state = $2) AND ($3 IS NULL OR id > $4) ORDER BY id LIMIT $5"
+    )))
+    .bind(state.map(|s| s.as_str()))
+    .bind(state.map(|s| s.as_str()))
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.0))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(deal_from_row).collect()
+}
+
+pub(super) async fn deal_events(
+    conn: &mut sqlx::PgConnection,
+    id: DealId,
+) -> StoreResult<Vec<DealEvent>> {
+    let rows = sqlx::query(
+        "SELECT at, kind, actor, detail FROM deal_events WHERE deal_id = $1 ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DealEvent {
+                at: r.try_get("at")?,
+                kind: r.try_get("kind")?,
+                actor: r.try_get("actor")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn deal_timers(
+    conn: &mut sqlx::PgConnection,
+    id: DealId,
+) -> StoreResult<Vec<Timer>> {
+    let rows = sqlx::query(
+        "SELECT id, kind, deal_id, due_at, state, fired_at FROM timers WHERE deal_id = $1 ORDER BY id",
+    )
+    .bind(id.0)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(timer_from_row).collect()
+}
+
+pub(super) async fn insert_evidence(
+    conn: &mut sqlx::PgConnection,
+    e: &crate::escrow::Evidence,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO deal_evidence (id, deal_id, type, sha256, size, content_type, uploaded_by, uploaded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(e.id)
+    .bind(e.deal.0)
+    .bind(&e.kind)
+    .bind(&e.sha256)
+    .bind(e.size)
+    .bind(&e.content_type)
+    .bind(&e.uploaded_by)
+    .bind(e.uploaded_at)
+    .execute(&mut *conn)
+    .await?;
+    insert_deal_event(
+        conn,
+        e.deal,
+        e.uploaded_at,
+        "EVIDENCE",
+        &e.uploaded_by,
+        &format!(
+            "{} {} ({} bytes, sha256 {})",
+            e.kind, e.id, e.size, e.sha256
+        ),
+    )
+    .await
+}
+
+pub(super) async fn list_evidence(
+    conn: &mut sqlx::PgConnection,
+    deal: DealId,
+) -> StoreResult<Vec<crate::escrow::Evidence>> {
+    let rows = sqlx::query(
+        "SELECT id, deal_id, type, sha256, size, content_type, uploaded_by, uploaded_at FROM deal_evidence \
+         WHERE deal_id = $1 ORDER BY id",
+    )
+    .bind(deal.0)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::escrow::Evidence {
+                id: r.try_get("id")?,
+                deal: DealId(r.try_get("deal_id")?),
+                kind: r.try_get("type")?,
+                sha256: r.try_get("sha256")?,
+                size: r.try_get("size")?,
+                content_type: r.try_get("content_type")?,
+                uploaded_by: r.try_get("uploaded_by")?,
+                uploaded_at: r.try_get("uploaded_at")?,
+            })
+        })
+        .collect()
+}

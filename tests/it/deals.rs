@@ -1,0 +1,740 @@
+//! Escrow deals through the API on a manual clock: the happy path, each dispute outcome, the
+//! timers (at their deadline and not before, once, across a restart and across two
+//! instances), the (state × action × role) matrix, template versions and scope changes.
+//! Balances are checked in the ledger against the deal's money summary.
+
+use crate::harness::*;
+use crate::on_both_backends;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use treasuryd::scope::PilotScope;
+use treasuryd::timers::ManualClock;
+
+on_both_backends!(
+    a_deal_runs_from_created_to_settled,
+    auto_approve_fires_once_at_its_deadline,
+    a_timer_due_while_down_fires_once_after_a_restart
+);
+
+const DAY: Duration = Duration::from_secs(86_400);
+const HOUR: Duration = Duration::from_secs(3_600);
+
+fn scope(categories: &[&str], version: &str) -> PilotScope {
+    PilotScope {
+        enabled: true,
+        country_allowlist: vec!["MN".into()],
+        category_allowlist: categories.iter().map(|c| c.to_string()).collect(),
+        template_version: version.into(),
+    }
+}
+
+async fn escrow_app(db: Arc<TestDb>, clock: Arc<ManualClock>) -> TestApp {
+    TestApp::spawn_clocked(db, clock, |c, _| {
+        c.escrow.timer_poll_ms = 20;
+        c.pilot = Some(scope(&["USED_CAR_PRIVATE", "REAL_ESTATE_SALE"], "v1"));
+    })
+    .await
+}
+
+fn clock() -> Arc<ManualClock> {
+    use treasuryd::timers::Clock;
+    ManualClock::starting_at(treasuryd::timers::SystemClock.now())
+}
+
+/// A buyer with 10,000 USDT and a seller with nothing.
+async fn parties(app: &TestApp) -> (String, String) {
+    let buyer = funded_partner(app, "buyer", "USDT", "10000").await;
+    let seller = app.create_account("seller").await;
+    (buyer, seller)
+}
+
+async fn new_deal(app: &TestApp, buyer: &str, seller: &str, amount: &str, category: &str) -> Value {
+    let (s, deal) = app
+        .post(
+            "/v1/deals",
+            TRADER,
+            None,
+            &json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": category, "amount": amount}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{deal}");
+    deal
+}
+
+async fn act(
+    app: &TestApp,
+    id: &str,
+    action: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    app.post(&format!("/v1/deals/{id}/{action}"), token, None, &body)
+        .await
+}
+
+async fn upload(app: &TestApp, id: &str, kind: &str) -> String {
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/deals/{id}/evidence")))
+        .bearer_auth(TRADER)
+        .header("content-type", "image/jpeg")
+        .header("x-evidence-type", kind)
+        .body(format!("jpeg bytes of {id} {kind}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let e: Value = r.json().await.unwrap();
+    e["id"].as_str().unwrap().to_owned()
+}
+
+async fn deal(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/deals/{id}"), TRADER).await.1
+}
+
+async fn kinds(app: &TestApp, id: &str) -> Vec<String> {
+    let (_, t) = app.get(&format!("/v1/deals/{id}/timeline"), OPERATOR).await;
+    t["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn balances(app: &TestApp, account: &str) -> (String, String) {
+    let a = app.account(account).await;
+    (
+        a["available"].as_str().unwrap().to_owned(),
+        a["held"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn b(available: &str, held: &str) -> (String, String) {
+    (available.to_owned(), held.to_owned())
+}
+
+/// Funds and delivers (with a photo) a new 1,000 USDT MN used-car deal; returns its id.
+async fn delivered(app: &TestApp, buyer: &str, seller: &str) -> String {
+    let id = new_deal(app, buyer, seller, "1000", "USED_CAR_PRIVATE").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, d) = act(app, &id, "fund", TRADER, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let photo = upload(app, &id, "PHOTO").await;
+    let (s, d) = act(app, &id, "deliver", TRADER, json!({"evidence": [photo]})).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    id
+}
+
+async fn wait_state(app: &TestApp, id: &str, state: &str) -> Value {
+    for _ in 0..200 {
+        let d = deal(app, id).await;
+        if d["state"] == state {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("deal {id} never reached {state}: {}", deal(app, id).await);
+}
+
+async fn a_deal_runs_from_created_to_settled(backend: Backend) {
+    let app = escrow_app(Arc::new(TestDb::new(backend).await), clock()).await;
+    let (buyer, seller) = parties(&app).await;
+    let created = new_deal(&app, &buyer, &seller, "1000", "USED_CAR_PRIVATE").await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["state"], "CREATED");
+    assert_eq!(created["template"]["id"], "MN_USED_CAR_PRIVATE_v1");
+    assert_eq!(created["template"]["currency"]["code"], "MNT");
+    assert_eq!(
+        (
+            created["money"]["immediate"].as_str(),
+            created["money"]["holdback"].as_str()
+        ),
+        (Some("850.000000"), Some("150.000000"))
+    );
+    assert_eq!(created["allowed_actions"], json!(["fund"]));
+
+    let (s, d) = act(&app, &id, "fund", TRADER, json!({})).await;
+    assert_eq!(
+        (s, d["state"].as_str()),
+        (StatusCode::OK, Some("FUNDED")),
+        "{d}"
+    );
+    assert_eq!(
+        balances(&app, &buyer).await,
+        b("9000.000000", "1000.000000")
+    );
+
+    // The template wants evidence for delivery.
+    let (s, e) = act(&app, &id, "deliver", TRADER, json!({})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("evidence_required"))
+    );
+    let photo = upload(&app, &id, "PHOTO").await;
+    let (s, d) = act(&app, &id, "deliver", TRADER, json!({"evidence": [photo]})).await;
+    assert_eq!(
+        (s, d["state"].as_str()),
+        (StatusCode::OK, Some("INSPECTION")),
+        "{d}"
+    );
+    assert_eq!(balances(&app, &seller).await, b("850.000000", "0.000000"));
+    assert_eq!(balances(&app, &buyer).await, b("9000.000000", "150.000000"));
+    assert_eq!(d["timers"][0]["kind"], "AUTO_APPROVE");
+    assert_eq!(d["timers"][0]["remaining_seconds"], 3 * 86_400);
+    assert_eq!(d["money"]["released"], "850.000000");
+    assert_eq!(d["money"]["held"], "150.000000");
+    assert_eq!(d["evidence"][0]["type"], "PHOTO");
+    assert_eq!(d["allowed_actions"], json!(["approve", "raise_issue"]));
+
+    let (s, d) = act(&app, &id, "approve", TRADER, json!({})).await;
+    assert_eq!(
+        (s, d["state"].as_str()),
+        (StatusCode::OK, Some("SETTLED")),
+        "{d}"
+    );
+    assert_eq!(balances(&app, &seller).await, b("1000.000000", "0.000000"));
+    assert_eq!(balances(&app, &buyer).await, b("9000.000000", "0.000000"));
+    assert_eq!(d["money"]["released"], "1000.000000");
+    assert_eq!(d["money"]["held"], "0.000000");
+    assert_eq!(d["timers"][0]["state"], "cancelled");
+    assert_eq!(
+        kinds(&app, &id).await,
+        [
+            "CREATED",
+            "LEDGER",
+            "FUNDED",
+            "EVIDENCE",
+            "LEDGER",
+            "DELIVERED",
+            "INSPECTION",
+            "TIMER_SET",
+            "TIMER_CANCELLED",
+            "LEDGER",
+            "APPROVED",
+            "SETTLED"
+        ]
+    );
+    // The evidence is kept by content.
+    let bytes = app
+        .client
+        .get(app.url(&format!("/v1/deals/{id}/evidence/{photo}")))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(bytes, format!("jpeg bytes of {id} PHOTO"));
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn auto_approve_fires_once_at_its_deadline(backend: Backend) {
+    let clock = clock();
+    let app = escrow_app(Arc::new(TestDb::new(backend).await), clock.clone()).await;
+    let (buyer, seller) = parties(&app).await;
+    let id = delivered(&app, &buyer, &seller).await;
+    clock.advance(3 * DAY - Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d = deal(&app, &id).await;
+    assert_eq!(d["state"], "INSPECTION", "not before its deadline");
+    assert_eq!(d["timers"][0]["remaining_seconds"], 1);
+    clock.advance(Duration::from_secs(1));
+    let d = wait_state(&app, &id, "SETTLED").await;
+    assert_eq!(d["timers"][0]["state"], "fired");
+    assert_eq!(balances(&app, &seller).await, b("1000.000000", "0.000000"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let k = kinds(&app, &id).await;
+    assert_eq!(k.iter().filter(|k| *k == "TIMER_FIRED").count(), 1, "{k:?}");
+    assert_eq!(k.iter().filter(|k| *k == "SETTLED").count(), 1);
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn a_timer_due_while_down_fires_once_after_a_restart(backend: Backend) {
+    let clock = clock();
+    let first = escrow_app(Arc::new(TestDb::new(backend).await), clock.clone()).await;
+    let (buyer, seller) = parties(&first).await;
+    let id = delivered(&first, &buyer, &seller).await;
+    let db = first.db();
+    first.stop().await.unwrap();
+    clock.advance(5 * DAY);
+    let app = escrow_app(db, clock.clone()).await;
+    let d = wait_state(&app, &id, "SETTLED").await;
+    assert_eq!(d["money"]["released"], "1000.000000");
+    assert_eq!(balances(&app, &seller).await, b("1000.000000", "0.000000"));
+    let k = kinds(&app, &id).await;
+    assert_eq!(k.iter().filter(|k| *k == "TIMER_FIRED").count(), 1, "{k:?}");
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// Two instances on one PostgreSQL, one clock: 12 deals come due at once; each timer fires
+/// once and each seller is paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_never_fire_a_timer_twice() {
+    if !postgres_enabled() {
+        eprintln!("TREASURYD_TEST_POSTGRES=skip: not running the PostgreSQL-only test");
+        return;
+    }
+    let clock = clock();
+    let db = Arc::new(TestDb::new(Backend::Postgres).await);
+    let a = escrow_app(db.clone(), clock.clone()).await;
+    let b_app = escrow_app(db, clock.clone()).await;
+    let buyer = funded_partner(&a, "buyer", "USDT", "20000").await;
+    let mut deals = Vec::new();
+    for i in 0..12 {
+        let seller = a.create_account(&format!("seller-{i}")).await;
+        let app = if i % 2 == 0 { &a } else { &b_app };
+        deals.push((delivered(app, &buyer, &seller).await, seller));
+    }
+    clock.advance(4 * DAY);
+    for (id, seller) in &deals {
+        wait_state(&a, id, "SETTLED").await;
+        assert_eq!(balances(&a, seller).await, b("1000.000000", "0.000000"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, _) in &deals {
+        let k = kinds(&a, id).await;
+        assert_eq!(k.iter().filter(|k| *k == "TIMER_FIRED").count(), 1, "{k:?}");
+    }
+    assert_eq!(balances(&a, &buyer).await, b("8000.000000", "0.000000"));
+    a.verify_clean().await;
+    a.stop().await.unwrap();
+    b_app.stop().await.unwrap();
+}
+
+/// Each outcome kind settles every unit held; outcomes outside the template, offsets above
+/// the cap, a missing reason and the wrong role are refused and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disputes_resolve_only_as_the_template_allows() {
+    let app = escrow_app(Arc::new(TestDb::new(Backend::Sqlite).await), clock()).await;
+    let (buyer, seller) = parties(&app).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = delivered(&app, &buyer, &seller).await;
+        let (s, e) = act(
+            &app,
+            &id,
+            "issue",
+            TRADER,
+            json!({"reason_code": "BOGUS", "detail": "x"}),
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("reason_code"))
+        );
+        let photo = upload(&app, &id, "PHOTO").await;
+        let (s, d) = act(&app, &id, "issue", TRADER, json!({"reason_code": "MISSING_DOCUMENTS", "detail": "no registration papers", "evidence": [photo]})).await;
+        assert_eq!(
+            (s, d["state"].as_str()),
+            (StatusCode::OK, Some("ISSUE")),
+            "{d}"
+        );
+        assert_eq!(d["issue"]["offset_cap"], "50.000000");
+        assert_eq!(d["timers"][1]["kind"], "DISPUTE_TTL");
+        assert_eq!(
+            d["timers"][0]["state"], "cancelled",
+            "AUTO_APPROVE ends with the issue"
+        );
+        ids.push(id);
+    }
+    assert_eq!(balances(&app, &seller).await, b("2550.000000", "0.000000"));
+    assert_eq!(balances(&app, &buyer).await, b("7000.000000", "450.000000"));
+    let before = kinds(&app, &ids[0]).await.len();
+    for (token, body, status, code) in [
+        (
+            TRADER,
+            json!({"outcome": "RELEASE_FULL", "reason": "x"}),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            ADMIN,
+            json!({"outcome": "RELEASE_FULL", "reason": "x"}),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            OPERATOR,
+            json!({"outcome": "RELEASE_FULL"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_required",
+        ),
+        (
+            OPERATOR,
+            json!({"outcome": "RELEASE_FULL", "reason": "  "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_required",
+        ),
+        (
+            OPERATOR,
+            json!({"outcome": "SPLIT_EVENLY", "reason": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            OPERATOR,
+            json!({"outcome": "OFFSET", "offset": "50.000001", "reason": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "offset_above_cap",
+        ),
+        (
+            OPERATOR,
+            json!({"outcome": "OFFSET", "reason": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_field",
+        ),
+        (
+            OPERATOR,
+            json!({"outcome": "REFUND_FULL", "offset": "1", "reason": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+    ] {
+        let (s, e) = act(&app, &ids[0], "resolve", token, body.clone()).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {e}"
+        );
+    }
+    assert_eq!(
+        kinds(&app, &ids[0]).await.len(),
+        before,
+        "refusals change nothing"
+    );
+    assert_eq!(deal(&app, &ids[0]).await["state"], "ISSUE");
+
+    let (s, d) = act(
+        &app,
+        &ids[0],
+        "resolve",
+        OPERATOR,
+        json!({"outcome": "OFFSET", "offset": "50", "reason": "papers missing, seller agreed"}),
+    )
+    .await;
+    assert_eq!(
+        (s, d["state"].as_str()),
+        (StatusCode::OK, Some("SETTLED")),
+        "{d}"
+    );
+    assert_eq!(
+        (
+            d["money"]["released"].as_str(),
+            d["money"]["offset"].as_str(),
+            d["money"]["held"].as_str()
+        ),
+        (Some("950.000000"), Some("50.000000"), Some("0.000000"))
+    );
+    assert_eq!(d["resolution"]["by"], "test-operator");
+    let (_, d) = act(
+        &app,
+        &ids[1],
+        "resolve",
+        OPERATOR,
+        json!({"outcome": "REFUND_FULL", "reason": "car never delivered"}),
+    )
+    .await;
+    assert_eq!(
+        (
+            d["money"]["refunded"].as_str(),
+            d["money"]["released"].as_str()
+        ),
+        (Some("150.000000"), Some("850.000000"))
+    );
+    let (_, d) = act(
+        &app,
+        &ids[2],
+        "resolve",
+        OPERATOR,
+        json!({"outcome": "RELEASE_FULL", "reason": "claim unfounded"}),
+    )
+    .await;
+    assert_eq!(d["money"]["released"], "1000.000000");
+    // Seller: 950 + 850 + 1000; buyer: 7000 + 50 + 150.
+    assert_eq!(balances(&app, &seller).await, b("2800.000000", "0.000000"));
+    assert_eq!(balances(&app, &buyer).await, b("7200.000000", "0.000000"));
+    let (_, offsets) = app
+        .get(&format!("/v1/journal?kind=OFFSET&account={buyer}"), ADMIN)
+        .await;
+    assert_eq!(offsets["items"].as_array().unwrap().len(), 1);
+    let (_, refunds) = app
+        .get(&format!("/v1/journal?kind=REFUND&account={buyer}"), ADMIN)
+        .await;
+    assert_eq!(refunds["items"].as_array().unwrap().len(), 1);
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// DISPUTE_TTL runs out: the template says escalate, so funds stay held, the deal stays in
+/// ISSUE marked escalated, and the dispute queue puts the most urgent first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_dispute_escalates_and_the_queue_is_sorted_by_ttl() {
+    let clock = clock();
+    let app = escrow_app(Arc::new(TestDb::new(Backend::Sqlite).await), clock.clone()).await;
+    let (buyer, seller) = parties(&app).await;
+    let raise = |id: String| {
+        let app = &app;
+        async move {
+            let photo = upload(app, &id, "PHOTO").await;
+            let (s, _) = act(app, &id, "issue", TRADER, json!({"reason_code": "UNDISCLOSED_DAMAGE", "detail": "bent frame", "evidence": [photo]})).await;
+            assert_eq!(s, StatusCode::OK);
+            id
+        }
+    };
+    let older = raise(delivered(&app, &buyer, &seller).await).await;
+    clock.advance(10 * HOUR);
+    let newer = raise(delivered(&app, &buyer, &seller).await).await;
+    let (s, _) = app.get("/v1/admin/disputes", TRADER).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, q) = app.get("/v1/admin/disputes", OPERATOR).await;
+    let order: Vec<&str> = q["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deal"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [older.as_str(), newer.as_str()]);
+    assert_eq!(q["items"][0]["remaining_seconds"], 38 * 3_600);
+
+    clock.advance(38 * HOUR);
+    for _ in 0..100 {
+        if deal(&app, &older).await["issue"]["escalated"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = deal(&app, &older).await;
+    assert_eq!(
+        (d["state"].as_str(), d["issue"]["escalated"].as_bool()),
+        (Some("ISSUE"), Some(true)),
+        "{d}"
+    );
+    assert_eq!(d["money"]["held"], "150.000000", "funds stay held");
+    assert!(kinds(&app, &older).await.contains(&"ESCALATED".to_owned()));
+    assert_eq!(deal(&app, &newer).await["issue"]["escalated"], false);
+    let (_, q) = app.get("/v1/admin/disputes", OPERATOR).await;
+    assert_eq!(q["items"][0]["deal"]["id"], older.as_str(), "expired first");
+    assert_eq!(q["items"][0]["remaining_seconds"], 0);
+    // An Operator can still resolve it.
+    let (s, d) = act(
+        &app,
+        &older,
+        "resolve",
+        OPERATOR,
+        json!({"outcome": "OFFSET", "offset": "150", "reason": "frame damage confirmed"}),
+    )
+    .await;
+    assert_eq!(
+        (s, d["state"].as_str()),
+        (StatusCode::OK, Some("SETTLED")),
+        "{d}"
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// Every (state × action × role): exactly the rule's cell is allowed (and listed in
+/// `allowed_actions`); every other is refused with 403 or 409 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_action_role_matrix() {
+    let app = escrow_app(Arc::new(TestDb::new(Backend::Sqlite).await), clock()).await;
+    let (buyer, seller) = parties(&app).await;
+    let created = new_deal(&app, &buyer, &seller, "100", "USED_CAR_PRIVATE").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let funded = new_deal(&app, &buyer, &seller, "100", "USED_CAR_PRIVATE").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    act(&app, &funded, "fund", TRADER, json!({})).await;
+    let inspection = delivered(&app, &buyer, &seller).await;
+    let issue = delivered(&app, &buyer, &seller).await;
+    let photo = upload(&app, &issue, "PHOTO").await;
+    act(
+        &app,
+        &issue,
+        "issue",
+        TRADER,
+        json!({"reason_code": "NOT_AS_DESCRIBED", "detail": "x", "evidence": [photo]}),
+    )
+    .await;
+    let settled = delivered(&app, &buyer, &seller).await;
+    act(&app, &settled, "approve", TRADER, json!({})).await;
+    let actions = [
+        ("fund", "CREATED", TRADER),
+        ("deliver", "FUNDED", TRADER),
+        ("approve", "INSPECTION", TRADER),
+        ("issue", "INSPECTION", TRADER),
+        ("resolve", "ISSUE", OPERATOR),
+    ];
+    let roles = [
+        (ADMIN, "admin"),
+        (TRADER, "trader"),
+        (APPROVER, "approver"),
+        (OPERATOR, "operator"),
+    ];
+    for (id, state) in [
+        (&created, "CREATED"),
+        (&funded, "FUNDED"),
+        (&inspection, "INSPECTION"),
+        (&issue, "ISSUE"),
+        (&settled, "SETTLED"),
+    ] {
+        assert_eq!(deal(&app, id).await["state"], state);
+        for (token, role) in roles {
+            let listed =
+                app.get(&format!("/v1/deals/{id}"), token).await.1["allowed_actions"].clone();
+            let expected: Vec<&str> = actions
+                .iter()
+                .filter(|(_, s, t)| *s == state && *t == token)
+                .map(|(a, _, _)| if *a == "issue" { "raise_issue" } else { *a })
+                .collect();
+            assert_eq!(listed, json!(expected), "{state} as {role}");
+            for (action, allowed_state, allowed_token) in actions {
+                if allowed_state == state && allowed_token == token {
+                    continue;
+                }
+                let before = (
+                    deal(&app, id).await,
+                    kinds(&app, id).await.len(),
+                    balances(&app, &buyer).await,
+                    balances(&app, &seller).await,
+                );
+                let (s, e) = act(&app, id, action, token, json!({"evidence": [], "reason_code": "NOT_AS_DESCRIBED", "detail": "x", "outcome": "RELEASE_FULL", "reason": "x"})).await;
+                let want = if allowed_token == token {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                assert_eq!(s, want, "{action} on {state} as {role}: {e}");
+                assert!(
+                    e["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("allowed for you"),
+                    "{e}"
+                );
+                let after = (
+                    deal(&app, id).await,
+                    kinds(&app, id).await.len(),
+                    balances(&app, &buyer).await,
+                    balances(&app, &seller).await,
+                );
+                assert_eq!(
+                    before, after,
+                    "{action} on {state} as {role} changed something"
+                );
+            }
+        }
+    }
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// A v2 template and a wider scope arrive while deals run: deals created before keep v1's
+/// parameters; new ones take v2; narrowing the scope refuses new deals only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_versions_and_scope_changes_touch_new_deals_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let v1 = std::fs::read_to_string(shipped.join("MN_USED_CAR_PRIVATE_v1.json")).unwrap();
+    std::fs::write(dir.path().join("MN_USED_CAR_PRIVATE_v1.json"), &v1).unwrap();
+    std::fs::write(
+        dir.path().join("MN_USED_CAR_PRIVATE_v2.json"),
+        v1.replace("\"version\": 1", "\"version\": 2")
+            .replace("\"holdbackRatio\": 0.15", "\"holdbackRatio\": 0.2")
+            .replace("\"immediateRatio\": 0.85", "\"immediateRatio\": 0.8")
+            .replace(
+                "\"UNDISCLOSED_DAMAGE\": 0.15",
+                "\"UNDISCLOSED_DAMAGE\": 0.2",
+            ),
+    )
+    .unwrap();
+    let templates = dir.path().to_owned();
+    let app = TestApp::spawn_clocked(
+        Arc::new(TestDb::new(Backend::Sqlite).await),
+        clock(),
+        move |c, _| {
+            c.escrow.templates_dir = templates;
+            c.escrow.timer_poll_ms = 20;
+        },
+    )
+    .await;
+    let (buyer, seller) = parties(&app).await;
+    let body = |v: &str| json!({"enabled": true, "country-allowlist": ["MN"], "category-allowlist": ["USED_CAR_PRIVATE"], "template-version": v, "reason": "rollout"});
+    let (s, e) = app.post("/v1/deals", TRADER, None, &json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "100"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("out_of_scope")),
+        "closed until set"
+    );
+    app.call(
+        reqwest::Method::PUT,
+        "/v1/pilot/scope",
+        ADMIN,
+        Some(&body("v1")),
+    )
+    .await;
+    let old = new_deal(&app, &buyer, &seller, "1000", "USED_CAR_PRIVATE").await;
+    assert_eq!(old["template"]["id"], "MN_USED_CAR_PRIVATE_v1");
+    let old_id = old["id"].as_str().unwrap().to_owned();
+    act(&app, &old_id, "fund", TRADER, json!({})).await;
+
+    app.call(
+        reqwest::Method::PUT,
+        "/v1/pilot/scope",
+        ADMIN,
+        Some(&body("v2")),
+    )
+    .await;
+    let new = new_deal(&app, &buyer, &seller, "1000", "USED_CAR_PRIVATE").await;
+    assert_eq!(new["template"]["id"], "MN_USED_CAR_PRIVATE_v2");
+    assert_eq!(new["money"]["holdback"], "200.000000");
+    let photo = upload(&app, &old_id, "PHOTO").await;
+    let (_, d) = act(
+        &app,
+        &old_id,
+        "deliver",
+        TRADER,
+        json!({"evidence": [photo]}),
+    )
+    .await;
+    assert_eq!(
+        (
+            d["template"]["id"].as_str(),
+            d["money"]["released"].as_str()
+        ),
+        (Some("MN_USED_CAR_PRIVATE_v1"), Some("850.000000")),
+        "{d}"
+    );
+
+    // Narrowed: no new deals, the running one completes.
+    let closed = json!({"enabled": false, "country-allowlist": ["MN"], "category-allowlist": ["USED_CAR_PRIVATE"], "template-version": "v2", "reason": "rollback"});
+    app.call(
+        reqwest::Method::PUT,
+        "/v1/pilot/scope",
+        ADMIN,
+        Some(&closed),
+    )
+    .await;
+    let (s, e) = app.post("/v1/deals", TRADER, None, &json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "100"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("out_of_scope"))
+    );
+    let (s, d) = act(&app, &old_id, "approve", TRADER, json!({})).await;
+    assert_eq!((s, d["state"].as_str()), (StatusCode::OK, Some("SETTLED")));
+    assert_eq!(balances(&app, &seller).await, b("1000.000000", "0.000000"));
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
