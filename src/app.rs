@@ -401,7 +401,36 @@ async fn reload_on_sighup(
                 .scope
                 .show(&scope, &state.templates.snapshot());
         }
+        if let Err(e) = refresh_pilot_metrics(&state).await {
+            tracing::warn!(error = %e, "pilot metrics not refreshed");
+        }
     }
+}
+
+/// The pilot's figures over every deal so far, for Prometheus.
+async fn refresh_pilot_metrics(
+    state: &crate::api::AppState,
+) -> Result<(), crate::store::StoreError> {
+    let store = state.ledger.store();
+    let report = crate::escrow::report::build(store.as_ref(), 0, i64::MAX).await?;
+    let mut escalated = 0;
+    let mut after = None;
+    loop {
+        let page = store
+            .list_deals(
+                Some(crate::escrow::DealState::Issue),
+                after,
+                crate::api::MAX_PAGE,
+            )
+            .await?;
+        escalated += page.iter().filter(|d| d.escalated).count() as i64;
+        after = page.last().map(|d| d.id);
+        if (page.len() as i64) < crate::api::MAX_PAGE {
+            break;
+        }
+    }
+    state.metrics.pilot.show(&report.by_scope, escalated);
+    Ok(())
 }
 
 async fn reload(

@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Reports.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Deal templates.
     Templates {
         #[command(subcommand)]
@@ -68,6 +73,20 @@ enum Command {
 enum LedgerCommand {
     /// Recompute every balance and hold from the journal, check the hash chain and sum-zero.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The pilot plan's Go/No-Go report over deals created in [from, to): Markdown, or JSON.
+    GoNoGo {
+        /// RFC 3339 or YYYY-MM-DD (UTC midnight).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -184,6 +203,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(c, Vec::new()).await?;
             tracing::info!(api = %app.api_addr(), metrics = %app.metrics_addr(), "treasuryd listening");
             app.run_until_stopped(app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            command: ReportCommand::GoNoGo { from, to, json },
+        } => {
+            use treasuryd::escrow::report::parse_instant;
+            let (Some(from_at), Some(to_at)) = (parse_instant(&from), parse_instant(&to)) else {
+                anyhow::bail!("--from and --to are RFC 3339 or YYYY-MM-DD");
+            };
+            let c = load_config(cli.config.as_deref())?;
+            let url = c.database_url();
+            let store = treasuryd::store::open(url.expose_secret(), 2)
+                .await
+                .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
+            let report = treasuryd::escrow::report::build(store.as_ref(), from_at, to_at).await?;
+            store.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.markdown());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Templates {

@@ -17,6 +17,96 @@ pub struct Metrics {
     pub payouts: PayoutMetrics,
     pub wallets: WalletMetrics,
     pub scope: ScopeMetrics,
+    pub pilot: PilotMetrics,
+}
+
+/// The pilot's figures over every deal so far, by country, category and template version
+/// (`template` label = the template id), refreshed from the database every 15 s.
+#[derive(Clone)]
+pub struct PilotMetrics {
+    pub deals: IntGaugeVec,
+    pub ratios: GaugeVec,
+    pub settle_seconds: GaugeVec,
+    /// Open disputes whose DISPUTE_TTL ran out and were escalated.
+    pub escalated_disputes: IntGauge,
+}
+
+impl PilotMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let deals = IntGaugeVec::new(
+            Opts::new("treasuryd_deals", "Deals by state and scope."),
+            &["country", "category", "template", "state"],
+        )?;
+        let ratios = GaugeVec::new(
+            Opts::new(
+                "treasuryd_pilot_ratio",
+                "Pilot figures by scope: completion, dispute, evidence_completeness, admin_intervention, disputes_within_ttl (0..1).",
+            ),
+            &["country", "category", "template", "figure"],
+        )?;
+        let settle_seconds = GaugeVec::new(
+            Opts::new(
+                "treasuryd_pilot_time_to_settle_seconds",
+                "Time from creation to SETTLED by scope: the average and the p95 (nearest rank).",
+            ),
+            &["country", "category", "template", "stat"],
+        )?;
+        let escalated_disputes = IntGauge::new(
+            "treasuryd_disputes_escalated",
+            "Open disputes whose DISPUTE_TTL ran out (escalated, funds held).",
+        )?;
+        registry.register(Box::new(deals.clone()))?;
+        registry.register(Box::new(ratios.clone()))?;
+        registry.register(Box::new(settle_seconds.clone()))?;
+        registry.register(Box::new(escalated_disputes.clone()))?;
+        Ok(Self {
+            deals,
+            ratios,
+            settle_seconds,
+            escalated_disputes,
+        })
+    }
+
+    pub fn show(&self, scopes: &[crate::escrow::report::ScopeFigures], escalated: i64) {
+        use rust_decimal::prelude::ToPrimitive;
+        self.deals.reset();
+        self.ratios.reset();
+        self.settle_seconds.reset();
+        for s in scopes {
+            let template = format!("{}_{}_v{}", s.country, s.category, s.template_version);
+            let base = [s.country.as_str(), s.category.as_str(), template.as_str()];
+            for (state, n) in &s.figures.by_state {
+                self.deals
+                    .with_label_values(&[base[0], base[1], base[2], state.as_str()])
+                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
+            let f = &s.figures;
+            for (name, share) in [
+                ("completion", &f.settlement_completion),
+                ("dispute", &f.dispute_rate),
+                ("evidence_completeness", &f.evidence_completeness),
+                ("admin_intervention", &f.admin_intervention),
+                ("disputes_within_ttl", &f.disputes_within_ttl),
+            ] {
+                if let Some(r) = share.ratio.and_then(|r| r.to_f64()) {
+                    self.ratios
+                        .with_label_values(&[base[0], base[1], base[2], name])
+                        .set(r);
+                }
+            }
+            for (stat, v) in [
+                ("average", f.average_time_to_settle_seconds),
+                ("p95", f.p95_time_to_settle_seconds),
+            ] {
+                if let Some(v) = v {
+                    self.settle_seconds
+                        .with_label_values(&[base[0], base[1], base[2], stat])
+                        .set(v as f64);
+                }
+            }
+        }
+        self.escalated_disputes.set(escalated);
+    }
 }
 
 /// The pilot's scope flags in force, as this instance last read them.
@@ -586,7 +676,9 @@ impl Metrics {
         let wallets = WalletMetrics::new(&registry)?;
         let rpc = RpcMetrics::new(&registry)?;
         let scope = ScopeMetrics::new(&registry)?;
+        let pilot = PilotMetrics::new(&registry)?;
         Ok(Self {
+            pilot,
             scope,
             registry,
             rpc,

@@ -16,6 +16,7 @@ pub mod manual_entries;
 pub mod networks;
 pub mod openapi;
 pub mod payouts;
+pub mod reports;
 pub mod templates;
 pub mod views;
 
@@ -80,6 +81,8 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         )
         .route("/v1/deals/{id}/timeline", get(deals::timeline))
         .route("/v1/admin/disputes", get(deals::disputes))
+        .route("/v1/reports/go-no-go", get(reports::go_no_go))
+        .route("/v1/incidents", post(reports::record))
         .route("/v1/templates", get(templates::list))
         .route("/v1/templates/{id}", get(templates::get_one))
         .route(

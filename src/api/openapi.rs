@@ -50,6 +50,8 @@ use utoipa::{Modify, OpenApi};
         super::deals::download_evidence,
         super::deals::timeline,
         super::deals::disputes,
+        super::reports::go_no_go,
+        super::reports::record,
         super::templates::list,
         super::templates::get_one,
         super::templates::get_scope,

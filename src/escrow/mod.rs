@@ -17,6 +17,7 @@
 //! lost a race (an approval against the AUTO_APPROVE timer) is refused whole.
 
 pub mod evidence;
+pub mod report;
 pub mod service;
 
 use crate::domain::{AccountId, AssetKey, DealId, HoldId, Role, TimerId, UnixMicros};

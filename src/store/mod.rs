@@ -288,6 +288,22 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: crate::domain::DealId,
     ) -> StoreResult<Vec<crate::timers::Timer>>;
+    /// The report's facts about every deal created in `[from, to)`.
+    async fn deal_facts(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::escrow::report::DealFacts>>;
+    async fn record_incident(
+        &self,
+        incident: &crate::escrow::report::Incident,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn incidents(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::escrow::report::Incident>>;
     /// Records evidence metadata (and a timeline line), audited.
     async fn add_evidence(
         &self,

@@ -1688,6 +1688,36 @@ impl Store for PgStore {
         escrow::deal_timers(&mut conn, id).await
     }
 
+    async fn deal_facts(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_facts(&mut conn, from, to).await
+    }
+
+    async fn record_incident(
+        &self,
+        incident: &crate::escrow::report::Incident,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        escrow::insert_incident(&mut tx, incident).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn incidents(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::escrow::report::Incident>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::incidents(&mut conn, from, to).await
+    }
+
     async fn add_evidence(
         &self,
         evidence: &crate::escrow::Evidence,

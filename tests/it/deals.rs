@@ -738,3 +738,194 @@ async fn template_versions_and_scope_changes_touch_new_deals_only() {
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
+
+/// Seven deals on a manual clock with known outcomes; the Go/No-Go report's figures equal
+/// the ones computed by hand here, through the API (JSON and Markdown) and the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_no_go_report_matches_figures_computed_by_hand() {
+    let clock = clock();
+    let t0 = treasuryd::timers::Clock::now(clock.as_ref());
+    let db = Arc::new(TestDb::new(Backend::Sqlite).await);
+    let app = escrow_app(db.clone(), clock.clone()).await;
+    let (buyer, seller) = parties(&app).await;
+    let (a, b_deal, c, d, e) = (
+        delivered(&app, &buyer, &seller).await,
+        delivered(&app, &buyer, &seller).await,
+        delivered(&app, &buyer, &seller).await,
+        delivered(&app, &buyer, &seller).await,
+        delivered(&app, &buyer, &seller).await,
+    );
+    let f = new_deal(&app, &buyer, &seller, "1000", "USED_CAR_PRIVATE").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let g = new_deal(&app, &buyer, &seller, "1000", "REAL_ESTATE_SALE").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    act(&app, &g, "fund", TRADER, json!({})).await;
+    let contract = upload(&app, &g, "CONTRACT_PDF").await;
+    act(&app, &g, "deliver", TRADER, json!({"evidence": [contract]})).await;
+    for id in [&d, &e] {
+        let photo = upload(&app, id, "PHOTO").await;
+        let (s, _) = act(
+            &app,
+            id,
+            "issue",
+            TRADER,
+            json!({"reason_code": "MISSING_DOCUMENTS", "detail": "no papers", "evidence": [photo]}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    clock.advance(HOUR);
+    act(&app, &a, "approve", TRADER, json!({})).await; // settles in 3,600 s
+    clock.advance(HOUR);
+    act(
+        &app,
+        &d,
+        "resolve",
+        OPERATOR,
+        json!({"outcome": "OFFSET", "offset": "50", "reason": "agreed"}),
+    )
+    .await; // 7,200 s, within TTL
+    clock.advance(3 * DAY - 2 * HOUR);
+    // AUTO_APPROVE settles b and c at 259,200 s; e's DISPUTE_TTL (48 h) escalates it.
+    wait_state(&app, &b_deal, "SETTLED").await;
+    wait_state(&app, &c, "SETTLED").await;
+    for _ in 0..100 {
+        if deal(&app, &e).await["issue"]["escalated"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    act(
+        &app,
+        &e,
+        "resolve",
+        OPERATOR,
+        json!({"outcome": "RELEASE_FULL", "reason": "papers arrived late"}),
+    )
+    .await; // 259,200 s, after its TTL
+    act(&app, &g, "approve", TRADER, json!({})).await; // 259,200 s
+    assert_eq!(deal(&app, &f).await["state"], "CREATED");
+    for (severity, at) in [
+        ("SEV2", t0 + 1),
+        ("SEV1", t0 + 2),
+        ("SEV0", t0 - 10_000_000),
+    ] {
+        let at = treasuryd::domain::micros_to_rfc3339(at);
+        let (s, i) = app
+            .post(
+                "/v1/incidents",
+                OPERATOR,
+                None,
+                &json!({"severity": severity, "summary": "timer runner lag", "at": at}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{i}");
+    }
+    let (from, to) = (
+        treasuryd::domain::micros_to_rfc3339(t0 - 1_000_000),
+        treasuryd::domain::micros_to_rfc3339(t0 + 10 * 86_400_000_000),
+    );
+    let path = format!(
+        "/v1/reports/go-no-go?from={}&to={}",
+        urlencode(&from),
+        urlencode(&to)
+    );
+    let (s, _) = app.get(&path, TRADER).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, r2) = app.get(&path, OPERATOR).await;
+    assert_eq!(s, StatusCode::OK, "{r2}");
+    let o = &r2["overall"];
+    assert_eq!(o["deals"], 7);
+    assert_eq!(o["by_state"], json!({"CREATED": 1, "SETTLED": 6}));
+    assert_eq!(
+        o["settlement_completion"],
+        json!({"count": 6, "of": 7, "ratio": "0.8571"})
+    );
+    // (3,600 + 7,200 + 4 × 259,200) / 6 = 174,600; p95 by nearest rank: the 6th of 6.
+    assert_eq!(o["average_time_to_settle_seconds"], 174_600);
+    assert_eq!(o["p95_time_to_settle_seconds"], 259_200);
+    assert_eq!(
+        o["dispute_rate"],
+        json!({"count": 2, "of": 7, "ratio": "0.2857"})
+    );
+    assert_eq!(
+        o["evidence_completeness"],
+        json!({"count": 2, "of": 2, "ratio": "1"})
+    );
+    assert_eq!(
+        o["admin_intervention"],
+        json!({"count": 2, "of": 7, "ratio": "0.2857"})
+    );
+    assert_eq!(
+        o["disputes_within_ttl"],
+        json!({"count": 1, "of": 2, "ratio": "0.5"})
+    );
+    assert_eq!(
+        r2["critical_incidents"], 1,
+        "SEV1 inside the period; SEV0 before it"
+    );
+    let passes: Vec<bool> = r2["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["pass"].as_bool().unwrap())
+        .collect();
+    assert_eq!(passes, [false, true, false, false]);
+    assert_eq!(r2["go"], false);
+    let scopes = r2["by_scope"].as_array().unwrap();
+    assert_eq!(scopes.len(), 2);
+    assert_eq!(
+        (
+            scopes[0]["category"].as_str(),
+            scopes[0]["figures"]["deals"].as_u64()
+        ),
+        (Some("REAL_ESTATE_SALE"), Some(1))
+    );
+    assert_eq!(
+        scopes[1]["figures"]["settlement_completion"]["ratio"],
+        "0.8333"
+    );
+
+    let md = app
+        .client
+        .get(app.url(&format!("{path}&format=markdown")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(md.contains("Decision: **NO-GO**"), "{md}");
+    assert!(
+        md.contains("| Settlement completion rate | > 90% | 85.71% (6/7) | FAIL |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| Average time to settle | < 7 days | 2.02 days (174600 s) | PASS |"),
+        "{md}"
+    );
+
+    // The CLI prints the same report from the database.
+    let out = std::process::Command::new(crate::crash::binary())
+        .args(["report", "go-no-go", "--from", &from, "--to", &to, "--json"])
+        .env("TREASURYD__DATABASE__URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli, r2);
+    app.stop().await.unwrap();
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace(':', "%3A").replace('+', "%2B")
+}

@@ -426,3 +426,86 @@ pub(super) async fn list_evidence(
         })
         .collect()
 }
+
+pub(super) async fn deal_facts(
+    conn: &mut sqlx::SqliteConnection,
+    from: i64,
+    to: i64,
+) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
+    let rows = sqlx::query(
+        "SELECT d.country, d.category, d.template_version, d.state, d.created_at, d.settled_at, d.disputed, d.issue_at, \
+         d.template, d.resolution_by, d.resolution_at, \
+         EXISTS (SELECT 1 FROM deal_evidence e WHERE e.deal_id = d.id) AS has_evidence \
+         FROM deals d WHERE d.created_at >= ? AND d.created_at < ? ORDER BY d.id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let state: String = r.try_get("state")?;
+            let template: crate::templates::Template =
+                serde_json::from_str(&r.try_get::<String, _>("template")?)
+                    .map_err(|e| StoreError::Invariant(format!("deal template: {e}")))?;
+            Ok(crate::escrow::report::DealFacts {
+                country: r.try_get("country")?,
+                category: r.try_get("category")?,
+                template_version: u32::try_from(r.try_get::<i64, _>("template_version")?)
+                    .unwrap_or(0),
+                state: DealState::parse(&state)
+                    .ok_or_else(|| StoreError::Invariant(format!("deal state {state:?}")))?,
+                created_at: r.try_get("created_at")?,
+                settled_at: r.try_get("settled_at")?,
+                disputed: r.try_get("disputed")?,
+                issue_at: r.try_get("issue_at")?,
+                dispute_ttl_hours: template.dispute_ttl_hours,
+                has_evidence: r.try_get("has_evidence")?,
+                resolved_by: r.try_get("resolution_by")?,
+                resolved_at: r.try_get("resolution_at")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn insert_incident(
+    conn: &mut sqlx::SqliteConnection,
+    i: &crate::escrow::report::Incident,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO incidents (id, severity, summary, at, recorded_by) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(i.id)
+    .bind(&i.severity)
+    .bind(&i.summary)
+    .bind(i.at)
+    .bind(&i.recorded_by)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn incidents(
+    conn: &mut sqlx::SqliteConnection,
+    from: i64,
+    to: i64,
+) -> StoreResult<Vec<crate::escrow::report::Incident>> {
+    let rows = sqlx::query(
+        "SELECT id, severity, summary, at, recorded_by FROM incidents WHERE at >= ? AND at < ? ORDER BY at, id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::escrow::report::Incident {
+                id: r.try_get("id")?,
+                severity: r.try_get("severity")?,
+                summary: r.try_get("summary")?,
+                at: r.try_get("at")?,
+                recorded_by: r.try_get("recorded_by")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,9 @@
+-- Incidents recorded by on-call (SEV0 worst): the Go/No-Go report counts SEV0/SEV1.
+CREATE TABLE incidents (
+    id          BLOB    PRIMARY KEY,
+    severity    TEXT   NOT NULL CHECK (severity IN ('SEV0','SEV1','SEV2','SEV3')),
+    summary     TEXT   NOT NULL,
+    at          INTEGER NOT NULL,
+    recorded_by TEXT   NOT NULL
+) STRICT;
+CREATE INDEX incidents_at ON incidents (at);

@@ -1,0 +1,391 @@
+//! The pilot's figures and the Go/No-Go report (seeds 002/003): settlement completion rate,
+//! average and p95 time to settle, dispute rate, evidence completeness, admin intervention
+//! rate and disputes resolved within their TTL, over the deals created in a period, overall and
+//! by (country × category × template version); then the plan's decision lines with pass/fail.
+//!
+//! Definitions (each rate is over the deals created in the period):
+//! - completion: SETTLED / created;
+//! - time to settle: settled_at − created_at over the settled ones (p95 by nearest rank);
+//! - dispute rate: deals that ever entered ISSUE / created;
+//! - evidence completeness: disputed deals with evidence / disputed deals;
+//! - admin intervention: deals resolved by an Operator / created;
+//! - within TTL: disputes an Operator resolved before DISPUTE_TTL / disputed deals.
+
+use crate::domain::UnixMicros;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// An incident on-call recorded; SEV0 and SEV1 are critical.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Incident {
+    pub id: uuid::Uuid,
+    /// SEV0 (worst) … SEV3.
+    pub severity: String,
+    pub summary: String,
+    #[serde(skip)]
+    pub at: UnixMicros,
+    pub recorded_by: String,
+}
+
+impl Incident {
+    pub fn is_critical(&self) -> bool {
+        matches!(self.severity.as_str(), "SEV0" | "SEV1")
+    }
+}
+
+/// What the report needs of one deal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealFacts {
+    pub country: String,
+    pub category: String,
+    pub template_version: u32,
+    pub state: super::DealState,
+    pub created_at: UnixMicros,
+    pub settled_at: Option<UnixMicros>,
+    pub disputed: bool,
+    pub issue_at: Option<UnixMicros>,
+    pub dispute_ttl_hours: u32,
+    pub has_evidence: bool,
+    /// Who resolved the dispute ("timer" when the template decided at DISPUTE_TTL).
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<UnixMicros>,
+}
+
+/// A share with its parts, so a reader can check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Share {
+    pub count: u64,
+    pub of: u64,
+    /// count / of to 4 places; absent when `of` is 0.
+    #[schema(value_type = Option<String>)]
+    pub ratio: Option<Decimal>,
+}
+
+impl Share {
+    fn new(count: u64, of: u64) -> Self {
+        let ratio = (of > 0).then(|| {
+            (Decimal::from(count) / Decimal::from(of))
+                .round_dp(4)
+                .normalize()
+        });
+        Self { count, of, ratio }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Figures {
+    pub deals: u64,
+    pub by_state: BTreeMap<String, u64>,
+    pub settlement_completion: Share,
+    /// Seconds; absent when nothing settled.
+    pub average_time_to_settle_seconds: Option<i64>,
+    pub p95_time_to_settle_seconds: Option<i64>,
+    pub dispute_rate: Share,
+    pub evidence_completeness: Share,
+    pub admin_intervention: Share,
+    pub disputes_within_ttl: Share,
+}
+
+pub fn figures<'a>(deals: impl IntoIterator<Item = &'a DealFacts>) -> Figures {
+    let deals: Vec<&DealFacts> = deals.into_iter().collect();
+    let total = deals.len() as u64;
+    let mut by_state = BTreeMap::new();
+    for d in &deals {
+        *by_state.entry(d.state.as_str().to_owned()).or_insert(0) += 1;
+    }
+    let mut settle: Vec<i64> = deals
+        .iter()
+        .filter_map(|d| d.settled_at.map(|s| (s - d.created_at) / 1_000_000))
+        .collect();
+    settle.sort_unstable();
+    let average = (!settle.is_empty()).then(|| settle.iter().sum::<i64>() / settle.len() as i64);
+    // Nearest rank: the smallest value at or above 95% of the sorted list.
+    let p95 = (!settle.is_empty()).then(|| {
+        let rank = (settle.len() * 95).div_ceil(100).max(1);
+        settle[rank - 1]
+    });
+    let disputed: Vec<&&DealFacts> = deals.iter().filter(|d| d.disputed).collect();
+    let by_operator = |d: &DealFacts| d.resolved_by.as_deref().is_some_and(|b| b != "timer");
+    let within = disputed
+        .iter()
+        .filter(|d| {
+            by_operator(d)
+                && matches!((d.issue_at, d.resolved_at), (Some(i), Some(r))
+                    if r <= i + i64::from(d.dispute_ttl_hours) * 3_600_000_000)
+        })
+        .count() as u64;
+    Figures {
+        deals: total,
+        by_state,
+        settlement_completion: Share::new(
+            deals
+                .iter()
+                .filter(|d| d.state == super::DealState::Settled)
+                .count() as u64,
+            total,
+        ),
+        average_time_to_settle_seconds: average,
+        p95_time_to_settle_seconds: p95,
+        dispute_rate: Share::new(disputed.len() as u64, total),
+        evidence_completeness: Share::new(
+            disputed.iter().filter(|d| d.has_evidence).count() as u64,
+            disputed.len() as u64,
+        ),
+        admin_intervention: Share::new(
+            deals.iter().filter(|d| by_operator(d)).count() as u64,
+            total,
+        ),
+        disputes_within_ttl: Share::new(within, disputed.len() as u64),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ScopeFigures {
+    pub country: String,
+    pub category: String,
+    pub template_version: u32,
+    pub figures: Figures,
+}
+
+/// One decision line of the pilot plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Criterion {
+    pub name: String,
+    pub target: String,
+    pub actual: String,
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct GoNoGo {
+    pub from: String,
+    pub to: String,
+    pub overall: Figures,
+    pub by_scope: Vec<ScopeFigures>,
+    pub critical_incidents: u64,
+    pub criteria: Vec<Criterion>,
+    /// Every criterion passed.
+    pub go: bool,
+}
+
+fn percent(share: &Share) -> String {
+    share.ratio.map_or("n/a (no deals)".into(), |r| {
+        format!(
+            "{}% ({}/{})",
+            (r * Decimal::from(100)).round_dp(2),
+            share.count,
+            share.of
+        )
+    })
+}
+
+pub fn go_no_go(
+    from: UnixMicros,
+    to: UnixMicros,
+    deals: &[DealFacts],
+    critical_incidents: u64,
+) -> GoNoGo {
+    let overall = figures(deals);
+    let mut groups: BTreeMap<(String, String, u32), Vec<&DealFacts>> = BTreeMap::new();
+    for d in deals {
+        groups
+            .entry((d.country.clone(), d.category.clone(), d.template_version))
+            .or_default()
+            .push(d);
+    }
+    let by_scope = groups
+        .into_iter()
+        .map(|((country, category, template_version), ds)| ScopeFigures {
+            country,
+            category,
+            template_version,
+            figures: figures(ds),
+        })
+        .collect();
+    let ninety = Decimal::new(90, 2);
+    let ten = Decimal::new(10, 2);
+    let week = 7 * 86_400;
+    let criteria = vec![
+        Criterion {
+            name: "Settlement completion rate".into(),
+            target: "> 90%".into(),
+            actual: percent(&overall.settlement_completion),
+            pass: overall
+                .settlement_completion
+                .ratio
+                .is_some_and(|r| r > ninety),
+        },
+        Criterion {
+            name: "Average time to settle".into(),
+            target: "< 7 days".into(),
+            actual: overall.average_time_to_settle_seconds.map_or(
+                "n/a (nothing settled)".into(),
+                |s| {
+                    format!(
+                        "{}.{:02} days ({s} s)",
+                        s / 86_400,
+                        (s % 86_400) * 100 / 86_400
+                    )
+                },
+            ),
+            pass: overall
+                .average_time_to_settle_seconds
+                .is_some_and(|s| s < week),
+        },
+        Criterion {
+            name: "Dispute rate".into(),
+            target: "< 10%".into(),
+            actual: percent(&overall.dispute_rate),
+            pass: overall.dispute_rate.ratio.is_some_and(|r| r < ten),
+        },
+        Criterion {
+            name: "No critical incidents (SEV0/SEV1) recorded".into(),
+            target: "0".into(),
+            actual: critical_incidents.to_string(),
+            pass: critical_incidents == 0,
+        },
+    ];
+    let go = criteria.iter().all(|c| c.pass);
+    GoNoGo {
+        from: crate::domain::micros_to_rfc3339(from),
+        to: crate::domain::micros_to_rfc3339(to),
+        overall,
+        by_scope,
+        critical_incidents,
+        criteria,
+        go,
+    }
+}
+
+impl GoNoGo {
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "# Go/No-Go report\n\nDeals created from {} to {}: {}. Decision: **{}**.\n\n| criterion | target | actual | result |\n|---|---|---|---|\n",
+            self.from,
+            self.to,
+            self.overall.deals,
+            if self.go { "GO" } else { "NO-GO" }
+        );
+        for c in &self.criteria {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                c.name,
+                c.target,
+                c.actual,
+                if c.pass { "PASS" } else { "FAIL" }
+            ));
+        }
+        out.push_str("\n## By scope\n\n| country | category | version | deals | completion | avg settle (s) | p95 settle (s) | disputes | evidence | interventions | within TTL |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for s in &self.by_scope {
+            let f = &s.figures;
+            let opt = |v: Option<i64>| v.map_or("n/a".into(), |v| v.to_string());
+            out.push_str(&format!(
+                "| {} | {} | v{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                s.country,
+                s.category,
+                s.template_version,
+                f.deals,
+                percent(&f.settlement_completion),
+                opt(f.average_time_to_settle_seconds),
+                opt(f.p95_time_to_settle_seconds),
+                percent(&f.dispute_rate),
+                percent(&f.evidence_completeness),
+                percent(&f.admin_intervention),
+                percent(&f.disputes_within_ttl)
+            ));
+        }
+        out
+    }
+}
+
+/// An instant given as RFC 3339 or as a date (its UTC midnight).
+pub fn parse_instant(text: &str) -> Option<UnixMicros> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_micros());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+/// The report over `[from, to)`, from the database.
+pub async fn build(
+    store: &dyn crate::store::Store,
+    from: UnixMicros,
+    to: UnixMicros,
+) -> Result<GoNoGo, crate::store::StoreError> {
+    let deals = store.deal_facts(from, to).await?;
+    let critical = store
+        .incidents(from, to)
+        .await?
+        .iter()
+        .filter(|i| i.is_critical())
+        .count() as u64;
+    Ok(go_no_go(from, to, &deals, critical))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::escrow::DealState;
+
+    fn deal(created: i64, settled: Option<i64>, disputed: bool) -> DealFacts {
+        DealFacts {
+            country: "MN".into(),
+            category: "USED_CAR_PRIVATE".into(),
+            template_version: 1,
+            state: if settled.is_some() {
+                DealState::Settled
+            } else {
+                DealState::Inspection
+            },
+            created_at: created * 1_000_000,
+            settled_at: settled.map(|s| s * 1_000_000),
+            disputed,
+            issue_at: disputed.then_some(created * 1_000_000),
+            dispute_ttl_hours: 48,
+            has_evidence: disputed,
+            resolved_by: None,
+            resolved_at: None,
+        }
+    }
+
+    #[test]
+    fn p95_is_the_nearest_rank_and_rates_keep_their_parts() {
+        // Settle times 1..=20 s: p95 is the 19th, the average 10 (10.5 rounded down).
+        let deals: Vec<DealFacts> = (1..=20).map(|i| deal(0, Some(i), false)).collect();
+        let f = figures(&deals);
+        assert_eq!(
+            (
+                f.average_time_to_settle_seconds,
+                f.p95_time_to_settle_seconds
+            ),
+            (Some(10), Some(19))
+        );
+        assert_eq!(
+            f.settlement_completion,
+            Share {
+                count: 20,
+                of: 20,
+                ratio: Some(Decimal::ONE)
+            }
+        );
+        let mut deals = deals;
+        deals.push(deal(0, None, true));
+        let f = figures(&deals);
+        assert_eq!(f.dispute_rate.ratio, Some(Decimal::new(476, 4)));
+        assert_eq!(f.settlement_completion.ratio, Some(Decimal::new(9524, 4)));
+        let r = go_no_go(0, 1, &deals, 1);
+        assert_eq!(
+            r.criteria.iter().map(|c| c.pass).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
+        assert!(!r.go);
+        assert!(
+            r.markdown()
+                .contains("| No critical incidents (SEV0/SEV1) recorded | 0 | 1 | FAIL |")
+        );
+    }
+}
