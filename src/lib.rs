@@ -22,6 +22,7 @@ pub mod demo;
 pub mod devchain;
 pub mod domain;
 pub mod escrow;
+pub mod export;
 pub mod ledger;
 pub mod metrics;
 pub mod payouts;

@@ -44,6 +44,12 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Write every deal timeline and every ledger posting, as JSON Lines and CSV, to `--out`
+    /// (timelines.jsonl/.csv, journal.jsonl/.csv) for audit.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Reports.
     Report {
         #[command(subcommand)]
@@ -203,6 +209,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(c, Vec::new()).await?;
             tracing::info!(api = %app.api_addr(), metrics = %app.metrics_addr(), "treasuryd listening");
             app.run_until_stopped(app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { out } => {
+            use treasuryd::export::{Format, journal, timelines};
+            let c = load_config(cli.config.as_deref())?;
+            let url = c.database_url();
+            let store = treasuryd::store::open(url.expose_secret(), 2)
+                .await
+                .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for format in [Format::JsonLines, Format::Csv] {
+                for (name, text) in [
+                    ("timelines", timelines(store.as_ref(), format).await?),
+                    ("journal", journal(store.as_ref(), format).await?),
+                ] {
+                    let path = out.join(format!("{name}.{}", format.extension()));
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+            }
+            store.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report {

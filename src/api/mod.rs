@@ -83,6 +83,8 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/admin/disputes", get(deals::disputes))
         .route("/v1/reports/go-no-go", get(reports::go_no_go))
         .route("/v1/incidents", post(reports::record))
+        .route("/v1/exports/timelines", get(reports::export_timelines))
+        .route("/v1/exports/journal", get(reports::export_journal))
         .route("/v1/templates", get(templates::list))
         .route("/v1/templates/{id}", get(templates::get_one))
         .route(

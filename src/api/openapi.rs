@@ -52,6 +52,8 @@ use utoipa::{Modify, OpenApi};
         super::deals::disputes,
         super::reports::go_no_go,
         super::reports::record,
+        super::reports::export_timelines,
+        super::reports::export_journal,
         super::templates::list,
         super::templates::get_one,
         super::templates::get_scope,

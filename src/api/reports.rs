@@ -141,3 +141,54 @@ pub async fn record(
         }),
     ))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `jsonl` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+async fn export(
+    state: &AppState,
+    caller: &Caller,
+    q: &ExportQuery,
+    what: fn(
+        &dyn crate::store::Store,
+        crate::export::Format,
+    ) -> futures::future::BoxFuture<'_, Result<String, crate::store::StoreError>>,
+) -> ApiResult<Response> {
+    caller.require(&[Role::Admin])?;
+    let format = crate::export::Format::parse(q.format.as_deref().unwrap_or("jsonl"))
+        .ok_or_else(|| ApiError::invalid("invalid_field", "format", "format is jsonl or csv"))?;
+    let body = what(state.ledger.store().as_ref(), format).await?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+/// Every deal's timeline for audit, as JSON Lines or CSV (Admin).
+#[utoipa::path(get, tag = "escrow", path = "/v1/exports/timelines", params(ExportQuery), security(("bearer" = [])),
+    responses((status = 200, description = "JSON Lines or CSV")))]
+pub async fn export_timelines(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<Response> {
+    export(&state, &caller, &q, |s, f| {
+        Box::pin(crate::export::timelines(s, f))
+    })
+    .await
+}
+
+/// Every ledger posting for audit, as JSON Lines or CSV (Admin).
+#[utoipa::path(get, tag = "ledger", path = "/v1/exports/journal", params(ExportQuery), security(("bearer" = [])),
+    responses((status = 200, description = "JSON Lines or CSV")))]
+pub async fn export_journal(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<Response> {
+    export(&state, &caller, &q, |s, f| {
+        Box::pin(crate::export::journal(s, f))
+    })
+    .await
+}

@@ -923,6 +923,54 @@ async fn the_go_no_go_report_matches_figures_computed_by_hand() {
     );
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cli, r2);
+
+    // The audit exports: one timeline line per event, one journal row per posting.
+    let (_, t) = app.get(&format!("/v1/deals/{a}/timeline"), OPERATOR).await;
+    let events_of_a = t["items"].as_array().unwrap().len();
+    let csv = app
+        .client
+        .get(app.url("/v1/exports/timelines?format=csv"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.starts_with("deal_id,template,at,kind,actor,detail\n"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().filter(|l| l.starts_with(a.as_str())).count(),
+        events_of_a
+    );
+    let (s, _) = app.get("/v1/exports/journal", OPERATOR).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::crash::binary())
+        .args(["export", "--out", dir.path().to_str().unwrap()])
+        .env("TREASURYD__DATABASE__URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = std::fs::read_to_string(dir.path().join("journal.jsonl")).unwrap();
+    let seller_released: i128 = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["account"] == seller.as_str() && r["kind"] == "RELEASE")
+        .map(|r| r["amount"].as_str().unwrap().parse::<i128>().unwrap())
+        .sum();
+    // Everything released to the seller: six settled deals of 1,000 less d's offset of 50.
+    assert_eq!(seller_released, 5_950_000_000);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("timelines.csv")).unwrap(),
+        csv
+    );
     app.stop().await.unwrap();
 }
 
