@@ -10,7 +10,7 @@ use crate::api::auth::Caller;
 use crate::domain::{AccountId, AssetKey, PayoutId, Role, micros_to_rfc3339};
 use crate::ledger::{Command, Effect, Operation};
 use crate::payouts::{
-    AttemptKind, ChunkState, NewPayout, Payout, PayoutEvent, PayoutState, close_unpaid, split,
+    AttemptKind, ChunkState, Payout, PayoutState, close_unpaid,
 };
 use crate::store::{PayoutFilter, StoreError};
 use alloy::primitives::Address;
@@ -300,74 +300,20 @@ pub async fn create(
         ));
     }
 
-    let spec = &token.spec;
-    let chunks = split(amount.units(), token.cap);
-    let mut events = vec![PayoutEvent {
-        at: 0,
-        kind: "accepted".into(),
-        detail: format!(
-            "{} {} to {destination} requested by {}",
-            spec.format(amount.units()),
-            spec.key,
-            caller.name
-        ),
-    }];
-    events.push(PayoutEvent {
-        at: 0,
-        kind: "split".into(),
-        detail: format!(
-            "{} transfer(s) under the per-transaction cap of {}: {}",
-            chunks.len(),
-            spec.format(token.cap),
-            chunks
-                .iter()
-                .map(|c| spec.format(*c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    });
-    let initial = match token.approval_threshold {
-        Some(threshold) if amount.units() >= threshold => {
-            events.push(PayoutEvent {
-                at: 0,
-                kind: "approval_required".into(),
-                detail: format!(
-                    "at or above the approval threshold of {}: waits for an Approver other than {}",
-                    spec.format(threshold),
-                    caller.name
-                ),
-            });
-            PayoutState::PendingApproval
-        }
-        _ => PayoutState::Queued,
-    };
-    let id = PayoutId::new();
-    let mut cmd = Command::new(
-        "",
-        spec.key.clone(),
-        Operation::Hold {
-            account: account.id,
-            amount,
-        },
+    let destination = destination.to_checksum(None);
+    let (id, mut cmd) = crate::payouts::request_command(
+        token,
+        account.id,
+        &destination,
+        amount,
+        &caller.name,
+        reference,
+        body.metadata.clone(),
     );
-    cmd.reference = reference.clone();
     // Everything the caller sent is part of the request hash, so a replay must match it all.
     cmd.context = Some(serde_json::json!({
-        "payout": {"destination": destination.to_checksum(None), "metadata": body.metadata}
+        "payout": {"destination": destination, "metadata": body.metadata}
     }));
-    cmd.effects.push(Effect::NewPayout(Box::new(NewPayout {
-        id,
-        account: account.id,
-        asset: spec.key.clone(),
-        destination: destination.to_checksum(None),
-        amount: amount.units(),
-        reference,
-        metadata: body.metadata,
-        state: initial,
-        created_by: caller.name.clone(),
-        chunks,
-        events,
-    })));
     let m = Mutation {
         caller: &caller,
         request_id,

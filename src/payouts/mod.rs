@@ -280,6 +280,79 @@ pub struct InFlight {
     pub attempts: Vec<Attempt>,
 }
 
+/// The HOLD that reserves a payout's amount on `account`, carrying the new payout: split under
+/// the token's per-transaction cap, waiting for an approval at or above the threshold. The
+/// caller sets the command's idempotency key, audit and context.
+pub fn request_command(
+    token: &networks::PayoutToken,
+    account: AccountId,
+    destination: &str,
+    amount: crate::domain::Amount,
+    created_by: &str,
+    reference: Option<String>,
+    metadata: Option<serde_json::Value>,
+) -> (PayoutId, crate::ledger::Command) {
+    use crate::ledger::{Command, Effect, Operation};
+    let spec = &token.spec;
+    let chunks = split(amount.units(), token.cap);
+    let mut events = vec![
+        PayoutEvent {
+            at: 0,
+            kind: "accepted".into(),
+            detail: format!(
+                "{} {} to {destination} requested by {created_by}",
+                spec.format(amount.units()),
+                spec.key,
+            ),
+        },
+        PayoutEvent {
+            at: 0,
+            kind: "split".into(),
+            detail: format!(
+                "{} transfer(s) under the per-transaction cap of {}: {}",
+                chunks.len(),
+                spec.format(token.cap),
+                chunks
+                    .iter()
+                    .map(|c| spec.format(*c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    ];
+    let initial = match token.approval_threshold {
+        Some(threshold) if amount.units() >= threshold => {
+            events.push(PayoutEvent {
+                at: 0,
+                kind: "approval_required".into(),
+                detail: format!(
+                    "at or above the approval threshold of {}: waits for an Approver other than {created_by}",
+                    spec.format(threshold),
+                ),
+            });
+            PayoutState::PendingApproval
+        }
+        _ => PayoutState::Queued,
+    };
+    let id = PayoutId::new();
+    let mut cmd = Command::new("", spec.key.clone(), Operation::Hold { account, amount });
+    cmd.reference = reference.clone();
+    cmd.effects.push(Effect::NewPayout(Box::new(NewPayout {
+        id,
+        account,
+        asset: spec.key.clone(),
+        destination: destination.to_owned(),
+        amount: amount.units(),
+        reference,
+        metadata,
+        state: initial,
+        created_by: created_by.to_owned(),
+        chunks,
+        events,
+    })));
+    (id, cmd)
+}
+
 /// Once every chunk of a payout is final and at least one did not pay, the unpaid remainder
 /// of its hold goes back to the account and the payout ends `failed` (a chunk reverted) or
 /// `cancelled`. Returns the closed payout when this call closed it; None when it is not final
