@@ -127,6 +127,9 @@ impl App {
         if let Some(scope) = &config.pilot {
             apply_configured_scope(ledger.store().as_ref(), scope, &templates, "at start").await?;
         }
+        let networks = Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
+            &config,
+        ));
         let mut auth = Authenticator::from_config(&config.auth.tokens);
         for (token, caller) in &extra_tokens {
             auth.insert(token, caller.clone());
@@ -150,14 +153,13 @@ impl App {
                 ledger: ledger.clone(),
                 metrics,
                 auth: Arc::new(auth),
-                networks: Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
-                    &config,
-                )),
+                networks: networks.clone(),
                 wallets: Arc::new(wallets.into_iter().map(Arc::new).collect()),
                 escrow: crate::escrow::service::Escrow {
                     ledger: ledger.clone(),
                     templates: templates.clone(),
                     clock,
+                    networks: networks.clone(),
                 },
                 evidence: Arc::new(crate::escrow::evidence::EvidenceStore::new(
                     config

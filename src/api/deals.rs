@@ -128,6 +128,10 @@ pub struct DealView {
     pub evidence: Vec<Evidence>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seller_payout_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer_refund_address: Option<String>,
     pub created_by: String,
     pub created_at: String,
     pub updated_at: String,
@@ -208,6 +212,8 @@ async fn view(state: &AppState, deal: Deal, caller: &Caller) -> ApiResult<DealVi
         }),
         evidence,
         reference: deal.reference.clone(),
+        seller_payout_address: deal.seller_payout.clone(),
+        buyer_refund_address: deal.buyer_refund.clone(),
         created_by: deal.created_by.clone(),
         created_at: micros_to_rfc3339(deal.created_at),
         updated_at: micros_to_rfc3339(deal.updated_at),
@@ -276,6 +282,10 @@ pub struct CreateDeal {
     /// Token units of the accounts' asset.
     pub amount: String,
     pub reference: Option<String>,
+    /// EIP-55: pay the seller's releases out on chain here (else they stay on the account).
+    pub seller_payout_address: Option<String>,
+    /// EIP-55: pay offsets and refunds to the buyer out on chain here.
+    pub buyer_refund_address: Option<String>,
 }
 
 fn account_id(field: &str, text: &str) -> ApiResult<AccountId> {
@@ -334,6 +344,8 @@ pub async fn create(
                 category: body.category.trim().to_owned(),
                 amount,
                 reference,
+                seller_payout: body.seller_payout_address,
+                buyer_refund: body.buyer_refund_address,
             },
             &caller.name,
             &audit,

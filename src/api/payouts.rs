@@ -9,9 +9,7 @@ use super::{AppState, Mutation, optional_text, page_limit};
 use crate::api::auth::Caller;
 use crate::domain::{AccountId, AssetKey, PayoutId, Role, micros_to_rfc3339};
 use crate::ledger::{Command, Effect, Operation};
-use crate::payouts::{
-    AttemptKind, ChunkState, Payout, PayoutState, close_unpaid,
-};
+use crate::payouts::{AttemptKind, ChunkState, Payout, PayoutState, close_unpaid};
 use crate::store::{PayoutFilter, StoreError};
 use alloy::primitives::Address;
 use axum::Json;

@@ -171,6 +171,12 @@ pub struct Deal {
     pub created_at: UnixMicros,
     pub updated_at: UnixMicros,
     pub settled_at: Option<UnixMicros>,
+    /// Where the seller's releases are paid out on chain (EIP-55); None: they stay on the
+    /// seller's account.
+    pub seller_payout: Option<String>,
+    /// Where offsets and refunds to the buyer are paid out on chain; None: they stay on the
+    /// buyer's account.
+    pub buyer_refund: Option<String>,
 }
 
 impl Deal {

@@ -62,6 +62,10 @@ pub struct NewDeal {
     pub category: String,
     pub amount: Amount,
     pub reference: Option<String>,
+    /// EIP-55; releases to the seller are paid out there on chain.
+    pub seller_payout: Option<String>,
+    /// EIP-55; offsets and refunds to the buyer are paid out there on chain.
+    pub buyer_refund: Option<String>,
 }
 
 #[derive(Clone)]
@@ -69,6 +73,24 @@ pub struct Escrow {
     pub ledger: Ledger,
     pub templates: Arc<TemplateCatalog>,
     pub clock: DynClock,
+    /// The payout networks, for deals that pay out on chain.
+    pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
+}
+
+/// A ledger posting of a deal step, and where what it moves goes on chain afterwards.
+struct Posting {
+    key: String,
+    op: Operation,
+    /// Pay the amount out from this account to this address (a payout request).
+    payout: Option<(AccountId, String, i128)>,
+}
+
+fn posting(key: String, op: Operation) -> Posting {
+    Posting {
+        key,
+        op,
+        payout: None,
+    }
 }
 
 impl Escrow {
@@ -135,6 +157,15 @@ impl Escrow {
             }
         }
         let asset = asset.ok_or_else(|| invalid("invalid_field", "buyer_account", "missing"))?;
+        for (field, address, account) in [
+            ("seller_payout_address", &req.seller_payout, req.seller),
+            ("buyer_refund_address", &req.buyer_refund, req.buyer),
+        ] {
+            if let Some(address) = address {
+                self.check_payout_address(field, address, account, &asset)
+                    .await?;
+            }
+        }
         let total = req.amount.units();
         let (immediate, holdback) = template.split(total);
         let at = self.clock.now();
@@ -169,6 +200,8 @@ impl Escrow {
             created_at: at,
             updated_at: at,
             settled_at: None,
+            seller_payout: req.seller_payout,
+            buyer_refund: req.buyer_refund,
         };
         store.create_deal(&deal, &detail, audit).await?;
         Ok(deal)
@@ -195,7 +228,7 @@ impl Escrow {
         };
         self.post(
             &deal,
-            vec![(format!("deal:{id}:fund"), op)],
+            vec![posting(format!("deal:{id}:fund"), op)],
             step,
             Some(audit),
         )
@@ -226,9 +259,10 @@ impl Escrow {
         step.released = deal.immediate;
         step.set_timer = Some((TimerKind::AutoApprove, due));
         let postings = match (deal.hold, deal.immediate) {
-            (Some(hold), units) if units > 0 => vec![(
+            (Some(hold), units) if units > 0 => vec![deal.to_seller(
                 format!("deal:{id}:deliver"),
                 release(hold, units, ReleaseKind::Release, deal.seller)?,
+                units,
             )],
             _ => Vec::new(),
         };
@@ -284,7 +318,11 @@ impl Escrow {
         step.released = held;
         let postings = match deal.hold {
             Some(hold) if held > 0 => {
-                vec![(key, release(hold, held, ReleaseKind::Release, deal.seller)?)]
+                vec![deal.to_seller(
+                    key,
+                    release(hold, held, ReleaseKind::Release, deal.seller)?,
+                    held,
+                )]
             }
             _ => Vec::new(),
         };
@@ -452,28 +490,31 @@ impl Escrow {
             match outcome {
                 DisputeOutcome::ReleaseFull => {
                     step.released = held;
-                    postings.push((
+                    postings.push(deal.to_seller(
                         key("release"),
                         release(hold, held, ReleaseKind::Release, deal.seller)?,
+                        held,
                     ));
                 }
                 DisputeOutcome::RefundFull => {
                     step.refunded = held;
-                    postings.push((key("refund"), Operation::Void { hold }));
+                    postings.push(deal.to_buyer(key("refund"), Operation::Void { hold }, held));
                 }
                 DisputeOutcome::Offset => {
                     step.offset = offset;
                     step.released = held - offset;
                     if offset > 0 {
-                        postings.push((
+                        postings.push(deal.to_buyer(
                             key("offset"),
                             release(hold, offset, ReleaseKind::Offset, deal.buyer)?,
+                            offset,
                         ));
                     }
                     if held > offset {
-                        postings.push((
+                        postings.push(deal.to_seller(
                             key("release"),
                             release(hold, held - offset, ReleaseKind::Release, deal.seller)?,
+                            held - offset,
                         ));
                     }
                 }
@@ -538,6 +579,58 @@ impl Escrow {
         }
     }
 
+    /// An address a deal pays out to: EIP-55, not zero, on a payout network that pays this
+    /// asset, and on the account's allowlist when that is enforced.
+    async fn check_payout_address(
+        &self,
+        field: &str,
+        address: &str,
+        account: AccountId,
+        asset: &crate::domain::AssetKey,
+    ) -> Result<(), EscrowError> {
+        let parsed =
+            alloy::primitives::Address::parse_checksummed(address, None).map_err(|_| {
+                invalid(
+                    "invalid_address",
+                    field,
+                    format!("{field} must be an EIP-55 checksummed 0x address"),
+                )
+            })?;
+        if parsed.is_zero() {
+            return Err(invalid(
+                "invalid_address",
+                field,
+                format!("{field} must not be the zero address"),
+            ));
+        }
+        if self
+            .networks
+            .get(&asset.network)
+            .and_then(|n| n.tokens.get(&asset.code))
+            .is_none()
+        {
+            return Err(invalid(
+                "unknown_asset",
+                field,
+                format!("{asset} is not paid out on chain; leave {field} out"),
+            ));
+        }
+        let allowlist = self.ledger.store().allowlist(account).await?;
+        if allowlist.enforced
+            && !allowlist
+                .entries
+                .iter()
+                .any(|e| e.network == asset.network && e.address == address)
+        {
+            return Err(invalid(
+                "destination_not_allowed",
+                field,
+                format!("{address} is not on the allowlist of account {account}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Evidence the template requires: at least one piece, each uploaded to this deal.
     async fn check_evidence(&self, deal: &Deal, ids: &[uuid::Uuid]) -> Result<(), EscrowError> {
         if deal.template.evidence_required && ids.is_empty() {
@@ -566,13 +659,14 @@ impl Escrow {
         Ok(())
     }
 
-    /// Posts `postings` in one database transaction, the step riding on the last; with no
-    /// posting the step is applied on its own.
+    /// Posts `postings` in one database transaction, the step riding on the last of them,
+    /// followed by the payout requests of what they moved (each its own HOLD, keyed after its
+    /// posting); with no posting the step is applied on its own.
     async fn post(
         &self,
         deal: &Deal,
-        postings: Vec<(String, Operation)>,
-        step: DealStep,
+        postings: Vec<Posting>,
+        mut step: DealStep,
         audit: Option<AuditRecord>,
     ) -> Result<(), EscrowError> {
         if postings.is_empty() {
@@ -582,12 +676,41 @@ impl Escrow {
                 .apply_deal_step(&step, audit.as_ref())
                 .await?);
         }
+        let token = self
+            .networks
+            .get(&deal.asset.network)
+            .and_then(|n| n.tokens.get(&deal.asset.code));
+        let mut payouts = Vec::new();
+        for p in &postings {
+            let (Some((account, address, units)), Some(token)) = (&p.payout, token) else {
+                continue;
+            };
+            let Ok(amount) = Amount::new(*units) else {
+                continue;
+            };
+            let (id, mut cmd) = crate::payouts::request_command(
+                token,
+                *account,
+                address,
+                amount,
+                &step.actor,
+                Some(format!("deal:{}", deal.id)),
+                None,
+            );
+            cmd.idempotency_key = format!("{}:payout", p.key);
+            cmd.actor = Some(step.actor.clone());
+            step = step.event(
+                "PAYOUT_REQUESTED",
+                format!("payout {id}: {units} base units to {address}"),
+            );
+            payouts.push(cmd);
+        }
         let last = postings.len() - 1;
-        let commands: Vec<Command> = postings
+        let mut commands: Vec<Command> = postings
             .into_iter()
             .enumerate()
-            .map(|(i, (key, op))| {
-                let mut cmd = Command::new(key, deal.asset.clone(), op);
+            .map(|(i, p)| {
+                let mut cmd = Command::new(p.key, deal.asset.clone(), p.op);
                 cmd.reference = Some(format!("deal:{}", deal.id));
                 cmd.actor = Some(step.actor.clone());
                 if i == last {
@@ -597,10 +720,40 @@ impl Escrow {
                 cmd
             })
             .collect();
-        for result in self.ledger.post(commands).await? {
-            result?;
+        let moves = commands.len();
+        commands.extend(payouts);
+        let keys: Vec<String> = commands.iter().map(|c| c.idempotency_key.clone()).collect();
+        for (i, result) in self.ledger.post(commands).await?.into_iter().enumerate() {
+            match result {
+                Ok(_) => {}
+                Err(e) if i < moves => return Err(e.into()),
+                // The step and its releases stand; the money waits on the party's account.
+                Err(e) => {
+                    tracing::error!(deal = %deal.id, key = %keys[i], error = %e, "a deal's payout request was refused; the funds stay on the account")
+                }
+            }
         }
         Ok(())
+    }
+}
+
+impl Deal {
+    /// A posting that moves `units` to the seller, paid out on chain when the deal says where.
+    fn to_seller(&self, key: String, op: Operation, units: i128) -> Posting {
+        Posting {
+            key,
+            op,
+            payout: self.seller_payout.clone().map(|a| (self.seller, a, units)),
+        }
+    }
+
+    /// A posting that returns `units` to the buyer, paid out on chain when the deal says where.
+    fn to_buyer(&self, key: String, op: Operation, units: i128) -> Posting {
+        Posting {
+            key,
+            op,
+            payout: self.buyer_refund.clone().map(|a| (self.buyer, a, units)),
+        }
     }
 }
 

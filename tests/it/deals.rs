@@ -15,7 +15,8 @@ use treasuryd::timers::ManualClock;
 on_both_backends!(
     a_deal_runs_from_created_to_settled,
     auto_approve_fires_once_at_its_deadline,
-    a_timer_due_while_down_fires_once_after_a_restart
+    a_timer_due_while_down_fires_once_after_a_restart,
+    releases_and_refunds_are_paid_out_on_chain
 );
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -976,4 +977,122 @@ async fn the_go_no_go_report_matches_figures_computed_by_hand() {
 
 fn urlencode(text: &str) -> String {
     text.replace(':', "%3A").replace('+', "%2B")
+}
+
+/// Against anvil: the seller's releases and the buyer's offset are paid out on chain through
+/// the payout engine; chain balances, ledger balances and the money summary agree.
+async fn releases_and_refunds_are_paid_out_on_chain(backend: Backend) {
+    use treasuryd::chains::evm::EvmClient;
+    use treasuryd::devchain::DevChain;
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = crate::engine::app_on(backend, &chain, "").await;
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+    let (s, _) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/pilot/scope",
+            ADMIN,
+            Some(&json!({"enabled": true, "country-allowlist": ["MN"], "category-allowlist": ["USED_CAR_PRIVATE"], "template-version": "v1", "reason": "pilot"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (buyer, seller) = parties(&app).await;
+    let (seller_wallet, buyer_wallet) = (
+        crate::engine::destination(0xABCD_EF00),
+        crate::engine::destination(0xABCD_EF01),
+    );
+    let sloppy = seller_wallet.to_checksum(None).to_lowercase();
+    assert_ne!(sloppy, seller_wallet.to_checksum(None));
+    let (s, bad) = app
+        .post("/v1/deals", TRADER, None, &json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "1000", "seller_payout_address": sloppy}))
+        .await;
+    assert_eq!(
+        (s, bad["error"]["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("seller_payout_address")
+        )
+    );
+    let (s, created) = app
+        .post("/v1/deals", TRADER, None, &json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "1000",
+            "seller_payout_address": seller_wallet.to_checksum(None), "buyer_refund_address": buyer_wallet.to_checksum(None)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    act(&app, &id, "fund", TRADER, json!({})).await;
+    let photo = upload(&app, &id, "PHOTO").await;
+    let (s, d) = act(&app, &id, "deliver", TRADER, json!({"evidence": [photo]})).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let photo = upload(&app, &id, "PHOTO").await;
+    act(
+        &app,
+        &id,
+        "issue",
+        TRADER,
+        json!({"reason_code": "MISSING_DOCUMENTS", "detail": "no papers", "evidence": [photo]}),
+    )
+    .await;
+    let (s, d) = act(
+        &app,
+        &id,
+        "resolve",
+        OPERATOR,
+        json!({"outcome": "OFFSET", "offset": "50", "reason": "papers missing"}),
+    )
+    .await;
+    assert_eq!(
+        (s, d["state"].as_str()),
+        (StatusCode::OK, Some("SETTLED")),
+        "{d}"
+    );
+
+    let mut payouts = Value::Null;
+    for _ in 0..400 {
+        payouts = app.get("/v1/payouts?limit=500", ADMIN).await.1;
+        let items = payouts["items"].as_array().unwrap();
+        if items.len() == 3 && items.iter().all(|p| p["state"] == "confirmed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    miner.abort();
+    let items = payouts["items"].as_array().unwrap();
+    assert!(
+        items.len() == 3 && items.iter().all(|p| p["state"] == "confirmed"),
+        "{payouts}"
+    );
+    let client = EvmClient::new(&chain.url).unwrap();
+    let on_chain = |a| {
+        let client = client.clone();
+        let token = chain.usdt;
+        async move { client.token_balance(token, a).await.unwrap() }
+    };
+    assert_eq!(
+        on_chain(seller_wallet).await,
+        alloy::primitives::U256::from(950_000_000u64)
+    );
+    assert_eq!(
+        on_chain(buyer_wallet).await,
+        alloy::primitives::U256::from(50_000_000u64)
+    );
+    let d = deal(&app, &id).await;
+    assert_eq!(
+        (
+            d["money"]["released"].as_str(),
+            d["money"]["offset"].as_str()
+        ),
+        (Some("950.000000"), Some("50.000000"))
+    );
+    // Everything released went out: the seller's account is empty, the buyer's is back to its
+    // 9,000 (the offset came back and was paid out).
+    assert_eq!(balances(&app, &seller).await, b("0.000000", "0.000000"));
+    assert_eq!(balances(&app, &buyer).await, b("9000.000000", "0.000000"));
+    let k = kinds(&app, &id).await;
+    assert_eq!(
+        k.iter().filter(|k| *k == "PAYOUT_REQUESTED").count(),
+        3,
+        "{k:?}"
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
 }

@@ -7,7 +7,8 @@ use crate::timers::{Timer, TimerKind, TimerState};
 
 const DEAL_COLUMNS: &str = "id, template, buyer_account, seller_account, network, asset, amount, immediate, holdback, state, hold_id, \
     released, offset_amount, refunded, issue_reason, issue_detail, issue_at, escalated, resolution_outcome, resolution_offset, \
-    resolution_by, resolution_reason, resolution_at, reference, created_by, created_at, updated_at, settled_at";
+    resolution_by, resolution_reason, resolution_at, reference, created_by, created_at, updated_at, settled_at, \
+    seller_payout_address, buyer_refund_address";
 
 fn deal_amount(r: &PgRow, col: &str) -> StoreResult<i128> {
     units(r.try_get::<Decimal, _>(col)?)
@@ -78,6 +79,8 @@ fn deal_from_row(r: &PgRow) -> StoreResult<Deal> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         settled_at: r.try_get("settled_at")?,
+        seller_payout: r.try_get("seller_payout_address")?,
+        buyer_refund: r.try_get("buyer_refund_address")?,
     })
 }
 
@@ -128,8 +131,8 @@ pub(super) async fn insert_deal(
     sqlx::query(
         "INSERT INTO deals (id, template_id, template, country, category, template_version, buyer_account, seller_account, \
          network, asset, amount, immediate, holdback, state, released, offset_amount, refunded, escalated, reference, \
-         created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+         created_by, created_at, updated_at, seller_payout_address, buyer_refund_address) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
     )
     .bind(d.id.0)
     .bind(&d.template.id)
@@ -153,6 +156,8 @@ pub(super) async fn insert_deal(
     .bind(&d.created_by)
     .bind(d.created_at)
     .bind(d.updated_at)
+    .bind(&d.seller_payout)
+    .bind(&d.buyer_refund)
     .execute(&mut *conn)
     .await?;
     insert_deal_event(conn, d.id, d.created_at, "CREATED", &d.created_by, detail).await
