@@ -979,9 +979,11 @@ fn urlencode(text: &str) -> String {
     text.replace(':', "%3A").replace('+', "%2B")
 }
 
-/// Against anvil: the seller's releases and the buyer's offset are paid out on chain through
-/// the payout engine; chain balances, ledger balances and the money summary agree.
+/// Against anvil, four deals with on-chain addresses: approved, offset, refunded in full and
+/// released in full after an issue. Every release, offset and refund is paid out through the
+/// payout engine; chain balances, ledger balances and the money summaries agree.
 async fn releases_and_refunds_are_paid_out_on_chain(backend: Backend) {
+    use alloy::primitives::U256;
     use treasuryd::chains::evm::EvmClient;
     use treasuryd::devchain::DevChain;
     let chain = DevChain::start(&[]).await.unwrap();
@@ -1003,9 +1005,11 @@ async fn releases_and_refunds_are_paid_out_on_chain(backend: Backend) {
     );
     let sloppy = seller_wallet.to_checksum(None).to_lowercase();
     assert_ne!(sloppy, seller_wallet.to_checksum(None));
-    let (s, bad) = app
-        .post("/v1/deals", TRADER, None, &json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "1000", "seller_payout_address": sloppy}))
-        .await;
+    let request = |seller_address: String| {
+        json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "1000",
+               "seller_payout_address": seller_address, "buyer_refund_address": buyer_wallet.to_checksum(None)})
+    };
+    let (s, bad) = app.post("/v1/deals", TRADER, None, &request(sloppy)).await;
     assert_eq!(
         (s, bad["error"]["field"].as_str()),
         (
@@ -1013,44 +1017,71 @@ async fn releases_and_refunds_are_paid_out_on_chain(backend: Backend) {
             Some("seller_payout_address")
         )
     );
-    let (s, created) = app
-        .post("/v1/deals", TRADER, None, &json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "1000",
-            "seller_payout_address": seller_wallet.to_checksum(None), "buyer_refund_address": buyer_wallet.to_checksum(None)}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    act(&app, &id, "fund", TRADER, json!({})).await;
-    let photo = upload(&app, &id, "PHOTO").await;
-    let (s, d) = act(&app, &id, "deliver", TRADER, json!({"evidence": [photo]})).await;
-    assert_eq!(s, StatusCode::OK, "{d}");
-    let photo = upload(&app, &id, "PHOTO").await;
-    act(
-        &app,
-        &id,
-        "issue",
-        TRADER,
-        json!({"reason_code": "MISSING_DOCUMENTS", "detail": "no papers", "evidence": [photo]}),
-    )
-    .await;
-    let (s, d) = act(
-        &app,
-        &id,
-        "resolve",
-        OPERATOR,
-        json!({"outcome": "OFFSET", "offset": "50", "reason": "papers missing"}),
-    )
-    .await;
-    assert_eq!(
-        (s, d["state"].as_str()),
-        (StatusCode::OK, Some("SETTLED")),
-        "{d}"
-    );
-
+    // (outcome after an issue, or None for the buyer's approval), with what each side gets.
+    let paths = [
+        (None, 1000, 0),
+        (
+            Some(json!({"outcome": "OFFSET", "offset": "50", "reason": "papers missing"})),
+            950,
+            50,
+        ),
+        (
+            Some(json!({"outcome": "REFUND_FULL", "reason": "not the car described"})),
+            850,
+            150,
+        ),
+        (
+            Some(json!({"outcome": "RELEASE_FULL", "reason": "claim unfounded"})),
+            1000,
+            0,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (resolution, to_seller, to_buyer) in &paths {
+        let (s, created) = app
+            .post(
+                "/v1/deals",
+                TRADER,
+                None,
+                &request(seller_wallet.to_checksum(None)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        act(&app, &id, "fund", TRADER, json!({})).await;
+        let photo = upload(&app, &id, "PHOTO").await;
+        let (s, d) = act(&app, &id, "deliver", TRADER, json!({"evidence": [photo]})).await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        let d = match resolution {
+            None => act(&app, &id, "approve", TRADER, json!({})).await.1,
+            Some(body) => {
+                let photo = upload(&app, &id, "PHOTO").await;
+                act(&app, &id, "issue", TRADER, json!({"reason_code": "MISSING_DOCUMENTS", "detail": "no papers", "evidence": [photo]})).await;
+                act(&app, &id, "resolve", OPERATOR, body.clone()).await.1
+            }
+        };
+        assert_eq!(d["state"], "SETTLED", "{d}");
+        let units = |v: &Value| {
+            v.as_str()
+                .unwrap()
+                .replace('.', "")
+                .parse::<i128>()
+                .unwrap()
+        };
+        assert_eq!(d["money"]["released"], format!("{to_seller}.000000"));
+        assert_eq!(
+            units(&d["money"]["offset"]) + units(&d["money"]["refunded"]),
+            to_buyer * 1_000_000
+        );
+        ids.push(id);
+    }
+    // Payouts: the seller's immediate part of each deal (4), the seller's rest where there is
+    // one (approve, offset, release: 3), the buyer's offset and refund (2).
     let mut payouts = Value::Null;
-    for _ in 0..400 {
+    for _ in 0..600 {
         payouts = app.get("/v1/payouts?limit=500", ADMIN).await.1;
         let items = payouts["items"].as_array().unwrap();
-        if items.len() == 3 && items.iter().all(|p| p["state"] == "confirmed") {
+        if items.len() == 9 && items.iter().all(|p| p["state"] == "confirmed") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1058,41 +1089,97 @@ async fn releases_and_refunds_are_paid_out_on_chain(backend: Backend) {
     miner.abort();
     let items = payouts["items"].as_array().unwrap();
     assert!(
-        items.len() == 3 && items.iter().all(|p| p["state"] == "confirmed"),
+        items.len() == 9 && items.iter().all(|p| p["state"] == "confirmed"),
         "{payouts}"
     );
     let client = EvmClient::new(&chain.url).unwrap();
-    let on_chain = |a| {
-        let client = client.clone();
-        let token = chain.usdt;
-        async move { client.token_balance(token, a).await.unwrap() }
-    };
     assert_eq!(
-        on_chain(seller_wallet).await,
-        alloy::primitives::U256::from(950_000_000u64)
+        client
+            .token_balance(chain.usdt, seller_wallet)
+            .await
+            .unwrap(),
+        U256::from(3_800_000_000u64),
+        "1000 + 950 + 850 + 1000"
     );
     assert_eq!(
-        on_chain(buyer_wallet).await,
-        alloy::primitives::U256::from(50_000_000u64)
+        client
+            .token_balance(chain.usdt, buyer_wallet)
+            .await
+            .unwrap(),
+        U256::from(200_000_000u64),
+        "50 + 150"
     );
-    let d = deal(&app, &id).await;
-    assert_eq!(
-        (
-            d["money"]["released"].as_str(),
-            d["money"]["offset"].as_str()
-        ),
-        (Some("950.000000"), Some("50.000000"))
-    );
-    // Everything released went out: the seller's account is empty, the buyer's is back to its
-    // 9,000 (the offset came back and was paid out).
+    // Everything released went out: the seller's account is empty; the buyer's is back to
+    // 10,000 less the 4,000 it paid in, the offset and the refund having been paid out too.
     assert_eq!(balances(&app, &seller).await, b("0.000000", "0.000000"));
-    assert_eq!(balances(&app, &buyer).await, b("9000.000000", "0.000000"));
-    let k = kinds(&app, &id).await;
+    assert_eq!(balances(&app, &buyer).await, b("6000.000000", "0.000000"));
+    let k = kinds(&app, &ids[1]).await;
     assert_eq!(
         k.iter().filter(|k| *k == "PAYOUT_REQUESTED").count(),
         3,
         "{k:?}"
     );
     app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// Evidence limits: only the accepted content types, only the template's evidence types, at
+/// most `evidence_max_bytes`; a refused upload stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_uploads_are_limited_by_type_and_size() {
+    let app = TestApp::spawn_clocked(
+        Arc::new(TestDb::new(Backend::Sqlite).await),
+        clock(),
+        |c, _| {
+            c.pilot = Some(scope(&["USED_CAR_PRIVATE"], "v1"));
+            c.escrow.evidence_max_bytes = 1_000;
+        },
+    )
+    .await;
+    let (buyer, seller) = parties(&app).await;
+    let id = new_deal(&app, &buyer, &seller, "100", "USED_CAR_PRIVATE").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = |content_type: &str, kind: &str, body: Vec<u8>, token: &str| {
+        app.client
+            .post(app.url(&format!("/v1/deals/{id}/evidence")))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .header("x-evidence-type", kind)
+            .body(body)
+            .send()
+    };
+    let r = send("text/plain", "PHOTO", b"hi".to_vec(), TRADER)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let r = send("image/png", "SELFIE", b"hi".to_vec(), TRADER)
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_evidence_type", "{e}");
+    let r = send("image/png", "PHOTO", vec![7; 1_001], TRADER)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = send("image/png", "PHOTO", b"hi".to_vec(), OPERATOR)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        deal(&app, &id).await["evidence"],
+        json!([]),
+        "refusals store nothing"
+    );
+    let r = send("image/png", "PHOTO", vec![7; 1_000], TRADER)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        (e["size"].as_u64(), e["type"].as_str()),
+        (Some(1_000), Some("PHOTO"))
+    );
     app.stop().await.unwrap();
 }
