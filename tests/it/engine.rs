@@ -256,8 +256,8 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
     assert_eq!(fees["items"].as_array().unwrap().len(), 52);
     let burned = eth_before - client.native_balance(hot).await.unwrap();
     assert_eq!(
-        crate::policy::gas_account_balance(&app, &hot.to_checksum(None)).await,
-        -i128::try_from(burned).unwrap()
+        crate::policy::gas_spent(&app, &hot.to_checksum(None)).await,
+        i128::try_from(burned).unwrap()
     );
     let acme = app.account(&acme_usdt).await;
     assert_eq!(acme["held"], "0.000000");
