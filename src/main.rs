@@ -127,6 +127,14 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path, std::env::vars())?)
 }
 
+/// The configured database for a tool that only reads (no migrations are applied).
+async fn open_for_reading(c: &Config) -> anyhow::Result<treasuryd::store::DynStore> {
+    let url = c.database_url();
+    treasuryd::store::open(url.expose_secret(), 2)
+        .await
+        .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -190,10 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: LedgerCommand::Verify,
         } => {
             let c = load_config(cli.config.as_deref())?;
-            let url = c.database_url();
-            let store = treasuryd::store::open(url.expose_secret(), 2)
-                .await
-                .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
+            let store = open_for_reading(&c).await?;
             let report = treasuryd::ledger::verify::verify(store.as_ref()).await?;
             store.close().await;
             println!("{report}");
@@ -214,10 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export { out } => {
             use treasuryd::export::{Format, journal, timelines};
             let c = load_config(cli.config.as_deref())?;
-            let url = c.database_url();
-            let store = treasuryd::store::open(url.expose_secret(), 2)
-                .await
-                .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
+            let store = open_for_reading(&c).await?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for format in [Format::JsonLines, Format::Csv] {
                 for (name, text) in [
@@ -241,10 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--from and --to are RFC 3339 or YYYY-MM-DD");
             };
             let c = load_config(cli.config.as_deref())?;
-            let url = c.database_url();
-            let store = treasuryd::store::open(url.expose_secret(), 2)
-                .await
-                .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
+            let store = open_for_reading(&c).await?;
             let report = treasuryd::escrow::report::build(store.as_ref(), from_at, to_at).await?;
             store.close().await;
             if json {
@@ -308,11 +307,7 @@ async fn reconcile(c: &Config, only: Option<&str>, json: bool) -> anyhow::Result
     {
         anyhow::bail!("no network {name:?} in the configuration");
     }
-    // Read-only: no migrations, as for `ledger verify`.
-    let url = c.database_url();
-    let store = treasuryd::store::open(url.expose_secret(), 2)
-        .await
-        .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))?;
+    let store = open_for_reading(c).await?;
     let (mut lines, mut unreadable) = (Vec::new(), false);
     for network in networks {
         let wallets = treasuryd::wallets::declared_hot_wallets(&c.wallets_dir, &network.name)?;
