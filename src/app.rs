@@ -171,6 +171,7 @@ impl App {
                     config.escrow.evidence_content_types.clone(),
                 )),
                 templates,
+                webhooks_allow_private: config.webhooks.allow_private_networks,
             },
             config,
         })

@@ -58,6 +58,8 @@ pub struct Config {
     pub wallets_dir: PathBuf,
     #[serde(default)]
     pub escrow: EscrowConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// The pilot's scope flags. When present they are applied at start and on SIGHUP; leave
     /// the section out to keep whatever an Admin last set through the API.
     #[serde(default)]
@@ -68,6 +70,15 @@ pub struct Config {
     /// The file this was read from, for reloads on SIGHUP.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Allow endpoints on loopback, private and other internal addresses, and plain http (a
+    /// receiver on this host). Off in production: it is the SSRF guard.
+    #[serde(default)]
+    pub allow_private_networks: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

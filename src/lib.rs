@@ -33,3 +33,4 @@ pub mod telemetry;
 pub mod templates;
 pub mod timers;
 pub mod wallets;
+pub mod webhooks;

@@ -105,6 +105,7 @@ impl ApiError {
                 "asset" => "unknown_asset",
                 "template" => "template_not_found",
                 "deal" => "deal_not_found",
+                "endpoint" => "endpoint_not_found",
                 "evidence" => "evidence_not_found",
                 _ => "not_found",
             },

@@ -19,6 +19,7 @@ pub mod payouts;
 pub mod reports;
 pub mod templates;
 pub mod views;
+pub mod webhooks;
 
 use crate::domain::Role;
 use crate::ledger::{Command, Ledger, Posted};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub templates: Arc<crate::templates::TemplateCatalog>,
     pub escrow: crate::escrow::service::Escrow,
     pub evidence: Arc<crate::escrow::evidence::EvidenceStore>,
+    /// `webhooks.allow_private_networks`: endpoints may be internal (tests, same host).
+    pub webhooks_allow_private: bool,
 }
 
 /// Largest page a list endpoint returns.
@@ -85,6 +88,16 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/incidents", post(reports::record))
         .route("/v1/exports/timelines", get(reports::export_timelines))
         .route("/v1/exports/journal", get(reports::export_journal))
+        .route(
+            "/v1/webhooks/endpoints",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route("/v1/webhooks/endpoints/{id}", get(webhooks::get_one))
+        .route("/v1/webhooks/endpoints/{id}/rotate", post(webhooks::rotate))
+        .route(
+            "/v1/webhooks/endpoints/{id}/active",
+            post(webhooks::set_active),
+        )
         .route("/v1/templates", get(templates::list))
         .route("/v1/templates/{id}", get(templates::get_one))
         .route(

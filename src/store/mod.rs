@@ -330,6 +330,28 @@ pub trait Store: Send + Sync + 'static {
         claimer: &str,
         limit: i64,
     ) -> StoreResult<Vec<crate::timers::Timer>>;
+    async fn create_endpoint(
+        &self,
+        endpoint: &crate::webhooks::Endpoint,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>>;
+    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint>;
+    /// A new signing secret; the old one keeps signing until `previous_until`. Audited.
+    async fn rotate_endpoint_secret(
+        &self,
+        id: uuid::Uuid,
+        secret: &secrecy::SecretString,
+        previous_until: UnixMicros,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn set_endpoint_active(
+        &self,
+        id: uuid::Uuid,
+        active: bool,
+        reason: Option<&str>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
     /// The pilot's scope flags as last set; None before anyone set them.
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
     /// Replaces the scope flags, audited with them.

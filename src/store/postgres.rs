@@ -3,6 +3,7 @@
 //! `UNNEST`, and whole-transaction retries on serialisation failures and deadlocks.
 
 mod escrow;
+mod webhooks;
 
 use super::*;
 use crate::domain::AssetSpec;
@@ -1770,6 +1771,56 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(escrow::timer_from_row).collect()
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &crate::webhooks::Endpoint,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        webhooks::insert_endpoint(&mut tx, endpoint).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoints(&mut conn).await
+    }
+
+    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoint(&mut conn, id).await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        id: uuid::Uuid,
+        secret: &secrecy::SecretString,
+        previous_until: UnixMicros,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        webhooks::rotate_secret(&mut tx, id, secret, previous_until, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_endpoint_active(
+        &self,
+        id: uuid::Uuid,
+        active: bool,
+        reason: Option<&str>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        webhooks::set_endpoint_active(&mut tx, id, active, reason, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {

@@ -3,6 +3,7 @@
 //! `BEGIN IMMEDIATE` so writers queue on the lock up front instead of failing mid-transaction.
 
 mod escrow;
+mod webhooks;
 
 use super::*;
 use crate::domain::AssetSpec;
@@ -1705,6 +1706,56 @@ impl Store for SqliteStore {
             .collect::<StoreResult<_>>()?;
         timers.sort_by_key(|t| t.due_at);
         Ok(timers)
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &crate::webhooks::Endpoint,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::insert_endpoint(&mut tx, endpoint).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoints(&mut conn).await
+    }
+
+    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoint(&mut conn, id).await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        id: uuid::Uuid,
+        secret: &secrecy::SecretString,
+        previous_until: UnixMicros,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::rotate_secret(&mut tx, id, secret, previous_until, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_endpoint_active(
+        &self,
+        id: uuid::Uuid,
+        active: bool,
+        reason: Option<&str>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::set_endpoint_active(&mut tx, id, active, reason, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {

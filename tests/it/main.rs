@@ -22,3 +22,4 @@ mod reconcile;
 mod reorg;
 mod rpc;
 mod templates;
+mod webhooks;
