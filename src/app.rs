@@ -420,11 +420,12 @@ async fn refresh_pilot_metrics(
     let mut after = None;
     loop {
         let page = store
-            .list_deals(
-                Some(crate::escrow::DealState::Issue),
+            .list_deals(&crate::store::DealFilter {
+                state: Some(crate::escrow::DealState::Issue),
                 after,
-                crate::api::MAX_PAGE,
-            )
+                limit: crate::api::MAX_PAGE,
+                ..Default::default()
+            })
             .await?;
         escalated += page.iter().filter(|d| d.escalated).count() as i64;
         after = page.last().map(|d| d.id);

@@ -93,7 +93,13 @@ pub async fn timelines(store: &dyn Store, format: Format) -> Result<String, Stor
     );
     let mut after = None;
     loop {
-        let page = store.list_deals(None, after, 500).await?;
+        let page = store
+            .list_deals(&crate::store::DealFilter {
+                after,
+                limit: 500,
+                ..Default::default()
+            })
+            .await?;
         for deal in &page {
             for e in store.deal_events(deal.id).await? {
                 table.row(&[

@@ -361,11 +361,17 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct ListDeals {
     pub state: Option<DealState>,
+    /// ISO 3166 alpha-2, e.g. MN.
+    pub country: Option<String>,
+    /// e.g. USED_CAR_PRIVATE.
+    pub category: Option<String>,
+    /// The template version deals were created with, e.g. 2.
+    pub template_version: Option<u32>,
     pub cursor: Option<String>,
     pub limit: Option<i64>,
 }
 
-/// Deals, oldest first; filter by `state` (any role).
+/// Deals, oldest first; filter by `state`, `country`, `category`, `template_version` (any role).
 #[utoipa::path(get, tag = "escrow", path = "/v1/deals", params(ListDeals), security(("bearer" = [])),
     responses((status = 200, body = Page<DealView>)))]
 pub async fn list(
@@ -385,7 +391,14 @@ pub async fn list(
     let deals = state
         .ledger
         .store()
-        .list_deals(q.state, after, limit)
+        .list_deals(&crate::store::DealFilter {
+            state: q.state,
+            country: q.country,
+            category: q.category,
+            template_version: q.template_version,
+            after,
+            limit,
+        })
         .await?;
     let next_cursor = (deals.len() as i64 == limit)
         .then(|| deals.last().map(|d| d.id.to_string()))
@@ -757,7 +770,12 @@ pub async fn disputes(
         let page = state
             .ledger
             .store()
-            .list_deals(Some(DealState::Issue), after, super::MAX_PAGE)
+            .list_deals(&crate::store::DealFilter {
+                state: Some(DealState::Issue),
+                after,
+                limit: super::MAX_PAGE,
+                ..Default::default()
+            })
             .await?;
         after = page.last().map(|d| d.id);
         let done = (page.len() as i64) < super::MAX_PAGE;

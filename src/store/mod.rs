@@ -106,6 +106,17 @@ pub struct JournalFilter {
     pub limit: i64,
 }
 
+/// Which deals to list: every field narrows, None matches all.
+#[derive(Debug, Clone, Default)]
+pub struct DealFilter {
+    pub state: Option<crate::escrow::DealState>,
+    pub country: Option<String>,
+    pub category: Option<String>,
+    pub template_version: Option<u32>,
+    pub after: Option<crate::domain::DealId>,
+    pub limit: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PayoutFilter {
     pub state: Option<PayoutState>,
@@ -273,13 +284,8 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal>;
-    /// Deals in id order after `after`, of one state or all.
-    async fn list_deals(
-        &self,
-        state: Option<crate::escrow::DealState>,
-        after: Option<crate::domain::DealId>,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::escrow::Deal>>;
+    /// Deals in id order matching `filter`.
+    async fn list_deals(&self, filter: &DealFilter) -> StoreResult<Vec<crate::escrow::Deal>>;
     async fn deal_events(
         &self,
         id: crate::domain::DealId,

@@ -1663,14 +1663,9 @@ impl Store for PgStore {
         escrow::get_deal(&mut conn, id).await
     }
 
-    async fn list_deals(
-        &self,
-        state: Option<crate::escrow::DealState>,
-        after: Option<crate::domain::DealId>,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::escrow::Deal>> {
+    async fn list_deals(&self, filter: &DealFilter) -> StoreResult<Vec<crate::escrow::Deal>> {
         let mut conn = self.pool.acquire().await?;
-        escrow::list_deals(&mut conn, state, after, limit).await
+        escrow::list_deals(&mut conn, filter).await
     }
 
     async fn deal_events(

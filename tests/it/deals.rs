@@ -232,6 +232,31 @@ async fn a_deal_runs_from_created_to_settled(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(bytes, format!("jpeg bytes of {id} PHOTO"));
+    // Lists narrow by state, country, category and template version.
+    let ids = |page: Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, page) = app
+        .get(
+            "/v1/deals?state=SETTLED&country=MN&category=USED_CAR_PRIVATE&template_version=1",
+            OPERATOR,
+        )
+        .await;
+    assert_eq!(ids(page), vec![id.clone()]);
+    for miss in [
+        "state=ISSUE",
+        "country=KR",
+        "category=REAL_ESTATE_SALE",
+        "template_version=2",
+    ] {
+        let (_, page) = app.get(&format!("/v1/deals?{miss}"), OPERATOR).await;
+        assert_eq!(ids(page), Vec::<String>::new(), "{miss}");
+    }
     app.verify_clean().await;
     app.stop().await.unwrap();
 }

@@ -318,18 +318,29 @@ pub(super) async fn get_deal(conn: &mut sqlx::PgConnection, id: DealId) -> Store
 
 pub(super) async fn list_deals(
     conn: &mut sqlx::PgConnection,
-    state: Option<DealState>,
-    after: Option<DealId>,
-    limit: i64,
+    f: &crate::store::DealFilter,
 ) -> StoreResult<Vec<Deal>> {
+    let state = f.state.map(|s| s.as_str());
+    let version = f
+        .template_version
+        .map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    let after = f.after.map(|a| a.0);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEAL_COLUMNS} FROM deals WHERE ($1 IS NULL OR state = $2) AND ($3 IS NULL OR id > $4) ORDER BY id LIMIT $5"
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE ($1 IS NULL OR state = $2) AND ($3 IS NULL OR country = $4) \
+         AND ($5 IS NULL OR category = $6) AND ($7 IS NULL OR template_version = $8) AND ($9 IS NULL OR id > $10) \
+         ORDER BY id LIMIT $11"
     )))
-    .bind(state.map(|s| s.as_str()))
-    .bind(state.map(|s| s.as_str()))
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.0))
-    .bind(limit)
+    .bind(state)
+    .bind(state)
+    .bind(&f.country)
+    .bind(&f.country)
+    .bind(&f.category)
+    .bind(&f.category)
+    .bind(version)
+    .bind(version)
+    .bind(after)
+    .bind(after)
+    .bind(f.limit)
     .fetch_all(conn)
     .await?;
     rows.iter().map(deal_from_row).collect()

@@ -321,18 +321,27 @@ pub(super) async fn get_deal(conn: &mut sqlx::SqliteConnection, id: DealId) -> S
 
 pub(super) async fn list_deals(
     conn: &mut sqlx::SqliteConnection,
-    state: Option<DealState>,
-    after: Option<DealId>,
-    limit: i64,
+    f: &crate::store::DealFilter,
 ) -> StoreResult<Vec<Deal>> {
+    let state = f.state.map(|s| s.as_str());
+    let version = f.template_version.map(i64::from);
+    let after = f.after.map(|a| a.0);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEAL_COLUMNS} FROM deals WHERE (? IS NULL OR state = ?) AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?"
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE (? IS NULL OR state = ?) AND (? IS NULL OR country = ?) \
+         AND (? IS NULL OR category = ?) AND (? IS NULL OR template_version = ?) AND (? IS NULL OR id > ?) \
+         ORDER BY id LIMIT ?"
     )))
-    .bind(state.map(|s| s.as_str()))
-    .bind(state.map(|s| s.as_str()))
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.0))
-    .bind(limit)
+    .bind(state)
+    .bind(state)
+    .bind(&f.country)
+    .bind(&f.country)
+    .bind(&f.category)
+    .bind(&f.category)
+    .bind(version)
+    .bind(version)
+    .bind(after)
+    .bind(after)
+    .bind(f.limit)
     .fetch_all(conn)
     .await?;
     rows.iter().map(deal_from_row).collect()
