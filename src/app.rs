@@ -362,8 +362,9 @@ async fn apply_configured_scope(
 
 /// On SIGHUP: reads the config file again, reloads the deal templates from its
 /// `escrow.templates_dir` and applies its `[pilot]` section. A file or template that does not
-/// validate changes nothing. Every 15 s (and after a reload) the scope metrics are refreshed
-/// from the database, where another instance or an Admin may have changed the scope.
+/// validate changes nothing. At start, every 15 s and after a reload the scope and pilot
+/// metrics are refreshed from the database, where another instance or an Admin may have changed
+/// the scope.
 async fn reload_on_sighup(
     state: crate::api::AppState,
     source: Option<std::path::PathBuf>,
@@ -378,6 +379,16 @@ async fn reload_on_sighup(
         }
     };
     loop {
+        // First at start, then every 15 s and after a reload.
+        if let Ok(scope) = crate::scope::current(state.ledger.store().as_ref()).await {
+            state
+                .metrics
+                .scope
+                .show(&scope, &state.templates.snapshot());
+        }
+        if let Err(e) = refresh_pilot_metrics(&state).await {
+            tracing::warn!(error = %e, "pilot metrics not refreshed");
+        }
         #[cfg(unix)]
         let hangup = async {
             match hangups.as_mut() {
@@ -397,15 +408,6 @@ async fn reload_on_sighup(
                     tracing::error!(error = format!("{e:#}"), "SIGHUP: reload refused; nothing changed");
                 }
             }
-        }
-        if let Ok(scope) = crate::scope::current(state.ledger.store().as_ref()).await {
-            state
-                .metrics
-                .scope
-                .show(&scope, &state.templates.snapshot());
-        }
-        if let Err(e) = refresh_pilot_metrics(&state).await {
-            tracing::warn!(error = %e, "pilot metrics not refreshed");
         }
     }
 }

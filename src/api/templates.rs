@@ -77,7 +77,6 @@ pub(crate) async fn scope_view(state: &AppState) -> ApiResult<ScopeView> {
         .iter()
         .map(|t| t.id.clone())
         .collect();
-    state.metrics.scope.show(&scope, &templates);
     Ok(ScopeView {
         scope,
         set_by: setting.as_ref().map(|s| s.actor.clone()),
@@ -141,5 +140,10 @@ pub async fn set_scope(
         Some(reason),
     );
     crate::scope::apply(state.ledger.store().as_ref(), &scope, &audit).await?;
+    // This instance shows the change at once; the others within their 15 s refresh.
+    state
+        .metrics
+        .scope
+        .show(&scope, &state.templates.snapshot());
     Ok(Json(scope_view(&state).await?))
 }

@@ -222,15 +222,8 @@ async fn a_deal_runs_from_created_to_settled(backend: Backend) {
     );
     // The evidence is kept by content.
     let bytes = app
-        .client
-        .get(app.url(&format!("/v1/deals/{id}/evidence/{photo}")))
-        .bearer_auth(OPERATOR)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(&format!("/v1/deals/{id}/evidence/{photo}"), OPERATOR)
+        .await;
     assert_eq!(bytes, format!("jpeg bytes of {id} PHOTO"));
     // Lists narrow by state, country, category and template version.
     let ids = |page: Value| -> Vec<String> {
@@ -917,15 +910,8 @@ async fn the_go_no_go_report_matches_figures_computed_by_hand() {
     );
 
     let md = app
-        .client
-        .get(app.url(&format!("{path}&format=markdown")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(&format!("{path}&format=markdown"), ADMIN)
+        .await;
     assert!(md.contains("Decision: **NO-GO**"), "{md}");
     assert!(
         md.contains("| Settlement completion rate | > 90% | 85.71% (6/7) | FAIL |"),
@@ -954,15 +940,8 @@ async fn the_go_no_go_report_matches_figures_computed_by_hand() {
     let (_, t) = app.get(&format!("/v1/deals/{a}/timeline"), OPERATOR).await;
     let events_of_a = t["items"].as_array().unwrap().len();
     let csv = app
-        .client
-        .get(app.url("/v1/exports/timelines?format=csv"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text("/v1/exports/timelines?format=csv", ADMIN)
+        .await;
     assert!(
         csv.starts_with("deal_id,template,at,kind,actor,detail\n"),
         "{csv}"

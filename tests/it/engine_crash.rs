@@ -37,18 +37,17 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
         eprintln!("TREASURYD_TEST_POSTGRES=skip: not running the PostgreSQL-only test");
         return;
     }
-    let db = TestDb::new(Backend::Postgres).await;
-    let dir = tempfile::tempdir().unwrap();
-    let chain = DevChain::start(&[]).await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    chain
-        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
-        .await
-        .unwrap();
-    let key = format!("0x{}", hex::encode(hot.to_bytes()));
-    let config = write_config(dir.path(), &chain, "lease_seconds = 3");
-    let client = reqwest::Client::new();
-    let rpc = EvmClient::new(&chain.url).unwrap();
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        config,
+        client,
+        rpc,
+        ..
+    } = rig(Backend::Postgres, "lease_seconds = 3", true).await;
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
 
@@ -140,22 +139,22 @@ async fn a_standby_takes_over_when_the_owner_is_killed_mid_stream() {
         return;
     }
     const LEASE_SECONDS: u64 = 3;
-    let db = TestDb::new(Backend::Postgres).await;
-    let dir = tempfile::tempdir().unwrap();
-    let chain = DevChain::start(&[]).await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    chain
-        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
-        .await
-        .unwrap();
-    let key = format!("0x{}", hex::encode(hot.to_bytes()));
-    let config = write_config(
-        dir.path(),
-        &chain,
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        config,
+        client,
+        rpc,
+        ..
+    } = rig(
+        Backend::Postgres,
         &format!("lease_seconds = {LEASE_SECONDS}"),
-    );
-    let client = reqwest::Client::new();
-    let rpc = EvmClient::new(&chain.url).unwrap();
+        true,
+    )
+    .await;
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
     let (mut first, api_a, _logs_a) = start(&config, &db.url, &key, None);
@@ -273,6 +272,46 @@ async fn a_standby_takes_over_when_the_owner_is_killed_mid_stream() {
     second.wait().unwrap();
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "{report}");
+}
+
+/// What a crash test's daemons run against: a database, a config directory, and a dev chain
+/// whose hot wallet holds 10,000,000 USDT when `funded`.
+pub(crate) struct Rig {
+    pub db: TestDb,
+    pub _dir: tempfile::TempDir,
+    pub chain: DevChain,
+    pub hot: alloy::signers::local::PrivateKeySigner,
+    /// The hot key, hex, for the daemon's environment.
+    pub key: String,
+    pub config: std::path::PathBuf,
+    pub client: reqwest::Client,
+    pub rpc: EvmClient,
+}
+
+pub(crate) async fn rig(backend: Backend, network_extra: &str, funded: bool) -> Rig {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let chain = DevChain::start(&[]).await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    if funded {
+        chain
+            .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
+            .await
+            .unwrap();
+    }
+    let key = format!("0x{}", hex::encode(hot.to_bytes()));
+    let config = write_config(dir.path(), &chain, network_extra);
+    let rpc = EvmClient::new(&chain.url).unwrap();
+    Rig {
+        db,
+        _dir: dir,
+        chain,
+        hot,
+        key,
+        config,
+        client: reqwest::Client::new(),
+        rpc,
+    }
 }
 
 pub(crate) const ADMIN_TOKEN: &str = "tdk_engine_crash_admin";
@@ -423,18 +462,17 @@ pub(crate) async fn confirmed_via(client: &reqwest::Client, api: &str, id: &str)
 }
 
 async fn killed_at(backend: Backend, point: &str) {
-    let db = TestDb::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let chain = DevChain::start(&[]).await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    chain
-        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
-        .await
-        .unwrap();
-    let key = format!("0x{}", hex::encode(hot.to_bytes()));
-    let config = write_config(dir.path(), &chain, "");
-    let client = reqwest::Client::new();
-    let rpc = EvmClient::new(&chain.url).unwrap();
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        config,
+        client,
+        rpc,
+        ..
+    } = rig(backend, "", true).await;
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
     // Blocks keep coming, as on a live chain.
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
@@ -516,18 +554,17 @@ async fn killed_before_confirming(backend: Backend) {
 /// out, outbids the transfer and is mined: the payout ends cancelled, nothing reached the
 /// destination, the hold is back, one nonce was used.
 async fn killed_between_storing_a_cancel_and_sending_it(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let chain = DevChain::start(&[]).await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    chain
-        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
-        .await
-        .unwrap();
-    let key = format!("0x{}", hex::encode(hot.to_bytes()));
-    let config = write_config(dir.path(), &chain, "");
-    let client = reqwest::Client::new();
-    let rpc = EvmClient::new(&chain.url).unwrap();
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        config,
+        client,
+        rpc,
+        ..
+    } = rig(backend, "", true).await;
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
     let (mut child, api, logs) = start(&config, &db.url, &key, Some("engine.after_replacement"));
     let account = funded_account(&client, &api).await;
@@ -619,13 +656,16 @@ async fn killed_between_storing_a_cancel_and_sending_it(backend: Backend) {
 /// range) and is killed before it moves its cursor. After the restart it reads the range
 /// again: the account is credited once, and `reconcile` finds the hot wallet exact.
 async fn killed_between_crediting_deposits_and_moving_the_cursor(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let chain = DevChain::start(&[]).await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    let key = format!("0x{}", hex::encode(hot.to_bytes()));
-    let config = write_config(dir.path(), &chain, "");
-    let client = reqwest::Client::new();
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        config,
+        client,
+        ..
+    } = rig(backend, "", false).await;
     let (mut child, api, logs) = start(&config, &db.url, &key, Some("deposits.before_cursor"));
     let account = funded_account(&client, &api).await;
     let address = Address::from_word(U256::from(0xDE9051u64).into());

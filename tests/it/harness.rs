@@ -258,6 +258,19 @@ impl TestApp {
         format!("http://{}{}", self.api, path)
     }
 
+    /// A GET whose answer is not JSON (files, Markdown, CSV): its body as text.
+    pub async fn get_text(&self, path: &str, token: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         let r = self
             .client

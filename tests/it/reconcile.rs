@@ -5,7 +5,7 @@
 
 use crate::crash::binary;
 use crate::engine_crash::{
-    ADMIN_TOKEN, TRADER_TOKEN, call, confirmed_via, funded_account, start, write_config,
+    ADMIN_TOKEN, Rig, TRADER_TOKEN, call, confirmed_via, funded_account, rig, start,
 };
 use crate::harness::*;
 use alloy::primitives::{Address, U256};
@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-use treasuryd::chains::evm::{EvmClient, FeeMode, TransferTx, sign_transfer};
-use treasuryd::devchain::{DevChain, TestToken};
+use treasuryd::chains::evm::{FeeMode, TransferTx, sign_transfer};
+use treasuryd::devchain::TestToken;
 
 /// Runs `treasuryd reconcile --json`: its exit code and one JSON object per line.
 pub(crate) fn reconcile_cli(config: &Path, db_url: &str) -> (i32, Vec<Value>) {
@@ -40,18 +40,16 @@ fn line<'a>(lines: &'a [Value], asset: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_agrees_after_payouts_and_reports_a_foreign_outflow() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let dir = tempfile::tempdir().unwrap();
-    let chain = DevChain::start(&[]).await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    chain
-        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
-        .await
-        .unwrap();
-    let key = format!("0x{}", hex::encode(hot.to_bytes()));
-    let config = write_config(dir.path(), &chain, "reconcile_interval_seconds = 1");
-    let client = reqwest::Client::new();
-    let rpc = EvmClient::new(&chain.url).unwrap();
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        config,
+        client,
+        rpc,
+    } = rig(Backend::Sqlite, "reconcile_interval_seconds = 1", true).await;
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
     let (mut daemon, api, _logs) = start(&config, &db.url, &key, None);
 
