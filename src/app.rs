@@ -263,6 +263,16 @@ impl App {
             tracker.spawn(async move { reload_on_sighup(state, source, cancel).await });
         }
         {
+            let deliverer = crate::webhooks::delivery::Deliverer::new(
+                self.state.ledger.clone(),
+                crate::webhooks::delivery::Settings::from_config(&self.config.webhooks),
+                self.state.metrics.webhooks.clone(),
+            )
+            .context("building the webhook HTTP client")?;
+            let (cancel, instance) = (cancel.clone(), instance.clone());
+            tracker.spawn(async move { deliverer.run(instance, cancel).await });
+        }
+        {
             let (escrow, cancel, instance) =
                 (self.state.escrow.clone(), cancel.clone(), instance.clone());
             let poll = Duration::from_millis(self.config.escrow.timer_poll_ms);

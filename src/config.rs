@@ -72,13 +72,70 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Allow endpoints on loopback, private and other internal addresses, and plain http (a
     /// receiver on this host). Off in production: it is the SSRF guard.
     #[serde(default)]
     pub allow_private_networks: bool,
+    /// How long a delivery is retried before it is dead-lettered (from when it became due).
+    #[serde(default = "default_webhook_horizon_seconds")]
+    pub retry_horizon_seconds: u64,
+    /// The first retry's delay; each next one doubles, with jitter, up to `retry_max_delay_seconds`.
+    #[serde(default = "default_webhook_min_delay_ms")]
+    pub retry_min_delay_ms: u64,
+    #[serde(default = "default_webhook_max_delay_seconds")]
+    pub retry_max_delay_seconds: u64,
+    /// One delivery attempt, connection and answer included.
+    #[serde(default = "default_webhook_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// How much of a receiver's answer is read (kept as the error of a failed attempt).
+    #[serde(default = "default_webhook_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// How often the outbox is looked at for new events.
+    #[serde(default = "default_webhook_poll_ms")]
+    pub poll_ms: u64,
+    /// The lease that makes one instance the deliverer (several instances on PostgreSQL).
+    #[serde(default = "default_webhook_lease_seconds")]
+    pub lease_seconds: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            retry_horizon_seconds: default_webhook_horizon_seconds(),
+            retry_min_delay_ms: default_webhook_min_delay_ms(),
+            retry_max_delay_seconds: default_webhook_max_delay_seconds(),
+            request_timeout_seconds: default_webhook_request_timeout_seconds(),
+            max_response_bytes: default_webhook_max_response_bytes(),
+            poll_ms: default_webhook_poll_ms(),
+            lease_seconds: default_webhook_lease_seconds(),
+        }
+    }
+}
+
+fn default_webhook_horizon_seconds() -> u64 {
+    72 * 3600
+}
+fn default_webhook_min_delay_ms() -> u64 {
+    1_000
+}
+fn default_webhook_max_delay_seconds() -> u64 {
+    3600
+}
+fn default_webhook_request_timeout_seconds() -> u64 {
+    10
+}
+fn default_webhook_max_response_bytes() -> usize {
+    4096
+}
+fn default_webhook_poll_ms() -> u64 {
+    100
+}
+fn default_webhook_lease_seconds() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -610,6 +667,20 @@ impl Config {
                 "escrow.evidence_max_bytes",
                 "must be between 1 and 104857600",
             ));
+        }
+        let w = &self.webhooks;
+        for (key, ok, message) in [
+            ("webhooks.retry_horizon_seconds", w.retry_horizon_seconds >= 1, "must be at least 1"),
+            ("webhooks.retry_min_delay_ms", (10..=3_600_000).contains(&w.retry_min_delay_ms), "must be between 10 and 3600000"),
+            ("webhooks.retry_max_delay_seconds", w.retry_max_delay_seconds * 1000 >= w.retry_min_delay_ms, "must not be below retry_min_delay_ms"),
+            ("webhooks.request_timeout_seconds", (1..=120).contains(&w.request_timeout_seconds), "must be between 1 and 120"),
+            ("webhooks.max_response_bytes", (1..=1_048_576).contains(&w.max_response_bytes), "must be between 1 and 1048576"),
+            ("webhooks.poll_ms", (10..=60_000).contains(&w.poll_ms), "must be between 10 and 60000"),
+            ("webhooks.lease_seconds", (2..=600).contains(&w.lease_seconds), "must be between 2 and 600"),
+        ] {
+            if !ok {
+                return Err(key_error(key, message));
+            }
         }
         if let Some(pilot) = &self.pilot
             && let Err((field, message)) = pilot.validate(None)

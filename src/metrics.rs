@@ -18,6 +18,7 @@ pub struct Metrics {
     pub wallets: WalletMetrics,
     pub scope: ScopeMetrics,
     pub pilot: PilotMetrics,
+    pub webhooks: WebhookMetrics,
 }
 
 /// The pilot's figures over every deal so far, by country, category and template version
@@ -597,6 +598,196 @@ impl LedgerMetrics {
 }
 
 /// Build information: always 1, labelled with the version.
+/// Webhook deliveries. `endpoint` is the endpoint id: partners' endpoints are few (registered by
+/// an Admin), so the label stays bounded.
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    /// Attempts by endpoint and outcome: `success` (2xx), `http_error` (any other status but
+    /// 410), `gone` (410: endpoint disabled), `timeout`, `connect_error`, `refused` (SSRF guard).
+    pub attempts_total: IntCounterVec,
+    /// Deliveries that ended, by endpoint and outcome: `delivered` or `dead` (horizon passed).
+    pub deliveries_total: IntCounterVec,
+    /// Successful attempts / all attempts over the last 15 minutes (1 with no attempts): the
+    /// launch SLO (>= 0.99) as one number.
+    pub success_ratio_15m: prometheus::Gauge,
+    /// From the outbox write to the 2xx, in seconds.
+    pub delivery_latency_seconds: Histogram,
+    pub dead_letter: IntGaugeVec,
+    pub pending: IntGaugeVec,
+    pub oldest_undelivered_seconds: GaugeVec,
+    pub outbox_undispatched: IntGauge,
+    pub outbox_oldest_undispatched_seconds: prometheus::Gauge,
+    window: std::sync::Arc<std::sync::Mutex<SuccessWindow>>,
+}
+
+/// Attempts per minute over the last 15 minutes: (minute, successes, attempts).
+#[derive(Default)]
+struct SuccessWindow {
+    minutes: std::collections::VecDeque<(i64, u64, u64)>,
+}
+
+impl SuccessWindow {
+    const MINUTES: i64 = 15;
+
+    fn ratio(&mut self, now_minute: i64) -> f64 {
+        while self
+            .minutes
+            .front()
+            .is_some_and(|(m, _, _)| *m <= now_minute - Self::MINUTES)
+        {
+            self.minutes.pop_front();
+        }
+        let (ok, all) = self
+            .minutes
+            .iter()
+            .fold((0u64, 0u64), |(o, a), (_, s, n)| (o + s, a + n));
+        if all == 0 { 1.0 } else { ok as f64 / all as f64 }
+    }
+
+    fn record(&mut self, now_minute: i64, success: bool) {
+        match self.minutes.back_mut() {
+            Some((m, s, n)) if *m == now_minute => {
+                *s += u64::from(success);
+                *n += 1;
+            }
+            _ => self.minutes.push_back((now_minute, u64::from(success), 1)),
+        }
+    }
+}
+
+impl WebhookMetrics {
+    pub const ATTEMPT_OUTCOMES: [&'static str; 6] = [
+        "success",
+        "http_error",
+        "gone",
+        "timeout",
+        "connect_error",
+        "refused",
+    ];
+
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            attempts_total: IntCounterVec::new(
+                Opts::new(
+                    "treasuryd_webhook_attempts_total",
+                    "Webhook delivery attempts by endpoint and outcome (success, http_error, gone, timeout, connect_error, refused).",
+                ),
+                &["endpoint", "outcome"],
+            )?,
+            deliveries_total: IntCounterVec::new(
+                Opts::new(
+                    "treasuryd_webhook_deliveries_total",
+                    "Webhook deliveries that ended, by endpoint and outcome (delivered, dead).",
+                ),
+                &["endpoint", "outcome"],
+            )?,
+            success_ratio_15m: prometheus::Gauge::new(
+                "treasuryd_webhook_success_ratio_15m",
+                "Successful webhook attempts over all attempts in the last 15 minutes (1 when there were none).",
+            )?,
+            delivery_latency_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "treasuryd_webhook_delivery_latency_seconds",
+                    "From the event's outbox write to its 2xx answer, in seconds.",
+                )
+                .buckets(vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                    21600.0, 86400.0,
+                ]),
+            )?,
+            dead_letter: IntGaugeVec::new(
+                Opts::new(
+                    "treasuryd_webhook_dead_letter",
+                    "Dead-lettered webhook deliveries (retry horizon passed, not replayed), by endpoint.",
+                ),
+                &["endpoint"],
+            )?,
+            pending: IntGaugeVec::new(
+                Opts::new(
+                    "treasuryd_webhook_pending",
+                    "Webhook deliveries waiting (first try or retry), by endpoint.",
+                ),
+                &["endpoint"],
+            )?,
+            oldest_undelivered_seconds: GaugeVec::new(
+                Opts::new(
+                    "treasuryd_webhook_oldest_undelivered_seconds",
+                    "Age of the oldest pending delivery's event, by endpoint (0 when none).",
+                ),
+                &["endpoint"],
+            )?,
+            outbox_undispatched: IntGauge::new(
+                "treasuryd_webhook_outbox_undispatched",
+                "Outbox events not yet rendered and queued for their endpoints.",
+            )?,
+            outbox_oldest_undispatched_seconds: prometheus::Gauge::new(
+                "treasuryd_webhook_outbox_oldest_undispatched_seconds",
+                "Age of the oldest outbox event not yet queued (0 when none).",
+            )?,
+            window: Default::default(),
+        };
+        registry.register(Box::new(m.attempts_total.clone()))?;
+        registry.register(Box::new(m.deliveries_total.clone()))?;
+        registry.register(Box::new(m.success_ratio_15m.clone()))?;
+        registry.register(Box::new(m.delivery_latency_seconds.clone()))?;
+        registry.register(Box::new(m.dead_letter.clone()))?;
+        registry.register(Box::new(m.pending.clone()))?;
+        registry.register(Box::new(m.oldest_undelivered_seconds.clone()))?;
+        registry.register(Box::new(m.outbox_undispatched.clone()))?;
+        registry.register(Box::new(m.outbox_oldest_undispatched_seconds.clone()))?;
+        m.success_ratio_15m.set(1.0);
+        Ok(m)
+    }
+
+    /// Counts one attempt and updates the 15-minute ratio.
+    pub fn attempt(&self, endpoint: &str, outcome: &str, now_micros: i64) {
+        self.attempts_total
+            .with_label_values(&[endpoint, outcome])
+            .inc();
+        let minute = now_micros.div_euclid(60_000_000);
+        if let Ok(mut w) = self.window.lock() {
+            w.record(minute, outcome == "success");
+            self.success_ratio_15m.set(w.ratio(minute));
+        }
+    }
+
+    /// Ages the 15-minute window out when nothing is attempted.
+    pub fn refresh_ratio(&self, now_micros: i64) {
+        if let Ok(mut w) = self.window.lock() {
+            self.success_ratio_15m
+                .set(w.ratio(now_micros.div_euclid(60_000_000)));
+        }
+    }
+
+    /// Publishes an endpoint's series at zero so alerts see them before the first attempt.
+    pub fn publish_endpoint(&self, endpoint: &str) {
+        for outcome in Self::ATTEMPT_OUTCOMES {
+            self.attempts_total.with_label_values(&[endpoint, outcome]);
+        }
+        for outcome in ["delivered", "dead"] {
+            self.deliveries_total.with_label_values(&[endpoint, outcome]);
+        }
+    }
+
+    pub fn set_backlog(&self, backlog: &crate::webhooks::outbox::Backlog, now_micros: i64) {
+        let age = |created: Option<i64>| {
+            created.map_or(0.0, |c| (now_micros - c).max(0) as f64 / 1e6)
+        };
+        for e in &backlog.endpoints {
+            let id = e.endpoint.to_string();
+            self.publish_endpoint(&id);
+            self.dead_letter.with_label_values(&[&id]).set(e.dead);
+            self.pending.with_label_values(&[&id]).set(e.pending);
+            self.oldest_undelivered_seconds
+                .with_label_values(&[&id])
+                .set(age(e.oldest_pending_created_at));
+        }
+        self.outbox_undispatched.set(backlog.undispatched);
+        self.outbox_oldest_undispatched_seconds
+            .set(age(backlog.oldest_undispatched_created_at));
+    }
+}
+
 fn build_info(registry: &Registry) -> prometheus::Result<()> {
     let g = IntGauge::with_opts(
         Opts::new("treasuryd_build_info", "Build information; always 1.")
@@ -677,7 +868,9 @@ impl Metrics {
         let rpc = RpcMetrics::new(&registry)?;
         let scope = ScopeMetrics::new(&registry)?;
         let pilot = PilotMetrics::new(&registry)?;
+        let webhooks = WebhookMetrics::new(&registry)?;
         Ok(Self {
+            webhooks,
             pilot,
             scope,
             registry,

@@ -95,6 +95,12 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/webhooks/endpoints/{id}", get(webhooks::get_one))
         .route("/v1/webhooks/endpoints/{id}/rotate", post(webhooks::rotate))
         .route(
+            "/v1/webhooks/endpoints/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route("/v1/webhooks/endpoints/{id}/replay", post(webhooks::replay))
+        .route("/v1/webhooks/events/{id}", get(webhooks::event))
+        .route(
             "/v1/webhooks/endpoints/{id}/active",
             post(webhooks::set_active),
         )

@@ -260,3 +260,287 @@ pub async fn set_active(
         crate::store::now_micros(),
     )))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub event_id: String,
+    pub event_type: String,
+    /// pending, delivered or dead (the retry horizon passed).
+    pub state: String,
+    pub attempts: i32,
+    /// When it became due (first queued or last replayed); the horizon counts from here.
+    pub due_since: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<i32>,
+    /// The start of the receiver's answer or the I/O error of the last failed attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    pub replays: i32,
+}
+
+fn delivery_view(d: &crate::webhooks::outbox::Delivery) -> DeliveryView {
+    use crate::webhooks::outbox::DeliveryState;
+    DeliveryView {
+        event_id: d.event_id.to_string(),
+        event_type: d.event_type.clone(),
+        state: d.state.as_str().to_owned(),
+        attempts: d.attempts,
+        due_since: micros_to_rfc3339(d.due_since),
+        next_attempt_at: (d.state == DeliveryState::Pending)
+            .then(|| micros_to_rfc3339(d.next_attempt_at)),
+        last_attempt_at: d.last_attempt_at.map(micros_to_rfc3339),
+        last_status: d.last_status,
+        last_error: d.last_error.clone(),
+        delivered_at: d.delivered_at.map(micros_to_rfc3339),
+        replays: d.replays,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListDeliveries {
+    /// pending, delivered or dead.
+    pub state: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// An endpoint's deliveries in event order (Admin): what is waiting, delivered or dead-lettered.
+#[utoipa::path(get, tag = "webhooks", path = "/v1/webhooks/endpoints/{id}/deliveries", params(ListDeliveries), security(("bearer" = [])),
+    responses((status = 200, body = super::views::Page<DeliveryView>), (status = 404, body = ErrorBody)))]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<ListDeliveries>,
+) -> ApiResult<Json<super::views::Page<DeliveryView>>> {
+    caller.require(&[Role::Admin])?;
+    let endpoint = load(&state, &id).await?;
+    let limit = super::page_limit(q.limit)?;
+    let filter = q
+        .state
+        .as_deref()
+        .map(|s| {
+            crate::webhooks::outbox::DeliveryState::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_state",
+                    "state",
+                    "state must be pending, delivered or dead",
+                )
+            })
+        })
+        .transpose()?;
+    let after = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            ApiError::invalid("invalid_cursor", "cursor", "cursor is not one we issued")
+        })?,
+    };
+    let rows = state
+        .ledger
+        .store()
+        .webhook_deliveries(endpoint.id, filter, after, limit)
+        .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|d| d.event_seq.to_string()))
+        .flatten();
+    Ok(Json(super::views::Page {
+        items: rows.iter().map(delivery_view).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// Redeliver this one event.
+    pub event_id: Option<String>,
+    /// Redeliver every dead-lettered event of the endpoint.
+    #[serde(default)]
+    pub dead_lettered: bool,
+    /// Redeliver every event the endpoint subscribes to written in `[from, to)` (RFC 3339).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayResult {
+    /// Events the selection matched.
+    pub matched: usize,
+    /// Of those, how many became due again (the others were already pending).
+    pub replayed: u64,
+}
+
+/// The most events one time-range replay may select.
+const MAX_REPLAY: i64 = 10_000;
+
+/// Redeliver one event, every dead-lettered event, or a time range (Admin, reason required).
+/// Idempotent by event id: an event already pending is not queued twice; receivers see the
+/// same `Treasuryd-Event-Id` again and de-duplicate on it.
+#[utoipa::path(post, tag = "webhooks", path = "/v1/webhooks/endpoints/{id}/replay", request_body = Replay, security(("bearer" = [])),
+    responses((status = 200, body = ReplayResult), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Replay>,
+) -> ApiResult<Json<ReplayResult>> {
+    use crate::webhooks::outbox::{DeliveryState, subscribed};
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let endpoint = load(&state, &id).await?;
+    let store = state.ledger.store();
+    let selectors = usize::from(body.event_id.is_some())
+        + usize::from(body.dead_lettered)
+        + usize::from(body.from.is_some() || body.to.is_some());
+    if selectors != 1 {
+        return Err(ApiError::invalid(
+            "invalid_replay",
+            "event_id",
+            "give exactly one of event_id, dead_lettered: true, or from and to",
+        ));
+    }
+    let (seqs, target) = if let Some(event_id) = &body.event_id {
+        let missing = || ApiError::NotFound {
+            what: "event",
+            id: event_id.clone(),
+            field: Some("event_id"),
+        };
+        let uuid = uuid::Uuid::try_parse(event_id).map_err(|_| missing())?;
+        let event = match store.webhook_event(uuid).await {
+            Err(crate::store::StoreError::NotFound) => return Err(missing()),
+            other => other?,
+        };
+        if event.dispatched_at.is_none() {
+            return Err(ApiError::invalid(
+                "event_not_dispatched",
+                "event_id",
+                "the event is not queued yet; it will be delivered without a replay",
+            ));
+        }
+        if !subscribed(&endpoint.event_types, &event.event_type) {
+            return Err(ApiError::invalid(
+                "not_subscribed",
+                "event_id",
+                format!(
+                    "the endpoint does not subscribe to {}",
+                    event.event_type
+                ),
+            ));
+        }
+        (vec![event.seq], format!("event:{event_id}"))
+    } else if body.dead_lettered {
+        let mut seqs = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store
+                .webhook_deliveries(endpoint.id, Some(DeliveryState::Dead), after, 1000)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.event_seq;
+            seqs.extend(page.iter().map(|d| d.event_seq));
+        }
+        (seqs, "dead_lettered".to_owned())
+    } else {
+        let parse = |field: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .and_then(crate::domain::rfc3339_to_micros)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid_field",
+                        field,
+                        format!("{field} must be an RFC 3339 time"),
+                    )
+                })
+        };
+        let (from, to) = (parse("from", &body.from)?, parse("to", &body.to)?);
+        if from >= to {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "to",
+                "to must be after from",
+            ));
+        }
+        let events = store.webhook_events_between(from, to, MAX_REPLAY + 1).await?;
+        if events.len() as i64 > MAX_REPLAY {
+            return Err(ApiError::invalid(
+                "range_too_large",
+                "from",
+                format!("the range holds more than {MAX_REPLAY} events; replay it in parts"),
+            ));
+        }
+        let seqs = events
+            .iter()
+            .filter(|e| subscribed(&endpoint.event_types, &e.event_type))
+            .map(|e| e.seq)
+            .collect();
+        (seqs, format!("range:{}..{}", micros_to_rfc3339(from), micros_to_rfc3339(to)))
+    };
+    let audit = audit_record(
+        &caller,
+        request_id,
+        "webhook_endpoint.replay",
+        format!("webhook_endpoint:{} {target}", endpoint.id),
+        Some(reason),
+    );
+    let replayed = store
+        .replay_webhook_events(endpoint.id, &seqs, &audit)
+        .await?;
+    Ok(Json(ReplayResult {
+        matched: seqs.len(),
+        replayed,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub occurred_at: String,
+    /// When the outbox got it (the change's database transaction).
+    pub written_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatched_at: Option<String>,
+    /// The body partners receive, once rendered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub body: Option<serde_json::Value>,
+}
+
+/// One outbox event with the body partners receive (Admin).
+#[utoipa::path(get, tag = "webhooks", path = "/v1/webhooks/events/{id}", security(("bearer" = [])),
+    responses((status = 200, body = EventView), (status = 404, body = ErrorBody)))]
+pub async fn event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventView>> {
+    caller.require(&[Role::Admin])?;
+    let missing = || ApiError::NotFound {
+        what: "event",
+        id: id.clone(),
+        field: None,
+    };
+    let uuid = uuid::Uuid::try_parse(&id).map_err(|_| missing())?;
+    let e = match state.ledger.store().webhook_event(uuid).await {
+        Err(crate::store::StoreError::NotFound) => return Err(missing()),
+        other => other?,
+    };
+    Ok(Json(EventView {
+        id: e.id.to_string(),
+        event_type: e.event_type,
+        occurred_at: micros_to_rfc3339(e.occurred_at),
+        written_at: micros_to_rfc3339(e.created_at),
+        dispatched_at: e.dispatched_at.map(micros_to_rfc3339),
+        body: e.body.as_deref().map(crate::webhooks::outbox::body_json),
+    }))
+}

@@ -358,6 +358,48 @@ pub trait Store: Send + Sync + 'static {
         reason: Option<&str>,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+    /// Outbox events not yet rendered and fanned out, oldest first.
+    async fn undispatched_webhook_events(
+        &self,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>>;
+    /// Stores the rendered bodies `(seq, body)` and queues `(endpoint, seq)` deliveries, in one
+    /// transaction; events already dispatched are left alone.
+    async fn dispatch_webhook_events(
+        &self,
+        bodies: &[(i64, String)],
+        deliveries: &[(uuid::Uuid, i64)],
+        at: UnixMicros,
+    ) -> StoreResult<()>;
+    async fn webhook_event(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::outbox::OutboxEvent>;
+    /// Dispatched events written to the outbox in `[from, to)`, oldest first.
+    async fn webhook_events_between(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>>;
+    /// An endpoint's deliveries in event order after `after_seq`, optionally in one state.
+    async fn webhook_deliveries(
+        &self,
+        endpoint: uuid::Uuid,
+        state: Option<crate::webhooks::outbox::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>>;
+    async fn record_webhook_attempt(
+        &self,
+        outcome: &crate::webhooks::outbox::AttemptOutcome,
+    ) -> StoreResult<()>;
+    /// Makes these events due again for `endpoint` (pending ones stay as they are), audited.
+    /// Returns how many became due.
+    async fn replay_webhook_events(
+        &self,
+        endpoint: uuid::Uuid,
+        seqs: &[i64],
+        audit: &AuditRecord,
+    ) -> StoreResult<u64>;
+    async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog>;
     /// The pilot's scope flags as last set; None before anyone set them.
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
     /// Replaces the scope flags, audited with them.

@@ -1753,6 +1753,83 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn undispatched_webhook_events(
+        &self,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::undispatched_events(&mut conn, limit).await
+    }
+
+    async fn dispatch_webhook_events(
+        &self,
+        bodies: &[(i64, String)],
+        deliveries: &[(uuid::Uuid, i64)],
+        at: UnixMicros,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::dispatch(&mut tx, bodies, deliveries, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_event(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<crate::webhooks::outbox::OutboxEvent> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::event_by_id(&mut conn, id).await
+    }
+
+    async fn webhook_events_between(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::events_between(&mut conn, from, to, limit).await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint: uuid::Uuid,
+        state: Option<crate::webhooks::outbox::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        outcome: &crate::webhooks::outbox::AttemptOutcome,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::record_attempt(&mut tx, outcome).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replay_webhook_events(
+        &self,
+        endpoint: uuid::Uuid,
+        seqs: &[i64],
+        audit: &AuditRecord,
+    ) -> StoreResult<u64> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let changed = webhooks::replay(&mut tx, endpoint, seqs, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::backlog(&mut conn).await
+    }
+
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
         let row = sqlx::query(
             "SELECT enabled, country_allowlist, category_allowlist, template_version, actor, reason, since FROM pilot_scope WHERE id = 1",

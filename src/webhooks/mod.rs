@@ -11,6 +11,9 @@
 //! private, link-local, unique-local, multicast or otherwise internal address unless
 //! `webhooks.allow_private_networks` is set (for a receiver on the same host in tests).
 
+pub mod delivery;
+pub mod outbox;
+
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;

@@ -1,7 +1,10 @@
-//! Webhook endpoints on SQLite.
+//! Webhook endpoints and the outbox on SQLite.
 
 use super::*;
 use crate::webhooks::Endpoint;
+use crate::webhooks::outbox::{
+    AttemptOutcome, Backlog, Delivery, DeliveryState, EndpointBacklog, OutboxEvent,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 const ENDPOINT_COLUMNS: &str = "id, url, event_types, active, secret, previous_secret, previous_until, disabled_reason, \
@@ -33,7 +36,7 @@ pub(super) async fn insert_endpoint(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, url, event_types, active, secret, created_by, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
     .bind(e.id)
     .bind(&e.url)
@@ -62,7 +65,7 @@ pub(super) async fn endpoint(
     id: uuid::Uuid,
 ) -> StoreResult<Endpoint> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?"
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"
     )))
     .bind(id)
     .fetch_optional(conn)
@@ -80,7 +83,7 @@ pub(super) async fn rotate_secret(
     at: i64,
 ) -> StoreResult<()> {
     let done = sqlx::query(
-        "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = ?, secret = ?, updated_at = ? WHERE id = ?",
+        "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = ?1, secret = ?2, updated_at = ?3 WHERE id = ?4",
     )
     .bind(previous_until)
     .bind(secret.expose_secret())
@@ -102,7 +105,7 @@ pub(super) async fn set_endpoint_active(
     at: i64,
 ) -> StoreResult<()> {
     let done = sqlx::query(
-        "UPDATE webhook_endpoints SET active = ?, disabled_reason = ?, updated_at = ? WHERE id = ?",
+        "UPDATE webhook_endpoints SET active = ?1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?4",
     )
     .bind(active)
     .bind(reason)
@@ -114,4 +117,238 @@ pub(super) async fn set_endpoint_active(
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+const EVENT_COLUMNS: &str = "seq, id, type, subject_id, network, actor, detail, occurred_at, created_at, body, dispatched_at";
+
+fn event_from_row(r: &SqliteRow) -> StoreResult<OutboxEvent> {
+    Ok(OutboxEvent {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        event_type: r.try_get("type")?,
+        subject_id: r.try_get("subject_id")?,
+        network: r.try_get("network")?,
+        actor: r.try_get("actor")?,
+        detail: r.try_get("detail")?,
+        occurred_at: r.try_get("occurred_at")?,
+        created_at: r.try_get("created_at")?,
+        body: r.try_get("body")?,
+        dispatched_at: r.try_get("dispatched_at")?,
+    })
+}
+
+const DELIVERY_SELECT: &str = "SELECT d.endpoint_id, d.event_seq, e.id AS event_id, e.type, e.created_at AS event_created_at, \
+    COALESCE(e.body, '') AS body, d.state, d.attempts, d.due_since, d.next_attempt_at, d.last_attempt_at, d.last_status, \
+    d.last_error, d.delivered_at, d.replays FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq";
+
+fn delivery_from_row(r: &SqliteRow) -> StoreResult<Delivery> {
+    let state: String = r.try_get("state")?;
+    Ok(Delivery {
+        endpoint: r.try_get("endpoint_id")?,
+        event_seq: r.try_get("event_seq")?,
+        event_id: r.try_get("event_id")?,
+        event_type: r.try_get("type")?,
+        event_created_at: r.try_get("event_created_at")?,
+        body: r.try_get("body")?,
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| StoreError::Invariant(format!("delivery state {state:?}")))?,
+        attempts: r.try_get("attempts")?,
+        due_since: r.try_get("due_since")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        last_attempt_at: r.try_get("last_attempt_at")?,
+        last_status: r.try_get("last_status")?,
+        last_error: r.try_get("last_error")?,
+        delivered_at: r.try_get("delivered_at")?,
+        replays: r.try_get("replays")?,
+    })
+}
+
+pub(super) async fn undispatched_events(
+    conn: &mut sqlx::SqliteConnection,
+    limit: i64,
+) -> StoreResult<Vec<OutboxEvent>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?1"
+    )))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+pub(super) async fn event_by_id(
+    conn: &mut sqlx::SqliteConnection,
+    id: uuid::Uuid,
+) -> StoreResult<OutboxEvent> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = ?1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    event_from_row(&row)
+}
+
+/// Rendered events written by the outbox between `from` and `to` (database clock), oldest first.
+pub(super) async fn events_between(
+    conn: &mut sqlx::SqliteConnection,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> StoreResult<Vec<OutboxEvent>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE created_at >= ?1 AND created_at < ?2 \
+         AND dispatched_at IS NOT NULL ORDER BY seq LIMIT ?3"
+    )))
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Stores rendered bodies and queues deliveries; an event another dispatcher already took is
+/// left as it is (its deliveries too).
+pub(super) async fn dispatch(
+    conn: &mut sqlx::SqliteConnection,
+    bodies: &[(i64, String)],
+    deliveries: &[(uuid::Uuid, i64)],
+    at: i64,
+) -> StoreResult<()> {
+    let mut taken = std::collections::HashSet::new();
+    for (seq, body) in bodies {
+        let done = sqlx::query(
+            "UPDATE webhook_events SET body = ?1, dispatched_at = ?2 WHERE seq = ?3 AND dispatched_at IS NULL",
+        )
+        .bind(body)
+        .bind(at)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 1 {
+            taken.insert(*seq);
+        }
+    }
+    let rows: Vec<&(uuid::Uuid, i64)> = deliveries
+        .iter()
+        .filter(|(_, seq)| taken.contains(seq))
+        .collect();
+    for chunk in rows.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_seq, state, due_since, next_attempt_at) ",
+        );
+        q.push_values(chunk, |mut b, (endpoint, seq)| {
+            b.push_bind(*endpoint)
+                .push_bind(*seq)
+                .push_bind("pending")
+                .push_bind(at)
+                .push_bind(at);
+        });
+        q.push(" ON CONFLICT (endpoint_id, event_seq) DO NOTHING");
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn deliveries(
+    conn: &mut sqlx::SqliteConnection,
+    endpoint: uuid::Uuid,
+    state: Option<DeliveryState>,
+    after_seq: i64,
+    limit: i64,
+) -> StoreResult<Vec<Delivery>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{DELIVERY_SELECT} WHERE d.endpoint_id = ?1 AND (?2 IS NULL OR d.state = ?2) AND d.event_seq > ?3 \
+         ORDER BY d.event_seq LIMIT ?4"
+    )))
+    .bind(endpoint)
+    .bind(state.map(|s| s.as_str()))
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(delivery_from_row).collect()
+}
+
+/// Records one attempt on a delivery that is still pending (a replay or another worker may
+/// have moved it meanwhile: then nothing changes).
+pub(super) async fn record_attempt(
+    conn: &mut sqlx::SqliteConnection,
+    o: &AttemptOutcome,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, last_attempt_at = ?3, \
+         last_status = ?4, last_error = ?5, delivered_at = CASE WHEN ?1 = 'delivered' THEN ?3 ELSE delivered_at END \
+         WHERE endpoint_id = ?6 AND event_seq = ?7 AND state = 'pending'",
+    )
+    .bind(o.state.as_str())
+    .bind(o.next_attempt_at)
+    .bind(o.at)
+    .bind(o.status.map(i32::from))
+    .bind(o.error.as_deref())
+    .bind(o.endpoint)
+    .bind(o.event_seq)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Makes these events due again for `endpoint` (new rows for events it never had); those
+/// already pending are left alone. Returns how many became due.
+pub(super) async fn replay(
+    conn: &mut sqlx::SqliteConnection,
+    endpoint: uuid::Uuid,
+    seqs: &[i64],
+    at: i64,
+) -> StoreResult<u64> {
+    let mut changed = 0;
+    for seq in seqs {
+        let done = sqlx::query(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_seq, state, due_since, next_attempt_at, replays) \
+             VALUES (?1, ?2, 'pending', ?3, ?3, 1) \
+             ON CONFLICT (endpoint_id, event_seq) DO UPDATE SET state = 'pending', attempts = 0, due_since = ?3, \
+             next_attempt_at = ?3, last_error = NULL, last_status = NULL, replays = webhook_deliveries.replays + 1 \
+             WHERE webhook_deliveries.state <> 'pending'",
+        )
+        .bind(endpoint)
+        .bind(seq)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+        changed += done.rows_affected();
+    }
+    Ok(changed)
+}
+
+pub(super) async fn backlog(conn: &mut sqlx::SqliteConnection) -> StoreResult<Backlog> {
+    let rows = sqlx::query(
+        "SELECT w.id, w.active, \
+         (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'pending') AS pending, \
+         (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'dead') AS dead, \
+         (SELECT MIN(e.created_at) FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
+          WHERE d.endpoint_id = w.id AND d.state = 'pending') AS oldest \
+         FROM webhook_endpoints w ORDER BY w.id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Backlog::default();
+    for r in rows {
+        out.endpoints.push(EndpointBacklog {
+            endpoint: r.try_get("id")?,
+            active: r.try_get("active")?,
+            pending: r.try_get("pending")?,
+            dead: r.try_get("dead")?,
+            oldest_pending_created_at: r.try_get("oldest")?,
+        });
+    }
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM webhook_events WHERE dispatched_at IS NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    out.undispatched = row.try_get("n")?;
+    out.oldest_undispatched_created_at = row.try_get("oldest")?;
+    Ok(out)
 }

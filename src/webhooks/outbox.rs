@@ -1,0 +1,275 @@
+//! The outbox: events written by database triggers in the same transaction as the change they
+//! report (see migration 0013), rendered once into the JSON body partners receive, and fanned
+//! out to the endpoints subscribed when it is rendered.
+//!
+//! Body: `{"id", "type", "created_at", "data"}`; `data` holds the subject as it was created
+//! (payout, deal, deposit or network) and the timeline line that caused the event. What
+//! changes over a subject's life (its state, chunks, transactions) is read with the API
+//! (`GET /v1/payouts/{id}`, `GET /v1/deals/{id}`): the event type says what happened.
+
+use crate::domain::{UnixMicros, micros_to_rfc3339};
+use crate::ledger::{AccountKind, Ledger};
+use crate::store::StoreError;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// An event as the trigger wrote it (and, once rendered, with its body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub seq: i64,
+    pub id: Uuid,
+    pub event_type: String,
+    /// The payout, deal or journal transaction it is about.
+    pub subject_id: Option<Uuid>,
+    pub network: Option<String>,
+    pub actor: Option<String>,
+    pub detail: Option<String>,
+    /// When the change happened (the deal clock for deal events).
+    pub occurred_at: UnixMicros,
+    /// When the trigger wrote it (database clock): outbox lag is measured from here.
+    pub created_at: UnixMicros,
+    pub body: Option<String>,
+    pub dispatched_at: Option<UnixMicros>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "dead" => Some(DeliveryState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One event on its way to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub endpoint: Uuid,
+    pub event_seq: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_created_at: UnixMicros,
+    pub body: String,
+    pub state: DeliveryState,
+    pub attempts: i32,
+    pub due_since: UnixMicros,
+    pub next_attempt_at: UnixMicros,
+    pub last_attempt_at: Option<UnixMicros>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<UnixMicros>,
+    pub replays: i32,
+}
+
+/// What one attempt did to a pending delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    pub endpoint: Uuid,
+    pub event_seq: i64,
+    pub at: UnixMicros,
+    pub status: Option<u16>,
+    /// Why it did not count as delivered (bounded excerpt of the answer, or the I/O error).
+    pub error: Option<String>,
+    /// Delivered, pending again at `next_attempt_at`, or dead.
+    pub state: DeliveryState,
+    pub next_attempt_at: UnixMicros,
+}
+
+/// Per endpoint: what is waiting and what was given up on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointBacklog {
+    pub endpoint: Uuid,
+    pub active: bool,
+    pub pending: i64,
+    pub dead: i64,
+    /// When the oldest pending event was written to the outbox.
+    pub oldest_pending_created_at: Option<UnixMicros>,
+}
+
+/// The outbox as a whole, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub endpoints: Vec<EndpointBacklog>,
+    pub undispatched: i64,
+    pub oldest_undispatched_created_at: Option<UnixMicros>,
+}
+
+/// Whether an endpoint subscribed to `event_type` (`type`, `family.*` or `*`).
+pub fn subscribed(subscriptions: &[String], event_type: &str) -> bool {
+    subscriptions.iter().any(|s| {
+        s == "*"
+            || s == event_type
+            || s.strip_suffix(".*").is_some_and(|family| {
+                event_type
+                    .strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+    })
+}
+
+/// The body partners receive for `event`: the subject read from the (append-only or
+/// write-once) rows it was created from, amounts in the asset's units.
+pub async fn render(ledger: &Ledger, event: &OutboxEvent) -> Result<String, StoreError> {
+    let store = ledger.store();
+    let family = event.event_type.split('.').next().unwrap_or_default();
+    let subject = || {
+        event
+            .subject_id
+            .ok_or_else(|| StoreError::Invariant(format!("event {} has no subject", event.id)))
+    };
+    let amount = |asset: &crate::domain::AssetKey, units: i128| match ledger.asset(asset) {
+        Some(spec) => spec.format(units),
+        None => units.to_string(),
+    };
+    let data = match family {
+        "payout" => {
+            let p = store
+                .get_payout(crate::domain::PayoutId(subject()?))
+                .await?;
+            json!({
+                "payout": {
+                    "id": p.id.to_string(),
+                    "account": p.account.to_string(),
+                    "network": p.asset.network,
+                    "asset": p.asset.code,
+                    "destination": p.destination,
+                    "amount": amount(&p.asset, p.amount),
+                    "reference": p.reference,
+                    "metadata": p.metadata,
+                    "created_at": micros_to_rfc3339(p.created_at),
+                },
+                "detail": event.detail,
+            })
+        }
+        "deal" => {
+            let d = store.get_deal(crate::domain::DealId(subject()?)).await?;
+            json!({
+                "deal": {
+                    "id": d.id.to_string(),
+                    "template": d.template.id,
+                    "country": d.template.country,
+                    "category": d.template.category,
+                    "buyer": d.buyer.to_string(),
+                    "seller": d.seller.to_string(),
+                    "network": d.asset.network,
+                    "asset": d.asset.code,
+                    "amount": amount(&d.asset, d.amount),
+                    "immediate": amount(&d.asset, d.immediate),
+                    "holdback": amount(&d.asset, d.holdback),
+                    "reference": d.reference,
+                    "created_at": micros_to_rfc3339(d.created_at),
+                },
+                "actor": event.actor,
+                "detail": event.detail,
+            })
+        }
+        "deposit" => {
+            let tx = store
+                .get_transaction(crate::domain::TxId(subject()?))
+                .await?;
+            let mut credited = None;
+            for posting in tx.postings.iter().filter(|p| p.amount > 0) {
+                let account = store.get_account(posting.account).await?;
+                if account.kind == AccountKind::Partner {
+                    credited = Some((account.id, posting.amount));
+                }
+            }
+            let (account, units) = credited.ok_or_else(|| {
+                StoreError::Invariant(format!("deposit {} credits no partner account", tx.id))
+            })?;
+            // Chain deposits are keyed `deposit:{chain id}:{tx hash}:{log index}`.
+            let chain = tx
+                .idempotency_key
+                .strip_prefix("deposit:")
+                .and_then(|rest| {
+                    let mut parts = rest.split(':');
+                    Some((parts.next()?, parts.next()?, parts.next()?))
+                })
+                .and_then(|(_, hash, log)| {
+                    Some(json!({"tx_hash": hash, "log_index": log.parse::<u64>().ok()?}))
+                });
+            json!({
+                "deposit": {
+                    "transaction": tx.id.to_string(),
+                    "account": account.to_string(),
+                    "network": tx.asset.network,
+                    "asset": tx.asset.code,
+                    "amount": amount(&tx.asset, units),
+                    "reference": tx.reference,
+                    "chain": chain,
+                    "journal_seq": tx.seq,
+                    "created_at": micros_to_rfc3339(tx.created_at),
+                },
+            })
+        }
+        "safe_mode" => json!({
+            "network": event.network,
+            "reason": event.detail,
+            "actor": event.actor,
+        }),
+        other => {
+            return Err(StoreError::Invariant(format!(
+                "event {} has an unknown family {other:?}",
+                event.id
+            )));
+        }
+    };
+    let body = json!({
+        "id": event.id.to_string(),
+        "type": event.event_type,
+        "created_at": micros_to_rfc3339(event.occurred_at),
+        "data": data,
+    });
+    serde_json::to_string(&body).map_err(|e| StoreError::Invariant(format!("event body: {e}")))
+}
+
+/// Parses a rendered body back (tests and the API's event view).
+pub fn body_json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_select_types_families_and_all() {
+        let subs = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(subscribed(&subs(&["*"]), "deal.settled"));
+        assert!(subscribed(&subs(&["payout.*"]), "payout.confirmed"));
+        assert!(!subscribed(&subs(&["payout.*"]), "payouts.x"));
+        assert!(!subscribed(&subs(&["payout.*"]), "deal.settled"));
+        assert!(subscribed(&subs(&["deal.funded"]), "deal.funded"));
+        assert!(!subscribed(&subs(&["deal.funded"]), "deal.settled"));
+        assert!(!subscribed(&[], "deal.settled"));
+    }
+
+    #[test]
+    fn delivery_states_round_trip() {
+        for s in [
+            DeliveryState::Pending,
+            DeliveryState::Delivered,
+            DeliveryState::Dead,
+        ] {
+            assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(DeliveryState::parse("lost"), None);
+    }
+}
