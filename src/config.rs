@@ -670,13 +670,41 @@ impl Config {
         }
         let w = &self.webhooks;
         for (key, ok, message) in [
-            ("webhooks.retry_horizon_seconds", w.retry_horizon_seconds >= 1, "must be at least 1"),
-            ("webhooks.retry_min_delay_ms", (10..=3_600_000).contains(&w.retry_min_delay_ms), "must be between 10 and 3600000"),
-            ("webhooks.retry_max_delay_seconds", w.retry_max_delay_seconds * 1000 >= w.retry_min_delay_ms, "must not be below retry_min_delay_ms"),
-            ("webhooks.request_timeout_seconds", (1..=120).contains(&w.request_timeout_seconds), "must be between 1 and 120"),
-            ("webhooks.max_response_bytes", (1..=1_048_576).contains(&w.max_response_bytes), "must be between 1 and 1048576"),
-            ("webhooks.poll_ms", (10..=60_000).contains(&w.poll_ms), "must be between 10 and 60000"),
-            ("webhooks.lease_seconds", (2..=600).contains(&w.lease_seconds), "must be between 2 and 600"),
+            (
+                "webhooks.retry_horizon_seconds",
+                w.retry_horizon_seconds >= 1,
+                "must be at least 1",
+            ),
+            (
+                "webhooks.retry_min_delay_ms",
+                (10..=3_600_000).contains(&w.retry_min_delay_ms),
+                "must be between 10 and 3600000",
+            ),
+            (
+                "webhooks.retry_max_delay_seconds",
+                w.retry_max_delay_seconds * 1000 >= w.retry_min_delay_ms,
+                "must not be below retry_min_delay_ms",
+            ),
+            (
+                "webhooks.request_timeout_seconds",
+                (1..=120).contains(&w.request_timeout_seconds),
+                "must be between 1 and 120",
+            ),
+            (
+                "webhooks.max_response_bytes",
+                (1..=1_048_576).contains(&w.max_response_bytes),
+                "must be between 1 and 1048576",
+            ),
+            (
+                "webhooks.poll_ms",
+                (10..=60_000).contains(&w.poll_ms),
+                "must be between 10 and 60000",
+            ),
+            (
+                "webhooks.lease_seconds",
+                (2..=600).contains(&w.lease_seconds),
+                "must be between 2 and 600",
+            ),
         ] {
             if !ok {
                 return Err(key_error(key, message));

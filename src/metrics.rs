@@ -641,7 +641,11 @@ impl SuccessWindow {
             .minutes
             .iter()
             .fold((0u64, 0u64), |(o, a), (_, s, n)| (o + s, a + n));
-        if all == 0 { 1.0 } else { ok as f64 / all as f64 }
+        if all == 0 {
+            1.0
+        } else {
+            ok as f64 / all as f64
+        }
     }
 
     fn record(&mut self, now_minute: i64, success: bool) {
@@ -765,14 +769,14 @@ impl WebhookMetrics {
             self.attempts_total.with_label_values(&[endpoint, outcome]);
         }
         for outcome in ["delivered", "dead"] {
-            self.deliveries_total.with_label_values(&[endpoint, outcome]);
+            self.deliveries_total
+                .with_label_values(&[endpoint, outcome]);
         }
     }
 
     pub fn set_backlog(&self, backlog: &crate::webhooks::outbox::Backlog, now_micros: i64) {
-        let age = |created: Option<i64>| {
-            created.map_or(0.0, |c| (now_micros - c).max(0) as f64 / 1e6)
-        };
+        let age =
+            |created: Option<i64>| created.map_or(0.0, |c| (now_micros - c).max(0) as f64 / 1e6);
         for e in &backlog.endpoints {
             let id = e.endpoint.to_string();
             self.publish_endpoint(&id);

@@ -430,10 +430,7 @@ pub async fn replay(
             return Err(ApiError::invalid(
                 "not_subscribed",
                 "event_id",
-                format!(
-                    "the endpoint does not subscribe to {}",
-                    event.event_type
-                ),
+                format!("the endpoint does not subscribe to {}", event.event_type),
             ));
         }
         (vec![event.seq], format!("event:{event_id}"))
@@ -469,7 +466,9 @@ pub async fn replay(
                 "to must be after from",
             ));
         }
-        let events = store.webhook_events_between(from, to, MAX_REPLAY + 1).await?;
+        let events = store
+            .webhook_events_between(from, to, MAX_REPLAY + 1)
+            .await?;
         if events.len() as i64 > MAX_REPLAY {
             return Err(ApiError::invalid(
                 "range_too_large",
@@ -482,7 +481,14 @@ pub async fn replay(
             .filter(|e| subscribed(&endpoint.event_types, &e.event_type))
             .map(|e| e.seq)
             .collect();
-        (seqs, format!("range:{}..{}", micros_to_rfc3339(from), micros_to_rfc3339(to)))
+        (
+            seqs,
+            format!(
+                "range:{}..{}",
+                micros_to_rfc3339(from),
+                micros_to_rfc3339(to)
+            ),
+        )
     };
     let audit = audit_record(
         &caller,

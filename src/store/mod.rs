@@ -371,7 +371,10 @@ pub trait Store: Send + Sync + 'static {
         deliveries: &[(uuid::Uuid, i64)],
         at: UnixMicros,
     ) -> StoreResult<()>;
-    async fn webhook_event(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::outbox::OutboxEvent>;
+    async fn webhook_event(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<crate::webhooks::outbox::OutboxEvent>;
     /// Dispatched events written to the outbox in `[from, to)`, oldest first.
     async fn webhook_events_between(
         &self,

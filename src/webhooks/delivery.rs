@@ -88,10 +88,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|a| allow_private || !is_internal(a.ip()))
                 .collect();
             if addrs.is_empty() {
-                return Err(format!(
-                    "{host} resolves to no public address (SSRF protection)"
-                )
-                .into());
+                return Err(
+                    format!("{host} resolves to no public address (SSRF protection)").into(),
+                );
             }
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -168,7 +167,10 @@ impl Deliverer {
             let now = now_micros();
             // Renew at a third of the lease, so a slow pass never lets it lapse.
             if now >= lease_until - lease_micros * 2 / 3 {
-                match store.acquire_lease(LEASE, &instance, now, lease_micros).await {
+                match store
+                    .acquire_lease(LEASE, &instance, now, lease_micros)
+                    .await
+                {
                     Ok(Some(lease)) => lease_until = lease.expires_at.min(now + lease_micros),
                     Ok(None) => lease_until = 0,
                     Err(e) => {
@@ -303,10 +305,7 @@ impl Deliverer {
 
     /// Delivers what is due in order; stops at the first delivery that is not delivered.
     /// Returns how long until the head delivery is due, if it waits.
-    async fn endpoint_pass(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<Duration>, crate::store::StoreError> {
+    async fn endpoint_pass(&self, id: Uuid) -> Result<Option<Duration>, crate::store::StoreError> {
         let store = self.ledger.store();
         let endpoint = store.endpoint(id).await?;
         if !endpoint.active {
@@ -318,7 +317,9 @@ impl Deliverer {
         for d in &pending {
             let now = now_micros();
             if d.next_attempt_at > now {
-                return Ok(Some(Duration::from_micros((d.next_attempt_at - now) as u64)));
+                return Ok(Some(Duration::from_micros(
+                    (d.next_attempt_at - now) as u64,
+                )));
             }
             let outcome = self.attempt(&endpoint, d).await;
             store.record_webhook_attempt(&outcome).await?;

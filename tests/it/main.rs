@@ -22,4 +22,5 @@ mod reconcile;
 mod reorg;
 mod rpc;
 mod templates;
+mod webhook_delivery;
 mod webhooks;

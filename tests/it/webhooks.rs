@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 /// `openssl dgst -sha256 -hmac KEY` over `data`, hex.
-fn openssl_hmac(key: &str, data: &[u8]) -> String {
+pub fn openssl_hmac(key: &str, data: &[u8]) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new("openssl")
         .args(["dgst", "-sha256", "-hmac", key])
