@@ -163,10 +163,15 @@ impl Deliverer {
         let mut lease_until = 0i64;
         let mut next_backlog = 0i64;
         let lease_micros = self.settings.lease.as_micros() as i64;
+        // SQLite serves one daemon (an OS file lock), so there is nobody to share with; and a
+        // restart after a crash must not wait out its predecessor's lease.
+        let exclusive = store.backend() == crate::store::Backend::Sqlite;
         loop {
             let now = now_micros();
-            // Renew at a third of the lease, so a slow pass never lets it lapse.
-            if now >= lease_until - lease_micros * 2 / 3 {
+            if exclusive {
+                lease_until = i64::MAX;
+            } else if now >= lease_until - lease_micros * 2 / 3 {
+                // Renewed at a third of the lease, so a slow pass never lets it lapse.
                 match store
                     .acquire_lease(LEASE, &instance, now, lease_micros)
                     .await
@@ -210,7 +215,9 @@ impl Deliverer {
             stop.cancel();
             let _ = task.await;
         }
-        let _ = store.release_lease(LEASE, &instance).await;
+        if !exclusive {
+            let _ = store.release_lease(LEASE, &instance).await;
+        }
     }
 
     fn sync_workers(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 on_both_backends!(sigkill_mid_burst_loses_no_acknowledged_write);
 
-const TOKEN: &str = "tdk_crash_test_admin";
+pub const TOKEN: &str = "tdk_crash_test_admin";
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_treasuryd")

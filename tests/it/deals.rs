@@ -220,6 +220,19 @@ async fn a_deal_runs_from_created_to_settled(backend: Backend) {
             "SETTLED"
         ]
     );
+    // Partners hear of each step through the webhook outbox, in order.
+    assert_eq!(
+        crate::webhook_delivery::outbox_types(app.ledger.store(), &id).await,
+        [
+            "deal.created",
+            "deal.funded",
+            "deal.delivered",
+            "deal.inspection",
+            "deal.timer_set",
+            "deal.approved",
+            "deal.settled"
+        ]
+    );
     // The evidence is kept by content.
     let bytes = app
         .get_text(&format!("/v1/deals/{id}/evidence/{photo}"), OPERATOR)

@@ -233,6 +233,17 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
         "{kinds:?}"
     );
     assert_eq!(kinds.last(), Some(&"confirmed"));
+    let outbox =
+        crate::webhook_delivery::outbox_types(app.ledger.store(), big["id"].as_str().unwrap())
+            .await;
+    assert_eq!(outbox.first().map(String::as_str), Some("payout.accepted"));
+    assert_eq!(outbox.last().map(String::as_str), Some("payout.confirmed"));
+    assert!(outbox.iter().any(|t| t == "payout.broadcast"), "{outbox:?}");
+    assert_eq!(
+        outbox.iter().filter(|t| *t == "payout.broadcast").count(),
+        kinds.iter().filter(|k| **k == "broadcast").count(),
+        "{outbox:?}"
+    );
 
     // Every hold is fully paid out, the journal has one PAYOUT per chunk, and it verifies.
     for p in payouts.values() {
