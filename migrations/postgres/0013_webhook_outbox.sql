@@ -41,14 +41,16 @@ CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (endpoint_id, event_s
 CREATE FUNCTION webhook_now() RETURNS BIGINT LANGUAGE sql AS
 $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT $$;
 
+-- A chunk's transfer stored signed is sent at once: the payout is `broadcast` from then on, and
+-- `payout.broadcast` (one per chunk) carries its transaction hash in `detail`.
 CREATE FUNCTION webhook_payout_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO webhook_events (id, type, subject_id, detail, occurred_at, created_at)
-    VALUES (NEW.id, 'payout.' || NEW.kind, NEW.payout_id, NEW.detail, NEW.at, webhook_now());
+    VALUES (NEW.id, 'payout.' || CASE NEW.kind WHEN 'signed' THEN 'broadcast' ELSE NEW.kind END, NEW.payout_id, NEW.detail, NEW.at, webhook_now());
     RETURN NULL;
 END $$;
 CREATE TRIGGER payout_events_to_webhooks AFTER INSERT ON payout_events FOR EACH ROW
-    WHEN (NEW.kind IN ('accepted', 'approved', 'rejected', 'broadcast', 'confirmed', 'failed', 'reorged', 'cancelled'))
+    WHEN (NEW.kind IN ('accepted', 'approved', 'rejected', 'signed', 'confirmed', 'failed', 'reorged', 'cancelled'))
     EXECUTE FUNCTION webhook_payout_event();
 
 CREATE FUNCTION webhook_deal_event() RETURNS trigger LANGUAGE plpgsql AS $$

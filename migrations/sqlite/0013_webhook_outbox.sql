@@ -39,11 +39,13 @@ CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (endpoint_id, even
 CREATE INDEX webhook_deliveries_dead ON webhook_deliveries (endpoint_id, event_seq) WHERE state = 'dead';
 
 -- Microseconds since the epoch (SQLite's clock has millisecond resolution).
+-- A chunk's transfer stored signed is sent at once: the payout is `broadcast` from then on, and
+-- `payout.broadcast` (one per chunk) carries its transaction hash in `detail`.
 CREATE TRIGGER payout_events_to_webhooks AFTER INSERT ON payout_events
-    WHEN NEW.kind IN ('accepted', 'approved', 'rejected', 'broadcast', 'confirmed', 'failed', 'reorged', 'cancelled')
+    WHEN NEW.kind IN ('accepted', 'approved', 'rejected', 'signed', 'confirmed', 'failed', 'reorged', 'cancelled')
 BEGIN
     INSERT INTO webhook_events (id, type, subject_id, detail, occurred_at, created_at)
-    VALUES (NEW.id, 'payout.' || NEW.kind, NEW.payout_id, NEW.detail, NEW.at,
+    VALUES (NEW.id, 'payout.' || CASE NEW.kind WHEN 'signed' THEN 'broadcast' ELSE NEW.kind END, NEW.payout_id, NEW.detail, NEW.at,
             CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
 END;
 

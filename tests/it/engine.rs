@@ -241,7 +241,7 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
     assert!(outbox.iter().any(|t| t == "payout.broadcast"), "{outbox:?}");
     assert_eq!(
         outbox.iter().filter(|t| *t == "payout.broadcast").count(),
-        kinds.iter().filter(|k| **k == "broadcast").count(),
+        kinds.iter().filter(|k| **k == "signed").count(),
         "{outbox:?}"
     );
 
