@@ -20,7 +20,11 @@ use treasuryd::app::App;
 use treasuryd::config::Config;
 use treasuryd::domain::{Amount, AssetKey, Role};
 use treasuryd::ledger::{AccountKind, Command, NewAccount};
-use treasuryd::store::{AuditRecord, now_micros};
+use treasuryd::store::AuditRecord;
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
 
 type Arrivals = Arc<Mutex<Vec<(String, i64)>>>;
 
@@ -186,7 +190,7 @@ impl Subject {
                 })
                 .collect();
             i += cmds.len();
-            for r in self.ledger.post(cmds).await {
+            for r in self.ledger.post(cmds).await.unwrap() {
                 r.unwrap();
             }
         }
