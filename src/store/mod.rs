@@ -390,9 +390,10 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>>;
-    async fn record_webhook_attempt(
+    /// Records attempts on pending deliveries, in one transaction.
+    async fn record_webhook_attempts(
         &self,
-        outcome: &crate::webhooks::outbox::AttemptOutcome,
+        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
     ) -> StoreResult<()>;
     /// Makes these events due again for `endpoint` (pending ones stay as they are), audited.
     /// Returns how many became due.

@@ -1867,12 +1867,19 @@ impl Store for PgStore {
         webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
     }
 
-    async fn record_webhook_attempt(
+    async fn record_webhook_attempts(
         &self,
-        outcome: &crate::webhooks::outbox::AttemptOutcome,
+        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
     ) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::record_attempt(&mut conn, outcome).await
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for outcome in outcomes {
+            webhooks::record_attempt(&mut tx, outcome).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn replay_webhook_events(

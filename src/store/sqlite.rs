@@ -1802,12 +1802,17 @@ impl Store for SqliteStore {
         webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
     }
 
-    async fn record_webhook_attempt(
+    async fn record_webhook_attempts(
         &self,
-        outcome: &crate::webhooks::outbox::AttemptOutcome,
+        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
     ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let (_writing, mut tx) = self.begin_write().await?;
-        webhooks::record_attempt(&mut tx, outcome).await?;
+        for outcome in outcomes {
+            webhooks::record_attempt(&mut tx, outcome).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

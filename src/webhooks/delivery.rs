@@ -31,6 +31,9 @@ pub const LEASE: &str = "webhooks";
 const DISPATCH_BATCH: i64 = 500;
 /// Pending deliveries read per endpoint per pass.
 const ENDPOINT_BATCH: i64 = 100;
+/// Attempt outcomes written per database transaction; also the most events a crash can make
+/// an endpoint receive twice.
+pub const RECORD_GROUP: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -121,6 +124,18 @@ pub struct Deliverer {
     queued: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
+/// Where an endpoint worker stands after a pass.
+enum Pass {
+    /// Nothing due (or the head failed and waits for its retry).
+    Idle,
+    /// A full batch went out: look again at once.
+    More,
+    /// The head is due after this long.
+    DueIn(Duration),
+    /// The endpoint is off.
+    Disabled,
+}
+
 /// What one HTTP attempt came to.
 enum Answer {
     Status(u16, String),
@@ -190,8 +205,16 @@ impl Deliverer {
                     task.abort();
                 }
             } else {
-                if let Err(e) = self.dispatch_pass().await {
-                    tracing::warn!(error = %e, "webhook dispatch failed; retrying");
+                // A full batch means more are waiting: drain them before sleeping.
+                loop {
+                    match self.dispatch_pass().await {
+                        Ok(n) if n as i64 == DISPATCH_BATCH => {}
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "webhook dispatch failed; retrying");
+                            break;
+                        }
+                    }
                 }
                 match store.endpoints().await {
                     Ok(endpoints) => self.sync_workers(&mut workers, &endpoints, &cancel),
@@ -288,20 +311,18 @@ impl Deliverer {
 
     /// Sends `endpoint`'s pending deliveries in event order until it is stopped or disabled.
     async fn endpoint_worker(self, endpoint: Uuid, stop: CancellationToken) {
-        let store = self.ledger.store().clone();
         let mut queued = self.queued.subscribe();
         loop {
-            let mut wait = self.settings.poll;
-            match self.endpoint_pass(endpoint).await {
-                Ok(Some(until)) => wait = until.min(self.settings.poll * 10),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(%endpoint, error = %e, "webhook delivery pass failed"),
-            }
-            match store.endpoint(endpoint).await {
-                Ok(e) if e.active => {}
-                Ok(_) => return,
-                Err(e) => tracing::warn!(%endpoint, error = %e, "reading webhook endpoint failed"),
-            }
+            let wait = match self.endpoint_pass(endpoint).await {
+                Ok(Pass::Disabled) => return,
+                Ok(Pass::More) => continue,
+                Ok(Pass::Idle) => self.settings.poll,
+                Ok(Pass::DueIn(until)) => until.min(self.settings.poll * 10),
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "webhook delivery pass failed");
+                    self.settings.poll
+                }
+            };
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = queued.changed() => {}
@@ -311,34 +332,50 @@ impl Deliverer {
     }
 
     /// Delivers what is due in order; stops at the first delivery that is not delivered.
-    /// Returns how long until the head delivery is due, if it waits.
-    async fn endpoint_pass(&self, id: Uuid) -> Result<Option<Duration>, crate::store::StoreError> {
+    async fn endpoint_pass(&self, id: Uuid) -> Result<Pass, crate::store::StoreError> {
         let store = self.ledger.store();
         let endpoint = store.endpoint(id).await?;
         if !endpoint.active {
-            return Ok(None);
+            return Ok(Pass::Disabled);
         }
         let pending = store
             .webhook_deliveries(id, Some(DeliveryState::Pending), 0, ENDPOINT_BATCH)
             .await?;
+        // Outcomes are written in groups: a crash before a group is written sends its events
+        // again (at least once), in the same order.
+        let mut outcomes = Vec::new();
+        let mut pass = if pending.len() as i64 == ENDPOINT_BATCH {
+            Pass::More
+        } else {
+            Pass::Idle
+        };
         for d in &pending {
             let now = now_micros();
             if d.next_attempt_at > now {
-                return Ok(Some(Duration::from_micros(
-                    (d.next_attempt_at - now) as u64,
-                )));
+                pass = Pass::DueIn(Duration::from_micros((d.next_attempt_at - now) as u64));
+                break;
             }
             let outcome = self.attempt(&endpoint, d).await;
-            store.record_webhook_attempt(&outcome).await?;
-            match outcome.state {
+            let state = outcome.state;
+            let gone = outcome.status == Some(410);
+            outcomes.push(outcome);
+            match state {
                 DeliveryState::Delivered => {}
                 DeliveryState::Dead => {
                     tracing::warn!(endpoint = %id, event = %d.event_id, attempts = d.attempts + 1, "webhook delivery dead-lettered: retry horizon passed");
                 }
-                DeliveryState::Pending => return Ok(None),
+                DeliveryState::Pending => {
+                    pass = if gone { Pass::Disabled } else { Pass::Idle };
+                    break;
+                }
+            }
+            if outcomes.len() >= RECORD_GROUP {
+                store.record_webhook_attempts(&outcomes).await?;
+                outcomes.clear();
             }
         }
-        Ok(None)
+        store.record_webhook_attempts(&outcomes).await?;
+        Ok(pass)
     }
 
     /// One HTTP attempt and what it does to the delivery (and, on 410, to the endpoint).
