@@ -32,5 +32,6 @@ pub mod store;
 pub mod telemetry;
 pub mod templates;
 pub mod timers;
+pub mod trust;
 pub mod wallets;
 pub mod webhooks;
