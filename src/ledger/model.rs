@@ -397,6 +397,8 @@ pub enum Effect {
     /// Refused with the whole database transaction if the deal is not in a state the step
     /// starts from, or the timer it fires is no longer pending.
     DealStep(Box<crate::escrow::DealStep>),
+    /// A trust session's guarded step (settling, settled, carry) carried by this posting.
+    SessionStep(Box<crate::trust::SessionStep>),
 }
 
 impl Command {

@@ -24,6 +24,9 @@ pub enum StoreError {
     NotFound,
     #[error("already exists: {0}")]
     Conflict(String),
+    /// A trust obligation would pass the pair's credit limit; `headroom` is what is left.
+    #[error("over the credit limit; headroom {headroom}")]
+    CreditLimit { headroom: i128 },
     #[error("asset {asset} is stored with {stored} decimals but configured with {configured}")]
     AssetDecimalsChanged {
         asset: AssetKey,
@@ -404,6 +407,71 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> StoreResult<u64>;
     async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog>;
+    async fn create_company(
+        &self,
+        company: &crate::trust::Company,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn companies(&self) -> StoreResult<Vec<crate::trust::Company>>;
+    /// Adds (or changes the role of) a company member, audited.
+    async fn set_company_member(
+        &self,
+        member: &crate::trust::Member,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Members of a company, or the memberships of a user.
+    async fn company_members(
+        &self,
+        company: Option<uuid::Uuid>,
+        user: Option<&str>,
+    ) -> StoreResult<Vec<crate::trust::Member>>;
+    /// Stores a pair with its first open session, audited.
+    async fn create_trust_pair(
+        &self,
+        pair: &crate::trust::TrustPair,
+        first: &crate::trust::NextSession,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Every pair, or one.
+    async fn trust_pairs(
+        &self,
+        id: Option<uuid::Uuid>,
+    ) -> StoreResult<Vec<crate::trust::TrustPair>>;
+    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::trust::Session>;
+    async fn trust_sessions(
+        &self,
+        pair: Option<uuid::Uuid>,
+        state: Option<crate::trust::SessionState>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::trust::Session>>;
+    /// Open sessions whose cut-off has come.
+    async fn due_trust_sessions(
+        &self,
+        now: UnixMicros,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::trust::Session>>;
+    /// Sessions past cut-off and not settled, oldest first.
+    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::trust::Session>>;
+    /// A session's obligations in sequence order (up to `through`).
+    async fn trust_obligations(
+        &self,
+        session: uuid::Uuid,
+        through: Option<i64>,
+    ) -> StoreResult<Vec<crate::trust::StoredObligation>>;
+    /// Records an obligation in the pair's open session under `limit` (`CreditLimit` past it).
+    async fn record_trust_obligation(
+        &self,
+        pair: uuid::Uuid,
+        obligation: &crate::trust::StoredObligation,
+        limit: i128,
+        audit: &AuditRecord,
+    ) -> StoreResult<crate::trust::StoredObligation>;
+    /// A session step that moves no money, in its own transaction (audited when given).
+    async fn apply_session_step(
+        &self,
+        step: &crate::trust::SessionStep,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<()>;
     /// The pilot's scope flags as last set; None before anyone set them.
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
     /// Replaces the scope flags, audited with them.

@@ -1,0 +1,76 @@
+-- Trust pairs and their end-of-day sessions. A session's cut-off is its own durable timer: the
+-- runner closes sessions that are `open` past `cutoff_at`, and closing is guarded by that
+-- state, so each closes once. Amounts are base units of the pair's asset.
+CREATE TABLE companies (
+    id         BLOB   PRIMARY KEY,
+    name       TEXT   NOT NULL UNIQUE,
+    tier       TEXT   NOT NULL CHECK (tier IN ('S', 'M', 'L', 'XL')),
+    created_by TEXT   NOT NULL,
+    created_at INTEGERNOT NULL
+) STRICT;
+
+CREATE TABLE company_members (
+    company_id BLOB   NOT NULL REFERENCES companies (id),
+    user_name  TEXT   NOT NULL,
+    role       TEXT   NOT NULL CHECK (role IN ('admin', 'trader', 'approver', 'operator')),
+    added_by   TEXT   NOT NULL,
+    added_at   INTEGERNOT NULL,
+    PRIMARY KEY (company_id, user_name)
+) STRICT;
+
+CREATE TABLE trust_pairs (
+    id             BLOB    PRIMARY KEY,
+    company_a      BLOB    NOT NULL REFERENCES companies (id),
+    company_b      BLOB    NOT NULL REFERENCES companies (id),
+    account_a      BLOB    NOT NULL REFERENCES accounts (id),
+    account_b      BLOB    NOT NULL REFERENCES accounts (id),
+    network        TEXT    NOT NULL,
+    asset          TEXT    NOT NULL,
+    limit_a_to_b   TEXT    NOT NULL CHECK (CAST(limit_a_to_b AS INTEGER) >= 0),
+    limit_b_to_a   TEXT    NOT NULL CHECK (CAST(limit_b_to_a AS INTEGER) >= 0),
+    timezone       TEXT    NOT NULL,
+    cutoff         TEXT    NOT NULL,
+    mode           TEXT    NOT NULL CHECK (mode IN ('full', 'partial', 't_plus_1')),
+    created_by     TEXT    NOT NULL,
+    created_at     INTEGER NOT NULL,
+    CHECK (company_a <> company_b)
+) STRICT;
+
+CREATE TABLE trust_sessions (
+    id             BLOB    PRIMARY KEY,
+    pair_id        BLOB    NOT NULL REFERENCES trust_pairs (id),
+    business_date  TEXT    NOT NULL,
+    cutoff_at      INTEGER NOT NULL,
+    state          TEXT    NOT NULL CHECK (state IN ('open', 'closed', 'settling', 'settled', 'unsettled')),
+    frozen_seq     INTEGER,
+    obligations    INTEGER NOT NULL DEFAULT 0,
+    gross_a_to_b   TEXT    NOT NULL DEFAULT '0',
+    gross_b_to_a   TEXT    NOT NULL DEFAULT '0',
+    debtor         TEXT    CHECK (debtor IN ('A', 'B')),
+    net_amount     TEXT    NOT NULL DEFAULT '0',
+    outcome        TEXT    CHECK (outcome IN ('nothing', 'full', 'partial', 'carried', 'unsettled')),
+    settled_amount TEXT    NOT NULL DEFAULT '0',
+    carried_amount TEXT    NOT NULL DEFAULT '0',
+    hold_id        BLOB    REFERENCES holds (id),
+    closed_by      TEXT,
+    closed_at      INTEGER,
+    settled_at     INTEGER,
+    UNIQUE (pair_id, business_date)
+) STRICT;
+CREATE INDEX trust_sessions_due ON trust_sessions (cutoff_at) WHERE state = 'open';
+CREATE INDEX trust_sessions_unsettled ON trust_sessions (pair_id) WHERE state IN ('closed', 'settling', 'unsettled');
+
+-- `seq` orders obligations across every session: closing freezes a session at its last seq.
+CREATE TABLE trust_obligations (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              BLOB    NOT NULL UNIQUE,
+    session_id      BLOB    NOT NULL REFERENCES trust_sessions (id),
+    debtor          TEXT    NOT NULL CHECK (debtor IN ('A', 'B')),
+    amount          TEXT    NOT NULL CHECK (CAST(amount AS INTEGER) > 0),
+    kind            TEXT    NOT NULL CHECK (kind IN ('intraday', 't_plus_1')),
+    reference       TEXT,
+    idempotency_key TEXT    UNIQUE,
+    created_by      TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX trust_obligations_session ON trust_obligations (session_id, seq);

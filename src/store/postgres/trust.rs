@@ -1,0 +1,512 @@
+//! Companies, trust pairs, their sessions and obligations on PostgreSQL.
+
+use super::*;
+use crate::domain::HoldId;
+use crate::trust::netting::{Netted, Outcome};
+use crate::trust::{
+    Company, Member, ObligationKind, Session, SessionState, SessionStep, SettlementMode, Side,
+    StoredObligation, Tier, TrustPair,
+};
+
+fn amt(r: &PgRow, col: &str) -> StoreResult<i128> {
+    units(r.try_get::<Decimal, _>(col)?)
+}
+
+fn bind_amt(x: i128) -> Decimal {
+    dec(x)
+}
+
+fn invariant(what: &str, value: &str) -> StoreError {
+    StoreError::Invariant(format!("{what} {value:?}"))
+}
+
+fn side(text: &str) -> StoreResult<Side> {
+    match text {
+        "A" => Ok(Side::A),
+        "B" => Ok(Side::B),
+        other => Err(invariant("trust side", other)),
+    }
+}
+
+fn role(text: &str) -> StoreResult<crate::domain::Role> {
+    use crate::domain::Role;
+    match text {
+        "admin" => Ok(Role::Admin),
+        "trader" => Ok(Role::Trader),
+        "approver" => Ok(Role::Approver),
+        "operator" => Ok(Role::Operator),
+        other => Err(invariant("role", other)),
+    }
+}
+
+fn outcome(text: &str) -> StoreResult<Outcome> {
+    match text {
+        "nothing" => Ok(Outcome::Nothing),
+        "full" => Ok(Outcome::Full),
+        "partial" => Ok(Outcome::Partial),
+        "carried" => Ok(Outcome::Carried),
+        "unsettled" => Ok(Outcome::Unsettled),
+        other => Err(invariant("settlement outcome", other)),
+    }
+}
+
+pub(super) async fn insert_company(conn: &mut sqlx::PgConnection, c: &Company) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO companies (id, name, tier, created_by, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(c.id)
+    .bind(&c.name)
+    .bind(c.tier.as_str())
+    .bind(&c.created_by)
+    .bind(c.created_at)
+    .execute(conn)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505") => {
+            StoreError::Conflict(format!("a company named {:?} exists", c.name))
+        }
+        other => other,
+    })?;
+    Ok(())
+}
+
+fn company_from_row(r: &PgRow) -> StoreResult<Company> {
+    let tier: String = r.try_get("tier")?;
+    Ok(Company {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        tier: Tier::parse(&tier).ok_or_else(|| invariant("tier", &tier))?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn companies(conn: &mut sqlx::PgConnection) -> StoreResult<Vec<Company>> {
+    let rows =
+        sqlx::query("SELECT id, name, tier, created_by, created_at FROM companies ORDER BY name")
+            .fetch_all(conn)
+            .await?;
+    rows.iter().map(company_from_row).collect()
+}
+
+pub(super) async fn insert_member(conn: &mut sqlx::PgConnection, m: &Member) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO company_members (company_id, user_name, role, added_by, added_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (company_id, user_name) DO UPDATE SET role = EXCLUDED.role, added_by = EXCLUDED.added_by, added_at = EXCLUDED.added_at",
+    )
+    .bind(m.company)
+    .bind(&m.user)
+    .bind(m.role.as_str())
+    .bind(&m.added_by)
+    .bind(m.added_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Members of `company`, or every membership of `user`.
+pub(super) async fn members(
+    conn: &mut sqlx::PgConnection,
+    company: Option<uuid::Uuid>,
+    user: Option<&str>,
+) -> StoreResult<Vec<Member>> {
+    let rows = sqlx::query(
+        "SELECT company_id, user_name, role, added_by, added_at FROM company_members \
+         WHERE ($1 IS NULL OR company_id = $1) AND ($2 IS NULL OR user_name = $2) ORDER BY company_id, user_name",
+    )
+    .bind(company)
+    .bind(user)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Member {
+                company: r.try_get("company_id")?,
+                user: r.try_get("user_name")?,
+                role: role(&r.try_get::<String, _>("role")?)?,
+                added_by: r.try_get("added_by")?,
+                added_at: r.try_get("added_at")?,
+            })
+        })
+        .collect()
+}
+
+const PAIR_COLUMNS: &str = "id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \
+    timezone, cutoff, mode, created_by, created_at";
+
+fn pair_from_row(r: &PgRow) -> StoreResult<TrustPair> {
+    let tz: String = r.try_get("timezone")?;
+    let cutoff: String = r.try_get("cutoff")?;
+    let mode: String = r.try_get("mode")?;
+    Ok(TrustPair {
+        id: r.try_get("id")?,
+        company_a: r.try_get("company_a")?,
+        company_b: r.try_get("company_b")?,
+        account_a: AccountId(r.try_get("account_a")?),
+        account_b: AccountId(r.try_get("account_b")?),
+        asset: AssetKey::new(
+            r.try_get::<String, _>("network")?,
+            r.try_get::<String, _>("asset")?,
+        ),
+        limit_a_to_b: amt(r, "limit_a_to_b")?,
+        limit_b_to_a: amt(r, "limit_b_to_a")?,
+        timezone: tz.parse().map_err(|_| invariant("timezone", &tz))?,
+        cutoff: crate::trust::cutoff::parse_time(&cutoff)
+            .ok_or_else(|| invariant("cutoff", &cutoff))?,
+        mode: SettlementMode::parse(&mode).ok_or_else(|| invariant("mode", &mode))?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn insert_pair(
+    conn: &mut sqlx::PgConnection,
+    p: &TrustPair,
+    first: &crate::trust::NextSession,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO trust_pairs (id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \
+         timezone, cutoff, mode, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(p.id)
+    .bind(p.company_a)
+    .bind(p.company_b)
+    .bind(p.account_a.0)
+    .bind(p.account_b.0)
+    .bind(&p.asset.network)
+    .bind(&p.asset.code)
+    .bind(bind_amt(p.limit_a_to_b))
+    .bind(bind_amt(p.limit_b_to_a))
+    .bind(p.timezone.name())
+    .bind(p.cutoff.format("%H:%M").to_string())
+    .bind(p.mode.as_str())
+    .bind(&p.created_by)
+    .bind(p.created_at)
+    .execute(&mut *conn)
+    .await?;
+    open_session(conn, p.id, first).await
+}
+
+async fn open_session(
+    conn: &mut sqlx::PgConnection,
+    pair: uuid::Uuid,
+    s: &crate::trust::NextSession,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO trust_sessions (id, pair_id, business_date, cutoff_at, state) VALUES ($1, $2, $3, $4, 'open') \
+         ON CONFLICT (pair_id, business_date) DO NOTHING",
+    )
+    .bind(s.id)
+    .bind(pair)
+    .bind(s.business_date.to_string())
+    .bind(s.cutoff_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn pairs(
+    conn: &mut sqlx::PgConnection,
+    id: Option<uuid::Uuid>,
+) -> StoreResult<Vec<TrustPair>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAIR_COLUMNS} FROM trust_pairs WHERE ($1 IS NULL OR id = $1) ORDER BY id"
+    )))
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(pair_from_row).collect()
+}
+
+const SESSION_COLUMNS: &str = "id, pair_id, business_date, cutoff_at, state, frozen_seq, obligations, gross_a_to_b, gross_b_to_a, \
+    outcome, settled_amount, carried_amount, hold_id, closed_by, closed_at, settled_at";
+
+fn session_from_row(r: &PgRow) -> StoreResult<Session> {
+    let date: String = r.try_get("business_date")?;
+    let state: String = r.try_get("state")?;
+    Ok(Session {
+        id: r.try_get("id")?,
+        pair: r.try_get("pair_id")?,
+        business_date: date
+            .parse()
+            .map_err(|_| invariant("business date", &date))?,
+        cutoff_at: r.try_get("cutoff_at")?,
+        state: SessionState::parse(&state).ok_or_else(|| invariant("session state", &state))?,
+        frozen_seq: r.try_get("frozen_seq")?,
+        netted: Netted {
+            gross_a_to_b: amt(r, "gross_a_to_b")?,
+            gross_b_to_a: amt(r, "gross_b_to_a")?,
+            obligations: usize::try_from(r.try_get::<i32, _>("obligations")?).unwrap_or(0),
+        },
+        outcome: r
+            .try_get::<Option<String>, _>("outcome")?
+            .as_deref()
+            .map(outcome)
+            .transpose()?,
+        settled_amount: amt(r, "settled_amount")?,
+        carried_amount: amt(r, "carried_amount")?,
+        hold: r.try_get::<Option<uuid::Uuid>, _>("hold_id")?.map(HoldId),
+        closed_by: r.try_get("closed_by")?,
+        closed_at: r.try_get("closed_at")?,
+        settled_at: r.try_get("settled_at")?,
+    })
+}
+
+pub(super) async fn session(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> StoreResult<Session> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    session_from_row(&row)
+}
+
+/// Sessions in cut-off order, of one pair and/or in one state, after `after` (cut-off, id).
+pub(super) async fn sessions(
+    conn: &mut sqlx::PgConnection,
+    pair: Option<uuid::Uuid>,
+    state: Option<SessionState>,
+    limit: i64,
+) -> StoreResult<Vec<Session>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE ($1 IS NULL OR pair_id = $1) \
+         AND ($2 IS NULL OR state = $2) ORDER BY cutoff_at, id LIMIT $3"
+    )))
+    .bind(pair)
+    .bind(state.map(|s| s.as_str()))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+/// Sessions past their cut-off and not settled (closed, settling or unsettled), oldest first.
+pub(super) async fn unsettled_sessions(conn: &mut sqlx::PgConnection) -> StoreResult<Vec<Session>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE state IN ('closed', 'settling', 'unsettled') ORDER BY cutoff_at, id"
+    )))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+/// Open sessions whose cut-off is at or before `now`.
+pub(super) async fn due_sessions(
+    conn: &mut sqlx::PgConnection,
+    now: i64,
+    limit: i64,
+) -> StoreResult<Vec<Session>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE state = 'open' AND cutoff_at <= $1 ORDER BY cutoff_at LIMIT $2"
+    )))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+const OBLIGATION_COLUMNS: &str =
+    "seq, id, session_id, debtor, amount, kind, reference, idempotency_key, created_by, created_at";
+
+fn obligation_from_row(r: &PgRow) -> StoreResult<StoredObligation> {
+    let kind: String = r.try_get("kind")?;
+    Ok(StoredObligation {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        session: r.try_get("session_id")?,
+        debtor: side(&r.try_get::<String, _>("debtor")?)?,
+        amount: amt(r, "amount")?,
+        kind: match kind.as_str() {
+            "intraday" => ObligationKind::Intraday,
+            "t_plus_1" => ObligationKind::TPlus1,
+            other => return Err(invariant("obligation kind", other)),
+        },
+        reference: r.try_get("reference")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// A session's obligations in sequence order, up to `through` when given.
+pub(super) async fn obligations(
+    conn: &mut sqlx::PgConnection,
+    session: uuid::Uuid,
+    through: Option<i64>,
+) -> StoreResult<Vec<StoredObligation>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {OBLIGATION_COLUMNS} FROM trust_obligations WHERE session_id = $1 AND ($2 IS NULL OR seq <= $2) ORDER BY seq"
+    )))
+    .bind(session)
+    .bind(through)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(obligation_from_row).collect()
+}
+
+async fn insert_obligation(
+    conn: &mut sqlx::PgConnection,
+    o: &StoredObligation,
+) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO trust_obligations (id, session_id, debtor, amount, kind, reference, idempotency_key, created_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
+    )
+    .bind(o.id)
+    .bind(o.session)
+    .bind(o.debtor.as_str())
+    .bind(bind_amt(o.amount))
+    .bind(o.kind.as_str())
+    .bind(&o.reference)
+    .bind(&o.idempotency_key)
+    .bind(&o.created_by)
+    .bind(o.created_at)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Records an obligation in `pair`'s open session, refused (`CreditLimit`) when the debtor's
+/// net exposure in that session would pass `limit`. The session row is locked meanwhile, so
+/// concurrent obligations are checked one after the other and none lands in a closing session.
+/// A repeated idempotency key returns the first obligation.
+pub(super) async fn record_obligation(
+    conn: &mut sqlx::PgConnection,
+    pair: uuid::Uuid,
+    o: &StoredObligation,
+    limit: i128,
+) -> StoreResult<StoredObligation> {
+    if let Some(key) = &o.idempotency_key {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {OBLIGATION_COLUMNS} FROM trust_obligations WHERE idempotency_key = $1"
+        )))
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            return obligation_from_row(&row);
+        }
+    }
+    let session: uuid::Uuid = sqlx::query_scalar(
+        "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1 FOR UPDATE",
+    )
+    .bind(pair)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::Conflict("the pair has no open session".into()))?;
+    let so_far = obligations(conn, session, None).await?;
+    let netted = crate::trust::netting::net(
+        &so_far
+            .iter()
+            .map(|s| crate::trust::netting::Obligation {
+                debtor: s.debtor,
+                amount: s.amount,
+            })
+            .collect::<Vec<_>>(),
+    );
+    let headroom = crate::trust::netting::headroom(&netted, o.debtor, limit);
+    if o.amount > headroom {
+        return Err(StoreError::CreditLimit {
+            headroom: headroom.max(0),
+        });
+    }
+    let mut stored = o.clone();
+    stored.session = session;
+    stored.seq = insert_obligation(conn, &stored).await?;
+    Ok(stored)
+}
+
+/// Applies a guarded session step (see `SessionStep`), with the posting that carries it.
+pub(super) async fn write_session_step(
+    conn: &mut sqlx::PgConnection,
+    step: &SessionStep,
+    posted: Option<&Posted>,
+) -> StoreResult<()> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(step.session)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let current = session_from_row(&row)?;
+    if !step.from.contains(&current.state) {
+        return Err(StoreError::Conflict(format!(
+            "session {} is {}",
+            current.id,
+            current.state.as_str()
+        )));
+    }
+    if let Some(close) = &step.close {
+        let debtor = close.netted.debtor();
+        sqlx::query(
+            "UPDATE trust_sessions SET frozen_seq = $1, obligations = $2, gross_a_to_b = $3, gross_b_to_a = $4, debtor = $5, \
+             net_amount = $6, closed_by = $7, closed_at = $8 WHERE id = $9",
+        )
+        .bind(close.frozen_seq)
+        .bind(i32::try_from(close.netted.obligations).unwrap_or(i32::MAX))
+        .bind(bind_amt(close.netted.gross_a_to_b))
+        .bind(bind_amt(close.netted.gross_b_to_a))
+        .bind(debtor.map(|(s, _)| s.as_str()))
+        .bind(bind_amt(debtor.map_or(0, |(_, a)| a)))
+        .bind(&close.by)
+        .bind(step.at)
+        .bind(step.session)
+        .execute(&mut *conn)
+        .await?;
+        open_session(conn, current.pair, &close.next).await?;
+    }
+    let hold = match (step.takes_hold, posted.and_then(|p| p.hold.as_ref())) {
+        (true, Some(h)) => Some(h.id),
+        (true, None) => {
+            return Err(StoreError::Invariant(
+                "a settling step needs its HOLD".into(),
+            ));
+        }
+        (false, _) => current.hold,
+    };
+    let settled_at = (step.to == SessionState::Settled).then_some(step.at);
+    sqlx::query(
+        "UPDATE trust_sessions SET state = $1, hold_id = $2, outcome = COALESCE($3, outcome), \
+         settled_amount = $4, carried_amount = $5, settled_at = COALESCE($6, settled_at) WHERE id = $7",
+    )
+    .bind(step.to.as_str())
+    .bind(hold.map(|h| h.0))
+    .bind(step.outcome.map(|o| o.as_str()))
+    .bind(bind_amt(current.settled_amount + step.settled_amount))
+    .bind(bind_amt(
+        current.carried_amount + step.carry.map_or(0, |(_, a)| a),
+    ))
+    .bind(settled_at)
+    .bind(step.session)
+    .execute(&mut *conn)
+    .await?;
+    if let Some((debtor, amount)) = step.carry {
+        let next: uuid::Uuid = sqlx::query_scalar(
+            "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1",
+        )
+        .bind(current.pair)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::Invariant("no open session to carry into".into()))?;
+        insert_obligation(
+            conn,
+            &StoredObligation {
+                seq: 0,
+                id: uuid::Uuid::now_v7(),
+                session: next,
+                debtor,
+                amount,
+                kind: ObligationKind::TPlus1,
+                reference: Some(format!("T+1 from session {}", current.id)),
+                idempotency_key: Some(format!("t+1:{}", current.id)),
+                created_by: "treasuryd".into(),
+                created_at: step.at,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
