@@ -108,6 +108,7 @@ impl App {
         let instance_lock = lock_sqlite_instance(&config)?;
         let store = open_store(&config).await?;
         let metrics = Metrics::new().context("registering metrics")?;
+        let trust_metrics = metrics.trust.clone();
         let ledger = Ledger::open_with(
             store,
             &config.asset_specs(),
@@ -158,8 +159,13 @@ impl App {
                 escrow: crate::escrow::service::Escrow {
                     ledger: ledger.clone(),
                     templates: templates.clone(),
-                    clock,
+                    clock: clock.clone(),
                     networks: networks.clone(),
+                },
+                trust: crate::trust::service::Trust {
+                    ledger: ledger.clone(),
+                    clock,
+                    metrics: trust_metrics,
                 },
                 evidence: Arc::new(crate::escrow::evidence::EvidenceStore::new(
                     config
@@ -273,10 +279,14 @@ impl App {
             tracker.spawn(async move { deliverer.run(instance, cancel).await });
         }
         {
-            let (escrow, cancel, instance) =
-                (self.state.escrow.clone(), cancel.clone(), instance.clone());
+            let (escrow, trust, cancel, instance) = (
+                self.state.escrow.clone(),
+                self.state.trust.clone(),
+                cancel.clone(),
+                instance.clone(),
+            );
             let poll = Duration::from_millis(self.config.escrow.timer_poll_ms);
-            tracker.spawn(async move { run_timers(escrow, &instance, poll, cancel).await });
+            tracker.spawn(async move { run_timers(escrow, trust, &instance, poll, cancel).await });
         }
 
         for (name, listener, router) in [
@@ -329,6 +339,7 @@ impl App {
 /// down fire on the first pass.
 async fn run_timers(
     escrow: crate::escrow::service::Escrow,
+    trust: crate::trust::service::Trust,
     instance: &str,
     poll: Duration,
     cancel: CancellationToken,
@@ -336,6 +347,10 @@ async fn run_timers(
     loop {
         if let Err(e) = escrow.fire_due(instance).await {
             tracing::warn!(error = %e, "timer pass failed; retrying");
+        }
+        // Trust cut-offs: each session row is its own timer, closed once under its state guard.
+        if let Err(e) = trust.run_pass().await {
+            tracing::warn!(error = %e, "trust session pass failed; retrying");
         }
         tokio::select! {
             () = cancel.cancelled() => return,

@@ -71,8 +71,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// End-of-day settlement of trust pairs.
+    Eod {
+        #[command(subcommand)]
+        command: EodCommand,
+    },
     /// Start the daemon on a fresh SQLite database in a temporary directory and show how to use it.
     Demo,
+}
+
+#[derive(Subcommand)]
+enum EodCommand {
+    /// What closing each pair's open session now would net and settle, as JSON lines; changes
+    /// nothing (the launch plan's T-3 dry run).
+    DryRun {
+        /// Only this pair.
+        #[arg(long)]
+        pair: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -290,6 +306,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile { network, json } => {
             let c = load_config(cli.config.as_deref())?;
             reconcile(&c, network.as_deref(), json).await
+        }
+        Command::Eod {
+            command: EodCommand::DryRun { pair },
+        } => {
+            let c = load_config(cli.config.as_deref())?;
+            let store = open_for_reading(&c).await?;
+            let only = match pair.as_deref().map(uuid::Uuid::try_parse) {
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => anyhow::bail!("--pair must be a trust pair id"),
+                None => None,
+            };
+            let specs = c.asset_specs();
+            for p in store.trust_pairs(only).await? {
+                let spec = specs
+                    .iter()
+                    .find(|s| s.key == p.asset)
+                    .cloned()
+                    .unwrap_or(treasuryd::domain::AssetSpec {
+                        key: p.asset.clone(),
+                        decimals: 0,
+                    });
+                for s in store
+                    .trust_sessions(Some(p.id), Some(treasuryd::trust::SessionState::Open), 1)
+                    .await?
+                {
+                    let preview = treasuryd::trust::service::preview(store.as_ref(), &s).await?;
+                    let view = treasuryd::api::trust::preview_view(&spec, &p, &preview);
+                    let mut line = serde_json::to_value(&view)?;
+                    line["pair"] = serde_json::Value::String(p.id.to_string());
+                    line["cutoff_at"] =
+                        serde_json::Value::String(treasuryd::domain::micros_to_rfc3339(s.cutoff_at));
+                    println!("{line}");
+                }
+            }
+            store.close().await;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo => demo().await,
     }

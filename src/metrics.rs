@@ -19,6 +19,7 @@ pub struct Metrics {
     pub scope: ScopeMetrics,
     pub pilot: PilotMetrics,
     pub webhooks: WebhookMetrics,
+    pub trust: TrustMetrics,
 }
 
 /// The pilot's figures over every deal so far, by country, category and template version
@@ -792,6 +793,100 @@ impl WebhookMetrics {
     }
 }
 
+/// End-of-day settlement of trust sessions.
+#[derive(Clone)]
+pub struct TrustMetrics {
+    /// From a session's cut-off to its settlement, in seconds (the p95 <= 60 min SLO).
+    pub eod_duration_seconds: HistogramVec,
+    /// Sessions past their cut-off and not settled (closed, settling or unsettled).
+    pub unsettled_sessions: IntGauge,
+    /// The oldest of those, seconds since its cut-off (0 when none): the rollback trigger is
+    /// unsettled sessions 90 minutes after cut-off.
+    pub oldest_unsettled_seconds: prometheus::Gauge,
+    /// Sessions settled, by outcome (nothing, full, partial, carried); the partial and T+1
+    /// share is partial+carried over the total.
+    pub settled_total: IntCounterVec,
+    /// Obligations netted at close, gross, in token units.
+    pub netted_amount_total: prometheus::CounterVec,
+}
+
+impl TrustMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            eod_duration_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "treasuryd_trust_eod_duration_seconds",
+                    "From a trust session's cut-off to its settlement, in seconds.",
+                )
+                .buckets(vec![
+                    60.0, 300.0, 600.0, 900.0, 1800.0, 2700.0, 3600.0, 4500.0, 5400.0, 7200.0,
+                    14400.0, 43200.0, 86400.0,
+                ]),
+                &["network", "asset"],
+            )?,
+            unsettled_sessions: IntGauge::new(
+                "treasuryd_trust_eod_unsettled_sessions",
+                "Trust sessions past their cut-off and not settled.",
+            )?,
+            oldest_unsettled_seconds: prometheus::Gauge::new(
+                "treasuryd_trust_eod_oldest_unsettled_seconds",
+                "Seconds since the cut-off of the oldest session not settled (0 when none).",
+            )?,
+            settled_total: IntCounterVec::new(
+                Opts::new(
+                    "treasuryd_trust_sessions_settled_total",
+                    "Trust sessions settled, by outcome (nothing, full, partial, carried).",
+                ),
+                &["outcome"],
+            )?,
+            netted_amount_total: prometheus::CounterVec::new(
+                Opts::new(
+                    "treasuryd_trust_netted_amount_total",
+                    "Obligations netted at session close (both directions, gross), in token units.",
+                ),
+                &["network", "asset"],
+            )?,
+        };
+        registry.register(Box::new(m.eod_duration_seconds.clone()))?;
+        registry.register(Box::new(m.unsettled_sessions.clone()))?;
+        registry.register(Box::new(m.oldest_unsettled_seconds.clone()))?;
+        registry.register(Box::new(m.settled_total.clone()))?;
+        registry.register(Box::new(m.netted_amount_total.clone()))?;
+        for outcome in ["nothing", "full", "partial", "carried"] {
+            m.settled_total.with_label_values(&[outcome]);
+        }
+        Ok(m)
+    }
+
+    pub fn closed(&self, asset: &crate::domain::AssetKey, gross: i128, ledger: &crate::ledger::Ledger) {
+        let decimals = ledger.asset(asset).map_or(0, |a| a.decimals);
+        let units = gross as f64 / 10f64.powi(i32::from(decimals));
+        self.netted_amount_total
+            .with_label_values(&[&asset.network, &asset.code])
+            .inc_by(units);
+    }
+
+    /// Counts a settled session and observes cut-off → settlement.
+    pub fn settled(&self, asset: &crate::domain::AssetKey, session: &crate::trust::Session) {
+        if let Some(o) = session.outcome {
+            self.settled_total.with_label_values(&[o.as_str()]).inc();
+        }
+        if let Some(at) = session.settled_at {
+            self.eod_duration_seconds
+                .with_label_values(&[&asset.network, &asset.code])
+                .observe((at - session.cutoff_at).max(0) as f64 / 1e6);
+        }
+    }
+
+    pub fn set_unsettled(&self, sessions: &[crate::trust::Session], now: i64) {
+        self.unsettled_sessions
+            .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
+        let oldest = sessions.iter().map(|s| s.cutoff_at).min();
+        self.oldest_unsettled_seconds
+            .set(oldest.map_or(0.0, |c| (now - c).max(0) as f64 / 1e6));
+    }
+}
+
 fn build_info(registry: &Registry) -> prometheus::Result<()> {
     let g = IntGauge::with_opts(
         Opts::new("treasuryd_build_info", "Build information; always 1.")
@@ -873,7 +968,9 @@ impl Metrics {
         let scope = ScopeMetrics::new(&registry)?;
         let pilot = PilotMetrics::new(&registry)?;
         let webhooks = WebhookMetrics::new(&registry)?;
+        let trust = TrustMetrics::new(&registry)?;
         Ok(Self {
+            trust,
             webhooks,
             pilot,
             scope,

@@ -19,6 +19,7 @@ pub mod payouts;
 pub mod reports;
 pub mod templates;
 pub mod views;
+pub mod trust;
 pub mod webhooks;
 
 use crate::domain::Role;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub wallets: Arc<Vec<Arc<crate::wallets::Wallet>>>,
     pub templates: Arc<crate::templates::TemplateCatalog>,
     pub escrow: crate::escrow::service::Escrow,
+    pub trust: crate::trust::service::Trust,
     pub evidence: Arc<crate::escrow::evidence::EvidenceStore>,
     /// `webhooks.allow_private_networks`: endpoints may be internal (tests, same host).
     pub webhooks_allow_private: bool,
@@ -100,6 +102,26 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         )
         .route("/v1/webhooks/endpoints/{id}/replay", post(webhooks::replay))
         .route("/v1/webhooks/events/{id}", get(webhooks::event))
+        .route(
+            "/v1/companies",
+            get(trust::companies).post(trust::create_company),
+        )
+        .route(
+            "/v1/companies/{id}/members",
+            get(trust::members).post(trust::set_member),
+        )
+        .route(
+            "/v1/trust/pairs",
+            get(trust::pairs).post(trust::create_pair),
+        )
+        .route("/v1/trust/pairs/{id}", get(trust::pair))
+        .route(
+            "/v1/trust/pairs/{id}/obligations",
+            post(trust::record_obligation),
+        )
+        .route("/v1/trust/sessions", get(trust::sessions))
+        .route("/v1/trust/sessions/{id}", get(trust::session))
+        .route("/v1/trust/sessions/{id}/close", post(trust::close))
         .route(
             "/v1/webhooks/endpoints/{id}/active",
             post(webhooks::set_active),

@@ -4,6 +4,7 @@
 
 pub mod cutoff;
 pub mod netting;
+pub mod service;
 
 use serde::{Deserialize, Serialize};
 

@@ -440,6 +440,21 @@ pub(super) async fn write_session_step(
         )));
     }
     if let Some(close) = &step.close {
+        // Completeness: exactly the obligations the netting saw, none recorded since.
+        let (count, last): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MAX(seq) FROM trust_obligations WHERE session_id = $1",
+        )
+        .bind(step.session)
+        .fetch_one(&mut *conn)
+        .await?;
+        if usize::try_from(count).unwrap_or(usize::MAX) != close.netted.obligations
+            || last.unwrap_or(0) != close.frozen_seq
+        {
+            return Err(StoreError::Conflict(format!(
+                "session {} took an obligation while closing",
+                step.session
+            )));
+        }
         let debtor = close.netted.debtor();
         sqlx::query(
             "UPDATE trust_sessions SET frozen_seq = $1, obligations = $2, gross_a_to_b = $3, gross_b_to_a = $4, debtor = $5, \

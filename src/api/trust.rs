@@ -1,0 +1,853 @@
+//! Companies, trust pairs and their end-of-day sessions. Admins set up companies, members and
+//! pairs; traders who are members of a pair's company record obligations in its open session;
+//! operators close a session by hand or dry-run the close.
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, IdempotencyKey, RequestId};
+use super::{AppState, audit_record, optional_text, page_limit, require_reason};
+use crate::api::auth::Caller;
+use crate::domain::{AccountId, AssetSpec, Role, UnixMicros, micros_to_rfc3339};
+use crate::store::StoreError;
+use crate::trust::service::{Preview, TrustError};
+use crate::trust::{
+    Company, Member, ObligationKind, Session, SessionState, SettlementMode, Side,
+    StoredObligation, Tier, TrustPair,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+fn parse_id(what: &'static str, id: &str, field: Option<&'static str>) -> ApiResult<uuid::Uuid> {
+    uuid::Uuid::try_parse(id).map_err(|_| ApiError::NotFound {
+        what,
+        id: id.to_owned(),
+        field,
+    })
+}
+
+fn not_found(what: &'static str, id: &str, field: Option<&'static str>) -> ApiError {
+    ApiError::NotFound {
+        what,
+        id: id.to_owned(),
+        field,
+    }
+}
+
+fn spec(state: &AppState, pair: &TrustPair) -> AssetSpec {
+    state.ledger.asset(&pair.asset).cloned().unwrap_or(AssetSpec {
+        key: pair.asset.clone(),
+        decimals: 0,
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompanyView {
+    pub id: String,
+    pub name: String,
+    pub tier: Tier,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+fn company_view(c: &Company) -> CompanyView {
+    CompanyView {
+        id: c.id.to_string(),
+        name: c.name.clone(),
+        tier: c.tier,
+        created_by: c.created_by.clone(),
+        created_at: micros_to_rfc3339(c.created_at),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCompany {
+    pub name: String,
+    /// S, M, L or XL.
+    pub tier: Tier,
+    pub reason: String,
+}
+
+/// Register a company (Admin).
+#[utoipa::path(post, tag = "trust", path = "/v1/companies", request_body = NewCompany, security(("bearer" = [])),
+    responses((status = 201, body = CompanyView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_company(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<NewCompany>,
+) -> ApiResult<(StatusCode, Json<CompanyView>)> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "name",
+            "name must be 1-200 characters",
+        ));
+    }
+    optional_text("name", Some(name.clone()), 200)?;
+    let company = Company {
+        id: uuid::Uuid::now_v7(),
+        name,
+        tier: body.tier,
+        created_by: caller.name.clone(),
+        created_at: crate::store::now_micros(),
+    };
+    let audit = audit_record(
+        &caller,
+        request_id,
+        "company.create",
+        format!("company:{}", company.id),
+        Some(reason),
+    );
+    match state.ledger.store().create_company(&company, &audit).await {
+        Err(StoreError::Conflict(m)) => Err(ApiError::Conflict {
+            code: "company_exists",
+            field: Some("name"),
+            message: m,
+        }),
+        other => {
+            other?;
+            Ok((StatusCode::CREATED, Json(company_view(&company))))
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompanyList {
+    pub items: Vec<CompanyView>,
+}
+
+/// Every company (any role).
+#[utoipa::path(get, tag = "trust", path = "/v1/companies", security(("bearer" = [])),
+    responses((status = 200, body = CompanyList)))]
+pub async fn companies(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<CompanyList>> {
+    let items = state.ledger.store().companies().await?;
+    Ok(Json(CompanyList {
+        items: items.iter().map(company_view).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    /// The API token's name the user signs in with.
+    pub user: String,
+    pub role: Role,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    pub company: String,
+    pub user: String,
+    pub role: Role,
+    pub added_by: String,
+    pub added_at: String,
+}
+
+fn member_view(m: &Member) -> MemberView {
+    MemberView {
+        company: m.company.to_string(),
+        user: m.user.clone(),
+        role: m.role,
+        added_by: m.added_by.clone(),
+        added_at: micros_to_rfc3339(m.added_at),
+    }
+}
+
+async fn company(state: &AppState, id: &str, field: Option<&'static str>) -> ApiResult<Company> {
+    let uuid = parse_id("company", id, field)?;
+    state
+        .ledger
+        .store()
+        .companies()
+        .await?
+        .into_iter()
+        .find(|c| c.id == uuid)
+        .ok_or_else(|| not_found("company", id, field))
+}
+
+/// Add a user to a company in a role, or change their role (Admin).
+#[utoipa::path(post, tag = "trust", path = "/v1/companies/{id}/members", request_body = NewMember, security(("bearer" = [])),
+    responses((status = 200, body = MemberView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewMember>,
+) -> ApiResult<Json<MemberView>> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let company = company(&state, &id, None).await?;
+    let user = body.user.trim().to_owned();
+    if user.is_empty() || user.chars().count() > 200 || user.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "user",
+            "user must be 1-200 printable characters",
+        ));
+    }
+    let member = Member {
+        company: company.id,
+        user,
+        role: body.role,
+        added_by: caller.name.clone(),
+        added_at: crate::store::now_micros(),
+    };
+    let audit = audit_record(
+        &caller,
+        request_id,
+        "company.member.set",
+        format!("company:{} user:{}", company.id, member.user),
+        Some(reason),
+    );
+    state
+        .ledger
+        .store()
+        .set_company_member(&member, &audit)
+        .await?;
+    Ok(Json(member_view(&member)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberList {
+    pub items: Vec<MemberView>,
+}
+
+/// A company's members (Admin, Operator).
+#[utoipa::path(get, tag = "trust", path = "/v1/companies/{id}/members", security(("bearer" = [])),
+    responses((status = 200, body = MemberList), (status = 404, body = ErrorBody)))]
+pub async fn members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MemberList>> {
+    caller.require(&[Role::Admin, Role::Operator])?;
+    let company = company(&state, &id, None).await?;
+    let items = state
+        .ledger
+        .store()
+        .company_members(Some(company.id), None)
+        .await?;
+    Ok(Json(MemberList {
+        items: items.iter().map(member_view).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PairView {
+    pub id: String,
+    pub company_a: String,
+    pub company_b: String,
+    pub account_a: String,
+    pub account_b: String,
+    pub network: String,
+    pub asset: String,
+    pub limit_a_to_b: String,
+    pub limit_b_to_a: String,
+    pub timezone: String,
+    /// Local HH:MM.
+    pub cutoff: String,
+    pub mode: SettlementMode,
+    /// The session taking obligations now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_session: Option<SessionView>,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+async fn pair_view(state: &AppState, p: &TrustPair) -> ApiResult<PairView> {
+    let spec = spec(state, p);
+    let open = state
+        .ledger
+        .store()
+        .trust_sessions(Some(p.id), Some(SessionState::Open), 1)
+        .await?;
+    let open_session = match open.first() {
+        Some(s) => Some(session_view(state, p, s, false).await?),
+        None => None,
+    };
+    Ok(PairView {
+        id: p.id.to_string(),
+        company_a: p.company_a.to_string(),
+        company_b: p.company_b.to_string(),
+        account_a: p.account_a.to_string(),
+        account_b: p.account_b.to_string(),
+        network: p.asset.network.clone(),
+        asset: p.asset.code.clone(),
+        limit_a_to_b: spec.format(p.limit_a_to_b),
+        limit_b_to_a: spec.format(p.limit_b_to_a),
+        timezone: p.timezone.name().to_owned(),
+        cutoff: p.cutoff.format("%H:%M").to_string(),
+        mode: p.mode,
+        open_session,
+        created_by: p.created_by.clone(),
+        created_at: micros_to_rfc3339(p.created_at),
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPair {
+    pub company_a: String,
+    pub company_b: String,
+    /// Each company's account in the pair's asset: settlement moves between them.
+    pub account_a: String,
+    pub account_b: String,
+    /// The most A may owe B net within one session, and the other way round.
+    pub limit_a_to_b: String,
+    pub limit_b_to_a: String,
+    /// IANA timezone, e.g. Europe/Warsaw.
+    pub timezone: String,
+    /// Local cut-off, HH:MM.
+    pub cutoff: String,
+    /// full, partial or t_plus_1.
+    pub mode: SettlementMode,
+    pub reason: String,
+}
+
+/// Create a trust pair (Admin); its first session opens at once and closes at the next cut-off.
+#[utoipa::path(post, tag = "trust", path = "/v1/trust/pairs", request_body = NewPair, security(("bearer" = [])),
+    responses((status = 201, body = PairView), (status = 422, body = ErrorBody)))]
+pub async fn create_pair(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<NewPair>,
+) -> ApiResult<(StatusCode, Json<PairView>)> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let a = company(&state, &body.company_a, Some("company_a")).await?;
+    let b = company(&state, &body.company_b, Some("company_b")).await?;
+    if a.id == b.id {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "company_b",
+            "a pair needs two different companies",
+        ));
+    }
+    let store = state.ledger.store();
+    let mut accounts = Vec::new();
+    for (field, text) in [("account_a", &body.account_a), ("account_b", &body.account_b)] {
+        let id = AccountId::parse(text).ok_or_else(|| not_found("account", text, Some(field)))?;
+        let account = match store.get_account(id).await {
+            Err(StoreError::NotFound) => return Err(not_found("account", text, Some(field))),
+            other => other?,
+        };
+        if account.kind != crate::ledger::AccountKind::Partner {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                field,
+                format!("{field} must be a partner account"),
+            ));
+        }
+        accounts.push(account);
+    }
+    if accounts[0].id == accounts[1].id || accounts[0].asset != accounts[1].asset {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "account_b",
+            "the two accounts must differ and hold the same asset",
+        ));
+    }
+    let asset = accounts[0].asset.clone();
+    let limit_a_to_b =
+        super::accounts::parse_amount(&state, &asset, "limit_a_to_b", &body.limit_a_to_b)?;
+    let limit_b_to_a =
+        super::accounts::parse_amount(&state, &asset, "limit_b_to_a", &body.limit_b_to_a)?;
+    let timezone: chrono_tz::Tz = body.timezone.parse().map_err(|_| {
+        ApiError::invalid(
+            "invalid_field",
+            "timezone",
+            format!("{:?} is not an IANA timezone", body.timezone),
+        )
+    })?;
+    let cutoff = crate::trust::cutoff::parse_time(&body.cutoff).ok_or_else(|| {
+        ApiError::invalid("invalid_field", "cutoff", "cutoff must be HH:MM (24 h)")
+    })?;
+    let now = state.trust.now();
+    let pair = TrustPair {
+        id: uuid::Uuid::now_v7(),
+        company_a: a.id,
+        company_b: b.id,
+        account_a: accounts[0].id,
+        account_b: accounts[1].id,
+        asset,
+        limit_a_to_b: limit_a_to_b.units(),
+        limit_b_to_a: limit_b_to_a.units(),
+        timezone,
+        cutoff,
+        mode: body.mode,
+        created_by: caller.name.clone(),
+        created_at: now,
+    };
+    let first = crate::trust::service::Trust::first_session(&pair, now);
+    let audit = audit_record(
+        &caller,
+        request_id,
+        "trust_pair.create",
+        format!("trust_pair:{}", pair.id),
+        Some(reason),
+    );
+    store.create_trust_pair(&pair, &first, &audit).await?;
+    Ok((StatusCode::CREATED, Json(pair_view(&state, &pair).await?)))
+}
+
+async fn load_pair(state: &AppState, id: &str, field: Option<&'static str>) -> ApiResult<TrustPair> {
+    let uuid = parse_id("trust pair", id, field)?;
+    state
+        .ledger
+        .store()
+        .trust_pairs(Some(uuid))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| not_found("trust pair", id, field))
+}
+
+/// The side of `pair` the caller acts for as a trader, if any.
+async fn trader_sides(state: &AppState, caller: &Caller, pair: &TrustPair) -> ApiResult<Vec<Side>> {
+    let memberships = state
+        .ledger
+        .store()
+        .company_members(None, Some(&caller.name))
+        .await?;
+    Ok([Side::A, Side::B]
+        .into_iter()
+        .filter(|s| {
+            memberships
+                .iter()
+                .any(|m| m.company == pair.company(*s) && m.role == Role::Trader)
+        })
+        .collect())
+}
+
+/// Staff see every pair; a trader only the pairs of their companies.
+async fn require_visible(state: &AppState, caller: &Caller, pair: &TrustPair) -> ApiResult<()> {
+    if caller.role != Role::Trader || !trader_sides(state, caller, pair).await?.is_empty() {
+        Ok(())
+    } else {
+        Err(not_found("trust pair", &pair.id.to_string(), None))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PairList {
+    pub items: Vec<PairView>,
+}
+
+/// Trust pairs (staff: all; traders: their companies').
+#[utoipa::path(get, tag = "trust", path = "/v1/trust/pairs", security(("bearer" = [])),
+    responses((status = 200, body = PairList)))]
+pub async fn pairs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<PairList>> {
+    let mut items = Vec::new();
+    for p in state.ledger.store().trust_pairs(None).await? {
+        if require_visible(&state, &caller, &p).await.is_ok() {
+            items.push(pair_view(&state, &p).await?);
+        }
+    }
+    Ok(Json(PairList { items }))
+}
+
+/// One pair with its open session.
+#[utoipa::path(get, tag = "trust", path = "/v1/trust/pairs/{id}", security(("bearer" = [])),
+    responses((status = 200, body = PairView), (status = 404, body = ErrorBody)))]
+pub async fn pair(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PairView>> {
+    let p = load_pair(&state, &id, None).await?;
+    require_visible(&state, &caller, &p).await?;
+    Ok(Json(pair_view(&state, &p).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObligationView {
+    pub id: String,
+    /// Position across every session; closing freezes a session at its last.
+    pub seq: i64,
+    pub session: String,
+    /// The company that owes.
+    pub debtor: String,
+    pub creditor: String,
+    pub amount: String,
+    pub kind: ObligationKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+fn obligation_view(spec: &AssetSpec, pair: &TrustPair, o: &StoredObligation) -> ObligationView {
+    ObligationView {
+        id: o.id.to_string(),
+        seq: o.seq,
+        session: o.session.to_string(),
+        debtor: pair.company(o.debtor).to_string(),
+        creditor: pair.company(o.debtor.other()).to_string(),
+        amount: spec.format(o.amount),
+        kind: o.kind,
+        reference: o.reference.clone(),
+        created_by: o.created_by.clone(),
+        created_at: micros_to_rfc3339(o.created_at),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewObligation {
+    /// The company that owes (one of the pair's two).
+    pub debtor: String,
+    pub amount: String,
+    pub reference: Option<String>,
+}
+
+/// Record an obligation in the pair's open session (a Trader of either company, with an
+/// Idempotency-Key). Refused with the headroom left when it would pass the debtor's limit.
+#[utoipa::path(post, tag = "trust", path = "/v1/trust/pairs/{id}/obligations", request_body = NewObligation, security(("bearer" = [])),
+    responses((status = 201, body = ObligationView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn record_obligation(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    IdempotencyKey(key): IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewObligation>,
+) -> ApiResult<(StatusCode, Json<ObligationView>)> {
+    caller.require(&[Role::Trader])?;
+    let pair = load_pair(&state, &id, None).await?;
+    if trader_sides(&state, &caller, &pair).await?.is_empty() {
+        return Err(ApiError::Forbidden(
+            "only a trader of one of the pair's companies records its obligations",
+        ));
+    }
+    let debtor = match uuid::Uuid::try_parse(&body.debtor) {
+        Ok(c) if c == pair.company_a => Side::A,
+        Ok(c) if c == pair.company_b => Side::B,
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "debtor",
+                "debtor must be one of the pair's two companies",
+            ));
+        }
+    };
+    let amount = super::accounts::parse_amount(&state, &pair.asset, "amount", &body.amount)?;
+    let reference = optional_text("reference", body.reference, 200)?;
+    let spec = spec(&state, &pair);
+    let obligation = StoredObligation {
+        seq: 0,
+        id: uuid::Uuid::now_v7(),
+        session: uuid::Uuid::nil(),
+        debtor,
+        amount: amount.units(),
+        kind: ObligationKind::Intraday,
+        reference,
+        idempotency_key: Some(format!("{}:{key}", pair.id)),
+        created_by: caller.name.clone(),
+        created_at: state.trust.now(),
+    };
+    let audit = audit_record(
+        &caller,
+        request_id,
+        "trust_obligation.record",
+        format!("trust_pair:{} obligation:{}", pair.id, obligation.id),
+        None,
+    );
+    let stored = match state
+        .ledger
+        .store()
+        .record_trust_obligation(pair.id, &obligation, pair.limit(debtor), &audit)
+        .await
+    {
+        Err(StoreError::CreditLimit { headroom }) => {
+            return Err(ApiError::invalid(
+                "credit_limit_exceeded",
+                "amount",
+                format!(
+                    "amount {} is over the debtor's credit limit of {}; headroom left in this session: {}",
+                    spec.format(obligation.amount),
+                    spec.format(pair.limit(debtor)),
+                    spec.format(headroom)
+                ),
+            ));
+        }
+        Err(StoreError::Conflict(m)) => {
+            return Err(ApiError::Conflict {
+                code: "no_open_session",
+                field: None,
+                message: m,
+            });
+        }
+        other => other?,
+    };
+    if stored.id != obligation.id
+        && (stored.amount != obligation.amount || stored.debtor != obligation.debtor)
+    {
+        return Err(ApiError::Conflict {
+            code: "idempotency_conflict",
+            field: Some("Idempotency-Key"),
+            message: "this Idempotency-Key was used for another obligation".into(),
+        });
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(obligation_view(&spec, &pair, &stored)),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub pair: String,
+    pub business_date: String,
+    pub cutoff_at: String,
+    pub state: SessionState,
+    /// Obligations so far (open) or frozen at close.
+    pub obligations: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_seq: Option<i64>,
+    pub gross_a_to_b: String,
+    pub gross_b_to_a: String,
+    /// The company that owes net, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debtor: Option<String>,
+    pub net_amount: String,
+    /// nothing, full, partial, carried or unsettled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    pub settled_amount: String,
+    pub carried_amount: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<String>,
+    /// With `GET /v1/trust/sessions/{id}`: its obligations in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ObligationView>>,
+}
+
+async fn session_view(
+    state: &AppState,
+    pair: &TrustPair,
+    s: &Session,
+    with_obligations: bool,
+) -> ApiResult<SessionView> {
+    let spec = spec(state, pair);
+    let store = state.ledger.store();
+    let list = if with_obligations || s.state == SessionState::Open {
+        Some(store.trust_obligations(s.id, s.frozen_seq).await?)
+    } else {
+        None
+    };
+    let netted = match (&list, s.state) {
+        (Some(l), SessionState::Open) => crate::trust::netting::net(
+            &l.iter()
+                .map(|o| crate::trust::netting::Obligation {
+                    debtor: o.debtor,
+                    amount: o.amount,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        _ => s.netted,
+    };
+    let at = |m: Option<UnixMicros>| m.map(micros_to_rfc3339);
+    Ok(SessionView {
+        id: s.id.to_string(),
+        pair: pair.id.to_string(),
+        business_date: s.business_date.to_string(),
+        cutoff_at: micros_to_rfc3339(s.cutoff_at),
+        state: s.state,
+        obligations: netted.obligations,
+        frozen_seq: s.frozen_seq,
+        gross_a_to_b: spec.format(netted.gross_a_to_b),
+        gross_b_to_a: spec.format(netted.gross_b_to_a),
+        debtor: netted.debtor().map(|(d, _)| pair.company(d).to_string()),
+        net_amount: spec.format(netted.debtor().map_or(0, |(_, a)| a)),
+        outcome: s.outcome.map(|o| o.as_str().to_owned()),
+        settled_amount: spec.format(s.settled_amount),
+        carried_amount: spec.format(s.carried_amount),
+        closed_by: s.closed_by.clone(),
+        closed_at: at(s.closed_at),
+        settled_at: at(s.settled_at),
+        items: match (with_obligations, list) {
+            (true, Some(l)) => Some(l.iter().map(|o| obligation_view(&spec, pair, o)).collect()),
+            _ => None,
+        },
+    })
+}
+
+async fn load_session(state: &AppState, id: &str) -> ApiResult<(Session, TrustPair)> {
+    let uuid = parse_id("trust session", id, None)?;
+    let s = match state.ledger.store().trust_session(uuid).await {
+        Err(StoreError::NotFound) => return Err(not_found("trust session", id, None)),
+        other => other?,
+    };
+    let pair = load_pair(state, &s.pair.to_string(), None).await?;
+    Ok((s, pair))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListSessions {
+    pub pair: Option<String>,
+    pub state: Option<SessionState>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub items: Vec<SessionView>,
+}
+
+/// Sessions in cut-off order, of one pair and/or in one state (staff, or the pair's traders).
+#[utoipa::path(get, tag = "trust", path = "/v1/trust/sessions", params(ListSessions), security(("bearer" = [])),
+    responses((status = 200, body = SessionList)))]
+pub async fn sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListSessions>,
+) -> ApiResult<Json<SessionList>> {
+    let limit = page_limit(q.limit)?;
+    let pair = match &q.pair {
+        Some(p) => Some(load_pair(&state, p, Some("pair")).await?),
+        None => None,
+    };
+    let pairs = state.ledger.store().trust_pairs(None).await?;
+    let mut items = Vec::new();
+    for s in state
+        .ledger
+        .store()
+        .trust_sessions(pair.as_ref().map(|p| p.id), q.state, limit)
+        .await?
+    {
+        let Some(p) = pairs.iter().find(|p| p.id == s.pair) else {
+            continue;
+        };
+        if require_visible(&state, &caller, p).await.is_ok() {
+            items.push(session_view(&state, p, &s, false).await?);
+        }
+    }
+    Ok(Json(SessionList { items }))
+}
+
+/// One session with its obligations.
+#[utoipa::path(get, tag = "trust", path = "/v1/trust/sessions/{id}", security(("bearer" = [])),
+    responses((status = 200, body = SessionView), (status = 404, body = ErrorBody)))]
+pub async fn session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SessionView>> {
+    let (s, pair) = load_session(&state, &id).await?;
+    require_visible(&state, &caller, &pair).await?;
+    Ok(Json(session_view(&state, &pair, &s, true).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CloseQuery {
+    /// Compute and return what closing would settle; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreviewView {
+    pub session: String,
+    pub obligations: usize,
+    pub frozen_seq: i64,
+    pub gross_a_to_b: String,
+    pub gross_b_to_a: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debtor: Option<String>,
+    pub net_amount: String,
+    /// The debtor's available balance now.
+    pub available: String,
+    /// nothing, full, partial, carried or unsettled.
+    pub outcome: String,
+    pub settle: String,
+    pub carry: String,
+    /// Settlement would wait: the network is in safe-mode.
+    pub safe_mode: bool,
+}
+
+pub fn preview_view(spec: &AssetSpec, pair: &TrustPair, p: &Preview) -> PreviewView {
+    PreviewView {
+        session: p.session.to_string(),
+        obligations: p.obligations,
+        frozen_seq: p.frozen_seq,
+        gross_a_to_b: spec.format(p.gross_a_to_b),
+        gross_b_to_a: spec.format(p.gross_b_to_a),
+        debtor: p.debtor.map(|d| pair.company(d).to_string()),
+        net_amount: spec.format(p.net_amount),
+        available: spec.format(p.available),
+        outcome: p.outcome.to_owned(),
+        settle: spec.format(p.settle),
+        carry: spec.format(p.carry),
+        safe_mode: p.safe_mode,
+    }
+}
+
+/// Close a session now (Operator, Admin; reason required) — or, with `?dry_run=true`, return
+/// exactly what closing it would settle and change nothing.
+#[utoipa::path(post, tag = "trust", path = "/v1/trust/sessions/{id}/close", params(CloseQuery), request_body = CloseRequest, security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn close(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<CloseQuery>,
+    ApiJson(body): ApiJson<CloseRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let (s, pair) = load_session(&state, &id).await?;
+    let spec = spec(&state, &pair);
+    if q.dry_run {
+        let preview = state.trust.preview(&s).await?;
+        return Ok(Json(serde_json::to_value(preview_view(&spec, &pair, &preview)).unwrap_or_default()));
+    }
+    let audit = audit_record(
+        &caller,
+        request_id,
+        "trust_session.close",
+        format!("trust_session:{}", s.id),
+        Some(reason),
+    );
+    let closed = match state.trust.close(s.id, &caller.name, Some(&audit)).await {
+        Ok(c) => c,
+        Err(TrustError::NotOpen(_, current)) => {
+            return Err(ApiError::Conflict {
+                code: "session_not_open",
+                field: None,
+                message: format!("session {} is {current}", s.id),
+            });
+        }
+        Err(TrustError::Store(e)) => return Err(e.into()),
+        Err(TrustError::Ledger(e)) => return Err(ApiError::Ledger(e)),
+        Err(TrustError::Amount(e)) => return Err(ApiError::amount("amount", e)),
+    };
+    Ok(Json(
+        serde_json::to_value(session_view(&state, &pair, &closed, true).await?).unwrap_or_default(),
+    ))
+}
