@@ -166,6 +166,7 @@ impl App {
                     ledger: ledger.clone(),
                     clock,
                     metrics: trust_metrics,
+                    pause_at: config.debug.pause_at.clone(),
                 },
                 evidence: Arc::new(crate::escrow::evidence::EvidenceStore::new(
                     config

@@ -319,14 +319,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let specs = c.asset_specs();
             for p in store.trust_pairs(only).await? {
-                let spec = specs
-                    .iter()
-                    .find(|s| s.key == p.asset)
-                    .cloned()
-                    .unwrap_or(treasuryd::domain::AssetSpec {
+                let spec = specs.iter().find(|s| s.key == p.asset).cloned().unwrap_or(
+                    treasuryd::domain::AssetSpec {
                         key: p.asset.clone(),
                         decimals: 0,
-                    });
+                    },
+                );
                 for s in store
                     .trust_sessions(Some(p.id), Some(treasuryd::trust::SessionState::Open), 1)
                     .await?
@@ -335,8 +333,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let view = treasuryd::api::trust::preview_view(&spec, &p, &preview);
                     let mut line = serde_json::to_value(&view)?;
                     line["pair"] = serde_json::Value::String(p.id.to_string());
-                    line["cutoff_at"] =
-                        serde_json::Value::String(treasuryd::domain::micros_to_rfc3339(s.cutoff_at));
+                    line["cutoff_at"] = serde_json::Value::String(
+                        treasuryd::domain::micros_to_rfc3339(s.cutoff_at),
+                    );
                     println!("{line}");
                 }
             }

@@ -858,7 +858,12 @@ impl TrustMetrics {
         Ok(m)
     }
 
-    pub fn closed(&self, asset: &crate::domain::AssetKey, gross: i128, ledger: &crate::ledger::Ledger) {
+    pub fn closed(
+        &self,
+        asset: &crate::domain::AssetKey,
+        gross: i128,
+        ledger: &crate::ledger::Ledger,
+    ) {
         let decimals = ledger.asset(asset).map_or(0, |a| a.decimals);
         let units = gross as f64 / 10f64.powi(i32::from(decimals));
         self.netted_amount_total

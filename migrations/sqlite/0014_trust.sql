@@ -6,7 +6,7 @@ CREATE TABLE companies (
     name       TEXT   NOT NULL UNIQUE,
     tier       TEXT   NOT NULL CHECK (tier IN ('S', 'M', 'L', 'XL')),
     created_by TEXT   NOT NULL,
-    created_at INTEGERNOT NULL
+    created_at INTEGER NOT NULL
 ) STRICT;
 
 CREATE TABLE company_members (
@@ -14,7 +14,7 @@ CREATE TABLE company_members (
     user_name  TEXT   NOT NULL,
     role       TEXT   NOT NULL CHECK (role IN ('admin', 'trader', 'approver', 'operator')),
     added_by   TEXT   NOT NULL,
-    added_at   INTEGERNOT NULL,
+    added_at   INTEGER NOT NULL,
     PRIMARY KEY (company_id, user_name)
 ) STRICT;
 

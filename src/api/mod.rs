@@ -18,8 +18,8 @@ pub mod openapi;
 pub mod payouts;
 pub mod reports;
 pub mod templates;
-pub mod views;
 pub mod trust;
+pub mod views;
 pub mod webhooks;
 
 use crate::domain::Role;

@@ -10,8 +10,8 @@ use crate::domain::{AccountId, AssetSpec, Role, UnixMicros, micros_to_rfc3339};
 use crate::store::StoreError;
 use crate::trust::service::{Preview, TrustError};
 use crate::trust::{
-    Company, Member, ObligationKind, Session, SessionState, SettlementMode, Side,
-    StoredObligation, Tier, TrustPair,
+    Company, Member, ObligationKind, Session, SessionState, SettlementMode, Side, StoredObligation,
+    Tier, TrustPair,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -36,10 +36,14 @@ fn not_found(what: &'static str, id: &str, field: Option<&'static str>) -> ApiEr
 }
 
 fn spec(state: &AppState, pair: &TrustPair) -> AssetSpec {
-    state.ledger.asset(&pair.asset).cloned().unwrap_or(AssetSpec {
-        key: pair.asset.clone(),
-        decimals: 0,
-    })
+    state
+        .ledger
+        .asset(&pair.asset)
+        .cloned()
+        .unwrap_or(AssetSpec {
+            key: pair.asset.clone(),
+            decimals: 0,
+        })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -337,7 +341,10 @@ pub async fn create_pair(
     }
     let store = state.ledger.store();
     let mut accounts = Vec::new();
-    for (field, text) in [("account_a", &body.account_a), ("account_b", &body.account_b)] {
+    for (field, text) in [
+        ("account_a", &body.account_a),
+        ("account_b", &body.account_b),
+    ] {
         let id = AccountId::parse(text).ok_or_else(|| not_found("account", text, Some(field)))?;
         let account = match store.get_account(id).await {
             Err(StoreError::NotFound) => return Err(not_found("account", text, Some(field))),
@@ -402,7 +409,11 @@ pub async fn create_pair(
     Ok((StatusCode::CREATED, Json(pair_view(&state, &pair).await?)))
 }
 
-async fn load_pair(state: &AppState, id: &str, field: Option<&'static str>) -> ApiResult<TrustPair> {
+async fn load_pair(
+    state: &AppState,
+    id: &str,
+    field: Option<&'static str>,
+) -> ApiResult<TrustPair> {
     let uuid = parse_id("trust pair", id, field)?;
     state
         .ledger
@@ -825,7 +836,9 @@ pub async fn close(
     let spec = spec(&state, &pair);
     if q.dry_run {
         let preview = state.trust.preview(&s).await?;
-        return Ok(Json(serde_json::to_value(preview_view(&spec, &pair, &preview)).unwrap_or_default()));
+        return Ok(Json(
+            serde_json::to_value(preview_view(&spec, &pair, &preview)).unwrap_or_default(),
+        ));
     }
     let audit = audit_record(
         &caller,

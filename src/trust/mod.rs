@@ -40,6 +40,7 @@ pub enum SettlementMode {
     /// Pay what is available, carry the rest into the next session as a T+1 obligation.
     Partial,
     /// Pay in full or carry the whole amount into the next session.
+    #[serde(rename = "t_plus_1")]
     TPlus1,
 }
 
@@ -218,6 +219,7 @@ pub enum ObligationKind {
     /// Recorded by a trader during the session.
     Intraday,
     /// What an earlier session could not pay, carried in.
+    #[serde(rename = "t_plus_1")]
     TPlus1,
 }
 

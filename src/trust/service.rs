@@ -14,7 +14,9 @@
 //! settlement back (sessions still close and net).
 
 use super::netting::{self, Netted, Obligation, Outcome, Plan};
-use super::{Closing, NextSession, Session, SessionState, SessionStep, StoredObligation, TrustPair};
+use super::{
+    Closing, NextSession, Session, SessionState, SessionStep, StoredObligation, TrustPair,
+};
 use crate::domain::{Amount, UnixMicros};
 use crate::ledger::{Command, Effect, Ledger, ReleaseKind};
 use crate::metrics::TrustMetrics;
@@ -30,6 +32,8 @@ pub struct Trust {
     pub ledger: Ledger,
     pub clock: DynClock,
     pub metrics: TrustMetrics,
+    /// `debug.pause_at` (`trust.after_hold`), for crash tests.
+    pub pause_at: Option<String>,
 }
 
 /// What closing a session would do (the dry run), or did.
@@ -76,7 +80,10 @@ fn obligations_of(list: &[StoredObligation]) -> Vec<Obligation> {
 
 /// What closing `session` now would freeze, net and settle, read from the database alone
 /// (the API's `?dry_run=true` and `treasuryd eod dry-run`).
-pub async fn preview(store: &dyn crate::store::Store, session: &Session) -> Result<Preview, StoreError> {
+pub async fn preview(
+    store: &dyn crate::store::Store,
+    session: &Session,
+) -> Result<Preview, StoreError> {
     let pair = store
         .trust_pairs(Some(session.pair))
         .await?
@@ -193,7 +200,11 @@ impl Trust {
             };
             match store.apply_session_step(&step, audit).await {
                 Ok(()) => {
-                    self.metrics.closed(&pair.asset, netted.gross_a_to_b + netted.gross_b_to_a, &self.ledger);
+                    self.metrics.closed(
+                        &pair.asset,
+                        netted.gross_a_to_b + netted.gross_b_to_a,
+                        &self.ledger,
+                    );
                     tracing::info!(session = %id, pair = %pair.id, by, obligations = netted.obligations, net = netted.net(), "trust session closed");
                     return self.settle(id).await;
                 }
@@ -271,6 +282,10 @@ impl Trust {
                 holding.takes_hold = true;
                 cmd.effects.push(Effect::SessionStep(Box::new(holding)));
                 self.ledger.post_one(cmd).await??;
+                if self.pause_at.as_deref() == Some("trust.after_hold") {
+                    tracing::warn!(point = "trust.after_hold", "pause point reached");
+                    std::future::pending::<()>().await;
+                }
                 let s = store.trust_session(s.id).await?;
                 self.finish_settlement(pair, &s).await?;
             }
@@ -315,7 +330,9 @@ impl Trust {
         for s in store.due_trust_sessions(self.now(), 100).await? {
             match self.close(s.id, "cut-off", None).await {
                 Ok(_) | Err(TrustError::NotOpen(..)) => {}
-                Err(e) => tracing::warn!(session = %s.id, error = %e, "closing a trust session failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(session = %s.id, error = %e, "closing a trust session failed; retrying")
+                }
             }
         }
         let waiting = store.unsettled_trust_sessions().await?;

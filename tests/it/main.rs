@@ -22,5 +22,6 @@ mod reconcile;
 mod reorg;
 mod rpc;
 mod templates;
+mod trust;
 mod webhook_delivery;
 mod webhooks;

@@ -53,13 +53,14 @@ use tokio_util::sync::CancellationToken;
 /// round: the node answers them in parallel instead of one round trip after another.
 const RPC_CONCURRENCY: usize = 16;
 
-/// Steps where `debug.pause_at` can stop the engine for crash tests.
-pub const PAUSE_POINTS: [&str; 5] = [
+/// Steps where `debug.pause_at` can stop the engine (or EOD settlement) for crash tests.
+pub const PAUSE_POINTS: [&str; 6] = [
     "engine.after_sign",
     "engine.after_broadcast",
     "engine.after_replacement",
     "engine.before_confirm",
     "deposits.before_cursor",
+    "trust.after_hold",
 ];
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,543 @@
+//! Trust pairs and end-of-day sessions through the API with an injected clock: obligations under
+//! the credit limit, cut-offs in Warsaw (across the March DST change), Ulaanbaatar and Seoul
+//! closing each session once at the right instant, netting and settlement (full, partial with
+//! T+1 carry, T+1, unsettled then settled), safe-mode holding settlement back, the dry run
+//! changing nothing, and the EOD metrics.
+
+use crate::harness::*;
+use crate::on_both_backends;
+use crate::webhook_delivery::{metric, metrics_text};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use treasuryd::timers::ManualClock;
+
+on_both_backends!(
+    warsaw_sessions_close_once_at_cut_off_across_dst_and_settle,
+    short_liquidity_settles_partly_carries_t_plus_1_or_waits
+);
+
+fn at(text: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .timestamp_micros()
+}
+
+async fn trust_app(db: Arc<TestDb>, clock: Arc<ManualClock>) -> TestApp {
+    TestApp::spawn_clocked(db, clock, |c, _| c.escrow.timer_poll_ms = 20).await
+}
+
+struct Parties {
+    company_a: String,
+    company_b: String,
+    account_a: String,
+    account_b: String,
+}
+
+async fn parties(app: &TestApp, funds_a: &str, funds_b: &str) -> Parties {
+    let mut ids = Vec::new();
+    for (name, tier) in [("Acme Trading", "S"), ("Beta Logistics", "M")] {
+        let (s, c) = app
+            .post(
+                "/v1/companies",
+                ADMIN,
+                None,
+                &json!({"name": name, "tier": tier, "reason": "pilot partner"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        ids.push(c["id"].as_str().unwrap().to_owned());
+    }
+    // test-trader trades for Acme.
+    let (s, m) = app
+        .post(
+            &format!("/v1/companies/{}/members", ids[0]),
+            ADMIN,
+            None,
+            &json!({"user": "test-trader", "role": "trader", "reason": "Acme's desk"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    let account_a = app.create_account("acme").await;
+    let account_b = app.create_account("beta").await;
+    for (account, funds, key) in [
+        (&account_a, funds_a, "fund-a"),
+        (&account_b, funds_b, "fund-b"),
+    ] {
+        if funds != "0" {
+            app.deposit(account, funds, key).await;
+        }
+    }
+    Parties {
+        company_a: ids[0].clone(),
+        company_b: ids[1].clone(),
+        account_a,
+        account_b,
+    }
+}
+
+async fn new_pair(app: &TestApp, p: &Parties, tz: &str, cutoff: &str, mode: &str) -> Value {
+    let (s, pair) = app
+        .post(
+            "/v1/trust/pairs",
+            ADMIN,
+            None,
+            &json!({"company_a": p.company_a, "company_b": p.company_b, "account_a": p.account_a, "account_b": p.account_b,
+                    "limit_a_to_b": "500", "limit_b_to_a": "500", "timezone": tz, "cutoff": cutoff, "mode": mode,
+                    "reason": "pilot pair"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{pair}");
+    pair
+}
+
+async fn owe(
+    app: &TestApp,
+    pair: &str,
+    debtor: &str,
+    amount: &str,
+    key: &str,
+) -> (StatusCode, Value) {
+    app.post(
+        &format!("/v1/trust/pairs/{pair}/obligations"),
+        TRADER,
+        Some(key),
+        &json!({"debtor": debtor, "amount": amount, "reference": key}),
+    )
+    .await
+}
+
+async fn available(app: &TestApp, account: &str) -> String {
+    app.account(account).await["available"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn sessions(app: &TestApp, pair: &str) -> Vec<Value> {
+    let (s, page) = app
+        .get(&format!("/v1/trust/sessions?pair={pair}"), OPERATOR)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
+/// Waits until the pair has `n` sessions whose state is not open... and returns them all.
+async fn wait_closed(app: &TestApp, pair: &str, n: usize, state: &str) -> Vec<Value> {
+    for _ in 0..400 {
+        let all = sessions(app, pair).await;
+        if all.iter().filter(|s| s["state"] == state).count() >= n {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{n} sessions never reached {state}: {:?}",
+        sessions(app, pair).await
+    );
+}
+
+async fn warsaw_sessions_close_once_at_cut_off_across_dst_and_settle(backend: Backend) {
+    // Friday 2026-03-27, 12:00 UTC (13:00 in Warsaw, CET).
+    let clock = ManualClock::starting_at(at("2026-03-27T12:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(backend).await), clock.clone()).await;
+    let p = parties(&app, "1000", "1000").await;
+    let pair = new_pair(&app, &p, "Europe/Warsaw", "18:00", "partial").await;
+    let id = pair["id"].as_str().unwrap().to_owned();
+    assert_eq!(pair["open_session"]["business_date"], "2026-03-27");
+    assert_eq!(
+        pair["open_session"]["cutoff_at"],
+        "2026-03-27T17:00:00.000000Z"
+    );
+
+    // Obligations; the limit is on net exposure and the refusal names the headroom.
+    for (debtor, amount, key) in [
+        (&p.company_a, "300", "o-1"),
+        (&p.company_b, "100", "o-2"),
+        (&p.company_a, "150", "o-3"),
+    ] {
+        let (s, o) = owe(&app, &id, debtor, amount, key).await;
+        assert_eq!(s, StatusCode::CREATED, "{o}");
+    }
+    let (s, e) = owe(&app, &id, &p.company_a, "200", "o-4").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["code"], "credit_limit_exceeded");
+    assert_eq!(e["error"]["field"], "amount");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("headroom left in this session: 150.000000"),
+        "{e}"
+    );
+    // The same key again is the same obligation; the operator role cannot record.
+    let (s, again) = owe(&app, &id, &p.company_a, "300", "o-1").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = app
+        .post(
+            &format!("/v1/trust/pairs/{id}/obligations"),
+            OPERATOR,
+            Some("o-5"),
+            &json!({"debtor": p.company_a, "amount": "1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Dry run: exactly what would settle, and nothing changes.
+    let session = pair["open_session"]["id"].as_str().unwrap().to_owned();
+    let journal_before = app.get("/v1/journal?limit=500", ADMIN).await.1["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let (s, dry) = app
+        .post(
+            &format!("/v1/trust/sessions/{session}/close?dry_run=true"),
+            OPERATOR,
+            None,
+            &json!({"reason": "T-3 checklist"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{dry}");
+    assert_eq!(
+        (
+            dry["obligations"].as_u64(),
+            dry["gross_a_to_b"].as_str(),
+            dry["gross_b_to_a"].as_str(),
+            dry["debtor"].as_str(),
+            dry["net_amount"].as_str(),
+            dry["outcome"].as_str(),
+            dry["settle"].as_str(),
+            dry["carry"].as_str()
+        ),
+        (
+            Some(3),
+            Some("450.000000"),
+            Some("100.000000"),
+            Some(p.company_a.as_str()),
+            Some("350.000000"),
+            Some("full"),
+            Some("350.000000"),
+            Some("0.000000")
+        )
+    );
+    assert_eq!(again["seq"], dry["frozen_seq"].as_i64().unwrap() - 2);
+    let journal_after = app.get("/v1/journal?limit=500", ADMIN).await.1["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(journal_before, journal_after, "the dry run posted nothing");
+    assert_eq!(sessions(&app, &id).await.len(), 1);
+    assert_eq!(sessions(&app, &id).await[0]["state"], "open");
+    assert_eq!(available(&app, &p.account_a).await, "1000.000000");
+
+    // One second before the cut-off nothing happens; at it the session closes and settles.
+    clock.set(at("2026-03-27T16:59:59Z"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(sessions(&app, &id).await[0]["state"], "open");
+    clock.set(at("2026-03-27T17:00:00Z"));
+    let all = wait_closed(&app, &id, 1, "settled").await;
+    let first = &all[0];
+    assert_eq!(
+        (
+            first["outcome"].as_str(),
+            first["settled_amount"].as_str(),
+            first["closed_by"].as_str(),
+            first["closed_at"].as_str()
+        ),
+        (
+            Some("full"),
+            Some("350.000000"),
+            Some("cut-off"),
+            Some("2026-03-27T17:00:00.000000Z")
+        )
+    );
+    assert_eq!(available(&app, &p.account_a).await, "650.000000");
+    assert_eq!(available(&app, &p.account_b).await, "1350.000000");
+    // The next session took over at once; obligations now land there.
+    assert_eq!(all[1]["business_date"], "2026-03-28");
+    assert_eq!(all[1]["cutoff_at"], "2026-03-28T17:00:00.000000Z");
+    let (s, _) = owe(&app, &id, &p.company_b, "40", "o-6").await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Saturday closes at 17:00 UTC; Sunday 2026-03-29 is the DST change: 18:00 CEST is 16:00 UTC.
+    clock.set(at("2026-03-28T17:00:00Z"));
+    let all = wait_closed(&app, &id, 2, "settled").await;
+    assert_eq!(all[1]["settled_amount"], "40.000000");
+    assert_eq!(all[2]["business_date"], "2026-03-29");
+    assert_eq!(all[2]["cutoff_at"], "2026-03-29T16:00:00.000000Z");
+    clock.set(at("2026-03-29T15:59:59Z"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(sessions(&app, &id).await[2]["state"], "open");
+    clock.set(at("2026-03-29T16:00:00Z"));
+    let all = wait_closed(&app, &id, 3, "settled").await;
+    assert_eq!(all[2]["outcome"], "nothing");
+    assert_eq!(all[3]["cutoff_at"], "2026-03-30T16:00:00.000000Z");
+    // Each session closed exactly once, whatever the runner's passes did meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, audit) = app.get("/v1/journal?limit=500", ADMIN).await;
+    let eod: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("EOD "))
+        })
+        .collect();
+    assert_eq!(
+        eod.len(),
+        4,
+        "two sessions with money: one HOLD and one RELEASE each"
+    );
+    assert_eq!(available(&app, &p.account_a).await, "690.000000");
+    assert_eq!(available(&app, &p.account_b).await, "1310.000000");
+    let text = metrics_text(&app).await;
+    assert_eq!(
+        metric(
+            &text,
+            "treasuryd_trust_sessions_settled_total",
+            &[("outcome", "full")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "treasuryd_trust_sessions_settled_total",
+            &[("outcome", "nothing")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "treasuryd_trust_eod_duration_seconds_count",
+            &[("network", "ethereum")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "treasuryd_trust_netted_amount_total",
+            &[("network", "ethereum")]
+        ),
+        590.0
+    );
+    assert_eq!(
+        metric(&text, "treasuryd_trust_eod_unsettled_sessions", &[]),
+        0.0
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn short_liquidity_settles_partly_carries_t_plus_1_or_waits(backend: Backend) {
+    let clock = ManualClock::starting_at(at("2026-06-01T00:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(backend).await), clock.clone()).await;
+    let p = parties(&app, "100", "0").await;
+    // Ulaanbaatar, 17:00 local = 09:00 UTC, partial allowed.
+    let pair = new_pair(&app, &p, "Asia/Ulaanbaatar", "17:00", "partial").await;
+    let id = pair["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pair["open_session"]["cutoff_at"],
+        "2026-06-01T09:00:00.000000Z"
+    );
+    owe(&app, &id, &p.company_a, "300", "p-1").await;
+    clock.set(at("2026-06-01T09:00:00Z"));
+    let all = wait_closed(&app, &id, 1, "settled").await;
+    assert_eq!(
+        (
+            all[0]["outcome"].as_str(),
+            all[0]["settled_amount"].as_str(),
+            all[0]["carried_amount"].as_str()
+        ),
+        (Some("partial"), Some("100.000000"), Some("200.000000"))
+    );
+    // The rest is an explicit T+1 obligation in the next session.
+    let (_, next) = app
+        .get(
+            &format!("/v1/trust/sessions/{}", all[1]["id"].as_str().unwrap()),
+            OPERATOR,
+        )
+        .await;
+    assert_eq!(next["items"][0]["kind"], "t_plus_1");
+    assert_eq!(next["items"][0]["amount"], "200.000000");
+    assert_eq!(next["items"][0]["debtor"], p.company_a);
+    assert_eq!(available(&app, &p.account_a).await, "0.000000");
+    assert_eq!(available(&app, &p.account_b).await, "100.000000");
+    // Funds arrive; the next cut-off pays the carried 200.
+    app.deposit(&p.account_a, "500", "top-up").await;
+    clock.set(at("2026-06-02T09:00:00Z"));
+    let all = wait_closed(&app, &id, 2, "settled").await;
+    assert_eq!(all[1]["outcome"], "full");
+    assert_eq!(all[1]["settled_amount"], "200.000000");
+    assert_eq!(available(&app, &p.account_a).await, "300.000000");
+    assert_eq!(available(&app, &p.account_b).await, "300.000000");
+
+    // Seoul, 23:30 local = 14:30 UTC, full only: short → unsettled and counted, then settled
+    // on the first pass after funds arrive.
+    let q = Parties {
+        company_a: p.company_a.clone(),
+        company_b: p.company_b.clone(),
+        account_a: p.account_b.clone(),
+        account_b: p.account_a.clone(),
+    };
+    let seoul = new_pair(&app, &q, "Asia/Seoul", "23:30", "full").await;
+    let sid = seoul["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        seoul["open_session"]["cutoff_at"],
+        "2026-06-02T14:30:00.000000Z"
+    );
+    owe(&app, &sid, &q.company_a, "400", "s-1").await;
+    clock.set(at("2026-06-02T14:30:00Z"));
+    let all = wait_closed(&app, &sid, 1, "unsettled").await;
+    assert_eq!(all[0]["settled_amount"], "0.000000");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = metrics_text(&app).await;
+    assert_eq!(
+        metric(&text, "treasuryd_trust_eod_unsettled_sessions", &[]),
+        1.0
+    );
+    // Safe-mode on the network: funds arrive but settlement waits.
+    let (s, _) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            ADMIN,
+            None,
+            &json!({"enabled": true, "reason": "drill"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    app.deposit(&q.account_a, "200", "beta-top-up").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sessions(&app, &sid).await[0]["state"], "unsettled");
+    let (s, _) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            ADMIN,
+            None,
+            &json!({"enabled": false, "reason": "drill over"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let all = wait_closed(&app, &sid, 1, "settled").await;
+    assert_eq!(all[0]["outcome"], "full");
+    assert_eq!(all[0]["settled_amount"], "400.000000");
+    // Beta had 300 from the first pair and 200 topped up; Acme 300 and now 400 more.
+    assert_eq!(available(&app, &q.account_a).await, "100.000000");
+    assert_eq!(available(&app, &q.account_b).await, "700.000000");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = metrics_text(&app).await;
+    assert_eq!(
+        metric(&text, "treasuryd_trust_eod_unsettled_sessions", &[]),
+        0.0
+    );
+    // The first full-only session took from its cut-off to the top-up to settle: observed.
+    assert!(metric(&text, "treasuryd_trust_eod_duration_seconds_count", &[]) >= 3.0);
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t_plus_1_mode_carries_everything_when_short() {
+    let clock = ManualClock::starting_at(at("2026-06-01T00:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(Backend::Sqlite).await), clock.clone()).await;
+    let p = parties(&app, "50", "0").await;
+    let pair = new_pair(&app, &p, "Asia/Seoul", "18:00", "t_plus_1").await;
+    let id = pair["id"].as_str().unwrap().to_owned();
+    owe(&app, &id, &p.company_a, "80", "t-1").await;
+    clock.set(at("2026-06-01T09:00:00Z"));
+    let all = wait_closed(&app, &id, 1, "settled").await;
+    assert_eq!(
+        (
+            all[0]["outcome"].as_str(),
+            all[0]["settled_amount"].as_str(),
+            all[0]["carried_amount"].as_str()
+        ),
+        (Some("carried"), Some("0.000000"), Some("80.000000"))
+    );
+    assert_eq!(available(&app, &p.account_a).await, "50.000000");
+    // Closing by hand twice: the second is refused, nothing more happens.
+    let open = all[1]["id"].as_str().unwrap().to_owned();
+    let (s, closed) = app
+        .post(
+            &format!("/v1/trust/sessions/{open}/close"),
+            OPERATOR,
+            None,
+            &json!({"reason": "early close"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{closed}");
+    assert_eq!(closed["state"], "settled");
+    assert_eq!(closed["outcome"], "carried");
+    assert_eq!(closed["closed_by"], "test-operator");
+    let (s, e) = app
+        .post(
+            &format!("/v1/trust/sessions/{open}/close"),
+            OPERATOR,
+            None,
+            &json!({"reason": "again"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["error"]["code"], "session_not_open");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pairs_and_obligations_are_refused_naming_the_field() {
+    let clock = ManualClock::starting_at(at("2026-06-01T00:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(Backend::Sqlite).await), clock).await;
+    let p = parties(&app, "0", "0").await;
+    let base = json!({"company_a": p.company_a, "company_b": p.company_b, "account_a": p.account_a, "account_b": p.account_b,
+        "limit_a_to_b": "500", "limit_b_to_a": "500", "timezone": "Europe/Warsaw", "cutoff": "18:00", "mode": "full", "reason": "x"});
+    for (field, value, expected) in [
+        ("timezone", json!("Europe/Atlantis"), "timezone"),
+        ("cutoff", json!("25:00"), "cutoff"),
+        ("mode", json!("sometimes"), "mode"),
+        ("limit_a_to_b", json!("1.1234567"), "limit_a_to_b"),
+        ("company_b", json!(p.company_a), "company_b"),
+        ("account_b", json!(p.account_a), "account_b"),
+    ] {
+        let mut body = base.clone();
+        body[field] = value;
+        let (s, e) = app.post("/v1/trust/pairs", ADMIN, None, &body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {e}");
+        assert_eq!(e["error"]["field"], expected, "{e}");
+    }
+    let (s, _) = app.post("/v1/trust/pairs", TRADER, None, &base).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, pair) = app.post("/v1/trust/pairs", ADMIN, None, &base).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = pair["id"].as_str().unwrap();
+    let (s, e) = owe(&app, id, "not-a-company", "1", "b-1").await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("debtor"))
+    );
+    let (s, e) = owe(&app, id, &p.company_a, "-1", "b-2").await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("amount"))
+    );
+    let (s, e) = app
+        .post(
+            &format!("/v1/trust/pairs/{id}/obligations"),
+            TRADER,
+            None,
+            &json!({"debtor": p.company_a, "amount": "1"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("missing_idempotency_key")
+        )
+    );
+    assert!(sessions(&app, id).await[0]["obligations"] == 0);
+    app.stop().await.unwrap();
+}
