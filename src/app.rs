@@ -164,6 +164,7 @@ impl App {
                 },
                 trust: crate::trust::service::Trust {
                     ledger: ledger.clone(),
+                    networks: networks.clone(),
                     clock,
                     metrics: trust_metrics,
                     pause_at: config.debug.pause_at.clone(),

@@ -31,6 +31,9 @@ CREATE TABLE trust_pairs (
     timezone       TEXT    NOT NULL,
     cutoff         TEXT    NOT NULL,
     mode           TEXT    NOT NULL CHECK (mode IN ('full', 'partial', 't_plus_1')),
+    -- Where each side's settlements are paid out on chain (EIP-55); NULL: they stay on its account.
+    payout_address_a TEXT,
+    payout_address_b TEXT,
     created_by     TEXT    NOT NULL,
     created_at     BIGINT  NOT NULL,
     CHECK (company_a <> company_b)
@@ -51,6 +54,7 @@ CREATE TABLE trust_sessions (
     outcome        TEXT    CHECK (outcome IN ('nothing', 'full', 'partial', 'carried', 'unsettled')),
     settled_amount NUMERIC NOT NULL DEFAULT 0,
     carried_amount NUMERIC NOT NULL DEFAULT 0,
+    payout_id      UUID    REFERENCES payouts (id),
     hold_id        UUID    REFERENCES holds (id),
     closed_by      TEXT,
     closed_at      BIGINT,

@@ -262,6 +262,10 @@ pub struct PairView {
     /// Local HH:MM.
     pub cutoff: String,
     pub mode: SettlementMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout_address_a: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout_address_b: Option<String>,
     /// The session taking obligations now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_session: Option<SessionView>,
@@ -293,6 +297,8 @@ async fn pair_view(state: &AppState, p: &TrustPair) -> ApiResult<PairView> {
         timezone: p.timezone.name().to_owned(),
         cutoff: p.cutoff.format("%H:%M").to_string(),
         mode: p.mode,
+        payout_address_a: p.payout_address_a.clone(),
+        payout_address_b: p.payout_address_b.clone(),
         open_session,
         created_by: p.created_by.clone(),
         created_at: micros_to_rfc3339(p.created_at),
@@ -316,6 +322,10 @@ pub struct NewPair {
     pub cutoff: String,
     /// full, partial or t_plus_1.
     pub mode: SettlementMode,
+    /// Where A's and B's settlements are paid out on chain (EIP-55); left out: they stay on
+    /// the account.
+    pub payout_address_a: Option<String>,
+    pub payout_address_b: Option<String>,
     pub reason: String,
 }
 
@@ -381,6 +391,17 @@ pub async fn create_pair(
     let cutoff = crate::trust::cutoff::parse_time(&body.cutoff).ok_or_else(|| {
         ApiError::invalid("invalid_field", "cutoff", "cutoff must be HH:MM (24 h)")
     })?;
+    for (field, address, account) in [
+        ("payout_address_a", &body.payout_address_a, accounts[0].id),
+        ("payout_address_b", &body.payout_address_b, accounts[1].id),
+    ] {
+        if let Some(address) = address {
+            state
+                .escrow
+                .check_payout_address(field, address, account, &asset)
+                .await?;
+        }
+    }
     let now = state.trust.now();
     let pair = TrustPair {
         id: uuid::Uuid::now_v7(),
@@ -394,6 +415,8 @@ pub async fn create_pair(
         timezone,
         cutoff,
         mode: body.mode,
+        payout_address_a: body.payout_address_a,
+        payout_address_b: body.payout_address_b,
         created_by: caller.name.clone(),
         created_at: now,
     };
@@ -639,6 +662,9 @@ pub struct SessionView {
     pub outcome: Option<String>,
     pub settled_amount: String,
     pub carried_amount: String,
+    /// The payout that took the creditor's settlement on chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closed_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -690,6 +716,7 @@ async fn session_view(
         outcome: s.outcome.map(|o| o.as_str().to_owned()),
         settled_amount: spec.format(s.settled_amount),
         carried_amount: spec.format(s.carried_amount),
+        payout: s.payout.map(|p| p.to_string()),
         closed_by: s.closed_by.clone(),
         closed_at: at(s.closed_at),
         settled_at: at(s.settled_at),

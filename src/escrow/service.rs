@@ -581,7 +581,7 @@ impl Escrow {
 
     /// An address a deal pays out to: EIP-55, not zero, on a payout network that pays this
     /// asset, and on the account's allowlist when that is enforced.
-    async fn check_payout_address(
+    pub async fn check_payout_address(
         &self,
         field: &str,
         address: &str,

@@ -128,11 +128,21 @@ pub struct TrustPair {
     pub timezone: chrono_tz::Tz,
     pub cutoff: chrono::NaiveTime,
     pub mode: SettlementMode,
+    /// Where each side's settlements are paid out on chain; None: they stay on its account.
+    pub payout_address_a: Option<String>,
+    pub payout_address_b: Option<String>,
     pub created_by: String,
     pub created_at: crate::domain::UnixMicros,
 }
 
 impl TrustPair {
+    pub fn payout_address(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::A => self.payout_address_a.as_deref(),
+            Side::B => self.payout_address_b.as_deref(),
+        }
+    }
+
     pub fn limit(&self, debtor: Side) -> i128 {
         match debtor {
             Side::A => self.limit_a_to_b,
@@ -208,6 +218,8 @@ pub struct Session {
     pub settled_amount: i128,
     pub carried_amount: i128,
     pub hold: Option<crate::domain::HoldId>,
+    /// The payout that took the creditor's settlement on chain, if its side has an address.
+    pub payout: Option<crate::domain::PayoutId>,
     pub closed_by: Option<String>,
     pub closed_at: Option<crate::domain::UnixMicros>,
     pub settled_at: Option<crate::domain::UnixMicros>,
@@ -263,6 +275,8 @@ pub struct SessionStep {
     pub settled_amount: i128,
     /// A T+1 obligation of this debtor into the next session.
     pub carry: Option<(Side, i128)>,
+    /// The payout requested with this step (settled, paying the creditor out on chain).
+    pub payout: Option<crate::domain::PayoutId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

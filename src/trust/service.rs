@@ -30,6 +30,7 @@ const CLOSE_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct Trust {
     pub ledger: Ledger,
+    pub networks: std::sync::Arc<crate::payouts::networks::PayoutNetworks>,
     pub clock: DynClock,
     pub metrics: TrustMetrics,
     /// `debug.pause_at` (`trust.after_hold`), for crash tests.
@@ -197,6 +198,7 @@ impl Trust {
                 outcome: None,
                 settled_amount: 0,
                 carry: None,
+                payout: None,
             };
             match store.apply_session_step(&step, audit).await {
                 Ok(()) => {
@@ -254,6 +256,7 @@ impl Trust {
             outcome: Some(plan.outcome),
             settled_amount: plan.settle,
             carry: (plan.carry > 0).then_some((debtor, plan.carry)),
+            payout: None,
         };
         match plan.outcome {
             Outcome::Nothing | Outcome::Carried => {
@@ -300,18 +303,20 @@ impl Trust {
         })?;
         let hold = store.get_hold(hold_id).await?;
         let (debtor, _) = s.netted.debtor().unwrap_or((super::Side::A, 0));
+        let creditor = debtor.other();
         let op = self.ledger.release(
             &hold,
             Amount::new(s.settled_amount)?,
             ReleaseKind::Release,
-            Some(pair.account(debtor.other())),
+            Some(pair.account(creditor)),
         )?;
-        let mut cmd = Command::new(format!("eod-release:{}", s.id), pair.asset.clone(), op);
-        cmd.reference = Some(format!("EOD {} {}", pair.id, s.business_date));
-        cmd.actor = Some("treasuryd".into());
-        cmd.effects.push(Effect::SessionStep(Box::new(SessionStep {
+        let reference = format!("EOD {} {}", pair.id, s.business_date);
+        let mut release = Command::new(format!("eod-release:{}", s.id), pair.asset.clone(), op);
+        release.reference = Some(reference.clone());
+        release.actor = Some("treasuryd".into());
+        let step = |from: SessionState, payout| SessionStep {
             session: s.id,
-            from: vec![SessionState::Settling],
+            from: vec![from],
             to: SessionState::Settled,
             at: self.now(),
             close: None,
@@ -319,8 +324,43 @@ impl Trust {
             outcome: None,
             settled_amount: 0,
             carry: None,
-        })));
-        self.ledger.post_one(cmd).await??;
+            payout,
+        };
+        release
+            .effects
+            .push(Effect::SessionStep(Box::new(step(SessionState::Settling, None))));
+        let mut commands = vec![release];
+        // A creditor with a payout address is paid on chain from its account, in the same
+        // database transaction; the payout records itself on the session only if accepted.
+        let token = self
+            .networks
+            .get(&pair.asset.network)
+            .and_then(|n| n.tokens.get(&pair.asset.code));
+        if let (Some(address), Some(token)) = (pair.payout_address(creditor), token) {
+            let (id, mut payout) = crate::payouts::request_command(
+                token,
+                pair.account(creditor),
+                address,
+                Amount::new(s.settled_amount)?,
+                "treasuryd",
+                Some(reference),
+                None,
+            );
+            payout.idempotency_key = format!("eod-payout:{}", s.id);
+            payout.actor = Some("treasuryd".into());
+            payout
+                .effects
+                .push(Effect::SessionStep(Box::new(step(SessionState::Settled, Some(id)))));
+            commands.push(payout);
+        }
+        let results = self.ledger.post(commands).await?;
+        let mut results = results.into_iter();
+        if let Some(moved) = results.next() {
+            moved?;
+        }
+        if let Some(Err(e)) = results.next() {
+            tracing::error!(session = %s.id, error = %e, "the creditor's settlement payout was refused; the funds stay on its account");
+        }
         Ok(())
     }
 

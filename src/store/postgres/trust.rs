@@ -132,7 +132,7 @@ pub(super) async fn members(
 }
 
 const PAIR_COLUMNS: &str = "id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \
-    timezone, cutoff, mode, created_by, created_at";
+    timezone, cutoff, mode, payout_address_a, payout_address_b, created_by, created_at";
 
 fn pair_from_row(r: &PgRow) -> StoreResult<TrustPair> {
     let tz: String = r.try_get("timezone")?;
@@ -154,6 +154,8 @@ fn pair_from_row(r: &PgRow) -> StoreResult<TrustPair> {
         cutoff: crate::trust::cutoff::parse_time(&cutoff)
             .ok_or_else(|| invariant("cutoff", &cutoff))?,
         mode: SettlementMode::parse(&mode).ok_or_else(|| invariant("mode", &mode))?,
+        payout_address_a: r.try_get("payout_address_a")?,
+        payout_address_b: r.try_get("payout_address_b")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
     })
@@ -166,7 +168,7 @@ pub(super) async fn insert_pair(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO trust_pairs (id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \
-         timezone, cutoff, mode, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         timezone, cutoff, mode, payout_address_a, payout_address_b, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(p.id)
     .bind(p.company_a)
@@ -180,6 +182,8 @@ pub(super) async fn insert_pair(
     .bind(p.timezone.name())
     .bind(p.cutoff.format("%H:%M").to_string())
     .bind(p.mode.as_str())
+    .bind(&p.payout_address_a)
+    .bind(&p.payout_address_b)
     .bind(&p.created_by)
     .bind(p.created_at)
     .execute(&mut *conn)
@@ -219,7 +223,7 @@ pub(super) async fn pairs(
 }
 
 const SESSION_COLUMNS: &str = "id, pair_id, business_date, cutoff_at, state, frozen_seq, obligations, gross_a_to_b, gross_b_to_a, \
-    outcome, settled_amount, carried_amount, hold_id, closed_by, closed_at, settled_at";
+    outcome, settled_amount, carried_amount, hold_id, payout_id, closed_by, closed_at, settled_at";
 
 fn session_from_row(r: &PgRow) -> StoreResult<Session> {
     let date: String = r.try_get("business_date")?;
@@ -246,6 +250,9 @@ fn session_from_row(r: &PgRow) -> StoreResult<Session> {
         settled_amount: amt(r, "settled_amount")?,
         carried_amount: amt(r, "carried_amount")?,
         hold: r.try_get::<Option<uuid::Uuid>, _>("hold_id")?.map(HoldId),
+        payout: r
+            .try_get::<Option<uuid::Uuid>, _>("payout_id")?
+            .map(crate::domain::PayoutId),
         closed_by: r.try_get("closed_by")?,
         closed_at: r.try_get("closed_at")?,
         settled_at: r.try_get("settled_at")?,
@@ -485,7 +492,8 @@ pub(super) async fn write_session_step(
     let settled_at = (step.to == SessionState::Settled).then_some(step.at);
     sqlx::query(
         "UPDATE trust_sessions SET state = $1, hold_id = $2, outcome = COALESCE($3, outcome), \
-         settled_amount = $4, carried_amount = $5, settled_at = COALESCE($6, settled_at) WHERE id = $7",
+         settled_amount = $4, carried_amount = $5, settled_at = COALESCE(settled_at, $6), \
+         payout_id = COALESCE($8, payout_id) WHERE id = $7",
     )
     .bind(step.to.as_str())
     .bind(hold.map(|h| h.0))
@@ -496,6 +504,7 @@ pub(super) async fn write_session_step(
     ))
     .bind(settled_at)
     .bind(step.session)
+    .bind(step.payout.map(|p| p.0))
     .execute(&mut *conn)
     .await?;
     if let Some((debtor, amount)) = step.carry {
