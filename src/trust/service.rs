@@ -33,7 +33,7 @@ pub struct Trust {
     pub networks: std::sync::Arc<crate::payouts::networks::PayoutNetworks>,
     pub clock: DynClock,
     pub metrics: TrustMetrics,
-    /// `debug.pause_at` (`trust.after_hold`), for crash tests.
+    /// `debug.pause_at` (`trust.before_release`), for crash tests.
     pub pause_at: Option<String>,
 }
 
@@ -285,10 +285,6 @@ impl Trust {
                 holding.takes_hold = true;
                 cmd.effects.push(Effect::SessionStep(Box::new(holding)));
                 self.ledger.post_one(cmd).await??;
-                if self.pause_at.as_deref() == Some("trust.after_hold") {
-                    tracing::warn!(point = "trust.after_hold", "pause point reached");
-                    std::future::pending::<()>().await;
-                }
                 let s = store.trust_session(s.id).await?;
                 self.finish_settlement(pair, &s).await?;
             }
@@ -297,6 +293,10 @@ impl Trust {
     }
 
     async fn finish_settlement(&self, pair: &TrustPair, s: &Session) -> Result<(), TrustError> {
+        if self.pause_at.as_deref() == Some("trust.before_release") {
+            tracing::warn!(point = "trust.before_release", "pause point reached");
+            std::future::pending::<()>().await;
+        }
         let store = self.ledger.store();
         let hold_id = s.hold.ok_or_else(|| {
             StoreError::Invariant(format!("settling session {} has no hold", s.id))
@@ -326,9 +326,10 @@ impl Trust {
             carry: None,
             payout,
         };
-        release
-            .effects
-            .push(Effect::SessionStep(Box::new(step(SessionState::Settling, None))));
+        release.effects.push(Effect::SessionStep(Box::new(step(
+            SessionState::Settling,
+            None,
+        ))));
         let mut commands = vec![release];
         // A creditor with a payout address is paid on chain from its account, in the same
         // database transaction; the payout records itself on the session only if accepted.
@@ -348,9 +349,10 @@ impl Trust {
             );
             payout.idempotency_key = format!("eod-payout:{}", s.id);
             payout.actor = Some("treasuryd".into());
-            payout
-                .effects
-                .push(Effect::SessionStep(Box::new(step(SessionState::Settled, Some(id)))));
+            payout.effects.push(Effect::SessionStep(Box::new(step(
+                SessionState::Settled,
+                Some(id),
+            ))));
             commands.push(payout);
         }
         let results = self.ledger.post(commands).await?;

@@ -541,3 +541,223 @@ async fn bad_pairs_and_obligations_are_refused_naming_the_field() {
     assert!(sessions(&app, id).await[0]["obligations"] == 0);
     app.stop().await.unwrap();
 }
+
+on_both_backends!(
+    net_amounts_land_on_chain_and_the_ledger_matches,
+    a_crash_during_settlement_settles_once_after_restart
+);
+
+async fn net_amounts_land_on_chain_and_the_ledger_matches(backend: Backend) {
+    use alloy::primitives::U256;
+    use treasuryd::chains::evm::EvmClient;
+    use treasuryd::devchain::{DevChain, TestToken};
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = crate::engine::app_on(backend, &chain, "").await;
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(200));
+    let p = parties(&app, "1000", "1000").await;
+    let beta_address = crate::engine::destination(77).to_checksum(None);
+    let (s, pair) = app
+        .post(
+            "/v1/trust/pairs",
+            ADMIN,
+            None,
+            &json!({"company_a": p.company_a, "company_b": p.company_b, "account_a": p.account_a, "account_b": p.account_b,
+                    "limit_a_to_b": "500", "limit_b_to_a": "500", "timezone": "Europe/Warsaw", "cutoff": "18:00",
+                    "mode": "full", "payout_address_b": beta_address, "reason": "pilot pair paid on chain"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{pair}");
+    let id = pair["id"].as_str().unwrap().to_owned();
+    for (debtor, amount, key) in [
+        (&p.company_a, "300.25", "c-1"),
+        (&p.company_b, "100", "c-2"),
+        (&p.company_a, "150", "c-3"),
+    ] {
+        let (s, o) = owe(&app, &id, debtor, amount, key).await;
+        assert_eq!(s, StatusCode::CREATED, "{o}");
+    }
+    let session = pair["open_session"]["id"].as_str().unwrap().to_owned();
+    let (s, closed) = app
+        .post(
+            &format!("/v1/trust/sessions/{session}/close"),
+            OPERATOR,
+            None,
+            &json!({"reason": "pilot EOD by hand"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{closed}");
+    assert_eq!(closed["state"], "settled");
+    assert_eq!(closed["settled_amount"], "350.250000");
+    let payout = closed["payout"]
+        .as_str()
+        .expect("the creditor is paid on chain")
+        .to_owned();
+    let payouts = crate::engine::settled(&app, 1).await;
+    miner.abort();
+    assert_eq!(payouts[&payout]["state"], "confirmed");
+    assert_eq!(payouts[&payout]["destination"], beta_address);
+    let client = EvmClient::new(&chain.url).unwrap();
+    let on_chain = client
+        .token_balance(chain.token(TestToken::Usdt), beta_address.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(on_chain, U256::from(350_250_000u64));
+    // The ledger: A paid 350.25 net, B received it and paid it out.
+    assert_eq!(available(&app, &p.account_a).await, "649.750000");
+    assert_eq!(available(&app, &p.account_b).await, "1000.000000");
+    assert_eq!(app.account(&p.account_b).await["held"], "0.000000");
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn a_crash_during_settlement_settles_once_after_restart(backend: Backend) {
+    use crate::crash;
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crash::write_config(dir.path(), &db.url);
+    let trader = "tdk_crash_test_trader";
+    let base = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "[[auth.tokens]]\nname = \"desk\"\nrole = \"trader\"\nsha256 = \"{}\"\n",
+            hex::encode(treasuryd::api::auth::token_digest(trader))
+        );
+    std::fs::write(
+        &config,
+        format!("{base}[debug]\npause_at = \"trust.before_release\"\n"),
+    )
+    .unwrap();
+    let (mut child, api) = crash::start(&config, &db.url);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let call = |token: &'static str, path: String, key: Option<&'static str>, body: Value| {
+        let mut req = client
+            .post(format!("http://{api}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    let get = |path: String| {
+        let req = client
+            .get(format!("http://{api}{path}"))
+            .bearer_auth(crash::TOKEN);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let mut companies = Vec::new();
+    for name in ["Acme", "Beta"] {
+        let (s, c) = call(
+            crash::TOKEN,
+            "/v1/companies".into(),
+            None,
+            json!({"name": name, "tier": "L", "reason": "crash test"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        companies.push(c["id"].as_str().unwrap().to_owned());
+    }
+    let (s, _) = call(
+        crash::TOKEN,
+        format!("/v1/companies/{}/members", companies[0]),
+        None,
+        json!({"user": "desk", "role": "trader", "reason": "crash test"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut accounts = Vec::new();
+    for (owner, key) in [("acme", Some("fund-acme")), ("beta", None)] {
+        let (s, a) = call(crash::TOKEN, "/v1/accounts".into(), None, json!({"owner": owner, "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "crash test"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{a}");
+        let id = a["id"].as_str().unwrap().to_owned();
+        if let Some(key) = key {
+            let (s, _) = call(
+                crash::TOKEN,
+                "/v1/deposits".into(),
+                Some(key),
+                json!({"account": id, "amount": "1000", "reason": "crash test"}),
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED);
+        }
+        accounts.push(id);
+    }
+    let (s, pair) = call(crash::TOKEN, "/v1/trust/pairs".into(), None, json!({"company_a": companies[0], "company_b": companies[1],
+        "account_a": accounts[0], "account_b": accounts[1], "limit_a_to_b": "500", "limit_b_to_a": "500",
+        "timezone": "Asia/Seoul", "cutoff": "18:00", "mode": "full", "reason": "crash test"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{pair}");
+    let (s, o) = call(
+        trader,
+        format!(
+            "/v1/trust/pairs/{}/obligations",
+            pair["id"].as_str().unwrap()
+        ),
+        Some("k-1"),
+        json!({"debtor": companies[0], "amount": "350"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+    let session = pair["open_session"]["id"].as_str().unwrap().to_owned();
+    // The close stops after the HOLD (the pause point); the request never answers.
+    let hung = client
+        .post(format!("http://{api}/v1/trust/sessions/{session}/close"))
+        .bearer_auth(crash::TOKEN)
+        .json(&json!({"reason": "crash test"}))
+        .send()
+        .await;
+    assert!(hung.is_err(), "the close should hang at the pause point");
+    let s = get(format!("/v1/trust/sessions/{session}")).await;
+    assert_eq!(s["state"], "settling", "{s}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restart without the pause point: the runner finishes what was started, once.
+    std::fs::write(&config, &base).unwrap();
+    let (mut child, api2) = crash::start(&config, &db.url);
+    let get = |path: String| {
+        let req = client
+            .get(format!("http://{api2}{path}"))
+            .bearer_auth(crash::TOKEN);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let mut settled = Value::Null;
+    for _ in 0..200 {
+        settled = get(format!("/v1/trust/sessions/{session}")).await;
+        if settled["state"] == "settled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(settled["state"], "settled", "{settled}");
+    assert_eq!(settled["settled_amount"], "350.000000");
+    let a = get(format!("/v1/accounts/{}", accounts[0])).await;
+    let b = get(format!("/v1/accounts/{}", accounts[1])).await;
+    assert_eq!(
+        (a["available"].as_str(), a["held"].as_str()),
+        (Some("650.000000"), Some("0.000000"))
+    );
+    assert_eq!(b["available"], "350.000000");
+    let journal = get("/v1/journal?limit=500".into()).await;
+    let kinds: Vec<&str> = journal["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["reference"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("EOD "))
+        })
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["HOLD", "RELEASE"], "one hold, one release");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (ok, out) = crash::verify_cli(&config, &db.url);
+    assert!(ok, "{out}");
+}

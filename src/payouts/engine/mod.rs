@@ -60,7 +60,7 @@ pub const PAUSE_POINTS: [&str; 6] = [
     "engine.after_replacement",
     "engine.before_confirm",
     "deposits.before_cursor",
-    "trust.after_hold",
+    "trust.before_release",
 ];
 
 #[derive(Debug, Clone)]
