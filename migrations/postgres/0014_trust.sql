@@ -78,3 +78,17 @@ CREATE TABLE trust_obligations (
     created_at      BIGINT  NOT NULL
 );
 CREATE INDEX trust_obligations_session ON trust_obligations (session_id, seq);
+
+-- Partners hear of their sessions through the webhook outbox (see 0013), in the same
+-- transaction as the change.
+CREATE FUNCTION webhook_trust_session() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO webhook_events (id, type, subject_id, actor, occurred_at, created_at)
+    VALUES (gen_random_uuid(), 'eod.session_' || NEW.state, NEW.id, NEW.closed_by,
+            COALESCE(CASE NEW.state WHEN 'settled' THEN NEW.settled_at ELSE NEW.closed_at END, webhook_now()),
+            webhook_now());
+    RETURN NULL;
+END $$;
+CREATE TRIGGER trust_sessions_to_webhooks AFTER UPDATE OF state ON trust_sessions FOR EACH ROW
+    WHEN (NEW.state <> OLD.state AND NEW.state IN ('closed', 'settled', 'unsettled'))
+    EXECUTE FUNCTION webhook_trust_session();

@@ -78,3 +78,15 @@ CREATE TABLE trust_obligations (
     created_at      INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX trust_obligations_session ON trust_obligations (session_id, seq);
+
+-- Partners hear of their sessions through the webhook outbox (see 0013), in the same
+-- transaction as the change.
+CREATE TRIGGER trust_sessions_to_webhooks AFTER UPDATE OF state ON trust_sessions
+    WHEN NEW.state <> OLD.state AND NEW.state IN ('closed', 'settled', 'unsettled')
+BEGIN
+    INSERT INTO webhook_events (id, type, subject_id, actor, occurred_at, created_at)
+    VALUES (randomblob(16), 'eod.session_' || NEW.state, NEW.id, NEW.closed_by,
+            COALESCE(CASE NEW.state WHEN 'settled' THEN NEW.settled_at ELSE NEW.closed_at END,
+                     CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)),
+            CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
+END;

@@ -42,6 +42,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "deal.timer_fired",
     "safe_mode.entered",
     "safe_mode.left",
+    "eod.session_closed",
+    "eod.session_settled",
+    "eod.session_unsettled",
 ];
 
 /// Checks each subscription: a known event type, `family.*` for a known family, or `*`.

@@ -219,6 +219,36 @@ pub async fn render(ledger: &Ledger, event: &OutboxEvent) -> Result<String, Stor
                 },
             })
         }
+        "eod" => {
+            let s = store.trust_session(subject()?).await?;
+            let pair = store
+                .trust_pairs(Some(s.pair))
+                .await?
+                .into_iter()
+                .next()
+                .ok_or(StoreError::NotFound)?;
+            let debtor = s.netted.debtor();
+            json!({
+                "session": {
+                    "id": s.id.to_string(),
+                    "pair": pair.id.to_string(),
+                    "company_a": pair.company_a.to_string(),
+                    "company_b": pair.company_b.to_string(),
+                    "network": pair.asset.network,
+                    "asset": pair.asset.code,
+                    "business_date": s.business_date.to_string(),
+                    "cutoff_at": micros_to_rfc3339(s.cutoff_at),
+                    "obligations": s.netted.obligations,
+                    "gross_a_to_b": amount(&pair.asset, s.netted.gross_a_to_b),
+                    "gross_b_to_a": amount(&pair.asset, s.netted.gross_b_to_a),
+                    "debtor": debtor.map(|(d, _)| pair.company(d).to_string()),
+                    "net_amount": amount(&pair.asset, debtor.map_or(0, |(_, a)| a)),
+                },
+                // What the session came to is read with GET /v1/trust/sessions/{id}; the
+                // event type says which step this was.
+                "actor": event.actor,
+            })
+        }
         "safe_mode" => json!({
             "network": event.network,
             "reason": event.detail,

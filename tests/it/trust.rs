@@ -254,6 +254,33 @@ async fn warsaw_sessions_close_once_at_cut_off_across_dst_and_settle(backend: Ba
     );
     assert_eq!(available(&app, &p.account_a).await, "650.000000");
     assert_eq!(available(&app, &p.account_b).await, "1350.000000");
+    // Partners hear of it through the webhook outbox.
+    assert_eq!(
+        crate::webhook_delivery::outbox_types(app.ledger.store(), &session).await,
+        ["eod.session_closed", "eod.session_settled"]
+    );
+    let mut body = Value::Null;
+    for _ in 0..200 {
+        let events = app
+            .ledger
+            .store()
+            .webhook_events_between(0, i64::MAX, 1000)
+            .await
+            .unwrap();
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.event_type == "eod.session_settled")
+        {
+            body = serde_json::from_str(e.body.as_deref().unwrap()).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        body["data"]["session"]["net_amount"], "350.000000",
+        "{body}"
+    );
+    assert_eq!(body["data"]["session"]["debtor"], p.company_a.as_str());
     // The next session took over at once; obligations now land there.
     assert_eq!(all[1]["business_date"], "2026-03-28");
     assert_eq!(all[1]["cutoff_at"], "2026-03-28T17:00:00.000000Z");
@@ -704,7 +731,49 @@ async fn a_crash_during_settlement_settles_once_after_restart(backend: Backend) 
     .await;
     assert_eq!(s, StatusCode::CREATED, "{o}");
     let session = pair["open_session"]["id"].as_str().unwrap().to_owned();
-    // The close stops after the HOLD (the pause point); the request never answers.
+    // The T-3 dry run from the command line: exactly what would settle, nothing changed.
+    let journal_before = get("/v1/journal?limit=500".into()).await["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let out = std::process::Command::new(crash::binary())
+        .args(["--config", config.to_str().unwrap(), "eod", "dry-run"])
+        .env("TREASURYD__DATABASE__URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            line["session"].as_str(),
+            line["outcome"].as_str(),
+            line["settle"].as_str(),
+            line["available"].as_str()
+        ),
+        (
+            Some(session.as_str()),
+            Some("full"),
+            Some("350.000000"),
+            Some("1000.000000")
+        ),
+        "{line}"
+    );
+    assert_eq!(
+        get("/v1/journal?limit=500".into()).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        journal_before
+    );
+    assert_eq!(
+        get(format!("/v1/trust/sessions/{session}")).await["state"],
+        "open"
+    );
+    // The close stops before the RELEASE (the pause point); the request never answers.
     let hung = client
         .post(format!("http://{api}/v1/trust/sessions/{session}/close"))
         .bearer_auth(crash::TOKEN)
