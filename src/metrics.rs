@@ -808,6 +808,9 @@ pub struct TrustMetrics {
     pub settled_total: IntCounterVec,
     /// Obligations netted at close, gross, in token units.
     pub netted_amount_total: prometheus::CounterVec,
+    /// Of the sessions settled with something owed, the share settled partly or carried whole
+    /// to T+1 (since start).
+    pub partial_t_plus_1_share: prometheus::Gauge,
 }
 
 impl TrustMetrics {
@@ -846,12 +849,17 @@ impl TrustMetrics {
                 ),
                 &["network", "asset"],
             )?,
+            partial_t_plus_1_share: prometheus::Gauge::new(
+                "treasuryd_trust_partial_t_plus_1_share",
+                "Of the sessions settled with something owed since start, the share settled partly or carried to T+1.",
+            )?,
         };
         registry.register(Box::new(m.eod_duration_seconds.clone()))?;
         registry.register(Box::new(m.unsettled_sessions.clone()))?;
         registry.register(Box::new(m.oldest_unsettled_seconds.clone()))?;
         registry.register(Box::new(m.settled_total.clone()))?;
         registry.register(Box::new(m.netted_amount_total.clone()))?;
+        registry.register(Box::new(m.partial_t_plus_1_share.clone()))?;
         for outcome in ["nothing", "full", "partial", "carried"] {
             m.settled_total.with_label_values(&[outcome]);
         }
@@ -875,6 +883,12 @@ impl TrustMetrics {
     pub fn settled(&self, asset: &crate::domain::AssetKey, session: &crate::trust::Session) {
         if let Some(o) = session.outcome {
             self.settled_total.with_label_values(&[o.as_str()]).inc();
+            let count = |o: &str| self.settled_total.with_label_values(&[o]).get() as f64;
+            let short = count("partial") + count("carried");
+            let owed = short + count("full");
+            if owed > 0.0 {
+                self.partial_t_plus_1_share.set(short / owed);
+            }
         }
         if let Some(at) = session.settled_at {
             self.eod_duration_seconds

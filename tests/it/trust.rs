@@ -462,6 +462,9 @@ async fn short_liquidity_settles_partly_carries_t_plus_1_or_waits(backend: Backe
         metric(&text, "treasuryd_trust_eod_unsettled_sessions", &[]),
         0.0
     );
+    // Settled with something owed: partial, full (the carried 200), full (Seoul): 1/3 short.
+    let share = metric(&text, "treasuryd_trust_partial_t_plus_1_share", &[]);
+    assert!((share - 1.0 / 3.0).abs() < 1e-9, "{share}");
     // The first full-only session took from its cut-off to the top-up to settle: observed.
     assert!(metric(&text, "treasuryd_trust_eod_duration_seconds_count", &[]) >= 3.0);
     app.verify_clean().await;
