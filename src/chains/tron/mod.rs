@@ -1,0 +1,6 @@
+//! Tron: addresses, transactions built and signed locally (protobuf, sha256 txID, secp256k1).
+
+pub mod address;
+pub mod tx;
+
+pub use address::{AddressError, TronAddress};
