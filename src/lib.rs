@@ -20,6 +20,7 @@ pub mod chains;
 pub mod config;
 pub mod demo;
 pub mod devchain;
+pub mod devtron;
 pub mod domain;
 pub mod escrow;
 pub mod export;

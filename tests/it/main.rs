@@ -22,6 +22,7 @@ mod reconcile;
 mod reorg;
 mod rpc;
 mod templates;
+mod tron;
 mod trust;
 mod webhook_delivery;
 mod webhooks;

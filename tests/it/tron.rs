@@ -1,0 +1,284 @@
+//! The Tron client against the local node stand-in, which enforces what a real node does:
+//! locally built and signed TRC-20 transfers execute and solidify; wrong signer, stale TAPOS,
+//! expiration outside the window, duplicates, a busy node, a dropped broadcast, OUT_OF_ENERGY
+//! under a low fee limit, a revert; failover past a dead endpoint; block scans for deposits.
+
+use alloy::primitives::U256;
+use std::time::Duration;
+use treasuryd::chains::tron::TronAddress;
+use treasuryd::chains::tron::client::{TronClient, TxInfo};
+use treasuryd::chains::tron::tx::{
+    Envelope, RefBlock, SignedTx, sign, transfer_call_data, trigger_raw,
+};
+use treasuryd::devtron::{DevTron, ENERGY_FEE, ENERGY_NEW_HOLDER, Fault};
+
+fn key(n: u8) -> alloy::signers::local::PrivateKeySigner {
+    // Anvil's well-known development keys double as Tron test keys.
+    [
+        "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+        "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    ][n as usize]
+        .parse()
+        .unwrap()
+}
+
+struct Rig {
+    node: DevTron,
+    client: TronClient,
+    hot: alloy::signers::local::PrivateKeySigner,
+    from: TronAddress,
+    to: TronAddress,
+}
+
+async fn rig() -> Rig {
+    let node = DevTron::start(Duration::from_millis(100), 3).await.unwrap();
+    // A dead endpoint first: every call fails over to the node.
+    let client = TronClient::new(
+        &["http://127.0.0.1:9/".to_owned(), node.url.clone()],
+        Some("test-api-key".to_owned().into()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let hot = key(0);
+    let from = TronAddress::from_signer(&hot);
+    let to = TronAddress::from_signer(&key(1));
+    node.fund_trx(&from, 100_000_000);
+    node.mint(&from, 1_000_000_000);
+    Rig {
+        node,
+        client,
+        hot,
+        from,
+        to,
+    }
+}
+
+impl Rig {
+    async fn transfer(&self, units: u64, fee_limit: i64, expires_in: i64) -> SignedTx {
+        let head = self.client.now_block().await.unwrap();
+        let envelope = Envelope {
+            ref_block: RefBlock::from_block_id(&head.id),
+            timestamp: head.timestamp,
+            expiration: head.timestamp + expires_in,
+            fee_limit,
+        };
+        let raw = trigger_raw(
+            &self.from,
+            &self.node.token,
+            transfer_call_data(&self.to, U256::from(units)),
+            &envelope,
+        );
+        sign(&raw, &self.hot).unwrap()
+    }
+
+    async fn solid_info(&self, tx: &SignedTx) -> TxInfo {
+        for _ in 0..200 {
+            if let Some(info) = self.client.transaction_info(&tx.txid, true).await.unwrap() {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{tx:?} never solidified");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locally_signed_trc20_transfer_executes_and_solidifies() {
+    let r = rig().await;
+    assert_eq!(r.client.energy_price().await.unwrap(), ENERGY_FEE);
+    let data = transfer_call_data(&r.to, U256::from(5_000_000u64));
+    let estimate = r
+        .client
+        .estimate_energy(&r.from, &r.node.token, &data)
+        .await
+        .unwrap();
+    assert_eq!(estimate, ENERGY_NEW_HOLDER);
+    let tx = r
+        .transfer(5_000_000, estimate * ENERGY_FEE * 12 / 10, 60_000)
+        .await;
+    let answer = r.client.broadcast(&tx).await.unwrap();
+    assert_eq!(answer.code, None, "{answer:?}");
+    // Executed first, final only once its block is behind the solidified head.
+    let mut executed = None;
+    for _ in 0..100 {
+        executed = r.client.transaction_info(&tx.txid, false).await.unwrap();
+        if executed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let executed = executed.expect("executed");
+    let solid_now = r.client.solid_block().await.unwrap().number;
+    if executed.block_number > solid_now {
+        assert_eq!(
+            r.client.transaction_info(&tx.txid, true).await.unwrap(),
+            None
+        );
+    }
+    let info = r.solid_info(&tx).await;
+    assert_eq!(info.result, "SUCCESS");
+    assert!(info.block_number <= r.client.solid_block().await.unwrap().number);
+    assert_eq!(info.energy_used, ENERGY_NEW_HOLDER);
+    assert_eq!(
+        info.fee,
+        ENERGY_NEW_HOLDER * ENERGY_FEE,
+        "no staked energy: all burned"
+    );
+    assert_eq!(r.node.token_balance(&r.to), U256::from(5_000_000u64));
+    assert_eq!(r.node.token_balance(&r.from), U256::from(995_000_000u64));
+    assert_eq!(r.node.trx_balance(&r.from), 100_000_000 - info.fee);
+    // The Transfer log, as a deposit scan of the block sees it.
+    let block = r
+        .client
+        .block_transactions(info.block_number)
+        .await
+        .unwrap();
+    let log = &block.iter().find(|t| t.txid == tx.txid).unwrap().logs[0];
+    assert_eq!(log.address, r.node.token.evm_bytes());
+    assert_eq!(&log.topics[2][12..], &r.to.evm_bytes());
+    assert_eq!(U256::from_be_slice(&log.data), U256::from(5_000_000u64));
+    // Resources: staked energy is used before TRX is burned.
+    r.node.set_energy(&r.from, 100_000);
+    let res = r.client.resources(&r.from).await.unwrap();
+    assert_eq!(res.energy_available, 100_000);
+    assert_eq!(res.balance_sun, 100_000_000 - info.fee);
+    let tx = r.transfer(1, 1_000_000, 60_000).await;
+    assert_eq!(r.client.broadcast(&tx).await.unwrap().code, None);
+    let info = r.solid_info(&tx).await;
+    assert_eq!((info.result.as_str(), info.fee), ("SUCCESS", 0));
+    assert!(
+        r.client
+            .resources(&r.from)
+            .await
+            .unwrap()
+            .bandwidth_available
+            < 5000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_refuses_what_a_real_node_refuses() {
+    let r = rig().await;
+    let code = |tx: SignedTx| {
+        let client = r.client.clone();
+        async move { client.broadcast(&tx).await.unwrap().code }
+    };
+    // Signed by a key that does not own the sending account.
+    let head = r.client.now_block().await.unwrap();
+    let envelope = Envelope {
+        ref_block: RefBlock::from_block_id(&head.id),
+        timestamp: head.timestamp,
+        expiration: head.timestamp + 60_000,
+        fee_limit: 30_000_000,
+    };
+    let raw = trigger_raw(
+        &r.from,
+        &r.node.token,
+        transfer_call_data(&r.to, U256::from(1u64)),
+        &envelope,
+    );
+    assert_eq!(
+        code(sign(&raw, &key(2)).unwrap()).await.as_deref(),
+        Some("SIGERROR")
+    );
+    // A reference block the node never had.
+    let mut stale = envelope;
+    stale.ref_block.hash = [0xab; 8];
+    let raw = trigger_raw(
+        &r.from,
+        &r.node.token,
+        transfer_call_data(&r.to, U256::from(1u64)),
+        &stale,
+    );
+    assert_eq!(
+        code(sign(&raw, &r.hot).unwrap()).await.as_deref(),
+        Some("TAPOS_ERROR")
+    );
+    // Expiration already past, and more than 24 h ahead.
+    for expires_in in [-1, 86_400_001 + 3_000] {
+        let tx = r.transfer(1, 30_000_000, expires_in).await;
+        assert_eq!(
+            code(tx).await.as_deref(),
+            Some("TRANSACTION_EXPIRATION_ERROR"),
+            "{expires_in}"
+        );
+    }
+    // The same transaction twice.
+    let tx = r.transfer(1, 30_000_000, 60_000).await;
+    assert_eq!(code(tx.clone()).await, None);
+    assert_eq!(code(tx).await.as_deref(), Some("DUP_TRANSACTION_ERROR"));
+    // Busy, then accepted; dropped: "success" but it never executes.
+    r.node.fail_next(Fault::Busy);
+    let tx = r.transfer(2, 30_000_000, 60_000).await;
+    assert_eq!(code(tx.clone()).await.as_deref(), Some("SERVER_BUSY"));
+    assert_eq!(code(tx).await, None);
+    r.node.fail_next(Fault::Drop);
+    let dropped = r.transfer(3, 30_000_000, 60_000).await;
+    assert_eq!(code(dropped.clone()).await, None);
+    let executed = r.transfer(4, 30_000_000, 60_000).await;
+    assert_eq!(code(executed.clone()).await, None);
+    r.solid_info(&executed).await;
+    assert_eq!(
+        r.client
+            .transaction_info(&dropped.txid, false)
+            .await
+            .unwrap(),
+        None
+    );
+    // Not enough TRX to pay for bandwidth once the free allowance is gone: an empty account.
+    let poor = key(2);
+    let poor_address = TronAddress::from_signer(&poor);
+    r.node.mint(&poor_address, 10);
+    let mut sent = 0;
+    let mut refused = None;
+    while refused.is_none() && sent < 40 {
+        let head = r.client.now_block().await.unwrap();
+        let envelope = Envelope {
+            ref_block: RefBlock::from_block_id(&head.id),
+            timestamp: head.timestamp + sent,
+            expiration: head.timestamp + 60_000,
+            fee_limit: 0,
+        };
+        let raw = trigger_raw(
+            &poor_address,
+            &r.node.token,
+            transfer_call_data(&r.to, U256::from(1u64)),
+            &envelope,
+        );
+        refused = code(sign(&raw, &poor).unwrap()).await;
+        sent += 1;
+        r.node.produce_block();
+    }
+    assert_eq!(refused.as_deref(), Some("BANDWITH_ERROR"), "after {sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_energy_burns_the_fee_limit_and_a_revert_moves_nothing() {
+    let r = rig().await;
+    // A fee limit below energy × price: OUT_OF_ENERGY, the whole limit burned, nothing moved.
+    let tx = r.transfer(7, 1_000_000, 60_000).await;
+    assert_eq!(r.client.broadcast(&tx).await.unwrap().code, None);
+    let info = r.solid_info(&tx).await;
+    assert_eq!(
+        (info.result.as_str(), info.fee),
+        ("OUT_OF_ENERGY", 1_000_000)
+    );
+    assert_eq!(r.node.token_balance(&r.to), U256::ZERO);
+    // Rebuilt with a raised limit, it goes through.
+    let tx = r
+        .transfer(7, ENERGY_NEW_HOLDER * ENERGY_FEE * 2, 60_000)
+        .await;
+    assert_eq!(r.client.broadcast(&tx).await.unwrap().code, None);
+    assert_eq!(r.solid_info(&tx).await.result, "SUCCESS");
+    assert_eq!(r.node.token_balance(&r.to), U256::from(7u64));
+    // A revert: energy burned, tokens unchanged.
+    r.node.fail_next(Fault::Revert);
+    let tx = r.transfer(9, 30_000_000, 60_000).await;
+    assert_eq!(r.client.broadcast(&tx).await.unwrap().code, None);
+    let info = r.solid_info(&tx).await;
+    assert_eq!(info.result, "REVERT");
+    assert!(info.fee > 0);
+    assert_eq!(r.node.token_balance(&r.to), U256::from(7u64));
+    assert!(info.logs.is_empty());
+}
