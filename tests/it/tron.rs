@@ -282,3 +282,56 @@ async fn out_of_energy_burns_the_fee_limit_and_a_revert_moves_nothing() {
     assert_eq!(r.node.token_balance(&r.to), U256::from(7u64));
     assert!(info.logs.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_transaction_is_rebuilt_only_once_it_cannot_land() {
+    use treasuryd::chains::tron::rules::{Reaction, expired_for_good, reaction};
+    let r = rig().await;
+    // The first broadcast is lost on the way (the node says yes and drops it).
+    r.node.fail_next(Fault::Drop);
+    let first = r.transfer(11, 30_000_000, 6_000).await;
+    let expiration = {
+        use prost::Message;
+        treasuryd::chains::tron::tx::Transaction::decode(first.bytes.as_slice())
+            .unwrap()
+            .raw_data
+            .unwrap()
+            .expiration
+    };
+    assert_eq!(
+        reaction(r.client.broadcast(&first).await.unwrap().code.as_deref()),
+        Reaction::Track
+    );
+    // While the solidified head has not passed its expiration it might still land: no rebuild.
+    let solid = r.client.solid_block().await.unwrap();
+    assert!(!expired_for_good(expiration, solid.timestamp));
+    let mut waited = 0;
+    while !expired_for_good(expiration, r.client.solid_block().await.unwrap().timestamp) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+        assert!(
+            waited < 200,
+            "the solidified head never passed the expiration"
+        );
+    }
+    assert_eq!(
+        r.client.transaction_info(&first.txid, false).await.unwrap(),
+        None
+    );
+    // Now it can never land: the same bytes are refused, and a rebuild pays once.
+    let again = r.client.broadcast(&first).await.unwrap();
+    assert_eq!(
+        reaction(again.code.as_deref()),
+        Reaction::RebuildAfterExpiry,
+        "{again:?}"
+    );
+    let rebuilt = r.transfer(11, 30_000_000, 60_000).await;
+    assert_ne!(rebuilt.txid, first.txid);
+    assert_eq!(r.client.broadcast(&rebuilt).await.unwrap().code, None);
+    assert_eq!(r.solid_info(&rebuilt).await.result, "SUCCESS");
+    assert_eq!(
+        r.node.token_balance(&r.to),
+        U256::from(11u64),
+        "paid exactly once"
+    );
+}
