@@ -24,8 +24,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The `Transfer(address,address,uint256)` event topic.
-pub const TRANSFER_TOPIC: &str = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
 /// Sun per energy unit (`getEnergyFee`).
 pub const ENERGY_FEE: i64 = 420;
 /// Sun burned per byte when free bandwidth is used up.
@@ -190,7 +188,11 @@ impl Node {
                     let word = |a: [u8; 20]| format!("{:0>64}", hex::encode(a));
                     logs.push(json!({
                         "address": hex::encode(self.token.evm_bytes()),
-                        "topics": [TRANSFER_TOPIC, word(from), word(to)],
+                        "topics": [
+                            hex::encode(crate::chains::tron::deposits::TRANSFER_TOPIC),
+                            word(from),
+                            word(to)
+                        ],
                         "data": hex::encode(amount.to_be_bytes::<32>()),
                     }));
                 }

@@ -335,3 +335,68 @@ async fn an_expired_transaction_is_rebuilt_only_once_it_cannot_land() {
         "paid exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_are_found_in_solidified_blocks_once_per_log() {
+    use std::collections::HashSet;
+    use treasuryd::chains::tron::deposits::scan;
+    let r = rig().await;
+    let start = r.client.now_block().await.unwrap().number;
+    // To the watched address: 5 and (after a revert that moves nothing) 6; to another: 7.
+    let watched_tx = r.transfer(5, 30_000_000, 60_000).await;
+    assert_eq!(r.client.broadcast(&watched_tx).await.unwrap().code, None);
+    // The fault hits the next execution: let the first one execute before arming it.
+    r.solid_info(&watched_tx).await;
+    r.node.fail_next(Fault::Revert);
+    let reverted = r.transfer(8, 30_000_000, 60_000).await;
+    assert_eq!(r.client.broadcast(&reverted).await.unwrap().code, None);
+    r.solid_info(&reverted).await;
+    let second = r.transfer(6, 30_000_000, 60_000).await;
+    assert_eq!(r.client.broadcast(&second).await.unwrap().code, None);
+    let other = {
+        let head = r.client.now_block().await.unwrap();
+        let raw = trigger_raw(
+            &r.from,
+            &r.node.token,
+            transfer_call_data(&TronAddress::from_signer(&key(2)), U256::from(7u64)),
+            &Envelope {
+                ref_block: RefBlock::from_block_id(&head.id),
+                timestamp: head.timestamp,
+                expiration: head.timestamp + 60_000,
+                fee_limit: 30_000_000,
+            },
+        );
+        sign(&raw, &r.hot).unwrap()
+    };
+    assert_eq!(r.client.broadcast(&other).await.unwrap().code, None);
+    r.solid_info(&second).await;
+    r.solid_info(&other).await;
+    let solid = r.client.solid_block().await.unwrap().number;
+    let tokens = HashSet::from([r.node.token]);
+    let watched = HashSet::from([r.to]);
+    let found = scan(&r.client, start, solid, &tokens, &watched)
+        .await
+        .unwrap();
+    let summary: Vec<(String, u64)> = found
+        .iter()
+        .map(|i| (hex::encode(i.txid), i.amount.to::<u64>()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (hex::encode(watched_tx.txid), 5),
+            (hex::encode(second.txid), 6)
+        ]
+    );
+    assert_eq!(found[0].from, r.from);
+    assert_eq!(found[0].to, r.to);
+    assert_eq!(
+        found[0].key(),
+        format!("deposit:tron:{}:0", hex::encode(watched_tx.txid))
+    );
+    // Another token is not ours to credit.
+    let none = scan(&r.client, start, solid, &HashSet::new(), &watched)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod client;
+pub mod deposits;
 pub mod rules;
 pub mod tx;
 
