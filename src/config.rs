@@ -99,6 +99,10 @@ pub struct WebhooksConfig {
     /// The lease that makes one instance the deliverer (several instances on PostgreSQL).
     #[serde(default = "default_webhook_lease_seconds")]
     pub lease_seconds: u64,
+    /// Delivered events are deleted after this many days (pending and dead-lettered ones are
+    /// kept); 0 keeps everything. Replays by time range reach back this far.
+    #[serde(default = "default_webhook_retention_days")]
+    pub retention_days: u64,
 }
 
 impl Default for WebhooksConfig {
@@ -112,6 +116,7 @@ impl Default for WebhooksConfig {
             max_response_bytes: default_webhook_max_response_bytes(),
             poll_ms: default_webhook_poll_ms(),
             lease_seconds: default_webhook_lease_seconds(),
+            retention_days: default_webhook_retention_days(),
         }
     }
 }
@@ -136,6 +141,9 @@ fn default_webhook_poll_ms() -> u64 {
 }
 fn default_webhook_lease_seconds() -> u64 {
     10
+}
+fn default_webhook_retention_days() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -407,6 +407,9 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> StoreResult<u64>;
     async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog>;
+    /// Retention: deletes what was delivered before `before`, and events left with no delivery
+    /// dispatched before it. Returns (events, deliveries) deleted.
+    async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)>;
     async fn create_company(
         &self,
         company: &crate::trust::Company,

@@ -1897,6 +1897,13 @@ impl Store for PgStore {
         Ok(changed)
     }
 
+    async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)> {
+        let mut tx = self.pool.begin().await?;
+        let pruned = webhooks::prune(&mut tx, before).await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
     async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog> {
         let mut conn = self.pool.acquire().await?;
         webhooks::backlog(&mut conn).await

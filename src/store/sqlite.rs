@@ -1832,6 +1832,13 @@ impl Store for SqliteStore {
         Ok(changed)
     }
 
+    async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let pruned = webhooks::prune(&mut tx, before).await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
     async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog> {
         let mut conn = self.pool.acquire().await?;
         webhooks::backlog(&mut conn).await

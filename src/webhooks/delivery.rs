@@ -45,6 +45,8 @@ pub struct Settings {
     pub max_response_bytes: usize,
     pub poll: Duration,
     pub lease: Duration,
+    /// Delivered events older than this are deleted; None keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl Settings {
@@ -58,6 +60,8 @@ impl Settings {
             max_response_bytes: c.max_response_bytes,
             poll: Duration::from_millis(c.poll_ms),
             lease: Duration::from_secs(c.lease_seconds),
+            retention: (c.retention_days > 0)
+                .then(|| Duration::from_secs(c.retention_days * 86_400)),
         }
     }
 
@@ -177,6 +181,7 @@ impl Deliverer {
         let mut workers: HashMap<Uuid, (JoinHandle<()>, CancellationToken)> = HashMap::new();
         let mut lease_until = 0i64;
         let mut next_backlog = 0i64;
+        let mut next_prune = 0i64;
         let lease_micros = self.settings.lease.as_micros() as i64;
         // SQLite serves one daemon (an OS file lock), so there is nobody to share with; and a
         // restart after a crash must not wait out its predecessor's lease.
@@ -227,6 +232,22 @@ impl Deliverer {
                     }
                     self.metrics.refresh_ratio(now);
                     next_backlog = now + 1_000_000;
+                }
+                if let Some(keep) = self.settings.retention
+                    && now >= next_prune
+                {
+                    match store.prune_webhooks(now - keep.as_micros() as i64).await {
+                        Ok((0, 0)) => {}
+                        Ok((events, deliveries)) => {
+                            tracing::info!(
+                                events,
+                                deliveries,
+                                "delivered webhook events past retention deleted"
+                            )
+                        }
+                        Err(e) => tracing::warn!(error = %e, "pruning webhook events failed"),
+                    }
+                    next_prune = now + 3_600_000_000;
                 }
             }
             tokio::select! {

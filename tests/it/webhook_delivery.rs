@@ -500,6 +500,26 @@ async fn the_outbox_is_written_with_the_change_and_only_then(backend: Backend) {
     let safe = &events[before + 2];
     assert_eq!(safe.network.as_deref(), Some("ethereum"));
     assert_eq!(safe.detail.as_deref(), Some("drill"));
+    // Retention on this database too: dispatched events nobody waits for are deleted.
+    for _ in 0..100 {
+        if store
+            .undispatched_webhook_events(10)
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let later = chrono::Utc::now().timestamp_micros() + 1_000_000;
+    let all = store
+        .webhook_events_between(0, i64::MAX, 1000)
+        .await
+        .unwrap()
+        .len() as u64;
+    assert_eq!(store.prune_webhooks(later).await.unwrap(), (all, 0));
+    assert_eq!(count().await, 0);
     app.stop().await.unwrap();
 }
 
@@ -683,6 +703,24 @@ async fn gone_disables_the_horizon_dead_letters_and_replay_redelivers() {
         (e["error"]["code"].as_str(), e["error"]["field"].as_str()),
         (Some("not_found"), Some("event_id"))
     );
+    // Retention: what was delivered goes, with the events nobody waits for any more.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later = chrono::Utc::now().timestamp_micros() + 1_000_000;
+    assert_eq!(
+        app.ledger.store().prune_webhooks(later).await.unwrap(),
+        (2, 2)
+    );
+    let (_, page) = app
+        .get(
+            &format!("/v1/webhooks/endpoints/{endpoint}/deliveries"),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(page["items"], json!([]));
+    let (s, _) = app
+        .get(&format!("/v1/webhooks/events/{first}"), ADMIN)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     app.stop().await.unwrap();
 }
 

@@ -352,3 +352,24 @@ pub(super) async fn backlog(conn: &mut sqlx::PgConnection) -> StoreResult<Backlo
     out.oldest_undispatched_created_at = row.try_get("oldest")?;
     Ok(out)
 }
+
+/// Deletes deliveries delivered before `before` and the events left with no delivery that were
+/// dispatched before it. Pending and dead-lettered deliveries (and their events) stay.
+pub(super) async fn prune(conn: &mut sqlx::PgConnection, before: i64) -> StoreResult<(u64, u64)> {
+    let deliveries = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < $1",
+    )
+    .bind(before)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let events = sqlx::query(
+        "DELETE FROM webhook_events WHERE dispatched_at < $1 \
+         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = webhook_events.seq)",
+    )
+    .bind(before)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok((events, deliveries))
+}
