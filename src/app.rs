@@ -275,6 +275,8 @@ impl App {
                 self.state.ledger.clone(),
                 crate::webhooks::delivery::Settings::from_config(&self.config.webhooks),
                 self.state.metrics.webhooks.clone(),
+                (self.state.ledger.store().backend() == crate::store::Backend::Postgres)
+                    .then(|| self.config.database_url()),
             )
             .context("building the webhook HTTP client")?;
             let (cancel, instance) = (cancel.clone(), instance.clone());

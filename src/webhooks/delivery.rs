@@ -126,6 +126,45 @@ pub struct Deliverer {
     metrics: WebhookMetrics,
     /// Bumped after each fan-out so endpoint workers look at once.
     queued: Arc<tokio::sync::watch::Sender<u64>>,
+    /// PostgreSQL: woken by NOTIFY when outbox events commit (see migration 0015).
+    listen_url: Option<secrecy::SecretString>,
+}
+
+/// The NOTIFY channel the outbox trigger signals.
+const CHANNEL: &str = "treasuryd_webhook_events";
+
+/// Listens for outbox commits and wakes `wake`; reconnects after failures (the poll covers the
+/// gap).
+async fn listen(
+    url: secrecy::SecretString,
+    wake: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    use secrecy::ExposeSecret;
+    loop {
+        let connected = async {
+            let mut l = sqlx::postgres::PgListener::connect(url.expose_secret()).await?;
+            l.listen(CHANNEL).await?;
+            loop {
+                l.recv().await?;
+                wake.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            result = connected => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "webhook NOTIFY listener lost; polling meanwhile");
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// Where an endpoint worker stands after a pass.
@@ -149,10 +188,12 @@ enum Answer {
 }
 
 impl Deliverer {
+    /// `listen_url`: the PostgreSQL URL to LISTEN on for outbox commits (None: poll only).
     pub fn new(
         ledger: Ledger,
         settings: Settings,
         metrics: WebhookMetrics,
+        listen_url: Option<secrecy::SecretString>,
     ) -> anyhow::Result<Self> {
         // Built once: connection pools and TLS configuration are reused for every delivery.
         let client = reqwest::Client::builder()
@@ -171,6 +212,7 @@ impl Deliverer {
             settings,
             metrics,
             queued: Arc::new(tokio::sync::watch::channel(0).0),
+            listen_url,
         })
     }
 
@@ -186,6 +228,11 @@ impl Deliverer {
         // SQLite serves one daemon (an OS file lock), so there is nobody to share with; and a
         // restart after a crash must not wait out its predecessor's lease.
         let exclusive = store.backend() == crate::store::Backend::Sqlite;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listener = self
+            .listen_url
+            .clone()
+            .map(|url| tokio::spawn(listen(url, wake.clone(), cancel.clone())));
         loop {
             let now = now_micros();
             if exclusive {
@@ -252,8 +299,12 @@ impl Deliverer {
             }
             tokio::select! {
                 () = cancel.cancelled() => break,
+                () = wake.notified() => {}
                 () = tokio::time::sleep(self.settings.poll) => {}
             }
+        }
+        if let Some(l) = listener {
+            l.abort();
         }
         for (_, (task, stop)) in workers.drain() {
             stop.cancel();
