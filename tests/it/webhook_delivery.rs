@@ -403,18 +403,7 @@ async fn a_flaky_receiver_gets_every_event_in_order(backend: Backend) {
 async fn the_outbox_is_written_with_the_change_and_only_then(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c, _| quick_webhooks(c)).await;
     let store = app.ledger.store().clone();
-    let count = || async {
-        store
-            .webhook_events_between(0, i64::MAX, 100_000)
-            .await
-            .unwrap()
-            .len()
-            + store
-                .undispatched_webhook_events(100_000)
-                .await
-                .unwrap()
-                .len()
-    };
+    let count = || async { outbox(&store).await.len() };
     let account = app.create_account("acme").await;
     let before = count().await;
     // Refused changes leave no event: a payout beyond the balance, an unknown account.
@@ -885,15 +874,27 @@ async fn sigkill_mid_delivery_loses_nothing_and_keeps_order(backend: Backend) {
 /// outbox order, rendered or not.
 pub async fn outbox_types(store: &treasuryd::store::DynStore, subject: &str) -> Vec<String> {
     let subject = uuid::Uuid::parse_str(subject).unwrap();
-    let mut events = store
-        .webhook_events_between(0, i64::MAX, 100_000)
+    outbox(store)
         .await
-        .unwrap();
-    events.extend(store.undispatched_webhook_events(100_000).await.unwrap());
-    events.sort_by_key(|e| e.seq);
-    events
         .into_iter()
         .filter(|e| e.subject_id == Some(subject))
         .map(|e| e.event_type)
         .collect()
+}
+
+/// Every outbox event, rendered or not, in outbox order. Undispatched ones are read first: an
+/// event only ever moves from undispatched to dispatched, so none slips between the two reads.
+pub async fn outbox(
+    store: &treasuryd::store::DynStore,
+) -> Vec<treasuryd::webhooks::outbox::OutboxEvent> {
+    let mut events = store.undispatched_webhook_events(100_000).await.unwrap();
+    events.extend(
+        store
+            .webhook_events_between(0, i64::MAX, 100_000)
+            .await
+            .unwrap(),
+    );
+    events.sort_by_key(|e| e.seq);
+    events.dedup_by_key(|e| e.seq);
+    events
 }

@@ -95,6 +95,63 @@ pub fn is_final(block: u64, solid_head: u64) -> bool {
     block <= solid_head
 }
 
+/// What one TRC-20 payout costs a wallet, as the engine estimates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayoutCost {
+    pub energy: i64,
+    /// Bytes of bandwidth (a USDT transfer is about 345).
+    pub bandwidth: i64,
+    /// Sun per energy unit (`getEnergyFee`).
+    pub energy_price: i64,
+    /// Sun per byte when free/staked bandwidth is used up.
+    pub bandwidth_price: i64,
+}
+
+/// The least a wallet keeps before it is used: TRX, energy and bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Buffers {
+    pub trx_sun: i64,
+    pub energy: i64,
+    pub bandwidth: i64,
+}
+
+/// How many more payouts `r` can pay: staked energy and bandwidth first, then TRX burned for
+/// the rest, payout after payout.
+pub fn runway(r: &super::client::Resources, cost: &PayoutCost) -> i64 {
+    let full_burn = cost.energy * cost.energy_price + cost.bandwidth * cost.bandwidth_price;
+    let (mut energy, mut bandwidth, mut sun) =
+        (r.energy_available, r.bandwidth_available, r.balance_sun);
+    let mut n = 0;
+    // While stake lasts, payout by payout (bounded by the stake); then TRX alone, in one step.
+    while energy > 0 || bandwidth > 0 {
+        let from_energy = energy.min(cost.energy);
+        let from_bandwidth = bandwidth.min(cost.bandwidth);
+        if from_energy == 0 && from_bandwidth == 0 {
+            break;
+        }
+        let burn = (cost.energy - from_energy) * cost.energy_price
+            + (cost.bandwidth - from_bandwidth) * cost.bandwidth_price;
+        if burn > sun {
+            return n;
+        }
+        energy -= from_energy;
+        bandwidth -= from_bandwidth;
+        sun -= burn;
+        n += 1;
+    }
+    if full_burn <= 0 {
+        return i64::MAX;
+    }
+    n + sun.max(0) / full_burn
+}
+
+/// Whether a wallet is below any of its buffers (then it is not used).
+pub fn below_buffers(r: &super::client::Resources, b: &Buffers) -> bool {
+    r.balance_sun < b.trx_sun
+        || r.energy_available < b.energy
+        || r.bandwidth_available < b.bandwidth
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +213,46 @@ mod tests {
         assert!(expired_for_good(1_000_000, 1_000_001));
         assert!(is_final(10, 10));
         assert!(!is_final(11, 10));
+    }
+
+    #[test]
+    fn runway_counts_stake_first_then_burned_trx() {
+        use super::super::client::Resources;
+        let cost = PayoutCost {
+            energy: 30_000,
+            bandwidth: 345,
+            energy_price: 420,
+            bandwidth_price: 1000,
+        };
+        // Staked for two payouts, no TRX: two.
+        let staked = Resources {
+            balance_sun: 0,
+            energy_available: 60_000,
+            bandwidth_available: 700,
+        };
+        assert_eq!(runway(&staked, &cost), 2);
+        // Only TRX: 100 TRX / (12.6 TRX + 0.345 TRX) = 7.
+        let trx = Resources {
+            balance_sun: 100_000_000,
+            energy_available: 0,
+            bandwidth_available: 0,
+        };
+        assert_eq!(runway(&trx, &cost), 7);
+        // Mixed: one staked payout, then TRX for the rest.
+        let mixed = Resources {
+            balance_sun: 13_000_000,
+            energy_available: 30_000,
+            bandwidth_available: 345,
+        };
+        assert_eq!(runway(&mixed, &cost), 2);
+        let empty = Resources::default();
+        assert_eq!(runway(&empty, &cost), 0);
+        let buffers = Buffers {
+            trx_sun: 50_000_000,
+            energy: 0,
+            bandwidth: 0,
+        };
+        assert!(!below_buffers(&trx, &buffers));
+        assert!(below_buffers(&mixed, &buffers));
     }
 }
