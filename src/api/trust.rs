@@ -598,17 +598,12 @@ pub async fn record_obligation(
         format!("trust_pair:{} obligation:{}", pair.id, obligation.id),
         None,
     );
-    let store = state.ledger.store();
-    let mut result = store
+    let stored = match state
+        .ledger
+        .store()
         .record_trust_obligation(pair.id, &obligation, pair.limit(debtor), &audit)
-        .await;
-    // Two requests with one key at once: the loser's retry finds the winner's obligation.
-    if result.as_ref().is_err_and(StoreError::is_retryable) {
-        result = store
-            .record_trust_obligation(pair.id, &obligation, pair.limit(debtor), &audit)
-            .await;
-    }
-    let stored = match result {
+        .await
+    {
         Err(StoreError::CreditLimit { headroom }) => {
             return Err(ApiError::invalid(
                 "credit_limit_exceeded",

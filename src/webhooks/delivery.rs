@@ -356,10 +356,11 @@ impl Deliverer {
             .into_iter()
             .filter(|e| e.active)
             .collect();
+        let payouts = outbox::payouts_of(&self.ledger, &events).await?;
         let mut bodies = Vec::with_capacity(events.len());
         let mut deliveries = Vec::new();
         for event in &events {
-            let body = match outbox::render(&self.ledger, event).await {
+            let body = match outbox::render(&self.ledger, &payouts, event).await {
                 Ok(b) => b,
                 Err(e) => {
                     // It stays undispatched (and counted in the backlog) until it renders.

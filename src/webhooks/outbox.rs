@@ -124,9 +124,40 @@ pub fn subscribed(subscriptions: &[String], event_type: &str) -> bool {
     })
 }
 
+/// The payouts a batch of events is about, read in one call (`payouts_by_id`) rather than one
+/// full payout (chunks, events, attempts) per event.
+pub async fn payouts_of(
+    ledger: &Ledger,
+    events: &[OutboxEvent],
+) -> Result<std::collections::HashMap<crate::domain::PayoutId, crate::payouts::Payout>, StoreError>
+{
+    let ids: Vec<crate::domain::PayoutId> = events
+        .iter()
+        .filter(|e| e.event_type.starts_with("payout."))
+        .filter_map(|e| e.subject_id.map(crate::domain::PayoutId))
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(ledger
+        .store()
+        .payouts_by_id(&ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect())
+}
+
 /// The body partners receive for `event`: the subject read from the (append-only or
-/// write-once) rows it was created from, amounts in the asset's units.
-pub async fn render(ledger: &Ledger, event: &OutboxEvent) -> Result<String, StoreError> {
+/// write-once) rows it was created from, amounts in the asset's units. `payouts` holds the
+/// batch's payouts (`payouts_of`).
+pub async fn render(
+    ledger: &Ledger,
+    payouts: &std::collections::HashMap<crate::domain::PayoutId, crate::payouts::Payout>,
+    event: &OutboxEvent,
+) -> Result<String, StoreError> {
     let store = ledger.store();
     let family = event.event_type.split('.').next().unwrap_or_default();
     let subject = || {
@@ -140,9 +171,9 @@ pub async fn render(ledger: &Ledger, event: &OutboxEvent) -> Result<String, Stor
     };
     let data = match family {
         "payout" => {
-            let p = store
-                .get_payout(crate::domain::PayoutId(subject()?))
-                .await?;
+            let p = payouts
+                .get(&crate::domain::PayoutId(subject()?))
+                .ok_or(StoreError::NotFound)?;
             json!({
                 "payout": {
                     "id": p.id.to_string(),

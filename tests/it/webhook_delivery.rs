@@ -373,7 +373,8 @@ async fn a_flaky_receiver_gets_every_event_in_order(backend: Backend) {
     assert_eq!(m("http_error"), 3.0, "two 500s and a 503");
     assert_eq!(m("timeout"), 1.0);
     assert_eq!(m("success"), 31.0);
-    assert!(m("connect_error") >= 0.0);
+    // The series exists (published at zero); the 0.7 s outage may or may not meet an attempt.
+    assert!(!m("connect_error").is_nan(), "connect_error series missing");
     assert_eq!(
         metric(
             &text,

@@ -298,32 +298,43 @@ mod tests {
         hex_key.parse().unwrap()
     }
 
-    /// Vector A (research/tron.md §4): Trezor's USDT transfer fixture, byte for byte.
-    #[test]
-    fn trezor_usdt_transfer() {
+    /// A transfer of `amount` of `token` to TUz4… signed with the Trezor test key, on the
+    /// reference block and timestamp vectors A and C share.
+    fn trezor_key_transfer(token: &str, amount: u64, expiration: i64, fee_limit: i64) -> SignedTx {
         let envelope = Envelope {
             ref_block: RefBlock {
                 bytes: [0xda, 0xe0],
                 hash: hex::decode("9ab5c70b3a11405f").unwrap().try_into().unwrap(),
             },
             timestamp: 1_766_453_046_721,
-            expiration: 1_766_454_906_000,
-            fee_limit: 50_000_000,
+            expiration,
+            fee_limit,
         };
         let raw = trigger_raw(
-            &addr("41f2cd810c48c401d392ead3c6e1e1cb9f57750a58"),
-            &addr("4142a1e39aefa49290f2b3f9ed688d7cecf86cd6e0"),
+            &addr("TY72iA3SBtrds3QLYsS7LwYfkzXwAXCRWT"),
+            &addr(token),
             transfer_call_data(
                 &addr("TUz4nTU75z5oK4pYaVipkSDQ3Bi2DXdQT8"),
-                alloy::primitives::U256::from(0x0013_bb450u64),
+                alloy::primitives::U256::from(amount),
             ),
             &envelope,
         );
-        let signed = sign(
+        sign(
             &raw,
             &signer("8d596057e510b14cbb9bf24f88803a6d6dbd138dd303a62b175b9e6cc0f3f941"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// Vector A (research/tron.md §4): Trezor's USDT transfer fixture, byte for byte.
+    #[test]
+    fn trezor_usdt_transfer() {
+        let signed = trezor_key_transfer(
+            "4142a1e39aefa49290f2b3f9ed688d7cecf86cd6e0",
+            0x0013_bb450,
+            1_766_454_906_000,
+            50_000_000,
+        );
         assert_eq!(
             hex::encode(&signed.raw),
             "0a02dae022089ab5c70b3a11405f409099abc7b4335aae01081f12a9010a31747970652e676f6f676c65617069732e636f6d2f70726f746f636f6c2e54726967676572536d617274436f6e747261637412740a1541f2cd810c48c401d392ead3c6e1e1cb9f57750a5812154142a1e39aefa49290f2b3f9ed688d7cecf86cd6e02244a9059cbb000000000000000000000000d093f24888ab06073a4bdffbb8107db1ea9dc0a000000000000000000000000000000000000000000000000000000000013bb45070c1dbb9c6b433900180e1eb17"
@@ -344,13 +355,9 @@ mod tests {
         expected.extend_from_slice(&[0x12, 0x41]);
         expected.extend_from_slice(&signed.signature);
         assert_eq!(signed.bytes, expected);
-        assert_eq!(
-            Transaction::decode(signed.bytes.as_slice())
-                .unwrap()
-                .raw_data
-                .unwrap(),
-            raw
-        );
+        // And it decodes back to the same raw bytes.
+        let decoded = Transaction::decode(signed.bytes.as_slice()).unwrap();
+        assert_eq!(decoded.raw_data.unwrap().encode_to_vec(), signed.raw);
     }
 
     /// Vector B: wallet-core's TRC-20 and TRX transfers, the reference block derived from a
@@ -434,29 +441,12 @@ mod tests {
     /// Vector C: tronpy's mainnet USDT transfer with the same key and reference block as A.
     #[test]
     fn tronpy_mainnet_usdt_transfer() {
-        let envelope = Envelope {
-            ref_block: RefBlock {
-                bytes: [0xda, 0xe0],
-                hash: hex::decode("9ab5c70b3a11405f").unwrap().try_into().unwrap(),
-            },
-            timestamp: 1_766_453_046_721,
-            expiration: 1_766_453_106_721,
-            fee_limit: 30_000_000,
-        };
-        let raw = trigger_raw(
-            &addr("TY72iA3SBtrds3QLYsS7LwYfkzXwAXCRWT"),
-            &addr("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"),
-            transfer_call_data(
-                &addr("TUz4nTU75z5oK4pYaVipkSDQ3Bi2DXdQT8"),
-                alloy::primitives::U256::from(1_000_000u64),
-            ),
-            &envelope,
+        let signed = trezor_key_transfer(
+            "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t",
+            1_000_000,
+            1_766_453_106_721,
+            30_000_000,
         );
-        let signed = sign(
-            &raw,
-            &signer("8d596057e510b14cbb9bf24f88803a6d6dbd138dd303a62b175b9e6cc0f3f941"),
-        )
-        .unwrap();
         assert_eq!(
             hex::encode(&signed.raw),
             "0a02dae022089ab5c70b3a11405f40a1b0bdc6b4335aae01081f12a9010a31747970652e676f6f676c65617069732e636f6d2f70726f746f636f6c2e54726967676572536d617274436f6e747261637412740a1541f2cd810c48c401d392ead3c6e1e1cb9f57750a58121541a614f803b6fd780986a42c78ec9c7f77e6ded13c2244a9059cbb000000000000000000000000d093f24888ab06073a4bdffbb8107db1ea9dc0a000000000000000000000000000000000000000000000000000000000000f424070c1dbb9c6b43390018087a70e"

@@ -378,13 +378,22 @@ async fn insert_obligation(
 /// Records an obligation in `pair`'s open session, refused (`CreditLimit`) when the debtor's
 /// net exposure in that session would pass `limit`. The session row is locked meanwhile, so
 /// concurrent obligations are checked one after the other and none lands in a closing session.
-/// A repeated idempotency key returns the first obligation.
+/// A repeated idempotency key returns the first obligation (looked up under the lock, so two
+/// requests with one key at once record it once).
 pub(super) async fn record_obligation(
     conn: &mut sqlx::PgConnection,
     pair: uuid::Uuid,
     o: &StoredObligation,
     limit: i128,
 ) -> StoreResult<StoredObligation> {
+    let session: uuid::Uuid = sqlx::query_scalar(
+        "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1 FOR UPDATE",
+    )
+    .bind(pair)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::Conflict("the pair has no open session".into()))?;
+    // Under the session lock: a request with the same key that got here first has committed.
     if let Some(key) = &o.idempotency_key {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {OBLIGATION_COLUMNS} FROM trust_obligations WHERE idempotency_key = $1"
@@ -396,13 +405,6 @@ pub(super) async fn record_obligation(
             return obligation_from_row(&row);
         }
     }
-    let session: uuid::Uuid = sqlx::query_scalar(
-        "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1 FOR UPDATE",
-    )
-    .bind(pair)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::Conflict("the pair has no open session".into()))?;
     let so_far = obligations(conn, session, None).await?;
     let netted = crate::trust::netting::net(
         &so_far
