@@ -207,15 +207,48 @@ pub struct DebugConfig {
     pub pause_at: Option<String>,
 }
 
-/// An EVM network: its nodes, finality, fee policy and tokens.
+/// Which kind of chain a network is: how addresses look, how transactions are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainKind {
+    /// Ethereum-compatible: EIP-55 addresses, nonces, EIP-1559 fees (alloy).
+    #[default]
+    Evm,
+    /// Tron: base58check addresses, TAPOS and expiration instead of nonces, energy and
+    /// bandwidth (the Tron HTTP API).
+    Tron,
+}
+
+impl ChainKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainKind::Evm => "evm",
+            ChainKind::Tron => "tron",
+        }
+    }
+}
+
+/// A payout network: its nodes, finality, fee policy and tokens.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Matches the `network` of its assets, e.g. "ethereum".
     pub name: String,
+    #[serde(default)]
+    pub kind: ChainKind,
+    /// EVM only (required there); Tron networks have none.
+    #[serde(default)]
     pub chain_id: u64,
-    /// One or more JSON-RPC endpoints. They may carry API keys: treated as secrets.
+    /// One or more JSON-RPC endpoints (EVM) or Tron HTTP API base URLs (e.g.
+    /// `https://api.trongrid.io/`). They may carry API keys: treated as secrets.
     pub rpc_urls: Vec<SecretString>,
+    /// Tron: the environment variable holding the TronGrid API key (sent as
+    /// `TRON-PRO-API-KEY`). Unset: no key is sent.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Tron only: fee limits, expiration, resources.
+    #[serde(default)]
+    pub tron: TronNetworkConfig,
     /// Blocks on top of (and including) the one with the transfer before it counts as final.
     #[serde(default = "default_confirmations")]
     pub confirmations: u64,
@@ -278,11 +311,90 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub tokens: Vec<NetworkTokenConfig>,
     /// The chain's own coin: gas is paid in it and posted as FEE. Registered as an asset of
-    /// this network without being listed under `assets`.
-    #[serde(default)]
-    pub native: NativeAssetConfig,
+    /// this network without being listed under `assets`. Default ETH (18) on EVM, TRX (6) on
+    /// Tron; read it through `native()`.
+    #[serde(default, rename = "native")]
+    pub native_asset: Option<NativeAssetConfig>,
     #[serde(default)]
     pub rollout: RolloutConfig,
+}
+
+impl NetworkConfig {
+    /// The native coin, the configured one or the kind's default.
+    pub fn native(&self) -> NativeAssetConfig {
+        self.native_asset.clone().unwrap_or_else(|| match self.kind {
+            ChainKind::Evm => NativeAssetConfig {
+                code: "ETH".into(),
+                decimals: 18,
+            },
+            ChainKind::Tron => NativeAssetConfig {
+                code: "TRX".into(),
+                decimals: 6,
+            },
+        })
+    }
+
+    /// A token's per-transaction cap in token units: configured, or 250,000 on ERC-20 and
+    /// 200,000 on TRC-20 (the launch plan's caps).
+    pub fn per_tx_cap(&self, token: &NetworkTokenConfig) -> String {
+        token.per_tx_cap.clone().unwrap_or_else(|| {
+            match self.kind {
+                ChainKind::Evm => "250000",
+                ChainKind::Tron => "200000",
+            }
+            .into()
+        })
+    }
+}
+
+/// How a Tron network's transactions are built.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TronNetworkConfig {
+    /// fee_limit = the energy estimate × the energy price × this (basis points; 12000 = ×1.2).
+    #[serde(default = "default_tron_fee_limit_factor_bps")]
+    pub fee_limit_factor_bps: u32,
+    /// No transaction's fee_limit goes above this (sun). Raised after OUT_OF_ENERGY up to it.
+    #[serde(default = "default_tron_fee_limit_cap_sun")]
+    pub fee_limit_cap_sun: u64,
+    /// A transaction expires this long after its reference block (a node accepts up to 24 h).
+    #[serde(default = "default_tron_expiration_seconds")]
+    pub expiration_seconds: u64,
+    /// Bandwidth one TRC-20 transfer takes (bytes), for the runway estimate.
+    #[serde(default = "default_tron_transfer_bandwidth")]
+    pub transfer_bandwidth_bytes: u64,
+    /// Energy one TRC-20 transfer takes for the runway estimate (to an address that holds
+    /// none yet, the dearer case).
+    #[serde(default = "default_tron_transfer_energy")]
+    pub transfer_energy: u64,
+}
+
+impl Default for TronNetworkConfig {
+    fn default() -> Self {
+        Self {
+            fee_limit_factor_bps: default_tron_fee_limit_factor_bps(),
+            fee_limit_cap_sun: default_tron_fee_limit_cap_sun(),
+            expiration_seconds: default_tron_expiration_seconds(),
+            transfer_bandwidth_bytes: default_tron_transfer_bandwidth(),
+            transfer_energy: default_tron_transfer_energy(),
+        }
+    }
+}
+
+fn default_tron_fee_limit_factor_bps() -> u32 {
+    12_000
+}
+fn default_tron_fee_limit_cap_sun() -> u64 {
+    100_000_000
+}
+fn default_tron_expiration_seconds() -> u64 {
+    60
+}
+fn default_tron_transfer_bandwidth() -> u64 {
+    345
+}
+fn default_tron_transfer_energy() -> u64 {
+    65_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,15 +402,6 @@ pub struct NetworkConfig {
 pub struct NativeAssetConfig {
     pub code: String,
     pub decimals: u8,
-}
-
-impl Default for NativeAssetConfig {
-    fn default() -> Self {
-        Self {
-            code: "ETH".into(),
-            decimals: 18,
-        }
-    }
 }
 
 /// The rollout guardrail: pilot, canary and full may send 10%, 30% and 100% of the daily
@@ -338,6 +441,7 @@ impl fmt::Debug for NetworkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NetworkConfig")
             .field("name", &self.name)
+            .field("kind", &self.kind)
             .field("chain_id", &self.chain_id)
             .field(
                 "rpc_urls",
@@ -354,12 +458,13 @@ impl fmt::Debug for NetworkConfig {
 pub struct NetworkTokenConfig {
     /// The asset code, e.g. "USDT".
     pub code: String,
-    /// The token contract, EIP-55 checksummed.
+    /// The token contract: EIP-55 checksummed on EVM, base58check (T…) on Tron.
     pub address: String,
     pub decimals: u8,
-    /// Largest single transfer in token units; larger payouts are split. ERC-20 default 250000.
-    #[serde(default = "default_per_tx_cap")]
-    pub per_tx_cap: String,
+    /// Largest single transfer in token units; larger payouts are split. Default 250000 on
+    /// EVM, 200000 on Tron (see `NetworkConfig::per_tx_cap`).
+    #[serde(default)]
+    pub per_tx_cap: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -534,10 +639,6 @@ fn default_transfer_gas_limit() -> u64 {
 fn default_poll_interval_ms() -> u64 {
     2_000
 }
-fn default_per_tx_cap() -> String {
-    "250000".into()
-}
-
 fn default_wallets_dir() -> PathBuf {
     PathBuf::from("wallets")
 }
@@ -924,26 +1025,37 @@ impl Config {
                     "must be at least 21000",
                 ));
             }
+            let native = n.native();
             let declared = self
                 .assets
                 .iter()
-                .find(|a| a.network == n.name && a.code == n.native.code);
+                .find(|a| a.network == n.name && a.code == native.code);
             if let Some(a) = declared
-                && a.decimals != n.native.decimals
+                && a.decimals != native.decimals
             {
                 return Err(key_error(
                     key("native.decimals"),
                     format!(
                         "{} but assets declares {}:{} with {}",
-                        n.native.decimals, n.name, n.native.code, a.decimals
+                        native.decimals, n.name, native.code, a.decimals
                     ),
                 ));
             }
-            if n.tokens.iter().any(|t| t.code == n.native.code) {
+            if n.tokens.iter().any(|t| t.code == native.code) {
                 return Err(key_error(
                     key("native.code"),
-                    format!("{} is also a token of this network", n.native.code),
+                    format!("{} is also a token of this network", native.code),
                 ));
+            }
+            match n.kind {
+                ChainKind::Evm if n.chain_id == 0 => {
+                    return Err(key_error(
+                        key("chain_id"),
+                        "is required on an EVM network (and not 0)",
+                    ));
+                }
+                ChainKind::Evm => {}
+                ChainKind::Tron => validate_tron(n, &key)?,
             }
             if n.rollout.timezone.parse::<chrono_tz::Tz>().is_err() {
                 return Err(key_error(
@@ -960,11 +1072,9 @@ impl Config {
                         format!("{} is declared twice", t.code),
                     ));
                 }
-                if alloy::primitives::Address::parse_checksummed(&t.address, None).is_err() {
-                    return Err(key_error(
-                        tkey("address"),
-                        "must be an EIP-55 checksummed address",
-                    ));
+                if let Err(message) = crate::payouts::networks::canonical_address(n.kind, &t.address)
+                {
+                    return Err(key_error(tkey("address"), message));
                 }
                 let asset = self
                     .assets
@@ -992,7 +1102,7 @@ impl Config {
                     key: AssetKey::new(n.name.clone(), t.code.clone()),
                     decimals: t.decimals,
                 };
-                crate::domain::Amount::parse_decimal(&t.per_tx_cap, &spec)
+                crate::domain::Amount::parse_decimal(&n.per_tx_cap(t), &spec)
                     .map_err(|e| key_error(tkey("per_tx_cap"), format!("per_tx_cap {e}")))?;
                 if let Some(target) = &n.rollout.daily_volume_target {
                     crate::domain::Amount::parse_decimal(target, &spec).map_err(|e| {
@@ -1023,11 +1133,12 @@ impl Config {
             })
             .collect();
         for n in &self.networks {
-            let key = AssetKey::new(n.name.clone(), n.native.code.clone());
+            let native = n.native();
+            let key = AssetKey::new(n.name.clone(), native.code);
             if !specs.iter().any(|s| s.key == key) {
                 specs.push(AssetSpec {
                     key,
-                    decimals: n.native.decimals,
+                    decimals: native.decimals,
                 });
             }
         }
@@ -1044,6 +1155,51 @@ impl Config {
             )),
         }
     }
+}
+
+/// What only a Tron network has, and what it cannot have.
+fn validate_tron(n: &NetworkConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let t = &n.tron;
+    if t.fee_limit_factor_bps < 10_000 || t.fee_limit_factor_bps > 100_000 {
+        return Err(key_error(
+            key("tron.fee_limit_factor_bps"),
+            "must be between 10000 (x1) and 100000 (x10)",
+        ));
+    }
+    // The network's own ceiling (getMaxFeeLimit) is 15,000 TRX.
+    if t.fee_limit_cap_sun == 0 || t.fee_limit_cap_sun > 15_000_000_000 {
+        return Err(key_error(
+            key("tron.fee_limit_cap_sun"),
+            "must be between 1 and 15000000000 (15,000 TRX)",
+        ));
+    }
+    if !(3..=86_400).contains(&t.expiration_seconds) {
+        return Err(key_error(
+            key("tron.expiration_seconds"),
+            "must be between 3 and 86400 (a node refuses more than 24 h)",
+        ));
+    }
+    if n.chain_id != 0 {
+        return Err(key_error(key("chain_id"), "a Tron network has no chain_id"));
+    }
+    if n.cross_check_inclusions {
+        return Err(key_error(
+            key("cross_check_inclusions"),
+            "not used on Tron: a payout is final once its block is solidified",
+        ));
+    }
+    if n.use_finalized_tag {
+        return Err(key_error(
+            key("use_finalized_tag"),
+            "not used on Tron: a payout is final once its block is solidified",
+        ));
+    }
+    if let Some(var) = &n.api_key_env
+        && var.is_empty()
+    {
+        return Err(key_error(key("api_key_env"), "must name an environment variable"));
+    }
+    Ok(())
 }
 
 fn unknown_field(message: &str) -> Option<String> {
@@ -1158,7 +1314,34 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let c = load_text(&uncommented, &[]).unwrap();
-        assert_eq!(c.networks[0].tokens[0].per_tx_cap, "250000");
+        let (evm, tron) = (&c.networks[0], &c.networks[1]);
+        assert_eq!(evm.per_tx_cap(&evm.tokens[0]), "250000");
+        assert_eq!((tron.kind, tron.native().code.as_str()), (ChainKind::Tron, "TRX"));
+        assert_eq!(tron.tron.expiration_seconds, 60);
+        // Without a cap of their own, TRC-20 tokens take 200,000 and ERC-20 ones 250,000.
+        let defaults = load_text(
+            &uncommented.replace("per_tx_cap = \"200000\"", "").replace("per_tx_cap = \"250000\"", ""),
+            &[],
+        )
+        .unwrap();
+        let caps: Vec<String> = defaults
+            .networks
+            .iter()
+            .map(|n| n.per_tx_cap(&n.tokens[0]))
+            .collect();
+        assert_eq!(caps, ["250000", "200000"]);
+        let bad = uncommented.replace(
+            "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t",
+            "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u",
+        );
+        let err = load_text(&bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("`networks[1].tokens[0].address`") && err.contains("checksum"), "{err}");
+        let bad = uncommented.replace("expiration_seconds = 60", "expiration_seconds = 90000");
+        let err = load_text(&bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("`networks[1].tron.expiration_seconds`"), "{err}");
+        let bad = uncommented.replace("name = \"tron\"\nkind = \"tron\"", "name = \"tron\"\nkind = \"tron\"\nchain_id = 5");
+        let err = load_text(&bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("`networks[1].chain_id`"), "{err}");
         let bad = uncommented.replace(
             "0xdAC17F958D2ee523a2206206994597C13D831ec7",
             "0xdac17f958d2ee523a2206206994597c13d831ec7",

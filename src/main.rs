@@ -361,7 +361,15 @@ async fn reconcile(c: &Config, only: Option<&str>, json: bool) -> anyhow::Result
     let store = open_for_reading(c).await?;
     let (mut lines, mut unreadable) = (Vec::new(), false);
     for network in networks {
-        let wallets = treasuryd::wallets::declared_hot_wallets(&c.wallets_dir, &network.name)?;
+        if network.kind == treasuryd::config::ChainKind::Tron {
+            eprintln!(
+                "{}: Tron wallets are not reconciled by this command yet",
+                network.name
+            );
+            continue;
+        }
+        let wallets =
+            treasuryd::wallets::declared_hot_wallets(&c.wallets_dir, &network.name, network.kind)?;
         let mut result = Err(anyhow::anyhow!("network {}: no RPC URL", network.name));
         // The first endpoint that answers; `treasuryd run` does the health-checked choice.
         for url in &network.rpc_urls {

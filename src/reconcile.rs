@@ -218,9 +218,10 @@ pub fn configured_assets(network: &crate::config::NetworkConfig) -> Vec<Reconcil
             })
         })
         .collect();
+    let native = network.native();
     assets.push(ReconciledAsset {
-        key: AssetKey::new(network.name.clone(), network.native.code.clone()),
-        decimals: network.native.decimals,
+        key: AssetKey::new(network.name.clone(), native.code),
+        decimals: native.decimals,
         contract: None,
     });
     assets

@@ -3,6 +3,7 @@
 //! buffers below which the wallet is not used. Files hold key *references*, never keys; a key
 //! lives only inside its signer and never reaches a log, an error or `Debug` output.
 
+use crate::config::ChainKind;
 use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 use secrecy::{ExposeSecret, SecretString};
@@ -29,7 +30,7 @@ struct WalletFile {
 struct WalletDecl {
     network: String,
     role: WalletRole,
-    /// EIP-55 checksummed; the key must derive exactly this address.
+    /// EIP-55 checksummed (base58check `T…` on Tron); the key must derive exactly this address.
     address: String,
     /// Name of the environment variable holding the hex private key.
     key_env: Option<String>,
@@ -43,6 +44,10 @@ struct WalletDecl {
     /// Per token code, the token units the wallet must keep after a transfer.
     #[serde(default)]
     min_token_balance: BTreeMap<String, String>,
+    /// Tron: TRX (in sun), energy and bandwidth the wallet keeps; below any, it sends nothing.
+    min_trx_sun: Option<u64>,
+    min_energy: Option<u64>,
+    min_bandwidth: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +65,19 @@ pub enum WalletError {
 /// A wallet ready to sign.
 pub struct Wallet {
     pub network: String,
+    pub kind: ChainKind,
     pub role: WalletRole,
+    /// The key's 20-byte address (a Tron address without its 0x41 prefix).
     pub address: Address,
+    /// The address as its network writes it (EIP-55, or base58check on Tron): how the
+    /// database, the ledger's wallet accounts and the metrics name the wallet.
+    pub id: String,
     signer: PrivateKeySigner,
     pub min_gas_wei: U256,
     /// Token code → minimum balance in base units.
     pub min_token_units: HashMap<String, i128>,
+    /// Tron: what the wallet keeps of TRX, energy and bandwidth.
+    pub tron_buffers: crate::chains::tron::rules::Buffers,
 }
 
 impl fmt::Debug for Wallet {
@@ -73,7 +85,7 @@ impl fmt::Debug for Wallet {
         f.debug_struct("Wallet")
             .field("network", &self.network)
             .field("role", &self.role)
-            .field("address", &self.address)
+            .field("address", &self.id)
             .field("key", &"[redacted]")
             .finish_non_exhaustive()
     }
@@ -95,14 +107,21 @@ pub fn load_configured(config: &crate::config::Config) -> Result<Vec<Wallet>, Wa
             .and_then(|n| n.tokens.iter().find(|t| t.code == code))
             .map(|t| t.decimals)
     };
-    let wallets = load(&config.wallets_dir, &config.secrets, decimals)?;
+    let kind_of = |network: &str| {
+        config
+            .networks
+            .iter()
+            .find(|n| n.name == network)
+            .map_or(ChainKind::Evm, |n| n.kind)
+    };
+    let wallets = load(&config.wallets_dir, &config.secrets, decimals, kind_of)?;
     for w in &wallets {
         if !config.networks.iter().any(|n| n.name == w.network) {
             return Err(WalletError::File {
                 file: config.wallets_dir.clone(),
                 message: format!(
                     "wallet {} is on network {:?}, which is not configured",
-                    w.address, w.network
+                    w.id, w.network
                 ),
             });
         }
@@ -111,29 +130,51 @@ pub fn load_configured(config: &crate::config::Config) -> Result<Vec<Wallet>, Wa
 }
 
 /// Loads every `*.toml` in `dir` (none if the directory does not exist). `secrets` is the
-/// environment; `decimals` gives a token's decimals by (network, code).
+/// environment; `decimals` gives a token's decimals by (network, code), `kind_of` a network's
+/// kind.
 pub fn load(
     dir: &Path,
     secrets: &HashMap<String, SecretString>,
     decimals: impl Fn(&str, &str) -> Option<u8>,
+    kind_of: impl Fn(&str) -> ChainKind,
 ) -> Result<Vec<Wallet>, WalletError> {
     read_declarations(dir)?
         .into_iter()
-        .map(|(file, decl)| load_one(dir, &file, decl, secrets, &decimals))
+        .map(|(file, decl)| {
+            let kind = kind_of(&decl.network);
+            load_one(dir, &file, decl, kind, secrets, &decimals)
+        })
         .collect()
 }
 
-/// The hot wallets declared for `network` in `dir`, without their keys: for read-only tools
-/// such as `treasuryd reconcile`, which need addresses and never sign.
-pub fn declared_hot_wallets(dir: &Path, network: &str) -> Result<Vec<Address>, WalletError> {
+/// The 20 bytes of a declared address on a network of `kind`.
+fn parse_address(kind: ChainKind, text: &str) -> Result<Address, String> {
+    crate::payouts::networks::canonical_address(kind, text)
+        .ok()
+        .filter(|canonical| canonical == text)
+        .and_then(|canonical| crate::payouts::networks::address_bytes(kind, &canonical))
+        .map(Address::from)
+        .ok_or_else(|| match kind {
+            ChainKind::Evm => "address must be EIP-55 checksummed".to_owned(),
+            ChainKind::Tron => "address must be a base58check Tron address (T...)".to_owned(),
+        })
+}
+
+/// The hot wallets declared for `network` (of `kind`) in `dir`, without their keys: for
+/// read-only tools such as `treasuryd reconcile`, which need addresses and never sign.
+pub fn declared_hot_wallets(
+    dir: &Path,
+    network: &str,
+    kind: ChainKind,
+) -> Result<Vec<Address>, WalletError> {
     read_declarations(dir)?
         .into_iter()
         .filter(|(_, d)| d.network == network && d.role == WalletRole::Hot)
         .map(|(file, d)| {
-            Address::parse_checksummed(&d.address, None).map_err(|_| WalletError::Wallet {
+            parse_address(kind, &d.address).map_err(|message| WalletError::Wallet {
                 file,
                 address: d.address.clone(),
-                message: "address must be EIP-55 checksummed".into(),
+                message,
             })
         })
         .collect()
@@ -170,6 +211,7 @@ fn load_one(
     dir: &Path,
     file: &Path,
     decl: WalletDecl,
+    kind: ChainKind,
     secrets: &HashMap<String, SecretString>,
     decimals: &impl Fn(&str, &str) -> Option<u8>,
 ) -> Result<Wallet, WalletError> {
@@ -178,8 +220,25 @@ fn load_one(
         address: decl.address.clone(),
         message,
     };
-    let address = Address::parse_checksummed(&decl.address, None)
-        .map_err(|_| fail("address must be EIP-55 checksummed".into()))?;
+    let address = parse_address(kind, &decl.address).map_err(fail)?;
+    let tron_only = [
+        ("min_trx_sun", decl.min_trx_sun),
+        ("min_energy", decl.min_energy),
+        ("min_bandwidth", decl.min_bandwidth),
+    ];
+    match kind {
+        ChainKind::Evm => {
+            if let Some((field, _)) = tron_only.iter().find(|(_, v)| v.is_some()) {
+                return Err(fail(format!("{field} is for Tron wallets only")));
+            }
+        }
+        ChainKind::Tron if decl.min_gas_wei != 0 => {
+            return Err(fail(
+                "min_gas_wei is for EVM wallets; a Tron wallet keeps min_trx_sun".into(),
+            ));
+        }
+        ChainKind::Tron => {}
+    }
     let secret = |name: &str| {
         secrets
             .get(name)
@@ -226,13 +285,21 @@ fn load_one(
             .map_err(|e| fail(format!("min_token_balance.{code} {e}")))?;
         min_token_units.insert(code.clone(), units.units());
     }
+    let buffer = |v: Option<u64>| i64::try_from(v.unwrap_or(0)).unwrap_or(i64::MAX);
     Ok(Wallet {
         network: decl.network,
+        kind,
         role: decl.role,
         address,
+        id: decl.address.clone(),
         signer,
         min_gas_wei: U256::from(decl.min_gas_wei),
         min_token_units,
+        tron_buffers: crate::chains::tron::rules::Buffers {
+            trx_sun: buffer(decl.min_trx_sun),
+            energy: buffer(decl.min_energy),
+            bandwidth: buffer(decl.min_bandwidth),
+        },
     })
 }
 
@@ -265,7 +332,7 @@ mod tests {
                  min_gas_wei = 1000\nmin_token_balance = {{ USDT = \"10.5\" }}\n"
             ),
         );
-        let wallets = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6)).unwrap();
+        let wallets = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), |_| ChainKind::Evm).unwrap();
         assert_eq!(wallets.len(), 1);
         assert_eq!(wallets[0].address.to_checksum(None), DEV_ADDRESS);
         assert_eq!(wallets[0].min_token_units["USDT"], 10_500_000);
@@ -283,7 +350,7 @@ mod tests {
                 "[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{other}\"\nkey_env = \"K\"\n"
             ),
         );
-        let err = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6))
+        let err = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), |_| ChainKind::Evm)
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not belong"), "{err}");
@@ -291,11 +358,11 @@ mod tests {
             !err.contains(&DEV_KEY[2..12]),
             "the key leaked into an error: {err}"
         );
-        let err = load(dir.path(), &secrets(&[]), |_, _| Some(6))
+        let err = load(dir.path(), &secrets(&[]), |_, _| Some(6), |_| ChainKind::Evm)
             .unwrap_err()
             .to_string();
         assert!(err.contains("K is not set"), "{err}");
-        let err = load(dir.path(), &secrets(&[("K", "not-a-key")]), |_, _| Some(6))
+        let err = load(dir.path(), &secrets(&[("K", "not-a-key")]), |_, _| Some(6), |_| ChainKind::Evm)
             .unwrap_err()
             .to_string();
         assert!(
@@ -305,12 +372,56 @@ mod tests {
     }
 
     #[test]
+    fn a_tron_wallet_is_declared_in_base58_with_its_buffers() {
+        // The same development key: on Tron its address is 0x41 ‖ the 20 bytes, base58check.
+        let tron = crate::chains::tron::TronAddress::from_evm(
+            Address::parse_checksummed(DEV_ADDRESS, None)
+                .unwrap()
+                .into_array(),
+        )
+        .to_base58();
+        let dir = tempfile::tempdir().unwrap();
+        let decl = |address: &str, extra: &str| {
+            format!(
+                "[[wallets]]\nnetwork = \"tron\"\nrole = \"hot\"\naddress = \"{address}\"\nkey_env = \"K\"\n{extra}"
+            )
+        };
+        write(
+            dir.path(),
+            &decl(&tron, "min_trx_sun = 50000000\nmin_energy = 1000\n"),
+        );
+        let tron_kind = |_: &str| ChainKind::Tron;
+        let wallets = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), tron_kind).unwrap();
+        assert_eq!(wallets[0].id, tron);
+        assert_eq!(wallets[0].tron_buffers.trx_sun, 50_000_000);
+        assert_eq!(wallets[0].tron_buffers.energy, 1000);
+        // An EIP-55 address on a Tron network, a broken checksum, an EVM-only buffer: refused.
+        for (text, expected) in [
+            (decl(DEV_ADDRESS, ""), "base58check"),
+            (decl(&format!("{}x", &tron[..33]), ""), "base58check"),
+            (decl(&tron, "min_gas_wei = 5\n"), "min_trx_sun"),
+        ] {
+            write(dir.path(), &text);
+            let err = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), tron_kind)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        write(dir.path(), &decl(DEV_ADDRESS, "min_energy = 1\n"));
+        let err = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), |_| ChainKind::Evm)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("for Tron wallets only"), "{err}");
+    }
+
+    #[test]
     fn a_missing_directory_means_no_wallets() {
         assert!(
             load(
                 Path::new("/nonexistent/wallets"),
                 &HashMap::new(),
-                |_, _| None
+                |_, _| None,
+                |_| ChainKind::Evm
             )
             .unwrap()
             .is_empty()

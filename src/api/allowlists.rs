@@ -9,7 +9,6 @@ use super::{AppState, audit_record, optional_text, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
 use crate::store::{AllowedDestination, StoreError};
-use alloy::primitives::Address;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -115,28 +114,16 @@ pub struct AddDestination {
 }
 
 fn parse_destination(state: &AppState, network: &str, address: &str) -> ApiResult<String> {
-    if state.networks.get(network).is_none() {
+    let Some(parsed) = state.networks.canonical_address(network, address) else {
         return Err(ApiError::invalid(
             "unknown_network",
             "network",
             format!("network {network:?} is not configured for payouts"),
         ));
-    }
-    let parsed = Address::parse_checksummed(address, None).map_err(|_| {
-        ApiError::invalid(
-            "invalid_address",
-            "address",
-            "address must be an EIP-55 checksummed 0x address",
-        )
-    })?;
-    if parsed.is_zero() {
-        return Err(ApiError::invalid(
-            "invalid_address",
-            "address",
-            "address must not be the zero address",
-        ));
-    }
-    Ok(parsed.to_checksum(None))
+    };
+    parsed.map_err(|message| {
+        ApiError::invalid("invalid_address", "address", format!("address {message}"))
+    })
 }
 
 /// Add a destination to an account's allowlist (Admin, reason required).

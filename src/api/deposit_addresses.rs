@@ -8,7 +8,6 @@ use super::{AppState, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
 use crate::store::DepositAddress;
-use alloy::primitives::Address;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -100,17 +99,13 @@ pub async fn add(
             ),
         ));
     }
-    let address = Address::parse_checksummed(&body.address, None)
-        .ok()
-        .filter(|a| !a.is_zero())
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_address",
-                "address",
-                "address must be a non-zero EIP-55 checksummed 0x address",
-            )
-        })?
-        .to_checksum(None);
+    let address = state
+        .networks
+        .canonical_address(network, &body.address)
+        .unwrap_or_else(|| Err("is on no configured network".into()))
+        .map_err(|message| {
+            ApiError::invalid("invalid_address", "address", format!("address {message}"))
+        })?;
     let audit = super::audit_record(
         &caller,
         request_id,

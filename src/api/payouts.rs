@@ -11,7 +11,6 @@ use crate::domain::{AccountId, AssetKey, PayoutId, Role, micros_to_rfc3339};
 use crate::ledger::{Command, Effect, Operation};
 use crate::payouts::{AttemptKind, ChunkState, Payout, PayoutState, close_unpaid};
 use crate::store::{PayoutFilter, StoreError};
-use alloy::primitives::Address;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -255,21 +254,16 @@ pub async fn create(
             "account must be a partner or operating account",
         ));
     }
-    let destination = Address::parse_checksummed(&body.destination, None).map_err(|_| {
-        ApiError::invalid(
-            "invalid_address",
-            "destination",
-            "destination must be an EIP-55 checksummed 0x address",
-        )
-    })?;
-    if destination.is_zero() {
-        return Err(ApiError::invalid(
-            "invalid_address",
-            "destination",
-            "destination must not be the zero address",
-        ));
-    }
-    let checksummed = destination.to_checksum(None);
+    let checksummed =
+        crate::payouts::networks::canonical_address(network.kind, &body.destination).map_err(
+            |message| {
+                ApiError::invalid(
+                    "invalid_address",
+                    "destination",
+                    format!("destination {message}"),
+                )
+            },
+        )?;
     let allowlist = state.ledger.store().allowlist(account.id).await?;
     if allowlist.enforced
         && !allowlist
@@ -298,7 +292,7 @@ pub async fn create(
         ));
     }
 
-    let destination = destination.to_checksum(None);
+    let destination = checksummed;
     let (id, mut cmd) = crate::payouts::request_command(
         token,
         account.id,

@@ -579,7 +579,8 @@ impl Escrow {
         }
     }
 
-    /// An address a deal pays out to: EIP-55, not zero, on a payout network that pays this
+    /// An address a deal pays out to: canonical on its network (EIP-55, or base58check on
+    /// Tron), not zero, on a payout network that pays this
     /// asset, and on the account's allowlist when that is enforced.
     pub async fn check_payout_address(
         &self,
@@ -588,19 +589,15 @@ impl Escrow {
         account: AccountId,
         asset: &crate::domain::AssetKey,
     ) -> Result<(), EscrowError> {
-        let parsed =
-            alloy::primitives::Address::parse_checksummed(address, None).map_err(|_| {
-                invalid(
-                    "invalid_address",
-                    field,
-                    format!("{field} must be an EIP-55 checksummed 0x address"),
-                )
-            })?;
-        if parsed.is_zero() {
+        let kind = self
+            .networks
+            .get(&asset.network)
+            .map_or(crate::payouts::networks::ChainKind::Evm, |n| n.kind);
+        if let Err(message) = crate::payouts::networks::canonical_address(kind, address) {
             return Err(invalid(
                 "invalid_address",
                 field,
-                format!("{field} must not be the zero address"),
+                format!("{field} {message}"),
             ));
         }
         if self

@@ -284,7 +284,7 @@ impl NetworkEngine {
             fence: None,
             renewed_at: None,
             settling: Vec::new(),
-            native: AssetKey::new(network.name.clone(), network.native.code.clone()),
+            native: AssetKey::new(network.name.clone(), network.native().code),
             gas_accounts: HashMap::new(),
             custody_accounts: HashMap::new(),
             opened: false,
