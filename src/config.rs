@@ -322,16 +322,18 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// The native coin, the configured one or the kind's default.
     pub fn native(&self) -> NativeAssetConfig {
-        self.native_asset.clone().unwrap_or_else(|| match self.kind {
-            ChainKind::Evm => NativeAssetConfig {
-                code: "ETH".into(),
-                decimals: 18,
-            },
-            ChainKind::Tron => NativeAssetConfig {
-                code: "TRX".into(),
-                decimals: 6,
-            },
-        })
+        self.native_asset
+            .clone()
+            .unwrap_or_else(|| match self.kind {
+                ChainKind::Evm => NativeAssetConfig {
+                    code: "ETH".into(),
+                    decimals: 18,
+                },
+                ChainKind::Tron => NativeAssetConfig {
+                    code: "TRX".into(),
+                    decimals: 6,
+                },
+            })
     }
 
     /// A token's per-transaction cap in token units: configured, or 250,000 on ERC-20 and
@@ -1072,7 +1074,8 @@ impl Config {
                         format!("{} is declared twice", t.code),
                     ));
                 }
-                if let Err(message) = crate::payouts::networks::canonical_address(n.kind, &t.address)
+                if let Err(message) =
+                    crate::payouts::networks::canonical_address(n.kind, &t.address)
                 {
                     return Err(key_error(tkey("address"), message));
                 }
@@ -1197,7 +1200,10 @@ fn validate_tron(n: &NetworkConfig, key: &dyn Fn(&str) -> String) -> Result<(), 
     if let Some(var) = &n.api_key_env
         && var.is_empty()
     {
-        return Err(key_error(key("api_key_env"), "must name an environment variable"));
+        return Err(key_error(
+            key("api_key_env"),
+            "must name an environment variable",
+        ));
     }
     Ok(())
 }
@@ -1316,11 +1322,16 @@ mod tests {
         let c = load_text(&uncommented, &[]).unwrap();
         let (evm, tron) = (&c.networks[0], &c.networks[1]);
         assert_eq!(evm.per_tx_cap(&evm.tokens[0]), "250000");
-        assert_eq!((tron.kind, tron.native().code.as_str()), (ChainKind::Tron, "TRX"));
+        assert_eq!(
+            (tron.kind, tron.native().code.as_str()),
+            (ChainKind::Tron, "TRX")
+        );
         assert_eq!(tron.tron.expiration_seconds, 60);
         // Without a cap of their own, TRC-20 tokens take 200,000 and ERC-20 ones 250,000.
         let defaults = load_text(
-            &uncommented.replace("per_tx_cap = \"200000\"", "").replace("per_tx_cap = \"250000\"", ""),
+            &uncommented
+                .replace("per_tx_cap = \"200000\"", "")
+                .replace("per_tx_cap = \"250000\"", ""),
             &[],
         )
         .unwrap();
@@ -1335,11 +1346,20 @@ mod tests {
             "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u",
         );
         let err = load_text(&bad, &[]).unwrap_err().to_string();
-        assert!(err.contains("`networks[1].tokens[0].address`") && err.contains("checksum"), "{err}");
+        assert!(
+            err.contains("`networks[1].tokens[0].address`") && err.contains("checksum"),
+            "{err}"
+        );
         let bad = uncommented.replace("expiration_seconds = 60", "expiration_seconds = 90000");
         let err = load_text(&bad, &[]).unwrap_err().to_string();
-        assert!(err.contains("`networks[1].tron.expiration_seconds`"), "{err}");
-        let bad = uncommented.replace("name = \"tron\"\nkind = \"tron\"", "name = \"tron\"\nkind = \"tron\"\nchain_id = 5");
+        assert!(
+            err.contains("`networks[1].tron.expiration_seconds`"),
+            "{err}"
+        );
+        let bad = uncommented.replace(
+            "name = \"tron\"\nkind = \"tron\"",
+            "name = \"tron\"\nkind = \"tron\"\nchain_id = 5",
+        );
         let err = load_text(&bad, &[]).unwrap_err().to_string();
         assert!(err.contains("`networks[1].chain_id`"), "{err}");
         let bad = uncommented.replace(

@@ -332,7 +332,13 @@ mod tests {
                  min_gas_wei = 1000\nmin_token_balance = {{ USDT = \"10.5\" }}\n"
             ),
         );
-        let wallets = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), |_| ChainKind::Evm).unwrap();
+        let wallets = load(
+            dir.path(),
+            &secrets(&[("K", DEV_KEY)]),
+            |_, _| Some(6),
+            |_| ChainKind::Evm,
+        )
+        .unwrap();
         assert_eq!(wallets.len(), 1);
         assert_eq!(wallets[0].address.to_checksum(None), DEV_ADDRESS);
         assert_eq!(wallets[0].min_token_units["USDT"], 10_500_000);
@@ -350,21 +356,36 @@ mod tests {
                 "[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{other}\"\nkey_env = \"K\"\n"
             ),
         );
-        let err = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), |_| ChainKind::Evm)
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            dir.path(),
+            &secrets(&[("K", DEV_KEY)]),
+            |_, _| Some(6),
+            |_| ChainKind::Evm,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("does not belong"), "{err}");
         assert!(
             !err.contains(&DEV_KEY[2..12]),
             "the key leaked into an error: {err}"
         );
-        let err = load(dir.path(), &secrets(&[]), |_, _| Some(6), |_| ChainKind::Evm)
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            dir.path(),
+            &secrets(&[]),
+            |_, _| Some(6),
+            |_| ChainKind::Evm,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("K is not set"), "{err}");
-        let err = load(dir.path(), &secrets(&[("K", "not-a-key")]), |_, _| Some(6), |_| ChainKind::Evm)
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            dir.path(),
+            &secrets(&[("K", "not-a-key")]),
+            |_, _| Some(6),
+            |_| ChainKind::Evm,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("valid hex private key") && !err.contains("not-a-key"),
             "{err}"
@@ -391,7 +412,13 @@ mod tests {
             &decl(&tron, "min_trx_sun = 50000000\nmin_energy = 1000\n"),
         );
         let tron_kind = |_: &str| ChainKind::Tron;
-        let wallets = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), tron_kind).unwrap();
+        let wallets = load(
+            dir.path(),
+            &secrets(&[("K", DEV_KEY)]),
+            |_, _| Some(6),
+            tron_kind,
+        )
+        .unwrap();
         assert_eq!(wallets[0].id, tron);
         assert_eq!(wallets[0].tron_buffers.trx_sun, 50_000_000);
         assert_eq!(wallets[0].tron_buffers.energy, 1000);
@@ -402,15 +429,25 @@ mod tests {
             (decl(&tron, "min_gas_wei = 5\n"), "min_trx_sun"),
         ] {
             write(dir.path(), &text);
-            let err = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), tron_kind)
-                .unwrap_err()
-                .to_string();
+            let err = load(
+                dir.path(),
+                &secrets(&[("K", DEV_KEY)]),
+                |_, _| Some(6),
+                tron_kind,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(expected), "{text}: {err}");
         }
         write(dir.path(), &decl(DEV_ADDRESS, "min_energy = 1\n"));
-        let err = load(dir.path(), &secrets(&[("K", DEV_KEY)]), |_, _| Some(6), |_| ChainKind::Evm)
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            dir.path(),
+            &secrets(&[("K", DEV_KEY)]),
+            |_, _| Some(6),
+            |_| ChainKind::Evm,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("for Tron wallets only"), "{err}");
     }
 

@@ -254,16 +254,14 @@ pub async fn create(
             "account must be a partner or operating account",
         ));
     }
-    let checksummed =
-        crate::payouts::networks::canonical_address(network.kind, &body.destination).map_err(
-            |message| {
-                ApiError::invalid(
-                    "invalid_address",
-                    "destination",
-                    format!("destination {message}"),
-                )
-            },
-        )?;
+    let checksummed = crate::payouts::networks::canonical_address(network.kind, &body.destination)
+        .map_err(|message| {
+            ApiError::invalid(
+                "invalid_address",
+                "destination",
+                format!("destination {message}"),
+            )
+        })?;
     let allowlist = state.ledger.store().allowlist(account.id).await?;
     if allowlist.enforced
         && !allowlist

@@ -26,13 +26,14 @@
 //! signing, broadcast. `watching`: deposits, wallet inflows and foreign outflows, reorgs of paid
 //! transfers, periodic reconciliation.
 
+mod core;
 mod sending;
 mod tracking;
 mod watching;
 
+use self::core::{EngineCore, LeaseState};
 use super::networks::PayoutToken;
-use super::policy::{RolloutPhase, day_start};
-use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined, PayoutState, close_unpaid};
+use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined};
 use crate::chains::evm::{
     EvmClient, FeeMode, Fees, RpcErrorClass, SignedTransfer, TransferDirection, TransferTx,
     sign_cancel, sign_transfer, signed_transfer_parts,
@@ -41,7 +42,7 @@ use crate::config::NetworkConfig;
 use crate::domain::{AccountId, Amount, AssetKey, ChunkId, PayoutId, UnixMicros};
 use crate::ledger::{AccountKind, Command, Effect, Ledger, Operation, ReleaseKind};
 use crate::metrics::{PayoutMetrics, WalletMetrics};
-use crate::store::{DynStore, StoreError, now_micros};
+use crate::store::{StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
 use alloy::primitives::{Address, U256};
 use std::collections::HashMap;
@@ -84,14 +85,6 @@ struct Settings {
     max_in_flight: usize,
     gas_limit: u64,
     poll: Duration,
-    pause_at: Option<String>,
-    /// How long the engine lease lasts without renewal: the takeover time when an owner dies.
-    lease_ttl: Duration,
-    /// The phase until one is set through the API.
-    rollout_phase: RolloutPhase,
-    /// Token units per asset per day at 100%, by asset code.
-    daily_targets: HashMap<String, i128>,
-    timezone: chrono_tz::Tz,
 }
 
 /// Who this engine is among the instances sharing the database.
@@ -133,19 +126,15 @@ struct Settlement {
 }
 
 pub struct NetworkEngine {
-    name: String,
+    core: EngineCore,
     chain_id: u64,
     /// The network's RPC endpoints; `client` is the one chosen for the current tick.
     endpoints: crate::chains::endpoints::Endpoints,
     client: EvmClient,
-    ledger: Ledger,
-    store: DynStore,
     wallets: Vec<Arc<Wallet>>,
-    tokens: HashMap<String, PayoutToken>,
     settings: Settings,
     /// Next nonce per wallet, loaded from the database and the chain on first use.
     nonces: HashMap<Address, u64>,
-    metrics: PayoutMetrics,
     wallet_metrics: WalletMetrics,
     /// Receipts read this tick (None: not mined), fetched together before chunks are tracked.
     receipts: HashMap<[u8; 32], Option<crate::chains::evm::Inclusion>>,
@@ -159,11 +148,6 @@ pub struct NetworkEngine {
     loaded: bool,
     /// When deposits were last read.
     deposits_read_at: Option<std::time::Instant>,
-    /// This instance's name in the engine lease.
-    owner: String,
-    /// The lease fence while this instance runs the network's engine; None on standby.
-    fence: Option<u64>,
-    renewed_at: Option<std::time::Instant>,
     /// Paid chunks whose blocks are watched for `reorg_watch_blocks` after payment. A block
     /// hash of None: its block left the chain and the transaction is being re-sent.
     watched: Vec<Watched>,
@@ -189,10 +173,6 @@ pub struct NetworkEngine {
     reconciled_assets: Vec<crate::reconcile::ReconciledAsset>,
     reconcile_every: Duration,
     reconciled_at: Option<std::time::Instant>,
-    /// Payouts whose wait on the rollout guardrail is already recorded (once per process).
-    guardrail_noted: std::collections::HashSet<PayoutId>,
-    /// When the payouts-by-state gauge was last refreshed.
-    counted_at: Option<std::time::Instant>,
 }
 
 impl NetworkEngine {
@@ -225,15 +205,13 @@ impl NetworkEngine {
             .next()
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("network {} has no RPC URL", network.name))?;
+        let core = EngineCore::new(network, tokens, ledger, metrics, &instance)?;
         Ok(Some(Self {
-            name: network.name.clone(),
+            core,
             chain_id: network.chain_id,
             endpoints,
             client,
-            store: ledger.store().clone(),
-            ledger,
             wallets,
-            tokens: tokens.clone(),
             settings: Settings {
                 confirmations: network.confirmations,
                 use_finalized_tag: network.use_finalized_tag,
@@ -252,23 +230,8 @@ impl NetworkEngine {
                 max_in_flight: network.max_in_flight as usize,
                 gas_limit: network.transfer_gas_limit,
                 poll: Duration::from_millis(network.poll_interval_ms),
-                pause_at: instance.pause_at,
-                lease_ttl: Duration::from_secs(network.lease_seconds),
-                rollout_phase: network.rollout.phase,
-                daily_targets: tokens
-                    .iter()
-                    .filter_map(|(code, t)| {
-                        let target = network.rollout.daily_volume_target.as_deref()?;
-                        let units = Amount::parse_decimal(target, &t.spec).ok()?.units();
-                        Some((code.clone(), units))
-                    })
-                    .collect(),
-                timezone: network.rollout.timezone.parse().map_err(|_| {
-                    anyhow::anyhow!("network {}: bad rollout.timezone", network.name)
-                })?,
             },
             nonces: HashMap::new(),
-            metrics,
             wallet_metrics,
             block_hashes: HashMap::new(),
             receipts: HashMap::new(),
@@ -279,10 +242,7 @@ impl NetworkEngine {
             tracked: HashMap::new(),
             loaded: false,
             watched: Vec::new(),
-            owner: instance.id,
             deposits_read_at: None,
-            fence: None,
-            renewed_at: None,
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native().code),
             gas_accounts: HashMap::new(),
@@ -291,8 +251,6 @@ impl NetworkEngine {
             reconciled_assets: crate::reconcile::configured_assets(network),
             reconcile_every: Duration::from_secs(network.reconcile_interval_seconds),
             reconciled_at: None,
-            guardrail_noted: Default::default(),
-            counted_at: None,
         }))
     }
 
@@ -306,7 +264,7 @@ impl NetworkEngine {
             {
                 anyhow::bail!(
                     "network {}: an RPC endpoint is on chain {id}, the config says {}",
-                    self.name,
+                    self.core.name,
                     self.chain_id
                 );
             }
@@ -314,12 +272,17 @@ impl NetworkEngine {
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
             let account = self
+                .core
                 .ledger
                 .wallet_gas_account(&self.native, &address)
                 .await?;
-            for code in self.tokens.keys() {
-                let asset = AssetKey::new(self.name.clone(), code.clone());
-                let custody = self.ledger.wallet_custody_account(&asset, &address).await?;
+            for code in self.core.tokens.keys() {
+                let asset = AssetKey::new(self.core.name.clone(), code.clone());
+                let custody = self
+                    .core
+                    .ledger
+                    .wallet_custody_account(&asset, &address)
+                    .await?;
                 self.custody_accounts
                     .insert((address.clone(), code.clone()), custody);
             }
@@ -327,75 +290,41 @@ impl NetworkEngine {
         }
         loop {
             let started = std::time::Instant::now();
-            let ticked = match self.hold_lease().await {
-                Ok(true) => self.tick().await,
-                Ok(false) => Ok(()),
+            let ticked = match self.core.hold_lease().await {
+                Ok(LeaseState::Running { fresh }) => {
+                    if fresh {
+                        self.loaded = false;
+                        self.nonces.clear();
+                    }
+                    self.tick().await
+                }
+                Ok(LeaseState::Standby) => {
+                    self.tracked.clear();
+                    self.loaded = false;
+                    Ok(())
+                }
                 Err(e) => Err(e),
             };
-            self.metrics
+            self.core
+                .metrics
                 .tick_seconds
-                .with_label_values(&[self.name.as_str()])
+                .with_label_values(&[self.core.name.as_str()])
                 .observe(started.elapsed().as_secs_f64());
             if let Err(e) = ticked {
-                tracing::warn!(network = %self.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
+                tracing::warn!(network = %self.core.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
                 // Reload nonces and tracked chunks from the database and the chain after any
                 // trouble.
                 self.nonces.clear();
                 self.loaded = false;
-                self.renewed_at = None;
+                self.core.renew_soon();
                 self.endpoints.failed();
             }
             tokio::select! {
                 () = cancel.cancelled() => {
-                    if self.fence.is_some()
-                        && let Err(e) = self.store.release_lease(&self.name, &self.owner).await
-                    {
-                        tracing::warn!(network = %self.name, error = %e, "could not release the engine lease; it expires on its own");
-                    }
+                    self.core.release_lease().await;
                     return Ok(());
                 }
                 () = tokio::time::sleep(self.settings.poll) => {}
-            }
-        }
-    }
-
-    /// Takes or renews the network's engine lease; false while another instance holds it (this
-    /// one stands by). Renewed when a third of its time has passed. A new fence means another
-    /// instance may have run the network meanwhile: everything is reloaded from the database.
-    async fn hold_lease(&mut self) -> anyhow::Result<bool> {
-        let ttl = self.settings.lease_ttl;
-        if self.fence.is_some() && self.renewed_at.is_some_and(|at| at.elapsed() < ttl / 3) {
-            return Ok(true);
-        }
-        let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
-        let lease = self
-            .store
-            .acquire_lease(&self.name, &self.owner, now_micros(), ttl_micros)
-            .await?;
-        let gauge = self
-            .metrics
-            .engine_lease
-            .with_label_values(&[self.name.as_str()]);
-        match lease {
-            Some(l) => {
-                if self.fence != Some(l.fence) {
-                    tracing::info!(network = %self.name, owner = %self.owner, fence = l.fence, "running the payout engine");
-                    self.loaded = false;
-                    self.nonces.clear();
-                }
-                self.fence = Some(l.fence);
-                self.renewed_at = Some(std::time::Instant::now());
-                gauge.set(1);
-                Ok(true)
-            }
-            None => {
-                if self.fence.take().is_some() {
-                    tracing::warn!(network = %self.name, owner = %self.owner, "engine lease lost to another instance; standing by");
-                }
-                self.tracked.clear();
-                self.loaded = false;
-                gauge.set(0);
-                Ok(false)
             }
         }
     }
@@ -411,7 +340,7 @@ impl NetworkEngine {
                         "automatic: no healthy RPC endpoint for {} s",
                         outage.as_secs()
                     );
-                    self.enter_safe_mode("rpc_outage", reason).await?;
+                    self.core.enter_safe_mode("rpc_outage", reason).await?;
                 }
                 return Err(e);
             }
@@ -419,15 +348,16 @@ impl NetworkEngine {
         self.client = client;
         if !self.loaded {
             self.tracked = self
+                .core
                 .store
-                .in_flight(&self.name)
+                .in_flight(&self.core.name)
                 .await?
                 .into_iter()
                 .map(|f| (f.chunk, f))
                 .collect();
             self.loaded = true;
         }
-        for payout in self.store.cancelling_payouts(&self.name).await? {
+        for payout in self.core.store.cancelling_payouts(&self.core.name).await? {
             for f in self.tracked.values_mut().filter(|f| f.payout == payout) {
                 f.cancel_requested = true;
             }
@@ -439,9 +369,10 @@ impl NetworkEngine {
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
             let count = self.busy(&address);
-            self.metrics
+            self.core
+                .metrics
                 .in_flight
-                .with_label_values(&[self.name.as_str(), address.as_str()])
+                .with_label_values(&[self.core.name.as_str(), address.as_str()])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
             if count > 0 {
                 mined_below.insert(address, self.client.nonce(w.address, false).await?);
@@ -464,10 +395,10 @@ impl NetworkEngine {
         }
         self.watch_deep_reorgs(head).await?;
         self.observe_stuck(head);
-        self.count_payouts().await?;
+        self.core.count_payouts().await?;
         if !self.mined.is_empty() {
             let mined = std::mem::take(&mut self.mined);
-            self.store.record_mined(&mined).await?;
+            self.core.store.record_mined(&mined).await?;
             for (chunk, m) in mined {
                 if let Some(f) = self.tracked.get_mut(&chunk) {
                     f.state = if m.is_some() {
@@ -483,38 +414,6 @@ impl NetworkEngine {
         self.send(head).await?;
         self.watch_deposits(head).await?;
         self.reconcile_periodically().await
-    }
-
-    /// Puts the network in safe-mode on the engine's own finding (recorded with the reason and
-    /// audited as `treasuryd`); an Admin leaves it. Nothing if it is in safe-mode already.
-    async fn enter_safe_mode(&self, cause: &str, reason: String) -> anyhow::Result<()> {
-        if self.store.safe_mode(&self.name).await?.is_some() {
-            return Ok(());
-        }
-        tracing::error!(network = %self.name, cause, %reason, "entering safe-mode");
-        let at = now_micros();
-        let audit = crate::store::AuditRecord {
-            actor: "treasuryd".into(),
-            role: crate::domain::Role::Admin,
-            action: "safe_mode.enter".into(),
-            target: format!("network:{}", self.name),
-            reason: Some(reason.clone()),
-            request_id: "engine".into(),
-            at,
-        };
-        let mode = crate::store::SafeMode {
-            reason,
-            actor: "treasuryd".into(),
-            since: at,
-        };
-        self.store
-            .set_safe_mode(&self.name, Some(&mode), &audit)
-            .await?;
-        self.metrics
-            .auto_safe_mode_total
-            .with_label_values(&[self.name.as_str(), cause])
-            .inc();
-        Ok(())
     }
 
     /// Chunks of this wallet not yet final.
@@ -573,71 +472,18 @@ impl NetworkEngine {
                 oldest = oldest.min(first).or(first);
             }
         }
-        let network = [self.name.as_str()];
-        self.metrics.stuck.with_label_values(&network).set(stuck);
+        let network = [self.core.name.as_str()];
+        self.core
+            .metrics
+            .stuck
+            .with_label_values(&network)
+            .set(stuck);
         let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6);
-        self.metrics
+        self.core
+            .metrics
             .oldest_stuck_seconds
             .with_label_values(&network)
             .set(age);
-    }
-
-    /// The rollout phase set through the API, else the configured one.
-    async fn rollout_phase(&self) -> anyhow::Result<RolloutPhase> {
-        Ok(self
-            .store
-            .rollout_phase(&self.name)
-            .await?
-            .map_or(self.settings.rollout_phase, |s| s.phase))
-    }
-
-    /// Refreshes the payouts-by-state, freeze and rollout gauges at most once a second: one
-    /// grouped count over the payouts not yet final.
-    async fn count_payouts(&mut self) -> anyhow::Result<()> {
-        if self
-            .counted_at
-            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
-        {
-            return Ok(());
-        }
-        self.counted_at = Some(std::time::Instant::now());
-        let frozen = self.store.freezes(&self.name).await?;
-        for code in self.tokens.keys() {
-            let on = frozen.iter().any(|f| &f.asset == code);
-            self.metrics
-                .frozen
-                .with_label_values(&[self.name.as_str(), code.as_str()])
-                .set(i64::from(on));
-        }
-        let phase = self.rollout_phase().await?;
-        self.metrics
-            .rollout_percent
-            .with_label_values(&[self.name.as_str()])
-            .set(i64::try_from(phase.percent()).unwrap_or(100));
-        let counts = self.store.active_payouts(&self.name).await?;
-        for state in [
-            PayoutState::PendingApproval,
-            PayoutState::Queued,
-            PayoutState::Broadcast,
-        ] {
-            let n = counts
-                .iter()
-                .find(|(s, _)| *s == state)
-                .map_or(0, |(_, n)| *n);
-            self.metrics
-                .by_state
-                .with_label_values(&[self.name.as_str(), state.as_str()])
-                .set(n);
-        }
-        Ok(())
-    }
-
-    /// Stops here for good when configured to (crash tests kill the process at this point).
-    async fn pause_point(&self, name: &str) {
-        if self.settings.pause_at.as_deref() == Some(name) {
-            tracing::warn!(point = name, "pause point reached");
-            std::future::pending::<()>().await;
-        }
     }
 
     fn wallet(&self, address: &str) -> Option<&Arc<Wallet>> {
@@ -647,10 +493,10 @@ impl NetworkEngine {
     }
 
     fn transfer(&self, f: &InFlight, nonce: u64, fees: Fees) -> anyhow::Result<TransferTx> {
-        let token = self
-            .tokens
-            .get(&f.asset.code)
-            .ok_or_else(|| anyhow::anyhow!("no token {} on {}", f.asset.code, self.name))?;
+        let token =
+            self.core.tokens.get(&f.asset.code).ok_or_else(|| {
+                anyhow::anyhow!("no token {} on {}", f.asset.code, self.core.name)
+            })?;
         Ok(TransferTx {
             chain_id: self.chain_id,
             nonce,

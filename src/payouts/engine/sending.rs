@@ -7,12 +7,7 @@ impl NetworkEngine {
     /// Gives queued chunks to wallets with room, signs and stores them, then broadcasts.
     /// Nothing new goes out while the network is in safe-mode.
     pub(super) async fn send(&mut self, head: u64) -> anyhow::Result<()> {
-        let safe = self.store.safe_mode(&self.name).await?.is_some();
-        self.metrics
-            .safe_mode
-            .with_label_values(&[self.name.as_str()])
-            .set(i64::from(safe));
-        if safe {
+        if self.core.in_safe_mode().await? {
             return Ok(());
         }
         let mut room: Vec<(Arc<Wallet>, usize)> = self
@@ -33,15 +28,19 @@ impl NetworkEngine {
         if total == 0 {
             return Ok(());
         }
-        let queued = self.store.queued_chunks(&self.name, total as i64).await?;
+        let queued = self
+            .core
+            .store
+            .queued_chunks(&self.core.name, total as i64)
+            .await?;
         if queued.is_empty() {
             return Ok(());
         }
-        let mut allowance = self.rollout_allowance().await?;
+        let mut allowance = self.core.rollout_allowance().await?;
         let mut accounts: Vec<AccountId> = queued.iter().map(|w| w.account).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        let allowlists = self.store.enforced_allowlists(&accounts).await?;
+        let allowlists = self.core.store.enforced_allowlists(&accounts).await?;
         let fees = self
             .client
             .suggest_fees(
@@ -56,7 +55,7 @@ impl NetworkEngine {
                 break;
             }
             let native = self.client.native_balance(wallet.address).await?;
-            let labels = [self.name.clone(), wallet.address.to_checksum(None)];
+            let labels = [self.core.name.clone(), wallet.address.to_checksum(None)];
             let labels = [labels[0].as_str(), labels[1].as_str()];
             let wm = &self.wallet_metrics;
             wm.native_balance_wei
@@ -83,27 +82,24 @@ impl NetworkEngine {
             let mut token_room: HashMap<String, i128> = HashMap::new();
             while *free > 0 {
                 let Some(work) = queue.peek() else { break };
-                let Some(token) = self.tokens.get(&work.asset.code) else {
+                let Some(contract) = self.core.tokens.get(&work.asset.code).map(|t| t.contract)
+                else {
                     queue.next();
                     continue;
                 };
-                if let Some(left) = allowance.get_mut(&work.asset.code) {
-                    if *left < work.amount {
-                        // Over today's rollout share: this chunk and every later one of the
-                        // asset wait for tomorrow (or a wider phase), in order.
-                        *left = -1;
-                        let (payout, code) = (work.payout, work.asset.code.clone());
-                        queue.next();
-                        self.note_guardrail_wait(payout, &code).await?;
-                        continue;
-                    }
-                    *left -= work.amount;
+                let (payout, code, amount) = (work.payout, work.asset.code.clone(), work.amount);
+                if !self
+                    .core
+                    .within_allowance(&mut allowance, payout, &code, amount)
+                    .await?
+                {
+                    // Over today's rollout share: this chunk and every later one of the asset
+                    // wait for tomorrow (or a wider phase), in order.
+                    queue.next();
+                    continue;
                 }
                 if !token_room.contains_key(&work.asset.code) {
-                    let balance = self
-                        .client
-                        .token_balance(token.contract, wallet.address)
-                        .await?;
+                    let balance = self.client.token_balance(contract, wallet.address).await?;
                     let keep = wallet
                         .min_token_units
                         .get(&work.asset.code)
@@ -124,7 +120,7 @@ impl NetworkEngine {
                 let tx = TransferTx {
                     chain_id: self.chain_id,
                     nonce: nonce + signed.len() as u64,
-                    token: token.contract,
+                    token: contract,
                     to: Address::parse_checksummed(&work.destination, None)?,
                     value: U256::from(u128::try_from(work.amount)?),
                     gas_limit: self.settings.gas_limit,
@@ -136,7 +132,7 @@ impl NetworkEngine {
                 let parts = signed_transfer_parts(&s.raw);
                 let allowed = allowlists.get(&work.account).is_none_or(|list| {
                     parts.is_some_and(|(_, to, _)| {
-                        list.contains(&(self.name.clone(), to.to_checksum(None)))
+                        list.contains(&(self.core.name.clone(), to.to_checksum(None)))
                     })
                 });
                 if parts != Some((tx.token, tx.to, tx.value)) || !allowed {
@@ -156,11 +152,12 @@ impl NetworkEngine {
             }
             let address = wallet.address.to_checksum(None);
             match self
+                .core
                 .store
                 .record_signed(
-                    &self.name,
+                    &self.core.name,
                     &address,
-                    self.fence.unwrap_or_default(),
+                    self.core.fence.unwrap_or_default(),
                     nonce,
                     &signed,
                 )
@@ -198,68 +195,20 @@ impl NetworkEngine {
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.pause_point("engine.after_sign").await;
+            self.core.pause_point("engine.after_sign").await;
             let sent = self.broadcast(&signed, head).await?;
             let now = now_micros();
             for id in sent {
                 if let Some(accepted) = firsts.get(&id) {
                     let seconds = (now - accepted).max(0) as f64 / 1e6;
-                    self.metrics
+                    self.core
+                        .metrics
                         .first_broadcast_seconds
-                        .with_label_values(&[self.name.as_str()])
+                        .with_label_values(&[self.core.name.as_str()])
                         .observe(seconds);
                 }
             }
-            self.pause_point("engine.after_broadcast").await;
-        }
-        Ok(())
-    }
-
-    /// What the rollout guardrail still lets out today, per asset with a daily target.
-    pub(super) async fn rollout_allowance(&self) -> anyhow::Result<HashMap<String, i128>> {
-        // No target, no limit: nothing to read on the sending path.
-        if self.settings.daily_targets.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let phase = self.rollout_phase().await?;
-        let since = day_start(now_micros(), self.settings.timezone);
-        let used: HashMap<String, i128> = self
-            .store
-            .signed_volume_since(&self.name, since)
-            .await?
-            .into_iter()
-            .collect();
-        let mut left = HashMap::new();
-        for (code, target) in &self.settings.daily_targets {
-            let remaining =
-                (phase.allowance(*target) - used.get(code).copied().unwrap_or(0)).max(0);
-            if let Some(t) = self.tokens.get(code) {
-                self.metrics
-                    .rollout_remaining_units
-                    .with_label_values(&[self.name.as_str(), code.as_str()])
-                    .set(remaining as f64 / 10f64.powi(i32::from(t.spec.decimals)));
-            }
-            left.insert(code.clone(), remaining);
-        }
-        Ok(left)
-    }
-
-    pub(super) async fn note_guardrail_wait(
-        &mut self,
-        payout: PayoutId,
-        asset: &str,
-    ) -> anyhow::Result<()> {
-        if self.guardrail_noted.insert(payout) {
-            self.store
-                .add_payout_event(
-                    payout,
-                    "rollout_wait",
-                    &format!(
-                        "waits: today's rollout share of {asset} on {} is used up",
-                        self.name
-                    ),
-                )
-                .await?;
+            self.core.pause_point("engine.after_broadcast").await;
         }
         Ok(())
     }
@@ -269,8 +218,9 @@ impl NetworkEngine {
             return Ok(*n);
         }
         let stored = self
+            .core
             .store
-            .next_nonce(&self.name, &wallet.address.to_checksum(None))
+            .next_nonce(&self.core.name, &wallet.address.to_checksum(None))
             .await?;
         let chain = self.client.nonce(wallet.address, false).await?;
         let next = match stored {
@@ -321,9 +271,10 @@ impl NetworkEngine {
                 Ok(_) => {}
                 Err(e) if e.class == RpcErrorClass::AlreadyKnown => {}
                 Err(e) => {
-                    self.metrics
+                    self.core
+                        .metrics
                         .rpc_errors_total
-                        .with_label_values(&[self.name.as_str(), e.class.as_str()])
+                        .with_label_values(&[self.core.name.as_str(), e.class.as_str()])
                         .inc();
                     tracing::warn!(nonce = a.nonce, class = e.class.as_str(), error = %e.message, "broadcast failed; will retry");
                 }
@@ -331,7 +282,7 @@ impl NetworkEngine {
         }
         if !sent.is_empty() {
             let at = now_micros();
-            self.store.mark_broadcast(&sent, head, at).await?;
+            self.core.store.mark_broadcast(&sent, head, at).await?;
             for (chunk, id) in sent_chunks {
                 let Some(f) = self.tracked.get_mut(&chunk) else {
                     continue;

@@ -179,9 +179,10 @@ impl NetworkEngine {
         if fees.max_fee_per_gas <= old.max_fee_per_gas {
             // At the fee cap: keep the transaction alive as it is; never drop it.
             tracing::warn!(chunk = %f.chunk, nonce = f.nonce, "stuck at the fee cap; re-broadcasting as is");
-            self.metrics
+            self.core
+                .metrics
                 .fee_cap_rebroadcasts_total
-                .with_label_values(&[self.name.as_str()])
+                .with_label_values(&[self.core.name.as_str()])
                 .inc();
             self.broadcast(&[(f.chunk, latest.clone())], head).await?;
             return Ok(());
@@ -193,17 +194,20 @@ impl NetworkEngine {
             AttemptKind::Cancel => sign_cancel(wallet.signer(), self.chain_id, f.nonce, fees)?,
         };
         let attempt = attempt_of(&signed, kind);
-        self.store.record_replacement(f.chunk, &attempt).await?;
-        self.pause_point("engine.after_replacement").await;
+        self.core
+            .store
+            .record_replacement(f.chunk, &attempt)
+            .await?;
+        self.core.pause_point("engine.after_replacement").await;
         if let Some(t) = self.tracked.get_mut(&f.chunk) {
             t.attempts.push(attempt.clone());
         }
         let counter = if kind == AttemptKind::Cancel && latest.kind == AttemptKind::Transfer {
-            &self.metrics.cancels_total
+            &self.core.metrics.cancels_total
         } else {
-            &self.metrics.speedups_total
+            &self.core.metrics.speedups_total
         };
-        counter.with_label_values(&[self.name.as_str()]).inc();
+        counter.with_label_values(&[self.core.name.as_str()]).inc();
         self.broadcast(&[(f.chunk, attempt)], head).await?;
         Ok(())
     }
@@ -223,9 +227,10 @@ impl NetworkEngine {
             // Back to tracking; the node may have lost the transaction with its block, so the
             // stored bytes go out again (same nonce: it can land once at most).
             self.mined.push((f.chunk, None));
-            self.metrics
+            self.core
+                .metrics
                 .reorgs_total
-                .with_label_values(&[self.name.as_str()])
+                .with_label_values(&[self.core.name.as_str()])
                 .inc();
             if let Some(a) = f.attempts.iter().find(|a| a.hash == m.hash) {
                 self.broadcast(&[(f.chunk, a.clone())], head).await?;
@@ -249,10 +254,10 @@ impl NetworkEngine {
             return Ok(());
         }
         if self.settings.cross_check && !self.witnessed(&m).await? {
-            tracing::info!(network = %self.name, chunk = %f.chunk, block = m.block, "waiting for a second endpoint to confirm the inclusion");
+            tracing::info!(network = %self.core.name, chunk = %f.chunk, block = m.block, "waiting for a second endpoint to confirm the inclusion");
             return Ok(());
         }
-        self.pause_point("engine.before_confirm").await;
+        self.core.pause_point("engine.before_confirm").await;
         let kind = f
             .attempts
             .iter()
@@ -333,6 +338,7 @@ impl NetworkEngine {
             .get(&f.wallet)
             .ok_or_else(|| anyhow::anyhow!("wallet {} has no gas account", f.wallet))?;
         let op = self
+            .core
             .ledger
             .network_fee(account, &self.native, Amount::new(fee)?)?;
         let mut cmd = Command::new(
@@ -357,7 +363,7 @@ impl NetworkEngine {
             .iter()
             .flat_map(|s| s.commands.iter().cloned())
             .collect();
-        let mut results = self.ledger.post(commands).await?.into_iter();
+        let mut results = self.core.ledger.post(commands).await?.into_iter();
         // Several chunks of one payout can settle in the same batch: look at each payout once.
         let mut touched: Vec<PayoutId> = Vec::new();
         let mut paid_now: Vec<PayoutId> = Vec::new();
@@ -377,7 +383,7 @@ impl NetworkEngine {
                 }
             }
             if let (true, Outcome::Unpaid(chunk, state, detail)) = (ok, &s.outcome) {
-                self.store.close_chunk(*chunk, *state, detail).await?;
+                self.core.store.close_chunk(*chunk, *state, detail).await?;
             }
             if ok {
                 self.tracked.remove(&s.chunk);
@@ -395,36 +401,6 @@ impl NetworkEngine {
                 touched.push(s.payout);
             }
         }
-        for p in self.store.payouts_by_id(&touched).await? {
-            if p.state == PayoutState::Confirmed {
-                if paid_now.contains(&p.id) {
-                    self.finished(PayoutState::Confirmed, p.created_at);
-                }
-                continue;
-            }
-            // A sibling may have failed or been cancelled: once all are final, the unpaid
-            // remainder goes back.
-            if p.all_chunks_final()
-                && let Some(closed) = close_unpaid(&self.ledger, p.id).await?
-            {
-                self.finished(closed.state, closed.created_at);
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn finished(&self, state: PayoutState, created_at: crate::domain::UnixMicros) {
-        let network = self.name.as_str();
-        self.metrics
-            .finished_total
-            .with_label_values(&[network, state.as_str()])
-            .inc();
-        if state == PayoutState::Confirmed {
-            let seconds = (now_micros() - created_at).max(0) as f64 / 1e6;
-            self.metrics
-                .pass_through_seconds
-                .with_label_values(&[network])
-                .observe(seconds);
-        }
+        self.core.close_payouts(&touched, &paid_now).await
     }
 }

@@ -31,13 +31,13 @@ impl NetworkEngine {
         let ours = if hashes.is_empty() {
             Default::default()
         } else {
-            self.store.known_attempts(&hashes).await?
+            self.core.store.known_attempts(&hashes).await?
         };
         for log in outgoing.iter().filter(|l| !ours.contains(&l.tx_hash.0)) {
             let wallet = log.from.to_checksum(None);
             self.wallet_metrics
                 .unexpected_outflows_total
-                .with_label_values(&[self.name.as_str(), wallet.as_str()])
+                .with_label_values(&[self.core.name.as_str(), wallet.as_str()])
                 .inc();
             let reason = format!(
                 "automatic: hot wallet {wallet} sent {} base units of {} in tx 0x{} (block {}), which treasuryd never signed",
@@ -46,7 +46,9 @@ impl NetworkEngine {
                 hex::encode(log.tx_hash),
                 log.block
             );
-            self.enter_safe_mode("unexpected_outflow", reason).await?;
+            self.core
+                .enter_safe_mode("unexpected_outflow", reason)
+                .await?;
         }
         let Some(before) = from.checked_sub(1) else {
             return Ok(incoming);
@@ -76,14 +78,16 @@ impl NetworkEngine {
                 let address = wallet.to_checksum(None);
                 self.wallet_metrics
                     .balance_mismatches_total
-                    .with_label_values(&[self.name.as_str(), address.as_str()])
+                    .with_label_values(&[self.core.name.as_str(), address.as_str()])
                     .inc();
                 let reason = format!(
                     "automatic: hot wallet {address} holds {end} base units of {} at block {to}; its transfers since block {before} ({start}, +{received}, -{sent}) account for {}",
                     token.to_checksum(None),
                     start.saturating_add(received).saturating_sub(sent)
                 );
-                self.enter_safe_mode("balance_mismatch", reason).await?;
+                self.core
+                    .enter_safe_mode("balance_mismatch", reason)
+                    .await?;
             }
         }
         Ok(incoming)
@@ -94,7 +98,7 @@ impl NetworkEngine {
     /// and payouts keep its ledger accounts level with the chain. A crash between the posting
     /// and its record replays the same posting (same key, same block: the cursor has not moved).
     async fn open_wallets(&mut self, from: u64) -> anyhow::Result<()> {
-        let opened = self.store.wallet_openings(&self.name).await?;
+        let opened = self.core.store.wallet_openings(&self.core.name).await?;
         let block = from.checked_sub(1);
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
@@ -121,7 +125,9 @@ impl NetworkEngine {
                                 .custody_accounts
                                 .get(&(address.clone(), asset.key.code.clone()))
                                 .ok_or_else(|| anyhow::anyhow!("{address}: no custody account"))?;
-                            self.ledger.wallet_inflow(custody, &asset.key, amount)?
+                            self.core
+                                .ledger
+                                .wallet_inflow(custody, &asset.key, amount)?
                         }
                         None => Operation::Deposit {
                             account: *self
@@ -129,6 +135,7 @@ impl NetworkEngine {
                                 .get(&address)
                                 .ok_or_else(|| anyhow::anyhow!("{address}: no gas account"))?,
                             source: self
+                                .core
                                 .ledger
                                 .system_account(&asset.key, AccountKind::External)
                                 .ok_or_else(|| anyhow::anyhow!("no external {}", asset.key))?,
@@ -147,13 +154,14 @@ impl NetworkEngine {
                         "opening balance of hot wallet {address} at block {}",
                         block.unwrap_or(0)
                     ));
-                    if let Some(Err(e)) = self.ledger.post(vec![cmd]).await?.pop() {
+                    if let Some(Err(e)) = self.core.ledger.post(vec![cmd]).await?.pop() {
                         anyhow::bail!("the ledger refused the opening of {address}: {e}");
                     }
                 }
-                self.store
+                self.core
+                    .store
                     .record_wallet_opening(
-                        &self.name,
+                        &self.core.name,
                         &address,
                         &asset.key.code,
                         block.unwrap_or(0),
@@ -168,14 +176,19 @@ impl NetworkEngine {
     /// The ledger command for a token transfer into a hot wallet, keyed by chain, tx hash and
     /// log index like a deposit. None for a token the network does not pay in.
     fn inflow(&self, log: &crate::chains::evm::TransferLog) -> anyhow::Result<Option<Command>> {
-        let Some((code, _)) = self.tokens.iter().find(|(_, t)| t.contract == log.token) else {
+        let Some((code, _)) = self
+            .core
+            .tokens
+            .iter()
+            .find(|(_, t)| t.contract == log.token)
+        else {
             return Ok(None);
         };
         let wallet = log.to.to_checksum(None);
         let Some(custody) = self.custody_accounts.get(&(wallet.clone(), code.clone())) else {
             return Ok(None);
         };
-        let asset = AssetKey::new(self.name.clone(), code.clone());
+        let asset = AssetKey::new(self.core.name.clone(), code.clone());
         let units = i128::try_from(log.value)
             .map_err(|_| anyhow::anyhow!("an inflow of {} out of range", log.value))?;
         let Ok(amount) = Amount::new(units) else {
@@ -186,7 +199,7 @@ impl NetworkEngine {
         let mut cmd = Command::new(
             format!("wallet-inflow:{}:{tx}:{}", self.chain_id, log.log_index),
             asset.clone(),
-            self.ledger.wallet_inflow(*custody, &asset, amount)?,
+            self.core.ledger.wallet_inflow(*custody, &asset, amount)?,
         );
         cmd.reference = Some(tx);
         cmd.memo = Some(format!(
@@ -212,9 +225,9 @@ impl NetworkEngine {
         self.reconciled_at = Some(std::time::Instant::now());
         let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
         let lines = match crate::reconcile::reconcile_network(
-            self.store.as_ref(),
+            self.core.store.as_ref(),
             &self.client,
-            &self.name,
+            &self.core.name,
             &wallets,
             &self.reconciled_assets,
         )
@@ -222,10 +235,10 @@ impl NetworkEngine {
         {
             Ok(lines) => lines,
             Err(e) => {
-                tracing::warn!(network = %self.name, error = format!("{e:#}"), "reconciliation could not run");
+                tracing::warn!(network = %self.core.name, error = format!("{e:#}"), "reconciliation could not run");
                 self.wallet_metrics
                     .reconcile_runs_total
-                    .with_label_values(&[self.name.as_str(), "error"])
+                    .with_label_values(&[self.core.name.as_str(), "error"])
                     .inc();
                 return Ok(());
             }
@@ -235,7 +248,7 @@ impl NetworkEngine {
             self.wallet_metrics.record_reconciliation(line);
             if line.verdict == Verdict::Mismatch {
                 outcome = "mismatch";
-                tracing::error!(network = %self.name, wallet = %line.wallet, asset = %line.asset, chain = %line.display(line.chain), ledger = %line.display(line.ledger), difference = %line.display(line.difference), "hot wallet balance differs from the ledger");
+                tracing::error!(network = %self.core.name, wallet = %line.wallet, asset = %line.asset, chain = %line.display(line.chain), ledger = %line.display(line.ledger), difference = %line.display(line.difference), "hot wallet balance differs from the ledger");
                 // The native coin may move for reasons the ledger is told of later (a top-up
                 // recorded after the fact); only tokens stop payouts.
                 if line.asset != self.native.code {
@@ -247,13 +260,15 @@ impl NetworkEngine {
                         line.block,
                         line.display(line.ledger - line.settling)
                     );
-                    self.enter_safe_mode("reconcile_mismatch", reason).await?;
+                    self.core
+                        .enter_safe_mode("reconcile_mismatch", reason)
+                        .await?;
                 }
             }
         }
         self.wallet_metrics
             .reconcile_runs_total
-            .with_label_values(&[self.name.as_str(), outcome])
+            .with_label_values(&[self.core.name.as_str(), outcome])
             .inc();
         Ok(())
     }
@@ -271,16 +286,23 @@ impl NetworkEngine {
             return Ok(());
         }
         self.deposits_read_at = Some(std::time::Instant::now());
-        let addresses = self.store.deposit_addresses(&self.name, None).await?;
+        let addresses = self
+            .core
+            .store
+            .deposit_addresses(&self.core.name, None)
+            .await?;
         let Some(safe) = (head + 1).checked_sub(self.settings.confirmations) else {
             return Ok(());
         };
-        let from = match self.store.deposit_cursor(&self.name).await? {
+        let from = match self.core.store.deposit_cursor(&self.core.name).await? {
             Some(next) => next,
             // First start: from the configured block, or from here on.
             None => {
                 let start = self.settings.deposits_from_block.unwrap_or(safe + 1);
-                self.store.set_deposit_cursor(&self.name, start).await?;
+                self.core
+                    .store
+                    .set_deposit_cursor(&self.core.name, start)
+                    .await?;
                 return Ok(());
             }
         };
@@ -291,7 +313,7 @@ impl NetworkEngine {
             return Ok(());
         }
         let to = safe.min(from + 1_999);
-        let contracts: Vec<Address> = self.tokens.values().map(|t| t.contract).collect();
+        let contracts: Vec<Address> = self.core.tokens.values().map(|t| t.contract).collect();
         let inflows = self.reconcile_wallets(&contracts, from, to).await?;
         let recipients: Vec<Address> = addresses
             .iter()
@@ -314,7 +336,12 @@ impl NetworkEngine {
             commands.extend(self.inflow(log)?);
         }
         for log in logs {
-            let Some((code, _)) = self.tokens.iter().find(|(_, t)| t.contract == log.token) else {
+            let Some((code, _)) = self
+                .core
+                .tokens
+                .iter()
+                .find(|(_, t)| t.contract == log.token)
+            else {
                 continue;
             };
             let to_address = log.to.to_checksum(None);
@@ -322,12 +349,13 @@ impl NetworkEngine {
                 .iter()
                 .find(|d| d.address == to_address && &d.asset.code == code)
             else {
-                tracing::warn!(network = %self.name, token = %code, to = %to_address, "a transfer to a deposit address of no account in that token; not credited");
+                tracing::warn!(network = %self.core.name, token = %code, to = %to_address, "a transfer to a deposit address of no account in that token; not credited");
                 continue;
             };
             let (Ok(units), Some(source)) = (
                 i128::try_from(log.value),
-                self.ledger
+                self.core
+                    .ledger
                     .system_account(&target.asset, AccountKind::External),
             ) else {
                 continue;
@@ -355,6 +383,7 @@ impl NetworkEngine {
         }
         if !commands.is_empty() {
             for (result, cmd) in self
+                .core
                 .ledger
                 .post(commands.clone())
                 .await?
@@ -366,9 +395,10 @@ impl NetworkEngine {
                         if !posted.replayed
                             && matches!(cmd.operation, Operation::Deposit { .. }) =>
                     {
-                        self.metrics
+                        self.core
+                            .metrics
                             .deposits_total
-                            .with_label_values(&[self.name.as_str(), cmd.asset.code.as_str()])
+                            .with_label_values(&[self.core.name.as_str(), cmd.asset.code.as_str()])
                             .inc()
                     }
                     Ok(_) => {}
@@ -378,9 +408,12 @@ impl NetworkEngine {
                     }
                 }
             }
-            self.pause_point("deposits.before_cursor").await;
+            self.core.pause_point("deposits.before_cursor").await;
         }
-        self.store.set_deposit_cursor(&self.name, to + 1).await?;
+        self.core
+            .store
+            .set_deposit_cursor(&self.core.name, to + 1)
+            .await?;
         Ok(())
     }
 
@@ -415,18 +448,20 @@ impl NetworkEngine {
             }
             self.watched[i].block_hash = None;
             let (chunk, payout) = (self.watched[i].chunk, self.watched[i].payout);
-            self.metrics
+            self.core
+                .metrics
                 .deep_reorgs_total
-                .with_label_values(&[self.name.as_str()])
+                .with_label_values(&[self.core.name.as_str()])
                 .inc();
             let reason = format!(
                 "automatic: chunk {chunk} of payout {payout}, paid at block {block}, left the chain after its confirmation depth"
             );
-            tracing::error!(network = %self.name, %chunk, %payout, block, "a paid transaction was reorged out; entering safe-mode");
-            self.store
+            tracing::error!(network = %self.core.name, %chunk, %payout, block, "a paid transaction was reorged out; entering safe-mode");
+            self.core
+                .store
                 .add_payout_event(payout, "reorged_after_confirmation", &reason)
                 .await?;
-            self.enter_safe_mode("deep_reorg", reason).await?;
+            self.core.enter_safe_mode("deep_reorg", reason).await?;
         }
         self.reland().await
     }
@@ -443,7 +478,8 @@ impl NetworkEngine {
                 Some(inc) => {
                     self.watched[i].block = inc.block_number;
                     self.watched[i].block_hash = Some(inc.block_hash.0);
-                    self.store
+                    self.core
+                        .store
                         .add_payout_event(
                             self.watched[i].payout,
                             "reincluded",
