@@ -43,6 +43,9 @@ pub enum Fault {
     Drop,
     /// The next executed contract call reverts.
     Revert,
+    /// The next energy estimate comes out at half what the call will use (as when the state
+    /// changes between estimate and execution), so a fee limit built on it runs out of energy.
+    LowEstimate,
 }
 
 struct Block {
@@ -397,12 +400,40 @@ async fn handle(
         },
         "/wallet/triggerconstantcontract" => {
             let data = hex::decode(body["data"].as_str().unwrap_or("")).unwrap_or_default();
-            let holds = data.len() == 68 && {
-                let mut to = [0u8; 20];
-                to.copy_from_slice(&data[16..36]);
-                n.tokens.get(&to).is_some_and(|b| !b.is_zero())
+            let word_address = |d: &[u8]| {
+                let mut a = [0u8; 20];
+                a.copy_from_slice(&d[16..36]);
+                a
             };
-            json!({"result": {"result": true}, "energy_used": if holds { ENERGY_EXISTING_HOLDER } else { ENERGY_NEW_HOLDER }})
+            let contract = body["contract_address"]
+                .as_str()
+                .and_then(|c| TronAddress::from_hex(c).ok());
+            if contract != Some(n.token) {
+                json!({"result": {"result": false, "message": hex::encode("no contract")}})
+            } else if data.len() == 36 && data[..4] == [0x70, 0xa0, 0x82, 0x31] {
+                let balance = n
+                    .tokens
+                    .get(&word_address(&data))
+                    .copied()
+                    .unwrap_or_default();
+                json!({"result": {"result": true}, "energy_used": 520, "constant_result": [hex::encode(balance.to_be_bytes::<32>())]})
+            } else {
+                let holds = data.len() == 68
+                    && n
+                        .tokens
+                        .get(&word_address(&data))
+                        .is_some_and(|b| !b.is_zero());
+                let mut energy = if holds {
+                    ENERGY_EXISTING_HOLDER
+                } else {
+                    ENERGY_NEW_HOLDER
+                };
+                if n.faults.front() == Some(&Fault::LowEstimate) {
+                    n.faults.pop_front();
+                    energy /= 2;
+                }
+                json!({"result": {"result": true}, "energy_used": energy})
+            }
         }
         "/wallet/getchainparameters" => json!({"chainParameter": [
             {"key": "getEnergyFee", "value": ENERGY_FEE},

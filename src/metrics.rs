@@ -174,6 +174,10 @@ pub struct WalletMetrics {
     pub reconcile_runs_total: IntCounterVec,
     /// The block the last reconciliation compared at.
     pub reconciled_block: IntGaugeVec,
+    /// Tron: a wallet's TRX balance in TRX, its energy and bandwidth available now.
+    pub trx_balance: GaugeVec,
+    pub energy_available: GaugeVec,
+    pub bandwidth_available: GaugeVec,
 }
 
 impl WalletMetrics {
@@ -186,7 +190,7 @@ impl WalletMetrics {
         let below = IntGaugeVec::new(
             Opts::new(
                 "treasuryd_wallet_below_gas_buffer",
-                "1 while a wallet's native balance is below its gas buffer (it sends nothing).",
+                "1 while a wallet is below its gas buffer (EVM: native balance; Tron: TRX, energy or bandwidth) and sends nothing.",
             ),
             &["network", "wallet"],
         )?;
@@ -255,7 +259,22 @@ impl WalletMetrics {
             below_gas_buffer: below,
             runway_payouts: gauge(
                 "treasuryd_wallet_runway_payouts",
-                "How many more transfers the native balance above the buffer pays for at current fees.",
+                "How many more transfers the wallet's gas (EVM: native balance above the buffer; Tron: staked energy and bandwidth, then TRX above the buffer) pays for at current prices.",
+                &["network", "wallet"],
+            )?,
+            trx_balance: gauge(
+                "treasuryd_wallet_trx_balance",
+                "Tron: a wallet's TRX balance, in TRX.",
+                &["network", "wallet"],
+            )?,
+            energy_available: gauge(
+                "treasuryd_wallet_energy_available",
+                "Tron: energy a wallet has available from its stake.",
+                &["network", "wallet"],
+            )?,
+            bandwidth_available: gauge(
+                "treasuryd_wallet_bandwidth_available",
+                "Tron: bandwidth (bytes) a wallet has available, free and staked.",
                 &["network", "wallet"],
             )?,
         })
@@ -403,6 +422,11 @@ pub struct PayoutMetrics {
     /// Confirmed (paid) transactions whose block left the chain afterwards: the network goes
     /// into safe-mode. Alert on any increase.
     pub deep_reorgs_total: IntCounterVec,
+    /// Tron: transactions rebuilt for a chunk, by network and reason (`expired`: it can no
+    /// longer land; `out_of_energy`: again with a raised fee limit).
+    pub rebuilds_total: IntCounterVec,
+    /// Tron: broadcasts the node refused, by network and its response code.
+    pub broadcast_refusals_total: IntCounterVec,
 }
 
 impl PayoutMetrics {
@@ -535,6 +559,16 @@ impl PayoutMetrics {
                 "treasuryd_payouts_deep_reorgs_total",
                 "Confirmed transactions whose block left the chain afterwards, by network; the network enters safe-mode.",
                 &["network"],
+            )?,
+            rebuilds_total: counter(
+                "treasuryd_payouts_rebuilds_total",
+                "Tron transactions rebuilt for a chunk, by network and reason (expired, out_of_energy).",
+                &["network", "reason"],
+            )?,
+            broadcast_refusals_total: counter(
+                "treasuryd_payouts_broadcast_refusals_total",
+                "Tron broadcasts the node refused, by network and response code.",
+                &["network", "code"],
             )?,
             tick_seconds: {
                 let h = HistogramVec::new(

@@ -514,11 +514,12 @@ pub trait Store: Send + Sync + 'static {
     /// The first block of `network` not yet read for deposits.
     async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>>;
     async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()>;
-    /// (wallet, asset) pairs of `network` whose opening balance is posted.
+    /// (wallet, asset) pairs of `network` whose opening balance is posted, with the block it
+    /// was read at.
     async fn wallet_openings(
         &self,
         network: &str,
-    ) -> StoreResult<std::collections::HashSet<(String, String)>>;
+    ) -> StoreResult<std::collections::HashMap<(String, String), u64>>;
     async fn record_wallet_opening(
         &self,
         network: &str,
@@ -529,8 +530,15 @@ pub trait Store: Send + Sync + 'static {
     /// The deposit cursor, the hot wallets' accounts and the chunks in flight on `network`,
     /// as of one moment.
     async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot>;
-    /// Stores a replacement (same nonce, higher fees) for a chunk in flight.
-    async fn record_replacement(&self, chunk: ChunkId, attempt: &Attempt) -> StoreResult<()>;
+    /// Stores a new attempt for a chunk in flight (an EVM replacement with the same nonce and
+    /// higher fees; a Tron rebuild), with the payout event that tells of it.
+    async fn record_replacement(
+        &self,
+        chunk: ChunkId,
+        attempt: &Attempt,
+        event: &str,
+        detail: &str,
+    ) -> StoreResult<()>;
     /// Marks attempts as sent (first time only) and their chunks as broadcast.
     async fn mark_broadcast(
         &self,
@@ -669,21 +677,6 @@ pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Invariant(format!("stored hash has {} bytes", bytes.len())))
-}
-
-/// The payout event a stored replacement writes.
-pub(crate) fn replacement_event(kind: crate::payouts::AttemptKind) -> &'static str {
-    match kind {
-        crate::payouts::AttemptKind::Transfer => "replaced",
-        crate::payouts::AttemptKind::Cancel => "cancel_signed",
-    }
-}
-
-pub(crate) fn replacement_verb(kind: crate::payouts::AttemptKind) -> &'static str {
-    match kind {
-        crate::payouts::AttemptKind::Transfer => "re-signed",
-        crate::payouts::AttemptKind::Cancel => "cancelled by a self-transfer",
-    }
 }
 
 pub(crate) fn now_micros() -> UnixMicros {

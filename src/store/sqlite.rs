@@ -1220,7 +1220,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn record_replacement(&self, chunk: ChunkId, attempt: &Attempt) -> StoreResult<()> {
+    async fn record_replacement(
+        &self,
+        chunk: ChunkId,
+        attempt: &Attempt,
+        event: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = ?")
             .bind(chunk.0)
@@ -1232,15 +1238,8 @@ impl Store for SqliteStore {
             &mut tx,
             PayoutId(payout),
             attempt.created_at,
-            replacement_event(attempt.kind),
-            &format!(
-                "chunk {chunk}: nonce {} {} with max fee {} wei, tip {} wei, tx 0x{}",
-                attempt.nonce,
-                replacement_verb(attempt.kind),
-                attempt.max_fee_per_gas,
-                attempt.max_priority_fee_per_gas,
-                hex::encode(attempt.hash)
-            ),
+            event,
+            detail,
         )
         .await?;
         tx.commit().await?;
@@ -1277,13 +1276,16 @@ impl Store for SqliteStore {
     async fn wallet_openings(
         &self,
         network: &str,
-    ) -> StoreResult<std::collections::HashSet<(String, String)>> {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT wallet, asset FROM wallet_openings WHERE network = ?")
+    ) -> StoreResult<std::collections::HashMap<(String, String), u64>> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT wallet, asset, block FROM wallet_openings WHERE network = ?")
                 .bind(network)
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows.into_iter().collect())
+        Ok(rows
+            .into_iter()
+            .map(|(wallet, asset, block)| ((wallet, asset), block.max(0) as u64))
+            .collect())
     }
 
     async fn record_wallet_opening(

@@ -391,7 +391,7 @@ async fn deposits_are_found_in_solidified_blocks_once_per_log() {
     assert_eq!(found[0].from, r.from);
     assert_eq!(found[0].to, r.to);
     assert_eq!(
-        found[0].key(),
+        found[0].key("deposit", "tron"),
         format!("deposit:tron:{}:0", hex::encode(watched_tx.txid))
     );
     // Another token is not ours to credit.

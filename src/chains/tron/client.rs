@@ -9,6 +9,8 @@ use super::tx::SignedTx;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +67,32 @@ pub struct Resources {
     pub bandwidth_available: i64,
 }
 
+/// Which endpoint answers, shared by the clones of one client.
+#[derive(Default)]
+struct Health {
+    /// The endpoint tried first: the last one that answered (a recovered first endpoint is not
+    /// switched back to until the current one fails).
+    current: AtomicUsize,
+    /// Per endpoint, whether its last call got an answer.
+    up: Vec<AtomicBool>,
+    /// Times the answering endpoint changed.
+    failovers: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct TronClient {
     http: reqwest::Client,
     urls: Vec<url::Url>,
     api_key: Option<SecretString>,
+    health: Arc<Health>,
+}
+
+/// The endpoints' state as the client last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    pub current: usize,
+    pub up: Vec<bool>,
+    pub failovers: u64,
 }
 
 fn hex32(text: &str) -> Option<[u8; 32]> {
@@ -97,18 +120,38 @@ impl TronClient {
             .timeout(timeout)
             .build()
             .map_err(|e| TronError::Unreachable(e.to_string()))?;
+        let health = Arc::new(Health {
+            up: urls.iter().map(|_| AtomicBool::new(true)).collect(),
+            ..Default::default()
+        });
         Ok(Self {
             http,
             urls,
             api_key,
+            health,
         })
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers (transport errors and 5xx move
-    /// on to the next one).
+    pub fn health(&self) -> EndpointHealth {
+        EndpointHealth {
+            current: self.health.current.load(Ordering::Relaxed),
+            up: self
+                .health
+                .up
+                .iter()
+                .map(|u| u.load(Ordering::Relaxed))
+                .collect(),
+            failovers: self.health.failovers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// POSTs `body` to `path`, from the endpoint that answered last on to the others in order
+    /// (transport errors and 5xx move on to the next one).
     async fn post(&self, path: &str, body: Value) -> Result<Value, TronError> {
         let mut failures = Vec::new();
-        for base in &self.urls {
+        let first = self.health.current.load(Ordering::Relaxed);
+        for i in (0..self.urls.len()).map(|k| (first + k) % self.urls.len()) {
+            let base = &self.urls[i];
             let Ok(url) = base.join(path) else {
                 failures.push(format!("{base}: bad path"));
                 continue;
@@ -119,9 +162,14 @@ impl TronClient {
             }
             match request.send().await {
                 Ok(r) if r.status().is_server_error() => {
-                    failures.push(format!("{base}: HTTP {}", r.status()));
+                    self.health.up[i].store(false, Ordering::Relaxed);
+                    failures.push(format!("endpoint {i}: HTTP {}", r.status()));
                 }
                 Ok(r) => {
+                    self.health.up[i].store(true, Ordering::Relaxed);
+                    if self.health.current.swap(i, Ordering::Relaxed) != i {
+                        self.health.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
                     let status = r.status();
                     let value: Value = r.json().await.map_err(|e| TronError::Node {
                         path: path.into(),
@@ -135,7 +183,11 @@ impl TronClient {
                     }
                     return Ok(value);
                 }
-                Err(e) => failures.push(format!("{base}: {e}")),
+                Err(e) => {
+                    self.health.up[i].store(false, Ordering::Relaxed);
+                    // Without the URL: it may carry an API key.
+                    failures.push(format!("endpoint {i}: {}", e.without_url()));
+                }
             }
         }
         Err(TronError::Unreachable(failures.join("; ")))
@@ -166,12 +218,17 @@ impl TronClient {
         self.block("walletsolidity/getnowblock").await
     }
 
-    /// Broadcasts a signed transaction's bytes.
+    /// Broadcasts a signed transaction.
     pub async fn broadcast(&self, tx: &SignedTx) -> Result<Broadcast, TronError> {
+        self.broadcast_bytes(&tx.bytes).await
+    }
+
+    /// Broadcasts a serialized signed `Transaction` (as stored).
+    pub async fn broadcast_bytes(&self, bytes: &[u8]) -> Result<Broadcast, TronError> {
         let v = self
             .post(
                 "wallet/broadcasthex",
-                json!({"transaction": hex::encode(&tx.bytes)}),
+                json!({"transaction": hex::encode(bytes)}),
             )
             .await?;
         if v["result"].as_bool() == Some(true) {
@@ -291,6 +348,33 @@ impl TronClient {
             });
         }
         Ok(i64_of(&v, "energy_used"))
+    }
+
+    /// `owner`'s balance of the TRC-20 `contract` in base units (`balanceOf` as a constant call).
+    pub async fn token_balance(
+        &self,
+        contract: &TronAddress,
+        owner: &TronAddress,
+    ) -> Result<alloy::primitives::U256, TronError> {
+        let mut data = vec![0x70, 0xa0, 0x82, 0x31];
+        data.extend_from_slice(&[0u8; 12]);
+        data.extend_from_slice(&owner.evm_bytes());
+        let path = "wallet/triggerconstantcontract";
+        let v = self
+            .post(
+                path,
+                json!({"owner_address": owner.to_hex(), "contract_address": contract.to_hex(), "data": hex::encode(data)}),
+            )
+            .await?;
+        let word = v["constant_result"][0]
+            .as_str()
+            .and_then(|w| hex::decode(w).ok())
+            .filter(|w| w.len() == 32)
+            .ok_or_else(|| TronError::Node {
+                path: path.into(),
+                detail: format!("no balanceOf result in {}", v["result"]),
+            })?;
+        Ok(alloy::primitives::U256::from_be_slice(&word))
     }
 
     /// The price of one energy unit in sun (`getEnergyFee`), read live.

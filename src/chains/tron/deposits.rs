@@ -4,7 +4,7 @@
 //! (their logs never took effect). The ledger credits each inflow once under `key()`.
 
 use super::TronAddress;
-use super::client::{TronClient, TronError};
+use super::client::{TronClient, TronError, TxInfo};
 use alloy::primitives::U256;
 use std::collections::HashSet;
 
@@ -27,9 +27,14 @@ pub struct Inflow {
 }
 
 impl Inflow {
-    /// The ledger idempotency key: one credit per (transaction, log).
-    pub fn key(&self) -> String {
-        format!("deposit:tron:{}:{}", hex::encode(self.txid), self.log_index)
+    /// The ledger idempotency key on `network` with `prefix` (`deposit`, `wallet-inflow`): one
+    /// credit per (transaction, log).
+    pub fn key(&self, prefix: &str, network: &str) -> String {
+        format!(
+            "{prefix}:{network}:{}:{}",
+            hex::encode(self.txid),
+            self.log_index
+        )
     }
 }
 
@@ -39,7 +44,43 @@ fn word_address(word: &[u8; 32]) -> TronAddress {
     TronAddress::from_evm(bytes)
 }
 
-/// Inflows in blocks `from..=to`. The caller keeps `to` at or below the solidified head.
+/// The Transfer logs of `tokens` in an executed transaction of `block`; none if it failed
+/// (its logs never took effect).
+pub fn token_transfers(
+    tx: &TxInfo,
+    block: u64,
+    tokens: &HashSet<TronAddress>,
+) -> Vec<Inflow> {
+    if tx.result != "SUCCESS" {
+        return Vec::new();
+    }
+    tx.logs
+        .iter()
+        .enumerate()
+        .filter_map(|(log_index, log)| {
+            let token = TronAddress::from_evm(log.address);
+            if !tokens.contains(&token)
+                || log.topics.len() != 3
+                || log.topics[0] != TRANSFER_TOPIC
+                || log.data.len() != 32
+            {
+                return None;
+            }
+            Some(Inflow {
+                txid: tx.txid,
+                log_index,
+                block,
+                token,
+                from: word_address(&log.topics[1]),
+                to: word_address(&log.topics[2]),
+                amount: U256::from_be_slice(&log.data),
+            })
+        })
+        .collect()
+}
+
+/// Inflows to `watched` in blocks `from..=to`. The caller keeps `to` at or below the
+/// solidified head.
 pub async fn scan(
     client: &TronClient,
     from: u64,
@@ -50,32 +91,11 @@ pub async fn scan(
     let mut out = Vec::new();
     for block in from..=to {
         for tx in client.block_transactions(block).await? {
-            if tx.result != "SUCCESS" {
-                continue;
-            }
-            for (log_index, log) in tx.logs.iter().enumerate() {
-                let token = TronAddress::from_evm(log.address);
-                if !tokens.contains(&token)
-                    || log.topics.len() != 3
-                    || log.topics[0] != TRANSFER_TOPIC
-                    || log.data.len() != 32
-                {
-                    continue;
-                }
-                let to_address = word_address(&log.topics[2]);
-                if !watched.contains(&to_address) {
-                    continue;
-                }
-                out.push(Inflow {
-                    txid: tx.txid,
-                    log_index,
-                    block,
-                    token,
-                    from: word_address(&log.topics[1]),
-                    to: to_address,
-                    amount: U256::from_be_slice(&log.data),
-                });
-            }
+            out.extend(
+                token_transfers(&tx, block, tokens)
+                    .into_iter()
+                    .filter(|t| watched.contains(&t.to)),
+            );
         }
     }
     Ok(out)

@@ -236,6 +236,50 @@ pub fn trx_transfer_raw(
     )
 }
 
+/// What a signed TRC-20 transfer says, read back from its serialized bytes: policy checks what
+/// was signed, and the engine reads a stored transaction's expiration and fee limit from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferParts {
+    pub txid: [u8; 32],
+    pub owner: TronAddress,
+    pub contract: TronAddress,
+    pub to: TronAddress,
+    pub amount: alloy::primitives::U256,
+    /// Milliseconds.
+    pub expiration: i64,
+    pub fee_limit: i64,
+}
+
+/// Decodes a serialized `Transaction` holding one `transfer(address,uint256)` call; None for
+/// anything else.
+pub fn transfer_parts(bytes: &[u8]) -> Option<TransferParts> {
+    let tx = Transaction::decode(bytes).ok()?;
+    let raw = tx.raw_data?;
+    let [contract] = raw.contract.as_slice() else {
+        return None;
+    };
+    if contract.r#type != TRIGGER_SMART_CONTRACT {
+        return None;
+    }
+    let call = TriggerSmartContract::decode(contract.parameter.as_ref()?.value.as_slice()).ok()?;
+    let data = &call.data;
+    if data.len() != 68 || data[..4] != [0xa9, 0x05, 0x9c, 0xbb] || data[4..16] != [0u8; 12] {
+        return None;
+    }
+    let mut to = [0u8; 20];
+    to.copy_from_slice(&data[16..36]);
+    let address = |b: &[u8]| TronAddress::from_hex(&hex::encode(b)).ok();
+    Some(TransferParts {
+        txid: txid(&raw.encode_to_vec()),
+        owner: address(&call.owner_address)?,
+        contract: address(&call.contract_address)?,
+        to: TronAddress::from_evm(to),
+        amount: alloy::primitives::U256::from_be_slice(&data[36..68]),
+        expiration: raw.expiration,
+        fee_limit: raw.fee_limit,
+    })
+}
+
 /// A transaction ready to broadcast.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignedTx {
@@ -358,6 +402,23 @@ mod tests {
         // And it decodes back to the same raw bytes.
         let decoded = Transaction::decode(signed.bytes.as_slice()).unwrap();
         assert_eq!(decoded.raw_data.unwrap().encode_to_vec(), signed.raw);
+        // What policy reads back from the signed bytes.
+        let parts = transfer_parts(&signed.bytes).unwrap();
+        assert_eq!(parts.txid, signed.txid);
+        assert_eq!(parts.owner, addr("TY72iA3SBtrds3QLYsS7LwYfkzXwAXCRWT"));
+        assert_eq!(parts.to, addr("TUz4nTU75z5oK4pYaVipkSDQ3Bi2DXdQT8"));
+        assert_eq!(
+            parts.contract,
+            addr("4142a1e39aefa49290f2b3f9ed688d7cecf86cd6e0")
+        );
+        assert_eq!(parts.amount, alloy::primitives::U256::from(0x0013_bb450u64));
+        assert_eq!(
+            (parts.expiration, parts.fee_limit),
+            (1_766_454_906_000, 50_000_000)
+        );
+        // A TRX transfer or garbage is not a TRC-20 transfer.
+        assert_eq!(transfer_parts(&signed.raw), None);
+        assert_eq!(transfer_parts(b"not a transaction"), None);
     }
 
     /// Vector B: wallet-core's TRC-20 and TRX transfers, the reference block derived from a

@@ -196,7 +196,26 @@ impl NetworkEngine {
         let attempt = attempt_of(&signed, kind);
         self.core
             .store
-            .record_replacement(f.chunk, &attempt)
+            .record_replacement(
+                f.chunk,
+                &attempt,
+                match kind {
+                    AttemptKind::Transfer => "replaced",
+                    AttemptKind::Cancel => "cancel_signed",
+                },
+                &format!(
+                    "chunk {}: nonce {} {} with max fee {} wei, tip {} wei, tx 0x{}",
+                    f.chunk,
+                    attempt.nonce,
+                    match kind {
+                        AttemptKind::Transfer => "re-signed",
+                        AttemptKind::Cancel => "cancelled by a self-transfer",
+                    },
+                    attempt.max_fee_per_gas,
+                    attempt.max_priority_fee_per_gas,
+                    hex::encode(attempt.hash)
+                ),
+            )
             .await?;
         self.core.pause_point("engine.after_replacement").await;
         if let Some(t) = self.tracked.get_mut(&f.chunk) {

@@ -103,7 +103,7 @@ impl NetworkEngine {
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
             for asset in &self.reconciled_assets {
-                if opened.contains(&(address.clone(), asset.key.code.clone())) {
+                if opened.contains_key(&(address.clone(), asset.key.code.clone())) {
                     continue;
                 }
                 let balance = match (block, asset.contract) {

@@ -1,0 +1,347 @@
+//! What every network's engine does the same way whatever the chain: the engine lease, safe-mode
+//! on the engine's own findings, the rollout guardrail, the payouts-by-state and freeze gauges,
+//! pause points for crash tests, and the end of a payout once its chunks are final.
+
+use super::{EngineInstance, PayoutToken};
+use crate::config::NetworkConfig;
+use crate::domain::{Amount, PayoutId, UnixMicros};
+use crate::ledger::Ledger;
+use crate::metrics::PayoutMetrics;
+use crate::payouts::policy::{RolloutPhase, day_start};
+use crate::payouts::{PayoutState, close_unpaid};
+use crate::store::{DynStore, now_micros};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Where the lease leaves this instance for the tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LeaseState {
+    /// This instance runs the network; `fresh` when the fence is new (another instance may
+    /// have run it meanwhile: reload everything from the database).
+    Running { fresh: bool },
+    /// Another instance holds it; `lost` when this one held it until now.
+    Standby,
+}
+
+pub(super) struct EngineCore {
+    pub(super) name: String,
+    pub(super) store: DynStore,
+    pub(super) ledger: Ledger,
+    pub(super) metrics: PayoutMetrics,
+    pub(super) tokens: HashMap<String, PayoutToken>,
+    /// This instance's name in the engine lease.
+    owner: String,
+    /// The lease fence while this instance runs the network's engine; None on standby.
+    pub(super) fence: Option<u64>,
+    renewed_at: Option<Instant>,
+    /// How long the engine lease lasts without renewal: the takeover time when an owner dies.
+    lease_ttl: Duration,
+    /// The phase until one is set through the API.
+    default_phase: RolloutPhase,
+    /// Token units per asset per day at 100%, by asset code.
+    daily_targets: HashMap<String, i128>,
+    timezone: chrono_tz::Tz,
+    /// Payouts whose wait on the rollout guardrail is already recorded (once per process).
+    guardrail_noted: HashSet<PayoutId>,
+    /// When the payouts-by-state gauge was last refreshed.
+    counted_at: Option<Instant>,
+    /// `debug.pause_at`, for crash tests.
+    pause_at: Option<String>,
+}
+
+impl EngineCore {
+    pub(super) fn new(
+        network: &NetworkConfig,
+        tokens: HashMap<String, PayoutToken>,
+        ledger: Ledger,
+        metrics: PayoutMetrics,
+        instance: &EngineInstance,
+    ) -> anyhow::Result<Self> {
+        let daily_targets = tokens
+            .iter()
+            .filter_map(|(code, t)| {
+                let target = network.rollout.daily_volume_target.as_deref()?;
+                let units = Amount::parse_decimal(target, &t.spec).ok()?.units();
+                Some((code.clone(), units))
+            })
+            .collect();
+        Ok(Self {
+            name: network.name.clone(),
+            store: ledger.store().clone(),
+            ledger,
+            metrics,
+            tokens,
+            owner: instance.id.clone(),
+            fence: None,
+            renewed_at: None,
+            lease_ttl: Duration::from_secs(network.lease_seconds),
+            default_phase: network.rollout.phase,
+            daily_targets,
+            timezone: network
+                .rollout
+                .timezone
+                .parse()
+                .map_err(|_| anyhow::anyhow!("network {}: bad rollout.timezone", network.name))?,
+            guardrail_noted: HashSet::new(),
+            counted_at: None,
+            pause_at: instance.pause_at.clone(),
+        })
+    }
+
+    /// Takes or renews the network's engine lease. Renewed when a third of its time has passed.
+    pub(super) async fn hold_lease(&mut self) -> anyhow::Result<LeaseState> {
+        let ttl = self.lease_ttl;
+        if self.fence.is_some() && self.renewed_at.is_some_and(|at| at.elapsed() < ttl / 3) {
+            return Ok(LeaseState::Running { fresh: false });
+        }
+        let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+        let lease = self
+            .store
+            .acquire_lease(&self.name, &self.owner, now_micros(), ttl_micros)
+            .await?;
+        let gauge = self
+            .metrics
+            .engine_lease
+            .with_label_values(&[self.name.as_str()]);
+        match lease {
+            Some(l) => {
+                let fresh = self.fence != Some(l.fence);
+                if fresh {
+                    tracing::info!(network = %self.name, owner = %self.owner, fence = l.fence, "running the payout engine");
+                }
+                self.fence = Some(l.fence);
+                self.renewed_at = Some(Instant::now());
+                gauge.set(1);
+                Ok(LeaseState::Running { fresh })
+            }
+            None => {
+                if self.fence.take().is_some() {
+                    tracing::warn!(network = %self.name, owner = %self.owner, "engine lease lost to another instance; standing by");
+                }
+                gauge.set(0);
+                Ok(LeaseState::Standby)
+            }
+        }
+    }
+
+    /// After a failed tick the lease is renewed before the next one.
+    pub(super) fn renew_soon(&mut self) {
+        self.renewed_at = None;
+    }
+
+    /// Hands the lease back at shutdown, so a standby takes over at once.
+    pub(super) async fn release_lease(&self) {
+        if self.fence.is_some()
+            && let Err(e) = self.store.release_lease(&self.name, &self.owner).await
+        {
+            tracing::warn!(network = %self.name, error = %e, "could not release the engine lease; it expires on its own");
+        }
+    }
+
+    /// Puts the network in safe-mode on the engine's own finding (recorded with the reason and
+    /// audited as `treasuryd`); an Admin leaves it. Nothing if it is in safe-mode already.
+    pub(super) async fn enter_safe_mode(&self, cause: &str, reason: String) -> anyhow::Result<()> {
+        if self.store.safe_mode(&self.name).await?.is_some() {
+            return Ok(());
+        }
+        tracing::error!(network = %self.name, cause, %reason, "entering safe-mode");
+        let at = now_micros();
+        let audit = crate::store::AuditRecord {
+            actor: "treasuryd".into(),
+            role: crate::domain::Role::Admin,
+            action: "safe_mode.enter".into(),
+            target: format!("network:{}", self.name),
+            reason: Some(reason.clone()),
+            request_id: "engine".into(),
+            at,
+        };
+        let mode = crate::store::SafeMode {
+            reason,
+            actor: "treasuryd".into(),
+            since: at,
+        };
+        self.store
+            .set_safe_mode(&self.name, Some(&mode), &audit)
+            .await?;
+        self.metrics
+            .auto_safe_mode_total
+            .with_label_values(&[self.name.as_str(), cause])
+            .inc();
+        Ok(())
+    }
+
+    /// Whether the network is in safe-mode, exported as the gauge.
+    pub(super) async fn in_safe_mode(&self) -> anyhow::Result<bool> {
+        let safe = self.store.safe_mode(&self.name).await?.is_some();
+        self.metrics
+            .safe_mode
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::from(safe));
+        Ok(safe)
+    }
+
+    /// The rollout phase set through the API, else the configured one.
+    pub(super) async fn rollout_phase(&self) -> anyhow::Result<RolloutPhase> {
+        Ok(self
+            .store
+            .rollout_phase(&self.name)
+            .await?
+            .map_or(self.default_phase, |s| s.phase))
+    }
+
+    /// Refreshes the payouts-by-state, freeze and rollout gauges at most once a second: one
+    /// grouped count over the payouts not yet final.
+    pub(super) async fn count_payouts(&mut self) -> anyhow::Result<()> {
+        if self
+            .counted_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.counted_at = Some(Instant::now());
+        let frozen = self.store.freezes(&self.name).await?;
+        for code in self.tokens.keys() {
+            let on = frozen.iter().any(|f| &f.asset == code);
+            self.metrics
+                .frozen
+                .with_label_values(&[self.name.as_str(), code.as_str()])
+                .set(i64::from(on));
+        }
+        let phase = self.rollout_phase().await?;
+        self.metrics
+            .rollout_percent
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::try_from(phase.percent()).unwrap_or(100));
+        let counts = self.store.active_payouts(&self.name).await?;
+        for state in [
+            PayoutState::PendingApproval,
+            PayoutState::Queued,
+            PayoutState::Broadcast,
+        ] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .by_state
+                .with_label_values(&[self.name.as_str(), state.as_str()])
+                .set(n);
+        }
+        Ok(())
+    }
+
+    /// Stops here for good when configured to (crash tests kill the process at this point).
+    pub(super) async fn pause_point(&self, name: &str) {
+        if self.pause_at.as_deref() == Some(name) {
+            tracing::warn!(point = name, "pause point reached");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// What the rollout guardrail still lets out today, per asset with a daily target.
+    pub(super) async fn rollout_allowance(&self) -> anyhow::Result<HashMap<String, i128>> {
+        // No target, no limit: nothing to read on the sending path.
+        if self.daily_targets.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let phase = self.rollout_phase().await?;
+        let since = day_start(now_micros(), self.timezone);
+        let used: HashMap<String, i128> = self
+            .store
+            .signed_volume_since(&self.name, since)
+            .await?
+            .into_iter()
+            .collect();
+        let mut left = HashMap::new();
+        for (code, target) in &self.daily_targets {
+            let remaining =
+                (phase.allowance(*target) - used.get(code).copied().unwrap_or(0)).max(0);
+            if let Some(t) = self.tokens.get(code) {
+                self.metrics
+                    .rollout_remaining_units
+                    .with_label_values(&[self.name.as_str(), code.as_str()])
+                    .set(remaining as f64 / 10f64.powi(i32::from(t.spec.decimals)));
+            }
+            left.insert(code.clone(), remaining);
+        }
+        Ok(left)
+    }
+
+    /// Takes `amount` of `asset` from today's `allowance`; false (and every later chunk of
+    /// the asset waits too, in order) when it does not fit, the wait recorded on the payout.
+    pub(super) async fn within_allowance(
+        &mut self,
+        allowance: &mut HashMap<String, i128>,
+        payout: PayoutId,
+        asset: &str,
+        amount: i128,
+    ) -> anyhow::Result<bool> {
+        let Some(left) = allowance.get_mut(asset) else {
+            return Ok(true);
+        };
+        if *left < amount {
+            *left = -1;
+            self.note_guardrail_wait(payout, asset).await?;
+            return Ok(false);
+        }
+        *left -= amount;
+        Ok(true)
+    }
+
+    async fn note_guardrail_wait(&mut self, payout: PayoutId, asset: &str) -> anyhow::Result<()> {
+        if self.guardrail_noted.insert(payout) {
+            self.store
+                .add_payout_event(
+                    payout,
+                    "rollout_wait",
+                    &format!(
+                        "waits: today's rollout share of {asset} on {} is used up",
+                        self.name
+                    ),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Counts a payout that reached a final state, and its pass-through time once confirmed.
+    pub(super) fn finished(&self, state: PayoutState, created_at: UnixMicros) {
+        let network = self.name.as_str();
+        self.metrics
+            .finished_total
+            .with_label_values(&[network, state.as_str()])
+            .inc();
+        if state == PayoutState::Confirmed {
+            let seconds = (now_micros() - created_at).max(0) as f64 / 1e6;
+            self.metrics
+                .pass_through_seconds
+                .with_label_values(&[network])
+                .observe(seconds);
+        }
+    }
+
+    /// After a settlement batch: counts the payouts `paid_now` completed, and closes those
+    /// whose chunks are all final with something unpaid (the rest of the hold goes back).
+    pub(super) async fn close_payouts(
+        &self,
+        touched: &[PayoutId],
+        paid_now: &[PayoutId],
+    ) -> anyhow::Result<()> {
+        for p in self.store.payouts_by_id(touched).await? {
+            if p.state == PayoutState::Confirmed {
+                if paid_now.contains(&p.id) {
+                    self.finished(PayoutState::Confirmed, p.created_at);
+                }
+                continue;
+            }
+            // A sibling may have failed or been cancelled: once all are final, the unpaid
+            // remainder goes back.
+            if p.all_chunks_final()
+                && let Some(closed) = close_unpaid(&self.ledger, p.id).await?
+            {
+                self.finished(closed.state, closed.created_at);
+            }
+        }
+        Ok(())
+    }
+}
