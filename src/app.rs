@@ -237,23 +237,53 @@ impl App {
                 .get(&network.name)
                 .map(|n| n.tokens.clone())
                 .unwrap_or_default();
-            let engine = crate::payouts::engine::NetworkEngine::new(
-                network,
-                tokens,
-                &self.state.wallets,
-                self.state.ledger.clone(),
-                self.state.metrics.payouts.clone(),
-                self.state.metrics.wallets.clone(),
-                crate::payouts::engine::EngineInstance {
-                    id: instance.clone(),
-                    rpc_metrics: self.state.metrics.rpc.clone(),
-                    pause_at: self.config.debug.pause_at.clone(),
-                },
-            )?;
+            let engine_instance = crate::payouts::engine::EngineInstance {
+                id: instance.clone(),
+                rpc_metrics: self.state.metrics.rpc.clone(),
+                pause_at: self.config.debug.pause_at.clone(),
+            };
+            let (ledger, metrics) = (&self.state.ledger, &self.state.metrics);
+            let engine: Option<futures::future::BoxFuture<'static, anyhow::Result<()>>> =
+                match network.kind {
+                    crate::config::ChainKind::Evm => crate::payouts::engine::NetworkEngine::new(
+                        network,
+                        tokens,
+                        &self.state.wallets,
+                        ledger.clone(),
+                        metrics.payouts.clone(),
+                        metrics.wallets.clone(),
+                        engine_instance,
+                    )?
+                    .map(|e| Box::pin(e.run(cancel.clone())) as _),
+                    crate::config::ChainKind::Tron => {
+                        let api_key = match &network.api_key_env {
+                            Some(var) => Some(self.config.secrets.get(var).cloned().ok_or_else(
+                                || {
+                                    anyhow::anyhow!(
+                                        "network {}: environment variable {var} (api_key_env) is not set",
+                                        network.name
+                                    )
+                                },
+                            )?),
+                            None => None,
+                        };
+                        crate::payouts::engine::TronEngine::new(
+                            network,
+                            tokens,
+                            &self.state.wallets,
+                            ledger.clone(),
+                            metrics.payouts.clone(),
+                            metrics.wallets.clone(),
+                            engine_instance,
+                            api_key,
+                        )?
+                        .map(|e| Box::pin(e.run(cancel.clone())) as _)
+                    }
+                };
             let Some(engine) = engine else { continue };
             let (cancel, failed, name) = (cancel.clone(), failed_tx.clone(), network.name.clone());
             tracker.spawn(async move {
-                if let Err(e) = engine.run(cancel.clone()).await {
+                if let Err(e) = engine.await {
                     let _ = failed
                         .send(e.context(format!("payout engine for {name} failed")))
                         .await;

@@ -419,8 +419,7 @@ async fn handle(
                 json!({"result": {"result": true}, "energy_used": 520, "constant_result": [hex::encode(balance.to_be_bytes::<32>())]})
             } else {
                 let holds = data.len() == 68
-                    && n
-                        .tokens
+                    && n.tokens
                         .get(&word_address(&data))
                         .is_some_and(|b| !b.is_zero());
                 let mut energy = if holds {

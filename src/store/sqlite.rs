@@ -1234,14 +1234,7 @@ impl Store for SqliteStore {
             .await?;
         let (payout, wallet): (Uuid, String) = (row.try_get("payout_id")?, row.try_get("wallet")?);
         insert_attempt(&mut tx, chunk, &wallet, attempt).await?;
-        insert_event(
-            &mut tx,
-            PayoutId(payout),
-            attempt.created_at,
-            event,
-            detail,
-        )
-        .await?;
+        insert_event(&mut tx, PayoutId(payout), attempt.created_at, event, detail).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -59,6 +59,13 @@ pub struct TxInfo {
     pub logs: Vec<Log>,
 }
 
+/// Sun burned per energy unit and per byte of bandwidth beyond what is free or staked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prices {
+    pub energy_sun: i64,
+    pub bandwidth_sun: i64,
+}
+
 /// An account's resources (`getaccountresource`) and TRX balance (`getaccount`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Resources {
@@ -379,6 +386,12 @@ impl TronClient {
 
     /// The price of one energy unit in sun (`getEnergyFee`), read live.
     pub async fn energy_price(&self) -> Result<i64, TronError> {
+        Ok(self.prices().await?.energy_sun)
+    }
+
+    /// What the chain burns for energy and bandwidth, read live (`getEnergyFee`,
+    /// `getTransactionFee`).
+    pub async fn prices(&self) -> Result<Prices, TronError> {
         #[derive(Deserialize)]
         struct Param {
             key: String,
@@ -388,13 +401,19 @@ impl TronClient {
         let v = self.post("wallet/getchainparameters", json!({})).await?;
         let params: Vec<Param> =
             serde_json::from_value(v["chainParameter"].clone()).unwrap_or_default();
-        params
-            .into_iter()
-            .find(|p| p.key == "getEnergyFee")
-            .map(|p| p.value)
-            .ok_or_else(|| TronError::Node {
-                path: "wallet/getchainparameters".into(),
-                detail: "no getEnergyFee".into(),
-            })
+        let find = |key: &str| {
+            params
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.value)
+                .ok_or_else(|| TronError::Node {
+                    path: "wallet/getchainparameters".into(),
+                    detail: format!("no {key}"),
+                })
+        };
+        Ok(Prices {
+            energy_sun: find("getEnergyFee")?,
+            bandwidth_sun: find("getTransactionFee")?,
+        })
     }
 }

@@ -46,11 +46,7 @@ fn word_address(word: &[u8; 32]) -> TronAddress {
 
 /// The Transfer logs of `tokens` in an executed transaction of `block`; none if it failed
 /// (its logs never took effect).
-pub fn token_transfers(
-    tx: &TxInfo,
-    block: u64,
-    tokens: &HashSet<TronAddress>,
-) -> Vec<Inflow> {
+pub fn token_transfers(tx: &TxInfo, block: u64, tokens: &HashSet<TronAddress>) -> Vec<Inflow> {
     if tx.result != "SUCCESS" {
         return Vec::new();
     }

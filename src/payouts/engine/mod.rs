@@ -29,9 +29,11 @@
 mod core;
 mod sending;
 mod tracking;
+mod tron;
 mod watching;
 
 use self::core::{EngineCore, LeaseState};
+pub use self::tron::TronEngine;
 use super::networks::PayoutToken;
 use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined};
 use crate::chains::evm::{
