@@ -49,6 +49,10 @@ pub struct FreezeView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NetworkView {
     pub name: String,
+    /// `evm` or `tron`: how its addresses are written (EIP-55 or base58check).
+    #[schema(value_type = String)]
+    pub kind: crate::payouts::networks::ChainKind,
+    /// EVM only (0 on Tron).
     pub chain_id: u64,
     pub tokens: Vec<String>,
     /// The coin gas is paid in, posted as FEE.
@@ -121,6 +125,7 @@ async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
     Ok(NetworkView {
         engine,
         name: network.name.clone(),
+        kind: network.kind,
         chain_id: network.chain_id,
         tokens,
         native_asset: network.native.code.clone(),

@@ -73,11 +73,21 @@ pub struct ChunkView {
 pub struct AttemptView {
     /// `transfer` pays the chunk; `cancel` is a same-nonce self-transfer that cancels it.
     pub kind: AttemptKind,
+    /// The transaction hash (`0x…` on EVM; the txID in plain hex on Tron).
     pub hash: String,
+    /// The nonce on EVM; on Tron, the wallet's local signing sequence number.
     pub nonce: u64,
-    /// Wei per gas, as decimal strings.
-    pub max_fee_per_gas: String,
-    pub max_priority_fee_per_gas: String,
+    /// EVM: wei per gas, as decimal strings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_fee_per_gas: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_priority_fee_per_gas: Option<String>,
+    /// Tron: the most TRX (in sun) the transaction may burn for energy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_limit_sun: Option<String>,
+    /// Tron: when a node stops accepting the transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     pub signed_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast_at: Option<String>,
@@ -154,8 +164,45 @@ impl AcceptedPayout {
     }
 }
 
+impl AttemptView {
+    fn new(kind: crate::payouts::networks::ChainKind, a: &crate::payouts::Attempt) -> Self {
+        use crate::payouts::networks::ChainKind;
+        let (hash, evm, tron) = match kind {
+            ChainKind::Evm => (
+                format!("0x{}", hex::encode(a.hash)),
+                Some((
+                    a.max_fee_per_gas.to_string(),
+                    a.max_priority_fee_per_gas.to_string(),
+                )),
+                None,
+            ),
+            ChainKind::Tron => (
+                hex::encode(a.hash),
+                None,
+                crate::chains::tron::tx::transfer_parts(&a.raw)
+                    .map(|t| (t.fee_limit.to_string(), t.expiration * 1000)),
+            ),
+        };
+        Self {
+            kind: a.kind,
+            hash,
+            nonce: a.nonce,
+            max_fee_per_gas: evm.as_ref().map(|e| e.0.clone()),
+            max_priority_fee_per_gas: evm.map(|e| e.1),
+            fee_limit_sun: tron.as_ref().map(|t| t.0.clone()),
+            expires_at: tron.map(|t| micros_to_rfc3339(t.1)),
+            signed_at: micros_to_rfc3339(a.created_at),
+            broadcast_at: a.broadcast_at.map(micros_to_rfc3339),
+        }
+    }
+}
+
 impl PayoutView {
     fn new(state: &AppState, p: &Payout) -> Self {
+        let kind = state
+            .networks
+            .get(&p.asset.network)
+            .map_or(crate::payouts::networks::ChainKind::Evm, |n| n.kind);
         Self {
             id: p.id.to_string(),
             state: p.state,
@@ -180,15 +227,7 @@ impl PayoutView {
                     attempts: c
                         .attempts
                         .iter()
-                        .map(|a| AttemptView {
-                            kind: a.kind,
-                            hash: format!("0x{}", hex::encode(a.hash)),
-                            nonce: a.nonce,
-                            max_fee_per_gas: a.max_fee_per_gas.to_string(),
-                            max_priority_fee_per_gas: a.max_priority_fee_per_gas.to_string(),
-                            signed_at: micros_to_rfc3339(a.created_at),
-                            broadcast_at: a.broadcast_at.map(micros_to_rfc3339),
-                        })
+                        .map(|a| AttemptView::new(kind, a))
                         .collect(),
                 })
                 .collect(),

@@ -23,6 +23,7 @@ mod reorg;
 mod rpc;
 mod templates;
 mod tron;
+mod tron_payouts;
 mod trust;
 mod webhook_delivery;
 mod webhooks;

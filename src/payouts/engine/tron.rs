@@ -102,6 +102,10 @@ pub struct TronEngine {
     outage_since: Option<Instant>,
     failovers_seen: u64,
     settling: Vec<Settlement>,
+    /// The last `timestamp` given to a transaction (ms): strictly increasing, so that two
+    /// transfers alike in all else (two chunks to one address, on one head block) are two
+    /// transactions, not one txID twice.
+    last_timestamp: i64,
 }
 
 fn tron_address(a: &alloy::primitives::Address) -> TronAddress {
@@ -177,6 +181,7 @@ impl TronEngine {
             outage_since: None,
             failovers_seen: 0,
             settling: Vec::new(),
+            last_timestamp: 0,
         }))
     }
 
@@ -853,9 +858,10 @@ impl TronEngine {
         Ok(())
     }
 
-    /// The transfer of `f` (or of a queued chunk) as a signed transaction on `head`.
+    /// The transfer of `f` (or of a queued chunk) as a signed transaction on `head`, stamped
+    /// with the wall clock as wallets do (made unique within this process).
     fn build(
-        &self,
+        &mut self,
         wallet: &Wallet,
         contract: &TronAddress,
         to: &TronAddress,
@@ -863,9 +869,12 @@ impl TronEngine {
         fee_limit: i64,
         head: &BlockRef,
     ) -> anyhow::Result<tx::SignedTx> {
+        self.last_timestamp = chrono::Utc::now()
+            .timestamp_millis()
+            .max(self.last_timestamp + 1);
         let envelope = Envelope {
             ref_block: RefBlock::from_block_id(&head.id),
-            timestamp: head.timestamp,
+            timestamp: self.last_timestamp,
             expiration: head.timestamp + self.settings.expiration_ms,
             fee_limit,
         };
