@@ -316,7 +316,7 @@ pub(crate) async fn rig(backend: Backend, network_extra: &str, funded: bool) -> 
 
 pub(crate) const ADMIN_TOKEN: &str = "tdk_engine_crash_admin";
 pub(crate) const TRADER_TOKEN: &str = "tdk_engine_crash_trader";
-const KEY_VAR: &str = "TREASURYD_CRASH_HOT_KEY";
+pub(crate) const KEY_VAR: &str = "TREASURYD_CRASH_HOT_KEY";
 
 pub(crate) fn write_config(
     dir: &Path,
@@ -756,7 +756,7 @@ async fn killed_between_crediting_deposits_and_moving_the_cursor(backend: Backen
 }
 
 /// SIGTERM, and wait for the daemon to exit.
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

@@ -482,7 +482,10 @@ async fn buffers_and_safe_mode_hold_tron_payouts_back() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let p = app.get(&format!("/v1/payouts/{id}"), ADMIN).await.1;
     assert_eq!(p["state"], "queued", "{p}");
-    assert!(p["chunks"][0].get("attempts").is_none(), "nothing signed: {p}");
+    assert!(
+        p["chunks"][0].get("attempts").is_none(),
+        "nothing signed: {p}"
+    );
     let (s, _) = app
         .post(
             "/v1/networks/tron/safe-mode",
@@ -647,4 +650,159 @@ async fn deposits_are_credited_once_however_often_blocks_are_read(backend: Backe
     assert_wallet_matches_chain(&app, &r).await;
     app.verify_clean().await;
     app.stop().await.unwrap();
+}
+
+on_both_backends!(
+    killed_after_signing_pays_once,
+    killed_after_broadcast_pays_once,
+    killed_before_confirming_pays_once
+);
+
+/// The real binary on the stand-in, SIGKILLed at `point` with a split payout in flight, then
+/// restarted: every destination holds exactly its amount, one PAYOUT per chunk, the hot
+/// wallet's ledger accounts equal the chain, and the ledger verifies.
+async fn killed_at(backend: Backend, point: &str) {
+    use crate::engine_crash::{ADMIN_TOKEN, KEY_VAR, TRADER_TOKEN, call, start, stop};
+    let r = rig().await;
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wallets = dir.path().join("wallets");
+    std::fs::create_dir_all(&wallets).unwrap();
+    std::fs::write(wallets.join("tron.toml"), wallet_toml(&r.hot, KEY_VAR, "")).unwrap();
+    let digest = |t: &str| hex::encode(treasuryd::api::auth::token_digest(t));
+    let config = dir.path().join("treasuryd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nwallets_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             [log]\nformat = \"json\"\n\
+             [[auth.tokens]]\nname = \"admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
+             [[auth.tokens]]\nname = \"trader\"\nrole = \"trader\"\nsha256 = \"{}\"\n\
+             [[networks]]\n{}",
+            dir.path().display().to_string(),
+            wallets.display().to_string(),
+            digest(ADMIN_TOKEN),
+            digest(TRADER_TOKEN),
+            network_toml(&r.node, "").replace("[[tokens]]", "[[networks.tokens]]"),
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let (mut child, api, logs) = start(&config, &db.url, &r.key, Some(point));
+    let (s, acct) = call(&client, &api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "acme", "network": "tron", "asset": "USDT", "kind": "partner", "reason": "t"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{acct}");
+    let account = acct["id"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        "/v1/deposits",
+        Some("fund"),
+        Some(json!({"account": account, "amount": "1000000", "reason": "t"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let to = destination(30);
+    let (s, payout) = call(&client, &api, TRADER_TOKEN, "/v1/payouts", Some("crash-1"), Some(json!({"account": account, "network": "tron", "asset": "USDT", "destination": to.to_base58(), "amount": "450000"}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_owned();
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("never reached {point}"));
+        if line == format!("pause point reached {point}") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let (mut child, api, _logs) = start(&config, &db.url, &r.key, None);
+    let mut state = Value::Null;
+    for _ in 0..600 {
+        state = call(
+            &client,
+            &api,
+            ADMIN_TOKEN,
+            &format!("/v1/payouts/{id}"),
+            None,
+            None,
+        )
+        .await
+        .1;
+        if state["state"] == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["state"], "confirmed", "after the restart: {state}");
+    assert_eq!(
+        r.node.token_balance(&to),
+        usdt(450_000),
+        "paid exactly once"
+    );
+    let (_, paid) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        "/v1/journal?kind=PAYOUT",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        paid["items"].as_array().unwrap().len(),
+        3,
+        "one PAYOUT per chunk"
+    );
+    // The wallet's TRX in the ledger equals the chain: every burn posted once.
+    let mut gas = None;
+    for _ in 0..100 {
+        let (_, page) = call(
+            &client,
+            &api,
+            ADMIN_TOKEN,
+            &format!(
+                "/v1/accounts?owner=wallet:{}&asset=TRX&network=tron",
+                r.hot.to_base58()
+            ),
+            None,
+            None,
+        )
+        .await;
+        gas = page["items"][0]["total"].as_str().map(str::to_owned);
+        let chain = format!(
+            "{}.{:06}",
+            r.node.trx_balance(&r.hot) / 1_000_000,
+            r.node.trx_balance(&r.hot) % 1_000_000
+        );
+        if gas.as_deref() == Some(chain.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let chain_sun = r.node.trx_balance(&r.hot);
+    assert_eq!(
+        gas,
+        Some(format!(
+            "{}.{:06}",
+            chain_sun / 1_000_000,
+            chain_sun % 1_000_000
+        ))
+    );
+    stop(&mut child);
+    let (clean, report) = crate::crash::verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+}
+
+async fn killed_after_signing_pays_once(backend: Backend) {
+    killed_at(backend, "engine.after_sign").await
+}
+
+async fn killed_after_broadcast_pays_once(backend: Backend) {
+    killed_at(backend, "engine.after_broadcast").await
+}
+
+async fn killed_before_confirming_pays_once(backend: Backend) {
+    killed_at(backend, "engine.before_confirm").await
 }
