@@ -70,10 +70,14 @@ pub(crate) async fn rig() -> Rig {
 
 /// The `[[networks]]` entry of the stand-in, with `extra` keys.
 pub(crate) fn network_toml(node: &DevTron, extra: &str) -> String {
+    network_toml_with(node, &format!("\"{}\"", node.url), extra)
+}
+
+/// Like `network_toml`, with the `rpc_urls` list given.
+pub(crate) fn network_toml_with(node: &DevTron, urls: &str, extra: &str) -> String {
     format!(
-        "name = \"tron\"\nkind = \"tron\"\nrpc_urls = [\"{}\"]\npoll_interval_ms = 50\n{extra}\n\
+        "name = \"tron\"\nkind = \"tron\"\nrpc_urls = [{urls}]\npoll_interval_ms = 50\n{extra}\n\
          [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
-        node.url,
         node.token.to_base58()
     )
 }
@@ -86,7 +90,9 @@ pub(crate) fn wallet_toml(hot: &TronAddress, key_var: &str, extra: &str) -> Stri
 }
 
 async fn app_on_db(db: Arc<TestDb>, r: &Rig, extra: &str, wallet_extra: &str) -> TestApp {
-    let network = network_toml(&r.node, extra);
+    // A dead endpoint first: the engine fails over to the node and stays there.
+    let urls = format!("\"http://127.0.0.1:9/\", \"{}\"", r.node.url);
+    let network = network_toml_with(&r.node, &urls, extra);
     let wallet = wallet_toml(&r.hot, HOT_KEY_VAR, wallet_extra);
     let key = r.key.clone();
     TestApp::spawn_on(db, move |c, dir| {
@@ -322,6 +328,18 @@ async fn a_split_payout_pays_every_destination_exactly(backend: Backend) {
         ),
         Some(0.0)
     );
+    // It went through the second endpoint, the first counted down.
+    for (series, value) in [
+        ("treasuryd_rpc_up{endpoint=\"0\",network=\"tron\"}", 0.0),
+        ("treasuryd_rpc_up{endpoint=\"1\",network=\"tron\"}", 1.0),
+        (
+            "treasuryd_rpc_selected{endpoint=\"1\",network=\"tron\"}",
+            1.0,
+        ),
+        ("treasuryd_rpc_failovers_total{network=\"tron\"}", 1.0),
+    ] {
+        assert_eq!(metric_value(&text, series), Some(value), "{series}");
+    }
     let (_, nets) = app.get("/v1/networks", ADMIN).await;
     let tron = nets
         .as_array()
