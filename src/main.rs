@@ -414,9 +414,11 @@ async fn reconcile(c: &Config, only: Option<&str>, json: bool) -> anyhow::Result
 async fn demo() -> anyhow::Result<ExitCode> {
     let demo = treasuryd::demo::Demo::start().await?;
     println!("{}", demo.tour());
-    let treasuryd::demo::Demo { app, chain, .. } = demo;
+    let treasuryd::demo::Demo {
+        app, chain, tron, ..
+    } = demo;
     app.run_until_stopped(app::shutdown_signal()).await?;
-    // The chain stops with its handle, after the daemon.
-    drop(chain);
+    // The chains stop with their handles, after the daemon.
+    drop((chain, tron));
     Ok(ExitCode::SUCCESS)
 }

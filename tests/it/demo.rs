@@ -115,6 +115,55 @@ async fn the_demo_tour_works_as_printed() {
     }
     assert_eq!(state, "confirmed", "the demo pays out on its local chain");
 
+    // And on its Tron stand-in, as the tour prints it.
+    let tron_account = tour
+        .lines()
+        .filter_map(|l| l.split_once(" : "))
+        .find(|(name, _)| name.trim() == "partner tron")
+        .and_then(|(_, value)| value.split_whitespace().nth(1))
+        .unwrap()
+        .to_owned();
+    let tron_line = tour
+        .lines()
+        .find(|l| l.contains("\"network\":\"tron\""))
+        .expect("the tour shows a Tron payout");
+    let destination = tron_line
+        .split("\"destination\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let r = client
+        .post(format!("http://{api}/v1/payouts"))
+        .bearer_auth(&trader)
+        .header("Idempotency-Key", "demo-test-2")
+        .json(&json!({"account": tron_account, "network": "tron", "asset": "USDT", "destination": destination, "amount": "25000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    let mut state = String::new();
+    for _ in 0..300 {
+        let story: Value = client
+            .get(format!(
+                "http://{api}/v1/payouts/{}",
+                accepted["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state = story["state"].as_str().unwrap().to_owned();
+        if state == "confirmed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "confirmed", "the demo pays out on its Tron stand-in");
+
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
