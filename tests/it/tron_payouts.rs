@@ -824,3 +824,87 @@ async fn killed_after_broadcast_pays_once(backend: Backend) {
 async fn killed_before_confirming_pays_once(backend: Backend) {
     killed_at(backend, "engine.before_confirm").await
 }
+
+/// Four-eyes, freezes and the rollout guardrail hold Tron payouts back exactly as on EVM: they
+/// are the same policy code around a different chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_freezes_and_the_guardrail_apply_on_tron() {
+    let r = rig().await;
+    // Four-eyes from 100,000; a pilot phase lets out 10% of 1,000,000 a day.
+    let extra = "approval_threshold = \"100000\"\n[rollout]\nphase = \"pilot\"\ndaily_volume_target = \"1000000\"\n";
+    let app = app(Backend::Sqlite, &r, extra, "").await;
+    let account = partner(&app, "acme", "1000000").await;
+
+    let big = pay(&app, &account, &destination(40), "100000", "eyes-1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = app.get(&format!("/v1/payouts/{big}"), ADMIN).await.1;
+    assert_eq!(p["state"], "pending_approval", "{p}");
+    let (s, _) = app
+        .post(
+            &format!("/v1/payouts/{big}/approve"),
+            TRADER_AS_APPROVER,
+            None,
+            &json!({"reason": "mine"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "never the creator");
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{big}/approve"),
+            APPROVER,
+            None,
+            &json!({"reason": "checked"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    until(&app, &big, "confirmed").await;
+
+    // The day's pilot share (100,000) is used up: the next one waits, with the reason.
+    let over = pay(&app, &account, &destination(41), "1", "over-1").await;
+    for _ in 0..100 {
+        let p = app.get(&format!("/v1/payouts/{over}"), ADMIN).await.1;
+        if event_kinds(&p).contains(&"rollout_wait".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let p = app.get(&format!("/v1/payouts/{over}"), ADMIN).await.1;
+    assert_eq!(p["state"], "queued", "{p}");
+    assert!(event_kinds(&p).contains(&"rollout_wait".to_owned()), "{p}");
+
+    // Canary (30%) lets it out, unless USDT is frozen on tron.
+    let (s, body) = app
+        .post(
+            "/v1/networks/tron/freezes",
+            ADMIN,
+            None,
+            &json!({"asset": "USDT", "frozen": true, "reason": "issuer incident"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = app
+        .post(
+            "/v1/networks/tron/rollout",
+            ADMIN,
+            None,
+            &json!({"phase": "canary", "reason": "pilot green"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let p = app.get(&format!("/v1/payouts/{over}"), ADMIN).await.1;
+    assert_eq!(p["state"], "queued", "frozen: {p}");
+    assert_eq!(r.node.token_balance(&destination(41)), U256::ZERO);
+    let (s, _) = app
+        .post(
+            "/v1/networks/tron/freezes",
+            ADMIN,
+            None,
+            &json!({"asset": "USDT", "frozen": false, "reason": "resolved"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    until(&app, &over, "confirmed").await;
+    assert_eq!(r.node.token_balance(&destination(41)), usdt(1));
+    app.stop().await.unwrap();
+}
