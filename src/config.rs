@@ -60,6 +60,8 @@ pub struct Config {
     pub escrow: EscrowConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub canary: CanaryConfig,
     /// The pilot's scope flags. When present they are applied at start and on SIGHUP; leave
     /// the section out to keep whatever an Admin last set through the API.
     #[serde(default)]
@@ -119,6 +121,43 @@ impl Default for WebhooksConfig {
             retention_days: default_webhook_retention_days(),
         }
     }
+}
+
+/// Canary payouts: 1 unit of `asset` per network from its canary wallet to its canary address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// A scheduled canary per configured network this often; 0: only on request
+    /// (`POST /v1/canary/{network}`).
+    #[serde(default = "default_canary_interval_seconds")]
+    pub interval_seconds: u64,
+    /// Not confirmed this long after it started: red.
+    #[serde(default = "default_canary_timeout_seconds")]
+    pub timeout_seconds: u64,
+    /// The token canaries pay, 1 unit each.
+    #[serde(default = "default_canary_asset")]
+    pub asset: String,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_canary_interval_seconds(),
+            timeout_seconds: default_canary_timeout_seconds(),
+            asset: default_canary_asset(),
+        }
+    }
+}
+
+fn default_canary_interval_seconds() -> u64 {
+    3600
+}
+fn default_canary_timeout_seconds() -> u64 {
+    // The launch SLO for pass-through (p95 ≤ 15 min).
+    900
+}
+fn default_canary_asset() -> String {
+    "USDT".into()
 }
 
 fn default_webhook_horizon_seconds() -> u64 {
@@ -249,6 +288,10 @@ pub struct NetworkConfig {
     /// Tron only: fee limits, expiration, resources.
     #[serde(default)]
     pub tron: TronNetworkConfig,
+    /// Where canary payouts (1 unit from a canary wallet) go, in the network's address form.
+    /// Unset: no canaries on this network.
+    #[serde(default)]
+    pub canary_address: Option<String>,
     /// Blocks on top of (and including) the one with the transfer before it counts as final.
     #[serde(default = "default_confirmations")]
     pub confirmations: u64,
@@ -821,6 +864,18 @@ impl Config {
                 return Err(key_error(key, message));
             }
         }
+        if !(1..=86_400).contains(&self.canary.timeout_seconds) {
+            return Err(key_error(
+                "canary.timeout_seconds",
+                "must be between 1 and 86400",
+            ));
+        }
+        if self.canary.interval_seconds != 0 && self.canary.interval_seconds < 60 {
+            return Err(key_error(
+                "canary.interval_seconds",
+                "must be 0 (off) or at least 60",
+            ));
+        }
         if let Some(pilot) = &self.pilot
             && let Err((field, message)) = pilot.validate(None)
         {
@@ -1048,6 +1103,11 @@ impl Config {
                     key("native.code"),
                     format!("{} is also a token of this network", native.code),
                 ));
+            }
+            if let Some(address) = &n.canary_address
+                && let Err(message) = crate::payouts::networks::canonical_address(n.kind, address)
+            {
+                return Err(key_error(key("canary_address"), message));
             }
             match n.kind {
                 ChainKind::Evm if n.chain_id == 0 => {

@@ -3,11 +3,13 @@
 //! - `domain`    pure types: amounts in base units, assets, ids, roles
 //! - `ledger`    append-only double-entry journal, accounts, two-phase holds, verification
 //! - `payouts`   the payout engine: requests, policy, splitting, chunks
-//! - `chains`    chain clients: EVM through alloy (ERC-20 transfers, fees, receipts, error classes)
+//! - `chains`    chain clients: EVM through alloy; Tron primitives, HTTP client and the engine's rules
 //! - `store`     persistence behind one `Store` interface: SQLite (embedded) and PostgreSQL
 //! - `api`       the control API (axum): auth, errors, one module per resource, OpenAPI
 //! - `metrics`   Prometheus metrics, one typed struct per component
 //! - `devchain`  anvil and the test tokens, for the demo and the tests
+//! - `devtron`   the local Tron node stand-in, for the demo and the tests
+//! - `operations` canary payouts, the configuration freeze, online backups
 //! - `demo`      `treasuryd demo`: embedded defaults, a local chain, a funded partner and wallet
 //! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
 //! - `telemetry` tracing subscriber (human or JSON)
@@ -26,6 +28,7 @@ pub mod escrow;
 pub mod export;
 pub mod ledger;
 pub mod metrics;
+pub mod operations;
 pub mod payouts;
 pub mod reconcile;
 pub mod scope;

@@ -5,8 +5,81 @@
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, TextEncoder,
 };
+use std::sync::{Arc, Mutex};
+
+/// One metric as registered: what `docs/metrics.md` must list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MetricDescription {
+    pub name: String,
+    /// `counter`, `gauge`, `histogram`.
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
+}
+
+/// The Prometheus registry `App` owns, which also remembers every metric registered on it so
+/// that the catalogue can be checked against what is exported (an empty labelled family does
+/// not appear in `gather`).
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: prometheus::Registry,
+    described: Arc<Mutex<Vec<MetricDescription>>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        use prometheus::proto::MetricType;
+        let kinds: Vec<&'static str> = c
+            .collect()
+            .iter()
+            .map(|f| match f.get_field_type() {
+                MetricType::COUNTER => "counter",
+                MetricType::GAUGE => "gauge",
+                MetricType::HISTOGRAM => "histogram",
+                MetricType::SUMMARY => "summary",
+                MetricType::UNTYPED => "untyped",
+            })
+            .collect();
+        let descriptions: Vec<MetricDescription> = c
+            .desc()
+            .iter()
+            .zip(kinds)
+            .map(|(d, kind)| MetricDescription {
+                name: d.fq_name.clone(),
+                kind,
+                labels: d
+                    .const_label_pairs
+                    .iter()
+                    .map(|l| l.name().to_owned())
+                    .chain(d.variable_labels.iter().cloned())
+                    .collect(),
+                help: d.help.clone(),
+            })
+            .collect();
+        self.inner.register(c)?;
+        if let Ok(mut all) = self.described.lock() {
+            all.extend(descriptions);
+        }
+        Ok(())
+    }
+
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.inner.gather()
+    }
+
+    /// Every metric registered, sorted by name.
+    pub fn catalogue(&self) -> Vec<MetricDescription> {
+        let mut all = self.described.lock().map(|d| d.clone()).unwrap_or_default();
+        all.sort();
+        all
+    }
+}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -20,6 +93,107 @@ pub struct Metrics {
     pub pilot: PilotMetrics,
     pub webhooks: WebhookMetrics,
     pub trust: TrustMetrics,
+    pub operations: OperationsMetrics,
+}
+
+/// Canary payouts, the configuration freeze, overdue timers and disputes close to their TTL:
+/// what on-call is paged on besides the payout pipeline itself.
+#[derive(Clone)]
+pub struct OperationsMetrics {
+    pub canary: CanaryMetrics,
+    /// 1 while the configuration freeze is active.
+    pub config_freeze: IntGauge,
+    /// Deal timers still pending and trust cut-offs still open a minute past their moment.
+    pub timers_overdue: IntGauge,
+    /// Seconds since the earliest such moment (0: none).
+    pub timers_oldest_overdue_seconds: prometheus::Gauge,
+    /// Open disputes (deals in ISSUE not escalated).
+    pub disputes_open: IntGauge,
+    /// Seconds until the nearest DISPUTE_TTL deadline of an open dispute (absent: none).
+    pub disputes_ttl_soonest_seconds: GaugeVec,
+}
+
+/// Canary payouts, by network.
+#[derive(Clone)]
+pub struct CanaryMetrics {
+    /// 1 if the last finished canary was green, 0 if red.
+    pub last_result: IntGaugeVec,
+    /// When the last canary finished (unix seconds).
+    pub last_finished_seconds: GaugeVec,
+    /// How long the last canary took, start to result.
+    pub last_duration_seconds: GaugeVec,
+    /// Finished canaries by result (green, red).
+    pub runs_total: IntCounterVec,
+}
+
+impl OperationsMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let int_gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let last_result = IntGaugeVec::new(
+            Opts::new(
+                "treasuryd_canary_last_result",
+                "1 if the network's last finished canary payout was green, 0 if red.",
+            ),
+            &["network"],
+        )?;
+        registry.register(Box::new(last_result.clone()))?;
+        let runs_total = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_canary_runs_total",
+                "Finished canary payouts, by network and result (green, red).",
+            ),
+            &["network", "result"],
+        )?;
+        registry.register(Box::new(runs_total.clone()))?;
+        let oldest = prometheus::Gauge::new(
+            "treasuryd_timers_oldest_overdue_seconds",
+            "Seconds since the earliest overdue timer or cut-off was due (0: none).",
+        )?;
+        registry.register(Box::new(oldest.clone()))?;
+        Ok(Self {
+            canary: CanaryMetrics {
+                last_result,
+                last_finished_seconds: gauge_vec(
+                    "treasuryd_canary_last_finished_timestamp_seconds",
+                    "When the network's last canary payout finished, unix seconds.",
+                    &["network"],
+                )?,
+                last_duration_seconds: gauge_vec(
+                    "treasuryd_canary_last_duration_seconds",
+                    "Seconds the network's last canary payout took from start to result.",
+                    &["network"],
+                )?,
+                runs_total,
+            },
+            config_freeze: int_gauge(
+                "treasuryd_config_freeze_active",
+                "1 while the configuration freeze is active (configuration-changing calls are refused).",
+            )?,
+            timers_overdue: int_gauge(
+                "treasuryd_timers_overdue",
+                "Deal timers still pending and trust cut-offs still open more than a minute after they were due.",
+            )?,
+            timers_oldest_overdue_seconds: oldest,
+            disputes_open: int_gauge(
+                "treasuryd_disputes_open",
+                "Open disputes: deals in ISSUE that have not been escalated.",
+            )?,
+            disputes_ttl_soonest_seconds: gauge_vec(
+                "treasuryd_disputes_ttl_soonest_seconds",
+                "Seconds until the nearest DISPUTE_TTL deadline of an open dispute, by country and category.",
+                &["country", "category"],
+            )?,
+        })
+    }
 }
 
 /// The pilot's figures over every deal so far, by country, category and template version
@@ -174,6 +348,8 @@ pub struct WalletMetrics {
     pub reconcile_runs_total: IntCounterVec,
     /// The block the last reconciliation compared at.
     pub reconciled_block: IntGaugeVec,
+    /// The token balance a wallet keeps (its `min_token_balance`), in token units.
+    pub token_balance_min: GaugeVec,
     /// Tron: a wallet's TRX balance in TRX, its energy and bandwidth available now.
     pub trx_balance: GaugeVec,
     pub energy_available: GaugeVec,
@@ -261,6 +437,11 @@ impl WalletMetrics {
                 "treasuryd_wallet_runway_payouts",
                 "How many more transfers the wallet's gas (EVM: native balance above the buffer; Tron: staked energy and bandwidth, then TRX above the buffer) pays for at current prices.",
                 &["network", "wallet"],
+            )?,
+            token_balance_min: gauge(
+                "treasuryd_wallet_token_balance_min",
+                "The token balance a wallet keeps (min_token_balance), in token units; below it the wallet sends nothing of the token.",
+                &["network", "wallet", "asset"],
             )?,
             trx_balance: gauge(
                 "treasuryd_wallet_trx_balance",
@@ -427,6 +608,11 @@ pub struct PayoutMetrics {
     pub rebuilds_total: IntCounterVec,
     /// Tron: broadcasts the node refused, by network and its response code.
     pub broadcast_refusals_total: IntCounterVec,
+    /// EVM: nonces missing below a wallet's lowest unmined transaction (the chain's nonce is
+    /// behind it): nothing of the wallet can be mined until they are filled.
+    pub nonce_gap: IntGaugeVec,
+    /// 1 for the network's rollout phase (pilot, canary, full).
+    pub rollout_phase: IntGaugeVec,
 }
 
 impl PayoutMetrics {
@@ -569,6 +755,16 @@ impl PayoutMetrics {
                 "treasuryd_payouts_broadcast_refusals_total",
                 "Tron broadcasts the node refused, by network and response code.",
                 &["network", "code"],
+            )?,
+            nonce_gap: gauge(
+                "treasuryd_payouts_nonce_gap",
+                "EVM: nonces missing below a wallet's lowest unmined transaction; while above 0 nothing of the wallet is mined.",
+                &["network", "wallet"],
+            )?,
+            rollout_phase: gauge(
+                "treasuryd_payouts_rollout_phase",
+                "1 for the network's rollout phase (pilot, canary, full), 0 for the others.",
+                &["network", "phase"],
             )?,
             tick_seconds: {
                 let h = HistogramVec::new(
@@ -1022,7 +1218,9 @@ impl Metrics {
         let pilot = PilotMetrics::new(&registry)?;
         let webhooks = WebhookMetrics::new(&registry)?;
         let trust = TrustMetrics::new(&registry)?;
+        let operations = OperationsMetrics::new(&registry)?;
         Ok(Self {
+            operations,
             trust,
             webhooks,
             pilot,

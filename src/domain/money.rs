@@ -153,6 +153,11 @@ impl AssetSpec {
     pub fn format(&self, units: i128) -> String {
         format_units(units, self.decimals)
     }
+
+    /// `units` in token units as a float, for metrics only (never for money).
+    pub fn units_as_f64(&self, units: i128) -> f64 {
+        units as f64 / 10f64.powi(i32::from(self.decimals))
+    }
 }
 
 #[cfg(test)]

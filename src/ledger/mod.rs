@@ -188,6 +188,16 @@ impl Ledger {
             .await
     }
 
+    /// The account canary payouts of `asset`'s network are drawn on, created on first use. It
+    /// may run negative: its balance is what canaries have cost (the canary wallet's tokens
+    /// are the treasury's, not a partner's).
+    pub async fn canary_account(&self, asset: &AssetKey) -> Result<AccountId, StoreError> {
+        let owner = crate::operations::canary::account_owner(&asset.network);
+        let reason = format!("canary payouts of {asset}");
+        self.named_account(owner, asset, AccountKind::Operating, reason)
+            .await
+    }
+
     /// The account of `kind` owned by `wallet` in `asset`, created on first use.
     async fn wallet_account(
         &self,
@@ -196,6 +206,22 @@ impl Ledger {
         kind: AccountKind,
     ) -> Result<AccountId, StoreError> {
         let owner = format!("{WALLET_OWNER_PREFIX}{wallet}");
+        let reason = match kind {
+            AccountKind::Operating => format!("gas account of hot wallet {wallet}"),
+            _ => format!("{asset} custody of hot wallet {wallet}"),
+        };
+        self.named_account(owner, asset, kind, reason).await
+    }
+
+    /// The account of `kind` owned by `owner` in `asset` that may go negative, created on
+    /// first use (audited as `treasuryd` with `reason`).
+    async fn named_account(
+        &self,
+        owner: String,
+        asset: &AssetKey,
+        kind: AccountKind,
+        reason: String,
+    ) -> Result<AccountId, StoreError> {
         let filter = crate::store::AccountFilter {
             owner: Some(owner.clone()),
             asset: Some(asset.clone()),
@@ -211,10 +237,7 @@ impl Ledger {
             role: crate::domain::Role::Admin,
             action: "account.create".into(),
             target: owner.clone(),
-            reason: Some(match kind {
-                AccountKind::Operating => format!("gas account of hot wallet {wallet}"),
-                _ => format!("{asset} custody of hot wallet {wallet}"),
-            }),
+            reason: Some(reason),
             request_id: "engine-start".into(),
             at: crate::store::now_micros(),
         };

@@ -476,6 +476,33 @@ pub trait Store: Send + Sync + 'static {
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()>;
     /// The pilot's scope flags as last set; None before anyone set them.
+    /// Records a canary payout as started (no result yet).
+    async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()>;
+    /// Records a canary's result once; false when it already had one.
+    async fn finish_canary(
+        &self,
+        id: uuid::Uuid,
+        result: crate::operations::CanaryResult,
+        reason: &str,
+        at: UnixMicros,
+    ) -> StoreResult<bool>;
+    /// A network's canary runs, newest first.
+    async fn canary_runs(
+        &self,
+        network: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::operations::CanaryRun>>;
+    /// The configuration freeze, if one was set (it may have run out: see `active_at`).
+    async fn config_freeze(&self) -> StoreResult<Option<crate::operations::ConfigFreeze>>;
+    /// Sets (Some) or lifts (None) the configuration freeze, audited with it.
+    async fn set_config_freeze(
+        &self,
+        freeze: Option<&crate::operations::ConfigFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    /// Deal timers still pending and trust sessions still open whose moment was before
+    /// `before`: how many, and the earliest moment.
+    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)>;
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
     /// Replaces the scope flags, audited with them.
     async fn set_pilot_scope(

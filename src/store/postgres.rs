@@ -3,6 +3,7 @@
 //! `UNNEST`, and whole-transaction retries on serialisation failures and deadlocks.
 
 mod escrow;
+mod operations;
 mod trust;
 mod webhooks;
 
@@ -1688,6 +1689,53 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
         let mut conn = self.pool.acquire().await?;
         escrow::deal_facts(&mut conn, from, to).await
+    }
+
+    async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        operations::insert_canary_run(&mut conn, run).await
+    }
+
+    async fn finish_canary(
+        &self,
+        id: uuid::Uuid,
+        result: crate::operations::CanaryResult,
+        reason: &str,
+        at: UnixMicros,
+    ) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        operations::finish_canary_run(&mut conn, id, result, reason, at).await
+    }
+
+    async fn canary_runs(
+        &self,
+        network: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::operations::CanaryRun>> {
+        let mut conn = self.pool.acquire().await?;
+        operations::canary_runs(&mut conn, network, limit).await
+    }
+
+    async fn config_freeze(&self) -> StoreResult<Option<crate::operations::ConfigFreeze>> {
+        let mut conn = self.pool.acquire().await?;
+        operations::config_freeze(&mut conn).await
+    }
+
+    async fn set_config_freeze(
+        &self,
+        freeze: Option<&crate::operations::ConfigFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        operations::set_config_freeze(&mut tx, freeze).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)> {
+        let mut conn = self.pool.acquire().await?;
+        operations::overdue(&mut conn, before).await
     }
 
     async fn record_incident(

@@ -47,6 +47,9 @@ pub(super) struct EngineCore {
     counted_at: Option<Instant>,
     /// `debug.pause_at`, for crash tests.
     pause_at: Option<String>,
+    /// The accounts canary payouts are drawn on (one per token): their chunks go only to
+    /// canary wallets, and canary wallets send nothing else.
+    canary_accounts: HashSet<crate::domain::AccountId>,
 }
 
 impl EngineCore {
@@ -85,7 +88,45 @@ impl EngineCore {
             guardrail_noted: HashSet::new(),
             counted_at: None,
             pause_at: instance.pause_at.clone(),
+            canary_accounts: HashSet::new(),
         })
+    }
+
+    /// Looks up (creating them on first use) the canary accounts of the network's tokens, and
+    /// exports what each wallet keeps of each token.
+    pub(super) async fn prepare(
+        &mut self,
+        wallets: &[std::sync::Arc<crate::wallets::Wallet>],
+        wallet_metrics: &crate::metrics::WalletMetrics,
+    ) -> anyhow::Result<()> {
+        for t in self.tokens.values() {
+            let account = self.ledger.canary_account(&t.spec.key).await?;
+            self.canary_accounts.insert(account);
+        }
+        for w in wallets {
+            for (code, t) in &self.tokens {
+                let keep = w.min_token_units.get(code).copied().unwrap_or(0);
+                wallet_metrics
+                    .token_balance_min
+                    .with_label_values(&[self.name.as_str(), w.id.as_str(), code.as_str()])
+                    .set(t.spec.units_as_f64(keep));
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits queued chunks into those for hot wallets and those for canary wallets, each in
+    /// queue order.
+    pub(super) fn route(
+        &self,
+        queued: Vec<crate::payouts::ChunkWork>,
+    ) -> (
+        Vec<crate::payouts::ChunkWork>,
+        Vec<crate::payouts::ChunkWork>,
+    ) {
+        queued
+            .into_iter()
+            .partition(|w| !self.canary_accounts.contains(&w.account))
     }
 
     /// Takes or renews the network's engine lease. Renewed when a third of its time has passed.
@@ -212,6 +253,12 @@ impl EngineCore {
             .rollout_percent
             .with_label_values(&[self.name.as_str()])
             .set(i64::try_from(phase.percent()).unwrap_or(100));
+        for p in RolloutPhase::ALL {
+            self.metrics
+                .rollout_phase
+                .with_label_values(&[self.name.as_str(), p.as_str()])
+                .set(i64::from(p == phase));
+        }
         let counts = self.store.active_payouts(&self.name).await?;
         for state in [
             PayoutState::PendingApproval,

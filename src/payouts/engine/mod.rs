@@ -46,6 +46,7 @@ use crate::ledger::{AccountKind, Command, Effect, Ledger, Operation, ReleaseKind
 use crate::metrics::{PayoutMetrics, WalletMetrics};
 use crate::store::{StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
+use std::time::Instant;
 use alloy::primitives::{Address, U256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -150,6 +151,8 @@ pub struct NetworkEngine {
     loaded: bool,
     /// When deposits were last read.
     deposits_read_at: Option<std::time::Instant>,
+    /// When the wallets' balances were last exported.
+    observed_at: Option<Instant>,
     /// Paid chunks whose blocks are watched for `reorg_watch_blocks` after payment. A block
     /// hash of None: its block left the chain and the transaction is being re-sent.
     watched: Vec<Watched>,
@@ -178,7 +181,8 @@ pub struct NetworkEngine {
 }
 
 impl NetworkEngine {
-    /// The engine of `network`, or None when it has no hot wallet to send from.
+    /// The engine of `network` (its hot and canary wallets), or None when it has no wallet to
+    /// send from.
     pub fn new(
         network: &NetworkConfig,
         tokens: HashMap<String, PayoutToken>,
@@ -190,7 +194,7 @@ impl NetworkEngine {
     ) -> anyhow::Result<Option<Self>> {
         let wallets: Vec<Arc<Wallet>> = wallets
             .iter()
-            .filter(|w| w.network == network.name && w.role == WalletRole::Hot)
+            .filter(|w| w.network == network.name)
             .cloned()
             .collect();
         if wallets.is_empty() {
@@ -245,6 +249,7 @@ impl NetworkEngine {
             loaded: false,
             watched: Vec::new(),
             deposits_read_at: None,
+            observed_at: None,
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native().code),
             gas_accounts: HashMap::new(),
@@ -290,6 +295,7 @@ impl NetworkEngine {
             }
             self.gas_accounts.insert(address, account);
         }
+        self.core.prepare(&self.wallets, &self.wallet_metrics).await?;
         loop {
             let started = std::time::Instant::now();
             let ticked = match self.core.hold_lease().await {
@@ -376,9 +382,23 @@ impl NetworkEngine {
                 .in_flight
                 .with_label_values(&[self.core.name.as_str(), address.as_str()])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+            let mut gap = 0;
             if count > 0 {
-                mined_below.insert(address, self.client.nonce(w.address, false).await?);
+                let chain = self.client.nonce(w.address, false).await?;
+                let lowest = self
+                    .tracked
+                    .values()
+                    .filter(|f| f.wallet == address && f.mined.is_none())
+                    .map(|f| f.nonce)
+                    .min();
+                gap = lowest.map_or(0, |l| l.saturating_sub(chain));
+                mined_below.insert(address.clone(), chain);
             }
+            self.core
+                .metrics
+                .nonce_gap
+                .with_label_values(&[self.core.name.as_str(), address.as_str()])
+                .set(i64::try_from(gap).unwrap_or(i64::MAX));
         }
         self.block_hashes.clear();
         self.receipts.clear();
@@ -413,9 +433,39 @@ impl NetworkEngine {
             }
         }
         self.settle_batch().await?;
+        self.observe_balances().await?;
         self.send(head).await?;
         self.watch_deposits(head).await?;
         self.reconcile_periodically().await
+    }
+
+    /// Exports every wallet's native and token balances every 15 s, sending or not (the
+    /// alerts on low hot balances read them).
+    async fn observe_balances(&mut self) -> anyhow::Result<()> {
+        if self
+            .observed_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(15))
+        {
+            return Ok(());
+        }
+        self.observed_at = Some(Instant::now());
+        for w in &self.wallets {
+            let address = w.address.to_checksum(None);
+            let labels = [self.core.name.as_str(), address.as_str()];
+            let native = self.client.native_balance(w.address).await?;
+            self.wallet_metrics
+                .native_balance_wei
+                .with_label_values(&labels)
+                .set(f64::from(native));
+            for (code, t) in &self.core.tokens {
+                let units = self.client.token_balance(t.contract, w.address).await?;
+                self.wallet_metrics
+                    .token_balance
+                    .with_label_values(&[labels[0], labels[1], code.as_str()])
+                    .set(t.spec.units_as_f64(i128::try_from(units).unwrap_or(i128::MAX)));
+            }
+        }
+        Ok(())
     }
 
     /// Chunks of this wallet not yet final.

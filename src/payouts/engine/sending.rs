@@ -49,10 +49,17 @@ impl NetworkEngine {
                 self.settings.max_fee,
             )
             .await?;
-        let mut queue = queued.into_iter().peekable();
+        let (hot, canary) = self.core.route(queued);
+        let (mut hot, mut canary) = (hot.into_iter().peekable(), canary.into_iter().peekable());
         for (wallet, free) in room.iter_mut() {
+            // Canary payouts go only from canary wallets, everything else only from hot ones.
+            let queue = if wallet.role == WalletRole::Canary {
+                &mut canary
+            } else {
+                &mut hot
+            };
             if queue.peek().is_none() {
-                break;
+                continue;
             }
             let native = self.client.native_balance(wallet.address).await?;
             let labels = [self.core.name.clone(), wallet.address.to_checksum(None)];

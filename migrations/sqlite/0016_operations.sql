@@ -1,0 +1,21 @@
+-- Canary payouts (1 unit from a canary wallet to the network's canary address) and their
+-- outcome; and the configuration freeze an Admin sets for a launch window.
+CREATE TABLE canary_runs (
+    id          BLOB    PRIMARY KEY,
+    network     TEXT    NOT NULL,
+    payout_id   BLOB    NOT NULL REFERENCES payouts (id),
+    started_by  TEXT    NOT NULL,
+    started_at  INTEGER NOT NULL,
+    result      TEXT    CHECK (result IN ('green', 'red')),
+    reason      TEXT,
+    finished_at INTEGER
+) STRICT;
+CREATE INDEX canary_runs_network ON canary_runs (network, started_at);
+
+CREATE TABLE config_freeze (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    reason TEXT    NOT NULL,
+    actor  TEXT    NOT NULL,
+    since  INTEGER NOT NULL,
+    until  INTEGER
+) STRICT;
