@@ -116,7 +116,10 @@ impl Canaries {
         names
     }
 
-    fn check(&self, network: &str) -> Result<(&String, &crate::payouts::networks::PayoutToken), CanaryError> {
+    fn check(
+        &self,
+        network: &str,
+    ) -> Result<(&String, &crate::payouts::networks::PayoutToken), CanaryError> {
         let n = self
             .networks
             .get(network)

@@ -46,11 +46,11 @@ use crate::ledger::{AccountKind, Command, Effect, Ledger, Operation, ReleaseKind
 use crate::metrics::{PayoutMetrics, WalletMetrics};
 use crate::store::{StoreError, now_micros};
 use crate::wallets::{Wallet, WalletRole};
-use std::time::Instant;
 use alloy::primitives::{Address, U256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// RPC calls the engine keeps open at once when it reads receipts and blocks or broadcasts a
@@ -295,7 +295,9 @@ impl NetworkEngine {
             }
             self.gas_accounts.insert(address, account);
         }
-        self.core.prepare(&self.wallets, &self.wallet_metrics).await?;
+        self.core
+            .prepare(&self.wallets, &self.wallet_metrics)
+            .await?;
         loop {
             let started = std::time::Instant::now();
             let ticked = match self.core.hold_lease().await {
@@ -462,7 +464,10 @@ impl NetworkEngine {
                 self.wallet_metrics
                     .token_balance
                     .with_label_values(&[labels[0], labels[1], code.as_str()])
-                    .set(t.spec.units_as_f64(i128::try_from(units).unwrap_or(i128::MAX)));
+                    .set(
+                        t.spec
+                            .units_as_f64(i128::try_from(units).unwrap_or(i128::MAX)),
+                    );
             }
         }
         Ok(())
