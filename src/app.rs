@@ -131,6 +131,15 @@ impl App {
         let networks = Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
             &config,
         ));
+        let wallets: Arc<Vec<Arc<crate::wallets::Wallet>>> =
+            Arc::new(wallets.into_iter().map(Arc::new).collect());
+        let canaries = crate::operations::canary::Canaries::new(
+            ledger.clone(),
+            networks.clone(),
+            &config,
+            &wallets,
+            metrics.operations.canary.clone(),
+        );
         let mut auth = Authenticator::from_config(&config.auth.tokens);
         for (token, caller) in &extra_tokens {
             auth.insert(token, caller.clone());
@@ -155,7 +164,8 @@ impl App {
                 metrics,
                 auth: Arc::new(auth),
                 networks: networks.clone(),
-                wallets: Arc::new(wallets.into_iter().map(Arc::new).collect()),
+                wallets,
+                canaries,
                 escrow: crate::escrow::service::Escrow {
                     ledger: ledger.clone(),
                     templates: templates.clone(),
@@ -311,6 +321,15 @@ impl App {
             .context("building the webhook HTTP client")?;
             let (cancel, instance) = (cancel.clone(), instance.clone());
             tracker.spawn(async move { deliverer.run(instance, cancel).await });
+        }
+        {
+            let (canaries, cancel, instance) = (
+                self.state.canaries.clone(),
+                cancel.clone(),
+                instance.clone(),
+            );
+            let lease = Duration::from_secs(self.config.webhooks.lease_seconds);
+            tracker.spawn(async move { canaries.run(instance, lease, cancel).await });
         }
         {
             let (escrow, trust, cancel, instance) = (
@@ -477,7 +496,10 @@ async fn refresh_pilot_metrics(
 ) -> Result<(), crate::store::StoreError> {
     let store = state.ledger.store();
     let report = crate::escrow::report::build(store.as_ref(), 0, i64::MAX).await?;
-    let mut escalated = 0;
+    let now = state.escrow.clock.now();
+    let (mut escalated, mut open) = (0, 0);
+    // (country, category) → seconds to the nearest DISPUTE_TTL deadline.
+    let mut soonest: std::collections::BTreeMap<(String, String), i64> = Default::default();
     let mut after = None;
     loop {
         let page = store
@@ -488,13 +510,54 @@ async fn refresh_pilot_metrics(
                 ..Default::default()
             })
             .await?;
-        escalated += page.iter().filter(|d| d.escalated).count() as i64;
+        for deal in &page {
+            if deal.escalated {
+                escalated += 1;
+                continue;
+            }
+            open += 1;
+            let due = store
+                .deal_timers(deal.id)
+                .await?
+                .into_iter()
+                .filter(|t| {
+                    t.kind == crate::timers::TimerKind::DisputeTtl
+                        && t.state == crate::timers::TimerState::Pending
+                })
+                .map(|t| t.due_at)
+                .min();
+            if let Some(due) = due {
+                let left = ((due - now) / 1_000_000).max(0);
+                let scope = (
+                    deal.template.country.clone(),
+                    deal.template.category.clone(),
+                );
+                let entry = soonest.entry(scope).or_insert(left);
+                *entry = (*entry).min(left);
+            }
+        }
         after = page.last().map(|d| d.id);
         if (page.len() as i64) < crate::api::MAX_PAGE {
             break;
         }
     }
     state.metrics.pilot.show(&report.by_scope, escalated);
+    let ops = &state.metrics.operations;
+    ops.disputes_open.set(open);
+    ops.disputes_ttl_soonest_seconds.reset();
+    for ((country, category), left) in soonest {
+        ops.disputes_ttl_soonest_seconds
+            .with_label_values(&[country.as_str(), category.as_str()])
+            .set(left as f64);
+    }
+    // Timers and cut-offs a minute past due and still not done: the timer loop is stuck.
+    let (overdue, oldest) = store.overdue_timers(now - 60_000_000).await?;
+    ops.timers_overdue.set(overdue);
+    ops.timers_oldest_overdue_seconds
+        .set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
+    let frozen =
+        crate::operations::freeze::active(store.as_ref(), crate::store::now_micros()).await?;
+    ops.config_freeze.set(i64::from(frozen.is_some()));
     Ok(())
 }
 
@@ -502,6 +565,13 @@ async fn reload(
     state: &crate::api::AppState,
     source: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
+    // Templates and the pilot scope are configuration: a freeze holds them as they are.
+    let store = state.ledger.store();
+    if let Some(f) =
+        crate::operations::freeze::active(store.as_ref(), crate::store::now_micros()).await?
+    {
+        anyhow::bail!("{}", crate::operations::freeze::describe(&f));
+    }
     let config = Config::load(source, std::env::vars())?;
     let count = state
         .templates

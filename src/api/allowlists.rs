@@ -81,6 +81,7 @@ pub async fn set_enforced(
     ApiJson(body): ApiJson<EnforceRequest>,
 ) -> ApiResult<Json<AllowlistView>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let account = load_account(&state, &id, None).await?;
     let action = if body.enforced {
@@ -137,6 +138,7 @@ pub async fn add(
     ApiJson(body): ApiJson<AddDestination>,
 ) -> ApiResult<Json<AllowlistView>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let account = load_account(&state, &id, None).await?;
     let address = parse_destination(&state, &body.network, &body.address)?;
@@ -183,6 +185,7 @@ pub async fn remove(
     ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> ApiResult<Json<AllowlistView>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&q.reason)?;
     let account = load_account(&state, &id, None).await?;
     let address = parse_destination(&state, &network, &address)?;

@@ -75,6 +75,7 @@ pub async fn add(
     ApiJson(body): ApiJson<AddDepositAddress>,
 ) -> ApiResult<Json<Vec<DepositAddressView>>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let account = load_account(&state, &id, None).await?;
     if !account.kind.holds_customer_funds() {

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod manual_entries;
 pub mod networks;
 pub mod openapi;
+pub mod operations;
 pub mod payouts;
 pub mod reports;
 pub mod templates;
@@ -53,6 +54,7 @@ pub struct AppState {
     pub evidence: Arc<crate::escrow::evidence::EvidenceStore>,
     /// `webhooks.allow_private_networks`: endpoints may be internal (tests, same host).
     pub webhooks_allow_private: bool,
+    pub canaries: crate::operations::canary::Canaries,
 }
 
 /// Largest page a list endpoint returns.
@@ -148,6 +150,14 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/payouts/{id}/reject", post(payouts::reject))
         .route("/v1/payouts/{id}/cancel", post(payouts::cancel))
         .route("/v1/networks", get(networks::list))
+        .route(
+            "/v1/canary/{network}",
+            get(operations::canary_status).post(operations::run_canary),
+        )
+        .route(
+            "/v1/config-freeze",
+            get(operations::get_freeze).put(operations::set_freeze),
+        )
         .route("/v1/networks/{name}/safe-mode", post(networks::set_safe_mode))
         .route("/v1/networks/{name}/rollout", post(networks::set_rollout))
         .route("/v1/networks/{name}/freezes", post(networks::set_freeze))

@@ -218,6 +218,7 @@ pub async fn set_rollout(
     ApiJson(body): ApiJson<RolloutRequest>,
 ) -> ApiResult<Json<NetworkView>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     view(&state, &name).await?;
     let audit = audit_record(

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "treasuryd control API", description = "Ledger, holds and (later) payouts, escrow and EOD. See README.md."),
+    info(title = "treasuryd control API", description = "Ledger and holds, payouts on EVM and Tron, escrow deals, trust pairs and EOD, webhooks, canaries and operating controls. See README.md."),
     paths(
         super::health::healthz,
         super::health::readyz,
@@ -77,6 +77,10 @@ use utoipa::{Modify, OpenApi};
         super::templates::get_one,
         super::templates::get_scope,
         super::templates::set_scope,
+        super::operations::run_canary,
+        super::operations::canary_status,
+        super::operations::get_freeze,
+        super::operations::set_freeze,
     ),
     modifiers(&BearerAuth)
 )]

@@ -122,6 +122,7 @@ pub async fn set_scope(
     ApiJson(body): ApiJson<ScopeRequest>,
 ) -> ApiResult<Json<ScopeView>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let scope = PilotScope {
         enabled: body.enabled,

@@ -84,6 +84,7 @@ pub async fn create_company(
     ApiJson(body): ApiJson<NewCompany>,
 ) -> ApiResult<(StatusCode, Json<CompanyView>)> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 200 {
@@ -190,6 +191,7 @@ pub async fn set_member(
     ApiJson(body): ApiJson<NewMember>,
 ) -> ApiResult<Json<MemberView>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let company = company(&state, &id, None).await?;
     let user = body.user.trim().to_owned();
@@ -339,6 +341,7 @@ pub async fn create_pair(
     ApiJson(body): ApiJson<NewPair>,
 ) -> ApiResult<(StatusCode, Json<PairView>)> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let a = company(&state, &body.company_a, Some("company_a")).await?;
     let b = company(&state, &body.company_b, Some("company_b")).await?;

@@ -85,6 +85,7 @@ pub async fn create(
     ApiJson(body): ApiJson<NewEndpoint>,
 ) -> ApiResult<(StatusCode, Json<EndpointWithSecret>)> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let url = check_url(body.url.trim(), state.webhooks_allow_private)
         .map_err(|m| ApiError::invalid("invalid_url", "url", format!("url: {m}")))?;
@@ -182,6 +183,7 @@ pub async fn rotate(
     ApiJson(body): ApiJson<Rotate>,
 ) -> ApiResult<Json<EndpointWithSecret>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let overlap = body.overlap_seconds.unwrap_or(86_400);
     if overlap > 7 * 86_400 {
@@ -232,6 +234,7 @@ pub async fn set_active(
     ApiJson(body): ApiJson<SetActive>,
 ) -> ApiResult<Json<EndpointView>> {
     caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let endpoint = load(&state, &id).await?;
     let audit = audit_record(

@@ -142,9 +142,16 @@ impl Canaries {
         Ok((address, token))
     }
 
-    /// Starts a canary on `network` on behalf of `actor`: the 1-unit payout is held and queued
-    /// like any other, and the run recorded. Refused while the previous one still runs.
-    pub async fn start(&self, network: &str, actor: &str) -> Result<CanaryRun, CanaryError> {
+    /// Starts a canary on `network` for the actor of `audit` (written with the payout): the
+    /// 1-unit payout is held and queued like any other, and the run recorded. Refused while the
+    /// previous one still runs.
+    pub async fn start(
+        &self,
+        network: &str,
+        audit: crate::store::AuditRecord,
+    ) -> Result<CanaryRun, CanaryError> {
+        let actor = audit.actor.clone();
+        let actor = actor.as_str();
         let (address, token) = self.check(network)?;
         let store = self.ledger.store();
         if let Some(last) = store.canary_runs(network, 1).await?.pop()
@@ -174,6 +181,11 @@ impl Canaries {
         let run_id = uuid::Uuid::now_v7();
         cmd.idempotency_key = format!("canary:{network}:{run_id}");
         cmd.memo = Some(format!("canary payout on {network}"));
+        cmd.actor = Some(actor.to_owned());
+        cmd.audit = Some(crate::store::AuditRecord {
+            target: format!("payout:{payout}"),
+            ..audit
+        });
         match self.ledger.post_one(cmd).await? {
             Ok(_) => {}
             Err(e) => return Err(CanaryError::Ledger(e)),
@@ -332,7 +344,16 @@ impl Canaries {
                 .pop()
                 .map(|r| r.started_at);
             if last.is_none_or(|at| now_micros() - at >= every) {
-                match self.start(&network, "treasuryd-scheduler").await {
+                let audit = crate::store::AuditRecord {
+                    actor: "treasuryd-scheduler".into(),
+                    role: crate::domain::Role::Admin,
+                    action: "canary.run".into(),
+                    target: String::new(),
+                    reason: Some("scheduled canary".into()),
+                    request_id: "canary-scheduler".into(),
+                    at: now_micros(),
+                };
+                match self.start(&network, audit).await {
                     Ok(_) | Err(CanaryError::Running { .. }) => {}
                     Err(e) => return Err(e),
                 }

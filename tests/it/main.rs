@@ -16,6 +16,7 @@ mod engine_crash;
 mod evm;
 mod idempotency;
 mod ledger_model;
+mod operations;
 mod payouts;
 mod policy;
 mod reconcile;

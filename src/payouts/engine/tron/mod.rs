@@ -119,7 +119,8 @@ fn tron_address(a: &alloy::primitives::Address) -> TronAddress {
 }
 
 impl TronEngine {
-    /// The engine of Tron `network`, or None when it has no hot wallet to send from.
+    /// The engine of Tron `network` (its hot and canary wallets), or None when it has no
+    /// wallet to send from.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         network: &NetworkConfig,
@@ -133,7 +134,7 @@ impl TronEngine {
     ) -> anyhow::Result<Option<Self>> {
         let wallets: Vec<Arc<Wallet>> = wallets
             .iter()
-            .filter(|w| w.network == network.name && w.role == WalletRole::Hot)
+            .filter(|w| w.network == network.name)
             .cloned()
             .collect();
         if wallets.is_empty() {
@@ -213,6 +214,9 @@ impl TronEngine {
                     .insert((w.id.clone(), code.clone()), custody);
             }
         }
+        self.core
+            .prepare(&self.wallets, &self.wallet_metrics)
+            .await?;
         loop {
             let started = Instant::now();
             let ticked = match self.core.hold_lease().await {

@@ -371,10 +371,17 @@ impl TronEngine {
         accounts.sort_unstable();
         accounts.dedup();
         let allowlists = self.core.store.enforced_allowlists(&accounts).await?;
-        let mut queue = queued.into_iter().peekable();
+        let (hot, canary) = self.core.route(queued);
+        let (mut hot, mut canary) = (hot.into_iter().peekable(), canary.into_iter().peekable());
         for (wallet, mut free) in room {
+            // Canary payouts go only from canary wallets, everything else only from hot ones.
+            let queue = if wallet.role == WalletRole::Canary {
+                &mut canary
+            } else {
+                &mut hot
+            };
             if queue.peek().is_none() {
-                break;
+                continue;
             }
             let owner = tron_address(&wallet.address);
             let mut r = self.client.resources(&owner).await?;
@@ -390,11 +397,11 @@ impl TronEngine {
                 let Some(work) = queue.peek().cloned() else {
                     break;
                 };
-                let Some(contract) = self
+                let Some((contract, spec)) = self
                     .core
                     .tokens
                     .get(&work.asset.code)
-                    .map(|t| tron_address(&t.contract))
+                    .map(|t| (tron_address(&t.contract), t.spec.clone()))
                 else {
                     queue.next();
                     continue;
@@ -418,10 +425,7 @@ impl TronEngine {
                             wallet.id.as_str(),
                             code.as_str(),
                         ])
-                        .set(
-                            balance as f64
-                                / 10f64.powi(i32::from(self.core.tokens[&code].spec.decimals)),
-                        );
+                        .set(spec.units_as_f64(balance));
                     let keep = wallet.min_token_units.get(&code).copied().unwrap_or(0);
                     token_room.insert(code.clone(), balance - keep);
                 }
