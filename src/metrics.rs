@@ -1241,3 +1241,121 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+impl Metrics {
+    /// Every metric this daemon exports, sorted by name (what `docs/metrics.md` lists).
+    pub fn catalogue(&self) -> Vec<MetricDescription> {
+        self.registry.catalogue()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `| name | type | labels | meaning |` rows of a Markdown table.
+    fn documented(text: &str) -> Vec<(String, String, Vec<String>, String)> {
+        text.lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l
+                    .trim()
+                    .strip_prefix('|')?
+                    .strip_suffix('|')?
+                    .split('|')
+                    .map(str::trim)
+                    .collect();
+                let [name, kind, labels, meaning] = cells.as_slice() else {
+                    return None;
+                };
+                let name = name.trim_matches('`');
+                if !name.starts_with("treasuryd_") {
+                    return None;
+                }
+                let labels = labels
+                    .split(',')
+                    .map(|l| l.trim().trim_matches('`').to_owned())
+                    .filter(|l| !l.is_empty() && l != "—")
+                    .collect();
+                Some((
+                    name.to_owned(),
+                    (*kind).to_owned(),
+                    labels,
+                    (*meaning).to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_catalogue_in_docs_lists_exactly_what_is_exported() {
+        let metrics = Metrics::new().unwrap();
+        let exported: Vec<(String, String, Vec<String>)> = metrics
+            .catalogue()
+            .into_iter()
+            .map(|d| (d.name, d.kind.to_owned(), d.labels))
+            .collect();
+        let docs = documented(include_str!("../docs/metrics.md"));
+        for (_, _, _, meaning) in &docs {
+            assert!(!meaning.is_empty(), "every metric says what it means");
+        }
+        let listed: Vec<(String, String, Vec<String>)> =
+            docs.into_iter().map(|(n, k, l, _)| (n, k, l)).collect();
+        let missing: Vec<String> = metrics
+            .catalogue()
+            .into_iter()
+            .filter(|d| !listed.contains(&(d.name.clone(), d.kind.to_owned(), d.labels.clone())))
+            .map(|d| {
+                format!(
+                    "| `{}` | {} | {} | {} |",
+                    d.name,
+                    d.kind,
+                    if d.labels.is_empty() {
+                        "—".to_owned()
+                    } else {
+                        d.labels
+                            .iter()
+                            .map(|l| format!("`{l}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                    d.help
+                )
+            })
+            .collect();
+        let stale: Vec<&(String, String, Vec<String>)> =
+            listed.iter().filter(|l| !exported.contains(l)).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "docs/metrics.md is out of step with the registry.\nAdd or correct:\n{}\nRemove: {stale:?}",
+            missing.join("\n")
+        );
+    }
+
+    /// Labels stay bounded: nothing per payout, deal, chunk, transaction or request.
+    #[test]
+    fn no_label_is_unbounded() {
+        let unbounded = [
+            "payout",
+            "payout_id",
+            "deal",
+            "deal_id",
+            "chunk",
+            "tx",
+            "hash",
+            "account",
+            "request_id",
+            "id",
+            "path",
+            "user",
+        ];
+        for d in Metrics::new().unwrap().catalogue() {
+            for l in &d.labels {
+                assert!(
+                    !unbounded.contains(&l.as_str()),
+                    "{} has the unbounded label {l}",
+                    d.name
+                );
+            }
+        }
+    }
+}

@@ -358,8 +358,26 @@ impl TronEngine {
                 self.observed_at = Some(Instant::now());
                 let prices = self.client.prices().await?;
                 for w in &self.wallets {
-                    let r = self.client.resources(&tron_address(&w.address)).await?;
+                    let owner = tron_address(&w.address);
+                    let r = self.client.resources(&owner).await?;
                     self.observe_wallet(w, &r, &prices);
+                    for (code, t) in &self.core.tokens {
+                        let units = self
+                            .client
+                            .token_balance(&tron_address(&t.contract), &owner)
+                            .await?;
+                        self.wallet_metrics
+                            .token_balance
+                            .with_label_values(&[
+                                self.core.name.as_str(),
+                                w.id.as_str(),
+                                code.as_str(),
+                            ])
+                            .set(
+                                t.spec
+                                    .units_as_f64(i128::try_from(units).unwrap_or(i128::MAX)),
+                            );
+                    }
                 }
             }
             return Ok(());
