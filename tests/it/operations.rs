@@ -267,6 +267,15 @@ async fn a_network_without_a_canary_says_so() {
 
 async fn the_config_freeze_refuses_configuration_changes_only(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let (s, _) = app
+        .post(
+            "/v1/networks/ethereum/rollout",
+            ADMIN,
+            None,
+            &json!({"phase": "canary", "reason": "canary go-live"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let account = funded_partner(&app, "acme", "USDT", "100").await;
     let put = |path: &str, body: Value| {
         let (app, path) = (&app, path.to_owned());
@@ -408,6 +417,20 @@ async fn the_config_freeze_refuses_configuration_changes_only(backend: Backend) 
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    // So does lowering the rollout phase: that is a rollback, not a configuration change.
+    let (s, body) = app
+        .post(
+            "/v1/networks/ethereum/rollout",
+            ADMIN,
+            None,
+            &json!({"phase": "pilot", "reason": "rollback"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &body["rollout"]["phase"]),
+        (StatusCode::OK, &json!("pilot")),
+        "{body}"
+    );
     wait_metric(&app, "treasuryd_config_freeze_active", 1.0).await;
 
     // Lifted: the same change is accepted.
