@@ -17,6 +17,7 @@ mod evm;
 mod idempotency;
 mod ledger_model;
 mod operations;
+mod ops_assets;
 mod payouts;
 mod policy;
 mod reconcile;
