@@ -558,6 +558,16 @@ async fn refresh_pilot_metrics(
     let frozen =
         crate::operations::freeze::active(store.as_ref(), crate::store::now_micros()).await?;
     ops.config_freeze.set(i64::from(frozen.is_some()));
+    // Safe-mode as the database has it, on every instance (the engines set it on the owner).
+    for network in state.networks.names() {
+        let on = store.safe_mode(network).await?.is_some();
+        state
+            .metrics
+            .payouts
+            .safe_mode
+            .with_label_values(&[network])
+            .set(i64::from(on));
+    }
     Ok(())
 }
 

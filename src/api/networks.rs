@@ -196,6 +196,12 @@ pub async fn set_safe_mode(
         .store()
         .set_safe_mode(&name, body.enabled.then_some(&mode), &audit)
         .await?;
+    state
+        .metrics
+        .payouts
+        .safe_mode
+        .with_label_values(&[name.as_str()])
+        .set(i64::from(body.enabled));
     Ok(Json(view(&state, &name).await?))
 }
 

@@ -62,6 +62,216 @@ async fn app_with_canary(chain: &DevChain, config_extra: &str, canary_extra: &st
     .await
 }
 
+/// A real Prometheus on loopback scraping `app` every second with our rule files.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(app: &TestApp) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let rules: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/alerts"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+            .map(|p| format!("  - {}", p.display()))
+            .collect();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\n\
+                 scrape_configs:\n  - job_name: treasuryd\n    static_configs:\n      - targets: [\"{}\"]\n",
+                rules.join("\n"),
+                app.metrics
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus is needed: apt-get install prometheus (.ci/run installs it)");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// The state (`pending`, `firing`) of `alert` with `network`, or None when inactive.
+    async fn alert(&self, alert: &str, network: &str) -> Option<String> {
+        let v = self.get("/api/v1/alerts").await?;
+        v["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == alert && a["labels"]["network"] == network)
+            .and_then(|a| a["state"].as_str().map(str::to_owned))
+    }
+
+    async fn names(&self) -> Vec<String> {
+        let v = self.get("/api/v1/alerts").await.unwrap_or(Value::Null);
+        v["data"]["alerts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["labels"]["alertname"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn wait_for(&self, alert: &str, network: &str, state: Option<&str>) {
+        for _ in 0..300 {
+            if self.alert(alert, network).await.as_deref() == state {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{alert}{{network={network}}} never became {state:?}; active: {:?}",
+            self.names().await
+        );
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The daemon and a real Prometheus with our rule files: safe-mode and a red canary make their
+/// alerts fire through Prometheus' own evaluation, and nothing fires while all is well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_fires_our_alerts_when_their_condition_holds() {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+    let app = app_with_canary(
+        &chain,
+        "[canary]\ntimeout_seconds = 3\ninterval_seconds = 0\n",
+        "min_gas_wei = 1000000000000000",
+    )
+    .await;
+    let prometheus = Prometheus::start(&app);
+    // Scraped, rules loaded.
+    for _ in 0..300 {
+        let up = prometheus
+            .get("/api/v1/query?query=up%7Bjob%3D%22treasuryd%22%7D")
+            .await;
+        let rules = prometheus.get("/api/v1/rules").await;
+        let loaded = rules
+            .as_ref()
+            .and_then(|r| r["data"]["groups"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if up.is_some_and(|v| v["data"]["result"][0]["value"][1] == "1") && loaded >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, run) = canary(&app, OPERATOR, "", json!({"reason": "green first"})).await;
+    assert_eq!(
+        (s, run["result"].as_str()),
+        (StatusCode::OK, Some("green")),
+        "{run}"
+    );
+    // Several evaluations with everything well: nothing of ours is active.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let active = prometheus.names().await;
+    for quiet in [
+        "TreasurydSafeModeOn",
+        "TreasurydCanaryFailing",
+        "TreasurydDown",
+        "TreasurydGasBufferLow",
+    ] {
+        assert!(
+            !active.iter().any(|a| a == quiet),
+            "{quiet} is active: {active:?}"
+        );
+    }
+
+    // Safe-mode on: the alert fires (no `for`), and clears when it is left.
+    let (s, _) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            ADMIN,
+            None,
+            &json!({"enabled": true, "reason": "alerting drill"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    prometheus
+        .wait_for("TreasurydSafeModeOn", "ethereum", Some("firing"))
+        .await;
+    let (s, _) = app
+        .post(
+            "/v1/networks/ethereum/safe-mode",
+            ADMIN,
+            None,
+            &json!({"enabled": false, "reason": "drill over"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    prometheus
+        .wait_for("TreasurydSafeModeOn", "ethereum", None)
+        .await;
+
+    // A canary wallet without gas: the canary goes red and its alert fires; the wallet's
+    // buffer alert is pending (it waits 5 minutes before firing).
+    chain
+        .set_native_balance(chain.dev_key(2).unwrap().address(), U256::ZERO)
+        .await
+        .unwrap();
+    let (s, run) = canary(&app, OPERATOR, "?wait_seconds=10", json!({"reason": "red"})).await;
+    assert_eq!(
+        (s, run["result"].as_str()),
+        (StatusCode::OK, Some("red")),
+        "{run}"
+    );
+    prometheus
+        .wait_for("TreasurydCanaryFailing", "ethereum", Some("firing"))
+        .await;
+    prometheus
+        .wait_for("TreasurydGasBufferLow", "ethereum", Some("pending"))
+        .await;
+    assert!(
+        !prometheus
+            .names()
+            .await
+            .iter()
+            .any(|a| a == "TreasurydSafeModeOn")
+    );
+    miner.abort();
+    app.stop().await.unwrap();
+}
+
 async fn canary(app: &TestApp, token: &str, query: &str, body: Value) -> (StatusCode, Value) {
     app.post(&format!("/v1/canary/ethereum{query}"), token, None, &body)
         .await
