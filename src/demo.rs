@@ -1,11 +1,17 @@
-//! `treasuryd demo`: the daemon on embedded defaults for a first look. A fresh SQLite database
-//! in a temporary directory, a local anvil chain with the test tokens and the local Tron node
-//! stand-in with its TRC-20 token, a funded hot wallet on each (anvil's public development key
-//! #1), a funded partner account on each, and tokens for an Admin, a Trader and an Approver;
-//! then it prints where everything is and what to try.
+//! `treasuryd demo`: a newcomer's tour on embedded defaults. A fresh SQLite database in a
+//! temporary directory, a local anvil chain with the test tokens and the local Tron node
+//! stand-in with its TRC-20 token, a hot and a canary wallet on each (anvil's public development
+//! keys #1 and #2) and funded partners. Then, through the control API as a treasury desk would:
+//! a canary payout per network, a split payout per network (approved by a second person), an
+//! escrow deal through the happy path (its AUTO_APPROVE timer fires) and one through a dispute
+//! resolved by an Operator, and an end-of-day session between two trust partners. It prints
+//! what it does, then a summary whose balances are read from the ledger, and stays up until
+//! Ctrl-C. The deal and EOD clock runs `CLOCK_FACTOR` times faster, so timers and cut-offs
+//! come in seconds.
 
 use crate::api::auth::{Caller, new_token};
 use crate::app::App;
+use crate::chains::evm::EvmClient;
 use crate::chains::tron::TronAddress;
 use crate::config::{Config, NetworkConfig};
 use crate::devchain::{DevChain, TestToken};
@@ -15,9 +21,15 @@ use crate::ledger::{AccountKind, Command, NewAccount};
 use crate::store::AuditRecord;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 const HOT_KEY_VAR: &str = "TREASURYD_DEMO_HOT_KEY";
+const CANARY_KEY_VAR: &str = "TREASURYD_DEMO_CANARY_KEY";
+/// How much faster the deal and EOD clock runs (a day in about 4 s).
+pub const CLOCK_FACTOR: i64 = 20_000;
 
 pub struct Demo {
     pub app: App,
@@ -27,6 +39,7 @@ pub struct Demo {
     pub admin_token: SecretString,
     pub trader_token: SecretString,
     pub approver_token: SecretString,
+    pub operator_token: SecretString,
     pub partner_account: String,
     pub hot_wallet: String,
     pub tron_partner_account: String,
@@ -42,35 +55,55 @@ impl Demo {
         let chain = DevChain::start(&[])
             .await
             .context("starting the local anvil chain")?;
-        let hot = chain.dev_key(1)?;
-        for token in [TestToken::Usdc, TestToken::Usdt] {
-            chain.mint(token, hot.address(), 10_000_000_000_000).await?;
+        let (hot, canary) = (chain.dev_key(1)?, chain.dev_key(2)?);
+        for who in [hot.address(), canary.address()] {
+            for token in [TestToken::Usdc, TestToken::Usdt] {
+                chain.mint(token, who, 10_000_000_000_000).await?;
+            }
         }
         // A block a second, final three blocks later (mainnet: 3 s and 19).
-        let tron = DevTron::start(std::time::Duration::from_secs(1), 3)
+        let tron = DevTron::start(Duration::from_secs(1), 3)
             .await
             .context("starting the local Tron node stand-in")?;
-        let tron_hot = TronAddress::from_signer(&hot);
-        tron.fund_trx(&tron_hot, 10_000_000_000);
-        tron.mint(&tron_hot, 10_000_000_000_000);
+        let (tron_hot, tron_canary) = (
+            TronAddress::from_signer(&hot),
+            TronAddress::from_signer(&canary),
+        );
+        for who in [&tron_hot, &tron_canary] {
+            tron.fund_trx(who, 10_000_000_000);
+            tron.mint(who, 10_000_000_000_000);
+        }
+        let canary_target = chain.dev_key(5)?;
 
         let mut c = Config::defaults();
         c.data_dir = dir.clone();
         c.server.listen = "127.0.0.1:0".parse()?;
         c.server.metrics_listen = "127.0.0.1:0".parse()?;
         c.wallets_dir = wallets_dir.clone();
+        c.escrow.timer_poll_ms = 200;
+        c.canary.interval_seconds = 0;
+        c.canary.timeout_seconds = 60;
+        c.pilot = Some(crate::scope::PilotScope {
+            enabled: true,
+            country_allowlist: vec!["MN".into()],
+            category_allowlist: vec!["USED_CAR_PRIVATE".into()],
+            template_version: "v1".into(),
+        });
         let network = format!(
             "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 1\napproval_threshold = \"100000\"\n\
+             poll_interval_ms = 200\ncanary_address = \"{}\"\n\
              [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n[[tokens]]\ncode = \"USDC\"\naddress = \"{}\"\ndecimals = 6\n",
             chain.chain_id,
             chain.url,
+            canary_target.address().to_checksum(None),
             chain.usdt.to_checksum(None),
             chain.usdc.to_checksum(None)
         );
         let tron_network = format!(
             "name = \"tron\"\nkind = \"tron\"\nrpc_urls = [\"{}\"]\napproval_threshold = \"100000\"\npoll_interval_ms = 500\n\
-             [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
+             canary_address = \"{}\"\n[[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
             tron.url,
+            TronAddress::from_signer(&canary_target).to_base58(),
             tron.token.to_base58()
         );
         c.networks = vec![
@@ -80,55 +113,54 @@ impl Demo {
         std::fs::write(
             wallets_dir.join("ethereum.toml"),
             format!(
-                "# The demo's hot wallet: anvil's public development key #1.\n[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\n\
-                 address = \"{}\"\nkey_env = \"{HOT_KEY_VAR}\"\nmin_gas_wei = 10000000000000000\n",
-                hot.address().to_checksum(None)
+                "# The demo's wallets: anvil's public development keys #1 (hot) and #2 (canary).\n\
+                 [[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{}\"\nkey_env = \"{HOT_KEY_VAR}\"\nmin_gas_wei = 10000000000000000\n\
+                 [[wallets]]\nnetwork = \"ethereum\"\nrole = \"canary\"\naddress = \"{}\"\nkey_env = \"{CANARY_KEY_VAR}\"\n",
+                hot.address().to_checksum(None),
+                canary.address().to_checksum(None)
             ),
         )?;
         std::fs::write(
             wallets_dir.join("tron.toml"),
             format!(
-                "# The same development key on the Tron stand-in.\n[[wallets]]\nnetwork = \"tron\"\nrole = \"hot\"\n\
-                 address = \"{}\"\nkey_env = \"{HOT_KEY_VAR}\"\nmin_trx_sun = 100000000\n",
-                tron_hot.to_base58()
+                "# The same development keys on the Tron stand-in.\n\
+                 [[wallets]]\nnetwork = \"tron\"\nrole = \"hot\"\naddress = \"{}\"\nkey_env = \"{HOT_KEY_VAR}\"\nmin_trx_sun = 100000000\n\
+                 [[wallets]]\nnetwork = \"tron\"\nrole = \"canary\"\naddress = \"{}\"\nkey_env = \"{CANARY_KEY_VAR}\"\n",
+                tron_hot.to_base58(),
+                tron_canary.to_base58()
             ),
         )?;
-        c.secrets.insert(
-            HOT_KEY_VAR.into(),
-            SecretString::from(format!("0x{}", hex::encode(hot.to_bytes()))),
-        );
+        for (var, key) in [(HOT_KEY_VAR, &hot), (CANARY_KEY_VAR, &canary)] {
+            c.secrets.insert(
+                var.into(),
+                SecretString::from(format!("0x{}", hex::encode(key.to_bytes()))),
+            );
+        }
         crate::telemetry::init(&c.log);
 
-        let admin_token = new_token();
-        let trader_token = new_token();
-        let approver_token = new_token();
-        let callers = vec![
+        let (admin_token, trader_token, approver_token, operator_token) =
+            (new_token(), new_token(), new_token(), new_token());
+        let callers = [
+            (&approver_token, "demo-approver", Role::Approver),
+            (&admin_token, "demo-admin", Role::Admin),
+            (&trader_token, "demo-trader", Role::Trader),
+            (&operator_token, "demo-operator", Role::Operator),
+        ]
+        .into_iter()
+        .map(|(token, name, role)| {
             (
-                approver_token.clone(),
+                token.clone(),
                 Caller {
-                    name: "demo-approver".into(),
-                    role: Role::Approver,
+                    name: name.into(),
+                    role,
                 },
-            ),
-            (
-                admin_token.clone(),
-                Caller {
-                    name: "demo-admin".into(),
-                    role: Role::Admin,
-                },
-            ),
-            (
-                trader_token.clone(),
-                Caller {
-                    name: "demo-trader".into(),
-                    role: Role::Trader,
-                },
-            ),
-        ];
-        let app = App::build(c, callers).await?;
-
-        let partner_account = funded_partner(&app, "ethereum").await?;
-        let tron_partner_account = funded_partner(&app, "tron").await?;
+            )
+        })
+        .collect();
+        let app =
+            App::build_with_clock(c, callers, crate::timers::FastClock::new(CLOCK_FACTOR)).await?;
+        let partner_account = funded_partner(&app, "acme", "ethereum").await?;
+        let tron_partner_account = funded_partner(&app, "acme", "tron").await?;
         Ok(Self {
             app,
             chain,
@@ -137,6 +169,7 @@ impl Demo {
             admin_token,
             trader_token,
             approver_token,
+            operator_token,
             partner_account,
             hot_wallet: hot.address().to_checksum(None),
             tron_partner_account,
@@ -144,12 +177,9 @@ impl Demo {
         })
     }
 
-    /// What to look at and what to try.
-    pub fn tour(&self) -> String {
+    /// Where everything is and the tokens to call it with.
+    pub fn where_things_are(&self) -> String {
         let api = self.app.api_addr();
-        let a = self.admin_token.expose_secret();
-        let t = self.trader_token.expose_secret();
-        let p = self.approver_token.expose_secret();
         format!(
             "treasuryd demo\n\
              \x20 data directory : {dir}\n\
@@ -165,22 +195,8 @@ impl Demo {
              \x20 admin token    : {a}\n\
              \x20 trader token   : {t}\n\
              \x20 approver token : {p}\n\
-             \n\
-             Try:\n\
-             \x20 export A={a} T={t} P={p}\n\
-             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/accounts/{acct}\n\
-             \x20 curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\\n\
-             \x20   -d '{{\"account\":\"{acct}\",\"network\":\"ethereum\",\"asset\":\"USDT\",\"destination\":\"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\",\"amount\":\"600000\"}}' \\\n\
-             \x20   http://{api}/v1/payouts\n\
-             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/payouts\n\
-             \x20 curl -s -H \"Authorization: Bearer $P\" -H 'Content-Type: application/json' -d '{{\"reason\":\"checked\"}}' \\\n\
-             \x20   http://{api}/v1/payouts/<id>/approve      # then watch it confirm on the local chain\n\
-             \x20 curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-2' \\\n\
-             \x20   -d '{{\"account\":\"{tron_acct}\",\"network\":\"tron\",\"asset\":\"USDT\",\"destination\":\"{tron_dest}\",\"amount\":\"25000\"}}' \\\n\
-             \x20   http://{api}/v1/payouts                  # a TRC-20 payout, final once solidified\n\
-             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/journal\n\
-             \n\
-             Ctrl-C stops it; `TREASURYD__DATA_DIR={dir} treasuryd ledger verify` checks the ledger.\n",
+             \x20 operator token : {o}\n\
+             \x20 deal/EOD clock : {factor}x real time (timers and cut-offs come in seconds)\n",
             dir = self.dir.display(),
             db = self.dir.join("treasuryd.db").display(),
             metrics = self.app.metrics_addr(),
@@ -194,13 +210,496 @@ impl Demo {
             tron_usdt = self.tron.token.to_base58(),
             tron_hot = self.tron_hot_wallet,
             tron_acct = self.tron_partner_account,
+            a = self.admin_token.expose_secret(),
+            t = self.trader_token.expose_secret(),
+            p = self.approver_token.expose_secret(),
+            o = self.operator_token.expose_secret(),
+            factor = CLOCK_FACTOR,
+        )
+    }
+
+    /// What to try by hand once the tour is done.
+    pub fn try_it(&self) -> String {
+        let api = self.app.api_addr();
+        format!(
+            "Try:\n\
+             \x20 export A={a} T={t} P={p}\n\
+             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/accounts/{acct}\n\
+             \x20 curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\\n\
+             \x20   -d '{{\"account\":\"{acct}\",\"network\":\"ethereum\",\"asset\":\"USDT\",\"destination\":\"{evm_dest}\",\"amount\":\"600000\"}}' \\\n\
+             \x20   http://{api}/v1/payouts\n\
+             \x20 curl -s -H \"Authorization: Bearer $P\" -H 'Content-Type: application/json' -d '{{\"reason\":\"checked\"}}' \\\n\
+             \x20   http://{api}/v1/payouts/<id>/approve      # then watch it confirm on the local chain\n\
+             \x20 curl -s -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-2' \\\n\
+             \x20   -d '{{\"account\":\"{tron_acct}\",\"network\":\"tron\",\"asset\":\"USDT\",\"destination\":\"{tron_dest}\",\"amount\":\"25000\"}}' \\\n\
+             \x20   http://{api}/v1/payouts                  # a TRC-20 payout, final once solidified\n\
+             \x20 curl -s -H \"Authorization: Bearer $A\" -H 'Content-Type: application/json' -d '{{\"reason\":\"check\"}}' \\\n\
+             \x20   http://{api}/v1/canary/tron               # a canary payout, green or red\n\
+             \x20 curl -s -H \"Authorization: Bearer $A\" http://{api}/v1/journal\n\
+             \n\
+             Ctrl-C stops it; `TREASURYD__DATA_DIR={dir} treasuryd ledger verify` checks the ledger.\n",
+            a = self.admin_token.expose_secret(),
+            t = self.trader_token.expose_secret(),
+            p = self.approver_token.expose_secret(),
+            acct = self.partner_account,
+            tron_acct = self.tron_partner_account,
             tron_dest = TronAddress::from_evm([0x2a; 20]).to_base58(),
+            evm_dest = demo_destination(),
+            dir = self.dir.display(),
+        )
+    }
+
+    /// Serves, runs the tour while printing what happens, prints the summary, and keeps
+    /// serving until `shutdown`.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        println!("{}", self.where_things_are());
+        let try_it = self.try_it();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = format!("http://{}", self.app.api_addr());
+        let Demo {
+            app,
+            chain,
+            tron,
+            admin_token,
+            trader_token,
+            approver_token,
+            operator_token,
+            partner_account,
+            tron_partner_account,
+            ..
+        } = self;
+        let ledger = app.state().ledger.clone();
+        let rest = Demo::describe_rest(&chain, &tron);
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let tour = Tour {
+            http: reqwest::Client::new(),
+            api,
+            admin: admin_token.expose_secret().to_owned(),
+            trader: trader_token.expose_secret().to_owned(),
+            approver: approver_token.expose_secret().to_owned(),
+            operator: operator_token.expose_secret().to_owned(),
+            evm: EvmClient::new(&chain.url)?,
+            chain: &chain,
+            tron: &tron,
+            lines: Vec::new(),
+            accounts: vec![partner_account, tron_partner_account],
+        };
+        match tour.run(&ledger).await {
+            Ok(summary) => println!("{summary}"),
+            Err(e) => println!("The tour stopped: {e:#}\n"),
+        }
+        println!("{rest}\n{try_it}");
+        shutdown.await;
+        let _ = stop.send(());
+        server.await??;
+        // The chains stop with their handles, after the daemon.
+        drop((chain, tron));
+        Ok(())
+    }
+
+    fn describe_rest(chain: &DevChain, tron: &DevTron) -> String {
+        format!(
+            "The chains stay up with the daemon: anvil at {}, the Tron stand-in at {}.\n",
+            chain.url, tron.url
         )
     }
 }
 
-/// A partner "acme" on `network` with 1,000,000 USDT to pay out from.
-async fn funded_partner(app: &App, network: &str) -> anyhow::Result<String> {
+/// The tour's steps through the control API, and what it found.
+struct Tour<'a> {
+    http: reqwest::Client,
+    api: String,
+    admin: String,
+    trader: String,
+    approver: String,
+    operator: String,
+    evm: EvmClient,
+    chain: &'a DevChain,
+    tron: &'a DevTron,
+    /// What happened, for the summary.
+    lines: Vec<String>,
+    /// Accounts whose balances the summary shows.
+    accounts: Vec<String>,
+}
+
+impl Tour<'_> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(token);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{path} answered {status}: {v}");
+        Ok(v)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, token, key, Some(body))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, &self.admin, None, None)
+            .await
+    }
+
+    /// Polls `path` until `field` is one of `states` (or 120 s).
+    async fn until(&self, path: &str, field: &str, states: &[&str]) -> anyhow::Result<Value> {
+        for _ in 0..1200 {
+            let v = self.get(path).await?;
+            if states.iter().any(|s| v[field] == *s) {
+                return Ok(v);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("{path} did not reach {states:?}")
+    }
+
+    fn step(&mut self, text: String) {
+        println!("  {text}");
+        self.lines.push(text);
+    }
+
+    async fn account(&mut self, owner: &str, network: &str, funds: &str) -> anyhow::Result<String> {
+        let a = self
+            .post("/v1/accounts", &self.admin, None, json!({"owner": owner, "network": network, "asset": "USDT", "kind": "partner", "reason": "demo"}))
+            .await?;
+        let id = a["id"].as_str().unwrap_or_default().to_owned();
+        if funds != "0" {
+            self.post(
+                "/v1/deposits",
+                &self.admin,
+                Some(&format!("demo-fund-{owner}-{network}")),
+                json!({"account": id, "amount": funds, "reason": "demo funding"}),
+            )
+            .await?;
+        }
+        self.accounts.push(id.clone());
+        Ok(id)
+    }
+
+    async fn run(mut self, ledger: &crate::ledger::Ledger) -> anyhow::Result<String> {
+        println!("The tour:");
+        self.canaries().await?;
+        self.payouts().await?;
+        self.deals().await?;
+        self.eod().await?;
+        let mut out = String::from("\nSummary\n");
+        for l in &self.lines {
+            out.push_str(&format!("  - {l}\n"));
+        }
+        out.push_str("  balances in the ledger:\n");
+        for id in &self.accounts {
+            let a = self.get(&format!("/v1/accounts/{id}")).await?;
+            out.push_str(&format!(
+                "    account {id} {:<8} {}:{} available {} held {}\n",
+                a["owner"].as_str().unwrap_or_default(),
+                a["network"].as_str().unwrap_or_default(),
+                a["asset"].as_str().unwrap_or_default(),
+                a["available"].as_str().unwrap_or_default(),
+                a["held"].as_str().unwrap_or_default(),
+            ));
+        }
+        let report = crate::ledger::verify::verify(ledger.store().as_ref()).await?;
+        out.push_str(&format!(
+            "  ledger verify: {} ({} journal transactions)\n",
+            if report.is_clean() {
+                "clean"
+            } else {
+                "PROBLEMS"
+            },
+            report.transactions
+        ));
+        out.push_str(&format!(
+            "  API {api} (OpenAPI {api}/openapi.json); metrics as shown above\n",
+            api = self.api
+        ));
+        Ok(out)
+    }
+
+    async fn canaries(&mut self) -> anyhow::Result<()> {
+        for network in ["ethereum", "tron"] {
+            let mut run = self
+                .post(
+                    &format!("/v1/canary/{network}?wait_seconds=25"),
+                    &self.operator,
+                    None,
+                    json!({"reason": "demo: go-live check"}),
+                )
+                .await?;
+            if run.get("result").is_none() {
+                run = self.wait_canary(network).await?;
+            }
+            self.step(format!(
+                "canary {network}: {} ({})",
+                run["result"].as_str().unwrap_or("?"),
+                run["reason"].as_str().unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn wait_canary(&self, network: &str) -> anyhow::Result<Value> {
+        for _ in 0..600 {
+            let status = self.get(&format!("/v1/canary/{network}")).await?;
+            if status["runs"][0].get("result").is_some() {
+                return Ok(status["runs"][0].clone());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("the {network} canary has no result")
+    }
+
+    async fn payouts(&mut self) -> anyhow::Result<()> {
+        let evm_to = demo_destination();
+        let tron_to = TronAddress::from_evm([0x2a; 20]);
+        for (network, account, to, amount) in [
+            (
+                "ethereum",
+                self.accounts[0].clone(),
+                evm_to.to_owned(),
+                "600000",
+            ),
+            (
+                "tron",
+                self.accounts[1].clone(),
+                tron_to.to_base58(),
+                "250000",
+            ),
+        ] {
+            let p = self
+                .post("/v1/payouts", &self.trader, Some(&format!("demo-payout-{network}")), json!({"account": account, "network": network, "asset": "USDT", "destination": to, "amount": amount, "reference": "demo"}))
+                .await?;
+            let id = p["id"].as_str().unwrap_or_default().to_owned();
+            println!(
+                "  payout of {amount} USDT on {network}: {} transfers under the cap, {}",
+                p["chunks"].as_array().map_or(0, Vec::len),
+                p["state"].as_str().unwrap_or_default()
+            );
+            self.post(
+                &format!("/v1/payouts/{id}/approve"),
+                &self.approver,
+                None,
+                json!({"reason": "demo: second pair of eyes"}),
+            )
+            .await?;
+            let done = self
+                .until(
+                    &format!("/v1/payouts/{id}"),
+                    "state",
+                    &["confirmed", "failed"],
+                )
+                .await?;
+            let on_chain = match network {
+                "ethereum" => crate::domain::format_units(
+                    i128::try_from(
+                        self.evm
+                            .token_balance(self.chain.usdt, evm_to.parse()?)
+                            .await?,
+                    )
+                    .unwrap_or(-1),
+                    6,
+                ),
+                _ => crate::domain::format_units(
+                    i128::try_from(self.tron.token_balance(&tron_to)).unwrap_or(-1),
+                    6,
+                ),
+            };
+            let chunks: Vec<&str> = done["chunks"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|c| c["amount"].as_str()).collect())
+                .unwrap_or_default();
+            self.step(format!(
+                "payout {amount} USDT on {network}: {} in {} transfer(s) ({}) after approval; {to} holds {on_chain} on chain",
+                done["state"].as_str().unwrap_or_default(),
+                chunks.len(),
+                chunks.join(" + ")
+            ));
+        }
+        Ok(())
+    }
+
+    async fn evidence(&self, deal: &str, kind: &str) -> anyhow::Result<String> {
+        let r = self
+            .http
+            .post(format!("{}/v1/deals/{deal}/evidence", self.api))
+            .bearer_auth(&self.trader)
+            .header("content-type", "image/png")
+            .header("x-evidence-type", kind)
+            .body(format!("demo {kind} of deal {deal}"))
+            .send()
+            .await?;
+        let v: Value = r.json().await?;
+        v["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("evidence upload: {v}"))
+    }
+
+    async fn deals(&mut self) -> anyhow::Result<()> {
+        let buyer = self.account("buyer", "ethereum", "20000").await?;
+        let seller = self.account("seller", "ethereum", "0").await?;
+        // Happy path: funded, delivered, and approved by its AUTO_APPROVE timer.
+        let happy = self
+            .post("/v1/deals", &self.trader, None, json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "10000", "reference": "demo car 1"}))
+            .await?;
+        let id = happy["id"].as_str().unwrap_or_default().to_owned();
+        self.post(
+            &format!("/v1/deals/{id}/fund"),
+            &self.trader,
+            None,
+            json!({}),
+        )
+        .await?;
+        let photo = self.evidence(&id, "PHOTO").await?;
+        self.post(
+            &format!("/v1/deals/{id}/deliver"),
+            &self.trader,
+            None,
+            json!({"evidence": [photo]}),
+        )
+        .await?;
+        println!("  deal {id}: funded, delivered (85% released), inspection timer set");
+        let done = self
+            .until(&format!("/v1/deals/{id}"), "state", &["SETTLED"])
+            .await?;
+        self.step(format!(
+            "deal {id} (MN used car, 10000 USDT): {} after AUTO_APPROVE fired; released {}",
+            done["state"].as_str().unwrap_or_default(),
+            done["money"]["released"].as_str().unwrap_or_default()
+        ));
+        // A dispute resolved by an Operator with an offset within the reason code's cap.
+        let disputed = self
+            .post("/v1/deals", &self.trader, None, json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "8000", "reference": "demo car 2"}))
+            .await?;
+        let id = disputed["id"].as_str().unwrap_or_default().to_owned();
+        self.post(
+            &format!("/v1/deals/{id}/fund"),
+            &self.trader,
+            None,
+            json!({}),
+        )
+        .await?;
+        let photo = self.evidence(&id, "PHOTO").await?;
+        self.post(
+            &format!("/v1/deals/{id}/deliver"),
+            &self.trader,
+            None,
+            json!({"evidence": [photo]}),
+        )
+        .await?;
+        let report = self.evidence(&id, "INSPECTION_REPORT").await?;
+        self.post(&format!("/v1/deals/{id}/issue"), &self.trader, None, json!({"reason_code": "MILEAGE_MISMATCH", "detail": "odometer shows 40,000 km more", "evidence": [report]}))
+            .await?;
+        println!(
+            "  deal {id}: delivered, then an issue raised (MILEAGE_MISMATCH); DISPUTE_TTL set"
+        );
+        let resolved = self
+            .post(&format!("/v1/deals/{id}/resolve"), &self.operator, None, json!({"outcome": "OFFSET", "offset": "500", "reason": "demo: mileage verified at the inspection centre"}))
+            .await?;
+        self.step(format!(
+            "deal {id} (MN used car, 8000 USDT): disputed and resolved by an Operator with an OFFSET of 500 to the buyer: {}",
+            resolved["state"].as_str().unwrap_or_default()
+        ));
+        Ok(())
+    }
+
+    async fn eod(&mut self) -> anyhow::Result<()> {
+        let a = self.account("alpha", "ethereum", "5000").await?;
+        let b = self.account("beta", "ethereum", "5000").await?;
+        let mut companies = Vec::new();
+        for (name, tier) in [("Alpha Trading", "S"), ("Beta Logistics", "M")] {
+            let c = self
+                .post(
+                    "/v1/companies",
+                    &self.admin,
+                    None,
+                    json!({"name": name, "tier": tier, "reason": "demo partner"}),
+                )
+                .await?;
+            companies.push(c["id"].as_str().unwrap_or_default().to_owned());
+        }
+        self.post(
+            &format!("/v1/companies/{}/members", companies[0]),
+            &self.admin,
+            None,
+            json!({"user": "demo-trader", "role": "trader", "reason": "Alpha's desk"}),
+        )
+        .await?;
+        let pair = self
+            .post("/v1/trust/pairs", &self.admin, None, json!({"company_a": companies[0], "company_b": companies[1], "account_a": a, "account_b": b,
+                "limit_a_to_b": "2000", "limit_b_to_a": "2000", "timezone": "Europe/Warsaw", "cutoff": "17:00", "mode": "partial", "reason": "demo pair"}))
+            .await?;
+        let pair_id = pair["id"].as_str().unwrap_or_default().to_owned();
+        let session = pair["open_session"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for (debtor, amount, key) in [
+            (&companies[0], "500", "demo-ob-1"),
+            (&companies[1], "150.25", "demo-ob-2"),
+        ] {
+            self.post(
+                &format!("/v1/trust/pairs/{pair_id}/obligations"),
+                &self.trader,
+                Some(key),
+                json!({"debtor": debtor, "amount": amount, "reference": key}),
+            )
+            .await?;
+        }
+        println!(
+            "  trust pair {pair_id}: Alpha owes 500, Beta owes 150.25 today; waiting for the 17:00 Warsaw cut-off"
+        );
+        let s = self
+            .until(
+                &format!("/v1/trust/sessions/{session}"),
+                "state",
+                &["settled", "unsettled"],
+            )
+            .await?;
+        self.step(format!(
+            "EOD session {session}: closed at its cut-off, gross 500.000000 and 150.250000 netted to {}, {} settled ({}) from Alpha to Beta",
+            s["net_amount"].as_str().unwrap_or_default(),
+            s["settled_amount"].as_str().unwrap_or_default(),
+            s["outcome"].as_str().unwrap_or_default()
+        ));
+        Ok(())
+    }
+}
+
+/// Where the tour's payouts go: an address no wallet of the demo holds.
+fn demo_destination() -> String {
+    alloy::primitives::Address::from([0x2a; 20]).to_checksum(None)
+}
+
+/// A partner `owner` on `network` with 1,000,000 USDT to pay out from.
+async fn funded_partner(app: &App, owner: &str, network: &str) -> anyhow::Result<String> {
     let ledger = &app.state().ledger;
     let asset = AssetKey::new(network, "USDT");
     let audit = AuditRecord {
@@ -216,7 +715,7 @@ async fn funded_partner(app: &App, network: &str) -> anyhow::Result<String> {
         .store()
         .create_account(
             &NewAccount {
-                owner: "acme".into(),
+                owner: owner.into(),
                 asset: asset.clone(),
                 kind: AccountKind::Partner,
                 allow_negative: false,

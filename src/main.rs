@@ -433,13 +433,9 @@ async fn reconcile(c: &Config, only: Option<&str>, json: bool) -> anyhow::Result
 }
 
 async fn demo() -> anyhow::Result<ExitCode> {
-    let demo = treasuryd::demo::Demo::start().await?;
-    println!("{}", demo.tour());
-    let treasuryd::demo::Demo {
-        app, chain, tron, ..
-    } = demo;
-    app.run_until_stopped(app::shutdown_signal()).await?;
-    // The chains stop with their handles, after the daemon.
-    drop((chain, tron));
+    treasuryd::demo::Demo::start()
+        .await?
+        .run(app::shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
 }

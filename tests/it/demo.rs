@@ -1,9 +1,10 @@
-//! The README's first command: `treasuryd demo` starts on embedded defaults with its own chain,
-//! and its tour works as printed. SIGTERM then stops it cleanly.
+//! The README's first command: `treasuryd demo` starts on embedded defaults with its own anvil
+//! and Tron stand-in, runs its tour (canaries, split payouts on both chains, a deal through the
+//! happy path and one through a dispute, an EOD session), and prints a summary whose figures
+//! match the ledger the daemon then serves. SIGTERM stops it cleanly.
 
 use crate::crash::binary;
-use crate::harness::DESTINATION;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,7 +19,7 @@ fn field<'a>(tour: &'a str, label: &str) -> &'a str {
 }
 
 #[tokio::test]
-async fn the_demo_tour_works_as_printed() {
+async fn the_demo_tour_completes_and_its_summary_matches_the_ledger() {
     let mut child = Command::new(binary())
         .arg("demo")
         .env_remove("TREASURYD_CONFIG")
@@ -39,116 +40,44 @@ async fn the_demo_tour_works_as_printed() {
         }
     });
     let tour = rx
-        .recv_timeout(Duration::from_secs(120))
+        .recv_timeout(Duration::from_secs(300))
         .expect("the demo printed its tour");
-    let api = field(&tour, "control API")
-        .trim_start_matches("http://")
-        .to_owned();
-    let trader = field(&tour, "trader token").to_owned();
+    assert!(!tour.contains("The tour stopped"), "{tour}");
+    let api = field(&tour, "control API").to_owned();
     let admin = field(&tour, "admin token").to_owned();
-    let account = tour
-        .lines()
-        .filter_map(|l| l.split_once(" : "))
-        .find(|(name, _)| name.trim() == "partner acme")
-        .and_then(|(_, value)| value.split_whitespace().nth(1))
-        .unwrap()
-        .to_owned();
-
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("http://{api}/v1/payouts"))
-        .bearer_auth(&trader)
-        .header("Idempotency-Key", "demo-test-1")
-        .json(&json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": DESTINATION, "amount": "600000"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let accepted: Value = r.json().await.unwrap();
-    assert_eq!(accepted["chunks"].as_array().unwrap().len(), 3);
-    let story: Value = client
-        .get(format!(
-            "http://{api}/v1/payouts/{}",
-            accepted["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(story["state"], "pending_approval");
-
-    // Approve it as the tour says, and watch it confirm on the demo's own chain.
-    let approver = field(&tour, "approver token").to_owned();
-    let r = client
-        .post(format!(
-            "http://{api}/v1/payouts/{}/approve",
-            accepted["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&approver)
-        .json(&json!({"reason": "checked"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut state = String::new();
-    for _ in 0..300 {
-        let story: Value = client
-            .get(format!(
-                "http://{api}/v1/payouts/{}",
-                accepted["id"].as_str().unwrap()
-            ))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        state = story["state"].as_str().unwrap().to_owned();
-        if state == "confirmed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(state, "confirmed", "the demo pays out on its local chain");
-
-    // And on its Tron stand-in, as the tour prints it.
-    let tron_account = tour
-        .lines()
-        .filter_map(|l| l.split_once(" : "))
-        .find(|(name, _)| name.trim() == "partner tron")
-        .and_then(|(_, value)| value.split_whitespace().nth(1))
-        .unwrap()
-        .to_owned();
-    let tron_line = tour
-        .lines()
-        .find(|l| l.contains("\"network\":\"tron\""))
-        .expect("the tour shows a Tron payout");
-    let destination = tron_line
-        .split("\"destination\":\"")
+    let summary = tour
+        .split("\nSummary\n")
         .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap();
-    let r = client
-        .post(format!("http://{api}/v1/payouts"))
-        .bearer_auth(&trader)
-        .header("Idempotency-Key", "demo-test-2")
-        .json(&json!({"account": tron_account, "network": "tron", "asset": "USDT", "destination": destination, "amount": "25000"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let accepted: Value = r.json().await.unwrap();
-    let mut state = String::new();
-    for _ in 0..300 {
-        let story: Value = client
-            .get(format!(
-                "http://{api}/v1/payouts/{}",
-                accepted["id"].as_str().unwrap()
-            ))
+        .unwrap_or_else(|| panic!("{tour}"));
+    for expected in [
+        "canary ethereum: green",
+        "canary tron: green",
+        "payout 600000 USDT on ethereum: confirmed in 3 transfer(s) (250000.000000 + 250000.000000 + 100000.000000)",
+        "holds 600000.000000 on chain",
+        "payout 250000 USDT on tron: confirmed in 2 transfer(s) (200000.000000 + 50000.000000)",
+        "holds 250000.000000 on chain",
+        "SETTLED after AUTO_APPROVE fired; released 10000.000000",
+        "OFFSET of 500 to the buyer: SETTLED",
+        "netted to 349.750000, 349.750000 settled (full)",
+        "ledger verify: clean",
+    ] {
+        assert!(
+            summary.contains(expected),
+            "{expected:?} not in:\n{summary}"
+        );
+    }
+
+    // Every balance the summary prints is what the daemon's ledger says.
+    let client = reqwest::Client::new();
+    let mut checked = 0;
+    for line in summary
+        .lines()
+        .filter(|l| l.trim_start().starts_with("account "))
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (id, available, held) = (words[1], words[5], words[7]);
+        let a: Value = client
+            .get(format!("{api}/v1/accounts/{id}"))
             .bearer_auth(&admin)
             .send()
             .await
@@ -156,13 +85,29 @@ async fn the_demo_tour_works_as_printed() {
             .json()
             .await
             .unwrap();
-        state = story["state"].as_str().unwrap().to_owned();
-        if state == "confirmed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            (a["available"].as_str(), a["held"].as_str()),
+            (Some(available), Some(held)),
+            "{line}"
+        );
+        checked += 1;
     }
-    assert_eq!(state, "confirmed", "the demo pays out on its Tron stand-in");
+    assert_eq!(checked, 6, "{summary}");
+    // What the summary says follows from the tour: acme paid 600,000 out, the buyer paid 18,000
+    // into deals and got 500 back, Alpha paid Beta the net 349.75.
+    for (owner, available) in [
+        ("acme", "400000.000000"),
+        ("buyer", "2500.000000"),
+        ("seller", "17500.000000"),
+        ("alpha", "4650.250000"),
+        ("beta", "5349.750000"),
+    ] {
+        assert!(
+            summary.lines().any(|l| l.contains(&format!(" {owner} "))
+                && l.contains(&format!("available {available} "))),
+            "{owner} {available} not in:\n{summary}"
+        );
+    }
 
     assert!(
         Command::new("kill")
