@@ -496,3 +496,32 @@ pub fn event_kinds(payout: &Value) -> Vec<String> {
         .map(|e| e["kind"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Makes sure `promtool` and `prometheus` (Debian's `prometheus` package) are on the PATH,
+/// installing the package on first use as the tests install anvil from `tools/` (this kind of
+/// machine reaches Debian's registry). Fails, never skips, when that is not possible.
+pub fn ensure_prometheus() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let present = || {
+        ["promtool", "prometheus"].iter().all(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    };
+    ONCE.call_once(|| {
+        if present() {
+            return;
+        }
+        eprintln!("promtool/prometheus missing: installing Debian's prometheus package");
+        let _ = std::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    });
+    assert!(
+        present(),
+        "promtool and prometheus are needed: apt-get install prometheus (Debian's package)"
+    );
+}

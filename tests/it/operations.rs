@@ -72,6 +72,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(app: &TestApp) -> Self {
+        ensure_prometheus();
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

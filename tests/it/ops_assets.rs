@@ -2,8 +2,8 @@
 //! (`promtool test rules`), each alert with a firing and a quiet case, a severity, a summary, a
 //! description and a runbook that exists; every dashboard is Grafana JSON whose every query is
 //! valid PromQL naming only metrics we export; every `treasuryd …` command and `/v1/…` path in
-//! the runbooks exists. promtool comes from Debian's `prometheus` package (`.ci/run` installs
-//! it); these tests fail, never skip, without it.
+//! the runbooks exists. promtool comes from Debian's `prometheus` package, installed on first
+//! use; these tests fail, never skip, without it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,11 +14,7 @@ fn repo() -> PathBuf {
 }
 
 fn promtool() -> &'static str {
-    let found = Command::new("promtool").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "promtool is needed: apt-get install prometheus (Debian's package; .ci/run installs it)"
-    );
+    crate::harness::ensure_prometheus();
     "promtool"
 }
 
