@@ -67,6 +67,8 @@ enum Outcome {
     Unpaid(ChunkState, String),
     /// Ran out of energy: its fee is posted, then it is rebuilt with this fee limit.
     Again(i64),
+    /// An earlier transaction of the chunk, already dealt with: only its fee is posted.
+    FeeOnly,
 }
 
 /// A chunk whose latest transaction is settled this tick: what to post and what follows.
@@ -544,7 +546,7 @@ impl TronEngine {
                 chunk,
                 payout: f.payout,
                 commands,
-                outcome: Outcome::Again(0),
+                outcome: Outcome::FeeOnly,
             });
             return Ok(());
         }
@@ -760,7 +762,7 @@ impl TronEngine {
                     self.core.store.close_chunk(s.chunk, state, &detail).await?;
                     self.tracked.remove(&s.chunk);
                 }
-                Outcome::Again(0) => continue,
+                Outcome::FeeOnly => continue,
                 Outcome::Again(limit) => {
                     if let Some(f) = self.tracked.get(&s.chunk).cloned() {
                         self.rebuild(head, &f, limit, "out_of_energy").await?;
