@@ -221,11 +221,30 @@ impl App {
         let tracker = TaskTracker::new();
         let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
 
-        let api = api::router(
+        let mut api = api::router(
             self.state.clone(),
             self.config.server.max_body_bytes,
             Duration::from_secs(self.config.server.request_timeout_seconds),
         );
+        if self.config.console.enabled {
+            let key = self
+                .config
+                .secrets
+                .get(&self.config.console.secret_env)
+                .filter(|k| secrecy::ExposeSecret::expose_secret(*k).len() >= 32)
+                .cloned();
+            if key.is_none() {
+                tracing::warn!(
+                    env = %self.config.console.secret_env,
+                    "no console key of at least 32 characters: Admins and Approvers cannot sign in to /admin"
+                );
+            }
+            api = api.merge(crate::console::router(crate::console::Console::new(
+                self.state.clone(),
+                key,
+                Duration::from_secs(self.config.console.session_minutes * 60),
+            )));
+        }
         let metrics_state = self.state.metrics.clone();
         let metrics = Router::new().route(
             "/metrics",

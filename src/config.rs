@@ -62,6 +62,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub canary: CanaryConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// The pilot's scope flags. When present they are applied at start and on SIGHUP; leave
     /// the section out to keep whatever an Admin last set through the API.
     #[serde(default)]
@@ -121,6 +123,41 @@ impl Default for WebhooksConfig {
             retention_days: default_webhook_retention_days(),
         }
     }
+}
+
+/// The admin console at `/admin` on the API listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A console session lasts this long.
+    #[serde(default = "default_console_session_minutes")]
+    pub session_minutes: u64,
+    /// The environment variable holding the console key (at least 32 characters), from which
+    /// each user's TOTP secret is derived. Without it Admins and Approvers cannot sign in.
+    #[serde(default = "default_console_secret_env")]
+    pub secret_env: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_minutes: default_console_session_minutes(),
+            secret_env: default_console_secret_env(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_console_session_minutes() -> u64 {
+    60
+}
+fn default_console_secret_env() -> String {
+    "TREASURYD_CONSOLE_SECRET".into()
 }
 
 /// Canary payouts: 1 unit of `asset` per network from its canary wallet to its canary address.
@@ -863,6 +900,12 @@ impl Config {
             if !ok {
                 return Err(key_error(key, message));
             }
+        }
+        if !(5..=1440).contains(&self.console.session_minutes) {
+            return Err(key_error(
+                "console.session_minutes",
+                "must be between 5 and 1440",
+            ));
         }
         if !(1..=86_400).contains(&self.canary.timeout_seconds) {
             return Err(key_error(

@@ -14,12 +14,14 @@
 //! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
 //! - `telemetry` tracing subscriber (human or JSON)
 //! - `wallets`   hot and canary wallets: declarations, keys (env or keystore), buffers
+//! - `console`   the admin console at /admin: pages over the API's handlers, TOTP, sessions
 //! - `app`       assembles the daemon; listeners, supervision and graceful shutdown
 
 pub mod api;
 pub mod app;
 pub mod chains;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod devchain;
 pub mod devtron;

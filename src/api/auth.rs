@@ -61,9 +61,25 @@ impl Authenticator {
             .insert(token_digest(token.expose_secret()), caller);
     }
 
-    fn authenticate(&self, token: &str) -> Option<&Caller> {
+    pub(crate) fn authenticate(&self, token: &str) -> Option<&Caller> {
         self.by_digest.get(&token_digest(token))
     }
+
+    /// Whether some token still gives `caller` (a console session ends when its token is
+    /// removed from the config).
+    pub(crate) fn knows(&self, caller: &Caller) -> bool {
+        self.by_digest.values().any(|c| c == caller)
+    }
+}
+
+/// `N` bytes of OS randomness (uuid's v4 generator draws from the OS RNG).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(16) {
+        let r = uuid::Uuid::new_v4();
+        chunk.copy_from_slice(&r.as_bytes()[..chunk.len()]);
+    }
+    out
 }
 
 pub fn token_digest(token: &str) -> [u8; 32] {

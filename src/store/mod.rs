@@ -503,6 +503,22 @@ pub trait Store: Send + Sync + 'static {
     /// Deal timers still pending and trust sessions still open whose moment was before
     /// `before`: how many, and the earliest moment.
     async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)>;
+    /// A console session by the SHA-256 of its cookie.
+    async fn console_session(
+        &self,
+        id_hash: &[u8; 32],
+    ) -> StoreResult<Option<crate::console::SessionRecord>>;
+    /// Stores a session, or updates its second-factor flag and expiry.
+    async fn put_console_session(&self, session: &crate::console::SessionRecord)
+    -> StoreResult<()>;
+    /// Ends a session (and any expired ones).
+    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()>;
+    async fn console_mfa(&self, user: &str) -> StoreResult<Option<crate::console::MfaEnrolment>>;
+    async fn put_console_mfa(&self, mfa: &crate::console::MfaEnrolment) -> StoreResult<()>;
+    /// Records the TOTP time step just used if it is later than the last: false for a replay.
+    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool>;
+    /// Spends a recovery code by its hash: false when it is not (or no longer) valid.
+    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
     /// Replaces the scope flags, audited with them.
     async fn set_pilot_scope(

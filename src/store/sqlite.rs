@@ -2,6 +2,7 @@
 //! (an acknowledged ledger write survives power loss, not only a crash), and every write in
 //! `BEGIN IMMEDIATE` so writers queue on the lock up front instead of failing mid-transaction.
 
+mod console;
 mod escrow;
 mod operations;
 mod trust;
@@ -1617,6 +1618,47 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
         let mut conn = self.pool.acquire().await?;
         escrow::deal_facts(&mut conn, from, to).await
+    }
+
+    async fn console_session(
+        &self,
+        id_hash: &[u8; 32],
+    ) -> StoreResult<Option<crate::console::SessionRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        console::session(&mut conn, id_hash).await
+    }
+
+    async fn put_console_session(
+        &self,
+        session: &crate::console::SessionRecord,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::put_session(&mut conn, session).await
+    }
+
+    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::delete_session(&mut conn, id_hash, now).await
+    }
+
+    async fn console_mfa(&self, user: &str) -> StoreResult<Option<crate::console::MfaEnrolment>> {
+        let mut conn = self.pool.acquire().await?;
+        console::mfa(&mut conn, user).await
+    }
+
+    async fn put_console_mfa(&self, mfa: &crate::console::MfaEnrolment) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::put_mfa(&mut conn, mfa).await
+    }
+
+    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        console::advance_step(&mut conn, user, step).await
+    }
+
+    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        console::spend_recovery_code(&mut conn, user, hash).await
     }
 
     async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()> {

@@ -1,0 +1,433 @@
+//! The admin console at `/admin`: server-rendered pages for operators and treasury that call
+//! exactly what the control API does (the same handlers, so the same checks and audit rows),
+//! with a little script for countdowns, local times and confirmations. No external assets.
+//!
+//! Sign-in is with an API token (the same identities and roles); Admins and Approvers then
+//! need a TOTP second factor (enrolment with recovery codes). A session is a random cookie —
+//! `Secure`, `HttpOnly`, `SameSite=Strict`, scoped to `/admin`, expiring — of which the
+//! database keeps only the SHA-256. Every form carries the session's CSRF token; a session ends
+//! when its token leaves the configuration.
+
+mod actions;
+mod auth;
+mod format;
+mod pages;
+pub mod totp;
+
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::domain::{Role, UnixMicros};
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+use secrecy::SecretString;
+use std::time::Duration;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "treasuryd_session";
+
+/// A console session as stored (by the SHA-256 of its cookie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: [u8; 32],
+    pub user: String,
+    pub role: Role,
+    /// Every form must echo it.
+    pub csrf: String,
+    /// The second factor is done (or not needed for the role).
+    pub mfa_ok: bool,
+    pub created_at: UnixMicros,
+    pub expires_at: UnixMicros,
+}
+
+/// A user's TOTP enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaEnrolment {
+    pub user: String,
+    /// Random; with the console key it gives the TOTP secret.
+    pub enrolment: String,
+    /// Set once a first code was entered.
+    pub confirmed_at: Option<UnixMicros>,
+    /// The last time step used (each code works once).
+    pub last_step: i64,
+    /// SHA-256 (hex) of the recovery codes not yet used.
+    pub recovery_codes: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Console {
+    pub app: AppState,
+    /// Derives TOTP secrets; without it Admins and Approvers cannot sign in.
+    key: Option<SecretString>,
+    session_ttl: Duration,
+}
+
+impl Console {
+    pub fn new(app: AppState, key: Option<SecretString>, session_ttl: Duration) -> Self {
+        Self {
+            app,
+            key,
+            session_ttl,
+        }
+    }
+}
+
+/// Roles that need the second factor.
+pub fn needs_mfa(role: Role) -> bool {
+    matches!(role, Role::Admin | Role::Approver)
+}
+
+/// The signed-in viewer of a page.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub caller: Caller,
+    pub session: SessionRecord,
+}
+
+/// Why a request is refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No (valid, complete) session: sign in first.
+    SignIn,
+    /// Signed in but the second factor is not done.
+    SecondFactor,
+    Forbidden(String),
+    /// A form without the session's CSRF token.
+    Csrf,
+    NotFound(String),
+    Internal(String),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, title, text) = match self {
+            Refusal::SignIn => return Redirect::to("/admin/login").into_response(),
+            Refusal::SecondFactor => return Redirect::to("/admin/2fa").into_response(),
+            Refusal::Forbidden(why) => (StatusCode::FORBIDDEN, "Not allowed", why),
+            Refusal::Csrf => (
+                StatusCode::FORBIDDEN,
+                "Form refused",
+                "The form did not carry this session's token (CSRF). Reload the page and try again.".into(),
+            ),
+            Refusal::NotFound(what) => (StatusCode::NOT_FOUND, "Not found", what),
+            Refusal::Internal(why) => {
+                tracing::error!(error = %why, "console page failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something failed",
+                    "The page could not be built; the log has the details.".into(),
+                )
+            }
+        };
+        (status, bare(title, html! { p.error { (text) } })).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Self {
+        Refusal::Internal(e.to_string())
+    }
+}
+
+impl Viewer {
+    pub fn require(&self, roles: &[Role]) -> Result<(), Refusal> {
+        if roles.contains(&self.caller.role) {
+            Ok(())
+        } else {
+            Err(Refusal::Forbidden(format!(
+                "This needs the role {}; you are signed in as {} ({}).",
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                self.caller.name,
+                self.caller.role.as_str()
+            )))
+        }
+    }
+
+    /// Refuses a form that does not echo the session's CSRF token.
+    pub fn check_csrf(
+        &self,
+        form: &std::collections::HashMap<String, String>,
+    ) -> Result<(), Refusal> {
+        check_csrf(&self.session, form)
+    }
+
+    /// The hidden CSRF field of a form.
+    pub fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name="csrf" value=(self.session.csrf); }
+    }
+}
+
+/// Refuses a form that does not echo `session`'s CSRF token (compared in constant time).
+pub fn check_csrf(
+    session: &SessionRecord,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<(), Refusal> {
+    let sent = form.get("csrf").map(String::as_bytes).unwrap_or_default();
+    let expected = session.csrf.as_bytes();
+    let same = sent.len() == expected.len()
+        && sent
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same { Ok(()) } else { Err(Refusal::Csrf) }
+}
+
+/// The value of cookie `name` in the request.
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The stored session of the request's cookie, if it is current.
+async fn current_session(
+    parts: &Parts,
+    console: &Console,
+) -> Result<Option<SessionRecord>, Refusal> {
+    let Some(value) = cookie(parts, COOKIE) else {
+        return Ok(None);
+    };
+    let hash = auth::session_hash(value);
+    let Some(s) = console.app.ledger.store().console_session(&hash).await? else {
+        return Ok(None);
+    };
+    if s.expires_at <= crate::store::now_micros() {
+        return Ok(None);
+    }
+    let caller = Caller {
+        name: s.user.clone(),
+        role: s.role,
+    };
+    // A token removed from the configuration ends its sessions.
+    if !console.app.auth.knows(&caller) {
+        return Ok(None);
+    }
+    Ok(Some(s))
+}
+
+/// A session that has passed sign-in but perhaps not the second factor.
+pub struct Pending(pub SessionRecord);
+
+impl FromRequestParts<Console> for Pending {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Refusal> {
+        current_session(parts, console)
+            .await?
+            .map(Pending)
+            .ok_or(Refusal::SignIn)
+    }
+}
+
+impl FromRequestParts<Console> for Viewer {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Refusal> {
+        let s = current_session(parts, console)
+            .await?
+            .ok_or(Refusal::SignIn)?;
+        if !s.mfa_ok {
+            return Err(Refusal::SecondFactor);
+        }
+        Ok(Viewer {
+            caller: Caller {
+                name: s.user.clone(),
+                role: s.role,
+            },
+            session: s,
+        })
+    }
+}
+
+const STYLE: &str = include_str!("console.css");
+const SCRIPT: &str = include_str!("console.js");
+
+/// A page without navigation (sign-in, errors).
+fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · treasuryd" }
+                link rel="stylesheet" href="/admin/static/console.css";
+            }
+            body {
+                main.narrow { h1 { (title) } (body) }
+                script src="/admin/static/console.js" {}
+            }
+        }
+    }
+}
+
+/// A page with the navigation of the signed-in viewer; `notice`/`error` from a form's redirect.
+fn page(viewer: &Viewer, title: &str, flash: &Flash, body: Markup) -> Markup {
+    let links: [(&str, &str, &[Role]); 8] = [
+        (
+            "/admin/disputes",
+            "Disputes",
+            &[Role::Operator, Role::Admin],
+        ),
+        (
+            "/admin/deals",
+            "Deals",
+            &[Role::Operator, Role::Admin, Role::Approver],
+        ),
+        (
+            "/admin/payouts",
+            "Payouts",
+            &[Role::Operator, Role::Admin, Role::Approver],
+        ),
+        (
+            "/admin/treasury",
+            "Treasury",
+            &[Role::Operator, Role::Admin, Role::Approver],
+        ),
+        ("/admin/webhooks", "Webhooks", &[Role::Admin]),
+        (
+            "/admin/trust",
+            "Trust / EOD",
+            &[Role::Operator, Role::Admin, Role::Approver],
+        ),
+        ("/admin/pilot", "Pilot", &[Role::Operator, Role::Admin]),
+        (
+            "/admin",
+            "Home",
+            &[Role::Operator, Role::Admin, Role::Approver],
+        ),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · treasuryd" }
+                link rel="stylesheet" href="/admin/static/console.css";
+            }
+            body {
+                nav {
+                    strong { "treasuryd" }
+                    @for (href, label, roles) in links {
+                        @if roles.contains(&viewer.caller.role) { a href=(href) { (label) } }
+                    }
+                    span.who { (viewer.caller.name) " (" (viewer.caller.role.as_str()) ")" }
+                    form.inline method="post" action="/admin/logout" {
+                        (viewer.csrf_field())
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    @if let Some(n) = &flash.notice { p.notice role="status" { (n) } }
+                    @if let Some(e) = &flash.error { p.error role="alert" { (e) } }
+                    (body)
+                }
+                script src="/admin/static/console.js" {}
+            }
+        }
+    }
+}
+
+/// What a form's redirect says happened.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Flash {
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A redirect to `to` carrying a notice or an error for the page.
+fn back(to: &str, outcome: Result<String, String>) -> Response {
+    let (key, text) = match outcome {
+        Ok(n) => ("notice", n),
+        Err(e) => ("error", e),
+    };
+    let sep = if to.contains('?') { '&' } else { '?' };
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(key, &text)
+        .finish();
+    Redirect::to(&format!("{to}{sep}{query}")).into_response()
+}
+
+async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "console.css" => (STYLE, "text/css; charset=utf-8"),
+        "console.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// Headers every console answer carries: no framing, no sniffing, nothing from elsewhere, no
+/// caching of pages with money on them.
+async fn hardening(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ] {
+        h.insert(name, header::HeaderValue::from_static(value));
+    }
+    res
+}
+
+/// The console's routes, under `/admin`.
+pub fn router(console: Console) -> Router {
+    Router::new()
+        .route("/admin", get(pages::home))
+        .route("/admin/static/{name}", get(static_file))
+        .route("/admin/login", get(auth::login_form).post(auth::login))
+        .route("/admin/logout", post(auth::logout))
+        .route(
+            "/admin/2fa",
+            get(auth::second_factor_form).post(auth::second_factor),
+        )
+        .route("/admin/2fa/enrol", get(auth::enrol_form).post(auth::enrol))
+        .route("/admin/disputes", get(pages::disputes))
+        .route("/admin/deals", get(pages::deals))
+        .route("/admin/deals/{id}", get(pages::deal))
+        .route("/admin/deals/{id}/resolve", post(actions::resolve))
+        .route("/admin/payouts", get(pages::payouts))
+        .route("/admin/payouts/{id}", get(pages::payout))
+        .route(
+            "/admin/payouts/{id}/{decision}",
+            post(actions::payout_decision),
+        )
+        .route("/admin/treasury", get(pages::treasury))
+        .route("/admin/networks/{name}/safe-mode", post(actions::safe_mode))
+        .route("/admin/networks/{name}/freezes", post(actions::freeze))
+        .route("/admin/networks/{name}/rollout", post(actions::rollout))
+        .route("/admin/canary/{network}", post(actions::canary))
+        .route("/admin/webhooks", get(pages::webhooks))
+        .route("/admin/webhooks/{id}/replay", post(actions::replay))
+        .route("/admin/trust", get(pages::trust))
+        .route(
+            "/admin/trust/sessions/{id}/close",
+            post(actions::close_session),
+        )
+        .route("/admin/pilot", get(pages::pilot))
+        .layer(axum::middleware::from_fn(hardening))
+        .with_state(console)
+}

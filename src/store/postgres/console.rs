@@ -1,0 +1,144 @@
+//! Console sessions and second factors on PostgreSQL.
+
+use super::*;
+use crate::console::{MfaEnrolment, SessionRecord};
+
+fn role(text: &str) -> StoreResult<crate::domain::Role> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Invariant(format!("console role {text:?}")))
+}
+
+pub(super) async fn session(
+    conn: &mut sqlx::PgConnection,
+    id_hash: &[u8; 32],
+) -> StoreResult<Option<SessionRecord>> {
+    let row = sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1")
+        .bind(id_hash.to_vec())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| {
+        Ok(SessionRecord {
+            id_hash: *id_hash,
+            user: r.try_get("user_name")?,
+            role: role(&r.try_get::<String, _>("role")?)?,
+            csrf: r.try_get("csrf")?,
+            mfa_ok: r.try_get("mfa_ok")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn put_session(
+    conn: &mut sqlx::PgConnection,
+    s: &SessionRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO console_sessions (id_hash, user_name, role, csrf, mfa_ok, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id_hash) DO UPDATE SET mfa_ok = excluded.mfa_ok, expires_at = excluded.expires_at",
+    )
+    .bind(s.id_hash.to_vec())
+    .bind(&s.user)
+    .bind(s.role.as_str())
+    .bind(&s.csrf)
+    .bind(s.mfa_ok)
+    .bind(s.created_at)
+    .bind(s.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_session(
+    conn: &mut sqlx::PgConnection,
+    id_hash: &[u8; 32],
+    now: UnixMicros,
+) -> StoreResult<()> {
+    // Expired sessions go with it.
+    sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1 OR expires_at < $2")
+        .bind(id_hash.to_vec())
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn mfa(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+) -> StoreResult<Option<MfaEnrolment>> {
+    let row = sqlx::query("SELECT * FROM console_mfa WHERE user_name = $1")
+        .bind(user)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| {
+        let codes: String = r.try_get("recovery_codes")?;
+        Ok(MfaEnrolment {
+            user: user.to_owned(),
+            enrolment: r.try_get("enrolment")?,
+            confirmed_at: r.try_get("confirmed_at")?,
+            last_step: r.try_get("last_step")?,
+            recovery_codes: serde_json::from_str(&codes)
+                .map_err(|e| StoreError::Invariant(format!("recovery codes: {e}")))?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn put_mfa(conn: &mut sqlx::PgConnection, m: &MfaEnrolment) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO console_mfa (user_name, enrolment, confirmed_at, last_step, recovery_codes, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_name) DO UPDATE SET enrolment = excluded.enrolment, confirmed_at = excluded.confirmed_at, \
+         last_step = excluded.last_step, recovery_codes = excluded.recovery_codes",
+    )
+    .bind(&m.user)
+    .bind(&m.enrolment)
+    .bind(m.confirmed_at)
+    .bind(m.last_step)
+    .bind(serde_json::to_string(&m.recovery_codes).unwrap_or_else(|_| "[]".into()))
+    .bind(now_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that `step` was used, only if it is later than the last one: a code is good once.
+pub(super) async fn advance_step(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+    step: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE console_mfa SET last_step = $1 WHERE user_name = $2 AND last_step < $3",
+    )
+    .bind(step)
+    .bind(user)
+    .bind(step)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes the recovery code with this hash; false when it is not (or no longer) there.
+pub(super) async fn spend_recovery_code(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+    hash: &str,
+) -> StoreResult<bool> {
+    let Some(mut m) = mfa(&mut *conn, user).await? else {
+        return Ok(false);
+    };
+    let before = m.recovery_codes.len();
+    m.recovery_codes.retain(|c| c != hash);
+    if m.recovery_codes.len() == before {
+        return Ok(false);
+    }
+    let done = sqlx::query("UPDATE console_mfa SET recovery_codes = $1 WHERE user_name = $2 AND recovery_codes LIKE $3")
+        .bind(serde_json::to_string(&m.recovery_codes).unwrap_or_else(|_| "[]".into()))
+        .bind(user)
+        .bind(format!("%{hash}%"))
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
