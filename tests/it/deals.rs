@@ -51,7 +51,13 @@ async fn parties(app: &TestApp) -> (String, String) {
     (buyer, seller)
 }
 
-async fn new_deal(app: &TestApp, buyer: &str, seller: &str, amount: &str, category: &str) -> Value {
+pub(crate) async fn new_deal(
+    app: &TestApp,
+    buyer: &str,
+    seller: &str,
+    amount: &str,
+    category: &str,
+) -> Value {
     let (s, deal) = app
         .post(
             "/v1/deals",
@@ -64,7 +70,7 @@ async fn new_deal(app: &TestApp, buyer: &str, seller: &str, amount: &str, catego
     deal
 }
 
-async fn act(
+pub(crate) async fn act(
     app: &TestApp,
     id: &str,
     action: &str,
@@ -75,7 +81,7 @@ async fn act(
         .await
 }
 
-async fn upload(app: &TestApp, id: &str, kind: &str) -> String {
+pub(crate) async fn upload(app: &TestApp, id: &str, kind: &str) -> String {
     let r = app
         .client
         .post(app.url(&format!("/v1/deals/{id}/evidence")))

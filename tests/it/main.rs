@@ -7,6 +7,7 @@ mod api_errors;
 mod api_flow;
 mod cli;
 mod concurrency;
+mod console;
 mod crash;
 mod deals;
 mod demo;

@@ -1,0 +1,584 @@
+//! The admin console over plain HTTP: sign-in with a token and (Admins, Approvers) a TOTP code
+//! enrolled on first sign-in, one use per code and per recovery code; the session cookie's
+//! flags; every page and form refuses a missing session, a wrong role and a missing CSRF token,
+//! changing nothing; no page shows a secret; the disputes page lists by remaining TTL and every
+//! deal in INSPECTION or ISSUE shows its timer. `console_browser` drives it in Chromium.
+
+use crate::harness::*;
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+use std::time::Duration;
+use treasuryd::console::totp;
+
+pub(crate) const CONSOLE_KEY: &str = "a test console key, 32+ characters, public";
+
+/// A browser-like client: no redirects followed, cookies kept by hand.
+pub(crate) struct Session {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+    pub set_cookie: Vec<String>,
+}
+
+impl Session {
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: app.url(""),
+            cookies: Vec::new(),
+            set_cookie: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, r: &reqwest::Response) {
+        for v in r.headers().get_all(SET_COOKIE) {
+            let text = v.to_str().unwrap().to_owned();
+            let (pair, _) = text.split_once(';').unwrap_or((&text, ""));
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !val.is_empty() {
+                self.cookies.push((k.to_owned(), val.to_owned()));
+            }
+            self.set_cookie.push(text);
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn get(&mut self, path: &str) -> (StatusCode, String, Option<String>) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        let location = r
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        (r.status(), r.text().await.unwrap(), location)
+    }
+
+    pub async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, String, Option<String>) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form)
+                    .finish(),
+            )
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        let location = r
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        (r.status(), r.text().await.unwrap(), location)
+    }
+
+    /// The value of the hidden input `name` in `html`.
+    pub fn hidden(html: &str, name: &str) -> String {
+        let at = html
+            .find(&format!("name=\"{name}\" value=\""))
+            .unwrap_or_else(|| panic!("no {name} in {html}"));
+        let rest = &html[at + name.len() + 15..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+
+    /// Signs in with `token`; for Admins and Approvers enrols (first time) or passes the second
+    /// factor with the current code. Returns the session's CSRF token.
+    pub async fn sign_in(&mut self, token: &str) -> String {
+        let (_, form, _) = self.get("/admin/login").await;
+        let nonce = Self::hidden(&form, "login_csrf");
+        let (s, _, next) = self
+            .post("/admin/login", &[("login_csrf", &nonce), ("token", token)])
+            .await;
+        assert_eq!(s, StatusCode::SEE_OTHER);
+        let next = next.unwrap();
+        if next == "/admin/2fa/enrol" {
+            let (_, page, _) = self.get("/admin/2fa/enrol").await;
+            let csrf = Self::hidden(&page, "csrf");
+            let code = code_now(&secret_of(&page), 0);
+            let (s, page, _) = self
+                .post("/admin/2fa/enrol", &[("csrf", &csrf), ("code", &code)])
+                .await;
+            assert_eq!(s, StatusCode::OK, "{page}");
+            assert!(page.contains("recovery-codes"), "{page}");
+        } else if next == "/admin/2fa" {
+            panic!("already enrolled: use second_factor");
+        }
+        let (_, home, _) = self.get("/admin").await;
+        Self::hidden(&home, "csrf")
+    }
+}
+
+/// The TOTP secret an enrolment page shows.
+pub(crate) fn secret_of(page: &str) -> Vec<u8> {
+    let at = page
+        .find("id=\"totp-secret\">")
+        .expect("the secret is shown")
+        + 17;
+    let text = &page[at..at + page[at..].find('<').unwrap()];
+    totp::base32_decode(text).unwrap()
+}
+
+/// The code for now plus `offset` steps.
+pub(crate) fn code_now(secret: &[u8], offset: i64) -> String {
+    let step = totp::step(chrono::Utc::now().timestamp()) + offset;
+    format!("{:06}", totp::hotp(secret, step as u64))
+}
+
+pub(crate) fn with_console(c: &mut treasuryd::config::Config) {
+    c.secrets.insert(
+        "TREASURYD_CONSOLE_SECRET".into(),
+        CONSOLE_KEY.to_owned().into(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_needs_a_token_and_for_admins_a_code_each_used_once() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| with_console(c)).await;
+    let mut s = Session::new(&app);
+    let (_, form, _) = s.get("/admin/login").await;
+    let nonce = Session::hidden(&form, "login_csrf");
+    // The login form has its own CSRF pair.
+    let (status, _, _) = s
+        .post(
+            "/admin/login",
+            &[("login_csrf", "forged"), ("token", ADMIN)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, page, _) = s
+        .post(
+            "/admin/login",
+            &[("login_csrf", &nonce), ("token", "tdk_nope")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{page}");
+    let (status, page, _) = s
+        .post("/admin/login", &[("login_csrf", &nonce), ("token", TRADER)])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("traders use the API"), "{page}");
+
+    // Admin: token, then enrolment; until then every page sends to the second factor.
+    let (status, _, next) = s
+        .post("/admin/login", &[("login_csrf", &nonce), ("token", ADMIN)])
+        .await;
+    assert_eq!(
+        (status, next.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/admin/2fa/enrol"))
+    );
+    let cookie = s
+        .set_cookie
+        .iter()
+        .find(|c| c.starts_with("treasuryd_session="))
+        .unwrap()
+        .clone();
+    for flag in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/admin",
+        "Max-Age=3600",
+    ] {
+        assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+    }
+    let (status, _, next) = s.get("/admin/treasury").await;
+    assert_eq!(
+        (status, next.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/admin/2fa"))
+    );
+    let (_, page, _) = s.get("/admin/2fa/enrol").await;
+    let secret = secret_of(&page);
+    let csrf = Session::hidden(&page, "csrf");
+    let (status, _, _) = s
+        .post("/admin/2fa/enrol", &[("csrf", &csrf), ("code", "000000")])
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let code = code_now(&secret, 0);
+    let (status, page, _) = s
+        .post("/admin/2fa/enrol", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let recovery: Vec<String> = page
+        .split("<li><code>")
+        .skip(1)
+        .map(|x| x[..x.find('<').unwrap()].to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 8, "{page}");
+    let (status, page, _) = s.get("/admin/treasury").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+
+    // A second sign-in: the code just used is refused (one use per time step), the next one
+    // works; a recovery code works once.
+    let mut again = Session::new(&app);
+    let (_, form, _) = again.get("/admin/login").await;
+    let nonce = Session::hidden(&form, "login_csrf");
+    let (_, _, next) = again
+        .post("/admin/login", &[("login_csrf", &nonce), ("token", ADMIN)])
+        .await;
+    assert_eq!(next.as_deref(), Some("/admin/2fa"));
+    let (_, page, _) = again.get("/admin/2fa").await;
+    let csrf = Session::hidden(&page, "csrf");
+    let (status, _, _) = again
+        .post("/admin/2fa", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a code works once");
+    let (status, _, next) = again
+        .post("/admin/2fa", &[("csrf", &csrf), ("code", &recovery[0])])
+        .await;
+    assert_eq!(
+        (status, next.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/admin"))
+    );
+    let mut third = Session::new(&app);
+    let (_, form, _) = third.get("/admin/login").await;
+    let nonce = Session::hidden(&form, "login_csrf");
+    third
+        .post("/admin/login", &[("login_csrf", &nonce), ("token", ADMIN)])
+        .await;
+    let (_, page, _) = third.get("/admin/2fa").await;
+    let csrf = Session::hidden(&page, "csrf");
+    let (status, _, _) = third
+        .post("/admin/2fa", &[("csrf", &csrf), ("code", &recovery[0])])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a recovery code works once"
+    );
+    let next_code = code_now(&secret, 1);
+    let (status, _, _) = third
+        .post("/admin/2fa", &[("csrf", &csrf), ("code", &next_code)])
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the next step's code (clock drift) works"
+    );
+
+    // Signing out ends the session.
+    let (_, home, _) = s.get("/admin").await;
+    let csrf = Session::hidden(&home, "csrf");
+    let (status, _, _) = s.post("/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, next) = s.get("/admin/treasury").await;
+    assert_eq!(
+        (status, next.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/admin/login"))
+    );
+    app.stop().await.unwrap();
+}
+
+const PAGES: [(&str, &[&str]); 9] = [
+    ("/admin", &["admin", "operator", "approver"]),
+    ("/admin/disputes", &["admin", "operator"]),
+    ("/admin/deals", &["admin", "operator", "approver"]),
+    ("/admin/payouts", &["admin", "operator", "approver"]),
+    ("/admin/treasury", &["admin", "operator", "approver"]),
+    ("/admin/webhooks", &["admin"]),
+    ("/admin/trust", &["admin", "operator", "approver"]),
+    ("/admin/pilot", &["admin", "operator"]),
+    (
+        "/admin/deals?state=ISSUE",
+        &["admin", "operator", "approver"],
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_and_form_refuses_no_session_a_wrong_role_and_no_csrf() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| {
+        with_console(c);
+        c.webhooks.allow_private_networks = true;
+    })
+    .await;
+    // Something secret exists: a webhook endpoint's signing secret.
+    let (s, endpoint) = app
+        .post(
+            "/v1/webhooks/endpoints",
+            ADMIN,
+            None,
+            &json!({"url": "https://partner.example/hooks", "event_types": ["*"], "reason": "t"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{endpoint}");
+    let webhook_secret = endpoint["secret"].as_str().unwrap().to_owned();
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+
+    // No session: every page and every form sends to sign-in and changes nothing.
+    let mut nobody = Session::new(&app);
+    for (path, _) in PAGES {
+        let (status, _, next) = nobody.get(path).await;
+        assert_eq!(
+            (status, next.as_deref()),
+            (StatusCode::SEE_OTHER, Some("/admin/login")),
+            "{path}"
+        );
+    }
+    let forms = [
+        "/admin/networks/ethereum/safe-mode",
+        "/admin/networks/ethereum/freezes",
+        "/admin/networks/ethereum/rollout",
+        "/admin/canary/ethereum",
+        "/admin/payouts/01a2-x/approve",
+        "/admin/deals/01a2-x/resolve",
+        &format!("/admin/webhooks/{endpoint_id}/replay"),
+        "/admin/trust/sessions/01a2-x/close",
+    ];
+    for path in forms {
+        let (status, _, next) = nobody
+            .post(
+                path,
+                &[
+                    ("enabled", "true"),
+                    ("reason", "x"),
+                    ("asset", "USDT"),
+                    ("frozen", "true"),
+                    ("phase", "pilot"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            (status, next.as_deref()),
+            (StatusCode::SEE_OTHER, Some("/admin/login")),
+            "{path}"
+        );
+    }
+
+    let mut sessions = Vec::new();
+    for (token, role) in [
+        (ADMIN, "admin"),
+        (OPERATOR, "operator"),
+        (APPROVER, "approver"),
+    ] {
+        let mut s = Session::new(&app);
+        let csrf = s.sign_in(token).await;
+        sessions.push((role, s, csrf));
+    }
+    for (role, s, csrf) in sessions.iter_mut() {
+        for (path, allowed) in PAGES {
+            let (status, page, _) = s.get(path).await;
+            let expected = if allowed.contains(role) {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(status, expected, "{role} {path}: {page}");
+            // No page shows a secret: tokens, the console key, the webhook secret.
+            for secret in [
+                ADMIN,
+                OPERATOR,
+                APPROVER,
+                TRADER,
+                CONSOLE_KEY,
+                webhook_secret.as_str(),
+            ] {
+                assert!(!page.contains(secret), "{role} {path} shows a secret");
+            }
+        }
+        // A form without the CSRF token is refused and changes nothing.
+        let (status, _, _) = s
+            .post(
+                "/admin/networks/ethereum/safe-mode",
+                &[("enabled", "true"), ("reason", "no csrf")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{role}");
+        let (status, _, _) = s
+            .post(
+                "/admin/networks/ethereum/safe-mode",
+                &[
+                    ("csrf", "wrong"),
+                    ("enabled", "true"),
+                    ("reason", "bad csrf"),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{role}");
+        let _ = csrf;
+    }
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    assert!(
+        nets[0].get("safe_mode").is_none(),
+        "nothing changed: {nets}"
+    );
+
+    // With the token: an Operator or Approver is refused by the API's own role check (the
+    // message is shown), an Admin's change is made and audited as through the API.
+    for (role, s, csrf) in sessions.iter_mut() {
+        let (status, _, next) = s
+            .post(
+                "/admin/networks/ethereum/safe-mode",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("enabled", "true"),
+                    ("reason", "console drill"),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{role}");
+        let next = next.unwrap();
+        if *role == "admin" {
+            assert!(next.contains("notice="), "{next}");
+        } else {
+            assert!(next.contains("error="), "{role}: {next}");
+        }
+    }
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    assert_eq!(nets[0]["safe_mode"]["actor"], "test-admin", "{nets}");
+    let (_, audit) = app.get("/v1/audit?limit=50", ADMIN).await;
+    let entry = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "safe_mode.enter")
+        .unwrap();
+    assert_eq!(
+        (&entry["actor"], &entry["reason"]),
+        (&json!("test-admin"), &json!("console drill"))
+    );
+    assert!(
+        entry["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("console-"),
+        "{entry}"
+    );
+    // Hardened answers.
+    let r = reqwest::get(app.url("/admin/login")).await.unwrap();
+    let h = r.headers();
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    assert_eq!(h["cache-control"], "no-store");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disputes_page_lists_by_remaining_ttl_and_every_open_deal_shows_its_timer() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| {
+        with_console(c);
+        c.pilot = Some(treasuryd::scope::PilotScope {
+            enabled: true,
+            country_allowlist: vec!["MN".into()],
+            category_allowlist: vec!["USED_CAR_PRIVATE".into(), "REAL_ESTATE_SALE".into()],
+            template_version: "v1".into(),
+        });
+    })
+    .await;
+    let buyer = funded_partner(&app, "buyer", "USDT", "100000").await;
+    let seller = app.create_account("seller").await;
+    // Real estate (72 h dispute TTL) disputed first, then a used car (48 h): the car is the
+    // more urgent. A third deal stays in INSPECTION.
+    let mut ids = Vec::new();
+    for (category, reason) in [
+        ("REAL_ESTATE_SALE", Some("DOCUMENT_MISMATCH")),
+        ("USED_CAR_PRIVATE", Some("MILEAGE_MISMATCH")),
+        ("USED_CAR_PRIVATE", None),
+    ] {
+        let id = crate::deals::new_deal(&app, &buyer, &seller, "1000", category).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        crate::deals::act(&app, &id, "fund", TRADER, json!({})).await;
+        let kind = if category == "REAL_ESTATE_SALE" {
+            "PROPERTY_PHOTO"
+        } else {
+            "PHOTO"
+        };
+        let evidence = crate::deals::upload(&app, &id, kind).await;
+        let (s, d) = crate::deals::act(
+            &app,
+            &id,
+            "deliver",
+            TRADER,
+            json!({"evidence": [evidence]}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{d}");
+        if let Some(code) = reason {
+            let (s, d) = crate::deals::act(
+                &app,
+                &id,
+                "issue",
+                TRADER,
+                json!({"reason_code": code, "detail": "x", "evidence": [evidence]}),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{d}");
+        }
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut operator = Session::new(&app);
+    operator.sign_in(OPERATOR).await;
+    let (_, page, _) = operator.get("/admin/disputes").await;
+    let car = page.find(&ids[1]).unwrap();
+    let house = page.find(&ids[0]).unwrap();
+    assert!(car < house, "the nearer TTL first");
+    assert!(!page.contains(&ids[2]), "only disputes");
+    assert_eq!(
+        page.matches("class=\"countdown\"").count(),
+        2,
+        "every dispute shows its timer"
+    );
+    // Every deal in INSPECTION or ISSUE shows its pending timer with its deadline.
+    for (id, timer) in [
+        (&ids[0], "DISPUTE_TTL"),
+        (&ids[1], "DISPUTE_TTL"),
+        (&ids[2], "AUTO_APPROVE"),
+    ] {
+        let (_, page, _) = operator.get(&format!("/admin/deals/{id}")).await;
+        let timers = &page[page.find("id=\"timers\"").unwrap()..];
+        let timers = &timers[..timers.find("</table>").unwrap()];
+        assert!(
+            timers.contains(timer) && timers.contains("data-deadline="),
+            "{id}: {timers}"
+        );
+        // The resolution form offers exactly the template's outcomes, and the cap is shown.
+        if timer == "DISPUTE_TTL" {
+            let form = &page[page.find("id=\"resolve\"").unwrap()..];
+            let options: Vec<&str> = form
+                .split("<option value=\"")
+                .skip(1)
+                .map(|o| &o[..o.find('"').unwrap()])
+                .collect();
+            assert_eq!(options, ["RELEASE_FULL", "REFUND_FULL", "OFFSET"], "{form}");
+            assert!(page.contains("id=\"offset-cap\""), "{page}");
+        }
+    }
+    // Amounts are exact and grouped by the template's locale (mn-MN: narrow spaces, comma).
+    let (_, page, _) = operator.get(&format!("/admin/deals/{}", ids[1])).await;
+    assert!(page.contains("1\u{202f}000,000000 USDT"), "{page}");
+    app.stop().await.unwrap();
+}
