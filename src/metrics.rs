@@ -1243,6 +1243,29 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// The value of the gauge `name` with exactly these labels, if that series exists. Unlike
+    /// `with_label_values` it never creates one (a page reading a value must not export a
+    /// zero the daemon never set).
+    pub fn read_gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let family = self
+            .registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == name)?;
+        family
+            .get_metric()
+            .iter()
+            .find(|m| {
+                m.get_label().len() == labels.len()
+                    && labels.iter().all(|(k, v)| {
+                        m.get_label()
+                            .iter()
+                            .any(|l| l.name() == *k && l.value() == *v)
+                    })
+            })
+            .map(|m| m.get_gauge().value())
+    }
+
     /// Every metric this daemon exports, sorted by name (what `docs/metrics.md` lists).
     pub fn catalogue(&self) -> Vec<MetricDescription> {
         self.registry.catalogue()

@@ -402,13 +402,17 @@ pub(super) async fn payout(
     Ok(page(&viewer, &format!("Payout {id}"), &flash, body))
 }
 
-/// A gauge's value for these labels, if it has one.
-fn gauge(g: &prometheus::GaugeVec, labels: &[&str]) -> Option<f64> {
-    g.get_metric_with_label_values(labels).ok().map(|m| m.get())
-}
-
-fn int_gauge(g: &prometheus::IntGaugeVec, labels: &[&str]) -> Option<i64> {
-    g.get_metric_with_label_values(labels).ok().map(|m| m.get())
+/// A wallet gauge's value, if the engine has set it.
+fn wallet_gauge(
+    c: &Console,
+    name: &str,
+    network: &str,
+    wallet: &str,
+    asset: Option<&str>,
+) -> Option<f64> {
+    let mut labels = vec![("network", network), ("wallet", wallet)];
+    labels.extend(asset.map(|a| ("asset", a)));
+    c.app.metrics.read_gauge(name, &labels)
 }
 
 /// Per network: safe-mode and freeze switches with a reason, rollout phase, hot and canary
@@ -423,8 +427,6 @@ pub(super) async fn treasury(
         answer(crate::api::networks::list(State(c.app.clone()), viewer.caller.clone()).await)?;
     let admin = viewer.caller.role == Role::Admin;
     let may_canary = matches!(viewer.caller.role, Role::Admin | Role::Operator);
-    let wm = &c.app.metrics.wallets;
-    let rpc = &c.app.metrics.rpc;
     let mut sections = Vec::new();
     for n in nets.as_array().map(Vec::as_slice).unwrap_or_default() {
         let name = s(n, "name").to_owned();
@@ -477,26 +479,29 @@ pub(super) async fn treasury(
                 h3 { "Wallets" }
                 table { thead { tr { th { "Wallet" } th { "Role" } th { "Balances" } th { "Gas / energy" } th { "Runway (payouts)" } th { "Below buffer" } } }
                     tbody { @for w in &wallets {
-                        @let labels = [name.as_str(), w.id.as_str()];
+                        @let g = |metric: &str, asset: Option<&str>| wallet_gauge(&c, metric, &name, &w.id, asset);
                         tr {
                             td { code { (w.id) } } td { (format!("{:?}", w.role).to_lowercase()) }
                             td { @for t in n["tokens"].as_array().map(Vec::as_slice).unwrap_or_default() {
                                 @let code = t.as_str().unwrap_or_default();
-                                @if let Some(v) = gauge(&wm.token_balance, &[labels[0], labels[1], code]) { (code) " " (v) br; }
+                                @if let Some(v) = g("treasuryd_wallet_token_balance", Some(code)) { (code) " " (v) br; }
                             } }
-                            td { @if let Some(v) = gauge(&wm.trx_balance, &labels) { "TRX " (v) " · energy " (gauge(&wm.energy_available, &labels).unwrap_or(0.0)) " · bandwidth " (gauge(&wm.bandwidth_available, &labels).unwrap_or(0.0)) }
-                                 @else if let Some(v) = gauge(&wm.native_balance_wei, &labels) { (v) " wei" } }
-                            td { (gauge(&wm.runway_payouts, &labels).map(|v| v.to_string()).unwrap_or_else(|| "—".into())) }
-                            td { @match int_gauge(&wm.below_gas_buffer, &labels) { Some(1) => span.bad { "yes" }, Some(_) => "no", None => "—" } }
+                            td { @if let Some(v) = g("treasuryd_wallet_trx_balance", None) {
+                                    "TRX " (v) " · energy " (g("treasuryd_wallet_energy_available", None).unwrap_or(0.0))
+                                    " · bandwidth " (g("treasuryd_wallet_bandwidth_available", None).unwrap_or(0.0)) }
+                                 @else if let Some(v) = g("treasuryd_wallet_native_balance_wei", None) { (v) " wei" } }
+                            td { (g("treasuryd_wallet_runway_payouts", None).map(|v| v.to_string()).unwrap_or_else(|| "—".into())) }
+                            td { @match g("treasuryd_wallet_below_gas_buffer", None) { Some(v) if v >= 1.0 => span.bad { "yes" }, Some(_) => "no", None => "—" } }
                         }
                     } }
                 }
                 h3 { "RPC endpoints" }
-                p { @for i in 0..4usize {
+                p { @for i in 0..8usize {
                     @let e = i.to_string();
-                    @if let Some(up) = int_gauge(&rpc.up, &[name.as_str(), e.as_str()]) {
-                        "#" (i) ": " @if up == 1 { "up" } @else { span.bad { "down" } }
-                        @if int_gauge(&rpc.selected, &[name.as_str(), e.as_str()]) == Some(1) { " (in use)" } " · "
+                    @let labels = [("endpoint", e.as_str()), ("network", name.as_str())];
+                    @if let Some(up) = c.app.metrics.read_gauge("treasuryd_rpc_up", &labels) {
+                        "#" (i) ": " @if up >= 1.0 { "up" } @else { span.bad { "down" } }
+                        @if c.app.metrics.read_gauge("treasuryd_rpc_selected", &labels) == Some(1.0) { " (in use)" } " · "
                     }
                 } }
                 h3 { "Canary" }

@@ -582,3 +582,329 @@ async fn the_disputes_page_lists_by_remaining_ttl_and_every_open_deal_shows_its_
     assert!(page.contains("1\u{202f}000,000000 USDT"), "{page}");
     app.stop().await.unwrap();
 }
+
+/// A webhook receiver on loopback that fails until told otherwise, counting what it got since.
+struct Receiver {
+    url: String,
+    ok: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn receiver() -> Receiver {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let ok = std::sync::Arc::new(AtomicBool::new(false));
+    let delivered = std::sync::Arc::new(AtomicUsize::new(0));
+    let (o, d) = (ok.clone(), delivered.clone());
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move || {
+            let (o, d) = (o.clone(), d.clone());
+            async move {
+                if o.load(Ordering::SeqCst) {
+                    d.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::OK
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver {
+        url,
+        ok,
+        delivered,
+        _task: task,
+    }
+}
+
+/// The console in Chromium (tests/browser/console.mjs) against a daemon on anvil: sign in
+/// with TOTP, resolve a dispute through the form (an over-cap offset refused with a visible
+/// message), approve a payout as a second person, flip safe-mode and see payouts stop, replay a
+/// dead-lettered webhook, run an EOD dry run; then the database says each happened (or, for the
+/// dry run, that nothing did). Screenshots go to target/console-screenshots/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    use std::sync::atomic::Ordering;
+    use treasuryd::devchain::{DevChain, TestToken};
+    ensure_browser();
+    let chain = DevChain::start(&[]).await.unwrap();
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 10_000_000_000_000)
+        .await
+        .unwrap();
+    let network = format!(
+        "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 2\npoll_interval_ms = 50\napproval_threshold = \"100000\"\n\
+         [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
+        chain.chain_id,
+        chain.url,
+        chain.usdt.to_checksum(None)
+    );
+    let wallet = format!(
+        "[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{}\"\nkey_env = \"TREASURYD_TEST_CONSOLE_HOT\"\n",
+        hot.address().to_checksum(None)
+    );
+    let key = format!("0x{}", hex::encode(hot.to_bytes()));
+    let app = TestApp::spawn_with(Backend::Sqlite, move |c, dir| {
+        with_console(c);
+        c.networks = vec![toml::from_str(&network).unwrap()];
+        let wallets = dir.join("wallets");
+        std::fs::create_dir_all(&wallets).unwrap();
+        std::fs::write(wallets.join("ethereum.toml"), wallet).unwrap();
+        c.wallets_dir = wallets;
+        c.secrets
+            .insert("TREASURYD_TEST_CONSOLE_HOT".into(), key.into());
+        c.webhooks.allow_private_networks = true;
+        c.webhooks.retry_horizon_seconds = 1;
+        c.webhooks.retry_min_delay_ms = 50;
+        c.webhooks.poll_ms = 20;
+        c.escrow.timer_poll_ms = 50;
+        c.pilot = Some(treasuryd::scope::PilotScope {
+            enabled: true,
+            country_allowlist: vec!["MN".into()],
+            category_allowlist: vec!["USED_CAR_PRIVATE".into()],
+            template_version: "v1".into(),
+        });
+    })
+    .await;
+
+    // A dispute, a payout waiting for four eyes, a dead-lettered webhook, an open EOD session.
+    let buyer = funded_partner(&app, "buyer", "USDT", "10000").await;
+    let seller = app.create_account("seller").await;
+    let deal =
+        crate::deals::new_deal(&app, &buyer, &seller, "1000", "USED_CAR_PRIVATE").await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    crate::deals::act(&app, &deal, "fund", TRADER, json!({})).await;
+    let photo = crate::deals::upload(&app, &deal, "PHOTO").await;
+    crate::deals::act(&app, &deal, "deliver", TRADER, json!({"evidence": [photo]})).await;
+    let (s, d) = crate::deals::act(
+        &app,
+        &deal,
+        "issue",
+        TRADER,
+        json!({"reason_code": "MILEAGE_MISMATCH", "detail": "odometer", "evidence": [photo]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    let cap = d["issue"]["offset_cap"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_owned();
+    let outcomes: Vec<&str> = d["issue"]["allowed_outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.as_str())
+        .collect();
+    let partner = funded_partner(&app, "acme", "USDT", "1000000").await;
+    let (s, p) = app
+        .post("/v1/payouts", TRADER, Some("console-big"), &json!({"account": partner, "network": "ethereum", "asset": "USDT", "destination": DESTINATION, "amount": "150000"}))
+        .await;
+    assert_eq!(
+        (s, p["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("pending_approval")),
+        "{p}"
+    );
+    let payout = p["id"].as_str().unwrap().to_owned();
+    let hooks = receiver().await;
+    let (s, endpoint) = app
+        .post(
+            "/v1/webhooks/endpoints",
+            ADMIN,
+            None,
+            &json!({"url": hooks.url, "event_types": ["deposit.credited"], "reason": "t"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{endpoint}");
+    let endpoint = endpoint["id"].as_str().unwrap().to_owned();
+    app.deposit(&buyer, "1", "console-hook-event").await;
+    let mut dead = 0;
+    for _ in 0..200 {
+        let (_, d) = app
+            .get(
+                &format!("/v1/webhooks/endpoints/{endpoint}/deliveries?state=dead"),
+                ADMIN,
+            )
+            .await;
+        dead = d["items"].as_array().map_or(0, Vec::len);
+        if dead > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dead > 0, "a delivery is dead-lettered");
+    hooks.ok.store(true, Ordering::SeqCst);
+    let mut companies = Vec::new();
+    for (name, tier) in [("Alpha", "S"), ("Beta", "M")] {
+        let (_, c) = app
+            .post(
+                "/v1/companies",
+                ADMIN,
+                None,
+                &json!({"name": name, "tier": tier, "reason": "t"}),
+            )
+            .await;
+        companies.push(c["id"].as_str().unwrap().to_owned());
+    }
+    app.post(
+        &format!("/v1/companies/{}/members", companies[0]),
+        ADMIN,
+        None,
+        &json!({"user": "test-trader", "role": "trader", "reason": "t"}),
+    )
+    .await;
+    let (a, b) = (
+        app.create_account("alpha").await,
+        app.create_account("beta").await,
+    );
+    app.deposit(&a, "500", "console-alpha").await;
+    let (s, pair) = app
+        .post("/v1/trust/pairs", ADMIN, None, &json!({"company_a": companies[0], "company_b": companies[1], "account_a": a, "account_b": b,
+            "limit_a_to_b": "1000", "limit_b_to_a": "1000", "timezone": "Europe/Warsaw", "cutoff": "17:00", "mode": "partial", "reason": "t"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{pair}");
+    let pair_id = pair["id"].as_str().unwrap().to_owned();
+    let session = pair["open_session"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = app
+        .post(
+            &format!("/v1/trust/pairs/{pair_id}/obligations"),
+            TRADER,
+            Some("console-ob"),
+            &json!({"debtor": companies[0], "amount": "120"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let journal_before = app.get("/v1/journal?limit=500", ADMIN).await.1["items"]
+        .as_array()
+        .unwrap()
+        .len();
+
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/console.mjs"
+        ))
+        .env("TOOLS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/tools"))
+        .env(
+            "CONSOLE_BASE",
+            format!("http://localhost:{}", app.api.port()),
+        )
+        .env("SHOTS", &shots)
+        .env("ADMIN", ADMIN)
+        .env("APPROVER", APPROVER)
+        .env("SELF_APPROVER", TRADER_AS_APPROVER)
+        .env("OPERATOR", OPERATOR)
+        .env("TRADER", TRADER)
+        .env("DEAL", &deal)
+        .env("OUTCOMES", outcomes.join(","))
+        .env("CAP", &cap)
+        .env("PAYOUT", &payout)
+        .env("ACCOUNT", &partner)
+        .env("DESTINATION", DESTINATION)
+        .output()
+        .await
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser run failed:\n{said}");
+    eprintln!("{said}");
+
+    // What the database says happened.
+    let (_, d) = app.get(&format!("/v1/deals/{deal}"), OPERATOR).await;
+    assert_eq!(
+        (
+            d["state"].as_str(),
+            d["resolution"]["outcome"].as_str(),
+            d["resolution"]["by"].as_str()
+        ),
+        (Some("SETTLED"), Some("OFFSET"), Some("test-operator")),
+        "{d}"
+    );
+    let (_, p) = app.get(&format!("/v1/payouts/{payout}"), ADMIN).await;
+    assert_ne!(p["state"], "pending_approval", "{p}");
+    assert!(event_kinds(&p).contains(&"approved".to_owned()), "{p}");
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    assert!(nets[0].get("safe_mode").is_none(), "left safe-mode: {nets}");
+    let (_, audit) = app.get("/v1/audit?limit=200", ADMIN).await;
+    let actions: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap_or_default().to_owned(),
+                a["actor"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for (action, actor) in [
+        ("safe_mode.enter", "test-admin"),
+        ("safe_mode.leave", "test-admin"),
+        ("deal.resolve", "test-operator"),
+        ("payout.approve", "test-approver"),
+    ] {
+        assert!(
+            actions.contains(&(action.to_owned(), actor.to_owned())),
+            "{action} by {actor} not audited: {actions:?}"
+        );
+    }
+    for _ in 0..100 {
+        if hooks.delivered.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        hooks.delivered.load(Ordering::SeqCst) > 0,
+        "the replayed event was delivered"
+    );
+    let (_, s) = app
+        .get(&format!("/v1/trust/sessions/{session}"), ADMIN)
+        .await;
+    assert_eq!(s["state"], "open", "the dry run closed nothing: {s}");
+    // The dry run posted nothing; the other steps posted what they should (resolution, payouts).
+    let (_, journal) = app.get("/v1/journal?limit=500", ADMIN).await;
+    let eod = journal["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["memo"].as_str().is_some_and(|m| m.contains("session")))
+        .count();
+    assert_eq!(eod, 0, "no EOD posting");
+    assert!(journal["items"].as_array().unwrap().len() > journal_before);
+    for page in [
+        "home",
+        "disputes",
+        "deals",
+        "deal",
+        "payouts",
+        "payout",
+        "treasury",
+        "webhooks",
+        "trust",
+        "pilot",
+        "dispute-over-cap",
+        "payout-approved",
+        "eod-dry-run",
+    ] {
+        assert!(
+            shots.join(format!("{page}.png")).is_file(),
+            "screenshot {page}"
+        );
+    }
+    miner.abort();
+    app.stop().await.unwrap();
+}

@@ -525,3 +525,38 @@ pub fn ensure_prometheus() {
         "promtool and prometheus are needed: apt-get install prometheus (Debian's package)"
     );
 }
+
+/// Makes sure Debian's Chromium is at /usr/bin/chromium and playwright-core is in
+/// `tools/node_modules` (installing them on first use), for the console's browser test.
+pub fn ensure_browser() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
+    ONCE.call_once(|| {
+        if !std::path::Path::new("/usr/bin/chromium").exists() {
+            eprintln!("chromium missing: installing Debian's chromium package");
+            let _ = std::process::Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status();
+        }
+        if !tools
+            .join("node_modules/playwright-core/package.json")
+            .exists()
+        {
+            let _ = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&tools)
+                .status();
+        }
+    });
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is needed: apt-get install chromium (Debian's package)"
+    );
+    assert!(
+        tools
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
+        "playwright-core is needed: npm ci --prefix tools"
+    );
+}
