@@ -136,6 +136,11 @@ impl Demo {
                 SecretString::from(format!("0x{}", hex::encode(key.to_bytes()))),
             );
         }
+        // The console's key, fresh for this demo (TOTP secrets derive from it).
+        c.secrets.insert(
+            c.console.secret_env.clone(),
+            SecretString::from(hex::encode(crate::api::auth::random_bytes::<32>())),
+        );
         crate::telemetry::init(&c.log);
 
         let (admin_token, trader_token, approver_token, operator_token) =
@@ -186,6 +191,7 @@ impl Demo {
              \x20 database       : sqlite://{db}\n\
              \x20 control API    : http://{api}   (OpenAPI at http://{api}/openapi.json)\n\
              \x20 metrics        : http://{metrics}/metrics\n\
+             \x20 admin console  : http://{api}/admin   (sign in with a token below; Admins and Approvers enrol TOTP)\n\
              \x20 local chain    : {chain} (anvil, chain id {chain_id}); USDT {usdt}, USDC {usdc}\n\
              \x20 hot wallet     : {hot} (10,000,000 USDT and USDC)\n\
              \x20 partner acme   : account {acct} with 1,000,000.000000 USDT\n\
