@@ -342,20 +342,16 @@ impl Deliverer {
         }
     }
 
-    /// Renders undispatched events and queues them for the active endpoints subscribed to
-    /// them. Returns how many were dispatched.
+    /// Renders undispatched events and queues them for every endpoint subscribed to them,
+    /// including one that is off: its events wait for it to be turned back on, in order.
+    /// Returns how many were dispatched.
     pub async fn dispatch_pass(&self) -> Result<usize, crate::store::StoreError> {
         let store = self.ledger.store();
         let events = store.undispatched_webhook_events(DISPATCH_BATCH).await?;
         if events.is_empty() {
             return Ok(0);
         }
-        let endpoints: Vec<Endpoint> = store
-            .endpoints()
-            .await?
-            .into_iter()
-            .filter(|e| e.active)
-            .collect();
+        let endpoints: Vec<Endpoint> = store.endpoints().await?;
         let payouts = outbox::payouts_of(&self.ledger, &events).await?;
         let mut bodies = Vec::with_capacity(events.len());
         let mut deliveries = Vec::new();

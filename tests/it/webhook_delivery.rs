@@ -555,6 +555,29 @@ async fn gone_disables_the_horizon_dead_letters_and_replay_redelivers() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The event that happens while the endpoint is off is queued for it too, behind the first.
+    let pending = || async {
+        app.get(
+            &format!("/v1/webhooks/endpoints/{endpoint}/deliveries?state=pending"),
+            ADMIN,
+        )
+        .await
+        .1["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    for _ in 0..400 {
+        if pending().await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        pending().await,
+        2,
+        "the second event waits while the endpoint is off"
+    );
     let (s, _) = app
         .post(
             &format!("/v1/webhooks/endpoints/{endpoint}/active"),
