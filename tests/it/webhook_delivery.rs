@@ -556,25 +556,27 @@ async fn gone_disables_the_horizon_dead_letters_and_replay_redelivers() {
         .unwrap()
         .to_owned();
     // The event that happens while the endpoint is off is queued for it too, behind the first.
-    let pending = || async {
-        app.get(
-            &format!("/v1/webhooks/endpoints/{endpoint}/deliveries?state=pending"),
-            ADMIN,
-        )
-        .await
-        .1["items"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    for _ in 0..400 {
-        if pending().await == 2 {
-            break;
+    let in_state = |state: &'static str| {
+        let path = format!("/v1/webhooks/endpoints/{endpoint}/deliveries?state={state}");
+        let app = &app;
+        async move {
+            app.get(&path, ADMIN).await.1["items"]
+                .as_array()
+                .unwrap()
+                .len()
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    };
+    let wait_until = |state: &'static str, n: usize| async move {
+        for _ in 0..400 {
+            if in_state(state).await == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        in_state(state).await
+    };
     assert_eq!(
-        pending().await,
+        wait_until("pending", 2).await,
         2,
         "the second event waits while the endpoint is off"
     );
@@ -587,24 +589,7 @@ async fn gone_disables_the_horizon_dead_letters_and_replay_redelivers() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let dead = || async {
-        app.get(
-            &format!("/v1/webhooks/endpoints/{endpoint}/deliveries?state=dead"),
-            ADMIN,
-        )
-        .await
-        .1["items"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    for _ in 0..400 {
-        if dead().await == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(dead().await, 2);
+    assert_eq!(wait_until("dead", 2).await, 2);
     let ids: Vec<String> = receiver
         .received()
         .iter()
