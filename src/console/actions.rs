@@ -19,9 +19,20 @@ fn request_id() -> RequestId {
     RequestId(format!("console-{}", uuid::Uuid::now_v7()))
 }
 
-/// A request body for an API handler from form fields.
-fn body<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
-    serde_json::from_value(v).map_err(|e| format!("the form is incomplete: {e}"))
+/// A request body for an API handler from form fields; an incomplete form goes back to `to`
+/// with the reason.
+fn body<T: serde::de::DeserializeOwned>(to: &str, v: Value) -> Result<T, Refusal> {
+    serde_json::from_value(v).map_err(|e| Refusal::Back {
+        to: to.to_owned(),
+        error: format!("the form is incomplete: {e}"),
+    })
+}
+
+/// Query parameters for an API handler, built here (never from the viewer's input).
+fn query<T: serde::de::DeserializeOwned>(v: Value) -> Result<ApiQuery<T>, Refusal> {
+    serde_json::from_value(v)
+        .map(ApiQuery)
+        .map_err(|e| Refusal::Internal(e.to_string()))
 }
 
 fn field(f: &Fields, name: &str) -> Option<String> {
@@ -30,10 +41,18 @@ fn field(f: &Fields, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// A yes/no form field: `true` is yes, anything else or nothing is no.
+fn is_true(f: &Fields, name: &str) -> bool {
+    f.get(name).map(String::as_str) == Some("true")
+}
+
 /// The outcome of an API call as a page notice, or the API's own message.
-fn outcome<T>(r: Result<Json<T>, ApiError>, done: &str) -> Result<Result<String, String>, Refusal> {
+fn outcome<T>(
+    r: Result<T, ApiError>,
+    done: impl FnOnce(T) -> String,
+) -> Result<Result<String, String>, Refusal> {
     match r {
-        Ok(_) => Ok(Ok(done.to_owned())),
+        Ok(v) => Ok(Ok(done(v))),
         // A session the API does not know (it cannot happen: same identities) or our bug.
         Err(e) if e.status().is_server_error() => Err(refusal(e)),
         Err(e) => Ok(Err(e.to_string())),
@@ -55,10 +74,7 @@ pub(super) async fn resolve(
     if let Some(offset) = field(&f, "offset") {
         b["offset"] = Value::String(offset);
     }
-    let b = match body(b) {
-        Ok(b) => b,
-        Err(e) => return Ok(back(&to, Err(e))),
-    };
+    let b = body(&to, b)?;
     let r = crate::api::deals::resolve(
         State(c.app.clone()),
         viewer.caller.clone(),
@@ -67,7 +83,10 @@ pub(super) async fn resolve(
         Some(ApiJson(b)),
     )
     .await;
-    Ok(back(&to, outcome(r, "Resolved: the deal is settled.")?))
+    Ok(back(
+        &to,
+        outcome(r, |_| "Resolved: the deal is settled.".into())?,
+    ))
 }
 
 /// Approve, reject (Approvers, never their own) or cancel (Operators, Admins) a payout.
@@ -83,10 +102,7 @@ pub(super) async fn payout_decision(
     let reason = field(&f, "reason");
     let r = match decision.as_str() {
         "approve" => {
-            let b = match body(json!({"reason": reason})) {
-                Ok(b) => b,
-                Err(e) => return Ok(back(&to, Err(e))),
-            };
+            let b = body(&to, json!({"reason": reason}))?;
             outcome(
                 crate::api::payouts::approve(
                     State(app),
@@ -96,14 +112,11 @@ pub(super) async fn payout_decision(
                     ApiJson(b),
                 )
                 .await,
-                "Approved: the payout is queued.",
+                |_| "Approved: the payout is queued.".into(),
             )?
         }
         "reject" => {
-            let b = match body(json!({"reason": reason})) {
-                Ok(b) => b,
-                Err(e) => return Ok(back(&to, Err(e))),
-            };
+            let b = body(&to, json!({"reason": reason}))?;
             let key = IdempotencyKey(format!("console-reject-{id}"));
             outcome(
                 crate::api::payouts::reject(
@@ -115,14 +128,11 @@ pub(super) async fn payout_decision(
                     ApiJson(b),
                 )
                 .await,
-                "Rejected: the hold went back.",
+                |_| "Rejected: the hold went back.".into(),
             )?
         }
         "cancel" => {
-            let b = match body(json!({"reason": reason.unwrap_or_default()})) {
-                Ok(b) => b,
-                Err(e) => return Ok(back(&to, Err(e))),
-            };
+            let b = body(&to, json!({"reason": reason.unwrap_or_default()}))?;
             outcome(
                 crate::api::payouts::cancel(
                     State(app),
@@ -132,7 +142,7 @@ pub(super) async fn payout_decision(
                     ApiJson(b),
                 )
                 .await,
-                "Cancel recorded.",
+                |_| "Cancel recorded.".into(),
             )?
         }
         other => return Err(Refusal::NotFound(format!("no payout action {other}"))),
@@ -147,13 +157,11 @@ pub(super) async fn safe_mode(
     Form(f): Form<Fields>,
 ) -> Result<Response, Refusal> {
     viewer.check_csrf(&f)?;
-    let enabled = f.get("enabled").map(String::as_str) == Some("true");
-    let b = match body(
+    let enabled = is_true(&f, "enabled");
+    let b = body(
+        "/admin/treasury",
         json!({"enabled": enabled, "reason": field(&f, "reason").unwrap_or_default()}),
-    ) {
-        Ok(b) => b,
-        Err(e) => return Ok(back("/admin/treasury", Err(e))),
-    };
+    )?;
     let r = crate::api::networks::set_safe_mode(
         State(c.app.clone()),
         viewer.caller.clone(),
@@ -167,7 +175,7 @@ pub(super) async fn safe_mode(
     } else {
         format!("{name} left safe-mode: queued payouts go out.")
     };
-    Ok(back("/admin/treasury", outcome(r, &done)?))
+    Ok(back("/admin/treasury", outcome(r, |_| done)?))
 }
 
 pub(super) async fn freeze(
@@ -177,13 +185,11 @@ pub(super) async fn freeze(
     Form(f): Form<Fields>,
 ) -> Result<Response, Refusal> {
     viewer.check_csrf(&f)?;
-    let frozen = f.get("frozen").map(String::as_str) == Some("true");
-    let b = match body(
+    let frozen = is_true(&f, "frozen");
+    let b = body(
+        "/admin/treasury",
         json!({"asset": field(&f, "asset"), "frozen": frozen, "reason": field(&f, "reason").unwrap_or_default()}),
-    ) {
-        Ok(b) => b,
-        Err(e) => return Ok(back("/admin/treasury", Err(e))),
-    };
+    )?;
     let r = crate::api::networks::set_freeze(
         State(c.app.clone()),
         viewer.caller.clone(),
@@ -194,7 +200,7 @@ pub(super) async fn freeze(
     .await;
     Ok(back(
         "/admin/treasury",
-        outcome(r, if frozen { "Frozen." } else { "Unfrozen." })?,
+        outcome(r, |_| if frozen { "Frozen." } else { "Unfrozen." }.into())?,
     ))
 }
 
@@ -205,12 +211,10 @@ pub(super) async fn rollout(
     Form(f): Form<Fields>,
 ) -> Result<Response, Refusal> {
     viewer.check_csrf(&f)?;
-    let b = match body(
+    let b = body(
+        "/admin/treasury",
         json!({"phase": field(&f, "phase"), "reason": field(&f, "reason").unwrap_or_default()}),
-    ) {
-        Ok(b) => b,
-        Err(e) => return Ok(back("/admin/treasury", Err(e))),
-    };
+    )?;
     let r = crate::api::networks::set_rollout(
         State(c.app.clone()),
         viewer.caller.clone(),
@@ -219,7 +223,10 @@ pub(super) async fn rollout(
         ApiJson(b),
     )
     .await;
-    Ok(back("/admin/treasury", outcome(r, "Rollout phase set.")?))
+    Ok(back(
+        "/admin/treasury",
+        outcome(r, |_| "Rollout phase set.".into())?,
+    ))
 }
 
 pub(super) async fn canary(
@@ -229,11 +236,11 @@ pub(super) async fn canary(
     Form(f): Form<Fields>,
 ) -> Result<Response, Refusal> {
     viewer.check_csrf(&f)?;
-    let b = match body(json!({"reason": field(&f, "reason").unwrap_or_default()})) {
-        Ok(b) => b,
-        Err(e) => return Ok(back("/admin/treasury", Err(e))),
-    };
-    let q = ApiQuery(body(json!({"wait_seconds": 20})).map_err(Refusal::Internal)?);
+    let b = body(
+        "/admin/treasury",
+        json!({"reason": field(&f, "reason").unwrap_or_default()}),
+    )?;
+    let q = query(json!({"wait_seconds": 20}))?;
     let r = crate::api::operations::run_canary(
         State(c.app.clone()),
         viewer.caller.clone(),
@@ -243,20 +250,16 @@ pub(super) async fn canary(
         ApiJson(b),
     )
     .await;
-    let said = match r {
-        Ok((_, Json(run))) => match run.result {
-            Some(result) => Ok(format!(
-                "Canary on {network}: {} ({})",
-                result.as_str(),
-                run.reason.unwrap_or_default()
-            )),
-            None => Ok(format!(
-                "Canary on {network} still running; its result shows below when it has one."
-            )),
-        },
-        Err(e) if e.status().is_server_error() => return Err(refusal(e)),
-        Err(e) => Err(e.to_string()),
-    };
+    let said = outcome(r, |(_, Json(run))| match run.result {
+        Some(result) => format!(
+            "Canary on {network}: {} ({})",
+            result.as_str(),
+            run.reason.unwrap_or_default()
+        ),
+        None => {
+            format!("Canary on {network} still running; its result shows below when it has one.")
+        }
+    })?;
     Ok(back("/admin/treasury", said))
 }
 
@@ -271,13 +274,10 @@ pub(super) async fn replay(
     if let Some(event) = field(&f, "event_id") {
         b["event_id"] = Value::String(event);
     }
-    if f.get("dead_lettered").map(String::as_str) == Some("true") {
+    if is_true(&f, "dead_lettered") {
         b["dead_lettered"] = Value::Bool(true);
     }
-    let b = match body(b) {
-        Ok(b) => b,
-        Err(e) => return Ok(back("/admin/webhooks", Err(e))),
-    };
+    let b = body("/admin/webhooks", b)?;
     let r = crate::api::webhooks::replay(
         State(c.app.clone()),
         viewer.caller.clone(),
@@ -288,7 +288,7 @@ pub(super) async fn replay(
     .await;
     Ok(back(
         "/admin/webhooks",
-        outcome(r, "Queued for redelivery, in order.")?,
+        outcome(r, |_| "Queued for redelivery, in order.".into())?,
     ))
 }
 
@@ -300,12 +300,12 @@ pub(super) async fn close_session(
     Form(f): Form<Fields>,
 ) -> Result<Response, Refusal> {
     viewer.check_csrf(&f)?;
-    let dry_run = f.get("dry_run").map(String::as_str) == Some("true");
-    let q = ApiQuery(body(json!({"dry_run": dry_run})).map_err(Refusal::Internal)?);
-    let b = match body(json!({"reason": field(&f, "reason").unwrap_or_default()})) {
-        Ok(b) => b,
-        Err(e) => return Ok(back("/admin/trust", Err(e))),
-    };
+    let dry_run = is_true(&f, "dry_run");
+    let q = query(json!({"dry_run": dry_run}))?;
+    let b = body(
+        "/admin/trust",
+        json!({"reason": field(&f, "reason").unwrap_or_default()}),
+    )?;
     let r = crate::api::trust::close(
         State(c.app.clone()),
         viewer.caller.clone(),
@@ -315,8 +315,11 @@ pub(super) async fn close_session(
         ApiJson(b),
     )
     .await;
-    let said = match r {
-        Ok(Json(v)) if dry_run => Ok(format!(
+    let said = outcome(r, |Json(v)| {
+        if !dry_run {
+            return format!("Session {id} closed, netted and settling.");
+        }
+        format!(
             "Dry run of session {id} (nothing changed): net {} owed by {}, plan {}",
             v["net_amount"]
                 .as_str()
@@ -330,10 +333,7 @@ pub(super) async fn close_session(
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| v["plan"].to_string())
-        )),
-        Ok(_) => Ok(format!("Session {id} closed, netted and settling.")),
-        Err(e) if e.status().is_server_error() => return Err(refusal(e)),
-        Err(e) => Err(e.to_string()),
-    };
+        )
+    })?;
     Ok(back("/admin/trust", said))
 }

@@ -99,6 +99,11 @@ pub enum Refusal {
     Csrf,
     NotFound(String),
     Internal(String),
+    /// A form that cannot become a request: back to the page with the reason.
+    Back {
+        to: String,
+        error: String,
+    },
 }
 
 impl IntoResponse for Refusal {
@@ -106,6 +111,7 @@ impl IntoResponse for Refusal {
         let (status, title, text) = match self {
             Refusal::SignIn => return Redirect::to("/admin/login").into_response(),
             Refusal::SecondFactor => return Redirect::to("/admin/2fa").into_response(),
+            Refusal::Back { to, error } => return back(&to, Err(error)),
             Refusal::Forbidden(why) => (StatusCode::FORBIDDEN, "Not allowed", why),
             Refusal::Csrf => (
                 StatusCode::FORBIDDEN,

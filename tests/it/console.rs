@@ -452,6 +452,22 @@ async fn every_page_and_form_refuses_no_session_a_wrong_role_and_no_csrf() {
     }
     let (_, nets) = app.get("/v1/networks", ADMIN).await;
     assert_eq!(nets[0]["safe_mode"]["actor"], "test-admin", "{nets}");
+    // A form that cannot become a request goes back with the reason and changes nothing.
+    let (_, admin, csrf) = &mut sessions[0];
+    let (status, _, next) = admin
+        .post(
+            "/admin/networks/ethereum/rollout",
+            &[("csrf", csrf.as_str()), ("reason", "no phase chosen")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let next = next.unwrap();
+    assert!(
+        next.starts_with("/admin/treasury?error=the+form+is+incomplete"),
+        "{next}"
+    );
+    let (_, after) = app.get("/v1/networks", ADMIN).await;
+    assert_eq!(after[0]["rollout"], nets[0]["rollout"], "{after}");
     let (_, audit) = app.get("/v1/audit?limit=50", ADMIN).await;
     let entry = audit["items"]
         .as_array()
@@ -580,6 +596,25 @@ async fn the_disputes_page_lists_by_remaining_ttl_and_every_open_deal_shows_its_
     // Amounts are exact and grouped by the template's locale (mn-MN: narrow spaces, comma).
     let (_, page, _) = operator.get(&format!("/admin/deals/{}", ids[1])).await;
     assert!(page.contains("1\u{202f}000,000000 USDT"), "{page}");
+    // A form without an outcome goes back to the deal with the API's message and changes nothing.
+    let csrf = Session::hidden(&page, "csrf");
+    let (s, _, to) = operator
+        .post(
+            &format!("/admin/deals/{}/resolve", ids[1]),
+            &[("csrf", &csrf), ("reason", "buyer and seller agreed")],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let to = to.unwrap();
+    assert!(
+        to.starts_with(&format!(
+            "/admin/deals/{}?error=outcome+is+required",
+            ids[1]
+        )),
+        "{to}"
+    );
+    let (_, deal) = app.get(&format!("/v1/deals/{}", ids[1]), OPERATOR).await;
+    assert_eq!(deal["state"], "ISSUE", "{deal}");
     app.stop().await.unwrap();
 }
 
