@@ -4,7 +4,7 @@
 
 use super::{EngineInstance, PayoutToken};
 use crate::config::NetworkConfig;
-use crate::domain::{Amount, PayoutId, UnixMicros};
+use crate::domain::{AccountId, Amount, AssetKey, PayoutId, UnixMicros};
 use crate::ledger::Ledger;
 use crate::metrics::PayoutMetrics;
 use crate::payouts::policy::{RolloutPhase, day_start};
@@ -21,6 +21,77 @@ pub(super) enum LeaseState {
     Running { fresh: bool },
     /// Another instance holds it; `lost` when this one held it until now.
     Standby,
+}
+
+/// What the engine keeps between ticks is dropped, so the next tick reloads it from the
+/// database and the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Forget {
+    /// The lease is new: another instance may have run the network meanwhile.
+    FreshLease,
+    /// Another instance runs the network.
+    Standby,
+    /// The tick failed part way: what it held may be stale.
+    FailedTick,
+}
+
+/// A chain's engine as the shared loop drives it.
+pub(super) trait ChainEngine {
+    fn core(&mut self) -> &mut EngineCore;
+    /// One pass: settle what is in flight, send what is queued.
+    async fn tick(&mut self) -> anyhow::Result<()>;
+    fn forget(&mut self, after: Forget);
+}
+
+/// Ticks `engine` every `poll` while this instance holds the network's lease, until cancelled;
+/// a failed tick is logged and retried from a clean slate, and the lease is handed back at the
+/// end.
+pub(super) async fn run_ticks<E: ChainEngine>(
+    engine: &mut E,
+    poll: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let started = Instant::now();
+        let ticked = match engine.core().hold_lease().await {
+            Ok(LeaseState::Running { fresh }) => {
+                if fresh {
+                    engine.forget(Forget::FreshLease);
+                }
+                engine.tick().await
+            }
+            Ok(LeaseState::Standby) => {
+                engine.forget(Forget::Standby);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let core = engine.core();
+        core.metrics
+            .tick_seconds
+            .with_label_values(&[core.name.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = ticked {
+            tracing::warn!(network = %core.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
+            core.renew_soon();
+            engine.forget(Forget::FailedTick);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => {
+                engine.core().release_lease().await;
+                return;
+            }
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// A network's ledger accounts for its hot wallets: the native (gas) account by wallet
+/// address, and the custody account by (wallet address, token code).
+#[derive(Default)]
+pub(super) struct WalletAccounts {
+    pub(super) gas: HashMap<String, AccountId>,
+    pub(super) custody: HashMap<(String, String), AccountId>,
 }
 
 pub(super) struct EngineCore {
@@ -90,6 +161,31 @@ impl EngineCore {
             pause_at: instance.pause_at.clone(),
             canary_accounts: HashSet::new(),
         })
+    }
+
+    /// Looks up (creating them on first use) the gas and custody accounts of the wallets at
+    /// `addresses`.
+    pub(super) async fn wallet_accounts(
+        &self,
+        native: &AssetKey,
+        addresses: Vec<String>,
+    ) -> anyhow::Result<WalletAccounts> {
+        let mut accounts = WalletAccounts {
+            gas: HashMap::new(),
+            custody: HashMap::new(),
+        };
+        for address in addresses {
+            let gas = self.ledger.wallet_gas_account(native, &address).await?;
+            for code in self.tokens.keys() {
+                let asset = AssetKey::new(self.name.clone(), code.clone());
+                let custody = self.ledger.wallet_custody_account(&asset, &address).await?;
+                accounts
+                    .custody
+                    .insert((address.clone(), code.clone()), custody);
+            }
+            accounts.gas.insert(address, gas);
+        }
+        Ok(accounts)
     }
 
     /// Looks up (creating them on first use) the canary accounts of the network's tokens, and

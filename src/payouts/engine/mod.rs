@@ -32,7 +32,7 @@ mod tracking;
 mod tron;
 mod watching;
 
-use self::core::{EngineCore, LeaseState};
+use self::core::{ChainEngine, EngineCore, Forget, WalletAccounts, run_ticks};
 pub use self::tron::TronEngine;
 use super::networks::PayoutToken;
 use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined};
@@ -167,11 +167,9 @@ pub struct NetworkEngine {
     settling: Vec<Settlement>,
     /// The network's native asset, in which gas is posted as FEE.
     native: AssetKey,
-    /// Each hot wallet's gas account in the native asset, by checksummed address.
-    gas_accounts: HashMap<String, AccountId>,
-    /// Each hot wallet's custody account per token, by (checksummed address, token code):
-    /// payouts from the wallet land there.
-    custody_accounts: HashMap<(String, String), AccountId>,
+    /// Each hot wallet's gas and custody accounts, by checksummed address: payouts from the
+    /// wallet land in its custody account.
+    accounts: WalletAccounts,
     /// Whether this process has made sure every wallet's opening balance is posted.
     opened: bool,
     /// The network's tokens and native coin, as reconciliation compares them.
@@ -252,8 +250,7 @@ impl NetworkEngine {
             observed_at: None,
             settling: Vec::new(),
             native: AssetKey::new(network.name.clone(), network.native().code),
-            gas_accounts: HashMap::new(),
-            custody_accounts: HashMap::new(),
+            accounts: WalletAccounts::default(),
             opened: false,
             reconciled_assets: crate::reconcile::configured_assets(network),
             reconcile_every: Duration::from_secs(network.reconcile_interval_seconds),
@@ -276,67 +273,22 @@ impl NetworkEngine {
                 );
             }
         }
-        for w in &self.wallets {
-            let address = w.address.to_checksum(None);
-            let account = self
-                .core
-                .ledger
-                .wallet_gas_account(&self.native, &address)
-                .await?;
-            for code in self.core.tokens.keys() {
-                let asset = AssetKey::new(self.core.name.clone(), code.clone());
-                let custody = self
-                    .core
-                    .ledger
-                    .wallet_custody_account(&asset, &address)
-                    .await?;
-                self.custody_accounts
-                    .insert((address.clone(), code.clone()), custody);
-            }
-            self.gas_accounts.insert(address, account);
-        }
+        self.accounts = self
+            .core
+            .wallet_accounts(
+                &self.native,
+                self.wallets
+                    .iter()
+                    .map(|w| w.address.to_checksum(None))
+                    .collect(),
+            )
+            .await?;
         self.core
             .prepare(&self.wallets, &self.wallet_metrics)
             .await?;
-        loop {
-            let started = std::time::Instant::now();
-            let ticked = match self.core.hold_lease().await {
-                Ok(LeaseState::Running { fresh }) => {
-                    if fresh {
-                        self.loaded = false;
-                        self.nonces.clear();
-                    }
-                    self.tick().await
-                }
-                Ok(LeaseState::Standby) => {
-                    self.tracked.clear();
-                    self.loaded = false;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-            self.core
-                .metrics
-                .tick_seconds
-                .with_label_values(&[self.core.name.as_str()])
-                .observe(started.elapsed().as_secs_f64());
-            if let Err(e) = ticked {
-                tracing::warn!(network = %self.core.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
-                // Reload nonces and tracked chunks from the database and the chain after any
-                // trouble.
-                self.nonces.clear();
-                self.loaded = false;
-                self.core.renew_soon();
-                self.endpoints.failed();
-            }
-            tokio::select! {
-                () = cancel.cancelled() => {
-                    self.core.release_lease().await;
-                    return Ok(());
-                }
-                () = tokio::time::sleep(self.settings.poll) => {}
-            }
-        }
+        let poll = self.settings.poll;
+        run_ticks(&mut self, poll, &cancel).await;
+        Ok(())
     }
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
@@ -579,5 +531,34 @@ fn attempt_of(s: &SignedTransfer, kind: AttemptKind) -> Attempt {
         created_at: now_micros(),
         broadcast_at: None,
         head_at_broadcast: None,
+    }
+}
+
+impl ChainEngine for NetworkEngine {
+    fn core(&mut self) -> &mut EngineCore {
+        &mut self.core
+    }
+
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        NetworkEngine::tick(self).await
+    }
+
+    fn forget(&mut self, after: Forget) {
+        match after {
+            Forget::FreshLease => {
+                self.loaded = false;
+                self.nonces.clear();
+            }
+            Forget::Standby => {
+                self.tracked.clear();
+                self.loaded = false;
+            }
+            Forget::FailedTick => {
+                // Nonces and tracked chunks come again from the database and the chain.
+                self.nonces.clear();
+                self.loaded = false;
+                self.endpoints.failed();
+            }
+        }
     }
 }

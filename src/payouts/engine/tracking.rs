@@ -288,7 +288,8 @@ impl NetworkEngine {
             (AttemptKind::Transfer, true) => {
                 // The tokens left this wallet: its custody account takes the payout.
                 let destination = *self
-                    .custody_accounts
+                    .accounts
+                    .custody
                     .get(&(f.wallet.clone(), f.asset.code.clone()))
                     .ok_or_else(|| {
                         anyhow::anyhow!("wallet {} has no {} custody account", f.wallet, f.asset)
@@ -353,7 +354,8 @@ impl NetworkEngine {
             return Ok(None);
         }
         let account = *self
-            .gas_accounts
+            .accounts
+            .gas
             .get(&f.wallet)
             .ok_or_else(|| anyhow::anyhow!("wallet {} has no gas account", f.wallet))?;
         let op = self

@@ -122,7 +122,8 @@ impl NetworkEngine {
                     let op = match asset.contract {
                         Some(_) => {
                             let custody = *self
-                                .custody_accounts
+                                .accounts
+                                .custody
                                 .get(&(address.clone(), asset.key.code.clone()))
                                 .ok_or_else(|| anyhow::anyhow!("{address}: no custody account"))?;
                             self.core
@@ -131,7 +132,8 @@ impl NetworkEngine {
                         }
                         None => Operation::Deposit {
                             account: *self
-                                .gas_accounts
+                                .accounts
+                                .gas
                                 .get(&address)
                                 .ok_or_else(|| anyhow::anyhow!("{address}: no gas account"))?,
                             source: self
@@ -185,7 +187,7 @@ impl NetworkEngine {
             return Ok(None);
         };
         let wallet = log.to.to_checksum(None);
-        let Some(custody) = self.custody_accounts.get(&(wallet.clone(), code.clone())) else {
+        let Some(custody) = self.accounts.custody.get(&(wallet.clone(), code.clone())) else {
             return Ok(None);
         };
         let asset = AssetKey::new(self.core.name.clone(), code.clone());

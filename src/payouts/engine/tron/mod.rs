@@ -20,7 +20,7 @@
 
 mod sending;
 
-use super::core::{EngineCore, LeaseState};
+use super::core::{ChainEngine, EngineCore, Forget, WalletAccounts, run_ticks};
 use super::{EngineInstance, PayoutToken, RPC_CONCURRENCY};
 use crate::chains::tron::TronAddress;
 use crate::chains::tron::client::{BlockRef, Prices, Resources, TronClient, TxInfo};
@@ -97,8 +97,8 @@ pub struct TronEngine {
     /// Wallets a node found short of bandwidth this tick: they sign nothing new.
     short: HashSet<String>,
     native: AssetKey,
-    gas_accounts: HashMap<String, AccountId>,
-    custody_accounts: HashMap<(String, String), AccountId>,
+    /// Each hot wallet's gas (TRX) and custody accounts, by base58 address.
+    accounts: WalletAccounts,
     /// (wallet, asset) → the block its opening balance was read at: inflows up to it are in it.
     openings: HashMap<(String, String), u64>,
     opened: bool,
@@ -182,8 +182,7 @@ impl TronEngine {
             sequences: HashMap::new(),
             refused: HashSet::new(),
             short: HashSet::new(),
-            gas_accounts: HashMap::new(),
-            custody_accounts: HashMap::new(),
+            accounts: WalletAccounts::default(),
             openings: HashMap::new(),
             opened: false,
             contracts,
@@ -198,64 +197,19 @@ impl TronEngine {
     /// Ticks until cancelled; a failed tick is logged and the next one starts over from the
     /// database (every step is safe to repeat).
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
-        for w in &self.wallets {
-            let gas = self
-                .core
-                .ledger
-                .wallet_gas_account(&self.native, &w.id)
-                .await?;
-            self.gas_accounts.insert(w.id.clone(), gas);
-            for code in self.core.tokens.keys() {
-                let asset = AssetKey::new(self.core.name.clone(), code.clone());
-                let custody = self
-                    .core
-                    .ledger
-                    .wallet_custody_account(&asset, &w.id)
-                    .await?;
-                self.custody_accounts
-                    .insert((w.id.clone(), code.clone()), custody);
-            }
-        }
+        self.accounts = self
+            .core
+            .wallet_accounts(
+                &self.native,
+                self.wallets.iter().map(|w| w.id.clone()).collect(),
+            )
+            .await?;
         self.core
             .prepare(&self.wallets, &self.wallet_metrics)
             .await?;
-        loop {
-            let started = Instant::now();
-            let ticked = match self.core.hold_lease().await {
-                Ok(LeaseState::Running { fresh }) => {
-                    if fresh {
-                        self.loaded = false;
-                        self.sequences.clear();
-                    }
-                    self.tick().await
-                }
-                Ok(LeaseState::Standby) => {
-                    self.tracked.clear();
-                    self.loaded = false;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-            self.core
-                .metrics
-                .tick_seconds
-                .with_label_values(&[self.core.name.as_str()])
-                .observe(started.elapsed().as_secs_f64());
-            if let Err(e) = ticked {
-                tracing::warn!(network = %self.core.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
-                self.loaded = false;
-                self.sequences.clear();
-                self.opened = false;
-                self.core.renew_soon();
-            }
-            tokio::select! {
-                () = cancel.cancelled() => {
-                    self.core.release_lease().await;
-                    return Ok(());
-                }
-                () = tokio::time::sleep(self.settings.poll) => {}
-            }
-        }
+        let poll = self.settings.poll;
+        run_ticks(&mut self, poll, &cancel).await;
+        Ok(())
     }
 
     async fn tick(&mut self) -> anyhow::Result<()> {
@@ -453,14 +407,16 @@ impl TronEngine {
     }
 
     fn custody(&self, wallet: &str, code: &str) -> anyhow::Result<AccountId> {
-        self.custody_accounts
+        self.accounts
+            .custody
             .get(&(wallet.to_owned(), code.to_owned()))
             .copied()
             .ok_or_else(|| anyhow::anyhow!("wallet {wallet} has no {code} custody account"))
     }
 
     fn gas_account(&self, wallet: &str) -> anyhow::Result<AccountId> {
-        self.gas_accounts
+        self.accounts
+            .gas
             .get(wallet)
             .copied()
             .ok_or_else(|| anyhow::anyhow!("wallet {wallet} has no gas account"))
@@ -915,6 +871,34 @@ impl TronEngine {
                 .in_flight
                 .with_label_values(&[network, w.id.as_str()])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+impl ChainEngine for TronEngine {
+    fn core(&mut self) -> &mut EngineCore {
+        &mut self.core
+    }
+
+    async fn tick(&mut self) -> anyhow::Result<()> {
+        TronEngine::tick(self).await
+    }
+
+    fn forget(&mut self, after: Forget) {
+        match after {
+            Forget::FreshLease => {
+                self.loaded = false;
+                self.sequences.clear();
+            }
+            Forget::Standby => {
+                self.tracked.clear();
+                self.loaded = false;
+            }
+            Forget::FailedTick => {
+                self.loaded = false;
+                self.sequences.clear();
+                self.opened = false;
+            }
         }
     }
 }
