@@ -41,6 +41,11 @@ fn field(f: &Fields, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The audit reason as typed, empty when none: the API's own check names the missing field.
+fn reason(f: &Fields) -> String {
+    field(f, "reason").unwrap_or_default()
+}
+
 /// A yes/no form field: `true` is yes, anything else or nothing is no.
 fn is_true(f: &Fields, name: &str) -> bool {
     f.get(name).map(String::as_str) == Some("true")
@@ -160,7 +165,7 @@ pub(super) async fn safe_mode(
     let enabled = is_true(&f, "enabled");
     let b = body(
         "/admin/treasury",
-        json!({"enabled": enabled, "reason": field(&f, "reason").unwrap_or_default()}),
+        json!({"enabled": enabled, "reason": reason(&f)}),
     )?;
     let r = crate::api::networks::set_safe_mode(
         State(c.app.clone()),
@@ -188,7 +193,7 @@ pub(super) async fn freeze(
     let frozen = is_true(&f, "frozen");
     let b = body(
         "/admin/treasury",
-        json!({"asset": field(&f, "asset"), "frozen": frozen, "reason": field(&f, "reason").unwrap_or_default()}),
+        json!({"asset": field(&f, "asset"), "frozen": frozen, "reason": reason(&f)}),
     )?;
     let r = crate::api::networks::set_freeze(
         State(c.app.clone()),
@@ -213,7 +218,7 @@ pub(super) async fn rollout(
     viewer.check_csrf(&f)?;
     let b = body(
         "/admin/treasury",
-        json!({"phase": field(&f, "phase"), "reason": field(&f, "reason").unwrap_or_default()}),
+        json!({"phase": field(&f, "phase"), "reason": reason(&f)}),
     )?;
     let r = crate::api::networks::set_rollout(
         State(c.app.clone()),
@@ -236,10 +241,7 @@ pub(super) async fn canary(
     Form(f): Form<Fields>,
 ) -> Result<Response, Refusal> {
     viewer.check_csrf(&f)?;
-    let b = body(
-        "/admin/treasury",
-        json!({"reason": field(&f, "reason").unwrap_or_default()}),
-    )?;
+    let b = body("/admin/treasury", json!({"reason": reason(&f)}))?;
     let q = query(json!({"wait_seconds": 20}))?;
     let r = crate::api::operations::run_canary(
         State(c.app.clone()),
@@ -270,7 +272,7 @@ pub(super) async fn replay(
     Form(f): Form<Fields>,
 ) -> Result<Response, Refusal> {
     viewer.check_csrf(&f)?;
-    let mut b = json!({"reason": field(&f, "reason").unwrap_or_default()});
+    let mut b = json!({"reason": reason(&f)});
     if let Some(event) = field(&f, "event_id") {
         b["event_id"] = Value::String(event);
     }
@@ -302,10 +304,7 @@ pub(super) async fn close_session(
     viewer.check_csrf(&f)?;
     let dry_run = is_true(&f, "dry_run");
     let q = query(json!({"dry_run": dry_run}))?;
-    let b = body(
-        "/admin/trust",
-        json!({"reason": field(&f, "reason").unwrap_or_default()}),
-    )?;
+    let b = body("/admin/trust", json!({"reason": reason(&f)}))?;
     let r = crate::api::trust::close(
         State(c.app.clone()),
         viewer.caller.clone(),

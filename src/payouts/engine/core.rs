@@ -170,10 +170,7 @@ impl EngineCore {
         native: &AssetKey,
         addresses: Vec<String>,
     ) -> anyhow::Result<WalletAccounts> {
-        let mut accounts = WalletAccounts {
-            gas: HashMap::new(),
-            custody: HashMap::new(),
-        };
+        let mut accounts = WalletAccounts::default();
         for address in addresses {
             let gas = self.ledger.wallet_gas_account(native, &address).await?;
             for code in self.tokens.keys() {
