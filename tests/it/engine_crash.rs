@@ -336,6 +336,12 @@ pub(crate) fn write_config(
     .unwrap();
     let digest = |t: &str| hex::encode(treasuryd::api::auth::token_digest(t));
     let path = dir.join("treasuryd.toml");
+    // `network_extra` may set its own depth.
+    let depth = if network_extra.contains("confirmations") {
+        ""
+    } else {
+        "confirmations = 2\n"
+    };
     std::fs::write(
         &path,
         format!(
@@ -343,7 +349,7 @@ pub(crate) fn write_config(
              [log]\nformat = \"json\"\n\
              [[auth.tokens]]\nname = \"admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n\
              [[auth.tokens]]\nname = \"trader\"\nrole = \"trader\"\nsha256 = \"{}\"\n\
-             [[networks]]\nname = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 2\npoll_interval_ms = 50\n{network_extra}\n\
+             [[networks]]\nname = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\n{depth}poll_interval_ms = 50\n{network_extra}\n\
              [[networks.tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
             digest(ADMIN_TOKEN),
             digest(TRADER_TOKEN),

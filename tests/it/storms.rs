@@ -1,0 +1,473 @@
+//! Storms, as operators' machines and chains produce them.
+//!
+//! - A crash storm: the real binary takes a stream of payouts while it is SIGKILLed every
+//!   1–3 s (at random moments) for the first half of the stream and restarted as soon as the
+//!   old process is gone, as a supervisor would. Every destination ends holding exactly what it
+//!   was sent, the hot wallet's nonce moved by exactly the number of chunks, no automatic
+//!   safe-mode was entered, the ledger verifies and `treasuryd reconcile` agrees with the chain.
+//! - A block-rhythm and reorg storm: a stream with `confirmations = 4` on an automining chain
+//!   (blocks come in bursts, only when a transaction arrives) and on one with a fixed block
+//!   time, while `anvil_reorg` replaces the last 1–3 blocks again and again. Every destination
+//!   is paid once, nothing enters safe-mode, and every periodic reconciliation is clean.
+//! - A reorg deeper than the confirmation depth is a real cause: it must enter safe-mode, with
+//!   its evidence recorded.
+//!
+//! `TREASURYD_STORM_SEED` replays a run (each run prints its seed); `TREASURYD_STORM_PAYOUTS`
+//! makes the crash storm bigger for a bench-style run (default 1,000).
+
+use crate::crash::verify_cli;
+use crate::engine::{app_on, spawn_miner};
+use crate::engine_crash::{ADMIN_TOKEN, Rig, TRADER_TOKEN, rig, start, stop};
+use crate::harness::*;
+use crate::on_both_backends;
+use crate::reconcile::reconcile_cli;
+use alloy::primitives::{Address, U256};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use treasuryd::chains::evm::EvmClient;
+use treasuryd::devchain::DevChain;
+
+on_both_backends!(
+    a_crash_storm_pays_every_payout_exactly_once,
+    a_reorg_storm_on_bursty_blocks_stays_clean,
+    a_reorg_storm_on_timed_blocks_stays_clean,
+);
+
+/// splitmix64: a small, seedable generator, so that a failing storm can be replayed.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn seeded(what: &str) -> Self {
+        let seed = std::env::var("TREASURYD_STORM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{what}: TREASURYD_STORM_SEED={seed}");
+        Self(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `range` (inclusive).
+    pub(crate) fn within(&mut self, range: std::ops::RangeInclusive<u64>) -> u64 {
+        range.start() + self.next() % (range.end() - range.start() + 1)
+    }
+
+    fn address(&mut self) -> Address {
+        let mut bytes = [0u8; 20];
+        for part in bytes.chunks_mut(8) {
+            let n = self.next().to_be_bytes();
+            part.copy_from_slice(&n[..part.len()]);
+        }
+        Address::from(bytes)
+    }
+}
+
+/// One payout of a stream: where to, how much (base units, 6 decimals) and in how many chunks
+/// under the 250,000 cap.
+#[derive(Clone)]
+struct Planned {
+    key: String,
+    to: Address,
+    units: u128,
+}
+
+impl Planned {
+    fn chunks(&self) -> u64 {
+        self.units.div_ceil(250_000_000_000) as u64
+    }
+
+    fn amount(&self) -> String {
+        format!("{}.{:06}", self.units / 1_000_000, self.units % 1_000_000)
+    }
+}
+
+/// `n` payouts to random destinations: mostly 1–3,000 USDT to the micro-unit, one in a hundred
+/// over the cap (split in two).
+fn plan(rng: &mut Rng, n: usize, prefix: &str) -> Vec<Planned> {
+    (0..n)
+        .map(|i| {
+            let units = if rng.within(0..=99) == 0 {
+                u128::from(rng.within(250_000_000_001..=400_000_000_000))
+            } else {
+                u128::from(rng.within(1_000_000..=3_000_000_000))
+            };
+            Planned {
+                key: format!("{prefix}-{i}"),
+                to: rng.address(),
+                units,
+            }
+        })
+        .collect()
+}
+
+/// POSTs one payout until the daemon answers it, as a client with an idempotency key does:
+/// a refused connection (the daemon is down) or a cut one (killed mid-request) is tried again
+/// with the same key, and the second answer is the first.
+async fn submit(client: &reqwest::Client, api: &Mutex<String>, account: &str, p: &Planned) {
+    let body = json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": p.to.to_checksum(None), "amount": p.amount(), "reference": p.key});
+    loop {
+        let at = api.lock().unwrap().clone();
+        let sent = client
+            .post(format!("http://{at}/v1/payouts"))
+            .bearer_auth(TRADER_TOKEN)
+            .header("Idempotency-Key", &p.key)
+            .json(&body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == StatusCode::ACCEPTED || r.status() == StatusCode::OK => {
+                return;
+            }
+            Ok(r) if r.status().is_server_error() => {}
+            Ok(r) => {
+                let status = r.status();
+                panic!("payout {} refused: {status} {}", p.key, r.text().await.unwrap());
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every item of a paginated list.
+async fn all_pages(client: &reqwest::Client, api: &str, path: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = match &cursor {
+            Some(c) => format!("http://{api}{path}{sep}limit=500&cursor={c}"),
+            None => format!("http://{api}{path}{sep}limit=500"),
+        };
+        let page: Value = client
+            .get(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+/// The automatic safe-mode entries in an audit log.
+fn safe_mode_entries(audit: &[Value]) -> Vec<&Value> {
+    audit
+        .iter()
+        .filter(|a| a["action"] == "safe_mode.enter")
+        .collect()
+}
+
+fn payouts_count() -> usize {
+    std::env::var("TREASURYD_STORM_PAYOUTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000)
+}
+
+async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
+    let n = payouts_count();
+    let mut rng = Rng::seeded(&format!("crash storm on {backend:?}"));
+    // Depth 1 on an automining chain, as the black-box check ran it; reconciled every second.
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        config,
+        client,
+        rpc,
+        ..
+    } = rig(
+        backend,
+        "confirmations = 1\nlease_seconds = 3\nreconcile_interval_seconds = 1",
+        true,
+    )
+    .await;
+    let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
+    let (first, api, _logs) = start(&config, &db.url, &key, None);
+    let (s, acct) = crate::engine_crash::call(&client, &api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "storm", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "storm"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{acct}");
+    let account = acct["id"].as_str().unwrap().to_owned();
+    let planned = plan(&mut rng, n, "storm");
+    let total: u128 = planned.iter().map(|p| p.units).sum();
+    let (s, body) = crate::engine_crash::call(&client, &api, ADMIN_TOKEN, "/v1/deposits", Some("storm-funding"), Some(json!({"account": account, "amount": format!("{}", total / 1_000_000 + 1), "reason": "storm"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    let api = Arc::new(Mutex::new(api));
+    let daemon: Arc<Mutex<Child>> = Arc::new(Mutex::new(first));
+    let submitted = Arc::new(AtomicUsize::new(0));
+
+    // The stream: eight clients, paced so the first half lasts long enough for many kills.
+    let next = Arc::new(AtomicUsize::new(0));
+    let planned = Arc::new(planned);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (next, planned, api, client, account, submitted) = (
+            next.clone(),
+            planned.clone(),
+            api.clone(),
+            client.clone(),
+            account.clone(),
+            submitted.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(p) = planned.get(i) else {
+                    return;
+                };
+                submit(&client, &api, &account, p).await;
+                submitted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(160)).await;
+            }
+        }));
+    }
+
+    // The storm: a SIGKILL every 1–3 s until half the stream is in, each followed by a restart
+    // the moment the old process is gone.
+    let mut kills = 0;
+    let started = Instant::now();
+    while submitted.load(Ordering::SeqCst) < n / 2 {
+        tokio::time::sleep(Duration::from_millis(rng.within(1_000..=3_000))).await;
+        let restarted = {
+            let (config, url, key) = (config.clone(), db.url.clone(), key.clone());
+            let daemon = daemon.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut old = daemon.lock().unwrap();
+                old.kill().unwrap(); // SIGKILL
+                old.wait().unwrap();
+                let (child, api, _logs) = start(&config, &url, &key, None);
+                *old = child;
+                api
+            })
+            .await
+            .unwrap()
+        };
+        *api.lock().unwrap() = restarted;
+        kills += 1;
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    eprintln!(
+        "crash storm on {backend:?}: {n} payouts, {kills} kills in {:?}",
+        started.elapsed()
+    );
+    assert!(kills >= 3, "the storm killed the daemon {kills} times");
+
+    // Settlement.
+    let api = api.lock().unwrap().clone();
+    let mut states: HashMap<String, usize> = HashMap::new();
+    for _ in 0..1_200 {
+        let payouts = all_pages(&client, &api, "/v1/payouts").await;
+        states.clear();
+        for p in &payouts {
+            *states
+                .entry(p["state"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        if states.get("confirmed") == Some(&n) || states.contains_key("failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = all_pages(&client, &api, "/v1/audit").await;
+    assert!(
+        safe_mode_entries(&audit).is_empty(),
+        "no automatic safe-mode: {:?}",
+        safe_mode_entries(&audit)
+    );
+    assert_eq!(states.get("confirmed"), Some(&n), "every payout confirmed: {states:?}");
+    for p in planned.iter() {
+        assert_eq!(
+            rpc.token_balance(chain.usdt, p.to).await.unwrap(),
+            U256::from(p.units),
+            "{} paid exactly once to {}",
+            p.key,
+            p.to
+        );
+    }
+    let chunks: u64 = planned.iter().map(Planned::chunks).sum();
+    assert_eq!(
+        rpc.nonce(hot.address(), false).await.unwrap(),
+        nonce_before + chunks,
+        "one nonce per chunk"
+    );
+    let paid = all_pages(&client, &api, "/v1/journal?kind=PAYOUT").await;
+    assert_eq!(paid.len() as u64, chunks, "one PAYOUT per chunk");
+    stop(&mut daemon.lock().unwrap());
+    let (clean, report) = verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+    let (code, lines) = reconcile_cli(&config, &db.url);
+    assert_eq!(code, 0, "{lines:?}");
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l["verdict"] == "ok"),
+        "{lines:?}"
+    );
+}
+
+/// How a reorg storm's chain makes blocks.
+#[derive(Clone, Copy, Debug)]
+enum Rhythm {
+    /// Automine: a block for each transaction, none in between.
+    Bursty,
+    /// One block a second, whatever arrives.
+    Timed,
+}
+
+/// `n` payouts with `confirmations = 4` while `anvil_reorg` replaces the last 1–3 blocks many
+/// times; then the chain keeps going until every payout is final.
+async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
+    let mut rng = Rng::seeded(&format!("reorg storm ({rhythm:?}) on {backend:?}"));
+    let chain = match rhythm {
+        Rhythm::Bursty => DevChain::start(&[]).await.unwrap(),
+        Rhythm::Timed => DevChain::start(&["--block-time", "1"]).await.unwrap(),
+    };
+    let app = app_on(
+        backend,
+        &chain,
+        "confirmations = 4\nreconcile_interval_seconds = 1",
+    )
+    .await;
+    let rpc = EvmClient::new(&chain.url).unwrap();
+    let hot = chain.dev_key(1).unwrap().address();
+    let nonce_before = rpc.nonce(hot, false).await.unwrap();
+    let planned = plan(&mut rng, n, "reorg");
+    let total: u128 = planned.iter().map(|p| p.units).sum();
+    let account = funded_partner(&app, "storm", "USDT", &format!("{}", total / 1_000_000 + 1)).await;
+
+    let reorgs = Arc::new(AtomicUsize::new(0));
+    let storming = Arc::new(AtomicBool::new(true));
+    let reorger = {
+        let (reorgs, storming) = (reorgs.clone(), storming.clone());
+        let url = chain.url.clone();
+        let mut rng = Rng(rng.next());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while storming.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(rng.within(150..=600))).await;
+                let depth = rng.within(1..=3);
+                let r: Value = client
+                    .post(&url)
+                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "anvil_reorg", "params": [depth, []]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if r.get("error").is_none() {
+                    reorgs.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    for p in &planned {
+        let (s, body) = app
+            .post(
+                "/v1/payouts",
+                TRADER,
+                Some(&p.key),
+                &json!({"account": account, "network": "ethereum", "asset": "USDT", "destination": p.to.to_checksum(None), "amount": p.amount()}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+        tokio::time::sleep(Duration::from_millis(rng.within(0..=20))).await;
+    }
+    // Reorgs go on for a while after the last request, then blocks keep coming.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    storming.store(false, Ordering::SeqCst);
+    reorger.await.unwrap();
+    let miner = matches!(rhythm, Rhythm::Bursty)
+        .then(|| spawn_miner(&chain, Duration::from_millis(100)));
+    let mut confirmed = 0;
+    for _ in 0..1_200 {
+        let (_, page) = app.get("/v1/payouts?state=confirmed&limit=500", ADMIN).await;
+        confirmed = page["items"].as_array().map_or(0, Vec::len);
+        if confirmed == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Two more reconciliations after the last payout settled.
+    let runs = |text: &str, outcome: &str| {
+        metric_value(
+            text,
+            &format!(
+                "treasuryd_wallet_reconcile_runs_total{{network=\"ethereum\",outcome=\"{outcome}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    let clean_before = runs(&app.metrics_text().await, "clean");
+    for _ in 0..100 {
+        if runs(&app.metrics_text().await, "clean") >= clean_before + 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(m) = miner {
+        m.abort();
+    }
+    let reorgs = reorgs.load(Ordering::SeqCst);
+    eprintln!("reorg storm ({rhythm:?}) on {backend:?}: {n} payouts, {reorgs} reorgs");
+    assert!(reorgs >= 5, "only {reorgs} reorgs were injected");
+
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    assert!(nets[0].get("safe_mode").is_none(), "no safe-mode: {nets}");
+    let text = app.metrics_text().await;
+    assert_eq!(runs(&text, "mismatch"), 0.0, "every reconciliation agreed");
+    assert!(
+        runs(&text, "clean") >= clean_before + 2.0,
+        "reconciliations ran after the stream: {}",
+        runs(&text, "clean")
+    );
+    assert_eq!(confirmed, n, "every payout confirmed");
+    for p in &planned {
+        assert_eq!(
+            rpc.token_balance(chain.usdt, p.to).await.unwrap(),
+            U256::from(p.units),
+            "{} paid exactly once to {}",
+            p.key,
+            p.to
+        );
+    }
+    let chunks: u64 = planned.iter().map(Planned::chunks).sum();
+    assert_eq!(rpc.nonce(hot, false).await.unwrap(), nonce_before + chunks);
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn a_reorg_storm_on_bursty_blocks_stays_clean(backend: Backend) {
+    reorg_storm(backend, Rhythm::Bursty, 300).await
+}
+
+async fn a_reorg_storm_on_timed_blocks_stays_clean(backend: Backend) {
+    reorg_storm(backend, Rhythm::Timed, 300).await
+}
