@@ -132,6 +132,7 @@ async fn setup_ledger(db: &Db, connections: u32) -> (Ledger, Vec<Account>) {
         reason: None,
         request_id: String::new(),
         at: 0,
+        evidence: None,
     };
     let mut accounts = Vec::new();
     for i in 0..ACCOUNTS {

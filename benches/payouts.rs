@@ -163,6 +163,7 @@ async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> 
         reason: None,
         request_id: String::new(),
         at: 0,
+        evidence: None,
     };
     let account = store
         .create_account(

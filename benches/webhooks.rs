@@ -131,6 +131,7 @@ async fn start(db_url: &str, receiver_url: &str) -> Subject {
         reason: None,
         request_id: String::new(),
         at: now_micros(),
+        evidence: None,
     };
     let store = ledger.store();
     let asset = AssetKey::new("ethereum", "USDT");

@@ -51,8 +51,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
 
 /// SQLite serves one daemon: a second one on the same file would be a second writer of the same
 /// wallets' nonces. The lock is an OS file lock next to the database, which the OS drops with
-/// the process, even on SIGKILL. Read-only tools (`ledger verify`) do not take it.
-fn lock_sqlite_instance(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+/// the process, even on SIGKILL, but only once all its threads are gone: a supervisor that
+/// restarts at once would find it still held, so a start waits up to
+/// `database.instance_lock_wait_seconds` before it refuses.
+async fn lock_sqlite_instance(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
     let url = config.database_url();
     let Some(rest) = url.expose_secret().strip_prefix("sqlite:") else {
         return Ok(None);
@@ -75,14 +77,27 @@ fn lock_sqlite_instance(config: &Config) -> anyhow::Result<Option<std::fs::File>
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {lock_path}"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another treasuryd is already running on the SQLite database {path}: SQLite serves one \
-             daemon at a time (use PostgreSQL for several instances)"
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {lock_path}"))
+    let wait = Duration::from_secs(config.database.instance_lock_wait_seconds);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut logged = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!(lock = %lock_path, wait_seconds = wait.as_secs(), "waiting for the SQLite instance lock (a daemon that just stopped may still hold it)");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another treasuryd is already running on the SQLite database {path} (waited {}s for \
+                 it to stop): SQLite serves one daemon at a time (use PostgreSQL for several instances)",
+                wait.as_secs()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {lock_path}"));
+            }
         }
     }
 }
@@ -105,7 +120,7 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Keys first: a wallet whose key is missing or signs for another address stops start-up.
         let wallets = crate::wallets::load_configured(&config).context("loading wallets")?;
-        let instance_lock = lock_sqlite_instance(&config)?;
+        let instance_lock = lock_sqlite_instance(&config).await?;
         let store = open_store(&config).await?;
         let metrics = Metrics::new().context("registering metrics")?;
         let trust_metrics = metrics.trust.clone();
@@ -450,6 +465,7 @@ async fn apply_configured_scope(
         reason: Some(format!("[pilot] of the config file, {when}")),
         request_id: "config".into(),
         at: crate::store::now_micros(),
+        evidence: None,
     };
     if crate::scope::apply(store, scope, &audit).await? {
         tracing::info!(?scope, "pilot scope applied from the config file");

@@ -584,6 +584,10 @@ pub struct DatabaseConfig {
     pub url: Option<SecretString>,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// How long a starting daemon waits for the SQLite instance lock before refusing: a
+    /// process killed a moment ago still holds it while its threads wind down.
+    #[serde(default = "default_instance_lock_wait_seconds")]
+    pub instance_lock_wait_seconds: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -591,6 +595,7 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             max_connections: default_max_connections(),
+            instance_lock_wait_seconds: default_instance_lock_wait_seconds(),
         }
     }
 }
@@ -603,6 +608,10 @@ impl fmt::Debug for DatabaseConfig {
                 &self.url.as_ref().map(|u| redact_url(u.expose_secret())),
             )
             .field("max_connections", &self.max_connections)
+            .field(
+                "instance_lock_wait_seconds",
+                &self.instance_lock_wait_seconds,
+            )
             .finish()
     }
 }
@@ -690,6 +699,9 @@ fn default_lease_seconds() -> u64 {
 }
 fn default_reorg_watch_blocks() -> u64 {
     64
+}
+fn default_instance_lock_wait_seconds() -> u64 {
+    10
 }
 fn default_confirmations() -> u64 {
     12
@@ -928,6 +940,12 @@ impl Config {
             return Err(key_error(
                 "database.max_connections",
                 "must be between 1 and 1000",
+            ));
+        }
+        if self.database.instance_lock_wait_seconds > 600 {
+            return Err(key_error(
+                "database.instance_lock_wait_seconds",
+                "must be at most 600",
             ));
         }
         if let Some(url) = &self.database.url {
@@ -1383,6 +1401,10 @@ mod tests {
             (
                 "[database]\nmax_connections = -1\n",
                 "database.max_connections",
+            ),
+            (
+                "[database]\ninstance_lock_wait_seconds = 601\n",
+                "database.instance_lock_wait_seconds",
             ),
             (
                 "[database]\nurl = \"postgres://u:pw@h/db\"\n",

@@ -716,6 +716,7 @@ async fn funded_partner(app: &App, owner: &str, network: &str) -> anyhow::Result
         reason: Some("demo set-up".into()),
         request_id: String::new(),
         at: crate::store::now_micros(),
+        evidence: None,
     };
     let account = ledger
         .store()

@@ -5,15 +5,17 @@
 //! The ledger side of a wallet is its custody account per token (minus what the wallet holds:
 //! opening balance and inflows in, payouts out) and its gas account in the native coin
 //! (opening balance and recorded top-ups in, FEE out). Both sides are compared at the last
-//! block the deposit watcher has read, so every inflow up to it is posted. Chunks mined by then
-//! but not settled yet are taken off the ledger side; chunks not known to be mined bound how
-//! far the chain may be below the ledger meanwhile. Anything else is a difference someone must
-//! explain.
+//! block the deposit watcher has read, so every inflow up to it is posted. The ledger runs
+//! ahead of that block on both ends, because settlement follows the head and the watcher
+//! trails it: chunks mined by then but not settled yet are taken off the ledger side
+//! (`settling`), and chunks settled from a transaction mined after it are put back
+//! (`posted_ahead`). Chunks not known to be mined bound how far the chain may be below the
+//! ledger meanwhile (`pending`). Anything else is a difference someone must explain.
 
 use crate::chains::evm::EvmClient;
 use crate::domain::{AssetKey, format_units};
 use crate::ledger::{AccountKind, WALLET_OWNER_PREFIX};
-use crate::payouts::AttemptKind;
+use crate::payouts::{AttemptKind, ChunkState};
 use crate::store::{CustodySnapshot, Store};
 use alloy::primitives::Address;
 use serde::Serialize;
@@ -52,7 +54,8 @@ impl Verdict {
     }
 }
 
-/// One wallet and asset. Amounts are base units; `difference` is chain − (ledger − settling).
+/// One wallet and asset. Amounts are base units; `difference` is
+/// chain − (ledger − settling + posted_ahead).
 #[derive(Debug, Clone)]
 pub struct Line {
     pub network: String,
@@ -64,6 +67,8 @@ pub struct Line {
     pub ledger: i128,
     /// Mined at or before `block` but not in the ledger yet.
     pub settling: i128,
+    /// In the ledger from a transaction mined after `block`: still in the wallet at `block`.
+    pub posted_ahead: i128,
     /// Signed or broadcast and not known to be mined: may have left by `block`.
     pub pending: i128,
     pub difference: i128,
@@ -81,7 +86,7 @@ impl Line {
 impl Serialize for Line {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("Line", 10)?;
+        let mut s = serializer.serialize_struct("Line", 11)?;
         s.serialize_field("network", &self.network)?;
         s.serialize_field("wallet", &self.wallet)?;
         s.serialize_field("asset", &self.asset)?;
@@ -89,6 +94,7 @@ impl Serialize for Line {
         s.serialize_field("chain", &self.display(self.chain))?;
         s.serialize_field("ledger", &self.display(self.ledger))?;
         s.serialize_field("settling", &self.display(self.settling))?;
+        s.serialize_field("posted_ahead", &self.display(self.posted_ahead))?;
         s.serialize_field("pending", &self.display(self.pending))?;
         s.serialize_field("difference", &self.display(self.difference))?;
         s.serialize_field("verdict", &self.verdict)?;
@@ -183,7 +189,31 @@ fn compare(
             }
         }
     }
-    let difference = chain - (ledger - settling);
+    let mut posted_ahead = 0i128;
+    for f in snapshot.settled_ahead.iter().filter(|f| f.wallet == wallet) {
+        let Some(m) = f.mined.filter(|m| m.block > block) else {
+            continue;
+        };
+        if native {
+            if snapshot.fee_posted.contains(&f.chunk) {
+                posted_ahead += i128::try_from(m.fee_wei).unwrap_or(i128::MAX);
+            }
+        } else if f.asset == asset.key && f.state == ChunkState::Confirmed {
+            posted_ahead += f.amount;
+        }
+    }
+    // Mined after `block` but not final: its FEE may be posted already (a failed transfer or
+    // a cancel is closed after its FEE).
+    if native {
+        for f in snapshot.in_flight.iter().filter(|f| f.wallet == wallet) {
+            if let Some(m) = f.mined.filter(|m| m.block > block)
+                && snapshot.fee_posted.contains(&f.chunk)
+            {
+                posted_ahead += i128::try_from(m.fee_wei).unwrap_or(i128::MAX);
+            }
+        }
+    }
+    let difference = chain - (ledger - settling + posted_ahead);
     let verdict = match difference {
         0 => Verdict::Ok,
         d if d < 0 && -d <= pending => Verdict::InFlight,
@@ -199,6 +229,7 @@ fn compare(
         chain,
         ledger,
         settling,
+        posted_ahead,
         pending,
         difference,
         verdict,
@@ -230,7 +261,7 @@ pub fn configured_assets(network: &crate::config::NetworkConfig) -> Vec<Reconcil
 /// A fixed-width table of `lines` for people.
 pub fn render(lines: &[Line]) -> String {
     let mut out = format!(
-        "{:<10} {:<42} {:<6} {:>9} {:>24} {:>24} {:>20} {:>20} {:>20}  verdict\n",
+        "{:<10} {:<42} {:<6} {:>9} {:>24} {:>24} {:>20} {:>20} {:>20} {:>20}  verdict\n",
         "network",
         "wallet",
         "asset",
@@ -238,12 +269,13 @@ pub fn render(lines: &[Line]) -> String {
         "chain",
         "ledger",
         "settling",
+        "posted_ahead",
         "pending",
         "difference"
     );
     for l in lines {
         out.push_str(&format!(
-            "{:<10} {:<42} {:<6} {:>9} {:>24} {:>24} {:>20} {:>20} {:>20}  {}\n",
+            "{:<10} {:<42} {:<6} {:>9} {:>24} {:>24} {:>20} {:>20} {:>20} {:>20}  {}\n",
             l.network,
             l.wallet,
             l.asset,
@@ -251,6 +283,7 @@ pub fn render(lines: &[Line]) -> String {
             l.display(l.chain),
             l.display(l.ledger),
             l.display(l.settling),
+            l.display(l.posted_ahead),
             l.display(l.pending),
             l.display(l.difference),
             l.verdict.as_str()
@@ -347,6 +380,7 @@ mod tests {
                 account(&eth(), AccountKind::Operating, 1_000_000),
             ],
             in_flight,
+            settled_ahead: Vec::new(),
             fee_posted: Default::default(),
         }
     }
@@ -404,5 +438,33 @@ mod tests {
         let l = compare(&s, WALLET, &eth(), 100, 3_000_000);
         assert_eq!(l.verdict, Verdict::UnrecordedInflow);
         assert_eq!(l.display(l.difference), "0.000000000002000000");
+    }
+
+    #[test]
+    fn a_chunk_settled_from_a_later_block_is_still_in_the_wallet_at_the_block() {
+        // Settlement follows the head; the comparison reads the watcher's older block 100.
+        let mut paid = chunk(5_000_000, Some(103), AttemptKind::Transfer);
+        paid.state = ChunkState::Confirmed;
+        let mut s = snapshot(vec![]);
+        s.accounts[0].available = -995_000_000;
+        s.accounts[1].available = 950_000;
+        s.fee_posted.insert(paid.chunk);
+        s.settled_ahead.push(paid.clone());
+        let l = compare(&s, WALLET, &usdt(), 100, 1_000_000_000);
+        assert_eq!(
+            (l.posted_ahead, l.difference, l.verdict),
+            (5_000_000, 0, Verdict::Ok)
+        );
+        let l = compare(&s, WALLET, &eth(), 100, 1_000_000);
+        assert_eq!((l.posted_ahead, l.verdict), (50_000, Verdict::Ok));
+        // Without it the chain holds more than the ledger: the false mismatch of issue 17.
+        s.settled_ahead.clear();
+        let l = compare(&s, WALLET, &usdt(), 100, 1_000_000_000);
+        assert_eq!((l.difference, l.verdict), (5_000_000, Verdict::Mismatch));
+        // A failed transfer moved no tokens, only gas.
+        paid.state = ChunkState::Failed;
+        s.settled_ahead.push(paid);
+        let l = compare(&s, WALLET, &usdt(), 100, 995_000_000);
+        assert_eq!((l.posted_ahead, l.verdict), (0, Verdict::Ok));
     }
 }

@@ -199,6 +199,7 @@ pub async fn create(
         reason: Some(reason),
         request_id,
         at: crate::store::now_micros(),
+        evidence: None,
     };
     let new = NewAccount {
         owner: owner.to_owned(),

@@ -29,6 +29,11 @@ pub struct AuditView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub request_id: String,
+    /// What an automatic decision (safe-mode) saw: blocks, balances, the transfers or
+    /// reconciliation terms it counted. See runbooks/wallet-reconcile-mismatch.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub evidence: Option<serde_json::Value>,
 }
 
 /// Every mutating call, oldest first.
@@ -65,6 +70,7 @@ pub async fn list(
                 target: r.record.target,
                 reason: r.record.reason,
                 request_id: r.record.request_id,
+                evidence: r.record.evidence,
             })
             .collect(),
         next_cursor,

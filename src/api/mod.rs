@@ -263,6 +263,7 @@ fn on_behalf(m: Mutation<'_>, mut cmd: Command) -> Command {
         reason: m.reason,
         request_id: m.request_id,
         at: crate::store::now_micros(),
+        evidence: None,
     });
     cmd
 }
@@ -283,6 +284,7 @@ pub fn audit_record(
         reason,
         request_id,
         at: crate::store::now_micros(),
+        evidence: None,
     }
 }
 

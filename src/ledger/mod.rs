@@ -240,6 +240,7 @@ impl Ledger {
             reason: Some(reason),
             request_id: "engine-start".into(),
             at: crate::store::now_micros(),
+            evidence: None,
         };
         let new = NewAccount {
             owner,

@@ -352,6 +352,7 @@ impl Canaries {
                     reason: Some("scheduled canary".into()),
                     request_id: "canary-scheduler".into(),
                     at: now_micros(),
+                    evidence: None,
                 };
                 match self.start(&network, audit).await {
                     Ok(_) | Err(CanaryError::Running { .. }) => {}

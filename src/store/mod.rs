@@ -82,6 +82,8 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     pub request_id: String,
     pub at: UnixMicros,
+    /// What an automatic decision saw (JSON): blocks, balances, transfers counted.
+    pub evidence: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +201,10 @@ pub struct CustodySnapshot {
     pub accounts: Vec<Account>,
     /// Chunks signed, broadcast or mined, with their attempts.
     pub in_flight: Vec<InFlight>,
-    /// Of those, the mined chunks whose gas is already posted as FEE.
+    /// Chunks settled (paid, failed or cancelled in the ledger) from a transaction mined after
+    /// the last block the watcher has read: the ledger has them, that block does not yet.
+    pub settled_ahead: Vec<InFlight>,
+    /// Of both, the mined chunks whose gas is already posted as FEE.
     pub fee_posted: std::collections::HashSet<ChunkId>,
 }
 

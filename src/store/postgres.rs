@@ -179,8 +179,8 @@ async fn insert_audits(conn: &mut sqlx::PgConnection, audits: &[&AuditRecord]) -
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id) \
-         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+        "INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id, evidence) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
     )
     .bind(audits.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
     .bind(audits.iter().map(|a| a.at).collect::<Vec<_>>())
@@ -190,13 +190,19 @@ async fn insert_audits(conn: &mut sqlx::PgConnection, audits: &[&AuditRecord]) -
     .bind(audits.iter().map(|a| a.target.clone()).collect::<Vec<_>>())
     .bind(audits.iter().map(|a| a.reason.clone()).collect::<Vec<_>>())
     .bind(audits.iter().map(|a| a.request_id.clone()).collect::<Vec<_>>())
+    .bind(
+        audits
+            .iter()
+            .map(|a| a.evidence.as_ref().map(|e| e.to_string()))
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await?;
     Ok(())
 }
 
 async fn insert_audit(conn: &mut sqlx::PgConnection, audit: &AuditRecord) -> StoreResult<()> {
-    sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+    sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(Uuid::now_v7())
         .bind(audit.at)
         .bind(&audit.actor)
@@ -205,6 +211,7 @@ async fn insert_audit(conn: &mut sqlx::PgConnection, audit: &AuditRecord) -> Sto
         .bind(&audit.target)
         .bind(&audit.reason)
         .bind(&audit.request_id)
+        .bind(audit.evidence.as_ref().map(|e| e.to_string()))
         .execute(conn)
         .await?;
     Ok(())
@@ -222,20 +229,28 @@ async fn load_transaction(conn: &mut sqlx::PgConnection, id: TxId) -> StoreResul
     txs.pop().ok_or(StoreError::NotFound)
 }
 
-/// The chunks signed, broadcast or mined on `network`, with their attempts, oldest first.
+/// The chunks signed, broadcast or mined on `network` (`settled_from` None), or those settled
+/// from a transaction mined at or after block `settled_from`, with their attempts, oldest first.
 async fn load_in_flight(
     conn: &mut sqlx::PgConnection,
     network: &str,
+    settled_from: Option<u64>,
 ) -> StoreResult<Vec<InFlight>> {
-    let rows = sqlx::query(
+    let states = match settled_from {
+        None => "c.state IN ('signed', 'broadcast', 'mined')",
+        Some(_) => "c.state IN ('confirmed', 'failed', 'cancelled') AND c.mined_block >= $2",
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
          c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
-         JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = $1 \
+         JOIN payouts p ON p.id = c.payout_id WHERE p.network = $1 AND {states} \
          ORDER BY c.wallet, c.nonce",
-    )
-    .bind(network)
-    .fetch_all(&mut *conn)
-    .await?;
+    )))
+    .bind(network);
+    if let Some(block) = settled_from {
+        query = query.bind(block as i64);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let state: String = r.try_get("state")?;
@@ -1303,7 +1318,7 @@ impl Store for PgStore {
 
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
         let mut conn = self.pool.acquire().await?;
-        load_in_flight(&mut conn, network).await
+        load_in_flight(&mut conn, network, None).await
     }
 
     async fn wallet_openings(
@@ -1360,9 +1375,15 @@ impl Store for PgStore {
             .iter()
             .map(account_from_row)
             .collect::<StoreResult<_>>()?;
-        let in_flight = load_in_flight(&mut tx, network).await?;
+        let in_flight = load_in_flight(&mut tx, network, None).await?;
+        // Settled after the block the comparison reads: in the ledger, not yet on that block.
+        let settled_ahead = match next_block {
+            Some(next) => load_in_flight(&mut tx, network, Some(next as u64)).await?,
+            None => Vec::new(),
+        };
         let mined: Vec<(String, ChunkId)> = in_flight
             .iter()
+            .chain(&settled_ahead)
             .filter(|f| f.mined.is_some())
             .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
             .collect();
@@ -1383,6 +1404,7 @@ impl Store for PgStore {
             next_block: next_block.map(|n| n as u64),
             accounts,
             in_flight,
+            settled_ahead,
             fee_posted,
         })
     }
@@ -2562,7 +2584,7 @@ impl Store for PgStore {
 
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, role, action, target, reason, request_id FROM audit_log \
+            "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log \
              WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
         )
         .bind(after)
@@ -2582,6 +2604,11 @@ impl Store for PgStore {
                         reason: r.try_get("reason")?,
                         request_id: r.try_get("request_id")?,
                         at: r.try_get("at")?,
+                        evidence: r
+                            .try_get::<Option<String>, _>("evidence")?
+                            .map(|e| serde_json::from_str(&e))
+                            .transpose()
+                            .map_err(|e| StoreError::Invariant(format!("audit evidence: {e}")))?,
                     },
                 })
             })

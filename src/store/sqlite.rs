@@ -201,7 +201,7 @@ async fn insert_audits(
 }
 
 async fn insert_audit(conn: &mut sqlx::SqliteConnection, audit: &AuditRecord) -> StoreResult<()> {
-    sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
         .bind(Uuid::now_v7())
         .bind(audit.at)
         .bind(&audit.actor)
@@ -210,6 +210,7 @@ async fn insert_audit(conn: &mut sqlx::SqliteConnection, audit: &AuditRecord) ->
         .bind(&audit.target)
         .bind(&audit.reason)
         .bind(&audit.request_id)
+        .bind(audit.evidence.as_ref().map(|e| e.to_string()))
         .execute(conn)
         .await?;
     Ok(())
@@ -565,20 +566,28 @@ struct SqliteTxn {
 /// 13 columns, and few enough statements per batch that per-statement overhead stays small.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// The chunks signed, broadcast or mined on `network`, with their attempts, oldest first.
+/// The chunks signed, broadcast or mined on `network` (`settled_from` None), or those settled
+/// from a transaction mined at or after block `settled_from`, with their attempts, oldest first.
 async fn load_in_flight(
     conn: &mut sqlx::SqliteConnection,
     network: &str,
+    settled_from: Option<u64>,
 ) -> StoreResult<Vec<InFlight>> {
-    let rows = sqlx::query(
+    let states = match settled_from {
+        None => "c.state IN ('signed', 'broadcast', 'mined')",
+        Some(_) => "c.state IN ('confirmed', 'failed', 'cancelled') AND c.mined_block >= ?",
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
          c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
-         JOIN payouts p ON p.id = c.payout_id WHERE c.state IN ('signed', 'broadcast', 'mined') AND p.network = ? \
+         JOIN payouts p ON p.id = c.payout_id WHERE p.network = ? AND {states} \
          ORDER BY c.wallet, c.nonce",
-    )
-    .bind(network)
-    .fetch_all(&mut *conn)
-    .await?;
+    )))
+    .bind(network);
+    if let Some(block) = settled_from {
+        query = query.bind(block as i64);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let state: String = r.try_get("state")?;
@@ -1265,7 +1274,7 @@ impl Store for SqliteStore {
 
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
         let mut conn = self.pool.acquire().await?;
-        load_in_flight(&mut conn, network).await
+        load_in_flight(&mut conn, network, None).await
     }
 
     async fn wallet_openings(
@@ -1320,10 +1329,16 @@ impl Store for SqliteStore {
             .iter()
             .map(account_from_row)
             .collect::<StoreResult<_>>()?;
-        let in_flight = load_in_flight(&mut tx, network).await?;
+        let in_flight = load_in_flight(&mut tx, network, None).await?;
+        // Settled after the block the comparison reads: in the ledger, not yet on that block.
+        let settled_ahead = match next_block {
+            Some(next) => load_in_flight(&mut tx, network, Some(next as u64)).await?,
+            None => Vec::new(),
+        };
         let mut fee_posted = std::collections::HashSet::new();
         let mined: Vec<(String, ChunkId)> = in_flight
             .iter()
+            .chain(&settled_ahead)
             .filter(|f| f.mined.is_some())
             .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
             .collect();
@@ -1345,6 +1360,7 @@ impl Store for SqliteStore {
             next_block: next_block.map(|n| n as u64),
             accounts,
             in_flight,
+            settled_ahead,
             fee_posted,
         })
     }
@@ -2503,7 +2519,7 @@ impl Store for SqliteStore {
 
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, role, action, target, reason, request_id FROM audit_log \
+            "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log \
              WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
         )
         .bind(after)
@@ -2527,6 +2543,11 @@ fn audit_from_row(id: Uuid, role: String, row: &SqliteRow) -> StoreResult<Stored
             reason: row.try_get("reason")?,
             request_id: row.try_get("request_id")?,
             at: row.try_get("at")?,
+            evidence: row
+                .try_get::<Option<String>, _>("evidence")?
+                .map(|e| serde_json::from_str(&e))
+                .transpose()
+                .map_err(|e| StoreError::Invariant(format!("audit evidence: {e}")))?,
         },
     })
 }

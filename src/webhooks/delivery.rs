@@ -559,6 +559,7 @@ impl Deliverer {
             reason: Some(reason.into()),
             request_id: "webhooks".into(),
             at,
+            evidence: None,
         };
         tracing::warn!(endpoint = %endpoint.id, "webhook endpoint answered 410: disabled");
         if let Err(e) = self

@@ -24,6 +24,8 @@ pub struct OutboxEvent {
     pub network: Option<String>,
     pub actor: Option<String>,
     pub detail: Option<String>,
+    /// What an automatic safe-mode saw (JSON text), as its audit row recorded it.
+    pub evidence: Option<String>,
     /// When the change happened (the deal clock for deal events).
     pub occurred_at: UnixMicros,
     /// When the trigger wrote it (database clock): outbox lag is measured from here.
@@ -284,6 +286,12 @@ pub async fn render(
             "network": event.network,
             "reason": event.detail,
             "actor": event.actor,
+            "evidence": event
+                .evidence
+                .as_deref()
+                .map(serde_json::from_str::<Value>)
+                .transpose()
+                .map_err(|e| StoreError::Invariant(format!("event {} evidence: {e}", event.id)))?,
         }),
         other => {
             return Err(StoreError::Invariant(format!(

@@ -167,9 +167,19 @@ async function main() {
     // Replay a dead-lettered webhook.
     await admin.goto(`${base}/admin/webhooks`);
     check((await admin.locator("table.dead tbody tr").count()) >= 1, "the dead-letter list shows the failed delivery");
+    const replayed = (await admin.textContent("table.dead tbody tr td code")).trim();
+    const endpoint = (await admin.getAttribute("table.dead form.replay", "action")).split("/")[3];
     await admin.click("table.dead form.replay button[type=submit]");
     await admin.waitForSelector("p.notice");
     check((await admin.textContent("p.notice")).includes("redelivery"), "replay queued");
+    // The receiver is healthy again: the replayed event itself must arrive.
+    let delivered = false;
+    for (let i = 0; i < 100 && !delivered; i++) {
+      const [, d] = await api("GET", `/v1/webhooks/endpoints/${endpoint}/deliveries?state=delivered`, env.ADMIN);
+      delivered = (d.items || []).some((x) => x.event_id === replayed);
+      if (!delivered) { await new Promise((r) => setTimeout(r, 100)); }
+    }
+    check(delivered, `the replayed event ${replayed} was delivered`);
     await shot(admin, "webhook-replayed");
 
     // An EOD dry run from the trust page changes nothing and says what would settle.

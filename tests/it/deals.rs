@@ -316,11 +316,11 @@ async fn a_timer_due_while_down_fires_once_after_a_restart(backend: Backend) {
 /// Two instances on one PostgreSQL, one clock: 12 deals come due at once; each timer fires
 /// once and each seller is paid exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    treasuryd_skip_postgres,
+    ignore = "built with TREASURYD_TEST_POSTGRES=skip"
+)]
 async fn two_instances_never_fire_a_timer_twice() {
-    if !postgres_enabled() {
-        eprintln!("TREASURYD_TEST_POSTGRES=skip: not running the PostgreSQL-only test");
-        return;
-    }
     let clock = clock();
     let db = Arc::new(TestDb::new(Backend::Postgres).await);
     let a = escrow_app(db.clone(), clock.clone()).await;

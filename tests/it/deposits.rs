@@ -261,19 +261,21 @@ async fn transfers_to_deposit_addresses_are_credited_once(backend: Backend) {
         "{body}"
     );
     // The watcher starts from the confirmed head it first sees.
-    for _ in 0..100 {
-        if app
+    let mut started = false;
+    for _ in 0..600 {
+        started = app
             .ledger
             .store()
             .deposit_cursor("ethereum")
             .await
             .unwrap()
-            .is_some()
-        {
+            .is_some();
+        if started {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(started, "the deposit watcher set its cursor");
 
     let miner = spawn_miner(&chain, Duration::from_millis(100));
     chain
@@ -342,7 +344,31 @@ async fn reconciled_after_one_payout(
     let acme = funded_partner(&app, "acme", "USDT", "100").await;
     let ours = crate::engine::request(&app, &acme, to, "10", "ours").await;
     crate::engine::wait_state(&app, &ours, "confirmed").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Proof that the check ran over the payout's block: the watcher checks each range's
+    // outflows and balances before its cursor moves past it.
+    let paid_by = treasuryd::chains::evm::EvmClient::new(&chain.url)
+        .unwrap()
+        .head()
+        .await
+        .unwrap();
+    let mut cursor = 0;
+    for _ in 0..600 {
+        cursor = app
+            .ledger
+            .store()
+            .deposit_cursor("ethereum")
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if cursor > paid_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cursor > paid_by,
+        "the watcher read past block {paid_by} (cursor {cursor})"
+    );
     let (_, nets) = app.get("/v1/networks", ADMIN).await;
     assert!(
         nets[0].get("safe_mode").is_none(),

@@ -13,7 +13,8 @@
 //!   its evidence recorded.
 //!
 //! `TREASURYD_STORM_SEED` replays a run (each run prints its seed); `TREASURYD_STORM_PAYOUTS`
-//! makes the crash storm bigger for a bench-style run (default 1,000).
+//! makes the crash storm bigger for a bench-style run (default 2,000: at 1,000 a watcher that
+//! reads the head block, one of the causes found, passed; at 2,000 it failed).
 
 use crate::crash::verify_cli;
 use crate::engine::{app_on, spawn_miner};
@@ -36,6 +37,7 @@ on_both_backends!(
     a_crash_storm_pays_every_payout_exactly_once,
     a_reorg_storm_on_bursty_blocks_stays_clean,
     a_reorg_storm_on_timed_blocks_stays_clean,
+    a_reorg_deeper_than_the_confirmations_enters_safe_mode_with_evidence,
 );
 
 /// splitmix64: a small, seedable generator, so that a failing storm can be replayed.
@@ -81,6 +83,16 @@ impl Rng {
 
 /// One payout of a stream: where to, how much (base units, 6 decimals) and in how many chunks
 /// under the 250,000 cap.
+/// The daemon of a storm, killed when the test ends, passing or not.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[derive(Clone)]
 struct Planned {
     key: String,
@@ -139,7 +151,11 @@ async fn submit(client: &reqwest::Client, api: &Mutex<String>, account: &str, p:
             Ok(r) if r.status().is_server_error() => {}
             Ok(r) => {
                 let status = r.status();
-                panic!("payout {} refused: {status} {}", p.key, r.text().await.unwrap());
+                panic!(
+                    "payout {} refused: {status} {}",
+                    p.key,
+                    r.text().await.unwrap()
+                );
             }
             Err(_) => {}
         }
@@ -186,7 +202,7 @@ fn payouts_count() -> usize {
     std::env::var("TREASURYD_STORM_PAYOUTS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000)
+        .unwrap_or(2_000)
 }
 
 async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
@@ -209,18 +225,23 @@ async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
         true,
     )
     .await;
+    let planned = plan(&mut rng, n, "storm");
+    let total: u128 = planned.iter().map(|p| p.units).sum();
+    // The rig's 10,000,000 USDT may not cover a big run: the wallet holds the whole plan.
+    chain
+        .mint(treasuryd::devchain::TestToken::Usdt, hot.address(), total)
+        .await
+        .unwrap();
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
-    let (first, api, _logs) = start(&config, &db.url, &key, None);
+    let (first, api, mut logs) = start(&config, &db.url, &key, None);
     let (s, acct) = crate::engine_crash::call(&client, &api, ADMIN_TOKEN, "/v1/accounts", None, Some(json!({"owner": "storm", "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "storm"}))).await;
     assert_eq!(s, StatusCode::CREATED, "{acct}");
     let account = acct["id"].as_str().unwrap().to_owned();
-    let planned = plan(&mut rng, n, "storm");
-    let total: u128 = planned.iter().map(|p| p.units).sum();
     let (s, body) = crate::engine_crash::call(&client, &api, ADMIN_TOKEN, "/v1/deposits", Some("storm-funding"), Some(json!({"account": account, "amount": format!("{}", total / 1_000_000 + 1), "reason": "storm"}))).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
 
     let api = Arc::new(Mutex::new(api));
-    let daemon: Arc<Mutex<Child>> = Arc::new(Mutex::new(first));
+    let daemon = Arc::new(Mutex::new(Daemon(first)));
     let submitted = Arc::new(AtomicUsize::new(0));
 
     // The stream: eight clients, paced so the first half lasts long enough for many kills.
@@ -260,16 +281,17 @@ async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
             let daemon = daemon.clone();
             tokio::task::spawn_blocking(move || {
                 let mut old = daemon.lock().unwrap();
-                old.kill().unwrap(); // SIGKILL
-                old.wait().unwrap();
-                let (child, api, _logs) = start(&config, &url, &key, None);
-                *old = child;
-                api
+                old.0.kill().unwrap(); // SIGKILL
+                old.0.wait().unwrap();
+                let (child, api, logs) = start(&config, &url, &key, None);
+                old.0 = child;
+                (api, logs)
             })
             .await
             .unwrap()
         };
-        *api.lock().unwrap() = restarted;
+        *api.lock().unwrap() = restarted.0;
+        logs = restarted.1;
         kills += 1;
     }
     for c in clients {
@@ -284,7 +306,17 @@ async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
     // Settlement.
     let api = api.lock().unwrap().clone();
     let mut states: HashMap<String, usize> = HashMap::new();
-    for _ in 0..1_200 {
+    for i in 0..1_200 {
+        // Safe-mode stops payouts: no use waiting for the rest.
+        if i % 20 == 10
+            && crate::engine_crash::call(&client, &api, ADMIN_TOKEN, "/v1/networks", None, None)
+                .await
+                .1[0]
+                .get("safe_mode")
+                .is_some()
+        {
+            break;
+        }
         let payouts = all_pages(&client, &api, "/v1/payouts").await;
         states.clear();
         for p in &payouts {
@@ -297,13 +329,22 @@ async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    if states.get("confirmed") != Some(&n) {
+        let lines: Vec<String> = logs.try_iter().collect();
+        let tail = &lines[lines.len().saturating_sub(80)..];
+        eprintln!("the last daemon's last log lines:\n{}", tail.join("\n"));
+    }
     let audit = all_pages(&client, &api, "/v1/audit").await;
     assert!(
         safe_mode_entries(&audit).is_empty(),
         "no automatic safe-mode: {:?}",
         safe_mode_entries(&audit)
     );
-    assert_eq!(states.get("confirmed"), Some(&n), "every payout confirmed: {states:?}");
+    assert_eq!(
+        states.get("confirmed"),
+        Some(&n),
+        "every payout confirmed: {states:?}"
+    );
     for p in planned.iter() {
         assert_eq!(
             rpc.token_balance(chain.usdt, p.to).await.unwrap(),
@@ -321,7 +362,7 @@ async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
     );
     let paid = all_pages(&client, &api, "/v1/journal?kind=PAYOUT").await;
     assert_eq!(paid.len() as u64, chunks, "one PAYOUT per chunk");
-    stop(&mut daemon.lock().unwrap());
+    stop(&mut daemon.lock().unwrap().0);
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "{report}");
     let (code, lines) = reconcile_cli(&config, &db.url);
@@ -360,8 +401,13 @@ async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
     let nonce_before = rpc.nonce(hot, false).await.unwrap();
     let planned = plan(&mut rng, n, "reorg");
     let total: u128 = planned.iter().map(|p| p.units).sum();
-    let account = funded_partner(&app, "storm", "USDT", &format!("{}", total / 1_000_000 + 1)).await;
+    let account =
+        funded_partner(&app, "storm", "USDT", &format!("{}", total / 1_000_000 + 1)).await;
 
+    // The chain's setup (token contracts, the hot wallet's funding) is buried deeper than any
+    // injected reorg: a reorg without its transactions would undo it, and the network would
+    // rightly stop on a wallet whose tokens vanished.
+    chain.mine(4).await.unwrap();
     let reorgs = Arc::new(AtomicUsize::new(0));
     let storming = Arc::new(AtomicBool::new(true));
     let reorger = {
@@ -404,13 +450,23 @@ async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     storming.store(false, Ordering::SeqCst);
     reorger.await.unwrap();
-    let miner = matches!(rhythm, Rhythm::Bursty)
-        .then(|| spawn_miner(&chain, Duration::from_millis(100)));
+    let miner =
+        matches!(rhythm, Rhythm::Bursty).then(|| spawn_miner(&chain, Duration::from_millis(100)));
     let mut confirmed = 0;
-    for _ in 0..1_200 {
-        let (_, page) = app.get("/v1/payouts?state=confirmed&limit=500", ADMIN).await;
+    for i in 0..1_200 {
+        let (_, page) = app
+            .get("/v1/payouts?state=confirmed&limit=500", ADMIN)
+            .await;
         confirmed = page["items"].as_array().map_or(0, Vec::len);
         if confirmed == n {
+            break;
+        }
+        // Safe-mode stops payouts: no use waiting for the rest.
+        if i % 20 == 0
+            && app.get("/v1/networks", ADMIN).await.1[0]
+                .get("safe_mode")
+                .is_some()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -470,4 +526,86 @@ async fn a_reorg_storm_on_bursty_blocks_stays_clean(backend: Backend) {
 
 async fn a_reorg_storm_on_timed_blocks_stays_clean(backend: Backend) {
     reorg_storm(backend, Rhythm::Timed, 300).await
+}
+
+/// A reorg deeper than the confirmation depth takes a paid transfer off the chain: no storm to
+/// ride out. The network must enter safe-mode, and its audit row and webhook event must carry
+/// what the engine saw: the block, the hash it was paid in and the one there now.
+async fn a_reorg_deeper_than_the_confirmations_enters_safe_mode_with_evidence(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(backend, &chain, "confirmations = 4").await;
+    let rpc = EvmClient::new(&chain.url).unwrap();
+    let account = funded_partner(&app, "deep", "USDT", "1000").await;
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let to = crate::engine::destination(0xdee9);
+    let id = crate::engine::request(&app, &account, to, "25", "deep-1").await;
+    crate::engine::wait_state(&app, &id, "confirmed").await;
+    miner.abort();
+    let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+    let hash: alloy::primitives::B256 = p["chunks"][0]["attempts"][0]["hash"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let paid_in = rpc.inclusion(hash).await.unwrap().expect("mined");
+    let head = rpc.head().await.unwrap();
+    assert!(head + 1 >= paid_in.block_number + 4, "confirmed at depth 4");
+    // Replace everything from the paid block on, without the transfer.
+    let depth = head - paid_in.block_number + 1;
+    chain.reorg(depth, &[]).await.unwrap();
+    assert_ne!(
+        rpc.block_hash(paid_in.block_number).await.unwrap(),
+        Some(paid_in.block_hash)
+    );
+
+    let mut audit = Value::Null;
+    for _ in 0..400 {
+        let (_, page) = app.get("/v1/audit?limit=500", ADMIN).await;
+        if let Some(entry) = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == "safe_mode.enter")
+        {
+            audit = entry.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(audit["actor"], "treasuryd", "safe-mode entered: {audit}");
+    let evidence = &audit["evidence"];
+    assert_eq!(evidence["cause"], "deep_reorg", "{audit}");
+    assert_eq!(evidence["block"], paid_in.block_number, "{audit}");
+    assert_eq!(evidence["payout"], id.as_str(), "{audit}");
+    assert_eq!(evidence["tx"], format!("{hash}"), "{audit}");
+    assert_eq!(
+        evidence["paid_in_block_hash"],
+        format!("{}", paid_in.block_hash),
+        "{audit}"
+    );
+    assert_ne!(
+        evidence["canonical_block_hash"], evidence["paid_in_block_hash"],
+        "{audit}"
+    );
+    let (_, nets) = app.get("/v1/networks", ADMIN).await;
+    assert!(
+        nets[0]["safe_mode"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("automatic:")),
+        "{nets}"
+    );
+    // The event raised by the audit row carries the same evidence.
+    let event_id = uuid::Uuid::parse_str(audit["id"].as_str().unwrap()).unwrap();
+    let mut body = Value::Null;
+    for _ in 0..400 {
+        let event = app.ledger.store().webhook_event(event_id).await.unwrap();
+        if let Some(b) = event.body {
+            body = serde_json::from_str(&b).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(body["type"], "safe_mode.entered", "{body}");
+    assert_eq!(&body["data"]["evidence"], evidence, "{body}");
+    app.stop().await.unwrap();
 }

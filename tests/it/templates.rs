@@ -183,7 +183,7 @@ async fn sighup_reloads_templates_and_scope_and_refuses_a_broken_file() {
         std::fs::copy(shipped().join(name), templates.join(name)).unwrap();
     }
     let config = write_config(dir.path(), &templates, "\"USED_CAR_PRIVATE\"", "v1");
-    let (mut daemon, api, _logs) = crate::engine_crash::start(&config, &db.url, "", None);
+    let (mut daemon, api, logs) = crate::engine_crash::start(&config, &db.url, "", None);
     let client = reqwest::Client::new();
     let scope = scope_until(&client, &api, &json!(["MN_USED_CAR_PRIVATE_v1"])).await;
     assert_eq!(scope["set_by"], "config", "{scope}");
@@ -221,7 +221,16 @@ async fn sighup_reloads_templates_and_scope_and_refuses_a_broken_file() {
     std::fs::write(templates.join("MN_USED_CAR_PRIVATE_v3.json"), broken).unwrap();
     write_config(dir.path(), &templates, "\"USED_CAR_PRIVATE\"", "v3");
     hang_up(daemon.id());
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Proof that the reload ran (and was refused) before checking that it changed nothing.
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the daemon answers the SIGHUP");
+        if line.contains("SIGHUP: reload refused") {
+            assert!(line.contains("MN_USED_CAR_PRIVATE_v3"), "{line}");
+            break;
+        }
+    }
     let (_, list) = call(&client, &api, ADMIN_TOKEN, "/v1/templates", None, None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
     let scope = call(&client, &api, ADMIN_TOKEN, "/v1/pilot/scope", None, None)

@@ -32,7 +32,14 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    let node = DevTron::start(Duration::from_millis(100), 3).await.unwrap();
+    rig_solidifying(3).await
+}
+
+/// A node solidifying `solid_lag` 100 ms blocks behind its head.
+async fn rig_solidifying(solid_lag: u64) -> Rig {
+    let node = DevTron::start(Duration::from_millis(100), solid_lag)
+        .await
+        .unwrap();
     // A dead endpoint first: every call fails over to the node.
     let client = TronClient::new(
         &["http://127.0.0.1:9/".to_owned(), node.url.clone()],
@@ -73,7 +80,7 @@ impl Rig {
     }
 
     async fn solid_info(&self, tx: &SignedTx) -> TxInfo {
-        for _ in 0..200 {
+        for _ in 0..800 {
             if let Some(info) = self.client.transaction_info(&tx.txid, true).await.unwrap() {
                 return info;
             }
@@ -85,7 +92,8 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locally_signed_trc20_transfer_executes_and_solidifies() {
-    let r = rig().await;
+    // Two seconds between execution and solidity: the solid view is seen without the transfer.
+    let r = rig_solidifying(20).await;
     assert_eq!(r.client.energy_price().await.unwrap(), ENERGY_FEE);
     let data = transfer_call_data(&r.to, U256::from(5_000_000u64));
     let estimate = r
@@ -109,13 +117,14 @@ async fn a_locally_signed_trc20_transfer_executes_and_solidifies() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let executed = executed.expect("executed");
-    let solid_now = r.client.solid_block().await.unwrap().number;
-    if executed.block_number > solid_now {
-        assert_eq!(
-            r.client.transaction_info(&tx.txid, true).await.unwrap(),
-            None
-        );
-    }
+    let unsolid = r.client.transaction_info(&tx.txid, true).await.unwrap();
+    let solid_after = r.client.solid_block().await.unwrap().number;
+    assert!(
+        executed.block_number > solid_after,
+        "block {} solidified within {solid_after} already: the lag is too short to see it unsolid",
+        executed.block_number
+    );
+    assert_eq!(unsolid, None, "not final before its block is solid");
     let info = r.solid_info(&tx).await;
     assert_eq!(info.result, "SUCCESS");
     assert!(info.block_number <= r.client.solid_block().await.unwrap().number);

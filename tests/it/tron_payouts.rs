@@ -636,21 +636,27 @@ async fn deposits_are_credited_once_however_often_blocks_are_read(backend: Backe
         .set_deposit_cursor("tron", start)
         .await
         .unwrap();
+    let last_transfer = client.now_block().await.unwrap().number;
     app.stop().await.unwrap();
     let app = app_on_db(db, &r, "", "").await;
-    for _ in 0..100 {
-        let cursor = app
-            .ledger
+    let cursor = || async {
+        app.ledger
             .store()
             .deposit_cursor("tron")
             .await
             .unwrap()
-            .unwrap();
-        if cursor > client.solid_block().await.unwrap().number.saturating_sub(1) {
+            .unwrap()
+    };
+    for _ in 0..200 {
+        if cursor().await > last_transfer {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        cursor().await > last_transfer,
+        "the watcher read again from block {start} past the last transfer's block {last_transfer}"
+    );
     let a = app.account(&account).await;
     assert_eq!(a["available"], "2.000000", "{a}");
     // The two deposits and the inflow into the hot wallet, each once (the opening balances and

@@ -272,13 +272,24 @@ impl EngineCore {
         }
     }
 
-    /// Puts the network in safe-mode on the engine's own finding (recorded with the reason and
-    /// audited as `treasuryd`); an Admin leaves it. Nothing if it is in safe-mode already.
-    pub(super) async fn enter_safe_mode(&self, cause: &str, reason: String) -> anyhow::Result<()> {
+    /// Puts the network in safe-mode on the engine's own finding, recorded with the reason and
+    /// audited as `treasuryd` with the `evidence` it rests on (the event carries it too), so
+    /// on-call can tell a real mismatch from a bug; an Admin leaves it. Nothing if it is in
+    /// safe-mode already.
+    pub(super) async fn enter_safe_mode(
+        &self,
+        cause: &str,
+        reason: String,
+        evidence: serde_json::Value,
+    ) -> anyhow::Result<()> {
         if self.store.safe_mode(&self.name).await?.is_some() {
             return Ok(());
         }
-        tracing::error!(network = %self.name, cause, %reason, "entering safe-mode");
+        let mut evidence = evidence;
+        if let Some(fields) = evidence.as_object_mut() {
+            fields.insert("cause".into(), cause.into());
+        }
+        tracing::error!(network = %self.name, cause, %reason, %evidence, "entering safe-mode");
         let at = now_micros();
         let audit = crate::store::AuditRecord {
             actor: "treasuryd".into(),
@@ -288,6 +299,7 @@ impl EngineCore {
             reason: Some(reason.clone()),
             request_id: "engine".into(),
             at,
+            evidence: Some(evidence),
         };
         let mode = crate::store::SafeMode {
             reason,

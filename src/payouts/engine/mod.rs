@@ -302,7 +302,13 @@ impl NetworkEngine {
                         "automatic: no healthy RPC endpoint for {} s",
                         outage.as_secs()
                     );
-                    self.core.enter_safe_mode("rpc_outage", reason).await?;
+                    let evidence = serde_json::json!({
+                        "outage_seconds": outage.as_secs(),
+                        "last_error": format!("{e:#}"),
+                    });
+                    self.core
+                        .enter_safe_mode("rpc_outage", reason, evidence)
+                        .await?;
                 }
                 return Err(e);
             }

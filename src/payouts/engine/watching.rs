@@ -4,6 +4,23 @@
 use super::*;
 use crate::reconcile::Verdict;
 
+/// At most this many transfers go into a `balance_mismatch`'s evidence (the count says if more
+/// were counted): enough to check by hand, small enough for an audit row and a webhook.
+const EVIDENCE_TRANSFERS: usize = 200;
+
+/// One token transfer as safe-mode evidence: where it was, what it moved, whether we signed it.
+fn transfer_evidence(log: &crate::chains::evm::TransferLog, ours: bool) -> serde_json::Value {
+    serde_json::json!({
+        "tx": format!("0x{}", hex::encode(log.tx_hash)),
+        "log_index": log.log_index,
+        "block": log.block,
+        "from": log.from.to_checksum(None),
+        "to": log.to.to_checksum(None),
+        "units": log.value.to_string(),
+        "ours": ours,
+    })
+}
+
 impl NetworkEngine {
     /// Reconciles the hot wallets over confirmed blocks `from..=to`. Every token transfer out
     /// of a hot wallet must be one of ours (a stored attempt): one that is not means the key is
@@ -46,8 +63,13 @@ impl NetworkEngine {
                 hex::encode(log.tx_hash),
                 log.block
             );
+            let evidence = serde_json::json!({
+                "wallet": wallet,
+                "blocks": {"from": from, "to": to},
+                "transfer": transfer_evidence(log, false),
+            });
             self.core
-                .enter_safe_mode("unexpected_outflow", reason)
+                .enter_safe_mode("unexpected_outflow", reason, evidence)
                 .await?;
         }
         let Some(before) = from.checked_sub(1) else {
@@ -85,8 +107,33 @@ impl NetworkEngine {
                     token.to_checksum(None),
                     start.saturating_add(received).saturating_sub(sent)
                 );
+                let counted: Vec<&crate::chains::evm::TransferLog> = outgoing
+                    .iter()
+                    .filter(|l| l.token == *token && l.from == *wallet)
+                    .chain(
+                        incoming
+                            .iter()
+                            .filter(|l| l.token == *token && l.to == *wallet),
+                    )
+                    .collect();
+                let transfers: Vec<serde_json::Value> = counted
+                    .iter()
+                    .take(EVIDENCE_TRANSFERS)
+                    .map(|l| transfer_evidence(l, ours.contains(&l.tx_hash.0)))
+                    .collect();
+                let evidence = serde_json::json!({
+                    "wallet": address,
+                    "token": token.to_checksum(None),
+                    "balance_before": {"block": before, "units": start.to_string()},
+                    "balance_after": {"block": to, "units": end.to_string()},
+                    "received": received.to_string(),
+                    "sent": sent.to_string(),
+                    "expected": start.saturating_add(received).saturating_sub(sent).to_string(),
+                    "transfers_counted": counted.len(),
+                    "transfers": transfers,
+                });
                 self.core
-                    .enter_safe_mode("balance_mismatch", reason)
+                    .enter_safe_mode("balance_mismatch", reason, evidence)
                     .await?;
             }
         }
@@ -255,15 +302,16 @@ impl NetworkEngine {
                 // recorded after the fact); only tokens stop payouts.
                 if line.asset != self.native.code {
                     let reason = format!(
-                        "automatic: hot wallet {} holds {} {} at block {}; the ledger, less what is settling, says {}",
+                        "automatic: hot wallet {} holds {} {} at block {}; the ledger, less what is settling, plus what it posted ahead of that block, says {}",
                         line.wallet,
                         line.display(line.chain),
                         line.asset,
                         line.block,
-                        line.display(line.ledger - line.settling)
+                        line.display(line.ledger - line.settling + line.posted_ahead)
                     );
+                    let evidence = serde_json::json!({ "line": line });
                     self.core
-                        .enter_safe_mode("reconcile_mismatch", reason)
+                        .enter_safe_mode("reconcile_mismatch", reason, evidence)
                         .await?;
                 }
             }
@@ -293,7 +341,11 @@ impl NetworkEngine {
             .store
             .deposit_addresses(&self.core.name, None)
             .await?;
-        let Some(safe) = (head + 1).checked_sub(self.settings.confirmations) else {
+        // Never the head itself, whatever the depth: a node may still be writing its newest
+        // block, and anvil was seen to answer balances and logs at the head that a later read
+        // of the same block contradicts (a false `balance_mismatch` in crash storms). A block
+        // with a successor is settled on the node.
+        let Some(safe) = (head + 1).checked_sub(self.settings.confirmations.max(2)) else {
             return Ok(());
         };
         let from = match self.core.store.deposit_cursor(&self.core.name).await? {
@@ -445,7 +497,8 @@ impl NetworkEngine {
                 continue;
             };
             let block = self.watched[i].block;
-            if self.client.block_hash(block).await?.map(|h| h.0) == Some(expected) {
+            let canonical = self.client.block_hash(block).await?.map(|h| h.0);
+            if canonical == Some(expected) {
                 continue;
             }
             self.watched[i].block_hash = None;
@@ -463,7 +516,19 @@ impl NetworkEngine {
                 .store
                 .add_payout_event(payout, "reorged_after_confirmation", &reason)
                 .await?;
-            self.core.enter_safe_mode("deep_reorg", reason).await?;
+            let evidence = serde_json::json!({
+                "chunk": chunk.to_string(),
+                "payout": payout.to_string(),
+                "tx": format!("0x{}", hex::encode(self.watched[i].attempt.hash)),
+                "block": block,
+                "paid_in_block_hash": format!("0x{}", hex::encode(expected)),
+                "canonical_block_hash": canonical.map(|h| format!("0x{}", hex::encode(h))),
+                "head": head,
+                "confirmations": self.settings.confirmations,
+            });
+            self.core
+                .enter_safe_mode("deep_reorg", reason, evidence)
+                .await?;
         }
         self.reland().await
     }

@@ -119,7 +119,7 @@ pub(super) async fn set_endpoint_active(
     Ok(())
 }
 
-const EVENT_COLUMNS: &str = "seq, id, type, subject_id, network, actor, detail, occurred_at, created_at, body, dispatched_at";
+const EVENT_COLUMNS: &str = "seq, id, type, subject_id, network, actor, detail, evidence, occurred_at, created_at, body, dispatched_at";
 
 fn event_from_row(r: &PgRow) -> StoreResult<OutboxEvent> {
     Ok(OutboxEvent {
@@ -130,6 +130,7 @@ fn event_from_row(r: &PgRow) -> StoreResult<OutboxEvent> {
         network: r.try_get("network")?,
         actor: r.try_get("actor")?,
         detail: r.try_get("detail")?,
+        evidence: r.try_get("evidence")?,
         occurred_at: r.try_get("occurred_at")?,
         created_at: r.try_get("created_at")?,
         body: r.try_get("body")?,

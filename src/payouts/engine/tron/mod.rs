@@ -226,7 +226,13 @@ impl TronEngine {
                         "automatic: no Tron endpoint answered for {} s",
                         since.elapsed().as_secs()
                     );
-                    self.core.enter_safe_mode("rpc_outage", reason).await?;
+                    let evidence = serde_json::json!({
+                        "outage_seconds": since.elapsed().as_secs(),
+                        "last_error": e.to_string(),
+                    });
+                    self.core
+                        .enter_safe_mode("rpc_outage", reason, evidence)
+                        .await?;
                 }
                 return Err(e.into());
             }
@@ -473,8 +479,16 @@ impl TronEngine {
                 hex::encode(t.txid),
                 t.block
             );
+            let evidence = serde_json::json!({
+                "wallet": wallet,
+                "token": t.token.to_base58(),
+                "amount": t.amount.to_string(),
+                "tx": hex::encode(t.txid),
+                "block": t.block,
+                "known_attempt": false,
+            });
             self.core
-                .enter_safe_mode("unexpected_outflow", reason)
+                .enter_safe_mode("unexpected_outflow", reason, evidence)
                 .await?;
         }
         Ok(())
