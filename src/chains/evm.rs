@@ -316,19 +316,42 @@ pub struct TransferLog {
 pub struct Inclusion {
     pub block_number: u64,
     pub block_hash: B256,
+    /// The receipt's status: the transaction did not revert. Not that tokens moved.
     pub success: bool,
     pub gas_used: u64,
     pub effective_gas_price: u128,
+    /// The ERC-20 Transfer events it emitted: (token, from, to, value).
+    pub transfers: Vec<(Address, Address, Address, U256)>,
+}
+
+impl Inclusion {
+    /// Whether the transaction moved exactly `value` of `token` from `from` to `to`. A
+    /// successful status alone does not say so: a token may return false instead of
+    /// reverting, and a call to an address without code succeeds and moves nothing.
+    pub fn moved(&self, token: Address, from: Address, to: Address, value: U256) -> bool {
+        self.success && self.transfers.contains(&(token, from, to, value))
+    }
 }
 
 impl From<&TransactionReceipt> for Inclusion {
     fn from(r: &TransactionReceipt) -> Self {
+        use alloy::sol_types::SolEvent;
+        let transfers = r
+            .inner
+            .logs()
+            .iter()
+            .filter_map(|log| {
+                let t = IERC20::Transfer::decode_log(&log.inner).ok()?;
+                Some((t.address, t.data.from, t.data.to, t.data.value))
+            })
+            .collect();
         Self {
             block_number: r.block_number.unwrap_or_default(),
             block_hash: r.block_hash.unwrap_or_default(),
             success: r.status(),
             gas_used: r.gas_used,
             effective_gas_price: r.effective_gas_price,
+            transfers,
         }
     }
 }

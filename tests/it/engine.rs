@@ -233,6 +233,26 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
         "{kinds:?}"
     );
     assert_eq!(kinds.last(), Some(&"confirmed"));
+    // Each chunk's receipt carries its Transfer event as signed, which is what settles it.
+    for chunk in story["chunks"].as_array().unwrap() {
+        let hash: alloy::primitives::B256 = chunk["attempts"][0]["hash"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let included = client.inclusion(hash).await.unwrap().unwrap();
+        let units: u128 = chunk["amount"]
+            .as_str()
+            .unwrap()
+            .replace('.', "")
+            .parse()
+            .unwrap();
+        assert!(
+            included.moved(chain.usdt, hot, destination(100), U256::from(units)),
+            "{:?}",
+            included.transfers
+        );
+    }
     let outbox =
         crate::webhook_delivery::outbox_types(app.ledger.store(), big["id"].as_str().unwrap())
             .await;

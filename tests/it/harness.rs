@@ -24,8 +24,6 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// False only when the developer explicitly opted out of PostgreSQL tests.
-
 /// A database that exists for one test and is dropped afterwards (unless TREASURYD_TEST_KEEP_DB
 /// is set, to inspect it).
 pub struct TestDb {

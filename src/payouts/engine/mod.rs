@@ -176,6 +176,55 @@ pub struct NetworkEngine {
     reconciled_assets: Vec<crate::reconcile::ReconciledAsset>,
     reconcile_every: Duration,
     reconciled_at: Option<std::time::Instant>,
+    /// Balance findings not yet seen on enough reads to act on: see `CONFIRMING_READS`.
+    suspect_balances: Suspects<(Address, Address)>,
+    suspect_lines: Suspects<(String, String)>,
+    /// When a reconciliation that found a mismatch runs again to confirm it.
+    recheck_at: Option<std::time::Instant>,
+}
+
+/// How many consecutive reads, at least a second apart, must find the same balance difference
+/// before it puts the network in safe-mode. A node can answer for a block it is still building
+/// (anvil does, for the newest block and for the blocks a reorg re-mines), and a difference
+/// that vanishes on a re-read is that, not money; one that is real stays, at the cost of a
+/// few seconds.
+pub(super) const CONFIRMING_READS: u32 = 3;
+
+/// Findings (wallet and asset) seen on consecutive reads of the same thing, with how often.
+#[derive(Debug)]
+pub(super) struct Suspects<K> {
+    /// What was read (the range's first block; 0 for the periodic comparison).
+    at: u64,
+    seen: HashMap<K, u32>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Suspects<K> {
+    fn new() -> Self {
+        Self {
+            at: 0,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Records this read's findings at `at`; returns those seen on `CONFIRMING_READS`
+    /// consecutive reads. A finding absent from a read starts over.
+    pub(super) fn confirm(&mut self, at: u64, found: &[K]) -> Vec<K> {
+        if at != self.at {
+            self.seen.clear();
+            self.at = at;
+        }
+        let mut seen = HashMap::new();
+        for k in found {
+            let n = self.seen.get(k).copied().unwrap_or(0) + 1;
+            seen.insert(k.clone(), n);
+        }
+        self.seen = seen;
+        self.seen
+            .iter()
+            .filter(|(_, n)| **n >= CONFIRMING_READS)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
 }
 
 impl NetworkEngine {
@@ -255,6 +304,9 @@ impl NetworkEngine {
             reconciled_assets: crate::reconcile::configured_assets(network),
             reconcile_every: Duration::from_secs(network.reconcile_interval_seconds),
             reconciled_at: None,
+            suspect_balances: Suspects::new(),
+            suspect_lines: Suspects::new(),
+            recheck_at: None,
         }))
     }
 
@@ -566,5 +618,27 @@ impl ChainEngine for NetworkEngine {
                 self.endpoints.failed();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finding_acts_only_once_consecutive_reads_of_the_same_range_agree() {
+        let mut s: Suspects<&str> = Suspects::new();
+        assert!(s.confirm(10, &["a", "b"]).is_empty());
+        assert!(s.confirm(10, &["a"]).is_empty());
+        // "a" for the third time in a row; "b" dropped out and starts over.
+        assert_eq!(s.confirm(10, &["a", "b"]), vec!["a"]);
+        assert!(s.confirm(10, &["b"]).is_empty());
+        // A clean read in between starts over.
+        assert!(s.confirm(10, &[]).is_empty());
+        assert!(s.confirm(10, &["b"]).is_empty());
+        // Another range is another question.
+        assert!(s.confirm(11, &["b"]).is_empty());
+        assert!(s.confirm(11, &["b"]).is_empty());
+        assert_eq!(s.confirm(11, &["b"]), vec!["b"]);
     }
 }

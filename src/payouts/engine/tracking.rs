@@ -111,11 +111,15 @@ impl NetworkEngine {
                 None => self.client.inclusion(a.hash.into()).await?,
             };
             if let Some(i) = inclusion {
+                let success = did_as_signed(&i, &f.wallet, a);
+                if i.success && !success {
+                    tracing::error!(network = %self.core.name, chunk = %f.chunk, tx = %format!("0x{}", hex::encode(a.hash)), "a transfer succeeded without its Transfer event: no tokens moved; the chunk fails at depth");
+                }
                 let mined = Mined {
                     hash: a.hash,
                     block: i.block_number,
                     block_hash: i.block_hash.0,
-                    success: i.success,
+                    success,
                     fee_wei: u128::from(i.gas_used).saturating_mul(i.effective_gas_price),
                 };
                 self.mined.push((f.chunk, Some(mined)));
@@ -317,7 +321,7 @@ impl NetworkEngine {
             (AttemptKind::Transfer, false) => Outcome::Unpaid(
                 f.chunk,
                 ChunkState::Failed,
-                format!("the transfer {tx} reverted at confirmation depth"),
+                format!("the transfer {tx} reverted or moved no tokens, at confirmation depth"),
             ),
             (AttemptKind::Cancel, _) => Outcome::Unpaid(
                 f.chunk,
@@ -423,5 +427,117 @@ impl NetworkEngine {
             }
         }
         self.core.close_payouts(&touched, &paid_now).await
+    }
+}
+
+/// Whether an included attempt did what it was signed for: a cancel by its status, a transfer
+/// only if its Transfer event is there as signed (token, wallet, recipient, amount). The
+/// status alone would book a payout whose tokens never moved.
+fn did_as_signed(i: &crate::chains::evm::Inclusion, wallet: &str, attempt: &Attempt) -> bool {
+    match attempt.kind {
+        AttemptKind::Cancel => i.success,
+        AttemptKind::Transfer => {
+            let from = Address::parse_checksummed(wallet, None).ok();
+            match (from, signed_transfer_parts(&attempt.raw)) {
+                (Some(from), Some((token, to, value))) => i.moved(token, from, to, value),
+                _ => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chains::evm::{Fees, Inclusion, TransferTx, sign_transfer};
+    use alloy::signers::local::PrivateKeySigner;
+
+    /// anvil's public development key #1.
+    const DEV_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+    fn signed(kind: AttemptKind) -> (String, Attempt, Address, Address) {
+        let signer: PrivateKeySigner = DEV_KEY.parse().unwrap();
+        let (token, to) = (Address::repeat_byte(0x11), Address::repeat_byte(0x22));
+        let s = sign_transfer(
+            &signer,
+            &TransferTx {
+                chain_id: 31337,
+                nonce: 0,
+                token,
+                to,
+                value: U256::from(5_000_000u64),
+                gas_limit: 100_000,
+                fees: Fees {
+                    max_fee_per_gas: 2,
+                    max_priority_fee_per_gas: 1,
+                },
+            },
+        )
+        .unwrap();
+        let attempt = Attempt {
+            id: uuid::Uuid::new_v4(),
+            kind,
+            hash: [7; 32],
+            raw: s.raw.to_vec(),
+            nonce: 0,
+            max_fee_per_gas: 2,
+            max_priority_fee_per_gas: 1,
+            gas_limit: 100_000,
+            created_at: 0,
+            broadcast_at: Some(0),
+            head_at_broadcast: Some(0),
+        };
+        (signer.address().to_checksum(None), attempt, token, to)
+    }
+
+    fn included(success: bool, transfers: Vec<(Address, Address, Address, U256)>) -> Inclusion {
+        Inclusion {
+            block_number: 9,
+            block_hash: Default::default(),
+            success,
+            gas_used: 50_000,
+            effective_gas_price: 1,
+            transfers,
+        }
+    }
+
+    #[test]
+    fn a_transfer_succeeds_only_with_its_transfer_event_as_signed() {
+        let (wallet, attempt, token, to) = signed(AttemptKind::Transfer);
+        let from: Address = wallet.parse().unwrap();
+        let five = U256::from(5_000_000u64);
+        let as_signed = (token, from, to, five);
+        assert!(did_as_signed(
+            &included(true, vec![as_signed]),
+            &wallet,
+            &attempt
+        ));
+        // Success without any event: a token that returns false, or no contract at all.
+        assert!(!did_as_signed(&included(true, vec![]), &wallet, &attempt));
+        // An event that is not the one signed: another amount, recipient or token.
+        for other in [
+            (token, from, to, U256::from(4_999_999u64)),
+            (token, from, Address::repeat_byte(0x33), five),
+            (Address::repeat_byte(0x44), from, to, five),
+        ] {
+            assert!(!did_as_signed(
+                &included(true, vec![other]),
+                &wallet,
+                &attempt
+            ));
+        }
+        // Reverted, whatever it logged.
+        assert!(!did_as_signed(
+            &included(false, vec![as_signed]),
+            &wallet,
+            &attempt
+        ));
+    }
+
+    #[test]
+    fn a_cancel_is_judged_by_its_status() {
+        let (wallet, attempt, _, _) = signed(AttemptKind::Cancel);
+        assert!(did_as_signed(&included(true, vec![]), &wallet, &attempt));
+        assert!(!did_as_signed(&included(false, vec![]), &wallet, &attempt));
     }
 }

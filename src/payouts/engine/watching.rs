@@ -27,14 +27,15 @@ impl NetworkEngine {
     /// used elsewhere. And each wallet's token balance must have moved by exactly its
     /// transfers in and out: anything else (an issuer seizing or minting into it, a token that
     /// takes a fee) means the ledger's picture of the wallet no longer holds. Either puts the
-    /// network in safe-mode at once. Returns the transfers into hot wallets, which the caller
-    /// posts as inflows.
+    /// network in safe-mode, a balance difference once `CONFIRMING_READS` reads of the range
+    /// found it. Returns the transfers into hot wallets, which the caller posts as inflows, or
+    /// None while a difference waits for its next read (the cursor stays).
     pub(super) async fn reconcile_wallets(
         &mut self,
         contracts: &[Address],
         from: u64,
         to: u64,
-    ) -> anyhow::Result<Vec<crate::chains::evm::TransferLog>> {
+    ) -> anyhow::Result<Option<Vec<crate::chains::evm::TransferLog>>> {
         let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
         let outgoing = self
             .client
@@ -73,8 +74,9 @@ impl NetworkEngine {
                 .await?;
         }
         let Some(before) = from.checked_sub(1) else {
-            return Ok(incoming);
+            return Ok(Some(incoming));
         };
+        let mut differences = Vec::new();
         for wallet in &wallets {
             for token in contracts {
                 let flow =
@@ -98,10 +100,6 @@ impl NetworkEngine {
                     continue;
                 }
                 let address = wallet.to_checksum(None);
-                self.wallet_metrics
-                    .balance_mismatches_total
-                    .with_label_values(&[self.core.name.as_str(), address.as_str()])
-                    .inc();
                 let reason = format!(
                     "automatic: hot wallet {address} holds {end} base units of {} at block {to}; its transfers since block {before} ({start}, +{received}, -{sent}) account for {}",
                     token.to_checksum(None),
@@ -131,13 +129,31 @@ impl NetworkEngine {
                     "expected": start.saturating_add(received).saturating_sub(sent).to_string(),
                     "transfers_counted": counted.len(),
                     "transfers": transfers,
+                    "confirming_reads": CONFIRMING_READS,
                 });
-                self.core
-                    .enter_safe_mode("balance_mismatch", reason, evidence)
-                    .await?;
+                differences.push(((*wallet, *token), reason, evidence));
             }
         }
-        Ok(incoming)
+        let found: Vec<(Address, Address)> = differences.iter().map(|(k, _, _)| *k).collect();
+        let confirmed = self.suspect_balances.confirm(from, &found);
+        for (key, reason, evidence) in differences {
+            if !confirmed.contains(&key) {
+                tracing::warn!(network = %self.core.name, %reason, %evidence, "a hot wallet's balance differs from its transfers; reading the range again before acting");
+                continue;
+            }
+            let address = key.0.to_checksum(None);
+            self.wallet_metrics
+                .balance_mismatches_total
+                .with_label_values(&[self.core.name.as_str(), address.as_str()])
+                .inc();
+            self.core
+                .enter_safe_mode("balance_mismatch", reason, evidence)
+                .await?;
+        }
+        if found.len() > confirmed.len() {
+            return Ok(None);
+        }
+        Ok(Some(incoming))
     }
 
     /// Posts each hot wallet's opening balance per token and in the native coin as of block
@@ -263,15 +279,18 @@ impl NetworkEngine {
     /// line and puts the network in safe-mode on a token difference nothing in flight explains.
     /// A failed run (a node down) is counted and tried again next interval.
     pub(super) async fn reconcile_periodically(&mut self) -> anyhow::Result<()> {
-        // Nothing to compare before the watcher has read its first range.
-        if !self.opened
-            || self
+        let due = match self.recheck_at {
+            Some(at) => Instant::now() >= at,
+            None => self
                 .reconciled_at
-                .is_some_and(|at| at.elapsed() < self.reconcile_every)
-        {
+                .is_none_or(|at| at.elapsed() >= self.reconcile_every),
+        };
+        // Nothing to compare before the watcher has read its first range.
+        if !self.opened || !due {
             return Ok(());
         }
-        self.reconciled_at = Some(std::time::Instant::now());
+        self.reconciled_at = Some(Instant::now());
+        self.recheck_at = None;
         let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
         let lines = match crate::reconcile::reconcile_network(
             self.core.store.as_ref(),
@@ -292,15 +311,30 @@ impl NetworkEngine {
                 return Ok(());
             }
         };
+        // The native coin may move for reasons the ledger is told of later (a top-up recorded
+        // after the fact); only tokens stop payouts, once as many runs in a row found them.
+        let found: Vec<(String, String)> = lines
+            .iter()
+            .filter(|l| l.verdict == Verdict::Mismatch && l.asset != self.native.code)
+            .map(|l| (l.wallet.clone(), l.asset.clone()))
+            .collect();
+        let confirmed = self.suspect_lines.confirm(0, &found);
+        if found.len() > confirmed.len() {
+            self.recheck_at = Some(Instant::now() + Duration::from_secs(1));
+        }
         let mut outcome = "clean";
         for line in &lines {
             self.wallet_metrics.record_reconciliation(line);
             if line.verdict == Verdict::Mismatch {
-                outcome = "mismatch";
-                tracing::error!(network = %self.core.name, wallet = %line.wallet, asset = %line.asset, chain = %line.display(line.chain), ledger = %line.display(line.ledger), difference = %line.display(line.difference), "hot wallet balance differs from the ledger");
-                // The native coin may move for reasons the ledger is told of later (a top-up
-                // recorded after the fact); only tokens stop payouts.
-                if line.asset != self.native.code {
+                let key = (line.wallet.clone(), line.asset.clone());
+                let act = confirmed.contains(&key);
+                if act || line.asset == self.native.code {
+                    outcome = "mismatch";
+                } else if outcome == "clean" {
+                    outcome = "unconfirmed";
+                }
+                tracing::error!(network = %self.core.name, wallet = %line.wallet, asset = %line.asset, chain = %line.display(line.chain), ledger = %line.display(line.ledger), difference = %line.display(line.difference), confirmed = act, "hot wallet balance differs from the ledger");
+                if act {
                     let reason = format!(
                         "automatic: hot wallet {} holds {} {} at block {}; the ledger, less what is settling, plus what it posted ahead of that block, says {}",
                         line.wallet,
@@ -309,7 +343,10 @@ impl NetworkEngine {
                         line.block,
                         line.display(line.ledger - line.settling + line.posted_ahead)
                     );
-                    let evidence = serde_json::json!({ "line": line });
+                    let evidence = serde_json::json!({
+                        "line": line,
+                        "confirming_reads": CONFIRMING_READS,
+                    });
                     self.core
                         .enter_safe_mode("reconcile_mismatch", reason, evidence)
                         .await?;
@@ -368,7 +405,9 @@ impl NetworkEngine {
         }
         let to = safe.min(from + 1_999);
         let contracts: Vec<Address> = self.core.tokens.values().map(|t| t.contract).collect();
-        let inflows = self.reconcile_wallets(&contracts, from, to).await?;
+        let Some(inflows) = self.reconcile_wallets(&contracts, from, to).await? else {
+            return Ok(());
+        };
         let recipients: Vec<Address> = addresses
             .iter()
             .filter_map(|d| Address::parse_checksummed(&d.address, None).ok())
