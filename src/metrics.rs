@@ -339,12 +339,15 @@ pub struct WalletMetrics {
     /// Confirmed ranges over which a hot wallet's token balance moved by something other than
     /// its transfers.
     pub balance_mismatches_total: IntCounterVec,
+    /// Ranges whose balance difference a re-read has not confirmed (yet): each means the range
+    /// is read again before anything is done.
+    pub balance_rereads_total: IntCounterVec,
     /// Last reconciliation: on-chain balance minus the ledger's (less what is settling), in
     /// asset units, per wallet and asset (tokens and the native coin).
     pub reconcile_difference: GaugeVec,
     /// 1 while the last reconciliation found a difference nothing in flight explains.
     pub reconcile_mismatch: IntGaugeVec,
-    /// Reconciliation runs by outcome: clean, mismatch, error.
+    /// Reconciliation runs by outcome: clean, mismatch, unconfirmed, error.
     pub reconcile_runs_total: IntCounterVec,
     /// The block the last reconciliation compared at.
     pub reconciled_block: IntGaugeVec,
@@ -387,6 +390,14 @@ impl WalletMetrics {
             &["network", "wallet"],
         )?;
         registry.register(Box::new(mismatches.clone()))?;
+        let rereads = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_wallet_balance_rereads_total",
+                "Block ranges whose balance difference was not (yet) found on 3 reads in a row; each is read again before anything is done.",
+            ),
+            &["network", "wallet"],
+        )?;
+        registry.register(Box::new(rereads.clone()))?;
         let reconcile_mismatch = IntGaugeVec::new(
             Opts::new(
                 "treasuryd_wallet_reconcile_mismatch",
@@ -398,7 +409,7 @@ impl WalletMetrics {
         let reconcile_runs_total = IntCounterVec::new(
             Opts::new(
                 "treasuryd_wallet_reconcile_runs_total",
-                "Reconciliations of hot wallets with the ledger, by outcome (clean, mismatch, error).",
+                "Reconciliations of hot wallets with the ledger, by outcome (clean, mismatch, unconfirmed, error).",
             ),
             &["network", "outcome"],
         )?;
@@ -421,6 +432,7 @@ impl WalletMetrics {
             reconcile_runs_total,
             reconciled_block,
             balance_mismatches_total: mismatches,
+            balance_rereads_total: rereads,
             unexpected_outflows_total: outflows,
             native_balance_wei: gauge(
                 "treasuryd_wallet_native_balance_wei",

@@ -137,11 +137,15 @@ impl NetworkEngine {
         let found: Vec<(Address, Address)> = differences.iter().map(|(k, _, _)| *k).collect();
         let confirmed = self.suspect_balances.confirm(from, &found);
         for (key, reason, evidence) in differences {
+            let address = key.0.to_checksum(None);
             if !confirmed.contains(&key) {
+                self.wallet_metrics
+                    .balance_rereads_total
+                    .with_label_values(&[self.core.name.as_str(), address.as_str()])
+                    .inc();
                 tracing::warn!(network = %self.core.name, %reason, %evidence, "a hot wallet's balance differs from its transfers; reading the range again before acting");
                 continue;
             }
-            let address = key.0.to_checksum(None);
             self.wallet_metrics
                 .balance_mismatches_total
                 .with_label_values(&[self.core.name.as_str(), address.as_str()])
