@@ -126,6 +126,7 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
     second.wait().unwrap();
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "{report}");
+    assert_wallet_reconciled(&config, &db.url);
 }
 
 /// Two daemons on one PostgreSQL with a stream of payouts: the owner of the engine lease is
@@ -276,6 +277,7 @@ async fn a_standby_takes_over_when_the_owner_is_killed_mid_stream() {
     second.wait().unwrap();
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "{report}");
+    assert_wallet_reconciled(&config, &db.url);
 }
 
 /// What a crash test's daemons run against: a database, a config directory, and a dev chain
@@ -549,6 +551,22 @@ async fn killed_at(backend: Backend, point: &str) {
     stop(&mut child);
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "{report}");
+    assert_wallet_reconciled(&config, &db.url);
+}
+
+/// The hot wallet's custody (token) and gas (native) accounts agree with the chain, as
+/// `treasuryd reconcile` compares them.
+pub(crate) fn assert_wallet_reconciled(config: &Path, db_url: &str) {
+    let (code, lines) = crate::reconcile::reconcile_cli(config, db_url);
+    assert_eq!(code, 0, "{lines:?}");
+    for asset in ["USDT", "ETH"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["asset"] == asset && l["verdict"] == "ok"),
+            "{asset} reconciled: {lines:?}"
+        );
+    }
 }
 
 async fn killed_after_signing(backend: Backend) {
@@ -693,8 +711,17 @@ async fn killed_between_crediting_deposits_and_moving_the_cursor(backend: Backen
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    // Let the watcher set its cursor before the transfers.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The watcher sets its cursor before the transfers.
+    let store = treasuryd::store::open(&db.url, 1).await.unwrap();
+    let mut cursor = None;
+    for _ in 0..600 {
+        cursor = store.deposit_cursor("ethereum").await.unwrap();
+        if cursor.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cursor.is_some(), "the watcher set its cursor");
     chain
         .mint(TestToken::Usdt, address, 4_250_000)
         .await
@@ -737,8 +764,22 @@ async fn killed_between_crediting_deposits_and_moving_the_cursor(backend: Backen
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // More reads of later blocks credit nothing again.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // More reads of later blocks credit nothing again: wait until the watcher read past the
+    // head as it is now.
+    let now = treasuryd::chains::evm::EvmClient::new(&chain.url)
+        .unwrap()
+        .head()
+        .await
+        .unwrap();
+    let mut read_to = 0;
+    for _ in 0..600 {
+        read_to = store.deposit_cursor("ethereum").await.unwrap().unwrap_or(0);
+        if read_to > now {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(read_to > now, "the watcher read past block {now}");
     miner.abort();
     assert_eq!(
         credited().await,

@@ -183,7 +183,8 @@ async fn a_real_prometheus_fires_our_alerts_when_their_condition_holds() {
     .await;
     let prometheus = Prometheus::start(&app);
     // Scraped, rules loaded.
-    for _ in 0..300 {
+    let mut ready = false;
+    for _ in 0..600 {
         let up = prometheus
             .get("/api/v1/query?query=up%7Bjob%3D%22treasuryd%22%7D")
             .await;
@@ -192,11 +193,17 @@ async fn a_real_prometheus_fires_our_alerts_when_their_condition_holds() {
             .as_ref()
             .and_then(|r| r["data"]["groups"].as_array().map(Vec::len))
             .unwrap_or(0);
-        if up.is_some_and(|v| v["data"]["result"][0]["value"][1] == "1") && loaded >= 6 {
+        ready = up.is_some_and(|v| v["data"]["result"][0]["value"][1] == "1") && loaded >= 6;
+        if ready {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Quiet below means nothing fired, not that Prometheus never looked.
+    assert!(
+        ready,
+        "Prometheus scrapes the daemon and has loaded our rules"
+    );
     let (s, run) = canary(&app, OPERATOR, "", json!({"reason": "green first"})).await;
     assert_eq!(
         (s, run["result"].as_str()),

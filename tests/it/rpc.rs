@@ -273,7 +273,28 @@ async fn inclusions_wait_for_a_second_endpoint_when_cross_checked() {
     failing.store(true, Ordering::SeqCst);
     let miner = spawn_miner(&chain, Duration::from_millis(100));
     let id = request(&app, &acme, destination(40), "15", "cross-1").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Mined, then deep enough on the first node (two blocks past the depth, with the engine
+    // ticking every 50 ms) before looking: still waiting for the second.
+    let node = treasuryd::chains::evm::EvmClient::new(&chain.url).unwrap();
+    let mut deep = false;
+    for _ in 0..600 {
+        let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+        if p["chunks"][0]["state"] == "mined" {
+            let hash: alloy::primitives::B256 = p["chunks"][0]["attempts"][0]["hash"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if let Some(i) = node.inclusion(hash).await.unwrap() {
+                deep = node.head().await.unwrap() >= i.block_number + 4;
+            }
+        }
+        if deep {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(deep, "the payout is mined and at depth on the first node");
     let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
     assert_eq!(
         (p["state"].as_str(), p["chunks"][0]["state"].as_str()),

@@ -395,17 +395,23 @@ enum Rhythm {
 }
 
 /// The daemon's way to the node in a reorg storm: every call passes while no reorg runs, and
-/// a sent transaction holds the way until it is mined, so that a reorg (which takes the gate
-/// alone) never races anvil's own miner. It did, and anvil's chain broke: block numbers went
-/// missing and blocks kept Transfer logs whose effects its state never applied (reproduced
-/// without treasuryd, by plain transfers and `anvil_reorg` from two threads). A real node
-/// switches branches atomically; this gives anvil's reorg the same shape.
-async fn reorg_gate(upstream: &str, gate: Arc<tokio::sync::RwLock<()>>) -> String {
+/// with automine (`mined_on_send`) a sent transaction holds the way until it is mined, so that
+/// a reorg (which takes the gate alone) never races anvil's own miner. It did, with automine
+/// and with a block time, and anvil's chain broke: block numbers went missing and blocks kept
+/// Transfer logs whose effects its state never applied (reproduced without treasuryd, by plain
+/// transfers and `anvil_reorg` from two threads). A real node switches branches atomically;
+/// this gives anvil's reorg the same shape.
+async fn reorg_gate(
+    upstream: &str,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    mined_on_send: bool,
+) -> String {
     #[derive(Clone)]
     struct Gate {
         upstream: String,
         http: reqwest::Client,
         gate: Arc<tokio::sync::RwLock<()>>,
+        mined_on_send: bool,
     }
     async fn forward(
         axum::extract::State(g): axum::extract::State<Gate>,
@@ -424,8 +430,9 @@ async fn reorg_gate(upstream: &str, gate: Arc<tokio::sync::RwLock<()>>) -> Strin
             Ok(r) => r.bytes().await.unwrap_or_default(),
             Err(_) => return StatusCode::BAD_GATEWAY.into_response(),
         };
-        let sent = serde_json::from_slice::<Value>(&body)
-            .is_ok_and(|v| v["method"] == "eth_sendRawTransaction");
+        let sent = g.mined_on_send
+            && serde_json::from_slice::<Value>(&body)
+                .is_ok_and(|v| v["method"] == "eth_sendRawTransaction");
         if let (true, Ok(v)) = (sent, serde_json::from_slice::<Value>(&answer))
             && let Some(hash) = v["result"].as_str()
         {
@@ -457,6 +464,7 @@ async fn reorg_gate(upstream: &str, gate: Arc<tokio::sync::RwLock<()>>) -> Strin
         upstream: upstream.to_owned(),
         http: reqwest::Client::new(),
         gate,
+        mined_on_send,
     };
     let app = axum::Router::new()
         .route("/", axum::routing::post(forward))
@@ -473,17 +481,41 @@ async fn reorg_gate(upstream: &str, gate: Arc<tokio::sync::RwLock<()>>) -> Strin
 /// times; then the chain keeps going until every payout is final.
 async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
     let mut rng = Rng::seeded(&format!("reorg storm ({rhythm:?}) on {backend:?}"));
-    let chain = match rhythm {
-        Rhythm::Bursty => DevChain::start(&[]).await.unwrap(),
-        Rhythm::Timed => DevChain::start(&["--block-time", "1"]).await.unwrap(),
-    };
+    let chain = DevChain::start(&[]).await.unwrap();
     let gate = Arc::new(tokio::sync::RwLock::new(()));
-    // With a block time anvil's reorgs stayed consistent under the same load; with automine
-    // they need the gate.
-    let node = match rhythm {
-        Rhythm::Bursty => reorg_gate(&chain.url, gate.clone()).await,
-        Rhythm::Timed => chain.url.clone(),
-    };
+    let node = reorg_gate(&chain.url, gate.clone(), matches!(rhythm, Rhythm::Bursty)).await;
+    // A block a second, mined through the gate (anvil's own `--block-time` miner cannot be).
+    if matches!(rhythm, Rhythm::Timed) {
+        let r: Value = reqwest::Client::new()
+            .post(&chain.url)
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "evm_setAutomine", "params": [false]}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let clock = matches!(rhythm, Rhythm::Timed).then(|| {
+        let (gate, url) = (gate.clone(), chain.url.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let call = |method: &str, params: Value| {
+                client
+                    .post(&url)
+                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+                    .send()
+            };
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _alone = gate.write().await;
+                call("evm_mine", json!([])).await.ok();
+            }
+        })
+    });
     let app = crate::engine::app_with(
         backend,
         &chain,
@@ -593,8 +625,8 @@ async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if let Some(m) = miner {
-        m.abort();
+    for task in [miner, clock].into_iter().flatten() {
+        task.abort();
     }
     let reorgs = reorgs.load(Ordering::SeqCst);
     eprintln!("reorg storm ({rhythm:?}) on {backend:?}: {n} payouts, {reorgs} reorgs");

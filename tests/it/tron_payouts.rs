@@ -601,8 +601,23 @@ async fn deposits_are_credited_once_however_often_blocks_are_read(backend: Backe
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let start = client.now_block().await.unwrap().number;
-    // Wait until the engine's cursor is set (it starts reading after the solidified head).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The engine's cursor is set (it starts reading after the solidified head) before the
+    // transfers.
+    let mut set = false;
+    for _ in 0..600 {
+        set = app
+            .ledger
+            .store()
+            .deposit_cursor("tron")
+            .await
+            .unwrap()
+            .is_some();
+        if set {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(set, "the watcher set its cursor");
 
     transfer(&client, &r.node, 2, &deposit, 1_250_000).await;
     transfer(&client, &r.node, 2, &destination(21), 9_000_000).await; // not a deposit address
@@ -814,6 +829,25 @@ async fn killed_at(backend: Backend, point: &str) {
             chain_sun % 1_000_000
         ))
     );
+    // And its USDT custody account is minus what the wallet holds on chain.
+    let (_, page) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        &format!(
+            "/v1/accounts?owner=wallet:{}&asset=USDT&network=tron",
+            r.hot.to_base58()
+        ),
+        None,
+        None,
+    )
+    .await;
+    let custody =
+        rust_decimal::Decimal::from_str_exact(page["items"][0]["total"].as_str().unwrap()).unwrap()
+            * rust_decimal::Decimal::from(1_000_000);
+    let held =
+        rust_decimal::Decimal::from_str_exact(&r.node.token_balance(&r.hot).to_string()).unwrap();
+    assert_eq!(custody, -held, "custody account vs the chain");
     stop(&mut child);
     let (clean, report) = crate::crash::verify_cli(&config, &db.url);
     assert!(clean, "{report}");

@@ -599,10 +599,17 @@ async fn gone_disables_the_horizon_dead_letters_and_replay_redelivers() {
         first_seen_in_order(&ids),
         vec![first.clone(), second.clone()]
     );
-    // Metrics after the scripted run: one gone, two dead, no success, ratio 0.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let text = metrics_text(&app).await;
+    // Metrics after the scripted run: one gone, two dead, no success, ratio 0. The gauges are
+    // refreshed by the dispatcher: wait until they show both dead letters.
     let ep = [("endpoint", endpoint.as_str())];
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = metrics_text(&app).await;
+        if metric(&text, "treasuryd_webhook_dead_letter", &ep) == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         metric(
             &text,
