@@ -397,7 +397,7 @@ pub(crate) fn start(
                 let level = v["level"].as_str().unwrap_or_default();
                 let _ = tx.send(if message == "treasuryd listening" {
                     format!("listening {}", v["api"].as_str().unwrap_or_default())
-                } else if level == "WARN" || level == "ERROR" {
+                } else if v["point"].is_null() && (level == "WARN" || level == "ERROR") {
                     // Whole, so that a failing test can show what went wrong.
                     format!("{level} {line}")
                 } else {
