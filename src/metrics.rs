@@ -607,6 +607,8 @@ pub struct PayoutMetrics {
     pub engine_lease: IntGaugeVec,
     /// On-chain deposits credited, by network and asset.
     pub deposits_total: IntCounterVec,
+    /// Blocks the deposit watcher has read; a range read again after a restart counts again.
+    pub deposit_blocks_read_total: IntCounterVec,
     /// Times the engine put a network in safe-mode on its own, by cause (deep_reorg,
     /// rpc_outage).
     pub auto_safe_mode_total: IntCounterVec,
@@ -742,6 +744,11 @@ impl PayoutMetrics {
                 "treasuryd_deposits_credited_total",
                 "On-chain deposits credited, by network and asset.",
                 &["network", "asset"],
+            )?,
+            deposit_blocks_read_total: counter(
+                "treasuryd_deposit_blocks_read_total",
+                "Blocks the deposit watcher has read; a range read again after a restart counts again.",
+                &["network"],
             )?,
             engine_lease: gauge(
                 "treasuryd_payouts_engine_lease",

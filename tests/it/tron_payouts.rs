@@ -672,6 +672,16 @@ async fn deposits_are_credited_once_however_often_blocks_are_read(backend: Backe
         cursor().await > last_transfer,
         "the watcher read again from block {start} past the last transfer's block {last_transfer}"
     );
+    // Read again, not skipped: this process read every block from the rewound cursor on.
+    let read = metric_value(
+        &app.metrics_text().await,
+        "treasuryd_deposit_blocks_read_total{network=\"tron\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        read >= (last_transfer - start + 1) as f64,
+        "read {read} blocks since the restart, from {start} to {last_transfer} at least"
+    );
     let a = app.account(&account).await;
     assert_eq!(a["available"], "2.000000", "{a}");
     // The two deposits and the inflow into the hot wallet, each once (the opening balances and

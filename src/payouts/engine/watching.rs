@@ -508,6 +508,11 @@ impl NetworkEngine {
             self.core.pause_point("deposits.before_cursor").await;
         }
         self.core
+            .metrics
+            .deposit_blocks_read_total
+            .with_label_values(&[self.core.name.as_str()])
+            .inc_by(to + 1 - from);
+        self.core
             .store
             .set_deposit_cursor(&self.core.name, to + 1)
             .await?;

@@ -288,9 +288,15 @@ impl TronEngine {
                 .collect()
                 .await
         };
+        let read = blocks.len() as u64;
         for (block, infos) in blocks {
             self.read_block(block, &infos?, &mut inflows).await?;
         }
+        self.core
+            .metrics
+            .deposit_blocks_read_total
+            .with_label_values(&[self.core.name.as_str()])
+            .inc_by(read);
         self.follow(&head, &solid).await?;
         self.settle_batch(&head).await?;
         if cursor <= last {
