@@ -98,6 +98,18 @@ async fn post(
     Ok((s, r.json().await?))
 }
 
+async fn get(client: &reqwest::Client, api: &str, path: &str) -> Value {
+    client
+        .get(format!("http://{api}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn sigkill_mid_burst_loses_no_acknowledged_write(backend: Backend) {
     let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
@@ -183,15 +195,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write(backend: Backend) {
             (StatusCode::CREATED, Some(tx.as_str()))
         );
     }
-    let r: Value = client
-        .get(format!("http://{api}/v1/accounts/{account}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = get(&client, &api, &format!("/v1/accounts/{account}")).await;
     let balance: rust_decimal::Decimal = r["available"].as_str().unwrap().parse().unwrap();
     let acknowledged = rust_decimal::Decimal::from(acked.len());
     // Acknowledged writes are all there; at most the four in flight at the kill may have landed too.
@@ -255,19 +259,7 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
         .await
         .unwrap();
     assert_eq!(s, StatusCode::CREATED);
-    let journal = || async {
-        let v: Value = client
-            .get(format!("http://{api}/v1/journal?limit=100"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v
-    };
-    let before = journal().await;
+    let before = get(&client, &api, "/v1/journal?limit=100").await;
     assert!(!before["items"].as_array().unwrap().is_empty(), "{before}");
 
     let second = Command::new(binary())
@@ -285,7 +277,7 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
     );
     assert!(!stderr.contains("treasuryd listening"), "{stderr}");
     // The first still serves, and its journal is what it was.
-    assert_eq!(journal().await, before);
+    assert_eq!(get(&client, &api, "/v1/journal?limit=100").await, before);
     first.kill().unwrap();
     first.wait().unwrap();
     // The OS dropped the lock with the killed process.

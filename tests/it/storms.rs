@@ -190,6 +190,32 @@ async fn all_pages(client: &reqwest::Client, api: &str, path: &str) -> Vec<Value
     }
 }
 
+/// Read from the chain: every destination holds exactly what it was sent, and the hot wallet
+/// used one nonce per chunk, none burnt or reused.
+async fn assert_paid_exactly_once(
+    rpc: &EvmClient,
+    token: Address,
+    planned: &[Planned],
+    hot: Address,
+    nonce_before: u64,
+) {
+    for p in planned {
+        assert_eq!(
+            rpc.token_balance(token, p.to).await.unwrap(),
+            U256::from(p.units),
+            "{} paid exactly once to {}",
+            p.key,
+            p.to
+        );
+    }
+    let chunks: u64 = planned.iter().map(Planned::chunks).sum();
+    assert_eq!(
+        rpc.nonce(hot, false).await.unwrap(),
+        nonce_before + chunks,
+        "one nonce per chunk"
+    );
+}
+
 /// The automatic safe-mode entries in an audit log.
 fn safe_mode_entries(audit: &[Value]) -> Vec<&Value> {
     audit
@@ -357,21 +383,8 @@ async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
         Some(&n),
         "every payout confirmed: {states:?}"
     );
-    for p in planned.iter() {
-        assert_eq!(
-            rpc.token_balance(chain.usdt, p.to).await.unwrap(),
-            U256::from(p.units),
-            "{} paid exactly once to {}",
-            p.key,
-            p.to
-        );
-    }
+    assert_paid_exactly_once(&rpc, chain.usdt, &planned, hot.address(), nonce_before).await;
     let chunks: u64 = planned.iter().map(Planned::chunks).sum();
-    assert_eq!(
-        rpc.nonce(hot.address(), false).await.unwrap(),
-        nonce_before + chunks,
-        "one nonce per chunk"
-    );
     let paid = all_pages(&client, &api, "/v1/journal?kind=PAYOUT").await;
     assert_eq!(paid.len() as u64, chunks, "one PAYOUT per chunk");
     stop(&mut daemon.lock().unwrap().0);
@@ -410,6 +423,7 @@ async fn reorg_gate(
     struct Gate {
         upstream: String,
         http: reqwest::Client,
+        node: EvmClient,
         gate: Arc<tokio::sync::RwLock<()>>,
         mined_on_send: bool,
     }
@@ -434,21 +448,11 @@ async fn reorg_gate(
             && serde_json::from_slice::<Value>(&body)
                 .is_ok_and(|v| v["method"] == "eth_sendRawTransaction");
         if let (true, Ok(v)) = (sent, serde_json::from_slice::<Value>(&answer))
-            && let Some(hash) = v["result"].as_str()
+            && let Some(Ok(hash)) = v["result"].as_str().map(str::parse)
         {
             // Mined within half a second, or not being mined (a nonce gap): either way idle.
             for _ in 0..50 {
-                let receipt: Value = g
-                    .http
-                    .post(&g.upstream)
-                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionReceipt", "params": [hash]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if !receipt["result"].is_null() {
+                if g.node.inclusion(hash).await.is_ok_and(|i| i.is_some()) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -463,6 +467,7 @@ async fn reorg_gate(
     let state = Gate {
         upstream: upstream.to_owned(),
         http: reqwest::Client::new(),
+        node: EvmClient::new(upstream).unwrap(),
         gate,
         mined_on_send,
     };
@@ -481,38 +486,20 @@ async fn reorg_gate(
 /// times; then the chain keeps going until every payout is final.
 async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
     let mut rng = Rng::seeded(&format!("reorg storm ({rhythm:?}) on {backend:?}"));
-    let chain = DevChain::start(&[]).await.unwrap();
+    let chain = Arc::new(DevChain::start(&[]).await.unwrap());
     let gate = Arc::new(tokio::sync::RwLock::new(()));
     let node = reorg_gate(&chain.url, gate.clone(), matches!(rhythm, Rhythm::Bursty)).await;
     // A block a second, mined through the gate (anvil's own `--block-time` miner cannot be).
     if matches!(rhythm, Rhythm::Timed) {
-        let r: Value = reqwest::Client::new()
-            .post(&chain.url)
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 1, "method": "evm_setAutomine", "params": [false]}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(r.get("error").is_none(), "{r}");
+        chain.set_automine(false).await.unwrap();
     }
     let clock = matches!(rhythm, Rhythm::Timed).then(|| {
-        let (gate, url) = (gate.clone(), chain.url.clone());
+        let (gate, chain) = (gate.clone(), chain.clone());
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let call = |method: &str, params: Value| {
-                client
-                    .post(&url)
-                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-                    .send()
-            };
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let _alone = gate.write().await;
-                call("evm_mine", json!([])).await.ok();
+                chain.mine(1).await.ok();
             }
         })
     });
@@ -540,25 +527,15 @@ async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
     let storming = Arc::new(AtomicBool::new(true));
     let reorger = {
         let (reorgs, storming, gate) = (reorgs.clone(), storming.clone(), gate.clone());
-        let url = chain.url.clone();
+        let chain = chain.clone();
         let mut rng = Rng(rng.next());
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
             while storming.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(rng.within(150..=600))).await;
                 let depth = rng.within(1..=3);
                 // Alone on the node: no request in flight, nothing being mined.
                 let _alone = gate.write().await;
-                let r: Value = client
-                    .post(&url)
-                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "anvil_reorg", "params": [depth, []]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if r.get("error").is_none() {
+                if chain.reorg(depth, &[]).await.is_ok() {
                     reorgs.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -658,17 +635,7 @@ async fn reorg_storm(backend: Backend, rhythm: Rhythm, n: usize) {
         runs(&text, "clean")
     );
     assert_eq!(confirmed, n, "every payout confirmed");
-    for p in &planned {
-        assert_eq!(
-            rpc.token_balance(chain.usdt, p.to).await.unwrap(),
-            U256::from(p.units),
-            "{} paid exactly once to {}",
-            p.key,
-            p.to
-        );
-    }
-    let chunks: u64 = planned.iter().map(Planned::chunks).sum();
-    assert_eq!(rpc.nonce(hot, false).await.unwrap(), nonce_before + chunks);
+    assert_paid_exactly_once(&rpc, chain.usdt, &planned, hot, nonce_before).await;
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
