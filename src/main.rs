@@ -425,7 +425,7 @@ async fn reconcile(c: &Config, only: Option<&str>, json: bool) -> anyhow::Result
     }
     Ok(if lines.iter().any(|l| l.verdict == Verdict::Mismatch) {
         ExitCode::from(1)
-    } else if unreadable {
+    } else if unreadable || lines.iter().any(|l| l.verdict == Verdict::NotOpened) {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

@@ -41,6 +41,9 @@ pub enum Verdict {
     UnrecordedInflow,
     /// A difference nothing in flight explains.
     Mismatch,
+    /// The daemon has not posted this wallet's opening balance yet (it does so on the
+    /// watcher's first pass as owner): there is nothing to compare with.
+    NotOpened,
 }
 
 impl Verdict {
@@ -50,6 +53,7 @@ impl Verdict {
             Verdict::InFlight => "in_flight",
             Verdict::UnrecordedInflow => "unrecorded_inflow",
             Verdict::Mismatch => "mismatch",
+            Verdict::NotOpened => "not_opened",
         }
     }
 }
@@ -111,6 +115,9 @@ pub async fn reconcile_network(
     wallets: &[Address],
     assets: &[ReconciledAsset],
 ) -> anyhow::Result<Vec<Line>> {
+    // Openings first: one recorded after this read is posted before the snapshot below, so
+    // a wallet counted as opened always has its opening in the snapshot.
+    let opened = store.wallet_openings(network).await?;
     let snapshot = store.custody_snapshot(network).await?;
     let Some(block) = snapshot.next_block.and_then(|n| n.checked_sub(1)) else {
         anyhow::bail!("network {network}: the deposit watcher has not read a block yet");
@@ -125,7 +132,11 @@ pub async fn reconcile_network(
             };
             let chain = i128::try_from(chain)
                 .map_err(|_| anyhow::anyhow!("{address} holds more {} than fits", asset.key))?;
-            lines.push(compare(&snapshot, &address, asset, block, chain));
+            let mut line = compare(&snapshot, &address, asset, block, chain);
+            if !opened.contains_key(&(address.clone(), asset.key.code.clone())) {
+                line.verdict = Verdict::NotOpened;
+            }
+            lines.push(line);
         }
     }
     Ok(lines)

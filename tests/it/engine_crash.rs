@@ -122,6 +122,7 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
     )
     .await;
     assert_eq!(paid["items"].as_array().unwrap().len(), 2);
+    wait_opened(&config, &db.url).await;
     second.kill().unwrap();
     second.wait().unwrap();
     let (clean, report) = verify_cli(&config, &db.url);
@@ -273,6 +274,7 @@ async fn a_standby_takes_over_when_the_owner_is_killed_mid_stream() {
     )
     .await;
     assert_eq!(paid["items"].as_array().unwrap().len() as u64, chunks);
+    wait_opened(&config, &db.url).await;
     second.kill().unwrap();
     second.wait().unwrap();
     let (clean, report) = verify_cli(&config, &db.url);
@@ -403,16 +405,21 @@ pub(crate) fn start(
                 } else {
                     format!("{message} {}", v["point"].as_str().unwrap_or_default())
                 });
+            } else {
+                // Not a log record: an error printed on the way out, before logging started.
+                let _ = tx.send(format!("STDERR {line}"));
             }
         }
     });
+    let mut said = Vec::new();
     let api = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("the daemon starts");
+            .unwrap_or_else(|e| panic!("the daemon starts ({e}): {said:#?}"));
         if let Some(api) = line.strip_prefix("listening ") {
             break api.to_owned();
         }
+        said.push(line);
     };
     (child, api, rx)
 }
@@ -548,10 +555,25 @@ async fn killed_at(backend: Backend, point: &str) {
         2,
         "one PAYOUT per chunk"
     );
+    wait_opened(&config, &db.url).await;
     stop(&mut child);
     let (clean, report) = verify_cli(&config, &db.url);
     assert!(clean, "{report}");
     assert_wallet_reconciled(&config, &db.url);
+}
+
+/// Waits until the running daemon has posted its hot wallet's opening balances (the
+/// watcher's first pass as owner, which may come after the payout it settled).
+pub(crate) async fn wait_opened(config: &Path, db_url: &str) {
+    let mut lines = Vec::new();
+    for _ in 0..600 {
+        lines = crate::reconcile::reconcile_cli(config, db_url).1;
+        if !lines.is_empty() && lines.iter().all(|l| l["verdict"] != "not_opened") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the daemon never posted the openings: {lines:?}");
 }
 
 /// The hot wallet's custody (token) and gas (native) accounts agree with the chain, as

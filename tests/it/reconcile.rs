@@ -51,6 +51,26 @@ async fn reconcile_agrees_after_payouts_and_reports_a_foreign_outflow() {
         rpc,
     } = rig(Backend::Sqlite, "reconcile_interval_seconds = 1", true).await;
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+
+    // Before the daemon has posted the openings there is nothing to compare: `not_opened`,
+    // exit 2, never a mismatch.
+    let (mut first, _, logs) = start(&config, &db.url, &key, Some("watcher.before_opening"));
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the watcher reaches its openings");
+        if line == "pause point reached watcher.before_opening" {
+            break;
+        }
+    }
+    let (code, lines) = reconcile_cli(&config, &db.url);
+    assert_eq!(code, 2, "{lines:?}");
+    for asset in ["USDT", "ETH"] {
+        assert_eq!(line(&lines, asset)["verdict"], "not_opened", "{lines:?}");
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
     let (mut daemon, api, _logs) = start(&config, &db.url, &key, None);
 
     let account = funded_account(&client, &api).await;

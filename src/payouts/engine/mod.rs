@@ -58,12 +58,13 @@ use tokio_util::sync::CancellationToken;
 const RPC_CONCURRENCY: usize = 16;
 
 /// Steps where `debug.pause_at` can stop the engine (or EOD settlement) for crash tests.
-pub const PAUSE_POINTS: [&str; 6] = [
+pub const PAUSE_POINTS: [&str; 7] = [
     "engine.after_sign",
     "engine.after_broadcast",
     "engine.after_replacement",
     "engine.before_confirm",
     "deposits.before_cursor",
+    "watcher.before_opening",
     "trust.before_release",
 ];
 

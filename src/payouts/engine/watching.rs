@@ -165,6 +165,7 @@ impl NetworkEngine {
     /// and payouts keep its ledger accounts level with the chain. A crash between the posting
     /// and its record replays the same posting (same key, same block: the cursor has not moved).
     async fn open_wallets(&mut self, from: u64) -> anyhow::Result<()> {
+        self.core.pause_point("watcher.before_opening").await;
         let opened = self.core.store.wallet_openings(&self.core.name).await?;
         let block = from.checked_sub(1);
         for w in &self.wallets {
@@ -236,6 +237,14 @@ impl NetworkEngine {
                         block.unwrap_or(0),
                     )
                     .await?;
+                tracing::info!(
+                    network = %self.core.name,
+                    wallet = %address,
+                    asset = %asset.key.code,
+                    block = block.unwrap_or(0),
+                    units = %units,
+                    "hot wallet opening balance posted"
+                );
             }
         }
         self.opened = true;
