@@ -262,14 +262,24 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
     let before = get(&client, &api, "/v1/journal?limit=100").await;
     assert!(!before["items"].as_array().unwrap().is_empty(), "{before}");
 
-    let second = Command::new(binary())
+    let mut second = Command::new(binary())
         .args(["--config", config.to_str().unwrap(), "run"])
         .env("TREASURYD__DATABASE__URL", &db_url)
         .env("TREASURYD__DATABASE__INSTANCE_LOCK_WAIT_SECONDS", "1")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success(), "a second daemon started");
+    let mut pipe = second.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
+    // Bounded: a second daemon that wrongly starts serves until killed.
+    let status = wait_with_timeout(&mut second, Duration::from_secs(60));
+    let stderr = said.join().unwrap();
+    assert!(!status.success(), "a second daemon started: {stderr}");
     assert!(
         stderr.contains("waiting for the SQLite instance lock")
             && stderr.contains("another treasuryd is already running"),

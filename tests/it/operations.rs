@@ -148,6 +148,47 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
+    /// Each rule group's last evaluation time, by group name.
+    async fn evaluations(&self) -> std::collections::HashMap<String, String> {
+        let v = self.get("/api/v1/rules").await.unwrap_or(Value::Null);
+        v["data"]["groups"]
+            .as_array()
+            .map(|groups| {
+                groups
+                    .iter()
+                    .map(|g| {
+                        (
+                            g["name"].as_str().unwrap_or_default().to_owned(),
+                            g["lastEvaluation"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until every rule group has been evaluated `times` more times from now: proof
+    /// that Prometheus looked, before asserting that nothing fired.
+    async fn wait_evaluations(&self, times: usize) {
+        let mut seen = self.evaluations().await;
+        let mut count: std::collections::HashMap<String, usize> =
+            seen.keys().map(|g| (g.clone(), 0)).collect();
+        for _ in 0..600 {
+            if !count.is_empty() && count.values().all(|&n| n >= times) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.evaluations().await;
+            for (group, at) in &now {
+                if seen.get(group) != Some(at) {
+                    *count.entry(group.clone()).or_default() += 1;
+                }
+            }
+            seen = now;
+        }
+        panic!("Prometheus did not evaluate every group {times} times: {count:?}");
+    }
+
     async fn wait_for(&self, alert: &str, network: &str, state: Option<&str>) {
         for _ in 0..300 {
             if self.alert(alert, network).await.as_deref() == state {
@@ -210,8 +251,9 @@ async fn a_real_prometheus_fires_our_alerts_when_their_condition_holds() {
         (StatusCode::OK, Some("green")),
         "{run}"
     );
-    // Several evaluations with everything well: nothing of ours is active.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two evaluations of every group after the green run, with everything well: nothing of
+    // ours is active.
+    prometheus.wait_evaluations(2).await;
     let active = prometheus.names().await;
     for quiet in [
         "TreasurydSafeModeOn",
