@@ -122,6 +122,15 @@ impl App {
         let wallets = crate::wallets::load_configured(&config).context("loading wallets")?;
         let instance_lock = lock_sqlite_instance(&config).await?;
         let store = open_store(&config).await?;
+        if instance_lock.is_some() {
+            // The only daemon on this file: an engine lease still in it was left by a dead
+            // process, so a restart takes the networks over at once instead of waiting it out.
+            for network in &config.networks {
+                if let Some(left) = store.lease(&network.name).await? {
+                    store.release_lease(&network.name, &left.owner).await?;
+                }
+            }
+        }
         let metrics = Metrics::new().context("registering metrics")?;
         let trust_metrics = metrics.trust.clone();
         let ledger = Ledger::open_with(

@@ -1866,7 +1866,7 @@ impl Store for PgStore {
         let rows = sqlx::query(
             "UPDATE timers SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
              SELECT id FROM timers WHERE state = 'pending' AND due_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
-             ORDER BY due_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id, kind, deal_id, due_at, state, fired_at",
+             ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id, kind, deal_id, due_at, state, fired_at",
         )
         .bind(claimer)
         .bind(now + crate::timers::CLAIM_MICROS)
@@ -1874,7 +1874,13 @@ impl Store for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(escrow::timer_from_row).collect()
+        let mut timers: Vec<crate::timers::Timer> = rows
+            .iter()
+            .map(escrow::timer_from_row)
+            .collect::<StoreResult<_>>()?;
+        // RETURNING gives no order: the runner fires them as they came due.
+        timers.sort_by_key(|t| (t.due_at, t.id.0));
+        Ok(timers)
     }
 
     async fn create_endpoint(

@@ -1789,7 +1789,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE timers SET claimed_by = ?1, claimed_until = ?2 WHERE id IN (\
              SELECT id FROM timers WHERE state = 'pending' AND due_at <= ?3 AND (claimed_until IS NULL OR claimed_until < ?3) \
-             ORDER BY due_at LIMIT ?4) RETURNING id, kind, deal_id, due_at, state, fired_at",
+             ORDER BY due_at, id LIMIT ?4) RETURNING id, kind, deal_id, due_at, state, fired_at",
         )
         .bind(claimer)
         .bind(now + crate::timers::CLAIM_MICROS)
@@ -1802,7 +1802,8 @@ impl Store for SqliteStore {
             .iter()
             .map(escrow::timer_from_row)
             .collect::<StoreResult<_>>()?;
-        timers.sort_by_key(|t| t.due_at);
+        // RETURNING gives no order: the runner fires them as they came due.
+        timers.sort_by_key(|t| (t.due_at, t.id.0));
         Ok(timers)
     }
 
@@ -2138,16 +2139,13 @@ impl Store for SqliteStore {
              ON CONFLICT (network) DO UPDATE SET owner = excluded.owner, \
              fence = CASE WHEN engine_leases.owner = excluded.owner THEN engine_leases.fence ELSE engine_leases.fence + 1 END, \
              expires_at = excluded.expires_at \
-             WHERE engine_leases.owner = excluded.owner OR engine_leases.expires_at < ?4 OR ?5 \
+             WHERE engine_leases.owner = excluded.owner OR engine_leases.expires_at < ?4 \
              RETURNING owner, fence, expires_at",
         )
         .bind(network)
         .bind(owner)
         .bind(now + ttl_micros)
         .bind(now)
-        // One daemon per SQLite file (the instance lock in `app`): a lease left behind can
-        // only be a dead process's, so a restart takes over at once instead of waiting it out.
-        .bind(true)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;

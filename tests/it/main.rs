@@ -24,6 +24,7 @@ mod policy;
 mod reconcile;
 mod reorg;
 mod rpc;
+mod store_contract;
 mod storms;
 mod templates;
 mod tron;
