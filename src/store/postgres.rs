@@ -2,13 +2,23 @@
 //! with the touched rows locked in a fixed order (`SELECT … FOR UPDATE`), batch writes through
 //! `UNNEST`, and whole-transaction retries on serialisation failures and deadlocks.
 
+#[path = "sql/console.rs"]
 mod console;
+#[path = "sql/escrow.rs"]
 mod escrow;
+#[path = "sql/operations.rs"]
 mod operations;
+#[path = "sql/trust.rs"]
 mod trust;
+#[path = "sql/webhooks.rs"]
 mod webhooks;
 
 use super::*;
+
+/// What the SQL shared by both backends (`store/sql/`) is compiled against here.
+type Db = Postgres;
+type DbRow = PgRow;
+type DbConnection = sqlx::PgConnection;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
 use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
@@ -81,6 +91,26 @@ fn units(d: Decimal) -> StoreResult<i128> {
     d.to_i128()
         .ok_or_else(|| StoreError::Invariant(format!("stored amount {d} out of range")))
 }
+
+/// Amounts are NUMERIC(39,0) here.
+type DbAmount = Decimal;
+
+fn amount_from(r: &DbRow, col: &str) -> StoreResult<i128> {
+    units(r.try_get::<Decimal, _>(col)?)
+}
+
+fn opt_amount_from(r: &DbRow, col: &str) -> StoreResult<Option<i128>> {
+    r.try_get::<Option<Decimal>, _>(col)?.map(units).transpose()
+}
+
+fn amount_to_db(x: i128) -> DbAmount {
+    dec(x)
+}
+
+/// Locks the rows a read-then-write reads, against other instances' transactions.
+const FOR_UPDATE: &str = " FOR UPDATE";
+/// `unique_violation`.
+const UNIQUE_VIOLATION: &str = "23505";
 
 fn account_from_row(row: &PgRow) -> StoreResult<Account> {
     let kind: String = row.try_get("kind")?;

@@ -2,13 +2,23 @@
 //! (an acknowledged ledger write survives power loss, not only a crash), and every write in
 //! `BEGIN IMMEDIATE` so writers queue on the lock up front instead of failing mid-transaction.
 
+#[path = "sql/console.rs"]
 mod console;
+#[path = "sql/escrow.rs"]
 mod escrow;
+#[path = "sql/operations.rs"]
 mod operations;
+#[path = "sql/trust.rs"]
 mod trust;
+#[path = "sql/webhooks.rs"]
 mod webhooks;
 
 use super::*;
+
+/// What the SQL shared by both backends (`store/sql/`) is compiled against here.
+type Db = Sqlite;
+type DbRow = SqliteRow;
+type DbConnection = sqlx::SqliteConnection;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
 use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
@@ -94,6 +104,29 @@ fn units(text: &str) -> StoreResult<i128> {
     text.parse()
         .map_err(|_| StoreError::Invariant(format!("stored amount {text:?} is not an integer")))
 }
+
+/// Amounts are TEXT here (SQLite's integers stop at 64 bits).
+type DbAmount = String;
+
+fn amount_from(r: &DbRow, col: &str) -> StoreResult<i128> {
+    units(&r.try_get::<String, _>(col)?)
+}
+
+fn opt_amount_from(r: &DbRow, col: &str) -> StoreResult<Option<i128>> {
+    r.try_get::<Option<String>, _>(col)?
+        .as_deref()
+        .map(units)
+        .transpose()
+}
+
+fn amount_to_db(x: i128) -> DbAmount {
+    x.to_string()
+}
+
+/// None needed: every write transaction holds the database lock from `BEGIN IMMEDIATE`.
+const FOR_UPDATE: &str = "";
+/// `SQLITE_CONSTRAINT_UNIQUE`.
+const UNIQUE_VIOLATION: &str = "2067";
 
 fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
     let kind: String = row.try_get("kind")?;

@@ -1,4 +1,4 @@
-//! Console sessions and second factors on PostgreSQL.
+//! Console sessions and second factors, on both databases.
 
 use super::*;
 use crate::console::{MfaEnrolment, SessionRecord};
@@ -9,7 +9,7 @@ fn role(text: &str) -> StoreResult<crate::domain::Role> {
 }
 
 pub(super) async fn session(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     id_hash: &[u8; 32],
 ) -> StoreResult<Option<SessionRecord>> {
     let row = sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1")
@@ -30,10 +30,7 @@ pub(super) async fn session(
     .transpose()
 }
 
-pub(super) async fn put_session(
-    conn: &mut sqlx::PgConnection,
-    s: &SessionRecord,
-) -> StoreResult<()> {
+pub(super) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO console_sessions (id_hash, user_name, role, csrf, mfa_ok, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (id_hash) DO UPDATE SET mfa_ok = excluded.mfa_ok, expires_at = excluded.expires_at",
@@ -51,7 +48,7 @@ pub(super) async fn put_session(
 }
 
 pub(super) async fn delete_session(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     id_hash: &[u8; 32],
     now: UnixMicros,
 ) -> StoreResult<()> {
@@ -64,10 +61,7 @@ pub(super) async fn delete_session(
     Ok(())
 }
 
-pub(super) async fn mfa(
-    conn: &mut sqlx::PgConnection,
-    user: &str,
-) -> StoreResult<Option<MfaEnrolment>> {
+pub(super) async fn mfa(conn: &mut DbConnection, user: &str) -> StoreResult<Option<MfaEnrolment>> {
     let row = sqlx::query("SELECT * FROM console_mfa WHERE user_name = $1")
         .bind(user)
         .fetch_optional(conn)
@@ -86,7 +80,7 @@ pub(super) async fn mfa(
     .transpose()
 }
 
-pub(super) async fn put_mfa(conn: &mut sqlx::PgConnection, m: &MfaEnrolment) -> StoreResult<()> {
+pub(super) async fn put_mfa(conn: &mut DbConnection, m: &MfaEnrolment) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO console_mfa (user_name, enrolment, confirmed_at, last_step, recovery_codes, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (user_name) DO UPDATE SET enrolment = excluded.enrolment, confirmed_at = excluded.confirmed_at, \
@@ -105,7 +99,7 @@ pub(super) async fn put_mfa(conn: &mut sqlx::PgConnection, m: &MfaEnrolment) -> 
 
 /// Records that `step` was used, only if it is later than the last one: a code is good once.
 pub(super) async fn advance_step(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     user: &str,
     step: i64,
 ) -> StoreResult<bool> {
@@ -122,7 +116,7 @@ pub(super) async fn advance_step(
 
 /// Removes the recovery code with this hash; false when it is not (or no longer) there.
 pub(super) async fn spend_recovery_code(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     user: &str,
     hash: &str,
 ) -> StoreResult<bool> {

@@ -1,4 +1,4 @@
-//! Escrow deals, their timeline and their timers on SQLite.
+//! Escrow deals, their timeline and their timers, on both databases.
 
 use super::*;
 use crate::domain::{DealId, TimerId};
@@ -10,22 +10,7 @@ const DEAL_COLUMNS: &str = "id, template, buyer_account, seller_account, network
     resolution_by, resolution_reason, resolution_at, reference, created_by, created_at, updated_at, settled_at, \
     seller_payout_address, buyer_refund_address";
 
-fn deal_amount(r: &SqliteRow, col: &str) -> StoreResult<i128> {
-    units(&r.try_get::<String, _>(col)?)
-}
-
-fn deal_opt_amount(r: &SqliteRow, col: &str) -> StoreResult<Option<i128>> {
-    r.try_get::<Option<String>, _>(col)?
-        .as_deref()
-        .map(units)
-        .transpose()
-}
-
-fn deal_bind_amount(x: i128) -> String {
-    x.to_string()
-}
-
-fn deal_from_row(r: &SqliteRow) -> StoreResult<Deal> {
+fn deal_from_row(r: &DbRow) -> StoreResult<Deal> {
     let template: String = r.try_get("template")?;
     let state: String = r.try_get("state")?;
     let issue = match r.try_get::<Option<String>, _>("issue_reason")? {
@@ -42,7 +27,7 @@ fn deal_from_row(r: &SqliteRow) -> StoreResult<Deal> {
         Some(outcome) => Some(Resolution {
             outcome: serde_json::from_value(serde_json::Value::String(outcome.clone()))
                 .map_err(|_| StoreError::Invariant(format!("resolution outcome {outcome:?}")))?,
-            offset: deal_opt_amount(r, "resolution_offset")?.unwrap_or(0),
+            offset: opt_amount_from(r, "resolution_offset")?.unwrap_or(0),
             by: r
                 .try_get::<Option<String>, _>("resolution_by")?
                 .unwrap_or_default(),
@@ -65,15 +50,15 @@ fn deal_from_row(r: &SqliteRow) -> StoreResult<Deal> {
             r.try_get::<String, _>("network")?,
             r.try_get::<String, _>("asset")?,
         ),
-        amount: deal_amount(r, "amount")?,
-        immediate: deal_amount(r, "immediate")?,
-        holdback: deal_amount(r, "holdback")?,
+        amount: amount_from(r, "amount")?,
+        immediate: amount_from(r, "immediate")?,
+        holdback: amount_from(r, "holdback")?,
         state: DealState::parse(&state)
             .ok_or_else(|| StoreError::Invariant(format!("deal state {state:?}")))?,
         hold: r.try_get::<Option<Uuid>, _>("hold_id")?.map(HoldId),
-        released: deal_amount(r, "released")?,
-        offset: deal_amount(r, "offset_amount")?,
-        refunded: deal_amount(r, "refunded")?,
+        released: amount_from(r, "released")?,
+        offset: amount_from(r, "offset_amount")?,
+        refunded: amount_from(r, "refunded")?,
         issue,
         escalated: r.try_get("escalated")?,
         resolution,
@@ -87,7 +72,7 @@ fn deal_from_row(r: &SqliteRow) -> StoreResult<Deal> {
     })
 }
 
-pub(super) fn timer_from_row(r: &SqliteRow) -> StoreResult<Timer> {
+pub(super) fn timer_from_row(r: &DbRow) -> StoreResult<Timer> {
     let kind: String = r.try_get("kind")?;
     let state: String = r.try_get("state")?;
     Ok(Timer {
@@ -103,7 +88,7 @@ pub(super) fn timer_from_row(r: &SqliteRow) -> StoreResult<Timer> {
 }
 
 async fn insert_deal_event(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     deal: DealId,
     at: i64,
     kind: &str,
@@ -111,7 +96,7 @@ async fn insert_deal_event(
     detail: &str,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO deal_events (id, deal_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO deal_events (id, deal_id, at, kind, actor, detail) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(Uuid::now_v7())
     .bind(deal.0)
@@ -125,7 +110,7 @@ async fn insert_deal_event(
 }
 
 pub(super) async fn insert_deal(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     d: &Deal,
     detail: &str,
 ) -> StoreResult<()> {
@@ -135,7 +120,7 @@ pub(super) async fn insert_deal(
         "INSERT INTO deals (id, template_id, template, country, category, template_version, buyer_account, seller_account, \
          network, asset, amount, immediate, holdback, state, released, offset_amount, refunded, escalated, reference, \
          created_by, created_at, updated_at, seller_payout_address, buyer_refund_address) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
     )
     .bind(d.id.0)
     .bind(&d.template.id)
@@ -147,13 +132,13 @@ pub(super) async fn insert_deal(
     .bind(d.seller.0)
     .bind(&d.asset.network)
     .bind(&d.asset.code)
-    .bind(deal_bind_amount(d.amount))
-    .bind(deal_bind_amount(d.immediate))
-    .bind(deal_bind_amount(d.holdback))
+    .bind(amount_to_db(d.amount))
+    .bind(amount_to_db(d.immediate))
+    .bind(amount_to_db(d.holdback))
     .bind(d.state.as_str())
-    .bind(deal_bind_amount(0))
-    .bind(deal_bind_amount(0))
-    .bind(deal_bind_amount(0))
+    .bind(amount_to_db(0))
+    .bind(amount_to_db(0))
+    .bind(amount_to_db(0))
     .bind(false)
     .bind(&d.reference)
     .bind(&d.created_by)
@@ -169,12 +154,12 @@ pub(super) async fn insert_deal(
 /// Applies a guarded deal step inside the caller's transaction; `posted` is the ledger posting
 /// that carries it, if any.
 pub(super) async fn write_deal_step(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     step: &DealStep,
     posted: Option<&Posted>,
 ) -> StoreResult<()> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEAL_COLUMNS} FROM deals WHERE id = ?"
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE id = $1{FOR_UPDATE}"
     )))
     .bind(step.deal.0)
     .fetch_optional(&mut *conn)
@@ -190,7 +175,7 @@ pub(super) async fn write_deal_step(
     }
     if let Some(timer) = step.fire_timer {
         let fired = sqlx::query(
-            "UPDATE timers SET state = 'fired', fired_at = ? WHERE id = ? AND state = 'pending'",
+            "UPDATE timers SET state = 'fired', fired_at = $1 WHERE id = $2 AND state = 'pending'",
         )
         .bind(step.at)
         .bind(timer.0)
@@ -202,7 +187,7 @@ pub(super) async fn write_deal_step(
     }
     if step.cancel_timers {
         let cancelled: Vec<String> = sqlx::query_scalar(
-            "UPDATE timers SET state = 'cancelled' WHERE deal_id = ? AND state = 'pending' RETURNING kind",
+            "UPDATE timers SET state = 'cancelled' WHERE deal_id = $1 AND state = 'pending' RETURNING kind",
         )
         .bind(step.deal.0)
         .fetch_all(&mut *conn)
@@ -236,23 +221,23 @@ pub(super) async fn write_deal_step(
         deal.settled_at
     };
     sqlx::query(
-        "UPDATE deals SET state = ?, hold_id = ?, released = ?, offset_amount = ?, refunded = ?, issue_reason = ?, \
-         issue_detail = ?, issue_at = ?, disputed = (disputed OR ?), escalated = (escalated OR ?), resolution_outcome = ?, \
-         resolution_offset = ?, resolution_by = ?, resolution_reason = ?, resolution_at = ?, updated_at = ?, \
-         settled_at = ? WHERE id = ?",
+        "UPDATE deals SET state = $1, hold_id = $2, released = $3, offset_amount = $4, refunded = $5, issue_reason = $6, \
+         issue_detail = $7, issue_at = $8, disputed = (disputed OR $9), escalated = (escalated OR $10), resolution_outcome = $11, \
+         resolution_offset = $12, resolution_by = $13, resolution_reason = $14, resolution_at = $15, updated_at = $16, \
+         settled_at = $17 WHERE id = $18",
     )
     .bind(step.to.as_str())
     .bind(hold.map(|h| h.0))
-    .bind(deal_bind_amount(deal.released + step.released))
-    .bind(deal_bind_amount(deal.offset + step.offset))
-    .bind(deal_bind_amount(deal.refunded + step.refunded))
+    .bind(amount_to_db(deal.released + step.released))
+    .bind(amount_to_db(deal.offset + step.offset))
+    .bind(amount_to_db(deal.refunded + step.refunded))
     .bind(issue.map(|i| i.reason_code.clone()))
     .bind(issue.map(|i| i.detail.clone()))
     .bind(issue.map(|i| i.raised_at))
     .bind(step.to == DealState::Issue)
     .bind(step.escalate)
     .bind(resolution.map(|r| r.outcome.as_str()))
-    .bind(resolution.map(|r| deal_bind_amount(r.offset)))
+    .bind(resolution.map(|r| amount_to_db(r.offset)))
     .bind(resolution.map(|r| r.by.clone()))
     .bind(resolution.map(|r| r.reason.clone()))
     .bind(resolution.map(|r| r.at))
@@ -282,7 +267,7 @@ pub(super) async fn write_deal_step(
     }
     if let Some((kind, due_at)) = step.set_timer {
         sqlx::query(
-            "INSERT INTO timers (id, kind, deal_id, due_at, state, created_at) VALUES (?, ?, ?, ?, 'pending', ?)",
+            "INSERT INTO timers (id, kind, deal_id, due_at, state, created_at) VALUES ($1, $2, $3, $4, 'pending', $5)",
         )
         .bind(Uuid::now_v7())
         .bind(kind.as_str())
@@ -308,9 +293,9 @@ pub(super) async fn write_deal_step(
     Ok(())
 }
 
-pub(super) async fn get_deal(conn: &mut sqlx::SqliteConnection, id: DealId) -> StoreResult<Deal> {
+pub(super) async fn get_deal(conn: &mut DbConnection, id: DealId) -> StoreResult<Deal> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEAL_COLUMNS} FROM deals WHERE id = ?"
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE id = $1"
     )))
     .bind(id.0)
     .fetch_optional(conn)
@@ -320,16 +305,18 @@ pub(super) async fn get_deal(conn: &mut sqlx::SqliteConnection, id: DealId) -> S
 }
 
 pub(super) async fn list_deals(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     f: &crate::store::DealFilter,
 ) -> StoreResult<Vec<Deal>> {
     let state = f.state.map(|s| s.as_str());
-    let version = f.template_version.map(i64::from);
+    let version = f
+        .template_version
+        .map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     let after = f.after.map(|a| a.0);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEAL_COLUMNS} FROM deals WHERE (? IS NULL OR state = ?) AND (? IS NULL OR country = ?) \
-         AND (? IS NULL OR category = ?) AND (? IS NULL OR template_version = ?) AND (? IS NULL OR id > ?) \
-         ORDER BY id LIMIT ?"
+        "SELECT {DEAL_COLUMNS} FROM deals WHERE ($1 IS NULL OR state = $2) AND ($3 IS NULL OR country = $4) \
+         AND ($5 IS NULL OR category = $6) AND ($7 IS NULL OR template_version = $8) AND ($9 IS NULL OR id > $10) \
+         ORDER BY id LIMIT $11"
     )))
     .bind(state)
     .bind(state)
@@ -348,11 +335,11 @@ pub(super) async fn list_deals(
 }
 
 pub(super) async fn deal_events(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     id: DealId,
 ) -> StoreResult<Vec<DealEvent>> {
     let rows = sqlx::query(
-        "SELECT at, kind, actor, detail FROM deal_events WHERE deal_id = ? ORDER BY id",
+        "SELECT at, kind, actor, detail FROM deal_events WHERE deal_id = $1 ORDER BY id",
     )
     .bind(id.0)
     .fetch_all(conn)
@@ -369,12 +356,9 @@ pub(super) async fn deal_events(
         .collect()
 }
 
-pub(super) async fn deal_timers(
-    conn: &mut sqlx::SqliteConnection,
-    id: DealId,
-) -> StoreResult<Vec<Timer>> {
+pub(super) async fn deal_timers(conn: &mut DbConnection, id: DealId) -> StoreResult<Vec<Timer>> {
     let rows = sqlx::query(
-        "SELECT id, kind, deal_id, due_at, state, fired_at FROM timers WHERE deal_id = ? ORDER BY id",
+        "SELECT id, kind, deal_id, due_at, state, fired_at FROM timers WHERE deal_id = $1 ORDER BY id",
     )
     .bind(id.0)
     .fetch_all(conn)
@@ -383,12 +367,12 @@ pub(super) async fn deal_timers(
 }
 
 pub(super) async fn insert_evidence(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     e: &crate::escrow::Evidence,
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO deal_evidence (id, deal_id, type, sha256, size, content_type, uploaded_by, uploaded_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(e.id)
     .bind(e.deal.0)
@@ -415,12 +399,12 @@ pub(super) async fn insert_evidence(
 }
 
 pub(super) async fn list_evidence(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     deal: DealId,
 ) -> StoreResult<Vec<crate::escrow::Evidence>> {
     let rows = sqlx::query(
         "SELECT id, deal_id, type, sha256, size, content_type, uploaded_by, uploaded_at FROM deal_evidence \
-         WHERE deal_id = ? ORDER BY id",
+         WHERE deal_id = $1 ORDER BY id",
     )
     .bind(deal.0)
     .fetch_all(conn)
@@ -442,7 +426,7 @@ pub(super) async fn list_evidence(
 }
 
 pub(super) async fn deal_facts(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     from: i64,
     to: i64,
 ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
@@ -450,7 +434,7 @@ pub(super) async fn deal_facts(
         "SELECT d.country, d.category, d.template_version, d.state, d.created_at, d.settled_at, d.disputed, d.issue_at, \
          d.template, d.resolution_by, d.resolution_at, \
          EXISTS (SELECT 1 FROM deal_evidence e WHERE e.deal_id = d.id) AS has_evidence \
-         FROM deals d WHERE d.created_at >= ? AND d.created_at < ? ORDER BY d.id",
+         FROM deals d WHERE d.created_at >= $1 AND d.created_at < $2 ORDER BY d.id",
     )
     .bind(from)
     .bind(to)
@@ -465,7 +449,7 @@ pub(super) async fn deal_facts(
             Ok(crate::escrow::report::DealFacts {
                 country: r.try_get("country")?,
                 category: r.try_get("category")?,
-                template_version: u32::try_from(r.try_get::<i64, _>("template_version")?)
+                template_version: u32::try_from(r.try_get::<i32, _>("template_version")?)
                     .unwrap_or(0),
                 state: DealState::parse(&state)
                     .ok_or_else(|| StoreError::Invariant(format!("deal state {state:?}")))?,
@@ -483,11 +467,11 @@ pub(super) async fn deal_facts(
 }
 
 pub(super) async fn insert_incident(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     i: &crate::escrow::report::Incident,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO incidents (id, severity, summary, at, recorded_by) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO incidents (id, severity, summary, at, recorded_by) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(i.id)
     .bind(&i.severity)
@@ -500,12 +484,12 @@ pub(super) async fn insert_incident(
 }
 
 pub(super) async fn incidents(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     from: i64,
     to: i64,
 ) -> StoreResult<Vec<crate::escrow::report::Incident>> {
     let rows = sqlx::query(
-        "SELECT id, severity, summary, at, recorded_by FROM incidents WHERE at >= ? AND at < ? ORDER BY at, id",
+        "SELECT id, severity, summary, at, recorded_by FROM incidents WHERE at >= $1 AND at < $2 ORDER BY at, id",
     )
     .bind(from)
     .bind(to)

@@ -1,4 +1,4 @@
-//! Webhook endpoints and the outbox on SQLite.
+//! Webhook endpoints and the outbox, on both databases.
 
 use super::*;
 use crate::webhooks::Endpoint;
@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 const ENDPOINT_COLUMNS: &str = "id, url, event_types, active, secret, previous_secret, previous_until, disabled_reason, \
     created_by, created_at, updated_at";
 
-fn endpoint_from_row(r: &SqliteRow) -> StoreResult<Endpoint> {
+fn endpoint_from_row(r: &DbRow) -> StoreResult<Endpoint> {
     let types: String = r.try_get("event_types")?;
     Ok(Endpoint {
         id: r.try_get("id")?,
@@ -30,13 +30,10 @@ fn endpoint_from_row(r: &SqliteRow) -> StoreResult<Endpoint> {
     })
 }
 
-pub(super) async fn insert_endpoint(
-    conn: &mut sqlx::SqliteConnection,
-    e: &Endpoint,
-) -> StoreResult<()> {
+pub(super) async fn insert_endpoint(conn: &mut DbConnection, e: &Endpoint) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, url, event_types, active, secret, created_by, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(e.id)
     .bind(&e.url)
@@ -51,7 +48,7 @@ pub(super) async fn insert_endpoint(
     Ok(())
 }
 
-pub(super) async fn endpoints(conn: &mut sqlx::SqliteConnection) -> StoreResult<Vec<Endpoint>> {
+pub(super) async fn endpoints(conn: &mut DbConnection) -> StoreResult<Vec<Endpoint>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY id"
     )))
@@ -60,12 +57,9 @@ pub(super) async fn endpoints(conn: &mut sqlx::SqliteConnection) -> StoreResult<
     rows.iter().map(endpoint_from_row).collect()
 }
 
-pub(super) async fn endpoint(
-    conn: &mut sqlx::SqliteConnection,
-    id: uuid::Uuid,
-) -> StoreResult<Endpoint> {
+pub(super) async fn endpoint(conn: &mut DbConnection, id: uuid::Uuid) -> StoreResult<Endpoint> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1"
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(conn)
@@ -76,14 +70,14 @@ pub(super) async fn endpoint(
 
 /// The new secret signs from now on; the old one keeps signing until `previous_until`.
 pub(super) async fn rotate_secret(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     id: uuid::Uuid,
     secret: &SecretString,
     previous_until: i64,
     at: i64,
 ) -> StoreResult<()> {
     let done = sqlx::query(
-        "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = ?1, secret = ?2, updated_at = ?3 WHERE id = ?4",
+        "UPDATE webhook_endpoints SET previous_secret = secret, previous_until = $1, secret = $2, updated_at = $3 WHERE id = $4",
     )
     .bind(previous_until)
     .bind(secret.expose_secret())
@@ -98,14 +92,14 @@ pub(super) async fn rotate_secret(
 }
 
 pub(super) async fn set_endpoint_active(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     id: uuid::Uuid,
     active: bool,
     reason: Option<&str>,
     at: i64,
 ) -> StoreResult<()> {
     let done = sqlx::query(
-        "UPDATE webhook_endpoints SET active = ?1, disabled_reason = ?2, updated_at = ?3 WHERE id = ?4",
+        "UPDATE webhook_endpoints SET active = $1, disabled_reason = $2, updated_at = $3 WHERE id = $4",
     )
     .bind(active)
     .bind(reason)
@@ -121,7 +115,7 @@ pub(super) async fn set_endpoint_active(
 
 const EVENT_COLUMNS: &str = "seq, id, type, subject_id, network, actor, detail, evidence, occurred_at, created_at, body, dispatched_at";
 
-fn event_from_row(r: &SqliteRow) -> StoreResult<OutboxEvent> {
+fn event_from_row(r: &DbRow) -> StoreResult<OutboxEvent> {
     Ok(OutboxEvent {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
@@ -142,7 +136,7 @@ const DELIVERY_SELECT: &str = "SELECT d.endpoint_id, d.event_seq, e.id AS event_
     COALESCE(e.body, '') AS body, d.state, d.attempts, d.due_since, d.next_attempt_at, d.last_attempt_at, d.last_status, \
     d.last_error, d.delivered_at, d.replays FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq";
 
-fn delivery_from_row(r: &SqliteRow) -> StoreResult<Delivery> {
+fn delivery_from_row(r: &DbRow) -> StoreResult<Delivery> {
     let state: String = r.try_get("state")?;
     Ok(Delivery {
         endpoint: r.try_get("endpoint_id")?,
@@ -165,11 +159,11 @@ fn delivery_from_row(r: &SqliteRow) -> StoreResult<Delivery> {
 }
 
 pub(super) async fn undispatched_events(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     limit: i64,
 ) -> StoreResult<Vec<OutboxEvent>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE dispatched_at IS NULL ORDER BY seq LIMIT ?1"
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE dispatched_at IS NULL ORDER BY seq LIMIT $1"
     )))
     .bind(limit)
     .fetch_all(conn)
@@ -178,11 +172,11 @@ pub(super) async fn undispatched_events(
 }
 
 pub(super) async fn event_by_id(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     id: uuid::Uuid,
 ) -> StoreResult<OutboxEvent> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = ?1"
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(conn)
@@ -193,14 +187,14 @@ pub(super) async fn event_by_id(
 
 /// Rendered events written by the outbox between `from` and `to` (database clock), oldest first.
 pub(super) async fn events_between(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     from: i64,
     to: i64,
     limit: i64,
 ) -> StoreResult<Vec<OutboxEvent>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE created_at >= ?1 AND created_at < ?2 \
-         AND dispatched_at IS NOT NULL ORDER BY seq LIMIT ?3"
+        "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE created_at >= $1 AND created_at < $2 \
+         AND dispatched_at IS NOT NULL ORDER BY seq LIMIT $3"
     )))
     .bind(from)
     .bind(to)
@@ -213,7 +207,7 @@ pub(super) async fn events_between(
 /// Stores rendered bodies and queues deliveries; an event another dispatcher already took is
 /// left as it is (its deliveries too).
 pub(super) async fn dispatch(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     bodies: &[(i64, String)],
     deliveries: &[(uuid::Uuid, i64)],
     at: i64,
@@ -221,7 +215,7 @@ pub(super) async fn dispatch(
     let mut taken = std::collections::HashSet::new();
     for (seq, body) in bodies {
         let done = sqlx::query(
-            "UPDATE webhook_events SET body = ?1, dispatched_at = ?2 WHERE seq = ?3 AND dispatched_at IS NULL",
+            "UPDATE webhook_events SET body = $1, dispatched_at = $2 WHERE seq = $3 AND dispatched_at IS NULL",
         )
         .bind(body)
         .bind(at)
@@ -237,7 +231,7 @@ pub(super) async fn dispatch(
         .filter(|(_, seq)| taken.contains(seq))
         .collect();
     for chunk in rows.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        let mut q = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO webhook_deliveries (endpoint_id, event_seq, state, due_since, next_attempt_at) ",
         );
         q.push_values(chunk, |mut b, (endpoint, seq)| {
@@ -254,15 +248,15 @@ pub(super) async fn dispatch(
 }
 
 pub(super) async fn deliveries(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     endpoint: uuid::Uuid,
     state: Option<DeliveryState>,
     after_seq: i64,
     limit: i64,
 ) -> StoreResult<Vec<Delivery>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{DELIVERY_SELECT} WHERE d.endpoint_id = ?1 AND (?2 IS NULL OR d.state = ?2) AND d.event_seq > ?3 \
-         ORDER BY d.event_seq LIMIT ?4"
+        "{DELIVERY_SELECT} WHERE d.endpoint_id = $1 AND ($2 IS NULL OR d.state = $2) AND d.event_seq > $3 \
+         ORDER BY d.event_seq LIMIT $4"
     )))
     .bind(endpoint)
     .bind(state.map(|s| s.as_str()))
@@ -275,14 +269,11 @@ pub(super) async fn deliveries(
 
 /// Records one attempt on a delivery that is still pending (a replay or another worker may
 /// have moved it meanwhile: then nothing changes).
-pub(super) async fn record_attempt(
-    conn: &mut sqlx::SqliteConnection,
-    o: &AttemptOutcome,
-) -> StoreResult<()> {
+pub(super) async fn record_attempt(conn: &mut DbConnection, o: &AttemptOutcome) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE webhook_deliveries SET state = ?1, attempts = attempts + 1, next_attempt_at = ?2, last_attempt_at = ?3, \
-         last_status = ?4, last_error = ?5, delivered_at = CASE WHEN ?1 = 'delivered' THEN ?3 ELSE delivered_at END \
-         WHERE endpoint_id = ?6 AND event_seq = ?7 AND state = 'pending'",
+        "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2, last_attempt_at = $3, \
+         last_status = $4, last_error = $5, delivered_at = CASE WHEN $1 = 'delivered' THEN $3 ELSE delivered_at END \
+         WHERE endpoint_id = $6 AND event_seq = $7 AND state = 'pending'",
     )
     .bind(o.state.as_str())
     .bind(o.next_attempt_at)
@@ -299,7 +290,7 @@ pub(super) async fn record_attempt(
 /// Makes these events due again for `endpoint` (new rows for events it never had); those
 /// already pending are left alone. Returns how many became due.
 pub(super) async fn replay(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     endpoint: uuid::Uuid,
     seqs: &[i64],
     at: i64,
@@ -308,9 +299,9 @@ pub(super) async fn replay(
     for seq in seqs {
         let done = sqlx::query(
             "INSERT INTO webhook_deliveries (endpoint_id, event_seq, state, due_since, next_attempt_at, replays) \
-             VALUES (?1, ?2, 'pending', ?3, ?3, 1) \
-             ON CONFLICT (endpoint_id, event_seq) DO UPDATE SET state = 'pending', attempts = 0, due_since = ?3, \
-             next_attempt_at = ?3, last_error = NULL, last_status = NULL, replays = webhook_deliveries.replays + 1 \
+             VALUES ($1, $2, 'pending', $3, $3, 1) \
+             ON CONFLICT (endpoint_id, event_seq) DO UPDATE SET state = 'pending', attempts = 0, due_since = $3, \
+             next_attempt_at = $3, last_error = NULL, last_status = NULL, replays = webhook_deliveries.replays + 1 \
              WHERE webhook_deliveries.state <> 'pending'",
         )
         .bind(endpoint)
@@ -323,7 +314,7 @@ pub(super) async fn replay(
     Ok(changed)
 }
 
-pub(super) async fn backlog(conn: &mut sqlx::SqliteConnection) -> StoreResult<Backlog> {
+pub(super) async fn backlog(conn: &mut DbConnection) -> StoreResult<Backlog> {
     let rows = sqlx::query(
         "SELECT w.id, w.active, \
          (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'pending') AS pending, \
@@ -356,19 +347,16 @@ pub(super) async fn backlog(conn: &mut sqlx::SqliteConnection) -> StoreResult<Ba
 
 /// Deletes deliveries delivered before `before` and the events left with no delivery that were
 /// dispatched before it. Pending and dead-lettered deliveries (and their events) stay.
-pub(super) async fn prune(
-    conn: &mut sqlx::SqliteConnection,
-    before: i64,
-) -> StoreResult<(u64, u64)> {
+pub(super) async fn prune(conn: &mut DbConnection, before: i64) -> StoreResult<(u64, u64)> {
     let deliveries = sqlx::query(
-        "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < ?1",
+        "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < $1",
     )
     .bind(before)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     let events = sqlx::query(
-        "DELETE FROM webhook_events WHERE dispatched_at < ?1 \
+        "DELETE FROM webhook_events WHERE dispatched_at < $1 \
          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = webhook_events.seq)",
     )
     .bind(before)

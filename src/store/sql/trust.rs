@@ -1,4 +1,4 @@
-//! Companies, trust pairs, their sessions and obligations on PostgreSQL.
+//! Companies, trust pairs, their sessions and obligations, on both databases.
 
 use super::*;
 use crate::domain::HoldId;
@@ -7,14 +7,6 @@ use crate::trust::{
     Company, Member, ObligationKind, Session, SessionState, SessionStep, SettlementMode, Side,
     StoredObligation, Tier, TrustPair,
 };
-
-fn amt(r: &PgRow, col: &str) -> StoreResult<i128> {
-    units(r.try_get::<Decimal, _>(col)?)
-}
-
-fn bind_amt(x: i128) -> Decimal {
-    dec(x)
-}
 
 fn invariant(what: &str, value: &str) -> StoreError {
     StoreError::Invariant(format!("{what} {value:?}"))
@@ -50,7 +42,7 @@ fn outcome(text: &str) -> StoreResult<Outcome> {
     }
 }
 
-pub(super) async fn insert_company(conn: &mut sqlx::PgConnection, c: &Company) -> StoreResult<()> {
+pub(super) async fn insert_company(conn: &mut DbConnection, c: &Company) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO companies (id, name, tier, created_by, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -62,7 +54,7 @@ pub(super) async fn insert_company(conn: &mut sqlx::PgConnection, c: &Company) -
     .execute(conn)
     .await
     .map_err(|e| match StoreError::from(e) {
-        StoreError::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("23505") => {
+        StoreError::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some(UNIQUE_VIOLATION) => {
             StoreError::Conflict(format!("a company named {:?} exists", c.name))
         }
         other => other,
@@ -70,7 +62,7 @@ pub(super) async fn insert_company(conn: &mut sqlx::PgConnection, c: &Company) -
     Ok(())
 }
 
-fn company_from_row(r: &PgRow) -> StoreResult<Company> {
+fn company_from_row(r: &DbRow) -> StoreResult<Company> {
     let tier: String = r.try_get("tier")?;
     Ok(Company {
         id: r.try_get("id")?,
@@ -81,7 +73,7 @@ fn company_from_row(r: &PgRow) -> StoreResult<Company> {
     })
 }
 
-pub(super) async fn companies(conn: &mut sqlx::PgConnection) -> StoreResult<Vec<Company>> {
+pub(super) async fn companies(conn: &mut DbConnection) -> StoreResult<Vec<Company>> {
     let rows =
         sqlx::query("SELECT id, name, tier, created_by, created_at FROM companies ORDER BY name")
             .fetch_all(conn)
@@ -89,7 +81,7 @@ pub(super) async fn companies(conn: &mut sqlx::PgConnection) -> StoreResult<Vec<
     rows.iter().map(company_from_row).collect()
 }
 
-pub(super) async fn insert_member(conn: &mut sqlx::PgConnection, m: &Member) -> StoreResult<()> {
+pub(super) async fn insert_member(conn: &mut DbConnection, m: &Member) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO company_members (company_id, user_name, role, added_by, added_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (company_id, user_name) DO UPDATE SET role = EXCLUDED.role, added_by = EXCLUDED.added_by, added_at = EXCLUDED.added_at",
@@ -106,7 +98,7 @@ pub(super) async fn insert_member(conn: &mut sqlx::PgConnection, m: &Member) -> 
 
 /// Members of `company`, or every membership of `user`.
 pub(super) async fn members(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     company: Option<uuid::Uuid>,
     user: Option<&str>,
 ) -> StoreResult<Vec<Member>> {
@@ -134,7 +126,7 @@ pub(super) async fn members(
 const PAIR_COLUMNS: &str = "id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \
     timezone, cutoff, mode, payout_address_a, payout_address_b, created_by, created_at";
 
-fn pair_from_row(r: &PgRow) -> StoreResult<TrustPair> {
+fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
     let tz: String = r.try_get("timezone")?;
     let cutoff: String = r.try_get("cutoff")?;
     let mode: String = r.try_get("mode")?;
@@ -148,8 +140,8 @@ fn pair_from_row(r: &PgRow) -> StoreResult<TrustPair> {
             r.try_get::<String, _>("network")?,
             r.try_get::<String, _>("asset")?,
         ),
-        limit_a_to_b: amt(r, "limit_a_to_b")?,
-        limit_b_to_a: amt(r, "limit_b_to_a")?,
+        limit_a_to_b: amount_from(r, "limit_a_to_b")?,
+        limit_b_to_a: amount_from(r, "limit_b_to_a")?,
         timezone: tz.parse().map_err(|_| invariant("timezone", &tz))?,
         cutoff: crate::trust::cutoff::parse_time(&cutoff)
             .ok_or_else(|| invariant("cutoff", &cutoff))?,
@@ -162,7 +154,7 @@ fn pair_from_row(r: &PgRow) -> StoreResult<TrustPair> {
 }
 
 pub(super) async fn insert_pair(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     p: &TrustPair,
     first: &crate::trust::NextSession,
 ) -> StoreResult<()> {
@@ -177,8 +169,8 @@ pub(super) async fn insert_pair(
     .bind(p.account_b.0)
     .bind(&p.asset.network)
     .bind(&p.asset.code)
-    .bind(bind_amt(p.limit_a_to_b))
-    .bind(bind_amt(p.limit_b_to_a))
+    .bind(amount_to_db(p.limit_a_to_b))
+    .bind(amount_to_db(p.limit_b_to_a))
     .bind(p.timezone.name())
     .bind(p.cutoff.format("%H:%M").to_string())
     .bind(p.mode.as_str())
@@ -192,7 +184,7 @@ pub(super) async fn insert_pair(
 }
 
 async fn open_session(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     pair: uuid::Uuid,
     s: &crate::trust::NextSession,
 ) -> StoreResult<()> {
@@ -210,7 +202,7 @@ async fn open_session(
 }
 
 pub(super) async fn pairs(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     id: Option<uuid::Uuid>,
 ) -> StoreResult<Vec<TrustPair>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -225,7 +217,7 @@ pub(super) async fn pairs(
 const SESSION_COLUMNS: &str = "id, pair_id, business_date, cutoff_at, state, frozen_seq, obligations, gross_a_to_b, gross_b_to_a, \
     outcome, settled_amount, carried_amount, hold_id, payout_id, closed_by, closed_at, settled_at";
 
-fn session_from_row(r: &PgRow) -> StoreResult<Session> {
+fn session_from_row(r: &DbRow) -> StoreResult<Session> {
     let date: String = r.try_get("business_date")?;
     let state: String = r.try_get("state")?;
     Ok(Session {
@@ -238,8 +230,8 @@ fn session_from_row(r: &PgRow) -> StoreResult<Session> {
         state: SessionState::parse(&state).ok_or_else(|| invariant("session state", &state))?,
         frozen_seq: r.try_get("frozen_seq")?,
         netted: Netted {
-            gross_a_to_b: amt(r, "gross_a_to_b")?,
-            gross_b_to_a: amt(r, "gross_b_to_a")?,
+            gross_a_to_b: amount_from(r, "gross_a_to_b")?,
+            gross_b_to_a: amount_from(r, "gross_b_to_a")?,
             obligations: usize::try_from(r.try_get::<i32, _>("obligations")?).unwrap_or(0),
         },
         outcome: r
@@ -247,8 +239,8 @@ fn session_from_row(r: &PgRow) -> StoreResult<Session> {
             .as_deref()
             .map(outcome)
             .transpose()?,
-        settled_amount: amt(r, "settled_amount")?,
-        carried_amount: amt(r, "carried_amount")?,
+        settled_amount: amount_from(r, "settled_amount")?,
+        carried_amount: amount_from(r, "carried_amount")?,
         hold: r.try_get::<Option<uuid::Uuid>, _>("hold_id")?.map(HoldId),
         payout: r
             .try_get::<Option<uuid::Uuid>, _>("payout_id")?
@@ -259,7 +251,7 @@ fn session_from_row(r: &PgRow) -> StoreResult<Session> {
     })
 }
 
-pub(super) async fn session(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> StoreResult<Session> {
+pub(super) async fn session(conn: &mut DbConnection, id: uuid::Uuid) -> StoreResult<Session> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE id = $1"
     )))
@@ -272,7 +264,7 @@ pub(super) async fn session(conn: &mut sqlx::PgConnection, id: uuid::Uuid) -> St
 
 /// Sessions in cut-off order, of one pair and/or in one state, after `after` (cut-off, id).
 pub(super) async fn sessions(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     pair: Option<uuid::Uuid>,
     state: Option<SessionState>,
     limit: i64,
@@ -290,7 +282,7 @@ pub(super) async fn sessions(
 }
 
 /// Sessions past their cut-off and not settled (closed, settling or unsettled), oldest first.
-pub(super) async fn unsettled_sessions(conn: &mut sqlx::PgConnection) -> StoreResult<Vec<Session>> {
+pub(super) async fn unsettled_sessions(conn: &mut DbConnection) -> StoreResult<Vec<Session>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE state IN ('closed', 'settling', 'unsettled') ORDER BY cutoff_at, id"
     )))
@@ -301,7 +293,7 @@ pub(super) async fn unsettled_sessions(conn: &mut sqlx::PgConnection) -> StoreRe
 
 /// Open sessions whose cut-off is at or before `now`.
 pub(super) async fn due_sessions(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     now: i64,
     limit: i64,
 ) -> StoreResult<Vec<Session>> {
@@ -318,14 +310,14 @@ pub(super) async fn due_sessions(
 const OBLIGATION_COLUMNS: &str =
     "seq, id, session_id, debtor, amount, kind, reference, idempotency_key, created_by, created_at";
 
-fn obligation_from_row(r: &PgRow) -> StoreResult<StoredObligation> {
+fn obligation_from_row(r: &DbRow) -> StoreResult<StoredObligation> {
     let kind: String = r.try_get("kind")?;
     Ok(StoredObligation {
         seq: r.try_get("seq")?,
         id: r.try_get("id")?,
         session: r.try_get("session_id")?,
         debtor: side(&r.try_get::<String, _>("debtor")?)?,
-        amount: amt(r, "amount")?,
+        amount: amount_from(r, "amount")?,
         kind: match kind.as_str() {
             "intraday" => ObligationKind::Intraday,
             "t_plus_1" => ObligationKind::TPlus1,
@@ -340,7 +332,7 @@ fn obligation_from_row(r: &PgRow) -> StoreResult<StoredObligation> {
 
 /// A session's obligations in sequence order, up to `through` when given.
 pub(super) async fn obligations(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     session: uuid::Uuid,
     through: Option<i64>,
 ) -> StoreResult<Vec<StoredObligation>> {
@@ -354,10 +346,7 @@ pub(super) async fn obligations(
     rows.iter().map(obligation_from_row).collect()
 }
 
-async fn insert_obligation(
-    conn: &mut sqlx::PgConnection,
-    o: &StoredObligation,
-) -> StoreResult<i64> {
+async fn insert_obligation(conn: &mut DbConnection, o: &StoredObligation) -> StoreResult<i64> {
     Ok(sqlx::query_scalar(
         "INSERT INTO trust_obligations (id, session_id, debtor, amount, kind, reference, idempotency_key, created_by, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
@@ -365,7 +354,7 @@ async fn insert_obligation(
     .bind(o.id)
     .bind(o.session)
     .bind(o.debtor.as_str())
-    .bind(bind_amt(o.amount))
+    .bind(amount_to_db(o.amount))
     .bind(o.kind.as_str())
     .bind(&o.reference)
     .bind(&o.idempotency_key)
@@ -381,14 +370,14 @@ async fn insert_obligation(
 /// A repeated idempotency key returns the first obligation (looked up under the lock, so two
 /// requests with one key at once record it once).
 pub(super) async fn record_obligation(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     pair: uuid::Uuid,
     o: &StoredObligation,
     limit: i128,
 ) -> StoreResult<StoredObligation> {
-    let session: uuid::Uuid = sqlx::query_scalar(
-        "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1 FOR UPDATE",
-    )
+    let session: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1{FOR_UPDATE}"
+    )))
     .bind(pair)
     .fetch_optional(&mut *conn)
     .await?
@@ -429,12 +418,12 @@ pub(super) async fn record_obligation(
 
 /// Applies a guarded session step (see `SessionStep`), with the posting that carries it.
 pub(super) async fn write_session_step(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut DbConnection,
     step: &SessionStep,
     posted: Option<&Posted>,
 ) -> StoreResult<()> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE id = $1 FOR UPDATE"
+        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE id = $1{FOR_UPDATE}"
     )))
     .bind(step.session)
     .fetch_optional(&mut *conn)
@@ -471,10 +460,10 @@ pub(super) async fn write_session_step(
         )
         .bind(close.frozen_seq)
         .bind(i32::try_from(close.netted.obligations).unwrap_or(i32::MAX))
-        .bind(bind_amt(close.netted.gross_a_to_b))
-        .bind(bind_amt(close.netted.gross_b_to_a))
+        .bind(amount_to_db(close.netted.gross_a_to_b))
+        .bind(amount_to_db(close.netted.gross_b_to_a))
         .bind(debtor.map(|(s, _)| s.as_str()))
-        .bind(bind_amt(debtor.map_or(0, |(_, a)| a)))
+        .bind(amount_to_db(debtor.map_or(0, |(_, a)| a)))
         .bind(&close.by)
         .bind(step.at)
         .bind(step.session)
@@ -500,8 +489,8 @@ pub(super) async fn write_session_step(
     .bind(step.to.as_str())
     .bind(hold.map(|h| h.0))
     .bind(step.outcome.map(|o| o.as_str()))
-    .bind(bind_amt(current.settled_amount + step.settled_amount))
-    .bind(bind_amt(
+    .bind(amount_to_db(current.settled_amount + step.settled_amount))
+    .bind(amount_to_db(
         current.carried_amount + step.carry.map_or(0, |(_, a)| a),
     ))
     .bind(settled_at)

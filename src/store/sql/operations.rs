@@ -1,9 +1,9 @@
-//! Canary runs, the configuration freeze and overdue timers on SQLite.
+//! Canary runs, the configuration freeze and overdue timers, on both databases.
 
 use super::*;
 use crate::operations::{CanaryResult, CanaryRun, ConfigFreeze};
 
-fn canary_run(r: &SqliteRow) -> StoreResult<CanaryRun> {
+fn canary_run(r: &DbRow) -> StoreResult<CanaryRun> {
     let result: Option<String> = r.try_get("result")?;
     Ok(CanaryRun {
         id: r.try_get("id")?,
@@ -22,12 +22,9 @@ fn canary_run(r: &SqliteRow) -> StoreResult<CanaryRun> {
     })
 }
 
-pub(super) async fn insert_canary_run(
-    conn: &mut sqlx::SqliteConnection,
-    run: &CanaryRun,
-) -> StoreResult<()> {
+pub(super) async fn insert_canary_run(conn: &mut DbConnection, run: &CanaryRun) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO canary_runs (id, network, payout_id, started_by, started_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO canary_runs (id, network, payout_id, started_by, started_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(run.id)
     .bind(&run.network)
@@ -40,14 +37,14 @@ pub(super) async fn insert_canary_run(
 }
 
 pub(super) async fn finish_canary_run(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     id: Uuid,
     result: CanaryResult,
     reason: &str,
     at: UnixMicros,
 ) -> StoreResult<bool> {
     let done = sqlx::query(
-        "UPDATE canary_runs SET result = ?, reason = ?, finished_at = ? WHERE id = ? AND result IS NULL",
+        "UPDATE canary_runs SET result = $1, reason = $2, finished_at = $3 WHERE id = $4 AND result IS NULL",
     )
     .bind(result.as_str())
     .bind(reason)
@@ -59,12 +56,12 @@ pub(super) async fn finish_canary_run(
 }
 
 pub(super) async fn canary_runs(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     network: &str,
     limit: i64,
 ) -> StoreResult<Vec<CanaryRun>> {
     let rows = sqlx::query(
-        "SELECT * FROM canary_runs WHERE network = ? ORDER BY started_at DESC, id DESC LIMIT ?",
+        "SELECT * FROM canary_runs WHERE network = $1 ORDER BY started_at DESC, id DESC LIMIT $2",
     )
     .bind(network)
     .bind(limit)
@@ -73,9 +70,7 @@ pub(super) async fn canary_runs(
     rows.iter().map(canary_run).collect()
 }
 
-pub(super) async fn config_freeze(
-    conn: &mut sqlx::SqliteConnection,
-) -> StoreResult<Option<ConfigFreeze>> {
+pub(super) async fn config_freeze(conn: &mut DbConnection) -> StoreResult<Option<ConfigFreeze>> {
     let row = sqlx::query("SELECT reason, actor, since, until FROM config_freeze WHERE id = 1")
         .fetch_optional(conn)
         .await?;
@@ -91,13 +86,13 @@ pub(super) async fn config_freeze(
 }
 
 pub(super) async fn set_config_freeze(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     freeze: Option<&ConfigFreeze>,
 ) -> StoreResult<()> {
     match freeze {
         Some(f) => {
             sqlx::query(
-                "INSERT INTO config_freeze (id, reason, actor, since, until) VALUES (1, ?, ?, ?, ?) \
+                "INSERT INTO config_freeze (id, reason, actor, since, until) VALUES (1, $1, $2, $3, $4) \
                  ON CONFLICT (id) DO UPDATE SET reason = excluded.reason, actor = excluded.actor, since = excluded.since, until = excluded.until",
             )
             .bind(&f.reason)
@@ -119,13 +114,13 @@ pub(super) async fn set_config_freeze(
 /// Deal timers still pending and trust sessions still open whose moment was before `before`:
 /// how many, and the earliest of those moments.
 pub(super) async fn overdue(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut DbConnection,
     before: UnixMicros,
 ) -> StoreResult<(i64, Option<UnixMicros>)> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM ( \
-           SELECT due_at AS at FROM timers WHERE state = 'pending' AND due_at < ?1 \
-           UNION ALL SELECT cutoff_at AS at FROM trust_sessions WHERE state = 'open' AND cutoff_at < ?1) AS overdue",
+           SELECT due_at AS at FROM timers WHERE state = 'pending' AND due_at < $1 \
+           UNION ALL SELECT cutoff_at AS at FROM trust_sessions WHERE state = 'open' AND cutoff_at < $1) AS overdue",
     )
     .bind(before)
     .fetch_one(conn)
