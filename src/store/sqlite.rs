@@ -3,14 +3,19 @@
 //! `BEGIN IMMEDIATE` so writers queue on the lock up front instead of failing mid-transaction.
 
 #[path = "sql/console.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod console;
 #[path = "sql/escrow.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod escrow;
 #[path = "sql/operations.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod operations;
 #[path = "sql/trust.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod trust;
 #[path = "sql/webhooks.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod webhooks;
 
 use super::*;
