@@ -11,6 +11,9 @@ mod escrow;
 #[path = "sql/operations.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod operations;
+#[path = "sql/store.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
+mod store;
 #[path = "sql/trust.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod trust;
@@ -23,6 +26,8 @@ use super::*;
 /// What the SQL shared by both backends (`store/sql/`) is compiled against here.
 type Db = Postgres;
 type DbRow = PgRow;
+const BACKEND: Backend = Backend::Postgres;
+type DbStore = PgStore;
 type DbConnection = sqlx::PgConnection;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
@@ -45,6 +50,12 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// A write transaction. Nothing to queue behind: row locks and retries on serialisation
+    /// failures order the writers (the unit stands where SQLite holds its writer lock).
+    async fn begin_write(&self) -> StoreResult<((), Transaction<'static, Postgres>)> {
+        Ok(((), self.pool.begin().await?))
+    }
+
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
@@ -869,57 +880,46 @@ impl LedgerTxn for PgTxn {
     }
 }
 
-#[async_trait]
-impl Store for PgStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
+// The `Store` operations this backend writes its own way (see `sql/store.rs`).
 
-    async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
-    }
+pub(super) async fn migrate(store: &PgStore) -> StoreResult<()> {
+    sqlx::migrate!("migrations/postgres")
+        .run(&store.pool)
+        .await?;
+    Ok(())
+}
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
-        sqlx::query("INSERT INTO assets (network, code, decimals) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+pub(super) async fn register_asset(store: &PgStore, spec: &AssetSpec) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO assets (network, code, decimals) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&spec.key.network)
+    .bind(&spec.key.code)
+    .bind(i16::from(spec.decimals))
+    .execute(&store.pool)
+    .await?;
+    let stored: i16 =
+        sqlx::query_scalar("SELECT decimals FROM assets WHERE network = $1 AND code = $2")
             .bind(&spec.key.network)
             .bind(&spec.key.code)
-            .bind(i16::from(spec.decimals))
-            .execute(&self.pool)
+            .fetch_one(&store.pool)
             .await?;
-        let stored: i16 =
-            sqlx::query_scalar("SELECT decimals FROM assets WHERE network = $1 AND code = $2")
-                .bind(&spec.key.network)
-                .bind(&spec.key.code)
-                .fetch_one(&self.pool)
-                .await?;
-        if stored != i16::from(spec.decimals) {
-            return Err(StoreError::AssetDecimalsChanged {
-                asset: spec.key.clone(),
-                stored: u8::try_from(stored).unwrap_or(u8::MAX),
-                configured: spec.decimals,
-            });
-        }
-        Ok(())
+    if stored != i16::from(spec.decimals) {
+        return Err(StoreError::AssetDecimalsChanged {
+            asset: spec.key.clone(),
+            stored: u8::try_from(stored).unwrap_or(u8::MAX),
+            configured: spec.decimals,
+        });
     }
+    Ok(())
+}
 
-    async fn ensure_system_account(
-        &self,
-        asset: &AssetKey,
-        kind: AccountKind,
-    ) -> StoreResult<Account> {
-        sqlx::query(
+pub(super) async fn ensure_system_account(
+    store: &PgStore,
+    asset: &AssetKey,
+    kind: AccountKind,
+) -> StoreResult<Account> {
+    sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
              VALUES ($1, 'system', $2, $3, $4, $5, $6) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
         )
@@ -929,23 +929,27 @@ impl Store for PgStore {
         .bind(kind.as_str())
         .bind(kind.system_allows_negative())
         .bind(now_micros())
-        .execute(&self.pool)
+        .execute(&store.pool)
         .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = 'system' AND network = $1 AND asset = $2 AND kind = $3"
         )))
         .bind(&asset.network)
         .bind(&asset.code)
         .bind(kind.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(&store.pool)
         .await?;
-        account_from_row(&row)
-    }
+    account_from_row(&row)
+}
 
-    async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
-        let mut tx = self.pool.begin().await?;
-        let id = AccountId::new();
-        let inserted = sqlx::query(
+pub(super) async fn create_account(
+    store: &PgStore,
+    new: &NewAccount,
+    audit: &AuditRecord,
+) -> StoreResult<Account> {
+    let mut tx = store.pool.begin().await?;
+    let id = AccountId::new();
+    let inserted = sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
         )
@@ -958,33 +962,23 @@ impl Store for PgStore {
         .bind(audit.at)
         .execute(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "owner {} already has a {} account for {}",
-                new.owner,
-                new.kind.as_str(),
-                new.asset
-            )));
-        }
-        let mut audit = audit.clone();
-        audit.target = format!("account:{id}");
-        insert_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
-        self.get_account(id).await
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!(
+            "owner {} already has a {} account for {}",
+            new.owner,
+            new.kind.as_str(),
+            new.asset
+        )));
     }
+    let mut audit = audit.clone();
+    audit.target = format!("account:{id}");
+    insert_audit(&mut tx, &audit).await?;
+    tx.commit().await?;
+    store.get_account(id).await
+}
 
-    async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
-        )))
-        .bind(id.0)
-        .fetch_one(&self.pool)
-        .await?;
-        account_from_row(&row)
-    }
-
-    async fn list_accounts(&self, f: &AccountFilter) -> StoreResult<Vec<Account>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub(super) async fn list_accounts(store: &PgStore, f: &AccountFilter) -> StoreResult<Vec<Account>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR network = $2) \
              AND ($3::text IS NULL OR asset = $3) AND ($4::text IS NULL OR kind = $4) AND ($5::uuid IS NULL OR id > $5) \
              ORDER BY id LIMIT $6"
@@ -995,29 +989,17 @@ impl Store for PgStore {
         .bind(f.kind.map(|k| k.as_str()))
         .bind(f.after.map(|a| a.0))
         .bind(f.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter().map(account_from_row).collect()
-    }
+    rows.iter().map(account_from_row).collect()
+}
 
-    async fn post_batch(
-        &self,
-        commands: &[Command],
-    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        (|| self.post_once(commands))
-            .retry(retry_policy())
-            .when(StoreError::is_retryable)
-            .await
-    }
-
-    async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx> {
-        let mut conn = self.pool.acquire().await?;
-        load_transaction(&mut conn, id).await
-    }
-
-    async fn list_journal(&self, f: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub(super) async fn list_journal(
+    store: &PgStore,
+    f: &JournalFilter,
+) -> StoreResult<Vec<JournalTx>> {
+    let mut conn = store.pool.acquire().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > $1 \
              AND ($2::uuid IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = $2 AND seq > $1)) \
              AND ($3::text IS NULL OR kind = $3) AND ($4::bigint IS NULL OR created_at >= $4) \
@@ -1031,99 +1013,74 @@ impl Store for PgStore {
         .bind(f.limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut txs = rows
-            .iter()
-            .map(journal_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        attach_postings(&mut conn, &mut txs).await?;
-        Ok(txs)
-    }
+    let mut txs = rows
+        .iter()
+        .map(journal_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    attach_postings(&mut conn, &mut txs).await?;
+    Ok(txs)
+}
 
-    async fn get_hold(&self, id: HoldId) -> StoreResult<Hold> {
-        let mut conn = self.pool.acquire().await?;
-        load_hold(&mut conn, id).await
-    }
+pub(super) async fn list_holds(
+    store: &PgStore,
+    after: Option<HoldId>,
+    limit: i64,
+) -> StoreResult<Vec<Hold>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{HOLD_SELECT} WHERE ($1::uuid IS NULL OR h.id > $1) ORDER BY h.id LIMIT $2"
+    )))
+    .bind(after.map(|h| h.0))
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(hold_from_row).collect()
+}
 
-    async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{HOLD_SELECT} WHERE ($1::uuid IS NULL OR h.id > $1) ORDER BY h.id LIMIT $2"
-        )))
-        .bind(after.map(|h| h.0))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(hold_from_row).collect()
-    }
-
-    async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
-        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
-    }
-
-    async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout> {
-        let mut conn = self.pool.acquire().await?;
-        load_payout(&mut conn, "id", id.0).await
-    }
-
-    async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout> {
-        let mut conn = self.pool.acquire().await?;
-        load_payout(&mut conn, "hold_id", hold.0).await
-    }
-
-    async fn list_payouts(&self, f: &PayoutFilter) -> StoreResult<Vec<Payout>> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) \
+pub(super) async fn list_payouts(store: &PgStore, f: &PayoutFilter) -> StoreResult<Vec<Payout>> {
+    let mut conn = store.pool.acquire().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE ($1::text IS NULL OR state = $1) \
              AND ($2::uuid IS NULL OR account_id = $2) AND ($3::text IS NULL OR network = $3) \
              AND ($4::uuid IS NULL OR id > $4) ORDER BY id LIMIT $5"
-        )))
-        .bind(f.state.map(|s| s.as_str()))
-        .bind(f.account.map(|a| a.0))
-        .bind(&f.network)
-        .bind(f.after.map(|p| p.0))
-        .bind(f.limit)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut payouts = rows
-            .iter()
-            .map(payout_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        attach_chunks(&mut conn, &mut payouts).await?;
-        Ok(payouts)
-    }
+    )))
+    .bind(f.state.map(|s| s.as_str()))
+    .bind(f.account.map(|a| a.0))
+    .bind(&f.network)
+    .bind(f.after.map(|p| p.0))
+    .bind(f.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut payouts = rows
+        .iter()
+        .map(payout_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    attach_chunks(&mut conn, &mut payouts).await?;
+    Ok(payouts)
+}
 
-    async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
-        let mut conn = self.pool.acquire().await?;
-        let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = ANY($1)"
-        )))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut payouts = rows
-            .iter()
-            .map(payout_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        attach_chunks(&mut conn, &mut payouts).await?;
-        Ok(payouts)
-    }
+pub(super) async fn payouts_by_id(store: &PgStore, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
+    let mut conn = store.pool.acquire().await?;
+    let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = ANY($1)"
+    )))
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut payouts = rows
+        .iter()
+        .map(payout_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    attach_chunks(&mut conn, &mut payouts).await?;
+    Ok(payouts)
+}
 
-    async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2",
-        )
-        .bind(network)
-        .bind(wallet)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(n.map(|n| n as u64))
-    }
-
-    async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
-        let rows = sqlx::query(
+pub(super) async fn queued_chunks(
+    store: &PgStore,
+    network: &str,
+    limit: i64,
+) -> StoreResult<Vec<ChunkWork>> {
+    let rows = sqlx::query(
             "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = $1 \
              AND p.state IN ('queued', 'broadcast') \
@@ -1135,103 +1092,103 @@ impl Store for PgStore {
         )
         .bind(network)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ChunkWork {
-                    chunk: ChunkId(r.try_get("id")?),
-                    payout: PayoutId(r.try_get("payout_id")?),
-                    account: AccountId(r.try_get("account_id")?),
-                    hold: HoldId(r.try_get("hold_id")?),
-                    index: u32::try_from(r.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
-                    accepted_at: r.try_get("created_at")?,
-                    asset: AssetKey::new(
-                        r.try_get::<String, _>("network")?,
-                        r.try_get::<String, _>("asset")?,
-                    ),
-                    destination: r.try_get("destination")?,
-                    amount: units(r.try_get("amount")?)?,
-                })
+    rows.iter()
+        .map(|r| {
+            Ok(ChunkWork {
+                chunk: ChunkId(r.try_get("id")?),
+                payout: PayoutId(r.try_get("payout_id")?),
+                account: AccountId(r.try_get("account_id")?),
+                hold: HoldId(r.try_get("hold_id")?),
+                index: u32::try_from(r.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
+                accepted_at: r.try_get("created_at")?,
+                asset: AssetKey::new(
+                    r.try_get::<String, _>("network")?,
+                    r.try_get::<String, _>("asset")?,
+                ),
+                destination: r.try_get("destination")?,
+                amount: units(r.try_get("amount")?)?,
             })
-            .collect()
-    }
+        })
+        .collect()
+}
 
-    async fn record_signed(
-        &self,
-        network: &str,
-        wallet: &str,
-        fence: u64,
-        first_nonce: u64,
-        signed: &[(ChunkId, Attempt)],
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        // The wallet row is the nonce lock: a second writer for the wallet waits here, then
-        // finds the nonce moved and gets a Conflict.
-        sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+pub(super) async fn record_signed(
+    store: &PgStore,
+    network: &str,
+    wallet: &str,
+    fence: u64,
+    first_nonce: u64,
+    signed: &[(ChunkId, Attempt)],
+) -> StoreResult<()> {
+    let mut tx = store.pool.begin().await?;
+    // The wallet row is the nonce lock: a second writer for the wallet waits here, then
+    // finds the nonce moved and gets a Conflict.
+    sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(network)
             .bind(wallet)
             .bind(first_nonce as i64)
             .execute(&mut *tx)
             .await?;
-        let stored: i64 = sqlx::query_scalar(
-            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2 FOR UPDATE",
-        )
-        .bind(network)
-        .bind(wallet)
-        .fetch_one(&mut *tx)
-        .await?;
-        if stored as u64 != first_nonce {
-            return Err(StoreError::Conflict(format!(
-                "{wallet} next nonce is {stored}, not {first_nonce}"
-            )));
-        }
-        // Safe-mode entered after this round was planned still stops it from being stored,
-        // and so from ever being broadcast.
-        let safe: Option<String> =
-            sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = $1")
-                .bind(network)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(reason) = safe {
-            return Err(StoreError::Conflict(format!(
-                "{network} is in safe-mode: {reason}"
-            )));
-        }
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT fence FROM engine_leases WHERE network = $1 FOR SHARE")
-                .bind(network)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if current != Some(fence as i64) {
-            return Err(StoreError::Conflict(format!(
-                "the engine lease on {network} is at fence {current:?}, not {fence}"
-            )));
-        }
-        let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
-        let frozen: Option<String> = sqlx::query_scalar(
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2 FOR UPDATE",
+    )
+    .bind(network)
+    .bind(wallet)
+    .fetch_one(&mut *tx)
+    .await?;
+    if stored as u64 != first_nonce {
+        return Err(StoreError::Conflict(format!(
+            "{wallet} next nonce is {stored}, not {first_nonce}"
+        )));
+    }
+    // Safe-mode entered after this round was planned still stops it from being stored,
+    // and so from ever being broadcast.
+    let safe: Option<String> =
+        sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = $1")
+            .bind(network)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(reason) = safe {
+        return Err(StoreError::Conflict(format!(
+            "{network} is in safe-mode: {reason}"
+        )));
+    }
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT fence FROM engine_leases WHERE network = $1 FOR SHARE")
+            .bind(network)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if current != Some(fence as i64) {
+        return Err(StoreError::Conflict(format!(
+            "the engine lease on {network} is at fence {current:?}, not {fence}"
+        )));
+    }
+    let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
+    let frozen: Option<String> = sqlx::query_scalar(
             "SELECT f.asset FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
              JOIN asset_freezes f ON f.network = p.network AND f.asset = p.asset WHERE c.id = ANY($1) LIMIT 1",
         )
         .bind(&ids)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(asset) = frozen {
-            return Err(StoreError::Conflict(format!(
-                "{asset} is frozen on {network}"
-            )));
-        }
-        sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
-            .bind(network)
-            .bind(wallet)
-            .bind((first_nonce + signed.len() as u64) as i64)
-            .execute(&mut *tx)
-            .await?;
-        let at = now_micros();
-        // A round is one statement per table, whatever its size.
-        let chunk_ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
-        let nonces: Vec<i64> = signed.iter().map(|(_, a)| a.nonce as i64).collect();
-        sqlx::query(
+    if let Some(asset) = frozen {
+        return Err(StoreError::Conflict(format!(
+            "{asset} is frozen on {network}"
+        )));
+    }
+    sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
+        .bind(network)
+        .bind(wallet)
+        .bind((first_nonce + signed.len() as u64) as i64)
+        .execute(&mut *tx)
+        .await?;
+    let at = now_micros();
+    // A round is one statement per table, whatever its size.
+    let chunk_ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
+    let nonces: Vec<i64> = signed.iter().map(|(_, a)| a.nonce as i64).collect();
+    sqlx::query(
             "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
              gas_limit, created_at, kind) SELECT u.id, u.chunk_id, $3, u.nonce, u.hash, u.raw, u.max_fee, u.tip, u.gas_limit, \
              u.created_at, u.kind FROM UNNEST($1::uuid[], $2::uuid[], $4::bigint[], $5::bytea[], $6::bytea[], $7::numeric[], \
@@ -1251,7 +1208,7 @@ impl Store for PgStore {
         .bind(signed.iter().map(|(_, a)| a.kind.as_str()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        let updated = sqlx::query(
+    let updated = sqlx::query(
             "UPDATE payout_chunks c SET state = 'signed', wallet = $1, nonce = u.nonce, updated_at = $2, signed_at = $2 \
              FROM UNNEST($3::uuid[], $4::bigint[]) AS u(id, nonce) WHERE c.id = u.id AND c.state = 'queued' \
              RETURNING c.id, c.payout_id",
@@ -1262,30 +1219,30 @@ impl Store for PgStore {
         .bind(&nonces)
         .fetch_all(&mut *tx)
         .await?;
-        if updated.len() != signed.len() {
-            return Err(StoreError::Conflict(format!(
-                "{} of {} chunks are no longer queued",
-                signed.len() - updated.len(),
-                signed.len()
-            )));
-        }
-        let mut payout_of = std::collections::HashMap::with_capacity(updated.len());
-        for row in &updated {
-            payout_of.insert(
-                row.try_get::<Uuid, _>("id")?,
-                row.try_get::<Uuid, _>("payout_id")?,
-            );
-        }
-        let payouts: Vec<Uuid> = signed
-            .iter()
-            .map(|(c, _)| payout_of.get(&c.0).copied().unwrap_or_default())
-            .collect();
-        sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = $1 WHERE id = ANY($2) AND state = 'queued'")
+    if updated.len() != signed.len() {
+        return Err(StoreError::Conflict(format!(
+            "{} of {} chunks are no longer queued",
+            signed.len() - updated.len(),
+            signed.len()
+        )));
+    }
+    let mut payout_of = std::collections::HashMap::with_capacity(updated.len());
+    for row in &updated {
+        payout_of.insert(
+            row.try_get::<Uuid, _>("id")?,
+            row.try_get::<Uuid, _>("payout_id")?,
+        );
+    }
+    let payouts: Vec<Uuid> = signed
+        .iter()
+        .map(|(c, _)| payout_of.get(&c.0).copied().unwrap_or_default())
+        .collect();
+    sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = $1 WHERE id = ANY($2) AND state = 'queued'")
             .bind(at)
             .bind(&payouts)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
+    sqlx::query(
             "INSERT INTO payout_events (id, payout_id, at, kind, detail) \
              SELECT u.id, u.payout_id, $3, 'signed', u.detail FROM UNNEST($1::uuid[], $2::uuid[], $4::text[]) AS u(id, payout_id, detail)",
         )
@@ -1306,32 +1263,18 @@ impl Store for PgStore {
         )
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn record_replacement(
-        &self,
-        chunk: ChunkId,
-        attempt: &Attempt,
-        event: &str,
-        detail: &str,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = $1")
-            .bind(chunk.0)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (payout, wallet): (Uuid, String) = (row.try_get("payout_id")?, row.try_get("wallet")?);
-        insert_attempt(&mut tx, chunk, &wallet, attempt).await?;
-        insert_event(&mut tx, PayoutId(payout), attempt.created_at, event, detail).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn mark_broadcast(&self, attempts: &[Uuid], head: u64, at: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+pub(super) async fn mark_broadcast(
+    store: &PgStore,
+    attempts: &[Uuid],
+    head: u64,
+    at: i64,
+) -> StoreResult<()> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query(
             "UPDATE tx_attempts SET broadcast_at = $1, head_at_broadcast = $2 WHERE id = ANY($3) AND broadcast_at IS NULL",
         )
         .bind(at)
@@ -1339,7 +1282,7 @@ impl Store for PgStore {
         .bind(attempts)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+    sqlx::query(
             "UPDATE payout_chunks SET state = 'broadcast', updated_at = $1 \
              WHERE id IN (SELECT chunk_id FROM tx_attempts WHERE id = ANY($2)) AND state = 'signed'",
         )
@@ -1347,118 +1290,85 @@ impl Store for PgStore {
         .bind(attempts)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
-        let mut conn = self.pool.acquire().await?;
-        load_in_flight(&mut conn, network, None).await
-    }
-
-    async fn wallet_openings(
-        &self,
-        network: &str,
-    ) -> StoreResult<std::collections::HashMap<(String, String), u64>> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT wallet, asset, block FROM wallet_openings WHERE network = $1")
-                .bind(network)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(wallet, asset, block)| ((wallet, asset), block.max(0) as u64))
-            .collect())
-    }
-
-    async fn record_wallet_opening(
-        &self,
-        network: &str,
-        wallet: &str,
-        asset: &str,
-        block: u64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO wallet_openings (network, wallet, asset, block) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
-        .bind(network)
-        .bind(wallet)
-        .bind(asset)
-        .bind(block as i64)
-        .execute(&self.pool)
+pub(super) async fn custody_snapshot(
+    store: &PgStore,
+    network: &str,
+) -> StoreResult<CustodySnapshot> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
         .await?;
-        Ok(())
-    }
-
-    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
+    let next_block: Option<i64> =
+        sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")
+            .bind(network)
+            .fetch_optional(&mut *tx)
             .await?;
-        let next_block: Option<i64> =
-            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")
-                .bind(network)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE network = $1 AND owner LIKE 'wallet:%' ORDER BY owner, asset, kind"
         )))
         .bind(network)
         .fetch_all(&mut *tx)
         .await?;
-        let accounts = rows
-            .iter()
-            .map(account_from_row)
-            .collect::<StoreResult<_>>()?;
-        let in_flight = load_in_flight(&mut tx, network, None).await?;
-        // Settled after the block the comparison reads: in the ledger, not yet on that block.
-        let settled_ahead = match next_block {
-            Some(next) => load_in_flight(&mut tx, network, Some(next as u64)).await?,
-            None => Vec::new(),
-        };
-        let mined: Vec<(String, ChunkId)> = in_flight
-            .iter()
-            .chain(&settled_ahead)
-            .filter(|f| f.mined.is_some())
-            .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
-            .collect();
-        let keys: Vec<String> = mined.iter().map(|(k, _)| k.clone()).collect();
-        let posted: Vec<String> = sqlx::query_scalar(
-            "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key = ANY($1)",
-        )
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?;
-        let fee_posted = mined
-            .iter()
-            .filter(|(k, _)| posted.contains(k))
-            .map(|(_, chunk)| *chunk)
-            .collect();
-        tx.rollback().await?;
-        Ok(CustodySnapshot {
-            next_block: next_block.map(|n| n as u64),
-            accounts,
-            in_flight,
-            settled_ahead,
-            fee_posted,
-        })
-    }
+    let accounts = rows
+        .iter()
+        .map(account_from_row)
+        .collect::<StoreResult<_>>()?;
+    let in_flight = load_in_flight(&mut tx, network, None).await?;
+    // Settled after the block the comparison reads: in the ledger, not yet on that block.
+    let settled_ahead = match next_block {
+        Some(next) => load_in_flight(&mut tx, network, Some(next as u64)).await?,
+        None => Vec::new(),
+    };
+    let mined: Vec<(String, ChunkId)> = in_flight
+        .iter()
+        .chain(&settled_ahead)
+        .filter(|f| f.mined.is_some())
+        .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
+        .collect();
+    let keys: Vec<String> = mined.iter().map(|(k, _)| k.clone()).collect();
+    let posted: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key = ANY($1)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    let fee_posted = mined
+        .iter()
+        .filter(|(k, _)| posted.contains(k))
+        .map(|(_, chunk)| *chunk)
+        .collect();
+    tx.rollback().await?;
+    Ok(CustodySnapshot {
+        next_block: next_block.map(|n| n as u64),
+        accounts,
+        in_flight,
+        settled_ahead,
+        fee_posted,
+    })
+}
 
-    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        // The last word on each chunk wins (found, then its block left the chain); every
-        // step is still written to the payout's story.
-        let mut last: std::collections::HashMap<ChunkId, Option<&Mined>> =
-            std::collections::HashMap::with_capacity(chunks.len());
-        for (chunk, mined) in chunks {
-            last.insert(*chunk, mined.as_ref());
-        }
-        let rows: Vec<(ChunkId, Option<&Mined>)> = last.into_iter().collect();
-        let mut tx = self.pool.begin().await?;
-        let at = now_micros();
-        let updated = sqlx::query(
+pub(super) async fn record_mined(
+    store: &PgStore,
+    chunks: &[(ChunkId, Option<Mined>)],
+) -> StoreResult<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    // The last word on each chunk wins (found, then its block left the chain); every
+    // step is still written to the payout's story.
+    let mut last: std::collections::HashMap<ChunkId, Option<&Mined>> =
+        std::collections::HashMap::with_capacity(chunks.len());
+    for (chunk, mined) in chunks {
+        last.insert(*chunk, mined.as_ref());
+    }
+    let rows: Vec<(ChunkId, Option<&Mined>)> = last.into_iter().collect();
+    let mut tx = store.pool.begin().await?;
+    let at = now_micros();
+    let updated = sqlx::query(
             "UPDATE payout_chunks c SET state = u.state, mined_hash = u.hash, mined_block = u.block, \
              mined_block_hash = u.block_hash, mined_success = u.success, mined_fee = u.fee, updated_at = $1 \
              FROM UNNEST($2::uuid[], $3::text[], $4::bytea[], $5::bigint[], $6::bytea[], $7::bool[], $8::numeric[]) \
@@ -1478,42 +1388,42 @@ impl Store for PgStore {
         .bind(rows.iter().map(|(_, m)| m.map(|m| dec(m.fee_wei as i128))).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
-        let mut payout_of = std::collections::HashMap::with_capacity(updated.len());
-        for row in &updated {
-            payout_of.insert(
-                row.try_get::<Uuid, _>("id")?,
-                row.try_get::<Uuid, _>("payout_id")?,
-            );
-        }
-        let mut ids = Vec::with_capacity(chunks.len());
-        let mut payouts = Vec::with_capacity(chunks.len());
-        let mut kinds = Vec::with_capacity(chunks.len());
-        let mut details = Vec::with_capacity(chunks.len());
-        for (chunk, mined) in chunks {
-            let Some(payout) = payout_of.get(&chunk.0) else {
-                return Err(StoreError::NotFound);
-            };
-            ids.push(Uuid::now_v7());
-            payouts.push(*payout);
-            let (kind, detail) = match mined {
-                Some(m) => (
-                    "mined",
-                    format!(
-                        "chunk {chunk}: tx 0x{} in block {} ({})",
-                        hex::encode(m.hash),
-                        m.block,
-                        if m.success { "success" } else { "reverted" }
-                    ),
+    let mut payout_of = std::collections::HashMap::with_capacity(updated.len());
+    for row in &updated {
+        payout_of.insert(
+            row.try_get::<Uuid, _>("id")?,
+            row.try_get::<Uuid, _>("payout_id")?,
+        );
+    }
+    let mut ids = Vec::with_capacity(chunks.len());
+    let mut payouts = Vec::with_capacity(chunks.len());
+    let mut kinds = Vec::with_capacity(chunks.len());
+    let mut details = Vec::with_capacity(chunks.len());
+    for (chunk, mined) in chunks {
+        let Some(payout) = payout_of.get(&chunk.0) else {
+            return Err(StoreError::NotFound);
+        };
+        ids.push(Uuid::now_v7());
+        payouts.push(*payout);
+        let (kind, detail) = match mined {
+            Some(m) => (
+                "mined",
+                format!(
+                    "chunk {chunk}: tx 0x{} in block {} ({})",
+                    hex::encode(m.hash),
+                    m.block,
+                    if m.success { "success" } else { "reverted" }
                 ),
-                None => (
-                    "reorged",
-                    format!("chunk {chunk}: its block left the chain; tracking again"),
-                ),
-            };
-            kinds.push(kind);
-            details.push(detail);
-        }
-        sqlx::query(
+            ),
+            None => (
+                "reorged",
+                format!("chunk {chunk}: its block left the chain; tracking again"),
+            ),
+        };
+        kinds.push(kind);
+        details.push(detail);
+    }
+    sqlx::query(
             "INSERT INTO payout_events (id, payout_id, at, kind, detail) \
              SELECT u.id, u.payout_id, $3, u.kind, u.detail FROM UNNEST($1::uuid[], $2::uuid[], $4::text[], $5::text[]) \
              AS u(id, payout_id, kind, detail)",
@@ -1525,380 +1435,146 @@ impl Store for PgStore {
         .bind(&details)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn close_chunk(
-        &self,
-        chunk: ChunkId,
-        state: ChunkState,
-        detail: &str,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let at = now_micros();
-        let payout = chunk_payout(&mut tx, chunk).await?;
-        sqlx::query("UPDATE payout_chunks SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'mined'")
-            .bind(state.as_str())
-            .bind(at)
-            .bind(chunk.0)
-            .execute(&mut *tx)
-            .await?;
-        if state == ChunkState::Failed {
-            sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+pub(super) async fn close_chunk(
+    store: &PgStore,
+    chunk: ChunkId,
+    state: ChunkState,
+    detail: &str,
+) -> StoreResult<()> {
+    let mut tx = store.pool.begin().await?;
+    let at = now_micros();
+    let payout = chunk_payout(&mut tx, chunk).await?;
+    sqlx::query(
+        "UPDATE payout_chunks SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'mined'",
+    )
+    .bind(state.as_str())
+    .bind(at)
+    .bind(chunk.0)
+    .execute(&mut *tx)
+    .await?;
+    if state == ChunkState::Failed {
+        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
                 .bind(at)
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-        }
-        let kind = match state {
-            ChunkState::Failed => "chunk_failed",
-            _ => "chunk_cancelled",
-        };
-        insert_event(
-            &mut tx,
-            PayoutId(payout),
-            at,
-            kind,
-            &format!("chunk {chunk}: {detail}"),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
+    let kind = match state {
+        ChunkState::Failed => "chunk_failed",
+        _ => "chunk_cancelled",
+    };
+    insert_event(
+        &mut tx,
+        PayoutId(payout),
+        at,
+        kind,
+        &format!("chunk {chunk}: {detail}"),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let state: String =
-            sqlx::query_scalar("SELECT state FROM payouts WHERE id = $1 FOR UPDATE")
-                .bind(payout.0)
-                .fetch_one(&mut *tx)
-                .await?;
-        if state != PayoutState::Broadcast.as_str() {
-            return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
-        }
-        let open: i64 = sqlx::query_scalar(
+pub(super) async fn request_cancel(
+    store: &PgStore,
+    payout: PayoutId,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let mut tx = store.pool.begin().await?;
+    let state: String = sqlx::query_scalar("SELECT state FROM payouts WHERE id = $1 FOR UPDATE")
+        .bind(payout.0)
+        .fetch_one(&mut *tx)
+        .await?;
+    if state != PayoutState::Broadcast.as_str() {
+        return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
+    }
+    let open: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM payout_chunks WHERE payout_id = $1 AND state IN ('queued', 'signed', 'broadcast')",
         )
         .bind(payout.0)
         .fetch_one(&mut *tx)
         .await?;
-        if open == 0 {
-            return Err(StoreError::Conflict(format!(
-                "every chunk of payout {payout} is mined or final"
-            )));
-        }
-        let reason = audit.reason.clone().unwrap_or_default();
-        sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, $1), cancel_by = COALESCE(cancel_by, $2), updated_at = $3 WHERE id = $4")
+    if open == 0 {
+        return Err(StoreError::Conflict(format!(
+            "every chunk of payout {payout} is mined or final"
+        )));
+    }
+    let reason = audit.reason.clone().unwrap_or_default();
+    sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, $1), cancel_by = COALESCE(cancel_by, $2), updated_at = $3 WHERE id = $4")
             .bind(&reason)
             .bind(&audit.actor)
             .bind(audit.at)
             .bind(payout.0)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+    sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
             .bind(audit.at)
             .bind(payout.0)
             .execute(&mut *tx)
             .await?;
-        insert_event(
-            &mut tx,
-            payout,
-            audit.at,
-            "cancel_requested",
-            &format!("by {}: {reason}", audit.actor),
-        )
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    insert_event(
+        &mut tx,
+        payout,
+        audit.at,
+        "cancel_requested",
+        &format!("by {}: {reason}", audit.actor),
+    )
+    .await?;
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn add_payout_event(
-        &self,
-        payout: PayoutId,
-        kind: &str,
-        detail: &str,
-    ) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        insert_event(&mut conn, payout, now_micros(), kind, detail).await
-    }
+pub(super) async fn add_payout_event(
+    store: &PgStore,
+    payout: PayoutId,
+    kind: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    let mut conn = store.pool.acquire().await?;
+    insert_event(&mut conn, payout, now_micros(), kind, detail).await
+}
 
-    async fn approve_payout(
-        &self,
-        payout: PayoutId,
-        approver: &str,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let at = audit.at;
-        let updated = sqlx::query("UPDATE payouts SET state = 'queued', updated_at = $1 WHERE id = $2 AND state = 'pending_approval' AND created_by <> $3")
-            .bind(at)
-            .bind(payout.0)
-            .bind(approver)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "payout {payout} is not pending an approval by {approver}"
-            )));
-        }
-        insert_event(
-            &mut tx,
-            payout,
-            at,
-            "approved",
-            &format!("approved by {approver}"),
-        )
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>> {
-        let row =
-            sqlx::query("SELECT reason, actor, since FROM network_safe_mode WHERE network = $1")
-                .bind(network)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok(SafeMode {
-                reason: r.try_get("reason")?,
-                actor: r.try_get("actor")?,
-                since: r.try_get("since")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn set_safe_mode(
-        &self,
-        network: &str,
-        mode: Option<&SafeMode>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        match mode {
-            Some(m) => {
-                sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES ($1, $2, $3, $4) ON CONFLICT (network) DO UPDATE SET reason = EXCLUDED.reason, actor = EXCLUDED.actor")
+pub(super) async fn set_safe_mode(
+    store: &PgStore,
+    network: &str,
+    mode: Option<&SafeMode>,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let mut tx = store.pool.begin().await?;
+    match mode {
+        Some(m) => {
+            sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES ($1, $2, $3, $4) ON CONFLICT (network) DO UPDATE SET reason = EXCLUDED.reason, actor = EXCLUDED.actor")
                     .bind(network)
                     .bind(&m.reason)
                     .bind(&m.actor)
                     .bind(m.since)
                     .execute(&mut *tx)
                     .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM network_safe_mode WHERE network = $1")
-                    .bind(network)
-                    .execute(&mut *tx)
-                    .await?;
-            }
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn create_deal(
-        &self,
-        deal: &crate::escrow::Deal,
-        detail: &str,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        escrow::insert_deal(&mut tx, deal, detail).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::get_deal(&mut conn, id).await
-    }
-
-    async fn list_deals(&self, filter: &DealFilter) -> StoreResult<Vec<crate::escrow::Deal>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::list_deals(&mut conn, filter).await
-    }
-
-    async fn deal_events(
-        &self,
-        id: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::DealEvent>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::deal_events(&mut conn, id).await
-    }
-
-    async fn deal_timers(
-        &self,
-        id: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::timers::Timer>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::deal_timers(&mut conn, id).await
-    }
-
-    async fn deal_facts(
-        &self,
-        from: UnixMicros,
-        to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::deal_facts(&mut conn, from, to).await
-    }
-
-    async fn console_session(
-        &self,
-        id_hash: &[u8; 32],
-    ) -> StoreResult<Option<crate::console::SessionRecord>> {
-        let mut conn = self.pool.acquire().await?;
-        console::session(&mut conn, id_hash).await
-    }
-
-    async fn put_console_session(
-        &self,
-        session: &crate::console::SessionRecord,
-    ) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        console::put_session(&mut conn, session).await
-    }
-
-    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        console::delete_session(&mut conn, id_hash, now).await
-    }
-
-    async fn console_mfa(&self, user: &str) -> StoreResult<Option<crate::console::MfaEnrolment>> {
-        let mut conn = self.pool.acquire().await?;
-        console::mfa(&mut conn, user).await
-    }
-
-    async fn put_console_mfa(&self, mfa: &crate::console::MfaEnrolment) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        console::put_mfa(&mut conn, mfa).await
-    }
-
-    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        console::advance_step(&mut conn, user, step).await
-    }
-
-    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        console::spend_recovery_code(&mut conn, user, hash).await
-    }
-
-    async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        operations::insert_canary_run(&mut conn, run).await
-    }
-
-    async fn finish_canary(
-        &self,
-        id: uuid::Uuid,
-        result: crate::operations::CanaryResult,
-        reason: &str,
-        at: UnixMicros,
-    ) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        operations::finish_canary_run(&mut conn, id, result, reason, at).await
-    }
-
-    async fn canary_runs(
-        &self,
-        network: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::operations::CanaryRun>> {
-        let mut conn = self.pool.acquire().await?;
-        operations::canary_runs(&mut conn, network, limit).await
-    }
-
-    async fn config_freeze(&self) -> StoreResult<Option<crate::operations::ConfigFreeze>> {
-        let mut conn = self.pool.acquire().await?;
-        operations::config_freeze(&mut conn).await
-    }
-
-    async fn set_config_freeze(
-        &self,
-        freeze: Option<&crate::operations::ConfigFreeze>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        operations::set_config_freeze(&mut tx, freeze).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)> {
-        let mut conn = self.pool.acquire().await?;
-        operations::overdue(&mut conn, before).await
-    }
-
-    async fn record_incident(
-        &self,
-        incident: &crate::escrow::report::Incident,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        escrow::insert_incident(&mut tx, incident).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn incidents(
-        &self,
-        from: UnixMicros,
-        to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::Incident>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::incidents(&mut conn, from, to).await
-    }
-
-    async fn add_evidence(
-        &self,
-        evidence: &crate::escrow::Evidence,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        escrow::insert_evidence(&mut tx, evidence).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn evidence(
-        &self,
-        deal: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::Evidence>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::list_evidence(&mut conn, deal).await
-    }
-
-    async fn apply_deal_step(
-        &self,
-        step: &crate::escrow::DealStep,
-        audit: Option<&AuditRecord>,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        escrow::write_deal_step(&mut tx, step, None).await?;
-        if let Some(a) = audit {
-            insert_audit(&mut tx, a).await?;
+        None => {
+            sqlx::query("DELETE FROM network_safe_mode WHERE network = $1")
+                .bind(network)
+                .execute(&mut *tx)
+                .await?;
         }
-        tx.commit().await?;
-        Ok(())
     }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn claim_due_timers(
-        &self,
-        now: UnixMicros,
-        claimer: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::timers::Timer>> {
-        let rows = sqlx::query(
+pub(super) async fn claim_due_timers(
+    store: &PgStore,
+    now: UnixMicros,
+    claimer: &str,
+    limit: i64,
+) -> StoreResult<Vec<crate::timers::Timer>> {
+    let rows = sqlx::query(
             "UPDATE timers SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
              SELECT id FROM timers WHERE state = 'pending' AND due_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
              ORDER BY due_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING id, kind, deal_id, due_at, state, fired_at",
@@ -1907,317 +1583,53 @@ impl Store for PgStore {
         .bind(now + crate::timers::CLAIM_MICROS)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        let mut timers: Vec<crate::timers::Timer> = rows
-            .iter()
-            .map(escrow::timer_from_row)
-            .collect::<StoreResult<_>>()?;
-        // RETURNING gives no order: the runner fires them as they came due.
-        timers.sort_by_key(|t| (t.due_at, t.id.0));
-        Ok(timers)
-    }
+    let mut timers: Vec<crate::timers::Timer> = rows
+        .iter()
+        .map(escrow::timer_from_row)
+        .collect::<StoreResult<_>>()?;
+    // RETURNING gives no order: the runner fires them as they came due.
+    timers.sort_by_key(|t| (t.due_at, t.id.0));
+    Ok(timers)
+}
 
-    async fn create_endpoint(
-        &self,
-        endpoint: &crate::webhooks::Endpoint,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        webhooks::insert_endpoint(&mut tx, endpoint).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::endpoints(&mut conn).await
-    }
-
-    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::endpoint(&mut conn, id).await
-    }
-
-    async fn rotate_endpoint_secret(
-        &self,
-        id: uuid::Uuid,
-        secret: &secrecy::SecretString,
-        previous_until: UnixMicros,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        webhooks::rotate_secret(&mut tx, id, secret, previous_until, audit.at).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn set_endpoint_active(
-        &self,
-        id: uuid::Uuid,
-        active: bool,
-        reason: Option<&str>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        webhooks::set_endpoint_active(&mut tx, id, active, reason, audit.at).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn undispatched_webhook_events(
-        &self,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::undispatched_events(&mut conn, limit).await
-    }
-
-    async fn dispatch_webhook_events(
-        &self,
-        bodies: &[(i64, String)],
-        deliveries: &[(uuid::Uuid, i64)],
-        at: UnixMicros,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        webhooks::dispatch(&mut tx, bodies, deliveries, at).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn webhook_event(
-        &self,
-        id: uuid::Uuid,
-    ) -> StoreResult<crate::webhooks::outbox::OutboxEvent> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::event_by_id(&mut conn, id).await
-    }
-
-    async fn webhook_events_between(
-        &self,
-        from: UnixMicros,
-        to: UnixMicros,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::events_between(&mut conn, from, to, limit).await
-    }
-
-    async fn webhook_deliveries(
-        &self,
-        endpoint: uuid::Uuid,
-        state: Option<crate::webhooks::outbox::DeliveryState>,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
-    }
-
-    async fn record_webhook_attempts(
-        &self,
-        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
-    ) -> StoreResult<()> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for outcome in outcomes {
-            webhooks::record_attempt(&mut tx, outcome).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn replay_webhook_events(
-        &self,
-        endpoint: uuid::Uuid,
-        seqs: &[i64],
-        audit: &AuditRecord,
-    ) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let changed = webhooks::replay(&mut tx, endpoint, seqs, audit.at).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(changed)
-    }
-
-    async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)> {
-        let mut tx = self.pool.begin().await?;
-        let pruned = webhooks::prune(&mut tx, before).await?;
-        tx.commit().await?;
-        Ok(pruned)
-    }
-
-    async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::backlog(&mut conn).await
-    }
-
-    async fn create_company(
-        &self,
-        company: &crate::trust::Company,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        trust::insert_company(&mut tx, company).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn companies(&self) -> StoreResult<Vec<crate::trust::Company>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::companies(&mut conn).await
-    }
-
-    async fn set_company_member(
-        &self,
-        member: &crate::trust::Member,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        trust::insert_member(&mut tx, member).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn company_members(
-        &self,
-        company: Option<uuid::Uuid>,
-        user: Option<&str>,
-    ) -> StoreResult<Vec<crate::trust::Member>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::members(&mut conn, company, user).await
-    }
-
-    async fn create_trust_pair(
-        &self,
-        pair: &crate::trust::TrustPair,
-        first: &crate::trust::NextSession,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        trust::insert_pair(&mut tx, pair, first).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn trust_pairs(
-        &self,
-        id: Option<uuid::Uuid>,
-    ) -> StoreResult<Vec<crate::trust::TrustPair>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::pairs(&mut conn, id).await
-    }
-
-    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::trust::Session> {
-        let mut conn = self.pool.acquire().await?;
-        trust::session(&mut conn, id).await
-    }
-
-    async fn trust_sessions(
-        &self,
-        pair: Option<uuid::Uuid>,
-        state: Option<crate::trust::SessionState>,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::sessions(&mut conn, pair, state, limit).await
-    }
-
-    async fn due_trust_sessions(
-        &self,
-        now: UnixMicros,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::due_sessions(&mut conn, now, limit).await
-    }
-
-    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::trust::Session>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::unsettled_sessions(&mut conn).await
-    }
-
-    async fn trust_obligations(
-        &self,
-        session: uuid::Uuid,
-        through: Option<i64>,
-    ) -> StoreResult<Vec<crate::trust::StoredObligation>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::obligations(&mut conn, session, through).await
-    }
-
-    async fn record_trust_obligation(
-        &self,
-        pair: uuid::Uuid,
-        obligation: &crate::trust::StoredObligation,
-        limit: i128,
-        audit: &AuditRecord,
-    ) -> StoreResult<crate::trust::StoredObligation> {
-        let mut tx = self.pool.begin().await?;
-        let stored = trust::record_obligation(&mut tx, pair, obligation, limit).await?;
-        if stored.id == obligation.id {
-            insert_audit(&mut tx, audit).await?;
-        }
-        tx.commit().await?;
-        Ok(stored)
-    }
-
-    async fn apply_session_step(
-        &self,
-        step: &crate::trust::SessionStep,
-        audit: Option<&AuditRecord>,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        trust::write_session_step(&mut tx, step, None).await?;
-        if let Some(a) = audit {
-            insert_audit(&mut tx, a).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
-        let row = sqlx::query(
+pub(super) async fn pilot_scope(
+    store: &PgStore,
+) -> StoreResult<Option<crate::scope::ScopeSetting>> {
+    let row = sqlx::query(
             "SELECT enabled, country_allowlist, category_allowlist, template_version, actor, reason, since FROM pilot_scope WHERE id = 1",
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&store.pool)
         .await?;
-        let list = |text: String| {
-            serde_json::from_str::<Vec<String>>(&text)
-                .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
-        };
-        row.map(|r| {
-            Ok(crate::scope::ScopeSetting {
-                scope: crate::scope::PilotScope {
-                    enabled: r.try_get::<bool, _>("enabled")?,
-                    country_allowlist: list(r.try_get("country_allowlist")?)?,
-                    category_allowlist: list(r.try_get("category_allowlist")?)?,
-                    template_version: r.try_get("template_version")?,
-                },
-                actor: r.try_get("actor")?,
-                reason: r.try_get("reason")?,
-                since: r.try_get("since")?,
-            })
+    let list = |text: String| {
+        serde_json::from_str::<Vec<String>>(&text)
+            .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
+    };
+    row.map(|r| {
+        Ok(crate::scope::ScopeSetting {
+            scope: crate::scope::PilotScope {
+                enabled: r.try_get::<bool, _>("enabled")?,
+                country_allowlist: list(r.try_get("country_allowlist")?)?,
+                category_allowlist: list(r.try_get("category_allowlist")?)?,
+                template_version: r.try_get("template_version")?,
+            },
+            actor: r.try_get("actor")?,
+            reason: r.try_get("reason")?,
+            since: r.try_get("since")?,
         })
-        .transpose()
-    }
+    })
+    .transpose()
+}
 
-    async fn set_pilot_scope(
-        &self,
-        setting: &crate::scope::ScopeSetting,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+pub(super) async fn set_pilot_scope(
+    store: &PgStore,
+    setting: &crate::scope::ScopeSetting,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
+    let mut tx = store.pool.begin().await?;
+    sqlx::query(
             "INSERT INTO pilot_scope (id, enabled, country_allowlist, category_allowlist, template_version, actor, reason, since) \
              VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, \
              country_allowlist = excluded.country_allowlist, category_allowlist = excluded.category_allowlist, \
@@ -2232,21 +1644,21 @@ impl Store for PgStore {
         .bind(setting.since)
         .execute(&mut *tx)
         .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn acquire_lease(
-        &self,
-        network: &str,
-        owner: &str,
-        _now: UnixMicros,
-        ttl_micros: i64,
-    ) -> StoreResult<Option<Lease>> {
-        // Instances on several machines compare expiry against one clock: the database's.
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+pub(super) async fn acquire_lease(
+    store: &PgStore,
+    network: &str,
+    owner: &str,
+    _now: UnixMicros,
+    ttl_micros: i64,
+) -> StoreResult<Option<Lease>> {
+    // Instances on several machines compare expiry against one clock: the database's.
+    let mut tx = store.pool.begin().await?;
+    let row = sqlx::query(
             "WITH clock AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint AS now) \
              INSERT INTO engine_leases (network, owner, fence, expires_at) SELECT $1, $2, 1, clock.now + $3 FROM clock \
              ON CONFLICT (network) DO UPDATE SET owner = excluded.owner, \
@@ -2260,216 +1672,64 @@ impl Store for PgStore {
         .bind(ttl_micros)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
-        row.as_ref().map(lease_from_row).transpose()
-    }
+    tx.commit().await?;
+    row.as_ref().map(lease_from_row).transpose()
+}
 
-    async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM engine_leases WHERE network = $1 AND owner = $2")
-            .bind(network)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn lease(&self, network: &str) -> StoreResult<Option<Lease>> {
-        let row =
-            sqlx::query("SELECT owner, fence, expires_at FROM engine_leases WHERE network = $1")
-                .bind(network)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(lease_from_row).transpose()
-    }
-
-    async fn add_deposit_address(
-        &self,
-        entry: &DepositAddress,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let added = sqlx::query(
-            "INSERT INTO deposit_addresses (account_id, network, address, added_by, added_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(entry.account.0)
-        .bind(&entry.asset.network)
-        .bind(&entry.address)
-        .bind(&entry.added_by)
-        .bind(entry.added_at)
-        .execute(&mut *tx)
-        .await?;
-        if added.rows_affected() == 1 {
-            insert_audit(&mut tx, audit).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn deposit_addresses(
-        &self,
-        network: &str,
-        account: Option<AccountId>,
-    ) -> StoreResult<Vec<DepositAddress>> {
-        let rows = sqlx::query(
+pub(super) async fn deposit_addresses(
+    store: &PgStore,
+    network: &str,
+    account: Option<AccountId>,
+) -> StoreResult<Vec<DepositAddress>> {
+    let rows = sqlx::query(
             "SELECT d.account_id, a.network, a.asset, d.address, d.added_by, d.added_at FROM deposit_addresses d \
              JOIN accounts a ON a.id = d.account_id WHERE d.network = $1 AND ($2::uuid IS NULL OR d.account_id = $2) \
              ORDER BY d.address, d.account_id",
         )
         .bind(network)
         .bind(account.map(|a| a.0))
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DepositAddress {
-                    account: AccountId(r.try_get("account_id")?),
-                    asset: AssetKey::new(
-                        r.try_get::<String, _>("network")?,
-                        r.try_get::<String, _>("asset")?,
-                    ),
-                    address: r.try_get("address")?,
-                    added_by: r.try_get("added_by")?,
-                    added_at: r.try_get("added_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn known_attempts(
-        &self,
-        hashes: &[[u8; 32]],
-    ) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
-        let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
-        let rows: Vec<Vec<u8>> =
-            sqlx::query_scalar("SELECT hash FROM tx_attempts WHERE hash = ANY($1)")
-                .bind(&owned)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|h| hash32(h)).collect()
-    }
-
-    async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>> {
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")
-                .bind(network)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(next.map(|n| n as u64))
-    }
-
-    async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO deposit_cursors (network, next_block) VALUES ($1, $2) \
-             ON CONFLICT (network) DO UPDATE SET next_block = excluded.next_block",
-        )
-        .bind(network)
-        .bind(next_block as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM payouts WHERE cancel_reason IS NOT NULL AND state = 'broadcast' AND network = $1",
-        )
-        .bind(network)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids.into_iter().map(PayoutId).collect())
-    }
-
-    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM payouts WHERE network = $1 \
-             AND state IN ('pending_approval', 'queued', 'broadcast') GROUP BY state",
-        )
-        .bind(network)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                let state = PayoutState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("payout state {state:?}")))?;
-                Ok((state, r.try_get("n")?))
-            })
-            .collect()
-    }
-
-    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>> {
-        let row = sqlx::query(
-            "SELECT phase, actor, reason, since FROM network_rollout WHERE network = $1",
-        )
-        .bind(network)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let phase: String = r.try_get("phase")?;
-            Ok(RolloutSetting {
-                phase: RolloutPhase::parse(&phase)
-                    .ok_or_else(|| StoreError::Invariant(format!("rollout phase {phase:?}")))?,
-                actor: r.try_get("actor")?,
-                reason: r.try_get("reason")?,
-                since: r.try_get("since")?,
+    rows.iter()
+        .map(|r| {
+            Ok(DepositAddress {
+                account: AccountId(r.try_get("account_id")?),
+                asset: AssetKey::new(
+                    r.try_get::<String, _>("network")?,
+                    r.try_get::<String, _>("asset")?,
+                ),
+                address: r.try_get("address")?,
+                added_by: r.try_get("added_by")?,
+                added_at: r.try_get("added_at")?,
             })
         })
-        .transpose()
-    }
+        .collect()
+}
 
-    async fn set_rollout_phase(
-        &self,
-        network: &str,
-        setting: &RolloutSetting,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO network_rollout (network, phase, actor, reason, since) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (network) DO UPDATE SET phase = excluded.phase, actor = excluded.actor, \
-             reason = excluded.reason, since = excluded.since",
-        )
-        .bind(network)
-        .bind(setting.phase.as_str())
-        .bind(&setting.actor)
-        .bind(&setting.reason)
-        .bind(setting.since)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>> {
-        let rows = sqlx::query("SELECT asset, reason, actor, since FROM asset_freezes WHERE network = $1 ORDER BY asset")
-            .bind(network)
-            .fetch_all(&self.pool)
+pub(super) async fn known_attempts(
+    store: &PgStore,
+    hashes: &[[u8; 32]],
+) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
+    let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+    let rows: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT hash FROM tx_attempts WHERE hash = ANY($1)")
+            .bind(&owned)
+            .fetch_all(&store.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AssetFreeze {
-                    asset: r.try_get("asset")?,
-                    reason: r.try_get("reason")?,
-                    actor: r.try_get("actor")?,
-                    since: r.try_get("since")?,
-                })
-            })
-            .collect()
-    }
+    rows.iter().map(|h| hash32(h)).collect()
+}
 
-    async fn set_freeze(
-        &self,
-        network: &str,
-        asset: &str,
-        freeze: Option<&AssetFreeze>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        match freeze {
-            Some(f) => {
-                sqlx::query(
+pub(super) async fn set_freeze(
+    store: &PgStore,
+    network: &str,
+    asset: &str,
+    freeze: Option<&AssetFreeze>,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let mut tx = store.pool.begin().await?;
+    match freeze {
+        Some(f) => {
+            sqlx::query(
                     "INSERT INTO asset_freezes (network, asset, reason, actor, since) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (network, asset) DO UPDATE SET reason = excluded.reason, actor = excluded.actor",
                 )
@@ -2480,99 +1740,78 @@ impl Store for PgStore {
                 .bind(f.since)
                 .execute(&mut *tx)
                 .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM asset_freezes WHERE network = $1 AND asset = $2")
-                    .bind(network)
-                    .bind(asset)
-                    .execute(&mut *tx)
-                    .await?;
-            }
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        None => {
+            sqlx::query("DELETE FROM asset_freezes WHERE network = $1 AND asset = $2")
+                .bind(network)
+                .bind(asset)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn signed_volume_since(
-        &self,
-        network: &str,
-        since: UnixMicros,
-    ) -> StoreResult<Vec<(String, i128)>> {
-        let rows = sqlx::query(
+pub(super) async fn signed_volume_since(
+    store: &PgStore,
+    network: &str,
+    since: UnixMicros,
+) -> StoreResult<Vec<(String, i128)>> {
+    let rows = sqlx::query(
             "SELECT p.asset, SUM(c.amount) AS total FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.signed_at >= $1 AND p.network = $2 GROUP BY p.asset",
         )
         .bind(since)
         .bind(network)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
-            .collect()
-    }
+    rows.iter()
+        .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
+        .collect()
+}
 
-    async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist> {
-        let enforced: Option<bool> =
-            sqlx::query_scalar("SELECT enforced FROM destination_allowlists WHERE account_id = $1")
-                .bind(account.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        let rows = sqlx::query(
-            "SELECT network, address, label, added_by, added_at FROM allowed_destinations \
+pub(super) async fn allowlist(store: &PgStore, account: AccountId) -> StoreResult<Allowlist> {
+    let enforced: Option<bool> =
+        sqlx::query_scalar("SELECT enforced FROM destination_allowlists WHERE account_id = $1")
+            .bind(account.0)
+            .fetch_optional(&store.pool)
+            .await?;
+    let rows = sqlx::query(
+        "SELECT network, address, label, added_by, added_at FROM allowed_destinations \
              WHERE account_id = $1 ORDER BY network, address",
-        )
-        .bind(account.0)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Allowlist {
-            enforced: enforced.unwrap_or(false),
-            entries: rows
-                .iter()
-                .map(|r| {
-                    Ok(AllowedDestination {
-                        network: r.try_get("network")?,
-                        address: r.try_get("address")?,
-                        label: r.try_get("label")?,
-                        added_by: r.try_get("added_by")?,
-                        added_at: r.try_get("added_at")?,
-                    })
+    )
+    .bind(account.0)
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(Allowlist {
+        enforced: enforced.unwrap_or(false),
+        entries: rows
+            .iter()
+            .map(|r| {
+                Ok(AllowedDestination {
+                    network: r.try_get("network")?,
+                    address: r.try_get("address")?,
+                    label: r.try_get("label")?,
+                    added_by: r.try_get("added_by")?,
+                    added_at: r.try_get("added_at")?,
                 })
-                .collect::<StoreResult<_>>()?,
-        })
-    }
+            })
+            .collect::<StoreResult<_>>()?,
+    })
+}
 
-    async fn set_allowlist_enforced(
-        &self,
-        account: AccountId,
-        enforced: bool,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+pub(super) async fn set_allowed_destination(
+    store: &PgStore,
+    account: AccountId,
+    entry: &AllowedDestination,
+    allowed: bool,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let mut tx = store.pool.begin().await?;
+    if allowed {
         sqlx::query(
-            "INSERT INTO destination_allowlists (account_id, enforced, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (account_id) DO UPDATE SET enforced = excluded.enforced, updated_at = excluded.updated_at",
-        )
-        .bind(account.0)
-        .bind(enforced)
-        .bind(audit.at)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn set_allowed_destination(
-        &self,
-        account: AccountId,
-        entry: &AllowedDestination,
-        allowed: bool,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        if allowed {
-            sqlx::query(
                 "INSERT INTO allowed_destinations (account_id, network, address, label, added_by, added_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, network, address) DO UPDATE SET label = excluded.label",
             )
@@ -2584,8 +1823,8 @@ impl Store for PgStore {
             .bind(entry.added_at)
             .execute(&mut *tx)
             .await?;
-        } else {
-            let gone = sqlx::query(
+    } else {
+        let gone = sqlx::query(
                 "DELETE FROM allowed_destinations WHERE account_id = $1 AND network = $2 AND address = $3",
             )
             .bind(account.0)
@@ -2593,68 +1832,74 @@ impl Store for PgStore {
             .bind(&entry.address)
             .execute(&mut *tx)
             .await?;
-            if gone.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
+        if gone.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
     }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists> {
-        let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
-        let rows = sqlx::query(
+pub(super) async fn enforced_allowlists(
+    store: &PgStore,
+    accounts: &[AccountId],
+) -> StoreResult<EnforcedAllowlists> {
+    let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
+    let rows = sqlx::query(
             "SELECT l.account_id, d.network, d.address FROM destination_allowlists l \
              LEFT JOIN allowed_destinations d ON d.account_id = l.account_id WHERE l.enforced AND l.account_id = ANY($1)",
         )
         .bind(&ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        let mut out = EnforcedAllowlists::new();
-        for r in rows {
-            let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
-            let network: Option<String> = r.try_get("network")?;
-            let address: Option<String> = r.try_get("address")?;
-            if let (Some(n), Some(a)) = (network, address) {
-                entries.insert((n, a));
-            }
+    let mut out = EnforcedAllowlists::new();
+    for r in rows {
+        let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
+        let network: Option<String> = r.try_get("network")?;
+        let address: Option<String> = r.try_get("address")?;
+        if let (Some(n), Some(a)) = (network, address) {
+            entries.insert((n, a));
         }
-        Ok(out)
     }
+    Ok(out)
+}
 
-    async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log \
+pub(super) async fn list_audit(
+    store: &PgStore,
+    after: Option<Uuid>,
+    limit: i64,
+) -> StoreResult<Vec<StoredAudit>> {
+    let rows = sqlx::query(
+        "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log \
              WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let role: String = r.try_get("role")?;
-                Ok(StoredAudit {
-                    id: r.try_get("id")?,
-                    record: AuditRecord {
-                        actor: r.try_get("actor")?,
-                        role: super::sqlite::parse_role(&role)?,
-                        action: r.try_get("action")?,
-                        target: r.try_get("target")?,
-                        reason: r.try_get("reason")?,
-                        request_id: r.try_get("request_id")?,
-                        at: r.try_get("at")?,
-                        evidence: r
-                            .try_get::<Option<String>, _>("evidence")?
-                            .map(|e| serde_json::from_str(&e))
-                            .transpose()
-                            .map_err(|e| StoreError::Invariant(format!("audit evidence: {e}")))?,
-                    },
-                })
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let role: String = r.try_get("role")?;
+            Ok(StoredAudit {
+                id: r.try_get("id")?,
+                record: AuditRecord {
+                    actor: r.try_get("actor")?,
+                    role: super::sqlite::parse_role(&role)?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    reason: r.try_get("reason")?,
+                    request_id: r.try_get("request_id")?,
+                    at: r.try_get("at")?,
+                    evidence: r
+                        .try_get::<Option<String>, _>("evidence")?
+                        .map(|e| serde_json::from_str(&e))
+                        .transpose()
+                        .map_err(|e| StoreError::Invariant(format!("audit evidence: {e}")))?,
+                },
             })
-            .collect()
-    }
+        })
+        .collect()
 }
 
 fn lease_from_row(r: &PgRow) -> StoreResult<Lease> {

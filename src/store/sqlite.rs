@@ -11,6 +11,9 @@ mod escrow;
 #[path = "sql/operations.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod operations;
+#[path = "sql/store.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
+mod store;
 #[path = "sql/trust.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod trust;
@@ -23,6 +26,8 @@ use super::*;
 /// What the SQL shared by both backends (`store/sql/`) is compiled against here.
 type Db = Sqlite;
 type DbRow = SqliteRow;
+const BACKEND: Backend = Backend::Sqlite;
+type DbStore = SqliteStore;
 type DbConnection = sqlx::SqliteConnection;
 use crate::domain::AssetSpec;
 use crate::domain::{ChunkId, PayoutId};
@@ -868,63 +873,50 @@ impl LedgerTxn for SqliteTxn {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
+// The `Store` operations this backend writes its own way (see `sql/store.rs`).
 
-    async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
-        Ok(())
-    }
+pub(super) async fn migrate(store: &SqliteStore) -> StoreResult<()> {
+    sqlx::migrate!("migrations/sqlite").run(&store.pool).await?;
+    Ok(())
+}
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT decimals FROM assets WHERE network = ? AND code = ?")
+pub(super) async fn register_asset(store: &SqliteStore, spec: &AssetSpec) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let stored: Option<i64> =
+        sqlx::query_scalar("SELECT decimals FROM assets WHERE network = ? AND code = ?")
+            .bind(&spec.key.network)
+            .bind(&spec.key.code)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match stored {
+        Some(d) if d != i64::from(spec.decimals) => {
+            return Err(StoreError::AssetDecimalsChanged {
+                asset: spec.key.clone(),
+                stored: u8::try_from(d).unwrap_or(u8::MAX),
+                configured: spec.decimals,
+            });
+        }
+        Some(_) => {}
+        None => {
+            sqlx::query("INSERT INTO assets (network, code, decimals) VALUES (?, ?, ?)")
                 .bind(&spec.key.network)
                 .bind(&spec.key.code)
-                .fetch_optional(&mut *tx)
+                .bind(i64::from(spec.decimals))
+                .execute(&mut *tx)
                 .await?;
-        match stored {
-            Some(d) if d != i64::from(spec.decimals) => {
-                return Err(StoreError::AssetDecimalsChanged {
-                    asset: spec.key.clone(),
-                    stored: u8::try_from(d).unwrap_or(u8::MAX),
-                    configured: spec.decimals,
-                });
-            }
-            Some(_) => {}
-            None => {
-                sqlx::query("INSERT INTO assets (network, code, decimals) VALUES (?, ?, ?)")
-                    .bind(&spec.key.network)
-                    .bind(&spec.key.code)
-                    .bind(i64::from(spec.decimals))
-                    .execute(&mut *tx)
-                    .await?;
-            }
         }
-        tx.commit().await?;
-        Ok(())
     }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn ensure_system_account(
-        &self,
-        asset: &AssetKey,
-        kind: AccountKind,
-    ) -> StoreResult<Account> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        sqlx::query(
+pub(super) async fn ensure_system_account(
+    store: &SqliteStore,
+    asset: &AssetKey,
+    kind: AccountKind,
+) -> StoreResult<Account> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, 'system', ?, ?, ?, ?, ?) \
              ON CONFLICT (owner, network, asset, kind) DO NOTHING",
         )
@@ -936,7 +928,7 @@ impl Store for SqliteStore {
         .bind(now_micros())
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = 'system' AND network = ? AND asset = ? AND kind = ?"
         )))
         .bind(&asset.network)
@@ -944,14 +936,18 @@ impl Store for SqliteStore {
         .bind(kind.as_str())
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
-        account_from_row(&row)
-    }
+    tx.commit().await?;
+    account_from_row(&row)
+}
 
-    async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let id = AccountId::new();
-        let inserted = sqlx::query(
+pub(super) async fn create_account(
+    store: &SqliteStore,
+    new: &NewAccount,
+    audit: &AuditRecord,
+) -> StoreResult<Account> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let id = AccountId::new();
+    let inserted = sqlx::query(
             "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (owner, network, asset, kind) DO NOTHING",
         )
@@ -964,33 +960,26 @@ impl Store for SqliteStore {
         .bind(audit.at)
         .execute(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "owner {} already has a {} account for {}",
-                new.owner,
-                new.kind.as_str(),
-                new.asset
-            )));
-        }
-        let mut audit = audit.clone();
-        audit.target = format!("account:{id}");
-        insert_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
-        self.get_account(id).await
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!(
+            "owner {} already has a {} account for {}",
+            new.owner,
+            new.kind.as_str(),
+            new.asset
+        )));
     }
+    let mut audit = audit.clone();
+    audit.target = format!("account:{id}");
+    insert_audit(&mut tx, &audit).await?;
+    tx.commit().await?;
+    store.get_account(id).await
+}
 
-    async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
-        )))
-        .bind(id.0)
-        .fetch_one(&self.pool)
-        .await?;
-        account_from_row(&row)
-    }
-
-    async fn list_accounts(&self, f: &AccountFilter) -> StoreResult<Vec<Account>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub(super) async fn list_accounts(
+    store: &SqliteStore,
+    f: &AccountFilter,
+) -> StoreResult<Vec<Account>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR network = ?2) \
              AND (?3 IS NULL OR asset = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR id > ?5) ORDER BY id LIMIT ?6"
         )))
@@ -1000,29 +989,17 @@ impl Store for SqliteStore {
         .bind(f.kind.map(|k| k.as_str()))
         .bind(f.after.map(|a| a.0))
         .bind(f.limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter().map(account_from_row).collect()
-    }
+    rows.iter().map(account_from_row).collect()
+}
 
-    async fn post_batch(
-        &self,
-        commands: &[Command],
-    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        (|| self.post_once(commands))
-            .retry(retry_policy())
-            .when(StoreError::is_retryable)
-            .await
-    }
-
-    async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx> {
-        let mut conn = self.pool.acquire().await?;
-        load_transaction(&mut conn, id).await
-    }
-
-    async fn list_journal(&self, f: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub(super) async fn list_journal(
+    store: &SqliteStore,
+    f: &JournalFilter,
+) -> StoreResult<Vec<JournalTx>> {
+    let mut conn = store.pool.acquire().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > ?1 \
              AND (?2 IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = ?2 AND seq > ?1)) \
              AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5) \
@@ -1036,50 +1013,35 @@ impl Store for SqliteStore {
         .bind(f.limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut txs = rows
-            .iter()
-            .map(journal_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        attach_postings(&mut conn, &mut txs).await?;
-        Ok(txs)
-    }
+    let mut txs = rows
+        .iter()
+        .map(journal_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    attach_postings(&mut conn, &mut txs).await?;
+    Ok(txs)
+}
 
-    async fn get_hold(&self, id: HoldId) -> StoreResult<Hold> {
-        let mut conn = self.pool.acquire().await?;
-        load_hold(&mut conn, id).await
-    }
+pub(super) async fn list_holds(
+    store: &SqliteStore,
+    after: Option<HoldId>,
+    limit: i64,
+) -> StoreResult<Vec<Hold>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{HOLD_SELECT} WHERE (?1 IS NULL OR h.id > ?1) ORDER BY h.id LIMIT ?2"
+    )))
+    .bind(after.map(|h| h.0))
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(hold_from_row).collect()
+}
 
-    async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{HOLD_SELECT} WHERE (?1 IS NULL OR h.id > ?1) ORDER BY h.id LIMIT ?2"
-        )))
-        .bind(after.map(|h| h.0))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(hold_from_row).collect()
-    }
-
-    async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
-        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
-    }
-
-    async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout> {
-        let mut conn = self.pool.acquire().await?;
-        load_payout(&mut conn, "id", id.0).await
-    }
-
-    async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout> {
-        let mut conn = self.pool.acquire().await?;
-        load_payout(&mut conn, "hold_id", hold.0).await
-    }
-
-    async fn list_payouts(&self, f: &PayoutFilter) -> StoreResult<Vec<Payout>> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub(super) async fn list_payouts(
+    store: &SqliteStore,
+    f: &PayoutFilter,
+) -> StoreResult<Vec<Payout>> {
+    let mut conn = store.pool.acquire().await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account_id = ?2) \
              AND (?3 IS NULL OR network = ?3) AND (?4 IS NULL OR id > ?4) ORDER BY id LIMIT ?5"
         )))
@@ -1090,43 +1052,38 @@ impl Store for SqliteStore {
         .bind(f.limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut payouts = rows
-            .iter()
-            .map(payout_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        attach_chunks(&mut conn, &mut payouts).await?;
-        Ok(payouts)
-    }
+    let mut payouts = rows
+        .iter()
+        .map(payout_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    attach_chunks(&mut conn, &mut payouts).await?;
+    Ok(payouts)
+}
 
-    async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
-        let mut conn = self.pool.acquire().await?;
-        let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
-        let mut payouts = Vec::with_capacity(ids.len());
-        for part in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut qb =
-                QueryBuilder::new(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id IN"));
-            in_list(&mut qb, part);
-            for row in qb.build().fetch_all(&mut *conn).await? {
-                payouts.push(payout_from_row(&row)?);
-            }
+pub(super) async fn payouts_by_id(
+    store: &SqliteStore,
+    ids: &[PayoutId],
+) -> StoreResult<Vec<Payout>> {
+    let mut conn = store.pool.acquire().await?;
+    let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
+    let mut payouts = Vec::with_capacity(ids.len());
+    for part in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::new(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id IN"));
+        in_list(&mut qb, part);
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            payouts.push(payout_from_row(&row)?);
         }
-        attach_chunks(&mut conn, &mut payouts).await?;
-        Ok(payouts)
     }
+    attach_chunks(&mut conn, &mut payouts).await?;
+    Ok(payouts)
+}
 
-    async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?",
-        )
-        .bind(network)
-        .bind(wallet)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(n.map(|n| n as u64))
-    }
-
-    async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
-        let rows = sqlx::query(
+pub(super) async fn queued_chunks(
+    store: &SqliteStore,
+    network: &str,
+    limit: i64,
+) -> StoreResult<Vec<ChunkWork>> {
+    let rows = sqlx::query(
             "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = ? \
              AND p.state IN ('queued', 'broadcast') \
@@ -1138,100 +1095,100 @@ impl Store for SqliteStore {
         )
         .bind(network)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ChunkWork {
-                    chunk: ChunkId(r.try_get("id")?),
-                    payout: PayoutId(r.try_get("payout_id")?),
-                    account: AccountId(r.try_get("account_id")?),
-                    hold: HoldId(r.try_get("hold_id")?),
-                    index: u32::try_from(r.try_get::<i64, _>("idx")?).unwrap_or(u32::MAX),
-                    accepted_at: r.try_get("created_at")?,
-                    asset: AssetKey::new(
-                        r.try_get::<String, _>("network")?,
-                        r.try_get::<String, _>("asset")?,
-                    ),
-                    destination: r.try_get("destination")?,
-                    amount: units(r.try_get("amount")?)?,
-                })
+    rows.iter()
+        .map(|r| {
+            Ok(ChunkWork {
+                chunk: ChunkId(r.try_get("id")?),
+                payout: PayoutId(r.try_get("payout_id")?),
+                account: AccountId(r.try_get("account_id")?),
+                hold: HoldId(r.try_get("hold_id")?),
+                index: u32::try_from(r.try_get::<i64, _>("idx")?).unwrap_or(u32::MAX),
+                accepted_at: r.try_get("created_at")?,
+                asset: AssetKey::new(
+                    r.try_get::<String, _>("network")?,
+                    r.try_get::<String, _>("asset")?,
+                ),
+                destination: r.try_get("destination")?,
+                amount: units(r.try_get("amount")?)?,
             })
-            .collect()
-    }
+        })
+        .collect()
+}
 
-    async fn record_signed(
-        &self,
-        network: &str,
-        wallet: &str,
-        fence: u64,
-        first_nonce: u64,
-        signed: &[(ChunkId, Attempt)],
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let stored: Option<i64> = sqlx::query_scalar(
-            "SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?",
-        )
-        .bind(network)
-        .bind(wallet)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if stored.is_some_and(|n| n as u64 != first_nonce) {
-            return Err(StoreError::Conflict(format!(
-                "{wallet} next nonce is {stored:?}, not {first_nonce}"
-            )));
-        }
-        // Safe-mode entered after this round was planned still stops it from being stored,
-        // and so from ever being broadcast.
-        let safe: Option<String> =
-            sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = ?")
-                .bind(network)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(reason) = safe {
-            return Err(StoreError::Conflict(format!(
-                "{network} is in safe-mode: {reason}"
-            )));
-        }
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT fence FROM engine_leases WHERE network = ?")
-                .bind(network)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if current != Some(fence as i64) {
-            return Err(StoreError::Conflict(format!(
-                "the engine lease on {network} is at fence {current:?}, not {fence}"
-            )));
-        }
-        let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
-        for part in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::new(
-                "SELECT f.asset FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
+pub(super) async fn record_signed(
+    store: &SqliteStore,
+    network: &str,
+    wallet: &str,
+    fence: u64,
+    first_nonce: u64,
+    signed: &[(ChunkId, Attempt)],
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let stored: Option<i64> = sqlx::query_scalar(
+        "SELECT next_nonce FROM wallet_nonces WHERE network = ? AND address = ?",
+    )
+    .bind(network)
+    .bind(wallet)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if stored.is_some_and(|n| n as u64 != first_nonce) {
+        return Err(StoreError::Conflict(format!(
+            "{wallet} next nonce is {stored:?}, not {first_nonce}"
+        )));
+    }
+    // Safe-mode entered after this round was planned still stops it from being stored,
+    // and so from ever being broadcast.
+    let safe: Option<String> =
+        sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = ?")
+            .bind(network)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(reason) = safe {
+        return Err(StoreError::Conflict(format!(
+            "{network} is in safe-mode: {reason}"
+        )));
+    }
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT fence FROM engine_leases WHERE network = ?")
+            .bind(network)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if current != Some(fence as i64) {
+        return Err(StoreError::Conflict(format!(
+            "the engine lease on {network} is at fence {current:?}, not {fence}"
+        )));
+    }
+    let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
+    for part in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::new(
+            "SELECT f.asset FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
                  JOIN asset_freezes f ON f.network = p.network AND f.asset = p.asset WHERE c.id IN",
-            );
-            in_list(&mut qb, part);
-            qb.push(" LIMIT 1");
-            if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
-                let asset: String = row.try_get("asset")?;
-                return Err(StoreError::Conflict(format!(
-                    "{asset} is frozen on {network}"
-                )));
-            }
+        );
+        in_list(&mut qb, part);
+        qb.push(" LIMIT 1");
+        if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
+            let asset: String = row.try_get("asset")?;
+            return Err(StoreError::Conflict(format!(
+                "{asset} is frozen on {network}"
+            )));
         }
-        let next = first_nonce + signed.len() as u64;
-        sqlx::query(
-            "INSERT INTO wallet_nonces (network, address, next_nonce) VALUES (?1, ?2, ?3) \
+    }
+    let next = first_nonce + signed.len() as u64;
+    sqlx::query(
+        "INSERT INTO wallet_nonces (network, address, next_nonce) VALUES (?1, ?2, ?3) \
              ON CONFLICT (network, address) DO UPDATE SET next_nonce = ?3",
-        )
-        .bind(network)
-        .bind(wallet)
-        .bind(next as i64)
-        .execute(&mut *tx)
-        .await?;
-        let at = now_micros();
-        for (chunk, attempt) in signed {
-            insert_attempt(&mut tx, *chunk, wallet, attempt).await?;
-            let updated = sqlx::query(
+    )
+    .bind(network)
+    .bind(wallet)
+    .bind(next as i64)
+    .execute(&mut *tx)
+    .await?;
+    let at = now_micros();
+    for (chunk, attempt) in signed {
+        insert_attempt(&mut tx, *chunk, wallet, attempt).await?;
+        let updated = sqlx::query(
                 "UPDATE payout_chunks SET state = 'signed', wallet = ?, nonce = ?, updated_at = ?, signed_at = ? WHERE id = ? AND state = 'queued'",
             )
             .bind(wallet)
@@ -1241,190 +1198,143 @@ impl Store for SqliteStore {
             .bind(chunk.0)
             .execute(&mut *tx)
             .await?;
-            if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!(
-                    "chunk {chunk} is no longer queued"
-                )));
-            }
-            let payout = chunk_payout(&mut tx, *chunk).await?;
-            sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = ? WHERE id = ? AND state = 'queued'")
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "chunk {chunk} is no longer queued"
+            )));
+        }
+        let payout = chunk_payout(&mut tx, *chunk).await?;
+        sqlx::query("UPDATE payouts SET state = 'broadcast', updated_at = ? WHERE id = ? AND state = 'queued'")
                 .bind(at)
                 .bind(payout)
                 .execute(&mut *tx)
                 .await?;
-            insert_event(
-                &mut tx,
-                PayoutId(payout),
-                at,
-                "signed",
-                &format!(
-                    "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
-                    attempt.nonce,
-                    hex::encode(attempt.hash)
-                ),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            at,
+            "signed",
+            &format!(
+                "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
+                attempt.nonce,
+                hex::encode(attempt.hash)
+            ),
+        )
+        .await?;
     }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn record_replacement(
-        &self,
-        chunk: ChunkId,
-        attempt: &Attempt,
-        event: &str,
-        detail: &str,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = ?")
-            .bind(chunk.0)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (payout, wallet): (Uuid, String) = (row.try_get("payout_id")?, row.try_get("wallet")?);
-        insert_attempt(&mut tx, chunk, &wallet, attempt).await?;
-        insert_event(&mut tx, PayoutId(payout), attempt.created_at, event, detail).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn mark_broadcast(&self, attempts: &[Uuid], head: u64, at: i64) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        for id in attempts {
-            sqlx::query("UPDATE tx_attempts SET broadcast_at = ?, head_at_broadcast = ? WHERE id = ? AND broadcast_at IS NULL")
+pub(super) async fn mark_broadcast(
+    store: &SqliteStore,
+    attempts: &[Uuid],
+    head: u64,
+    at: i64,
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    for id in attempts {
+        sqlx::query("UPDATE tx_attempts SET broadcast_at = ?, head_at_broadcast = ? WHERE id = ? AND broadcast_at IS NULL")
                 .bind(at)
                 .bind(head as i64)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "UPDATE payout_chunks SET state = 'broadcast', updated_at = ? \
-                 WHERE id = (SELECT chunk_id FROM tx_attempts WHERE id = ?) AND state = 'signed'",
-            )
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
-        let mut conn = self.pool.acquire().await?;
-        load_in_flight(&mut conn, network, None).await
-    }
-
-    async fn wallet_openings(
-        &self,
-        network: &str,
-    ) -> StoreResult<std::collections::HashMap<(String, String), u64>> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT wallet, asset, block FROM wallet_openings WHERE network = ?")
-                .bind(network)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(wallet, asset, block)| ((wallet, asset), block.max(0) as u64))
-            .collect())
-    }
-
-    async fn record_wallet_opening(
-        &self,
-        network: &str,
-        wallet: &str,
-        asset: &str,
-        block: u64,
-    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO wallet_openings (network, wallet, asset, block) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "UPDATE payout_chunks SET state = 'broadcast', updated_at = ? \
+                 WHERE id = (SELECT chunk_id FROM tx_attempts WHERE id = ?) AND state = 'signed'",
         )
-        .bind(network)
-        .bind(wallet)
-        .bind(asset)
-        .bind(block as i64)
-        .execute(&self.pool)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
     }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot> {
-        // A deferred transaction in WAL mode reads one snapshot from its first statement on.
-        let mut tx = self.pool.begin().await?;
-        let next_block: Option<i64> =
-            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = ?")
-                .bind(network)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+pub(super) async fn custody_snapshot(
+    store: &SqliteStore,
+    network: &str,
+) -> StoreResult<CustodySnapshot> {
+    // A deferred transaction in WAL mode reads one snapshot from its first statement on.
+    let mut tx = store.pool.begin().await?;
+    let next_block: Option<i64> =
+        sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = ?")
+            .bind(network)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE network = ? AND owner LIKE 'wallet:%' ORDER BY owner, asset, kind"
         )))
         .bind(network)
         .fetch_all(&mut *tx)
         .await?;
-        let accounts = rows
-            .iter()
-            .map(account_from_row)
-            .collect::<StoreResult<_>>()?;
-        let in_flight = load_in_flight(&mut tx, network, None).await?;
-        // Settled after the block the comparison reads: in the ledger, not yet on that block.
-        let settled_ahead = match next_block {
-            Some(next) => load_in_flight(&mut tx, network, Some(next as u64)).await?,
-            None => Vec::new(),
-        };
-        let mut fee_posted = std::collections::HashSet::new();
-        let mined: Vec<(String, ChunkId)> = in_flight
-            .iter()
-            .chain(&settled_ahead)
-            .filter(|f| f.mined.is_some())
-            .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
-            .collect();
-        for part in mined.chunks(ROWS_PER_STATEMENT) {
-            let keys: Vec<String> = part.iter().map(|(k, _)| k.clone()).collect();
-            let mut qb = QueryBuilder::new(
-                "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key IN",
-            );
-            in_list(&mut qb, &keys);
-            for row in qb.build().fetch_all(&mut *tx).await? {
-                let key: String = row.try_get("idempotency_key")?;
-                if let Some((_, chunk)) = part.iter().find(|(k, _)| *k == key) {
-                    fee_posted.insert(*chunk);
-                }
+    let accounts = rows
+        .iter()
+        .map(account_from_row)
+        .collect::<StoreResult<_>>()?;
+    let in_flight = load_in_flight(&mut tx, network, None).await?;
+    // Settled after the block the comparison reads: in the ledger, not yet on that block.
+    let settled_ahead = match next_block {
+        Some(next) => load_in_flight(&mut tx, network, Some(next as u64)).await?,
+        None => Vec::new(),
+    };
+    let mut fee_posted = std::collections::HashSet::new();
+    let mined: Vec<(String, ChunkId)> = in_flight
+        .iter()
+        .chain(&settled_ahead)
+        .filter(|f| f.mined.is_some())
+        .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
+        .collect();
+    for part in mined.chunks(ROWS_PER_STATEMENT) {
+        let keys: Vec<String> = part.iter().map(|(k, _)| k.clone()).collect();
+        let mut qb = QueryBuilder::new(
+            "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key IN",
+        );
+        in_list(&mut qb, &keys);
+        for row in qb.build().fetch_all(&mut *tx).await? {
+            let key: String = row.try_get("idempotency_key")?;
+            if let Some((_, chunk)) = part.iter().find(|(k, _)| *k == key) {
+                fee_posted.insert(*chunk);
             }
         }
-        tx.rollback().await?;
-        Ok(CustodySnapshot {
-            next_block: next_block.map(|n| n as u64),
-            accounts,
-            in_flight,
-            settled_ahead,
-            fee_posted,
-        })
     }
+    tx.rollback().await?;
+    Ok(CustodySnapshot {
+        next_block: next_block.map(|n| n as u64),
+        accounts,
+        in_flight,
+        settled_ahead,
+        fee_posted,
+    })
+}
 
-    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let at = now_micros();
-        for (chunk, mined) in chunks {
-            let (chunk, mined) = (*chunk, mined.as_ref());
-            let payout = chunk_payout(&mut tx, chunk).await?;
-            let (state, detail) = match mined {
-                Some(m) => (
-                    "mined",
-                    format!(
-                        "chunk {chunk}: tx 0x{} in block {} ({})",
-                        hex::encode(m.hash),
-                        m.block,
-                        if m.success { "success" } else { "reverted" }
-                    ),
+pub(super) async fn record_mined(
+    store: &SqliteStore,
+    chunks: &[(ChunkId, Option<Mined>)],
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let at = now_micros();
+    for (chunk, mined) in chunks {
+        let (chunk, mined) = (*chunk, mined.as_ref());
+        let payout = chunk_payout(&mut tx, chunk).await?;
+        let (state, detail) = match mined {
+            Some(m) => (
+                "mined",
+                format!(
+                    "chunk {chunk}: tx 0x{} in block {} ({})",
+                    hex::encode(m.hash),
+                    m.block,
+                    if m.success { "success" } else { "reverted" }
                 ),
-                None => (
-                    "broadcast",
-                    format!("chunk {chunk}: its block left the chain; tracking again"),
-                ),
-            };
-            sqlx::query(
+            ),
+            None => (
+                "broadcast",
+                format!("chunk {chunk}: its block left the chain; tracking again"),
+            ),
+        };
+        sqlx::query(
                 "UPDATE payout_chunks SET state = ?, mined_hash = ?, mined_block = ?, mined_block_hash = ?, mined_success = ?, \
                  mined_fee = ?, updated_at = ? WHERE id = ?",
             )
@@ -1438,393 +1348,158 @@ impl Store for SqliteStore {
             .bind(chunk.0)
             .execute(&mut *tx)
             .await?;
-            insert_event(
-                &mut tx,
-                PayoutId(payout),
-                at,
-                if mined.is_some() { "mined" } else { "reorged" },
-                &detail,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn close_chunk(
-        &self,
-        chunk: ChunkId,
-        state: ChunkState,
-        detail: &str,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let at = now_micros();
-        let payout = chunk_payout(&mut tx, chunk).await?;
-        sqlx::query(
-            "UPDATE payout_chunks SET state = ?, updated_at = ? WHERE id = ? AND state = 'mined'",
-        )
-        .bind(state.as_str())
-        .bind(at)
-        .bind(chunk.0)
-        .execute(&mut *tx)
-        .await?;
-        if state == ChunkState::Failed {
-            sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = ? WHERE payout_id = ? AND state = 'queued'")
-                .bind(at)
-                .bind(payout)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let kind = match state {
-            ChunkState::Failed => "chunk_failed",
-            _ => "chunk_cancelled",
-        };
         insert_event(
             &mut tx,
             PayoutId(payout),
             at,
-            kind,
-            &format!("chunk {chunk}: {detail}"),
+            if mined.is_some() { "mined" } else { "reorged" },
+            &detail,
         )
         .await?;
-        tx.commit().await?;
-        Ok(())
     }
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let state: String = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
-            .bind(payout.0)
-            .fetch_one(&mut *tx)
-            .await?;
-        if state != PayoutState::Broadcast.as_str() {
-            return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
-        }
-        let open: i64 = sqlx::query_scalar(
+pub(super) async fn close_chunk(
+    store: &SqliteStore,
+    chunk: ChunkId,
+    state: ChunkState,
+    detail: &str,
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let at = now_micros();
+    let payout = chunk_payout(&mut tx, chunk).await?;
+    sqlx::query(
+        "UPDATE payout_chunks SET state = ?, updated_at = ? WHERE id = ? AND state = 'mined'",
+    )
+    .bind(state.as_str())
+    .bind(at)
+    .bind(chunk.0)
+    .execute(&mut *tx)
+    .await?;
+    if state == ChunkState::Failed {
+        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = ? WHERE payout_id = ? AND state = 'queued'")
+                .bind(at)
+                .bind(payout)
+                .execute(&mut *tx)
+                .await?;
+    }
+    let kind = match state {
+        ChunkState::Failed => "chunk_failed",
+        _ => "chunk_cancelled",
+    };
+    insert_event(
+        &mut tx,
+        PayoutId(payout),
+        at,
+        kind,
+        &format!("chunk {chunk}: {detail}"),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn request_cancel(
+    store: &SqliteStore,
+    payout: PayoutId,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let state: String = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
+        .bind(payout.0)
+        .fetch_one(&mut *tx)
+        .await?;
+    if state != PayoutState::Broadcast.as_str() {
+        return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
+    }
+    let open: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM payout_chunks WHERE payout_id = ? AND state IN ('queued', 'signed', 'broadcast')",
         )
         .bind(payout.0)
         .fetch_one(&mut *tx)
         .await?;
-        if open == 0 {
-            return Err(StoreError::Conflict(format!(
-                "every chunk of payout {payout} is mined or final"
-            )));
-        }
-        let reason = audit.reason.clone().unwrap_or_default();
-        sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, ?), cancel_by = COALESCE(cancel_by, ?), updated_at = ? WHERE id = ?")
+    if open == 0 {
+        return Err(StoreError::Conflict(format!(
+            "every chunk of payout {payout} is mined or final"
+        )));
+    }
+    let reason = audit.reason.clone().unwrap_or_default();
+    sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, ?), cancel_by = COALESCE(cancel_by, ?), updated_at = ? WHERE id = ?")
             .bind(&reason)
             .bind(&audit.actor)
             .bind(audit.at)
             .bind(payout.0)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = ? WHERE payout_id = ? AND state = 'queued'")
+    sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = ? WHERE payout_id = ? AND state = 'queued'")
             .bind(audit.at)
             .bind(payout.0)
             .execute(&mut *tx)
             .await?;
-        insert_event(
-            &mut tx,
-            payout,
-            audit.at,
-            "cancel_requested",
-            &format!("by {}: {reason}", audit.actor),
-        )
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    insert_event(
+        &mut tx,
+        payout,
+        audit.at,
+        "cancel_requested",
+        &format!("by {}: {reason}", audit.actor),
+    )
+    .await?;
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn add_payout_event(
-        &self,
-        payout: PayoutId,
-        kind: &str,
-        detail: &str,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        insert_event(&mut tx, payout, now_micros(), kind, detail).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+pub(super) async fn add_payout_event(
+    store: &SqliteStore,
+    payout: PayoutId,
+    kind: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    insert_event(&mut tx, payout, now_micros(), kind, detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn approve_payout(
-        &self,
-        payout: PayoutId,
-        approver: &str,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let at = audit.at;
-        let updated = sqlx::query("UPDATE payouts SET state = 'queued', updated_at = ? WHERE id = ? AND state = 'pending_approval' AND created_by <> ?")
-            .bind(at)
-            .bind(payout.0)
-            .bind(approver)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "payout {payout} is not pending an approval by {approver}"
-            )));
-        }
-        insert_event(
-            &mut tx,
-            payout,
-            at,
-            "approved",
-            &format!("approved by {approver}"),
-        )
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>> {
-        let row =
-            sqlx::query("SELECT reason, actor, since FROM network_safe_mode WHERE network = ?")
-                .bind(network)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok(SafeMode {
-                reason: r.try_get("reason")?,
-                actor: r.try_get("actor")?,
-                since: r.try_get("since")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn set_safe_mode(
-        &self,
-        network: &str,
-        mode: Option<&SafeMode>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        match mode {
-            Some(m) => {
-                sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES (?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET reason = excluded.reason, actor = excluded.actor")
+pub(super) async fn set_safe_mode(
+    store: &SqliteStore,
+    network: &str,
+    mode: Option<&SafeMode>,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    match mode {
+        Some(m) => {
+            sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES (?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET reason = excluded.reason, actor = excluded.actor")
                     .bind(network)
                     .bind(&m.reason)
                     .bind(&m.actor)
                     .bind(m.since)
                     .execute(&mut *tx)
                     .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM network_safe_mode WHERE network = ?")
-                    .bind(network)
-                    .execute(&mut *tx)
-                    .await?;
-            }
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn create_deal(
-        &self,
-        deal: &crate::escrow::Deal,
-        detail: &str,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        escrow::insert_deal(&mut tx, deal, detail).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::get_deal(&mut conn, id).await
-    }
-
-    async fn list_deals(&self, filter: &DealFilter) -> StoreResult<Vec<crate::escrow::Deal>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::list_deals(&mut conn, filter).await
-    }
-
-    async fn deal_events(
-        &self,
-        id: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::DealEvent>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::deal_events(&mut conn, id).await
-    }
-
-    async fn deal_timers(
-        &self,
-        id: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::timers::Timer>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::deal_timers(&mut conn, id).await
-    }
-
-    async fn deal_facts(
-        &self,
-        from: UnixMicros,
-        to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::deal_facts(&mut conn, from, to).await
-    }
-
-    async fn console_session(
-        &self,
-        id_hash: &[u8; 32],
-    ) -> StoreResult<Option<crate::console::SessionRecord>> {
-        let mut conn = self.pool.acquire().await?;
-        console::session(&mut conn, id_hash).await
-    }
-
-    async fn put_console_session(
-        &self,
-        session: &crate::console::SessionRecord,
-    ) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        console::put_session(&mut conn, session).await
-    }
-
-    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        console::delete_session(&mut conn, id_hash, now).await
-    }
-
-    async fn console_mfa(&self, user: &str) -> StoreResult<Option<crate::console::MfaEnrolment>> {
-        let mut conn = self.pool.acquire().await?;
-        console::mfa(&mut conn, user).await
-    }
-
-    async fn put_console_mfa(&self, mfa: &crate::console::MfaEnrolment) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        console::put_mfa(&mut conn, mfa).await
-    }
-
-    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        console::advance_step(&mut conn, user, step).await
-    }
-
-    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        console::spend_recovery_code(&mut conn, user, hash).await
-    }
-
-    async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        operations::insert_canary_run(&mut conn, run).await
-    }
-
-    async fn finish_canary(
-        &self,
-        id: uuid::Uuid,
-        result: crate::operations::CanaryResult,
-        reason: &str,
-        at: UnixMicros,
-    ) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        operations::finish_canary_run(&mut conn, id, result, reason, at).await
-    }
-
-    async fn canary_runs(
-        &self,
-        network: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::operations::CanaryRun>> {
-        let mut conn = self.pool.acquire().await?;
-        operations::canary_runs(&mut conn, network, limit).await
-    }
-
-    async fn config_freeze(&self) -> StoreResult<Option<crate::operations::ConfigFreeze>> {
-        let mut conn = self.pool.acquire().await?;
-        operations::config_freeze(&mut conn).await
-    }
-
-    async fn set_config_freeze(
-        &self,
-        freeze: Option<&crate::operations::ConfigFreeze>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        operations::set_config_freeze(&mut tx, freeze).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)> {
-        let mut conn = self.pool.acquire().await?;
-        operations::overdue(&mut conn, before).await
-    }
-
-    async fn record_incident(
-        &self,
-        incident: &crate::escrow::report::Incident,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        escrow::insert_incident(&mut tx, incident).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn incidents(
-        &self,
-        from: UnixMicros,
-        to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::Incident>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::incidents(&mut conn, from, to).await
-    }
-
-    async fn add_evidence(
-        &self,
-        evidence: &crate::escrow::Evidence,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        escrow::insert_evidence(&mut tx, evidence).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn evidence(
-        &self,
-        deal: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::Evidence>> {
-        let mut conn = self.pool.acquire().await?;
-        escrow::list_evidence(&mut conn, deal).await
-    }
-
-    async fn apply_deal_step(
-        &self,
-        step: &crate::escrow::DealStep,
-        audit: Option<&AuditRecord>,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        escrow::write_deal_step(&mut tx, step, None).await?;
-        if let Some(a) = audit {
-            insert_audit(&mut tx, a).await?;
+        None => {
+            sqlx::query("DELETE FROM network_safe_mode WHERE network = ?")
+                .bind(network)
+                .execute(&mut *tx)
+                .await?;
         }
-        tx.commit().await?;
-        Ok(())
     }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn claim_due_timers(
-        &self,
-        now: UnixMicros,
-        claimer: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::timers::Timer>> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let rows = sqlx::query(
+pub(super) async fn claim_due_timers(
+    store: &SqliteStore,
+    now: UnixMicros,
+    claimer: &str,
+    limit: i64,
+) -> StoreResult<Vec<crate::timers::Timer>> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let rows = sqlx::query(
             "UPDATE timers SET claimed_by = ?1, claimed_until = ?2 WHERE id IN (\
              SELECT id FROM timers WHERE state = 'pending' AND due_at <= ?3 AND (claimed_until IS NULL OR claimed_until < ?3) \
              ORDER BY due_at, id LIMIT ?4) RETURNING id, kind, deal_id, due_at, state, fired_at",
@@ -1835,316 +1510,52 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        let mut timers: Vec<crate::timers::Timer> = rows
-            .iter()
-            .map(escrow::timer_from_row)
-            .collect::<StoreResult<_>>()?;
-        // RETURNING gives no order: the runner fires them as they came due.
-        timers.sort_by_key(|t| (t.due_at, t.id.0));
-        Ok(timers)
-    }
+    tx.commit().await?;
+    let mut timers: Vec<crate::timers::Timer> = rows
+        .iter()
+        .map(escrow::timer_from_row)
+        .collect::<StoreResult<_>>()?;
+    // RETURNING gives no order: the runner fires them as they came due.
+    timers.sort_by_key(|t| (t.due_at, t.id.0));
+    Ok(timers)
+}
 
-    async fn create_endpoint(
-        &self,
-        endpoint: &crate::webhooks::Endpoint,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        webhooks::insert_endpoint(&mut tx, endpoint).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::endpoints(&mut conn).await
-    }
-
-    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::endpoint(&mut conn, id).await
-    }
-
-    async fn rotate_endpoint_secret(
-        &self,
-        id: uuid::Uuid,
-        secret: &secrecy::SecretString,
-        previous_until: UnixMicros,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        webhooks::rotate_secret(&mut tx, id, secret, previous_until, audit.at).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn set_endpoint_active(
-        &self,
-        id: uuid::Uuid,
-        active: bool,
-        reason: Option<&str>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        webhooks::set_endpoint_active(&mut tx, id, active, reason, audit.at).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn undispatched_webhook_events(
-        &self,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::undispatched_events(&mut conn, limit).await
-    }
-
-    async fn dispatch_webhook_events(
-        &self,
-        bodies: &[(i64, String)],
-        deliveries: &[(uuid::Uuid, i64)],
-        at: UnixMicros,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        webhooks::dispatch(&mut tx, bodies, deliveries, at).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn webhook_event(
-        &self,
-        id: uuid::Uuid,
-    ) -> StoreResult<crate::webhooks::outbox::OutboxEvent> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::event_by_id(&mut conn, id).await
-    }
-
-    async fn webhook_events_between(
-        &self,
-        from: UnixMicros,
-        to: UnixMicros,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::events_between(&mut conn, from, to, limit).await
-    }
-
-    async fn webhook_deliveries(
-        &self,
-        endpoint: uuid::Uuid,
-        state: Option<crate::webhooks::outbox::DeliveryState>,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
-    }
-
-    async fn record_webhook_attempts(
-        &self,
-        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
-    ) -> StoreResult<()> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let (_writing, mut tx) = self.begin_write().await?;
-        for outcome in outcomes {
-            webhooks::record_attempt(&mut tx, outcome).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn replay_webhook_events(
-        &self,
-        endpoint: uuid::Uuid,
-        seqs: &[i64],
-        audit: &AuditRecord,
-    ) -> StoreResult<u64> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let changed = webhooks::replay(&mut tx, endpoint, seqs, audit.at).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(changed)
-    }
-
-    async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let pruned = webhooks::prune(&mut tx, before).await?;
-        tx.commit().await?;
-        Ok(pruned)
-    }
-
-    async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog> {
-        let mut conn = self.pool.acquire().await?;
-        webhooks::backlog(&mut conn).await
-    }
-
-    async fn create_company(
-        &self,
-        company: &crate::trust::Company,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        trust::insert_company(&mut tx, company).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn companies(&self) -> StoreResult<Vec<crate::trust::Company>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::companies(&mut conn).await
-    }
-
-    async fn set_company_member(
-        &self,
-        member: &crate::trust::Member,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        trust::insert_member(&mut tx, member).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn company_members(
-        &self,
-        company: Option<uuid::Uuid>,
-        user: Option<&str>,
-    ) -> StoreResult<Vec<crate::trust::Member>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::members(&mut conn, company, user).await
-    }
-
-    async fn create_trust_pair(
-        &self,
-        pair: &crate::trust::TrustPair,
-        first: &crate::trust::NextSession,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        trust::insert_pair(&mut tx, pair, first).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn trust_pairs(
-        &self,
-        id: Option<uuid::Uuid>,
-    ) -> StoreResult<Vec<crate::trust::TrustPair>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::pairs(&mut conn, id).await
-    }
-
-    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::trust::Session> {
-        let mut conn = self.pool.acquire().await?;
-        trust::session(&mut conn, id).await
-    }
-
-    async fn trust_sessions(
-        &self,
-        pair: Option<uuid::Uuid>,
-        state: Option<crate::trust::SessionState>,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::sessions(&mut conn, pair, state, limit).await
-    }
-
-    async fn due_trust_sessions(
-        &self,
-        now: UnixMicros,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::due_sessions(&mut conn, now, limit).await
-    }
-
-    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::trust::Session>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::unsettled_sessions(&mut conn).await
-    }
-
-    async fn trust_obligations(
-        &self,
-        session: uuid::Uuid,
-        through: Option<i64>,
-    ) -> StoreResult<Vec<crate::trust::StoredObligation>> {
-        let mut conn = self.pool.acquire().await?;
-        trust::obligations(&mut conn, session, through).await
-    }
-
-    async fn record_trust_obligation(
-        &self,
-        pair: uuid::Uuid,
-        obligation: &crate::trust::StoredObligation,
-        limit: i128,
-        audit: &AuditRecord,
-    ) -> StoreResult<crate::trust::StoredObligation> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let stored = trust::record_obligation(&mut tx, pair, obligation, limit).await?;
-        if stored.id == obligation.id {
-            insert_audit(&mut tx, audit).await?;
-        }
-        tx.commit().await?;
-        Ok(stored)
-    }
-
-    async fn apply_session_step(
-        &self,
-        step: &crate::trust::SessionStep,
-        audit: Option<&AuditRecord>,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        trust::write_session_step(&mut tx, step, None).await?;
-        if let Some(a) = audit {
-            insert_audit(&mut tx, a).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
-        let row = sqlx::query(
+pub(super) async fn pilot_scope(
+    store: &SqliteStore,
+) -> StoreResult<Option<crate::scope::ScopeSetting>> {
+    let row = sqlx::query(
             "SELECT enabled, country_allowlist, category_allowlist, template_version, actor, reason, since FROM pilot_scope WHERE id = 1",
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&store.pool)
         .await?;
-        let list = |text: String| {
-            serde_json::from_str::<Vec<String>>(&text)
-                .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
-        };
-        row.map(|r| {
-            Ok(crate::scope::ScopeSetting {
-                scope: crate::scope::PilotScope {
-                    enabled: r.try_get::<i64, _>("enabled")? != 0,
-                    country_allowlist: list(r.try_get("country_allowlist")?)?,
-                    category_allowlist: list(r.try_get("category_allowlist")?)?,
-                    template_version: r.try_get("template_version")?,
-                },
-                actor: r.try_get("actor")?,
-                reason: r.try_get("reason")?,
-                since: r.try_get("since")?,
-            })
+    let list = |text: String| {
+        serde_json::from_str::<Vec<String>>(&text)
+            .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
+    };
+    row.map(|r| {
+        Ok(crate::scope::ScopeSetting {
+            scope: crate::scope::PilotScope {
+                enabled: r.try_get::<i64, _>("enabled")? != 0,
+                country_allowlist: list(r.try_get("country_allowlist")?)?,
+                category_allowlist: list(r.try_get("category_allowlist")?)?,
+                template_version: r.try_get("template_version")?,
+            },
+            actor: r.try_get("actor")?,
+            reason: r.try_get("reason")?,
+            since: r.try_get("since")?,
         })
-        .transpose()
-    }
+    })
+    .transpose()
+}
 
-    async fn set_pilot_scope(
-        &self,
-        setting: &crate::scope::ScopeSetting,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
-        let (_writing, mut tx) = self.begin_write().await?;
-        sqlx::query(
+pub(super) async fn set_pilot_scope(
+    store: &SqliteStore,
+    setting: &crate::scope::ScopeSetting,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
+    let (_writing, mut tx) = store.begin_write().await?;
+    sqlx::query(
             "INSERT INTO pilot_scope (id, enabled, country_allowlist, category_allowlist, template_version, actor, reason, since) \
              VALUES (1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, \
              country_allowlist = excluded.country_allowlist, category_allowlist = excluded.category_allowlist, \
@@ -2159,20 +1570,20 @@ impl Store for SqliteStore {
         .bind(setting.since)
         .execute(&mut *tx)
         .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn acquire_lease(
-        &self,
-        network: &str,
-        owner: &str,
-        now: UnixMicros,
-        ttl_micros: i64,
-    ) -> StoreResult<Option<Lease>> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let row = sqlx::query(
+pub(super) async fn acquire_lease(
+    store: &SqliteStore,
+    network: &str,
+    owner: &str,
+    now: UnixMicros,
+    ttl_micros: i64,
+) -> StoreResult<Option<Lease>> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    let row = sqlx::query(
             "INSERT INTO engine_leases (network, owner, fence, expires_at) VALUES (?1, ?2, 1, ?3) \
              ON CONFLICT (network) DO UPDATE SET owner = excluded.owner, \
              fence = CASE WHEN engine_leases.owner = excluded.owner THEN engine_leases.fence ELSE engine_leases.fence + 1 END, \
@@ -2186,58 +1597,16 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
-        row.as_ref().map(lease_from_row).transpose()
-    }
+    tx.commit().await?;
+    row.as_ref().map(lease_from_row).transpose()
+}
 
-    async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM engine_leases WHERE network = ? AND owner = ?")
-            .bind(network)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn lease(&self, network: &str) -> StoreResult<Option<Lease>> {
-        let row =
-            sqlx::query("SELECT owner, fence, expires_at FROM engine_leases WHERE network = ?")
-                .bind(network)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(lease_from_row).transpose()
-    }
-
-    async fn add_deposit_address(
-        &self,
-        entry: &DepositAddress,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        let added = sqlx::query(
-            "INSERT INTO deposit_addresses (account_id, network, address, added_by, added_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(entry.account.0)
-        .bind(&entry.asset.network)
-        .bind(&entry.address)
-        .bind(&entry.added_by)
-        .bind(entry.added_at)
-        .execute(&mut *tx)
-        .await?;
-        if added.rows_affected() == 1 {
-            insert_audit(&mut tx, audit).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn deposit_addresses(
-        &self,
-        network: &str,
-        account: Option<AccountId>,
-    ) -> StoreResult<Vec<DepositAddress>> {
-        let rows = sqlx::query(
+pub(super) async fn deposit_addresses(
+    store: &SqliteStore,
+    network: &str,
+    account: Option<AccountId>,
+) -> StoreResult<Vec<DepositAddress>> {
+    let rows = sqlx::query(
             "SELECT d.account_id, a.network, a.asset, d.address, d.added_by, d.added_at FROM deposit_addresses d \
              JOIN accounts a ON a.id = d.account_id WHERE d.network = ? AND (? IS NULL OR d.account_id = ?) \
              ORDER BY d.address, d.account_id",
@@ -2245,161 +1614,51 @@ impl Store for SqliteStore {
         .bind(network)
         .bind(account.map(|a| a.0))
         .bind(account.map(|a| a.0))
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DepositAddress {
-                    account: AccountId(r.try_get("account_id")?),
-                    asset: AssetKey::new(
-                        r.try_get::<String, _>("network")?,
-                        r.try_get::<String, _>("asset")?,
-                    ),
-                    address: r.try_get("address")?,
-                    added_by: r.try_get("added_by")?,
-                    added_at: r.try_get("added_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn known_attempts(
-        &self,
-        hashes: &[[u8; 32]],
-    ) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
-        let mut known = std::collections::HashSet::new();
-        let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
-        for part in owned.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::new("SELECT hash FROM tx_attempts WHERE hash IN");
-            in_list(&mut qb, part);
-            for row in qb.build().fetch_all(&self.pool).await? {
-                known.insert(hash32(&row.try_get::<Vec<u8>, _>("hash")?)?);
-            }
-        }
-        Ok(known)
-    }
-
-    async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>> {
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = ?")
-                .bind(network)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(next.map(|n| n as u64))
-    }
-
-    async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO deposit_cursors (network, next_block) VALUES (?, ?) \
-             ON CONFLICT (network) DO UPDATE SET next_block = excluded.next_block",
-        )
-        .bind(network)
-        .bind(next_block as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM payouts WHERE cancel_reason IS NOT NULL AND state = 'broadcast' AND network = ?",
-        )
-        .bind(network)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids.into_iter().map(PayoutId).collect())
-    }
-
-    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) AS n FROM payouts WHERE network = ? \
-             AND state IN ('pending_approval', 'queued', 'broadcast') GROUP BY state",
-        )
-        .bind(network)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                let state = PayoutState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("payout state {state:?}")))?;
-                Ok((state, r.try_get("n")?))
-            })
-            .collect()
-    }
-
-    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>> {
-        let row = sqlx::query(
-            "SELECT phase, actor, reason, since FROM network_rollout WHERE network = ?",
-        )
-        .bind(network)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let phase: String = r.try_get("phase")?;
-            Ok(RolloutSetting {
-                phase: RolloutPhase::parse(&phase)
-                    .ok_or_else(|| StoreError::Invariant(format!("rollout phase {phase:?}")))?,
-                actor: r.try_get("actor")?,
-                reason: r.try_get("reason")?,
-                since: r.try_get("since")?,
+    rows.iter()
+        .map(|r| {
+            Ok(DepositAddress {
+                account: AccountId(r.try_get("account_id")?),
+                asset: AssetKey::new(
+                    r.try_get::<String, _>("network")?,
+                    r.try_get::<String, _>("asset")?,
+                ),
+                address: r.try_get("address")?,
+                added_by: r.try_get("added_by")?,
+                added_at: r.try_get("added_at")?,
             })
         })
-        .transpose()
-    }
+        .collect()
+}
 
-    async fn set_rollout_phase(
-        &self,
-        network: &str,
-        setting: &RolloutSetting,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO network_rollout (network, phase, actor, reason, since) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (network) DO UPDATE SET phase = excluded.phase, actor = excluded.actor, \
-             reason = excluded.reason, since = excluded.since",
-        )
-        .bind(network)
-        .bind(setting.phase.as_str())
-        .bind(&setting.actor)
-        .bind(&setting.reason)
-        .bind(setting.since)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+pub(super) async fn known_attempts(
+    store: &SqliteStore,
+    hashes: &[[u8; 32]],
+) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
+    let mut known = std::collections::HashSet::new();
+    let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+    for part in owned.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::new("SELECT hash FROM tx_attempts WHERE hash IN");
+        in_list(&mut qb, part);
+        for row in qb.build().fetch_all(&store.pool).await? {
+            known.insert(hash32(&row.try_get::<Vec<u8>, _>("hash")?)?);
+        }
     }
+    Ok(known)
+}
 
-    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>> {
-        let rows = sqlx::query("SELECT asset, reason, actor, since FROM asset_freezes WHERE network = ? ORDER BY asset")
-            .bind(network)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AssetFreeze {
-                    asset: r.try_get("asset")?,
-                    reason: r.try_get("reason")?,
-                    actor: r.try_get("actor")?,
-                    since: r.try_get("since")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn set_freeze(
-        &self,
-        network: &str,
-        asset: &str,
-        freeze: Option<&AssetFreeze>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        match freeze {
-            Some(f) => {
-                sqlx::query(
+pub(super) async fn set_freeze(
+    store: &SqliteStore,
+    network: &str,
+    asset: &str,
+    freeze: Option<&AssetFreeze>,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    match freeze {
+        Some(f) => {
+            sqlx::query(
                     "INSERT INTO asset_freezes (network, asset, reason, actor, since) VALUES (?, ?, ?, ?, ?) \
                      ON CONFLICT (network, asset) DO UPDATE SET reason = excluded.reason, actor = excluded.actor",
                 )
@@ -2410,99 +1669,78 @@ impl Store for SqliteStore {
                 .bind(f.since)
                 .execute(&mut *tx)
                 .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM asset_freezes WHERE network = ? AND asset = ?")
-                    .bind(network)
-                    .bind(asset)
-                    .execute(&mut *tx)
-                    .await?;
-            }
         }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        None => {
+            sqlx::query("DELETE FROM asset_freezes WHERE network = ? AND asset = ?")
+                .bind(network)
+                .bind(asset)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
 
-    async fn signed_volume_since(
-        &self,
-        network: &str,
-        since: UnixMicros,
-    ) -> StoreResult<Vec<(String, i128)>> {
-        let rows = sqlx::query(
+pub(super) async fn signed_volume_since(
+    store: &SqliteStore,
+    network: &str,
+    since: UnixMicros,
+) -> StoreResult<Vec<(String, i128)>> {
+    let rows = sqlx::query(
             "SELECT p.asset, CAST(SUM(CAST(c.amount AS INTEGER)) AS TEXT) AS total FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.signed_at >= ? AND p.network = ? GROUP BY p.asset",
         )
         .bind(since)
         .bind(network)
-        .fetch_all(&self.pool)
+        .fetch_all(&store.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
-            .collect()
-    }
+    rows.iter()
+        .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
+        .collect()
+}
 
-    async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist> {
-        let enforced: Option<bool> =
-            sqlx::query_scalar("SELECT enforced FROM destination_allowlists WHERE account_id = ?")
-                .bind(account.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        let rows = sqlx::query(
-            "SELECT network, address, label, added_by, added_at FROM allowed_destinations \
+pub(super) async fn allowlist(store: &SqliteStore, account: AccountId) -> StoreResult<Allowlist> {
+    let enforced: Option<bool> =
+        sqlx::query_scalar("SELECT enforced FROM destination_allowlists WHERE account_id = ?")
+            .bind(account.0)
+            .fetch_optional(&store.pool)
+            .await?;
+    let rows = sqlx::query(
+        "SELECT network, address, label, added_by, added_at FROM allowed_destinations \
              WHERE account_id = ? ORDER BY network, address",
-        )
-        .bind(account.0)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Allowlist {
-            enforced: enforced.unwrap_or(false),
-            entries: rows
-                .iter()
-                .map(|r| {
-                    Ok(AllowedDestination {
-                        network: r.try_get("network")?,
-                        address: r.try_get("address")?,
-                        label: r.try_get("label")?,
-                        added_by: r.try_get("added_by")?,
-                        added_at: r.try_get("added_at")?,
-                    })
+    )
+    .bind(account.0)
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(Allowlist {
+        enforced: enforced.unwrap_or(false),
+        entries: rows
+            .iter()
+            .map(|r| {
+                Ok(AllowedDestination {
+                    network: r.try_get("network")?,
+                    address: r.try_get("address")?,
+                    label: r.try_get("label")?,
+                    added_by: r.try_get("added_by")?,
+                    added_at: r.try_get("added_at")?,
                 })
-                .collect::<StoreResult<_>>()?,
-        })
-    }
+            })
+            .collect::<StoreResult<_>>()?,
+    })
+}
 
-    async fn set_allowlist_enforced(
-        &self,
-        account: AccountId,
-        enforced: bool,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
+pub(super) async fn set_allowed_destination(
+    store: &SqliteStore,
+    account: AccountId,
+    entry: &AllowedDestination,
+    allowed: bool,
+    audit: &AuditRecord,
+) -> StoreResult<()> {
+    let (_writing, mut tx) = store.begin_write().await?;
+    if allowed {
         sqlx::query(
-            "INSERT INTO destination_allowlists (account_id, enforced, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (account_id) DO UPDATE SET enforced = excluded.enforced, updated_at = excluded.updated_at",
-        )
-        .bind(account.0)
-        .bind(enforced)
-        .bind(audit.at)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn set_allowed_destination(
-        &self,
-        account: AccountId,
-        entry: &AllowedDestination,
-        allowed: bool,
-        audit: &AuditRecord,
-    ) -> StoreResult<()> {
-        let (_writing, mut tx) = self.begin_write().await?;
-        if allowed {
-            sqlx::query(
                 "INSERT INTO allowed_destinations (account_id, network, address, label, added_by, added_at) \
                  VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, network, address) DO UPDATE SET label = excluded.label",
             )
@@ -2514,58 +1752,64 @@ impl Store for SqliteStore {
             .bind(entry.added_at)
             .execute(&mut *tx)
             .await?;
-        } else {
-            let gone = sqlx::query(
-                "DELETE FROM allowed_destinations WHERE account_id = ? AND network = ? AND address = ?",
-            )
-            .bind(account.0)
-            .bind(&entry.network)
-            .bind(&entry.address)
-            .execute(&mut *tx)
-            .await?;
-            if gone.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
-        }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists> {
-        let mut out = EnforcedAllowlists::new();
-        let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
-        for part in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::new(
-                "SELECT l.account_id, d.network, d.address FROM destination_allowlists l \
-                 LEFT JOIN allowed_destinations d ON d.account_id = l.account_id WHERE l.enforced AND l.account_id IN",
-            );
-            in_list(&mut qb, part);
-            for r in qb.build().fetch_all(&self.pool).await? {
-                let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
-                let network: Option<String> = r.try_get("network")?;
-                let address: Option<String> = r.try_get("address")?;
-                if let (Some(n), Some(a)) = (network, address) {
-                    entries.insert((n, a));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log \
-             WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+    } else {
+        let gone = sqlx::query(
+            "DELETE FROM allowed_destinations WHERE account_id = ? AND network = ? AND address = ?",
         )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
+        .bind(account.0)
+        .bind(&entry.network)
+        .bind(&entry.address)
+        .execute(&mut *tx)
         .await?;
-        rows.iter()
-            .map(|r| audit_from_row(r.try_get("id")?, r.try_get("role")?, r))
-            .collect()
+        if gone.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
     }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn enforced_allowlists(
+    store: &SqliteStore,
+    accounts: &[AccountId],
+) -> StoreResult<EnforcedAllowlists> {
+    let mut out = EnforcedAllowlists::new();
+    let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
+    for part in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::new(
+            "SELECT l.account_id, d.network, d.address FROM destination_allowlists l \
+                 LEFT JOIN allowed_destinations d ON d.account_id = l.account_id WHERE l.enforced AND l.account_id IN",
+        );
+        in_list(&mut qb, part);
+        for r in qb.build().fetch_all(&store.pool).await? {
+            let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
+            let network: Option<String> = r.try_get("network")?;
+            let address: Option<String> = r.try_get("address")?;
+            if let (Some(n), Some(a)) = (network, address) {
+                entries.insert((n, a));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn list_audit(
+    store: &SqliteStore,
+    after: Option<Uuid>,
+    limit: i64,
+) -> StoreResult<Vec<StoredAudit>> {
+    let rows = sqlx::query(
+        "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log \
+             WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter()
+        .map(|r| audit_from_row(r.try_get("id")?, r.try_get("role")?, r))
+        .collect()
 }
 
 fn audit_from_row(id: Uuid, role: String, row: &SqliteRow) -> StoreResult<StoredAudit> {

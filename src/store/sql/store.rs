@@ -1,0 +1,999 @@
+//! The `Store` trait over both databases: every operation written once. The few that differ
+//! by dialect in more than a hook (bulk writes, batch lookups, the lease clock) are the
+//! backend module's own functions of the same name.
+
+use super::*;
+
+#[async_trait]
+impl Store for DbStore {
+    fn backend(&self) -> Backend {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        super::migrate(self).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
+        super::register_asset(self, spec).await
+    }
+
+    async fn ensure_system_account(
+        &self,
+        asset: &AssetKey,
+        kind: AccountKind,
+    ) -> StoreResult<Account> {
+        super::ensure_system_account(self, asset, kind).await
+    }
+
+    async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
+        super::create_account(self, new, audit).await
+    }
+
+    async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
+        account_from_row(&row)
+    }
+
+    async fn list_accounts(&self, f: &AccountFilter) -> StoreResult<Vec<Account>> {
+        super::list_accounts(self, f).await
+    }
+
+    async fn post_batch(
+        &self,
+        commands: &[Command],
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+        (|| self.post_once(commands))
+            .retry(retry_policy())
+            .when(StoreError::is_retryable)
+            .await
+    }
+
+    async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx> {
+        let mut conn = self.pool.acquire().await?;
+        load_transaction(&mut conn, id).await
+    }
+
+    async fn list_journal(&self, f: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
+        super::list_journal(self, f).await
+    }
+
+    async fn get_hold(&self, id: HoldId) -> StoreResult<Hold> {
+        let mut conn = self.pool.acquire().await?;
+        load_hold(&mut conn, id).await
+    }
+
+    async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
+        super::list_holds(self, after, limit).await
+    }
+
+    async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
+        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
+    }
+
+    async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout> {
+        let mut conn = self.pool.acquire().await?;
+        load_payout(&mut conn, "id", id.0).await
+    }
+
+    async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout> {
+        let mut conn = self.pool.acquire().await?;
+        load_payout(&mut conn, "hold_id", hold.0).await
+    }
+
+    async fn list_payouts(&self, f: &PayoutFilter) -> StoreResult<Vec<Payout>> {
+        super::list_payouts(self, f).await
+    }
+
+    async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
+        super::payouts_by_id(self, ids).await
+    }
+
+    async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2",
+        )
+        .bind(network)
+        .bind(wallet)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(n.map(|n| n as u64))
+    }
+
+    async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
+        super::queued_chunks(self, network, limit).await
+    }
+
+    async fn record_signed(
+        &self,
+        network: &str,
+        wallet: &str,
+        fence: u64,
+        first_nonce: u64,
+        signed: &[(ChunkId, Attempt)],
+    ) -> StoreResult<()> {
+        super::record_signed(self, network, wallet, fence, first_nonce, signed).await
+    }
+
+    async fn record_replacement(
+        &self,
+        chunk: ChunkId,
+        attempt: &Attempt,
+        event: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = $1")
+            .bind(chunk.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (payout, wallet): (Uuid, String) = (row.try_get("payout_id")?, row.try_get("wallet")?);
+        insert_attempt(&mut tx, chunk, &wallet, attempt).await?;
+        insert_event(&mut tx, PayoutId(payout), attempt.created_at, event, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_broadcast(&self, attempts: &[Uuid], head: u64, at: i64) -> StoreResult<()> {
+        super::mark_broadcast(self, attempts, head, at).await
+    }
+
+    async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
+        let mut conn = self.pool.acquire().await?;
+        load_in_flight(&mut conn, network, None).await
+    }
+
+    async fn wallet_openings(
+        &self,
+        network: &str,
+    ) -> StoreResult<std::collections::HashMap<(String, String), u64>> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT wallet, asset, block FROM wallet_openings WHERE network = $1")
+                .bind(network)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(wallet, asset, block)| ((wallet, asset), block.max(0) as u64))
+            .collect())
+    }
+
+    async fn record_wallet_opening(
+        &self,
+        network: &str,
+        wallet: &str,
+        asset: &str,
+        block: u64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO wallet_openings (network, wallet, asset, block) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(network)
+        .bind(wallet)
+        .bind(asset)
+        .bind(block as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot> {
+        super::custody_snapshot(self, network).await
+    }
+
+    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
+        super::record_mined(self, chunks).await
+    }
+
+    async fn close_chunk(
+        &self,
+        chunk: ChunkId,
+        state: ChunkState,
+        detail: &str,
+    ) -> StoreResult<()> {
+        super::close_chunk(self, chunk, state, detail).await
+    }
+
+    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()> {
+        super::request_cancel(self, payout, audit).await
+    }
+
+    async fn add_payout_event(
+        &self,
+        payout: PayoutId,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        super::add_payout_event(self, payout, kind, detail).await
+    }
+
+    async fn approve_payout(
+        &self,
+        payout: PayoutId,
+        approver: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = audit.at;
+        let updated = sqlx::query("UPDATE payouts SET state = 'queued', updated_at = $1 WHERE id = $2 AND state = 'pending_approval' AND created_by <> $3")
+            .bind(at)
+            .bind(payout.0)
+            .bind(approver)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "payout {payout} is not pending an approval by {approver}"
+            )));
+        }
+        insert_event(
+            &mut tx,
+            payout,
+            at,
+            "approved",
+            &format!("approved by {approver}"),
+        )
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>> {
+        let row =
+            sqlx::query("SELECT reason, actor, since FROM network_safe_mode WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(SafeMode {
+                reason: r.try_get("reason")?,
+                actor: r.try_get("actor")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_safe_mode(
+        &self,
+        network: &str,
+        mode: Option<&SafeMode>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        super::set_safe_mode(self, network, mode, audit).await
+    }
+
+    async fn create_deal(
+        &self,
+        deal: &crate::escrow::Deal,
+        detail: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_deal(&mut tx, deal, detail).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::get_deal(&mut conn, id).await
+    }
+
+    async fn list_deals(&self, filter: &DealFilter) -> StoreResult<Vec<crate::escrow::Deal>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::list_deals(&mut conn, filter).await
+    }
+
+    async fn deal_events(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::escrow::DealEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_events(&mut conn, id).await
+    }
+
+    async fn deal_timers(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::timers::Timer>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_timers(&mut conn, id).await
+    }
+
+    async fn deal_facts(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_facts(&mut conn, from, to).await
+    }
+
+    async fn console_session(
+        &self,
+        id_hash: &[u8; 32],
+    ) -> StoreResult<Option<crate::console::SessionRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        console::session(&mut conn, id_hash).await
+    }
+
+    async fn put_console_session(
+        &self,
+        session: &crate::console::SessionRecord,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::put_session(&mut conn, session).await
+    }
+
+    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::delete_session(&mut conn, id_hash, now).await
+    }
+
+    async fn console_mfa(&self, user: &str) -> StoreResult<Option<crate::console::MfaEnrolment>> {
+        let mut conn = self.pool.acquire().await?;
+        console::mfa(&mut conn, user).await
+    }
+
+    async fn put_console_mfa(&self, mfa: &crate::console::MfaEnrolment) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::put_mfa(&mut conn, mfa).await
+    }
+
+    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        console::advance_step(&mut conn, user, step).await
+    }
+
+    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        console::spend_recovery_code(&mut conn, user, hash).await
+    }
+
+    async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        operations::insert_canary_run(&mut conn, run).await
+    }
+
+    async fn finish_canary(
+        &self,
+        id: uuid::Uuid,
+        result: crate::operations::CanaryResult,
+        reason: &str,
+        at: UnixMicros,
+    ) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        operations::finish_canary_run(&mut conn, id, result, reason, at).await
+    }
+
+    async fn canary_runs(
+        &self,
+        network: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::operations::CanaryRun>> {
+        let mut conn = self.pool.acquire().await?;
+        operations::canary_runs(&mut conn, network, limit).await
+    }
+
+    async fn config_freeze(&self) -> StoreResult<Option<crate::operations::ConfigFreeze>> {
+        let mut conn = self.pool.acquire().await?;
+        operations::config_freeze(&mut conn).await
+    }
+
+    async fn set_config_freeze(
+        &self,
+        freeze: Option<&crate::operations::ConfigFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        operations::set_config_freeze(&mut tx, freeze).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)> {
+        let mut conn = self.pool.acquire().await?;
+        operations::overdue(&mut conn, before).await
+    }
+
+    async fn record_incident(
+        &self,
+        incident: &crate::escrow::report::Incident,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_incident(&mut tx, incident).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn incidents(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::escrow::report::Incident>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::incidents(&mut conn, from, to).await
+    }
+
+    async fn add_evidence(
+        &self,
+        evidence: &crate::escrow::Evidence,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_evidence(&mut tx, evidence).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn evidence(
+        &self,
+        deal: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::escrow::Evidence>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::list_evidence(&mut conn, deal).await
+    }
+
+    async fn apply_deal_step(
+        &self,
+        step: &crate::escrow::DealStep,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::write_deal_step(&mut tx, step, None).await?;
+        if let Some(a) = audit {
+            insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_due_timers(
+        &self,
+        now: UnixMicros,
+        claimer: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::timers::Timer>> {
+        super::claim_due_timers(self, now, claimer, limit).await
+    }
+
+    async fn create_endpoint(
+        &self,
+        endpoint: &crate::webhooks::Endpoint,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::insert_endpoint(&mut tx, endpoint).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoints(&mut conn).await
+    }
+
+    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoint(&mut conn, id).await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        id: uuid::Uuid,
+        secret: &secrecy::SecretString,
+        previous_until: UnixMicros,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::rotate_secret(&mut tx, id, secret, previous_until, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_endpoint_active(
+        &self,
+        id: uuid::Uuid,
+        active: bool,
+        reason: Option<&str>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::set_endpoint_active(&mut tx, id, active, reason, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn undispatched_webhook_events(
+        &self,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::undispatched_events(&mut conn, limit).await
+    }
+
+    async fn dispatch_webhook_events(
+        &self,
+        bodies: &[(i64, String)],
+        deliveries: &[(uuid::Uuid, i64)],
+        at: UnixMicros,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::dispatch(&mut tx, bodies, deliveries, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_event(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<crate::webhooks::outbox::OutboxEvent> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::event_by_id(&mut conn, id).await
+    }
+
+    async fn webhook_events_between(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::events_between(&mut conn, from, to, limit).await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint: uuid::Uuid,
+        state: Option<crate::webhooks::outbox::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
+    }
+
+    async fn record_webhook_attempts(
+        &self,
+        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
+    ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let (_writing, mut tx) = self.begin_write().await?;
+        for outcome in outcomes {
+            webhooks::record_attempt(&mut tx, outcome).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replay_webhook_events(
+        &self,
+        endpoint: uuid::Uuid,
+        seqs: &[i64],
+        audit: &AuditRecord,
+    ) -> StoreResult<u64> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let changed = webhooks::replay(&mut tx, endpoint, seqs, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let pruned = webhooks::prune(&mut tx, before).await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::backlog(&mut conn).await
+    }
+
+    async fn create_company(
+        &self,
+        company: &crate::trust::Company,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::insert_company(&mut tx, company).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn companies(&self) -> StoreResult<Vec<crate::trust::Company>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::companies(&mut conn).await
+    }
+
+    async fn set_company_member(
+        &self,
+        member: &crate::trust::Member,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::insert_member(&mut tx, member).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn company_members(
+        &self,
+        company: Option<uuid::Uuid>,
+        user: Option<&str>,
+    ) -> StoreResult<Vec<crate::trust::Member>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::members(&mut conn, company, user).await
+    }
+
+    async fn create_trust_pair(
+        &self,
+        pair: &crate::trust::TrustPair,
+        first: &crate::trust::NextSession,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::insert_pair(&mut tx, pair, first).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trust_pairs(
+        &self,
+        id: Option<uuid::Uuid>,
+    ) -> StoreResult<Vec<crate::trust::TrustPair>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::pairs(&mut conn, id).await
+    }
+
+    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::trust::Session> {
+        let mut conn = self.pool.acquire().await?;
+        trust::session(&mut conn, id).await
+    }
+
+    async fn trust_sessions(
+        &self,
+        pair: Option<uuid::Uuid>,
+        state: Option<crate::trust::SessionState>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::trust::Session>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::sessions(&mut conn, pair, state, limit).await
+    }
+
+    async fn due_trust_sessions(
+        &self,
+        now: UnixMicros,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::trust::Session>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::due_sessions(&mut conn, now, limit).await
+    }
+
+    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::trust::Session>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::unsettled_sessions(&mut conn).await
+    }
+
+    async fn trust_obligations(
+        &self,
+        session: uuid::Uuid,
+        through: Option<i64>,
+    ) -> StoreResult<Vec<crate::trust::StoredObligation>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::obligations(&mut conn, session, through).await
+    }
+
+    async fn record_trust_obligation(
+        &self,
+        pair: uuid::Uuid,
+        obligation: &crate::trust::StoredObligation,
+        limit: i128,
+        audit: &AuditRecord,
+    ) -> StoreResult<crate::trust::StoredObligation> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let stored = trust::record_obligation(&mut tx, pair, obligation, limit).await?;
+        if stored.id == obligation.id {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn apply_session_step(
+        &self,
+        step: &crate::trust::SessionStep,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::write_session_step(&mut tx, step, None).await?;
+        if let Some(a) = audit {
+            insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
+        super::pilot_scope(self).await
+    }
+
+    async fn set_pilot_scope(
+        &self,
+        setting: &crate::scope::ScopeSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        super::set_pilot_scope(self, setting, audit).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        network: &str,
+        owner: &str,
+        _now: UnixMicros,
+        ttl_micros: i64,
+    ) -> StoreResult<Option<Lease>> {
+        super::acquire_lease(self, network, owner, _now, ttl_micros).await
+    }
+
+    async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM engine_leases WHERE network = $1 AND owner = $2")
+            .bind(network)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, network: &str) -> StoreResult<Option<Lease>> {
+        let row =
+            sqlx::query("SELECT owner, fence, expires_at FROM engine_leases WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn add_deposit_address(
+        &self,
+        entry: &DepositAddress,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let added = sqlx::query(
+            "INSERT INTO deposit_addresses (account_id, network, address, added_by, added_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(entry.account.0)
+        .bind(&entry.asset.network)
+        .bind(&entry.address)
+        .bind(&entry.added_by)
+        .bind(entry.added_at)
+        .execute(&mut *tx)
+        .await?;
+        if added.rows_affected() == 1 {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn deposit_addresses(
+        &self,
+        network: &str,
+        account: Option<AccountId>,
+    ) -> StoreResult<Vec<DepositAddress>> {
+        super::deposit_addresses(self, network, account).await
+    }
+
+    async fn known_attempts(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
+        super::known_attempts(self, hashes).await
+    }
+
+    async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(next.map(|n| n as u64))
+    }
+
+    async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO deposit_cursors (network, next_block) VALUES ($1, $2) \
+             ON CONFLICT (network) DO UPDATE SET next_block = excluded.next_block",
+        )
+        .bind(network)
+        .bind(next_block as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM payouts WHERE cancel_reason IS NOT NULL AND state = 'broadcast' AND network = $1",
+        )
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(PayoutId).collect())
+    }
+
+    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM payouts WHERE network = $1 \
+             AND state IN ('pending_approval', 'queued', 'broadcast') GROUP BY state",
+        )
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                let state = PayoutState::parse(&state)
+                    .ok_or_else(|| StoreError::Invariant(format!("payout state {state:?}")))?;
+                Ok((state, r.try_get("n")?))
+            })
+            .collect()
+    }
+
+    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>> {
+        let row = sqlx::query(
+            "SELECT phase, actor, reason, since FROM network_rollout WHERE network = $1",
+        )
+        .bind(network)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let phase: String = r.try_get("phase")?;
+            Ok(RolloutSetting {
+                phase: RolloutPhase::parse(&phase)
+                    .ok_or_else(|| StoreError::Invariant(format!("rollout phase {phase:?}")))?,
+                actor: r.try_get("actor")?,
+                reason: r.try_get("reason")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_rollout_phase(
+        &self,
+        network: &str,
+        setting: &RolloutSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO network_rollout (network, phase, actor, reason, since) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (network) DO UPDATE SET phase = excluded.phase, actor = excluded.actor, \
+             reason = excluded.reason, since = excluded.since",
+        )
+        .bind(network)
+        .bind(setting.phase.as_str())
+        .bind(&setting.actor)
+        .bind(&setting.reason)
+        .bind(setting.since)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>> {
+        let rows = sqlx::query("SELECT asset, reason, actor, since FROM asset_freezes WHERE network = $1 ORDER BY asset")
+            .bind(network)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AssetFreeze {
+                    asset: r.try_get("asset")?,
+                    reason: r.try_get("reason")?,
+                    actor: r.try_get("actor")?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_freeze(
+        &self,
+        network: &str,
+        asset: &str,
+        freeze: Option<&AssetFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        super::set_freeze(self, network, asset, freeze, audit).await
+    }
+
+    async fn signed_volume_since(
+        &self,
+        network: &str,
+        since: UnixMicros,
+    ) -> StoreResult<Vec<(String, i128)>> {
+        super::signed_volume_since(self, network, since).await
+    }
+
+    async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist> {
+        super::allowlist(self, account).await
+    }
+
+    async fn set_allowlist_enforced(
+        &self,
+        account: AccountId,
+        enforced: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO destination_allowlists (account_id, enforced, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account_id) DO UPDATE SET enforced = excluded.enforced, updated_at = excluded.updated_at",
+        )
+        .bind(account.0)
+        .bind(enforced)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_allowed_destination(
+        &self,
+        account: AccountId,
+        entry: &AllowedDestination,
+        allowed: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        super::set_allowed_destination(self, account, entry, allowed, audit).await
+    }
+
+    async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists> {
+        super::enforced_allowlists(self, accounts).await
+    }
+
+    async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
+        super::list_audit(self, after, limit).await
+    }
+}
