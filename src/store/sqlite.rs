@@ -8,9 +8,15 @@ mod console;
 #[path = "sql/escrow.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod escrow;
+#[path = "sql/ledger.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
+mod ledger;
 #[path = "sql/operations.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod operations;
+#[path = "sql/payouts.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
+mod payouts;
 #[path = "sql/store.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
 mod store;
@@ -22,6 +28,8 @@ mod trust;
 mod webhooks;
 
 use super::*;
+use ledger::*;
+use payouts::*;
 
 /// What the SQL shared by both backends (`store/sql/`) is compiled against here.
 type Db = Sqlite;
@@ -138,67 +146,6 @@ const FOR_UPDATE: &str = "";
 /// `SQLITE_CONSTRAINT_UNIQUE`.
 const UNIQUE_VIOLATION: &str = "2067";
 
-fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
-    let kind: String = row.try_get("kind")?;
-    Ok(Account {
-        id: AccountId(row.try_get("id")?),
-        owner: row.try_get("owner")?,
-        asset: AssetKey::new(
-            row.try_get::<String, _>("network")?,
-            row.try_get::<String, _>("asset")?,
-        ),
-        kind: AccountKind::parse(&kind)
-            .ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
-        allow_negative: row.try_get("allow_negative")?,
-        available: units(row.try_get("available")?)?,
-        held: units(row.try_get("held")?)?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-fn hold_from_row(row: &SqliteRow) -> StoreResult<Hold> {
-    let state: String = row.try_get("state")?;
-    Ok(Hold {
-        id: HoldId(row.try_get("id")?),
-        account: AccountId(row.try_get("account_id")?),
-        asset: AssetKey::new(
-            row.try_get::<String, _>("network")?,
-            row.try_get::<String, _>("asset")?,
-        ),
-        amount: units(row.try_get("amount")?)?,
-        released: units(row.try_get("released")?)?,
-        voided: units(row.try_get("voided")?)?,
-        state: HoldState::parse(&state)
-            .ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
-        reference: row.try_get("reference")?,
-        created_at: row.try_get("created_at")?,
-        resolved_at: row.try_get("resolved_at")?,
-    })
-}
-
-fn journal_from_row(row: &SqliteRow) -> StoreResult<JournalTx> {
-    let kind: String = row.try_get("kind")?;
-    Ok(JournalTx {
-        seq: row.try_get("seq")?,
-        id: TxId(row.try_get("id")?),
-        kind: EntryKind::parse(&kind)
-            .ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
-        asset: AssetKey::new(
-            row.try_get::<String, _>("network")?,
-            row.try_get::<String, _>("asset")?,
-        ),
-        hold: row.try_get::<Option<Uuid>, _>("hold_id")?.map(HoldId),
-        idempotency_key: row.try_get("idempotency_key")?,
-        request_hash: hash32(row.try_get("request_hash")?)?,
-        reference: row.try_get("reference")?,
-        memo: row.try_get("memo")?,
-        actor: row.try_get("actor")?,
-        created_at: row.try_get("created_at")?,
-        postings: Vec::new(),
-        hash: hash32(row.try_get("hash")?)?,
-    })
-}
-
 const ACCOUNT_COLUMNS: &str =
     "id, owner, network, asset, kind, allow_negative, available, held, created_at";
 const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
@@ -241,42 +188,6 @@ async fn insert_audits(
         insert_audit(&mut *conn, audit).await?;
     }
     Ok(())
-}
-
-async fn insert_audit(conn: &mut sqlx::SqliteConnection, audit: &AuditRecord) -> StoreResult<()> {
-    sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(Uuid::now_v7())
-        .bind(audit.at)
-        .bind(&audit.actor)
-        .bind(audit.role.as_str())
-        .bind(&audit.action)
-        .bind(&audit.target)
-        .bind(&audit.reason)
-        .bind(&audit.request_id)
-        .bind(audit.evidence.as_ref().map(|e| e.to_string()))
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn load_transaction(conn: &mut sqlx::SqliteConnection, id: TxId) -> StoreResult<JournalTx> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = ?"
-    )))
-    .bind(id.0)
-    .fetch_one(&mut *conn)
-    .await?;
-    let mut txs = vec![journal_from_row(&row)?];
-    attach_postings(conn, &mut txs).await?;
-    txs.pop().ok_or(StoreError::NotFound)
-}
-
-async fn load_hold(conn: &mut sqlx::SqliteConnection, id: HoldId) -> StoreResult<Hold> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{HOLD_SELECT} WHERE h.id = ?")))
-        .bind(id.0)
-        .fetch_one(conn)
-        .await?;
-    hold_from_row(&row)
 }
 
 async fn write_effect(
@@ -358,26 +269,6 @@ async fn write_effect(
     }
 }
 
-async fn insert_event(
-    conn: &mut sqlx::SqliteConnection,
-    payout: PayoutId,
-    at: i64,
-    kind: &str,
-    detail: &str,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO payout_events (id, payout_id, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(payout.0)
-    .bind(at)
-    .bind(kind)
-    .bind(detail)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 async fn insert_attempt(
     conn: &mut sqlx::SqliteConnection,
     chunk: ChunkId,
@@ -457,44 +348,6 @@ async fn insert_payout(
 const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
      initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
 
-fn payout_from_row(row: &SqliteRow) -> StoreResult<Payout> {
-    let state = |col: &str| -> StoreResult<PayoutState> {
-        let text: String = row.try_get(col)?;
-        PayoutState::parse(&text)
-            .ok_or_else(|| StoreError::Invariant(format!("payout state {text:?}")))
-    };
-    let metadata: Option<String> = row.try_get("metadata")?;
-    let cancel_reason: Option<String> = row.try_get("cancel_reason")?;
-    let cancel_by: Option<String> = row.try_get("cancel_by")?;
-    Ok(Payout {
-        id: PayoutId(row.try_get("id")?),
-        account: AccountId(row.try_get("account_id")?),
-        asset: AssetKey::new(
-            row.try_get::<String, _>("network")?,
-            row.try_get::<String, _>("asset")?,
-        ),
-        destination: row.try_get("destination")?,
-        amount: units(row.try_get("amount")?)?,
-        reference: row.try_get("reference")?,
-        metadata: metadata
-            .map(|m| serde_json::from_str(&m))
-            .transpose()
-            .map_err(|e| StoreError::Invariant(format!("payout metadata: {e}")))?,
-        state: state("state")?,
-        initial_state: state("initial_state")?,
-        created_by: row.try_get("created_by")?,
-        hold: HoldId(row.try_get("hold_id")?),
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        chunks: Vec::new(),
-        events: Vec::new(),
-        cancel: cancel_reason.map(|reason| CancelRequest {
-            reason,
-            by: cancel_by.unwrap_or_default(),
-        }),
-    })
-}
-
 async fn attach_chunks(
     conn: &mut sqlx::SqliteConnection,
     payouts: &mut [Payout],
@@ -525,80 +378,6 @@ async fn attach_chunks(
         }
     }
     Ok(())
-}
-
-fn attempt_from_row(r: &SqliteRow) -> StoreResult<Attempt> {
-    let kind: String = r.try_get("kind")?;
-    Ok(Attempt {
-        id: r.try_get("id")?,
-        kind: AttemptKind::parse(&kind)
-            .ok_or_else(|| StoreError::Invariant(format!("attempt kind {kind:?}")))?,
-        hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
-        raw: r.try_get("raw")?,
-        nonce: r.try_get::<i64, _>("nonce")? as u64,
-        max_fee_per_gas: units(r.try_get("max_fee_per_gas")?)? as u128,
-        max_priority_fee_per_gas: units(r.try_get("max_priority_fee_per_gas")?)? as u128,
-        gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
-        created_at: r.try_get("created_at")?,
-        broadcast_at: r.try_get("broadcast_at")?,
-        head_at_broadcast: r
-            .try_get::<Option<i64>, _>("head_at_broadcast")?
-            .map(|h| h as u64),
-    })
-}
-
-async fn chunk_attempts(
-    conn: &mut sqlx::SqliteConnection,
-    chunk: ChunkId,
-) -> StoreResult<Vec<Attempt>> {
-    let rows = sqlx::query(
-        "SELECT id, kind, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, broadcast_at, \
-         head_at_broadcast FROM tx_attempts WHERE chunk_id = ? ORDER BY created_at, id",
-    )
-    .bind(chunk.0)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(attempt_from_row).collect()
-}
-
-async fn load_payout(
-    conn: &mut sqlx::SqliteConnection,
-    column: &'static str,
-    id: Uuid,
-) -> StoreResult<Payout> {
-    let sql = format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE {column} = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let mut payouts = vec![payout_from_row(&row)?];
-    attach_chunks(conn, &mut payouts).await?;
-    let mut payout = payouts.pop().ok_or(StoreError::NotFound)?;
-    for c in &mut payout.chunks {
-        c.attempts = chunk_attempts(conn, c.id).await?;
-    }
-    let rows =
-        sqlx::query("SELECT at, kind, detail FROM payout_events WHERE payout_id = ? ORDER BY id")
-            .bind(payout.id.0)
-            .fetch_all(&mut *conn)
-            .await?;
-    for row in rows {
-        payout.events.push(PayoutEvent {
-            at: row.try_get("at")?,
-            kind: row.try_get("kind")?,
-            detail: row.try_get("detail")?,
-        });
-    }
-    Ok(payout)
-}
-
-async fn chunk_payout(conn: &mut sqlx::SqliteConnection, chunk: ChunkId) -> StoreResult<Uuid> {
-    Ok(
-        sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = ?")
-            .bind(chunk.0)
-            .fetch_one(conn)
-            .await?,
-    )
 }
 
 struct SqliteTxn {
@@ -940,87 +719,6 @@ pub(super) async fn ensure_system_account(
     account_from_row(&row)
 }
 
-pub(super) async fn create_account(
-    store: &SqliteStore,
-    new: &NewAccount,
-    audit: &AuditRecord,
-) -> StoreResult<Account> {
-    let (_writing, mut tx) = store.begin_write().await?;
-    let id = AccountId::new();
-    let inserted = sqlx::query(
-            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (owner, network, asset, kind) DO NOTHING",
-        )
-        .bind(id.0)
-        .bind(&new.owner)
-        .bind(&new.asset.network)
-        .bind(&new.asset.code)
-        .bind(new.kind.as_str())
-        .bind(new.allow_negative)
-        .bind(audit.at)
-        .execute(&mut *tx)
-        .await?;
-    if inserted.rows_affected() == 0 {
-        return Err(StoreError::Conflict(format!(
-            "owner {} already has a {} account for {}",
-            new.owner,
-            new.kind.as_str(),
-            new.asset
-        )));
-    }
-    let mut audit = audit.clone();
-    audit.target = format!("account:{id}");
-    insert_audit(&mut tx, &audit).await?;
-    tx.commit().await?;
-    store.get_account(id).await
-}
-
-pub(super) async fn list_accounts(
-    store: &SqliteStore,
-    f: &AccountFilter,
-) -> StoreResult<Vec<Account>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR network = ?2) \
-             AND (?3 IS NULL OR asset = ?3) AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR id > ?5) ORDER BY id LIMIT ?6"
-        )))
-        .bind(&f.owner)
-        .bind(f.asset.as_ref().map(|a| a.network.clone()))
-        .bind(f.asset.as_ref().map(|a| a.code.clone()))
-        .bind(f.kind.map(|k| k.as_str()))
-        .bind(f.after.map(|a| a.0))
-        .bind(f.limit)
-        .fetch_all(&store.pool)
-        .await?;
-    rows.iter().map(account_from_row).collect()
-}
-
-pub(super) async fn list_journal(
-    store: &SqliteStore,
-    f: &JournalFilter,
-) -> StoreResult<Vec<JournalTx>> {
-    let mut conn = store.pool.acquire().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > ?1 \
-             AND (?2 IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = ?2 AND seq > ?1)) \
-             AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5) \
-             ORDER BY seq LIMIT ?6"
-        )))
-        .bind(f.after_seq)
-        .bind(f.account.map(|a| a.0))
-        .bind(f.kind.map(|k| k.as_str()))
-        .bind(f.from)
-        .bind(f.to)
-        .bind(f.limit)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut txs = rows
-        .iter()
-        .map(journal_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-    attach_postings(&mut conn, &mut txs).await?;
-    Ok(txs)
-}
-
 pub(super) async fn list_holds(
     store: &SqliteStore,
     after: Option<HoldId>,
@@ -1034,30 +732,6 @@ pub(super) async fn list_holds(
     .fetch_all(&store.pool)
     .await?;
     rows.iter().map(hold_from_row).collect()
-}
-
-pub(super) async fn list_payouts(
-    store: &SqliteStore,
-    f: &PayoutFilter,
-) -> StoreResult<Vec<Payout>> {
-    let mut conn = store.pool.acquire().await?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account_id = ?2) \
-             AND (?3 IS NULL OR network = ?3) AND (?4 IS NULL OR id > ?4) ORDER BY id LIMIT ?5"
-        )))
-        .bind(f.state.map(|s| s.as_str()))
-        .bind(f.account.map(|a| a.0))
-        .bind(&f.network)
-        .bind(f.after.map(|p| p.0))
-        .bind(f.limit)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut payouts = rows
-        .iter()
-        .map(payout_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-    attach_chunks(&mut conn, &mut payouts).await?;
-    Ok(payouts)
 }
 
 pub(super) async fn payouts_by_id(
@@ -1076,45 +750,6 @@ pub(super) async fn payouts_by_id(
     }
     attach_chunks(&mut conn, &mut payouts).await?;
     Ok(payouts)
-}
-
-pub(super) async fn queued_chunks(
-    store: &SqliteStore,
-    network: &str,
-    limit: i64,
-) -> StoreResult<Vec<ChunkWork>> {
-    let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
-             JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = ? \
-             AND p.state IN ('queued', 'broadcast') \
-             AND NOT EXISTS (SELECT 1 FROM asset_freezes f WHERE f.network = p.network AND f.asset = p.asset) \
-             AND NOT EXISTS (SELECT 1 FROM destination_allowlists l WHERE l.account_id = p.account_id AND l.enforced \
-                 AND NOT EXISTS (SELECT 1 FROM allowed_destinations d WHERE d.account_id = p.account_id \
-                     AND d.network = p.network AND d.address = p.destination)) \
-             ORDER BY c.id LIMIT ?",
-        )
-        .bind(network)
-        .bind(limit)
-        .fetch_all(&store.pool)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ChunkWork {
-                chunk: ChunkId(r.try_get("id")?),
-                payout: PayoutId(r.try_get("payout_id")?),
-                account: AccountId(r.try_get("account_id")?),
-                hold: HoldId(r.try_get("hold_id")?),
-                index: u32::try_from(r.try_get::<i64, _>("idx")?).unwrap_or(u32::MAX),
-                accepted_at: r.try_get("created_at")?,
-                asset: AssetKey::new(
-                    r.try_get::<String, _>("network")?,
-                    r.try_get::<String, _>("asset")?,
-                ),
-                destination: r.try_get("destination")?,
-                amount: units(r.try_get("amount")?)?,
-            })
-        })
-        .collect()
 }
 
 pub(super) async fn record_signed(
@@ -1361,96 +996,6 @@ pub(super) async fn record_mined(
     Ok(())
 }
 
-pub(super) async fn close_chunk(
-    store: &SqliteStore,
-    chunk: ChunkId,
-    state: ChunkState,
-    detail: &str,
-) -> StoreResult<()> {
-    let (_writing, mut tx) = store.begin_write().await?;
-    let at = now_micros();
-    let payout = chunk_payout(&mut tx, chunk).await?;
-    sqlx::query(
-        "UPDATE payout_chunks SET state = ?, updated_at = ? WHERE id = ? AND state = 'mined'",
-    )
-    .bind(state.as_str())
-    .bind(at)
-    .bind(chunk.0)
-    .execute(&mut *tx)
-    .await?;
-    if state == ChunkState::Failed {
-        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = ? WHERE payout_id = ? AND state = 'queued'")
-                .bind(at)
-                .bind(payout)
-                .execute(&mut *tx)
-                .await?;
-    }
-    let kind = match state {
-        ChunkState::Failed => "chunk_failed",
-        _ => "chunk_cancelled",
-    };
-    insert_event(
-        &mut tx,
-        PayoutId(payout),
-        at,
-        kind,
-        &format!("chunk {chunk}: {detail}"),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-pub(super) async fn request_cancel(
-    store: &SqliteStore,
-    payout: PayoutId,
-    audit: &AuditRecord,
-) -> StoreResult<()> {
-    let (_writing, mut tx) = store.begin_write().await?;
-    let state: String = sqlx::query_scalar("SELECT state FROM payouts WHERE id = ?")
-        .bind(payout.0)
-        .fetch_one(&mut *tx)
-        .await?;
-    if state != PayoutState::Broadcast.as_str() {
-        return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
-    }
-    let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM payout_chunks WHERE payout_id = ? AND state IN ('queued', 'signed', 'broadcast')",
-        )
-        .bind(payout.0)
-        .fetch_one(&mut *tx)
-        .await?;
-    if open == 0 {
-        return Err(StoreError::Conflict(format!(
-            "every chunk of payout {payout} is mined or final"
-        )));
-    }
-    let reason = audit.reason.clone().unwrap_or_default();
-    sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, ?), cancel_by = COALESCE(cancel_by, ?), updated_at = ? WHERE id = ?")
-            .bind(&reason)
-            .bind(&audit.actor)
-            .bind(audit.at)
-            .bind(payout.0)
-            .execute(&mut *tx)
-            .await?;
-    sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = ? WHERE payout_id = ? AND state = 'queued'")
-            .bind(audit.at)
-            .bind(payout.0)
-            .execute(&mut *tx)
-            .await?;
-    insert_event(
-        &mut tx,
-        payout,
-        audit.at,
-        "cancel_requested",
-        &format!("by {}: {reason}", audit.actor),
-    )
-    .await?;
-    insert_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 pub(super) async fn add_payout_event(
     store: &SqliteStore,
     payout: PayoutId,
@@ -1459,35 +1004,6 @@ pub(super) async fn add_payout_event(
 ) -> StoreResult<()> {
     let (_writing, mut tx) = store.begin_write().await?;
     insert_event(&mut tx, payout, now_micros(), kind, detail).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-pub(super) async fn set_safe_mode(
-    store: &SqliteStore,
-    network: &str,
-    mode: Option<&SafeMode>,
-    audit: &AuditRecord,
-) -> StoreResult<()> {
-    let (_writing, mut tx) = store.begin_write().await?;
-    match mode {
-        Some(m) => {
-            sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES (?, ?, ?, ?) ON CONFLICT (network) DO UPDATE SET reason = excluded.reason, actor = excluded.actor")
-                    .bind(network)
-                    .bind(&m.reason)
-                    .bind(&m.actor)
-                    .bind(m.since)
-                    .execute(&mut *tx)
-                    .await?;
-        }
-        None => {
-            sqlx::query("DELETE FROM network_safe_mode WHERE network = ?")
-                .bind(network)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    insert_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -1520,61 +1036,6 @@ pub(super) async fn claim_due_timers(
     Ok(timers)
 }
 
-pub(super) async fn pilot_scope(
-    store: &SqliteStore,
-) -> StoreResult<Option<crate::scope::ScopeSetting>> {
-    let row = sqlx::query(
-            "SELECT enabled, country_allowlist, category_allowlist, template_version, actor, reason, since FROM pilot_scope WHERE id = 1",
-        )
-        .fetch_optional(&store.pool)
-        .await?;
-    let list = |text: String| {
-        serde_json::from_str::<Vec<String>>(&text)
-            .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
-    };
-    row.map(|r| {
-        Ok(crate::scope::ScopeSetting {
-            scope: crate::scope::PilotScope {
-                enabled: r.try_get::<i64, _>("enabled")? != 0,
-                country_allowlist: list(r.try_get("country_allowlist")?)?,
-                category_allowlist: list(r.try_get("category_allowlist")?)?,
-                template_version: r.try_get("template_version")?,
-            },
-            actor: r.try_get("actor")?,
-            reason: r.try_get("reason")?,
-            since: r.try_get("since")?,
-        })
-    })
-    .transpose()
-}
-
-pub(super) async fn set_pilot_scope(
-    store: &SqliteStore,
-    setting: &crate::scope::ScopeSetting,
-    audit: &AuditRecord,
-) -> StoreResult<()> {
-    let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
-    let (_writing, mut tx) = store.begin_write().await?;
-    sqlx::query(
-            "INSERT INTO pilot_scope (id, enabled, country_allowlist, category_allowlist, template_version, actor, reason, since) \
-             VALUES (1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, \
-             country_allowlist = excluded.country_allowlist, category_allowlist = excluded.category_allowlist, \
-             template_version = excluded.template_version, actor = excluded.actor, reason = excluded.reason, since = excluded.since",
-        )
-        .bind(i64::from(setting.scope.enabled))
-        .bind(list(&setting.scope.country_allowlist))
-        .bind(list(&setting.scope.category_allowlist))
-        .bind(&setting.scope.template_version)
-        .bind(&setting.actor)
-        .bind(&setting.reason)
-        .bind(setting.since)
-        .execute(&mut *tx)
-        .await?;
-    insert_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 pub(super) async fn acquire_lease(
     store: &SqliteStore,
     network: &str,
@@ -1601,37 +1062,6 @@ pub(super) async fn acquire_lease(
     row.as_ref().map(lease_from_row).transpose()
 }
 
-pub(super) async fn deposit_addresses(
-    store: &SqliteStore,
-    network: &str,
-    account: Option<AccountId>,
-) -> StoreResult<Vec<DepositAddress>> {
-    let rows = sqlx::query(
-            "SELECT d.account_id, a.network, a.asset, d.address, d.added_by, d.added_at FROM deposit_addresses d \
-             JOIN accounts a ON a.id = d.account_id WHERE d.network = ? AND (? IS NULL OR d.account_id = ?) \
-             ORDER BY d.address, d.account_id",
-        )
-        .bind(network)
-        .bind(account.map(|a| a.0))
-        .bind(account.map(|a| a.0))
-        .fetch_all(&store.pool)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(DepositAddress {
-                account: AccountId(r.try_get("account_id")?),
-                asset: AssetKey::new(
-                    r.try_get::<String, _>("network")?,
-                    r.try_get::<String, _>("asset")?,
-                ),
-                address: r.try_get("address")?,
-                added_by: r.try_get("added_by")?,
-                added_at: r.try_get("added_at")?,
-            })
-        })
-        .collect()
-}
-
 pub(super) async fn known_attempts(
     store: &SqliteStore,
     hashes: &[[u8; 32]],
@@ -1646,41 +1076,6 @@ pub(super) async fn known_attempts(
         }
     }
     Ok(known)
-}
-
-pub(super) async fn set_freeze(
-    store: &SqliteStore,
-    network: &str,
-    asset: &str,
-    freeze: Option<&AssetFreeze>,
-    audit: &AuditRecord,
-) -> StoreResult<()> {
-    let (_writing, mut tx) = store.begin_write().await?;
-    match freeze {
-        Some(f) => {
-            sqlx::query(
-                    "INSERT INTO asset_freezes (network, asset, reason, actor, since) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT (network, asset) DO UPDATE SET reason = excluded.reason, actor = excluded.actor",
-                )
-                .bind(network)
-                .bind(asset)
-                .bind(&f.reason)
-                .bind(&f.actor)
-                .bind(f.since)
-                .execute(&mut *tx)
-                .await?;
-        }
-        None => {
-            sqlx::query("DELETE FROM asset_freezes WHERE network = ? AND asset = ?")
-                .bind(network)
-                .bind(asset)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    insert_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 pub(super) async fn signed_volume_since(
@@ -1699,75 +1094,6 @@ pub(super) async fn signed_volume_since(
     rows.iter()
         .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
         .collect()
-}
-
-pub(super) async fn allowlist(store: &SqliteStore, account: AccountId) -> StoreResult<Allowlist> {
-    let enforced: Option<bool> =
-        sqlx::query_scalar("SELECT enforced FROM destination_allowlists WHERE account_id = ?")
-            .bind(account.0)
-            .fetch_optional(&store.pool)
-            .await?;
-    let rows = sqlx::query(
-        "SELECT network, address, label, added_by, added_at FROM allowed_destinations \
-             WHERE account_id = ? ORDER BY network, address",
-    )
-    .bind(account.0)
-    .fetch_all(&store.pool)
-    .await?;
-    Ok(Allowlist {
-        enforced: enforced.unwrap_or(false),
-        entries: rows
-            .iter()
-            .map(|r| {
-                Ok(AllowedDestination {
-                    network: r.try_get("network")?,
-                    address: r.try_get("address")?,
-                    label: r.try_get("label")?,
-                    added_by: r.try_get("added_by")?,
-                    added_at: r.try_get("added_at")?,
-                })
-            })
-            .collect::<StoreResult<_>>()?,
-    })
-}
-
-pub(super) async fn set_allowed_destination(
-    store: &SqliteStore,
-    account: AccountId,
-    entry: &AllowedDestination,
-    allowed: bool,
-    audit: &AuditRecord,
-) -> StoreResult<()> {
-    let (_writing, mut tx) = store.begin_write().await?;
-    if allowed {
-        sqlx::query(
-                "INSERT INTO allowed_destinations (account_id, network, address, label, added_by, added_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, network, address) DO UPDATE SET label = excluded.label",
-            )
-            .bind(account.0)
-            .bind(&entry.network)
-            .bind(&entry.address)
-            .bind(&entry.label)
-            .bind(&entry.added_by)
-            .bind(entry.added_at)
-            .execute(&mut *tx)
-            .await?;
-    } else {
-        let gone = sqlx::query(
-            "DELETE FROM allowed_destinations WHERE account_id = ? AND network = ? AND address = ?",
-        )
-        .bind(account.0)
-        .bind(&entry.network)
-        .bind(&entry.address)
-        .execute(&mut *tx)
-        .await?;
-        if gone.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-    }
-    insert_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 pub(super) async fn enforced_allowlists(
@@ -1835,12 +1161,4 @@ fn audit_from_row(id: Uuid, role: String, row: &SqliteRow) -> StoreResult<Stored
 pub(crate) fn parse_role(text: &str) -> StoreResult<Role> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| StoreError::Invariant(format!("role {text:?}")))
-}
-
-fn lease_from_row(r: &SqliteRow) -> StoreResult<Lease> {
-    Ok(Lease {
-        owner: r.try_get("owner")?,
-        fence: r.try_get::<i64, _>("fence")? as u64,
-        expires_at: r.try_get("expires_at")?,
-    })
 }

@@ -36,7 +36,34 @@ impl Store for DbStore {
     }
 
     async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
-        super::create_account(self, new, audit).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        let id = AccountId::new();
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(&new.owner)
+        .bind(&new.asset.network)
+        .bind(&new.asset.code)
+        .bind(new.kind.as_str())
+        .bind(new.allow_negative)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "owner {} already has a {} account for {}",
+                new.owner,
+                new.kind.as_str(),
+                new.asset
+            )));
+        }
+        let mut audit = audit.clone();
+        audit.target = format!("account:{id}");
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        self.get_account(id).await
     }
 
     async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
@@ -50,7 +77,20 @@ impl Store for DbStore {
     }
 
     async fn list_accounts(&self, f: &AccountFilter) -> StoreResult<Vec<Account>> {
-        super::list_accounts(self, f).await
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (CAST($1 AS TEXT) IS NULL OR owner = $1) AND (CAST($2 AS TEXT) IS NULL OR network = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR asset = $3) AND (CAST($4 AS TEXT) IS NULL OR kind = $4) AND (CAST($5 AS UUID) IS NULL OR id > $5) \
+             ORDER BY id LIMIT $6"
+        )))
+        .bind(&f.owner)
+        .bind(f.asset.as_ref().map(|a| a.network.clone()))
+        .bind(f.asset.as_ref().map(|a| a.code.clone()))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.after.map(|a| a.0))
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
     }
 
     async fn post_batch(
@@ -69,7 +109,27 @@ impl Store for DbStore {
     }
 
     async fn list_journal(&self, f: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
-        super::list_journal(self, f).await
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > $1 \
+             AND (CAST($2 AS UUID) IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = $2 AND seq > $1)) \
+             AND (CAST($3 AS TEXT) IS NULL OR kind = $3) AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) \
+             AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5) ORDER BY seq LIMIT $6"
+        )))
+        .bind(f.after_seq)
+        .bind(f.account.map(|a| a.0))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut txs = rows
+            .iter()
+            .map(journal_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_postings(&mut conn, &mut txs).await?;
+        Ok(txs)
     }
 
     async fn get_hold(&self, id: HoldId) -> StoreResult<Hold> {
@@ -99,7 +159,25 @@ impl Store for DbStore {
     }
 
     async fn list_payouts(&self, f: &PayoutFilter) -> StoreResult<Vec<Payout>> {
-        super::list_payouts(self, f).await
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
+             AND (CAST($2 AS UUID) IS NULL OR account_id = $2) AND (CAST($3 AS TEXT) IS NULL OR network = $3) \
+             AND (CAST($4 AS UUID) IS NULL OR id > $4) ORDER BY id LIMIT $5"
+    )))
+    .bind(f.state.map(|s| s.as_str()))
+    .bind(f.account.map(|a| a.0))
+    .bind(&f.network)
+    .bind(f.after.map(|p| p.0))
+    .bind(f.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+        let mut payouts = rows
+            .iter()
+            .map(payout_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_chunks(&mut conn, &mut payouts).await?;
+        Ok(payouts)
     }
 
     async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
@@ -118,7 +196,38 @@ impl Store for DbStore {
     }
 
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
-        super::queued_chunks(self, network, limit).await
+        let rows = sqlx::query(
+            "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
+             JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = $1 \
+             AND p.state IN ('queued', 'broadcast') \
+             AND NOT EXISTS (SELECT 1 FROM asset_freezes f WHERE f.network = p.network AND f.asset = p.asset) \
+             AND NOT EXISTS (SELECT 1 FROM destination_allowlists l WHERE l.account_id = p.account_id AND l.enforced \
+                 AND NOT EXISTS (SELECT 1 FROM allowed_destinations d WHERE d.account_id = p.account_id \
+                     AND d.network = p.network AND d.address = p.destination)) \
+             ORDER BY c.id LIMIT $2",
+        )
+        .bind(network)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChunkWork {
+                    chunk: ChunkId(r.try_get("id")?),
+                    payout: PayoutId(r.try_get("payout_id")?),
+                    account: AccountId(r.try_get("account_id")?),
+                    hold: HoldId(r.try_get("hold_id")?),
+                    index: u32::try_from(r.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
+                    accepted_at: r.try_get("created_at")?,
+                    asset: AssetKey::new(
+                        r.try_get::<String, _>("network")?,
+                        r.try_get::<String, _>("asset")?,
+                    ),
+                    destination: r.try_get("destination")?,
+                    amount: units(r.try_get("amount")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn record_signed(
@@ -208,11 +317,86 @@ impl Store for DbStore {
         state: ChunkState,
         detail: &str,
     ) -> StoreResult<()> {
-        super::close_chunk(self, chunk, state, detail).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = now_micros();
+        let payout = chunk_payout(&mut tx, chunk).await?;
+        sqlx::query(
+        "UPDATE payout_chunks SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'mined'",
+    )
+    .bind(state.as_str())
+    .bind(at)
+    .bind(chunk.0)
+    .execute(&mut *tx)
+    .await?;
+        if state == ChunkState::Failed {
+            sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+                .bind(at)
+                .bind(payout)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let kind = match state {
+            ChunkState::Failed => "chunk_failed",
+            _ => "chunk_cancelled",
+        };
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            at,
+            kind,
+            &format!("chunk {chunk}: {detail}"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()> {
-        super::request_cancel(self, payout, audit).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        let state: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT state FROM payouts WHERE id = $1{FOR_UPDATE}"
+        )))
+        .bind(payout.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if state != PayoutState::Broadcast.as_str() {
+            return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM payout_chunks WHERE payout_id = $1 AND state IN ('queued', 'signed', 'broadcast')",
+        )
+        .bind(payout.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if open == 0 {
+            return Err(StoreError::Conflict(format!(
+                "every chunk of payout {payout} is mined or final"
+            )));
+        }
+        let reason = audit.reason.clone().unwrap_or_default();
+        sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, $1), cancel_by = COALESCE(cancel_by, $2), updated_at = $3 WHERE id = $4")
+            .bind(&reason)
+            .bind(&audit.actor)
+            .bind(audit.at)
+            .bind(payout.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+            .bind(audit.at)
+            .bind(payout.0)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(
+            &mut tx,
+            payout,
+            audit.at,
+            "cancel_requested",
+            &format!("by {}: {reason}", audit.actor),
+        )
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn add_payout_event(
@@ -278,7 +462,27 @@ impl Store for DbStore {
         mode: Option<&SafeMode>,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
-        super::set_safe_mode(self, network, mode, audit).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        match mode {
+            Some(m) => {
+                sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES ($1, $2, $3, $4) ON CONFLICT (network) DO UPDATE SET reason = EXCLUDED.reason, actor = EXCLUDED.actor")
+                    .bind(network)
+                    .bind(&m.reason)
+                    .bind(&m.actor)
+                    .bind(m.since)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM network_safe_mode WHERE network = $1")
+                    .bind(network)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_deal(
@@ -748,7 +952,29 @@ impl Store for DbStore {
     }
 
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
-        super::pilot_scope(self).await
+        let row = sqlx::query(
+            "SELECT enabled, country_allowlist, category_allowlist, template_version, actor, reason, since FROM pilot_scope WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let list = |text: String| {
+            serde_json::from_str::<Vec<String>>(&text)
+                .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
+        };
+        row.map(|r| {
+            Ok(crate::scope::ScopeSetting {
+                scope: crate::scope::PilotScope {
+                    enabled: r.try_get::<bool, _>("enabled")?,
+                    country_allowlist: list(r.try_get("country_allowlist")?)?,
+                    category_allowlist: list(r.try_get("category_allowlist")?)?,
+                    template_version: r.try_get("template_version")?,
+                },
+                actor: r.try_get("actor")?,
+                reason: r.try_get("reason")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
     }
 
     async fn set_pilot_scope(
@@ -756,7 +982,26 @@ impl Store for DbStore {
         setting: &crate::scope::ScopeSetting,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
-        super::set_pilot_scope(self, setting, audit).await
+        let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO pilot_scope (id, enabled, country_allowlist, category_allowlist, template_version, actor, reason, since) \
+             VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, \
+             country_allowlist = excluded.country_allowlist, category_allowlist = excluded.category_allowlist, \
+             template_version = excluded.template_version, actor = excluded.actor, reason = excluded.reason, since = excluded.since",
+        )
+        .bind(setting.scope.enabled)
+        .bind(list(&setting.scope.country_allowlist))
+        .bind(list(&setting.scope.category_allowlist))
+        .bind(&setting.scope.template_version)
+        .bind(&setting.actor)
+        .bind(&setting.reason)
+        .bind(setting.since)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn acquire_lease(
@@ -816,7 +1061,29 @@ impl Store for DbStore {
         network: &str,
         account: Option<AccountId>,
     ) -> StoreResult<Vec<DepositAddress>> {
-        super::deposit_addresses(self, network, account).await
+        let rows = sqlx::query(
+            "SELECT d.account_id, a.network, a.asset, d.address, d.added_by, d.added_at FROM deposit_addresses d \
+             JOIN accounts a ON a.id = d.account_id WHERE d.network = $1 AND (CAST($2 AS UUID) IS NULL OR d.account_id = $2) \
+             ORDER BY d.address, d.account_id",
+        )
+        .bind(network)
+        .bind(account.map(|a| a.0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DepositAddress {
+                    account: AccountId(r.try_get("account_id")?),
+                    asset: AssetKey::new(
+                        r.try_get::<String, _>("network")?,
+                        r.try_get::<String, _>("asset")?,
+                    ),
+                    address: r.try_get("address")?,
+                    added_by: r.try_get("added_by")?,
+                    added_at: r.try_get("added_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn known_attempts(
@@ -943,7 +1210,32 @@ impl Store for DbStore {
         freeze: Option<&AssetFreeze>,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
-        super::set_freeze(self, network, asset, freeze, audit).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        match freeze {
+            Some(f) => {
+                sqlx::query(
+                    "INSERT INTO asset_freezes (network, asset, reason, actor, since) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (network, asset) DO UPDATE SET reason = excluded.reason, actor = excluded.actor",
+                )
+                .bind(network)
+                .bind(asset)
+                .bind(&f.reason)
+                .bind(&f.actor)
+                .bind(f.since)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM asset_freezes WHERE network = $1 AND asset = $2")
+                    .bind(network)
+                    .bind(asset)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn signed_volume_since(
@@ -955,7 +1247,33 @@ impl Store for DbStore {
     }
 
     async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist> {
-        super::allowlist(self, account).await
+        let enforced: Option<bool> =
+            sqlx::query_scalar("SELECT enforced FROM destination_allowlists WHERE account_id = $1")
+                .bind(account.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT network, address, label, added_by, added_at FROM allowed_destinations \
+             WHERE account_id = $1 ORDER BY network, address",
+        )
+        .bind(account.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Allowlist {
+            enforced: enforced.unwrap_or(false),
+            entries: rows
+                .iter()
+                .map(|r| {
+                    Ok(AllowedDestination {
+                        network: r.try_get("network")?,
+                        address: r.try_get("address")?,
+                        label: r.try_get("label")?,
+                        added_by: r.try_get("added_by")?,
+                        added_at: r.try_get("added_at")?,
+                    })
+                })
+                .collect::<StoreResult<_>>()?,
+        })
     }
 
     async fn set_allowlist_enforced(
@@ -986,7 +1304,36 @@ impl Store for DbStore {
         allowed: bool,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
-        super::set_allowed_destination(self, account, entry, allowed, audit).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        if allowed {
+            sqlx::query(
+                "INSERT INTO allowed_destinations (account_id, network, address, label, added_by, added_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, network, address) DO UPDATE SET label = excluded.label",
+            )
+            .bind(account.0)
+            .bind(&entry.network)
+            .bind(&entry.address)
+            .bind(&entry.label)
+            .bind(&entry.added_by)
+            .bind(entry.added_at)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            let gone = sqlx::query(
+                "DELETE FROM allowed_destinations WHERE account_id = $1 AND network = $2 AND address = $3",
+            )
+            .bind(account.0)
+            .bind(&entry.network)
+            .bind(&entry.address)
+            .execute(&mut *tx)
+            .await?;
+            if gone.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists> {
