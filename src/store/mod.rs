@@ -280,10 +280,6 @@ pub trait Store: Send + Sync + 'static {
         first_nonce: u64,
         signed: &[(ChunkId, Attempt)],
     ) -> StoreResult<()>;
-    /// Takes or renews the lease on `network`'s engine for `owner` until `now + ttl`: granted
-    /// when free, expired, or already `owner`'s (a new owner gets the next fence). None while
-    /// another owner holds it. PostgreSQL uses its own clock rather than `now`, so instances on
-    /// different machines agree on expiry.
     /// Stores a new deal (CREATED) with the first line of its timeline (`detail`), audited.
     async fn create_deal(
         &self,
@@ -531,6 +527,10 @@ pub trait Store: Send + Sync + 'static {
         setting: &crate::scope::ScopeSetting,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+    /// Takes or renews the lease on `network`'s engine for `owner` until `now + ttl`: granted
+    /// when free, expired, or already `owner`'s (a new owner gets the next fence). None while
+    /// another owner holds it. PostgreSQL uses its own clock rather than `now`, so instances on
+    /// different machines agree on expiry.
     async fn acquire_lease(
         &self,
         network: &str,

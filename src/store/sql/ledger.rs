@@ -1,4 +1,5 @@
-//! Accounts, holds, journal transactions, leases and the audit log as rows, on both databases.
+//! Accounts, holds, journal transactions, leases and the audit log as rows, and what a posted
+//! transaction's effects write beside it, on both databases.
 
 use super::*;
 
@@ -107,4 +108,87 @@ pub(super) async fn load_hold(conn: &mut DbConnection, id: HoldId) -> StoreResul
     .fetch_one(conn)
     .await?;
     hold_from_row(&row)
+}
+
+/// Writes what `effect` says beside the journal transaction `posted`, in its database
+/// transaction.
+pub(super) async fn write_effect(
+    conn: &mut DbConnection,
+    effect: &Effect,
+    posted: &Posted,
+) -> StoreResult<()> {
+    match effect {
+        Effect::NewPayout(p) => {
+            let hold =
+                posted.hold.as_ref().map(|h| h.id).ok_or_else(|| {
+                    StoreError::Invariant("a payout must come with a HOLD".into())
+                })?;
+            insert_payout(conn, p, hold, posted.tx.created_at).await
+        }
+        Effect::ChunkConfirmed { chunk, payout } => {
+            let at = posted.tx.created_at;
+            sqlx::query(
+                "UPDATE payout_chunks SET state = 'confirmed', updated_at = $1 WHERE id = $2",
+            )
+            .bind(at)
+            .bind(chunk.0)
+            .execute(&mut *conn)
+            .await?;
+            insert_event(
+                conn,
+                *payout,
+                at,
+                "chunk_confirmed",
+                &format!("chunk {chunk} paid in journal seq {}", posted.tx.seq),
+            )
+            .await?;
+            let done = sqlx::query(
+                "UPDATE payouts SET state = 'confirmed', updated_at = $1 WHERE id = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM payout_chunks WHERE payout_id = $2 AND state <> 'confirmed')",
+            )
+            .bind(at)
+            .bind(payout.0)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() == 1 {
+                insert_event(conn, *payout, at, "confirmed", "every chunk confirmed").await?;
+            }
+            Ok(())
+        }
+        Effect::PayoutClosed {
+            payout,
+            from,
+            state,
+            detail,
+        } => {
+            let at = posted.tx.created_at;
+            let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+            // Compare-and-set: the states are the enum's own names, never input.
+            let states: Vec<String> = from.iter().map(|s| format!("'{s}'")).collect();
+            let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE payouts SET state = $1, updated_at = $2 WHERE id = $3 AND state IN ({})",
+                states.join(", ")
+            )))
+            .bind(state.as_str())
+            .bind(at)
+            .bind(payout.0)
+            .execute(&mut *conn)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "payout {payout} is no longer {}",
+                    from.join(" or ")
+                )));
+            }
+            // Whatever was never signed will never be.
+            sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+                .bind(at)
+                .bind(payout.0)
+                .execute(&mut *conn)
+                .await?;
+            insert_event(conn, *payout, at, state.as_str(), detail).await
+        }
+        Effect::DealStep(step) => escrow::write_deal_step(conn, step, Some(posted)).await,
+        Effect::SessionStep(step) => trust::write_session_step(conn, step, Some(posted)).await,
+    }
 }
