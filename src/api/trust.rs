@@ -604,7 +604,12 @@ pub async fn record_obligation(
     let stored = match state
         .ledger
         .store()
-        .record_trust_obligation(pair.id, &obligation, pair.limit(debtor), &audit)
+        .record_trust_obligation(
+            pair.id,
+            &obligation,
+            &crate::trust::netting::headroom_rule(debtor, pair.limit(debtor)),
+            &audit,
+        )
         .await
     {
         Err(StoreError::CreditLimit { headroom }) => {

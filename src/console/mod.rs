@@ -7,6 +7,7 @@
 //! `Secure`, `HttpOnly`, `SameSite=Strict`, scoped to `/admin`, expiring — of which the
 //! database keeps only the SHA-256. Every form carries the session's CSRF token; a session ends
 //! when its token leaves the configuration.
+pub use crate::domain::console::{MfaEnrolment, SessionRecord};
 
 mod actions;
 mod auth;
@@ -16,7 +17,7 @@ pub mod totp;
 
 use crate::api::AppState;
 use crate::api::auth::Caller;
-use crate::domain::{Role, UnixMicros};
+use crate::domain::Role;
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::{StatusCode, header, request::Parts};
@@ -28,34 +29,6 @@ use std::time::Duration;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "treasuryd_session";
-
-/// A console session as stored (by the SHA-256 of its cookie).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub id_hash: [u8; 32],
-    pub user: String,
-    pub role: Role,
-    /// Every form must echo it.
-    pub csrf: String,
-    /// The second factor is done (or not needed for the role).
-    pub mfa_ok: bool,
-    pub created_at: UnixMicros,
-    pub expires_at: UnixMicros,
-}
-
-/// A user's TOTP enrolment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MfaEnrolment {
-    pub user: String,
-    /// Random; with the console key it gives the TOTP secret.
-    pub enrolment: String,
-    /// Set once a first code was entered.
-    pub confirmed_at: Option<UnixMicros>,
-    /// The last time step used (each code works once).
-    pub last_step: i64,
-    /// SHA-256 (hex) of the recovery codes not yet used.
-    pub recovery_codes: Vec<String>,
-}
 
 #[derive(Clone)]
 pub struct Console {

@@ -1,7 +1,15 @@
-//! Pure domain types shared by every part: money, assets, ids, roles. No I/O here.
+//! Pure domain types shared by every part: money, assets, ids, roles, and the records each
+//! part stores (`store` reads and writes these, never a feature module's own types). No I/O
+//! here.
 
+pub mod console;
+pub mod escrow;
 pub mod ids;
 pub mod money;
+pub mod operations;
+pub mod payouts;
+pub mod trust;
+pub mod webhooks;
 
 pub use ids::{AccountId, ChunkId, DealId, HoldId, PayoutId, TimerId, TxId};
 pub use money::{Amount, AmountError, AssetKey, AssetSpec, format_units};

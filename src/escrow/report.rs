@@ -10,46 +10,17 @@
 //! - evidence completeness: disputed deals with evidence / disputed deals;
 //! - admin intervention: deals resolved by an Operator / created;
 //! - within TTL: disputes an Operator resolved before DISPUTE_TTL / disputed deals.
+pub use crate::domain::escrow::{DealFacts, Incident};
 
 use crate::domain::UnixMicros;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// An incident on-call recorded; SEV0 and SEV1 are critical.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Incident {
-    pub id: uuid::Uuid,
-    /// SEV0 (worst) … SEV3.
-    pub severity: String,
-    pub summary: String,
-    #[serde(skip)]
-    pub at: UnixMicros,
-    pub recorded_by: String,
-}
-
 impl Incident {
     pub fn is_critical(&self) -> bool {
         matches!(self.severity.as_str(), "SEV0" | "SEV1")
     }
-}
-
-/// What the report needs of one deal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DealFacts {
-    pub country: String,
-    pub category: String,
-    pub template_version: u32,
-    pub state: super::DealState,
-    pub created_at: UnixMicros,
-    pub settled_at: Option<UnixMicros>,
-    pub disputed: bool,
-    pub issue_at: Option<UnixMicros>,
-    pub dispute_ttl_hours: u32,
-    pub has_evidence: bool,
-    /// Who resolved the dispute ("timer" when the template decided at DISPUTE_TTL).
-    pub resolved_by: Option<String>,
-    pub resolved_at: Option<UnixMicros>,
 }
 
 /// A share with its parts, so a reader can check it.

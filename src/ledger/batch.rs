@@ -6,8 +6,28 @@
 
 use super::model::*;
 use crate::domain::{AccountId, HoldId, TxId, UnixMicros};
-use crate::store::{LedgerTxn, StoreResult};
+use crate::store::StoreResult;
+use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
+
+/// The primitives `ledger::batch::run_batch` needs inside one open database transaction.
+#[async_trait]
+pub trait LedgerTxn: Send {
+    /// Locks and returns the holds that exist among `ids` (sorted).
+    async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>>;
+    /// Locks and returns the accounts that exist among `ids` (sorted).
+    async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>>;
+    async fn find_idempotency_keys(
+        &mut self,
+        keys: &[String],
+    ) -> StoreResult<Vec<(String, [u8; 32], TxId)>>;
+    async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted>;
+    async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()>;
+    async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()>;
+    /// Gives each transaction the next journal sequence number and chain hash, and inserts it
+    /// with its postings.
+    async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()>;
+}
 
 pub async fn run_batch<T: LedgerTxn + ?Sized>(
     txn: &mut T,

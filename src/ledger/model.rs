@@ -377,7 +377,7 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// The payout a HOLD reserves funds for; it gets the hold's id.
-    NewPayout(Box<crate::payouts::NewPayout>),
+    NewPayout(Box<crate::domain::payouts::NewPayout>),
     /// A chunk's PAYOUT release: the chunk is confirmed, and the payout too once every chunk is.
     ChunkConfirmed {
         chunk: crate::domain::ChunkId,
@@ -389,16 +389,16 @@ pub enum Effect {
     /// payout that moved on.
     PayoutClosed {
         payout: crate::domain::PayoutId,
-        from: Vec<crate::payouts::PayoutState>,
-        state: crate::payouts::PayoutState,
+        from: Vec<crate::domain::payouts::PayoutState>,
+        state: crate::domain::payouts::PayoutState,
         detail: String,
     },
     /// A deal's guarded step (state, money summary, timers, timeline) carried by this posting.
     /// Refused with the whole database transaction if the deal is not in a state the step
     /// starts from, or the timer it fires is no longer pending.
-    DealStep(Box<crate::escrow::DealStep>),
+    DealStep(Box<crate::domain::escrow::DealStep>),
     /// A trust session's guarded step (settling, settled, carry) carried by this posting.
-    SessionStep(Box<crate::trust::SessionStep>),
+    SessionStep(Box<crate::domain::trust::SessionStep>),
 }
 
 impl Command {

@@ -1,37 +1,17 @@
 //! Operating the daemon: canary payouts per network, the configuration freeze of a launch
 //! window, and online backups of the embedded database.
 
+pub use crate::domain::operations::{CanaryResult, CanaryRun, ConfigFreeze};
 pub mod backup;
 pub mod canary;
 pub mod freeze;
 
-use crate::domain::{PayoutId, UnixMicros};
-use serde::Serialize;
-
-/// The configuration freeze an Admin set: configuration-changing calls are refused while it
-/// is active. Safe-mode, token freezes and day-to-day operations stay available.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigFreeze {
-    pub reason: String,
-    pub actor: String,
-    pub since: UnixMicros,
-    /// None: until an Admin lifts it.
-    pub until: Option<UnixMicros>,
-}
+use crate::domain::UnixMicros;
 
 impl ConfigFreeze {
     pub fn active_at(&self, now: UnixMicros) -> bool {
         self.until.is_none_or(|u| now < u)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CanaryResult {
-    /// The 1-unit payout confirmed within the timeout.
-    Green,
-    /// It failed, was not confirmed within the timeout, or could not be sent.
-    Red,
 }
 
 impl CanaryResult {
@@ -49,17 +29,4 @@ impl CanaryResult {
             _ => None,
         }
     }
-}
-
-/// One canary payout and how it ended (result None while it runs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanaryRun {
-    pub id: uuid::Uuid,
-    pub network: String,
-    pub payout: PayoutId,
-    pub started_by: String,
-    pub started_at: UnixMicros,
-    pub result: Option<CanaryResult>,
-    pub reason: Option<String>,
-    pub finished_at: Option<UnixMicros>,
 }

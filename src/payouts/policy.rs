@@ -1,21 +1,10 @@
 //! Policy that decides whether a queued chunk may be signed now: the rollout guardrail (a daily
 //! volume share per phase, the day counted in the network's time zone) and the per-account
 //! destination allowlist. A chunk a policy holds back stays queued; nothing is dropped.
+pub use crate::domain::payouts::RolloutPhase;
 
 use crate::domain::UnixMicros;
 use chrono::{NaiveTime, TimeZone};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RolloutPhase {
-    /// 10% of the daily volume target.
-    Pilot,
-    /// 30% of the daily volume target.
-    Canary,
-    /// The whole daily volume target.
-    Full,
-}
 
 impl RolloutPhase {
     pub const ALL: [RolloutPhase; 3] = [

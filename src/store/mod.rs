@@ -7,13 +7,18 @@ pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::ChunkId;
+use crate::domain::payouts::{
+    Attempt, ChunkState, ChunkWork, InFlight, Mined, Payout, PayoutState,
+};
 use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, PayoutId, Role, TxId, UnixMicros};
 use crate::ledger::{
     Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted,
 };
-use crate::payouts::{Attempt, ChunkState, ChunkWork, InFlight, Mined, Payout, PayoutState};
 use async_trait::async_trait;
 use std::sync::Arc;
+
+/// Implemented by each backend's ledger transaction; the trait is the ledger's.
+pub use crate::ledger::batch::LedgerTxn;
 
 pub type DynStore = Arc<dyn Store>;
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -114,7 +119,7 @@ pub struct JournalFilter {
 /// Which deals to list: every field narrows, None matches all.
 #[derive(Debug, Clone, Default)]
 pub struct DealFilter {
-    pub state: Option<crate::escrow::DealState>,
+    pub state: Option<crate::domain::escrow::DealState>,
     pub country: Option<String>,
     pub category: Option<String>,
     pub template_version: Option<u32>,
@@ -142,7 +147,7 @@ pub struct SafeMode {
 /// A rollout phase set through the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolloutSetting {
-    pub phase: crate::payouts::policy::RolloutPhase,
+    pub phase: crate::domain::payouts::RolloutPhase,
     pub actor: String,
     pub reason: String,
     pub since: UnixMicros,
@@ -283,17 +288,21 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new deal (CREATED) with the first line of its timeline (`detail`), audited.
     async fn create_deal(
         &self,
-        deal: &crate::escrow::Deal,
+        deal: &crate::domain::escrow::Deal,
         detail: &str,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
-    async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal>;
+    async fn get_deal(&self, id: crate::domain::DealId)
+    -> StoreResult<crate::domain::escrow::Deal>;
     /// Deals in id order matching `filter`.
-    async fn list_deals(&self, filter: &DealFilter) -> StoreResult<Vec<crate::escrow::Deal>>;
+    async fn list_deals(
+        &self,
+        filter: &DealFilter,
+    ) -> StoreResult<Vec<crate::domain::escrow::Deal>>;
     async fn deal_events(
         &self,
         id: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::DealEvent>>;
+    ) -> StoreResult<Vec<crate::domain::escrow::DealEvent>>;
     async fn deal_timers(
         &self,
         id: crate::domain::DealId,
@@ -303,32 +312,32 @@ pub trait Store: Send + Sync + 'static {
         &self,
         from: UnixMicros,
         to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::DealFacts>>;
+    ) -> StoreResult<Vec<crate::domain::escrow::DealFacts>>;
     async fn record_incident(
         &self,
-        incident: &crate::escrow::report::Incident,
+        incident: &crate::domain::escrow::Incident,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     async fn incidents(
         &self,
         from: UnixMicros,
         to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::Incident>>;
+    ) -> StoreResult<Vec<crate::domain::escrow::Incident>>;
     /// Records evidence metadata (and a timeline line), audited.
     async fn add_evidence(
         &self,
-        evidence: &crate::escrow::Evidence,
+        evidence: &crate::domain::escrow::Evidence,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     async fn evidence(
         &self,
         deal: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::Evidence>>;
+    ) -> StoreResult<Vec<crate::domain::escrow::Evidence>>;
     /// A deal step that moves no money, in its own transaction (audited when `audit` is
     /// given). `Conflict` when the deal is not in a state the step starts from.
     async fn apply_deal_step(
         &self,
-        step: &crate::escrow::DealStep,
+        step: &crate::domain::escrow::DealStep,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()>;
     /// Claims up to `limit` pending timers due at `now` that no other runner holds a live
@@ -342,11 +351,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<crate::timers::Timer>>;
     async fn create_endpoint(
         &self,
-        endpoint: &crate::webhooks::Endpoint,
+        endpoint: &crate::domain::webhooks::Endpoint,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
-    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>>;
-    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint>;
+    async fn endpoints(&self) -> StoreResult<Vec<crate::domain::webhooks::Endpoint>>;
+    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::domain::webhooks::Endpoint>;
     /// A new signing secret; the old one keeps signing until `previous_until`. Audited.
     async fn rotate_endpoint_secret(
         &self,
@@ -366,7 +375,7 @@ pub trait Store: Send + Sync + 'static {
     async fn undispatched_webhook_events(
         &self,
         limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>>;
+    ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>>;
     /// Stores the rendered bodies `(seq, body)` and queues `(endpoint, seq)` deliveries, in one
     /// transaction; events already dispatched are left alone.
     async fn dispatch_webhook_events(
@@ -378,26 +387,26 @@ pub trait Store: Send + Sync + 'static {
     async fn webhook_event(
         &self,
         id: uuid::Uuid,
-    ) -> StoreResult<crate::webhooks::outbox::OutboxEvent>;
+    ) -> StoreResult<crate::domain::webhooks::OutboxEvent>;
     /// Dispatched events written to the outbox in `[from, to)`, oldest first.
     async fn webhook_events_between(
         &self,
         from: UnixMicros,
         to: UnixMicros,
         limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>>;
+    ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>>;
     /// An endpoint's deliveries in event order after `after_seq`, optionally in one state.
     async fn webhook_deliveries(
         &self,
         endpoint: uuid::Uuid,
-        state: Option<crate::webhooks::outbox::DeliveryState>,
+        state: Option<crate::domain::webhooks::DeliveryState>,
         after_seq: i64,
         limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>>;
+    ) -> StoreResult<Vec<crate::domain::webhooks::Delivery>>;
     /// Records attempts on pending deliveries, in one transaction.
     async fn record_webhook_attempts(
         &self,
-        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
+        outcomes: &[crate::domain::webhooks::AttemptOutcome],
     ) -> StoreResult<()>;
     /// Makes these events due again for `endpoint` (pending ones stay as they are), audited.
     /// Returns how many became due.
@@ -407,20 +416,20 @@ pub trait Store: Send + Sync + 'static {
         seqs: &[i64],
         audit: &AuditRecord,
     ) -> StoreResult<u64>;
-    async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog>;
+    async fn webhook_backlog(&self) -> StoreResult<crate::domain::webhooks::Backlog>;
     /// Retention: deletes what was delivered before `before`, and events left with no delivery
     /// dispatched before it. Returns (events, deliveries) deleted.
     async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)>;
     async fn create_company(
         &self,
-        company: &crate::trust::Company,
+        company: &crate::domain::trust::Company,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
-    async fn companies(&self) -> StoreResult<Vec<crate::trust::Company>>;
+    async fn companies(&self) -> StoreResult<Vec<crate::domain::trust::Company>>;
     /// Adds (or changes the role of) a company member, audited.
     async fn set_company_member(
         &self,
-        member: &crate::trust::Member,
+        member: &crate::domain::trust::Member,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     /// Members of a company, or the memberships of a user.
@@ -428,62 +437,65 @@ pub trait Store: Send + Sync + 'static {
         &self,
         company: Option<uuid::Uuid>,
         user: Option<&str>,
-    ) -> StoreResult<Vec<crate::trust::Member>>;
+    ) -> StoreResult<Vec<crate::domain::trust::Member>>;
     /// Stores a pair with its first open session, audited.
     async fn create_trust_pair(
         &self,
-        pair: &crate::trust::TrustPair,
-        first: &crate::trust::NextSession,
+        pair: &crate::domain::trust::TrustPair,
+        first: &crate::domain::trust::NextSession,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     /// Every pair, or one.
     async fn trust_pairs(
         &self,
         id: Option<uuid::Uuid>,
-    ) -> StoreResult<Vec<crate::trust::TrustPair>>;
-    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::trust::Session>;
+    ) -> StoreResult<Vec<crate::domain::trust::TrustPair>>;
+    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::domain::trust::Session>;
     async fn trust_sessions(
         &self,
         pair: Option<uuid::Uuid>,
-        state: Option<crate::trust::SessionState>,
+        state: Option<crate::domain::trust::SessionState>,
         limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>>;
+    ) -> StoreResult<Vec<crate::domain::trust::Session>>;
     /// Open sessions whose cut-off has come.
     async fn due_trust_sessions(
         &self,
         now: UnixMicros,
         limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>>;
+    ) -> StoreResult<Vec<crate::domain::trust::Session>>;
     /// Sessions past cut-off and not settled, oldest first.
-    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::trust::Session>>;
+    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::domain::trust::Session>>;
     /// A session's obligations in sequence order (up to `through`).
     async fn trust_obligations(
         &self,
         session: uuid::Uuid,
         through: Option<i64>,
-    ) -> StoreResult<Vec<crate::trust::StoredObligation>>;
+    ) -> StoreResult<Vec<crate::domain::trust::StoredObligation>>;
     /// Records an obligation in the pair's open session under `limit` (`CreditLimit` past it).
     async fn record_trust_obligation(
         &self,
         pair: uuid::Uuid,
-        obligation: &crate::trust::StoredObligation,
-        limit: i128,
+        obligation: &crate::domain::trust::StoredObligation,
+        headroom: &Headroom,
         audit: &AuditRecord,
-    ) -> StoreResult<crate::trust::StoredObligation>;
+    ) -> StoreResult<crate::domain::trust::StoredObligation>;
     /// A session step that moves no money, in its own transaction (audited when given).
     async fn apply_session_step(
         &self,
-        step: &crate::trust::SessionStep,
+        step: &crate::domain::trust::SessionStep,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()>;
     /// The pilot's scope flags as last set; None before anyone set them.
     /// Records a canary payout as started (no result yet).
-    async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()>;
+    async fn record_canary_start(
+        &self,
+        run: &crate::domain::operations::CanaryRun,
+    ) -> StoreResult<()>;
     /// Records a canary's result once; false when it already had one.
     async fn finish_canary(
         &self,
         id: uuid::Uuid,
-        result: crate::operations::CanaryResult,
+        result: crate::domain::operations::CanaryResult,
         reason: &str,
         at: UnixMicros,
     ) -> StoreResult<bool>;
@@ -492,13 +504,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         network: &str,
         limit: i64,
-    ) -> StoreResult<Vec<crate::operations::CanaryRun>>;
+    ) -> StoreResult<Vec<crate::domain::operations::CanaryRun>>;
     /// The configuration freeze, if one was set (it may have run out: see `active_at`).
-    async fn config_freeze(&self) -> StoreResult<Option<crate::operations::ConfigFreeze>>;
+    async fn config_freeze(&self) -> StoreResult<Option<crate::domain::operations::ConfigFreeze>>;
     /// Sets (Some) or lifts (None) the configuration freeze, audited with it.
     async fn set_config_freeze(
         &self,
-        freeze: Option<&crate::operations::ConfigFreeze>,
+        freeze: Option<&crate::domain::operations::ConfigFreeze>,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     /// Deal timers still pending and trust sessions still open whose moment was before
@@ -508,14 +520,19 @@ pub trait Store: Send + Sync + 'static {
     async fn console_session(
         &self,
         id_hash: &[u8; 32],
-    ) -> StoreResult<Option<crate::console::SessionRecord>>;
+    ) -> StoreResult<Option<crate::domain::console::SessionRecord>>;
     /// Stores a session, or updates its second-factor flag and expiry.
-    async fn put_console_session(&self, session: &crate::console::SessionRecord)
-    -> StoreResult<()>;
+    async fn put_console_session(
+        &self,
+        session: &crate::domain::console::SessionRecord,
+    ) -> StoreResult<()>;
     /// Ends a session (and any expired ones).
     async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()>;
-    async fn console_mfa(&self, user: &str) -> StoreResult<Option<crate::console::MfaEnrolment>>;
-    async fn put_console_mfa(&self, mfa: &crate::console::MfaEnrolment) -> StoreResult<()>;
+    async fn console_mfa(
+        &self,
+        user: &str,
+    ) -> StoreResult<Option<crate::domain::console::MfaEnrolment>>;
+    async fn put_console_mfa(&self, mfa: &crate::domain::console::MfaEnrolment) -> StoreResult<()>;
     /// Records the TOTP time step just used if it is later than the last: false for a replay.
     async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool>;
     /// Spends a recovery code by its hash: false when it is not (or no longer) valid.
@@ -678,24 +695,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<StoredAudit>>;
 }
 
-/// The primitives `ledger::batch::run_batch` needs inside one open database transaction.
-#[async_trait]
-pub trait LedgerTxn: Send {
-    /// Locks and returns the holds that exist among `ids` (sorted).
-    async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>>;
-    /// Locks and returns the accounts that exist among `ids` (sorted).
-    async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>>;
-    async fn find_idempotency_keys(
-        &mut self,
-        keys: &[String],
-    ) -> StoreResult<Vec<(String, [u8; 32], TxId)>>;
-    async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted>;
-    async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()>;
-    async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()>;
-    /// Gives each transaction the next journal sequence number and chain hash, and inserts it
-    /// with its postings.
-    async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()>;
-}
+/// The trust rule the store applies under the session lock: how much more the obligation's
+/// debtor may owe, given the session's obligations so far (`trust::netting` writes it).
+pub type Headroom = dyn Fn(&[crate::domain::trust::StoredObligation]) -> i128 + Send + Sync;
 
 /// Opens the store named by `url` (`sqlite:…` or `postgres:…`).
 pub async fn open(url: &str, max_connections: u32) -> StoreResult<DynStore> {

@@ -38,13 +38,13 @@ const BACKEND: Backend = Backend::Sqlite;
 type DbStore = SqliteStore;
 type DbConnection = sqlx::SqliteConnection;
 use crate::domain::AssetSpec;
-use crate::domain::{ChunkId, PayoutId};
-use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
-use crate::payouts::policy::RolloutPhase;
-use crate::payouts::{
+use crate::domain::payouts::RolloutPhase;
+use crate::domain::payouts::{
     Attempt, AttemptKind, CancelRequest, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout,
     Payout, PayoutEvent, PayoutState,
 };
+use crate::domain::{ChunkId, PayoutId};
+use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
 use backon::Retryable;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,

@@ -37,14 +37,7 @@ pub fn next_cutoff(tz: Tz, time: NaiveTime, after: UnixMicros) -> (NaiveDate, Un
     }
 }
 
-/// Parses `HH:MM` (24 h).
-pub fn parse_time(text: &str) -> Option<NaiveTime> {
-    let (h, m) = text.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    NaiveTime::from_hms_opt(h.parse().ok()?, m.parse().ok()?, 0)
-}
+pub use crate::domain::trust::parse_cutoff as parse_time;
 
 #[cfg(test)]
 mod tests {

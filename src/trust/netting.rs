@@ -1,6 +1,7 @@
 //! End-of-day netting of one trust pair's session and what to settle when liquidity is short.
 //! Pure functions over base units: the session service freezes the obligations, calls these,
 //! and posts the result.
+pub use crate::domain::trust::{Netted, Outcome};
 
 use super::{SettlementMode, Side};
 
@@ -9,16 +10,6 @@ use super::{SettlementMode, Side};
 pub struct Obligation {
     pub debtor: Side,
     pub amount: i128,
-}
-
-/// A session's obligations netted: gross per direction and one net amount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Netted {
-    /// What A owes B, summed.
-    pub gross_a_to_b: i128,
-    /// What B owes A, summed.
-    pub gross_b_to_a: i128,
-    pub obligations: usize,
 }
 
 impl Netted {
@@ -61,19 +52,22 @@ pub fn headroom(netted: &Netted, debtor: Side, limit: i128) -> i128 {
     limit - netted.exposure(debtor)
 }
 
-/// What settling a net amount comes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing owed net: settled with no movement.
-    Nothing,
-    /// Paid in full.
-    Full,
-    /// Paid what was available; the rest carried to the next session as a T+1 obligation.
-    Partial,
-    /// Nothing paid; the whole amount carried to the next session (T+1 mode).
-    Carried,
-    /// Short and neither partial nor T+1 allowed: the session stays unsettled.
-    Unsettled,
+/// The credit-limit rule as the store applies it, under the session's lock, to the obligations
+/// recorded so far.
+pub fn headroom_rule(
+    debtor: Side,
+    limit: i128,
+) -> impl Fn(&[crate::domain::trust::StoredObligation]) -> i128 + Send + Sync {
+    move |so_far| {
+        let obligations: Vec<Obligation> = so_far
+            .iter()
+            .map(|s| Obligation {
+                debtor: s.debtor,
+                amount: s.amount,
+            })
+            .collect();
+        headroom(&net(&obligations), debtor, limit)
+    }
 }
 
 impl Outcome {

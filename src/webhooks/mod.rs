@@ -10,6 +10,7 @@
 //! the resolved address counts): https only, no credentials in the URL, and no loopback,
 //! private, link-local, unique-local, multicast or otherwise internal address unless
 //! `webhooks.allow_private_networks` is set (for a receiver on the same host in tests).
+pub use crate::domain::webhooks::Endpoint;
 
 pub mod delivery;
 pub mod outbox;
@@ -170,24 +171,6 @@ pub fn signature_header(secrets: &[&SecretString], timestamp: i64, body: &[u8]) 
         header.push_str(&hmac_hex(s.expose_secret().as_bytes(), &signed));
     }
     header
-}
-
-/// A partner's endpoint as stored. The secrets never leave through the API after creation or
-/// rotation; `Debug` redacts them.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub id: uuid::Uuid,
-    pub url: String,
-    pub event_types: Vec<String>,
-    pub active: bool,
-    pub secret: SecretString,
-    /// The secret before the last rotation, still signing until `previous_until`.
-    pub previous_secret: Option<SecretString>,
-    pub previous_until: Option<crate::domain::UnixMicros>,
-    pub disabled_reason: Option<String>,
-    pub created_by: String,
-    pub created_at: crate::domain::UnixMicros,
-    pub updated_at: crate::domain::UnixMicros,
 }
 
 impl Endpoint {

@@ -16,6 +16,7 @@ mod engine;
 mod engine_crash;
 mod evm;
 mod idempotency;
+mod layout;
 mod ledger_model;
 mod operations;
 mod ops_assets;

@@ -1,7 +1,7 @@
 //! Console sessions and second factors, on both databases.
 
 use super::*;
-use crate::console::{MfaEnrolment, SessionRecord};
+use crate::domain::console::{MfaEnrolment, SessionRecord};
 
 fn role(text: &str) -> StoreResult<crate::domain::Role> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))

@@ -1,8 +1,8 @@
 //! Escrow deals, their timeline and their timers, on both databases.
 
 use super::*;
+use crate::domain::escrow::{Deal, DealEvent, DealState, DealStep, Issue, Resolution};
 use crate::domain::{DealId, TimerId};
-use crate::escrow::{Deal, DealEvent, DealState, DealStep, Issue, Resolution};
 use crate::timers::{Timer, TimerKind, TimerState};
 
 const DEAL_COLUMNS: &str = "id, template, buyer_account, seller_account, network, asset, amount, immediate, holdback, state, hold_id, \
@@ -368,7 +368,7 @@ pub(super) async fn deal_timers(conn: &mut DbConnection, id: DealId) -> StoreRes
 
 pub(super) async fn insert_evidence(
     conn: &mut DbConnection,
-    e: &crate::escrow::Evidence,
+    e: &crate::domain::escrow::Evidence,
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO deal_evidence (id, deal_id, type, sha256, size, content_type, uploaded_by, uploaded_at) \
@@ -401,7 +401,7 @@ pub(super) async fn insert_evidence(
 pub(super) async fn list_evidence(
     conn: &mut DbConnection,
     deal: DealId,
-) -> StoreResult<Vec<crate::escrow::Evidence>> {
+) -> StoreResult<Vec<crate::domain::escrow::Evidence>> {
     let rows = sqlx::query(
         "SELECT id, deal_id, type, sha256, size, content_type, uploaded_by, uploaded_at FROM deal_evidence \
          WHERE deal_id = $1 ORDER BY id",
@@ -411,7 +411,7 @@ pub(super) async fn list_evidence(
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(crate::escrow::Evidence {
+            Ok(crate::domain::escrow::Evidence {
                 id: r.try_get("id")?,
                 deal: DealId(r.try_get("deal_id")?),
                 kind: r.try_get("type")?,
@@ -429,7 +429,7 @@ pub(super) async fn deal_facts(
     conn: &mut DbConnection,
     from: i64,
     to: i64,
-) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
+) -> StoreResult<Vec<crate::domain::escrow::DealFacts>> {
     let rows = sqlx::query(
         "SELECT d.country, d.category, d.template_version, d.state, d.created_at, d.settled_at, d.disputed, d.issue_at, \
          d.template, d.resolution_by, d.resolution_at, \
@@ -446,7 +446,7 @@ pub(super) async fn deal_facts(
             let template: crate::templates::Template =
                 serde_json::from_str(&r.try_get::<String, _>("template")?)
                     .map_err(|e| StoreError::Invariant(format!("deal template: {e}")))?;
-            Ok(crate::escrow::report::DealFacts {
+            Ok(crate::domain::escrow::DealFacts {
                 country: r.try_get("country")?,
                 category: r.try_get("category")?,
                 template_version: u32::try_from(r.try_get::<i32, _>("template_version")?)
@@ -468,7 +468,7 @@ pub(super) async fn deal_facts(
 
 pub(super) async fn insert_incident(
     conn: &mut DbConnection,
-    i: &crate::escrow::report::Incident,
+    i: &crate::domain::escrow::Incident,
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO incidents (id, severity, summary, at, recorded_by) VALUES ($1, $2, $3, $4, $5)",
@@ -487,7 +487,7 @@ pub(super) async fn incidents(
     conn: &mut DbConnection,
     from: i64,
     to: i64,
-) -> StoreResult<Vec<crate::escrow::report::Incident>> {
+) -> StoreResult<Vec<crate::domain::escrow::Incident>> {
     let rows = sqlx::query(
         "SELECT id, severity, summary, at, recorded_by FROM incidents WHERE at >= $1 AND at < $2 ORDER BY at, id",
     )
@@ -497,7 +497,7 @@ pub(super) async fn incidents(
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(crate::escrow::report::Incident {
+            Ok(crate::domain::escrow::Incident {
                 id: r.try_get("id")?,
                 severity: r.try_get("severity")?,
                 summary: r.try_get("summary")?,

@@ -1,7 +1,7 @@
 //! Canary runs, the configuration freeze and overdue timers, on both databases.
 
 use super::*;
-use crate::operations::{CanaryResult, CanaryRun, ConfigFreeze};
+use crate::domain::operations::{CanaryResult, CanaryRun, ConfigFreeze};
 
 fn canary_run(r: &DbRow) -> StoreResult<CanaryRun> {
     let result: Option<String> = r.try_get("result")?;

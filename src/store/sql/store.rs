@@ -487,7 +487,7 @@ impl Store for DbStore {
 
     async fn create_deal(
         &self,
-        deal: &crate::escrow::Deal,
+        deal: &crate::domain::escrow::Deal,
         detail: &str,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
@@ -498,12 +498,18 @@ impl Store for DbStore {
         Ok(())
     }
 
-    async fn get_deal(&self, id: crate::domain::DealId) -> StoreResult<crate::escrow::Deal> {
+    async fn get_deal(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<crate::domain::escrow::Deal> {
         let mut conn = self.pool.acquire().await?;
         escrow::get_deal(&mut conn, id).await
     }
 
-    async fn list_deals(&self, filter: &DealFilter) -> StoreResult<Vec<crate::escrow::Deal>> {
+    async fn list_deals(
+        &self,
+        filter: &DealFilter,
+    ) -> StoreResult<Vec<crate::domain::escrow::Deal>> {
         let mut conn = self.pool.acquire().await?;
         escrow::list_deals(&mut conn, filter).await
     }
@@ -511,7 +517,7 @@ impl Store for DbStore {
     async fn deal_events(
         &self,
         id: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::DealEvent>> {
+    ) -> StoreResult<Vec<crate::domain::escrow::DealEvent>> {
         let mut conn = self.pool.acquire().await?;
         escrow::deal_events(&mut conn, id).await
     }
@@ -528,7 +534,7 @@ impl Store for DbStore {
         &self,
         from: UnixMicros,
         to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::DealFacts>> {
+    ) -> StoreResult<Vec<crate::domain::escrow::DealFacts>> {
         let mut conn = self.pool.acquire().await?;
         escrow::deal_facts(&mut conn, from, to).await
     }
@@ -536,14 +542,14 @@ impl Store for DbStore {
     async fn console_session(
         &self,
         id_hash: &[u8; 32],
-    ) -> StoreResult<Option<crate::console::SessionRecord>> {
+    ) -> StoreResult<Option<crate::domain::console::SessionRecord>> {
         let mut conn = self.pool.acquire().await?;
         console::session(&mut conn, id_hash).await
     }
 
     async fn put_console_session(
         &self,
-        session: &crate::console::SessionRecord,
+        session: &crate::domain::console::SessionRecord,
     ) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         console::put_session(&mut conn, session).await
@@ -554,12 +560,15 @@ impl Store for DbStore {
         console::delete_session(&mut conn, id_hash, now).await
     }
 
-    async fn console_mfa(&self, user: &str) -> StoreResult<Option<crate::console::MfaEnrolment>> {
+    async fn console_mfa(
+        &self,
+        user: &str,
+    ) -> StoreResult<Option<crate::domain::console::MfaEnrolment>> {
         let mut conn = self.pool.acquire().await?;
         console::mfa(&mut conn, user).await
     }
 
-    async fn put_console_mfa(&self, mfa: &crate::console::MfaEnrolment) -> StoreResult<()> {
+    async fn put_console_mfa(&self, mfa: &crate::domain::console::MfaEnrolment) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         console::put_mfa(&mut conn, mfa).await
     }
@@ -574,7 +583,10 @@ impl Store for DbStore {
         console::spend_recovery_code(&mut conn, user, hash).await
     }
 
-    async fn record_canary_start(&self, run: &crate::operations::CanaryRun) -> StoreResult<()> {
+    async fn record_canary_start(
+        &self,
+        run: &crate::domain::operations::CanaryRun,
+    ) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         operations::insert_canary_run(&mut conn, run).await
     }
@@ -582,7 +594,7 @@ impl Store for DbStore {
     async fn finish_canary(
         &self,
         id: uuid::Uuid,
-        result: crate::operations::CanaryResult,
+        result: crate::domain::operations::CanaryResult,
         reason: &str,
         at: UnixMicros,
     ) -> StoreResult<bool> {
@@ -594,19 +606,19 @@ impl Store for DbStore {
         &self,
         network: &str,
         limit: i64,
-    ) -> StoreResult<Vec<crate::operations::CanaryRun>> {
+    ) -> StoreResult<Vec<crate::domain::operations::CanaryRun>> {
         let mut conn = self.pool.acquire().await?;
         operations::canary_runs(&mut conn, network, limit).await
     }
 
-    async fn config_freeze(&self) -> StoreResult<Option<crate::operations::ConfigFreeze>> {
+    async fn config_freeze(&self) -> StoreResult<Option<crate::domain::operations::ConfigFreeze>> {
         let mut conn = self.pool.acquire().await?;
         operations::config_freeze(&mut conn).await
     }
 
     async fn set_config_freeze(
         &self,
-        freeze: Option<&crate::operations::ConfigFreeze>,
+        freeze: Option<&crate::domain::operations::ConfigFreeze>,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -623,7 +635,7 @@ impl Store for DbStore {
 
     async fn record_incident(
         &self,
-        incident: &crate::escrow::report::Incident,
+        incident: &crate::domain::escrow::Incident,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -637,14 +649,14 @@ impl Store for DbStore {
         &self,
         from: UnixMicros,
         to: UnixMicros,
-    ) -> StoreResult<Vec<crate::escrow::report::Incident>> {
+    ) -> StoreResult<Vec<crate::domain::escrow::Incident>> {
         let mut conn = self.pool.acquire().await?;
         escrow::incidents(&mut conn, from, to).await
     }
 
     async fn add_evidence(
         &self,
-        evidence: &crate::escrow::Evidence,
+        evidence: &crate::domain::escrow::Evidence,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -657,14 +669,14 @@ impl Store for DbStore {
     async fn evidence(
         &self,
         deal: crate::domain::DealId,
-    ) -> StoreResult<Vec<crate::escrow::Evidence>> {
+    ) -> StoreResult<Vec<crate::domain::escrow::Evidence>> {
         let mut conn = self.pool.acquire().await?;
         escrow::list_evidence(&mut conn, deal).await
     }
 
     async fn apply_deal_step(
         &self,
-        step: &crate::escrow::DealStep,
+        step: &crate::domain::escrow::DealStep,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -687,7 +699,7 @@ impl Store for DbStore {
 
     async fn create_endpoint(
         &self,
-        endpoint: &crate::webhooks::Endpoint,
+        endpoint: &crate::domain::webhooks::Endpoint,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -697,12 +709,12 @@ impl Store for DbStore {
         Ok(())
     }
 
-    async fn endpoints(&self) -> StoreResult<Vec<crate::webhooks::Endpoint>> {
+    async fn endpoints(&self) -> StoreResult<Vec<crate::domain::webhooks::Endpoint>> {
         let mut conn = self.pool.acquire().await?;
         webhooks::endpoints(&mut conn).await
     }
 
-    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::webhooks::Endpoint> {
+    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::domain::webhooks::Endpoint> {
         let mut conn = self.pool.acquire().await?;
         webhooks::endpoint(&mut conn, id).await
     }
@@ -738,7 +750,7 @@ impl Store for DbStore {
     async fn undispatched_webhook_events(
         &self,
         limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
+    ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>> {
         let mut conn = self.pool.acquire().await?;
         webhooks::undispatched_events(&mut conn, limit).await
     }
@@ -758,7 +770,7 @@ impl Store for DbStore {
     async fn webhook_event(
         &self,
         id: uuid::Uuid,
-    ) -> StoreResult<crate::webhooks::outbox::OutboxEvent> {
+    ) -> StoreResult<crate::domain::webhooks::OutboxEvent> {
         let mut conn = self.pool.acquire().await?;
         webhooks::event_by_id(&mut conn, id).await
     }
@@ -768,7 +780,7 @@ impl Store for DbStore {
         from: UnixMicros,
         to: UnixMicros,
         limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::OutboxEvent>> {
+    ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>> {
         let mut conn = self.pool.acquire().await?;
         webhooks::events_between(&mut conn, from, to, limit).await
     }
@@ -776,17 +788,17 @@ impl Store for DbStore {
     async fn webhook_deliveries(
         &self,
         endpoint: uuid::Uuid,
-        state: Option<crate::webhooks::outbox::DeliveryState>,
+        state: Option<crate::domain::webhooks::DeliveryState>,
         after_seq: i64,
         limit: i64,
-    ) -> StoreResult<Vec<crate::webhooks::outbox::Delivery>> {
+    ) -> StoreResult<Vec<crate::domain::webhooks::Delivery>> {
         let mut conn = self.pool.acquire().await?;
         webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
     }
 
     async fn record_webhook_attempts(
         &self,
-        outcomes: &[crate::webhooks::outbox::AttemptOutcome],
+        outcomes: &[crate::domain::webhooks::AttemptOutcome],
     ) -> StoreResult<()> {
         if outcomes.is_empty() {
             return Ok(());
@@ -819,14 +831,14 @@ impl Store for DbStore {
         Ok(pruned)
     }
 
-    async fn webhook_backlog(&self) -> StoreResult<crate::webhooks::outbox::Backlog> {
+    async fn webhook_backlog(&self) -> StoreResult<crate::domain::webhooks::Backlog> {
         let mut conn = self.pool.acquire().await?;
         webhooks::backlog(&mut conn).await
     }
 
     async fn create_company(
         &self,
-        company: &crate::trust::Company,
+        company: &crate::domain::trust::Company,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -836,14 +848,14 @@ impl Store for DbStore {
         Ok(())
     }
 
-    async fn companies(&self) -> StoreResult<Vec<crate::trust::Company>> {
+    async fn companies(&self) -> StoreResult<Vec<crate::domain::trust::Company>> {
         let mut conn = self.pool.acquire().await?;
         trust::companies(&mut conn).await
     }
 
     async fn set_company_member(
         &self,
-        member: &crate::trust::Member,
+        member: &crate::domain::trust::Member,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -857,15 +869,15 @@ impl Store for DbStore {
         &self,
         company: Option<uuid::Uuid>,
         user: Option<&str>,
-    ) -> StoreResult<Vec<crate::trust::Member>> {
+    ) -> StoreResult<Vec<crate::domain::trust::Member>> {
         let mut conn = self.pool.acquire().await?;
         trust::members(&mut conn, company, user).await
     }
 
     async fn create_trust_pair(
         &self,
-        pair: &crate::trust::TrustPair,
-        first: &crate::trust::NextSession,
+        pair: &crate::domain::trust::TrustPair,
+        first: &crate::domain::trust::NextSession,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
@@ -878,12 +890,12 @@ impl Store for DbStore {
     async fn trust_pairs(
         &self,
         id: Option<uuid::Uuid>,
-    ) -> StoreResult<Vec<crate::trust::TrustPair>> {
+    ) -> StoreResult<Vec<crate::domain::trust::TrustPair>> {
         let mut conn = self.pool.acquire().await?;
         trust::pairs(&mut conn, id).await
     }
 
-    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::trust::Session> {
+    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::domain::trust::Session> {
         let mut conn = self.pool.acquire().await?;
         trust::session(&mut conn, id).await
     }
@@ -891,9 +903,9 @@ impl Store for DbStore {
     async fn trust_sessions(
         &self,
         pair: Option<uuid::Uuid>,
-        state: Option<crate::trust::SessionState>,
+        state: Option<crate::domain::trust::SessionState>,
         limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>> {
+    ) -> StoreResult<Vec<crate::domain::trust::Session>> {
         let mut conn = self.pool.acquire().await?;
         trust::sessions(&mut conn, pair, state, limit).await
     }
@@ -902,12 +914,12 @@ impl Store for DbStore {
         &self,
         now: UnixMicros,
         limit: i64,
-    ) -> StoreResult<Vec<crate::trust::Session>> {
+    ) -> StoreResult<Vec<crate::domain::trust::Session>> {
         let mut conn = self.pool.acquire().await?;
         trust::due_sessions(&mut conn, now, limit).await
     }
 
-    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::trust::Session>> {
+    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::domain::trust::Session>> {
         let mut conn = self.pool.acquire().await?;
         trust::unsettled_sessions(&mut conn).await
     }
@@ -916,7 +928,7 @@ impl Store for DbStore {
         &self,
         session: uuid::Uuid,
         through: Option<i64>,
-    ) -> StoreResult<Vec<crate::trust::StoredObligation>> {
+    ) -> StoreResult<Vec<crate::domain::trust::StoredObligation>> {
         let mut conn = self.pool.acquire().await?;
         trust::obligations(&mut conn, session, through).await
     }
@@ -924,12 +936,12 @@ impl Store for DbStore {
     async fn record_trust_obligation(
         &self,
         pair: uuid::Uuid,
-        obligation: &crate::trust::StoredObligation,
-        limit: i128,
+        obligation: &crate::domain::trust::StoredObligation,
+        headroom: &Headroom,
         audit: &AuditRecord,
-    ) -> StoreResult<crate::trust::StoredObligation> {
+    ) -> StoreResult<crate::domain::trust::StoredObligation> {
         let (_writing, mut tx) = self.begin_write().await?;
-        let stored = trust::record_obligation(&mut tx, pair, obligation, limit).await?;
+        let stored = trust::record_obligation(&mut tx, pair, obligation, headroom).await?;
         if stored.id == obligation.id {
             insert_audit(&mut tx, audit).await?;
         }
@@ -939,7 +951,7 @@ impl Store for DbStore {
 
     async fn apply_session_step(
         &self,
-        step: &crate::trust::SessionStep,
+        step: &crate::domain::trust::SessionStep,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;

@@ -2,11 +2,11 @@
 
 use super::*;
 use crate::domain::HoldId;
-use crate::trust::netting::{Netted, Outcome};
-use crate::trust::{
+use crate::domain::trust::{
     Company, Member, ObligationKind, Session, SessionState, SessionStep, SettlementMode, Side,
     StoredObligation, Tier, TrustPair,
 };
+use crate::domain::trust::{Netted, Outcome};
 
 fn invariant(what: &str, value: &str) -> StoreError {
     StoreError::Invariant(format!("{what} {value:?}"))
@@ -143,7 +143,7 @@ fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
         limit_a_to_b: amount_from(r, "limit_a_to_b")?,
         limit_b_to_a: amount_from(r, "limit_b_to_a")?,
         timezone: tz.parse().map_err(|_| invariant("timezone", &tz))?,
-        cutoff: crate::trust::cutoff::parse_time(&cutoff)
+        cutoff: crate::domain::trust::parse_cutoff(&cutoff)
             .ok_or_else(|| invariant("cutoff", &cutoff))?,
         mode: SettlementMode::parse(&mode).ok_or_else(|| invariant("mode", &mode))?,
         payout_address_a: r.try_get("payout_address_a")?,
@@ -156,7 +156,7 @@ fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
 pub(super) async fn insert_pair(
     conn: &mut DbConnection,
     p: &TrustPair,
-    first: &crate::trust::NextSession,
+    first: &crate::domain::trust::NextSession,
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO trust_pairs (id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \
@@ -186,7 +186,7 @@ pub(super) async fn insert_pair(
 async fn open_session(
     conn: &mut DbConnection,
     pair: uuid::Uuid,
-    s: &crate::trust::NextSession,
+    s: &crate::domain::trust::NextSession,
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO trust_sessions (id, pair_id, business_date, cutoff_at, state) VALUES ($1, $2, $3, $4, 'open') \
@@ -373,7 +373,7 @@ pub(super) async fn record_obligation(
     conn: &mut DbConnection,
     pair: uuid::Uuid,
     o: &StoredObligation,
-    limit: i128,
+    headroom: &Headroom,
 ) -> StoreResult<StoredObligation> {
     let session: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1{FOR_UPDATE}"
@@ -395,16 +395,7 @@ pub(super) async fn record_obligation(
         }
     }
     let so_far = obligations(conn, session, None).await?;
-    let netted = crate::trust::netting::net(
-        &so_far
-            .iter()
-            .map(|s| crate::trust::netting::Obligation {
-                debtor: s.debtor,
-                amount: s.amount,
-            })
-            .collect::<Vec<_>>(),
-    );
-    let headroom = crate::trust::netting::headroom(&netted, o.debtor, limit);
+    let headroom = headroom(&so_far);
     if o.amount > headroom {
         return Err(StoreError::CreditLimit {
             headroom: headroom.max(0),

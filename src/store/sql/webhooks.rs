@@ -1,8 +1,8 @@
 //! Webhook endpoints and the outbox, on both databases.
 
 use super::*;
-use crate::webhooks::Endpoint;
-use crate::webhooks::outbox::{
+use crate::domain::webhooks::Endpoint;
+use crate::domain::webhooks::{
     AttemptOutcome, Backlog, Delivery, DeliveryState, EndpointBacklog, OutboxEvent,
 };
 use secrecy::{ExposeSecret, SecretString};

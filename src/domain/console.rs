@@ -1,0 +1,31 @@
+//! Console records: sign-in sessions and second-factor enrolments, as stored.
+
+use crate::domain::{Role, UnixMicros};
+
+/// A console session as stored (by the SHA-256 of its cookie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: [u8; 32],
+    pub user: String,
+    pub role: Role,
+    /// Every form must echo it.
+    pub csrf: String,
+    /// The second factor is done (or not needed for the role).
+    pub mfa_ok: bool,
+    pub created_at: UnixMicros,
+    pub expires_at: UnixMicros,
+}
+
+/// A user's TOTP enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaEnrolment {
+    pub user: String,
+    /// Random; with the console key it gives the TOTP secret.
+    pub enrolment: String,
+    /// Set once a first code was entered.
+    pub confirmed_at: Option<UnixMicros>,
+    /// The last time step used (each code works once).
+    pub last_step: i64,
+    /// SHA-256 (hex) of the recovery codes not yet used.
+    pub recovery_codes: Vec<String>,
+}

@@ -1,0 +1,37 @@
+//! Operations records: canary runs and the configuration freeze, as stored.
+
+use crate::domain::{PayoutId, UnixMicros};
+use serde::Serialize;
+
+/// One canary payout and how it ended (result None while it runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryRun {
+    pub id: uuid::Uuid,
+    pub network: String,
+    pub payout: PayoutId,
+    pub started_by: String,
+    pub started_at: UnixMicros,
+    pub result: Option<CanaryResult>,
+    pub reason: Option<String>,
+    pub finished_at: Option<UnixMicros>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryResult {
+    /// The 1-unit payout confirmed within the timeout.
+    Green,
+    /// It failed, was not confirmed within the timeout, or could not be sent.
+    Red,
+}
+
+/// The configuration freeze an Admin set: configuration-changing calls are refused while it
+/// is active. Safe-mode, token freezes and day-to-day operations stay available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFreeze {
+    pub reason: String,
+    pub actor: String,
+    pub since: UnixMicros,
+    /// None: until an Admin lifts it.
+    pub until: Option<UnixMicros>,
+}

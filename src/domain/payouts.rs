@@ -1,0 +1,185 @@
+//! Payout records: requests, their chunks, signed attempts and states, as stored.
+
+use crate::domain::{AccountId, AssetKey, ChunkId, HoldId, PayoutId, UnixMicros};
+use serde::{Deserialize, Serialize};
+
+/// One signed transaction of a chunk, stored before it is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: uuid::Uuid,
+    pub kind: AttemptKind,
+    pub hash: [u8; 32],
+    pub raw: Vec<u8>,
+    pub nonce: u64,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+    pub gas_limit: u64,
+    pub created_at: UnixMicros,
+    pub broadcast_at: Option<UnixMicros>,
+    /// The chain head when it was first broadcast: stuck detection counts blocks from here.
+    pub head_at_broadcast: Option<u64>,
+}
+
+/// What a signed transaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptKind {
+    /// The token transfer that pays the chunk.
+    Transfer,
+    /// A zero-value transfer to the wallet itself with the same nonce: mined instead of the
+    /// transfer, it cancels the chunk.
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRequest {
+    pub reason: String,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub id: ChunkId,
+    pub index: u32,
+    pub amount: i128,
+    pub state: ChunkState,
+    /// Every signed transaction, oldest first (loaded for a single payout, not for lists).
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    Queued,
+    /// Signed and stored with its nonce; possibly not yet sent.
+    Signed,
+    Broadcast,
+    /// Included in a block, not yet at the confirmation depth.
+    Mined,
+    Confirmed,
+    Failed,
+    Cancelled,
+}
+
+/// A queued chunk the sender may sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkWork {
+    pub chunk: ChunkId,
+    pub payout: PayoutId,
+    pub account: AccountId,
+    pub hold: HoldId,
+    /// Position in its payout; 0 is the first to go out.
+    pub index: u32,
+    /// When the payout was accepted.
+    pub accepted_at: UnixMicros,
+    pub asset: AssetKey,
+    pub destination: String,
+    pub amount: i128,
+}
+
+/// A chunk between signing and its final state, with every attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub chunk: ChunkId,
+    pub payout: PayoutId,
+    pub hold: HoldId,
+    pub asset: AssetKey,
+    pub destination: String,
+    pub amount: i128,
+    pub state: ChunkState,
+    pub wallet: String,
+    pub nonce: u64,
+    pub mined: Option<Mined>,
+    /// An Operator asked to cancel this chunk's payout.
+    pub cancel_requested: bool,
+    /// Oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Where a chunk's transaction was included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mined {
+    pub hash: [u8; 32],
+    pub block: u64,
+    pub block_hash: [u8; 32],
+    pub success: bool,
+    /// Gas used times the effective gas price, in wei.
+    pub fee_wei: u128,
+}
+
+/// A payout as accepted, before the ledger has given it its hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayout {
+    pub id: PayoutId,
+    pub account: AccountId,
+    pub asset: AssetKey,
+    /// EIP-55 checksummed.
+    pub destination: String,
+    pub amount: i128,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub state: PayoutState,
+    pub created_by: String,
+    pub chunks: Vec<i128>,
+    pub events: Vec<PayoutEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payout {
+    pub id: PayoutId,
+    pub account: AccountId,
+    pub asset: AssetKey,
+    pub destination: String,
+    pub amount: i128,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub state: PayoutState,
+    /// The state it was accepted in: a replayed request answers with it.
+    pub initial_state: PayoutState,
+    pub created_by: String,
+    pub hold: HoldId,
+    pub created_at: UnixMicros,
+    pub updated_at: UnixMicros,
+    pub chunks: Vec<Chunk>,
+    pub events: Vec<PayoutEvent>,
+    /// Set once an Operator asked to cancel what is not yet mined.
+    pub cancel: Option<CancelRequest>,
+}
+
+/// A decision or step in a payout's life, kept for the whole story (`GET /v1/payouts/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PayoutEvent {
+    #[serde(skip)]
+    pub at: UnixMicros,
+    /// e.g. `accepted`, `split`, `approval_required`.
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutState {
+    /// At or above the approval threshold: waits for an Approver who is not the creator.
+    PendingApproval,
+    /// Accepted and held; waits for a wallet (and for safe-mode, freezes and guardrails).
+    Queued,
+    /// At least one chunk is on the network.
+    Broadcast,
+    /// Every chunk confirmed at the network's depth.
+    Confirmed,
+    /// A chunk reverted; whatever was not paid went back to the account.
+    Failed,
+    Cancelled,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutPhase {
+    /// 10% of the daily volume target.
+    Pilot,
+    /// 30% of the daily volume target.
+    Canary,
+    /// The whole daily volume target.
+    Full,
+}

@@ -1,0 +1,71 @@
+//! The module rules the code keeps: storage and the ledger sit below the features, so the
+//! features can change without the store knowing them. Read from the source itself, so the
+//! rules stay true.
+
+use std::path::Path;
+
+/// Every `crate::<module>` a file under `dir` names, with where.
+fn references(dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let mut rest = line;
+                while let Some(at) = rest.find("crate::") {
+                    rest = &rest[at + "crate::".len()..];
+                    let module: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    found.push((module, format!("{}:{}", path.display(), n + 1)));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn assert_never_names(dir: &str, forbidden: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let found = references(&root);
+    assert!(!found.is_empty(), "read nothing under {dir}");
+    let broken: Vec<_> = found
+        .iter()
+        .filter(|(module, _)| forbidden.contains(&module.as_str()))
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "{dir} names modules above it: {broken:#?}"
+    );
+}
+
+#[test]
+fn the_store_names_no_feature_module() {
+    assert_never_names(
+        "src/store",
+        &[
+            "api",
+            "console",
+            "payouts",
+            "escrow",
+            "trust",
+            "webhooks",
+            "operations",
+        ],
+    );
+}
+
+#[test]
+fn the_ledger_names_neither_payouts_nor_escrow() {
+    assert_never_names("src/ledger", &["payouts", "escrow"]);
+}
