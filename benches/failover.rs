@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use treasuryd::devchain::DevChain;
+use treasuryd::dev::chain::DevChain;
 
 const ADMIN: &str = "tdk_failover_bench_admin";
 const KEY_VAR: &str = "TREASURYD_BENCH_HOT_KEY";

@@ -17,7 +17,7 @@ use treasuryd::api::auth::Caller;
 use treasuryd::app::App;
 use treasuryd::chains::evm::{EvmClient, FeeMode, TransferTx, sign_transfer};
 use treasuryd::config::Config;
-use treasuryd::devchain::{DevChain, TestToken};
+use treasuryd::dev::chain::{DevChain, TestToken};
 use treasuryd::domain::{Amount, AssetKey, Role};
 use treasuryd::ledger::{AccountKind, Command, NewAccount};
 use treasuryd::store::AuditRecord;

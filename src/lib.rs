@@ -7,24 +7,29 @@
 //! - `store`     persistence behind one `Store` interface: SQLite (embedded) and PostgreSQL
 //! - `api`       the control API (axum): auth, errors, one module per resource, OpenAPI
 //! - `metrics`   Prometheus metrics, one typed struct per component
-//! - `devchain`  anvil and the test tokens, for the demo and the tests
-//! - `devtron`   the local Tron node stand-in, for the demo and the tests
 //! - `operations` canary payouts, the configuration freeze, online backups
-//! - `demo`      `treasuryd demo`: embedded defaults, a local chain, a funded partner and wallet
+//! - `dev`       development tooling: anvil and the test tokens (`dev::chain`), the local Tron
+//!               node stand-in (`dev::tron`) and `treasuryd demo` (`dev::demo`)
 //! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
 //! - `telemetry` tracing subscriber (human or JSON)
 //! - `wallets`   hot and canary wallets: declarations, keys (env or keystore), buffers
 //! - `console`   the admin console at /admin: pages over the API's handlers, TOTP, sessions
 //! - `app`       assembles the daemon; listeners, supervision and graceful shutdown
+//! - `escrow`    deals: states, steps, evidence, the pilot report
+//! - `templates` deal templates: loading, validation, the immediate/holdback split
+//! - `scope`     the pilot's scope flags: which new deals are accepted
+//! - `timers`    durable timers: clock, kinds, claims
+//! - `trust`     trust pairs: netting, cut-offs per timezone, settlement sessions
+//! - `webhooks`  partner endpoints, signatures, the outbox and its delivery worker
+//! - `reconcile` hot wallets' on-chain balances against the ledger
+//! - `export`    audit exports (JSON Lines, CSV)
 
 pub mod api;
 pub mod app;
 pub mod chains;
 pub mod config;
 pub mod console;
-pub mod demo;
-pub mod devchain;
-pub mod devtron;
+pub mod dev;
 pub mod domain;
 pub mod escrow;
 pub mod export;

@@ -433,7 +433,7 @@ async fn reconcile(c: &Config, only: Option<&str>, json: bool) -> anyhow::Result
 }
 
 async fn demo() -> anyhow::Result<ExitCode> {
-    treasuryd::demo::Demo::start()
+    treasuryd::dev::demo::Demo::start()
         .await?
         .run(app::shutdown_signal())
         .await?;

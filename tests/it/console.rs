@@ -669,7 +669,7 @@ async fn receiver() -> Receiver {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     use std::sync::atomic::Ordering;
-    use treasuryd::devchain::{DevChain, TestToken};
+    use treasuryd::dev::chain::{DevChain, TestToken};
     ensure_browser();
     let chain = DevChain::start(&[]).await.unwrap();
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));

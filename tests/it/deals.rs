@@ -1008,7 +1008,7 @@ fn urlencode(text: &str) -> String {
 async fn releases_and_refunds_are_paid_out_on_chain(backend: Backend) {
     use alloy::primitives::U256;
     use treasuryd::chains::evm::EvmClient;
-    use treasuryd::devchain::DevChain;
+    use treasuryd::dev::chain::DevChain;
     let chain = DevChain::start(&[]).await.unwrap();
     let app = crate::engine::app_on(backend, &chain, "").await;
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));

@@ -10,7 +10,7 @@ use crate::on_both_backends;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::Duration;
-use treasuryd::devchain::{DevChain, TestToken};
+use treasuryd::dev::chain::{DevChain, TestToken};
 
 on_both_backends!(
     transfers_to_deposit_addresses_are_credited_once,

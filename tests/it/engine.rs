@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 use treasuryd::chains::evm::EvmClient;
-use treasuryd::devchain::{DevChain, TestToken};
+use treasuryd::dev::chain::{DevChain, TestToken};
 
 on_both_backends!(
     fifty_payouts_confirm_and_pay_exactly,

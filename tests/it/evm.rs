@@ -6,7 +6,7 @@ use alloy::primitives::{Address, U256};
 use treasuryd::chains::evm::{
     EvmClient, FeeMode, Fees, RpcErrorClass, TransferTx, sign_cancel, sign_transfer,
 };
-use treasuryd::devchain::{DevChain, TestToken};
+use treasuryd::dev::chain::{DevChain, TestToken};
 
 const GWEI: u128 = 1_000_000_000;
 

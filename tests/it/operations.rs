@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 use treasuryd::chains::evm::EvmClient;
-use treasuryd::devchain::{DevChain, TestToken};
+use treasuryd::dev::chain::{DevChain, TestToken};
 
 on_both_backends!(the_config_freeze_refuses_configuration_changes_only);
 

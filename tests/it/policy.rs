@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
 use treasuryd::chains::evm::EvmClient;
-use treasuryd::devchain::DevChain;
+use treasuryd::dev::chain::DevChain;
 use treasuryd::domain::AssetKey;
 use treasuryd::ledger::AccountKind;
 use treasuryd::store::AccountFilter;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use treasuryd::chains::evm::{FeeMode, TransferTx, sign_transfer};
-use treasuryd::devchain::TestToken;
+use treasuryd::dev::chain::TestToken;
 
 /// Runs `treasuryd reconcile --json`: its exit code and one JSON object per line.
 pub(crate) fn reconcile_cli(config: &Path, db_url: &str) -> (i32, Vec<Value>) {

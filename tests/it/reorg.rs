@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 use treasuryd::chains::evm::EvmClient;
-use treasuryd::devchain::DevChain;
+use treasuryd::dev::chain::DevChain;
 
 on_both_backends!(a_reorg_before_depth_resends_and_pays_once);
 

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use treasuryd::devchain::DevChain;
+use treasuryd::dev::chain::DevChain;
 
 /// A JSON-RPC proxy in front of anvil that injects faults: every call fails while `failing`
 /// is set, and with a `schedule` phase it misbehaves by the call's position (deterministic,

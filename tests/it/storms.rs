@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use treasuryd::chains::evm::EvmClient;
-use treasuryd::devchain::DevChain;
+use treasuryd::dev::chain::DevChain;
 
 on_both_backends!(
     a_crash_storm_pays_every_payout_exactly_once,
@@ -255,7 +255,7 @@ async fn a_crash_storm_pays_every_payout_exactly_once(backend: Backend) {
     let total: u128 = planned.iter().map(|p| p.units).sum();
     // The rig's 10,000,000 USDT may not cover a big run: the wallet holds the whole plan.
     chain
-        .mint(treasuryd::devchain::TestToken::Usdt, hot.address(), total)
+        .mint(treasuryd::dev::chain::TestToken::Usdt, hot.address(), total)
         .await
         .unwrap();
     let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();

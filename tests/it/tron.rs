@@ -10,7 +10,7 @@ use treasuryd::chains::tron::client::{TronClient, TxInfo};
 use treasuryd::chains::tron::tx::{
     Envelope, RefBlock, SignedTx, sign, transfer_call_data, trigger_raw,
 };
-use treasuryd::devtron::{DevTron, ENERGY_FEE, ENERGY_NEW_HOLDER, Fault};
+use treasuryd::dev::tron::{DevTron, ENERGY_FEE, ENERGY_NEW_HOLDER, Fault};
 
 fn key(n: u8) -> alloy::signers::local::PrivateKeySigner {
     // Anvil's well-known development keys double as Tron test keys.

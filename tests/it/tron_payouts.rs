@@ -16,7 +16,7 @@ use std::time::Duration;
 use treasuryd::chains::tron::TronAddress;
 use treasuryd::chains::tron::client::TronClient;
 use treasuryd::chains::tron::tx::{Envelope, RefBlock, sign, transfer_call_data, trigger_raw};
-use treasuryd::devtron::{DevTron, Fault};
+use treasuryd::dev::tron::{DevTron, Fault};
 
 on_both_backends!(
     a_split_payout_pays_every_destination_exactly,

@@ -580,7 +580,7 @@ on_both_backends!(
 async fn net_amounts_land_on_chain_and_the_ledger_matches(backend: Backend) {
     use alloy::primitives::U256;
     use treasuryd::chains::evm::EvmClient;
-    use treasuryd::devchain::{DevChain, TestToken};
+    use treasuryd::dev::chain::{DevChain, TestToken};
     let chain = DevChain::start(&[]).await.unwrap();
     let app = crate::engine::app_on(backend, &chain, "").await;
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(200));

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
-const USDC_BIN: &str = include_str!("../contracts/out/TestUSDC.bin");
-const USDT_BIN: &str = include_str!("../contracts/out/TestUSDT.bin");
+const USDC_BIN: &str = include_str!("../../contracts/out/TestUSDC.bin");
+const USDT_BIN: &str = include_str!("../../contracts/out/TestUSDT.bin");
 
 sol! {
     /// Owner functions of the test tokens in `contracts/`.
