@@ -8,8 +8,7 @@
 //! - `api`       the control API (axum): auth, errors, one module per resource, OpenAPI
 //! - `metrics`   Prometheus metrics, one typed struct per component
 //! - `operations` canary payouts, the configuration freeze, online backups
-//! - `dev`       development tooling: anvil and the test tokens (`dev::chain`), the local Tron
-//!               node stand-in (`dev::tron`) and `treasuryd demo` (`dev::demo`)
+//! - `dev`       development tooling: anvil with the test tokens, the Tron stand-in, the demo
 //! - `config`    TOML file plus `TREASURYD__…` environment overrides, validated at start-up
 //! - `telemetry` tracing subscriber (human or JSON)
 //! - `wallets`   hot and canary wallets: declarations, keys (env or keystore), buffers
