@@ -46,7 +46,7 @@ impl From<EscrowError> for ApiError {
                 message,
             },
             EscrowError::Ledger(e) => ApiError::Ledger(e),
-            EscrowError::Store(e) => ApiError::Internal(e),
+            EscrowError::Store(e) => ApiError::from(e),
         }
     }
 }

@@ -150,9 +150,24 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
     }
 }
 
+/// The store's answers that are the caller's business, mapped once: what does not exist is a
+/// 404, a write that lost to a concurrent change or meets an existing row is a 409. The rest
+/// is ours (500, logged whole).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e)
+        match e {
+            StoreError::NotFound => ApiError::NotFound {
+                what: "object",
+                id: "asked for".into(),
+                field: None,
+            },
+            StoreError::Conflict(message) => ApiError::Conflict {
+                code: "conflict",
+                field: None,
+                message,
+            },
+            e => ApiError::Internal(e),
+        }
     }
 }
 
@@ -196,3 +211,25 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_answers_map_to_their_status_once() {
+        let not_found = ApiError::from(StoreError::NotFound);
+        assert_eq!(
+            (not_found.status(), not_found.code()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        let conflict = ApiError::from(StoreError::Conflict("payout p is no longer queued".into()));
+        assert_eq!(
+            (conflict.status(), conflict.code()),
+            (StatusCode::CONFLICT, "conflict")
+        );
+        assert_eq!(conflict.to_string(), "payout p is no longer queued");
+        let ours = ApiError::from(StoreError::Invariant("broken row".into()));
+        assert_eq!(ours.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

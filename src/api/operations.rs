@@ -88,7 +88,7 @@ fn canary_error(e: CanaryError) -> ApiError {
             field: None,
             message: e.to_string(),
         },
-        CanaryError::Store(e) => ApiError::Internal(e),
+        CanaryError::Store(e) => ApiError::from(e),
         CanaryError::Ledger(e) => ApiError::Ledger(e),
     }
 }

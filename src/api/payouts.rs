@@ -554,7 +554,9 @@ pub async fn reject(
             finished(&state, &payout.asset.network, PayoutState::Rejected);
         }
         Ok(_) => {}
-        Err(ApiError::Internal(StoreError::Conflict(_))) => {
+        Err(ApiError::Conflict {
+            code: "conflict", ..
+        }) => {
             return Err(not_pending(&load_payout(&state, &id).await?));
         }
         Err(e) => return Err(e),
@@ -646,7 +648,9 @@ pub async fn cancel(
                     &load_payout(&state, &id).await?,
                 )));
             }
-            Err(ApiError::Internal(StoreError::Conflict(_))) => {}
+            Err(ApiError::Conflict {
+                code: "conflict", ..
+            }) => {}
             Err(e) => return Err(e),
         }
     }
