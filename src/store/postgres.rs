@@ -49,7 +49,7 @@ use backon::Retryable;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use std::str::FromStr;
 use uuid::Uuid;
 
@@ -194,87 +194,6 @@ async fn insert_audits(conn: &mut sqlx::PgConnection, audits: &[&AuditRecord]) -
     Ok(())
 }
 
-/// The chunks signed, broadcast or mined on `network` (`settled_from` None), or those settled
-/// from a transaction mined at or after block `settled_from`, with their attempts, oldest first.
-async fn load_in_flight(
-    conn: &mut sqlx::PgConnection,
-    network: &str,
-    settled_from: Option<u64>,
-) -> StoreResult<Vec<InFlight>> {
-    let states = match settled_from {
-        None => "c.state IN ('signed', 'broadcast', 'mined')",
-        Some(_) => "c.state IN ('confirmed', 'failed', 'cancelled') AND c.mined_block >= $2",
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
-         c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
-         JOIN payouts p ON p.id = c.payout_id WHERE p.network = $1 AND {states} \
-         ORDER BY c.wallet, c.nonce",
-    )))
-    .bind(network);
-    if let Some(block) = settled_from {
-        query = query.bind(block as i64);
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let state: String = r.try_get("state")?;
-        let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
-        let mined = match mined_hash {
-            Some(h) => Some(Mined {
-                hash: hash32(&h)?,
-                block: r.try_get::<i64, _>("mined_block")? as u64,
-                block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
-                success: r.try_get("mined_success")?,
-                fee_wei: r
-                    .try_get::<Option<Decimal>, _>("mined_fee")?
-                    .map(units)
-                    .transpose()?
-                    .unwrap_or(0) as u128,
-            }),
-            None => None,
-        };
-        out.push(InFlight {
-            chunk: ChunkId(r.try_get("id")?),
-            payout: PayoutId(r.try_get("payout_id")?),
-            hold: HoldId(r.try_get("hold_id")?),
-            asset: AssetKey::new(
-                r.try_get::<String, _>("network")?,
-                r.try_get::<String, _>("asset")?,
-            ),
-            destination: r.try_get("destination")?,
-            amount: units(r.try_get("amount")?)?,
-            state: ChunkState::parse(&state)
-                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
-            wallet: r.try_get("wallet")?,
-            nonce: r.try_get::<i64, _>("nonce")? as u64,
-            mined,
-            cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
-            attempts: Vec::new(),
-        });
-    }
-    let index: std::collections::HashMap<Uuid, usize> = out
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.chunk.0, i))
-        .collect();
-    let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
-    let rows = sqlx::query(
-        "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
-         broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id = ANY($1) ORDER BY created_at, id",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in rows {
-        let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
-            continue;
-        };
-        out[i].attempts.push(attempt_from_row(&r)?);
-    }
-    Ok(out)
-}
-
 async fn insert_attempt(
     conn: &mut sqlx::PgConnection,
     chunk: ChunkId,
@@ -354,35 +273,23 @@ async fn insert_payout(
 const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
      initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
 
-async fn attach_chunks(conn: &mut sqlx::PgConnection, payouts: &mut [Payout]) -> StoreResult<()> {
-    if payouts.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = payouts.iter().map(|p| p.id.0).collect();
-    let index: std::collections::HashMap<Uuid, usize> =
-        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let rows = sqlx::query(
-        "SELECT id, payout_id, idx, amount, state FROM payout_chunks WHERE payout_id = ANY($1) ORDER BY payout_id, idx",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in rows {
-        let payout: Uuid = row.try_get("payout_id")?;
-        let state: String = row.try_get("state")?;
-        let Some(&i) = index.get(&payout) else {
-            continue;
-        };
-        payouts[i].chunks.push(Chunk {
-            id: ChunkId(row.try_get("id")?),
-            index: u32::try_from(row.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
-            amount: units(row.try_get("amount")?)?,
-            state: ChunkState::parse(&state)
-                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
-            attempts: Vec::new(),
-        });
-    }
-    Ok(())
+/// Rows per statement when the shared SQL filters by a list: one array bind here, so only a
+/// bound on the statement's size.
+const ROWS_PER_STATEMENT: usize = 10_000;
+
+/// ` = ANY($n)` over `values`: one array bind, one plan whatever the length.
+fn any_of<T>(qb: &mut QueryBuilder<Postgres>, values: &[T])
+where
+    T: Clone
+        + sqlx::postgres::PgHasArrayType
+        + for<'t> sqlx::Encode<'t, Postgres>
+        + sqlx::Type<Postgres>
+        + Send
+        + 'static,
+{
+    qb.push(" = ANY(");
+    qb.push_bind(values.to_vec());
+    qb.push(")");
 }
 
 struct PgTxn {
@@ -653,23 +560,6 @@ pub(super) async fn list_holds(
     .fetch_all(&store.pool)
     .await?;
     rows.iter().map(hold_from_row).collect()
-}
-
-pub(super) async fn payouts_by_id(store: &PgStore, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
-    let mut conn = store.pool.acquire().await?;
-    let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = ANY($1)"
-    )))
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut payouts = rows
-        .iter()
-        .map(payout_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-    attach_chunks(&mut conn, &mut payouts).await?;
-    Ok(payouts)
 }
 
 pub(super) async fn record_signed(
@@ -1060,19 +950,6 @@ pub(super) async fn acquire_lease(
     row.as_ref().map(lease_from_row).transpose()
 }
 
-pub(super) async fn known_attempts(
-    store: &PgStore,
-    hashes: &[[u8; 32]],
-) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
-    let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
-    let rows: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT hash FROM tx_attempts WHERE hash = ANY($1)")
-            .bind(&owned)
-            .fetch_all(&store.pool)
-            .await?;
-    rows.iter().map(|h| hash32(h)).collect()
-}
-
 pub(super) async fn signed_volume_since(
     store: &PgStore,
     network: &str,
@@ -1089,30 +966,6 @@ pub(super) async fn signed_volume_since(
     rows.iter()
         .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
         .collect()
-}
-
-pub(super) async fn enforced_allowlists(
-    store: &PgStore,
-    accounts: &[AccountId],
-) -> StoreResult<EnforcedAllowlists> {
-    let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
-    let rows = sqlx::query(
-            "SELECT l.account_id, d.network, d.address FROM destination_allowlists l \
-             LEFT JOIN allowed_destinations d ON d.account_id = l.account_id WHERE l.enforced AND l.account_id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&store.pool)
-        .await?;
-    let mut out = EnforcedAllowlists::new();
-    for r in rows {
-        let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
-        let network: Option<String> = r.try_get("network")?;
-        let address: Option<String> = r.try_get("address")?;
-        if let (Some(n), Some(a)) = (network, address) {
-            entries.insert((n, a));
-        }
-    }
-    Ok(out)
 }
 
 pub(super) async fn list_audit(

@@ -269,38 +269,6 @@ async fn insert_payout(
 const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
      initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
 
-async fn attach_chunks(
-    conn: &mut sqlx::SqliteConnection,
-    payouts: &mut [Payout],
-) -> StoreResult<()> {
-    let ids: Vec<Uuid> = payouts.iter().map(|p| p.id.0).collect();
-    let index: std::collections::HashMap<Uuid, usize> =
-        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::new(
-            "SELECT id, payout_id, idx, amount, state FROM payout_chunks WHERE payout_id IN",
-        );
-        in_list(&mut qb, chunk);
-        qb.push(" ORDER BY payout_id, idx");
-        for row in qb.build().fetch_all(&mut *conn).await? {
-            let payout: Uuid = row.try_get("payout_id")?;
-            let state: String = row.try_get("state")?;
-            let Some(&i) = index.get(&payout) else {
-                continue;
-            };
-            payouts[i].chunks.push(Chunk {
-                id: ChunkId(row.try_get("id")?),
-                index: u32::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(u32::MAX),
-                amount: units(row.try_get("amount")?)?,
-                state: ChunkState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
-                attempts: Vec::new(),
-            });
-        }
-    }
-    Ok(())
-}
-
 struct SqliteTxn {
     tx: Transaction<'static, Sqlite>,
 }
@@ -309,93 +277,12 @@ struct SqliteTxn {
 /// 13 columns, and few enough statements per batch that per-statement overhead stays small.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// The chunks signed, broadcast or mined on `network` (`settled_from` None), or those settled
-/// from a transaction mined at or after block `settled_from`, with their attempts, oldest first.
-async fn load_in_flight(
-    conn: &mut sqlx::SqliteConnection,
-    network: &str,
-    settled_from: Option<u64>,
-) -> StoreResult<Vec<InFlight>> {
-    let states = match settled_from {
-        None => "c.state IN ('signed', 'broadcast', 'mined')",
-        Some(_) => "c.state IN ('confirmed', 'failed', 'cancelled') AND c.mined_block >= ?",
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
-         c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
-         JOIN payouts p ON p.id = c.payout_id WHERE p.network = ? AND {states} \
-         ORDER BY c.wallet, c.nonce",
-    )))
-    .bind(network);
-    if let Some(block) = settled_from {
-        query = query.bind(block as i64);
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let state: String = r.try_get("state")?;
-        let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
-        let mined = match mined_hash {
-            Some(h) => Some(Mined {
-                hash: hash32(&h)?,
-                block: r.try_get::<i64, _>("mined_block")? as u64,
-                block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
-                success: r.try_get("mined_success")?,
-                fee_wei: units(
-                    r.try_get::<Option<String>, _>("mined_fee")?
-                        .as_deref()
-                        .unwrap_or("0"),
-                )? as u128,
-            }),
-            None => None,
-        };
-        out.push(InFlight {
-            chunk: ChunkId(r.try_get("id")?),
-            payout: PayoutId(r.try_get("payout_id")?),
-            hold: HoldId(r.try_get("hold_id")?),
-            asset: AssetKey::new(
-                r.try_get::<String, _>("network")?,
-                r.try_get::<String, _>("asset")?,
-            ),
-            destination: r.try_get("destination")?,
-            amount: units(r.try_get("amount")?)?,
-            state: ChunkState::parse(&state)
-                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
-            wallet: r.try_get("wallet")?,
-            nonce: r.try_get::<i64, _>("nonce")? as u64,
-            mined,
-            cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
-            attempts: Vec::new(),
-        });
-    }
-    let index: std::collections::HashMap<Uuid, usize> = out
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.chunk.0, i))
-        .collect();
-    let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::new(
-            "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
-             broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id IN",
-        );
-        in_list(&mut qb, chunk);
-        qb.push(" ORDER BY created_at, id");
-        for r in qb.build().fetch_all(&mut *conn).await? {
-            let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
-                continue;
-            };
-            out[i].attempts.push(attempt_from_row(&r)?);
-        }
-    }
-    Ok(out)
-}
-
-fn in_list<T>(qb: &mut QueryBuilder<Sqlite>, values: &[T])
+/// ` IN (…)` over `values`, one bind each: SQLite has no arrays (hence `ROWS_PER_STATEMENT`).
+fn any_of<T>(qb: &mut QueryBuilder<Sqlite>, values: &[T])
 where
     T: Clone + for<'t> sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
 {
-    qb.push(" (");
+    qb.push(" IN (");
     let mut sep = qb.separated(", ");
     for v in values {
         sep.push_bind(v.clone());
@@ -410,8 +297,8 @@ impl LedgerTxn for SqliteTxn {
         let ids: Vec<Uuid> = ids.iter().map(|h| h.0).collect();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::new(format!("{HOLD_SELECT} WHERE h.id IN"));
-            in_list(&mut qb, chunk);
+            let mut qb = QueryBuilder::new(format!("{HOLD_SELECT} WHERE h.id"));
+            any_of(&mut qb, chunk);
             for row in qb.build().fetch_all(&mut *self.tx).await? {
                 out.push(hold_from_row(&row)?);
             }
@@ -423,10 +310,9 @@ impl LedgerTxn for SqliteTxn {
         let ids: Vec<Uuid> = ids.iter().map(|a| a.0).collect();
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN"
-            ));
-            in_list(&mut qb, chunk);
+            let mut qb =
+                QueryBuilder::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id"));
+            any_of(&mut qb, chunk);
             for row in qb.build().fetch_all(&mut *self.tx).await? {
                 out.push(account_from_row(&row)?);
             }
@@ -441,9 +327,9 @@ impl LedgerTxn for SqliteTxn {
         let mut out = Vec::new();
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {
             let mut qb = QueryBuilder::new(
-                "SELECT idempotency_key, request_hash, id FROM journal_transactions WHERE idempotency_key IN",
+                "SELECT idempotency_key, request_hash, id FROM journal_transactions WHERE idempotency_key",
             );
-            in_list(&mut qb, chunk);
+            any_of(&mut qb, chunk);
             for row in qb.build().fetch_all(&mut *self.tx).await? {
                 out.push((
                     row.try_get("idempotency_key")?,
@@ -655,24 +541,6 @@ pub(super) async fn list_holds(
     rows.iter().map(hold_from_row).collect()
 }
 
-pub(super) async fn payouts_by_id(
-    store: &SqliteStore,
-    ids: &[PayoutId],
-) -> StoreResult<Vec<Payout>> {
-    let mut conn = store.pool.acquire().await?;
-    let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
-    let mut payouts = Vec::with_capacity(ids.len());
-    for part in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::new(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id IN"));
-        in_list(&mut qb, part);
-        for row in qb.build().fetch_all(&mut *conn).await? {
-            payouts.push(payout_from_row(&row)?);
-        }
-    }
-    attach_chunks(&mut conn, &mut payouts).await?;
-    Ok(payouts)
-}
-
 pub(super) async fn record_signed(
     store: &SqliteStore,
     network: &str,
@@ -720,9 +588,9 @@ pub(super) async fn record_signed(
     for part in ids.chunks(ROWS_PER_STATEMENT) {
         let mut qb = QueryBuilder::new(
             "SELECT f.asset FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
-                 JOIN asset_freezes f ON f.network = p.network AND f.asset = p.asset WHERE c.id IN",
+                 JOIN asset_freezes f ON f.network = p.network AND f.asset = p.asset WHERE c.id",
         );
-        in_list(&mut qb, part);
+        any_of(&mut qb, part);
         qb.push(" LIMIT 1");
         if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
             let asset: String = row.try_get("asset")?;
@@ -846,9 +714,9 @@ pub(super) async fn custody_snapshot(
     for part in mined.chunks(ROWS_PER_STATEMENT) {
         let keys: Vec<String> = part.iter().map(|(k, _)| k.clone()).collect();
         let mut qb = QueryBuilder::new(
-            "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key IN",
+            "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key",
         );
-        in_list(&mut qb, &keys);
+        any_of(&mut qb, &keys);
         for row in qb.build().fetch_all(&mut *tx).await? {
             let key: String = row.try_get("idempotency_key")?;
             if let Some((_, chunk)) = part.iter().find(|(k, _)| *k == key) {
@@ -983,22 +851,6 @@ pub(super) async fn acquire_lease(
     row.as_ref().map(lease_from_row).transpose()
 }
 
-pub(super) async fn known_attempts(
-    store: &SqliteStore,
-    hashes: &[[u8; 32]],
-) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
-    let mut known = std::collections::HashSet::new();
-    let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
-    for part in owned.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::new("SELECT hash FROM tx_attempts WHERE hash IN");
-        in_list(&mut qb, part);
-        for row in qb.build().fetch_all(&store.pool).await? {
-            known.insert(hash32(&row.try_get::<Vec<u8>, _>("hash")?)?);
-        }
-    }
-    Ok(known)
-}
-
 pub(super) async fn signed_volume_since(
     store: &SqliteStore,
     network: &str,
@@ -1015,30 +867,6 @@ pub(super) async fn signed_volume_since(
     rows.iter()
         .map(|r| Ok((r.try_get("asset")?, units(r.try_get("total")?)?)))
         .collect()
-}
-
-pub(super) async fn enforced_allowlists(
-    store: &SqliteStore,
-    accounts: &[AccountId],
-) -> StoreResult<EnforcedAllowlists> {
-    let mut out = EnforcedAllowlists::new();
-    let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
-    for part in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::new(
-            "SELECT l.account_id, d.network, d.address FROM destination_allowlists l \
-                 LEFT JOIN allowed_destinations d ON d.account_id = l.account_id WHERE l.enforced AND l.account_id IN",
-        );
-        in_list(&mut qb, part);
-        for r in qb.build().fetch_all(&store.pool).await? {
-            let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
-            let network: Option<String> = r.try_get("network")?;
-            let address: Option<String> = r.try_get("address")?;
-            if let (Some(n), Some(a)) = (network, address) {
-                entries.insert((n, a));
-            }
-        }
-    }
-    Ok(out)
 }
 
 pub(super) async fn list_audit(

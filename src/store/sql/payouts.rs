@@ -133,3 +133,111 @@ pub(super) async fn load_payout(
     }
     Ok(payout)
 }
+
+pub(super) async fn attach_chunks(
+    conn: &mut DbConnection,
+    payouts: &mut [Payout],
+) -> StoreResult<()> {
+    let ids: Vec<Uuid> = payouts.iter().map(|p| p.id.0).collect();
+    let index: std::collections::HashMap<Uuid, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, payout_id, idx, amount, state FROM payout_chunks WHERE payout_id",
+        );
+        any_of(&mut qb, chunk);
+        qb.push(" ORDER BY payout_id, idx");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            let payout: Uuid = row.try_get("payout_id")?;
+            let state: String = row.try_get("state")?;
+            let Some(&i) = index.get(&payout) else {
+                continue;
+            };
+            payouts[i].chunks.push(Chunk {
+                id: ChunkId(row.try_get("id")?),
+                index: u32::try_from(row.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
+                amount: amount_from(&row, "amount")?,
+                state: ChunkState::parse(&state)
+                    .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+                attempts: Vec::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn load_in_flight(
+    conn: &mut DbConnection,
+    network: &str,
+    settled_from: Option<u64>,
+) -> StoreResult<Vec<InFlight>> {
+    let states = match settled_from {
+        None => "c.state IN ('signed', 'broadcast', 'mined')",
+        Some(_) => "c.state IN ('confirmed', 'failed', 'cancelled') AND c.mined_block >= $2",
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT c.id, c.payout_id, p.hold_id, p.network, p.asset, p.destination, c.amount, c.state, c.wallet, c.nonce, \
+         c.mined_hash, c.mined_block, c.mined_block_hash, c.mined_success, c.mined_fee, p.cancel_reason FROM payout_chunks c \
+         JOIN payouts p ON p.id = c.payout_id WHERE p.network = $1 AND {states} \
+         ORDER BY c.wallet, c.nonce",
+    )))
+    .bind(network);
+    if let Some(block) = settled_from {
+        query = query.bind(block as i64);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let state: String = r.try_get("state")?;
+        let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
+        let mined = match mined_hash {
+            Some(h) => Some(Mined {
+                hash: hash32(&h)?,
+                block: r.try_get::<i64, _>("mined_block")? as u64,
+                block_hash: hash32(&r.try_get::<Vec<u8>, _>("mined_block_hash")?)?,
+                success: r.try_get("mined_success")?,
+                fee_wei: opt_amount_from(r, "mined_fee")?.unwrap_or(0) as u128,
+            }),
+            None => None,
+        };
+        out.push(InFlight {
+            chunk: ChunkId(r.try_get("id")?),
+            payout: PayoutId(r.try_get("payout_id")?),
+            hold: HoldId(r.try_get("hold_id")?),
+            asset: AssetKey::new(
+                r.try_get::<String, _>("network")?,
+                r.try_get::<String, _>("asset")?,
+            ),
+            destination: r.try_get("destination")?,
+            amount: amount_from(r, "amount")?,
+            state: ChunkState::parse(&state)
+                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+            wallet: r.try_get("wallet")?,
+            nonce: r.try_get::<i64, _>("nonce")? as u64,
+            mined,
+            cancel_requested: r.try_get::<Option<String>, _>("cancel_reason")?.is_some(),
+            attempts: Vec::new(),
+        });
+    }
+    let index: std::collections::HashMap<Uuid, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.chunk.0, i))
+        .collect();
+    let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
+             broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id",
+        );
+        any_of(&mut qb, chunk);
+        qb.push(" ORDER BY created_at, id");
+        for r in qb.build().fetch_all(&mut *conn).await? {
+            let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
+                continue;
+            };
+            out[i].attempts.push(attempt_from_row(&r)?);
+        }
+    }
+    Ok(out)
+}

@@ -181,7 +181,19 @@ impl Store for DbStore {
     }
 
     async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
-        super::payouts_by_id(self, ids).await
+        let mut conn = self.pool.acquire().await?;
+        let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
+        let mut payouts = Vec::with_capacity(ids.len());
+        for part in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb =
+                QueryBuilder::new(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id"));
+            any_of(&mut qb, part);
+            for row in qb.build().fetch_all(&mut *conn).await? {
+                payouts.push(payout_from_row(&row)?);
+            }
+        }
+        attach_chunks(&mut conn, &mut payouts).await?;
+        Ok(payouts)
     }
 
     async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
@@ -1102,7 +1114,16 @@ impl Store for DbStore {
         &self,
         hashes: &[[u8; 32]],
     ) -> StoreResult<std::collections::HashSet<[u8; 32]>> {
-        super::known_attempts(self, hashes).await
+        let mut known = std::collections::HashSet::new();
+        let owned: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+        for part in owned.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new("SELECT hash FROM tx_attempts WHERE hash");
+            any_of(&mut qb, part);
+            for row in qb.build().fetch_all(&self.pool).await? {
+                known.insert(hash32(&row.try_get::<Vec<u8>, _>("hash")?)?);
+            }
+        }
+        Ok(known)
     }
 
     async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>> {
@@ -1349,7 +1370,24 @@ impl Store for DbStore {
     }
 
     async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists> {
-        super::enforced_allowlists(self, accounts).await
+        let mut out = EnforcedAllowlists::new();
+        let ids: Vec<Uuid> = accounts.iter().map(|a| a.0).collect();
+        for part in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
+                "SELECT l.account_id, d.network, d.address FROM destination_allowlists l \
+                 LEFT JOIN allowed_destinations d ON d.account_id = l.account_id WHERE l.enforced AND l.account_id",
+            );
+            any_of(&mut qb, part);
+            for r in qb.build().fetch_all(&self.pool).await? {
+                let entries = out.entry(AccountId(r.try_get("account_id")?)).or_default();
+                let network: Option<String> = r.try_get("network")?;
+                let address: Option<String> = r.try_get("address")?;
+                if let (Some(n), Some(a)) = (network, address) {
+                    entries.insert((n, a));
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
