@@ -136,12 +136,6 @@ const FOR_UPDATE: &str = " FOR UPDATE";
 /// `unique_violation`.
 const UNIQUE_VIOLATION: &str = "23505";
 
-const ACCOUNT_COLUMNS: &str =
-    "id, owner, network, asset, kind, allow_negative, available, held, created_at";
-const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
-     h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
-const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
-
 async fn attach_postings(conn: &mut sqlx::PgConnection, txs: &mut [JournalTx]) -> StoreResult<()> {
     if txs.is_empty() {
         return Ok(());
@@ -193,85 +187,6 @@ async fn insert_audits(conn: &mut sqlx::PgConnection, audits: &[&AuditRecord]) -
     .await?;
     Ok(())
 }
-
-async fn insert_attempt(
-    conn: &mut sqlx::PgConnection,
-    chunk: ChunkId,
-    wallet: &str,
-    a: &Attempt,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
-         gas_limit, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(a.id)
-    .bind(chunk.0)
-    .bind(wallet)
-    .bind(a.nonce as i64)
-    .bind(a.hash.as_slice())
-    .bind(a.raw.as_slice())
-    .bind(dec(a.max_fee_per_gas as i128))
-    .bind(dec(a.max_priority_fee_per_gas as i128))
-    .bind(a.gas_limit as i64)
-    .bind(a.created_at)
-    .bind(a.kind.as_str())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_payout(
-    conn: &mut sqlx::PgConnection,
-    p: &NewPayout,
-    hold: HoldId,
-    at: i64,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO payouts (id, account_id, network, asset, destination, amount, reference, metadata, state, \
-         initial_state, created_by, hold_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $12)",
-    )
-    .bind(p.id.0)
-    .bind(p.account.0)
-    .bind(&p.asset.network)
-    .bind(&p.asset.code)
-    .bind(&p.destination)
-    .bind(dec(p.amount))
-    .bind(&p.reference)
-    .bind(p.metadata.as_ref().map(|m| m.to_string()))
-    .bind(p.state.as_str())
-    .bind(&p.created_by)
-    .bind(hold.0)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO payout_chunks (id, payout_id, idx, amount, state, updated_at) \
-         SELECT u.id, $2, u.idx, u.amount, 'queued', $3 FROM UNNEST($1::uuid[], $4::int[], $5::numeric[]) AS u(id, idx, amount)",
-    )
-    .bind(p.chunks.iter().map(|_| ChunkId::new().0).collect::<Vec<_>>())
-    .bind(p.id.0)
-    .bind(at)
-    .bind((0..p.chunks.len() as i32).collect::<Vec<_>>())
-    .bind(p.chunks.iter().map(|c| dec(*c)).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO payout_events (id, payout_id, at, kind, detail) \
-         SELECT u.id, $2, $3, u.kind, u.detail FROM UNNEST($1::uuid[], $4::text[], $5::text[]) AS u(id, kind, detail)",
-    )
-    .bind(p.events.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-    .bind(p.id.0)
-    .bind(at)
-    .bind(p.events.iter().map(|e| e.kind.clone()).collect::<Vec<_>>())
-    .bind(p.events.iter().map(|e| e.detail.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
-     initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
 
 /// Rows per statement when the shared SQL filters by a list: one array bind here, so only a
 /// bound on the statement's size.
@@ -545,21 +460,6 @@ pub(super) async fn ensure_system_account(
         .fetch_one(&store.pool)
         .await?;
     account_from_row(&row)
-}
-
-pub(super) async fn list_holds(
-    store: &PgStore,
-    after: Option<HoldId>,
-    limit: i64,
-) -> StoreResult<Vec<Hold>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{HOLD_SELECT} WHERE ($1::uuid IS NULL OR h.id > $1) ORDER BY h.id LIMIT $2"
-    )))
-    .bind(after.map(|h| h.0))
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?;
-    rows.iter().map(hold_from_row).collect()
 }
 
 pub(super) async fn record_signed(

@@ -146,12 +146,6 @@ const FOR_UPDATE: &str = "";
 /// `SQLITE_CONSTRAINT_UNIQUE`.
 const UNIQUE_VIOLATION: &str = "2067";
 
-const ACCOUNT_COLUMNS: &str =
-    "id, owner, network, asset, kind, allow_negative, available, held, created_at";
-const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
-     h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
-const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
-
 async fn attach_postings(
     conn: &mut sqlx::SqliteConnection,
     txs: &mut [JournalTx],
@@ -189,85 +183,6 @@ async fn insert_audits(
     }
     Ok(())
 }
-
-async fn insert_attempt(
-    conn: &mut sqlx::SqliteConnection,
-    chunk: ChunkId,
-    wallet: &str,
-    a: &Attempt,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
-         gas_limit, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(a.id)
-    .bind(chunk.0)
-    .bind(wallet)
-    .bind(a.nonce as i64)
-    .bind(a.hash.as_slice())
-    .bind(a.raw.as_slice())
-    .bind(a.max_fee_per_gas.to_string())
-    .bind(a.max_priority_fee_per_gas.to_string())
-    .bind(a.gas_limit as i64)
-    .bind(a.created_at)
-    .bind(a.kind.as_str())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn insert_payout(
-    conn: &mut sqlx::SqliteConnection,
-    p: &NewPayout,
-    hold: HoldId,
-    at: i64,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO payouts (id, account_id, network, asset, destination, amount, reference, metadata, state, \
-         initial_state, created_by, hold_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(p.id.0)
-    .bind(p.account.0)
-    .bind(&p.asset.network)
-    .bind(&p.asset.code)
-    .bind(&p.destination)
-    .bind(p.amount.to_string())
-    .bind(&p.reference)
-    .bind(p.metadata.as_ref().map(|m| m.to_string()))
-    .bind(p.state.as_str())
-    .bind(p.state.as_str())
-    .bind(&p.created_by)
-    .bind(hold.0)
-    .bind(at)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    let mut qb = QueryBuilder::new(
-        "INSERT INTO payout_chunks (id, payout_id, idx, amount, state, updated_at) ",
-    );
-    qb.push_values(p.chunks.iter().enumerate(), |mut row, (i, amount)| {
-        row.push_bind(ChunkId::new().0)
-            .push_bind(p.id.0)
-            .push_bind(i as i64)
-            .push_bind(amount.to_string())
-            .push_bind(ChunkState::Queued.as_str())
-            .push_bind(at);
-    });
-    qb.build().execute(&mut *conn).await?;
-    let mut qb = QueryBuilder::new("INSERT INTO payout_events (id, payout_id, at, kind, detail) ");
-    qb.push_values(&p.events, |mut row, e| {
-        row.push_bind(Uuid::now_v7())
-            .push_bind(p.id.0)
-            .push_bind(at)
-            .push_bind(e.kind.clone())
-            .push_bind(e.detail.clone());
-    });
-    qb.build().execute(&mut *conn).await?;
-    Ok(())
-}
-
-const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
-     initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
 
 struct SqliteTxn {
     tx: Transaction<'static, Sqlite>,
@@ -524,21 +439,6 @@ pub(super) async fn ensure_system_account(
         .await?;
     tx.commit().await?;
     account_from_row(&row)
-}
-
-pub(super) async fn list_holds(
-    store: &SqliteStore,
-    after: Option<HoldId>,
-    limit: i64,
-) -> StoreResult<Vec<Hold>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{HOLD_SELECT} WHERE (?1 IS NULL OR h.id > ?1) ORDER BY h.id LIMIT ?2"
-    )))
-    .bind(after.map(|h| h.0))
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?;
-    rows.iter().map(hold_from_row).collect()
 }
 
 pub(super) async fn record_signed(

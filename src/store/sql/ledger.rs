@@ -3,6 +3,14 @@
 
 use super::*;
 
+pub(super) const ACCOUNT_COLUMNS: &str =
+    "id, owner, network, asset, kind, allow_negative, available, held, created_at";
+
+pub(super) const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
+     h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
+
+pub(super) const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
+
 pub(super) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
     let kind: String = row.try_get("kind")?;
     Ok(Account {

@@ -2,6 +2,9 @@
 
 use super::*;
 
+pub(super) const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
+     initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
+
 pub(super) async fn insert_event(
     conn: &mut DbConnection,
     payout: PayoutId,
@@ -240,4 +243,86 @@ pub(super) async fn load_in_flight(
         }
     }
     Ok(out)
+}
+
+pub(super) async fn insert_payout(
+    conn: &mut DbConnection,
+    p: &NewPayout,
+    hold: HoldId,
+    at: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO payouts (id, account_id, network, asset, destination, amount, reference, metadata, state, \
+         initial_state, created_by, hold_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(p.id.0)
+    .bind(p.account.0)
+    .bind(&p.asset.network)
+    .bind(&p.asset.code)
+    .bind(&p.destination)
+    .bind(amount_to_db(p.amount))
+    .bind(&p.reference)
+    .bind(p.metadata.as_ref().map(|m| m.to_string()))
+    .bind(p.state.as_str())
+    .bind(p.state.as_str())
+    .bind(&p.created_by)
+    .bind(hold.0)
+    .bind(at)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    // A few rows each: one multi-row VALUES statement on either database.
+    if !p.chunks.is_empty() {
+        let mut qb = QueryBuilder::<Db>::new(
+            "INSERT INTO payout_chunks (id, payout_id, idx, amount, state, updated_at) ",
+        );
+        qb.push_values(p.chunks.iter().enumerate(), |mut row, (i, amount)| {
+            row.push_bind(ChunkId::new().0)
+                .push_bind(p.id.0)
+                .push_bind(i32::try_from(i).unwrap_or(i32::MAX))
+                .push_bind(amount_to_db(*amount))
+                .push_bind(ChunkState::Queued.as_str())
+                .push_bind(at);
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    if !p.events.is_empty() {
+        let mut qb =
+            QueryBuilder::<Db>::new("INSERT INTO payout_events (id, payout_id, at, kind, detail) ");
+        qb.push_values(&p.events, |mut row, e| {
+            row.push_bind(Uuid::now_v7())
+                .push_bind(p.id.0)
+                .push_bind(at)
+                .push_bind(e.kind.clone())
+                .push_bind(e.detail.clone());
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn insert_attempt(
+    conn: &mut DbConnection,
+    chunk: ChunkId,
+    wallet: &str,
+    a: &Attempt,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
+         gas_limit, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(a.id)
+    .bind(chunk.0)
+    .bind(wallet)
+    .bind(a.nonce as i64)
+    .bind(a.hash.as_slice())
+    .bind(a.raw.as_slice())
+    .bind(amount_to_db(a.max_fee_per_gas as i128))
+    .bind(amount_to_db(a.max_priority_fee_per_gas as i128))
+    .bind(a.gas_limit as i64)
+    .bind(a.created_at)
+    .bind(a.kind.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -138,7 +138,14 @@ impl Store for DbStore {
     }
 
     async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
-        super::list_holds(self, after, limit).await
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{HOLD_SELECT} WHERE (CAST($1 AS UUID) IS NULL OR h.id > $1) ORDER BY h.id LIMIT $2"
+        )))
+        .bind(after.map(|h| h.0))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(hold_from_row).collect()
     }
 
     async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
