@@ -447,7 +447,9 @@ impl NetworkEngine {
         }
         self.settle_batch().await?;
         self.observe_balances().await?;
-        self.send(head).await?;
+        if self.opened_before_sending(head).await? {
+            self.send(head).await?;
+        }
         self.watch_deposits(head).await?;
         self.reconcile_periodically().await
     }

@@ -378,6 +378,44 @@ impl NetworkEngine {
     /// per call. Each is keyed by chain, tx hash and log index, so a re-read range (after a crash, before the cursor moved) replays
     /// instead of crediting twice. Blocks below the depth are never read, so a reorg within
     /// it cannot credit a transfer that did not stay.
+    /// The newest block the watcher reads. Never the head itself, whatever the depth: a node
+    /// may still be writing its newest block, and anvil was seen to answer balances and logs
+    /// at the head that a later read of the same block contradicts (a false
+    /// `balance_mismatch` in crash storms). A block with a successor is settled on the node.
+    fn readable_block(&self, head: u64) -> Option<u64> {
+        (head + 1).checked_sub(self.settings.confirmations.max(2))
+    }
+
+    /// The first block not read for deposits; on a first start, set to the configured block or
+    /// to the one after `safe`.
+    async fn deposit_start(&self, safe: u64) -> anyhow::Result<u64> {
+        if let Some(next) = self.core.store.deposit_cursor(&self.core.name).await? {
+            return Ok(next);
+        }
+        let start = self.settings.deposits_from_block.unwrap_or(safe + 1);
+        self.core
+            .store
+            .set_deposit_cursor(&self.core.name, start)
+            .await?;
+        Ok(start)
+    }
+
+    /// Whether the hot wallets' openings are posted, posting them first if not. Nothing is
+    /// sent before: a chunk mined at or before the opening's block would be in the opening
+    /// balance and in its PAYOUT both (seen after a crash right after the first broadcast:
+    /// the restarted daemon read the opening after the payout had landed).
+    pub(super) async fn opened_before_sending(&mut self, head: u64) -> anyhow::Result<bool> {
+        if self.opened {
+            return Ok(true);
+        }
+        let Some(safe) = self.readable_block(head) else {
+            return Ok(false);
+        };
+        let from = self.deposit_start(safe).await?;
+        self.open_wallets(from).await?;
+        Ok(true)
+    }
+
     pub(super) async fn watch_deposits(&mut self, head: u64) -> anyhow::Result<()> {
         if self
             .deposits_read_at
@@ -391,25 +429,10 @@ impl NetworkEngine {
             .store
             .deposit_addresses(&self.core.name, None)
             .await?;
-        // Never the head itself, whatever the depth: a node may still be writing its newest
-        // block, and anvil was seen to answer balances and logs at the head that a later read
-        // of the same block contradicts (a false `balance_mismatch` in crash storms). A block
-        // with a successor is settled on the node.
-        let Some(safe) = (head + 1).checked_sub(self.settings.confirmations.max(2)) else {
+        let Some(safe) = self.readable_block(head) else {
             return Ok(());
         };
-        let from = match self.core.store.deposit_cursor(&self.core.name).await? {
-            Some(next) => next,
-            // First start: from the configured block, or from here on.
-            None => {
-                let start = self.settings.deposits_from_block.unwrap_or(safe + 1);
-                self.core
-                    .store
-                    .set_deposit_cursor(&self.core.name, start)
-                    .await?;
-                return Ok(());
-            }
-        };
+        let from = self.deposit_start(safe).await?;
         if !self.opened {
             self.open_wallets(from).await?;
         }
