@@ -388,7 +388,7 @@ impl NetworkEngine {
 
     /// The first block not read for deposits; on a first start, set to the configured block or
     /// to the one after `safe`.
-    async fn deposit_start(&self, safe: u64) -> anyhow::Result<u64> {
+    async fn deposit_start(&mut self, safe: u64) -> anyhow::Result<u64> {
         if let Some(next) = self.core.store.deposit_cursor(&self.core.name).await? {
             return Ok(next);
         }
@@ -397,6 +397,9 @@ impl NetworkEngine {
             .store
             .set_deposit_cursor(&self.core.name, start)
             .await?;
+        // The first read comes a pass later: deposit addresses declared right after start
+        // (with `deposits_from_block`, for history) are then in it.
+        self.deposits_read_at = Some(std::time::Instant::now());
         Ok(start)
     }
 
