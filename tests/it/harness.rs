@@ -33,6 +33,25 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A SQLite database loaded from `script` (a `.dump`), in a directory of its own.
+    pub async fn sqlite_from(script: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("loaded.db").display());
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        Self {
+            url,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
