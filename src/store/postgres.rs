@@ -2,41 +2,14 @@
 //! with the touched rows locked in a fixed order (`SELECT … FOR UPDATE`), batch writes through
 //! `UNNEST`, and whole-transaction retries on serialisation failures and deadlocks.
 
-#[path = "sql/console.rs"]
+#[path = "sql/mod.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod console;
-#[path = "sql/escrow.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod escrow;
-#[path = "sql/ledger.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod ledger;
-#[path = "sql/operations.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod operations;
-#[path = "sql/payouts.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod payouts;
-#[path = "sql/store.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod store;
-#[path = "sql/trust.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod trust;
-#[path = "sql/webhooks.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod webhooks;
+mod sql;
 
 use super::*;
-use ledger::*;
-use payouts::*;
+use sql::ledger::*;
+use sql::payouts::*;
 
-/// What the SQL shared by both backends (`store/sql/`) is compiled against here.
-type Db = Postgres;
-type DbRow = PgRow;
-const BACKEND: Backend = Backend::Postgres;
-type DbStore = PgStore;
-type DbConnection = sqlx::PgConnection;
 use crate::domain::AssetSpec;
 use crate::domain::payouts::RolloutPhase;
 use crate::domain::payouts::{
@@ -52,6 +25,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use std::str::FromStr;
 use uuid::Uuid;
+
+/// What the SQL shared by both backends (`store/sql/`) is compiled against here.
+type Db = Postgres;
+type DbRow = PgRow;
+const BACKEND: Backend = Backend::Postgres;
+type DbStore = PgStore;
+type DbConnection = sqlx::PgConnection;
 
 pub struct PgStore {
     pool: PgPool,
@@ -816,7 +796,7 @@ pub(super) async fn claim_due_timers(
         .await?;
     let mut timers: Vec<crate::timers::Timer> = rows
         .iter()
-        .map(escrow::timer_from_row)
+        .map(sql::escrow::timer_from_row)
         .collect::<StoreResult<_>>()?;
     // RETURNING gives no order: the runner fires them as they came due.
     timers.sort_by_key(|t| (t.due_at, t.id.0));

@@ -2,41 +2,14 @@
 //! (an acknowledged ledger write survives power loss, not only a crash), and every write in
 //! `BEGIN IMMEDIATE` so writers queue on the lock up front instead of failing mid-transaction.
 
-#[path = "sql/console.rs"]
+#[path = "sql/mod.rs"]
 #[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod console;
-#[path = "sql/escrow.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod escrow;
-#[path = "sql/ledger.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod ledger;
-#[path = "sql/operations.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod operations;
-#[path = "sql/payouts.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod payouts;
-#[path = "sql/store.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod store;
-#[path = "sql/trust.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod trust;
-#[path = "sql/webhooks.rs"]
-#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose")]
-mod webhooks;
+mod sql;
 
 use super::*;
-use ledger::*;
-use payouts::*;
+use sql::ledger::*;
+use sql::payouts::*;
 
-/// What the SQL shared by both backends (`store/sql/`) is compiled against here.
-type Db = Sqlite;
-type DbRow = SqliteRow;
-const BACKEND: Backend = Backend::Sqlite;
-type DbStore = SqliteStore;
-type DbConnection = sqlx::SqliteConnection;
 use crate::domain::AssetSpec;
 use crate::domain::payouts::RolloutPhase;
 use crate::domain::payouts::{
@@ -54,6 +27,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 use uuid::Uuid;
+
+/// What the SQL shared by both backends (`store/sql/`) is compiled against here.
+type Db = Sqlite;
+type DbRow = SqliteRow;
+const BACKEND: Backend = Backend::Sqlite;
+type DbStore = SqliteStore;
+type DbConnection = sqlx::SqliteConnection;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -718,7 +698,7 @@ pub(super) async fn claim_due_timers(
     tx.commit().await?;
     let mut timers: Vec<crate::timers::Timer> = rows
         .iter()
-        .map(escrow::timer_from_row)
+        .map(sql::escrow::timer_from_row)
         .collect::<StoreResult<_>>()?;
     // RETURNING gives no order: the runner fires them as they came due.
     timers.sort_by_key(|t| (t.due_at, t.id.0));

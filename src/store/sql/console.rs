@@ -8,7 +8,7 @@ fn role(text: &str) -> StoreResult<crate::domain::Role> {
         .map_err(|_| StoreError::Invariant(format!("console role {text:?}")))
 }
 
-pub(super) async fn session(
+pub(crate) async fn session(
     conn: &mut DbConnection,
     id_hash: &[u8; 32],
 ) -> StoreResult<Option<SessionRecord>> {
@@ -30,7 +30,7 @@ pub(super) async fn session(
     .transpose()
 }
 
-pub(super) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> StoreResult<()> {
+pub(crate) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO console_sessions (id_hash, user_name, role, csrf, mfa_ok, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (id_hash) DO UPDATE SET mfa_ok = excluded.mfa_ok, expires_at = excluded.expires_at",
@@ -47,7 +47,7 @@ pub(super) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> S
     Ok(())
 }
 
-pub(super) async fn delete_session(
+pub(crate) async fn delete_session(
     conn: &mut DbConnection,
     id_hash: &[u8; 32],
     now: UnixMicros,
@@ -61,7 +61,7 @@ pub(super) async fn delete_session(
     Ok(())
 }
 
-pub(super) async fn mfa(conn: &mut DbConnection, user: &str) -> StoreResult<Option<MfaEnrolment>> {
+pub(crate) async fn mfa(conn: &mut DbConnection, user: &str) -> StoreResult<Option<MfaEnrolment>> {
     let row = sqlx::query("SELECT * FROM console_mfa WHERE user_name = $1")
         .bind(user)
         .fetch_optional(conn)
@@ -80,7 +80,7 @@ pub(super) async fn mfa(conn: &mut DbConnection, user: &str) -> StoreResult<Opti
     .transpose()
 }
 
-pub(super) async fn put_mfa(conn: &mut DbConnection, m: &MfaEnrolment) -> StoreResult<()> {
+pub(crate) async fn put_mfa(conn: &mut DbConnection, m: &MfaEnrolment) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO console_mfa (user_name, enrolment, confirmed_at, last_step, recovery_codes, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (user_name) DO UPDATE SET enrolment = excluded.enrolment, confirmed_at = excluded.confirmed_at, \
@@ -98,7 +98,7 @@ pub(super) async fn put_mfa(conn: &mut DbConnection, m: &MfaEnrolment) -> StoreR
 }
 
 /// Records that `step` was used, only if it is later than the last one: a code is good once.
-pub(super) async fn advance_step(
+pub(crate) async fn advance_step(
     conn: &mut DbConnection,
     user: &str,
     step: i64,
@@ -115,7 +115,7 @@ pub(super) async fn advance_step(
 }
 
 /// Removes the recovery code with this hash; false when it is not (or no longer) there.
-pub(super) async fn spend_recovery_code(
+pub(crate) async fn spend_recovery_code(
     conn: &mut DbConnection,
     user: &str,
     hash: &str,

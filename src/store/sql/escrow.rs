@@ -72,7 +72,7 @@ fn deal_from_row(r: &DbRow) -> StoreResult<Deal> {
     })
 }
 
-pub(super) fn timer_from_row(r: &DbRow) -> StoreResult<Timer> {
+pub(crate) fn timer_from_row(r: &DbRow) -> StoreResult<Timer> {
     let kind: String = r.try_get("kind")?;
     let state: String = r.try_get("state")?;
     Ok(Timer {
@@ -109,7 +109,7 @@ async fn insert_deal_event(
     Ok(())
 }
 
-pub(super) async fn insert_deal(
+pub(crate) async fn insert_deal(
     conn: &mut DbConnection,
     d: &Deal,
     detail: &str,
@@ -153,7 +153,7 @@ pub(super) async fn insert_deal(
 
 /// Applies a guarded deal step inside the caller's transaction; `posted` is the ledger posting
 /// that carries it, if any.
-pub(super) async fn write_deal_step(
+pub(crate) async fn write_deal_step(
     conn: &mut DbConnection,
     step: &DealStep,
     posted: Option<&Posted>,
@@ -293,7 +293,7 @@ pub(super) async fn write_deal_step(
     Ok(())
 }
 
-pub(super) async fn get_deal(conn: &mut DbConnection, id: DealId) -> StoreResult<Deal> {
+pub(crate) async fn get_deal(conn: &mut DbConnection, id: DealId) -> StoreResult<Deal> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {DEAL_COLUMNS} FROM deals WHERE id = $1"
     )))
@@ -304,7 +304,7 @@ pub(super) async fn get_deal(conn: &mut DbConnection, id: DealId) -> StoreResult
     deal_from_row(&row)
 }
 
-pub(super) async fn list_deals(
+pub(crate) async fn list_deals(
     conn: &mut DbConnection,
     f: &crate::store::DealFilter,
 ) -> StoreResult<Vec<Deal>> {
@@ -334,7 +334,7 @@ pub(super) async fn list_deals(
     rows.iter().map(deal_from_row).collect()
 }
 
-pub(super) async fn deal_events(
+pub(crate) async fn deal_events(
     conn: &mut DbConnection,
     id: DealId,
 ) -> StoreResult<Vec<DealEvent>> {
@@ -356,7 +356,7 @@ pub(super) async fn deal_events(
         .collect()
 }
 
-pub(super) async fn deal_timers(conn: &mut DbConnection, id: DealId) -> StoreResult<Vec<Timer>> {
+pub(crate) async fn deal_timers(conn: &mut DbConnection, id: DealId) -> StoreResult<Vec<Timer>> {
     let rows = sqlx::query(
         "SELECT id, kind, deal_id, due_at, state, fired_at FROM timers WHERE deal_id = $1 ORDER BY id",
     )
@@ -366,7 +366,7 @@ pub(super) async fn deal_timers(conn: &mut DbConnection, id: DealId) -> StoreRes
     rows.iter().map(timer_from_row).collect()
 }
 
-pub(super) async fn insert_evidence(
+pub(crate) async fn insert_evidence(
     conn: &mut DbConnection,
     e: &crate::domain::escrow::Evidence,
 ) -> StoreResult<()> {
@@ -398,7 +398,7 @@ pub(super) async fn insert_evidence(
     .await
 }
 
-pub(super) async fn list_evidence(
+pub(crate) async fn list_evidence(
     conn: &mut DbConnection,
     deal: DealId,
 ) -> StoreResult<Vec<crate::domain::escrow::Evidence>> {
@@ -425,7 +425,7 @@ pub(super) async fn list_evidence(
         .collect()
 }
 
-pub(super) async fn deal_facts(
+pub(crate) async fn deal_facts(
     conn: &mut DbConnection,
     from: i64,
     to: i64,
@@ -466,7 +466,7 @@ pub(super) async fn deal_facts(
         .collect()
 }
 
-pub(super) async fn insert_incident(
+pub(crate) async fn insert_incident(
     conn: &mut DbConnection,
     i: &crate::domain::escrow::Incident,
 ) -> StoreResult<()> {
@@ -483,7 +483,7 @@ pub(super) async fn insert_incident(
     Ok(())
 }
 
-pub(super) async fn incidents(
+pub(crate) async fn incidents(
     conn: &mut DbConnection,
     from: i64,
     to: i64,

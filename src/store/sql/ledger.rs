@@ -3,15 +3,15 @@
 
 use super::*;
 
-pub(super) const ACCOUNT_COLUMNS: &str =
+pub(crate) const ACCOUNT_COLUMNS: &str =
     "id, owner, network, asset, kind, allow_negative, available, held, created_at";
 
-pub(super) const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
+pub(crate) const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
      h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
 
-pub(super) const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
+pub(crate) const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
 
-pub(super) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
+pub(crate) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
     let kind: String = row.try_get("kind")?;
     Ok(Account {
         id: AccountId(row.try_get("id")?),
@@ -29,7 +29,7 @@ pub(super) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
     })
 }
 
-pub(super) fn hold_from_row(row: &DbRow) -> StoreResult<Hold> {
+pub(crate) fn hold_from_row(row: &DbRow) -> StoreResult<Hold> {
     let state: String = row.try_get("state")?;
     Ok(Hold {
         id: HoldId(row.try_get("id")?),
@@ -49,7 +49,7 @@ pub(super) fn hold_from_row(row: &DbRow) -> StoreResult<Hold> {
     })
 }
 
-pub(super) fn journal_from_row(row: &DbRow) -> StoreResult<JournalTx> {
+pub(crate) fn journal_from_row(row: &DbRow) -> StoreResult<JournalTx> {
     let kind: String = row.try_get("kind")?;
     Ok(JournalTx {
         seq: row.try_get("seq")?,
@@ -72,7 +72,7 @@ pub(super) fn journal_from_row(row: &DbRow) -> StoreResult<JournalTx> {
     })
 }
 
-pub(super) fn lease_from_row(r: &DbRow) -> StoreResult<Lease> {
+pub(crate) fn lease_from_row(r: &DbRow) -> StoreResult<Lease> {
     Ok(Lease {
         owner: r.try_get("owner")?,
         fence: r.try_get::<i64, _>("fence")? as u64,
@@ -80,7 +80,7 @@ pub(super) fn lease_from_row(r: &DbRow) -> StoreResult<Lease> {
     })
 }
 
-pub(super) async fn insert_audit(conn: &mut DbConnection, audit: &AuditRecord) -> StoreResult<()> {
+pub(crate) async fn insert_audit(conn: &mut DbConnection, audit: &AuditRecord) -> StoreResult<()> {
     sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(Uuid::now_v7())
         .bind(audit.at)
@@ -96,7 +96,7 @@ pub(super) async fn insert_audit(conn: &mut DbConnection, audit: &AuditRecord) -
     Ok(())
 }
 
-pub(super) async fn load_transaction(conn: &mut DbConnection, id: TxId) -> StoreResult<JournalTx> {
+pub(crate) async fn load_transaction(conn: &mut DbConnection, id: TxId) -> StoreResult<JournalTx> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE id = $1"
     )))
@@ -108,7 +108,7 @@ pub(super) async fn load_transaction(conn: &mut DbConnection, id: TxId) -> Store
     txs.pop().ok_or(StoreError::NotFound)
 }
 
-pub(super) async fn load_hold(conn: &mut DbConnection, id: HoldId) -> StoreResult<Hold> {
+pub(crate) async fn load_hold(conn: &mut DbConnection, id: HoldId) -> StoreResult<Hold> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "{HOLD_SELECT} WHERE h.id = $1"
     )))
@@ -120,7 +120,7 @@ pub(super) async fn load_hold(conn: &mut DbConnection, id: HoldId) -> StoreResul
 
 /// Writes what `effect` says beside the journal transaction `posted`, in its database
 /// transaction.
-pub(super) async fn write_effect(
+pub(crate) async fn write_effect(
     conn: &mut DbConnection,
     effect: &Effect,
     posted: &Posted,

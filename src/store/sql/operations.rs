@@ -22,7 +22,7 @@ fn canary_run(r: &DbRow) -> StoreResult<CanaryRun> {
     })
 }
 
-pub(super) async fn insert_canary_run(conn: &mut DbConnection, run: &CanaryRun) -> StoreResult<()> {
+pub(crate) async fn insert_canary_run(conn: &mut DbConnection, run: &CanaryRun) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO canary_runs (id, network, payout_id, started_by, started_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -36,7 +36,7 @@ pub(super) async fn insert_canary_run(conn: &mut DbConnection, run: &CanaryRun) 
     Ok(())
 }
 
-pub(super) async fn finish_canary_run(
+pub(crate) async fn finish_canary_run(
     conn: &mut DbConnection,
     id: Uuid,
     result: CanaryResult,
@@ -55,7 +55,7 @@ pub(super) async fn finish_canary_run(
     Ok(done.rows_affected() == 1)
 }
 
-pub(super) async fn canary_runs(
+pub(crate) async fn canary_runs(
     conn: &mut DbConnection,
     network: &str,
     limit: i64,
@@ -70,7 +70,7 @@ pub(super) async fn canary_runs(
     rows.iter().map(canary_run).collect()
 }
 
-pub(super) async fn config_freeze(conn: &mut DbConnection) -> StoreResult<Option<ConfigFreeze>> {
+pub(crate) async fn config_freeze(conn: &mut DbConnection) -> StoreResult<Option<ConfigFreeze>> {
     let row = sqlx::query("SELECT reason, actor, since, until FROM config_freeze WHERE id = 1")
         .fetch_optional(conn)
         .await?;
@@ -85,7 +85,7 @@ pub(super) async fn config_freeze(conn: &mut DbConnection) -> StoreResult<Option
     .transpose()
 }
 
-pub(super) async fn set_config_freeze(
+pub(crate) async fn set_config_freeze(
     conn: &mut DbConnection,
     freeze: Option<&ConfigFreeze>,
 ) -> StoreResult<()> {
@@ -113,7 +113,7 @@ pub(super) async fn set_config_freeze(
 
 /// Deal timers still pending and trust sessions still open whose moment was before `before`:
 /// how many, and the earliest of those moments.
-pub(super) async fn overdue(
+pub(crate) async fn overdue(
     conn: &mut DbConnection,
     before: UnixMicros,
 ) -> StoreResult<(i64, Option<UnixMicros>)> {

@@ -2,10 +2,10 @@
 
 use super::*;
 
-pub(super) const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
+pub(crate) const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
      initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
 
-pub(super) async fn insert_event(
+pub(crate) async fn insert_event(
     conn: &mut DbConnection,
     payout: PayoutId,
     at: i64,
@@ -25,7 +25,7 @@ pub(super) async fn insert_event(
     Ok(())
 }
 
-pub(super) async fn chunk_payout(conn: &mut DbConnection, chunk: ChunkId) -> StoreResult<Uuid> {
+pub(crate) async fn chunk_payout(conn: &mut DbConnection, chunk: ChunkId) -> StoreResult<Uuid> {
     Ok(
         sqlx::query_scalar("SELECT payout_id FROM payout_chunks WHERE id = $1")
             .bind(chunk.0)
@@ -34,7 +34,7 @@ pub(super) async fn chunk_payout(conn: &mut DbConnection, chunk: ChunkId) -> Sto
     )
 }
 
-pub(super) fn payout_from_row(row: &DbRow) -> StoreResult<Payout> {
+pub(crate) fn payout_from_row(row: &DbRow) -> StoreResult<Payout> {
     let state = |col: &str| -> StoreResult<PayoutState> {
         let text: String = row.try_get(col)?;
         PayoutState::parse(&text)
@@ -72,7 +72,7 @@ pub(super) fn payout_from_row(row: &DbRow) -> StoreResult<Payout> {
     })
 }
 
-pub(super) fn attempt_from_row(r: &DbRow) -> StoreResult<Attempt> {
+pub(crate) fn attempt_from_row(r: &DbRow) -> StoreResult<Attempt> {
     let kind: String = r.try_get("kind")?;
     Ok(Attempt {
         id: r.try_get("id")?,
@@ -92,7 +92,7 @@ pub(super) fn attempt_from_row(r: &DbRow) -> StoreResult<Attempt> {
     })
 }
 
-pub(super) async fn chunk_attempts(
+pub(crate) async fn chunk_attempts(
     conn: &mut DbConnection,
     chunk: ChunkId,
 ) -> StoreResult<Vec<Attempt>> {
@@ -106,7 +106,7 @@ pub(super) async fn chunk_attempts(
     rows.iter().map(attempt_from_row).collect()
 }
 
-pub(super) async fn load_payout(
+pub(crate) async fn load_payout(
     conn: &mut DbConnection,
     column: &'static str,
     id: Uuid,
@@ -137,7 +137,7 @@ pub(super) async fn load_payout(
     Ok(payout)
 }
 
-pub(super) async fn attach_chunks(
+pub(crate) async fn attach_chunks(
     conn: &mut DbConnection,
     payouts: &mut [Payout],
 ) -> StoreResult<()> {
@@ -169,7 +169,7 @@ pub(super) async fn attach_chunks(
     Ok(())
 }
 
-pub(super) async fn load_in_flight(
+pub(crate) async fn load_in_flight(
     conn: &mut DbConnection,
     network: &str,
     settled_from: Option<u64>,
@@ -245,7 +245,7 @@ pub(super) async fn load_in_flight(
     Ok(out)
 }
 
-pub(super) async fn insert_payout(
+pub(crate) async fn insert_payout(
     conn: &mut DbConnection,
     p: &NewPayout,
     hold: HoldId,
@@ -301,7 +301,7 @@ pub(super) async fn insert_payout(
     Ok(())
 }
 
-pub(super) async fn insert_attempt(
+pub(crate) async fn insert_attempt(
     conn: &mut DbConnection,
     chunk: ChunkId,
     wallet: &str,

@@ -42,7 +42,7 @@ fn outcome(text: &str) -> StoreResult<Outcome> {
     }
 }
 
-pub(super) async fn insert_company(conn: &mut DbConnection, c: &Company) -> StoreResult<()> {
+pub(crate) async fn insert_company(conn: &mut DbConnection, c: &Company) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO companies (id, name, tier, created_by, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -73,7 +73,7 @@ fn company_from_row(r: &DbRow) -> StoreResult<Company> {
     })
 }
 
-pub(super) async fn companies(conn: &mut DbConnection) -> StoreResult<Vec<Company>> {
+pub(crate) async fn companies(conn: &mut DbConnection) -> StoreResult<Vec<Company>> {
     let rows =
         sqlx::query("SELECT id, name, tier, created_by, created_at FROM companies ORDER BY name")
             .fetch_all(conn)
@@ -81,7 +81,7 @@ pub(super) async fn companies(conn: &mut DbConnection) -> StoreResult<Vec<Compan
     rows.iter().map(company_from_row).collect()
 }
 
-pub(super) async fn insert_member(conn: &mut DbConnection, m: &Member) -> StoreResult<()> {
+pub(crate) async fn insert_member(conn: &mut DbConnection, m: &Member) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO company_members (company_id, user_name, role, added_by, added_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (company_id, user_name) DO UPDATE SET role = EXCLUDED.role, added_by = EXCLUDED.added_by, added_at = EXCLUDED.added_at",
@@ -97,7 +97,7 @@ pub(super) async fn insert_member(conn: &mut DbConnection, m: &Member) -> StoreR
 }
 
 /// Members of `company`, or every membership of `user`.
-pub(super) async fn members(
+pub(crate) async fn members(
     conn: &mut DbConnection,
     company: Option<uuid::Uuid>,
     user: Option<&str>,
@@ -153,7 +153,7 @@ fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
     })
 }
 
-pub(super) async fn insert_pair(
+pub(crate) async fn insert_pair(
     conn: &mut DbConnection,
     p: &TrustPair,
     first: &crate::domain::trust::NextSession,
@@ -201,7 +201,7 @@ async fn open_session(
     Ok(())
 }
 
-pub(super) async fn pairs(
+pub(crate) async fn pairs(
     conn: &mut DbConnection,
     id: Option<uuid::Uuid>,
 ) -> StoreResult<Vec<TrustPair>> {
@@ -251,7 +251,7 @@ fn session_from_row(r: &DbRow) -> StoreResult<Session> {
     })
 }
 
-pub(super) async fn session(conn: &mut DbConnection, id: uuid::Uuid) -> StoreResult<Session> {
+pub(crate) async fn session(conn: &mut DbConnection, id: uuid::Uuid) -> StoreResult<Session> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE id = $1"
     )))
@@ -263,7 +263,7 @@ pub(super) async fn session(conn: &mut DbConnection, id: uuid::Uuid) -> StoreRes
 }
 
 /// Sessions in cut-off order, of one pair and/or in one state, after `after` (cut-off, id).
-pub(super) async fn sessions(
+pub(crate) async fn sessions(
     conn: &mut DbConnection,
     pair: Option<uuid::Uuid>,
     state: Option<SessionState>,
@@ -282,7 +282,7 @@ pub(super) async fn sessions(
 }
 
 /// Sessions past their cut-off and not settled (closed, settling or unsettled), oldest first.
-pub(super) async fn unsettled_sessions(conn: &mut DbConnection) -> StoreResult<Vec<Session>> {
+pub(crate) async fn unsettled_sessions(conn: &mut DbConnection) -> StoreResult<Vec<Session>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE state IN ('closed', 'settling', 'unsettled') ORDER BY cutoff_at, id"
     )))
@@ -292,7 +292,7 @@ pub(super) async fn unsettled_sessions(conn: &mut DbConnection) -> StoreResult<V
 }
 
 /// Open sessions whose cut-off is at or before `now`.
-pub(super) async fn due_sessions(
+pub(crate) async fn due_sessions(
     conn: &mut DbConnection,
     now: i64,
     limit: i64,
@@ -331,7 +331,7 @@ fn obligation_from_row(r: &DbRow) -> StoreResult<StoredObligation> {
 }
 
 /// A session's obligations in sequence order, up to `through` when given.
-pub(super) async fn obligations(
+pub(crate) async fn obligations(
     conn: &mut DbConnection,
     session: uuid::Uuid,
     through: Option<i64>,
@@ -369,7 +369,7 @@ async fn insert_obligation(conn: &mut DbConnection, o: &StoredObligation) -> Sto
 /// concurrent obligations are checked one after the other and none lands in a closing session.
 /// A repeated idempotency key returns the first obligation (looked up under the lock, so two
 /// requests with one key at once record it once).
-pub(super) async fn record_obligation(
+pub(crate) async fn record_obligation(
     conn: &mut DbConnection,
     pair: uuid::Uuid,
     o: &StoredObligation,
@@ -408,7 +408,7 @@ pub(super) async fn record_obligation(
 }
 
 /// Applies a guarded session step (see `SessionStep`), with the posting that carries it.
-pub(super) async fn write_session_step(
+pub(crate) async fn write_session_step(
     conn: &mut DbConnection,
     step: &SessionStep,
     posted: Option<&Posted>,

@@ -30,7 +30,7 @@ fn endpoint_from_row(r: &DbRow) -> StoreResult<Endpoint> {
     })
 }
 
-pub(super) async fn insert_endpoint(conn: &mut DbConnection, e: &Endpoint) -> StoreResult<()> {
+pub(crate) async fn insert_endpoint(conn: &mut DbConnection, e: &Endpoint) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, url, event_types, active, secret, created_by, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -48,7 +48,7 @@ pub(super) async fn insert_endpoint(conn: &mut DbConnection, e: &Endpoint) -> St
     Ok(())
 }
 
-pub(super) async fn endpoints(conn: &mut DbConnection) -> StoreResult<Vec<Endpoint>> {
+pub(crate) async fn endpoints(conn: &mut DbConnection) -> StoreResult<Vec<Endpoint>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY id"
     )))
@@ -57,7 +57,7 @@ pub(super) async fn endpoints(conn: &mut DbConnection) -> StoreResult<Vec<Endpoi
     rows.iter().map(endpoint_from_row).collect()
 }
 
-pub(super) async fn endpoint(conn: &mut DbConnection, id: uuid::Uuid) -> StoreResult<Endpoint> {
+pub(crate) async fn endpoint(conn: &mut DbConnection, id: uuid::Uuid) -> StoreResult<Endpoint> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
     )))
@@ -69,7 +69,7 @@ pub(super) async fn endpoint(conn: &mut DbConnection, id: uuid::Uuid) -> StoreRe
 }
 
 /// The new secret signs from now on; the old one keeps signing until `previous_until`.
-pub(super) async fn rotate_secret(
+pub(crate) async fn rotate_secret(
     conn: &mut DbConnection,
     id: uuid::Uuid,
     secret: &SecretString,
@@ -91,7 +91,7 @@ pub(super) async fn rotate_secret(
     Ok(())
 }
 
-pub(super) async fn set_endpoint_active(
+pub(crate) async fn set_endpoint_active(
     conn: &mut DbConnection,
     id: uuid::Uuid,
     active: bool,
@@ -158,7 +158,7 @@ fn delivery_from_row(r: &DbRow) -> StoreResult<Delivery> {
     })
 }
 
-pub(super) async fn undispatched_events(
+pub(crate) async fn undispatched_events(
     conn: &mut DbConnection,
     limit: i64,
 ) -> StoreResult<Vec<OutboxEvent>> {
@@ -171,7 +171,7 @@ pub(super) async fn undispatched_events(
     rows.iter().map(event_from_row).collect()
 }
 
-pub(super) async fn event_by_id(
+pub(crate) async fn event_by_id(
     conn: &mut DbConnection,
     id: uuid::Uuid,
 ) -> StoreResult<OutboxEvent> {
@@ -186,7 +186,7 @@ pub(super) async fn event_by_id(
 }
 
 /// Rendered events written by the outbox between `from` and `to` (database clock), oldest first.
-pub(super) async fn events_between(
+pub(crate) async fn events_between(
     conn: &mut DbConnection,
     from: i64,
     to: i64,
@@ -206,7 +206,7 @@ pub(super) async fn events_between(
 
 /// Stores rendered bodies and queues deliveries; an event another dispatcher already took is
 /// left as it is (its deliveries too).
-pub(super) async fn dispatch(
+pub(crate) async fn dispatch(
     conn: &mut DbConnection,
     bodies: &[(i64, String)],
     deliveries: &[(uuid::Uuid, i64)],
@@ -247,7 +247,7 @@ pub(super) async fn dispatch(
     Ok(())
 }
 
-pub(super) async fn deliveries(
+pub(crate) async fn deliveries(
     conn: &mut DbConnection,
     endpoint: uuid::Uuid,
     state: Option<DeliveryState>,
@@ -269,7 +269,7 @@ pub(super) async fn deliveries(
 
 /// Records one attempt on a delivery that is still pending (a replay or another worker may
 /// have moved it meanwhile: then nothing changes).
-pub(super) async fn record_attempt(conn: &mut DbConnection, o: &AttemptOutcome) -> StoreResult<()> {
+pub(crate) async fn record_attempt(conn: &mut DbConnection, o: &AttemptOutcome) -> StoreResult<()> {
     sqlx::query(
         "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, next_attempt_at = $2, last_attempt_at = $3, \
          last_status = $4, last_error = $5, delivered_at = CASE WHEN $1 = 'delivered' THEN $3 ELSE delivered_at END \
@@ -289,7 +289,7 @@ pub(super) async fn record_attempt(conn: &mut DbConnection, o: &AttemptOutcome) 
 
 /// Makes these events due again for `endpoint` (new rows for events it never had); those
 /// already pending are left alone. Returns how many became due.
-pub(super) async fn replay(
+pub(crate) async fn replay(
     conn: &mut DbConnection,
     endpoint: uuid::Uuid,
     seqs: &[i64],
@@ -314,7 +314,7 @@ pub(super) async fn replay(
     Ok(changed)
 }
 
-pub(super) async fn backlog(conn: &mut DbConnection) -> StoreResult<Backlog> {
+pub(crate) async fn backlog(conn: &mut DbConnection) -> StoreResult<Backlog> {
     let rows = sqlx::query(
         "SELECT w.id, w.active, \
          (SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'pending') AS pending, \
@@ -347,7 +347,7 @@ pub(super) async fn backlog(conn: &mut DbConnection) -> StoreResult<Backlog> {
 
 /// Deletes deliveries delivered before `before` and the events left with no delivery that were
 /// dispatched before it. Pending and dead-lettered deliveries (and their events) stay.
-pub(super) async fn prune(conn: &mut DbConnection, before: i64) -> StoreResult<(u64, u64)> {
+pub(crate) async fn prune(conn: &mut DbConnection, before: i64) -> StoreResult<(u64, u64)> {
     let deliveries = sqlx::query(
         "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < $1",
     )
