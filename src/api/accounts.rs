@@ -7,7 +7,7 @@ use super::{AppState, WRITERS, page_limit, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{AccountId, Amount, AssetKey};
 use crate::ledger::{AccountKind, NewAccount};
-use crate::store::{AccountFilter, AuditRecord, StoreError};
+use crate::store::{AccountFilter, AuditRecord, ConflictKind, StoreError};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -212,7 +212,7 @@ pub async fn create(
             StatusCode::CREATED,
             Json(AccountView::new(&state.ledger, &a)),
         )),
-        Err(StoreError::Conflict(message)) => Err(ApiError::Conflict {
+        Err(StoreError::Conflict(ConflictKind::Exists, message)) => Err(ApiError::Conflict {
             code: "account_exists",
             field: Some("owner"),
             message,

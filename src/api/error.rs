@@ -161,7 +161,7 @@ impl From<StoreError> for ApiError {
                 id: "asked for".into(),
                 field: None,
             },
-            StoreError::Conflict(message) => ApiError::Conflict {
+            StoreError::Conflict(_, message) => ApiError::Conflict {
                 code: "conflict",
                 field: None,
                 message,
@@ -223,7 +223,10 @@ mod tests {
             (not_found.status(), not_found.code()),
             (StatusCode::NOT_FOUND, "not_found")
         );
-        let conflict = ApiError::from(StoreError::Conflict("payout p is no longer queued".into()));
+        let conflict = ApiError::from(StoreError::Conflict(
+            crate::store::ConflictKind::StateChanged,
+            "payout p is no longer queued".into(),
+        ));
         assert_eq!(
             (conflict.status(), conflict.code()),
             (StatusCode::CONFLICT, "conflict")

@@ -10,7 +10,7 @@ use crate::api::auth::Caller;
 use crate::domain::{AccountId, AssetKey, PayoutId, Role, micros_to_rfc3339};
 use crate::ledger::{Command, Effect, Operation};
 use crate::payouts::{AttemptKind, ChunkState, Payout, PayoutState, close_unpaid};
-use crate::store::{PayoutFilter, StoreError};
+use crate::store::{ConflictKind, PayoutFilter, StoreError};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -503,7 +503,9 @@ pub async fn approve(
         .await
     {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => return Err(not_pending(&load_payout(&state, &id).await?)),
+        Err(StoreError::Conflict(ConflictKind::StateChanged, _)) => {
+            return Err(not_pending(&load_payout(&state, &id).await?));
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(Json(PayoutView::new(
@@ -657,7 +659,7 @@ pub async fn cancel(
     let payout = load_payout(&state, &id).await?;
     match state.ledger.store().request_cancel(payout.id, &audit).await {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
+        Err(StoreError::Conflict(ConflictKind::StateChanged, _)) => {
             let current = load_payout(&state, &id).await?;
             if current.cancel.is_some() || current.state == PayoutState::Cancelled {
                 return Ok(Json(PayoutView::new(&state, &current)));

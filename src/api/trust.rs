@@ -7,7 +7,7 @@ use super::extract::{ApiJson, ApiQuery, IdempotencyKey, RequestId};
 use super::{AppState, audit_record, optional_text, page_limit, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{AccountId, AssetSpec, Role, UnixMicros, micros_to_rfc3339};
-use crate::store::StoreError;
+use crate::store::{ConflictKind, StoreError};
 use crate::trust::service::{Preview, TrustError};
 use crate::trust::{
     Company, Member, ObligationKind, Session, SessionState, SettlementMode, Side, StoredObligation,
@@ -110,7 +110,7 @@ pub async fn create_company(
         Some(reason),
     );
     match state.ledger.store().create_company(&company, &audit).await {
-        Err(StoreError::Conflict(m)) => Err(ApiError::Conflict {
+        Err(StoreError::Conflict(ConflictKind::Exists, m)) => Err(ApiError::Conflict {
             code: "company_exists",
             field: Some("name"),
             message: m,
@@ -624,7 +624,7 @@ pub async fn record_obligation(
                 ),
             ));
         }
-        Err(StoreError::Conflict(m)) => {
+        Err(StoreError::Conflict(ConflictKind::NoOpenSession, m)) => {
             return Err(ApiError::Conflict {
                 code: "no_open_session",
                 field: None,

@@ -156,3 +156,14 @@ pub struct DealFacts {
     pub resolved_by: Option<String>,
     pub resolved_at: Option<UnixMicros>,
 }
+
+/// Which deals to list: every field narrows, None matches all.
+#[derive(Debug, Clone, Default)]
+pub struct DealFilter {
+    pub state: Option<DealState>,
+    pub country: Option<String>,
+    pub category: Option<String>,
+    pub template_version: Option<u32>,
+    pub after: Option<DealId>,
+    pub limit: i64,
+}

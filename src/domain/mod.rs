@@ -2,6 +2,7 @@
 //! part stores (`store` reads and writes these, never a feature module's own types). No I/O
 //! here.
 
+pub mod audit;
 pub mod console;
 pub mod escrow;
 pub mod ids;

@@ -35,3 +35,11 @@ pub struct ConfigFreeze {
     /// None: until an Admin lifts it.
     pub until: Option<UnixMicros>,
 }
+
+/// Who runs a network's engine, under which fence, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub fence: u64,
+    pub expires_at: UnixMicros,
+}

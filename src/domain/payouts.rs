@@ -183,3 +183,73 @@ pub enum RolloutPhase {
     /// The whole daily volume target.
     Full,
 }
+
+/// A network in safe-mode: payouts are accepted and queued, nothing new is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeMode {
+    pub reason: String,
+    pub actor: String,
+    pub since: UnixMicros,
+}
+
+/// A rollout phase set through the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSetting {
+    pub phase: RolloutPhase,
+    pub actor: String,
+    pub reason: String,
+    pub since: UnixMicros,
+}
+
+/// A token frozen on a network: its payouts queue, nothing new is broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetFreeze {
+    pub asset: String,
+    pub reason: String,
+    pub actor: String,
+    pub since: UnixMicros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedDestination {
+    pub network: String,
+    /// EIP-55 checksummed.
+    pub address: String,
+    pub label: Option<String>,
+    pub added_by: String,
+    pub added_at: UnixMicros,
+}
+
+/// A partner account's destination allowlist; payouts are checked against it when enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allowlist {
+    pub enforced: bool,
+    pub entries: Vec<AllowedDestination>,
+}
+
+/// For each account among those asked about whose allowlist is enforced: the (network,
+/// address) pairs it may pay to.
+pub type EnforcedAllowlists =
+    std::collections::HashMap<AccountId, std::collections::HashSet<(String, String)>>;
+
+/// An address whose incoming token transfers credit an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositAddress {
+    pub account: AccountId,
+    /// The account's asset: only transfers of this token credit it.
+    pub asset: AssetKey,
+    /// EIP-55 checksummed.
+    pub address: String,
+    pub added_by: String,
+    pub added_at: UnixMicros,
+}
+
+/// Which payouts to list, a page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct PayoutFilter {
+    pub state: Option<PayoutState>,
+    pub account: Option<AccountId>,
+    pub network: Option<String>,
+    pub after: Option<PayoutId>,
+    pub limit: i64,
+}

@@ -39,7 +39,7 @@ pub enum EscrowError {
 impl From<StoreError> for EscrowError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(m) => EscrowError::Conflict(m),
+            StoreError::Conflict(_, m) => EscrowError::Conflict(m),
             other => EscrowError::Store(other),
         }
     }

@@ -19,7 +19,7 @@ pub use model::*;
 
 use crate::domain::{AccountId, Amount, AssetKey, AssetSpec, HoldId};
 use crate::metrics::LedgerMetrics;
-use crate::store::{DynStore, StoreError};
+use crate::store::{ConflictKind, DynStore, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -251,7 +251,7 @@ impl Ledger {
         match self.store.create_account(&new, &audit).await {
             Ok(a) => Ok(a.id),
             // Another instance created it first.
-            Err(StoreError::Conflict(_)) => self
+            Err(StoreError::Conflict(ConflictKind::Exists, _)) => self
                 .store
                 .list_accounts(&filter)
                 .await?

@@ -842,3 +842,24 @@ impl Hold {
         }
     }
 }
+
+/// Which accounts to list, a page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct AccountFilter {
+    pub owner: Option<String>,
+    pub asset: Option<AssetKey>,
+    pub kind: Option<AccountKind>,
+    pub after: Option<AccountId>,
+    pub limit: i64,
+}
+
+/// Which journal transactions to list, a page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct JournalFilter {
+    pub account: Option<AccountId>,
+    pub kind: Option<EntryKind>,
+    pub from: Option<UnixMicros>,
+    pub to: Option<UnixMicros>,
+    pub after_seq: i64,
+    pub limit: i64,
+}

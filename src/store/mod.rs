@@ -3,8 +3,11 @@
 //! on (unique idempotency keys, append-only journal, non-negative balances) are also enforced
 //! in SQL as a backstop.
 
+mod bulk;
 pub mod postgres;
 pub mod sqlite;
+
+use bulk::{BulkRows, Column};
 
 use crate::domain::ChunkId;
 use crate::domain::payouts::{
@@ -17,8 +20,16 @@ use crate::ledger::{
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use crate::domain::audit::{AuditRecord, StoredAudit};
+pub use crate::domain::escrow::DealFilter;
+pub use crate::domain::operations::Lease;
+pub use crate::domain::payouts::{
+    AllowedDestination, Allowlist, AssetFreeze, DepositAddress, EnforcedAllowlists, PayoutFilter,
+    RolloutSetting, SafeMode,
+};
 /// Implemented by each backend's ledger transaction; the trait is the ledger's.
 pub use crate::ledger::batch::LedgerTxn;
+pub use crate::ledger::{AccountFilter, JournalFilter};
 
 pub type DynStore = Arc<dyn Store>;
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -27,8 +38,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub enum StoreError {
     #[error("not found")]
     NotFound,
-    #[error("already exists: {0}")]
-    Conflict(String),
+    /// The write does not apply to the data as it now is; the kind says why, for callers that
+    /// decide by it, and the text says it for people.
+    #[error("{1}")]
+    Conflict(ConflictKind, String),
     /// A trust obligation would pass the pair's credit limit; `headroom` is what is left.
     #[error("over the credit limit; headroom {headroom}")]
     CreditLimit { headroom: i128 },
@@ -46,6 +59,24 @@ pub enum StoreError {
     Batch(std::sync::Arc<StoreError>),
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Why a write met a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// A unique name is taken (an owner's account for the asset, a company's name).
+    Exists,
+    /// The object moved on from the state the write applies to (a payout, deal, timer or
+    /// session), usually by a concurrent request.
+    StateChanged,
+    /// A wallet's next nonce moved: another writer signed first.
+    NonceMoved,
+    /// The engine lease is at another fence: this instance no longer runs the network.
+    Fenced,
+    /// The network is in safe-mode or the asset is frozen: nothing new is signed.
+    Halted,
+    /// The trust pair has no open session to record into.
+    NoOpenSession,
 }
 
 impl StoreError {
@@ -77,125 +108,6 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Who did what, written in the same database transaction as the change it describes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
-    pub actor: String,
-    pub role: Role,
-    pub action: String,
-    pub target: String,
-    pub reason: Option<String>,
-    pub request_id: String,
-    pub at: UnixMicros,
-    /// What an automatic decision saw (JSON): blocks, balances, transfers counted.
-    pub evidence: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredAudit {
-    pub id: uuid::Uuid,
-    pub record: AuditRecord,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AccountFilter {
-    pub owner: Option<String>,
-    pub asset: Option<AssetKey>,
-    pub kind: Option<AccountKind>,
-    pub after: Option<AccountId>,
-    pub limit: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct JournalFilter {
-    pub account: Option<AccountId>,
-    pub kind: Option<EntryKind>,
-    pub from: Option<UnixMicros>,
-    pub to: Option<UnixMicros>,
-    pub after_seq: i64,
-    pub limit: i64,
-}
-
-/// Which deals to list: every field narrows, None matches all.
-#[derive(Debug, Clone, Default)]
-pub struct DealFilter {
-    pub state: Option<crate::domain::escrow::DealState>,
-    pub country: Option<String>,
-    pub category: Option<String>,
-    pub template_version: Option<u32>,
-    pub after: Option<crate::domain::DealId>,
-    pub limit: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct PayoutFilter {
-    pub state: Option<PayoutState>,
-    pub account: Option<AccountId>,
-    pub network: Option<String>,
-    pub after: Option<PayoutId>,
-    pub limit: i64,
-}
-
-/// A network in safe-mode: payouts are accepted and queued, nothing new is broadcast.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SafeMode {
-    pub reason: String,
-    pub actor: String,
-    pub since: UnixMicros,
-}
-
-/// A rollout phase set through the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RolloutSetting {
-    pub phase: crate::domain::payouts::RolloutPhase,
-    pub actor: String,
-    pub reason: String,
-    pub since: UnixMicros,
-}
-
-/// A token frozen on a network: its payouts queue, nothing new is broadcast.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AssetFreeze {
-    pub asset: String,
-    pub reason: String,
-    pub actor: String,
-    pub since: UnixMicros,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedDestination {
-    pub network: String,
-    /// EIP-55 checksummed.
-    pub address: String,
-    pub label: Option<String>,
-    pub added_by: String,
-    pub added_at: UnixMicros,
-}
-
-/// A partner account's destination allowlist; payouts are checked against it when enforced.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Allowlist {
-    pub enforced: bool,
-    pub entries: Vec<AllowedDestination>,
-}
-
-/// For each account among those asked about whose allowlist is enforced: the (network,
-/// address) pairs it may pay to.
-pub type EnforcedAllowlists =
-    std::collections::HashMap<AccountId, std::collections::HashSet<(String, String)>>;
-
-/// An address whose incoming token transfers credit an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DepositAddress {
-    pub account: AccountId,
-    /// The account's asset: only transfers of this token credit it.
-    pub asset: AssetKey,
-    /// EIP-55 checksummed.
-    pub address: String,
-    pub added_by: String,
-    pub added_at: UnixMicros,
-}
-
 /// What the database says about one network's hot wallets, read in one snapshot so that a
 /// chunk settling meanwhile is counted once: either still in flight or in the ledger.
 #[derive(Debug, Clone, Default)]
@@ -211,14 +123,6 @@ pub struct CustodySnapshot {
     pub settled_ahead: Vec<InFlight>,
     /// Of both, the mined chunks whose gas is already posted as FEE.
     pub fee_posted: std::collections::HashSet<ChunkId>,
-}
-
-/// Who runs a network's engine, under which fence, until when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub owner: String,
-    pub fence: u64,
-    pub expires_at: UnixMicros,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use super::{
 use crate::domain::{Amount, UnixMicros};
 use crate::ledger::{Command, Effect, Ledger, ReleaseKind};
 use crate::metrics::TrustMetrics;
-use crate::store::{AuditRecord, StoreError};
+use crate::store::{AuditRecord, ConflictKind, StoreError};
 use crate::timers::DynClock;
 use serde::Serialize;
 
@@ -211,7 +211,11 @@ impl Trust {
                     return self.settle(id).await;
                 }
                 // An obligation came in between the read and the close: read again.
-                Err(StoreError::Conflict(_)) if attempt < CLOSE_ATTEMPTS => continue,
+                Err(StoreError::Conflict(ConflictKind::StateChanged, _))
+                    if attempt < CLOSE_ATTEMPTS =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -297,7 +297,8 @@ async fn a_second_daemon_on_one_sqlite_file_is_refused() {
 }
 
 /// A supervisor that restarts the moment it sends SIGKILL, before the old process has been
-/// reaped, gets a daemon that comes up: the start waits for the dying process's lock.
+/// reaped, gets a daemon that comes up: the start waits for the dying process's lock, which
+/// the end of the test holds for 1.5 s on purpose.
 #[tokio::test]
 async fn a_restart_the_moment_after_sigkill_comes_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,4 +315,20 @@ async fn a_restart_the_moment_after_sigkill_comes_up() {
         new.kill().unwrap();
         new.wait().unwrap();
     }
+    // Here the kernel drops a killed process's lock before the new one asks for it. Where it
+    // does not (the dying process's threads still hold it, as the storm report saw), the new
+    // one must wait: this test holds the lock as such a process would, and lets go later.
+    let lock_path = dir.path().join("one.db.instance-lock");
+    let held = std::fs::File::create(&lock_path).unwrap();
+    held.try_lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+    });
+    let (mut new, api) = start(&config, &db_url);
+    let health = reqwest::get(format!("http://{api}/healthz")).await.unwrap();
+    assert!(health.status().is_success(), "{}", health.status());
+    release.join().unwrap();
+    new.kill().unwrap();
+    new.wait().unwrap();
 }

@@ -193,10 +193,10 @@ impl NetworkEngine {
                         );
                     }
                 }
-                Err(StoreError::Conflict(reason)) => {
+                Err(StoreError::Conflict(kind, reason)) => {
                     // Someone else moved the nonce or took the chunk: nothing was stored, so
                     // these signatures are discarded unsent.
-                    tracing::warn!(wallet = %address, %reason, "signing round discarded");
+                    tracing::warn!(wallet = %address, ?kind, %reason, "signing round discarded");
                     self.nonces.remove(&wallet.address);
                     continue;
                 }

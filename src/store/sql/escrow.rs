@@ -167,11 +167,10 @@ pub(crate) async fn write_deal_step(
     .ok_or(StoreError::NotFound)?;
     let deal = deal_from_row(&row)?;
     if !step.from.contains(&deal.state) {
-        return Err(StoreError::Conflict(format!(
-            "deal {} is {}",
-            deal.id,
-            deal.state.as_str()
-        )));
+        return Err(StoreError::Conflict(
+            ConflictKind::StateChanged,
+            format!("deal {} is {}", deal.id, deal.state.as_str()),
+        ));
     }
     if let Some(timer) = step.fire_timer {
         let fired = sqlx::query(
@@ -182,7 +181,10 @@ pub(crate) async fn write_deal_step(
         .execute(&mut *conn)
         .await?;
         if fired.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!("timer {timer} already ended")));
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("timer {timer} already ended"),
+            ));
         }
     }
     if step.cancel_timers {

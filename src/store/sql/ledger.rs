@@ -183,10 +183,10 @@ pub(crate) async fn write_effect(
             .execute(&mut *conn)
             .await?;
             if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!(
-                    "payout {payout} is no longer {}",
-                    from.join(" or ")
-                )));
+                return Err(StoreError::Conflict(
+                    ConflictKind::StateChanged,
+                    format!("payout {payout} is no longer {}", from.join(" or ")),
+                ));
             }
             // Whatever was never signed will never be.
             sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
@@ -199,4 +199,248 @@ pub(crate) async fn write_effect(
         Effect::DealStep(step) => escrow::write_deal_step(conn, step, Some(posted)).await,
         Effect::SessionStep(step) => trust::write_session_step(conn, step, Some(posted)).await,
     }
+}
+
+/// The postings of `txs`, read back in their order.
+pub(crate) async fn attach_postings(
+    conn: &mut DbConnection,
+    txs: &mut [JournalTx],
+) -> StoreResult<()> {
+    let index: std::collections::HashMap<i64, usize> =
+        txs.iter().enumerate().map(|(i, t)| (t.seq, i)).collect();
+    let seqs: Vec<i64> = txs.iter().map(|t| t.seq).collect();
+    for part in seqs.chunks(ROWS_PER_STATEMENT) {
+        let mut qb =
+            QueryBuilder::new("SELECT seq, account_id, bucket, amount FROM postings WHERE seq");
+        any_of(&mut qb, part);
+        qb.push(" ORDER BY seq, idx");
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            let seq: i64 = row.try_get("seq")?;
+            let Some(&i) = index.get(&seq) else { continue };
+            let bucket: String = row.try_get("bucket")?;
+            txs[i].postings.push(Posting {
+                account: AccountId(row.try_get("account_id")?),
+                bucket: Bucket::parse(&bucket)
+                    .ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
+                amount: amount_from(&row, "amount")?,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_audits(
+    conn: &mut DbConnection,
+    audits: &[&AuditRecord],
+) -> StoreResult<()> {
+    let rows = BulkRows::new()
+        .uuid("id", audits.iter().map(|_| Uuid::now_v7()))
+        .int("at", audits.iter().map(|a| a.at))
+        .text("actor", audits.iter().map(|a| a.actor.clone()))
+        .text("role", audits.iter().map(|a| a.role.as_str()))
+        .text("action", audits.iter().map(|a| a.action.clone()))
+        .text("target", audits.iter().map(|a| a.target.clone()))
+        .opt_text("reason", audits.iter().map(|a| a.reason.clone()))
+        .text("request_id", audits.iter().map(|a| a.request_id.clone()))
+        .opt_text(
+            "evidence",
+            audits
+                .iter()
+                .map(|a| a.evidence.as_ref().map(|e| e.to_string())),
+        );
+    let head = format!("INSERT INTO audit_log ({}) ", rows.names());
+    bulk(conn, &head, &rows, "").await?;
+    Ok(())
+}
+
+/// A ledger write transaction, as `run_batch` sees it.
+pub(crate) struct DbTxn {
+    pub(crate) tx: sqlx::Transaction<'static, Db>,
+}
+
+#[async_trait]
+impl LedgerTxn for DbTxn {
+    // Locked in id order, so two batches never wait on each other in a cycle.
+    async fn lock_holds(&mut self, ids: &[HoldId]) -> StoreResult<Vec<Hold>> {
+        let ids: Vec<Uuid> = ids.iter().map(|h| h.0).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(format!("{HOLD_SELECT} WHERE h.id"));
+            any_of(&mut qb, part);
+            qb.push(format!(" ORDER BY h.id{}", for_update_of("h")));
+            for row in qb.build().fetch_all(&mut *self.tx).await? {
+                out.push(hold_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn lock_accounts(&mut self, ids: &[AccountId]) -> StoreResult<Vec<Account>> {
+        let ids: Vec<Uuid> = ids.iter().map(|a| a.0).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for part in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb =
+                QueryBuilder::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id"));
+            any_of(&mut qb, part);
+            qb.push(format!(" ORDER BY id{FOR_UPDATE}"));
+            for row in qb.build().fetch_all(&mut *self.tx).await? {
+                out.push(account_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn find_idempotency_keys(
+        &mut self,
+        keys: &[String],
+    ) -> StoreResult<Vec<(String, [u8; 32], TxId)>> {
+        find_idempotency_keys(&mut self.tx, keys).await
+    }
+
+    async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted> {
+        let tx = load_transaction(&mut self.tx, tx).await?;
+        let hold = match tx.hold {
+            Some(h) => Some(load_hold(&mut self.tx, h).await?),
+            None => None,
+        };
+        Ok(Posted {
+            tx,
+            hold,
+            replayed: true,
+        })
+    }
+
+    async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()> {
+        let rows = BulkRows::new()
+            .uuid("id", accounts.iter().map(|a| a.id.0))
+            .amount("available", accounts.iter().map(|a| Some(a.available)))
+            .amount("held", accounts.iter().map(|a| Some(a.held)));
+        bulk(
+            &mut self.tx,
+            "UPDATE accounts SET available = u.available, held = u.held, version = version + 1 FROM (",
+            &rows,
+            ") AS u WHERE accounts.id = u.id",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()> {
+        let rows = BulkRows::new()
+            .uuid("id", holds.iter().map(|h| h.id.0))
+            .uuid("account_id", holds.iter().map(|h| h.account.0))
+            .amount("amount", holds.iter().map(|h| Some(h.amount)))
+            .amount("released", holds.iter().map(|h| Some(h.released)))
+            .amount("voided", holds.iter().map(|h| Some(h.voided)))
+            .text("state", holds.iter().map(|h| h.state.as_str()))
+            .opt_text("reference", holds.iter().map(|h| h.reference.clone()))
+            .int("created_at", holds.iter().map(|h| h.created_at))
+            .opt_int("resolved_at", holds.iter().map(|h| h.resolved_at));
+        bulk(
+            &mut self.tx,
+            &format!("INSERT INTO holds ({}) ", rows.names()),
+            &rows,
+            " ON CONFLICT (id) DO UPDATE SET released = excluded.released, voided = excluded.voided, \
+             state = excluded.state, resolved_at = excluded.resolved_at",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()> {
+        let head = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT seq, hash FROM ledger_head WHERE id = 1{FOR_UPDATE}"
+        )))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let mut seq: i64 = head.try_get("seq")?;
+        let mut hash = hash32(head.try_get("hash")?)?;
+        for tx in txs.iter_mut() {
+            seq += 1;
+            tx.seq = seq;
+            hash = JournalTx::chain_hash(&hash, &tx.content_digest());
+            tx.hash = hash;
+        }
+        let rows = BulkRows::new()
+            .int("seq", txs.iter().map(|t| t.seq))
+            .uuid("id", txs.iter().map(|t| t.id.0))
+            .text("kind", txs.iter().map(|t| t.kind.as_str()))
+            .text("network", txs.iter().map(|t| t.asset.network.clone()))
+            .text("asset", txs.iter().map(|t| t.asset.code.clone()))
+            .opt_uuid("hold_id", txs.iter().map(|t| t.hold.map(|h| h.0)))
+            .text(
+                "idempotency_key",
+                txs.iter().map(|t| t.idempotency_key.clone()),
+            )
+            .bytes(
+                "request_hash",
+                txs.iter().map(|t| Some(t.request_hash.to_vec())),
+            )
+            .opt_text("reference", txs.iter().map(|t| t.reference.clone()))
+            .opt_text("memo", txs.iter().map(|t| t.memo.clone()))
+            .opt_text("actor", txs.iter().map(|t| t.actor.clone()))
+            .int("created_at", txs.iter().map(|t| t.created_at))
+            .bytes("hash", txs.iter().map(|t| Some(t.hash.to_vec())));
+        let insert = format!("INSERT INTO journal_transactions ({}) ", rows.names());
+        bulk(&mut self.tx, &insert, &rows, "").await?;
+        let postings: Vec<(i64, i64, &Posting)> = txs
+            .iter()
+            .flat_map(|t| {
+                t.postings
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| (t.seq, i as i64, p))
+            })
+            .collect();
+        let rows = BulkRows::new()
+            .int("seq", postings.iter().map(|(seq, _, _)| *seq))
+            .int("idx", postings.iter().map(|(_, idx, _)| *idx))
+            .uuid("account_id", postings.iter().map(|(_, _, p)| p.account.0))
+            .text("bucket", postings.iter().map(|(_, _, p)| p.bucket.as_str()))
+            .amount("amount", postings.iter().map(|(_, _, p)| Some(p.amount)));
+        let insert = format!("INSERT INTO postings ({}) ", rows.names());
+        bulk(&mut self.tx, &insert, &rows, "").await?;
+        sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(hash.as_slice())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl DbStore {
+    /// One group-commit batch in one write transaction: the ledger's postings, then the
+    /// audits and effects of the commands that were not replays.
+    pub(crate) async fn post_once(
+        &self,
+        commands: &[Command],
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+        let (_writing, tx) = self.begin_write().await?;
+        let mut txn = DbTxn { tx };
+        let results = run_batch(&mut txn, commands, now_micros()).await?;
+        let audits: Vec<&AuditRecord> = commands
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| matches!(r, Ok(p) if !p.replayed))
+            .filter_map(|(c, _)| c.audit.as_ref())
+            .collect();
+        insert_audits(&mut txn.tx, &audits).await?;
+        for (cmd, result) in commands.iter().zip(&results) {
+            if let Ok(posted) = result
+                && !posted.replayed
+            {
+                for effect in &cmd.effects {
+                    write_effect(&mut txn.tx, effect, posted).await?;
+                }
+            }
+        }
+        txn.tx.commit().await?;
+        Ok(results)
+    }
+}
+
+pub(crate) fn parse_role(text: &str) -> StoreResult<Role> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Invariant(format!("role {text:?}")))
 }

@@ -1,8 +1,11 @@
 //! The SQL both backends share, each query written once. `sqlite.rs` and `postgres.rs` each
 //! load this module (`#[path]`), so it compiles once per backend against that backend's names:
 //! `Db`, `DbRow`, `DbConnection`, `DbStore`, the amount codec (`amount_from`,
-//! `opt_amount_from`, `amount_to_db`) and the hooks (`FOR_UPDATE`, `UNIQUE_VIOLATION`,
-//! `any_of`, `begin_write`).
+//! `opt_amount_from`, `amount_to_db`, `sum_amount`) and the hooks: how a write or a snapshot
+//! read starts (`begin_write`, `begin_snapshot`), row locks (`FOR_UPDATE`, `for_update_of`,
+//! `SKIP_LOCKED`), list filters (`any_of`), many rows in one statement (`bulk`, over
+//! `store::bulk::BulkRows`), `UNIQUE_VIOLATION`, and the two statements each writes its own
+//! way: `find_idempotency_keys` and `acquire_lease` (the lease clock).
 
 mod console;
 pub(super) mod escrow;

@@ -326,3 +326,33 @@ pub(crate) async fn insert_attempt(
     .await?;
     Ok(())
 }
+
+/// The payout of each chunk a `RETURNING id, payout_id` gave back.
+pub(crate) fn payouts_of(rows: &[DbRow]) -> StoreResult<std::collections::HashMap<Uuid, Uuid>> {
+    rows.iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("payout_id")?)))
+        .collect()
+}
+
+/// Payout events at `at`, each `(payout, kind, detail)`, in one statement.
+pub(crate) async fn insert_events(
+    conn: &mut DbConnection,
+    at: i64,
+    events: impl Iterator<Item = (Uuid, &'static str, String)>,
+) -> StoreResult<()> {
+    let (mut payouts, mut kinds, mut details) = (Vec::new(), Vec::new(), Vec::new());
+    for (payout, kind, detail) in events {
+        payouts.push(payout);
+        kinds.push(kind);
+        details.push(detail);
+    }
+    let rows = BulkRows::new()
+        .uuid("id", payouts.iter().map(|_| Uuid::now_v7()))
+        .uuid("payout_id", payouts)
+        .int("at", kinds.iter().map(|_| at))
+        .text("kind", kinds)
+        .text("detail", details);
+    let insert = format!("INSERT INTO payout_events ({}) ", rows.names());
+    bulk(conn, &insert, &rows, "").await?;
+    Ok(())
+}

@@ -1,6 +1,5 @@
-//! The `Store` trait over both databases: every operation written once. The few that differ
-//! by dialect in more than a hook (bulk writes, batch lookups, the lease clock) are the
-//! backend module's own functions of the same name.
+//! The `Store` trait over both databases: every operation written once, the dialect's
+//! differences behind the hooks `sql/mod.rs` lists.
 
 use super::*;
 
@@ -23,16 +22,64 @@ impl Store for DbStore {
         self.pool.close().await;
     }
 
+    /// Records an asset's decimals once; a restart with other decimals for it is refused.
     async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
-        super::register_asset(self, spec).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO assets (network, code, decimals) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&spec.key.network)
+        .bind(&spec.key.code)
+        .bind(i32::from(spec.decimals))
+        .execute(&mut *tx)
+        .await?;
+        let stored: i32 = sqlx::query_scalar(
+            "SELECT CAST(decimals AS INTEGER) FROM assets WHERE network = $1 AND code = $2",
+        )
+        .bind(&spec.key.network)
+        .bind(&spec.key.code)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if stored != i32::from(spec.decimals) {
+            return Err(StoreError::AssetDecimalsChanged {
+                asset: spec.key.clone(),
+                stored: u8::try_from(stored).unwrap_or(u8::MAX),
+                configured: spec.decimals,
+            });
+        }
+        Ok(())
     }
 
+    /// The system account of `kind` for `asset`, made on first use.
     async fn ensure_system_account(
         &self,
         asset: &AssetKey,
         kind: AccountKind,
     ) -> StoreResult<Account> {
-        super::ensure_system_account(self, asset, kind).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
+             VALUES ($1, 'system', $2, $3, $4, $5, $6) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .bind(kind.system_allows_negative())
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = 'system' AND network = $1 AND asset = $2 AND kind = $3"
+        )))
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        account_from_row(&row)
     }
 
     async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
@@ -52,12 +99,15 @@ impl Store for DbStore {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "owner {} already has a {} account for {}",
-                new.owner,
-                new.kind.as_str(),
-                new.asset
-            )));
+            return Err(StoreError::Conflict(
+                ConflictKind::Exists,
+                format!(
+                    "owner {} already has a {} account for {}",
+                    new.owner,
+                    new.kind.as_str(),
+                    new.asset
+                ),
+            ));
         }
         let mut audit = audit.clone();
         audit.target = format!("account:{id}");
@@ -249,6 +299,9 @@ impl Store for DbStore {
             .collect()
     }
 
+    /// Stores a round of signed attempts before any is broadcast, all or none: the wallet's next
+    /// nonce must still be `first_nonce`, the network out of safe-mode, the lease at `fence`, no
+    /// chunk's asset frozen and every chunk still queued.
     async fn record_signed(
         &self,
         network: &str,
@@ -257,7 +310,145 @@ impl Store for DbStore {
         first_nonce: u64,
         signed: &[(ChunkId, Attempt)],
     ) -> StoreResult<()> {
-        super::record_signed(self, network, wallet, fence, first_nonce, signed).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        // The wallet row is the nonce lock: a second writer for the wallet waits here, then
+        // finds the nonce moved and gets a Conflict.
+        sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(network)
+            .bind(wallet)
+            .bind(first_nonce as i64)
+            .execute(&mut *tx)
+            .await?;
+        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2{FOR_UPDATE}"
+        )))
+        .bind(network)
+        .bind(wallet)
+        .fetch_one(&mut *tx)
+        .await?;
+        if stored as u64 != first_nonce {
+            return Err(StoreError::Conflict(
+                ConflictKind::NonceMoved,
+                format!("{wallet} next nonce is {stored}, not {first_nonce}"),
+            ));
+        }
+        // Safe-mode entered after this round was planned still stops it from being stored,
+        // and so from ever being broadcast.
+        let safe: Option<String> =
+            sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(reason) = safe {
+            return Err(StoreError::Conflict(
+                ConflictKind::Halted,
+                format!("{network} is in safe-mode: {reason}"),
+            ));
+        }
+        let current: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT fence FROM engine_leases WHERE network = $1{FOR_UPDATE}"
+        )))
+        .bind(network)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current != Some(fence as i64) {
+            return Err(StoreError::Conflict(
+                ConflictKind::Fenced,
+                format!("the engine lease on {network} is at fence {current:?}, not {fence}"),
+            ));
+        }
+        let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
+        for part in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
+                "SELECT f.asset FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
+                 JOIN asset_freezes f ON f.network = p.network AND f.asset = p.asset WHERE c.id",
+            );
+            any_of(&mut qb, part);
+            qb.push(" LIMIT 1");
+            if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
+                let asset: String = row.try_get("asset")?;
+                return Err(StoreError::Conflict(
+                    ConflictKind::Halted,
+                    format!("{asset} is frozen on {network}"),
+                ));
+            }
+        }
+        sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
+            .bind(network)
+            .bind(wallet)
+            .bind((first_nonce + signed.len() as u64) as i64)
+            .execute(&mut *tx)
+            .await?;
+        let at = now_micros();
+        let attempts = BulkRows::new()
+            .uuid("id", signed.iter().map(|(_, a)| a.id))
+            .uuid("chunk_id", signed.iter().map(|(c, _)| c.0))
+            .text("wallet", signed.iter().map(|_| wallet))
+            .int("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
+            .bytes("hash", signed.iter().map(|(_, a)| Some(a.hash.to_vec())))
+            .bytes("raw", signed.iter().map(|(_, a)| Some(a.raw.clone())))
+            .amount(
+                "max_fee_per_gas",
+                signed.iter().map(|(_, a)| Some(a.max_fee_per_gas as i128)),
+            )
+            .amount(
+                "max_priority_fee_per_gas",
+                signed
+                    .iter()
+                    .map(|(_, a)| Some(a.max_priority_fee_per_gas as i128)),
+            )
+            .int("gas_limit", signed.iter().map(|(_, a)| a.gas_limit as i64))
+            .int("created_at", signed.iter().map(|(_, a)| a.created_at))
+            .text("kind", signed.iter().map(|(_, a)| a.kind.as_str()));
+        let insert = format!("INSERT INTO tx_attempts ({}) ", attempts.names());
+        bulk(&mut tx, &insert, &attempts, "").await?;
+        let chunks = BulkRows::new()
+            .uuid("id", signed.iter().map(|(c, _)| c.0))
+            .int("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
+            .text("wallet", signed.iter().map(|_| wallet))
+            .int("at", signed.iter().map(|_| at));
+        let updated = bulk(
+            &mut tx,
+            "UPDATE payout_chunks SET state = 'signed', wallet = u.wallet, nonce = u.nonce, updated_at = u.at, \
+             signed_at = u.at FROM (",
+            &chunks,
+            ") AS u WHERE payout_chunks.id = u.id AND payout_chunks.state = 'queued' \
+             RETURNING payout_chunks.id, payout_chunks.payout_id",
+        )
+        .await?;
+        if updated.len() != signed.len() {
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!(
+                    "{} of {} chunks are no longer queued",
+                    signed.len() - updated.len(),
+                    signed.len()
+                ),
+            ));
+        }
+        let payout_of = payouts_of(&updated)?;
+        let payouts: Vec<Uuid> = signed
+            .iter()
+            .map(|(c, _)| payout_of.get(&c.0).copied().unwrap_or_default())
+            .collect();
+        for part in payouts.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new("UPDATE payouts SET state = 'broadcast', updated_at = ");
+            qb.push_bind(at);
+            qb.push(" WHERE state = 'queued' AND id");
+            any_of(&mut qb, part);
+            qb.build().execute(&mut *tx).await?;
+        }
+        let events = signed.iter().zip(&payouts).map(|((chunk, a), payout)| {
+            let detail = format!(
+                "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
+                a.nonce,
+                hex::encode(a.hash)
+            );
+            (*payout, "signed", detail)
+        });
+        insert_events(&mut tx, at, events).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn record_replacement(
@@ -280,7 +471,25 @@ impl Store for DbStore {
     }
 
     async fn mark_broadcast(&self, attempts: &[Uuid], head: u64, at: i64) -> StoreResult<()> {
-        super::mark_broadcast(self, attempts, head, at).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        for part in attempts.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new("UPDATE tx_attempts SET broadcast_at = ");
+            qb.push_bind(at);
+            qb.push(", head_at_broadcast = ");
+            qb.push_bind(head as i64);
+            qb.push(" WHERE broadcast_at IS NULL AND id");
+            any_of(&mut qb, part);
+            qb.build().execute(&mut *tx).await?;
+            let mut qb =
+                QueryBuilder::new("UPDATE payout_chunks SET state = 'broadcast', updated_at = ");
+            qb.push_bind(at);
+            qb.push(" WHERE state = 'signed' AND id IN (SELECT chunk_id FROM tx_attempts WHERE id");
+            any_of(&mut qb, part);
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
@@ -322,12 +531,128 @@ impl Store for DbStore {
         Ok(())
     }
 
+    /// The hot wallets' custody accounts and the chunks in flight or settled after the deposit
+    /// cursor, read in one snapshot so reconciliation compares one moment of the ledger.
     async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot> {
-        super::custody_snapshot(self, network).await
+        let mut tx = self.begin_snapshot().await?;
+        let next_block: Option<i64> =
+            sqlx::query_scalar("SELECT next_block FROM deposit_cursors WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE network = $1 AND owner LIKE 'wallet:%' ORDER BY owner, asset, kind"
+        )))
+        .bind(network)
+        .fetch_all(&mut *tx)
+        .await?;
+        let accounts = rows
+            .iter()
+            .map(account_from_row)
+            .collect::<StoreResult<_>>()?;
+        let in_flight = load_in_flight(&mut tx, network, None).await?;
+        // Settled after the block the comparison reads: in the ledger, not yet on that block.
+        let settled_ahead = match next_block {
+            Some(next) => load_in_flight(&mut tx, network, Some(next as u64)).await?,
+            None => Vec::new(),
+        };
+        let mined: Vec<(String, ChunkId)> = in_flight
+            .iter()
+            .chain(&settled_ahead)
+            .filter(|f| f.mined.is_some())
+            .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
+            .collect();
+        let chunk_of: std::collections::HashMap<&str, ChunkId> =
+            mined.iter().map(|(k, c)| (k.as_str(), *c)).collect();
+        let mut fee_posted = std::collections::HashSet::new();
+        for part in mined.chunks(ROWS_PER_STATEMENT) {
+            let keys: Vec<String> = part.iter().map(|(k, _)| k.clone()).collect();
+            let mut qb = QueryBuilder::new(
+                "SELECT idempotency_key FROM journal_transactions WHERE idempotency_key",
+            );
+            any_of(&mut qb, &keys);
+            for row in qb.build().fetch_all(&mut *tx).await? {
+                let key: String = row.try_get("idempotency_key")?;
+                fee_posted.extend(chunk_of.get(key.as_str()));
+            }
+        }
+        tx.rollback().await?;
+        Ok(CustodySnapshot {
+            next_block: next_block.map(|n| n as u64),
+            accounts,
+            in_flight,
+            settled_ahead,
+            fee_posted,
+        })
     }
 
+    /// What became of broadcast chunks: mined (where and how), or back to broadcast when their
+    /// block left the chain. The last word on each chunk wins; every step is written to the
+    /// payout's story.
     async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
-        super::record_mined(self, chunks).await
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut last: std::collections::HashMap<ChunkId, Option<&Mined>> =
+            std::collections::HashMap::with_capacity(chunks.len());
+        for (chunk, mined) in chunks {
+            last.insert(*chunk, mined.as_ref());
+        }
+        let last: Vec<(ChunkId, Option<&Mined>)> = last.into_iter().collect();
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = now_micros();
+        let rows = BulkRows::new()
+            .uuid("id", last.iter().map(|(c, _)| c.0))
+            .text(
+                "state",
+                last.iter()
+                    .map(|(_, m)| if m.is_some() { "mined" } else { "broadcast" }),
+            )
+            .bytes("hash", last.iter().map(|(_, m)| m.map(|m| m.hash.to_vec())))
+            .opt_int("block", last.iter().map(|(_, m)| m.map(|m| m.block as i64)))
+            .bytes(
+                "block_hash",
+                last.iter().map(|(_, m)| m.map(|m| m.block_hash.to_vec())),
+            )
+            .bool("success", last.iter().map(|(_, m)| m.map(|m| m.success)))
+            .amount(
+                "fee",
+                last.iter().map(|(_, m)| m.map(|m| m.fee_wei as i128)),
+            )
+            .int("at", last.iter().map(|_| at));
+        let updated = bulk(
+            &mut tx,
+            "UPDATE payout_chunks SET state = u.state, mined_hash = u.hash, mined_block = u.block, \
+             mined_block_hash = u.block_hash, mined_success = u.success, mined_fee = u.fee, updated_at = u.at FROM (",
+            &rows,
+            ") AS u WHERE payout_chunks.id = u.id RETURNING payout_chunks.id, payout_chunks.payout_id",
+        )
+        .await?;
+        let payout_of = payouts_of(&updated)?;
+        let mut events = Vec::with_capacity(chunks.len());
+        for (chunk, mined) in chunks {
+            let payout = *payout_of.get(&chunk.0).ok_or(StoreError::NotFound)?;
+            events.push(match mined {
+                Some(m) => (
+                    payout,
+                    "mined",
+                    format!(
+                        "chunk {chunk}: tx 0x{} in block {} ({})",
+                        hex::encode(m.hash),
+                        m.block,
+                        if m.success { "success" } else { "reverted" }
+                    ),
+                ),
+                None => (
+                    payout,
+                    "reorged",
+                    format!("chunk {chunk}: its block left the chain; tracking again"),
+                ),
+            });
+        }
+        insert_events(&mut tx, at, events.into_iter()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn close_chunk(
@@ -379,7 +704,10 @@ impl Store for DbStore {
         .fetch_one(&mut *tx)
         .await?;
         if state != PayoutState::Broadcast.as_str() {
-            return Err(StoreError::Conflict(format!("payout {payout} is {state}")));
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("payout {payout} is {state}"),
+            ));
         }
         let open: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM payout_chunks WHERE payout_id = $1 AND state IN ('queued', 'signed', 'broadcast')",
@@ -388,9 +716,10 @@ impl Store for DbStore {
         .fetch_one(&mut *tx)
         .await?;
         if open == 0 {
-            return Err(StoreError::Conflict(format!(
-                "every chunk of payout {payout} is mined or final"
-            )));
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("every chunk of payout {payout} is mined or final"),
+            ));
         }
         let reason = audit.reason.clone().unwrap_or_default();
         sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, $1), cancel_by = COALESCE(cancel_by, $2), updated_at = $3 WHERE id = $4")
@@ -424,7 +753,10 @@ impl Store for DbStore {
         kind: &str,
         detail: &str,
     ) -> StoreResult<()> {
-        super::add_payout_event(self, payout, kind, detail).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        insert_event(&mut tx, payout, now_micros(), kind, detail).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn approve_payout(
@@ -442,9 +774,10 @@ impl Store for DbStore {
             .execute(&mut *tx)
             .await?;
         if updated.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "payout {payout} is not pending an approval by {approver}"
-            )));
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("payout {payout} is not pending an approval by {approver}"),
+            ));
         }
         insert_event(
             &mut tx,
@@ -707,13 +1040,34 @@ impl Store for DbStore {
         Ok(())
     }
 
+    /// Claims up to `limit` due timers for `claimer` for `CLAIM_MICROS`, in the order they came
+    /// due; another runner skips them until the claim lapses.
     async fn claim_due_timers(
         &self,
         now: UnixMicros,
         claimer: &str,
         limit: i64,
     ) -> StoreResult<Vec<crate::timers::Timer>> {
-        super::claim_due_timers(self, now, claimer, limit).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE timers SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
+             SELECT id FROM timers WHERE state = 'pending' AND due_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY due_at, id LIMIT $4{SKIP_LOCKED}) RETURNING id, kind, deal_id, due_at, state, fired_at"
+        )))
+        .bind(claimer)
+        .bind(now + crate::timers::CLAIM_MICROS)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut timers: Vec<crate::timers::Timer> = rows
+            .iter()
+            .map(escrow::timer_from_row)
+            .collect::<StoreResult<_>>()?;
+        // RETURNING gives no order: the runner fires them as they came due.
+        timers.sort_by_key(|t| (t.due_at, t.id.0));
+        Ok(timers)
     }
 
     async fn create_endpoint(
@@ -1278,12 +1632,24 @@ impl Store for DbStore {
         Ok(())
     }
 
+    /// Per asset, the units of the network's chunks signed since `since` (the rollout guardrail).
     async fn signed_volume_since(
         &self,
         network: &str,
         since: UnixMicros,
     ) -> StoreResult<Vec<(String, i128)>> {
-        super::signed_volume_since(self, network, since).await
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT p.asset, {} AS total FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
+             WHERE c.signed_at >= $1 AND p.network = $2 GROUP BY p.asset",
+            sum_amount("c.amount")
+        )))
+        .bind(since)
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("asset")?, amount_from(r, "total")?)))
+            .collect()
     }
 
     async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist> {
@@ -1397,7 +1763,37 @@ impl Store for DbStore {
         Ok(out)
     }
 
+    /// The audit log in order, `limit` records after `after`.
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
-        super::list_audit(self, after, limit).await
+        let mut qb = QueryBuilder::new(
+            "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log",
+        );
+        if let Some(after) = after {
+            qb.push(" WHERE id > ").push_bind(after);
+        }
+        qb.push(" ORDER BY id LIMIT ").push_bind(limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok(StoredAudit {
+                    id: r.try_get("id")?,
+                    record: AuditRecord {
+                        actor: r.try_get("actor")?,
+                        role: parse_role(&role)?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        reason: r.try_get("reason")?,
+                        request_id: r.try_get("request_id")?,
+                        at: r.try_get("at")?,
+                        evidence: r
+                            .try_get::<Option<String>, _>("evidence")?
+                            .map(|e| serde_json::from_str(&e))
+                            .transpose()
+                            .map_err(|e| StoreError::Invariant(format!("audit evidence: {e}")))?,
+                    },
+                })
+            })
+            .collect()
     }
 }

@@ -55,7 +55,7 @@ pub(crate) async fn insert_company(conn: &mut DbConnection, c: &Company) -> Stor
     .await
     .map_err(|e| match StoreError::from(e) {
         StoreError::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some(UNIQUE_VIOLATION) => {
-            StoreError::Conflict(format!("a company named {:?} exists", c.name))
+            StoreError::Conflict(ConflictKind::Exists, format!("a company named {:?} exists", c.name))
         }
         other => other,
     })?;
@@ -381,7 +381,7 @@ pub(crate) async fn record_obligation(
     .bind(pair)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| StoreError::Conflict("the pair has no open session".into()))?;
+    .ok_or_else(|| StoreError::Conflict(ConflictKind::NoOpenSession, "the pair has no open session".into()))?;
     // Under the session lock: a request with the same key that got here first has committed.
     if let Some(key) = &o.idempotency_key {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -422,11 +422,10 @@ pub(crate) async fn write_session_step(
     .ok_or(StoreError::NotFound)?;
     let current = session_from_row(&row)?;
     if !step.from.contains(&current.state) {
-        return Err(StoreError::Conflict(format!(
-            "session {} is {}",
-            current.id,
-            current.state.as_str()
-        )));
+        return Err(StoreError::Conflict(
+            ConflictKind::StateChanged,
+            format!("session {} is {}", current.id, current.state.as_str()),
+        ));
     }
     if let Some(close) = &step.close {
         // Completeness: exactly the obligations the netting saw, none recorded since.
@@ -439,10 +438,10 @@ pub(crate) async fn write_session_step(
         if usize::try_from(count).unwrap_or(usize::MAX) != close.netted.obligations
             || last.unwrap_or(0) != close.frozen_seq
         {
-            return Err(StoreError::Conflict(format!(
-                "session {} took an obligation while closing",
-                step.session
-            )));
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("session {} took an obligation while closing", step.session),
+            ));
         }
         let debtor = close.netted.debtor();
         sqlx::query(

@@ -537,9 +537,9 @@ impl TronEngine {
                         );
                     }
                 }
-                Err(StoreError::Conflict(reason)) => {
+                Err(StoreError::Conflict(kind, reason)) => {
                     // Nothing was stored: these signatures are discarded unsent.
-                    tracing::warn!(wallet = %wallet.id, %reason, "signing round discarded");
+                    tracing::warn!(wallet = %wallet.id, ?kind, %reason, "signing round discarded");
                     self.sequences.remove(&wallet.id);
                     continue;
                 }
