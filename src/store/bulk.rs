@@ -73,68 +73,13 @@ impl BulkRows {
         self
     }
 
-    pub(crate) fn uuid(self, name: &'static str, v: impl IntoIterator<Item = Uuid>) -> Self {
-        self.opt_uuid(name, v.into_iter().map(Some))
-    }
-
-    pub(crate) fn opt_uuid(
+    /// Adds a column: a value per row (an `Option` makes it nullable).
+    pub(crate) fn col<T: ColumnValue>(
         self,
         name: &'static str,
-        v: impl IntoIterator<Item = Option<Uuid>>,
+        values: impl IntoIterator<Item = T>,
     ) -> Self {
-        self.with(name, Column::Uuid(v.into_iter().collect()))
-    }
-
-    pub(crate) fn int(self, name: &'static str, v: impl IntoIterator<Item = i64>) -> Self {
-        self.opt_int(name, v.into_iter().map(Some))
-    }
-
-    pub(crate) fn opt_int(
-        self,
-        name: &'static str,
-        v: impl IntoIterator<Item = Option<i64>>,
-    ) -> Self {
-        self.with(name, Column::Int(v.into_iter().collect()))
-    }
-
-    pub(crate) fn text<S: Into<String>>(
-        self,
-        name: &'static str,
-        v: impl IntoIterator<Item = S>,
-    ) -> Self {
-        self.opt_text(name, v.into_iter().map(|s| Some(s.into())))
-    }
-
-    pub(crate) fn opt_text(
-        self,
-        name: &'static str,
-        v: impl IntoIterator<Item = Option<String>>,
-    ) -> Self {
-        self.with(name, Column::Text(v.into_iter().collect()))
-    }
-
-    pub(crate) fn bytes(
-        self,
-        name: &'static str,
-        v: impl IntoIterator<Item = Option<Vec<u8>>>,
-    ) -> Self {
-        self.with(name, Column::Bytes(v.into_iter().collect()))
-    }
-
-    pub(crate) fn bool(
-        self,
-        name: &'static str,
-        v: impl IntoIterator<Item = Option<bool>>,
-    ) -> Self {
-        self.with(name, Column::Bool(v.into_iter().collect()))
-    }
-
-    pub(crate) fn amount(
-        self,
-        name: &'static str,
-        v: impl IntoIterator<Item = Option<i128>>,
-    ) -> Self {
-        self.with(name, Column::Amount(v.into_iter().collect()))
+        self.with(name, T::column(values.into_iter().collect()))
     }
 
     /// The column names in order, for an `INSERT INTO t (…)` list.
@@ -143,3 +88,31 @@ impl BulkRows {
         names.join(", ")
     }
 }
+
+/// A value that goes into a bulk column; its `Option` goes into a nullable one.
+pub(crate) trait ColumnValue: Sized {
+    fn column(values: Vec<Self>) -> Column;
+}
+
+macro_rules! column_value {
+    ($variant:ident: $t:ty, $into:expr) => {
+        impl ColumnValue for $t {
+            fn column(values: Vec<Self>) -> Column {
+                Column::$variant(values.into_iter().map(|v| Some($into(v))).collect())
+            }
+        }
+        impl ColumnValue for Option<$t> {
+            fn column(values: Vec<Self>) -> Column {
+                Column::$variant(values.into_iter().map(|v| v.map($into)).collect())
+            }
+        }
+    };
+}
+
+column_value!(Uuid: Uuid, std::convert::identity);
+column_value!(Int: i64, std::convert::identity);
+column_value!(Text: String, std::convert::identity);
+column_value!(Text: &str, String::from);
+column_value!(Bytes: Vec<u8>, std::convert::identity);
+column_value!(Bool: bool, std::convert::identity);
+column_value!(Amount: i128, std::convert::identity);

@@ -234,15 +234,15 @@ pub(crate) async fn insert_audits(
     audits: &[&AuditRecord],
 ) -> StoreResult<()> {
     let rows = BulkRows::new()
-        .uuid("id", audits.iter().map(|_| Uuid::now_v7()))
-        .int("at", audits.iter().map(|a| a.at))
-        .text("actor", audits.iter().map(|a| a.actor.clone()))
-        .text("role", audits.iter().map(|a| a.role.as_str()))
-        .text("action", audits.iter().map(|a| a.action.clone()))
-        .text("target", audits.iter().map(|a| a.target.clone()))
-        .opt_text("reason", audits.iter().map(|a| a.reason.clone()))
-        .text("request_id", audits.iter().map(|a| a.request_id.clone()))
-        .opt_text(
+        .col("id", audits.iter().map(|_| Uuid::now_v7()))
+        .col("at", audits.iter().map(|a| a.at))
+        .col("actor", audits.iter().map(|a| a.actor.clone()))
+        .col("role", audits.iter().map(|a| a.role.as_str()))
+        .col("action", audits.iter().map(|a| a.action.clone()))
+        .col("target", audits.iter().map(|a| a.target.clone()))
+        .col("reason", audits.iter().map(|a| a.reason.clone()))
+        .col("request_id", audits.iter().map(|a| a.request_id.clone()))
+        .col(
             "evidence",
             audits
                 .iter()
@@ -312,9 +312,9 @@ impl LedgerTxn for DbTxn {
 
     async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()> {
         let rows = BulkRows::new()
-            .uuid("id", accounts.iter().map(|a| a.id.0))
-            .amount("available", accounts.iter().map(|a| Some(a.available)))
-            .amount("held", accounts.iter().map(|a| Some(a.held)));
+            .col("id", accounts.iter().map(|a| a.id.0))
+            .col("available", accounts.iter().map(|a| Some(a.available)))
+            .col("held", accounts.iter().map(|a| Some(a.held)));
         bulk(
             &mut self.tx,
             "UPDATE accounts SET available = u.available, held = u.held, version = version + 1 FROM (",
@@ -327,15 +327,15 @@ impl LedgerTxn for DbTxn {
 
     async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()> {
         let rows = BulkRows::new()
-            .uuid("id", holds.iter().map(|h| h.id.0))
-            .uuid("account_id", holds.iter().map(|h| h.account.0))
-            .amount("amount", holds.iter().map(|h| Some(h.amount)))
-            .amount("released", holds.iter().map(|h| Some(h.released)))
-            .amount("voided", holds.iter().map(|h| Some(h.voided)))
-            .text("state", holds.iter().map(|h| h.state.as_str()))
-            .opt_text("reference", holds.iter().map(|h| h.reference.clone()))
-            .int("created_at", holds.iter().map(|h| h.created_at))
-            .opt_int("resolved_at", holds.iter().map(|h| h.resolved_at));
+            .col("id", holds.iter().map(|h| h.id.0))
+            .col("account_id", holds.iter().map(|h| h.account.0))
+            .col("amount", holds.iter().map(|h| Some(h.amount)))
+            .col("released", holds.iter().map(|h| Some(h.released)))
+            .col("voided", holds.iter().map(|h| Some(h.voided)))
+            .col("state", holds.iter().map(|h| h.state.as_str()))
+            .col("reference", holds.iter().map(|h| h.reference.clone()))
+            .col("created_at", holds.iter().map(|h| h.created_at))
+            .col("resolved_at", holds.iter().map(|h| h.resolved_at));
         bulk(
             &mut self.tx,
             &format!("INSERT INTO holds ({}) ", rows.names()),
@@ -362,25 +362,25 @@ impl LedgerTxn for DbTxn {
             tx.hash = hash;
         }
         let rows = BulkRows::new()
-            .int("seq", txs.iter().map(|t| t.seq))
-            .uuid("id", txs.iter().map(|t| t.id.0))
-            .text("kind", txs.iter().map(|t| t.kind.as_str()))
-            .text("network", txs.iter().map(|t| t.asset.network.clone()))
-            .text("asset", txs.iter().map(|t| t.asset.code.clone()))
-            .opt_uuid("hold_id", txs.iter().map(|t| t.hold.map(|h| h.0)))
-            .text(
+            .col("seq", txs.iter().map(|t| t.seq))
+            .col("id", txs.iter().map(|t| t.id.0))
+            .col("kind", txs.iter().map(|t| t.kind.as_str()))
+            .col("network", txs.iter().map(|t| t.asset.network.clone()))
+            .col("asset", txs.iter().map(|t| t.asset.code.clone()))
+            .col("hold_id", txs.iter().map(|t| t.hold.map(|h| h.0)))
+            .col(
                 "idempotency_key",
                 txs.iter().map(|t| t.idempotency_key.clone()),
             )
-            .bytes(
+            .col(
                 "request_hash",
                 txs.iter().map(|t| Some(t.request_hash.to_vec())),
             )
-            .opt_text("reference", txs.iter().map(|t| t.reference.clone()))
-            .opt_text("memo", txs.iter().map(|t| t.memo.clone()))
-            .opt_text("actor", txs.iter().map(|t| t.actor.clone()))
-            .int("created_at", txs.iter().map(|t| t.created_at))
-            .bytes("hash", txs.iter().map(|t| Some(t.hash.to_vec())));
+            .col("reference", txs.iter().map(|t| t.reference.clone()))
+            .col("memo", txs.iter().map(|t| t.memo.clone()))
+            .col("actor", txs.iter().map(|t| t.actor.clone()))
+            .col("created_at", txs.iter().map(|t| t.created_at))
+            .col("hash", txs.iter().map(|t| Some(t.hash.to_vec())));
         let insert = format!("INSERT INTO journal_transactions ({}) ", rows.names());
         bulk(&mut self.tx, &insert, &rows, "").await?;
         let postings: Vec<(i64, i64, &Posting)> = txs
@@ -393,11 +393,11 @@ impl LedgerTxn for DbTxn {
             })
             .collect();
         let rows = BulkRows::new()
-            .int("seq", postings.iter().map(|(seq, _, _)| *seq))
-            .int("idx", postings.iter().map(|(_, idx, _)| *idx))
-            .uuid("account_id", postings.iter().map(|(_, _, p)| p.account.0))
-            .text("bucket", postings.iter().map(|(_, _, p)| p.bucket.as_str()))
-            .amount("amount", postings.iter().map(|(_, _, p)| Some(p.amount)));
+            .col("seq", postings.iter().map(|(seq, _, _)| *seq))
+            .col("idx", postings.iter().map(|(_, idx, _)| *idx))
+            .col("account_id", postings.iter().map(|(_, _, p)| p.account.0))
+            .col("bucket", postings.iter().map(|(_, _, p)| p.bucket.as_str()))
+            .col("amount", postings.iter().map(|(_, _, p)| Some(p.amount)));
         let insert = format!("INSERT INTO postings ({}) ", rows.names());
         bulk(&mut self.tx, &insert, &rows, "").await?;
         sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")

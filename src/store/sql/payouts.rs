@@ -347,11 +347,11 @@ pub(crate) async fn insert_events(
         details.push(detail);
     }
     let rows = BulkRows::new()
-        .uuid("id", payouts.iter().map(|_| Uuid::now_v7()))
-        .uuid("payout_id", payouts)
-        .int("at", kinds.iter().map(|_| at))
-        .text("kind", kinds)
-        .text("detail", details);
+        .col("id", payouts.iter().map(|_| Uuid::now_v7()))
+        .col("payout_id", payouts)
+        .col("at", kinds.iter().map(|_| at))
+        .col("kind", kinds)
+        .col("detail", details);
     let insert = format!("INSERT INTO payout_events ({}) ", rows.names());
     bulk(conn, &insert, &rows, "").await?;
     Ok(())

@@ -381,32 +381,32 @@ impl Store for DbStore {
             .await?;
         let at = now_micros();
         let attempts = BulkRows::new()
-            .uuid("id", signed.iter().map(|(_, a)| a.id))
-            .uuid("chunk_id", signed.iter().map(|(c, _)| c.0))
-            .text("wallet", signed.iter().map(|_| wallet))
-            .int("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
-            .bytes("hash", signed.iter().map(|(_, a)| Some(a.hash.to_vec())))
-            .bytes("raw", signed.iter().map(|(_, a)| Some(a.raw.clone())))
-            .amount(
+            .col("id", signed.iter().map(|(_, a)| a.id))
+            .col("chunk_id", signed.iter().map(|(c, _)| c.0))
+            .col("wallet", signed.iter().map(|_| wallet))
+            .col("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
+            .col("hash", signed.iter().map(|(_, a)| Some(a.hash.to_vec())))
+            .col("raw", signed.iter().map(|(_, a)| Some(a.raw.clone())))
+            .col(
                 "max_fee_per_gas",
                 signed.iter().map(|(_, a)| Some(a.max_fee_per_gas as i128)),
             )
-            .amount(
+            .col(
                 "max_priority_fee_per_gas",
                 signed
                     .iter()
                     .map(|(_, a)| Some(a.max_priority_fee_per_gas as i128)),
             )
-            .int("gas_limit", signed.iter().map(|(_, a)| a.gas_limit as i64))
-            .int("created_at", signed.iter().map(|(_, a)| a.created_at))
-            .text("kind", signed.iter().map(|(_, a)| a.kind.as_str()));
+            .col("gas_limit", signed.iter().map(|(_, a)| a.gas_limit as i64))
+            .col("created_at", signed.iter().map(|(_, a)| a.created_at))
+            .col("kind", signed.iter().map(|(_, a)| a.kind.as_str()));
         let insert = format!("INSERT INTO tx_attempts ({}) ", attempts.names());
         bulk(&mut tx, &insert, &attempts, "").await?;
         let chunks = BulkRows::new()
-            .uuid("id", signed.iter().map(|(c, _)| c.0))
-            .int("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
-            .text("wallet", signed.iter().map(|_| wallet))
-            .int("at", signed.iter().map(|_| at));
+            .col("id", signed.iter().map(|(c, _)| c.0))
+            .col("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
+            .col("wallet", signed.iter().map(|_| wallet))
+            .col("at", signed.iter().map(|_| at));
         let updated = bulk(
             &mut tx,
             "UPDATE payout_chunks SET state = 'signed', wallet = u.wallet, nonce = u.nonce, updated_at = u.at, \
@@ -602,24 +602,24 @@ impl Store for DbStore {
         let (_writing, mut tx) = self.begin_write().await?;
         let at = now_micros();
         let rows = BulkRows::new()
-            .uuid("id", last.iter().map(|(c, _)| c.0))
-            .text(
+            .col("id", last.iter().map(|(c, _)| c.0))
+            .col(
                 "state",
                 last.iter()
                     .map(|(_, m)| if m.is_some() { "mined" } else { "broadcast" }),
             )
-            .bytes("hash", last.iter().map(|(_, m)| m.map(|m| m.hash.to_vec())))
-            .opt_int("block", last.iter().map(|(_, m)| m.map(|m| m.block as i64)))
-            .bytes(
+            .col("hash", last.iter().map(|(_, m)| m.map(|m| m.hash.to_vec())))
+            .col("block", last.iter().map(|(_, m)| m.map(|m| m.block as i64)))
+            .col(
                 "block_hash",
                 last.iter().map(|(_, m)| m.map(|m| m.block_hash.to_vec())),
             )
-            .bool("success", last.iter().map(|(_, m)| m.map(|m| m.success)))
-            .amount(
+            .col("success", last.iter().map(|(_, m)| m.map(|m| m.success)))
+            .col(
                 "fee",
                 last.iter().map(|(_, m)| m.map(|m| m.fee_wei as i128)),
             )
-            .int("at", last.iter().map(|_| at));
+            .col("at", last.iter().map(|_| at));
         let updated = bulk(
             &mut tx,
             "UPDATE payout_chunks SET state = u.state, mined_hash = u.hash, mined_block = u.block, \
