@@ -179,8 +179,9 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>>;
     /// Stores signed transfers for queued chunks, nonces `first_nonce..`, and advances the
     /// wallet's next nonce past them, in one database transaction. `first_nonce` must be the
-    /// stored next nonce (or the wallet new), `fence` the network's current lease fence, and
-    /// the network not in safe-mode: otherwise `Conflict` and nothing is written.
+    /// stored next nonce (or the wallet new), `fence` the network's current lease fence, the
+    /// network not in safe-mode, no chunk's asset frozen and every chunk still queued:
+    /// otherwise `Conflict` (of its kind) and nothing is written.
     async fn record_signed(
         &self,
         network: &str,
@@ -518,7 +519,8 @@ pub trait Store: Send + Sync + 'static {
     /// Chunks signed, broadcast or mined on `network`, with their attempts.
     async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>>;
     /// Records where each chunk was mined, or (None) that its block left the chain, in one
-    /// database transaction.
+    /// database transaction; the last word on a chunk wins, every word goes into its payout's
+    /// events.
     async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()>;
     /// Ends a chunk that did not pay: `Failed` (its transfer reverted; queued siblings are
     /// cancelled so the payout stops there) or `Cancelled` (a cancel was mined instead).
@@ -592,6 +594,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists>;
 
+    /// The audit log in order, `limit` records after `after`.
     async fn list_audit(
         &self,
         after: Option<uuid::Uuid>,

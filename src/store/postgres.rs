@@ -128,29 +128,33 @@ where
 async fn bulk(
     conn: &mut DbConnection,
     head: &str,
-    rows: &BulkRows,
+    rows: BulkRows,
     tail: &str,
 ) -> StoreResult<Vec<DbRow>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    let names = rows.names();
     let mut qb = QueryBuilder::new(head.to_owned());
     qb.push("SELECT * FROM UNNEST(");
-    for (i, (_, column)) in rows.columns.iter().enumerate() {
+    for (i, (_, column)) in rows.columns.into_iter().enumerate() {
         if i > 0 {
             qb.push(", ");
         }
+        let array = format!("::{}[]", column.sql_type());
         match column {
-            Column::Uuid(v) => qb.push_bind(v.clone()),
-            Column::Int(v) => qb.push_bind(v.clone()),
-            Column::Text(v) => qb.push_bind(v.clone()),
-            Column::Bytes(v) => qb.push_bind(v.clone()),
-            Column::Bool(v) => qb.push_bind(v.clone()),
-            Column::Amount(v) => qb.push_bind(v.iter().map(|a| a.map(dec)).collect::<Vec<_>>()),
+            Column::Uuid(v) => qb.push_bind(v),
+            Column::Int(v) => qb.push_bind(v),
+            Column::Text(v) => qb.push_bind(v),
+            Column::Bytes(v) => qb.push_bind(v),
+            Column::Bool(v) => qb.push_bind(v),
+            Column::Amount(v) => {
+                qb.push_bind(v.into_iter().map(|a| a.map(dec)).collect::<Vec<_>>())
+            }
         };
-        qb.push(format!("::{}[]", column.sql_type()));
+        qb.push(array);
     }
-    qb.push(format!(") AS u({}) WHERE true", rows.names()));
+    qb.push(format!(") AS u({names}) WHERE true"));
     qb.push(tail);
     Ok(qb.build().fetch_all(conn).await?)
 }

@@ -135,7 +135,7 @@ where
 async fn bulk(
     conn: &mut DbConnection,
     head: &str,
-    rows: &BulkRows,
+    mut rows: BulkRows,
     tail: &str,
 ) -> StoreResult<Vec<DbRow>> {
     let mut out = Vec::new();
@@ -155,12 +155,13 @@ async fn bulk(
         for r in start..end {
             qb.push(if r > start { ", (" } else { "(" });
             let mut values = qb.separated(", ");
-            for (_, column) in &rows.columns {
+            // Each value is bound once, so it is moved out rather than copied.
+            for (_, column) in &mut rows.columns {
                 match column {
                     Column::Uuid(v) => values.push_bind(v[r]),
                     Column::Int(v) => values.push_bind(v[r]),
-                    Column::Text(v) => values.push_bind(v[r].clone()),
-                    Column::Bytes(v) => values.push_bind(v[r].clone()),
+                    Column::Text(v) => values.push_bind(v[r].take()),
+                    Column::Bytes(v) => values.push_bind(v[r].take()),
                     Column::Bool(v) => values.push_bind(v[r]),
                     Column::Amount(v) => values.push_bind(v[r].map(amount_to_db)),
                 };

@@ -249,7 +249,7 @@ pub(crate) async fn insert_audits(
                 .map(|a| a.evidence.as_ref().map(|e| e.to_string())),
         );
     let head = format!("INSERT INTO audit_log ({}) ", rows.names());
-    bulk(conn, &head, &rows, "").await?;
+    bulk(conn, &head, rows, "").await?;
     Ok(())
 }
 
@@ -318,7 +318,7 @@ impl LedgerTxn for DbTxn {
         bulk(
             &mut self.tx,
             "UPDATE accounts SET available = u.available, held = u.held, version = version + 1 FROM (",
-            &rows,
+            rows,
             ") AS u WHERE accounts.id = u.id",
         )
         .await?;
@@ -339,7 +339,7 @@ impl LedgerTxn for DbTxn {
         bulk(
             &mut self.tx,
             &format!("INSERT INTO holds ({}) ", rows.names()),
-            &rows,
+            rows,
             " ON CONFLICT (id) DO UPDATE SET released = excluded.released, voided = excluded.voided, \
              state = excluded.state, resolved_at = excluded.resolved_at",
         )
@@ -382,7 +382,7 @@ impl LedgerTxn for DbTxn {
             .col("created_at", txs.iter().map(|t| t.created_at))
             .col("hash", txs.iter().map(|t| Some(t.hash.to_vec())));
         let insert = format!("INSERT INTO journal_transactions ({}) ", rows.names());
-        bulk(&mut self.tx, &insert, &rows, "").await?;
+        bulk(&mut self.tx, &insert, rows, "").await?;
         let postings: Vec<(i64, i64, &Posting)> = txs
             .iter()
             .flat_map(|t| {
@@ -399,7 +399,7 @@ impl LedgerTxn for DbTxn {
             .col("bucket", postings.iter().map(|(_, _, p)| p.bucket.as_str()))
             .col("amount", postings.iter().map(|(_, _, p)| Some(p.amount)));
         let insert = format!("INSERT INTO postings ({}) ", rows.names());
-        bulk(&mut self.tx, &insert, &rows, "").await?;
+        bulk(&mut self.tx, &insert, rows, "").await?;
         sqlx::query("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
             .bind(hash.as_slice())

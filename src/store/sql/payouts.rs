@@ -353,6 +353,6 @@ pub(crate) async fn insert_events(
         .col("kind", kinds)
         .col("detail", details);
     let insert = format!("INSERT INTO payout_events ({}) ", rows.names());
-    bulk(conn, &insert, &rows, "").await?;
+    bulk(conn, &insert, rows, "").await?;
     Ok(())
 }

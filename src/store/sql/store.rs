@@ -22,7 +22,6 @@ impl Store for DbStore {
         self.pool.close().await;
     }
 
-    /// Records an asset's decimals once; a restart with other decimals for it is refused.
     async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         sqlx::query(
@@ -51,7 +50,6 @@ impl Store for DbStore {
         Ok(())
     }
 
-    /// The system account of `kind` for `asset`, made on first use.
     async fn ensure_system_account(
         &self,
         asset: &AssetKey,
@@ -299,9 +297,6 @@ impl Store for DbStore {
             .collect()
     }
 
-    /// Stores a round of signed attempts before any is broadcast, all or none: the wallet's next
-    /// nonce must still be `first_nonce`, the network out of safe-mode, the lease at `fence`, no
-    /// chunk's asset frozen and every chunk still queued.
     async fn record_signed(
         &self,
         network: &str,
@@ -401,7 +396,7 @@ impl Store for DbStore {
             .col("created_at", signed.iter().map(|(_, a)| a.created_at))
             .col("kind", signed.iter().map(|(_, a)| a.kind.as_str()));
         let insert = format!("INSERT INTO tx_attempts ({}) ", attempts.names());
-        bulk(&mut tx, &insert, &attempts, "").await?;
+        bulk(&mut tx, &insert, attempts, "").await?;
         let chunks = BulkRows::new()
             .col("id", signed.iter().map(|(c, _)| c.0))
             .col("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
@@ -411,7 +406,7 @@ impl Store for DbStore {
             &mut tx,
             "UPDATE payout_chunks SET state = 'signed', wallet = u.wallet, nonce = u.nonce, updated_at = u.at, \
              signed_at = u.at FROM (",
-            &chunks,
+            chunks,
             ") AS u WHERE payout_chunks.id = u.id AND payout_chunks.state = 'queued' \
              RETURNING payout_chunks.id, payout_chunks.payout_id",
         )
@@ -531,8 +526,6 @@ impl Store for DbStore {
         Ok(())
     }
 
-    /// The hot wallets' custody accounts and the chunks in flight or settled after the deposit
-    /// cursor, read in one snapshot so reconciliation compares one moment of the ledger.
     async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot> {
         let mut tx = self.begin_snapshot().await?;
         let next_block: Option<i64> =
@@ -586,9 +579,6 @@ impl Store for DbStore {
         })
     }
 
-    /// What became of broadcast chunks: mined (where and how), or back to broadcast when their
-    /// block left the chain. The last word on each chunk wins; every step is written to the
-    /// payout's story.
     async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
         if chunks.is_empty() {
             return Ok(());
@@ -624,7 +614,7 @@ impl Store for DbStore {
             &mut tx,
             "UPDATE payout_chunks SET state = u.state, mined_hash = u.hash, mined_block = u.block, \
              mined_block_hash = u.block_hash, mined_success = u.success, mined_fee = u.fee, updated_at = u.at FROM (",
-            &rows,
+            rows,
             ") AS u WHERE payout_chunks.id = u.id RETURNING payout_chunks.id, payout_chunks.payout_id",
         )
         .await?;
@@ -1040,8 +1030,6 @@ impl Store for DbStore {
         Ok(())
     }
 
-    /// Claims up to `limit` due timers for `claimer` for `CLAIM_MICROS`, in the order they came
-    /// due; another runner skips them until the claim lapses.
     async fn claim_due_timers(
         &self,
         now: UnixMicros,
@@ -1632,7 +1620,6 @@ impl Store for DbStore {
         Ok(())
     }
 
-    /// Per asset, the units of the network's chunks signed since `since` (the rollout guardrail).
     async fn signed_volume_since(
         &self,
         network: &str,
@@ -1763,7 +1750,6 @@ impl Store for DbStore {
         Ok(out)
     }
 
-    /// The audit log in order, `limit` records after `after`.
     async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
         let mut qb = QueryBuilder::new(
             "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log",
