@@ -112,7 +112,13 @@ async fn drop_db(db: Db) {
 }
 
 async fn setup_ledger(db: &Db, connections: u32) -> (Ledger, Vec<Account>) {
-    let store = treasuryd::store::open(&db.url, connections).await.unwrap();
+    let store = treasuryd::store::open(
+        &db.url,
+        connections,
+        treasuryd::clock::SystemClock::shared(),
+    )
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     let asset = AssetKey::new("ethereum", "USDT");
     let ledger = Ledger::open(

@@ -153,7 +153,7 @@ async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> 
     let api = app.api_addr();
     let metrics = app.state().metrics.clone();
     let ledger = app.state().ledger.clone();
-    let store = ledger.store().clone();
+    let store = app.state().store.clone();
     let asset = AssetKey::new("ethereum", "USDT");
     let audit = AuditRecord {
         actor: "bench".into(),

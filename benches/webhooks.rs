@@ -97,6 +97,7 @@ struct Subject {
     app_task: tokio::task::JoinHandle<anyhow::Result<()>>,
     stop: tokio::sync::oneshot::Sender<()>,
     ledger: treasuryd::ledger::Ledger,
+    store: treasuryd::store::DynStore,
     account: treasuryd::ledger::Account,
     _dir: tempfile::TempDir,
 }
@@ -119,6 +120,7 @@ async fn start(db_url: &str, receiver_url: &str) -> Subject {
     ];
     let app = App::build(config, Vec::new()).await.unwrap();
     let ledger = app.state().ledger.clone();
+    let store = app.state().store.clone();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let app_task = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -133,7 +135,6 @@ async fn start(db_url: &str, receiver_url: &str) -> Subject {
         at: now_micros(),
         evidence: None,
     };
-    let store = ledger.store();
     let asset = AssetKey::new("ethereum", "USDT");
     let account = store
         .create_account(
@@ -171,6 +172,7 @@ async fn start(db_url: &str, receiver_url: &str) -> Subject {
         app_task,
         stop,
         ledger,
+        store,
         account,
         _dir: dir,
     }
@@ -207,8 +209,7 @@ impl Subject {
         }
         let got = arrivals.lock().unwrap().clone();
         let events = self
-            .ledger
-            .store()
+            .store
             .webhook_events_between(0, i64::MAX, 1_000_000)
             .await
             .unwrap();

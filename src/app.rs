@@ -2,6 +2,7 @@
 
 use crate::api::auth::{Authenticator, Caller};
 use crate::api::{self, AppState};
+use crate::clock::{DynClock, SystemClock};
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -28,7 +29,7 @@ pub struct App {
 }
 
 /// Opens the configured store and applies migrations.
-pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
+pub async fn open_store(config: &Config, clock: DynClock) -> anyhow::Result<DynStore> {
     let url = config.database_url();
     if let Some(path) = url.expose_secret().strip_prefix("sqlite://")
         && let Some(dir) = std::path::Path::new(path)
@@ -37,7 +38,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let store = store::open(url.expose_secret(), config.database.max_connections)
+    let store = store::open(url.expose_secret(), config.database.max_connections, clock)
         .await
         .with_context(|| {
             format!(
@@ -109,19 +110,20 @@ impl App {
         config: Config,
         extra_tokens: Vec<(SecretString, Caller)>,
     ) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, extra_tokens, Arc::new(crate::timers::SystemClock)).await
+        Self::build_with_clock(config, extra_tokens, SystemClock::shared()).await
     }
 
-    /// `build` with the clock deals and timers run on (tests move a manual one).
+    /// `build` on `clock`, the one every part of the daemon reads the time from (tests move
+    /// a manual one, the demo skips ahead).
     pub async fn build_with_clock(
         config: Config,
         extra_tokens: Vec<(SecretString, Caller)>,
-        clock: crate::timers::DynClock,
+        clock: DynClock,
     ) -> anyhow::Result<Self> {
         // Keys first: a wallet whose key is missing or signs for another address stops start-up.
         let wallets = crate::wallets::load_configured(&config).context("loading wallets")?;
         let instance_lock = lock_sqlite_instance(&config).await?;
-        let store = open_store(&config).await?;
+        let store = open_store(&config, clock.clone()).await?;
         if instance_lock.is_some() {
             // The only daemon on this file: an engine lease still in it was left by a dead
             // process, so a restart takes the networks over at once instead of waiting it out.
@@ -134,10 +136,11 @@ impl App {
         let metrics = Metrics::new().context("registering metrics")?;
         let trust_metrics = metrics.trust.clone();
         let ledger = Ledger::open_with(
-            store,
+            store.clone(),
             &config.asset_specs(),
             Some(metrics.ledger.clone()),
             Default::default(),
+            clock.clone(),
         )
         .await
         .context("registering assets")?;
@@ -150,7 +153,8 @@ impl App {
                 )
             })?;
         if let Some(scope) = &config.pilot {
-            apply_configured_scope(ledger.store().as_ref(), scope, &templates, "at start").await?;
+            apply_configured_scope(store.as_ref(), clock.now(), scope, &templates, "at start")
+                .await?;
         }
         let networks = Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
             &config,
@@ -159,6 +163,8 @@ impl App {
             Arc::new(wallets.into_iter().map(Arc::new).collect());
         let canaries = crate::operations::canary::Canaries::new(
             ledger.clone(),
+            &store,
+            clock.clone(),
             networks.clone(),
             &config,
             &wallets,
@@ -185,6 +191,8 @@ impl App {
             metrics_listener,
             state: AppState {
                 ledger: ledger.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
                 metrics,
                 auth: Arc::new(auth),
                 networks: networks.clone(),
@@ -192,12 +200,17 @@ impl App {
                 canaries,
                 escrow: crate::escrow::service::Escrow {
                     ledger: ledger.clone(),
+                    deals: store.clone(),
+                    allowlists: store.clone(),
+                    operations: store.clone(),
                     templates: templates.clone(),
                     clock: clock.clone(),
                     networks: networks.clone(),
                 },
                 trust: crate::trust::service::Trust {
                     ledger: ledger.clone(),
+                    sessions: store.clone(),
+                    controls: store.clone(),
                     networks: networks.clone(),
                     clock,
                     metrics: trust_metrics,
@@ -292,6 +305,8 @@ impl App {
                 .unwrap_or_default();
             let engine_instance = crate::payouts::engine::EngineInstance {
                 id: instance.clone(),
+                store: self.state.store.clone(),
+                clock: self.state.clock.clone(),
                 rpc_metrics: self.state.metrics.rpc.clone(),
                 pause_at: self.config.debug.pause_at.clone(),
             };
@@ -356,9 +371,11 @@ impl App {
         {
             let deliverer = crate::webhooks::delivery::Deliverer::new(
                 self.state.ledger.clone(),
+                self.state.store.clone(),
+                self.state.clock.clone(),
                 crate::webhooks::delivery::Settings::from_config(&self.config.webhooks),
                 self.state.metrics.webhooks.clone(),
-                (self.state.ledger.store().backend() == crate::store::Backend::Postgres)
+                (self.state.store.backend() == crate::store::Backend::Postgres)
                     .then(|| self.config.database_url()),
             )
             .context("building the webhook HTTP client")?;
@@ -420,7 +437,7 @@ impl App {
                 "in-flight work did not finish within the grace period"
             );
         }
-        self.state.ledger.store().close().await;
+        self.state.store.close().await;
         match failed_rx.try_recv() {
             Ok(e) => Err(e),
             Err(_) => {
@@ -458,7 +475,8 @@ async fn run_timers(
 /// Applies the `[pilot]` section of the config file as the scope in force (audited as
 /// `config`), after checking it against the templates.
 async fn apply_configured_scope(
-    store: &dyn crate::store::Store,
+    store: &dyn crate::store::OperationsStore,
+    now: crate::domain::UnixMicros,
     scope: &crate::scope::PilotScope,
     templates: &crate::templates::TemplateCatalog,
     when: &str,
@@ -473,7 +491,7 @@ async fn apply_configured_scope(
         target: "pilot".into(),
         reason: Some(format!("[pilot] of the config file, {when}")),
         request_id: "config".into(),
-        at: crate::store::now_micros(),
+        at: now,
         evidence: None,
     };
     if crate::scope::apply(store, scope, &audit).await? {
@@ -502,7 +520,7 @@ async fn reload_on_sighup(
     };
     loop {
         // First at start, then every 15 s and after a reload.
-        if let Ok(scope) = crate::scope::current(state.ledger.store().as_ref()).await {
+        if let Ok(scope) = crate::scope::current(state.store.as_ref()).await {
             state
                 .metrics
                 .scope
@@ -538,9 +556,9 @@ async fn reload_on_sighup(
 async fn refresh_pilot_metrics(
     state: &crate::api::AppState,
 ) -> Result<(), crate::store::StoreError> {
-    let store = state.ledger.store();
+    let store = &state.store;
     let report = crate::escrow::report::build(store.as_ref(), 0, i64::MAX).await?;
-    let now = state.escrow.clock.now();
+    let now = state.clock.now();
     let (mut escalated, mut open) = (0, 0);
     // (country, category) → seconds to the nearest DISPUTE_TTL deadline.
     let mut soonest: std::collections::BTreeMap<(String, String), i64> = Default::default();
@@ -599,8 +617,7 @@ async fn refresh_pilot_metrics(
     ops.timers_overdue.set(overdue);
     ops.timers_oldest_overdue_seconds
         .set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1e6));
-    let frozen =
-        crate::operations::freeze::active(store.as_ref(), crate::store::now_micros()).await?;
+    let frozen = crate::operations::freeze::active(store.as_ref(), now).await?;
     ops.config_freeze.set(i64::from(frozen.is_some()));
     // Safe-mode as the database has it, on every instance (the engines set it on the owner).
     for network in state.networks.names() {
@@ -620,10 +637,8 @@ async fn reload(
     source: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     // Templates and the pilot scope are configuration: a freeze holds them as they are.
-    let store = state.ledger.store();
-    if let Some(f) =
-        crate::operations::freeze::active(store.as_ref(), crate::store::now_micros()).await?
-    {
+    let store = &state.store;
+    if let Some(f) = crate::operations::freeze::active(store.as_ref(), state.clock.now()).await? {
         anyhow::bail!("{}", crate::operations::freeze::describe(&f));
     }
     let config = Config::load(source, std::env::vars())?;
@@ -634,7 +649,8 @@ async fn reload(
     tracing::info!(templates = count, "SIGHUP: deal templates reloaded");
     if let Some(scope) = &config.pilot {
         apply_configured_scope(
-            state.ledger.store().as_ref(),
+            state.store.as_ref(),
+            state.clock.now(),
             scope,
             &state.templates,
             "on SIGHUP",

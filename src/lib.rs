@@ -1,6 +1,7 @@
 //! treasuryd: stablecoin payouts, escrow holds and end-of-day netting over a double-entry ledger.
 //!
 //! - `domain`    pure types: amounts in base units, assets, ids, roles
+//! - `clock`     the one clock every part reads the time from (tests and the demo move it)
 //! - `ledger`    append-only double-entry journal, accounts, two-phase holds, verification
 //! - `payouts`   the payout engine: requests, policy, splitting, chunks
 //! - `chains`    chain clients: EVM through alloy; Tron primitives, HTTP client and the engine's rules
@@ -26,6 +27,7 @@
 pub mod api;
 pub mod app;
 pub mod chains;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod dev;

@@ -152,9 +152,13 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 /// The configured database for a tool that only reads (no migrations are applied).
 async fn open_for_reading(c: &Config) -> anyhow::Result<treasuryd::store::DynStore> {
     let url = c.database_url();
-    treasuryd::store::open(url.expose_secret(), 2)
-        .await
-        .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))
+    treasuryd::store::open(
+        url.expose_secret(),
+        2,
+        treasuryd::clock::SystemClock::shared(),
+    )
+    .await
+    .with_context(|| format!("opening {}", config::redact_url(url.expose_secret())))
 }
 
 fn main() -> ExitCode {
@@ -211,7 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let c = load_config(cli.config.as_deref())?;
-            let store = app::open_store(&c).await?;
+            let store = app::open_store(&c, treasuryd::clock::SystemClock::shared()).await?;
             store.close().await;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
@@ -335,7 +339,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .trust_sessions(Some(p.id), Some(treasuryd::trust::SessionState::Open), 1)
                     .await?
                 {
-                    let preview = treasuryd::trust::service::preview(store.as_ref(), &s).await?;
+                    let preview = treasuryd::trust::service::preview(
+                        store.as_ref(),
+                        store.as_ref(),
+                        store.as_ref(),
+                        &s,
+                    )
+                    .await?;
                     let view = treasuryd::api::trust::preview_view(&spec, &p, &preview);
                     let mut line = serde_json::to_value(&view)?;
                     line["pair"] = serde_json::Value::String(p.id.to_string());

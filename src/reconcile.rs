@@ -16,7 +16,7 @@ use crate::chains::evm::EvmClient;
 use crate::domain::{AssetKey, format_units};
 use crate::ledger::{AccountKind, WALLET_OWNER_PREFIX};
 use crate::payouts::{AttemptKind, ChunkState};
-use crate::store::{CustodySnapshot, Store};
+use crate::store::{CustodySnapshot, CustodyStore};
 use alloy::primitives::Address;
 use serde::Serialize;
 
@@ -109,7 +109,7 @@ impl Serialize for Line {
 /// Compares each of `wallets` on `network` in `assets` at the last block the watcher has read.
 /// Err when the watcher has not read a block yet or the chain cannot be read.
 pub async fn reconcile_network(
-    store: &dyn Store,
+    store: &dyn CustodyStore,
     client: &EvmClient,
     network: &str,
     wallets: &[Address],

@@ -158,7 +158,7 @@ pub struct ScopeSetting {
 /// Records `scope` as the one in force (audited with `audit`) unless it already is; returns
 /// whether it changed.
 pub async fn apply(
-    store: &dyn crate::store::Store,
+    store: &dyn crate::store::OperationsStore,
     scope: &PilotScope,
     audit: &crate::store::AuditRecord,
 ) -> Result<bool, crate::store::StoreError> {
@@ -181,7 +181,7 @@ pub async fn apply(
 
 /// The scope in force: as last set, or closed when nobody has set one.
 pub async fn current(
-    store: &dyn crate::store::Store,
+    store: &dyn crate::store::OperationsStore,
 ) -> Result<PilotScope, crate::store::StoreError> {
     Ok(store
         .pilot_scope()

@@ -61,8 +61,7 @@ pub async fn list(
         })
         .transpose()?;
     let accounts = state
-        .ledger
-        .store()
+        .store
         .list_accounts(&AccountFilter {
             owner: q.owner,
             asset,
@@ -114,7 +113,7 @@ pub async fn load_account(
         ),
         None => not_found(),
     })?;
-    match state.ledger.store().get_account(id).await {
+    match state.store.get_account(id).await {
         Ok(a) => Ok(a),
         Err(StoreError::NotFound) => Err(not_found()),
         Err(e) => Err(e.into()),
@@ -198,7 +197,7 @@ pub async fn create(
         target: String::new(),
         reason: Some(reason),
         request_id,
-        at: crate::store::now_micros(),
+        at: state.clock.now(),
         evidence: None,
     };
     let new = NewAccount {
@@ -207,7 +206,7 @@ pub async fn create(
         kind: body.kind,
         allow_negative: body.allow_negative,
     };
-    match state.ledger.store().create_account(&new, &audit).await {
+    match state.store.create_account(&new, &audit).await {
         Ok(a) => Ok((
             StatusCode::CREATED,
             Json(AccountView::new(&state.ledger, &a)),

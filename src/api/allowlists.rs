@@ -5,7 +5,7 @@
 use super::accounts::load_account;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, RequestId};
-use super::{AppState, audit_record, optional_text, require_reason};
+use super::{AppState, optional_text, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
 use crate::store::{AllowedDestination, StoreError};
@@ -33,7 +33,7 @@ pub struct AllowlistView {
 }
 
 async fn view(state: &AppState, account: crate::domain::AccountId) -> ApiResult<AllowlistView> {
-    let list = state.ledger.store().allowlist(account).await?;
+    let list = state.store.allowlist(account).await?;
     Ok(AllowlistView {
         account: account.to_string(),
         enforced: list.enforced,
@@ -89,7 +89,7 @@ pub async fn set_enforced(
     } else {
         "allowlist.relax"
     };
-    let record = audit_record(
+    let record = state.audit_record(
         &caller,
         request_id,
         action,
@@ -97,8 +97,7 @@ pub async fn set_enforced(
         Some(reason),
     );
     state
-        .ledger
-        .store()
+        .store
         .set_allowlist_enforced(account.id, body.enforced, &record)
         .await?;
     Ok(Json(view(&state, account.id).await?))
@@ -143,7 +142,7 @@ pub async fn add(
     let account = load_account(&state, &id, None).await?;
     let address = parse_destination(&state, &body.network, &body.address)?;
     let label = optional_text("label", body.label, 128)?;
-    let record = audit_record(
+    let record = state.audit_record(
         &caller,
         request_id,
         "allowlist.add",
@@ -158,8 +157,7 @@ pub async fn add(
         added_at: record.at,
     };
     state
-        .ledger
-        .store()
+        .store
         .set_allowed_destination(account.id, &entry, true, &record)
         .await?;
     Ok(Json(view(&state, account.id).await?))
@@ -189,7 +187,7 @@ pub async fn remove(
     let reason = require_reason(&q.reason)?;
     let account = load_account(&state, &id, None).await?;
     let address = parse_destination(&state, &network, &address)?;
-    let record = audit_record(
+    let record = state.audit_record(
         &caller,
         request_id,
         "allowlist.remove",
@@ -204,8 +202,7 @@ pub async fn remove(
         added_at: record.at,
     };
     match state
-        .ledger
-        .store()
+        .store
         .set_allowed_destination(account.id, &entry, false, &record)
         .await
     {

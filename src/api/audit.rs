@@ -54,7 +54,7 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let rows = state.ledger.store().list_audit(after, limit).await?;
+    let rows = state.store.list_audit(after, limit).await?;
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();

@@ -6,7 +6,7 @@
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, RequestId};
 use super::views::Page;
-use super::{AppState, audit_record, optional_text, page_limit, require_reason};
+use super::{AppState, optional_text, page_limit, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{AccountId, Amount, AssetSpec, DealId, Role, micros_to_rfc3339};
 use crate::escrow::service::{EscrowError, NewDeal};
@@ -151,7 +151,7 @@ fn spec(state: &AppState, deal: &Deal) -> AssetSpec {
 }
 
 async fn view(state: &AppState, deal: Deal, caller: &Caller) -> ApiResult<DealView> {
-    let store = state.ledger.store();
+    let store = &state.store;
     let now = state.escrow.clock.now();
     let timers = store.deal_timers(deal.id).await?;
     let evidence = store.evidence(deal.id).await?;
@@ -311,7 +311,7 @@ pub async fn create(
     let buyer = account_id("buyer_account", &body.buyer_account)?;
     let seller = account_id("seller_account", &body.seller_account)?;
     let reference = optional_text("reference", body.reference, 200)?;
-    let buyer_account = match state.ledger.store().get_account(buyer).await {
+    let buyer_account = match state.store.get_account(buyer).await {
         Ok(a) => a,
         Err(crate::store::StoreError::NotFound) => {
             return Err(ApiError::NotFound {
@@ -333,7 +333,7 @@ pub async fn create(
         })?;
     let amount =
         Amount::parse_decimal(&body.amount, &spec).map_err(|e| ApiError::amount("amount", e))?;
-    let audit = audit_record(&caller, request_id, "deal.create", "deal".into(), None);
+    let audit = state.audit_record(&caller, request_id, "deal.create", "deal".into(), None);
     let deal = state
         .escrow
         .create(
@@ -389,8 +389,7 @@ pub async fn list(
         })
         .transpose()?;
     let deals = state
-        .ledger
-        .store()
+        .store
         .list_deals(&crate::store::DealFilter {
             state: q.state,
             country: q.country,
@@ -467,7 +466,7 @@ async fn act(
     let deal = authorize(&state, &id, action, &caller).await?;
     let escrow = &state.escrow;
     let audit = |reason: Option<String>| {
-        audit_record(
+        state.audit_record(
             &caller,
             request_id.clone(),
             &format!("deal.{}", action.as_str()),
@@ -662,14 +661,14 @@ pub async fn upload_evidence(
         uploaded_by: caller.name.clone(),
         uploaded_at: state.escrow.clock.now(),
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "deal.evidence",
         format!("deal:{}", deal.id),
         None,
     );
-    state.ledger.store().add_evidence(&evidence, &audit).await?;
+    state.store.add_evidence(&evidence, &audit).await?;
     Ok((StatusCode::CREATED, Json(evidence)))
 }
 
@@ -688,7 +687,7 @@ pub async fn download_evidence(
         id: evidence.clone(),
         field: None,
     };
-    let list = state.ledger.store().evidence(deal).await?;
+    let list = state.store.evidence(deal).await?;
     let e = list
         .iter()
         .find(|e| e.id.to_string() == evidence)
@@ -730,7 +729,7 @@ pub async fn timeline(
 ) -> ApiResult<Json<Timeline>> {
     let _ = caller;
     let deal = state.escrow.get(deal_id(&id)?).await?;
-    let events: Vec<DealEvent> = state.ledger.store().deal_events(deal.id).await?;
+    let events: Vec<DealEvent> = state.store.deal_events(deal.id).await?;
     Ok(Json(Timeline {
         deal: deal.id.to_string(),
         items: events
@@ -768,8 +767,7 @@ pub async fn disputes(
     let mut after = None;
     loop {
         let page = state
-            .ledger
-            .store()
+            .store
             .list_deals(&crate::store::DealFilter {
                 state: Some(DealState::Issue),
                 after,
@@ -780,7 +778,7 @@ pub async fn disputes(
         after = page.last().map(|d| d.id);
         let done = (page.len() as i64) < super::MAX_PAGE;
         for deal in page {
-            let timers = state.ledger.store().deal_timers(deal.id).await?;
+            let timers = state.store.deal_timers(deal.id).await?;
             let due = timers
                 .iter()
                 .filter(|t| t.kind == TimerKind::DisputeTtl && t.state == TimerState::Pending)

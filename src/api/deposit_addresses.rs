@@ -26,8 +26,7 @@ async fn list_of(
     account: &crate::ledger::Account,
 ) -> ApiResult<Json<Vec<DepositAddressView>>> {
     let rows = state
-        .ledger
-        .store()
+        .store
         .deposit_addresses(&account.asset.network, Some(account.id))
         .await?;
     Ok(Json(
@@ -107,7 +106,7 @@ pub async fn add(
         .map_err(|message| {
             ApiError::invalid("invalid_address", "address", format!("address {message}"))
         })?;
-    let audit = super::audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "deposit_address.add",
@@ -121,10 +120,6 @@ pub async fn add(
         added_by: caller.name.clone(),
         added_at: audit.at,
     };
-    state
-        .ledger
-        .store()
-        .add_deposit_address(&entry, &audit)
-        .await?;
+    state.store.add_deposit_address(&entry, &audit).await?;
     list_of(&state, &account).await
 }

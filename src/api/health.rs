@@ -17,7 +17,7 @@ pub async fn healthz() -> Json<Value> {
     (status = 200, description = "ready"),
     (status = 503, description = "database unreachable", body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.ledger.store().ping().await {
+    match state.store.ping().await {
         Ok(()) => Ok(Json(json!({"status": "ready"}))),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");

@@ -71,8 +71,7 @@ pub async fn list(
             })?,
     };
     let txs = state
-        .ledger
-        .store()
+        .store
         .list_journal(&JournalFilter {
             account,
             kind: q.kind,
@@ -108,7 +107,7 @@ pub async fn get_one(
         field: None,
     };
     let tx_id = TxId::parse(&id).ok_or_else(not_found)?;
-    match state.ledger.store().get_transaction(tx_id).await {
+    match state.store.get_transaction(tx_id).await {
         Ok(tx) => Ok(Json(TransactionView::new(&state.ledger, &tx))),
         Err(StoreError::NotFound) => Err(not_found()),
         Err(e) => Err(e.into()),

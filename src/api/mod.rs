@@ -44,6 +44,10 @@ use tower_http::trace::TraceLayer;
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: Ledger,
+    /// Every store area: the API is where they meet. Services get only the areas they use.
+    pub store: crate::store::DynStore,
+    /// The daemon's one clock.
+    pub clock: crate::clock::DynClock,
     pub metrics: Metrics,
     pub auth: Arc<Authenticator>,
     pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
@@ -235,23 +239,50 @@ impl AppState {
     /// Posts one command on behalf of an API caller: the key is namespaced per caller so two
     /// callers can never collide, and the audit row commits with the postings.
     pub async fn post(&self, m: Mutation<'_>, cmd: Command) -> ApiResult<Posted> {
-        Ok(self.ledger.post_one(on_behalf(m, cmd)).await??)
+        Ok(self
+            .ledger
+            .post_one(on_behalf(m, cmd, self.clock.now()))
+            .await??)
     }
 
     /// Like `post`, in a database transaction of its own: for commands whose effects may be
     /// refused (a state precondition), so a refusal cannot fail other callers' commands.
     pub async fn post_alone(&self, m: Mutation<'_>, cmd: Command) -> ApiResult<Posted> {
-        let mut results = self.ledger.post(vec![on_behalf(m, cmd)]).await?;
+        let mut results = self
+            .ledger
+            .post(vec![on_behalf(m, cmd, self.clock.now())])
+            .await?;
         Ok(results.pop().ok_or_else(|| {
             ApiError::Internal(crate::store::StoreError::Invariant(
                 "empty batch result".into(),
             ))
         })??)
     }
+
+    /// The audit record of an action `caller` takes now.
+    pub fn audit_record(
+        &self,
+        caller: &Caller,
+        request_id: String,
+        action: &str,
+        target: String,
+        reason: Option<String>,
+    ) -> AuditRecord {
+        AuditRecord {
+            actor: caller.name.clone(),
+            role: caller.role,
+            action: action.to_owned(),
+            target,
+            reason,
+            request_id,
+            at: self.clock.now(),
+            evidence: None,
+        }
+    }
 }
 
 /// The command as the caller's: namespaced idempotency key, actor, memo and audit record.
-fn on_behalf(m: Mutation<'_>, mut cmd: Command) -> Command {
+fn on_behalf(m: Mutation<'_>, mut cmd: Command, at: crate::domain::UnixMicros) -> Command {
     cmd.idempotency_key = format!("api:{}:{}", m.caller.name, m.idempotency_key);
     cmd.actor = Some(m.caller.name.clone());
     cmd.memo = m.reason.clone();
@@ -262,30 +293,10 @@ fn on_behalf(m: Mutation<'_>, mut cmd: Command) -> Command {
         target: m.target,
         reason: m.reason,
         request_id: m.request_id,
-        at: crate::store::now_micros(),
+        at,
         evidence: None,
     });
     cmd
-}
-
-/// The audit record of an action `caller` takes now.
-pub fn audit_record(
-    caller: &Caller,
-    request_id: String,
-    action: &str,
-    target: String,
-    reason: Option<String>,
-) -> AuditRecord {
-    AuditRecord {
-        actor: caller.name.clone(),
-        role: caller.role,
-        action: action.to_owned(),
-        target,
-        reason,
-        request_id,
-        at: crate::store::now_micros(),
-        evidence: None,
-    }
 }
 
 pub fn require_reason(reason: &str) -> ApiResult<String> {

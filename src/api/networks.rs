@@ -2,7 +2,7 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, RequestId};
-use super::{AppState, audit_record, require_reason};
+use super::{AppState, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
 use crate::payouts::policy::RolloutPhase;
@@ -84,17 +84,12 @@ async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
     })?;
     let mut tokens: Vec<String> = network.tokens.keys().cloned().collect();
     tokens.sort();
-    let safe_mode = state
-        .ledger
-        .store()
-        .safe_mode(name)
-        .await?
-        .map(|m| SafeModeView {
-            reason: m.reason,
-            actor: m.actor,
-            since: micros_to_rfc3339(m.since),
-        });
-    let store = state.ledger.store();
+    let safe_mode = state.store.safe_mode(name).await?.map(|m| SafeModeView {
+        reason: m.reason,
+        actor: m.actor,
+        since: micros_to_rfc3339(m.since),
+    });
+    let store = &state.store;
     let set = store.rollout_phase(name).await?;
     let phase = set.as_ref().map_or(network.rollout.phase, |s| s.phase);
     let rollout = RolloutView {
@@ -178,7 +173,7 @@ pub async fn set_safe_mode(
     } else {
         "safe_mode.leave"
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         action,
@@ -192,8 +187,7 @@ pub async fn set_safe_mode(
         since: at,
     };
     state
-        .ledger
-        .store()
+        .store
         .set_safe_mode(&name, body.enabled.then_some(&mode), &audit)
         .await?;
     state
@@ -230,7 +224,7 @@ pub async fn set_rollout(
     if body.phase.percent() > current.percent() {
         super::operations::ensure_config_open(&state).await?;
     }
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         &format!("rollout.{}", body.phase.as_str()),
@@ -244,8 +238,7 @@ pub async fn set_rollout(
         since: audit.at,
     };
     state
-        .ledger
-        .store()
+        .store
         .set_rollout_phase(&name, &setting, &audit)
         .await?;
     Ok(Json(view(&state, &name).await?))
@@ -291,7 +284,7 @@ pub async fn set_freeze(
     } else {
         "asset.unfreeze"
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         action,
@@ -305,8 +298,7 @@ pub async fn set_freeze(
         since: audit.at,
     };
     state
-        .ledger
-        .store()
+        .store
         .set_freeze(&name, &body.asset, body.frozen.then_some(&freeze), &audit)
         .await?;
     Ok(Json(view(&state, &name).await?))

@@ -2,7 +2,7 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, RequestId};
-use super::{AppState, audit_record, require_reason};
+use super::{AppState, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
 use crate::operations::canary::CanaryError;
@@ -119,7 +119,7 @@ pub async fn run_canary(
             format!("wait_seconds must be at most {MAX_WAIT_SECONDS}"),
         ));
     }
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "canary.run",
@@ -160,7 +160,7 @@ pub async fn canary_status(
             field: None,
         });
     }
-    let runs = state.ledger.store().canary_runs(&network, 20).await?;
+    let runs = state.store.canary_runs(&network, 20).await?;
     Ok(Json(CanaryStatus {
         configured: state.canaries.configured().contains(&network),
         network,
@@ -217,8 +217,8 @@ pub async fn get_freeze(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<ConfigFreezeView>> {
-    let now = crate::store::now_micros();
-    let f = state.ledger.store().config_freeze().await?;
+    let now = state.clock.now();
+    let f = state.store.config_freeze().await?;
     Ok(Json(freeze_view(f, now)))
 }
 
@@ -235,7 +235,7 @@ pub async fn set_freeze(
 ) -> ApiResult<Json<ConfigFreezeView>> {
     caller.require(&[Role::Admin])?;
     let reason = require_reason(&body.reason)?;
-    let now = crate::store::now_micros();
+    let now = state.clock.now();
     let until = body
         .until
         .as_deref()
@@ -260,7 +260,7 @@ pub async fn set_freeze(
             "until goes with enabled: true",
         ));
     }
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         if body.enabled {
@@ -278,8 +278,7 @@ pub async fn set_freeze(
         until,
     });
     state
-        .ledger
-        .store()
+        .store
         .set_config_freeze(freeze.as_ref(), &audit)
         .await?;
     state
@@ -292,8 +291,8 @@ pub async fn set_freeze(
 
 /// Refuses a configuration-changing call while the configuration freeze is active.
 pub async fn ensure_config_open(state: &AppState) -> ApiResult<()> {
-    let now = crate::store::now_micros();
-    match crate::operations::freeze::active(state.ledger.store().as_ref(), now).await? {
+    let now = state.clock.now();
+    match crate::operations::freeze::active(state.store.as_ref(), now).await? {
         Some(f) => Err(ApiError::Conflict {
             code: "config_frozen",
             field: None,

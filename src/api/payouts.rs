@@ -301,7 +301,7 @@ pub async fn create(
                 format!("destination {message}"),
             )
         })?;
-    let allowlist = state.ledger.store().allowlist(account.id).await?;
+    let allowlist = state.store.allowlist(account.id).await?;
     if allowlist.enforced
         && !allowlist
             .entries
@@ -357,7 +357,7 @@ pub async fn create(
             "a payout hold returned no hold".into(),
         ))
     })?;
-    let payout = state.ledger.store().payout_for_hold(hold.id).await?;
+    let payout = state.store.payout_for_hold(hold.id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(AcceptedPayout::new(&state, &payout)),
@@ -418,8 +418,7 @@ pub async fn list(
         })
         .transpose()?;
     let payouts = state
-        .ledger
-        .store()
+        .store
         .list_payouts(&PayoutFilter {
             state: q.state,
             account,
@@ -451,7 +450,7 @@ async fn load_payout(state: &AppState, id: &str) -> ApiResult<Payout> {
         field: None,
     };
     let payout_id = PayoutId::parse(id).ok_or_else(not_found)?;
-    match state.ledger.store().get_payout(payout_id).await {
+    match state.store.get_payout(payout_id).await {
         Ok(p) => Ok(p),
         Err(StoreError::NotFound) => Err(not_found()),
         Err(e) => Err(e.into()),
@@ -489,7 +488,7 @@ pub async fn approve(
     if payout.state != PayoutState::PendingApproval {
         return Err(not_pending(&payout));
     }
-    let audit = super::audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "payout.approve",
@@ -497,8 +496,7 @@ pub async fn approve(
         reason,
     );
     match state
-        .ledger
-        .store()
+        .store
         .approve_payout(payout.id, &caller.name, &audit)
         .await
     {
@@ -605,7 +603,7 @@ pub async fn cancel(
         return Ok(Json(PayoutView::new(&state, &payout)));
     }
     let network = payout.asset.network.clone();
-    let audit = super::audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id.clone(),
         "payout.cancel",
@@ -657,7 +655,7 @@ pub async fn cancel(
         }
     }
     let payout = load_payout(&state, &id).await?;
-    match state.ledger.store().request_cancel(payout.id, &audit).await {
+    match state.store.request_cancel(payout.id, &audit).await {
         Ok(()) => {}
         Err(StoreError::Conflict(ConflictKind::StateChanged, _)) => {
             let current = load_payout(&state, &id).await?;
@@ -672,7 +670,7 @@ pub async fn cancel(
         Err(e) => return Err(e.into()),
     }
     // Queued chunks were the only ones left: the payout can close now.
-    if let Some(closed) = close_unpaid(&state.ledger, payout.id).await? {
+    if let Some(closed) = close_unpaid(&state.ledger, state.store.as_ref(), payout.id).await? {
         finished(&state, &network, closed.state);
     }
     Ok(Json(PayoutView::new(

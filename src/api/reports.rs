@@ -1,8 +1,8 @@
 //! Incidents and the pilot's Go/No-Go report.
 
+use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, RequestId};
-use super::{AppState, audit_record};
 use crate::api::auth::Caller;
 use crate::domain::Role;
 use crate::escrow::report::{GoNoGo, Incident, parse_instant};
@@ -55,7 +55,7 @@ pub async fn go_no_go(
 ) -> ApiResult<Response> {
     caller.require(&[Role::Admin, Role::Operator])?;
     let (from, to) = period(&q)?;
-    let report = crate::escrow::report::build(state.ledger.store().as_ref(), from, to).await?;
+    let report = crate::escrow::report::build(state.store.as_ref(), from, to).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(report).into_response()),
         Some("markdown") => Ok((
@@ -121,18 +121,14 @@ pub async fn record(
         at,
         recorded_by: caller.name.clone(),
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "incident.record",
         format!("incident:{}", incident.id),
         Some(summary),
     );
-    state
-        .ledger
-        .store()
-        .record_incident(&incident, &audit)
-        .await?;
+    state.store.record_incident(&incident, &audit).await?;
     Ok((
         StatusCode::CREATED,
         Json(IncidentView {
@@ -161,7 +157,7 @@ async fn export(
     caller.require(&[Role::Admin])?;
     let format = crate::export::Format::parse(q.format.as_deref().unwrap_or("jsonl"))
         .ok_or_else(|| ApiError::invalid("invalid_field", "format", "format is jsonl or csv"))?;
-    let body = what(state.ledger.store().as_ref(), format).await?;
+    let body = what(state.store.as_ref(), format).await?;
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 

@@ -2,7 +2,7 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, RequestId};
-use super::{AppState, audit_record, require_reason};
+use super::{AppState, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::Role;
 use crate::scope::PilotScope;
@@ -66,7 +66,7 @@ pub struct ScopeView {
 }
 
 pub(crate) async fn scope_view(state: &AppState) -> ApiResult<ScopeView> {
-    let setting = state.ledger.store().pilot_scope().await?;
+    let setting = state.store.pilot_scope().await?;
     let scope = setting
         .as_ref()
         .map(|s| s.scope.clone())
@@ -133,14 +133,14 @@ pub async fn set_scope(
     if let Err((field, message)) = scope.validate(Some(&state.templates.snapshot())) {
         return Err(ApiError::invalid("invalid_scope", field, message));
     }
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "pilot_scope.set",
         "pilot".into(),
         Some(reason),
     );
-    crate::scope::apply(state.ledger.store().as_ref(), &scope, &audit).await?;
+    crate::scope::apply(state.store.as_ref(), &scope, &audit).await?;
     // This instance shows the change at once; the others within their 15 s refresh.
     state
         .metrics

@@ -4,7 +4,7 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, IdempotencyKey, RequestId};
-use super::{AppState, audit_record, optional_text, page_limit, require_reason};
+use super::{AppState, optional_text, page_limit, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{AccountId, AssetSpec, Role, UnixMicros, micros_to_rfc3339};
 use crate::store::{ConflictKind, StoreError};
@@ -100,16 +100,16 @@ pub async fn create_company(
         name,
         tier: body.tier,
         created_by: caller.name.clone(),
-        created_at: crate::store::now_micros(),
+        created_at: state.clock.now(),
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "company.create",
         format!("company:{}", company.id),
         Some(reason),
     );
-    match state.ledger.store().create_company(&company, &audit).await {
+    match state.store.create_company(&company, &audit).await {
         Err(StoreError::Conflict(ConflictKind::Exists, m)) => Err(ApiError::Conflict {
             code: "company_exists",
             field: Some("name"),
@@ -134,7 +134,7 @@ pub async fn companies(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<CompanyList>> {
-    let items = state.ledger.store().companies().await?;
+    let items = state.store.companies().await?;
     Ok(Json(CompanyList {
         items: items.iter().map(company_view).collect(),
     }))
@@ -171,8 +171,7 @@ fn member_view(m: &Member) -> MemberView {
 async fn company(state: &AppState, id: &str, field: Option<&'static str>) -> ApiResult<Company> {
     let uuid = parse_id("company", id, field)?;
     state
-        .ledger
-        .store()
+        .store
         .companies()
         .await?
         .into_iter()
@@ -207,20 +206,16 @@ pub async fn set_member(
         user,
         role: body.role,
         added_by: caller.name.clone(),
-        added_at: crate::store::now_micros(),
+        added_at: state.clock.now(),
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "company.member.set",
         format!("company:{} user:{}", company.id, member.user),
         Some(reason),
     );
-    state
-        .ledger
-        .store()
-        .set_company_member(&member, &audit)
-        .await?;
+    state.store.set_company_member(&member, &audit).await?;
     Ok(Json(member_view(&member)))
 }
 
@@ -239,11 +234,7 @@ pub async fn members(
 ) -> ApiResult<Json<MemberList>> {
     caller.require(&[Role::Admin, Role::Operator])?;
     let company = company(&state, &id, None).await?;
-    let items = state
-        .ledger
-        .store()
-        .company_members(Some(company.id), None)
-        .await?;
+    let items = state.store.company_members(Some(company.id), None).await?;
     Ok(Json(MemberList {
         items: items.iter().map(member_view).collect(),
     }))
@@ -278,8 +269,7 @@ pub struct PairView {
 async fn pair_view(state: &AppState, p: &TrustPair) -> ApiResult<PairView> {
     let spec = spec(state, p);
     let open = state
-        .ledger
-        .store()
+        .store
         .trust_sessions(Some(p.id), Some(SessionState::Open), 1)
         .await?;
     let open_session = match open.first() {
@@ -352,7 +342,7 @@ pub async fn create_pair(
             "a pair needs two different companies",
         ));
     }
-    let store = state.ledger.store();
+    let store = &state.store;
     let mut accounts = Vec::new();
     for (field, text) in [
         ("account_a", &body.account_a),
@@ -424,7 +414,7 @@ pub async fn create_pair(
         created_at: now,
     };
     let first = crate::trust::service::Trust::first_session(&pair, now);
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "trust_pair.create",
@@ -442,8 +432,7 @@ async fn load_pair(
 ) -> ApiResult<TrustPair> {
     let uuid = parse_id("trust pair", id, field)?;
     state
-        .ledger
-        .store()
+        .store
         .trust_pairs(Some(uuid))
         .await?
         .into_iter()
@@ -454,8 +443,7 @@ async fn load_pair(
 /// The side of `pair` the caller acts for as a trader, if any.
 async fn trader_sides(state: &AppState, caller: &Caller, pair: &TrustPair) -> ApiResult<Vec<Side>> {
     let memberships = state
-        .ledger
-        .store()
+        .store
         .company_members(None, Some(&caller.name))
         .await?;
     Ok([Side::A, Side::B]
@@ -487,7 +475,7 @@ pub struct PairList {
     responses((status = 200, body = PairList)))]
 pub async fn pairs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<PairList>> {
     let mut items = Vec::new();
-    for p in state.ledger.store().trust_pairs(None).await? {
+    for p in state.store.trust_pairs(None).await? {
         if require_visible(&state, &caller, &p).await.is_ok() {
             items.push(pair_view(&state, &p).await?);
         }
@@ -594,7 +582,7 @@ pub async fn record_obligation(
         created_by: caller.name.clone(),
         created_at: state.trust.now(),
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "trust_obligation.record",
@@ -602,8 +590,7 @@ pub async fn record_obligation(
         None,
     );
     let stored = match state
-        .ledger
-        .store()
+        .store
         .record_trust_obligation(
             pair.id,
             &obligation,
@@ -691,7 +678,7 @@ async fn session_view(
     with_obligations: bool,
 ) -> ApiResult<SessionView> {
     let spec = spec(state, pair);
-    let store = state.ledger.store();
+    let store = &state.store;
     let list = if with_obligations || s.state == SessionState::Open {
         Some(store.trust_obligations(s.id, s.frozen_seq).await?)
     } else {
@@ -737,7 +724,7 @@ async fn session_view(
 
 async fn load_session(state: &AppState, id: &str) -> ApiResult<(Session, TrustPair)> {
     let uuid = parse_id("trust session", id, None)?;
-    let s = match state.ledger.store().trust_session(uuid).await {
+    let s = match state.store.trust_session(uuid).await {
         Err(StoreError::NotFound) => return Err(not_found("trust session", id, None)),
         other => other?,
     };
@@ -771,11 +758,10 @@ pub async fn sessions(
         Some(p) => Some(load_pair(&state, p, Some("pair")).await?),
         None => None,
     };
-    let pairs = state.ledger.store().trust_pairs(None).await?;
+    let pairs = state.store.trust_pairs(None).await?;
     let mut items = Vec::new();
     for s in state
-        .ledger
-        .store()
+        .store
         .trust_sessions(pair.as_ref().map(|p| p.id), q.state, limit)
         .await?
     {
@@ -875,7 +861,7 @@ pub async fn close(
             serde_json::to_value(preview_view(&spec, &pair, &preview)).unwrap_or_default(),
         ));
     }
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "trust_session.close",

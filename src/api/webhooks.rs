@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, RequestId};
-use super::{AppState, audit_record, require_reason};
+use super::{AppState, require_reason};
 use crate::api::auth::Caller;
 use crate::domain::{Role, micros_to_rfc3339};
 use crate::webhooks::{Endpoint, check_event_types, check_url, new_secret};
@@ -59,7 +59,7 @@ async fn load(state: &AppState, id: &str) -> ApiResult<Endpoint> {
         field: None,
     };
     let uuid = uuid::Uuid::try_parse(id).map_err(|_| not_found())?;
-    match state.ledger.store().endpoint(uuid).await {
+    match state.store.endpoint(uuid).await {
         Err(crate::store::StoreError::NotFound) => Err(not_found()),
         other => Ok(other?),
     }
@@ -92,7 +92,7 @@ pub async fn create(
     check_event_types(&body.event_types).map_err(|(i, m)| {
         ApiError::invalid("invalid_event_type", format!("event_types[{i}]"), m)
     })?;
-    let now = crate::store::now_micros();
+    let now = state.clock.now();
     let endpoint = Endpoint {
         id: uuid::Uuid::now_v7(),
         url: url.to_string(),
@@ -106,18 +106,14 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "webhook_endpoint.create",
         format!("webhook_endpoint:{}", endpoint.id),
         Some(reason),
     );
-    state
-        .ledger
-        .store()
-        .create_endpoint(&endpoint, &audit)
-        .await?;
+    state.store.create_endpoint(&endpoint, &audit).await?;
     Ok((
         StatusCode::CREATED,
         Json(EndpointWithSecret {
@@ -137,10 +133,9 @@ pub struct EndpointList {
     responses((status = 200, body = EndpointList)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<EndpointList>> {
     caller.require(&[Role::Admin])?;
-    let now = crate::store::now_micros();
+    let now = state.clock.now();
     let items = state
-        .ledger
-        .store()
+        .store
         .endpoints()
         .await?
         .iter()
@@ -158,10 +153,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointView>> {
     caller.require(&[Role::Admin])?;
-    Ok(Json(view(
-        &load(&state, &id).await?,
-        crate::store::now_micros(),
-    )))
+    Ok(Json(view(&load(&state, &id).await?, state.clock.now())))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -195,8 +187,8 @@ pub async fn rotate(
     }
     let endpoint = load(&state, &id).await?;
     let secret = new_secret();
-    let now = crate::store::now_micros();
-    let audit = audit_record(
+    let now = state.clock.now();
+    let audit = state.audit_record(
         &caller,
         request_id,
         "webhook_endpoint.rotate",
@@ -205,8 +197,7 @@ pub async fn rotate(
     );
     let until = now + i64::try_from(overlap).unwrap_or(0) * 1_000_000;
     state
-        .ledger
-        .store()
+        .store
         .rotate_endpoint_secret(endpoint.id, &secret, until, &audit)
         .await?;
     let updated = load(&state, &id).await?;
@@ -237,7 +228,7 @@ pub async fn set_active(
     super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
     let endpoint = load(&state, &id).await?;
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         if body.active {
@@ -249,8 +240,7 @@ pub async fn set_active(
         Some(reason.clone()),
     );
     state
-        .ledger
-        .store()
+        .store
         .set_endpoint_active(
             endpoint.id,
             body.active,
@@ -258,10 +248,7 @@ pub async fn set_active(
             &audit,
         )
         .await?;
-    Ok(Json(view(
-        &load(&state, &id).await?,
-        crate::store::now_micros(),
-    )))
+    Ok(Json(view(&load(&state, &id).await?, state.clock.now())))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -346,8 +333,7 @@ pub async fn deliveries(
         })?,
     };
     let rows = state
-        .ledger
-        .store()
+        .store
         .webhook_deliveries(endpoint.id, filter, after, limit)
         .await?;
     let next_cursor = (rows.len() as i64 == limit)
@@ -400,7 +386,7 @@ pub async fn replay(
     caller.require(&[Role::Admin])?;
     let reason = require_reason(&body.reason)?;
     let endpoint = load(&state, &id).await?;
-    let store = state.ledger.store();
+    let store = &state.store;
     let selectors = usize::from(body.event_id.is_some())
         + usize::from(body.dead_lettered)
         + usize::from(body.from.is_some() || body.to.is_some());
@@ -493,7 +479,7 @@ pub async fn replay(
             ),
         )
     };
-    let audit = audit_record(
+    let audit = state.audit_record(
         &caller,
         request_id,
         "webhook_endpoint.replay",
@@ -540,7 +526,7 @@ pub async fn event(
         field: None,
     };
     let uuid = uuid::Uuid::try_parse(&id).map_err(|_| missing())?;
-    let e = match state.ledger.store().webhook_event(uuid).await {
+    let e = match state.store.webhook_event(uuid).await {
         Err(crate::store::StoreError::NotFound) => return Err(missing()),
         other => other?,
     };

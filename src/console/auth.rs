@@ -108,7 +108,7 @@ pub(super) async fn login(
         );
     }
     let value = token_string();
-    let now = crate::store::now_micros();
+    let now = c.app.clock.now();
     let ttl = i64::try_from(c.session_ttl.as_micros()).unwrap_or(i64::MAX);
     let session = SessionRecord {
         id_hash: session_hash(&value),
@@ -119,13 +119,13 @@ pub(super) async fn login(
         created_at: now,
         expires_at: now.saturating_add(ttl),
     };
-    if let Err(e) = c.app.ledger.store().put_console_session(&session).await {
+    if let Err(e) = c.app.store.put_console_session(&session).await {
         return Refusal::from(e).into_response();
     }
     let next = if session.mfa_ok {
         "/admin"
     } else {
-        match c.app.ledger.store().console_mfa(&caller.name).await {
+        match c.app.store.console_mfa(&caller.name).await {
             Ok(Some(m)) if m.confirmed_at.is_some() => "/admin/2fa",
             Ok(_) => "/admin/2fa/enrol",
             Err(e) => return Refusal::from(e).into_response(),
@@ -158,9 +158,8 @@ pub(super) async fn logout(
     }
     if let Err(e) = c
         .app
-        .ledger
-        .store()
-        .delete_console_session(&s.id_hash, crate::store::now_micros())
+        .store
+        .delete_console_session(&s.id_hash, c.app.clock.now())
         .await
     {
         return Refusal::from(e).into_response();
@@ -186,7 +185,7 @@ pub(super) async fn enrol_form(
     if !needs_mfa(s.role) || s.mfa_ok {
         return Ok(Redirect::to("/admin").into_response());
     }
-    let store = c.app.ledger.store();
+    let store = &c.app.store;
     let m = match store.console_mfa(&s.user).await? {
         Some(m) if m.confirmed_at.is_some() => {
             return Ok(Redirect::to("/admin/2fa").into_response());
@@ -225,11 +224,7 @@ async fn accept_code(c: &Console, m: &MfaEnrolment, code: &str) -> Result<bool, 
     let Some(step) = totp::matching_step(&secret, code, now) else {
         return Ok(false);
     };
-    Ok(c.app
-        .ledger
-        .store()
-        .advance_totp_step(&m.user, step)
-        .await?)
+    Ok(c.app.store.advance_totp_step(&m.user, step).await?)
 }
 
 async fn finish(c: &Console, s: &SessionRecord) -> Result<(), Refusal> {
@@ -237,7 +232,7 @@ async fn finish(c: &Console, s: &SessionRecord) -> Result<(), Refusal> {
         mfa_ok: true,
         ..s.clone()
     };
-    c.app.ledger.store().put_console_session(&done).await?;
+    c.app.store.put_console_session(&done).await?;
     Ok(())
 }
 
@@ -247,7 +242,7 @@ pub(super) async fn enrol(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, Refusal> {
     super::check_csrf(&s, &form)?;
-    let store = c.app.ledger.store();
+    let store = &c.app.store;
     let Some(m) = store.console_mfa(&s.user).await? else {
         return Ok(Redirect::to("/admin/2fa/enrol").into_response());
     };
@@ -269,7 +264,7 @@ pub(super) async fn enrol(
         .map(|_| totp::base32(&random_bytes::<10>()))
         .collect();
     let confirmed = MfaEnrolment {
-        confirmed_at: Some(crate::store::now_micros()),
+        confirmed_at: Some(c.app.clock.now()),
         recovery_codes: codes
             .iter()
             .map(|c| hex::encode(Sha256::digest(c.as_bytes())))
@@ -314,7 +309,7 @@ pub(super) async fn second_factor(
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, Refusal> {
     super::check_csrf(&s, &form)?;
-    let store = c.app.ledger.store();
+    let store = &c.app.store;
     let Some(m) = store
         .console_mfa(&s.user)
         .await?

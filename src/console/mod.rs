@@ -181,10 +181,10 @@ async fn current_session(
         return Ok(None);
     };
     let hash = auth::session_hash(value);
-    let Some(s) = console.app.ledger.store().console_session(&hash).await? else {
+    let Some(s) = console.app.store.console_session(&hash).await? else {
         return Ok(None);
     };
-    if s.expires_at <= crate::store::now_micros() {
+    if s.expires_at <= console.app.clock.now() {
         return Ok(None);
     }
     let caller = Caller {

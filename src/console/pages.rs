@@ -430,7 +430,7 @@ pub(super) async fn treasury(
     let mut sections = Vec::new();
     for n in nets.as_array().map(Vec::as_slice).unwrap_or_default() {
         let name = s(n, "name").to_owned();
-        let runs = c.app.ledger.store().canary_runs(&name, 5).await?;
+        let runs = c.app.store.canary_runs(&name, 5).await?;
         let wallets: Vec<_> = c
             .app
             .wallets

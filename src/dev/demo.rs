@@ -6,13 +6,14 @@
 //! escrow deal through the happy path (its AUTO_APPROVE timer fires) and one through a dispute
 //! resolved by an Operator, and an end-of-day session between two trust partners. It prints
 //! what it does, then a summary whose balances are read from the ledger, and stays up until
-//! Ctrl-C. The deal and EOD clock runs `CLOCK_FACTOR` times faster, so timers and cut-offs
-//! come in seconds.
+//! Ctrl-C. Rather than wait days for a deal's timer or hours for a cut-off, the daemon's clock
+//! skips ahead to it (`SkippingClock`), for every part of the daemon at once.
 
 use crate::api::auth::{Caller, new_token};
 use crate::app::App;
 use crate::chains::evm::EvmClient;
 use crate::chains::tron::TronAddress;
+use crate::clock::{Clock, SkippingClock};
 use crate::config::{Config, NetworkConfig};
 use crate::dev::chain::{DevChain, TestToken};
 use crate::dev::tron::DevTron;
@@ -24,15 +25,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 const HOT_KEY_VAR: &str = "TREASURYD_DEMO_HOT_KEY";
 const CANARY_KEY_VAR: &str = "TREASURYD_DEMO_CANARY_KEY";
-/// How much faster the deal and EOD clock runs (a day in about 4 s).
-pub const CLOCK_FACTOR: i64 = 20_000;
 
 pub struct Demo {
     pub app: App,
+    /// The daemon's clock: the tour skips it ahead to timers and cut-offs.
+    pub clock: Arc<SkippingClock>,
     pub chain: DevChain,
     pub tron: DevTron,
     pub dir: PathBuf,
@@ -162,12 +164,13 @@ impl Demo {
             )
         })
         .collect();
-        let app =
-            App::build_with_clock(c, callers, crate::timers::FastClock::new(CLOCK_FACTOR)).await?;
+        let clock = SkippingClock::new();
+        let app = App::build_with_clock(c, callers, clock.clone()).await?;
         let partner_account = funded_partner(&app, "acme", "ethereum").await?;
         let tron_partner_account = funded_partner(&app, "acme", "tron").await?;
         Ok(Self {
             app,
+            clock,
             chain,
             tron,
             dir,
@@ -202,7 +205,7 @@ impl Demo {
              \x20 trader token   : {t}\n\
              \x20 approver token : {p}\n\
              \x20 operator token : {o}\n\
-             \x20 deal/EOD clock : {factor}x real time (timers and cut-offs come in seconds)\n",
+             \x20 clock          : skips ahead to deal timers and EOD cut-offs in the tour\n",
             dir = self.dir.display(),
             db = self.dir.join("treasuryd.db").display(),
             metrics = self.app.metrics_addr(),
@@ -220,7 +223,6 @@ impl Demo {
             t = self.trader_token.expose_secret(),
             p = self.approver_token.expose_secret(),
             o = self.operator_token.expose_secret(),
-            factor = CLOCK_FACTOR,
         )
     }
 
@@ -267,6 +269,7 @@ impl Demo {
         let api = format!("http://{}", self.app.api_addr());
         let Demo {
             app,
+            clock,
             chain,
             tron,
             admin_token,
@@ -292,6 +295,7 @@ impl Demo {
             evm: EvmClient::new(&chain.url)?,
             chain: &chain,
             tron: &tron,
+            clock,
             lines: Vec::new(),
             accounts: vec![partner_account, tron_partner_account],
         };
@@ -327,6 +331,8 @@ struct Tour<'a> {
     evm: EvmClient,
     chain: &'a DevChain,
     tron: &'a DevTron,
+    /// The daemon's clock, skipped ahead to timers and cut-offs.
+    clock: Arc<SkippingClock>,
     /// What happened, for the summary.
     lines: Vec<String>,
     /// Accounts whose balances the summary shows.
@@ -387,6 +393,20 @@ impl Tour<'_> {
         anyhow::bail!("{path} did not reach {states:?}")
     }
 
+    /// Skips the daemon's clock ahead to `at` (an RFC 3339 time from the API).
+    fn skip_to(&self, what: &str, at: &Value) -> anyhow::Result<()> {
+        let text = at
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no time for {what}: {at}"))?;
+        let at = chrono::DateTime::parse_from_rfc3339(text)
+            .with_context(|| format!("{what} at {text}"))?
+            .timestamp_micros();
+        let days = (at - self.clock.now()) as f64 / 86_400e6;
+        println!("  the clock skips {days:.2} days ahead to {what} ({text})");
+        self.clock.skip_to(at);
+        Ok(())
+    }
+
     fn step(&mut self, text: String) {
         println!("  {text}");
         self.lines.push(text);
@@ -432,7 +452,7 @@ impl Tour<'_> {
                 a["held"].as_str().unwrap_or_default(),
             ));
         }
-        let report = crate::ledger::verify::verify(ledger.store().as_ref()).await?;
+        let report = crate::ledger::verify::verify(ledger.store()).await?;
         out.push_str(&format!(
             "  ledger verify: {} ({} journal transactions)\n",
             if report.is_clean() {
@@ -592,6 +612,8 @@ impl Tour<'_> {
         )
         .await?;
         println!("  deal {id}: funded, delivered (85% released), inspection timer set");
+        let timer = self.get(&format!("/v1/deals/{id}")).await?;
+        self.skip_to("the AUTO_APPROVE timer", &timer["timers"][0]["due_at"])?;
         let done = self
             .until(&format!("/v1/deals/{id}"), "state", &["SETTLED"])
             .await?;
@@ -679,9 +701,11 @@ impl Tour<'_> {
             )
             .await?;
         }
-        println!(
-            "  trust pair {pair_id}: Alpha owes 500, Beta owes 150.25 today; waiting for the 17:00 Warsaw cut-off"
-        );
+        println!("  trust pair {pair_id}: Alpha owes 500, Beta owes 150.25 today");
+        self.skip_to(
+            "the 17:00 Warsaw cut-off",
+            &pair["open_session"]["cutoff_at"],
+        )?;
         let s = self
             .until(
                 &format!("/v1/trust/sessions/{session}"),
@@ -715,7 +739,7 @@ async fn funded_partner(app: &App, owner: &str, network: &str) -> anyhow::Result
         target: String::new(),
         reason: Some("demo set-up".into()),
         request_id: String::new(),
-        at: crate::store::now_micros(),
+        at: app.state().clock.now(),
         evidence: None,
     };
     let account = ledger

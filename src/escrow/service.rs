@@ -4,12 +4,13 @@
 //! (`deal:{id}:fund`, …) or by timer (`timer:{id}`), so a repeated call replays.
 
 use super::{Deal, DealState, DealStep, Evidence, Issue, Resolution};
+use crate::clock::DynClock;
 use crate::domain::{AccountId, Amount, DealId, UnixMicros};
 use crate::ledger::{Command, Effect, Ledger, LedgerError, Operation, ReleaseKind};
 use crate::scope::ScopeRefusal;
-use crate::store::{AuditRecord, StoreError};
+use crate::store::{AllowlistStore, AuditRecord, EscrowStore, OperationsStore, StoreError};
 use crate::templates::{DisputeExpiry, DisputeOutcome, TemplateCatalog};
-use crate::timers::{DynClock, Timer, TimerKind};
+use crate::timers::{Timer, TimerKind};
 use std::sync::Arc;
 
 const DAY_MICROS: i64 = 86_400_000_000;
@@ -71,6 +72,11 @@ pub struct NewDeal {
 #[derive(Clone)]
 pub struct Escrow {
     pub ledger: Ledger,
+    pub deals: Arc<dyn EscrowStore>,
+    /// The seller's allowlist decides where a deal may pay out.
+    pub allowlists: Arc<dyn AllowlistStore>,
+    /// The pilot scope decides which templates may open deals.
+    pub operations: Arc<dyn OperationsStore>,
     pub templates: Arc<TemplateCatalog>,
     pub clock: DynClock,
     /// The payout networks, for deals that pay out on chain.
@@ -95,7 +101,7 @@ fn posting(key: String, op: Operation) -> Posting {
 
 impl Escrow {
     pub async fn get(&self, id: DealId) -> Result<Deal, EscrowError> {
-        match self.ledger.store().get_deal(id).await {
+        match self.deals.get_deal(id).await {
             Err(StoreError::NotFound) => Err(EscrowError::NotFound(id)),
             other => Ok(other?),
         }
@@ -108,8 +114,7 @@ impl Escrow {
         actor: &str,
         audit: &AuditRecord,
     ) -> Result<Deal, EscrowError> {
-        let store = self.ledger.store();
-        let scope = crate::scope::current(store.as_ref()).await?;
+        let scope = crate::scope::current(self.operations.as_ref()).await?;
         let templates = self.templates.snapshot();
         let template = scope
             .admit(&templates, &req.country, &req.category)?
@@ -123,7 +128,7 @@ impl Escrow {
         }
         let mut asset = None;
         for (field, id) in [("buyer_account", req.buyer), ("seller_account", req.seller)] {
-            let account = match store.get_account(id).await {
+            let account = match self.ledger.store().get_account(id).await {
                 Ok(a) => a,
                 Err(StoreError::NotFound) => {
                     return Err(invalid(
@@ -203,7 +208,7 @@ impl Escrow {
             seller_payout: req.seller_payout,
             buyer_refund: req.buyer_refund,
         };
-        store.create_deal(&deal, &detail, audit).await?;
+        self.deals.create_deal(&deal, &detail, audit).await?;
         Ok(deal)
     }
 
@@ -368,10 +373,7 @@ impl Escrow {
             detail: detail.to_owned(),
             raised_at: at,
         });
-        self.ledger
-            .store()
-            .apply_deal_step(&step, Some(&audit))
-            .await?;
+        self.deals.apply_deal_step(&step, Some(&audit)).await?;
         self.get(id).await
     }
 
@@ -554,7 +556,7 @@ impl Escrow {
                         step.from = vec![DealState::Issue];
                         step.fire_timer = Some(timer.id);
                         step.escalate = true;
-                        Ok(self.ledger.store().apply_deal_step(&step, None).await?)
+                        Ok(self.deals.apply_deal_step(&step, None).await?)
                     }
                     DisputeExpiry::ReleaseFull | DisputeExpiry::RefundFull => {
                         let outcome =
@@ -612,7 +614,7 @@ impl Escrow {
                 format!("{asset} is not paid out on chain; leave {field} out"),
             ));
         }
-        let allowlist = self.ledger.store().allowlist(account).await?;
+        let allowlist = self.allowlists.allowlist(account).await?;
         if allowlist.enforced
             && !allowlist
                 .entries
@@ -643,7 +645,7 @@ impl Escrow {
         if ids.is_empty() {
             return Ok(());
         }
-        let known: Vec<Evidence> = self.ledger.store().evidence(deal.id).await?;
+        let known: Vec<Evidence> = self.deals.evidence(deal.id).await?;
         for (i, id) in ids.iter().enumerate() {
             if !known.iter().any(|e| e.id == *id) {
                 return Err(invalid(
@@ -667,11 +669,7 @@ impl Escrow {
         audit: Option<AuditRecord>,
     ) -> Result<(), EscrowError> {
         if postings.is_empty() {
-            return Ok(self
-                .ledger
-                .store()
-                .apply_deal_step(&step, audit.as_ref())
-                .await?);
+            return Ok(self.deals.apply_deal_step(&step, audit.as_ref()).await?);
         }
         let token = self
             .networks
@@ -796,11 +794,7 @@ impl Escrow {
     /// cancelled it.
     pub async fn fire_due(&self, claimer: &str) -> Result<RunnerPass, EscrowError> {
         let now: UnixMicros = self.clock.now();
-        let due = self
-            .ledger
-            .store()
-            .claim_due_timers(now, claimer, 50)
-            .await?;
+        let due = self.deals.claim_due_timers(now, claimer, 50).await?;
         let mut pass = RunnerPass::default();
         for timer in due {
             match self.fire(&timer).await {

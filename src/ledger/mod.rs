@@ -17,9 +17,10 @@ pub mod writer;
 
 pub use model::*;
 
+use crate::clock::DynClock;
 use crate::domain::{AccountId, Amount, AssetKey, AssetSpec, HoldId};
 use crate::metrics::LedgerMetrics;
-use crate::store::{ConflictKind, DynStore, StoreError};
+use crate::store::{ConflictKind, LedgerStore, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,10 +35,11 @@ pub const WALLET_OWNER_PREFIX: &str = "wallet:";
 /// system accounts each asset gets.
 #[derive(Clone)]
 pub struct Ledger {
-    store: DynStore,
+    store: Arc<dyn LedgerStore>,
     assets: HashMap<AssetKey, AssetSpec>,
     system: HashMap<(AssetKey, AccountKind), AccountId>,
     metrics: Option<LedgerMetrics>,
+    clock: DynClock,
     /// Group-commit queue for single commands (see `writer`).
     submit: mpsc::Sender<Submission>,
 }
@@ -45,15 +47,20 @@ pub struct Ledger {
 impl Ledger {
     /// Registers the configured assets, makes sure each has its system accounts, and starts
     /// the group-commit writers with default settings and no metrics.
-    pub async fn open(store: DynStore, assets: &[AssetSpec]) -> Result<Self, StoreError> {
-        Self::open_with(store, assets, None, WriterConfig::default()).await
+    pub async fn open(
+        store: Arc<dyn LedgerStore>,
+        assets: &[AssetSpec],
+    ) -> Result<Self, StoreError> {
+        let clock = crate::clock::SystemClock::shared();
+        Self::open_with(store, assets, None, WriterConfig::default(), clock).await
     }
 
     pub async fn open_with(
-        store: DynStore,
+        store: Arc<dyn LedgerStore>,
         assets: &[AssetSpec],
         metrics: Option<LedgerMetrics>,
         writer: WriterConfig,
+        clock: DynClock,
     ) -> Result<Self, StoreError> {
         let mut system = HashMap::new();
         for spec in assets {
@@ -79,12 +86,15 @@ impl Ledger {
             assets,
             system,
             metrics,
+            clock,
             submit,
         })
     }
 
-    pub fn store(&self) -> &DynStore {
-        &self.store
+    /// The ledger's own rows: accounts, the journal and holds. Every other area is its own
+    /// store trait, handed to the service that uses it.
+    pub fn store(&self) -> &dyn LedgerStore {
+        self.store.as_ref()
     }
 
     pub fn asset(&self, key: &AssetKey) -> Option<&AssetSpec> {
@@ -239,7 +249,7 @@ impl Ledger {
             target: owner.clone(),
             reason: Some(reason),
             request_id: "engine-start".into(),
-            at: crate::store::now_micros(),
+            at: self.clock.now(),
             evidence: None,
         };
         let new = NewAccount {

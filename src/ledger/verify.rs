@@ -3,7 +3,7 @@
 
 use super::model::*;
 use crate::domain::{AccountId, AssetKey, HoldId};
-use crate::store::{AccountFilter, JournalFilter, Store, StoreResult};
+use crate::store::{AccountFilter, JournalFilter, LedgerStore, StoreResult};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -58,7 +58,7 @@ struct HoldTally {
     resolved: i128,
 }
 
-pub async fn verify(store: &dyn Store) -> StoreResult<VerifyReport> {
+pub async fn verify(store: &dyn LedgerStore) -> StoreResult<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut problems = Vec::new();
 

@@ -5,7 +5,7 @@
 //! still judged on its own: a rejected one never affects its neighbours (`ledger::batch`).
 
 use super::model::{Command, LedgerError, Posted};
-use crate::store::{DynStore, StoreError};
+use crate::store::{LedgerStore, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -39,7 +39,7 @@ impl Default for WriterConfig {
 
 /// Starts the writer tasks; they stop once every sender is dropped and the queue is drained.
 pub fn spawn(
-    store: DynStore,
+    store: Arc<dyn LedgerStore>,
     config: WriterConfig,
     on_batch: BatchObserver,
 ) -> mpsc::Sender<Submission> {

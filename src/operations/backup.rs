@@ -53,7 +53,12 @@ pub async fn sqlite(url: &str, out: &Path) -> Result<BackupReport, BackupError> 
         .execute(&mut conn)
         .await?;
     conn.close().await?;
-    let copy = crate::store::open(&format!("sqlite://{}", out.display()), 1).await?;
+    let copy = crate::store::open(
+        &format!("sqlite://{}", out.display()),
+        1,
+        crate::clock::SystemClock::shared(),
+    )
+    .await?;
     let report = crate::ledger::verify::verify(copy.as_ref()).await?;
     if !report.is_clean() {
         return Err(BackupError::Verify(report.to_string()));

@@ -12,12 +12,13 @@
 //! time.
 
 use super::{CanaryResult, CanaryRun};
+use crate::clock::DynClock;
 use crate::domain::{Amount, PayoutId, UnixMicros};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::CanaryMetrics;
 use crate::payouts::networks::PayoutNetworks;
 use crate::payouts::{PayoutState, request_command};
-use crate::store::{StoreError, now_micros};
+use crate::store::{DynStore, LeaseStore, OperationsStore, PayoutStore, StoreError};
 use crate::wallets::{Wallet, WalletRole};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +66,11 @@ impl Settings {
 #[derive(Clone)]
 pub struct Canaries {
     ledger: Ledger,
+    runs: Arc<dyn OperationsStore>,
+    payouts: Arc<dyn PayoutStore>,
+    /// The scheduler's lease: one instance of several starts a due canary.
+    leases: Arc<dyn LeaseStore>,
+    clock: DynClock,
     networks: Arc<PayoutNetworks>,
     /// Network → its canary address (canonical).
     addresses: HashMap<String, String>,
@@ -77,6 +83,8 @@ pub struct Canaries {
 impl Canaries {
     pub fn new(
         ledger: Ledger,
+        store: &DynStore,
+        clock: DynClock,
         networks: Arc<PayoutNetworks>,
         config: &crate::config::Config,
         wallets: &[Arc<Wallet>],
@@ -84,6 +92,10 @@ impl Canaries {
     ) -> Self {
         Self {
             ledger,
+            runs: store.clone(),
+            payouts: store.clone(),
+            leases: store.clone(),
+            clock,
             networks,
             addresses: config
                 .networks
@@ -153,8 +165,7 @@ impl Canaries {
         let actor = audit.actor.clone();
         let actor = actor.as_str();
         let (address, token) = self.check(network)?;
-        let store = self.ledger.store();
-        if let Some(last) = store.canary_runs(network, 1).await?.pop()
+        if let Some(last) = self.runs.canary_runs(network, 1).await?.pop()
             && last.result.is_none()
         {
             return Err(CanaryError::Running {
@@ -195,12 +206,12 @@ impl Canaries {
             network: network.to_owned(),
             payout,
             started_by: actor.to_owned(),
-            started_at: now_micros(),
+            started_at: self.clock.now(),
             result: None,
             reason: None,
             finished_at: None,
         };
-        store.record_canary_start(&run).await?;
+        self.runs.record_canary_start(&run).await?;
         tracing::info!(network, %payout, actor, "canary payout started");
         Ok(run)
     }
@@ -208,17 +219,16 @@ impl Canaries {
     /// Records the result of every unfinished run that has one: confirmed → green; failed,
     /// cancelled, rejected, or not confirmed within the timeout → red. Each result once.
     pub async fn finish_due(&self) -> Result<(), CanaryError> {
-        let store = self.ledger.store();
         for network in self.addresses.keys() {
-            let Some(run) = store.canary_runs(network, 1).await?.pop() else {
+            let Some(run) = self.runs.canary_runs(network, 1).await?.pop() else {
                 continue;
             };
             if run.result.is_some() {
                 self.show(&run);
                 continue;
             }
-            let payout = store.get_payout(run.payout).await?;
-            let now = now_micros();
+            let payout = self.payouts.get_payout(run.payout).await?;
+            let now = self.clock.now();
             let elapsed = Duration::from_micros(u64::try_from(now - run.started_at).unwrap_or(0));
             let last = payout
                 .events
@@ -244,7 +254,11 @@ impl Canaries {
                 ),
                 _ => continue,
             };
-            if store.finish_canary(run.id, result, &reason, now).await? {
+            if self
+                .runs
+                .finish_canary(run.id, result, &reason, now)
+                .await?
+            {
                 match result {
                     CanaryResult::Green => tracing::info!(network, %reason, "canary green"),
                     CanaryResult::Red => tracing::error!(network, %reason, "canary red"),
@@ -254,7 +268,7 @@ impl Canaries {
                     .with_label_values(&[network.as_str(), result.as_str()])
                     .inc();
             }
-            if let Some(done) = store.canary_runs(network, 1).await?.pop() {
+            if let Some(done) = self.runs.canary_runs(network, 1).await?.pop() {
                 self.show(&done);
             }
         }
@@ -286,8 +300,7 @@ impl Canaries {
         loop {
             self.finish_due().await?;
             let now = self
-                .ledger
-                .store()
+                .runs
                 .canary_runs(&run.network, 20)
                 .await?
                 .into_iter()
@@ -309,15 +322,15 @@ impl Canaries {
         lease_ttl: Duration,
         cancel: tokio_util::sync::CancellationToken,
     ) {
-        let store = self.ledger.store().clone();
         loop {
             if let Err(e) = self.finish_due().await {
                 tracing::warn!(error = %e, "canary pass failed; retrying");
             }
             if let Some(interval) = self.settings.interval {
                 let ttl = i64::try_from(lease_ttl.as_micros()).unwrap_or(i64::MAX);
-                let leased = store
-                    .acquire_lease("canary", &instance, now_micros(), ttl)
+                let leased = self
+                    .leases
+                    .acquire_lease("canary", &instance, self.clock.now(), ttl)
                     .await
                     .ok()
                     .flatten()
@@ -337,13 +350,12 @@ impl Canaries {
         let every = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
         for network in self.configured() {
             let last: Option<UnixMicros> = self
-                .ledger
-                .store()
+                .runs
                 .canary_runs(&network, 1)
                 .await?
                 .pop()
                 .map(|r| r.started_at);
-            if last.is_none_or(|at| now_micros() - at >= every) {
+            if last.is_none_or(|at| self.clock.now() - at >= every) {
                 let audit = crate::store::AuditRecord {
                     actor: "treasuryd-scheduler".into(),
                     role: crate::domain::Role::Admin,
@@ -351,7 +363,7 @@ impl Canaries {
                     target: String::new(),
                     reason: Some("scheduled canary".into()),
                     request_id: "canary-scheduler".into(),
-                    at: now_micros(),
+                    at: self.clock.now(),
                     evidence: None,
                 };
                 match self.start(&network, audit).await {

@@ -7,10 +7,13 @@
 
 use super::ConfigFreeze;
 use crate::domain::UnixMicros;
-use crate::store::{Store, StoreResult};
+use crate::store::{OperationsStore, StoreResult};
 
 /// The freeze in force at `now`, if any (one whose `until` has passed is not).
-pub async fn active(store: &dyn Store, now: UnixMicros) -> StoreResult<Option<ConfigFreeze>> {
+pub async fn active(
+    store: &dyn OperationsStore,
+    now: UnixMicros,
+) -> StoreResult<Option<ConfigFreeze>> {
     Ok(store.config_freeze().await?.filter(|f| f.active_at(now)))
 }
 

@@ -192,10 +192,11 @@ pub fn request_command(
 /// yet, fully paid, or was closed before.
 pub async fn close_unpaid(
     ledger: &crate::ledger::Ledger,
+    payouts: &dyn crate::store::PayoutStore,
     payout: PayoutId,
 ) -> Result<Option<Payout>, crate::store::StoreError> {
     use crate::ledger::{Command, Effect, LedgerError, Operation};
-    let p = ledger.store().get_payout(payout).await?;
+    let p = payouts.get_payout(payout).await?;
     if !p.all_chunks_final()
         || p.chunks.iter().all(|c| c.state == ChunkState::Confirmed)
         || !matches!(p.state, PayoutState::Queued | PayoutState::Broadcast)

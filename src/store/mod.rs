@@ -132,14 +132,12 @@ pub enum Backend {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    fn backend(&self) -> Backend;
-    async fn migrate(&self) -> StoreResult<()>;
-    async fn ping(&self) -> StoreResult<()>;
-    async fn close(&self);
-
+/// The ledger's rows: assets, accounts, the journal and holds.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
     /// Records a configured asset; refuses a change of decimals for one already stored.
     async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()>;
+
     async fn ensure_system_account(
         &self,
         asset: &AssetKey,
@@ -155,28 +153,40 @@ pub trait Store: Send + Sync + 'static {
         &self,
         commands: &[Command],
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>>;
-
     async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx>;
     async fn list_journal(&self, filter: &JournalFilter) -> StoreResult<Vec<JournalTx>>;
     async fn get_hold(&self, id: HoldId) -> StoreResult<Hold>;
+
     /// Every hold, in id order after `after`; for verification.
     async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>>;
+
     /// The stored head of the hash chain: last sequence number and its hash.
     async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])>;
+}
+
+/// Payouts, their chunks and attempts, the signing state of each wallet, and the controls that
+/// stop signing (safe-mode, rollout phase, asset freezes).
+#[async_trait]
+pub trait PayoutStore: Send + Sync {
     /// A payout with its chunks and events.
     async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout>;
+
     /// The payout a hold was placed for.
     async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout>;
+
     /// These payouts with their chunks (events and attempts left out), in no particular order.
     async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>>;
+
     /// Payouts with their chunks (events left out), oldest first.
     async fn list_payouts(&self, filter: &PayoutFilter) -> StoreResult<Vec<Payout>>;
 
     /// The next nonce the daemon will use for `wallet`, if it has used it before.
     async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>>;
+
     /// Queued chunks of payouts that may be sent, oldest first: none of a frozen asset, none
     /// to a destination its account's enforced allowlist lacks.
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>>;
+
     /// Stores signed transfers for queued chunks, nonces `first_nonce..`, and advances the
     /// wallet's next nonce past them, in one database transaction. `first_nonce` must be the
     /// stored next nonce (or the wallet new), `fence` the network's current lease fence, the
@@ -190,6 +200,172 @@ pub trait Store: Send + Sync + 'static {
         first_nonce: u64,
         signed: &[(ChunkId, Attempt)],
     ) -> StoreResult<()>;
+
+    /// Stores a new attempt for a chunk in flight (an EVM replacement with the same nonce and
+    /// higher fees; a Tron rebuild), with the payout event that tells of it.
+    async fn record_replacement(
+        &self,
+        chunk: ChunkId,
+        attempt: &Attempt,
+        event: &str,
+        detail: &str,
+    ) -> StoreResult<()>;
+
+    /// Marks attempts as sent (first time only) and their chunks as broadcast.
+    async fn mark_broadcast(
+        &self,
+        attempts: &[uuid::Uuid],
+        head: u64,
+        at: UnixMicros,
+    ) -> StoreResult<()>;
+
+    /// Chunks signed, broadcast or mined on `network`, with their attempts.
+    async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>>;
+
+    /// Records where each chunk was mined, or (None) that its block left the chain, in one
+    /// database transaction; the last word on a chunk wins, every word goes into its payout's
+    /// events.
+    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()>;
+
+    /// Ends a chunk that did not pay: `Failed` (its transfer reverted; queued siblings are
+    /// cancelled so the payout stops there) or `Cancelled` (a cancel was mined instead).
+    async fn close_chunk(&self, chunk: ChunkId, state: ChunkState, detail: &str)
+    -> StoreResult<()>;
+
+    /// Records an Operator's cancel of a payout on the network: queued chunks are cancelled
+    /// at once, signed and broadcast ones are left for the engine to cancel on chain.
+    /// `Conflict` when the payout is final or nothing of it can be cancelled any more.
+    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()>;
+
+    async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str)
+    -> StoreResult<()>;
+
+    /// Moves a payout from pending_approval to queued on behalf of `approver`, who must not
+    /// be its creator (`Conflict` otherwise, or when it is no longer pending). Audited with it.
+    async fn approve_payout(
+        &self,
+        payout: PayoutId,
+        approver: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    /// Whether new transactions on `network` are held back, with the reason.
+    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>>;
+
+    /// Enters (Some) or leaves (None) safe-mode on `network`. Audited with it.
+    async fn set_safe_mode(
+        &self,
+        network: &str,
+        mode: Option<&SafeMode>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    /// Payouts on `network` an Operator asked to cancel that still have chunks on the way.
+    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>>;
+
+    /// How many payouts on `network` are pending approval, queued and broadcast.
+    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>>;
+    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>>;
+
+    async fn set_rollout_phase(
+        &self,
+        network: &str,
+        setting: &RolloutSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>>;
+
+    /// Freezes (Some) or unfreezes (None) `asset` on `network`. Audited with it.
+    async fn set_freeze(
+        &self,
+        network: &str,
+        asset: &str,
+        freeze: Option<&AssetFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    /// Token units per asset of the chunks first signed on `network` at or after `since`.
+    async fn signed_volume_since(
+        &self,
+        network: &str,
+        since: UnixMicros,
+    ) -> StoreResult<Vec<(String, i128)>>;
+}
+
+/// Per-account destination allowlists.
+#[async_trait]
+pub trait AllowlistStore: Send + Sync {
+    async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist>;
+
+    async fn set_allowlist_enforced(
+        &self,
+        account: AccountId,
+        enforced: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    /// Adds (`allowed`) or removes a destination. Audited with it.
+    async fn set_allowed_destination(
+        &self,
+        account: AccountId,
+        entry: &AllowedDestination,
+        allowed: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+    async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists>;
+}
+
+/// What the watcher needs to hold the ledger against the chain: deposit addresses, its cursor,
+/// wallet openings and the custody snapshot.
+#[async_trait]
+pub trait CustodyStore: Send + Sync {
+    /// Declares `entry.address` a deposit address of `entry.account`. Audited with it.
+    async fn add_deposit_address(
+        &self,
+        entry: &DepositAddress,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    /// Deposit addresses on `network` (all accounts), or of one account.
+    async fn deposit_addresses(
+        &self,
+        network: &str,
+        account: Option<AccountId>,
+    ) -> StoreResult<Vec<DepositAddress>>;
+
+    /// Which of these transaction hashes are attempts treasuryd signed.
+    async fn known_attempts(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> StoreResult<std::collections::HashSet<[u8; 32]>>;
+
+    /// The first block of `network` not yet read for deposits.
+    async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>>;
+    async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()>;
+
+    /// (wallet, asset) pairs of `network` whose opening balance is posted, with the block it
+    /// was read at.
+    async fn wallet_openings(
+        &self,
+        network: &str,
+    ) -> StoreResult<std::collections::HashMap<(String, String), u64>>;
+
+    async fn record_wallet_opening(
+        &self,
+        network: &str,
+        wallet: &str,
+        asset: &str,
+        block: u64,
+    ) -> StoreResult<()>;
+
+    /// The deposit cursor, the hot wallets' accounts and the chunks in flight on `network`,
+    /// as of one moment.
+    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot>;
+}
+
+/// Escrow deals, their timeline, evidence and timers.
+#[async_trait]
+pub trait EscrowStore: Send + Sync {
     /// Stores a new deal (CREATED) with the first line of its timeline (`detail`), audited.
     async fn create_deal(
         &self,
@@ -197,47 +373,45 @@ pub trait Store: Send + Sync + 'static {
         detail: &str,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
     async fn get_deal(&self, id: crate::domain::DealId)
     -> StoreResult<crate::domain::escrow::Deal>;
+
     /// Deals in id order matching `filter`.
     async fn list_deals(
         &self,
         filter: &DealFilter,
     ) -> StoreResult<Vec<crate::domain::escrow::Deal>>;
+
     async fn deal_events(
         &self,
         id: crate::domain::DealId,
     ) -> StoreResult<Vec<crate::domain::escrow::DealEvent>>;
+
     async fn deal_timers(
         &self,
         id: crate::domain::DealId,
     ) -> StoreResult<Vec<crate::timers::Timer>>;
+
     /// The report's facts about every deal created in `[from, to)`.
     async fn deal_facts(
         &self,
         from: UnixMicros,
         to: UnixMicros,
     ) -> StoreResult<Vec<crate::domain::escrow::DealFacts>>;
-    async fn record_incident(
-        &self,
-        incident: &crate::domain::escrow::Incident,
-        audit: &AuditRecord,
-    ) -> StoreResult<()>;
-    async fn incidents(
-        &self,
-        from: UnixMicros,
-        to: UnixMicros,
-    ) -> StoreResult<Vec<crate::domain::escrow::Incident>>;
+
     /// Records evidence metadata (and a timeline line), audited.
     async fn add_evidence(
         &self,
         evidence: &crate::domain::escrow::Evidence,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
     async fn evidence(
         &self,
         deal: crate::domain::DealId,
     ) -> StoreResult<Vec<crate::domain::escrow::Evidence>>;
+
     /// A deal step that moves no money, in its own transaction (audited when `audit` is
     /// given). `Conflict` when the deal is not in a state the step starts from.
     async fn apply_deal_step(
@@ -245,6 +419,7 @@ pub trait Store: Send + Sync + 'static {
         step: &crate::domain::escrow::DealStep,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()>;
+
     /// Claims up to `limit` pending timers due at `now` that no other runner holds a live
     /// claim on (PostgreSQL: `FOR UPDATE SKIP LOCKED`), for `claimer`, for
     /// `timers::CLAIM_MICROS`.
@@ -254,6 +429,15 @@ pub trait Store: Send + Sync + 'static {
         claimer: &str,
         limit: i64,
     ) -> StoreResult<Vec<crate::timers::Timer>>;
+
+    /// Deal timers still pending and trust sessions still open whose moment was before
+    /// `before`: how many, and the earliest moment.
+    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)>;
+}
+
+/// Webhook endpoints, the outbox and its deliveries.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
     async fn create_endpoint(
         &self,
         endpoint: &crate::domain::webhooks::Endpoint,
@@ -261,6 +445,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn endpoints(&self) -> StoreResult<Vec<crate::domain::webhooks::Endpoint>>;
     async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::domain::webhooks::Endpoint>;
+
     /// A new signing secret; the old one keeps signing until `previous_until`. Audited.
     async fn rotate_endpoint_secret(
         &self,
@@ -269,6 +454,7 @@ pub trait Store: Send + Sync + 'static {
         previous_until: UnixMicros,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
     async fn set_endpoint_active(
         &self,
         id: uuid::Uuid,
@@ -276,11 +462,13 @@ pub trait Store: Send + Sync + 'static {
         reason: Option<&str>,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
     /// Outbox events not yet rendered and fanned out, oldest first.
     async fn undispatched_webhook_events(
         &self,
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>>;
+
     /// Stores the rendered bodies `(seq, body)` and queues `(endpoint, seq)` deliveries, in one
     /// transaction; events already dispatched are left alone.
     async fn dispatch_webhook_events(
@@ -289,10 +477,12 @@ pub trait Store: Send + Sync + 'static {
         deliveries: &[(uuid::Uuid, i64)],
         at: UnixMicros,
     ) -> StoreResult<()>;
+
     async fn webhook_event(
         &self,
         id: uuid::Uuid,
     ) -> StoreResult<crate::domain::webhooks::OutboxEvent>;
+
     /// Dispatched events written to the outbox in `[from, to)`, oldest first.
     async fn webhook_events_between(
         &self,
@@ -300,6 +490,7 @@ pub trait Store: Send + Sync + 'static {
         to: UnixMicros,
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>>;
+
     /// An endpoint's deliveries in event order after `after_seq`, optionally in one state.
     async fn webhook_deliveries(
         &self,
@@ -308,11 +499,13 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::webhooks::Delivery>>;
+
     /// Records attempts on pending deliveries, in one transaction.
     async fn record_webhook_attempts(
         &self,
         outcomes: &[crate::domain::webhooks::AttemptOutcome],
     ) -> StoreResult<()>;
+
     /// Makes these events due again for `endpoint` (pending ones stay as they are), audited.
     /// Returns how many became due.
     async fn replay_webhook_events(
@@ -322,27 +515,36 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> StoreResult<u64>;
     async fn webhook_backlog(&self) -> StoreResult<crate::domain::webhooks::Backlog>;
+
     /// Retention: deletes what was delivered before `before`, and events left with no delivery
     /// dispatched before it. Returns (events, deliveries) deleted.
     async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)>;
+}
+
+/// Companies, trust pairs, their sessions and obligations.
+#[async_trait]
+pub trait TrustStore: Send + Sync {
     async fn create_company(
         &self,
         company: &crate::domain::trust::Company,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     async fn companies(&self) -> StoreResult<Vec<crate::domain::trust::Company>>;
+
     /// Adds (or changes the role of) a company member, audited.
     async fn set_company_member(
         &self,
         member: &crate::domain::trust::Member,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
     /// Members of a company, or the memberships of a user.
     async fn company_members(
         &self,
         company: Option<uuid::Uuid>,
         user: Option<&str>,
     ) -> StoreResult<Vec<crate::domain::trust::Member>>;
+
     /// Stores a pair with its first open session, audited.
     async fn create_trust_pair(
         &self,
@@ -350,32 +552,38 @@ pub trait Store: Send + Sync + 'static {
         first: &crate::domain::trust::NextSession,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
     /// Every pair, or one.
     async fn trust_pairs(
         &self,
         id: Option<uuid::Uuid>,
     ) -> StoreResult<Vec<crate::domain::trust::TrustPair>>;
     async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::domain::trust::Session>;
+
     async fn trust_sessions(
         &self,
         pair: Option<uuid::Uuid>,
         state: Option<crate::domain::trust::SessionState>,
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::trust::Session>>;
+
     /// Open sessions whose cut-off has come.
     async fn due_trust_sessions(
         &self,
         now: UnixMicros,
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::trust::Session>>;
+
     /// Sessions past cut-off and not settled, oldest first.
     async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::domain::trust::Session>>;
+
     /// A session's obligations in sequence order (up to `through`).
     async fn trust_obligations(
         &self,
         session: uuid::Uuid,
         through: Option<i64>,
     ) -> StoreResult<Vec<crate::domain::trust::StoredObligation>>;
+
     /// Records an obligation in the pair's open session under `limit` (`CreditLimit` past it).
     async fn record_trust_obligation(
         &self,
@@ -384,18 +592,38 @@ pub trait Store: Send + Sync + 'static {
         headroom: &Headroom,
         audit: &AuditRecord,
     ) -> StoreResult<crate::domain::trust::StoredObligation>;
+
     /// A session step that moves no money, in its own transaction (audited when given).
     async fn apply_session_step(
         &self,
         step: &crate::domain::trust::SessionStep,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()>;
+}
+
+/// What operators run the daemon with: canary runs, the configuration freeze,
+/// the pilot scope, incidents and the audit log.
+#[async_trait]
+pub trait OperationsStore: Send + Sync {
+    async fn record_incident(
+        &self,
+        incident: &crate::domain::escrow::Incident,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    async fn incidents(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::domain::escrow::Incident>>;
+
     /// The pilot's scope flags as last set; None before anyone set them.
     /// Records a canary payout as started (no result yet).
     async fn record_canary_start(
         &self,
         run: &crate::domain::operations::CanaryRun,
     ) -> StoreResult<()>;
+
     /// Records a canary's result once; false when it already had one.
     async fn finish_canary(
         &self,
@@ -404,51 +632,45 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         at: UnixMicros,
     ) -> StoreResult<bool>;
+
     /// A network's canary runs, newest first.
     async fn canary_runs(
         &self,
         network: &str,
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::operations::CanaryRun>>;
+
     /// The configuration freeze, if one was set (it may have run out: see `active_at`).
     async fn config_freeze(&self) -> StoreResult<Option<crate::domain::operations::ConfigFreeze>>;
+
     /// Sets (Some) or lifts (None) the configuration freeze, audited with it.
     async fn set_config_freeze(
         &self,
         freeze: Option<&crate::domain::operations::ConfigFreeze>,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
-    /// Deal timers still pending and trust sessions still open whose moment was before
-    /// `before`: how many, and the earliest moment.
-    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)>;
-    /// A console session by the SHA-256 of its cookie.
-    async fn console_session(
-        &self,
-        id_hash: &[u8; 32],
-    ) -> StoreResult<Option<crate::domain::console::SessionRecord>>;
-    /// Stores a session, or updates its second-factor flag and expiry.
-    async fn put_console_session(
-        &self,
-        session: &crate::domain::console::SessionRecord,
-    ) -> StoreResult<()>;
-    /// Ends a session (and any expired ones).
-    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()>;
-    async fn console_mfa(
-        &self,
-        user: &str,
-    ) -> StoreResult<Option<crate::domain::console::MfaEnrolment>>;
-    async fn put_console_mfa(&self, mfa: &crate::domain::console::MfaEnrolment) -> StoreResult<()>;
-    /// Records the TOTP time step just used if it is later than the last: false for a replay.
-    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool>;
-    /// Spends a recovery code by its hash: false when it is not (or no longer) valid.
-    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
+
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>>;
+
     /// Replaces the scope flags, audited with them.
     async fn set_pilot_scope(
         &self,
         setting: &crate::scope::ScopeSetting,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
+
+    /// The audit log in order, `limit` records after `after`.
+    async fn list_audit(
+        &self,
+        after: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredAudit>>;
+}
+
+/// Leases that let one instance of several run a loop (an engine, the canary scheduler, a
+/// runner); the database's clock decides expiry.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Takes or renews the lease on `network`'s engine for `owner` until `now + ttl`: granted
     /// when free, expired, or already `owner`'s (a new owner gets the next fence). None while
     /// another owner holds it. PostgreSQL uses its own clock rather than `now`, so instances on
@@ -460,161 +682,86 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMicros,
         ttl_micros: i64,
     ) -> StoreResult<Option<Lease>>;
+
     /// Gives the lease up (graceful shutdown), so another instance takes over at once.
     async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()>;
+
     async fn lease(&self, network: &str) -> StoreResult<Option<Lease>>;
+}
 
-    /// Declares `entry.address` a deposit address of `entry.account`. Audited with it.
-    async fn add_deposit_address(
+/// Console sessions and second factors.
+#[async_trait]
+pub trait ConsoleStore: Send + Sync {
+    /// A console session by the SHA-256 of its cookie.
+    async fn console_session(
         &self,
-        entry: &DepositAddress,
-        audit: &AuditRecord,
-    ) -> StoreResult<()>;
-    /// Deposit addresses on `network` (all accounts), or of one account.
-    async fn deposit_addresses(
+        id_hash: &[u8; 32],
+    ) -> StoreResult<Option<crate::domain::console::SessionRecord>>;
+
+    /// Stores a session, or updates its second-factor flag and expiry.
+    async fn put_console_session(
         &self,
-        network: &str,
-        account: Option<AccountId>,
-    ) -> StoreResult<Vec<DepositAddress>>;
-    /// Which of these transaction hashes are attempts treasuryd signed.
-    async fn known_attempts(
-        &self,
-        hashes: &[[u8; 32]],
-    ) -> StoreResult<std::collections::HashSet<[u8; 32]>>;
-    /// The first block of `network` not yet read for deposits.
-    async fn deposit_cursor(&self, network: &str) -> StoreResult<Option<u64>>;
-    async fn set_deposit_cursor(&self, network: &str, next_block: u64) -> StoreResult<()>;
-    /// (wallet, asset) pairs of `network` whose opening balance is posted, with the block it
-    /// was read at.
-    async fn wallet_openings(
-        &self,
-        network: &str,
-    ) -> StoreResult<std::collections::HashMap<(String, String), u64>>;
-    async fn record_wallet_opening(
-        &self,
-        network: &str,
-        wallet: &str,
-        asset: &str,
-        block: u64,
-    ) -> StoreResult<()>;
-    /// The deposit cursor, the hot wallets' accounts and the chunks in flight on `network`,
-    /// as of one moment.
-    async fn custody_snapshot(&self, network: &str) -> StoreResult<CustodySnapshot>;
-    /// Stores a new attempt for a chunk in flight (an EVM replacement with the same nonce and
-    /// higher fees; a Tron rebuild), with the payout event that tells of it.
-    async fn record_replacement(
-        &self,
-        chunk: ChunkId,
-        attempt: &Attempt,
-        event: &str,
-        detail: &str,
-    ) -> StoreResult<()>;
-    /// Marks attempts as sent (first time only) and their chunks as broadcast.
-    async fn mark_broadcast(
-        &self,
-        attempts: &[uuid::Uuid],
-        head: u64,
-        at: UnixMicros,
-    ) -> StoreResult<()>;
-    /// Chunks signed, broadcast or mined on `network`, with their attempts.
-    async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>>;
-    /// Records where each chunk was mined, or (None) that its block left the chain, in one
-    /// database transaction; the last word on a chunk wins, every word goes into its payout's
-    /// events.
-    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()>;
-    /// Ends a chunk that did not pay: `Failed` (its transfer reverted; queued siblings are
-    /// cancelled so the payout stops there) or `Cancelled` (a cancel was mined instead).
-    async fn close_chunk(&self, chunk: ChunkId, state: ChunkState, detail: &str)
-    -> StoreResult<()>;
-    /// Records an Operator's cancel of a payout on the network: queued chunks are cancelled
-    /// at once, signed and broadcast ones are left for the engine to cancel on chain.
-    /// `Conflict` when the payout is final or nothing of it can be cancelled any more.
-    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()>;
-    async fn add_payout_event(&self, payout: PayoutId, kind: &str, detail: &str)
-    -> StoreResult<()>;
-    /// Moves a payout from pending_approval to queued on behalf of `approver`, who must not
-    /// be its creator (`Conflict` otherwise, or when it is no longer pending). Audited with it.
-    async fn approve_payout(
-        &self,
-        payout: PayoutId,
-        approver: &str,
-        audit: &AuditRecord,
-    ) -> StoreResult<()>;
-    /// Whether new transactions on `network` are held back, with the reason.
-    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>>;
-    /// Enters (Some) or leaves (None) safe-mode on `network`. Audited with it.
-    async fn set_safe_mode(
-        &self,
-        network: &str,
-        mode: Option<&SafeMode>,
-        audit: &AuditRecord,
+        session: &crate::domain::console::SessionRecord,
     ) -> StoreResult<()>;
 
-    /// Payouts on `network` an Operator asked to cancel that still have chunks on the way.
-    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>>;
-    /// How many payouts on `network` are pending approval, queued and broadcast.
-    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>>;
-    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>>;
-    async fn set_rollout_phase(
-        &self,
-        network: &str,
-        setting: &RolloutSetting,
-        audit: &AuditRecord,
-    ) -> StoreResult<()>;
-    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>>;
-    /// Freezes (Some) or unfreezes (None) `asset` on `network`. Audited with it.
-    async fn set_freeze(
-        &self,
-        network: &str,
-        asset: &str,
-        freeze: Option<&AssetFreeze>,
-        audit: &AuditRecord,
-    ) -> StoreResult<()>;
-    /// Token units per asset of the chunks first signed on `network` at or after `since`.
-    async fn signed_volume_since(
-        &self,
-        network: &str,
-        since: UnixMicros,
-    ) -> StoreResult<Vec<(String, i128)>>;
+    /// Ends a session (and any expired ones).
+    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()>;
 
-    async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist>;
-    async fn set_allowlist_enforced(
+    async fn console_mfa(
         &self,
-        account: AccountId,
-        enforced: bool,
-        audit: &AuditRecord,
-    ) -> StoreResult<()>;
-    /// Adds (`allowed`) or removes a destination. Audited with it.
-    async fn set_allowed_destination(
-        &self,
-        account: AccountId,
-        entry: &AllowedDestination,
-        allowed: bool,
-        audit: &AuditRecord,
-    ) -> StoreResult<()>;
-    async fn enforced_allowlists(&self, accounts: &[AccountId]) -> StoreResult<EnforcedAllowlists>;
+        user: &str,
+    ) -> StoreResult<Option<crate::domain::console::MfaEnrolment>>;
+    async fn put_console_mfa(&self, mfa: &crate::domain::console::MfaEnrolment) -> StoreResult<()>;
 
-    /// The audit log in order, `limit` records after `after`.
-    async fn list_audit(
-        &self,
-        after: Option<uuid::Uuid>,
-        limit: i64,
-    ) -> StoreResult<Vec<StoredAudit>>;
+    /// Records the TOTP time step just used if it is later than the last: false for a replay.
+    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool>;
+
+    /// Spends a recovery code by its hash: false when it is not (or no longer) valid.
+    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
+}
+
+/// The whole store: every area over one database. A service takes the area traits it uses;
+/// an `Arc<dyn Store>` coerces to any of them.
+#[async_trait]
+pub trait Store:
+    LedgerStore
+    + PayoutStore
+    + AllowlistStore
+    + CustodyStore
+    + EscrowStore
+    + WebhookStore
+    + TrustStore
+    + OperationsStore
+    + LeaseStore
+    + ConsoleStore
+    + Send
+    + Sync
+    + 'static
+{
+    fn backend(&self) -> Backend;
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+    async fn close(&self);
 }
 
 /// The trust rule the store applies under the session lock: how much more the obligation's
 /// debtor may owe, given the session's obligations so far (`trust::netting` writes it).
 pub type Headroom = dyn Fn(&[crate::domain::trust::StoredObligation]) -> i128 + Send + Sync;
 
-/// Opens the store named by `url` (`sqlite:…` or `postgres:…`).
-pub async fn open(url: &str, max_connections: u32) -> StoreResult<DynStore> {
+/// Opens the store named by `url` (`sqlite:…` or `postgres:…`); rows are stamped with `clock`'s
+/// time.
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+    clock: crate::clock::DynClock,
+) -> StoreResult<DynStore> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(Arc::new(
-            postgres::PgStore::connect(url, max_connections).await?,
+            postgres::PgStore::connect(url, max_connections, clock).await?,
         ))
     } else {
         Ok(Arc::new(
-            sqlite::SqliteStore::connect(url, max_connections).await?,
+            sqlite::SqliteStore::connect(url, max_connections, clock).await?,
         ))
     }
 }
@@ -634,8 +781,4 @@ pub(crate) fn hash32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Invariant(format!("stored hash has {} bytes", bytes.len())))
-}
-
-pub(crate) fn now_micros() -> UnixMicros {
-    chrono::Utc::now().timestamp_micros()
 }

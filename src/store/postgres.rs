@@ -35,6 +35,7 @@ type DbConnection = sqlx::PgConnection;
 
 pub struct PgStore {
     pool: PgPool,
+    clock: crate::clock::DynClock,
 }
 
 impl PgStore {
@@ -53,13 +54,17 @@ impl PgStore {
         Ok(tx)
     }
 
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        clock: crate::clock::DynClock,
+    ) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, clock })
     }
 }
 

@@ -40,10 +40,15 @@ pub struct SqliteStore {
     /// SQLite has one writer at a time. Queueing writers here, in order, instead of in SQLite's
     /// busy handler (which sleeps and retries) keeps write latency flat under contention.
     write_lock: tokio::sync::Mutex<()>,
+    clock: crate::clock::DynClock,
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        clock: crate::clock::DynClock,
+    ) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -57,6 +62,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             write_lock: tokio::sync::Mutex::new(()),
+            clock,
         })
     }
 

@@ -17,11 +17,11 @@ use super::netting::{self, Netted, Obligation, Outcome, Plan};
 use super::{
     Closing, NextSession, Session, SessionState, SessionStep, StoredObligation, TrustPair,
 };
+use crate::clock::DynClock;
 use crate::domain::{Amount, UnixMicros};
 use crate::ledger::{Command, Effect, Ledger, ReleaseKind};
 use crate::metrics::TrustMetrics;
-use crate::store::{AuditRecord, ConflictKind, StoreError};
-use crate::timers::DynClock;
+use crate::store::{AuditRecord, ConflictKind, LedgerStore, PayoutStore, StoreError, TrustStore};
 use serde::Serialize;
 
 /// How many times a close is tried again when an obligation slipped in meanwhile.
@@ -30,6 +30,9 @@ const CLOSE_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct Trust {
     pub ledger: Ledger,
+    pub sessions: std::sync::Arc<dyn TrustStore>,
+    /// Safe-mode on the pair's network holds settlement back.
+    pub controls: std::sync::Arc<dyn PayoutStore>,
     pub networks: std::sync::Arc<crate::payouts::networks::PayoutNetworks>,
     pub clock: DynClock,
     pub metrics: TrustMetrics,
@@ -82,17 +85,19 @@ fn obligations_of(list: &[StoredObligation]) -> Vec<Obligation> {
 /// What closing `session` now would freeze, net and settle, read from the database alone
 /// (the API's `?dry_run=true` and `treasuryd eod dry-run`).
 pub async fn preview(
-    store: &dyn crate::store::Store,
+    sessions: &dyn TrustStore,
+    accounts: &dyn LedgerStore,
+    controls: &dyn PayoutStore,
     session: &Session,
 ) -> Result<Preview, StoreError> {
-    let pair = store
+    let pair = sessions
         .trust_pairs(Some(session.pair))
         .await?
         .into_iter()
         .next()
         .ok_or(StoreError::NotFound)?;
     let (netted, frozen_seq) = if session.state == SessionState::Open {
-        let list = store.trust_obligations(session.id, None).await?;
+        let list = sessions.trust_obligations(session.id, None).await?;
         (
             netting::net(&obligations_of(&list)),
             list.last().map_or(0, |o| o.seq),
@@ -105,7 +110,7 @@ pub async fn preview(
         None => (None, 0),
     };
     let available = match debtor {
-        Some(d) => store.get_account(pair.account(d)).await?.available,
+        Some(d) => accounts.get_account(pair.account(d)).await?.available,
         None => 0,
     };
     let plan = netting::plan(amount, available, pair.mode);
@@ -121,7 +126,7 @@ pub async fn preview(
         outcome: plan.outcome.as_str(),
         settle: plan.settle,
         carry: plan.carry,
-        safe_mode: store.safe_mode(&pair.asset.network).await?.is_some(),
+        safe_mode: controls.safe_mode(&pair.asset.network).await?.is_some(),
     })
 }
 
@@ -142,8 +147,7 @@ impl Trust {
     }
 
     async fn pair(&self, id: uuid::Uuid) -> Result<TrustPair, StoreError> {
-        self.ledger
-            .store()
+        self.sessions
             .trust_pairs(Some(id))
             .await?
             .into_iter()
@@ -157,7 +161,13 @@ impl Trust {
 
     /// The figures and the plan for `session` as things stand: nothing is written.
     pub async fn preview(&self, session: &Session) -> Result<Preview, StoreError> {
-        preview(self.ledger.store().as_ref(), session).await
+        preview(
+            self.sessions.as_ref(),
+            self.ledger.store(),
+            self.controls.as_ref(),
+            session,
+        )
+        .await
     }
 
     /// Closes an open session: freezes and nets its obligations, opens the pair's next
@@ -168,7 +178,7 @@ impl Trust {
         by: &str,
         audit: Option<&AuditRecord>,
     ) -> Result<Session, TrustError> {
-        let store = self.ledger.store();
+        let store = self.sessions.as_ref();
         for attempt in 1..=CLOSE_ATTEMPTS {
             let session = store.trust_session(id).await?;
             if session.state != SessionState::Open {
@@ -224,12 +234,17 @@ impl Trust {
 
     /// Settles a closed, settling or unsettled session as far as it can now; returns it.
     pub async fn settle(&self, id: uuid::Uuid) -> Result<Session, TrustError> {
-        let store = self.ledger.store();
+        let store = self.sessions.as_ref();
         let session = store.trust_session(id).await?;
         let pair = self.pair(session.pair).await?;
         match session.state {
             SessionState::Closed | SessionState::Unsettled => {
-                if store.safe_mode(&pair.asset.network).await?.is_some() {
+                if self
+                    .controls
+                    .safe_mode(&pair.asset.network)
+                    .await?
+                    .is_some()
+                {
                     return Ok(session);
                 }
                 self.start_settlement(&pair, &session).await?;
@@ -245,7 +260,7 @@ impl Trust {
     }
 
     async fn start_settlement(&self, pair: &TrustPair, s: &Session) -> Result<(), TrustError> {
-        let store = self.ledger.store();
+        let store = self.sessions.as_ref();
         let (debtor, amount) = s.netted.debtor().unwrap_or((super::Side::A, 0));
         let available = self.available(pair.account(debtor)).await?;
         let plan: Plan = netting::plan(amount, available, pair.mode);
@@ -277,7 +292,11 @@ impl Trust {
                 }
             }
             Outcome::Full | Outcome::Partial => {
-                let account = store.get_account(pair.account(debtor)).await?;
+                let account = self
+                    .ledger
+                    .store()
+                    .get_account(pair.account(debtor))
+                    .await?;
                 let op = crate::ledger::Operation::Hold {
                     account: account.id,
                     amount: Amount::new(plan.settle)?,
@@ -301,11 +320,10 @@ impl Trust {
             tracing::warn!(point = "trust.before_release", "pause point reached");
             std::future::pending::<()>().await;
         }
-        let store = self.ledger.store();
         let hold_id = s.hold.ok_or_else(|| {
             StoreError::Invariant(format!("settling session {} has no hold", s.id))
         })?;
-        let hold = store.get_hold(hold_id).await?;
+        let hold = self.ledger.hold(hold_id).await?;
         let (debtor, _) = s.netted.debtor().unwrap_or((super::Side::A, 0));
         let creditor = debtor.other();
         let op = self.ledger.release(
@@ -372,7 +390,7 @@ impl Trust {
 
     /// One pass of the runner: closes sessions whose cut-off has come and settles what waits.
     pub async fn run_pass(&self) -> Result<(), TrustError> {
-        let store = self.ledger.store();
+        let store = self.sessions.as_ref();
         for s in store.due_trust_sessions(self.now(), 100).await? {
             match self.close(s.id, "cut-off", None).await {
                 Ok(_) | Err(TrustError::NotOpen(..)) => {}

@@ -13,10 +13,11 @@
 
 use super::outbox::{self, AttemptOutcome, Delivery, DeliveryState};
 use super::{Endpoint, check_url, is_internal, signature_header};
+use crate::clock::DynClock;
 use crate::config::WebhooksConfig;
 use crate::ledger::Ledger;
 use crate::metrics::WebhookMetrics;
-use crate::store::{AuditRecord, now_micros};
+use crate::store::{AuditRecord, DynStore};
 use backon::BackoffBuilder;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -121,6 +122,10 @@ pub async fn resolve_guarded(host: &str, allow_private: bool) -> Result<(), Stri
 #[derive(Clone)]
 pub struct Deliverer {
     ledger: Ledger,
+    /// Every area: an event's body is rendered from the payout, deal, journal or session it is
+    /// about.
+    store: DynStore,
+    clock: DynClock,
     client: reqwest::Client,
     settings: Settings,
     metrics: WebhookMetrics,
@@ -191,6 +196,8 @@ impl Deliverer {
     /// `listen_url`: the PostgreSQL URL to LISTEN on for outbox commits (None: poll only).
     pub fn new(
         ledger: Ledger,
+        store: DynStore,
+        clock: DynClock,
         settings: Settings,
         metrics: WebhookMetrics,
         listen_url: Option<secrecy::SecretString>,
@@ -208,6 +215,8 @@ impl Deliverer {
             .build()?;
         Ok(Self {
             ledger,
+            store,
+            clock,
             client,
             settings,
             metrics,
@@ -219,7 +228,7 @@ impl Deliverer {
     /// Runs until cancelled: under the lease, dispatches new events and keeps one worker per
     /// active endpoint; without it, waits.
     pub async fn run(self, instance: String, cancel: CancellationToken) {
-        let store = self.ledger.store().clone();
+        let store = self.store.clone();
         let mut workers: HashMap<Uuid, (JoinHandle<()>, CancellationToken)> = HashMap::new();
         let mut lease_until = 0i64;
         let mut next_backlog = 0i64;
@@ -234,7 +243,7 @@ impl Deliverer {
             .clone()
             .map(|url| tokio::spawn(listen(url, wake.clone(), cancel.clone())));
         loop {
-            let now = now_micros();
+            let now = self.clock.now();
             if exclusive {
                 lease_until = i64::MAX;
             } else if now >= lease_until - lease_micros * 2 / 3 {
@@ -274,7 +283,7 @@ impl Deliverer {
                 }
                 if now >= next_backlog {
                     match store.webhook_backlog().await {
-                        Ok(b) => self.metrics.set_backlog(&b, now_micros()),
+                        Ok(b) => self.metrics.set_backlog(&b, self.clock.now()),
                         Err(e) => tracing::warn!(error = %e, "reading the webhook backlog failed"),
                     }
                     self.metrics.refresh_ratio(now);
@@ -346,17 +355,17 @@ impl Deliverer {
     /// including one that is off: its events wait for it to be turned back on, in order.
     /// Returns how many were dispatched.
     pub async fn dispatch_pass(&self) -> Result<usize, crate::store::StoreError> {
-        let store = self.ledger.store();
+        let store = self.store.as_ref();
         let events = store.undispatched_webhook_events(DISPATCH_BATCH).await?;
         if events.is_empty() {
             return Ok(0);
         }
         let endpoints: Vec<Endpoint> = store.endpoints().await?;
-        let payouts = outbox::payouts_of(&self.ledger, &events).await?;
+        let payouts = outbox::payouts_of(store, &events).await?;
         let mut bodies = Vec::with_capacity(events.len());
         let mut deliveries = Vec::new();
         for event in &events {
-            let body = match outbox::render(&self.ledger, &payouts, event).await {
+            let body = match outbox::render(&self.ledger, store, &payouts, event).await {
                 Ok(b) => b,
                 Err(e) => {
                     // It stays undispatched (and counted in the backlog) until it renders.
@@ -372,7 +381,7 @@ impl Deliverer {
             }
         }
         store
-            .dispatch_webhook_events(&bodies, &deliveries, now_micros())
+            .dispatch_webhook_events(&bodies, &deliveries, self.clock.now())
             .await?;
         self.queued.send_modify(|n| *n += 1);
         Ok(bodies.len())
@@ -402,7 +411,7 @@ impl Deliverer {
 
     /// Delivers what is due in order; stops at the first delivery that is not delivered.
     async fn endpoint_pass(&self, id: Uuid) -> Result<Pass, crate::store::StoreError> {
-        let store = self.ledger.store();
+        let store = self.store.as_ref();
         let endpoint = store.endpoint(id).await?;
         if !endpoint.active {
             return Ok(Pass::Disabled);
@@ -419,7 +428,7 @@ impl Deliverer {
             Pass::Idle
         };
         for d in &pending {
-            let now = now_micros();
+            let now = self.clock.now();
             if d.next_attempt_at > now {
                 pass = Pass::DueIn(Duration::from_micros((d.next_attempt_at - now) as u64));
                 break;
@@ -449,7 +458,7 @@ impl Deliverer {
 
     /// One HTTP attempt and what it does to the delivery (and, on 410, to the endpoint).
     async fn attempt(&self, endpoint: &Endpoint, d: &Delivery) -> AttemptOutcome {
-        let now = now_micros();
+        let now = self.clock.now();
         let answer = self.post(endpoint, d, now).await;
         let label = endpoint.id.to_string();
         let (outcome, status, error) = match &answer {
@@ -460,7 +469,7 @@ impl Deliverer {
             Answer::Connect(e) => ("connect_error", None, Some(e.clone())),
             Answer::Refused(e) => ("refused", None, Some(e.clone())),
         };
-        let done = now_micros();
+        let done = self.clock.now();
         self.metrics.attempt(&label, outcome, done);
         let mut result = AttemptOutcome {
             endpoint: endpoint.id,
@@ -563,8 +572,7 @@ impl Deliverer {
         };
         tracing::warn!(endpoint = %endpoint.id, "webhook endpoint answered 410: disabled");
         if let Err(e) = self
-            .ledger
-            .store()
+            .store
             .set_endpoint_active(endpoint.id, false, Some(reason), &audit)
             .await
         {

@@ -12,7 +12,7 @@ pub use crate::domain::webhooks::{
 
 use crate::domain::micros_to_rfc3339;
 use crate::ledger::{AccountKind, Ledger};
-use crate::store::StoreError;
+use crate::store::{PayoutStore, Store, StoreError};
 use serde_json::{Value, json};
 
 impl DeliveryState {
@@ -50,7 +50,7 @@ pub fn subscribed(subscriptions: &[String], event_type: &str) -> bool {
 /// The payouts a batch of events is about, read in one call (`payouts_by_id`) rather than one
 /// full payout (chunks, events, attempts) per event.
 pub async fn payouts_of(
-    ledger: &Ledger,
+    payouts: &dyn PayoutStore,
     events: &[OutboxEvent],
 ) -> Result<std::collections::HashMap<crate::domain::PayoutId, crate::payouts::Payout>, StoreError>
 {
@@ -64,8 +64,7 @@ pub async fn payouts_of(
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    Ok(ledger
-        .store()
+    Ok(payouts
         .payouts_by_id(&ids)
         .await?
         .into_iter()
@@ -78,10 +77,10 @@ pub async fn payouts_of(
 /// batch's payouts (`payouts_of`).
 pub async fn render(
     ledger: &Ledger,
+    store: &dyn Store,
     payouts: &std::collections::HashMap<crate::domain::PayoutId, crate::payouts::Payout>,
     event: &OutboxEvent,
 ) -> Result<String, StoreError> {
-    let store = ledger.store();
     let family = event.event_type.split('.').next().unwrap_or_default();
     let subject = || {
         event

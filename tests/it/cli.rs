@@ -84,14 +84,16 @@ async fn migrate_then_verify_and_detect_tampering() {
 
     // Write through the library, then corrupt a cached balance behind the ledger's back.
     let url = format!("sqlite://{}/treasuryd.db", data);
-    let store = treasuryd::store::open(&url, 1).await.unwrap();
+    let store = treasuryd::store::open(&url, 1, treasuryd::clock::SystemClock::shared())
+        .await
+        .unwrap();
     let ledger = treasuryd::ledger::Ledger::open(
         store.clone(),
         &treasuryd::config::Config::defaults().asset_specs(),
     )
     .await
     .unwrap();
-    let account = open_partner(&store, "o").await;
+    let account = open_partner(store.as_ref(), "o").await;
     let op = ledger
         .deposit(&account, treasuryd::domain::Amount::new(5).unwrap())
         .unwrap();

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use treasuryd::clock::ManualClock;
 use treasuryd::scope::PilotScope;
-use treasuryd::timers::ManualClock;
 
 on_both_backends!(
     a_deal_runs_from_created_to_settled,
@@ -40,8 +40,8 @@ async fn escrow_app(db: Arc<TestDb>, clock: Arc<ManualClock>) -> TestApp {
 }
 
 fn clock() -> Arc<ManualClock> {
-    use treasuryd::timers::Clock;
-    ManualClock::starting_at(treasuryd::timers::SystemClock.now())
+    use treasuryd::clock::Clock;
+    ManualClock::starting_at(treasuryd::clock::SystemClock.now())
 }
 
 /// A buyer with 10,000 USDT and a seller with nothing.
@@ -228,7 +228,7 @@ async fn a_deal_runs_from_created_to_settled(backend: Backend) {
     );
     // Partners hear of each step through the webhook outbox, in order.
     assert_eq!(
-        crate::webhook_delivery::outbox_types(app.ledger.store(), &id).await,
+        crate::webhook_delivery::outbox_types(&app.store, &id).await,
         [
             "deal.created",
             "deal.funded",
@@ -782,7 +782,7 @@ async fn template_versions_and_scope_changes_touch_new_deals_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_go_no_go_report_matches_figures_computed_by_hand() {
     let clock = clock();
-    let t0 = treasuryd::timers::Clock::now(clock.as_ref());
+    let t0 = treasuryd::clock::Clock::now(clock.as_ref());
     let db = Arc::new(TestDb::new(Backend::Sqlite).await);
     let app = escrow_app(db.clone(), clock.clone()).await;
     let (buyer, seller) = parties(&app).await;

@@ -43,8 +43,7 @@ async fn deposit_account(
 async fn watcher_started(app: &TestApp) {
     for _ in 0..200 {
         if app
-            .ledger
-            .store()
+            .store
             .deposit_cursor("ethereum")
             .await
             .unwrap()
@@ -264,8 +263,7 @@ async fn transfers_to_deposit_addresses_are_credited_once(backend: Backend) {
     let mut started = false;
     for _ in 0..600 {
         started = app
-            .ledger
-            .store()
+            .store
             .deposit_cursor("ethereum")
             .await
             .unwrap()
@@ -354,8 +352,7 @@ async fn reconciled_after_one_payout(
     let mut cursor = 0;
     for _ in 0..600 {
         cursor = app
-            .ledger
-            .store()
+            .store
             .deposit_cursor("ethereum")
             .await
             .unwrap()

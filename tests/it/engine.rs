@@ -254,8 +254,7 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
         );
     }
     let outbox =
-        crate::webhook_delivery::outbox_types(app.ledger.store(), big["id"].as_str().unwrap())
-            .await;
+        crate::webhook_delivery::outbox_types(&app.store, big["id"].as_str().unwrap()).await;
     assert_eq!(outbox.first().map(String::as_str), Some("payout.accepted"));
     assert_eq!(outbox.last().map(String::as_str), Some("payout.confirmed"));
     assert!(outbox.iter().any(|t| t == "payout.broadcast"), "{outbox:?}");

@@ -734,7 +734,9 @@ async fn killed_between_crediting_deposits_and_moving_the_cursor(backend: Backen
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     // The watcher sets its cursor before the transfers.
-    let store = treasuryd::store::open(&db.url, 1).await.unwrap();
+    let store = treasuryd::store::open(&db.url, 1, treasuryd::clock::SystemClock::shared())
+        .await
+        .unwrap();
     let mut cursor = None;
     for _ in 0..600 {
         cursor = store.deposit_cursor("ethereum").await.unwrap();

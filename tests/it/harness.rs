@@ -174,6 +174,7 @@ pub struct TestApp {
     pub metrics: SocketAddr,
     pub client: reqwest::Client,
     pub ledger: Ledger,
+    pub store: treasuryd::store::DynStore,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -198,13 +199,13 @@ impl TestApp {
         db: Arc<TestDb>,
         adjust: impl FnOnce(&mut treasuryd::config::Config, &std::path::Path),
     ) -> Self {
-        Self::spawn_clocked(db, Arc::new(treasuryd::timers::SystemClock), adjust).await
+        Self::spawn_clocked(db, Arc::new(treasuryd::clock::SystemClock), adjust).await
     }
 
     /// Like `spawn_on`, with deals and timers on `clock`.
     pub async fn spawn_clocked(
         db: Arc<TestDb>,
-        clock: treasuryd::timers::DynClock,
+        clock: treasuryd::clock::DynClock,
         adjust: impl FnOnce(&mut treasuryd::config::Config, &std::path::Path),
     ) -> Self {
         init_logs();
@@ -232,10 +233,11 @@ impl TestApp {
         let app = App::build_with_clock(config, tokens, clock)
             .await
             .expect("app builds");
-        let (api, metrics, ledger) = (
+        let (api, metrics, ledger, store) = (
             app.api_addr(),
             app.metrics_addr(),
             app.state().ledger.clone(),
+            app.state().store.clone(),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
@@ -246,6 +248,7 @@ impl TestApp {
             metrics,
             client: reqwest::Client::new(),
             ledger,
+            store,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
@@ -382,7 +385,7 @@ impl TestApp {
 
     /// (journal length, audit rows): what "changed nothing" is measured against.
     pub async fn footprint(&self) -> (i64, usize) {
-        let store = self.ledger.store();
+        let store = &self.store;
         let (seq, _) = store.journal_head().await.unwrap();
         let audit = store.list_audit(None, 100_000).await.unwrap().len();
         (seq, audit)
@@ -400,7 +403,7 @@ impl TestApp {
     }
 
     pub async fn verify_clean(&self) {
-        let report = treasuryd::ledger::verify::verify(self.ledger.store().as_ref())
+        let report = treasuryd::ledger::verify::verify(self.store.as_ref())
             .await
             .unwrap();
         assert!(report.is_clean(), "{report}");
@@ -435,7 +438,7 @@ macro_rules! on_both_backends {
 
 /// Opens a USDT partner account straight through the store, for tests below the API.
 pub async fn open_partner(
-    store: &treasuryd::store::DynStore,
+    store: &dyn treasuryd::store::LedgerStore,
     owner: &str,
 ) -> treasuryd::ledger::Account {
     let audit = treasuryd::store::AuditRecord {

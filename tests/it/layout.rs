@@ -69,3 +69,44 @@ fn the_store_names_no_feature_module() {
 fn the_ledger_names_neither_payouts_nor_escrow() {
     assert_never_names("src/ledger", &["payouts", "escrow"]);
 }
+
+/// Every part reads the time through the one injected `Clock` (`src/clock.rs`), so a moved
+/// clock moves for all of them. The exceptions read a chain's time, not the daemon's: a Tron
+/// transaction's timestamp, and the local Tron stand-in node.
+#[test]
+fn the_time_is_read_only_through_the_clock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed = ["clock.rs", "payouts/engine/tron/sending.rs", "dev/tron.rs"];
+    let mut found = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if path.extension().is_none_or(|e| e != "rs") || allowed.contains(&relative.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if ["Utc::now()", "SystemTime::now()", "now_micros()"]
+                    .iter()
+                    .any(|read| line.contains(read))
+                {
+                    found.push(format!("src/{relative}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the time read beside the clock: {found:#?}"
+    );
+}

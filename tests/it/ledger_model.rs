@@ -311,12 +311,18 @@ fn run_model(backend: Backend) {
         .enable_all()
         .build()
         .unwrap();
-    let (db, ledger) = rt.block_on(async {
+    let (db, store, ledger) = rt.block_on(async {
         let db = TestDb::new(backend).await;
-        let store = treasuryd::store::open(&db.url, 4).await.unwrap();
+        let store = treasuryd::store::open(&db.url, 4, treasuryd::clock::SystemClock::shared())
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
         let specs = treasuryd::config::Config::defaults().asset_specs();
-        (db, Ledger::open(store, &specs).await.unwrap())
+        (
+            db,
+            store.clone(),
+            Ledger::open(store, &specs).await.unwrap(),
+        )
     });
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -336,7 +342,7 @@ fn run_model(backend: Backend) {
         panic!("{e}");
     }
     rt.block_on(async {
-        let report = treasuryd::ledger::verify::verify(ledger.store().as_ref())
+        let report = treasuryd::ledger::verify::verify(ledger.store())
             .await
             .unwrap();
         assert!(report.is_clean(), "{report}");
@@ -344,7 +350,7 @@ fn run_model(backend: Backend) {
             report.transactions > 100,
             "the model run should have written plenty: {report}"
         );
-        ledger.store().close().await;
+        store.close().await;
     });
     drop(db);
 }

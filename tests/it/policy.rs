@@ -37,8 +37,7 @@ async fn audited(app: &TestApp) -> Vec<String> {
 async fn gas_fees(app: &TestApp) -> Vec<i128> {
     let mut out = Vec::new();
     for tx in app
-        .ledger
-        .store()
+        .store
         .list_journal(&treasuryd::store::JournalFilter {
             kind: Some(treasuryd::ledger::EntryKind::Fee),
             limit: 500,
@@ -63,7 +62,7 @@ async fn gas_fees(app: &TestApp) -> Vec<i128> {
 /// What the wallet's gas account has paid in gas: its deposits (the opening balance read when
 /// the watcher started, recorded top-ups) less its balance.
 pub(crate) async fn gas_spent(app: &TestApp, wallet: &str) -> i128 {
-    let store = app.ledger.store();
+    let store = &app.store;
     let accounts = store
         .list_accounts(&AccountFilter {
             owner: Some(format!("wallet:{wallet}")),

@@ -13,7 +13,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use treasuryd::timers::{CLAIM_MICROS, Clock, ManualClock};
+use treasuryd::clock::{Clock, ManualClock};
+use treasuryd::timers::CLAIM_MICROS;
 
 /// What one backend answered, step by step.
 #[derive(Default)]
@@ -39,8 +40,8 @@ async fn app(backend: Backend, clock: Arc<ManualClock>) -> TestApp {
 }
 
 async fn leases(app: &TestApp, t: &mut Transcript) {
-    let store = app.ledger.store();
-    let now = || treasuryd::timers::SystemClock.now();
+    let store = &app.store;
+    let now = || treasuryd::clock::SystemClock.now();
     let lease = |l: Option<treasuryd::store::Lease>| {
         l.map_or(Value::Null, |l| json!({"owner": l.owner, "fence": l.fence}))
     };
@@ -249,7 +250,7 @@ async fn timers(app: &TestApp, clock: &ManualClock, t: &mut Transcript) {
         deals.push(id);
         clock.advance(Duration::from_secs(60));
     }
-    let store = app.ledger.store();
+    let store = &app.store;
     let late = clock.now() + 365 * 86_400_000_000;
     let order = |claimed: &[treasuryd::timers::Timer]| -> Value {
         claimed
@@ -291,7 +292,7 @@ async fn timers(app: &TestApp, clock: &ManualClock, t: &mut Transcript) {
 
 /// Event types in outbox order: each undispatched or dispatched event once, by sequence.
 async fn outbox(app: &TestApp, t: &mut Transcript) {
-    let store = app.ledger.store();
+    let store = &app.store;
     // Undispatched first: one dispatched meanwhile shows up in both reads, never in neither.
     let mut events = store.undispatched_webhook_events(10_000).await.unwrap();
     events.extend(
@@ -308,7 +309,7 @@ async fn outbox(app: &TestApp, t: &mut Transcript) {
 }
 
 async fn script(backend: Backend) -> Transcript {
-    let clock = ManualClock::starting_at(treasuryd::timers::SystemClock.now());
+    let clock = ManualClock::starting_at(treasuryd::clock::SystemClock.now());
     let app = app(backend, clock.clone()).await;
     let mut t = Transcript::default();
     leases(&app, &mut t).await;

@@ -718,7 +718,7 @@ async fn a_reorg_deeper_than_the_confirmations_enters_safe_mode_with_evidence(ba
     let event_id = uuid::Uuid::parse_str(audit["id"].as_str().unwrap()).unwrap();
     let mut body = Value::Null;
     for _ in 0..400 {
-        let event = app.ledger.store().webhook_event(event_id).await.unwrap();
+        let event = app.store.webhook_event(event_id).await.unwrap();
         if let Some(b) = event.body {
             body = serde_json::from_str(&b).unwrap();
             break;

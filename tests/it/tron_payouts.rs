@@ -605,13 +605,7 @@ async fn deposits_are_credited_once_however_often_blocks_are_read(backend: Backe
     // transfers.
     let mut set = false;
     for _ in 0..600 {
-        set = app
-            .ledger
-            .store()
-            .deposit_cursor("tron")
-            .await
-            .unwrap()
-            .is_some();
+        set = app.store.deposit_cursor("tron").await.unwrap().is_some();
         if set {
             break;
         }
@@ -649,18 +643,13 @@ async fn deposits_are_credited_once_however_often_blocks_are_read(backend: Backe
     // cursor is rewound once the daemon has stopped, so no tick of it moves it on again.
     let last_transfer = client.now_block().await.unwrap().number;
     app.stop().await.unwrap();
-    let store = treasuryd::store::open(&db.url, 1).await.unwrap();
+    let store = treasuryd::store::open(&db.url, 1, treasuryd::clock::SystemClock::shared())
+        .await
+        .unwrap();
     store.set_deposit_cursor("tron", start).await.unwrap();
     store.close().await;
     let app = app_on_db(db, &r, "", "").await;
-    let cursor = || async {
-        app.ledger
-            .store()
-            .deposit_cursor("tron")
-            .await
-            .unwrap()
-            .unwrap()
-    };
+    let cursor = || async { app.store.deposit_cursor("tron").await.unwrap().unwrap() };
     for _ in 0..200 {
         if cursor().await > last_transfer {
             break;

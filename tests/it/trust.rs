@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use treasuryd::timers::ManualClock;
+use treasuryd::clock::ManualClock;
 
 on_both_backends!(
     warsaw_sessions_close_once_at_cut_off_across_dst_and_settle,
@@ -256,14 +256,13 @@ async fn warsaw_sessions_close_once_at_cut_off_across_dst_and_settle(backend: Ba
     assert_eq!(available(&app, &p.account_b).await, "1350.000000");
     // Partners hear of it through the webhook outbox.
     assert_eq!(
-        crate::webhook_delivery::outbox_types(app.ledger.store(), &session).await,
+        crate::webhook_delivery::outbox_types(&app.store, &session).await,
         ["eod.session_closed", "eod.session_settled"]
     );
     let mut body = Value::Null;
     for _ in 0..200 {
         let events = app
-            .ledger
-            .store()
+            .store
             .webhook_events_between(0, i64::MAX, 1000)
             .await
             .unwrap();

@@ -403,7 +403,7 @@ async fn a_flaky_receiver_gets_every_event_in_order(backend: Backend) {
 
 async fn the_outbox_is_written_with_the_change_and_only_then(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c, _| quick_webhooks(c)).await;
-    let store = app.ledger.store().clone();
+    let store = app.store.clone();
     let count = || async { outbox(&store).await.len() };
     let account = app.create_account("acme").await;
     let before = count().await;
@@ -711,10 +711,7 @@ async fn gone_disables_the_horizon_dead_letters_and_replay_redelivers() {
     // Retention: what was delivered goes, with the events nobody waits for any more.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let later = chrono::Utc::now().timestamp_micros() + 1_000_000;
-    assert_eq!(
-        app.ledger.store().prune_webhooks(later).await.unwrap(),
-        (2, 2)
-    );
+    assert_eq!(app.store.prune_webhooks(later).await.unwrap(), (2, 2));
     let (_, page) = app
         .get(
             &format!("/v1/webhooks/endpoints/{endpoint}/deliveries"),

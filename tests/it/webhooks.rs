@@ -134,14 +134,12 @@ async fn endpoints_are_registered_safely_and_sign_verifiably() {
         "{rotated}"
     );
     let stored = app
-        .ledger
-        .store()
+        .store
         .endpoint(uuid::Uuid::parse_str(&id).unwrap())
         .await
         .unwrap();
-    let secrets = stored.signing_secrets(treasuryd::timers::Clock::now(
-        &treasuryd::timers::SystemClock,
-    ));
+    let secrets =
+        stored.signing_secrets(treasuryd::clock::Clock::now(&treasuryd::clock::SystemClock));
     assert_eq!(secrets.len(), 2);
     let header = treasuryd::webhooks::signature_header(&secrets, 1_790_000_000, payload);
     assert_eq!(

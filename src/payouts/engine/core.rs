@@ -3,14 +3,18 @@
 //! pause points for crash tests, and the end of a payout once its chunks are final.
 
 use super::{EngineInstance, PayoutToken};
+use crate::clock::DynClock;
 use crate::config::NetworkConfig;
 use crate::domain::{AccountId, Amount, AssetKey, PayoutId, UnixMicros};
 use crate::ledger::Ledger;
 use crate::metrics::PayoutMetrics;
 use crate::payouts::policy::{RolloutPhase, day_start};
 use crate::payouts::{PayoutState, close_unpaid};
-use crate::store::{DynStore, now_micros};
+use crate::store::{
+    AllowlistStore, ConflictKind, CustodyStore, LeaseStore, PayoutStore, StoreError,
+};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the lease leaves this instance for the tick.
@@ -21,6 +25,42 @@ pub(super) enum LeaseState {
     Running { fresh: bool },
     /// Another instance holds it; `lost` when this one held it until now.
     Standby,
+}
+
+/// Why a tick ended early, for `run_ticks` to decide what comes next.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TickError {
+    /// The engine lease is at another fence: another instance runs the network now, and this
+    /// one stands by at once rather than when it would next renew.
+    #[error("the engine lease moved to another instance")]
+    Fenced,
+    /// Safe-mode or a freeze came on while the tick signed: nothing was written, and the next
+    /// tick sees the halt. Not a failure.
+    #[error("signing halted: {0}")]
+    Halted(String),
+    /// Anything else (a node down, a database error): logged, and the next tick starts over
+    /// from the database.
+    #[error(transparent)]
+    Failed(anyhow::Error),
+}
+
+impl From<StoreError> for TickError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(ConflictKind::Fenced, _) => TickError::Fenced,
+            StoreError::Conflict(ConflictKind::Halted, reason) => TickError::Halted(reason),
+            e => TickError::Failed(e.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for TickError {
+    fn from(e: anyhow::Error) -> Self {
+        match e.downcast::<StoreError>() {
+            Ok(store) => store.into(),
+            Err(e) => TickError::Failed(e),
+        }
+    }
 }
 
 /// What the engine keeps between ticks is dropped, so the next tick reloads it from the
@@ -39,7 +79,7 @@ pub(super) enum Forget {
 pub(super) trait ChainEngine {
     fn core(&mut self) -> &mut EngineCore;
     /// One pass: settle what is in flight, send what is queued.
-    async fn tick(&mut self) -> anyhow::Result<()>;
+    async fn tick(&mut self) -> Result<(), TickError>;
     fn forget(&mut self, after: Forget);
 }
 
@@ -64,17 +104,27 @@ pub(super) async fn run_ticks<E: ChainEngine>(
                 engine.forget(Forget::Standby);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => Err(TickError::from(e)),
         };
         let core = engine.core();
         core.metrics
             .tick_seconds
             .with_label_values(&[core.name.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = ticked {
-            tracing::warn!(network = %core.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
-            core.renew_soon();
-            engine.forget(Forget::FailedTick);
+        match ticked {
+            Ok(()) => {}
+            Err(TickError::Fenced) => {
+                core.stand_by();
+                engine.forget(Forget::Standby);
+            }
+            Err(TickError::Halted(reason)) => {
+                tracing::info!(network = %core.name, %reason, "signing halted mid-tick");
+            }
+            Err(TickError::Failed(e)) => {
+                tracing::warn!(network = %core.name, error = format!("{e:#}"), "payout engine tick failed; retrying");
+                core.renew_soon();
+                engine.forget(Forget::FailedTick);
+            }
         }
         tokio::select! {
             () = cancel.cancelled() => {
@@ -96,7 +146,11 @@ pub(super) struct WalletAccounts {
 
 pub(super) struct EngineCore {
     pub(super) name: String,
-    pub(super) store: DynStore,
+    pub(super) payouts: Arc<dyn PayoutStore>,
+    pub(super) custody: Arc<dyn CustodyStore>,
+    pub(super) allowlists: Arc<dyn AllowlistStore>,
+    pub(super) leases: Arc<dyn LeaseStore>,
+    pub(super) clock: DynClock,
     pub(super) ledger: Ledger,
     pub(super) metrics: PayoutMetrics,
     pub(super) tokens: HashMap<String, PayoutToken>,
@@ -141,7 +195,11 @@ impl EngineCore {
             .collect();
         Ok(Self {
             name: network.name.clone(),
-            store: ledger.store().clone(),
+            payouts: instance.store.clone(),
+            custody: instance.store.clone(),
+            allowlists: instance.store.clone(),
+            leases: instance.store.clone(),
+            clock: instance.clock.clone(),
             ledger,
             metrics,
             tokens,
@@ -230,8 +288,8 @@ impl EngineCore {
         }
         let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
         let lease = self
-            .store
-            .acquire_lease(&self.name, &self.owner, now_micros(), ttl_micros)
+            .leases
+            .acquire_lease(&self.name, &self.owner, self.clock.now(), ttl_micros)
             .await?;
         let gauge = self
             .metrics
@@ -249,13 +307,22 @@ impl EngineCore {
                 Ok(LeaseState::Running { fresh })
             }
             None => {
-                if self.fence.take().is_some() {
-                    tracing::warn!(network = %self.name, owner = %self.owner, "engine lease lost to another instance; standing by");
-                }
-                gauge.set(0);
+                self.stand_by();
                 Ok(LeaseState::Standby)
             }
         }
+    }
+
+    /// Another instance holds the lease: this one signs nothing until it wins it back.
+    pub(super) fn stand_by(&mut self) {
+        if self.fence.take().is_some() {
+            tracing::warn!(network = %self.name, owner = %self.owner, "engine lease lost to another instance; standing by");
+        }
+        self.renewed_at = None;
+        self.metrics
+            .engine_lease
+            .with_label_values(&[self.name.as_str()])
+            .set(0);
     }
 
     /// After a failed tick the lease is renewed before the next one.
@@ -266,7 +333,7 @@ impl EngineCore {
     /// Hands the lease back at shutdown, so a standby takes over at once.
     pub(super) async fn release_lease(&self) {
         if self.fence.is_some()
-            && let Err(e) = self.store.release_lease(&self.name, &self.owner).await
+            && let Err(e) = self.leases.release_lease(&self.name, &self.owner).await
         {
             tracing::warn!(network = %self.name, error = %e, "could not release the engine lease; it expires on its own");
         }
@@ -282,7 +349,7 @@ impl EngineCore {
         reason: String,
         evidence: serde_json::Value,
     ) -> anyhow::Result<()> {
-        if self.store.safe_mode(&self.name).await?.is_some() {
+        if self.payouts.safe_mode(&self.name).await?.is_some() {
             return Ok(());
         }
         let mut evidence = evidence;
@@ -290,7 +357,7 @@ impl EngineCore {
             fields.insert("cause".into(), cause.into());
         }
         tracing::error!(network = %self.name, cause, %reason, %evidence, "entering safe-mode");
-        let at = now_micros();
+        let at = self.clock.now();
         let audit = crate::store::AuditRecord {
             actor: "treasuryd".into(),
             role: crate::domain::Role::Admin,
@@ -306,7 +373,7 @@ impl EngineCore {
             actor: "treasuryd".into(),
             since: at,
         };
-        self.store
+        self.payouts
             .set_safe_mode(&self.name, Some(&mode), &audit)
             .await?;
         self.metrics
@@ -318,7 +385,7 @@ impl EngineCore {
 
     /// Whether the network is in safe-mode, exported as the gauge.
     pub(super) async fn in_safe_mode(&self) -> anyhow::Result<bool> {
-        let safe = self.store.safe_mode(&self.name).await?.is_some();
+        let safe = self.payouts.safe_mode(&self.name).await?.is_some();
         self.metrics
             .safe_mode
             .with_label_values(&[self.name.as_str()])
@@ -329,7 +396,7 @@ impl EngineCore {
     /// The rollout phase set through the API, else the configured one.
     pub(super) async fn rollout_phase(&self) -> anyhow::Result<RolloutPhase> {
         Ok(self
-            .store
+            .payouts
             .rollout_phase(&self.name)
             .await?
             .map_or(self.default_phase, |s| s.phase))
@@ -345,7 +412,7 @@ impl EngineCore {
             return Ok(());
         }
         self.counted_at = Some(Instant::now());
-        let frozen = self.store.freezes(&self.name).await?;
+        let frozen = self.payouts.freezes(&self.name).await?;
         for code in self.tokens.keys() {
             let on = frozen.iter().any(|f| &f.asset == code);
             self.metrics
@@ -364,7 +431,7 @@ impl EngineCore {
                 .with_label_values(&[self.name.as_str(), p.as_str()])
                 .set(i64::from(p == phase));
         }
-        let counts = self.store.active_payouts(&self.name).await?;
+        let counts = self.payouts.active_payouts(&self.name).await?;
         for state in [
             PayoutState::PendingApproval,
             PayoutState::Queued,
@@ -397,9 +464,9 @@ impl EngineCore {
             return Ok(HashMap::new());
         }
         let phase = self.rollout_phase().await?;
-        let since = day_start(now_micros(), self.timezone);
+        let since = day_start(self.clock.now(), self.timezone);
         let used: HashMap<String, i128> = self
-            .store
+            .payouts
             .signed_volume_since(&self.name, since)
             .await?
             .into_iter()
@@ -442,7 +509,7 @@ impl EngineCore {
 
     async fn note_guardrail_wait(&mut self, payout: PayoutId, asset: &str) -> anyhow::Result<()> {
         if self.guardrail_noted.insert(payout) {
-            self.store
+            self.payouts
                 .add_payout_event(
                     payout,
                     "rollout_wait",
@@ -464,7 +531,7 @@ impl EngineCore {
             .with_label_values(&[network, state.as_str()])
             .inc();
         if state == PayoutState::Confirmed {
-            let seconds = (now_micros() - created_at).max(0) as f64 / 1e6;
+            let seconds = (self.clock.now() - created_at).max(0) as f64 / 1e6;
             self.metrics
                 .pass_through_seconds
                 .with_label_values(&[network])
@@ -479,7 +546,7 @@ impl EngineCore {
         touched: &[PayoutId],
         paid_now: &[PayoutId],
     ) -> anyhow::Result<()> {
-        for p in self.store.payouts_by_id(touched).await? {
+        for p in self.payouts.payouts_by_id(touched).await? {
             if p.state == PayoutState::Confirmed {
                 if paid_now.contains(&p.id) {
                     self.finished(PayoutState::Confirmed, p.created_at);
@@ -489,7 +556,8 @@ impl EngineCore {
             // A sibling may have failed or been cancelled: once all are final, the unpaid
             // remainder goes back.
             if p.all_chunks_final()
-                && let Some(closed) = close_unpaid(&self.ledger, p.id).await?
+                && let Some(closed) =
+                    close_unpaid(&self.ledger, self.payouts.as_ref(), p.id).await?
             {
                 self.finished(closed.state, closed.created_at);
             }

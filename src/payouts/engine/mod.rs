@@ -32,7 +32,7 @@ mod tracking;
 mod tron;
 mod watching;
 
-use self::core::{ChainEngine, EngineCore, Forget, WalletAccounts, run_ticks};
+use self::core::{ChainEngine, EngineCore, Forget, TickError, WalletAccounts, run_ticks};
 pub use self::tron::TronEngine;
 use super::networks::PayoutToken;
 use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined};
@@ -44,7 +44,7 @@ use crate::config::NetworkConfig;
 use crate::domain::{AccountId, Amount, AssetKey, ChunkId, PayoutId, UnixMicros};
 use crate::ledger::{AccountKind, Command, Effect, Ledger, Operation, ReleaseKind};
 use crate::metrics::{PayoutMetrics, WalletMetrics};
-use crate::store::{StoreError, now_micros};
+use crate::store::{ConflictKind, StoreError};
 use crate::wallets::{Wallet, WalletRole};
 use alloy::primitives::{Address, U256};
 use std::collections::HashMap;
@@ -96,6 +96,9 @@ struct Settings {
 pub struct EngineInstance {
     /// Unique per process: the owner named in the engine lease.
     pub id: String,
+    /// The database every engine of the process shares.
+    pub store: crate::store::DynStore,
+    pub clock: crate::clock::DynClock,
     pub rpc_metrics: crate::metrics::RpcMetrics,
     /// `debug.pause_at`, for crash tests.
     pub pause_at: Option<String>,
@@ -370,7 +373,7 @@ impl NetworkEngine {
         if !self.loaded {
             self.tracked = self
                 .core
-                .store
+                .payouts
                 .in_flight(&self.core.name)
                 .await?
                 .into_iter()
@@ -378,7 +381,12 @@ impl NetworkEngine {
                 .collect();
             self.loaded = true;
         }
-        for payout in self.core.store.cancelling_payouts(&self.core.name).await? {
+        for payout in self
+            .core
+            .payouts
+            .cancelling_payouts(&self.core.name)
+            .await?
+        {
             for f in self.tracked.values_mut().filter(|f| f.payout == payout) {
                 f.cancel_requested = true;
             }
@@ -433,7 +441,7 @@ impl NetworkEngine {
         self.core.count_payouts().await?;
         if !self.mined.is_empty() {
             let mined = std::mem::take(&mut self.mined);
-            self.core.store.record_mined(&mined).await?;
+            self.core.payouts.record_mined(&mined).await?;
             for (chunk, m) in mined {
                 if let Some(f) = self.tracked.get_mut(&chunk) {
                     f.state = if m.is_some() {
@@ -499,7 +507,7 @@ impl NetworkEngine {
         head: u64,
         mined_below: &HashMap<String, u64>,
     ) -> Vec<(ChunkId, bool)> {
-        let now = now_micros();
+        let now = self.core.clock.now();
         let mut out: Vec<(&str, u64, ChunkId, bool)> = self
             .tracked
             .values()
@@ -529,7 +537,7 @@ impl NetworkEngine {
 
     /// Stuck count and the age of the oldest stuck transaction, from what this tick loaded.
     fn observe_stuck(&self, head: u64) {
-        let now = now_micros();
+        let now = self.core.clock.now();
         let mut stuck = 0i64;
         let mut oldest: Option<UnixMicros> = None;
         for f in self.tracked.values().filter(|f| f.mined.is_none()) {
@@ -579,7 +587,7 @@ impl NetworkEngine {
     }
 }
 
-fn attempt_of(s: &SignedTransfer, kind: AttemptKind) -> Attempt {
+fn attempt_of(s: &SignedTransfer, kind: AttemptKind, at: UnixMicros) -> Attempt {
     Attempt {
         id: uuid::Uuid::now_v7(),
         kind,
@@ -589,7 +597,7 @@ fn attempt_of(s: &SignedTransfer, kind: AttemptKind) -> Attempt {
         max_fee_per_gas: s.fees.max_fee_per_gas,
         max_priority_fee_per_gas: s.fees.max_priority_fee_per_gas,
         gas_limit: s.gas_limit,
-        created_at: now_micros(),
+        created_at: at,
         broadcast_at: None,
         head_at_broadcast: None,
     }
@@ -600,8 +608,8 @@ impl ChainEngine for NetworkEngine {
         &mut self.core
     }
 
-    async fn tick(&mut self) -> anyhow::Result<()> {
-        NetworkEngine::tick(self).await
+    async fn tick(&mut self) -> Result<(), TickError> {
+        Ok(NetworkEngine::tick(self).await?)
     }
 
     fn forget(&mut self, after: Forget) {

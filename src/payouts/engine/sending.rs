@@ -30,7 +30,7 @@ impl NetworkEngine {
         }
         let queued = self
             .core
-            .store
+            .payouts
             .queued_chunks(&self.core.name, total as i64)
             .await?;
         if queued.is_empty() {
@@ -40,7 +40,7 @@ impl NetworkEngine {
         let mut accounts: Vec<AccountId> = queued.iter().map(|w| w.account).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        let allowlists = self.core.store.enforced_allowlists(&accounts).await?;
+        let allowlists = self.core.allowlists.enforced_allowlists(&accounts).await?;
         let fees = self
             .client
             .suggest_fees(
@@ -146,7 +146,7 @@ impl NetworkEngine {
                     tracing::error!(payout = %work.payout, chunk = %work.chunk, "the signed transfer fails policy; not sending it");
                     continue;
                 }
-                let attempt = attempt_of(&s, AttemptKind::Transfer);
+                let attempt = attempt_of(&s, AttemptKind::Transfer, self.core.clock.now());
                 if work.index == 0 {
                     firsts.insert(attempt.id, work.accepted_at);
                 }
@@ -160,7 +160,7 @@ impl NetworkEngine {
             let address = wallet.address.to_checksum(None);
             match self
                 .core
-                .store
+                .payouts
                 .record_signed(
                     &self.core.name,
                     &address,
@@ -193,9 +193,13 @@ impl NetworkEngine {
                         );
                     }
                 }
-                Err(StoreError::Conflict(kind, reason)) => {
+                Err(StoreError::Conflict(
+                    kind @ (ConflictKind::NonceMoved | ConflictKind::StateChanged),
+                    reason,
+                )) => {
                     // Someone else moved the nonce or took the chunk: nothing was stored, so
-                    // these signatures are discarded unsent.
+                    // these signatures are discarded unsent. A lost lease or a halt ends the
+                    // tick instead (`TickError`).
                     tracing::warn!(wallet = %address, ?kind, %reason, "signing round discarded");
                     self.nonces.remove(&wallet.address);
                     continue;
@@ -204,7 +208,7 @@ impl NetworkEngine {
             }
             self.core.pause_point("engine.after_sign").await;
             let sent = self.broadcast(&signed, head).await?;
-            let now = now_micros();
+            let now = self.core.clock.now();
             for id in sent {
                 if let Some(accepted) = firsts.get(&id) {
                     let seconds = (now - accepted).max(0) as f64 / 1e6;
@@ -226,7 +230,7 @@ impl NetworkEngine {
         }
         let stored = self
             .core
-            .store
+            .payouts
             .next_nonce(&self.core.name, &wallet.address.to_checksum(None))
             .await?;
         let chain = self.client.nonce(wallet.address, false).await?;
@@ -288,8 +292,8 @@ impl NetworkEngine {
             }
         }
         if !sent.is_empty() {
-            let at = now_micros();
-            self.core.store.mark_broadcast(&sent, head, at).await?;
+            let at = self.core.clock.now();
+            self.core.payouts.mark_broadcast(&sent, head, at).await?;
             for (chunk, id) in sent_chunks {
                 let Some(f) = self.tracked.get_mut(&chunk) else {
                     continue;

@@ -141,7 +141,7 @@ impl NetworkEngine {
             // An Operator's cancel: replace the transfer now, whether or not it is stuck.
             return self.replace(head, f, latest, AttemptKind::Cancel).await;
         }
-        let stuck = self.is_stuck(head, now_micros(), latest);
+        let stuck = self.is_stuck(head, self.core.clock.now(), latest);
         if latest.broadcast_at.is_none() {
             // Stored but never sent (a crash or a node error in between): send the same bytes.
             self.broadcast(&[(f.chunk, latest.clone())], head).await?;
@@ -197,9 +197,9 @@ impl NetworkEngine {
             }
             AttemptKind::Cancel => sign_cancel(wallet.signer(), self.chain_id, f.nonce, fees)?,
         };
-        let attempt = attempt_of(&signed, kind);
+        let attempt = attempt_of(&signed, kind, self.core.clock.now());
         self.core
-            .store
+            .payouts
             .record_replacement(
                 f.chunk,
                 &attempt,
@@ -408,7 +408,10 @@ impl NetworkEngine {
                 }
             }
             if let (true, Outcome::Unpaid(chunk, state, detail)) = (ok, &s.outcome) {
-                self.core.store.close_chunk(*chunk, *state, detail).await?;
+                self.core
+                    .payouts
+                    .close_chunk(*chunk, *state, detail)
+                    .await?;
             }
             if ok {
                 self.tracked.remove(&s.chunk);

@@ -49,7 +49,7 @@ impl NetworkEngine {
         let ours = if hashes.is_empty() {
             Default::default()
         } else {
-            self.core.store.known_attempts(&hashes).await?
+            self.core.custody.known_attempts(&hashes).await?
         };
         for log in outgoing.iter().filter(|l| !ours.contains(&l.tx_hash.0)) {
             let wallet = log.from.to_checksum(None);
@@ -166,7 +166,7 @@ impl NetworkEngine {
     /// and its record replays the same posting (same key, same block: the cursor has not moved).
     async fn open_wallets(&mut self, from: u64) -> anyhow::Result<()> {
         self.core.pause_point("watcher.before_opening").await;
-        let opened = self.core.store.wallet_openings(&self.core.name).await?;
+        let opened = self.core.custody.wallet_openings(&self.core.name).await?;
         let block = from.checked_sub(1);
         for w in &self.wallets {
             let address = w.address.to_checksum(None);
@@ -229,7 +229,7 @@ impl NetworkEngine {
                     }
                 }
                 self.core
-                    .store
+                    .custody
                     .record_wallet_opening(
                         &self.core.name,
                         &address,
@@ -306,7 +306,7 @@ impl NetworkEngine {
         self.recheck_at = None;
         let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
         let lines = match crate::reconcile::reconcile_network(
-            self.core.store.as_ref(),
+            self.core.custody.as_ref(),
             &self.client,
             &self.core.name,
             &wallets,
@@ -389,12 +389,12 @@ impl NetworkEngine {
     /// The first block not read for deposits; on a first start, set to the configured block or
     /// to the one after `safe`.
     async fn deposit_start(&mut self, safe: u64) -> anyhow::Result<u64> {
-        if let Some(next) = self.core.store.deposit_cursor(&self.core.name).await? {
+        if let Some(next) = self.core.custody.deposit_cursor(&self.core.name).await? {
             return Ok(next);
         }
         let start = self.settings.deposits_from_block.unwrap_or(safe + 1);
         self.core
-            .store
+            .custody
             .set_deposit_cursor(&self.core.name, start)
             .await?;
         // The first read comes a pass later: deposit addresses declared right after start
@@ -429,7 +429,7 @@ impl NetworkEngine {
         self.deposits_read_at = Some(std::time::Instant::now());
         let addresses = self
             .core
-            .store
+            .custody
             .deposit_addresses(&self.core.name, None)
             .await?;
         let Some(safe) = self.readable_block(head) else {
@@ -548,7 +548,7 @@ impl NetworkEngine {
             .with_label_values(&[self.core.name.as_str()])
             .inc_by(to + 1 - from);
         self.core
-            .store
+            .custody
             .set_deposit_cursor(&self.core.name, to + 1)
             .await?;
         Ok(())
@@ -596,7 +596,7 @@ impl NetworkEngine {
             );
             tracing::error!(network = %self.core.name, %chunk, %payout, block, "a paid transaction was reorged out; entering safe-mode");
             self.core
-                .store
+                .payouts
                 .add_payout_event(payout, "reorged_after_confirmation", &reason)
                 .await?;
             let evidence = serde_json::json!({
@@ -629,7 +629,7 @@ impl NetworkEngine {
                     self.watched[i].block = inc.block_number;
                     self.watched[i].block_hash = Some(inc.block_hash.0);
                     self.core
-                        .store
+                        .payouts
                         .add_payout_event(
                             self.watched[i].payout,
                             "reincluded",

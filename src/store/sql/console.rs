@@ -80,7 +80,11 @@ pub(crate) async fn mfa(conn: &mut DbConnection, user: &str) -> StoreResult<Opti
     .transpose()
 }
 
-pub(crate) async fn put_mfa(conn: &mut DbConnection, m: &MfaEnrolment) -> StoreResult<()> {
+pub(crate) async fn put_mfa(
+    conn: &mut DbConnection,
+    m: &MfaEnrolment,
+    now: UnixMicros,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO console_mfa (user_name, enrolment, confirmed_at, last_step, recovery_codes, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (user_name) DO UPDATE SET enrolment = excluded.enrolment, confirmed_at = excluded.confirmed_at, \
@@ -91,7 +95,7 @@ pub(crate) async fn put_mfa(conn: &mut DbConnection, m: &MfaEnrolment) -> StoreR
     .bind(m.confirmed_at)
     .bind(m.last_step)
     .bind(serde_json::to_string(&m.recovery_codes).unwrap_or_else(|_| "[]".into()))
-    .bind(now_micros())
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -135,4 +139,51 @@ pub(crate) async fn spend_recovery_code(
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl ConsoleStore for DbStore {
+    async fn console_session(
+        &self,
+        id_hash: &[u8; 32],
+    ) -> StoreResult<Option<crate::domain::console::SessionRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        console::session(&mut conn, id_hash).await
+    }
+
+    async fn put_console_session(
+        &self,
+        session: &crate::domain::console::SessionRecord,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::put_session(&mut conn, session).await
+    }
+
+    async fn delete_console_session(&self, id_hash: &[u8; 32], now: UnixMicros) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::delete_session(&mut conn, id_hash, now).await
+    }
+
+    async fn console_mfa(
+        &self,
+        user: &str,
+    ) -> StoreResult<Option<crate::domain::console::MfaEnrolment>> {
+        let mut conn = self.pool.acquire().await?;
+        console::mfa(&mut conn, user).await
+    }
+
+    async fn put_console_mfa(&self, mfa: &crate::domain::console::MfaEnrolment) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        console::put_mfa(&mut conn, mfa, self.clock.now()).await
+    }
+
+    async fn advance_totp_step(&self, user: &str, step: i64) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        console::advance_step(&mut conn, user, step).await
+    }
+
+    async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        console::spend_recovery_code(&mut conn, user, hash).await
+    }
 }

@@ -509,3 +509,127 @@ pub(crate) async fn incidents(
         })
         .collect()
 }
+
+#[async_trait]
+impl EscrowStore for DbStore {
+    async fn create_deal(
+        &self,
+        deal: &crate::domain::escrow::Deal,
+        detail: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_deal(&mut tx, deal, detail).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_deal(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<crate::domain::escrow::Deal> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::get_deal(&mut conn, id).await
+    }
+
+    async fn list_deals(
+        &self,
+        filter: &DealFilter,
+    ) -> StoreResult<Vec<crate::domain::escrow::Deal>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::list_deals(&mut conn, filter).await
+    }
+
+    async fn deal_events(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::domain::escrow::DealEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_events(&mut conn, id).await
+    }
+
+    async fn deal_timers(
+        &self,
+        id: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::timers::Timer>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_timers(&mut conn, id).await
+    }
+
+    async fn deal_facts(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::domain::escrow::DealFacts>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::deal_facts(&mut conn, from, to).await
+    }
+
+    async fn overdue_timers(&self, before: UnixMicros) -> StoreResult<(i64, Option<UnixMicros>)> {
+        let mut conn = self.pool.acquire().await?;
+        operations::overdue(&mut conn, before).await
+    }
+
+    async fn add_evidence(
+        &self,
+        evidence: &crate::domain::escrow::Evidence,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_evidence(&mut tx, evidence).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn evidence(
+        &self,
+        deal: crate::domain::DealId,
+    ) -> StoreResult<Vec<crate::domain::escrow::Evidence>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::list_evidence(&mut conn, deal).await
+    }
+
+    async fn apply_deal_step(
+        &self,
+        step: &crate::domain::escrow::DealStep,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::write_deal_step(&mut tx, step, None).await?;
+        if let Some(a) = audit {
+            insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_due_timers(
+        &self,
+        now: UnixMicros,
+        claimer: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::timers::Timer>> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE timers SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
+             SELECT id FROM timers WHERE state = 'pending' AND due_at <= $3 AND (claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY due_at, id LIMIT $4{SKIP_LOCKED}) RETURNING id, kind, deal_id, due_at, state, fired_at"
+        )))
+        .bind(claimer)
+        .bind(now + crate::timers::CLAIM_MICROS)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut timers: Vec<crate::timers::Timer> = rows
+            .iter()
+            .map(escrow::timer_from_row)
+            .collect::<StoreResult<_>>()?;
+        // RETURNING gives no order: the runner fires them as they came due.
+        timers.sort_by_key(|t| (t.due_at, t.id.0));
+        Ok(timers)
+    }
+}

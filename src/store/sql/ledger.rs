@@ -418,7 +418,7 @@ impl DbStore {
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
         let (_writing, tx) = self.begin_write().await?;
         let mut txn = DbTxn { tx };
-        let results = run_batch(&mut txn, commands, now_micros()).await?;
+        let results = run_batch(&mut txn, commands, self.clock.now()).await?;
         let audits: Vec<&AuditRecord> = commands
             .iter()
             .zip(&results)
@@ -443,4 +443,188 @@ impl DbStore {
 pub(crate) fn parse_role(text: &str) -> StoreResult<Role> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .map_err(|_| StoreError::Invariant(format!("role {text:?}")))
+}
+
+#[async_trait]
+impl LedgerStore for DbStore {
+    async fn register_asset(&self, spec: &AssetSpec) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO assets (network, code, decimals) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&spec.key.network)
+        .bind(&spec.key.code)
+        .bind(i32::from(spec.decimals))
+        .execute(&mut *tx)
+        .await?;
+        let stored: i32 = sqlx::query_scalar(
+            "SELECT CAST(decimals AS INTEGER) FROM assets WHERE network = $1 AND code = $2",
+        )
+        .bind(&spec.key.network)
+        .bind(&spec.key.code)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if stored != i32::from(spec.decimals) {
+            return Err(StoreError::AssetDecimalsChanged {
+                asset: spec.key.clone(),
+                stored: u8::try_from(stored).unwrap_or(u8::MAX),
+                configured: spec.decimals,
+            });
+        }
+        Ok(())
+    }
+
+    async fn ensure_system_account(
+        &self,
+        asset: &AssetKey,
+        kind: AccountKind,
+    ) -> StoreResult<Account> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
+             VALUES ($1, 'system', $2, $3, $4, $5, $6) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(Uuid::now_v7())
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .bind(kind.system_allows_negative())
+        .bind(self.clock.now())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE owner = 'system' AND network = $1 AND asset = $2 AND kind = $3"
+        )))
+        .bind(&asset.network)
+        .bind(&asset.code)
+        .bind(kind.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        account_from_row(&row)
+    }
+
+    async fn create_account(&self, new: &NewAccount, audit: &AuditRecord) -> StoreResult<Account> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let id = AccountId::new();
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+        )
+        .bind(id.0)
+        .bind(&new.owner)
+        .bind(&new.asset.network)
+        .bind(&new.asset.code)
+        .bind(new.kind.as_str())
+        .bind(new.allow_negative)
+        .bind(audit.at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(
+                ConflictKind::Exists,
+                format!(
+                    "owner {} already has a {} account for {}",
+                    new.owner,
+                    new.kind.as_str(),
+                    new.asset
+                ),
+            ));
+        }
+        let mut audit = audit.clone();
+        audit.target = format!("account:{id}");
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        self.get_account(id).await
+    }
+
+    async fn get_account(&self, id: AccountId) -> StoreResult<Account> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_one(&self.pool)
+        .await?;
+        account_from_row(&row)
+    }
+
+    async fn list_accounts(&self, f: &AccountFilter) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (CAST($1 AS TEXT) IS NULL OR owner = $1) AND (CAST($2 AS TEXT) IS NULL OR network = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR asset = $3) AND (CAST($4 AS TEXT) IS NULL OR kind = $4) AND (CAST($5 AS UUID) IS NULL OR id > $5) \
+             ORDER BY id LIMIT $6"
+        )))
+        .bind(&f.owner)
+        .bind(f.asset.as_ref().map(|a| a.network.clone()))
+        .bind(f.asset.as_ref().map(|a| a.code.clone()))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.after.map(|a| a.0))
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn post_batch(
+        &self,
+        commands: &[Command],
+    ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+        (|| self.post_once(commands))
+            .retry(retry_policy())
+            .when(StoreError::is_retryable)
+            .await
+    }
+
+    async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx> {
+        let mut conn = self.pool.acquire().await?;
+        load_transaction(&mut conn, id).await
+    }
+
+    async fn list_journal(&self, f: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > $1 \
+             AND (CAST($2 AS UUID) IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = $2 AND seq > $1)) \
+             AND (CAST($3 AS TEXT) IS NULL OR kind = $3) AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) \
+             AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5) ORDER BY seq LIMIT $6"
+        )))
+        .bind(f.after_seq)
+        .bind(f.account.map(|a| a.0))
+        .bind(f.kind.map(|k| k.as_str()))
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut txs = rows
+            .iter()
+            .map(journal_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_postings(&mut conn, &mut txs).await?;
+        Ok(txs)
+    }
+
+    async fn get_hold(&self, id: HoldId) -> StoreResult<Hold> {
+        let mut conn = self.pool.acquire().await?;
+        load_hold(&mut conn, id).await
+    }
+
+    async fn list_holds(&self, after: Option<HoldId>, limit: i64) -> StoreResult<Vec<Hold>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{HOLD_SELECT} WHERE (CAST($1 AS UUID) IS NULL OR h.id > $1) ORDER BY h.id LIMIT $2"
+        )))
+        .bind(after.map(|h| h.0))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(hold_from_row).collect()
+    }
+
+    async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
+        let row = sqlx::query("SELECT seq, hash FROM ledger_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("seq")?, hash32(row.try_get("hash")?)?))
+    }
 }

@@ -7,13 +7,35 @@
 //! `store::bulk::BulkRows`), `UNIQUE_VIOLATION`, and the two statements each writes its own
 //! way: `find_idempotency_keys` and `acquire_lease` (the lease clock).
 
+mod allowlists;
 mod console;
+mod custody;
 pub(super) mod escrow;
 pub(super) mod ledger;
 mod operations;
 pub(super) mod payouts;
-mod store;
 mod trust;
 mod webhooks;
 
 use super::*;
+
+/// The database's own operations; each area's are in its module.
+#[async_trait]
+impl Store for DbStore {
+    fn backend(&self) -> Backend {
+        BACKEND
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        super::migrate(self).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -127,3 +127,189 @@ pub(crate) async fn overdue(
     .await?;
     Ok((row.try_get("n")?, row.try_get("oldest")?))
 }
+
+#[async_trait]
+impl OperationsStore for DbStore {
+    async fn record_canary_start(
+        &self,
+        run: &crate::domain::operations::CanaryRun,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        operations::insert_canary_run(&mut conn, run).await
+    }
+
+    async fn finish_canary(
+        &self,
+        id: uuid::Uuid,
+        result: crate::domain::operations::CanaryResult,
+        reason: &str,
+        at: UnixMicros,
+    ) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        operations::finish_canary_run(&mut conn, id, result, reason, at).await
+    }
+
+    async fn canary_runs(
+        &self,
+        network: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::operations::CanaryRun>> {
+        let mut conn = self.pool.acquire().await?;
+        operations::canary_runs(&mut conn, network, limit).await
+    }
+
+    async fn config_freeze(&self) -> StoreResult<Option<crate::domain::operations::ConfigFreeze>> {
+        let mut conn = self.pool.acquire().await?;
+        operations::config_freeze(&mut conn).await
+    }
+
+    async fn set_config_freeze(
+        &self,
+        freeze: Option<&crate::domain::operations::ConfigFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        operations::set_config_freeze(&mut tx, freeze).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_incident(
+        &self,
+        incident: &crate::domain::escrow::Incident,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        escrow::insert_incident(&mut tx, incident).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn incidents(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+    ) -> StoreResult<Vec<crate::domain::escrow::Incident>> {
+        let mut conn = self.pool.acquire().await?;
+        escrow::incidents(&mut conn, from, to).await
+    }
+
+    async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
+        let row = sqlx::query(
+            "SELECT enabled, country_allowlist, category_allowlist, template_version, actor, reason, since FROM pilot_scope WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let list = |text: String| {
+            serde_json::from_str::<Vec<String>>(&text)
+                .map_err(|e| StoreError::Invariant(format!("pilot_scope list: {e}")))
+        };
+        row.map(|r| {
+            Ok(crate::scope::ScopeSetting {
+                scope: crate::scope::PilotScope {
+                    enabled: r.try_get::<bool, _>("enabled")?,
+                    country_allowlist: list(r.try_get("country_allowlist")?)?,
+                    category_allowlist: list(r.try_get("category_allowlist")?)?,
+                    template_version: r.try_get("template_version")?,
+                },
+                actor: r.try_get("actor")?,
+                reason: r.try_get("reason")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_pilot_scope(
+        &self,
+        setting: &crate::scope::ScopeSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let list = |l: &Vec<String>| serde_json::to_string(l).unwrap_or_else(|_| "[]".into());
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO pilot_scope (id, enabled, country_allowlist, category_allowlist, template_version, actor, reason, since) \
+             VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, \
+             country_allowlist = excluded.country_allowlist, category_allowlist = excluded.category_allowlist, \
+             template_version = excluded.template_version, actor = excluded.actor, reason = excluded.reason, since = excluded.since",
+        )
+        .bind(setting.scope.enabled)
+        .bind(list(&setting.scope.country_allowlist))
+        .bind(list(&setting.scope.category_allowlist))
+        .bind(&setting.scope.template_version)
+        .bind(&setting.actor)
+        .bind(&setting.reason)
+        .bind(setting.since)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<StoredAudit>> {
+        let mut qb = QueryBuilder::new(
+            "SELECT id, at, actor, role, action, target, reason, request_id, evidence FROM audit_log",
+        );
+        if let Some(after) = after {
+            qb.push(" WHERE id > ").push_bind(after);
+        }
+        qb.push(" ORDER BY id LIMIT ").push_bind(limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok(StoredAudit {
+                    id: r.try_get("id")?,
+                    record: AuditRecord {
+                        actor: r.try_get("actor")?,
+                        role: parse_role(&role)?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        reason: r.try_get("reason")?,
+                        request_id: r.try_get("request_id")?,
+                        at: r.try_get("at")?,
+                        evidence: r
+                            .try_get::<Option<String>, _>("evidence")?
+                            .map(|e| serde_json::from_str(&e))
+                            .transpose()
+                            .map_err(|e| StoreError::Invariant(format!("audit evidence: {e}")))?,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for DbStore {
+    async fn acquire_lease(
+        &self,
+        network: &str,
+        owner: &str,
+        _now: UnixMicros,
+        ttl_micros: i64,
+    ) -> StoreResult<Option<Lease>> {
+        super::acquire_lease(self, network, owner, _now, ttl_micros).await
+    }
+
+    async fn release_lease(&self, network: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM engine_leases WHERE network = $1 AND owner = $2")
+            .bind(network)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, network: &str) -> StoreResult<Option<Lease>> {
+        let row =
+            sqlx::query("SELECT owner, fence, expires_at FROM engine_leases WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+}

@@ -356,3 +356,686 @@ pub(crate) async fn insert_events(
     bulk(conn, &insert, rows, "").await?;
     Ok(())
 }
+
+#[async_trait]
+impl PayoutStore for DbStore {
+    async fn get_payout(&self, id: PayoutId) -> StoreResult<Payout> {
+        let mut conn = self.pool.acquire().await?;
+        load_payout(&mut conn, "id", id.0).await
+    }
+
+    async fn payout_for_hold(&self, hold: HoldId) -> StoreResult<Payout> {
+        let mut conn = self.pool.acquire().await?;
+        load_payout(&mut conn, "hold_id", hold.0).await
+    }
+
+    async fn list_payouts(&self, f: &PayoutFilter) -> StoreResult<Vec<Payout>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
+             AND (CAST($2 AS UUID) IS NULL OR account_id = $2) AND (CAST($3 AS TEXT) IS NULL OR network = $3) \
+             AND (CAST($4 AS UUID) IS NULL OR id > $4) ORDER BY id LIMIT $5"
+    )))
+    .bind(f.state.map(|s| s.as_str()))
+    .bind(f.account.map(|a| a.0))
+    .bind(&f.network)
+    .bind(f.after.map(|p| p.0))
+    .bind(f.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+        let mut payouts = rows
+            .iter()
+            .map(payout_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_chunks(&mut conn, &mut payouts).await?;
+        Ok(payouts)
+    }
+
+    async fn payouts_by_id(&self, ids: &[PayoutId]) -> StoreResult<Vec<Payout>> {
+        let mut conn = self.pool.acquire().await?;
+        let ids: Vec<Uuid> = ids.iter().map(|p| p.0).collect();
+        let mut payouts = Vec::with_capacity(ids.len());
+        for part in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb =
+                QueryBuilder::new(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id"));
+            any_of(&mut qb, part);
+            for row in qb.build().fetch_all(&mut *conn).await? {
+                payouts.push(payout_from_row(&row)?);
+            }
+        }
+        attach_chunks(&mut conn, &mut payouts).await?;
+        Ok(payouts)
+    }
+
+    async fn next_nonce(&self, network: &str, wallet: &str) -> StoreResult<Option<u64>> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2",
+        )
+        .bind(network)
+        .bind(wallet)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(n.map(|n| n as u64))
+    }
+
+    async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
+             JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = $1 \
+             AND p.state IN ('queued', 'broadcast') \
+             AND NOT EXISTS (SELECT 1 FROM asset_freezes f WHERE f.network = p.network AND f.asset = p.asset) \
+             AND NOT EXISTS (SELECT 1 FROM destination_allowlists l WHERE l.account_id = p.account_id AND l.enforced \
+                 AND NOT EXISTS (SELECT 1 FROM allowed_destinations d WHERE d.account_id = p.account_id \
+                     AND d.network = p.network AND d.address = p.destination)) \
+             ORDER BY c.id LIMIT $2",
+        )
+        .bind(network)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChunkWork {
+                    chunk: ChunkId(r.try_get("id")?),
+                    payout: PayoutId(r.try_get("payout_id")?),
+                    account: AccountId(r.try_get("account_id")?),
+                    hold: HoldId(r.try_get("hold_id")?),
+                    index: u32::try_from(r.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
+                    accepted_at: r.try_get("created_at")?,
+                    asset: AssetKey::new(
+                        r.try_get::<String, _>("network")?,
+                        r.try_get::<String, _>("asset")?,
+                    ),
+                    destination: r.try_get("destination")?,
+                    amount: units(r.try_get("amount")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_signed(
+        &self,
+        network: &str,
+        wallet: &str,
+        fence: u64,
+        first_nonce: u64,
+        signed: &[(ChunkId, Attempt)],
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        // The wallet row is the nonce lock: a second writer for the wallet waits here, then
+        // finds the nonce moved and gets a Conflict.
+        sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(network)
+            .bind(wallet)
+            .bind(first_nonce as i64)
+            .execute(&mut *tx)
+            .await?;
+        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2{FOR_UPDATE}"
+        )))
+        .bind(network)
+        .bind(wallet)
+        .fetch_one(&mut *tx)
+        .await?;
+        if stored as u64 != first_nonce {
+            return Err(StoreError::Conflict(
+                ConflictKind::NonceMoved,
+                format!("{wallet} next nonce is {stored}, not {first_nonce}"),
+            ));
+        }
+        // Safe-mode entered after this round was planned still stops it from being stored,
+        // and so from ever being broadcast.
+        let safe: Option<String> =
+            sqlx::query_scalar("SELECT reason FROM network_safe_mode WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(reason) = safe {
+            return Err(StoreError::Conflict(
+                ConflictKind::Halted,
+                format!("{network} is in safe-mode: {reason}"),
+            ));
+        }
+        let current: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT fence FROM engine_leases WHERE network = $1{FOR_UPDATE}"
+        )))
+        .bind(network)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current != Some(fence as i64) {
+            return Err(StoreError::Conflict(
+                ConflictKind::Fenced,
+                format!("the engine lease on {network} is at fence {current:?}, not {fence}"),
+            ));
+        }
+        let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
+        for part in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new(
+                "SELECT f.asset FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
+                 JOIN asset_freezes f ON f.network = p.network AND f.asset = p.asset WHERE c.id",
+            );
+            any_of(&mut qb, part);
+            qb.push(" LIMIT 1");
+            if let Some(row) = qb.build().fetch_optional(&mut *tx).await? {
+                let asset: String = row.try_get("asset")?;
+                return Err(StoreError::Conflict(
+                    ConflictKind::Halted,
+                    format!("{asset} is frozen on {network}"),
+                ));
+            }
+        }
+        sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
+            .bind(network)
+            .bind(wallet)
+            .bind((first_nonce + signed.len() as u64) as i64)
+            .execute(&mut *tx)
+            .await?;
+        let at = self.clock.now();
+        let attempts = BulkRows::new()
+            .col("id", signed.iter().map(|(_, a)| a.id))
+            .col("chunk_id", signed.iter().map(|(c, _)| c.0))
+            .col("wallet", signed.iter().map(|_| wallet))
+            .col("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
+            .col("hash", signed.iter().map(|(_, a)| Some(a.hash.to_vec())))
+            .col("raw", signed.iter().map(|(_, a)| Some(a.raw.clone())))
+            .col(
+                "max_fee_per_gas",
+                signed.iter().map(|(_, a)| Some(a.max_fee_per_gas as i128)),
+            )
+            .col(
+                "max_priority_fee_per_gas",
+                signed
+                    .iter()
+                    .map(|(_, a)| Some(a.max_priority_fee_per_gas as i128)),
+            )
+            .col("gas_limit", signed.iter().map(|(_, a)| a.gas_limit as i64))
+            .col("created_at", signed.iter().map(|(_, a)| a.created_at))
+            .col("kind", signed.iter().map(|(_, a)| a.kind.as_str()));
+        let insert = format!("INSERT INTO tx_attempts ({}) ", attempts.names());
+        bulk(&mut tx, &insert, attempts, "").await?;
+        let chunks = BulkRows::new()
+            .col("id", signed.iter().map(|(c, _)| c.0))
+            .col("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
+            .col("wallet", signed.iter().map(|_| wallet))
+            .col("at", signed.iter().map(|_| at));
+        let updated = bulk(
+            &mut tx,
+            "UPDATE payout_chunks SET state = 'signed', wallet = u.wallet, nonce = u.nonce, updated_at = u.at, \
+             signed_at = u.at FROM (",
+            chunks,
+            ") AS u WHERE payout_chunks.id = u.id AND payout_chunks.state = 'queued' \
+             RETURNING payout_chunks.id, payout_chunks.payout_id",
+        )
+        .await?;
+        if updated.len() != signed.len() {
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!(
+                    "{} of {} chunks are no longer queued",
+                    signed.len() - updated.len(),
+                    signed.len()
+                ),
+            ));
+        }
+        let payout_of = payouts_of(&updated)?;
+        let payouts: Vec<Uuid> = signed
+            .iter()
+            .map(|(c, _)| payout_of.get(&c.0).copied().unwrap_or_default())
+            .collect();
+        for part in payouts.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new("UPDATE payouts SET state = 'broadcast', updated_at = ");
+            qb.push_bind(at);
+            qb.push(" WHERE state = 'queued' AND id");
+            any_of(&mut qb, part);
+            qb.build().execute(&mut *tx).await?;
+        }
+        let events = signed.iter().zip(&payouts).map(|((chunk, a), payout)| {
+            let detail = format!(
+                "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
+                a.nonce,
+                hex::encode(a.hash)
+            );
+            (*payout, "signed", detail)
+        });
+        insert_events(&mut tx, at, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_replacement(
+        &self,
+        chunk: ChunkId,
+        attempt: &Attempt,
+        event: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = $1")
+            .bind(chunk.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (payout, wallet): (Uuid, String) = (row.try_get("payout_id")?, row.try_get("wallet")?);
+        insert_attempt(&mut tx, chunk, &wallet, attempt).await?;
+        insert_event(&mut tx, PayoutId(payout), attempt.created_at, event, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_broadcast(&self, attempts: &[Uuid], head: u64, at: i64) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        for part in attempts.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = QueryBuilder::new("UPDATE tx_attempts SET broadcast_at = ");
+            qb.push_bind(at);
+            qb.push(", head_at_broadcast = ");
+            qb.push_bind(head as i64);
+            qb.push(" WHERE broadcast_at IS NULL AND id");
+            any_of(&mut qb, part);
+            qb.build().execute(&mut *tx).await?;
+            let mut qb =
+                QueryBuilder::new("UPDATE payout_chunks SET state = 'broadcast', updated_at = ");
+            qb.push_bind(at);
+            qb.push(" WHERE state = 'signed' AND id IN (SELECT chunk_id FROM tx_attempts WHERE id");
+            any_of(&mut qb, part);
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn in_flight(&self, network: &str) -> StoreResult<Vec<InFlight>> {
+        let mut conn = self.pool.acquire().await?;
+        load_in_flight(&mut conn, network, None).await
+    }
+
+    async fn record_mined(&self, chunks: &[(ChunkId, Option<Mined>)]) -> StoreResult<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut last: std::collections::HashMap<ChunkId, Option<&Mined>> =
+            std::collections::HashMap::with_capacity(chunks.len());
+        for (chunk, mined) in chunks {
+            last.insert(*chunk, mined.as_ref());
+        }
+        let last: Vec<(ChunkId, Option<&Mined>)> = last.into_iter().collect();
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = self.clock.now();
+        let rows = BulkRows::new()
+            .col("id", last.iter().map(|(c, _)| c.0))
+            .col(
+                "state",
+                last.iter()
+                    .map(|(_, m)| if m.is_some() { "mined" } else { "broadcast" }),
+            )
+            .col("hash", last.iter().map(|(_, m)| m.map(|m| m.hash.to_vec())))
+            .col("block", last.iter().map(|(_, m)| m.map(|m| m.block as i64)))
+            .col(
+                "block_hash",
+                last.iter().map(|(_, m)| m.map(|m| m.block_hash.to_vec())),
+            )
+            .col("success", last.iter().map(|(_, m)| m.map(|m| m.success)))
+            .col(
+                "fee",
+                last.iter().map(|(_, m)| m.map(|m| m.fee_wei as i128)),
+            )
+            .col("at", last.iter().map(|_| at));
+        let updated = bulk(
+            &mut tx,
+            "UPDATE payout_chunks SET state = u.state, mined_hash = u.hash, mined_block = u.block, \
+             mined_block_hash = u.block_hash, mined_success = u.success, mined_fee = u.fee, updated_at = u.at FROM (",
+            rows,
+            ") AS u WHERE payout_chunks.id = u.id RETURNING payout_chunks.id, payout_chunks.payout_id",
+        )
+        .await?;
+        let payout_of = payouts_of(&updated)?;
+        let mut events = Vec::with_capacity(chunks.len());
+        for (chunk, mined) in chunks {
+            let payout = *payout_of.get(&chunk.0).ok_or(StoreError::NotFound)?;
+            events.push(match mined {
+                Some(m) => (
+                    payout,
+                    "mined",
+                    format!(
+                        "chunk {chunk}: tx 0x{} in block {} ({})",
+                        hex::encode(m.hash),
+                        m.block,
+                        if m.success { "success" } else { "reverted" }
+                    ),
+                ),
+                None => (
+                    payout,
+                    "reorged",
+                    format!("chunk {chunk}: its block left the chain; tracking again"),
+                ),
+            });
+        }
+        insert_events(&mut tx, at, events.into_iter()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn close_chunk(
+        &self,
+        chunk: ChunkId,
+        state: ChunkState,
+        detail: &str,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = self.clock.now();
+        let payout = chunk_payout(&mut tx, chunk).await?;
+        sqlx::query(
+        "UPDATE payout_chunks SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'mined'",
+    )
+    .bind(state.as_str())
+    .bind(at)
+    .bind(chunk.0)
+    .execute(&mut *tx)
+    .await?;
+        if state == ChunkState::Failed {
+            sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+                .bind(at)
+                .bind(payout)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let kind = match state {
+            ChunkState::Failed => "chunk_failed",
+            _ => "chunk_cancelled",
+        };
+        insert_event(
+            &mut tx,
+            PayoutId(payout),
+            at,
+            kind,
+            &format!("chunk {chunk}: {detail}"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, payout: PayoutId, audit: &AuditRecord) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let state: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT state FROM payouts WHERE id = $1{FOR_UPDATE}"
+        )))
+        .bind(payout.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if state != PayoutState::Broadcast.as_str() {
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("payout {payout} is {state}"),
+            ));
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM payout_chunks WHERE payout_id = $1 AND state IN ('queued', 'signed', 'broadcast')",
+        )
+        .bind(payout.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if open == 0 {
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("every chunk of payout {payout} is mined or final"),
+            ));
+        }
+        let reason = audit.reason.clone().unwrap_or_default();
+        sqlx::query("UPDATE payouts SET cancel_reason = COALESCE(cancel_reason, $1), cancel_by = COALESCE(cancel_by, $2), updated_at = $3 WHERE id = $4")
+            .bind(&reason)
+            .bind(&audit.actor)
+            .bind(audit.at)
+            .bind(payout.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE payout_chunks SET state = 'cancelled', updated_at = $1 WHERE payout_id = $2 AND state = 'queued'")
+            .bind(audit.at)
+            .bind(payout.0)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(
+            &mut tx,
+            payout,
+            audit.at,
+            "cancel_requested",
+            &format!("by {}: {reason}", audit.actor),
+        )
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn add_payout_event(
+        &self,
+        payout: PayoutId,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        insert_event(&mut tx, payout, self.clock.now(), kind, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn approve_payout(
+        &self,
+        payout: PayoutId,
+        approver: &str,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = audit.at;
+        let updated = sqlx::query("UPDATE payouts SET state = 'queued', updated_at = $1 WHERE id = $2 AND state = 'pending_approval' AND created_by <> $3")
+            .bind(at)
+            .bind(payout.0)
+            .bind(approver)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("payout {payout} is not pending an approval by {approver}"),
+            ));
+        }
+        insert_event(
+            &mut tx,
+            payout,
+            at,
+            "approved",
+            &format!("approved by {approver}"),
+        )
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>> {
+        let row =
+            sqlx::query("SELECT reason, actor, since FROM network_safe_mode WHERE network = $1")
+                .bind(network)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(SafeMode {
+                reason: r.try_get("reason")?,
+                actor: r.try_get("actor")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_safe_mode(
+        &self,
+        network: &str,
+        mode: Option<&SafeMode>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        match mode {
+            Some(m) => {
+                sqlx::query("INSERT INTO network_safe_mode (network, reason, actor, since) VALUES ($1, $2, $3, $4) ON CONFLICT (network) DO UPDATE SET reason = EXCLUDED.reason, actor = EXCLUDED.actor")
+                    .bind(network)
+                    .bind(&m.reason)
+                    .bind(&m.actor)
+                    .bind(m.since)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM network_safe_mode WHERE network = $1")
+                    .bind(network)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cancelling_payouts(&self, network: &str) -> StoreResult<Vec<PayoutId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM payouts WHERE cancel_reason IS NOT NULL AND state = 'broadcast' AND network = $1",
+        )
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(PayoutId).collect())
+    }
+
+    async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM payouts WHERE network = $1 \
+             AND state IN ('pending_approval', 'queued', 'broadcast') GROUP BY state",
+        )
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                let state = PayoutState::parse(&state)
+                    .ok_or_else(|| StoreError::Invariant(format!("payout state {state:?}")))?;
+                Ok((state, r.try_get("n")?))
+            })
+            .collect()
+    }
+
+    async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>> {
+        let row = sqlx::query(
+            "SELECT phase, actor, reason, since FROM network_rollout WHERE network = $1",
+        )
+        .bind(network)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let phase: String = r.try_get("phase")?;
+            Ok(RolloutSetting {
+                phase: RolloutPhase::parse(&phase)
+                    .ok_or_else(|| StoreError::Invariant(format!("rollout phase {phase:?}")))?,
+                actor: r.try_get("actor")?,
+                reason: r.try_get("reason")?,
+                since: r.try_get("since")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_rollout_phase(
+        &self,
+        network: &str,
+        setting: &RolloutSetting,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO network_rollout (network, phase, actor, reason, since) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (network) DO UPDATE SET phase = excluded.phase, actor = excluded.actor, \
+             reason = excluded.reason, since = excluded.since",
+        )
+        .bind(network)
+        .bind(setting.phase.as_str())
+        .bind(&setting.actor)
+        .bind(&setting.reason)
+        .bind(setting.since)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn freezes(&self, network: &str) -> StoreResult<Vec<AssetFreeze>> {
+        let rows = sqlx::query("SELECT asset, reason, actor, since FROM asset_freezes WHERE network = $1 ORDER BY asset")
+            .bind(network)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AssetFreeze {
+                    asset: r.try_get("asset")?,
+                    reason: r.try_get("reason")?,
+                    actor: r.try_get("actor")?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_freeze(
+        &self,
+        network: &str,
+        asset: &str,
+        freeze: Option<&AssetFreeze>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        match freeze {
+            Some(f) => {
+                sqlx::query(
+                    "INSERT INTO asset_freezes (network, asset, reason, actor, since) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (network, asset) DO UPDATE SET reason = excluded.reason, actor = excluded.actor",
+                )
+                .bind(network)
+                .bind(asset)
+                .bind(&f.reason)
+                .bind(&f.actor)
+                .bind(f.since)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM asset_freezes WHERE network = $1 AND asset = $2")
+                    .bind(network)
+                    .bind(asset)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn signed_volume_since(
+        &self,
+        network: &str,
+        since: UnixMicros,
+    ) -> StoreResult<Vec<(String, i128)>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT p.asset, {} AS total FROM payout_chunks c JOIN payouts p ON p.id = c.payout_id \
+             WHERE c.signed_at >= $1 AND p.network = $2 GROUP BY p.asset",
+            sum_amount("c.amount")
+        )))
+        .bind(since)
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("asset")?, amount_from(r, "total")?)))
+            .collect()
+    }
+}

@@ -515,3 +515,133 @@ pub(crate) async fn write_session_step(
     }
     Ok(())
 }
+
+#[async_trait]
+impl TrustStore for DbStore {
+    async fn create_company(
+        &self,
+        company: &crate::domain::trust::Company,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::insert_company(&mut tx, company).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn companies(&self) -> StoreResult<Vec<crate::domain::trust::Company>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::companies(&mut conn).await
+    }
+
+    async fn set_company_member(
+        &self,
+        member: &crate::domain::trust::Member,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::insert_member(&mut tx, member).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn company_members(
+        &self,
+        company: Option<uuid::Uuid>,
+        user: Option<&str>,
+    ) -> StoreResult<Vec<crate::domain::trust::Member>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::members(&mut conn, company, user).await
+    }
+
+    async fn create_trust_pair(
+        &self,
+        pair: &crate::domain::trust::TrustPair,
+        first: &crate::domain::trust::NextSession,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::insert_pair(&mut tx, pair, first).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trust_pairs(
+        &self,
+        id: Option<uuid::Uuid>,
+    ) -> StoreResult<Vec<crate::domain::trust::TrustPair>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::pairs(&mut conn, id).await
+    }
+
+    async fn trust_session(&self, id: uuid::Uuid) -> StoreResult<crate::domain::trust::Session> {
+        let mut conn = self.pool.acquire().await?;
+        trust::session(&mut conn, id).await
+    }
+
+    async fn trust_sessions(
+        &self,
+        pair: Option<uuid::Uuid>,
+        state: Option<crate::domain::trust::SessionState>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::trust::Session>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::sessions(&mut conn, pair, state, limit).await
+    }
+
+    async fn due_trust_sessions(
+        &self,
+        now: UnixMicros,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::trust::Session>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::due_sessions(&mut conn, now, limit).await
+    }
+
+    async fn unsettled_trust_sessions(&self) -> StoreResult<Vec<crate::domain::trust::Session>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::unsettled_sessions(&mut conn).await
+    }
+
+    async fn trust_obligations(
+        &self,
+        session: uuid::Uuid,
+        through: Option<i64>,
+    ) -> StoreResult<Vec<crate::domain::trust::StoredObligation>> {
+        let mut conn = self.pool.acquire().await?;
+        trust::obligations(&mut conn, session, through).await
+    }
+
+    async fn record_trust_obligation(
+        &self,
+        pair: uuid::Uuid,
+        obligation: &crate::domain::trust::StoredObligation,
+        headroom: &Headroom,
+        audit: &AuditRecord,
+    ) -> StoreResult<crate::domain::trust::StoredObligation> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let stored = trust::record_obligation(&mut tx, pair, obligation, headroom).await?;
+        if stored.id == obligation.id {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn apply_session_step(
+        &self,
+        step: &crate::domain::trust::SessionStep,
+        audit: Option<&AuditRecord>,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        trust::write_session_step(&mut tx, step, None).await?;
+        if let Some(a) = audit {
+            insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -365,3 +365,145 @@ pub(crate) async fn prune(conn: &mut DbConnection, before: i64) -> StoreResult<(
     .rows_affected();
     Ok((events, deliveries))
 }
+
+#[async_trait]
+impl WebhookStore for DbStore {
+    async fn create_endpoint(
+        &self,
+        endpoint: &crate::domain::webhooks::Endpoint,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::insert_endpoint(&mut tx, endpoint).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn endpoints(&self) -> StoreResult<Vec<crate::domain::webhooks::Endpoint>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoints(&mut conn).await
+    }
+
+    async fn endpoint(&self, id: uuid::Uuid) -> StoreResult<crate::domain::webhooks::Endpoint> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::endpoint(&mut conn, id).await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        id: uuid::Uuid,
+        secret: &secrecy::SecretString,
+        previous_until: UnixMicros,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::rotate_secret(&mut tx, id, secret, previous_until, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_endpoint_active(
+        &self,
+        id: uuid::Uuid,
+        active: bool,
+        reason: Option<&str>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::set_endpoint_active(&mut tx, id, active, reason, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn undispatched_webhook_events(
+        &self,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::undispatched_events(&mut conn, limit).await
+    }
+
+    async fn dispatch_webhook_events(
+        &self,
+        bodies: &[(i64, String)],
+        deliveries: &[(uuid::Uuid, i64)],
+        at: UnixMicros,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        webhooks::dispatch(&mut tx, bodies, deliveries, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_event(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<crate::domain::webhooks::OutboxEvent> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::event_by_id(&mut conn, id).await
+    }
+
+    async fn webhook_events_between(
+        &self,
+        from: UnixMicros,
+        to: UnixMicros,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhooks::OutboxEvent>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::events_between(&mut conn, from, to, limit).await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint: uuid::Uuid,
+        state: Option<crate::domain::webhooks::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhooks::Delivery>> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::deliveries(&mut conn, endpoint, state, after_seq, limit).await
+    }
+
+    async fn record_webhook_attempts(
+        &self,
+        outcomes: &[crate::domain::webhooks::AttemptOutcome],
+    ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let (_writing, mut tx) = self.begin_write().await?;
+        for outcome in outcomes {
+            webhooks::record_attempt(&mut tx, outcome).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replay_webhook_events(
+        &self,
+        endpoint: uuid::Uuid,
+        seqs: &[i64],
+        audit: &AuditRecord,
+    ) -> StoreResult<u64> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let changed = webhooks::replay(&mut tx, endpoint, seqs, audit.at).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn prune_webhooks(&self, before: UnixMicros) -> StoreResult<(u64, u64)> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let pruned = webhooks::prune(&mut tx, before).await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    async fn webhook_backlog(&self) -> StoreResult<crate::domain::webhooks::Backlog> {
+        let mut conn = self.pool.acquire().await?;
+        webhooks::backlog(&mut conn).await
+    }
+}

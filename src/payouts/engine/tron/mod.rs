@@ -20,7 +20,7 @@
 
 mod sending;
 
-use super::core::{ChainEngine, EngineCore, Forget, WalletAccounts, run_ticks};
+use super::core::{ChainEngine, EngineCore, Forget, TickError, WalletAccounts, run_ticks};
 use super::{EngineInstance, PayoutToken, RPC_CONCURRENCY};
 use crate::chains::tron::TronAddress;
 use crate::chains::tron::client::{BlockRef, Prices, Resources, TronClient, TxInfo};
@@ -32,7 +32,7 @@ use crate::domain::{AccountId, Amount, AssetKey, ChunkId, PayoutId};
 use crate::ledger::{AccountKind, Command, Effect, Ledger, Operation, ReleaseKind};
 use crate::metrics::{PayoutMetrics, RpcMetrics, WalletMetrics};
 use crate::payouts::{Attempt, AttemptKind, ChunkState, ChunkWork, InFlight, Mined};
-use crate::store::{StoreError, now_micros};
+use crate::store::{ConflictKind, StoreError};
 use crate::wallets::{Wallet, WalletRole};
 use alloy::primitives::U256;
 use secrecy::SecretString;
@@ -242,7 +242,7 @@ impl TronEngine {
         if !self.loaded {
             self.tracked = self
                 .core
-                .store
+                .payouts
                 .in_flight(&self.core.name)
                 .await?
                 .into_iter()
@@ -250,7 +250,12 @@ impl TronEngine {
                 .collect();
             self.loaded = true;
         }
-        for payout in self.core.store.cancelling_payouts(&self.core.name).await? {
+        for payout in self
+            .core
+            .payouts
+            .cancelling_payouts(&self.core.name)
+            .await?
+        {
             for f in self.tracked.values_mut().filter(|f| f.payout == payout) {
                 f.cancel_requested = true;
             }
@@ -260,7 +265,7 @@ impl TronEngine {
         if !self.opened {
             self.open_wallets().await?;
         }
-        let cursor = match self.core.store.deposit_cursor(&self.core.name).await? {
+        let cursor = match self.core.custody.deposit_cursor(&self.core.name).await? {
             Some(next) => next,
             None => {
                 let start = self
@@ -268,7 +273,7 @@ impl TronEngine {
                     .deposits_from_block
                     .unwrap_or(solid.number + 1);
                 self.core
-                    .store
+                    .custody
                     .set_deposit_cursor(&self.core.name, start)
                     .await?;
                 start
@@ -302,7 +307,7 @@ impl TronEngine {
         if cursor <= last {
             self.credit(&inflows).await?;
             self.core
-                .store
+                .custody
                 .set_deposit_cursor(&self.core.name, last + 1)
                 .await?;
         }
@@ -340,7 +345,7 @@ impl TronEngine {
     /// for the life of the database, read at one head block (read again if a block came in
     /// between). Inflows in blocks up to it are part of the opening and are not posted again.
     async fn open_wallets(&mut self) -> anyhow::Result<()> {
-        self.openings = self.core.store.wallet_openings(&self.core.name).await?;
+        self.openings = self.core.custody.wallet_openings(&self.core.name).await?;
         let mut assets: Vec<(String, Option<TronAddress>)> = self
             .contracts
             .iter()
@@ -409,7 +414,7 @@ impl TronEngine {
                 }
             }
             self.core
-                .store
+                .custody
                 .record_wallet_opening(&self.core.name, &w.id, code, block)
                 .await?;
             self.openings.insert((w.id.clone(), code.clone()), block);
@@ -471,7 +476,7 @@ impl TronEngine {
             return Ok(());
         }
         let hashes: Vec<[u8; 32]> = foreign.iter().map(|t| t.txid).collect();
-        let known = self.core.store.known_attempts(&hashes).await?;
+        let known = self.core.custody.known_attempts(&hashes).await?;
         for t in foreign.iter().filter(|t| !known.contains(&t.txid)) {
             let wallet = t.from.to_base58();
             self.wallet_metrics
@@ -539,7 +544,7 @@ impl TronEngine {
         let outcome = match execution {
             Execution::Success => {
                 self.core
-                    .store
+                    .payouts
                     .record_mined(&[(chunk, Some(mined(true)))])
                     .await?;
                 let release = Operation::Release {
@@ -569,7 +574,7 @@ impl TronEngine {
                     Some(raised) => Outcome::Again(raised),
                     None => {
                         self.core
-                            .store
+                            .payouts
                             .record_mined(&[(chunk, Some(mined(false)))])
                             .await?;
                         Outcome::Unpaid(
@@ -584,7 +589,7 @@ impl TronEngine {
             }
             Execution::Revert | Execution::Failed => {
                 self.core
-                    .store
+                    .payouts
                     .record_mined(&[(chunk, Some(mined(false)))])
                     .await?;
                 Outcome::Unpaid(
@@ -735,7 +740,10 @@ impl TronEngine {
                     self.tracked.remove(&s.chunk);
                 }
                 Outcome::Unpaid(state, detail) => {
-                    self.core.store.close_chunk(s.chunk, state, &detail).await?;
+                    self.core
+                        .payouts
+                        .close_chunk(s.chunk, state, &detail)
+                        .await?;
                     self.tracked.remove(&s.chunk);
                 }
                 Outcome::FeeOnly => continue,
@@ -761,7 +769,7 @@ impl TronEngine {
         }
         let addresses = self
             .core
-            .store
+            .custody
             .deposit_addresses(&self.core.name, None)
             .await?;
         let mut commands = Vec::new();
@@ -861,7 +869,7 @@ impl TronEngine {
     /// Stuck count (not executed `stuck_after_seconds` after the first broadcast) and the age
     /// of the oldest, and the in-flight gauge per wallet.
     fn observe_stuck(&self) {
-        let now = now_micros();
+        let now = self.core.clock.now();
         let network = self.core.name.as_str();
         let mut stuck = 0i64;
         let mut oldest: Option<i64> = None;
@@ -900,8 +908,8 @@ impl ChainEngine for TronEngine {
         &mut self.core
     }
 
-    async fn tick(&mut self) -> anyhow::Result<()> {
-        TronEngine::tick(self).await
+    async fn tick(&mut self) -> Result<(), TickError> {
+        Ok(TronEngine::tick(self).await?)
     }
 
     fn forget(&mut self, after: Forget) {

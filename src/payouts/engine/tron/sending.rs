@@ -3,6 +3,7 @@
 //! reaction to every broadcast answer.
 
 use super::*;
+use crate::domain::UnixMicros;
 
 impl TronEngine {
     /// The transfer of `f` (or of a queued chunk) as a signed transaction on `head`, stamped
@@ -16,6 +17,8 @@ impl TronEngine {
         fee_limit: i64,
         head: &BlockRef,
     ) -> anyhow::Result<tx::SignedTx> {
+        // The chain's wall clock, not the daemon's `Clock`: a clock moved by a test or skipped
+        // ahead by the demo would stamp transactions the network sees as from the future.
         self.last_timestamp = chrono::Utc::now()
             .timestamp_millis()
             .max(self.last_timestamp + 1);
@@ -57,7 +60,13 @@ impl TronEngine {
                 .is_none_or(|list| list.contains(&(self.core.name.clone(), p.to.to_base58())))
     }
 
-    fn attempt(signed: &tx::SignedTx, sequence: u64, fee_limit: i64, energy: i64) -> Attempt {
+    fn attempt(
+        signed: &tx::SignedTx,
+        sequence: u64,
+        fee_limit: i64,
+        energy: i64,
+        at: UnixMicros,
+    ) -> Attempt {
         Attempt {
             id: uuid::Uuid::now_v7(),
             kind: AttemptKind::Transfer,
@@ -69,7 +78,7 @@ impl TronEngine {
             max_fee_per_gas: u128::try_from(fee_limit).unwrap_or(0),
             max_priority_fee_per_gas: 0,
             gas_limit: u64::try_from(energy).unwrap_or(0),
-            created_at: now_micros(),
+            created_at: at,
             broadcast_at: None,
             head_at_broadcast: None,
         }
@@ -103,13 +112,13 @@ impl TronEngine {
         let signed = self.build(&wallet, &contract, &to, f.amount, fee_limit, head)?;
         let accounts = self
             .core
-            .store
+            .payouts
             .payouts_by_id(&[f.payout])
             .await?
             .pop()
             .map(|p| p.account);
         let allowlists = match accounts {
-            Some(a) => self.core.store.enforced_allowlists(&[a]).await?,
+            Some(a) => self.core.allowlists.enforced_allowlists(&[a]).await?,
             None => HashMap::new(),
         };
         let list = accounts.and_then(|a| allowlists.get(&a));
@@ -128,7 +137,7 @@ impl TronEngine {
             .attempts
             .last()
             .map_or(0, |a| i64::try_from(a.gas_limit).unwrap_or(0));
-        let attempt = Self::attempt(&signed, f.nonce, fee_limit, energy);
+        let attempt = Self::attempt(&signed, f.nonce, fee_limit, energy, self.core.clock.now());
         let detail = format!(
             "chunk {}: rebuilt ({reason}) on block {} with fee limit {fee_limit} sun, expiring at {} ms, tx {}",
             f.chunk,
@@ -137,7 +146,7 @@ impl TronEngine {
             hex::encode(attempt.hash)
         );
         self.core
-            .store
+            .payouts
             .record_replacement(f.chunk, &attempt, "rebuilt", &detail)
             .await?;
         self.core
@@ -216,7 +225,7 @@ impl TronEngine {
                         let detail =
                             note("cannot be accepted as built; rebuilt once it has expired");
                         self.core
-                            .store
+                            .payouts
                             .add_payout_event(p, "broadcast_refused", &detail)
                             .await?;
                     }
@@ -234,7 +243,7 @@ impl TronEngine {
                     if let Some(p) = payout {
                         let detail = note("refused; the chunk fails once it has expired");
                         self.core
-                            .store
+                            .payouts
                             .add_payout_event(p, "broadcast_refused", &detail)
                             .await?;
                     }
@@ -244,10 +253,10 @@ impl TronEngine {
         if sent.is_empty() {
             return Ok(());
         }
-        let at = now_micros();
+        let at = self.core.clock.now();
         let ids: Vec<uuid::Uuid> = sent.iter().map(|(_, id)| *id).collect();
         self.core
-            .store
+            .payouts
             .mark_broadcast(&ids, head.number, at)
             .await?;
         for (chunk, id) in sent {
@@ -315,7 +324,7 @@ impl TronEngine {
         }
         let next = self
             .core
-            .store
+            .payouts
             .next_nonce(&self.core.name, wallet)
             .await?
             .unwrap_or(0);
@@ -346,7 +355,7 @@ impl TronEngine {
         }
         let queued = self
             .core
-            .store
+            .payouts
             .queued_chunks(&self.core.name, total as i64)
             .await?;
         if queued.is_empty() {
@@ -388,7 +397,7 @@ impl TronEngine {
         let mut accounts: Vec<AccountId> = queued.iter().map(|w| w.account).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        let allowlists = self.core.store.enforced_allowlists(&accounts).await?;
+        let allowlists = self.core.allowlists.enforced_allowlists(&accounts).await?;
         let (hot, canary) = self.core.route(queued);
         let (mut hot, mut canary) = (hot.into_iter().peekable(), canary.into_iter().peekable());
         for (wallet, mut free) in room {
@@ -494,7 +503,13 @@ impl TronEngine {
                 if let Some(left) = token_room.get_mut(&code) {
                     *left -= work.amount;
                 }
-                let attempt = Self::attempt(&tx, first + signed.len() as u64, fee_limit, energy);
+                let attempt = Self::attempt(
+                    &tx,
+                    first + signed.len() as u64,
+                    fee_limit,
+                    energy,
+                    self.core.clock.now(),
+                );
                 signed.push((work.chunk, attempt));
                 works.push(work);
                 free -= 1;
@@ -504,7 +519,7 @@ impl TronEngine {
             }
             match self
                 .core
-                .store
+                .payouts
                 .record_signed(
                     &self.core.name,
                     &wallet.id,
@@ -537,8 +552,12 @@ impl TronEngine {
                         );
                     }
                 }
-                Err(StoreError::Conflict(kind, reason)) => {
-                    // Nothing was stored: these signatures are discarded unsent.
+                Err(StoreError::Conflict(
+                    kind @ (ConflictKind::NonceMoved | ConflictKind::StateChanged),
+                    reason,
+                )) => {
+                    // Nothing was stored: these signatures are discarded unsent. A lost lease
+                    // or a halt ends the tick instead (`TickError`).
                     tracing::warn!(wallet = %wallet.id, ?kind, %reason, "signing round discarded");
                     self.sequences.remove(&wallet.id);
                     continue;
@@ -547,7 +566,7 @@ impl TronEngine {
             }
             self.core.pause_point("engine.after_sign").await;
             self.broadcast(&signed, head).await?;
-            let now = now_micros();
+            let now = self.core.clock.now();
             for (work, (chunk, _)) in works.iter().zip(&signed) {
                 let sent = self
                     .tracked
