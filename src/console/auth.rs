@@ -220,6 +220,8 @@ pub(super) async fn enrol_form(
 /// Checks `code` against `m` (each time step once) and marks the session done.
 async fn accept_code(c: &Console, m: &MfaEnrolment, code: &str) -> Result<bool, Refusal> {
     let secret = secret_of(c, m)?;
+    // The authenticator app's wall clock, not the daemon's `Clock`: codes follow real time
+    // whatever a test or the demo did to the daemon's.
     let now = chrono::Utc::now().timestamp();
     let Some(step) = totp::matching_step(&secret, code, now) else {
         return Ok(false);

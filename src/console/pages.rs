@@ -659,7 +659,9 @@ pub(super) async fn pilot(
     Query(p): Query<PilotPeriod>,
 ) -> Result<Markup, Refusal> {
     viewer.require(&[Role::Operator, Role::Admin])?;
-    let today = chrono::Utc::now().date_naive();
+    let today = chrono::DateTime::from_timestamp_micros(c.app.clock.now())
+        .unwrap_or_default()
+        .date_naive();
     let from = p
         .from
         .unwrap_or_else(|| (today - chrono::Days::new(14)).to_string());
