@@ -52,6 +52,18 @@ impl TestDb {
         }
     }
 
+    /// A PostgreSQL database of its own loaded from `script` (a `pg_dump` in plain SQL).
+    pub async fn postgres_from(script: &str) -> Self {
+        let db = Self::new(Backend::Postgres).await;
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        db
+    }
+
     pub async fn new(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
