@@ -19,6 +19,8 @@ pub enum TimerKind {
     DisputeTtl,
 }
 
+crate::domain::stored_as_text!(TimerKind, TimerState);
+
 impl TimerKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,12 +64,15 @@ impl TimerState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Timer {
     pub id: TimerId,
+    #[sqlx(try_from = "String")]
     pub kind: TimerKind,
+    #[sqlx(rename = "deal_id")]
     pub deal: DealId,
     pub due_at: UnixMicros,
+    #[sqlx(try_from = "String")]
     pub state: TimerState,
     pub fired_at: Option<UnixMicros>,
 }

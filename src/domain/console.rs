@@ -3,10 +3,13 @@
 use crate::domain::{Role, UnixMicros};
 
 /// A console session as stored (by the SHA-256 of its cookie).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionRecord {
+    #[sqlx(try_from = "Vec<u8>")]
     pub id_hash: [u8; 32],
+    #[sqlx(rename = "user_name")]
     pub user: String,
+    #[sqlx(try_from = "String")]
     pub role: Role,
     /// Every form must echo it.
     pub csrf: String,

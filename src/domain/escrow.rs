@@ -42,7 +42,7 @@ pub struct Deal {
 }
 
 /// A line of a deal's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct DealEvent {
     pub at: UnixMicros,
     pub kind: String,
@@ -111,13 +111,15 @@ pub struct Resolution {
 }
 
 /// A piece of evidence: its metadata; the bytes are in the content-addressed store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Evidence {
     pub id: uuid::Uuid,
     #[serde(skip)]
+    #[sqlx(rename = "deal_id")]
     pub deal: DealId,
     /// One of the template's evidence types.
     #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
     pub kind: String,
     pub sha256: String,
     pub size: i64,
@@ -128,7 +130,7 @@ pub struct Evidence {
 }
 
 /// An incident on-call recorded; SEV0 and SEV1 are critical.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Incident {
     pub id: uuid::Uuid,
     /// SEV0 (worst) … SEV3.

@@ -27,7 +27,29 @@ pub enum Role {
     Operator,
 }
 
+/// Enums stored as their text: a row decodes them with `#[sqlx(try_from = "String")]`
+/// through their `parse`.
+macro_rules! stored_as_text {
+    ($($t:ty),* $(,)?) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                <$t>::parse(&text).ok_or_else(|| format!("{} {text:?}", stringify!($t)))
+            }
+        }
+    )*};
+}
+pub(crate) use stored_as_text;
+
+stored_as_text!(Role);
+
 impl Role {
+    pub fn parse(text: &str) -> Option<Self> {
+        [Role::Admin, Role::Trader, Role::Approver, Role::Operator]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",

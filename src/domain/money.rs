@@ -115,9 +115,10 @@ pub fn format_units(units: i128, decimals: u8) -> String {
 
 /// An asset is a token code on one network: `USDT` on `ethereum` and `USDT` on `tron` are
 /// different assets and never mix in one posting.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AssetKey {
     pub network: String,
+    #[sqlx(rename = "asset")]
     pub code: String,
 }
 

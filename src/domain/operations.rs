@@ -27,7 +27,7 @@ pub enum CanaryResult {
 
 /// The configuration freeze an Admin set: configuration-changing calls are refused while it
 /// is active. Safe-mode, token freezes and day-to-day operations stay available.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ConfigFreeze {
     pub reason: String,
     pub actor: String,
@@ -37,9 +37,10 @@ pub struct ConfigFreeze {
 }
 
 /// Who runs a network's engine, under which fence, until when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Lease {
     pub owner: String,
+    #[sqlx(try_from = "i64")]
     pub fence: u64,
     pub expires_at: UnixMicros,
 }

@@ -185,7 +185,7 @@ pub enum RolloutPhase {
 }
 
 /// A network in safe-mode: payouts are accepted and queued, nothing new is broadcast.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SafeMode {
     pub reason: String,
     pub actor: String,
@@ -193,8 +193,9 @@ pub struct SafeMode {
 }
 
 /// A rollout phase set through the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RolloutSetting {
+    #[sqlx(try_from = "String")]
     pub phase: RolloutPhase,
     pub actor: String,
     pub reason: String,
@@ -202,7 +203,7 @@ pub struct RolloutSetting {
 }
 
 /// A token frozen on a network: its payouts queue, nothing new is broadcast.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AssetFreeze {
     pub asset: String,
     pub reason: String,
@@ -210,7 +211,7 @@ pub struct AssetFreeze {
     pub since: UnixMicros,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AllowedDestination {
     pub network: String,
     /// EIP-55 checksummed.
@@ -233,10 +234,12 @@ pub type EnforcedAllowlists =
     std::collections::HashMap<AccountId, std::collections::HashSet<(String, String)>>;
 
 /// An address whose incoming token transfers credit an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DepositAddress {
+    #[sqlx(rename = "account_id")]
     pub account: AccountId,
     /// The account's asset: only transfers of this token credit it.
+    #[sqlx(flatten)]
     pub asset: AssetKey,
     /// EIP-55 checksummed.
     pub address: String,

@@ -2,20 +2,24 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Company {
     pub id: uuid::Uuid,
     pub name: String,
+    #[sqlx(try_from = "String")]
     pub tier: Tier,
     pub created_by: String,
     pub created_at: crate::domain::UnixMicros,
 }
 
 /// A user (an API token's name) acting for a company in a role.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Member {
+    #[sqlx(rename = "company_id")]
     pub company: uuid::Uuid,
+    #[sqlx(rename = "user_name")]
     pub user: String,
+    #[sqlx(try_from = "String")]
     pub role: crate::domain::Role,
     pub added_by: String,
     pub added_at: crate::domain::UnixMicros,

@@ -45,14 +45,17 @@ pub struct Backlog {
 }
 
 /// One event on its way to one endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Delivery {
+    #[sqlx(rename = "endpoint_id")]
     pub endpoint: Uuid,
     pub event_seq: i64,
     pub event_id: Uuid,
+    #[sqlx(rename = "type")]
     pub event_type: String,
     pub event_created_at: UnixMicros,
     pub body: String,
+    #[sqlx(try_from = "String")]
     pub state: DeliveryState,
     pub attempts: i32,
     pub due_since: UnixMicros,
@@ -72,21 +75,24 @@ pub enum DeliveryState {
 }
 
 /// Per endpoint: what is waiting and what was given up on.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct EndpointBacklog {
+    #[sqlx(rename = "id")]
     pub endpoint: Uuid,
     pub active: bool,
     pub pending: i64,
     pub dead: i64,
     /// When the oldest pending event was written to the outbox.
+    #[sqlx(rename = "oldest")]
     pub oldest_pending_created_at: Option<UnixMicros>,
 }
 
 /// An event as the trigger wrote it (and, once rendered, with its body).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxEvent {
     pub seq: i64,
     pub id: Uuid,
+    #[sqlx(rename = "type")]
     pub event_type: String,
     /// The payout, deal or journal transaction it is about.
     pub subject_id: Option<Uuid>,

@@ -6,6 +6,8 @@ pub use crate::domain::payouts::RolloutPhase;
 use crate::domain::UnixMicros;
 use chrono::{NaiveTime, TimeZone};
 
+crate::domain::stored_as_text!(RolloutPhase);
+
 impl RolloutPhase {
     pub const ALL: [RolloutPhase; 3] = [
         RolloutPhase::Pilot,

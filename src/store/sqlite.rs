@@ -11,7 +11,6 @@ use sql::ledger::*;
 use sql::payouts::*;
 
 use crate::domain::AssetSpec;
-use crate::domain::payouts::RolloutPhase;
 use crate::domain::payouts::{
     Attempt, AttemptKind, CancelRequest, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout,
     Payout, PayoutEvent, PayoutState,
@@ -239,5 +238,5 @@ pub(super) async fn acquire_lease(
         .fetch_optional(&mut *tx)
         .await?;
     tx.commit().await?;
-    row.as_ref().map(lease_from_row).transpose()
+    Ok(row.as_ref().map(sqlx::FromRow::from_row).transpose()?)
 }

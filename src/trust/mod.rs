@@ -45,6 +45,8 @@ impl SettlementMode {
     }
 }
 
+crate::domain::stored_as_text!(Tier);
+
 impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {

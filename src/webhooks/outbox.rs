@@ -15,6 +15,8 @@ use crate::ledger::{AccountKind, Ledger};
 use crate::store::{PayoutStore, Store, StoreError};
 use serde_json::{Value, json};
 
+crate::domain::stored_as_text!(DeliveryState);
+
 impl DeliveryState {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -21,15 +21,7 @@ impl AllowlistStore for DbStore {
             enforced: enforced.unwrap_or(false),
             entries: rows
                 .iter()
-                .map(|r| {
-                    Ok(AllowedDestination {
-                        network: r.try_get("network")?,
-                        address: r.try_get("address")?,
-                        label: r.try_get("label")?,
-                        added_by: r.try_get("added_by")?,
-                        added_at: r.try_get("added_at")?,
-                    })
-                })
+                .map(|r| Ok(AllowedDestination::from_row(r)?))
                 .collect::<StoreResult<_>>()?,
         })
     }

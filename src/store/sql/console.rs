@@ -3,31 +3,16 @@
 use super::*;
 use crate::domain::console::{MfaEnrolment, SessionRecord};
 
-fn role(text: &str) -> StoreResult<crate::domain::Role> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| StoreError::Invariant(format!("console role {text:?}")))
-}
-
 pub(crate) async fn session(
     conn: &mut DbConnection,
     id_hash: &[u8; 32],
 ) -> StoreResult<Option<SessionRecord>> {
-    let row = sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1")
-        .bind(id_hash.to_vec())
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| {
-        Ok(SessionRecord {
-            id_hash: *id_hash,
-            user: r.try_get("user_name")?,
-            role: role(&r.try_get::<String, _>("role")?)?,
-            csrf: r.try_get("csrf")?,
-            mfa_ok: r.try_get("mfa_ok")?,
-            created_at: r.try_get("created_at")?,
-            expires_at: r.try_get("expires_at")?,
-        })
-    })
-    .transpose()
+    Ok(
+        sqlx::query_as("SELECT * FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash.to_vec())
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 pub(crate) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> StoreResult<()> {

@@ -131,18 +131,7 @@ impl CustodyStore for DbStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(DepositAddress {
-                    account: AccountId(r.try_get("account_id")?),
-                    asset: AssetKey::new(
-                        r.try_get::<String, _>("network")?,
-                        r.try_get::<String, _>("asset")?,
-                    ),
-                    address: r.try_get("address")?,
-                    added_by: r.try_get("added_by")?,
-                    added_at: r.try_get("added_at")?,
-                })
-            })
+            .map(|r| Ok(DepositAddress::from_row(r)?))
             .collect()
     }
 

@@ -1,9 +1,9 @@
 //! Escrow deals, their timeline and their timers, on both databases.
 
 use super::*;
-use crate::domain::escrow::{Deal, DealEvent, DealState, DealStep, Issue, Resolution};
-use crate::domain::{DealId, TimerId};
-use crate::timers::{Timer, TimerKind, TimerState};
+use crate::domain::DealId;
+use crate::domain::escrow::{Deal, DealEvent, DealState, DealStep, Incident, Issue, Resolution};
+use crate::timers::Timer;
 
 const DEAL_COLUMNS: &str = "id, template, buyer_account, seller_account, network, asset, amount, immediate, holdback, state, hold_id, \
     released, offset_amount, refunded, issue_reason, issue_detail, issue_at, escalated, resolution_outcome, resolution_offset, \
@@ -69,21 +69,6 @@ fn deal_from_row(r: &DbRow) -> StoreResult<Deal> {
         settled_at: r.try_get("settled_at")?,
         seller_payout: r.try_get("seller_payout_address")?,
         buyer_refund: r.try_get("buyer_refund_address")?,
-    })
-}
-
-pub(crate) fn timer_from_row(r: &DbRow) -> StoreResult<Timer> {
-    let kind: String = r.try_get("kind")?;
-    let state: String = r.try_get("state")?;
-    Ok(Timer {
-        id: TimerId(r.try_get("id")?),
-        kind: TimerKind::parse(&kind)
-            .ok_or_else(|| StoreError::Invariant(format!("timer kind {kind:?}")))?,
-        deal: DealId(r.try_get("deal_id")?),
-        due_at: r.try_get("due_at")?,
-        state: TimerState::parse(&state)
-            .ok_or_else(|| StoreError::Invariant(format!("timer state {state:?}")))?,
-        fired_at: r.try_get("fired_at")?,
     })
 }
 
@@ -346,26 +331,16 @@ pub(crate) async fn deal_events(
     .bind(id.0)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(DealEvent {
-                at: r.try_get("at")?,
-                kind: r.try_get("kind")?,
-                actor: r.try_get("actor")?,
-                detail: r.try_get("detail")?,
-            })
-        })
-        .collect()
+    rows.iter().map(|r| Ok(DealEvent::from_row(r)?)).collect()
 }
 
 pub(crate) async fn deal_timers(conn: &mut DbConnection, id: DealId) -> StoreResult<Vec<Timer>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT id, kind, deal_id, due_at, state, fired_at FROM timers WHERE deal_id = $1 ORDER BY id",
     )
     .bind(id.0)
     .fetch_all(conn)
-    .await?;
-    rows.iter().map(timer_from_row).collect()
+    .await?)
 }
 
 pub(crate) async fn insert_evidence(
@@ -404,27 +379,13 @@ pub(crate) async fn list_evidence(
     conn: &mut DbConnection,
     deal: DealId,
 ) -> StoreResult<Vec<crate::domain::escrow::Evidence>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT id, deal_id, type, sha256, size, content_type, uploaded_by, uploaded_at FROM deal_evidence \
          WHERE deal_id = $1 ORDER BY id",
     )
     .bind(deal.0)
     .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(crate::domain::escrow::Evidence {
-                id: r.try_get("id")?,
-                deal: DealId(r.try_get("deal_id")?),
-                kind: r.try_get("type")?,
-                sha256: r.try_get("sha256")?,
-                size: r.try_get("size")?,
-                content_type: r.try_get("content_type")?,
-                uploaded_by: r.try_get("uploaded_by")?,
-                uploaded_at: r.try_get("uploaded_at")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 pub(crate) async fn deal_facts(
@@ -497,17 +458,7 @@ pub(crate) async fn incidents(
     .bind(to)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(crate::domain::escrow::Incident {
-                id: r.try_get("id")?,
-                severity: r.try_get("severity")?,
-                summary: r.try_get("summary")?,
-                at: r.try_get("at")?,
-                recorded_by: r.try_get("recorded_by")?,
-            })
-        })
-        .collect()
+    rows.iter().map(|r| Ok(Incident::from_row(r)?)).collect()
 }
 
 #[async_trait]
@@ -626,7 +577,7 @@ impl EscrowStore for DbStore {
         tx.commit().await?;
         let mut timers: Vec<crate::timers::Timer> = rows
             .iter()
-            .map(escrow::timer_from_row)
+            .map(|r| Ok(Timer::from_row(r)?))
             .collect::<StoreResult<_>>()?;
         // RETURNING gives no order: the runner fires them as they came due.
         timers.sort_by_key(|t| (t.due_at, t.id.0));

@@ -72,14 +72,6 @@ pub(crate) fn journal_from_row(row: &DbRow) -> StoreResult<JournalTx> {
     })
 }
 
-pub(crate) fn lease_from_row(r: &DbRow) -> StoreResult<Lease> {
-    Ok(Lease {
-        owner: r.try_get("owner")?,
-        fence: r.try_get::<i64, _>("fence")? as u64,
-        expires_at: r.try_get("expires_at")?,
-    })
-}
-
 pub(crate) async fn insert_audit(conn: &mut DbConnection, audit: &AuditRecord) -> StoreResult<()> {
     sqlx::query("INSERT INTO audit_log (id, at, actor, role, action, target, reason, request_id, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(Uuid::now_v7())
@@ -441,8 +433,7 @@ impl DbStore {
 }
 
 pub(crate) fn parse_role(text: &str) -> StoreResult<Role> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| StoreError::Invariant(format!("role {text:?}")))
+    Role::parse(text).ok_or_else(|| StoreError::Invariant(format!("role {text:?}")))
 }
 
 #[async_trait]

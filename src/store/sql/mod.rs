@@ -18,6 +18,7 @@ mod trust;
 mod webhooks;
 
 use super::*;
+use sqlx::FromRow;
 
 /// The database's own operations; each area's are in its module.
 #[async_trait]

@@ -71,18 +71,11 @@ pub(crate) async fn canary_runs(
 }
 
 pub(crate) async fn config_freeze(conn: &mut DbConnection) -> StoreResult<Option<ConfigFreeze>> {
-    let row = sqlx::query("SELECT reason, actor, since, until FROM config_freeze WHERE id = 1")
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| {
-        Ok(ConfigFreeze {
-            reason: r.try_get("reason")?,
-            actor: r.try_get("actor")?,
-            since: r.try_get("since")?,
-            until: r.try_get("until")?,
-        })
-    })
-    .transpose()
+    Ok(
+        sqlx::query_as("SELECT reason, actor, since, until FROM config_freeze WHERE id = 1")
+            .fetch_optional(conn)
+            .await?,
+    )
 }
 
 pub(crate) async fn set_config_freeze(
@@ -305,11 +298,11 @@ impl LeaseStore for DbStore {
     }
 
     async fn lease(&self, network: &str) -> StoreResult<Option<Lease>> {
-        let row =
-            sqlx::query("SELECT owner, fence, expires_at FROM engine_leases WHERE network = $1")
+        Ok(
+            sqlx::query_as("SELECT owner, fence, expires_at FROM engine_leases WHERE network = $1")
                 .bind(network)
                 .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(lease_from_row).transpose()
+                .await?,
+        )
     }
 }

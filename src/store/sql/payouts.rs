@@ -852,19 +852,12 @@ impl PayoutStore for DbStore {
     }
 
     async fn safe_mode(&self, network: &str) -> StoreResult<Option<SafeMode>> {
-        let row =
-            sqlx::query("SELECT reason, actor, since FROM network_safe_mode WHERE network = $1")
+        Ok(
+            sqlx::query_as("SELECT reason, actor, since FROM network_safe_mode WHERE network = $1")
                 .bind(network)
                 .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok(SafeMode {
-                reason: r.try_get("reason")?,
-                actor: r.try_get("actor")?,
-                since: r.try_get("since")?,
-            })
-        })
-        .transpose()
+                .await?,
+        )
     }
 
     async fn set_safe_mode(
@@ -925,23 +918,12 @@ impl PayoutStore for DbStore {
     }
 
     async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT phase, actor, reason, since FROM network_rollout WHERE network = $1",
         )
         .bind(network)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let phase: String = r.try_get("phase")?;
-            Ok(RolloutSetting {
-                phase: RolloutPhase::parse(&phase)
-                    .ok_or_else(|| StoreError::Invariant(format!("rollout phase {phase:?}")))?,
-                actor: r.try_get("actor")?,
-                reason: r.try_get("reason")?,
-                since: r.try_get("since")?,
-            })
-        })
-        .transpose()
+        .await?)
     }
 
     async fn set_rollout_phase(
@@ -973,16 +955,7 @@ impl PayoutStore for DbStore {
             .bind(network)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AssetFreeze {
-                    asset: r.try_get("asset")?,
-                    reason: r.try_get("reason")?,
-                    actor: r.try_get("actor")?,
-                    since: r.try_get("since")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(AssetFreeze::from_row(r)?)).collect()
     }
 
     async fn set_freeze(

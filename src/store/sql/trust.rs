@@ -4,7 +4,7 @@ use super::*;
 use crate::domain::HoldId;
 use crate::domain::trust::{
     Company, Member, ObligationKind, Session, SessionState, SessionStep, SettlementMode, Side,
-    StoredObligation, Tier, TrustPair,
+    StoredObligation, TrustPair,
 };
 use crate::domain::trust::{Netted, Outcome};
 
@@ -17,17 +17,6 @@ fn side(text: &str) -> StoreResult<Side> {
         "A" => Ok(Side::A),
         "B" => Ok(Side::B),
         other => Err(invariant("trust side", other)),
-    }
-}
-
-fn role(text: &str) -> StoreResult<crate::domain::Role> {
-    use crate::domain::Role;
-    match text {
-        "admin" => Ok(Role::Admin),
-        "trader" => Ok(Role::Trader),
-        "approver" => Ok(Role::Approver),
-        "operator" => Ok(Role::Operator),
-        other => Err(invariant("role", other)),
     }
 }
 
@@ -62,23 +51,14 @@ pub(crate) async fn insert_company(conn: &mut DbConnection, c: &Company) -> Stor
     Ok(())
 }
 
-fn company_from_row(r: &DbRow) -> StoreResult<Company> {
-    let tier: String = r.try_get("tier")?;
-    Ok(Company {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        tier: Tier::parse(&tier).ok_or_else(|| invariant("tier", &tier))?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
 pub(crate) async fn companies(conn: &mut DbConnection) -> StoreResult<Vec<Company>> {
-    let rows =
-        sqlx::query("SELECT id, name, tier, created_by, created_at FROM companies ORDER BY name")
-            .fetch_all(conn)
-            .await?;
-    rows.iter().map(company_from_row).collect()
+    Ok(
+        sqlx::query_as(
+            "SELECT id, name, tier, created_by, created_at FROM companies ORDER BY name",
+        )
+        .fetch_all(conn)
+        .await?,
+    )
 }
 
 pub(crate) async fn insert_member(conn: &mut DbConnection, m: &Member) -> StoreResult<()> {
@@ -102,25 +82,14 @@ pub(crate) async fn members(
     company: Option<uuid::Uuid>,
     user: Option<&str>,
 ) -> StoreResult<Vec<Member>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT company_id, user_name, role, added_by, added_at FROM company_members \
          WHERE ($1 IS NULL OR company_id = $1) AND ($2 IS NULL OR user_name = $2) ORDER BY company_id, user_name",
     )
     .bind(company)
     .bind(user)
     .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Member {
-                company: r.try_get("company_id")?,
-                user: r.try_get("user_name")?,
-                role: role(&r.try_get::<String, _>("role")?)?,
-                added_by: r.try_get("added_by")?,
-                added_at: r.try_get("added_at")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 const PAIR_COLUMNS: &str = "id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \

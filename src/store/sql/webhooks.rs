@@ -115,74 +115,33 @@ pub(crate) async fn set_endpoint_active(
 
 const EVENT_COLUMNS: &str = "seq, id, type, subject_id, network, actor, detail, evidence, occurred_at, created_at, body, dispatched_at";
 
-fn event_from_row(r: &DbRow) -> StoreResult<OutboxEvent> {
-    Ok(OutboxEvent {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        event_type: r.try_get("type")?,
-        subject_id: r.try_get("subject_id")?,
-        network: r.try_get("network")?,
-        actor: r.try_get("actor")?,
-        detail: r.try_get("detail")?,
-        evidence: r.try_get("evidence")?,
-        occurred_at: r.try_get("occurred_at")?,
-        created_at: r.try_get("created_at")?,
-        body: r.try_get("body")?,
-        dispatched_at: r.try_get("dispatched_at")?,
-    })
-}
-
 const DELIVERY_SELECT: &str = "SELECT d.endpoint_id, d.event_seq, e.id AS event_id, e.type, e.created_at AS event_created_at, \
     COALESCE(e.body, '') AS body, d.state, d.attempts, d.due_since, d.next_attempt_at, d.last_attempt_at, d.last_status, \
     d.last_error, d.delivered_at, d.replays FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq";
-
-fn delivery_from_row(r: &DbRow) -> StoreResult<Delivery> {
-    let state: String = r.try_get("state")?;
-    Ok(Delivery {
-        endpoint: r.try_get("endpoint_id")?,
-        event_seq: r.try_get("event_seq")?,
-        event_id: r.try_get("event_id")?,
-        event_type: r.try_get("type")?,
-        event_created_at: r.try_get("event_created_at")?,
-        body: r.try_get("body")?,
-        state: DeliveryState::parse(&state)
-            .ok_or_else(|| StoreError::Invariant(format!("delivery state {state:?}")))?,
-        attempts: r.try_get("attempts")?,
-        due_since: r.try_get("due_since")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        last_attempt_at: r.try_get("last_attempt_at")?,
-        last_status: r.try_get("last_status")?,
-        last_error: r.try_get("last_error")?,
-        delivered_at: r.try_get("delivered_at")?,
-        replays: r.try_get("replays")?,
-    })
-}
 
 pub(crate) async fn undispatched_events(
     conn: &mut DbConnection,
     limit: i64,
 ) -> StoreResult<Vec<OutboxEvent>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE dispatched_at IS NULL ORDER BY seq LIMIT $1"
     )))
     .bind(limit)
     .fetch_all(conn)
-    .await?;
-    rows.iter().map(event_from_row).collect()
+    .await?)
 }
 
 pub(crate) async fn event_by_id(
     conn: &mut DbConnection,
     id: uuid::Uuid,
 ) -> StoreResult<OutboxEvent> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(conn)
     .await?
-    .ok_or(StoreError::NotFound)?;
-    event_from_row(&row)
+    .ok_or(StoreError::NotFound)
 }
 
 /// Rendered events written by the outbox between `from` and `to` (database clock), oldest first.
@@ -192,7 +151,7 @@ pub(crate) async fn events_between(
     to: i64,
     limit: i64,
 ) -> StoreResult<Vec<OutboxEvent>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE created_at >= $1 AND created_at < $2 \
          AND dispatched_at IS NOT NULL ORDER BY seq LIMIT $3"
     )))
@@ -200,8 +159,7 @@ pub(crate) async fn events_between(
     .bind(to)
     .bind(limit)
     .fetch_all(conn)
-    .await?;
-    rows.iter().map(event_from_row).collect()
+    .await?)
 }
 
 /// Stores rendered bodies and queues deliveries; an event another dispatcher already took is
@@ -254,7 +212,7 @@ pub(crate) async fn deliveries(
     after_seq: i64,
     limit: i64,
 ) -> StoreResult<Vec<Delivery>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{DELIVERY_SELECT} WHERE d.endpoint_id = $1 AND ($2 IS NULL OR d.state = $2) AND d.event_seq > $3 \
          ORDER BY d.event_seq LIMIT $4"
     )))
@@ -263,8 +221,7 @@ pub(crate) async fn deliveries(
     .bind(after_seq)
     .bind(limit)
     .fetch_all(conn)
-    .await?;
-    rows.iter().map(delivery_from_row).collect()
+    .await?)
 }
 
 /// Records one attempt on a delivery that is still pending (a replay or another worker may
@@ -327,13 +284,7 @@ pub(crate) async fn backlog(conn: &mut DbConnection) -> StoreResult<Backlog> {
     .await?;
     let mut out = Backlog::default();
     for r in rows {
-        out.endpoints.push(EndpointBacklog {
-            endpoint: r.try_get("id")?,
-            active: r.try_get("active")?,
-            pending: r.try_get("pending")?,
-            dead: r.try_get("dead")?,
-            oldest_pending_created_at: r.try_get("oldest")?,
-        });
+        out.endpoints.push(EndpointBacklog::from_row(&r)?);
     }
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM webhook_events WHERE dispatched_at IS NULL",
