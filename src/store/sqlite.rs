@@ -134,9 +134,11 @@ where
     sep.push_unseparated(")");
 }
 
-/// Runs `head`, the rows as `SELECT column1 AS name, … FROM (VALUES …) WHERE true`, then
-/// `tail`, once per `ROWS_PER_STATEMENT` rows (the `WHERE` lets an `INSERT … SELECT` take an
-/// `ON CONFLICT`). Returns what the statements return.
+/// Runs `head`, the rows, then `tail`, once per `ROWS_PER_STATEMENT` rows; returns what the
+/// statements return. After an `INSERT` the rows are a plain `VALUES` list, the form SQLite
+/// inserts fastest (`INSERT … SELECT` over the same rows made single-command ledger posts
+/// measurably slower, BENCHMARKS.md); elsewhere (`UPDATE … FROM`) they are `SELECT column1 AS
+/// name, … FROM (VALUES …) WHERE true`, which names the columns.
 async fn bulk(
     conn: &mut DbConnection,
     head: &str,
@@ -148,15 +150,19 @@ async fn bulk(
     while start < rows.len() {
         let end = (start + ROWS_PER_STATEMENT).min(rows.len());
         let mut qb = QueryBuilder::new(head.to_owned());
-        qb.push("SELECT ");
-        for (i, (name, _)) in rows.columns.iter().enumerate() {
-            qb.push(format!(
-                "{}column{} AS {name}",
-                if i > 0 { ", " } else { "" },
-                i + 1
-            ));
+        let insert = head.trim_start().starts_with("INSERT");
+        if !insert {
+            qb.push("SELECT ");
+            for (i, (name, _)) in rows.columns.iter().enumerate() {
+                qb.push(format!(
+                    "{}column{} AS {name}",
+                    if i > 0 { ", " } else { "" },
+                    i + 1
+                ));
+            }
+            qb.push(" FROM (");
         }
-        qb.push(" FROM (VALUES ");
+        qb.push("VALUES ");
         for r in start..end {
             qb.push(if r > start { ", (" } else { "(" });
             let mut values = qb.separated(", ");
@@ -173,7 +179,9 @@ async fn bulk(
             }
             qb.push(")");
         }
-        qb.push(") WHERE true");
+        if !insert {
+            qb.push(") WHERE true");
+        }
         qb.push(tail);
         out.extend(qb.build().fetch_all(&mut *conn).await?);
         start = end;
