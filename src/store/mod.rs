@@ -131,7 +131,6 @@ pub enum Backend {
     Postgres,
 }
 
-#[async_trait]
 /// The ledger's rows: assets, accounts, the journal and holds.
 #[async_trait]
 pub trait LedgerStore: Send + Sync {
@@ -667,8 +666,9 @@ pub trait OperationsStore: Send + Sync {
     ) -> StoreResult<Vec<StoredAudit>>;
 }
 
-/// Leases that let one instance of several run a loop (an engine, the canary scheduler, a
-/// runner); the database's clock decides expiry.
+/// Leases that let one instance of several run a loop (an engine, the canary scheduler, the
+/// webhook dispatcher). PostgreSQL expires them on its own clock, shared by every instance;
+/// SQLite (one daemon per file) on the `now` it is given.
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// Takes or renews the lease on `network`'s engine for `owner` until `now + ttl`: granted

@@ -565,3 +565,43 @@ impl EngineCore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conflict(kind: ConflictKind) -> StoreError {
+        StoreError::Conflict(kind, "test".into())
+    }
+
+    #[test]
+    fn a_tick_error_is_told_apart_by_the_store_conflict_under_it() {
+        // As a tick sees them: straight from the store, and wrapped in anyhow by a helper.
+        for wrap in [false, true] {
+            let of = |e: StoreError| {
+                if wrap {
+                    TickError::from(anyhow::Error::from(e).context("sending"))
+                } else {
+                    TickError::from(e)
+                }
+            };
+            assert!(matches!(
+                of(conflict(ConflictKind::Fenced)),
+                TickError::Fenced
+            ));
+            assert!(matches!(
+                of(conflict(ConflictKind::Halted)),
+                TickError::Halted(r) if r == "test"
+            ));
+            assert!(matches!(
+                of(conflict(ConflictKind::NonceMoved)),
+                TickError::Failed(_)
+            ));
+            assert!(matches!(of(StoreError::NotFound), TickError::Failed(_)));
+        }
+        assert!(matches!(
+            TickError::from(anyhow::anyhow!("node down")),
+            TickError::Failed(_)
+        ));
+    }
+}
