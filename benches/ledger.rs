@@ -144,6 +144,7 @@ async fn setup_ledger(db: &Db, connections: u32) -> (Ledger, Vec<Account>) {
     for i in 0..ACCOUNTS {
         let new = NewAccount {
             owner: format!("bench-{i}"),
+            company: None,
             asset: asset.clone(),
             kind: AccountKind::Partner,
             allow_negative: false,

@@ -140,13 +140,7 @@ async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> 
     let trader = SecretString::from("tdk_bench_trader".to_owned());
     let app = App::build(
         c,
-        vec![(
-            trader.clone(),
-            Caller {
-                name: "bench".into(),
-                role: Role::Trader,
-            },
-        )],
+        vec![(trader.clone(), Caller::staff("bench", Role::Trader))],
     )
     .await
     .unwrap();
@@ -169,6 +163,7 @@ async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> 
         .create_account(
             &NewAccount {
                 owner: "bench".into(),
+                company: None,
                 asset: asset.clone(),
                 kind: AccountKind::Partner,
                 allow_negative: false,

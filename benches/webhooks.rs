@@ -140,6 +140,7 @@ async fn start(db_url: &str, receiver_url: &str) -> Subject {
         .create_account(
             &NewAccount {
                 owner: "bench".into(),
+                company: None,
                 asset,
                 kind: AccountKind::Partner,
                 allow_negative: false,

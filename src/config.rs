@@ -682,6 +682,9 @@ pub struct TokenConfig {
     pub name: String,
     pub role: Role,
     pub sha256: String,
+    /// The partner company the token acts for; absent: the operator's staff.
+    #[serde(default)]
+    pub company: Option<uuid::Uuid>,
 }
 
 fn default_reconcile_interval_seconds() -> u64 {
@@ -1055,6 +1058,12 @@ impl Config {
                     "must be 64 hex characters",
                 ));
             }
+            if t.company.is_some() && t.role == Role::Operator {
+                return Err(key_error(
+                    format!("auth.tokens[{i}].role"),
+                    "operator is a staff role: a company token is admin, trader or approver",
+                ));
+            }
         }
         Ok(())
     }
@@ -1421,6 +1430,12 @@ mod tests {
             ),
             (
                 "[[auth.tokens]]\nname = \"a\"\nrole = \"king\"\nsha256 = \"00\"\n",
+                "auth.tokens[0].role",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"a\"\nrole = \"operator\"\n\
+                 sha256 = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n\
+                 company = \"01a24e72-f745-7124-a0d4-106826786ede\"\n",
                 "auth.tokens[0].role",
             ),
             ("[log]\nformat = \"xml\"\n", "log.format"),

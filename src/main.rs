@@ -135,6 +135,10 @@ enum TokenCommand {
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// The partner company the token acts for (its id); without it the token is staff's.
+        /// A company token's role is admin, trader or approver.
+        #[arg(long)]
+        company: Option<uuid::Uuid>,
     },
 }
 
@@ -199,17 +203,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {
-            command: TokenCommand::New { name, role },
+            command:
+                TokenCommand::New {
+                    name,
+                    role,
+                    company,
+                },
         } => {
+            if company.is_some() && role == Role::Operator {
+                anyhow::bail!(
+                    "--role operator is staff's: a company token is admin, trader or approver"
+                );
+            }
             let token = new_token();
             println!(
                 "token (shown once; give it to {name}):\n  {}\n",
                 token.expose_secret()
             );
             println!(
-                "config entry:\n[[auth.tokens]]\nname = {name:?}\nrole = \"{}\"\nsha256 = \"{}\"",
+                "config entry:\n[[auth.tokens]]\nname = {name:?}\nrole = \"{}\"\nsha256 = \"{}\"{}",
                 role.as_str(),
-                hex::encode(token_digest(token.expose_secret()))
+                hex::encode(token_digest(token.expose_secret())),
+                company.map_or(String::new(), |c| format!("\ncompany = \"{c}\""))
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -332,6 +332,7 @@ mod tests {
         Account {
             id: AccountId::new(),
             owner: format!("{WALLET_OWNER_PREFIX}{WALLET}"),
+            company: None,
             asset: asset.key.clone(),
             kind,
             allow_negative: true,

@@ -30,7 +30,7 @@ pub struct ListAccounts {
     responses((status = 200, body = Page<AccountView>), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ListAccounts>,
 ) -> ApiResult<Json<Page<AccountView>>> {
     let limit = page_limit(q.limit)?;
@@ -64,6 +64,8 @@ pub async fn list(
         .store
         .list_accounts(&AccountFilter {
             owner: q.owner,
+            // A company's users list only its accounts.
+            company: caller.company,
             asset,
             kind: q.kind,
             after,
@@ -87,16 +89,18 @@ pub async fn list(
     responses((status = 200, body = AccountView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccountView>> {
-    let account = load_account(&state, &id, None).await?;
+    let account = load_account(&state, &caller, &id, None).await?;
     Ok(Json(AccountView::new(&state.ledger, &account)))
 }
 
-/// Loads an account named by `text`; `field` says where the id came from (None: the path).
+/// Loads an account named by `text` that `caller` may act on; `field` says where the id came
+/// from (None: the path). Another company's account answers exactly as a missing one.
 pub async fn load_account(
     state: &AppState,
+    caller: &Caller,
     text: &str,
     field: Option<&'static str>,
 ) -> ApiResult<crate::ledger::Account> {
@@ -114,8 +118,8 @@ pub async fn load_account(
         None => not_found(),
     })?;
     match state.store.get_account(id).await {
-        Ok(a) => Ok(a),
-        Err(StoreError::NotFound) => Err(not_found()),
+        Ok(a) if caller.owns(a.company) => Ok(a),
+        Ok(_) | Err(StoreError::NotFound) => Err(not_found()),
         Err(e) => Err(e.into()),
     }
 }
@@ -147,6 +151,10 @@ pub struct CreateAccount {
     pub asset: String,
     /// `partner` or `operating`; system accounts are created by the daemon.
     pub kind: AccountKind,
+    /// The company a partner account belongs to (staff only; a company's admin opens accounts
+    /// for its own company). Absent: the operator's.
+    #[serde(default)]
+    pub company: Option<uuid::Uuid>,
     #[serde(default)]
     pub allow_negative: bool,
     pub reason: String,
@@ -200,8 +208,37 @@ pub async fn create(
         at: state.clock.now(),
         evidence: None,
     };
+    let company = match (caller.company, body.company) {
+        (Some(own), None) => Some(own),
+        (Some(own), Some(named)) if named == own => Some(own),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "company",
+                "a company's users open accounts only for their own company",
+            ));
+        }
+        (None, named) => named,
+    };
+    if company.is_some() && body.kind != AccountKind::Partner {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "kind",
+            "a company's account is a partner account",
+        ));
+    }
+    if let Some(named) = body.company.filter(|_| caller.company.is_none())
+        && !state.store.companies().await?.iter().any(|c| c.id == named)
+    {
+        return Err(ApiError::NotFound {
+            what: "company",
+            id: named.to_string(),
+            field: Some("company"),
+        });
+    }
     let new = NewAccount {
         owner: owner.to_owned(),
+        company,
         asset,
         kind: body.kind,
         allow_negative: body.allow_negative,

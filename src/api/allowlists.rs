@@ -56,10 +56,10 @@ async fn view(state: &AppState, account: crate::domain::AccountId) -> ApiResult<
     responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AllowlistView>> {
-    let account = load_account(&state, &id, None).await?;
+    let account = load_account(&state, &caller, &id, None).await?;
     Ok(Json(view(&state, account.id).await?))
 }
 
@@ -83,7 +83,7 @@ pub async fn set_enforced(
     caller.require(&[Role::Admin])?;
     super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
-    let account = load_account(&state, &id, None).await?;
+    let account = load_account(&state, &caller, &id, None).await?;
     let action = if body.enforced {
         "allowlist.enforce"
     } else {
@@ -139,7 +139,7 @@ pub async fn add(
     caller.require(&[Role::Admin])?;
     super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
-    let account = load_account(&state, &id, None).await?;
+    let account = load_account(&state, &caller, &id, None).await?;
     let address = parse_destination(&state, &body.network, &body.address)?;
     let label = optional_text("label", body.label, 128)?;
     let record = state.audit_record(
@@ -185,7 +185,7 @@ pub async fn remove(
     caller.require(&[Role::Admin])?;
     super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&q.reason)?;
-    let account = load_account(&state, &id, None).await?;
+    let account = load_account(&state, &caller, &id, None).await?;
     let address = parse_destination(&state, &network, &address)?;
     let record = state.audit_record(
         &caller,

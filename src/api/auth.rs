@@ -13,14 +13,30 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request: the operator's staff, or a partner company's user
+/// (`company`), who sees and moves only that company's money.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    pub company: Option<uuid::Uuid>,
 }
 
 impl Caller {
+    pub fn staff(name: impl Into<String>, role: Role) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            company: None,
+        }
+    }
+
+    /// Whether the caller may act on an object owned by `owner` (None: the operator's).
+    /// Staff may act on any; a company only on its own.
+    pub fn owns(&self, owner: Option<uuid::Uuid>) -> bool {
+        self.company.is_none() || self.company == owner
+    }
+
     pub fn require(&self, allowed: &[Role]) -> Result<(), ApiError> {
         if allowed.contains(&self.role) {
             Ok(())
@@ -48,6 +64,7 @@ impl Authenticator {
                     Caller {
                         name: t.name.clone(),
                         role: t.role,
+                        company: t.company,
                     },
                 ))
             })
@@ -71,6 +88,18 @@ impl Authenticator {
         self.by_digest.values().any(|c| c == caller)
     }
 }
+
+/// The routes a company's user may call, each scoped to the company's own objects in its
+/// handler. Every other route answers 403 to a company token: a new route is staff-only until
+/// it is scoped and listed here.
+pub const COMPANY_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/accounts"),
+    ("POST", "/v1/accounts"),
+    ("GET", "/v1/accounts/{id}"),
+    ("GET", "/v1/payouts"),
+    ("POST", "/v1/payouts"),
+    ("GET", "/v1/payouts/{id}"),
+];
 
 /// `N` bytes of OS randomness (uuid's v4 generator draws from the OS RNG).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -109,10 +138,24 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthenticated)?;
-        state
+        let caller = state
             .auth
             .authenticate(token.trim())
             .cloned()
-            .ok_or(ApiError::Unauthenticated)
+            .ok_or(ApiError::Unauthenticated)?;
+        if caller.company.is_some() {
+            let route = parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str())
+                .unwrap_or_default();
+            if !COMPANY_ROUTES.contains(&(parts.method.as_str(), route)) {
+                return Err(ApiError::ForbiddenAction(format!(
+                    "{} {route} is for the operator's staff, not a company's users",
+                    parts.method
+                )));
+            }
+        }
+        Ok(caller)
     }
 }

@@ -46,10 +46,10 @@ async fn list_of(
     responses((status = 200, body = Vec<DepositAddressView>), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<DepositAddressView>>> {
-    let account = load_account(&state, &id, None).await?;
+    let account = load_account(&state, &caller, &id, None).await?;
     list_of(&state, &account).await
 }
 
@@ -76,7 +76,7 @@ pub async fn add(
     caller.require(&[Role::Admin])?;
     super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
-    let account = load_account(&state, &id, None).await?;
+    let account = load_account(&state, &caller, &id, None).await?;
     if !account.kind.holds_customer_funds() {
         return Err(ApiError::invalid(
             "wrong_account_kind",

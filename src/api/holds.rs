@@ -40,7 +40,7 @@ pub async fn create(
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
-    let account = load_account(&state, &body.account, Some("account")).await?;
+    let account = load_account(&state, &caller, &body.account, Some("account")).await?;
     let amount = parse_amount(&state, &account.asset, "amount", &body.amount)?;
     let mut cmd = Command::new(
         "",
@@ -139,9 +139,11 @@ pub async fn release(
                 "destination is required for release and offset",
             ));
         }
-        (ReleaseKind::Release | ReleaseKind::Offset, Some(d)) => {
-            Some(load_account(&state, &d, Some("destination")).await?.id)
-        }
+        (ReleaseKind::Release | ReleaseKind::Offset, Some(d)) => Some(
+            load_account(&state, &caller, &d, Some("destination"))
+                .await?
+                .id,
+        ),
         (ReleaseKind::Payout | ReleaseKind::Fee, Some(_)) => {
             return Err(ApiError::invalid(
                 "invalid_field",

@@ -38,7 +38,7 @@ pub async fn deposit(
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
-    let account = load_account(&state, &body.account, Some("account")).await?;
+    let account = load_account(&state, &caller, &body.account, Some("account")).await?;
     let amount = parse_amount(&state, &account.asset, "amount", &body.amount)?;
     let mut cmd = Command::new(
         "",
@@ -83,7 +83,7 @@ pub async fn adjustment(
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
-    let account = load_account(&state, &body.account, Some("account")).await?;
+    let account = load_account(&state, &caller, &body.account, Some("account")).await?;
     let amount = parse_amount(&state, &account.asset, "amount", &body.amount)?;
     let mut cmd = Command::new(
         "",

@@ -275,7 +275,7 @@ pub async fn create(
             format!("asset {:?} is not paid out on {}", body.asset, network.name),
         )
     })?;
-    let account = load_account(&state, &body.account, Some("account")).await?;
+    let account = load_account(&state, &caller, &body.account, Some("account")).await?;
     if account.asset != token.spec.key {
         return Err(ApiError::invalid(
             "asset_mismatch",
@@ -369,12 +369,12 @@ pub async fn create(
     responses((status = 200, body = PayoutView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PayoutView>> {
     Ok(Json(PayoutView::new(
         &state,
-        &load_payout(&state, &id).await?,
+        &load_payout(&state, &caller, &id).await?,
     )))
 }
 
@@ -393,7 +393,7 @@ pub struct ListPayouts {
     responses((status = 200, body = Page<PayoutView>), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ListPayouts>,
 ) -> ApiResult<Json<Page<PayoutView>>> {
     let limit = page_limit(q.limit)?;
@@ -422,6 +422,7 @@ pub async fn list(
         .list_payouts(&PayoutFilter {
             state: q.state,
             account,
+            company: caller.company,
             network: q.network,
             after,
             limit,
@@ -443,18 +444,25 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
-async fn load_payout(state: &AppState, id: &str) -> ApiResult<Payout> {
+/// The payout `id` if `caller` may see it: another company's answers exactly as a missing one.
+async fn load_payout(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Payout> {
     let not_found = || ApiError::NotFound {
         what: "payout",
         id: id.to_owned(),
         field: None,
     };
     let payout_id = PayoutId::parse(id).ok_or_else(not_found)?;
-    match state.store.get_payout(payout_id).await {
-        Ok(p) => Ok(p),
-        Err(StoreError::NotFound) => Err(not_found()),
-        Err(e) => Err(e.into()),
+    let payout = match state.store.get_payout(payout_id).await {
+        Ok(p) => p,
+        Err(StoreError::NotFound) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    if caller.company.is_some()
+        && !caller.owns(state.store.get_account(payout.account).await?.company)
+    {
+        return Err(not_found());
     }
+    Ok(payout)
 }
 
 fn not_pending(p: &Payout) -> ApiError {
@@ -481,7 +489,7 @@ pub async fn approve(
 ) -> ApiResult<Json<PayoutView>> {
     caller.require(&[Role::Approver])?;
     let reason = optional_text("reason", body.reason, 500)?;
-    let payout = load_payout(&state, &id).await?;
+    let payout = load_payout(&state, &caller, &id).await?;
     if payout.created_by == caller.name {
         return Err(ApiError::Forbidden("approver other than the creator"));
     }
@@ -502,13 +510,13 @@ pub async fn approve(
     {
         Ok(()) => {}
         Err(StoreError::Conflict(ConflictKind::StateChanged, _)) => {
-            return Err(not_pending(&load_payout(&state, &id).await?));
+            return Err(not_pending(&load_payout(&state, &caller, &id).await?));
         }
         Err(e) => return Err(e.into()),
     }
     Ok(Json(PayoutView::new(
         &state,
-        &load_payout(&state, &id).await?,
+        &load_payout(&state, &caller, &id).await?,
     )))
 }
 
@@ -526,7 +534,7 @@ pub async fn reject(
 ) -> ApiResult<Json<PayoutView>> {
     caller.require(&[Role::Approver])?;
     let reason = super::require_reason(body.reason.as_deref().unwrap_or(""))?;
-    let payout = load_payout(&state, &id).await?;
+    let payout = load_payout(&state, &caller, &id).await?;
     if payout.state != PayoutState::PendingApproval && payout.state != PayoutState::Rejected {
         return Err(not_pending(&payout));
     }
@@ -557,13 +565,13 @@ pub async fn reject(
         Err(ApiError::Conflict {
             code: "conflict", ..
         }) => {
-            return Err(not_pending(&load_payout(&state, &id).await?));
+            return Err(not_pending(&load_payout(&state, &caller, &id).await?));
         }
         Err(e) => return Err(e),
     }
     Ok(Json(PayoutView::new(
         &state,
-        &load_payout(&state, &id).await?,
+        &load_payout(&state, &caller, &id).await?,
     )))
 }
 
@@ -598,7 +606,7 @@ pub async fn cancel(
 ) -> ApiResult<Json<PayoutView>> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let reason = super::require_reason(&body.reason)?;
-    let payout = load_payout(&state, &id).await?;
+    let payout = load_payout(&state, &caller, &id).await?;
     if payout.cancel.is_some() || payout.state == PayoutState::Cancelled {
         return Ok(Json(PayoutView::new(&state, &payout)));
     }
@@ -645,7 +653,7 @@ pub async fn cancel(
                 }
                 return Ok(Json(PayoutView::new(
                     &state,
-                    &load_payout(&state, &id).await?,
+                    &load_payout(&state, &caller, &id).await?,
                 )));
             }
             Err(ApiError::Conflict {
@@ -654,11 +662,11 @@ pub async fn cancel(
             Err(e) => return Err(e),
         }
     }
-    let payout = load_payout(&state, &id).await?;
+    let payout = load_payout(&state, &caller, &id).await?;
     match state.store.request_cancel(payout.id, &audit).await {
         Ok(()) => {}
         Err(StoreError::Conflict(ConflictKind::StateChanged, _)) => {
-            let current = load_payout(&state, &id).await?;
+            let current = load_payout(&state, &caller, &id).await?;
             if current.cancel.is_some() || current.state == PayoutState::Cancelled {
                 return Ok(Json(PayoutView::new(&state, &current)));
             }
@@ -675,7 +683,7 @@ pub async fn cancel(
     }
     Ok(Json(PayoutView::new(
         &state,
-        &load_payout(&state, &id).await?,
+        &load_payout(&state, &caller, &id).await?,
     )))
 }
 

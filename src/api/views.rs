@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 pub struct AccountView {
     pub id: String,
     pub owner: String,
+    /// The partner company it belongs to; absent: the operator's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
     pub network: String,
     pub asset: String,
     pub decimals: u8,
@@ -104,6 +107,7 @@ impl AccountView {
         Self {
             id: a.id.to_string(),
             owner: a.owner.clone(),
+            company: a.company.map(|c| c.to_string()),
             network: a.asset.network.clone(),
             asset: a.asset.code.clone(),
             decimals: s.decimals,

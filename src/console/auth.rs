@@ -97,6 +97,11 @@ pub(super) async fn login(
     let Some(caller) = c.app.auth.authenticate(token).cloned() else {
         return login_refused("That token is not known.");
     };
+    if caller.company.is_some() {
+        return login_refused(
+            "The console is for the operator's staff; a company's users use the API.",
+        );
+    }
     if caller.role == Role::Trader {
         return login_refused(
             "The console is for treasury, approvers and operators; traders use the API.",

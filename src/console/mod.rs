@@ -187,10 +187,7 @@ async fn current_session(
     if s.expires_at <= console.app.clock.now() {
         return Ok(None);
     }
-    let caller = Caller {
-        name: s.user.clone(),
-        role: s.role,
-    };
+    let caller = Caller::staff(s.user.clone(), s.role);
     // A token removed from the configuration ends its sessions.
     if !console.app.auth.knows(&caller) {
         return Ok(None);
@@ -223,10 +220,7 @@ impl FromRequestParts<Console> for Viewer {
             return Err(Refusal::SecondFactor);
         }
         Ok(Viewer {
-            caller: Caller {
-                name: s.user.clone(),
-                role: s.role,
-            },
+            caller: Caller::staff(s.user.clone(), s.role),
             session: s,
         })
     }

@@ -154,15 +154,7 @@ impl Demo {
             (&operator_token, "demo-operator", Role::Operator),
         ]
         .into_iter()
-        .map(|(token, name, role)| {
-            (
-                token.clone(),
-                Caller {
-                    name: name.into(),
-                    role,
-                },
-            )
-        })
+        .map(|(token, name, role)| (token.clone(), Caller::staff(name, role)))
         .collect();
         let clock = SkippingClock::new();
         let app = App::build_with_clock(c, callers, clock.clone()).await?;
@@ -747,6 +739,7 @@ async fn funded_partner(app: &App, owner: &str, network: &str) -> anyhow::Result
         .create_account(
             &NewAccount {
                 owner: owner.into(),
+                company: None,
                 asset: asset.clone(),
                 kind: AccountKind::Partner,
                 allow_negative: false,

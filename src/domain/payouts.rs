@@ -252,6 +252,8 @@ pub struct DepositAddress {
 pub struct PayoutFilter {
     pub state: Option<PayoutState>,
     pub account: Option<AccountId>,
+    /// Only payouts from this company's accounts.
+    pub company: Option<uuid::Uuid>,
     pub network: Option<String>,
     pub after: Option<PayoutId>,
     pub limit: i64,

@@ -234,6 +234,7 @@ impl Ledger {
     ) -> Result<AccountId, StoreError> {
         let filter = crate::store::AccountFilter {
             owner: Some(owner.clone()),
+            company: None,
             asset: Some(asset.clone()),
             kind: Some(kind),
             after: None,
@@ -254,6 +255,7 @@ impl Ledger {
         };
         let new = NewAccount {
             owner,
+            company: None,
             asset: asset.clone(),
             kind,
             allow_negative: true,

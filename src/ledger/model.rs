@@ -150,6 +150,8 @@ impl AccountKind {
 pub struct Account {
     pub id: AccountId,
     pub owner: String,
+    /// The partner company it belongs to; None: the operator's (system and wallet accounts).
+    pub company: Option<uuid::Uuid>,
     pub asset: AssetKey,
     pub kind: AccountKind,
     pub allow_negative: bool,
@@ -172,6 +174,7 @@ impl Account {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAccount {
     pub owner: String,
+    pub company: Option<uuid::Uuid>,
     pub asset: AssetKey,
     pub kind: AccountKind,
     pub allow_negative: bool,
@@ -847,6 +850,8 @@ impl Hold {
 #[derive(Debug, Clone, Default)]
 pub struct AccountFilter {
     pub owner: Option<String>,
+    /// Only this company's accounts.
+    pub company: Option<uuid::Uuid>,
     pub asset: Option<AssetKey>,
     pub kind: Option<AccountKind>,
     pub after: Option<AccountId>,

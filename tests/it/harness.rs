@@ -235,10 +235,7 @@ impl TestApp {
         .map(|(t, name, role)| {
             (
                 SecretString::from(t.to_owned()),
-                Caller {
-                    name: name.to_owned(),
-                    role,
-                },
+                Caller::staff(name.to_owned(), role),
             )
         })
         .collect();
@@ -465,6 +462,7 @@ pub async fn open_partner(
     };
     let new = treasuryd::ledger::NewAccount {
         owner: owner.to_owned(),
+        company: None,
         asset: usdt(),
         kind: treasuryd::ledger::AccountKind::Partner,
         allow_negative: false,

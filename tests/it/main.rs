@@ -28,6 +28,7 @@ mod rpc;
 mod store_contract;
 mod storms;
 mod templates;
+mod tenancy;
 mod tron;
 mod tron_payouts;
 mod trust;

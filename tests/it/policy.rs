@@ -66,6 +66,7 @@ pub(crate) async fn gas_spent(app: &TestApp, wallet: &str) -> i128 {
     let accounts = store
         .list_accounts(&AccountFilter {
             owner: Some(format!("wallet:{wallet}")),
+            company: None,
             asset: Some(AssetKey::new("ethereum", "ETH")),
             kind: Some(AccountKind::Operating),
             after: None,

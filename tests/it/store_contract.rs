@@ -371,6 +371,16 @@ async fn a_database_made_before_the_re_cut_opens_and_works(backend: Backend) {
         (Some("acme"), Some("650.000000"), Some("350.000000")),
         "{a}"
     );
+    // Migration 0019: the partner account moved to a company named like its owner.
+    let (_, companies) = app.get("/v1/companies", ADMIN).await;
+    let acme = companies["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "acme")
+        .cloned()
+        .unwrap_or_else(|| panic!("no company acme: {companies}"));
+    assert_eq!(a["company"], acme["id"], "{a}");
     let (s, p) = app.get(&format!("/v1/payouts/{payout}"), ADMIN).await;
     assert_eq!(
         (s, p["state"].as_str()),

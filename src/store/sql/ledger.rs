@@ -4,7 +4,7 @@
 use super::*;
 
 pub(crate) const ACCOUNT_COLUMNS: &str =
-    "id, owner, network, asset, kind, allow_negative, available, held, created_at";
+    "id, owner, company_id, network, asset, kind, allow_negative, available, held, created_at";
 
 pub(crate) const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.asset, h.amount, h.released, h.voided, h.state, \
      h.reference, h.created_at, h.resolved_at FROM holds h JOIN accounts a ON a.id = h.account_id";
@@ -16,6 +16,7 @@ pub(crate) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
     Ok(Account {
         id: AccountId(row.try_get("id")?),
         owner: row.try_get("owner")?,
+        company: row.try_get("company_id")?,
         asset: AssetKey::new(
             row.try_get::<String, _>("network")?,
             row.try_get::<String, _>("asset")?,
@@ -500,8 +501,8 @@ impl LedgerStore for DbStore {
         let (_writing, mut tx) = self.begin_write().await?;
         let id = AccountId::new();
         let inserted = sqlx::query(
-            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
+            "INSERT INTO accounts (id, owner, network, asset, kind, allow_negative, created_at, company_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (owner, network, asset, kind) DO NOTHING",
         )
         .bind(id.0)
         .bind(&new.owner)
@@ -510,6 +511,7 @@ impl LedgerStore for DbStore {
         .bind(new.kind.as_str())
         .bind(new.allow_negative)
         .bind(audit.at)
+        .bind(new.company)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -544,13 +546,14 @@ impl LedgerStore for DbStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (CAST($1 AS TEXT) IS NULL OR owner = $1) AND (CAST($2 AS TEXT) IS NULL OR network = $2) \
              AND (CAST($3 AS TEXT) IS NULL OR asset = $3) AND (CAST($4 AS TEXT) IS NULL OR kind = $4) AND (CAST($5 AS UUID) IS NULL OR id > $5) \
-             ORDER BY id LIMIT $6"
+             AND (CAST($6 AS UUID) IS NULL OR company_id = $6) ORDER BY id LIMIT $7"
         )))
         .bind(&f.owner)
         .bind(f.asset.as_ref().map(|a| a.network.clone()))
         .bind(f.asset.as_ref().map(|a| a.code.clone()))
         .bind(f.kind.map(|k| k.as_str()))
         .bind(f.after.map(|a| a.0))
+        .bind(f.company)
         .bind(f.limit)
         .fetch_all(&self.pool)
         .await?;

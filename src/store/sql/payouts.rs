@@ -374,13 +374,16 @@ impl PayoutStore for DbStore {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
              AND (CAST($2 AS UUID) IS NULL OR account_id = $2) AND (CAST($3 AS TEXT) IS NULL OR network = $3) \
-             AND (CAST($4 AS UUID) IS NULL OR id > $4) ORDER BY id LIMIT $5"
+             AND (CAST($4 AS UUID) IS NULL OR id > $4) \
+             AND (CAST($6 AS UUID) IS NULL OR account_id IN (SELECT id FROM accounts WHERE company_id = $6)) \
+             ORDER BY id LIMIT $5"
     )))
     .bind(f.state.map(|s| s.as_str()))
     .bind(f.account.map(|a| a.0))
     .bind(&f.network)
     .bind(f.after.map(|p| p.0))
     .bind(f.limit)
+    .bind(f.company)
     .fetch_all(&mut *conn)
     .await?;
         let mut payouts = rows

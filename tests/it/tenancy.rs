@@ -1,0 +1,232 @@
+//! Partner companies act only on their own money (issue 19, first part): a company token sees
+//! and moves its company's accounts and payouts, another company's answer 404 exactly like
+//! missing ones, and every route not yet scoped for companies answers 403 to a company token.
+
+use crate::harness::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use treasuryd::config::TokenConfig;
+use treasuryd::domain::Role;
+
+const A_TRADER: &str = "tdk_test_alpha_trader";
+const A_ADMIN: &str = "tdk_test_alpha_admin";
+const B_TRADER: &str = "tdk_test_beta_trader";
+/// B's account's payout destination: an address no test wallet holds.
+const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+crate::on_both_backends!(a_company_sees_and_moves_only_its_own_money);
+
+struct Tenants {
+    app: TestApp,
+    a_account: String,
+    b_account: String,
+    b_company: String,
+}
+
+async fn company(app: &TestApp, name: &str) -> String {
+    let (s, c) = app
+        .post(
+            "/v1/companies",
+            ADMIN,
+            None,
+            &json!({"name": name, "tier": "M", "reason": "tenancy test"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    c["id"].as_str().unwrap().to_owned()
+}
+
+async fn funded_account(app: &TestApp, owner: &str, company: &str) -> String {
+    let (s, a) = app
+        .post(
+            "/v1/accounts",
+            ADMIN,
+            None,
+            &json!({"owner": owner, "network": "ethereum", "asset": "USDT", "kind": "partner",
+                "company": company, "reason": "tenancy test"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(a["company"], company, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    app.deposit(&id, "1000", &format!("fund-{owner}")).await;
+    id
+}
+
+/// Companies A and B with a funded account each, and the daemon restarted with A's trader and
+/// admin and B's trader among its tokens.
+async fn tenants(backend: Backend) -> Tenants {
+    let app = TestApp::spawn(backend).await;
+    let a = company(&app, "Alpha Trading").await;
+    let b = company(&app, "Beta Logistics").await;
+    let a_account = funded_account(&app, "alpha", &a).await;
+    let b_account = funded_account(&app, "beta", &b).await;
+    let db = app.db();
+    app.stop().await.unwrap();
+    let tokens = [
+        (A_TRADER, "alpha-trader", Role::Trader, &a),
+        (A_ADMIN, "alpha-admin", Role::Admin, &a),
+        (B_TRADER, "beta-trader", Role::Trader, &b),
+    ];
+    let app = TestApp::spawn_on(db, move |c, _| {
+        for (token, name, role, company) in tokens {
+            c.auth.tokens.push(TokenConfig {
+                name: name.into(),
+                role,
+                sha256: hex::encode(treasuryd::api::auth::token_digest(token)),
+                company: Some(company.parse().unwrap()),
+            });
+        }
+    })
+    .await;
+    Tenants {
+        app,
+        a_account,
+        b_account,
+        b_company: b,
+    }
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn payout(app: &TestApp, token: &str, account: &str, key: &str) -> (StatusCode, Value) {
+    app.post(
+        "/v1/payouts",
+        token,
+        Some(key),
+        &json!({"account": account, "network": "ethereum", "asset": "USDT",
+            "destination": DESTINATION, "amount": "10"}),
+    )
+    .await
+}
+
+async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
+    let Tenants {
+        app,
+        a_account,
+        b_account,
+        b_company,
+    } = tenants(backend).await;
+
+    // The attack: A's trader pays out B's balance. It answers as if B's account did not exist
+    // and changes nothing.
+    let before = app.footprint().await;
+    let (s, body) = payout(&app, A_TRADER, &b_account, "steal").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "account_not_found", "{body}");
+    assert_eq!(app.footprint().await, before);
+    assert_eq!(app.account(&b_account).await["available"], "1000.000000");
+
+    // Its own account pays out.
+    let (s, mine) = payout(&app, A_TRADER, &a_account, "own").await;
+    assert!(s.is_success(), "{s} {mine}");
+    let (s, theirs) = payout(&app, B_TRADER, &b_account, "theirs").await;
+    assert!(s.is_success(), "{s} {theirs}");
+
+    // Reads: A's lists hold only A's rows; B's objects answer 404 as missing ones do.
+    let (s, accounts) = app.get("/v1/accounts?limit=500", A_TRADER).await;
+    assert_eq!(s, StatusCode::OK, "{accounts}");
+    assert_eq!(ids(&accounts), vec![a_account.clone()]);
+    let (s, page) = app.get("/v1/payouts?limit=500", A_TRADER).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(ids(&page), vec![mine["id"].as_str().unwrap().to_owned()]);
+    let (s, page) = app
+        .get(&format!("/v1/payouts?account={b_account}"), A_TRADER)
+        .await;
+    assert_eq!((s, ids(&page)), (StatusCode::OK, vec![]), "{page}");
+    for path in [
+        format!("/v1/accounts/{b_account}"),
+        format!("/v1/payouts/{}", theirs["id"].as_str().unwrap()),
+    ] {
+        let (s, body) = app.get(&path, A_TRADER).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {body}");
+        let missing =
+            path.rsplit_once('/').unwrap().0.to_owned() + "/" + &uuid::Uuid::now_v7().to_string();
+        let (_, absent) = app.get(&missing, A_TRADER).await;
+        assert_eq!(body["error"]["code"], absent["error"]["code"], "{path}");
+    }
+    // Staff see both companies.
+    let (_, all) = app.get("/v1/accounts?kind=partner&limit=500", ADMIN).await;
+    let all = ids(&all);
+    assert!(
+        all.contains(&a_account) && all.contains(&b_account),
+        "{all:?}"
+    );
+
+    // A's admin opens accounts for A only.
+    let (s, body) = app
+        .post(
+            "/v1/accounts",
+            A_ADMIN,
+            None,
+            &json!({"owner": "alpha-2", "network": "ethereum", "asset": "USDC", "kind": "partner",
+                "company": b_company, "reason": "tenancy test"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "company", "{body}");
+    let (s, own) = app
+        .post(
+            "/v1/accounts",
+            A_ADMIN,
+            None,
+            &json!({"owner": "alpha-2", "network": "ethereum", "asset": "USDC", "kind": "partner",
+                "reason": "tenancy test"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{own}");
+    assert_eq!(
+        own["company"],
+        app.account(&a_account).await["company"],
+        "{own}"
+    );
+
+    // Every other route is staff's until it is scoped: read from the OpenAPI document, so a new
+    // route fails here until it gets a rule. Each answers 403 and changes nothing.
+    let before = app.footprint().await;
+    let (_, doc) = app.get("/openapi.json", ADMIN).await;
+    let mut refused = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for method in ops.as_object().unwrap().keys() {
+            let upper = method.to_uppercase();
+            if treasuryd::api::auth::COMPANY_ROUTES.contains(&(upper.as_str(), path.as_str())) {
+                continue;
+            }
+            let concrete = path
+                .split('/')
+                .map(|part| {
+                    if part.starts_with('{') {
+                        uuid::Uuid::now_v7().to_string()
+                    } else {
+                        part.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let method = Method::from_bytes(upper.as_bytes()).unwrap();
+            let (s, body) = app
+                .call(method, &concrete, A_TRADER, Some(&json!({})))
+                .await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{upper} {path}: {body}");
+            assert_eq!(body["error"]["code"], "forbidden", "{upper} {path}: {body}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 40,
+        "only {refused} staff routes found in the OpenAPI document"
+    );
+    assert_eq!(app.footprint().await, before);
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
