@@ -99,6 +99,9 @@ pub const COMPANY_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/payouts"),
     ("POST", "/v1/payouts"),
     ("GET", "/v1/payouts/{id}"),
+    ("POST", "/v1/payouts/{id}/approve"),
+    ("POST", "/v1/payouts/{id}/reject"),
+    ("POST", "/v1/payouts/{id}/cancel"),
 ];
 
 /// `N` bytes of OS randomness (uuid's v4 generator draws from the OS RNG).

@@ -82,7 +82,7 @@ use utoipa::{Modify, OpenApi};
         super::operations::get_freeze,
         super::operations::set_freeze,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &Principals)
 )]
 pub struct ApiDoc;
 
@@ -95,6 +95,50 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Says on each operation who may call it (`x-principals`, and a line of its description):
+/// the operator's staff always; a company's users where `auth::COMPANY_ROUTES` lists it, on
+/// their company's objects only (another company's answer 404).
+struct Principals;
+
+impl Modify for Principals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let ops = [
+                ("GET", item.get.as_mut()),
+                ("POST", item.post.as_mut()),
+                ("PUT", item.put.as_mut()),
+                ("DELETE", item.delete.as_mut()),
+                ("PATCH", item.patch.as_mut()),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                if op.security.is_none() {
+                    continue;
+                }
+                let company = super::auth::COMPANY_ROUTES.contains(&(method, path.as_str()));
+                let (who, line) = if company {
+                    (
+                        serde_json::json!(["staff", "company"]),
+                        "Callers: staff; a company's users on their company's objects only.",
+                    )
+                } else {
+                    (
+                        serde_json::json!(["staff"]),
+                        "Callers: staff only (a company token gets 403).",
+                    )
+                };
+                op.extensions
+                    .get_or_insert_with(Default::default)
+                    .insert("x-principals".into(), who);
+                op.description = Some(match op.description.take() {
+                    Some(d) if !d.is_empty() => format!("{d}\n\n{line}"),
+                    _ => line.to_owned(),
+                });
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use treasuryd::domain::Role;
 
 const A_TRADER: &str = "tdk_test_alpha_trader";
 const A_ADMIN: &str = "tdk_test_alpha_admin";
+const A_APPROVER: &str = "tdk_test_alpha_approver";
 const B_TRADER: &str = "tdk_test_beta_trader";
 /// B's account's payout destination: an address no test wallet holds.
 const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
@@ -49,7 +50,7 @@ async fn funded_account(app: &TestApp, owner: &str, company: &str) -> String {
     assert_eq!(s, StatusCode::CREATED, "{a}");
     assert_eq!(a["company"], company, "{a}");
     let id = a["id"].as_str().unwrap().to_owned();
-    app.deposit(&id, "1000", &format!("fund-{owner}")).await;
+    app.deposit(&id, "200000", &format!("fund-{owner}")).await;
     id
 }
 
@@ -66,6 +67,7 @@ async fn tenants(backend: Backend) -> Tenants {
     let tokens = [
         (A_TRADER, "alpha-trader", Role::Trader, &a),
         (A_ADMIN, "alpha-admin", Role::Admin, &a),
+        (A_APPROVER, "alpha-approver", Role::Approver, &a),
         (B_TRADER, "beta-trader", Role::Trader, &b),
     ];
     let app = TestApp::spawn_on(db, move |c, _| {
@@ -97,12 +99,22 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 async fn payout(app: &TestApp, token: &str, account: &str, key: &str) -> (StatusCode, Value) {
+    payout_of(app, token, account, key, "10").await
+}
+
+async fn payout_of(
+    app: &TestApp,
+    token: &str,
+    account: &str,
+    key: &str,
+    amount: &str,
+) -> (StatusCode, Value) {
     app.post(
         "/v1/payouts",
         token,
         Some(key),
         &json!({"account": account, "network": "ethereum", "asset": "USDT",
-            "destination": DESTINATION, "amount": "10"}),
+            "destination": DESTINATION, "amount": amount}),
     )
     .await
 }
@@ -122,7 +134,7 @@ async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "account_not_found", "{body}");
     assert_eq!(app.footprint().await, before);
-    assert_eq!(app.account(&b_account).await["available"], "1000.000000");
+    assert_eq!(app.account(&b_account).await["available"], "200000.000000");
 
     // Its own account pays out.
     let (s, mine) = payout(&app, A_TRADER, &a_account, "own").await;
@@ -152,6 +164,34 @@ async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
         let (_, absent) = app.get(&missing, A_TRADER).await;
         assert_eq!(body["error"]["code"], absent["error"]["code"], "{path}");
     }
+    // Four eyes inside the company: A's approver approves A's payout over the threshold
+    // (100,000), and B's does not exist for A's approver.
+    let (s, big_a) = payout_of(&app, A_TRADER, &a_account, "big-a", "150000").await;
+    assert_eq!(
+        (s, big_a["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("pending_approval")),
+        "{big_a}"
+    );
+    let (s, big_b) = payout_of(&app, B_TRADER, &b_account, "big-b", "150000").await;
+    assert_eq!(big_b["state"], "pending_approval", "{s} {big_b}");
+    let approve = |p: &Value| format!("/v1/payouts/{}/approve", p["id"].as_str().unwrap());
+    let (s, body) = app
+        .post(&approve(&big_b), A_APPROVER, None, &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (_, still) = app
+        .get(
+            &format!("/v1/payouts/{}", big_b["id"].as_str().unwrap()),
+            B_TRADER,
+        )
+        .await;
+    assert_eq!(still["state"], "pending_approval", "{still}");
+    let (s, body) = app
+        .post(&approve(&big_a), A_APPROVER, None, &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_ne!(body["state"], "pending_approval", "{body}");
+
     // Staff see both companies.
     let (_, all) = app.get("/v1/accounts?kind=partner&limit=500", ADMIN).await;
     let all = ids(&all);
@@ -197,9 +237,18 @@ async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
         if !path.starts_with("/v1/") {
             continue;
         }
-        for method in ops.as_object().unwrap().keys() {
+        for (method, op) in ops.as_object().unwrap() {
             let upper = method.to_uppercase();
-            if treasuryd::api::auth::COMPANY_ROUTES.contains(&(upper.as_str(), path.as_str())) {
+            // The document says who may call it, as the daemon enforces.
+            let company =
+                treasuryd::api::auth::COMPANY_ROUTES.contains(&(upper.as_str(), path.as_str()));
+            let who = if company {
+                json!(["staff", "company"])
+            } else {
+                json!(["staff"])
+            };
+            assert_eq!(op["x-principals"], who, "{upper} {path}");
+            if company {
                 continue;
             }
             let concrete = path
