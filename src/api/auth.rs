@@ -102,6 +102,9 @@ pub const COMPANY_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/payouts/{id}/approve"),
     ("POST", "/v1/payouts/{id}/reject"),
     ("POST", "/v1/payouts/{id}/cancel"),
+    ("GET", "/v1/webhooks/endpoints"),
+    ("POST", "/v1/webhooks/endpoints"),
+    ("GET", "/v1/webhooks/endpoints/{id}"),
 ];
 
 /// `N` bytes of OS randomness (uuid's v4 generator draws from the OS RNG).

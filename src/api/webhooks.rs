@@ -17,6 +17,9 @@ use utoipa::ToSchema;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointView {
     pub id: String,
+    /// The company whose events it receives; absent: staff's, it receives every event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
     pub url: String,
     pub event_types: Vec<String>,
     pub active: bool,
@@ -41,6 +44,7 @@ pub struct EndpointWithSecret {
 fn view(e: &Endpoint, now: i64) -> EndpointView {
     EndpointView {
         id: e.id.to_string(),
+        company: e.company.map(|c| c.to_string()),
         url: e.url.clone(),
         event_types: e.event_types.clone(),
         active: e.active,
@@ -52,7 +56,30 @@ fn view(e: &Endpoint, now: i64) -> EndpointView {
     }
 }
 
-async fn load(state: &AppState, id: &str) -> ApiResult<Endpoint> {
+/// Of `events`, those `endpoint` receives: all for a staff endpoint, a company's only those
+/// concerning it (a replay follows the rule delivery does).
+async fn for_endpoint(
+    state: &AppState,
+    endpoint: &Endpoint,
+    events: &[crate::webhooks::outbox::OutboxEvent],
+) -> ApiResult<Vec<i64>> {
+    use crate::webhooks::outbox::{companies, concerns, payouts_of};
+    if endpoint.company.is_none() {
+        return Ok(events.iter().map(|e| e.seq).collect());
+    }
+    let store = state.store.as_ref();
+    let payouts = payouts_of(store, events).await?;
+    let mut seqs = Vec::new();
+    for e in events {
+        if concerns(endpoint.company, &companies(store, &payouts, e).await?) {
+            seqs.push(e.seq);
+        }
+    }
+    Ok(seqs)
+}
+
+/// The endpoint `id` if `caller` may see it: another company's answers as a missing one.
+async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Endpoint> {
     let not_found = || ApiError::NotFound {
         what: "endpoint",
         id: id.to_owned(),
@@ -60,8 +87,9 @@ async fn load(state: &AppState, id: &str) -> ApiResult<Endpoint> {
     };
     let uuid = uuid::Uuid::try_parse(id).map_err(|_| not_found())?;
     match state.store.endpoint(uuid).await {
-        Err(crate::store::StoreError::NotFound) => Err(not_found()),
-        other => Ok(other?),
+        Ok(e) if caller.owns(e.company) => Ok(e),
+        Ok(_) | Err(crate::store::StoreError::NotFound) => Err(not_found()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -72,6 +100,10 @@ pub struct NewEndpoint {
     pub url: String,
     /// Event types, `family.*` or `*`.
     pub event_types: Vec<String>,
+    /// The company whose events it receives (staff only; a company's admin registers endpoints
+    /// for its own company). Absent: every event.
+    #[serde(default)]
+    pub company: Option<uuid::Uuid>,
     pub reason: String,
 }
 
@@ -92,9 +124,31 @@ pub async fn create(
     check_event_types(&body.event_types).map_err(|(i, m)| {
         ApiError::invalid("invalid_event_type", format!("event_types[{i}]"), m)
     })?;
+    let company = match (caller.company, body.company) {
+        (Some(own), named) if named.is_none_or(|n| n == own) => Some(own),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "company",
+                "a company's admin registers endpoints only for their own company",
+            ));
+        }
+        (None, Some(named)) => {
+            if !state.store.companies().await?.iter().any(|c| c.id == named) {
+                return Err(ApiError::NotFound {
+                    what: "company",
+                    id: named.to_string(),
+                    field: Some("company"),
+                });
+            }
+            Some(named)
+        }
+        (_, None) => None,
+    };
     let now = state.clock.now();
     let endpoint = Endpoint {
         id: uuid::Uuid::now_v7(),
+        company,
         url: url.to_string(),
         event_types: body.event_types,
         active: true,
@@ -139,6 +193,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
         .endpoints()
         .await?
         .iter()
+        .filter(|e| caller.owns(e.company))
         .map(|e| view(e, now))
         .collect();
     Ok(Json(EndpointList { items }))
@@ -153,7 +208,10 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EndpointView>> {
     caller.require(&[Role::Admin])?;
-    Ok(Json(view(&load(&state, &id).await?, state.clock.now())))
+    Ok(Json(view(
+        &load(&state, &caller, &id).await?,
+        state.clock.now(),
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -185,7 +243,7 @@ pub async fn rotate(
             "overlap_seconds is at most 604800 (7 days)",
         ));
     }
-    let endpoint = load(&state, &id).await?;
+    let endpoint = load(&state, &caller, &id).await?;
     let secret = new_secret();
     let now = state.clock.now();
     let audit = state.audit_record(
@@ -200,7 +258,7 @@ pub async fn rotate(
         .store
         .rotate_endpoint_secret(endpoint.id, &secret, until, &audit)
         .await?;
-    let updated = load(&state, &id).await?;
+    let updated = load(&state, &caller, &id).await?;
     Ok(Json(EndpointWithSecret {
         endpoint: view(&updated, now),
         secret: secret.expose_secret().to_owned(),
@@ -227,7 +285,7 @@ pub async fn set_active(
     caller.require(&[Role::Admin])?;
     super::operations::ensure_config_open(&state).await?;
     let reason = require_reason(&body.reason)?;
-    let endpoint = load(&state, &id).await?;
+    let endpoint = load(&state, &caller, &id).await?;
     let audit = state.audit_record(
         &caller,
         request_id,
@@ -248,7 +306,10 @@ pub async fn set_active(
             &audit,
         )
         .await?;
-    Ok(Json(view(&load(&state, &id).await?, state.clock.now())))
+    Ok(Json(view(
+        &load(&state, &caller, &id).await?,
+        state.clock.now(),
+    )))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -311,7 +372,7 @@ pub async fn deliveries(
     super::extract::ApiQuery(q): super::extract::ApiQuery<ListDeliveries>,
 ) -> ApiResult<Json<super::views::Page<DeliveryView>>> {
     caller.require(&[Role::Admin])?;
-    let endpoint = load(&state, &id).await?;
+    let endpoint = load(&state, &caller, &id).await?;
     let limit = super::page_limit(q.limit)?;
     let filter = q
         .state
@@ -385,7 +446,7 @@ pub async fn replay(
     use crate::webhooks::outbox::{DeliveryState, subscribed};
     caller.require(&[Role::Admin])?;
     let reason = require_reason(&body.reason)?;
-    let endpoint = load(&state, &id).await?;
+    let endpoint = load(&state, &caller, &id).await?;
     let store = &state.store;
     let selectors = usize::from(body.event_id.is_some())
         + usize::from(body.dead_lettered)
@@ -415,11 +476,15 @@ pub async fn replay(
                 "the event is not queued yet; it will be delivered without a replay",
             ));
         }
-        if !subscribed(&endpoint.event_types, &event.event_type) {
+        if !subscribed(&endpoint.event_types, &event.event_type)
+            || !for_endpoint(&state, &endpoint, std::slice::from_ref(&event))
+                .await?
+                .contains(&event.seq)
+        {
             return Err(ApiError::invalid(
                 "not_subscribed",
                 "event_id",
-                format!("the endpoint does not subscribe to {}", event.event_type),
+                format!("the endpoint does not receive this {}", event.event_type),
             ));
         }
         (vec![event.seq], format!("event:{event_id}"))
@@ -465,11 +530,11 @@ pub async fn replay(
                 format!("the range holds more than {MAX_REPLAY} events; replay it in parts"),
             ));
         }
-        let seqs = events
-            .iter()
+        let subscribed: Vec<_> = events
+            .into_iter()
             .filter(|e| subscribed(&endpoint.event_types, &e.event_type))
-            .map(|e| e.seq)
             .collect();
+        let seqs = for_endpoint(&state, &endpoint, &subscribed).await?;
         (
             seqs,
             format!(

@@ -9,6 +9,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub id: uuid::Uuid,
+    /// The company whose events it receives; None: staff's, it receives every event.
+    pub company: Option<uuid::Uuid>,
     pub url: String,
     pub event_types: Vec<String>,
     pub active: bool,

@@ -361,6 +361,8 @@ impl Deliverer {
             return Ok(0);
         }
         let endpoints: Vec<Endpoint> = store.endpoints().await?;
+        // Which companies an event concerns is read only when some endpoint is a company's.
+        let scoped = endpoints.iter().any(|e| e.company.is_some());
         let payouts = outbox::payouts_of(store, &events).await?;
         let mut bodies = Vec::with_capacity(events.len());
         let mut deliveries = Vec::new();
@@ -373,9 +375,22 @@ impl Deliverer {
                     continue;
                 }
             };
+            let companies = if scoped {
+                match outbox::companies(store, &payouts, event).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(event = %event.id, kind = %event.event_type, error = %e, "webhook event's companies cannot be read");
+                        continue;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
             bodies.push((event.seq, body));
             for endpoint in &endpoints {
-                if outbox::subscribed(&endpoint.event_types, &event.event_type) {
+                if outbox::subscribed(&endpoint.event_types, &event.event_type)
+                    && outbox::concerns(endpoint.company, &companies)
+                {
                     deliveries.push((endpoint.id, event.seq));
                 }
             }

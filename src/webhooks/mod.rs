@@ -263,6 +263,7 @@ mod tests {
     fn a_rotated_secret_signs_only_during_its_overlap() {
         let e = Endpoint {
             id: uuid::Uuid::nil(),
+            company: None,
             url: "https://x.example/".into(),
             event_types: vec!["*".into()],
             active: true,

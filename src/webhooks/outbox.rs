@@ -74,6 +74,66 @@ pub async fn payouts_of(
         .collect())
 }
 
+/// The companies `event` concerns, whose endpoints receive it: a payout's or a deposit's
+/// account's company, a deal's buyer's and seller's, an EOD session's two members. An event of
+/// no company (safe-mode, the operator's own accounts) goes to staff endpoints only.
+pub async fn companies(
+    store: &dyn Store,
+    payouts: &std::collections::HashMap<crate::domain::PayoutId, crate::payouts::Payout>,
+    event: &OutboxEvent,
+) -> Result<Vec<uuid::Uuid>, StoreError> {
+    let Some(subject) = event.subject_id else {
+        return Ok(Vec::new());
+    };
+    let accounts = match event.event_type.split('.').next().unwrap_or_default() {
+        "payout" => match payouts.get(&crate::domain::PayoutId(subject)) {
+            Some(p) => vec![p.account],
+            None => vec![
+                store
+                    .get_payout(crate::domain::PayoutId(subject))
+                    .await?
+                    .account,
+            ],
+        },
+        "deal" => {
+            let d = store.get_deal(crate::domain::DealId(subject)).await?;
+            vec![d.buyer, d.seller]
+        }
+        "deposit" => store
+            .get_transaction(crate::domain::TxId(subject))
+            .await?
+            .postings
+            .iter()
+            .filter(|p| p.amount > 0)
+            .map(|p| p.account)
+            .collect(),
+        "eod" => {
+            let s = store.trust_session(subject).await?;
+            let pair = store.trust_pairs(Some(s.pair)).await?;
+            return Ok(pair
+                .iter()
+                .flat_map(|p| [p.company_a, p.company_b])
+                .collect());
+        }
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for account in accounts {
+        if let Some(c) = store.get_account(account).await?.company
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `endpoint` receives an event concerning `companies`: a staff endpoint every event, a
+/// company's only its own.
+pub fn concerns(endpoint: Option<uuid::Uuid>, companies: &[uuid::Uuid]) -> bool {
+    endpoint.is_none_or(|c| companies.contains(&c))
+}
+
 /// The body partners receive for `event`: the subject read from the (append-only or
 /// write-once) rows it was created from, amounts in the asset's units. `payouts` holds the
 /// batch's payouts (`payouts_of`).

@@ -15,12 +15,16 @@ const B_TRADER: &str = "tdk_test_beta_trader";
 /// B's account's payout destination: an address no test wallet holds.
 const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
-crate::on_both_backends!(a_company_sees_and_moves_only_its_own_money);
+crate::on_both_backends!(
+    a_company_sees_and_moves_only_its_own_money,
+    webhooks_go_to_the_companies_an_event_concerns
+);
 
 struct Tenants {
     app: TestApp,
     a_account: String,
     b_account: String,
+    a_company: String,
     b_company: String,
 }
 
@@ -71,6 +75,7 @@ async fn tenants(backend: Backend) -> Tenants {
         (B_TRADER, "beta-trader", Role::Trader, &b),
     ];
     let app = TestApp::spawn_on(db, move |c, _| {
+        crate::webhook_delivery::quick_webhooks(c);
         for (token, name, role, company) in tokens {
             c.auth.tokens.push(TokenConfig {
                 name: name.into(),
@@ -85,6 +90,7 @@ async fn tenants(backend: Backend) -> Tenants {
         app,
         a_account,
         b_account,
+        a_company: a.clone(),
         b_company: b,
     }
 }
@@ -125,6 +131,7 @@ async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
         a_account,
         b_account,
         b_company,
+        ..
     } = tenants(backend).await;
 
     // The attack: A's trader pays out B's balance. It answers as if B's account did not exist
@@ -277,5 +284,101 @@ async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
     );
     assert_eq!(app.footprint().await, before);
     app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+async fn register(app: &TestApp, token: &str, url: String, company: Option<&str>) -> Value {
+    let mut body = json!({"url": url, "event_types": ["deposit.*"], "reason": "tenancy"});
+    if let Some(c) = company {
+        body["company"] = json!(c);
+    }
+    let (s, e) = app.post("/v1/webhooks/endpoints", token, None, &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    e
+}
+
+/// A mixed stream of 100 deposits, 50 for A and 50 for B: A's endpoint receives exactly A's,
+/// B's exactly B's, a staff endpoint all of them.
+async fn webhooks_go_to_the_companies_an_event_concerns(backend: Backend) {
+    use crate::webhook_delivery::{Receiver, wait_for};
+    let Tenants {
+        app,
+        a_account,
+        b_account,
+        a_company,
+        b_company,
+    } = tenants(backend).await;
+    let receivers = [
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    ];
+    // A's admin registers A's own; staff register B's and their own.
+    let a_endpoint = register(&app, A_ADMIN, receivers[0].url(), None).await;
+    assert_eq!(a_endpoint["company"], a_company.as_str());
+    register(&app, ADMIN, receivers[1].url(), Some(&b_company)).await;
+    let staff = register(&app, ADMIN, receivers[2].url(), None).await;
+    assert!(staff.get("company").is_none(), "{staff}");
+    // A's admin sees only A's endpoint, and not B's by id.
+    let (_, list) = app.get("/v1/webhooks/endpoints", A_ADMIN).await;
+    assert_eq!(
+        ids(&list),
+        vec![a_endpoint["id"].as_str().unwrap().to_owned()]
+    );
+
+    let (mut for_a, mut for_b) = (Vec::new(), Vec::new());
+    for i in 0..50 {
+        for (account, into) in [(&a_account, &mut for_a), (&b_account, &mut for_b)] {
+            let posted = app
+                .deposit(account, "1", &format!("mixed-{account}-{i}"))
+                .await;
+            into.push(posted["transaction"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    // (transaction, account) of each deposit an endpoint received.
+    let deposits = |r: &Receiver| -> Vec<(String, String)> {
+        r.received()
+            .iter()
+            .map(|d| {
+                let body: Value = serde_json::from_str(&d.body).unwrap();
+                let deposit = &body["data"]["deposit"];
+                (
+                    deposit["transaction"].as_str().unwrap().to_owned(),
+                    deposit["account"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let transactions =
+        |r: &Receiver| -> Vec<String> { deposits(r).into_iter().map(|(t, _)| t).collect() };
+    let all: Vec<String> = for_a.iter().chain(&for_b).cloned().collect();
+    wait_for(60, "the staff endpoint receives all 100", || {
+        let got = transactions(&receivers[2]);
+        all.iter().all(|t| got.contains(t))
+    })
+    .await;
+    wait_for(60, "A's and B's endpoints receive their 50", || {
+        let (a, b) = (transactions(&receivers[0]), transactions(&receivers[1]));
+        for_a.iter().all(|t| a.contains(t)) && for_b.iter().all(|t| b.contains(t))
+    })
+    .await;
+    // A little longer, so a stray delivery would have arrived too.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for (receiver, mine, theirs) in [
+        (&receivers[0], &for_a, &for_b),
+        (&receivers[1], &for_b, &for_a),
+    ] {
+        let got = transactions(receiver);
+        assert!(
+            got.iter()
+                .all(|t| !theirs.contains(t) && (mine.contains(t) || !all.contains(t))),
+            "an endpoint received another company's deposit: {got:?}"
+        );
+        assert_eq!(
+            got.iter().filter(|t| mine.contains(t)).count(),
+            50,
+            "{got:?}"
+        );
+    }
     app.stop().await.unwrap();
 }

@@ -7,13 +7,14 @@ use crate::domain::webhooks::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-const ENDPOINT_COLUMNS: &str = "id, url, event_types, active, secret, previous_secret, previous_until, disabled_reason, \
+const ENDPOINT_COLUMNS: &str = "id, company_id, url, event_types, active, secret, previous_secret, previous_until, disabled_reason, \
     created_by, created_at, updated_at";
 
 fn endpoint_from_row(r: &DbRow) -> StoreResult<Endpoint> {
     let types: String = r.try_get("event_types")?;
     Ok(Endpoint {
         id: r.try_get("id")?,
+        company: r.try_get("company_id")?,
         url: r.try_get("url")?,
         event_types: serde_json::from_str(&types)
             .map_err(|e| StoreError::Invariant(format!("event_types: {e}")))?,
@@ -32,8 +33,8 @@ fn endpoint_from_row(r: &DbRow) -> StoreResult<Endpoint> {
 
 pub(crate) async fn insert_endpoint(conn: &mut DbConnection, e: &Endpoint) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO webhook_endpoints (id, url, event_types, active, secret, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO webhook_endpoints (id, url, event_types, active, secret, created_by, created_at, updated_at, company_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(e.id)
     .bind(&e.url)
@@ -43,6 +44,7 @@ pub(crate) async fn insert_endpoint(conn: &mut DbConnection, e: &Endpoint) -> St
     .bind(&e.created_by)
     .bind(e.created_at)
     .bind(e.updated_at)
+    .bind(e.company)
     .execute(conn)
     .await?;
     Ok(())
