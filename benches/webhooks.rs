@@ -153,6 +153,7 @@ async fn start(db_url: &str, receiver_url: &str) -> Subject {
     store
         .create_endpoint(
             &treasuryd::webhooks::Endpoint {
+                company: None,
                 id: uuid::Uuid::now_v7(),
                 url: receiver_url.to_owned(),
                 event_types: vec!["deposit.credited".into()],
