@@ -143,6 +143,7 @@ pub async fn journal(store: &dyn Store, format: Format) -> Result<String, StoreE
     loop {
         let page = store
             .list_journal(&JournalFilter {
+                company: None,
                 account: None,
                 kind: None,
                 from: None,

@@ -73,18 +73,25 @@ pub async fn create(
     ))
 }
 
-async fn load_hold(state: &AppState, text: &str) -> ApiResult<Hold> {
+/// The hold `text` if `caller` may see it: another company's answers as a missing one.
+async fn load_hold(state: &AppState, caller: &Caller, text: &str) -> ApiResult<Hold> {
     let not_found = || ApiError::NotFound {
         what: "hold",
         id: text.to_owned(),
         field: None,
     };
     let id = HoldId::parse(text).ok_or_else(not_found)?;
-    match state.ledger.hold(id).await {
-        Ok(h) => Ok(h),
-        Err(StoreError::NotFound) => Err(not_found()),
-        Err(e) => Err(e.into()),
+    let hold = match state.ledger.hold(id).await {
+        Ok(h) => h,
+        Err(StoreError::NotFound) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    if caller.company.is_some()
+        && !caller.owns(state.store.get_account(hold.account).await?.company)
+    {
+        return Err(not_found());
     }
+    Ok(hold)
 }
 
 /// One hold, as it stands now.
@@ -92,10 +99,10 @@ async fn load_hold(state: &AppState, text: &str) -> ApiResult<Hold> {
     responses((status = 200, body = HoldView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<HoldView>> {
-    let hold = load_hold(&state, &id).await?;
+    let hold = load_hold(&state, &caller, &id).await?;
     Ok(Json(HoldView::new(&state.ledger, &hold)))
 }
 
@@ -129,7 +136,7 @@ pub async fn release(
 ) -> ApiResult<(StatusCode, Json<PostedView>)> {
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
-    let hold = load_hold(&state, &id).await?;
+    let hold = load_hold(&state, &caller, &id).await?;
     let amount = parse_amount(&state, &hold.asset, "amount", &body.amount)?;
     let destination: Option<AccountId> = match (body.kind, body.destination) {
         (ReleaseKind::Release | ReleaseKind::Offset, None) => {
@@ -194,7 +201,7 @@ pub async fn void(
     caller.require(WRITERS)?;
     let reason = require_reason(&body.reason)?;
     let reference = optional_text("reference", body.reference, 128)?;
-    let hold = load_hold(&state, &id).await?;
+    let hold = load_hold(&state, &caller, &id).await?;
     let mut cmd = Command::new("", hold.asset.clone(), Operation::Void { hold: hold.id });
     cmd.reference = reference;
     let m = Mutation {

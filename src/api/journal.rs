@@ -32,7 +32,7 @@ pub struct ListJournal {
     responses((status = 200, body = Page<TransactionView>), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(q): ApiQuery<ListJournal>,
 ) -> ApiResult<Json<Page<TransactionView>>> {
     let limit = page_limit(q.limit)?;
@@ -74,6 +74,8 @@ pub async fn list(
         .store
         .list_journal(&JournalFilter {
             account,
+            // A company's users see the transactions that touch their accounts.
+            company: caller.company,
             kind: q.kind,
             from: time("from", q.from)?,
             to: time("to", q.to)?,
@@ -98,7 +100,7 @@ pub async fn list(
     responses((status = 200, body = TransactionView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TransactionView>> {
     let not_found = || ApiError::NotFound {
@@ -107,9 +109,19 @@ pub async fn get_one(
         field: None,
     };
     let tx_id = TxId::parse(&id).ok_or_else(not_found)?;
-    match state.store.get_transaction(tx_id).await {
-        Ok(tx) => Ok(Json(TransactionView::new(&state.ledger, &tx))),
-        Err(StoreError::NotFound) => Err(not_found()),
-        Err(e) => Err(e.into()),
+    let tx = match state.store.get_transaction(tx_id).await {
+        Ok(tx) => tx,
+        Err(StoreError::NotFound) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    if caller.company.is_some() {
+        let mut touches = false;
+        for p in &tx.postings {
+            touches |= state.store.get_account(p.account).await?.company == caller.company;
+        }
+        if !touches {
+            return Err(not_found());
+        }
     }
+    Ok(Json(TransactionView::new(&state.ledger, &tx)))
 }

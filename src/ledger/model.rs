@@ -862,6 +862,8 @@ pub struct AccountFilter {
 #[derive(Debug, Clone, Default)]
 pub struct JournalFilter {
     pub account: Option<AccountId>,
+    /// Only transactions touching one of this company's accounts.
+    pub company: Option<uuid::Uuid>,
     pub kind: Option<EntryKind>,
     pub from: Option<UnixMicros>,
     pub to: Option<UnixMicros>,

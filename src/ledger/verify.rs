@@ -88,6 +88,7 @@ pub async fn verify(store: &dyn LedgerStore) -> StoreResult<VerifyReport> {
     loop {
         let page = store
             .list_journal(&JournalFilter {
+                company: None,
                 after_seq,
                 limit: PAGE,
                 ..Default::default()

@@ -39,6 +39,7 @@ async fn gas_fees(app: &TestApp) -> Vec<i128> {
     for tx in app
         .store
         .list_journal(&treasuryd::store::JournalFilter {
+            company: None,
             kind: Some(treasuryd::ledger::EntryKind::Fee),
             limit: 500,
             ..Default::default()
@@ -78,6 +79,7 @@ pub(crate) async fn gas_spent(app: &TestApp, wallet: &str) -> i128 {
     let account = &accounts[0];
     let deposits: i128 = store
         .list_journal(&treasuryd::store::JournalFilter {
+            company: None,
             account: Some(account.id),
             kind: Some(treasuryd::ledger::EntryKind::Deposit),
             from: None,

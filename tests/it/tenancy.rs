@@ -160,14 +160,47 @@ async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
         .get(&format!("/v1/payouts?account={b_account}"), A_TRADER)
         .await;
     assert_eq!((s, ids(&page)), (StatusCode::OK, vec![]), "{page}");
+    // The journal: only transactions touching A's accounts, and B's by id answers 404.
+    let (s, journal) = app.get("/v1/journal?limit=500", A_TRADER).await;
+    assert_eq!(s, StatusCode::OK, "{journal}");
+    let entries = journal["items"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    for tx in entries {
+        assert!(
+            tx["postings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["account"] == a_account.as_str()),
+            "A sees a transaction not touching its account: {tx}"
+        );
+    }
+    let (_, b_journal) = app
+        .get(&format!("/v1/journal?account={b_account}"), ADMIN)
+        .await;
+    let b_tx = b_journal["items"][0]["id"].as_str().unwrap().to_owned();
+    let (s, body) = app.get(&format!("/v1/journal/{b_tx}"), B_TRADER).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _) = app
+        .get(
+            &format!("/v1/holds/{}", mine["hold_id"].as_str().unwrap()),
+            A_TRADER,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     for path in [
         format!("/v1/accounts/{b_account}"),
+        format!("/v1/accounts/{b_account}/allowlist"),
+        format!("/v1/accounts/{b_account}/deposit-addresses"),
         format!("/v1/payouts/{}", theirs["id"].as_str().unwrap()),
+        format!("/v1/journal/{b_tx}"),
+        format!("/v1/holds/{}", theirs["hold_id"].as_str().unwrap()),
     ] {
         let (s, body) = app.get(&path, A_TRADER).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {body}");
-        let missing =
-            path.rsplit_once('/').unwrap().0.to_owned() + "/" + &uuid::Uuid::now_v7().to_string();
+        // The same path with the object's id swapped for one that never existed.
+        let id = path.split('/').nth(3).unwrap();
+        let missing = path.replace(id, &uuid::Uuid::now_v7().to_string());
         let (_, absent) = app.get(&missing, A_TRADER).await;
         assert_eq!(body["error"]["code"], absent["error"]["code"], "{path}");
     }

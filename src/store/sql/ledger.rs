@@ -581,7 +581,9 @@ impl LedgerStore for DbStore {
             "SELECT {JOURNAL_COLUMNS} FROM journal_transactions WHERE seq > $1 \
              AND (CAST($2 AS UUID) IS NULL OR seq IN (SELECT seq FROM postings WHERE account_id = $2 AND seq > $1)) \
              AND (CAST($3 AS TEXT) IS NULL OR kind = $3) AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) \
-             AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5) ORDER BY seq LIMIT $6"
+             AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5) \
+             AND (CAST($7 AS UUID) IS NULL OR seq IN (SELECT p.seq FROM postings p JOIN accounts a ON a.id = p.account_id \
+                  WHERE a.company_id = $7 AND p.seq > $1)) ORDER BY seq LIMIT $6"
         )))
         .bind(f.after_seq)
         .bind(f.account.map(|a| a.0))
@@ -589,6 +591,7 @@ impl LedgerStore for DbStore {
         .bind(f.from)
         .bind(f.to)
         .bind(f.limit)
+        .bind(f.company)
         .fetch_all(&mut *conn)
         .await?;
         let mut txs = rows
