@@ -566,6 +566,7 @@ async fn refresh_pilot_metrics(
     loop {
         let page = store
             .list_deals(&crate::store::DealFilter {
+                company: None,
                 state: Some(crate::escrow::DealState::Issue),
                 after,
                 limit: crate::api::MAX_PAGE,

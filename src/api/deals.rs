@@ -229,15 +229,71 @@ fn deal_id(text: &str) -> ApiResult<DealId> {
     })
 }
 
-/// The deal, if `caller` may take `action` on it now; otherwise 403 (role) or 409 (state),
-/// naming what the caller may do instead.
+/// Which sides of a deal the caller acts for: staff both; a company's users the side (or
+/// sides) whose account is their company's.
+#[derive(Debug, Clone, Copy)]
+struct Sides {
+    buyer: bool,
+    seller: bool,
+}
+
+/// The deal `id` if `caller` may see it: staff any; a company's users a deal their company is
+/// the buyer or the seller of. Another's answers exactly as a missing one.
+async fn load_deal(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(Deal, Sides)> {
+    let deal = state.escrow.get(deal_id(id)?).await?;
+    let Some(company) = caller.company else {
+        return Ok((
+            deal,
+            Sides {
+                buyer: true,
+                seller: true,
+            },
+        ));
+    };
+    let buyer = state.store.get_account(deal.buyer).await?.company == Some(company);
+    let seller = state.store.get_account(deal.seller).await?.company == Some(company);
+    if !buyer && !seller {
+        return Err(ApiError::NotFound {
+            what: "deal",
+            id: id.to_owned(),
+            field: None,
+        });
+    }
+    Ok((deal, Sides { buyer, seller }))
+}
+
+/// The side an action is taken for: funding, approving and raising an issue are the buyer's,
+/// delivering the seller's; resolving is staff's.
+fn action_side(action: DealAction, sides: Sides) -> Result<(), &'static str> {
+    match action {
+        DealAction::Fund | DealAction::Approve | DealAction::RaiseIssue if !sides.buyer => {
+            Err("the buyer's")
+        }
+        DealAction::Deliver if !sides.seller => Err("the seller's"),
+        _ => Ok(()),
+    }
+}
+
+/// The deal, if `caller` may take `action` on it now; otherwise 403 (role or side) or 409
+/// (state), naming what the caller may do instead.
 async fn authorize(
     state: &AppState,
     id: &str,
     action: DealAction,
     caller: &Caller,
 ) -> ApiResult<Deal> {
-    let deal = state.escrow.get(deal_id(id)?).await?;
+    let (deal, sides) = load_deal(state, caller, id).await?;
+    if caller.company.is_some() && action == DealAction::Resolve {
+        return Err(ApiError::ForbiddenAction(
+            "resolve is for the operator's staff".into(),
+        ));
+    }
+    if let Err(whose) = action_side(action, sides) {
+        return Err(ApiError::ForbiddenAction(format!(
+            "{} is {whose} to take on this deal, and your company is not that side",
+            action.as_str()
+        )));
+    }
     let allowed = allowed_actions(deal.state, caller.role);
     let allowed_text = if allowed.is_empty() {
         "nothing".to_owned()
@@ -311,9 +367,11 @@ pub async fn create(
     let buyer = account_id("buyer_account", &body.buyer_account)?;
     let seller = account_id("seller_account", &body.seller_account)?;
     let reference = optional_text("reference", body.reference, 200)?;
+    // A company's users open deals as the buyer only: another company's account as the buyer
+    // answers as a missing one.
     let buyer_account = match state.store.get_account(buyer).await {
-        Ok(a) => a,
-        Err(crate::store::StoreError::NotFound) => {
+        Ok(a) if caller.owns(a.company) => a,
+        Ok(_) | Err(crate::store::StoreError::NotFound) => {
             return Err(ApiError::NotFound {
                 what: "account",
                 id: buyer.to_string(),
@@ -391,6 +449,8 @@ pub async fn list(
     let deals = state
         .store
         .list_deals(&crate::store::DealFilter {
+            // A company's users list the deals their company is a side of.
+            company: caller.company,
             state: q.state,
             country: q.country,
             category: q.category,
@@ -417,7 +477,7 @@ pub async fn get_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DealView>> {
-    let deal = state.escrow.get(deal_id(&id)?).await?;
+    let (deal, _) = load_deal(&state, &caller, &id).await?;
     Ok(Json(view(&state, deal, &caller).await?))
 }
 
@@ -595,7 +655,8 @@ pub async fn upload_evidence(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Evidence>)> {
     caller.require(&[Role::Trader])?;
-    let deal = state.escrow.get(deal_id(&id)?).await?;
+    // Either side brings evidence: the seller of delivery, the buyer of an issue.
+    let (deal, _) = load_deal(&state, &caller, &id).await?;
     if deal.state == DealState::Settled {
         return Err(ApiError::Conflict {
             code: "invalid_state",
@@ -680,8 +741,8 @@ pub async fn download_evidence(
     caller: Caller,
     Path((id, evidence)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let _ = caller;
-    let deal = deal_id(&id)?;
+    let (deal, _) = load_deal(&state, &caller, &id).await?;
+    let deal = deal.id;
     let not_found = || ApiError::NotFound {
         what: "evidence",
         id: evidence.clone(),
@@ -727,8 +788,7 @@ pub async fn timeline(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Timeline>> {
-    let _ = caller;
-    let deal = state.escrow.get(deal_id(&id)?).await?;
+    let (deal, _) = load_deal(&state, &caller, &id).await?;
     let events: Vec<DealEvent> = state.store.deal_events(deal.id).await?;
     Ok(Json(Timeline {
         deal: deal.id.to_string(),
@@ -769,6 +829,7 @@ pub async fn disputes(
         let page = state
             .store
             .list_deals(&crate::store::DealFilter {
+                company: None,
                 state: Some(DealState::Issue),
                 after,
                 limit: super::MAX_PAGE,

@@ -163,6 +163,8 @@ pub struct DealFacts {
 #[derive(Debug, Clone, Default)]
 pub struct DealFilter {
     pub state: Option<DealState>,
+    /// Only deals whose buyer or seller account is this company's.
+    pub company: Option<uuid::Uuid>,
     pub country: Option<String>,
     pub category: Option<String>,
     pub template_version: Option<u32>,

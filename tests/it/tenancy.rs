@@ -17,7 +17,8 @@ const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
 crate::on_both_backends!(
     a_company_sees_and_moves_only_its_own_money,
-    webhooks_go_to_the_companies_an_event_concerns
+    webhooks_go_to_the_companies_an_event_concerns,
+    deals_bind_the_buyer_and_the_seller
 );
 
 struct Tenants {
@@ -76,6 +77,12 @@ async fn tenants(backend: Backend) -> Tenants {
     ];
     let app = TestApp::spawn_on(db, move |c, _| {
         crate::webhook_delivery::quick_webhooks(c);
+        c.pilot = Some(treasuryd::scope::PilotScope {
+            enabled: true,
+            country_allowlist: vec!["MN".into()],
+            category_allowlist: vec!["USED_CAR_PRIVATE".into()],
+            template_version: "v1".into(),
+        });
         for (token, name, role, company) in tokens {
             c.auth.tokens.push(TokenConfig {
                 name: name.into(),
@@ -413,5 +420,110 @@ async fn webhooks_go_to_the_companies_an_event_concerns(backend: Backend) {
             "{got:?}"
         );
     }
+    app.stop().await.unwrap();
+}
+
+async fn evidence(app: &TestApp, token: &str, deal: &str) -> (StatusCode, Value) {
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/deals/{deal}/evidence")))
+        .bearer_auth(token)
+        .header("content-type", "image/jpeg")
+        .header("x-evidence-type", "PHOTO")
+        .body(format!("jpeg bytes of {deal}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A deal binds a buyer company and a seller company: each takes only its side's steps, a
+/// company opens deals only as the buyer, and nobody else sees the deal.
+async fn deals_bind_the_buyer_and_the_seller(backend: Backend) {
+    let Tenants {
+        app,
+        a_account,
+        b_account,
+        ..
+    } = tenants(backend).await;
+    let open = |buyer: &str, seller: &str| {
+        json!({"buyer_account": buyer, "seller_account": seller, "country": "MN",
+            "category": "USED_CAR_PRIVATE", "amount": "100"})
+    };
+    // The attack: A opens a deal that spends B's money (B as the buyer). Refused as if B's
+    // account did not exist; nothing changes.
+    let before = app.footprint().await;
+    let (s, body) = app
+        .post("/v1/deals", A_TRADER, None, &open(&b_account, &a_account))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "buyer_account", "{body}");
+    assert_eq!(app.footprint().await, before);
+
+    // A buys from B.
+    let (s, deal) = app
+        .post("/v1/deals", A_TRADER, None, &open(&a_account, &b_account))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{deal}");
+    let id = deal["id"].as_str().unwrap().to_owned();
+    let step = |action: &str, token: &'static str, body: Value| {
+        let path = format!("/v1/deals/{id}/{action}");
+        let app = &app;
+        async move { app.post(&path, token, None, &body).await }
+    };
+    // Funding is the buyer's.
+    let (s, body) = step("fund", B_TRADER, json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = step("fund", A_TRADER, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Delivering is the seller's; either side brings evidence.
+    let (s, photo) = evidence(&app, B_TRADER, &id).await;
+    assert_eq!(s, StatusCode::CREATED, "{photo}");
+    let delivered = json!({"evidence": [photo["id"]]});
+    let (s, body) = step("deliver", A_TRADER, delivered.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = step("deliver", B_TRADER, delivered).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Raising an issue and approving are the buyer's; resolving is staff's.
+    let (s, body) = step("approve", B_TRADER, json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = step(
+        "resolve",
+        A_TRADER,
+        json!({"outcome": "RELEASE", "reason": "mine"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = step("approve", A_TRADER, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "SETTLED", "{body}");
+
+    // Both sides see it; a deal of B with the operator's own account is not A's to see.
+    let house = app.create_account("house").await;
+    let (s, other) = app
+        .post("/v1/deals", B_TRADER, None, &open(&b_account, &house))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{other}");
+    let other_id = other["id"].as_str().unwrap();
+    for token in [A_TRADER, B_TRADER] {
+        let (s, body) = app.get(&format!("/v1/deals/{id}"), token).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    for path in [
+        format!("/v1/deals/{other_id}"),
+        format!("/v1/deals/{other_id}/timeline"),
+        format!("/v1/deals/{other_id}/evidence/{}", uuid::Uuid::now_v7()),
+    ] {
+        let (s, body) = app.get(&path, A_TRADER).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    let (s, body) = evidence(&app, A_TRADER, other_id).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (_, list) = app.get("/v1/deals?limit=500", A_TRADER).await;
+    assert_eq!(ids(&list), vec![id.clone()]);
+    let (_, list) = app.get("/v1/deals?limit=500", B_TRADER).await;
+    assert_eq!(ids(&list).len(), 2, "{list}");
+    app.verify_clean().await;
     app.stop().await.unwrap();
 }

@@ -303,6 +303,8 @@ pub(crate) async fn list_deals(
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {DEAL_COLUMNS} FROM deals WHERE ($1 IS NULL OR state = $2) AND ($3 IS NULL OR country = $4) \
          AND ($5 IS NULL OR category = $6) AND ($7 IS NULL OR template_version = $8) AND ($9 IS NULL OR id > $10) \
+         AND (CAST($12 AS UUID) IS NULL OR buyer_account IN (SELECT id FROM accounts WHERE company_id = $12) \
+              OR seller_account IN (SELECT id FROM accounts WHERE company_id = $12)) \
          ORDER BY id LIMIT $11"
     )))
     .bind(state)
@@ -316,6 +318,7 @@ pub(crate) async fn list_deals(
     .bind(after)
     .bind(after)
     .bind(f.limit)
+    .bind(f.company)
     .fetch_all(conn)
     .await?;
     rows.iter().map(deal_from_row).collect()
