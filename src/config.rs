@@ -388,6 +388,11 @@ pub struct NetworkConfig {
     /// Payouts of at least this many token units need a second person's approval. Unset: none do.
     #[serde(default)]
     pub approval_threshold: Option<String>,
+    /// Four eyes that splitting cannot dodge: once a company's payouts that needed no approval
+    /// reach this many token units in a rolling 24 hours (per token), its further payouts need
+    /// approval too. Unset: no rolling total.
+    #[serde(default)]
+    pub approval_rolling_total: Option<String>,
     #[serde(default)]
     pub tokens: Vec<NetworkTokenConfig>,
     /// The chain's own coin: gas is paid in it and posted as FEE. Registered as an asset of
@@ -1248,6 +1253,14 @@ impl Config {
                 if let Some(threshold) = &n.approval_threshold {
                     crate::domain::Amount::parse_decimal(threshold, &spec).map_err(|e| {
                         key_error(key("approval_threshold"), format!("approval_threshold {e}"))
+                    })?;
+                }
+                if let Some(total) = &n.approval_rolling_total {
+                    crate::domain::Amount::parse_decimal(total, &spec).map_err(|e| {
+                        key_error(
+                            key("approval_rolling_total"),
+                            format!("approval_rolling_total {e}"),
+                        )
                     })?;
                 }
             }

@@ -338,6 +338,7 @@ pub async fn create(
         &caller.name,
         reference,
         body.metadata.clone(),
+        account.company,
     );
     // Everything the caller sent is part of the request hash, so a replay must match it all.
     cmd.context = Some(serde_json::json!({

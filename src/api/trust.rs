@@ -578,7 +578,8 @@ pub async fn record_obligation(
         amount: amount.units(),
         kind: ObligationKind::Intraday,
         reference,
-        idempotency_key: Some(format!("{}:{key}", pair.id)),
+        // Per caller: another caller's key is another obligation, never a replay of this one.
+        idempotency_key: Some(format!("{}:{}:{key}", pair.id, caller.name)),
         created_by: caller.name.clone(),
         created_at: state.trust.now(),
     };

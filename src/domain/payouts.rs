@@ -122,6 +122,20 @@ pub struct NewPayout {
     pub created_by: String,
     pub chunks: Vec<i128>,
     pub events: Vec<PayoutEvent>,
+    /// Four eyes over a rolling day, applied when the payout is written (see `RollingApproval`).
+    pub rolling: Option<RollingApproval>,
+}
+
+/// A company's payouts that needed no approval may total at most `limit` token units in the
+/// 24 hours before a new one; past it, the new one waits for an approver too. Checked in the
+/// transaction that writes the payout, under a lock on the company, so concurrent payouts
+/// cannot pass the total together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollingApproval {
+    pub company: uuid::Uuid,
+    pub limit: i128,
+    /// The asset's decimals, to say the figures in token units.
+    pub decimals: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -691,6 +691,7 @@ impl Escrow {
                 &step.actor,
                 Some(format!("deal:{}", deal.id)),
                 None,
+                None,
             );
             cmd.idempotency_key = format!("{}:payout", p.key);
             cmd.actor = Some(step.actor.clone());

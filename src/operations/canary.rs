@@ -188,6 +188,7 @@ impl Canaries {
             actor,
             Some("canary".into()),
             Some(serde_json::json!({"canary": true})),
+            None,
         );
         let run_id = uuid::Uuid::now_v7();
         cmd.idempotency_key = format!("canary:{network}:{run_id}");

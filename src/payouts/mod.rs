@@ -124,6 +124,7 @@ pub fn request_command(
     created_by: &str,
     reference: Option<String>,
     metadata: Option<serde_json::Value>,
+    company: Option<uuid::Uuid>,
 ) -> (PayoutId, crate::ledger::Command) {
     use crate::ledger::{Command, Effect, Operation};
     let spec = &token.spec;
@@ -182,6 +183,13 @@ pub fn request_command(
         created_by: created_by.to_owned(),
         chunks,
         events,
+        rolling: company
+            .zip(token.approval_rolling_total)
+            .map(|(company, limit)| crate::domain::payouts::RollingApproval {
+                company,
+                limit,
+                decimals: spec.decimals,
+            }),
     })));
     (id, cmd)
 }

@@ -61,6 +61,9 @@ pub struct PayoutToken {
     pub cap: i128,
     /// Payouts of at least this many base units need an approval.
     pub approval_threshold: Option<i128>,
+    /// A company's unapproved payouts in a rolling 24 h, in token units, past which further ones
+    /// need approval (`approval_rolling_total`).
+    pub approval_rolling_total: Option<i128>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +101,7 @@ impl PayoutNetworks {
                     continue;
                 };
                 let approval_threshold = n.approval_threshold.as_deref().and_then(units);
+                let approval_rolling_total = n.approval_rolling_total.as_deref().and_then(units);
                 tokens.insert(
                     t.code.clone(),
                     PayoutToken {
@@ -105,6 +109,7 @@ impl PayoutNetworks {
                         contract,
                         cap,
                         approval_threshold,
+                        approval_rolling_total,
                     },
                 );
             }

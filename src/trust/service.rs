@@ -368,6 +368,7 @@ impl Trust {
                 "treasuryd",
                 Some(reference),
                 None,
+                None,
             );
             payout.idempotency_key = format!("eod-payout:{}", s.id);
             payout.actor = Some("treasuryd".into());

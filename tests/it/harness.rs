@@ -176,6 +176,8 @@ pub const OPERATOR: &str = "tdk_test_operator";
 /// The same person as TRADER (same name), holding the Approver role: four-eyes must refuse
 /// them their own payouts.
 pub const TRADER_AS_APPROVER: &str = "tdk_test_trader_approver";
+/// A second trader (`test-trader-2`), for what two callers do with the same key.
+pub const OTHER_TRADER: &str = "tdk_test_other_trader";
 
 pub fn usdt() -> AssetKey {
     AssetKey::new("ethereum", "USDT")
@@ -230,6 +232,7 @@ impl TestApp {
             (APPROVER, "test-approver", Role::Approver),
             (OPERATOR, "test-operator", Role::Operator),
             (TRADER_AS_APPROVER, "test-trader", Role::Approver),
+            (OTHER_TRADER, "test-trader-2", Role::Trader),
         ]
         .into_iter()
         .map(|(t, name, role)| {

@@ -18,7 +18,8 @@ const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 crate::on_both_backends!(
     a_company_sees_and_moves_only_its_own_money,
     webhooks_go_to_the_companies_an_event_concerns,
-    deals_bind_the_buyer_and_the_seller
+    deals_bind_the_buyer_and_the_seller,
+    splitting_does_not_dodge_four_eyes
 );
 
 struct Tenants {
@@ -77,6 +78,9 @@ async fn tenants(backend: Backend) -> Tenants {
     ];
     let app = TestApp::spawn_on(db, move |c, _| {
         crate::webhook_delivery::quick_webhooks(c);
+        // Four eyes from 100,000 per payout (the test network's), and from 250,000 a company's
+        // payouts without approval reach in 24 h.
+        c.networks[0].approval_rolling_total = Some("250000".into());
         c.pilot = Some(treasuryd::scope::PilotScope {
             enabled: true,
             country_allowlist: vec!["MN".into()],
@@ -524,6 +528,68 @@ async fn deals_bind_the_buyer_and_the_seller(backend: Backend) {
     assert_eq!(ids(&list), vec![id.clone()]);
     let (_, list) = app.get("/v1/deals?limit=500", B_TRADER).await;
     assert_eq!(ids(&list).len(), 2, "{list}");
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// Twenty payouts just under the approval threshold, fired at once: the first ones up to the
+/// rolling total go out, every one past it waits for an approver, however they interleave.
+async fn splitting_does_not_dodge_four_eyes(backend: Backend) {
+    let Tenants {
+        app,
+        a_account,
+        b_account,
+        ..
+    } = tenants(backend).await;
+    app.deposit(&a_account, "2000000", "a-lot").await;
+    let requests = (0..20).map(|i| {
+        let (app, account) = (&app, &a_account);
+        async move { payout_of(app, A_TRADER, account, &format!("split-{i}"), "99999").await }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let mut states = std::collections::BTreeMap::<String, usize>::new();
+    for (s, body) in &answers {
+        assert_eq!(*s, StatusCode::ACCEPTED, "{body}");
+        *states
+            .entry(body["state"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    // 2 × 99,999 = 199,998 fits under 250,000; a third would pass it.
+    assert_eq!(
+        states,
+        [
+            ("pending_approval".to_owned(), 18),
+            ("queued".to_owned(), 2)
+        ]
+        .into_iter()
+        .collect(),
+    );
+    // The ones waiting say why, and A's approver releases one.
+    let waiting = answers
+        .iter()
+        .map(|(_, b)| b)
+        .find(|b| b["state"] == "pending_approval")
+        .unwrap();
+    let id = waiting["id"].as_str().unwrap();
+    let (_, full) = app.get(&format!("/v1/payouts/{id}"), A_TRADER).await;
+    let events = full["events"].to_string();
+    assert!(events.contains("rolling total of 250000.000000"), "{full}");
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{id}/approve"),
+            A_APPROVER,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Another company is not counted against A: B's first payout goes straight out.
+    let (s, b) = payout_of(&app, B_TRADER, &b_account, "b-first", "99999").await;
+    assert_eq!(
+        (s, b["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("queued")),
+        "{b}"
+    );
     app.verify_clean().await;
     app.stop().await.unwrap();
 }

@@ -15,7 +15,8 @@ use treasuryd::clock::ManualClock;
 
 on_both_backends!(
     warsaw_sessions_close_once_at_cut_off_across_dst_and_settle,
-    short_liquidity_settles_partly_carries_t_plus_1_or_waits
+    short_liquidity_settles_partly_carries_t_plus_1_or_waits,
+    an_idempotency_key_is_the_callers_own
 );
 
 fn at(text: &str) -> i64 {
@@ -831,4 +832,40 @@ async fn a_crash_during_settlement_settles_once_after_restart(backend: Backend) 
     child.wait().unwrap();
     let (ok, out) = crash::verify_cli(&config, &db.url);
     assert!(ok, "{out}");
+}
+
+/// Beta's trader reusing the key Acme's trader used records Beta's own obligation: a key never
+/// hands one caller another caller's obligation.
+async fn an_idempotency_key_is_the_callers_own(backend: Backend) {
+    let clock = ManualClock::starting_at(at("2026-03-27T12:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(backend).await), clock).await;
+    let p = parties(&app, "1000", "1000").await;
+    let pair = new_pair(&app, &p, "Europe/Warsaw", "18:00", "partial").await;
+    let id = pair["id"].as_str().unwrap().to_owned();
+    let (s, m) = app
+        .post(
+            &format!("/v1/companies/{}/members", p.company_b),
+            ADMIN,
+            None,
+            &json!({"user": "test-trader-2", "role": "trader", "reason": "Beta's desk"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    let (s, acme) = owe(&app, &id, &p.company_a, "300", "same-key").await;
+    assert_eq!(s, StatusCode::CREATED, "{acme}");
+    let (s, beta) = app
+        .post(
+            &format!("/v1/trust/pairs/{id}/obligations"),
+            OTHER_TRADER,
+            Some("same-key"),
+            &json!({"debtor": p.company_b, "amount": "1", "reference": "same-key"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{beta}");
+    assert_ne!(beta["id"], acme["id"], "{beta}");
+    assert_eq!(beta["amount"], "1.000000", "{beta}");
+    // Each caller's own retry is still the same obligation.
+    let (_, again) = owe(&app, &id, &p.company_a, "300", "same-key").await;
+    assert_eq!(again["id"], acme["id"], "{again}");
+    app.stop().await.unwrap();
 }

@@ -251,6 +251,7 @@ pub(crate) async fn insert_payout(
     hold: HoldId,
     at: i64,
 ) -> StoreResult<()> {
+    let (state, rolling_event) = rolling_approval(conn, p, at).await?;
     sqlx::query(
         "INSERT INTO payouts (id, account_id, network, asset, destination, amount, reference, metadata, state, \
          initial_state, created_by, hold_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -263,8 +264,8 @@ pub(crate) async fn insert_payout(
     .bind(amount_to_db(p.amount))
     .bind(&p.reference)
     .bind(p.metadata.as_ref().map(|m| m.to_string()))
-    .bind(p.state.as_str())
-    .bind(p.state.as_str())
+    .bind(state.as_str())
+    .bind(state.as_str())
     .bind(&p.created_by)
     .bind(hold.0)
     .bind(at)
@@ -289,7 +290,7 @@ pub(crate) async fn insert_payout(
     if !p.events.is_empty() {
         let mut qb =
             QueryBuilder::<Db>::new("INSERT INTO payout_events (id, payout_id, at, kind, detail) ");
-        qb.push_values(&p.events, |mut row, e| {
+        qb.push_values(p.events.iter().chain(&rolling_event), |mut row, e| {
             row.push_bind(Uuid::now_v7())
                 .push_bind(p.id.0)
                 .push_bind(at)
@@ -299,6 +300,60 @@ pub(crate) async fn insert_payout(
         qb.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// The state `p` starts in: `pending_approval` instead of `queued` when its company's payouts
+/// that needed no approval, over the 24 hours before `at` and this one included, pass the
+/// rolling total (`RollingApproval`), with the event that says so. The company's row is locked
+/// first, so concurrent payouts of one company count each other.
+async fn rolling_approval(
+    conn: &mut DbConnection,
+    p: &NewPayout,
+    at: i64,
+) -> StoreResult<(PayoutState, Option<PayoutEvent>)> {
+    let Some(rolling) = p.rolling.filter(|_| p.state == PayoutState::Queued) else {
+        return Ok((p.state, None));
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM companies WHERE id = $1{FOR_UPDATE}"
+    )))
+    .bind(rolling.company)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} AS total FROM payouts p JOIN accounts a ON a.id = p.account_id \
+         WHERE a.company_id = $1 AND p.network = $2 AND p.asset = $3 AND p.initial_state = 'queued' \
+         AND p.created_at > $4",
+        sum_amount("p.amount")
+    )))
+    .bind(rolling.company)
+    .bind(&p.asset.network)
+    .bind(&p.asset.code)
+    .bind(at - 86_400_000_000)
+    .fetch_one(&mut *conn)
+    .await?;
+    let before = opt_amount_from(&row, "total")?.unwrap_or(0);
+    if before + p.amount <= rolling.limit {
+        return Ok((PayoutState::Queued, None));
+    }
+    let spec = AssetSpec {
+        key: p.asset.clone(),
+        decimals: rolling.decimals,
+    };
+    Ok((
+        PayoutState::PendingApproval,
+        Some(PayoutEvent {
+            at,
+            kind: "approval_required".into(),
+            detail: format!(
+                "the company's payouts without approval in the last 24 h come to {}; with this one \
+                 they would pass the rolling total of {}: waits for an Approver other than {}",
+                spec.format(before),
+                spec.format(rolling.limit),
+                p.created_by
+            ),
+        }),
+    ))
 }
 
 pub(crate) async fn insert_attempt(
