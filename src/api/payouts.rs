@@ -332,13 +332,15 @@ pub async fn create(
     let destination = checksummed;
     let (id, mut cmd) = crate::payouts::request_command(
         token,
-        account.id,
-        &destination,
-        amount,
-        &caller.name,
-        reference,
-        body.metadata.clone(),
-        account.company,
+        crate::payouts::PayoutRequest {
+            account: account.id,
+            destination: &destination,
+            amount,
+            created_by: &caller.name,
+            reference,
+            metadata: body.metadata.clone(),
+            company: account.company,
+        },
     );
     // Everything the caller sent is part of the request hash, so a replay must match it all.
     cmd.context = Some(serde_json::json!({

@@ -685,13 +685,15 @@ impl Escrow {
             };
             let (id, mut cmd) = crate::payouts::request_command(
                 token,
-                *account,
-                address,
-                amount,
-                &step.actor,
-                Some(format!("deal:{}", deal.id)),
-                None,
-                None,
+                crate::payouts::PayoutRequest {
+                    account: *account,
+                    destination: address,
+                    amount,
+                    created_by: &step.actor,
+                    reference: Some(format!("deal:{}", deal.id)),
+                    metadata: None,
+                    company: None,
+                },
             );
             cmd.idempotency_key = format!("{}:payout", p.key);
             cmd.actor = Some(step.actor.clone());

@@ -182,13 +182,15 @@ impl Canaries {
         })?;
         let (payout, mut cmd) = request_command(
             token,
-            account,
-            address,
-            one,
-            actor,
-            Some("canary".into()),
-            Some(serde_json::json!({"canary": true})),
-            None,
+            crate::payouts::PayoutRequest {
+                account,
+                destination: address,
+                amount: one,
+                created_by: actor,
+                reference: Some("canary".into()),
+                metadata: Some(serde_json::json!({"canary": true})),
+                company: None,
+            },
         );
         let run_id = uuid::Uuid::now_v7();
         cmd.idempotency_key = format!("canary:{network}:{run_id}");

@@ -113,20 +113,36 @@ impl AttemptKind {
     }
 }
 
+/// What a payout request says, for `request_command`.
+pub struct PayoutRequest<'a> {
+    pub account: AccountId,
+    pub destination: &'a str,
+    pub amount: crate::domain::Amount,
+    pub created_by: &'a str,
+    pub reference: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    /// The account's company, counted against the network's rolling approval total; None for
+    /// the operator's own payouts and the daemon's (deals, trust settlement, canaries).
+    pub company: Option<uuid::Uuid>,
+}
+
 /// The HOLD that reserves a payout's amount on `account`, carrying the new payout: split under
 /// the token's per-transaction cap, waiting for an approval at or above the threshold. The
 /// caller sets the command's idempotency key, audit and context.
 pub fn request_command(
     token: &networks::PayoutToken,
-    account: AccountId,
-    destination: &str,
-    amount: crate::domain::Amount,
-    created_by: &str,
-    reference: Option<String>,
-    metadata: Option<serde_json::Value>,
-    company: Option<uuid::Uuid>,
+    request: PayoutRequest<'_>,
 ) -> (PayoutId, crate::ledger::Command) {
     use crate::ledger::{Command, Effect, Operation};
+    let PayoutRequest {
+        account,
+        destination,
+        amount,
+        created_by,
+        reference,
+        metadata,
+        company,
+    } = request;
     let spec = &token.spec;
     let chunks = split(amount.units(), token.cap);
     let mut events = vec![

@@ -362,13 +362,15 @@ impl Trust {
         if let (Some(address), Some(token)) = (pair.payout_address(creditor), token) {
             let (id, mut payout) = crate::payouts::request_command(
                 token,
-                pair.account(creditor),
-                address,
-                Amount::new(s.settled_amount)?,
-                "treasuryd",
-                Some(reference),
-                None,
-                None,
+                crate::payouts::PayoutRequest {
+                    account: pair.account(creditor),
+                    destination: address,
+                    amount: Amount::new(s.settled_amount)?,
+                    created_by: "treasuryd",
+                    reference: Some(reference),
+                    metadata: None,
+                    company: None,
+                },
             );
             payout.idempotency_key = format!("eod-payout:{}", s.id);
             payout.actor = Some("treasuryd".into());
