@@ -67,12 +67,10 @@ impl TimerState {
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Timer {
     pub id: TimerId,
-    #[sqlx(try_from = "String")]
     pub kind: TimerKind,
     #[sqlx(rename = "deal_id")]
     pub deal: DealId,
     pub due_at: UnixMicros,
-    #[sqlx(try_from = "String")]
     pub state: TimerState,
     pub fired_at: Option<UnixMicros>,
 }

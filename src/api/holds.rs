@@ -86,9 +86,7 @@ async fn load_hold(state: &AppState, caller: &Caller, text: &str) -> ApiResult<H
         Err(StoreError::NotFound) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
-    if caller.company.is_some()
-        && !caller.owns(state.store.get_account(hold.account).await?.company)
-    {
+    if !state.sees_account(caller, hold.account).await? {
         return Err(not_found());
     }
     Ok(hold)

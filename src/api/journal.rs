@@ -114,14 +114,16 @@ pub async fn get_one(
         Err(StoreError::NotFound) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
-    if caller.company.is_some() {
-        let mut touches = false;
-        for p in &tx.postings {
-            touches |= state.store.get_account(p.account).await?.company == caller.company;
+    // Staff see every transaction; a company's users those touching one of their accounts.
+    let mut sees = caller.company.is_none();
+    for p in &tx.postings {
+        if sees {
+            break;
         }
-        if !touches {
-            return Err(not_found());
-        }
+        sees = state.sees_account(&caller, p.account).await?;
+    }
+    if !sees {
+        return Err(not_found());
     }
     Ok(Json(TransactionView::new(&state.ledger, &tx)))
 }

@@ -23,7 +23,7 @@ pub mod trust;
 pub mod views;
 pub mod webhooks;
 
-use crate::domain::Role;
+use crate::domain::{AccountId, Role};
 use crate::ledger::{Command, Ledger, Posted};
 use crate::metrics::Metrics;
 use crate::store::AuditRecord;
@@ -236,6 +236,12 @@ pub struct Mutation<'a> {
 }
 
 impl AppState {
+    /// Whether `caller` may see what `account` holds: staff always, a company's users only
+    /// their company's (one account read, for them only).
+    pub async fn sees_account(&self, caller: &Caller, account: AccountId) -> ApiResult<bool> {
+        Ok(caller.company.is_none() || caller.owns(self.store.get_account(account).await?.company))
+    }
+
     /// Posts one command on behalf of an API caller: the key is namespaced per caller so two
     /// callers can never collide, and the audit row commits with the postings.
     pub async fn post(&self, m: Mutation<'_>, cmd: Command) -> ApiResult<Posted> {

@@ -460,9 +460,7 @@ async fn load_payout(state: &AppState, caller: &Caller, id: &str) -> ApiResult<P
         Err(StoreError::NotFound) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
-    if caller.company.is_some()
-        && !caller.owns(state.store.get_account(payout.account).await?.company)
-    {
+    if !state.sees_account(caller, payout.account).await? {
         return Err(not_found());
     }
     Ok(payout)

@@ -9,7 +9,6 @@ pub struct SessionRecord {
     pub id_hash: [u8; 32],
     #[sqlx(rename = "user_name")]
     pub user: String,
-    #[sqlx(try_from = "String")]
     pub role: Role,
     /// Every form must echo it.
     pub csrf: String,

@@ -27,14 +27,31 @@ pub enum Role {
     Operator,
 }
 
-/// Enums stored as their text: a row decodes them with `#[sqlx(try_from = "String")]`
-/// through their `parse`.
+/// Enums stored as their text: a row decodes them (and `Option`s of them) through their
+/// `parse`, on either database; a text no variant has is a decode error naming it.
 macro_rules! stored_as_text {
     ($($t:ty),* $(,)?) => {$(
-        impl TryFrom<String> for $t {
-            type Error = String;
-            fn try_from(text: String) -> Result<Self, String> {
-                <$t>::parse(&text).ok_or_else(|| format!("{} {text:?}", stringify!($t)))
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $t
+        where
+            String: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as sqlx::Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $t
+        where
+            String: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <String as sqlx::Decode<'r, DB>>::decode(value)?;
+                <$t>::parse(&text).ok_or_else(|| format!("{} {text:?}", stringify!($t)).into())
             }
         }
     )*};

@@ -4,10 +4,11 @@ use crate::domain::{PayoutId, UnixMicros};
 use serde::Serialize;
 
 /// One canary payout and how it ended (result None while it runs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CanaryRun {
     pub id: uuid::Uuid,
     pub network: String,
+    #[sqlx(rename = "payout_id")]
     pub payout: PayoutId,
     pub started_by: String,
     pub started_at: UnixMicros,

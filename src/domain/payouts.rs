@@ -138,6 +138,31 @@ pub struct RollingApproval {
     pub decimals: u8,
 }
 
+impl RollingApproval {
+    /// Given what the company's payouts without approval came to in the last 24 h (`before`),
+    /// whether `payout` must wait for an approver, with the event that says why.
+    pub fn decide(&self, before: i128, payout: &NewPayout) -> Option<PayoutEvent> {
+        if before + payout.amount <= self.limit {
+            return None;
+        }
+        let spec = crate::domain::AssetSpec {
+            key: payout.asset.clone(),
+            decimals: self.decimals,
+        };
+        Some(PayoutEvent {
+            at: 0,
+            kind: "approval_required".into(),
+            detail: format!(
+                "the company's payouts without approval in the last 24 h come to {}; with this one \
+                 they would pass the rolling total of {}: waits for an Approver other than {}",
+                spec.format(before),
+                spec.format(self.limit),
+                payout.created_by
+            ),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payout {
     pub id: PayoutId,
@@ -209,7 +234,6 @@ pub struct SafeMode {
 /// A rollout phase set through the API.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RolloutSetting {
-    #[sqlx(try_from = "String")]
     pub phase: RolloutPhase,
     pub actor: String,
     pub reason: String,

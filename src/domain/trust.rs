@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 pub struct Company {
     pub id: uuid::Uuid,
     pub name: String,
-    #[sqlx(try_from = "String")]
     pub tier: Tier,
     pub created_by: String,
     pub created_at: crate::domain::UnixMicros,
@@ -19,7 +18,6 @@ pub struct Member {
     pub company: uuid::Uuid,
     #[sqlx(rename = "user_name")]
     pub user: String,
-    #[sqlx(try_from = "String")]
     pub role: crate::domain::Role,
     pub added_by: String,
     pub added_at: crate::domain::UnixMicros,

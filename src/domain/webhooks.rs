@@ -57,7 +57,6 @@ pub struct Delivery {
     pub event_type: String,
     pub event_created_at: UnixMicros,
     pub body: String,
-    #[sqlx(try_from = "String")]
     pub state: DeliveryState,
     pub attempts: i32,
     pub due_since: UnixMicros,

@@ -26,6 +26,8 @@ pub mod service;
 use crate::domain::{Role, UnixMicros};
 use serde::{Deserialize, Serialize};
 
+crate::domain::stored_as_text!(DealState);
+
 impl DealState {
     pub const ALL: [DealState; 7] = [
         DealState::Created,

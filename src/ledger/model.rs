@@ -20,6 +20,8 @@ pub enum EntryKind {
     Adjustment,
 }
 
+crate::domain::stored_as_text!(EntryKind);
+
 impl EntryKind {
     pub const ALL: [EntryKind; 8] = [
         EntryKind::Deposit,
@@ -57,6 +59,8 @@ pub enum Bucket {
     Available,
     Held,
 }
+
+crate::domain::stored_as_text!(Bucket);
 
 impl Bucket {
     pub fn as_str(self) -> &'static str {
@@ -102,6 +106,8 @@ pub enum AccountKind {
     /// System: the counterparty of manual adjustments; may run negative.
     Adjustments,
 }
+
+crate::domain::stored_as_text!(AccountKind);
 
 impl AccountKind {
     pub const SYSTEM: [AccountKind; 3] = [
@@ -186,6 +192,8 @@ pub enum HoldState {
     Open,
     Resolved,
 }
+
+crate::domain::stored_as_text!(HoldState);
 
 impl HoldState {
     pub fn as_str(self) -> &'static str {

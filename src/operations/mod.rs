@@ -14,6 +14,8 @@ impl ConfigFreeze {
     }
 }
 
+crate::domain::stored_as_text!(CanaryResult);
+
 impl CanaryResult {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -13,6 +13,8 @@ pub mod policy;
 
 use crate::domain::{AccountId, PayoutId};
 
+crate::domain::stored_as_text!(PayoutState);
+
 impl PayoutState {
     pub const ALL: [PayoutState; 7] = [
         PayoutState::PendingApproval,
@@ -40,6 +42,8 @@ impl PayoutState {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
+
+crate::domain::stored_as_text!(ChunkState);
 
 impl ChunkState {
     /// Nothing more will happen to the chunk.
@@ -95,6 +99,8 @@ impl Payout {
         self.chunks.iter().all(|c| c.state.is_final())
     }
 }
+
+crate::domain::stored_as_text!(AttemptKind);
 
 impl AttemptKind {
     pub fn as_str(self) -> &'static str {

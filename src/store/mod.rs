@@ -15,7 +15,7 @@ use crate::domain::payouts::{
 };
 use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, PayoutId, Role, TxId, UnixMicros};
 use crate::ledger::{
-    Account, AccountKind, Command, EntryKind, Hold, JournalTx, LedgerError, NewAccount, Posted,
+    Account, AccountKind, Command, Hold, JournalTx, LedgerError, NewAccount, Posted,
 };
 use async_trait::async_trait;
 use std::sync::Arc;

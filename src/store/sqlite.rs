@@ -12,11 +12,11 @@ use sql::payouts::*;
 
 use crate::domain::AssetSpec;
 use crate::domain::payouts::{
-    Attempt, AttemptKind, CancelRequest, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout,
-    Payout, PayoutEvent, PayoutState,
+    Attempt, CancelRequest, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout, Payout,
+    PayoutEvent, PayoutState,
 };
 use crate::domain::{ChunkId, PayoutId};
-use crate::ledger::{Bucket, Effect, HoldState, Posting, batch::run_batch};
+use crate::ledger::{Effect, Posting, batch::run_batch};
 use backon::Retryable;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,

@@ -26,6 +26,8 @@ impl Side {
     }
 }
 
+crate::domain::stored_as_text!(SettlementMode);
+
 impl SettlementMode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,6 +99,8 @@ impl TrustPair {
         }
     }
 }
+
+crate::domain::stored_as_text!(SessionState);
 
 impl SessionState {
     pub fn as_str(self) -> &'static str {

@@ -408,7 +408,6 @@ pub(crate) async fn deal_facts(
     .await?;
     rows.iter()
         .map(|r| {
-            let state: String = r.try_get("state")?;
             let template: crate::templates::Template =
                 serde_json::from_str(&r.try_get::<String, _>("template")?)
                     .map_err(|e| StoreError::Invariant(format!("deal template: {e}")))?;
@@ -417,8 +416,7 @@ pub(crate) async fn deal_facts(
                 category: r.try_get("category")?,
                 template_version: u32::try_from(r.try_get::<i32, _>("template_version")?)
                     .unwrap_or(0),
-                state: DealState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("deal state {state:?}")))?,
+                state: r.try_get("state")?,
                 created_at: r.try_get("created_at")?,
                 settled_at: r.try_get("settled_at")?,
                 disputed: r.try_get("disputed")?,

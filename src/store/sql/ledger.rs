@@ -12,7 +12,6 @@ pub(crate) const HOLD_SELECT: &str = "SELECT h.id, h.account_id, a.network, a.as
 pub(crate) const JOURNAL_COLUMNS: &str = "seq, id, kind, network, asset, hold_id, idempotency_key, request_hash, reference, memo, actor, created_at, hash";
 
 pub(crate) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
-    let kind: String = row.try_get("kind")?;
     Ok(Account {
         id: AccountId(row.try_get("id")?),
         owner: row.try_get("owner")?,
@@ -21,8 +20,7 @@ pub(crate) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
             row.try_get::<String, _>("network")?,
             row.try_get::<String, _>("asset")?,
         ),
-        kind: AccountKind::parse(&kind)
-            .ok_or_else(|| StoreError::Invariant(format!("account kind {kind:?}")))?,
+        kind: row.try_get("kind")?,
         allow_negative: row.try_get("allow_negative")?,
         available: units(row.try_get("available")?)?,
         held: units(row.try_get("held")?)?,
@@ -31,7 +29,6 @@ pub(crate) fn account_from_row(row: &DbRow) -> StoreResult<Account> {
 }
 
 pub(crate) fn hold_from_row(row: &DbRow) -> StoreResult<Hold> {
-    let state: String = row.try_get("state")?;
     Ok(Hold {
         id: HoldId(row.try_get("id")?),
         account: AccountId(row.try_get("account_id")?),
@@ -42,8 +39,7 @@ pub(crate) fn hold_from_row(row: &DbRow) -> StoreResult<Hold> {
         amount: units(row.try_get("amount")?)?,
         released: units(row.try_get("released")?)?,
         voided: units(row.try_get("voided")?)?,
-        state: HoldState::parse(&state)
-            .ok_or_else(|| StoreError::Invariant(format!("hold state {state:?}")))?,
+        state: row.try_get("state")?,
         reference: row.try_get("reference")?,
         created_at: row.try_get("created_at")?,
         resolved_at: row.try_get("resolved_at")?,
@@ -51,12 +47,10 @@ pub(crate) fn hold_from_row(row: &DbRow) -> StoreResult<Hold> {
 }
 
 pub(crate) fn journal_from_row(row: &DbRow) -> StoreResult<JournalTx> {
-    let kind: String = row.try_get("kind")?;
     Ok(JournalTx {
         seq: row.try_get("seq")?,
         id: TxId(row.try_get("id")?),
-        kind: EntryKind::parse(&kind)
-            .ok_or_else(|| StoreError::Invariant(format!("entry kind {kind:?}")))?,
+        kind: row.try_get("kind")?,
         asset: AssetKey::new(
             row.try_get::<String, _>("network")?,
             row.try_get::<String, _>("asset")?,
@@ -210,11 +204,9 @@ pub(crate) async fn attach_postings(
         for row in qb.build().fetch_all(&mut *conn).await? {
             let seq: i64 = row.try_get("seq")?;
             let Some(&i) = index.get(&seq) else { continue };
-            let bucket: String = row.try_get("bucket")?;
             txs[i].postings.push(Posting {
                 account: AccountId(row.try_get("account_id")?),
-                bucket: Bucket::parse(&bucket)
-                    .ok_or_else(|| StoreError::Invariant(format!("bucket {bucket:?}")))?,
+                bucket: row.try_get("bucket")?,
                 amount: amount_from(&row, "amount")?,
             });
         }

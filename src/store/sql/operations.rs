@@ -3,25 +3,6 @@
 use super::*;
 use crate::domain::operations::{CanaryResult, CanaryRun, ConfigFreeze};
 
-fn canary_run(r: &DbRow) -> StoreResult<CanaryRun> {
-    let result: Option<String> = r.try_get("result")?;
-    Ok(CanaryRun {
-        id: r.try_get("id")?,
-        network: r.try_get("network")?,
-        payout: PayoutId(r.try_get("payout_id")?),
-        started_by: r.try_get("started_by")?,
-        started_at: r.try_get("started_at")?,
-        result: result
-            .map(|t| {
-                CanaryResult::parse(&t)
-                    .ok_or_else(|| StoreError::Invariant(format!("canary result {t:?}")))
-            })
-            .transpose()?,
-        reason: r.try_get("reason")?,
-        finished_at: r.try_get("finished_at")?,
-    })
-}
-
 pub(crate) async fn insert_canary_run(conn: &mut DbConnection, run: &CanaryRun) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO canary_runs (id, network, payout_id, started_by, started_at) VALUES ($1, $2, $3, $4, $5)",
@@ -60,14 +41,13 @@ pub(crate) async fn canary_runs(
     network: &str,
     limit: i64,
 ) -> StoreResult<Vec<CanaryRun>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT * FROM canary_runs WHERE network = $1 ORDER BY started_at DESC, id DESC LIMIT $2",
     )
     .bind(network)
     .bind(limit)
     .fetch_all(conn)
-    .await?;
-    rows.iter().map(canary_run).collect()
+    .await?)
 }
 
 pub(crate) async fn config_freeze(conn: &mut DbConnection) -> StoreResult<Option<ConfigFreeze>> {

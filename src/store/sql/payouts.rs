@@ -35,11 +35,6 @@ pub(crate) async fn chunk_payout(conn: &mut DbConnection, chunk: ChunkId) -> Sto
 }
 
 pub(crate) fn payout_from_row(row: &DbRow) -> StoreResult<Payout> {
-    let state = |col: &str| -> StoreResult<PayoutState> {
-        let text: String = row.try_get(col)?;
-        PayoutState::parse(&text)
-            .ok_or_else(|| StoreError::Invariant(format!("payout state {text:?}")))
-    };
     let metadata: Option<String> = row.try_get("metadata")?;
     let cancel_reason: Option<String> = row.try_get("cancel_reason")?;
     let cancel_by: Option<String> = row.try_get("cancel_by")?;
@@ -57,8 +52,8 @@ pub(crate) fn payout_from_row(row: &DbRow) -> StoreResult<Payout> {
             .map(|m| serde_json::from_str(&m))
             .transpose()
             .map_err(|e| StoreError::Invariant(format!("payout metadata: {e}")))?,
-        state: state("state")?,
-        initial_state: state("initial_state")?,
+        state: row.try_get("state")?,
+        initial_state: row.try_get("initial_state")?,
         created_by: row.try_get("created_by")?,
         hold: HoldId(row.try_get("hold_id")?),
         created_at: row.try_get("created_at")?,
@@ -73,11 +68,9 @@ pub(crate) fn payout_from_row(row: &DbRow) -> StoreResult<Payout> {
 }
 
 pub(crate) fn attempt_from_row(r: &DbRow) -> StoreResult<Attempt> {
-    let kind: String = r.try_get("kind")?;
     Ok(Attempt {
         id: r.try_get("id")?,
-        kind: AttemptKind::parse(&kind)
-            .ok_or_else(|| StoreError::Invariant(format!("attempt kind {kind:?}")))?,
+        kind: r.try_get("kind")?,
         hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
         raw: r.try_get("raw")?,
         nonce: r.try_get::<i64, _>("nonce")? as u64,
@@ -152,7 +145,6 @@ pub(crate) async fn attach_chunks(
         qb.push(" ORDER BY payout_id, idx");
         for row in qb.build().fetch_all(&mut *conn).await? {
             let payout: Uuid = row.try_get("payout_id")?;
-            let state: String = row.try_get("state")?;
             let Some(&i) = index.get(&payout) else {
                 continue;
             };
@@ -160,8 +152,7 @@ pub(crate) async fn attach_chunks(
                 id: ChunkId(row.try_get("id")?),
                 index: u32::try_from(row.try_get::<i32, _>("idx")?).unwrap_or(u32::MAX),
                 amount: amount_from(&row, "amount")?,
-                state: ChunkState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+                state: row.try_get("state")?,
                 attempts: Vec::new(),
             });
         }
@@ -191,7 +182,6 @@ pub(crate) async fn load_in_flight(
     let rows = query.fetch_all(&mut *conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        let state: String = r.try_get("state")?;
         let mined_hash: Option<Vec<u8>> = r.try_get("mined_hash")?;
         let mined = match mined_hash {
             Some(h) => Some(Mined {
@@ -213,8 +203,7 @@ pub(crate) async fn load_in_flight(
             ),
             destination: r.try_get("destination")?,
             amount: amount_from(r, "amount")?,
-            state: ChunkState::parse(&state)
-                .ok_or_else(|| StoreError::Invariant(format!("chunk state {state:?}")))?,
+            state: r.try_get("state")?,
             wallet: r.try_get("wallet")?,
             nonce: r.try_get::<i64, _>("nonce")? as u64,
             mined,
@@ -302,10 +291,9 @@ pub(crate) async fn insert_payout(
     Ok(())
 }
 
-/// The state `p` starts in: `pending_approval` instead of `queued` when its company's payouts
-/// that needed no approval, over the 24 hours before `at` and this one included, pass the
-/// rolling total (`RollingApproval`), with the event that says so. The company's row is locked
-/// first, so concurrent payouts of one company count each other.
+/// The state `p` starts in: `RollingApproval::decide` over the company's payouts that needed no
+/// approval in the 24 hours before `at`, read under a lock on the company's row so concurrent
+/// payouts of one company count each other.
 async fn rolling_approval(
     conn: &mut DbConnection,
     p: &NewPayout,
@@ -333,27 +321,13 @@ async fn rolling_approval(
     .fetch_one(&mut *conn)
     .await?;
     let before = opt_amount_from(&row, "total")?.unwrap_or(0);
-    if before + p.amount <= rolling.limit {
-        return Ok((PayoutState::Queued, None));
-    }
-    let spec = AssetSpec {
-        key: p.asset.clone(),
-        decimals: rolling.decimals,
-    };
-    Ok((
-        PayoutState::PendingApproval,
-        Some(PayoutEvent {
-            at,
-            kind: "approval_required".into(),
-            detail: format!(
-                "the company's payouts without approval in the last 24 h come to {}; with this one \
-                 they would pass the rolling total of {}: waits for an Approver other than {}",
-                spec.format(before),
-                spec.format(rolling.limit),
-                p.created_by
-            ),
-        }),
-    ))
+    Ok(match rolling.decide(before, p) {
+        Some(waits) => (
+            PayoutState::PendingApproval,
+            Some(PayoutEvent { at, ..waits }),
+        ),
+        None => (PayoutState::Queued, None),
+    })
 }
 
 pub(crate) async fn insert_attempt(
@@ -958,21 +932,13 @@ impl PayoutStore for DbStore {
     }
 
     async fn active_payouts(&self, network: &str) -> StoreResult<Vec<(PayoutState, i64)>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT state, COUNT(*) AS n FROM payouts WHERE network = $1 \
              AND state IN ('pending_approval', 'queued', 'broadcast') GROUP BY state",
         )
         .bind(network)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get("state")?;
-                let state = PayoutState::parse(&state)
-                    .ok_or_else(|| StoreError::Invariant(format!("payout state {state:?}")))?;
-                Ok((state, r.try_get("n")?))
-            })
-            .collect()
+        .await?)
     }
 
     async fn rollout_phase(&self, network: &str) -> StoreResult<Option<RolloutSetting>> {

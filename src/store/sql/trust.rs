@@ -3,8 +3,8 @@
 use super::*;
 use crate::domain::HoldId;
 use crate::domain::trust::{
-    Company, Member, ObligationKind, Session, SessionState, SessionStep, SettlementMode, Side,
-    StoredObligation, TrustPair,
+    Company, Member, ObligationKind, Session, SessionState, SessionStep, Side, StoredObligation,
+    TrustPair,
 };
 use crate::domain::trust::{Netted, Outcome};
 
@@ -98,7 +98,6 @@ const PAIR_COLUMNS: &str = "id, company_a, company_b, account_a, account_b, netw
 fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
     let tz: String = r.try_get("timezone")?;
     let cutoff: String = r.try_get("cutoff")?;
-    let mode: String = r.try_get("mode")?;
     Ok(TrustPair {
         id: r.try_get("id")?,
         company_a: r.try_get("company_a")?,
@@ -114,7 +113,7 @@ fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
         timezone: tz.parse().map_err(|_| invariant("timezone", &tz))?,
         cutoff: crate::domain::trust::parse_cutoff(&cutoff)
             .ok_or_else(|| invariant("cutoff", &cutoff))?,
-        mode: SettlementMode::parse(&mode).ok_or_else(|| invariant("mode", &mode))?,
+        mode: r.try_get("mode")?,
         payout_address_a: r.try_get("payout_address_a")?,
         payout_address_b: r.try_get("payout_address_b")?,
         created_by: r.try_get("created_by")?,
@@ -188,7 +187,6 @@ const SESSION_COLUMNS: &str = "id, pair_id, business_date, cutoff_at, state, fro
 
 fn session_from_row(r: &DbRow) -> StoreResult<Session> {
     let date: String = r.try_get("business_date")?;
-    let state: String = r.try_get("state")?;
     Ok(Session {
         id: r.try_get("id")?,
         pair: r.try_get("pair_id")?,
@@ -196,7 +194,7 @@ fn session_from_row(r: &DbRow) -> StoreResult<Session> {
             .parse()
             .map_err(|_| invariant("business date", &date))?,
         cutoff_at: r.try_get("cutoff_at")?,
-        state: SessionState::parse(&state).ok_or_else(|| invariant("session state", &state))?,
+        state: r.try_get("state")?,
         frozen_seq: r.try_get("frozen_seq")?,
         netted: Netted {
             gross_a_to_b: amount_from(r, "gross_a_to_b")?,
