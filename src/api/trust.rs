@@ -440,8 +440,12 @@ async fn load_pair(
         .ok_or_else(|| not_found("trust pair", id, field))
 }
 
-/// The side of `pair` the caller acts for as a trader, if any.
+/// The sides of `pair` the caller acts for as a trader: a company token's trader for its
+/// company, a staff trader for the companies they are a member of.
 async fn trader_sides(state: &AppState, caller: &Caller, pair: &TrustPair) -> ApiResult<Vec<Side>> {
+    if caller.role != Role::Trader {
+        return Ok(Vec::new());
+    }
     let memberships = state
         .store
         .company_members(None, Some(&caller.name))
@@ -449,16 +453,22 @@ async fn trader_sides(state: &AppState, caller: &Caller, pair: &TrustPair) -> Ap
     Ok([Side::A, Side::B]
         .into_iter()
         .filter(|s| {
-            memberships
-                .iter()
-                .any(|m| m.company == pair.company(*s) && m.role == Role::Trader)
+            caller.company == Some(pair.company(*s))
+                || memberships
+                    .iter()
+                    .any(|m| m.company == pair.company(*s) && m.role == Role::Trader)
         })
         .collect())
 }
 
-/// Staff see every pair; a trader only the pairs of their companies.
+/// Staff see every pair; a company's users and member traders only their companies' pairs.
+/// Another pair answers as a missing one.
 async fn require_visible(state: &AppState, caller: &Caller, pair: &TrustPair) -> ApiResult<()> {
-    if caller.role != Role::Trader || !trader_sides(state, caller, pair).await?.is_empty() {
+    let visible = match caller.company {
+        Some(c) => c == pair.company_a || c == pair.company_b,
+        None => caller.role != Role::Trader || !trader_sides(state, caller, pair).await?.is_empty(),
+    };
+    if visible {
         Ok(())
     } else {
         Err(not_found("trust pair", &pair.id.to_string(), None))
@@ -537,8 +547,9 @@ pub struct NewObligation {
     pub reference: Option<String>,
 }
 
-/// Record an obligation in the pair's open session (a Trader of either company, with an
-/// Idempotency-Key). Refused with the headroom left when it would pass the debtor's limit.
+/// Record an obligation the caller's company owes in the pair's open session (a Trader of the
+/// debtor company, with an Idempotency-Key of the caller's own). Refused with the headroom left
+/// when it would pass the debtor's limit.
 #[utoipa::path(post, tag = "trust", path = "/v1/trust/pairs/{id}/obligations", request_body = NewObligation, security(("bearer" = [])),
     responses((status = 201, body = ObligationView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn record_obligation(
@@ -551,7 +562,9 @@ pub async fn record_obligation(
 ) -> ApiResult<(StatusCode, Json<ObligationView>)> {
     caller.require(&[Role::Trader])?;
     let pair = load_pair(&state, &id, None).await?;
-    if trader_sides(&state, &caller, &pair).await?.is_empty() {
+    require_visible(&state, &caller, &pair).await?;
+    let sides = trader_sides(&state, &caller, &pair).await?;
+    if sides.is_empty() {
         return Err(ApiError::Forbidden(
             "only a trader of one of the pair's companies records its obligations",
         ));
@@ -567,6 +580,14 @@ pub async fn record_obligation(
             ));
         }
     };
+    // Consent: a debt is recorded by the side that owes it, never put on a company by the other.
+    if !sides.contains(&debtor) {
+        return Err(ApiError::ForbiddenAction(
+            "an obligation is recorded by the debtor's side: only a trader of the debtor company \
+             records what it owes"
+                .into(),
+        ));
+    }
     let amount = super::accounts::parse_amount(&state, &pair.asset, "amount", &body.amount)?;
     let reference = optional_text("reference", body.reference, 200)?;
     let spec = spec(&state, &pair);

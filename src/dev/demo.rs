@@ -40,6 +40,8 @@ pub struct Demo {
     pub dir: PathBuf,
     pub admin_token: SecretString,
     pub trader_token: SecretString,
+    /// Beta Logistics' trader in the tour's trust pair (a debt is recorded by its debtor).
+    pub beta_trader_token: SecretString,
     pub approver_token: SecretString,
     pub operator_token: SecretString,
     pub partner_account: String,
@@ -147,10 +149,12 @@ impl Demo {
 
         let (admin_token, trader_token, approver_token, operator_token) =
             (new_token(), new_token(), new_token(), new_token());
+        let beta_trader_token = new_token();
         let callers = [
             (&approver_token, "demo-approver", Role::Approver),
             (&admin_token, "demo-admin", Role::Admin),
             (&trader_token, "demo-trader", Role::Trader),
+            (&beta_trader_token, "demo-trader-beta", Role::Trader),
             (&operator_token, "demo-operator", Role::Operator),
         ]
         .into_iter()
@@ -168,6 +172,7 @@ impl Demo {
             dir,
             admin_token,
             trader_token,
+            beta_trader_token,
             approver_token,
             operator_token,
             partner_account,
@@ -266,6 +271,7 @@ impl Demo {
             tron,
             admin_token,
             trader_token,
+            beta_trader_token,
             approver_token,
             operator_token,
             partner_account,
@@ -282,6 +288,7 @@ impl Demo {
             api,
             admin: admin_token.expose_secret().to_owned(),
             trader: trader_token.expose_secret().to_owned(),
+            beta_trader: beta_trader_token.expose_secret().to_owned(),
             approver: approver_token.expose_secret().to_owned(),
             operator: operator_token.expose_secret().to_owned(),
             evm: EvmClient::new(&chain.url)?,
@@ -318,6 +325,7 @@ struct Tour<'a> {
     api: String,
     admin: String,
     trader: String,
+    beta_trader: String,
     approver: String,
     operator: String,
     evm: EvmClient,
@@ -665,13 +673,18 @@ impl Tour<'_> {
                 .await?;
             companies.push(c["id"].as_str().unwrap_or_default().to_owned());
         }
-        self.post(
-            &format!("/v1/companies/{}/members", companies[0]),
-            &self.admin,
-            None,
-            json!({"user": "demo-trader", "role": "trader", "reason": "Alpha's desk"}),
-        )
-        .await?;
+        for (company, user, desk) in [
+            (&companies[0], "demo-trader", "Alpha's desk"),
+            (&companies[1], "demo-trader-beta", "Beta's desk"),
+        ] {
+            self.post(
+                &format!("/v1/companies/{company}/members"),
+                &self.admin,
+                None,
+                json!({"user": user, "role": "trader", "reason": desk}),
+            )
+            .await?;
+        }
         let pair = self
             .post("/v1/trust/pairs", &self.admin, None, json!({"company_a": companies[0], "company_b": companies[1], "account_a": a, "account_b": b,
                 "limit_a_to_b": "2000", "limit_b_to_a": "2000", "timezone": "Europe/Warsaw", "cutoff": "17:00", "mode": "partial", "reason": "demo pair"}))
@@ -681,13 +694,14 @@ impl Tour<'_> {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        for (debtor, amount, key) in [
-            (&companies[0], "500", "demo-ob-1"),
-            (&companies[1], "150.25", "demo-ob-2"),
+        // Each debt is recorded by the company that owes it.
+        for (debtor, trader, amount, key) in [
+            (&companies[0], &self.trader, "500", "demo-ob-1"),
+            (&companies[1], &self.beta_trader, "150.25", "demo-ob-2"),
         ] {
             self.post(
                 &format!("/v1/trust/pairs/{pair_id}/obligations"),
-                &self.trader,
+                trader,
                 Some(key),
                 json!({"debtor": debtor, "amount": amount, "reference": key}),
             )

@@ -16,7 +16,8 @@ use treasuryd::clock::ManualClock;
 on_both_backends!(
     warsaw_sessions_close_once_at_cut_off_across_dst_and_settle,
     short_liquidity_settles_partly_carries_t_plus_1_or_waits,
-    an_idempotency_key_is_the_callers_own
+    an_idempotency_key_is_the_callers_own,
+    a_debt_is_recorded_by_the_side_that_owes_it
 );
 
 fn at(text: &str) -> i64 {
@@ -50,16 +51,18 @@ async fn parties(app: &TestApp, funds_a: &str, funds_b: &str) -> Parties {
         assert_eq!(s, StatusCode::CREATED, "{c}");
         ids.push(c["id"].as_str().unwrap().to_owned());
     }
-    // test-trader trades for Acme.
-    let (s, m) = app
-        .post(
-            &format!("/v1/companies/{}/members", ids[0]),
-            ADMIN,
-            None,
-            &json!({"user": "test-trader", "role": "trader", "reason": "Acme's desk"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{m}");
+    // test-trader trades for Acme, test-trader-2 for Beta.
+    for (company, user) in [(&ids[0], "test-trader"), (&ids[1], "test-trader-2")] {
+        let (s, m) = app
+            .post(
+                &format!("/v1/companies/{company}/members"),
+                ADMIN,
+                None,
+                &json!({"user": user, "role": "trader", "reason": "the company's desk"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{m}");
+    }
     let account_a = app.create_account("acme").await;
     let account_b = app.create_account("beta").await;
     for (account, funds, key) in [
@@ -93,6 +96,8 @@ async fn new_pair(app: &TestApp, p: &Parties, tz: &str, cutoff: &str, mode: &str
     pair
 }
 
+/// `debtor` owes `amount`, recorded by the debtor's own trader (Acme's `TRADER`, Beta's
+/// `OTHER_TRADER`): a debt is recorded by the side that owes it.
 async fn owe(
     app: &TestApp,
     pair: &str,
@@ -100,9 +105,15 @@ async fn owe(
     amount: &str,
     key: &str,
 ) -> (StatusCode, Value) {
+    let (_, p) = app.get(&format!("/v1/trust/pairs/{pair}"), ADMIN).await;
+    let token = if p["company_b"] == debtor {
+        OTHER_TRADER
+    } else {
+        TRADER
+    };
     app.post(
         &format!("/v1/trust/pairs/{pair}/obligations"),
-        TRADER,
+        token,
         Some(key),
         &json!({"debtor": debtor, "amount": amount, "reference": key}),
     )
@@ -842,15 +853,6 @@ async fn an_idempotency_key_is_the_callers_own(backend: Backend) {
     let p = parties(&app, "1000", "1000").await;
     let pair = new_pair(&app, &p, "Europe/Warsaw", "18:00", "partial").await;
     let id = pair["id"].as_str().unwrap().to_owned();
-    let (s, m) = app
-        .post(
-            &format!("/v1/companies/{}/members", p.company_b),
-            ADMIN,
-            None,
-            &json!({"user": "test-trader-2", "role": "trader", "reason": "Beta's desk"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{m}");
     let (s, acme) = owe(&app, &id, &p.company_a, "300", "same-key").await;
     assert_eq!(s, StatusCode::CREATED, "{acme}");
     let (s, beta) = app
@@ -867,5 +869,39 @@ async fn an_idempotency_key_is_the_callers_own(backend: Backend) {
     // Each caller's own retry is still the same obligation.
     let (_, again) = owe(&app, &id, &p.company_a, "300", "same-key").await;
     assert_eq!(again["id"], acme["id"], "{again}");
+    app.stop().await.unwrap();
+}
+
+/// Acme's trader cannot put a debt on Beta: an obligation is recorded by its debtor's side, and
+/// the refusal writes nothing.
+async fn a_debt_is_recorded_by_the_side_that_owes_it(backend: Backend) {
+    let clock = ManualClock::starting_at(at("2026-03-27T12:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(backend).await), clock).await;
+    let p = parties(&app, "1000", "1000").await;
+    let pair = new_pair(&app, &p, "Europe/Warsaw", "18:00", "partial").await;
+    let id = pair["id"].as_str().unwrap().to_owned();
+    let before = app.footprint().await;
+    for (token, debtor) in [(TRADER, &p.company_b), (OTHER_TRADER, &p.company_a)] {
+        let (s, e) = app
+            .post(
+                &format!("/v1/trust/pairs/{id}/obligations"),
+                token,
+                Some("not-mine"),
+                &json!({"debtor": debtor, "amount": "100"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("debtor's side"),
+            "{e}"
+        );
+    }
+    assert_eq!(app.footprint().await, before);
+    assert_eq!(sessions(&app, &id).await[0]["obligations"], 0);
+    let (s, own) = owe(&app, &id, &p.company_b, "100", "mine").await;
+    assert_eq!(s, StatusCode::CREATED, "{own}");
     app.stop().await.unwrap();
 }
