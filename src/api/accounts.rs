@@ -208,33 +208,13 @@ pub async fn create(
         at: state.clock.now(),
         evidence: None,
     };
-    let company = match (caller.company, body.company) {
-        (Some(own), None) => Some(own),
-        (Some(own), Some(named)) if named == own => Some(own),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "invalid_field",
-                "company",
-                "a company's users open accounts only for their own company",
-            ));
-        }
-        (None, named) => named,
-    };
+    let company = state.owning_company(&caller, body.company).await?;
     if company.is_some() && body.kind != AccountKind::Partner {
         return Err(ApiError::invalid(
             "invalid_field",
             "kind",
             "a company's account is a partner account",
         ));
-    }
-    if let Some(named) = body.company.filter(|_| caller.company.is_none())
-        && !state.store.companies().await?.iter().any(|c| c.id == named)
-    {
-        return Err(ApiError::NotFound {
-            what: "company",
-            id: named.to_string(),
-            field: Some("company"),
-        });
     }
     let new = NewAccount {
         owner: owner.to_owned(),

@@ -242,6 +242,36 @@ impl AppState {
         Ok(caller.company.is_none() || caller.owns(self.store.get_account(account).await?.company))
     }
 
+    /// The company a new object of `caller`'s belongs to, given the `company` the body named:
+    /// a company's users create only for their own (naming another is refused), staff for the
+    /// company they name (which must exist) or for the operator (None).
+    pub async fn owning_company(
+        &self,
+        caller: &Caller,
+        named: Option<uuid::Uuid>,
+    ) -> ApiResult<Option<uuid::Uuid>> {
+        match (caller.company, named) {
+            (Some(own), named) if named.is_none_or(|n| n == own) => Ok(Some(own)),
+            (Some(_), Some(_)) => Err(ApiError::invalid(
+                "invalid_field",
+                "company",
+                "a company's users create only for their own company",
+            )),
+            (None, Some(named)) => {
+                if self.store.companies().await?.iter().any(|c| c.id == named) {
+                    Ok(Some(named))
+                } else {
+                    Err(ApiError::NotFound {
+                        what: "company",
+                        id: named.to_string(),
+                        field: Some("company"),
+                    })
+                }
+            }
+            (_, None) => Ok(None),
+        }
+    }
+
     /// Posts one command on behalf of an API caller: the key is namespaced per caller so two
     /// callers can never collide, and the audit row commits with the postings.
     pub async fn post(&self, m: Mutation<'_>, cmd: Command) -> ApiResult<Posted> {

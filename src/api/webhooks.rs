@@ -124,27 +124,7 @@ pub async fn create(
     check_event_types(&body.event_types).map_err(|(i, m)| {
         ApiError::invalid("invalid_event_type", format!("event_types[{i}]"), m)
     })?;
-    let company = match (caller.company, body.company) {
-        (Some(own), named) if named.is_none_or(|n| n == own) => Some(own),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "invalid_field",
-                "company",
-                "a company's admin registers endpoints only for their own company",
-            ));
-        }
-        (None, Some(named)) => {
-            if !state.store.companies().await?.iter().any(|c| c.id == named) {
-                return Err(ApiError::NotFound {
-                    what: "company",
-                    id: named.to_string(),
-                    field: Some("company"),
-                });
-            }
-            Some(named)
-        }
-        (_, None) => None,
-    };
+    let company = state.owning_company(&caller, body.company).await?;
     let now = state.clock.now();
     let endpoint = Endpoint {
         id: uuid::Uuid::now_v7(),

@@ -4,31 +4,41 @@
 
 use std::path::Path;
 
-/// Every `crate::<module>` a file under `dir` names, with where.
-fn references(dir: &Path) -> Vec<(String, String)> {
-    let mut found = Vec::new();
+/// Every `.rs` file under `dir`: its path relative to `dir`, and its text.
+fn rust_sources(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 dirs.push(path);
-                continue;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let relative = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((relative, std::fs::read_to_string(&path).unwrap()));
             }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                let mut rest = line;
-                while let Some(at) = rest.find("crate::") {
-                    rest = &rest[at + "crate::".len()..];
-                    let module: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    found.push((module, format!("{}:{}", path.display(), n + 1)));
-                }
+        }
+    }
+    out
+}
+
+/// Every `crate::<module>` a file under `dir` names, with where.
+fn references(dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (file, text) in rust_sources(dir) {
+        for (n, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let module: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                found.push((module, format!("{}/{file}:{}", dir.display(), n + 1)));
             }
         }
     }
@@ -79,34 +89,20 @@ fn the_time_is_read_only_through_the_clock() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let allowed = ["clock.rs", "dev/tron.rs"];
     let mut found = Vec::new();
-    let mut dirs = vec![root.clone()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            let relative = path
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if path.extension().is_none_or(|e| e != "rs") || allowed.contains(&relative.as_str()) {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let lines: Vec<&str> = text.lines().collect();
-            for (n, line) in lines.iter().enumerate() {
-                let reads = ["Utc::now()", "SystemTime::now()", "now_micros()"]
-                    .iter()
-                    .any(|read| line.contains(read));
-                let explained = lines[n.saturating_sub(3)..n]
-                    .iter()
-                    .any(|l| l.contains("not the daemon's `Clock`"));
-                if reads && !explained {
-                    found.push(format!("src/{relative}:{}: {}", n + 1, line.trim()));
-                }
+    for (relative, text) in rust_sources(&root) {
+        if allowed.contains(&relative.as_str()) {
+            continue;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            let reads = ["Utc::now()", "SystemTime::now()", "now_micros()"]
+                .iter()
+                .any(|read| line.contains(read));
+            let explained = lines[n.saturating_sub(3)..n]
+                .iter()
+                .any(|l| l.contains("not the daemon's `Clock`"));
+            if reads && !explained {
+                found.push(format!("src/{relative}:{}: {}", n + 1, line.trim()));
             }
         }
     }
