@@ -195,6 +195,7 @@ impl App {
                 clock: clock.clone(),
                 metrics,
                 auth: Arc::new(auth),
+                tiers: Arc::new(config.tier_table()?),
                 networks: networks.clone(),
                 wallets,
                 canaries,
@@ -502,8 +503,8 @@ async fn apply_configured_scope(
 
 /// On SIGHUP: reads the config file again, reloads the deal templates from its
 /// `escrow.templates_dir` and applies its `[pilot]` section. A file or template that does not
-/// validate changes nothing. At start, every 15 s and after a reload the scope and pilot
-/// metrics are refreshed from the database, where another instance or an Admin may have changed
+/// validate changes nothing. At start, every 15 s and after a reload the scope, pilot and tier
+/// headroom metrics are refreshed from the database, where another instance or an Admin may have changed
 /// the scope.
 async fn reload_on_sighup(
     state: crate::api::AppState,
@@ -528,6 +529,9 @@ async fn reload_on_sighup(
         }
         if let Err(e) = refresh_pilot_metrics(&state).await {
             tracing::warn!(error = %e, "pilot metrics not refreshed");
+        }
+        if let Err(e) = state.refresh_tier_headroom(None).await {
+            tracing::warn!(error = %e, "tier headroom not refreshed");
         }
         #[cfg(unix)]
         let hangup = async {

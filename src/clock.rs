@@ -86,9 +86,81 @@ fn micros(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The start of the day that contains `now`, in `zone`, as Unix microseconds. On a day whose
+/// midnight a clock change skips, the day starts at the first local time that exists.
+pub fn day_start(now: UnixMicros, zone: chrono_tz::Tz) -> UnixMicros {
+    let Some(utc) = chrono::DateTime::from_timestamp_micros(now) else {
+        return now;
+    };
+    local_midnight(utc.with_timezone(&zone).date_naive(), zone).unwrap_or(now)
+}
+
+/// The start of the calendar month that contains `now`, in `zone`.
+pub fn month_start(now: UnixMicros, zone: chrono_tz::Tz) -> UnixMicros {
+    use chrono::Datelike;
+    let Some(utc) = chrono::DateTime::from_timestamp_micros(now) else {
+        return now;
+    };
+    let date = utc.with_timezone(&zone).date_naive();
+    date.with_day(1)
+        .and_then(|first| local_midnight(first, zone))
+        .unwrap_or(now)
+}
+
+fn local_midnight(date: chrono::NaiveDate, zone: chrono_tz::Tz) -> Option<UnixMicros> {
+    use chrono::{NaiveTime, TimeZone};
+    (0..24 * 60).step_by(15).find_map(|minutes| {
+        let time = NaiveTime::MIN + chrono::Duration::minutes(minutes);
+        zone.from_local_datetime(&date.and_time(time))
+            .earliest()
+            .map(|start| start.timestamp_micros())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(rfc3339: &str) -> UnixMicros {
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    #[test]
+    fn the_day_starts_at_local_midnight() {
+        let tz: chrono_tz::Tz = "Asia/Ulaanbaatar".parse().unwrap();
+        // 2026-11-23 02:00 UTC is 10:00 in Ulaanbaatar (UTC+8): the day began 2026-11-22 16:00 UTC.
+        let start = day_start(at("2026-11-23T02:00:00Z"), tz);
+        assert_eq!(start, at("2026-11-22T16:00:00Z"));
+    }
+
+    #[test]
+    fn a_day_whose_midnight_is_skipped_starts_when_the_clock_resumes() {
+        // Santiago moved from 00:00 to 01:00 on 2022-09-11.
+        let tz: chrono_tz::Tz = "America/Santiago".parse().unwrap();
+        let start = day_start(at("2022-09-11T18:00:00Z"), tz);
+        assert_eq!(start, at("2022-09-11T04:00:00Z"));
+    }
+
+    #[test]
+    fn the_month_starts_at_local_midnight_of_its_first_day() {
+        let tz: chrono_tz::Tz = "Europe/Warsaw".parse().unwrap();
+        // 2026-12-01 00:00 in Warsaw (UTC+1) is 2026-11-30 23:00 UTC.
+        assert_eq!(
+            month_start(at("2026-12-06T12:00:00Z"), tz),
+            at("2026-11-30T23:00:00Z")
+        );
+        // Still November in Warsaw until 23:00 UTC.
+        assert_eq!(
+            month_start(at("2026-11-30T22:59:00Z"), tz),
+            at("2026-10-31T23:00:00Z")
+        );
+        assert_eq!(
+            month_start(at("2026-03-15T00:00:00Z"), chrono_tz::UTC),
+            at("2026-03-01T00:00:00Z")
+        );
+    }
 
     #[test]
     fn a_skipping_clock_moves_forward_only() {

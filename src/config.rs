@@ -68,6 +68,10 @@ pub struct Config {
     /// the section out to keep whatever an Admin last set through the API.
     #[serde(default)]
     pub pilot: Option<crate::scope::PilotScope>,
+    /// The tier table: what partner companies of each tier may pay out and owe, per asset.
+    /// Left out: no tier limits.
+    #[serde(default)]
+    pub tiers: Option<TiersConfig>,
     /// The process environment, kept as secrets, for the key references in `wallets/`.
     #[serde(skip)]
     pub secrets: std::collections::HashMap<String, SecretString>,
@@ -489,6 +493,35 @@ fn default_tron_transfer_energy() -> u64 {
 pub struct NativeAssetConfig {
     pub code: String,
     pub decimals: u8,
+}
+
+/// `[tiers]`: a versioned table of limits. Once it has rows, a tier without a row for an asset
+/// may not pay out in that asset (see `domain::tiers`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiersConfig {
+    /// The table's name in the launch papers, e.g. "v2": named in refusals and audits.
+    pub version: String,
+    /// IANA zone whose midnights start the days and months the volumes are counted in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default)]
+    pub limits: Vec<TierLimitsConfig>,
+}
+
+/// One row of the tier table, in token units of the asset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierLimitsConfig {
+    /// S, M, L or XL.
+    pub tier: crate::domain::trust::Tier,
+    pub network: String,
+    pub asset: String,
+    pub max_payout: String,
+    pub daily_volume: String,
+    pub monthly_volume: String,
+    /// The most a trust pair may let a company of this tier owe in one session.
+    pub max_credit_limit: String,
 }
 
 /// The rollout guardrail: pilot, canary and full may send 10%, 30% and 100% of the daily
@@ -1035,6 +1068,7 @@ impl Config {
             }
         }
         self.validate_networks()?;
+        self.tier_table()?;
         if let Some(point) = &self.debug.pause_at
             && !crate::payouts::engine::PAUSE_POINTS.contains(&point.as_str())
         {
@@ -1266,6 +1300,61 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The tier table, checked: known assets, amounts within their decimals, one row per tier
+    /// and asset, and limits that nest (a payout within the day, the day within the month).
+    pub fn tier_table(&self) -> Result<crate::domain::tiers::TierTable, ConfigError> {
+        use crate::domain::tiers::{TierLimits, TierTable};
+        let Some(t) = &self.tiers else {
+            return Ok(TierTable::default());
+        };
+        let version = t.version.trim();
+        if version.is_empty() || version.len() > 64 {
+            return Err(key_error("tiers.version", "must be 1-64 characters"));
+        }
+        let timezone: chrono_tz::Tz = t.timezone.parse().map_err(|_| {
+            key_error(
+                "tiers.timezone",
+                format!("{:?} is not an IANA time zone", t.timezone),
+            )
+        })?;
+        let specs = self.asset_specs();
+        let mut rows = Vec::new();
+        for (i, row) in t.limits.iter().enumerate() {
+            let key = |field: &str| format!("tiers.limits[{i}].{field}");
+            let asset = AssetKey::new(row.network.clone(), row.asset.clone());
+            let spec = specs.iter().find(|s| s.key == asset).ok_or_else(|| {
+                key_error(key("asset"), format!("{asset} is not a configured asset"))
+            })?;
+            let amount = |field: &str, text: &str| {
+                crate::domain::Amount::parse_decimal(text, spec)
+                    .map(|a| a.units())
+                    .map_err(|e| key_error(key(field), format!("{field} {e}")))
+            };
+            let limits = TierLimits {
+                max_payout: amount("max_payout", &row.max_payout)?,
+                daily_volume: amount("daily_volume", &row.daily_volume)?,
+                monthly_volume: amount("monthly_volume", &row.monthly_volume)?,
+                max_credit_limit: amount("max_credit_limit", &row.max_credit_limit)?,
+            };
+            if limits.max_payout > limits.daily_volume
+                || limits.daily_volume > limits.monthly_volume
+            {
+                return Err(key_error(
+                    key("daily_volume"),
+                    "limits must nest: max_payout <= daily_volume <= monthly_volume",
+                ));
+            }
+            if rows.iter().any(|(t, a, _)| *t == row.tier && *a == asset) {
+                return Err(key_error(
+                    key("tier"),
+                    format!("tier {} has two rows for {asset}", row.tier.as_str()),
+                ));
+            }
+            rows.push((row.tier, asset, limits));
+        }
+        Ok(TierTable::new(version.to_owned(), timezone, rows))
     }
 
     /// Every asset the ledger keeps: those declared, then each network's native coin.

@@ -1060,6 +1060,12 @@ pub struct TrustMetrics {
     /// Of the sessions settled with something owed, the share settled partly or carried whole
     /// to T+1 (since start).
     pub partial_t_plus_1_share: prometheus::Gauge,
+    /// What a company may still pay out per asset under its tier, in token units: `payout` is
+    /// the largest single payout that would pass now, `day` and `month` what is left of the
+    /// volumes. Companies are created by an Admin, so the labels stay bounded.
+    pub tier_headroom_units: GaugeVec,
+    /// 1, labelled with the tier table's version (absent: no table).
+    pub tier_table: IntGaugeVec,
 }
 
 impl TrustMetrics {
@@ -1102,6 +1108,20 @@ impl TrustMetrics {
                 "treasuryd_trust_partial_t_plus_1_share",
                 "Of the sessions settled with something owed since start, the share settled partly or carried to T+1.",
             )?,
+            tier_headroom_units: GaugeVec::new(
+                Opts::new(
+                    "treasuryd_tier_headroom_units",
+                    "What a company may still pay out under its tier, in token units: the largest single payout now (payout), and what is left of the day's and the month's volume.",
+                ),
+                &["company", "tier", "network", "asset", "window"],
+            )?,
+            tier_table: IntGaugeVec::new(
+                Opts::new(
+                    "treasuryd_tier_table_info",
+                    "1, labelled with the version of the tier table in force.",
+                ),
+                &["version"],
+            )?,
         };
         registry.register(Box::new(m.eod_duration_seconds.clone()))?;
         registry.register(Box::new(m.unsettled_sessions.clone()))?;
@@ -1109,10 +1129,48 @@ impl TrustMetrics {
         registry.register(Box::new(m.settled_total.clone()))?;
         registry.register(Box::new(m.netted_amount_total.clone()))?;
         registry.register(Box::new(m.partial_t_plus_1_share.clone()))?;
+        registry.register(Box::new(m.tier_headroom_units.clone()))?;
+        registry.register(Box::new(m.tier_table.clone()))?;
         for outcome in ["nothing", "full", "partial", "carried"] {
             m.settled_total.with_label_values(&[outcome]);
         }
         Ok(m)
+    }
+
+    /// Drops a company's headroom series for `asset`, under every tier.
+    pub fn forget_headroom(&self, company: &str, asset: &crate::domain::AssetKey) {
+        for tier in crate::domain::trust::Tier::ALL {
+            for window in ["payout", "day", "month"] {
+                let _ = self.tier_headroom_units.remove_label_values(&[
+                    company,
+                    tier.as_str(),
+                    &asset.network,
+                    &asset.code,
+                    window,
+                ]);
+            }
+        }
+    }
+
+    /// A company's headroom under `quota`, given what it `used`.
+    pub fn show_headroom(
+        &self,
+        company: &str,
+        q: &crate::domain::tiers::Quota,
+        used: crate::domain::tiers::Used,
+    ) {
+        let scale = 10f64.powi(i32::from(q.spec.decimals));
+        for (window, left) in q.windows(used) {
+            self.tier_headroom_units
+                .with_label_values(&[
+                    company,
+                    q.tier.as_str(),
+                    &q.spec.key.network,
+                    &q.spec.key.code,
+                    window,
+                ])
+                .set(left as f64 / scale);
+        }
     }
 
     pub fn closed(

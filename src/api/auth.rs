@@ -117,6 +117,8 @@ pub const COMPANY_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/deals/{id}/evidence"),
     ("GET", "/v1/deals/{id}/evidence/{evidence}"),
     ("GET", "/v1/deals/{id}/timeline"),
+    ("GET", "/v1/companies/{id}/headroom"),
+    ("GET", "/v1/tiers"),
     ("GET", "/v1/trust/pairs"),
     ("GET", "/v1/trust/pairs/{id}"),
     ("POST", "/v1/trust/pairs/{id}/obligations"),

@@ -47,6 +47,12 @@ pub enum ApiError {
     },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// A limit of the tier table, on a field other than a payout's amount.
+    #[error("{field} is {refusal}")]
+    TierLimit {
+        field: &'static str,
+        refusal: Box<crate::domain::tiers::TierRefusal>,
+    },
     #[error("internal error")]
     Internal(#[source] StoreError),
     #[error("the service is not ready")]
@@ -82,6 +88,7 @@ impl ApiError {
             ApiError::NotFound { field: Some(_), .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Ledger(e) => ledger_status(e),
+            ApiError::TierLimit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -111,6 +118,7 @@ impl ApiError {
             },
             ApiError::Conflict { code, .. } => code,
             ApiError::Ledger(e) => e.code(),
+            ApiError::TierLimit { .. } => "tier_limit_exceeded",
             ApiError::Internal(_) => "internal_error",
             ApiError::Unavailable => "not_ready",
         }
@@ -122,10 +130,11 @@ impl ApiError {
             ApiError::NotFound { field, .. } | ApiError::Conflict { field, .. } => {
                 field.map(str::to_owned)
             }
+            ApiError::TierLimit { field, .. } => Some((*field).to_owned()),
             ApiError::Ledger(e) => match e {
-                LedgerError::InsufficientFunds { .. } | LedgerError::HoldExceeded { .. } => {
-                    Some("amount".into())
-                }
+                LedgerError::InsufficientFunds { .. }
+                | LedgerError::HoldExceeded { .. }
+                | LedgerError::TierLimit(_) => Some("amount".into()),
                 LedgerError::DestinationRequired => Some("destination".into()),
                 LedgerError::IdempotencyConflict(_) => Some("Idempotency-Key".into()),
                 _ => None,
@@ -141,7 +150,8 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::UnknownAsset(_)
         | LedgerError::AssetMismatch { .. }
         | LedgerError::WrongAccountKind { .. }
-        | LedgerError::DestinationRequired => StatusCode::UNPROCESSABLE_ENTITY,
+        | LedgerError::DestinationRequired
+        | LedgerError::TierLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
         LedgerError::HoldNotFound(_) => StatusCode::NOT_FOUND,
         LedgerError::InsufficientFunds { .. }
         | LedgerError::HoldExceeded { .. }
@@ -184,6 +194,10 @@ pub struct ErrorDetail {
     /// The request field the error is about, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With `tier_limit_exceeded`: the largest amount (a decimal string in token units) that
+    /// would pass now; "0" when none would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -198,6 +212,11 @@ impl IntoResponse for ApiError {
                 code: self.code().to_owned(),
                 message: self.to_string(),
                 field: self.field(),
+                headroom: match &self {
+                    ApiError::Ledger(LedgerError::TierLimit(r))
+                    | ApiError::TierLimit { refusal: r, .. } => Some(r.spec.format(r.headroom)),
+                    _ => None,
+                },
             },
         };
         let mut response = (status, Json(body)).into_response();

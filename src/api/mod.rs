@@ -50,6 +50,8 @@ pub struct AppState {
     pub clock: crate::clock::DynClock,
     pub metrics: Metrics,
     pub auth: Arc<Authenticator>,
+    /// The tier table in force (`[tiers]`); inactive when the config has none.
+    pub tiers: Arc<crate::domain::tiers::TierTable>,
     pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
     pub wallets: Arc<Vec<Arc<crate::wallets::Wallet>>>,
     pub templates: Arc<crate::templates::TemplateCatalog>,
@@ -112,6 +114,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
             "/v1/companies",
             get(trust::companies).post(trust::create_company),
         )
+        .route("/v1/companies/{id}/tier", post(trust::set_tier))
+        .route("/v1/companies/{id}/headroom", get(trust::headroom))
+        .route("/v1/tiers", get(trust::tiers))
         .route(
             "/v1/companies/{id}/members",
             get(trust::members).post(trust::set_member),
@@ -270,6 +275,91 @@ impl AppState {
             }
             (_, None) => Ok(None),
         }
+    }
+
+    /// The tier check a payout of `amount` from an account of `company` must pass when its
+    /// hold is placed; None for the operator's accounts and when no tier table is configured.
+    pub async fn tier_quota(
+        &self,
+        company: Option<uuid::Uuid>,
+        spec: &crate::domain::AssetSpec,
+        amount: i128,
+    ) -> ApiResult<Option<Box<crate::domain::tiers::Quota>>> {
+        let Some(company) = company.filter(|_| self.tiers.is_active()) else {
+            return Ok(None);
+        };
+        let tier = self
+            .store
+            .companies()
+            .await?
+            .into_iter()
+            .find(|c| c.id == company)
+            .map(|c| c.tier)
+            .ok_or_else(|| {
+                ApiError::Internal(crate::store::StoreError::Invariant(format!(
+                    "an account's company {company} does not exist"
+                )))
+            })?;
+        Ok(self
+            .tiers
+            .quota(company, tier, spec, amount, self.clock.now())
+            .map(Box::new))
+    }
+
+    /// Each asset the tier table names, with `company`'s quota in it and what the company has
+    /// used of it today and this month.
+    pub async fn tier_usage(
+        &self,
+        company: &crate::domain::trust::Company,
+    ) -> ApiResult<Vec<(crate::domain::tiers::Quota, crate::domain::tiers::Used)>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let now = self.clock.now();
+        for (_, asset, _) in self.tiers.rows() {
+            let Some(spec) = self
+                .ledger
+                .asset(asset)
+                .filter(|_| seen.insert(asset.clone()))
+            else {
+                continue;
+            };
+            if let Some(q) = self.tiers.quota(company.id, company.tier, spec, 0, now) {
+                let used = self
+                    .store
+                    .tier_usage(company.id, asset, q.day_start, q.month_start)
+                    .await?;
+                out.push((q, used));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exports each company's tier headroom (`only`: one company's).
+    pub async fn refresh_tier_headroom(&self, only: Option<uuid::Uuid>) -> ApiResult<()> {
+        let metrics = &self.metrics.trust;
+        metrics.tier_table.reset();
+        if only.is_none() {
+            metrics.tier_headroom_units.reset();
+        }
+        if !self.tiers.is_active() {
+            return Ok(());
+        }
+        metrics
+            .tier_table
+            .with_label_values(&[self.tiers.version.as_str()])
+            .set(1);
+        for company in self.store.companies().await? {
+            if only.is_some_and(|o| o != company.id) {
+                continue;
+            }
+            let id = company.id.to_string();
+            for (q, used) in self.tier_usage(&company).await? {
+                // A company that changed tier keeps no series under the old one.
+                metrics.forget_headroom(&id, &q.spec.key);
+                metrics.show_headroom(&id, &q, used);
+            }
+        }
+        Ok(())
     }
 
     /// Posts one command on behalf of an API caller: the key is namespaced per caller so two

@@ -346,6 +346,9 @@ pub async fn create(
     cmd.context = Some(serde_json::json!({
         "payout": {"destination": destination, "metadata": body.metadata}
     }));
+    cmd.quota = state
+        .tier_quota(account.company, &token.spec, amount.units())
+        .await?;
     let m = Mutation {
         caller: &caller,
         request_id,
@@ -354,7 +357,16 @@ pub async fn create(
         target: format!("payout:{id}"),
         reason: None,
     };
-    let posted = state.post(m, cmd).await?;
+    let posted = match state.post(m, cmd).await {
+        Err(e @ ApiError::Ledger(crate::ledger::LedgerError::TierLimit(_))) => {
+            // On-call sees the refusal's company at its limit without waiting for the refresh.
+            if let Err(m) = state.refresh_tier_headroom(account.company).await {
+                tracing::warn!(error = %m, "tier headroom not refreshed");
+            }
+            return Err(e);
+        }
+        other => other?,
+    };
     let hold = posted.hold.as_ref().ok_or_else(|| {
         ApiError::Internal(StoreError::Invariant(
             "a payout hold returned no hold".into(),

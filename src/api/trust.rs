@@ -142,6 +142,178 @@ pub async fn companies(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct TierChange {
+    /// S, M, L or XL.
+    pub tier: Tier,
+    #[schema(min_length = 3)]
+    pub reason: String,
+}
+
+/// Move a company to another tier (Admin). Audited with the tier table's version; it applies
+/// to requests made after it, never to payouts already accepted.
+#[utoipa::path(post, tag = "trust", path = "/v1/companies/{id}/tier", request_body = TierChange, security(("bearer" = [])),
+    responses((status = 200, body = CompanyView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn set_tier(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TierChange>,
+) -> ApiResult<Json<CompanyView>> {
+    caller.require(&[Role::Admin])?;
+    super::operations::ensure_config_open(&state).await?;
+    let reason = require_reason(&body.reason)?;
+    let before = company(&state, &id, None).await?;
+    let mut audit = state.audit_record(
+        &caller,
+        request_id,
+        "company.tier",
+        format!("company:{}", before.id),
+        Some(reason),
+    );
+    audit.evidence = Some(serde_json::json!({
+        "from": before.tier.as_str(),
+        "to": body.tier.as_str(),
+        "tier_table": state.tiers.version,
+    }));
+    if before.tier != body.tier {
+        match state
+            .store
+            .set_company_tier(before.id, before.tier, body.tier, &audit)
+            .await
+        {
+            Err(StoreError::Conflict(_, m)) => {
+                return Err(ApiError::Conflict {
+                    code: "state_changed",
+                    field: Some("tier"),
+                    message: m,
+                });
+            }
+            other => other?,
+        }
+        if let Err(e) = state.refresh_tier_headroom(Some(before.id)).await {
+            tracing::warn!(error = %e, "tier headroom not refreshed");
+        }
+    }
+    Ok(Json(company_view(&Company {
+        tier: body.tier,
+        ..before
+    })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierRow {
+    pub tier: Tier,
+    pub network: String,
+    pub asset: String,
+    /// Token units, decimal strings at the asset's scale.
+    pub max_payout: String,
+    pub daily_volume: String,
+    pub monthly_volume: String,
+    pub max_credit_limit: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierTableView {
+    /// Empty when no table is configured (no tier limits).
+    pub version: String,
+    /// The zone whose midnights start the days and months volumes are counted in.
+    pub timezone: String,
+    /// A tier without a row for an asset may not pay out in it while the table has rows.
+    pub rows: Vec<TierRow>,
+}
+
+/// The tier table in force: per tier and asset, the largest payout, the daily and monthly
+/// payout volume and the largest trust credit limit.
+#[utoipa::path(get, tag = "trust", path = "/v1/tiers", security(("bearer" = [])),
+    responses((status = 200, body = TierTableView)))]
+pub async fn tiers(State(state): State<AppState>, _caller: Caller) -> Json<TierTableView> {
+    let t = &state.tiers;
+    let rows = t
+        .rows()
+        .into_iter()
+        .map(|(tier, asset, l)| {
+            let spec = state.ledger.asset(asset).cloned().unwrap_or(AssetSpec {
+                key: asset.clone(),
+                decimals: 0,
+            });
+            TierRow {
+                tier,
+                network: asset.network.clone(),
+                asset: asset.code.clone(),
+                max_payout: spec.format(l.max_payout),
+                daily_volume: spec.format(l.daily_volume),
+                monthly_volume: spec.format(l.monthly_volume),
+                max_credit_limit: spec.format(l.max_credit_limit),
+            }
+        })
+        .collect();
+    Json(TierTableView {
+        version: t.version.clone(),
+        timezone: t.timezone.name().to_owned(),
+        rows,
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeadroomRow {
+    pub network: String,
+    pub asset: String,
+    /// The largest single payout that would pass now.
+    pub payout: String,
+    /// What is left of the day's and the month's payout volume.
+    pub day: String,
+    pub month: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeadroomView {
+    pub company: String,
+    pub tier: Tier,
+    pub tier_table: String,
+    /// One row per asset the table names; empty when no table is configured.
+    pub assets: Vec<HeadroomRow>,
+}
+
+/// What a company may still pay out under its tier, per asset (staff; a company's users for
+/// their own company).
+#[utoipa::path(get, tag = "trust", path = "/v1/companies/{id}/headroom", security(("bearer" = [])),
+    responses((status = 200, body = HeadroomView), (status = 404, body = ErrorBody)))]
+pub async fn headroom(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<HeadroomView>> {
+    let c = company(&state, &id, None).await?;
+    if !caller.owns(Some(c.id)) {
+        return Err(not_found("company", &id, None));
+    }
+    let assets = state
+        .tier_usage(&c)
+        .await?
+        .into_iter()
+        .map(|(q, used)| {
+            let [payout, day, month] = q.windows(used).map(|(_, left)| q.spec.format(left));
+            HeadroomRow {
+                network: q.spec.key.network.clone(),
+                asset: q.spec.key.code.clone(),
+                payout,
+                day,
+                month,
+            }
+        })
+        .collect();
+    Ok(Json(HeadroomView {
+        company: c.id.to_string(),
+        tier: c.tier,
+        tier_table: state.tiers.version.clone(),
+        assets,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewMember {
     /// The API token's name the user signs in with.
     pub user: String,
@@ -322,6 +494,7 @@ pub struct NewPair {
 }
 
 /// Create a trust pair (Admin); its first session opens at once and closes at the next cut-off.
+/// What each side may owe (`limit_a_to_b` for A) is bounded by its tier's credit limit.
 #[utoipa::path(post, tag = "trust", path = "/v1/trust/pairs", request_body = NewPair, security(("bearer" = [])),
     responses((status = 201, body = PairView), (status = 422, body = ErrorBody)))]
 pub async fn create_pair(
@@ -374,6 +547,25 @@ pub async fn create_pair(
         super::accounts::parse_amount(&state, &asset, "limit_a_to_b", &body.limit_a_to_b)?;
     let limit_b_to_a =
         super::accounts::parse_amount(&state, &asset, "limit_b_to_a", &body.limit_b_to_a)?;
+    // Each side owes at most what its tier's credit limit allows.
+    let asset_spec = state
+        .ledger
+        .asset(&asset)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound {
+            what: "asset",
+            id: asset.to_string(),
+            field: Some("account_a"),
+        })?;
+    for (field, owes, limit) in [
+        ("limit_a_to_b", &a, limit_a_to_b.units()),
+        ("limit_b_to_a", &b, limit_b_to_a.units()),
+    ] {
+        state
+            .tiers
+            .check_credit(owes.tier, &asset_spec, limit)
+            .map_err(|refusal| ApiError::TierLimit { field, refusal })?;
+    }
     let timezone: chrono_tz::Tz = body.timezone.parse().map_err(|_| {
         ApiError::invalid(
             "invalid_field",

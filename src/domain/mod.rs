@@ -9,6 +9,7 @@ pub mod ids;
 pub mod money;
 pub mod operations;
 pub mod payouts;
+pub mod tiers;
 pub mod trust;
 pub mod webhooks;
 

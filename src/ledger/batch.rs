@@ -5,7 +5,8 @@
 //! hash-chain lock is held for as short a time as possible.
 
 use super::model::*;
-use crate::domain::{AccountId, HoldId, TxId, UnixMicros};
+use crate::domain::tiers::{Quota, Used};
+use crate::domain::{AccountId, AssetKey, HoldId, TxId, UnixMicros};
 use crate::store::StoreResult;
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
@@ -24,6 +25,9 @@ pub trait LedgerTxn: Send {
     async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted>;
     async fn write_balances(&mut self, accounts: &[&Account]) -> StoreResult<()>;
     async fn write_holds(&mut self, holds: &[&Hold]) -> StoreResult<()>;
+    /// Locks each quota's company (in id order, after the accounts) and returns what its
+    /// payouts in the quota's asset have used of the quota's day and month.
+    async fn lock_usage(&mut self, quotas: &[&Quota]) -> StoreResult<Vec<Used>>;
     /// Gives each transaction the next journal sequence number and chain hash, and inserts it
     /// with its postings.
     async fn append_journal(&mut self, txs: &mut [JournalTx]) -> StoreResult<()>;
@@ -57,6 +61,24 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
         .into_iter()
         .map(|(k, hash, id)| (k, (hash, id)))
         .collect();
+
+    // Tier quotas: one reading per company and asset, then what this batch adds.
+    let mut usage: HashMap<(uuid::Uuid, AssetKey), Used> = HashMap::new();
+    let mut asks: Vec<&Quota> = Vec::new();
+    for q in commands.iter().filter_map(|c| c.quota.as_deref()) {
+        if !asks
+            .iter()
+            .any(|a| a.company == q.company && a.spec.key == q.spec.key)
+        {
+            asks.push(q);
+        }
+    }
+    if !asks.is_empty() {
+        asks.sort_by_key(|q| q.company);
+        for (q, used) in asks.iter().zip(txn.lock_usage(&asks).await?) {
+            usage.insert((q.company, q.spec.key.clone()), used);
+        }
+    }
 
     let mut ws = WorkingSet {
         accounts: accounts.into_iter().map(|a| (a.id, a)).collect(),
@@ -94,8 +116,27 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
             });
             continue;
         }
+        let quota = cmd.quota.as_deref().map(|q| {
+            let used = usage.get(&(q.company, q.spec.key.clone())).copied();
+            (q, used.unwrap_or_default())
+        });
+        if let Some((q, used)) = quota
+            && let Err(refusal) = q.check(used)
+        {
+            slots.push(Slot::Rejected(LedgerError::TierLimit(refusal)));
+            continue;
+        }
         match ws.apply(cmd, now) {
             Ok(planned) => {
+                if let Some((q, used)) = quota {
+                    usage.insert(
+                        (q.company, q.spec.key.clone()),
+                        Used {
+                            day: used.day.saturating_add(q.amount),
+                            month: used.month.saturating_add(q.amount),
+                        },
+                    );
+                }
                 touched_accounts.extend(planned.postings.iter().map(|p| p.account));
                 touched_holds.extend(planned.hold);
                 in_batch.insert(key, (hash, fresh.len()));

@@ -382,6 +382,10 @@ pub struct Command {
     /// Records that commit in the same database transaction when the command takes effect.
     #[serde(skip)]
     pub effects: Vec<Effect>,
+    /// A company's tier limits the hold must fit in, judged against what the company has
+    /// reserved so far, under a lock on the company (`ledger::batch`).
+    #[serde(skip)]
+    pub quota: Option<Box<crate::domain::tiers::Quota>>,
 }
 
 /// A record written atomically with a ledger command, so the two can never disagree.
@@ -424,6 +428,7 @@ impl Command {
             audit: None,
             context: None,
             effects: Vec::new(),
+            quota: None,
         }
     }
 
@@ -560,6 +565,8 @@ pub enum LedgerError {
     HoldResolved(HoldId),
     #[error("idempotency key {0:?} was used for a different request")]
     IdempotencyConflict(String),
+    #[error("amount is {0}")]
+    TierLimit(Box<crate::domain::tiers::TierRefusal>),
 }
 
 impl LedgerError {
@@ -576,6 +583,7 @@ impl LedgerError {
             LedgerError::HoldExceeded { .. } => "hold_exceeded",
             LedgerError::HoldResolved(_) => "hold_resolved",
             LedgerError::IdempotencyConflict(_) => "idempotency_conflict",
+            LedgerError::TierLimit(_) => "tier_limit_exceeded",
         }
     }
 }

@@ -289,6 +289,15 @@ pub trait PayoutStore: Send + Sync {
         network: &str,
         since: UnixMicros,
     ) -> StoreResult<Vec<(String, i128)>>;
+
+    /// What `company`'s payouts in `asset` used of the tier quota's day and month.
+    async fn tier_usage(
+        &self,
+        company: uuid::Uuid,
+        asset: &AssetKey,
+        day_start: UnixMicros,
+        month_start: UnixMicros,
+    ) -> StoreResult<crate::domain::tiers::Used>;
 }
 
 /// Per-account destination allowlists.
@@ -529,6 +538,15 @@ pub trait TrustStore: Send + Sync {
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     async fn companies(&self) -> StoreResult<Vec<crate::domain::trust::Company>>;
+    /// Moves a company to `tier`, audited; refused (`StateChanged`) when it is no longer in
+    /// `from`, so two Admins cannot overwrite each other unseen.
+    async fn set_company_tier(
+        &self,
+        company: uuid::Uuid,
+        from: crate::domain::trust::Tier,
+        tier: crate::domain::trust::Tier,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
 
     /// Adds (or changes the role of) a company member, audited.
     async fn set_company_member(

@@ -50,6 +50,8 @@ impl SettlementMode {
 crate::domain::stored_as_text!(Tier);
 
 impl Tier {
+    pub const ALL: [Tier; 4] = [Tier::S, Tier::M, Tier::L, Tier::XL];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::S => "S",

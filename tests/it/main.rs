@@ -29,6 +29,7 @@ mod store_contract;
 mod storms;
 mod templates;
 mod tenancy;
+mod tiers;
 mod tron;
 mod tron_payouts;
 mod trust;

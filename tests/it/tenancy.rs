@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use treasuryd::config::TokenConfig;
 use treasuryd::domain::Role;
 
-const A_TRADER: &str = "tdk_test_alpha_trader";
-const A_ADMIN: &str = "tdk_test_alpha_admin";
-const A_APPROVER: &str = "tdk_test_alpha_approver";
-const B_TRADER: &str = "tdk_test_beta_trader";
+pub(crate) const A_TRADER: &str = "tdk_test_alpha_trader";
+pub(crate) const A_ADMIN: &str = "tdk_test_alpha_admin";
+pub(crate) const A_APPROVER: &str = "tdk_test_alpha_approver";
+pub(crate) const B_TRADER: &str = "tdk_test_beta_trader";
 /// B's account's payout destination: an address no test wallet holds.
 const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
@@ -23,12 +23,12 @@ crate::on_both_backends!(
     a_company_records_only_what_it_owes
 );
 
-struct Tenants {
-    app: TestApp,
-    a_account: String,
-    b_account: String,
-    a_company: String,
-    b_company: String,
+pub(crate) struct Tenants {
+    pub app: TestApp,
+    pub a_account: String,
+    pub b_account: String,
+    pub a_company: String,
+    pub b_company: String,
 }
 
 async fn company(app: &TestApp, name: &str) -> String {
@@ -64,6 +64,14 @@ async fn funded_account(app: &TestApp, owner: &str, company: &str) -> String {
 /// Companies A and B with a funded account each, and the daemon restarted with A's trader and
 /// admin and B's trader among its tokens.
 async fn tenants(backend: Backend) -> Tenants {
+    tenants_with(backend, |_| {}).await
+}
+
+/// `tenants`, with `configure` applied to the restarted daemon's config.
+pub(crate) async fn tenants_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut treasuryd::config::Config),
+) -> Tenants {
     let app = TestApp::spawn(backend).await;
     let a = company(&app, "Alpha Trading").await;
     let b = company(&app, "Beta Logistics").await;
@@ -96,6 +104,7 @@ async fn tenants(backend: Backend) -> Tenants {
                 company: Some(company.parse().unwrap()),
             });
         }
+        configure(c);
     })
     .await;
     Tenants {
@@ -120,7 +129,7 @@ async fn payout(app: &TestApp, token: &str, account: &str, key: &str) -> (Status
     payout_of(app, token, account, key, "10").await
 }
 
-async fn payout_of(
+pub(crate) async fn payout_of(
     app: &TestApp,
     token: &str,
     account: &str,

@@ -4,11 +4,12 @@
 
 use super::{EngineInstance, PayoutToken};
 use crate::clock::DynClock;
+use crate::clock::day_start;
 use crate::config::NetworkConfig;
 use crate::domain::{AccountId, Amount, AssetKey, PayoutId, UnixMicros};
 use crate::ledger::Ledger;
 use crate::metrics::PayoutMetrics;
-use crate::payouts::policy::{RolloutPhase, day_start};
+use crate::payouts::policy::RolloutPhase;
 use crate::payouts::{PayoutState, close_unpaid};
 use crate::store::{
     AllowlistStore, ConflictKind, CustodyStore, LeaseStore, PayoutStore, StoreError,

@@ -282,6 +282,32 @@ impl LedgerTxn for DbTxn {
         find_idempotency_keys(&mut self.tx, keys).await
     }
 
+    async fn lock_usage(
+        &mut self,
+        quotas: &[&crate::domain::tiers::Quota],
+    ) -> StoreResult<Vec<crate::domain::tiers::Used>> {
+        let mut out = Vec::with_capacity(quotas.len());
+        for q in quotas {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM companies WHERE id = $1{FOR_UPDATE}"
+            )))
+            .bind(q.company)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            out.push(
+                company_usage(
+                    &mut self.tx,
+                    q.company,
+                    &q.spec.key,
+                    q.day_start,
+                    q.month_start,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
     async fn load_posted(&mut self, tx: TxId) -> StoreResult<Posted> {
         let tx = load_transaction(&mut self.tx, tx).await?;
         let hold = match tx.hold {

@@ -1,6 +1,7 @@
 //! Payouts, their chunks, attempts and events as rows, on both databases.
 
 use super::*;
+use crate::domain::tiers::Used;
 
 pub(crate) const PAYOUT_COLUMNS: &str = "id, account_id, network, asset, destination, amount, reference, metadata, state, \
      initial_state, created_by, hold_id, created_at, updated_at, cancel_reason, cancel_by";
@@ -327,6 +328,38 @@ async fn rolling_approval(
             Some(PayoutEvent { at, ..waits }),
         ),
         None => (PayoutState::Queued, None),
+    })
+}
+
+/// What `company`'s payouts in `asset` reserved since `month_start`, and since `day_start`
+/// within it: a payout that ended cancelled, rejected or failed counts only its confirmed
+/// chunks, as the rest went back to the account.
+pub(crate) async fn company_usage(
+    conn: &mut DbConnection,
+    company: Uuid,
+    asset: &AssetKey,
+    day_start: i64,
+    month_start: i64,
+) -> StoreResult<Used> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} AS day, {} AS month FROM (SELECT p.created_at, CASE WHEN p.state IN ('cancelled', 'rejected', 'failed') \
+         THEN (SELECT {} FROM payout_chunks c WHERE c.payout_id = p.id AND c.state = 'confirmed') ELSE p.amount END AS used \
+         FROM payouts p JOIN accounts a ON a.id = p.account_id \
+         WHERE a.company_id = $1 AND p.network = $2 AND p.asset = $3 AND p.created_at >= $4) AS u",
+        sum_amount("CASE WHEN u.created_at >= $5 THEN u.used END"),
+        sum_amount("u.used"),
+        sum_amount("c.amount"),
+    )))
+    .bind(company)
+    .bind(&asset.network)
+    .bind(&asset.code)
+    .bind(month_start)
+    .bind(day_start)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Used {
+        day: opt_amount_from(&row, "day")?.unwrap_or(0),
+        month: opt_amount_from(&row, "month")?.unwrap_or(0),
     })
 }
 
@@ -1034,5 +1067,16 @@ impl PayoutStore for DbStore {
         rows.iter()
             .map(|r| Ok((r.try_get("asset")?, amount_from(r, "total")?)))
             .collect()
+    }
+
+    async fn tier_usage(
+        &self,
+        company: Uuid,
+        asset: &AssetKey,
+        day_start: i64,
+        month_start: i64,
+    ) -> StoreResult<Used> {
+        let mut conn = self.pool.acquire().await?;
+        company_usage(&mut conn, company, asset, day_start, month_start).await
     }
 }

@@ -502,6 +502,31 @@ impl TrustStore for DbStore {
         trust::companies(&mut conn).await
     }
 
+    async fn set_company_tier(
+        &self,
+        company: uuid::Uuid,
+        from: crate::domain::trust::Tier,
+        tier: crate::domain::trust::Tier,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let changed = sqlx::query("UPDATE companies SET tier = $1 WHERE id = $2 AND tier = $3")
+            .bind(tier.as_str())
+            .bind(company)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if changed.rows_affected() == 0 {
+            return Err(StoreError::Conflict(
+                ConflictKind::StateChanged,
+                format!("company {company} is no longer in tier {}", from.as_str()),
+            ));
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn set_company_member(
         &self,
         member: &crate::domain::trust::Member,
