@@ -196,6 +196,10 @@ impl App {
                 metrics,
                 auth: Arc::new(auth),
                 tiers: Arc::new(config.tier_table()?),
+                deeplinks: config
+                    .console_key()
+                    .filter(|_| config.console.enabled)
+                    .map(|k| crate::console::deeplink::DeeplinkKey::derive(&k)),
                 networks: networks.clone(),
                 wallets,
                 canaries,
@@ -265,12 +269,7 @@ impl App {
             Duration::from_secs(self.config.server.request_timeout_seconds),
         );
         if self.config.console.enabled {
-            let key = self
-                .config
-                .secrets
-                .get(&self.config.console.secret_env)
-                .filter(|k| secrecy::ExposeSecret::expose_secret(*k).len() >= 32)
-                .cloned();
+            let key = self.config.console_key();
             if key.is_none() {
                 tracing::warn!(
                     env = %self.config.console.secret_env,

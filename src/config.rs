@@ -1357,6 +1357,14 @@ impl Config {
         Ok(TierTable::new(version.to_owned(), timezone, rows))
     }
 
+    /// The console key (`console.secret_env`), when set to at least 32 characters.
+    pub fn console_key(&self) -> Option<SecretString> {
+        self.secrets
+            .get(&self.console.secret_env)
+            .filter(|k| secrecy::ExposeSecret::expose_secret(*k).len() >= 32)
+            .cloned()
+    }
+
     /// Every asset the ledger keeps: those declared, then each network's native coin.
     pub fn asset_specs(&self) -> Vec<AssetSpec> {
         let mut specs: Vec<AssetSpec> = self

@@ -124,6 +124,7 @@ pub const COMPANY_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/trust/pairs/{id}/obligations"),
     ("GET", "/v1/trust/sessions"),
     ("GET", "/v1/trust/sessions/{id}"),
+    ("POST", "/v1/deeplinks"),
     ("GET", "/v1/webhooks/endpoints"),
     ("POST", "/v1/webhooks/endpoints"),
     ("GET", "/v1/webhooks/endpoints/{id}"),

@@ -232,14 +232,18 @@ fn deal_id(text: &str) -> ApiResult<DealId> {
 /// Which sides of a deal the caller acts for: staff both; a company's users the side (or
 /// sides) whose account is their company's.
 #[derive(Debug, Clone, Copy)]
-struct Sides {
+pub(super) struct Sides {
     buyer: bool,
     seller: bool,
 }
 
 /// The deal `id` if `caller` may see it: staff any; a company's users a deal their company is
 /// the buyer or the seller of. Another's answers exactly as a missing one.
-async fn load_deal(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(Deal, Sides)> {
+pub(super) async fn load_deal(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<(Deal, Sides)> {
     let deal = state.escrow.get(deal_id(id)?).await?;
     let Some(company) = caller.company else {
         return Ok((

@@ -6,6 +6,7 @@ pub mod allowlists;
 pub mod audit;
 pub mod auth;
 pub mod deals;
+pub mod deeplinks;
 pub mod deposit_addresses;
 pub mod error;
 pub mod extract;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub clock: crate::clock::DynClock,
     pub metrics: Metrics,
     pub auth: Arc<Authenticator>,
+    /// Signs deeplinks to console pages; None without the console key.
+    pub deeplinks: Option<crate::console::deeplink::DeeplinkKey>,
     /// The tier table in force (`[tiers]`); inactive when the config has none.
     pub tiers: Arc<crate::domain::tiers::TierTable>,
     pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
@@ -117,6 +120,7 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         .route("/v1/companies/{id}/tier", post(trust::set_tier))
         .route("/v1/companies/{id}/headroom", get(trust::headroom))
         .route("/v1/tiers", get(trust::tiers))
+        .route("/v1/deeplinks", post(deeplinks::create))
         .route(
             "/v1/companies/{id}/members",
             get(trust::members).post(trust::set_member),

@@ -460,7 +460,7 @@ pub struct Decision {
 }
 
 /// The payout `id` if `caller` may see it: another company's answers exactly as a missing one.
-async fn load_payout(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Payout> {
+pub(super) async fn load_payout(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Payout> {
     let not_found = || ApiError::NotFound {
         what: "payout",
         id: id.to_owned(),

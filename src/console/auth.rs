@@ -25,7 +25,7 @@ fn token() -> String {
     hex::encode(random_bytes::<32>())
 }
 
-fn set_cookie(name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
+pub(super) fn set_cookie(name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
     let text = format!(
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
     );
@@ -82,27 +82,15 @@ pub(super) async fn login(
         .get("login_csrf")
         .map(String::as_str)
         .unwrap_or_default();
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| *k == LOGIN_COOKIE)
-        .map(|(_, v)| v);
-    if sent.is_empty() || cookie != Some(sent) {
+    if sent.is_empty() || super::cookie(&headers, LOGIN_COOKIE) != Some(sent) {
         return Refusal::Csrf.into_response();
     }
     let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
     let Some(caller) = c.app.auth.authenticate(token).cloned() else {
         return login_refused("That token is not known.");
     };
-    if caller.company.is_some() {
-        return login_refused(
-            "The console is for the operator's staff; a company's users use the API.",
-        );
-    }
-    if caller.role == Role::Trader {
+    // A company's users (any role) come for the pages their deeplinks open.
+    if caller.role == Role::Trader && caller.company.is_none() {
         return login_refused(
             "The console is for treasury, approvers and operators; traders use the API.",
         );
@@ -123,20 +111,20 @@ pub(super) async fn login(
         mfa_ok: !needs_mfa(caller.role),
         created_at: now,
         expires_at: now.saturating_add(ttl),
+        company: caller.company,
     };
     if let Err(e) = c.app.store.put_console_session(&session).await {
         return Refusal::from(e).into_response();
     }
-    let next = if session.mfa_ok {
-        "/admin"
+    let mut res = if session.mfa_ok {
+        signed_in(&headers)
     } else {
         match c.app.store.console_mfa(&caller.name).await {
-            Ok(Some(m)) if m.confirmed_at.is_some() => "/admin/2fa",
-            Ok(_) => "/admin/2fa/enrol",
+            Ok(Some(m)) if m.confirmed_at.is_some() => Redirect::to("/admin/2fa").into_response(),
+            Ok(_) => Redirect::to("/admin/2fa/enrol").into_response(),
             Err(e) => return Refusal::from(e).into_response(),
         }
     };
-    let mut res = Redirect::to(next).into_response();
     let h = res.headers_mut();
     h.append(
         header::SET_COOKIE,
@@ -146,6 +134,22 @@ pub(super) async fn login(
         header::SET_COOKIE,
         set_cookie(LOGIN_COOKIE, "", "/admin/login", 0),
     );
+    res
+}
+
+/// Where a user who just completed sign-in goes: back to the deeplink that sent them to sign
+/// in (its cookie is then cleared), or home.
+fn signed_in(headers: &HeaderMap) -> Response {
+    let next = super::cookie(headers, super::deeplink::NEXT_COOKIE)
+        .filter(|n| super::deeplink::resumable(n))
+        .unwrap_or("/admin");
+    let mut res = Redirect::to(next).into_response();
+    if next != "/admin" {
+        res.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(super::deeplink::NEXT_COOKIE, "", "/admin", 0),
+        );
+    }
     res
 }
 
@@ -245,6 +249,7 @@ async fn finish(c: &Console, s: &SessionRecord) -> Result<(), Refusal> {
 
 pub(super) async fn enrol(
     State(c): State<Console>,
+    headers: HeaderMap,
     Pending(s): Pending,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, Refusal> {
@@ -287,7 +292,9 @@ pub(super) async fn enrol(
     Ok(bare("Second factor set", html! {
         p { "Keep these recovery codes somewhere safe. Each signs you in once without the app; they are not shown again." }
         ul #recovery-codes { @for code in &codes { li { code { (code) } } } }
-        p { a href="/admin" { "Continue to the console" } }
+        p { a href=(super::cookie(&headers, super::deeplink::NEXT_COOKIE)
+            .filter(|n| super::deeplink::resumable(n))
+            .unwrap_or("/admin")) { "Continue to the console" } }
     })
     .into_response())
 }
@@ -312,6 +319,7 @@ pub(super) async fn second_factor_form(Pending(s): Pending) -> Response {
 
 pub(super) async fn second_factor(
     State(c): State<Console>,
+    headers: HeaderMap,
     Pending(s): Pending,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, Refusal> {
@@ -345,5 +353,5 @@ pub(super) async fn second_factor(
             .into_response());
     }
     finish(&c, &s).await?;
-    Ok(Redirect::to("/admin").into_response())
+    Ok(signed_in(&headers))
 }

@@ -11,6 +11,7 @@ pub use crate::domain::console::{MfaEnrolment, SessionRecord};
 
 mod actions;
 mod auth;
+pub mod deeplink;
 mod format;
 mod pages;
 pub mod totp;
@@ -112,6 +113,17 @@ impl From<crate::store::StoreError> for Refusal {
 }
 
 impl Viewer {
+    fn of(session: SessionRecord) -> Self {
+        Self {
+            caller: Caller {
+                name: session.user.clone(),
+                role: session.role,
+                company: session.company,
+            },
+            session,
+        }
+    }
+
     pub fn require(&self, roles: &[Role]) -> Result<(), Refusal> {
         if roles.contains(&self.caller.role) {
             Ok(())
@@ -126,6 +138,17 @@ impl Viewer {
                 self.caller.name,
                 self.caller.role.as_str()
             )))
+        }
+    }
+
+    /// For the pages a company's users may open too (`COMPANY_PAGES`, checked when the viewer
+    /// was admitted): staff need one of `roles`; a company's users any role, as the API
+    /// handlers behind the page show them only their company's objects.
+    pub fn require_page(&self, roles: &[Role]) -> Result<(), Refusal> {
+        if self.caller.company.is_some() {
+            Ok(())
+        } else {
+            self.require(roles)
         }
     }
 
@@ -160,9 +183,8 @@ pub fn check_csrf(
 }
 
 /// The value of cookie `name` in the request.
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+fn cookie<'a>(headers: &'a header::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -177,7 +199,7 @@ async fn current_session(
     parts: &Parts,
     console: &Console,
 ) -> Result<Option<SessionRecord>, Refusal> {
-    let Some(value) = cookie(parts, COOKIE) else {
+    let Some(value) = cookie(&parts.headers, COOKIE) else {
         return Ok(None);
     };
     let hash = auth::session_hash(value);
@@ -187,9 +209,8 @@ async fn current_session(
     if s.expires_at <= console.app.clock.now() {
         return Ok(None);
     }
-    let caller = Caller::staff(s.user.clone(), s.role);
     // A token removed from the configuration ends its sessions.
-    if !console.app.auth.knows(&caller) {
+    if !console.app.auth.knows(&Viewer::of(s.clone()).caller) {
         return Ok(None);
     }
     Ok(Some(s))
@@ -219,12 +240,31 @@ impl FromRequestParts<Console> for Viewer {
         if !s.mfa_ok {
             return Err(Refusal::SecondFactor);
         }
-        Ok(Viewer {
-            caller: Caller::staff(s.user.clone(), s.role),
-            session: s,
-        })
+        let viewer = Viewer::of(s);
+        if viewer.caller.company.is_some() {
+            let route = parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map_or("", |p| p.as_str());
+            if !COMPANY_PAGES.contains(&(parts.method.as_str(), route)) {
+                return Err(Refusal::Forbidden(
+                    "A company's users see here only the pages their links open.".into(),
+                ));
+            }
+        }
+        Ok(viewer)
     }
 }
+
+/// What a company's user may open in the console: the pages deeplinks lead to, each showing
+/// only the company's own objects (the API handlers behind them scope by company), and the
+/// approval of a payout awaiting it.
+const COMPANY_PAGES: &[(&str, &str)] = &[
+    ("GET", "/admin"),
+    ("GET", "/admin/deals/{id}"),
+    ("GET", "/admin/payouts/{id}"),
+    ("POST", "/admin/payouts/{id}/{decision}"),
+];
 
 const STYLE: &str = include_str!("console.css");
 const SCRIPT: &str = include_str!("console.js");
@@ -297,7 +337,9 @@ fn page(viewer: &Viewer, title: &str, flash: &Flash, body: Markup) -> Markup {
                 nav {
                     strong { "treasuryd" }
                     @for (href, label, roles) in links {
-                        @if roles.contains(&viewer.caller.role) { a href=(href) { (label) } }
+                        // A company's users have only the pages their links open, and home.
+                        @if (roles.contains(&viewer.caller.role) && viewer.caller.company.is_none())
+                            || (viewer.caller.company.is_some() && href == "/admin") { a href=(href) { (label) } }
                     }
                     span.who { (viewer.caller.name) " (" (viewer.caller.role.as_str()) ")" }
                     form.inline method="post" action="/admin/logout" {
@@ -378,6 +420,7 @@ pub fn router(console: Console) -> Router {
             get(auth::second_factor_form).post(auth::second_factor),
         )
         .route("/admin/2fa/enrol", get(auth::enrol_form).post(auth::enrol))
+        .route("/admin/open", get(deeplink::open))
         .route("/admin/disputes", get(pages::disputes))
         .route("/admin/deals", get(pages::deals))
         .route("/admin/deals/{id}", get(pages::deal))

@@ -52,6 +52,17 @@ pub(super) async fn home(
     State(c): State<Console>,
     Query(flash): Query<Flash>,
 ) -> Result<Markup, Refusal> {
+    if viewer.caller.company.is_some() {
+        return Ok(page(
+            &viewer,
+            "Console",
+            &flash,
+            html! {
+                p { "Signed in as " strong { (viewer.caller.name) } " (" (viewer.caller.role.as_str()) ") for your company." }
+                p { "Open the links sent to you (a deal, a payout awaiting approval): each opens its page here once." }
+            },
+        ));
+    }
     viewer.require(STAFF)?;
     let nets =
         answer(crate::api::networks::list(State(c.app.clone()), viewer.caller.clone()).await)?;
@@ -196,7 +207,7 @@ pub(super) async fn deal(
     Path(id): Path<String>,
     Query(flash): Query<Flash>,
 ) -> Result<Markup, Refusal> {
-    viewer.require(STAFF)?;
+    viewer.require_page(STAFF)?;
     let d = answer(
         crate::api::deals::get_one(
             State(c.app.clone()),
@@ -334,7 +345,7 @@ pub(super) async fn payout(
     Path(id): Path<String>,
     Query(flash): Query<Flash>,
 ) -> Result<Markup, Refusal> {
-    viewer.require(STAFF)?;
+    viewer.require_page(STAFF)?;
     let p = answer(
         crate::api::payouts::get_one(
             State(c.app.clone()),

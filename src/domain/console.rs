@@ -16,6 +16,22 @@ pub struct SessionRecord {
     pub mfa_ok: bool,
     pub created_at: UnixMicros,
     pub expires_at: UnixMicros,
+    /// The company the user acts for; None: the operator's staff.
+    #[sqlx(rename = "company_id")]
+    pub company: Option<uuid::Uuid>,
+}
+
+/// A signed link to one console page, as minted: it opens its page once, before it expires,
+/// for a user of `company` (None: staff).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deeplink {
+    pub jti: String,
+    /// What it opens, e.g. `payout:<id>`.
+    pub target: String,
+    pub company: Option<uuid::Uuid>,
+    pub created_by: String,
+    pub created_at: UnixMicros,
+    pub expires_at: UnixMicros,
 }
 
 /// A user's TOTP enrolment.

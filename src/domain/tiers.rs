@@ -65,7 +65,7 @@ impl TierTable {
     /// Every row, smallest tier first, then by asset.
     pub fn rows(&self) -> Vec<(Tier, &AssetKey, TierLimits)> {
         let mut rows: Vec<_> = self.rows.iter().map(|((t, a), l)| (*t, a, *l)).collect();
-        rows.sort_by(|x, y| (x.0, x.1.to_string()).cmp(&(y.0, y.1.to_string())));
+        rows.sort_by_key(|r| (r.0, r.1.to_string()));
         rows
     }
 

@@ -736,6 +736,17 @@ pub trait ConsoleStore: Send + Sync {
 
     /// Spends a recovery code by its hash: false when it is not (or no longer) valid.
     async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
+
+    /// Records a minted deeplink, audited.
+    async fn mint_deeplink(
+        &self,
+        link: &crate::domain::console::Deeplink,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    /// Uses deeplink `jti` once, at `audit.at` by `audit.actor`, audited: false when it is
+    /// unknown, used before or expired.
+    async fn use_deeplink(&self, jti: &str, audit: &AuditRecord) -> StoreResult<bool>;
 }
 
 /// The whole store: every area over one database. A service takes the area traits it uses;

@@ -10,6 +10,7 @@ mod concurrency;
 mod console;
 mod crash;
 mod deals;
+mod deeplinks;
 mod demo;
 mod deposits;
 mod engine;

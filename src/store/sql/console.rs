@@ -1,7 +1,7 @@
 //! Console sessions and second factors, on both databases.
 
 use super::*;
-use crate::domain::console::{MfaEnrolment, SessionRecord};
+use crate::domain::console::{Deeplink, MfaEnrolment, SessionRecord};
 
 pub(crate) async fn session(
     conn: &mut DbConnection,
@@ -17,7 +17,7 @@ pub(crate) async fn session(
 
 pub(crate) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO console_sessions (id_hash, user_name, role, csrf, mfa_ok, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO console_sessions (id_hash, user_name, role, csrf, mfa_ok, created_at, expires_at, company_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (id_hash) DO UPDATE SET mfa_ok = excluded.mfa_ok, expires_at = excluded.expires_at",
     )
     .bind(s.id_hash.to_vec())
@@ -27,6 +27,7 @@ pub(crate) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> S
     .bind(s.mfa_ok)
     .bind(s.created_at)
     .bind(s.expires_at)
+    .bind(s.company)
     .execute(conn)
     .await?;
     Ok(())
@@ -170,5 +171,43 @@ impl ConsoleStore for DbStore {
     async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
         let mut conn = self.pool.acquire().await?;
         console::spend_recovery_code(&mut conn, user, hash).await
+    }
+
+    async fn mint_deeplink(&self, link: &Deeplink, audit: &AuditRecord) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO deeplinks (jti, target, company_id, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&link.jti)
+        .bind(&link.target)
+        .bind(link.company)
+        .bind(&link.created_by)
+        .bind(link.created_at)
+        .bind(link.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_deeplink(&self, jti: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let used = sqlx::query(
+            "UPDATE deeplinks SET used_by = $1, used_at = $2 WHERE jti = $3 AND used_at IS NULL \
+             AND expires_at > $2",
+        )
+        .bind(&audit.actor)
+        .bind(audit.at)
+        .bind(jti)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

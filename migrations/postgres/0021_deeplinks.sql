@@ -1,0 +1,14 @@
+-- A console session of a company's user (deeplinks open pages for them); NULL: staff.
+ALTER TABLE console_sessions ADD COLUMN company_id UUID REFERENCES companies (id);
+
+-- Deeplinks minted: each opens its page at most once (`used_at`), only before `expires_at`.
+CREATE TABLE deeplinks (
+    jti        TEXT   PRIMARY KEY,
+    target     TEXT   NOT NULL,
+    company_id UUID   REFERENCES companies (id),
+    created_by TEXT   NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_by    TEXT,
+    used_at    BIGINT
+);
