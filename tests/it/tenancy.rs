@@ -17,6 +17,7 @@ const DESTINATION: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 
 crate::on_both_backends!(
     a_company_sees_and_moves_only_its_own_money,
+    every_company_route_refuses_another_companys_objects,
     webhooks_go_to_the_companies_an_event_concerns,
     deals_bind_the_buyer_and_the_seller,
     splitting_does_not_dodge_four_eyes,
@@ -337,6 +338,164 @@ async fn a_company_sees_and_moves_only_its_own_money(backend: Backend) {
         "only {refused} staff routes found in the OpenAPI document"
     );
     assert_eq!(app.footprint().await, before);
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// The table: every route a company may call (`COMPANY_ROUTES`), called by each of A's users
+/// against B's objects. Each answers 404 or 403 (a body naming B's account: 422 with a
+/// not-found code or the `company` field) and changes nothing; A's lists never contain a row
+/// of B's. A route added to `COMPANY_ROUTES` without a rule here fails the test.
+async fn every_company_route_refuses_another_companys_objects(backend: Backend) {
+    let Tenants {
+        app,
+        a_account,
+        b_account,
+        a_company,
+        b_company,
+    } = tenants(backend).await;
+    // B's objects: a payout (its hold, its journal transaction), a deal with the operator and
+    // its evidence, a webhook endpoint, and a trust pair with a third company C.
+    let (_, payout) = payout(&app, B_TRADER, &b_account, "b-payout").await;
+    let b_payout = payout["id"].as_str().unwrap().to_owned();
+    let b_hold = payout["hold_id"].as_str().unwrap().to_owned();
+    let (_, journal) = app
+        .get(&format!("/v1/journal?account={b_account}"), ADMIN)
+        .await;
+    let b_tx = journal["items"][0]["id"].as_str().unwrap().to_owned();
+    let house = app.create_account("house").await;
+    let (s, deal) = app
+        .post(
+            "/v1/deals",
+            B_TRADER,
+            None,
+            &json!({"buyer_account": b_account, "seller_account": house, "country": "MN",
+                "category": "USED_CAR_PRIVATE", "amount": "100"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{deal}");
+    let b_deal = deal["id"].as_str().unwrap().to_owned();
+    let (_, photo) = evidence(&app, B_TRADER, &b_deal).await;
+    let b_evidence = photo["id"].as_str().unwrap().to_owned();
+    let receiver = crate::webhook_delivery::Receiver::start().await;
+    let endpoint = register(&app, ADMIN, receiver.url(), Some(&b_company)).await;
+    let b_endpoint = endpoint["id"].as_str().unwrap().to_owned();
+    let c_company = company(&app, "Gamma Freight").await;
+    let c_account = funded_account(&app, "gamma", &c_company).await;
+    let (s, pair) = app
+        .post(
+            "/v1/trust/pairs",
+            ADMIN,
+            None,
+            &json!({"company_a": b_company, "company_b": c_company, "account_a": b_account,
+                "account_b": c_account, "limit_a_to_b": "500", "limit_b_to_a": "500",
+                "timezone": "UTC", "cutoff": "17:00", "mode": "full", "reason": "t"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{pair}");
+    let b_pair = pair["id"].as_str().unwrap().to_owned();
+    let b_session = pair["open_session"]["id"].as_str().unwrap().to_owned();
+    let theirs = [
+        &b_account,
+        &b_payout,
+        &b_hold,
+        &b_tx,
+        &b_deal,
+        &b_evidence,
+        &b_endpoint,
+        &b_pair,
+        &b_session,
+    ];
+
+    let before = app.footprint().await;
+    let mut probes = 0;
+    for &(method, route) in treasuryd::api::auth::COMPANY_ROUTES {
+        let segments: Vec<&str> = route.split('/').collect();
+        let path = segments
+            .iter()
+            .enumerate()
+            .map(|(i, part)| match (*part, segments.get(i.wrapping_sub(1))) {
+                ("{evidence}", _) => b_evidence.clone(),
+                ("{id}", Some(&"accounts")) => b_account.clone(),
+                ("{id}", Some(&"journal")) => b_tx.clone(),
+                ("{id}", Some(&"holds")) => b_hold.clone(),
+                ("{id}", Some(&"payouts")) => b_payout.clone(),
+                ("{id}", Some(&"deals")) => b_deal.clone(),
+                ("{id}", Some(&"pairs")) => b_pair.clone(),
+                ("{id}", Some(&"sessions")) => b_session.clone(),
+                ("{id}", Some(&"endpoints")) => b_endpoint.clone(),
+                ("{id}", Some(&"companies")) => b_company.clone(),
+                (p, _) if p.starts_with('{') => panic!("{method} {route}: no rule for {p}"),
+                (p, _) => p.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        // A well-formed body for each write, naming B's objects where it names any.
+        let body = match (method, route) {
+            ("GET", _) => None,
+            ("POST", "/v1/accounts") => Some(json!({"owner": "b-2", "network": "ethereum",
+                "asset": "USDC", "kind": "partner", "company": b_company, "reason": "probe"})),
+            ("POST", "/v1/payouts") => Some(json!({"account": b_account, "network": "ethereum",
+                "asset": "USDT", "destination": DESTINATION, "amount": "1"})),
+            ("POST", "/v1/deals") => Some(json!({"buyer_account": b_account,
+                "seller_account": a_account, "country": "MN", "category": "USED_CAR_PRIVATE",
+                "amount": "1"})),
+            ("POST", "/v1/webhooks/endpoints") => Some(json!({"url": receiver.url(),
+                "event_types": ["deposit.*"], "company": b_company, "reason": "probe"})),
+            ("POST", "/v1/deeplinks") => Some(json!({"target": "payout", "id": b_payout})),
+            ("POST", "/v1/payouts/{id}/approve") => Some(json!({})),
+            ("POST", "/v1/payouts/{id}/reject" | "/v1/payouts/{id}/cancel") => {
+                Some(json!({"reason": "probe"}))
+            }
+            (
+                "POST",
+                "/v1/deals/{id}/fund" | "/v1/deals/{id}/deliver" | "/v1/deals/{id}/approve",
+            ) => Some(json!({})),
+            ("POST", "/v1/deals/{id}/issue") => {
+                Some(json!({"reason_code": "NOT_AS_DESCRIBED", "detail": "probe"}))
+            }
+            ("POST", "/v1/deals/{id}/evidence") => Some(Value::Null),
+            ("POST", "/v1/trust/pairs/{id}/obligations") => {
+                Some(json!({"debtor": a_company, "amount": "1"}))
+            }
+            _ => panic!("{method} {route}: add a rule to this table"),
+        };
+        for token in [A_TRADER, A_ADMIN, A_APPROVER] {
+            probes += 1;
+            let (s, answer) = match &body {
+                None => app.get(&path, token).await,
+                Some(Value::Null) => evidence(&app, token, &b_deal).await,
+                Some(b) => {
+                    app.post(&path, token, Some(&format!("probe-{probes}")), b)
+                        .await
+                }
+            };
+            let code = answer["error"]["code"].as_str().unwrap_or_default();
+            let field = answer["error"]["field"].as_str().unwrap_or_default();
+            let refused = s == StatusCode::NOT_FOUND
+                || s == StatusCode::FORBIDDEN
+                || (s == StatusCode::UNPROCESSABLE_ENTITY
+                    && (code.ends_with("_not_found") || field == "company"));
+            if refused {
+                continue;
+            }
+            // A list or a read of A's own: it must not hold a row of B's.
+            assert_eq!(s, StatusCode::OK, "{method} {path} by {token}: {answer}");
+            assert_eq!(
+                method, "GET",
+                "{method} {path} by {token} went through: {answer}"
+            );
+            let text = answer.to_string();
+            for id in theirs {
+                assert!(
+                    !text.contains(id.as_str()),
+                    "{path} by {token} shows B's {id}: {text}"
+                );
+            }
+        }
+    }
+    assert!(probes >= 3 * 30, "only {probes} probes");
+    assert_eq!(app.footprint().await, before, "a probe changed something");
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
