@@ -1508,6 +1508,54 @@ mod tests {
     }
 
     #[test]
+    fn the_example_tier_table_loads_and_a_bad_one_names_its_key() {
+        // The example's commented tier table, uncommented, over the example's assets.
+        let tiers: String = EXAMPLE
+            .lines()
+            .skip_while(|l| !l.starts_with("# [tiers]"))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let assets = "[[assets]]\nnetwork = \"ethereum\"\ncode = \"USDT\"\ndecimals = 6\n";
+        let c = load_text(&format!("{assets}{tiers}"), &[]).unwrap();
+        let table = c.tier_table().unwrap();
+        assert_eq!((table.version.as_str(), table.rows().len()), ("v2", 2));
+        let usdt = AssetKey::new("ethereum", "USDT");
+        assert_eq!(
+            table
+                .limits(crate::domain::trust::Tier::S, &usdt)
+                .map(|l| l.daily_volume),
+            Some(50_000_000_000)
+        );
+        for (change, key) in [
+            (
+                ("daily_volume = \"50000\"", "daily_volume = \"5\""),
+                "tiers.limits[0].daily_volume",
+            ),
+            (
+                ("network = \"ethereum\"", "network = \"tron\""),
+                "tiers.limits[0].asset",
+            ),
+            (
+                ("max_payout = \"10000\"", "max_payout = \"1.0000001\""),
+                "tiers.limits[0].max_payout",
+            ),
+            (("tier = \"M\"", "tier = \"S\""), "tiers.limits[1].tier"),
+            (
+                (
+                    "timezone = \"Europe/Warsaw\"",
+                    "timezone = \"Mars/Olympus\"",
+                ),
+                "tiers.timezone",
+            ),
+        ] {
+            let text = format!("{assets}{}", tiers.replacen(change.0, change.1, 1));
+            let e = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("[server]\nlisten = 5\n", "server.listen"),
