@@ -517,9 +517,9 @@ pub async fn create_pair(
     }
     let store = &state.store;
     let mut accounts = Vec::new();
-    for (field, text) in [
-        ("account_a", &body.account_a),
-        ("account_b", &body.account_b),
+    for (field, text, owner) in [
+        ("account_a", &body.account_a, &a),
+        ("account_b", &body.account_b, &b),
     ] {
         let id = AccountId::parse(text).ok_or_else(|| not_found("account", text, Some(field)))?;
         let account = match store.get_account(id).await {
@@ -531,6 +531,14 @@ pub async fn create_pair(
                 "invalid_field",
                 field,
                 format!("{field} must be a partner account"),
+            ));
+        }
+        // Settlement moves this account's money for its company's debts: it must be theirs.
+        if account.company != Some(owner.id) {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                field,
+                format!("{field} must be an account of company {}", owner.name),
             ));
         }
         accounts.push(account);

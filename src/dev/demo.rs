@@ -412,9 +412,21 @@ impl Tour<'_> {
         self.lines.push(text);
     }
 
-    async fn account(&mut self, owner: &str, network: &str, funds: &str) -> anyhow::Result<String> {
+    async fn account(
+        &mut self,
+        owner: &str,
+        network: &str,
+        funds: &str,
+        company: Option<&str>,
+    ) -> anyhow::Result<String> {
         let a = self
-            .post("/v1/accounts", &self.admin, None, json!({"owner": owner, "network": network, "asset": "USDT", "kind": "partner", "reason": "demo"}))
+            .post(
+                "/v1/accounts",
+                &self.admin,
+                None,
+                json!({"owner": owner, "network": network, "asset": "USDT", "kind": "partner",
+                "company": company, "reason": "demo"}),
+            )
             .await?;
         let id = a["id"].as_str().unwrap_or_default().to_owned();
         if funds != "0" {
@@ -589,8 +601,8 @@ impl Tour<'_> {
     }
 
     async fn deals(&mut self) -> anyhow::Result<()> {
-        let buyer = self.account("buyer", "ethereum", "20000").await?;
-        let seller = self.account("seller", "ethereum", "0").await?;
+        let buyer = self.account("buyer", "ethereum", "20000", None).await?;
+        let seller = self.account("seller", "ethereum", "0", None).await?;
         // Happy path: funded, delivered, and approved by its AUTO_APPROVE timer.
         let happy = self
             .post("/v1/deals", &self.trader, None, json!({"buyer_account": buyer, "seller_account": seller, "country": "MN", "category": "USED_CAR_PRIVATE", "amount": "10000", "reference": "demo car 1"}))
@@ -659,8 +671,6 @@ impl Tour<'_> {
     }
 
     async fn eod(&mut self) -> anyhow::Result<()> {
-        let a = self.account("alpha", "ethereum", "5000").await?;
-        let b = self.account("beta", "ethereum", "5000").await?;
         let mut companies = Vec::new();
         for (name, tier) in [("Alpha Trading", "S"), ("Beta Logistics", "M")] {
             let c = self
@@ -673,6 +683,12 @@ impl Tour<'_> {
                 .await?;
             companies.push(c["id"].as_str().unwrap_or_default().to_owned());
         }
+        let a = self
+            .account("alpha", "ethereum", "5000", Some(&companies[0]))
+            .await?;
+        let b = self
+            .account("beta", "ethereum", "5000", Some(&companies[1]))
+            .await?;
         for (company, user, desk) in [
             (&companies[0], "demo-trader", "Alpha's desk"),
             (&companies[1], "demo-trader-beta", "Beta's desk"),

@@ -814,8 +814,8 @@ async fn the_console_works_in_a_real_browser() {
     )
     .await;
     let (a, b) = (
-        app.create_account("alpha").await,
-        app.create_account("beta").await,
+        app.create_account_for("alpha", &companies[0]).await,
+        app.create_account_for("beta", &companies[1]).await,
     );
     app.deposit(&a, "500", "console-alpha").await;
     let (s, pair) = app

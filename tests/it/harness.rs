@@ -351,12 +351,22 @@ impl TestApp {
     }
 
     pub async fn create_account(&self, owner: &str) -> String {
+        self.open_account(owner, None).await
+    }
+
+    /// A USDT partner account of `company`.
+    pub async fn create_account_for(&self, owner: &str, company: &str) -> String {
+        self.open_account(owner, Some(company)).await
+    }
+
+    async fn open_account(&self, owner: &str, company: Option<&str>) -> String {
         let (status, body) = self
             .post(
                 "/v1/accounts",
                 ADMIN,
                 None,
-                &json!({"owner": owner, "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "test setup"}),
+                &json!({"owner": owner, "network": "ethereum", "asset": "USDT", "kind": "partner",
+                    "company": company, "reason": "test setup"}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -63,8 +63,8 @@ async fn parties(app: &TestApp, funds_a: &str, funds_b: &str) -> Parties {
             .await;
         assert_eq!(s, StatusCode::OK, "{m}");
     }
-    let account_a = app.create_account("acme").await;
-    let account_b = app.create_account("beta").await;
+    let account_a = app.create_account_for("acme", &ids[0]).await;
+    let account_b = app.create_account_for("beta", &ids[1]).await;
     for (account, funds, key) in [
         (&account_a, funds_a, "fund-a"),
         (&account_b, funds_b, "fund-b"),
@@ -105,12 +105,14 @@ async fn owe(
     amount: &str,
     key: &str,
 ) -> (StatusCode, Value) {
-    let (_, p) = app.get(&format!("/v1/trust/pairs/{pair}"), ADMIN).await;
-    let token = if p["company_b"] == debtor {
-        OTHER_TRADER
-    } else {
-        TRADER
-    };
+    // test-trader trades for Acme, test-trader-2 for Beta (`parties`).
+    let (_, companies) = app.get("/v1/companies", ADMIN).await;
+    let beta = companies["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == debtor && c["name"] == "Beta Logistics");
+    let token = if beta { OTHER_TRADER } else { TRADER };
     app.post(
         &format!("/v1/trust/pairs/{pair}/obligations"),
         token,
@@ -418,8 +420,8 @@ async fn short_liquidity_settles_partly_carries_t_plus_1_or_waits(backend: Backe
     // Seoul, 23:30 local = 14:30 UTC, full only: short → unsettled and counted, then settled
     // on the first pass after funds arrive.
     let q = Parties {
-        company_a: p.company_a.clone(),
-        company_b: p.company_b.clone(),
+        company_a: p.company_b.clone(),
+        company_b: p.company_a.clone(),
         account_a: p.account_b.clone(),
         account_b: p.account_a.clone(),
     };
@@ -535,7 +537,10 @@ async fn bad_pairs_and_obligations_are_refused_naming_the_field() {
     let p = parties(&app, "0", "0").await;
     let base = json!({"company_a": p.company_a, "company_b": p.company_b, "account_a": p.account_a, "account_b": p.account_b,
         "limit_a_to_b": "500", "limit_b_to_a": "500", "timezone": "Europe/Warsaw", "cutoff": "18:00", "mode": "full", "reason": "x"});
+    // Settlement would move this account's money for Acme's debts: it is not Acme's.
+    let not_acmes = app.create_account("house").await;
     for (field, value, expected) in [
+        ("account_a", json!(not_acmes), "account_a"),
         ("timezone", json!("Europe/Atlantis"), "timezone"),
         ("cutoff", json!("25:00"), "cutoff"),
         ("mode", json!("sometimes"), "mode"),
@@ -713,8 +718,11 @@ async fn a_crash_during_settlement_settles_once_after_restart(backend: Backend) 
     .await;
     assert_eq!(s, StatusCode::OK);
     let mut accounts = Vec::new();
-    for (owner, key) in [("acme", Some("fund-acme")), ("beta", None)] {
-        let (s, a) = call(crash::TOKEN, "/v1/accounts".into(), None, json!({"owner": owner, "network": "ethereum", "asset": "USDT", "kind": "partner", "reason": "crash test"})).await;
+    for ((owner, key), company) in [("acme", Some("fund-acme")), ("beta", None)]
+        .into_iter()
+        .zip(&companies)
+    {
+        let (s, a) = call(crash::TOKEN, "/v1/accounts".into(), None, json!({"owner": owner, "network": "ethereum", "asset": "USDT", "kind": "partner", "company": company, "reason": "crash test"})).await;
         assert_eq!(s, StatusCode::CREATED, "{a}");
         let id = a["id"].as_str().unwrap().to_owned();
         if let Some(key) = key {
