@@ -1079,12 +1079,8 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
-            if t.name.is_empty() || t.name.len() > 64 {
-                return Err(key_error(
-                    format!("auth.tokens[{i}].name"),
-                    "must be 1-64 characters",
-                ));
-            }
+            crate::api::auth::check_token_name(&t.name)
+                .map_err(|e| key_error(format!("auth.tokens[{i}].name"), e))?;
             if !names.insert(t.name.clone()) {
                 return Err(key_error(
                     format!("auth.tokens[{i}].name"),
@@ -1589,6 +1585,18 @@ mod tests {
             (
                 "[[auth.tokens]]\nname = \"a\"\nrole = \"king\"\nsha256 = \"00\"\n",
                 "auth.tokens[0].role",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"timer\"\nrole = \"admin\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+                "auth.tokens[0].name",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"treasuryd-scheduler\"\nrole = \"admin\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+                "auth.tokens[0].name",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"Test-Admin \"\nrole = \"admin\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+                "auth.tokens[0].name",
             ),
             (
                 "[[auth.tokens]]\nname = \"a\"\nrole = \"operator\"\n\

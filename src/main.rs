@@ -215,6 +215,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "--role operator is staff's: a company token is admin, trader or approver"
                 );
             }
+            treasuryd::api::auth::check_token_name(&name)
+                .map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let token = new_token();
             println!(
                 "token (shown once; give it to {name}):\n  {}\n",

@@ -89,6 +89,32 @@ impl Authenticator {
     }
 }
 
+/// Names the daemon itself writes as the actor in audit rows and timelines; no token may take
+/// one, or anything starting `treasuryd`, to pass for it.
+pub const RESERVED_NAMES: &[&str] = &["config", "console", "demo", "migration", "system", "timer"];
+
+/// A token's name, as it appears in every audit row: 1-64 characters of lowercase ASCII
+/// letters, digits, `-`, `_` and `.`, starting with a letter or digit, so that two names that
+/// look alike are the same name; never a system actor's.
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    let well_formed = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+    if !well_formed {
+        return Err(format!(
+            "{name:?} must be 1-64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+        ));
+    }
+    if RESERVED_NAMES.contains(&name) || name.starts_with("treasuryd") {
+        return Err(format!(
+            "{name:?} is the daemon's own name in audit rows: pick another"
+        ));
+    }
+    Ok(())
+}
+
 /// The routes a company's user may call, each scoped to the company's own objects in its
 /// handler. Every other route answers 403 to a company token: a new route is staff-only until
 /// it is scoped and listed here.

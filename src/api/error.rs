@@ -134,7 +134,8 @@ impl ApiError {
             ApiError::Ledger(e) => match e {
                 LedgerError::InsufficientFunds { .. }
                 | LedgerError::HoldExceeded { .. }
-                | LedgerError::TierLimit(_) => Some("amount".into()),
+                | LedgerError::TierLimit(_)
+                | LedgerError::BalanceOutOfRange(_) => Some("amount".into()),
                 LedgerError::DestinationRequired => Some("destination".into()),
                 LedgerError::IdempotencyConflict(_) => Some("Idempotency-Key".into()),
                 _ => None,
@@ -151,7 +152,8 @@ fn ledger_status(e: &LedgerError) -> StatusCode {
         | LedgerError::AssetMismatch { .. }
         | LedgerError::WrongAccountKind { .. }
         | LedgerError::DestinationRequired
-        | LedgerError::TierLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        | LedgerError::TierLimit(_)
+        | LedgerError::BalanceOutOfRange(_) => StatusCode::UNPROCESSABLE_ENTITY,
         LedgerError::HoldNotFound(_) => StatusCode::NOT_FOUND,
         LedgerError::InsufficientFunds { .. }
         | LedgerError::HoldExceeded { .. }

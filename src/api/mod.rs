@@ -211,7 +211,41 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
             tracing::info_span!("request", request_id = %id, method = %req.method(), uri = %req.uri().path())
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unfit_request_id))
         .with_state(state)
+}
+
+/// A caller's `x-request-id` is kept (and stored in audit rows) only when it is 1-128
+/// characters of letters, digits and `-_.:`; any other is dropped, so the router gives the
+/// request a fresh one.
+async fn drop_unfit_request_id(mut req: Request) -> Request {
+    let fit = |v: &axum::http::HeaderValue| {
+        (1..=128).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    };
+    if req.headers().get("x-request-id").is_some_and(|v| !fit(v)) {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
+/// The `method` label: the standard methods by name, any other as `other`, so made-up
+/// methods cannot create series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
 }
 
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -220,15 +254,15 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let http = &state.metrics.http;
     http.request_duration_seconds
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     http.requests_total
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
         .inc();
     response
 }

@@ -565,6 +565,8 @@ pub enum LedgerError {
     HoldResolved(HoldId),
     #[error("idempotency key {0:?} was used for a different request")]
     IdempotencyConflict(String),
+    #[error("account {0}'s balance would pass the largest amount the ledger keeps")]
+    BalanceOutOfRange(AccountId),
     #[error("amount is {0}")]
     TierLimit(Box<crate::domain::tiers::TierRefusal>),
 }
@@ -584,6 +586,7 @@ impl LedgerError {
             LedgerError::HoldResolved(_) => "hold_resolved",
             LedgerError::IdempotencyConflict(_) => "idempotency_conflict",
             LedgerError::TierLimit(_) => "tier_limit_exceeded",
+            LedgerError::BalanceOutOfRange(_) => "balance_out_of_range",
         }
     }
 }
@@ -621,7 +624,13 @@ impl WorkingSet {
                     updated.entry(p.account).or_insert(a)
                 }
             };
-            *account.bucket_mut(p.bucket) += p.amount;
+            // Checked, and within what both databases store exactly (a PostgreSQL amount is
+            // a `rust_decimal`, whose encoding panics past 2^96): refused, never wrapped.
+            let bucket = account.bucket_mut(p.bucket);
+            *bucket = bucket
+                .checked_add(p.amount)
+                .filter(|b| b.abs() <= crate::domain::money::MAX_UNITS)
+                .ok_or(LedgerError::BalanceOutOfRange(p.account))?;
         }
         for (id, a) in &updated {
             if a.available < 0 && !a.allow_negative {

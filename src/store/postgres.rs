@@ -67,8 +67,14 @@ impl PgStore {
     }
 }
 
+/// Never clamps in practice: the ledger keeps every amount and balance within `MAX_UNITS`
+/// (10^28), far inside `rust_decimal`'s 2^96, whose `from_i128_with_scale` would panic past it.
 fn dec(units: i128) -> Decimal {
-    Decimal::from_i128_with_scale(units, 0)
+    Decimal::try_from_i128_with_scale(units, 0).unwrap_or(if units < 0 {
+        Decimal::MIN
+    } else {
+        Decimal::MAX
+    })
 }
 
 fn units(d: Decimal) -> StoreResult<i128> {

@@ -87,10 +87,12 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || o[0] == 0
-                // carrier-grade NAT 100.64.0.0/10, benchmarking 198.18.0.0/15, reserved 240/4
+                // carrier-grade NAT 100.64.0.0/10, benchmarking 198.18.0.0/15, reserved 240/4,
+                // IETF protocol assignments 192.0.0.0/24
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 198 && (18..20).contains(&o[1]))
                 || o[0] >= 240
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -99,8 +101,14 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated, still routed by some)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || s[0] == 0x2002 // 6to4: reaches an IPv4 host through a relay
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                // NAT64 64:ff9b::/96 and local-use 64:ff9b:1::/48 translate to IPv4 hosts
+                || (s[0] == 0x0064 && s[1] == 0xff9b && (s[2] == 0x0001 || s[2..6] == [0; 4]))
+                // IPv4-compatible ::a.b.c.d (deprecated, no public use) reaches the IPv4 host
+                || s[..6] == [0; 6]
         }
     }
 }
@@ -230,6 +238,16 @@ mod tests {
             "https://[::ffff:10.0.0.1]/hook",
             "https://localhost/hook",
             "https://metadata.google.internal/hook",
+            // Ways to reach an IPv4 host through IPv6, and ranges missed before.
+            "https://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+            "https://[64:ff9b::5db8:d822]/hook",
+            "https://[64:ff9b:1::1]/hook",
+            "https://[::7f00:1]/hook",
+            "https://[::a9fe:a9fe]/hook",
+            "https://[2002:7f00:1::]/hook",
+            "https://[2002:5db8:d822::1]/hook",
+            "https://[fec0::1]/hook",
+            "https://192.0.0.8/hook",
         ] {
             assert!(check_url(bad, false).is_err(), "{bad}");
             assert!(check_url(bad, true).is_ok(), "{bad} with allow_private");
@@ -244,6 +262,7 @@ mod tests {
         }
         assert!(check_url("https://hooks.partner.example/treasuryd", false).is_ok());
         assert!(check_url("https://93.184.216.34/hook", false).is_ok());
+        assert!(check_url("https://[2606:2800:220:1:248:1893:25c8:1946]/hook", false).is_ok());
     }
 
     #[test]

@@ -6,7 +6,10 @@ use crate::on_both_backends;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_both_backends!(bad_input_is_refused_and_changes_nothing);
+on_both_backends!(
+    bad_input_is_refused_and_changes_nothing,
+    balances_stay_within_what_both_databases_store
+);
 
 struct Case {
     name: &'static str,
@@ -436,5 +439,82 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         (s, body["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("account_not_found"))
     );
+    app.stop().await.unwrap();
+}
+
+/// The largest deposit (10^28 - 1 base units) is accepted once; a second would take the balance
+/// past what both databases store exactly (PostgreSQL's through `rust_decimal`, whose encoding
+/// panics past 2^96): it is refused, 422, and nothing changes.
+async fn balances_stay_within_what_both_databases_store(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let account = app.create_account("whale").await;
+    let max = "9999999999999999999999.999999";
+    app.deposit(&account, max, "max-1").await;
+    let before = app.footprint().await;
+    let (s, body) = app
+        .post(
+            "/v1/deposits",
+            ADMIN,
+            Some("max-2"),
+            &json!({"account": account, "amount": max, "reason": "test funding"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "balance_out_of_range", "{body}");
+    assert_eq!(app.footprint().await, before);
+    assert_eq!(app.account(&account).await["available"], max);
+    // The daemon goes on writing.
+    app.hold(&account, "1", "after").await;
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_and_methods_from_callers_are_bounded() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let account = app.create_account("ids").await;
+    let deposit = |id: String, key: &'static str| {
+        let app = &app;
+        let account = account.clone();
+        async move {
+            let r = app
+                .client
+                .post(app.url("/v1/deposits"))
+                .bearer_auth(ADMIN)
+                .header("idempotency-key", key)
+                .header("x-request-id", id)
+                .json(&json!({"account": account, "amount": "1", "reason": "ids"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            r.headers()["x-request-id"].to_str().unwrap().to_owned()
+        }
+    };
+    // A fit id is kept, echoed and audited; an oversized or odd one is replaced.
+    assert_eq!(deposit("req-1:ok".into(), "k1").await, "req-1:ok");
+    let long = "x".repeat(300);
+    let replaced = deposit(long.clone(), "k2").await;
+    assert_ne!(replaced, long);
+    let odd = deposit("drop table; --".into(), "k3").await;
+    assert_ne!(odd, "drop table; --");
+    let (_, audit) = app.get("/v1/audit?limit=500", ADMIN).await;
+    let ids: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["request_id"].as_str())
+        .collect();
+    assert!(ids.contains(&"req-1:ok") && ids.contains(&replaced.as_str()), "{ids:?}");
+    assert!(ids.iter().all(|i| i.len() <= 128 && !i.contains(' ')), "{ids:?}");
+
+    // Made-up methods share one `other` series.
+    for verb in ["BREW", "WHEN", "PROPFIND"] {
+        let method = reqwest::Method::from_bytes(verb.as_bytes()).unwrap();
+        let _ = app.call(method, "/v1/accounts", ADMIN, None).await;
+    }
+    let metrics = app.metrics_text().await;
+    assert!(!metrics.contains("BREW") && !metrics.contains("PROPFIND"), "{metrics}");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
     app.stop().await.unwrap();
 }

@@ -961,3 +961,40 @@ async fn the_console_works_in_a_real_browser() {
     miner.abort();
     app.stop().await.unwrap();
 }
+
+crate::on_both_backends!(concurrent_recovery_spends_never_bring_a_code_back);
+
+/// Sixteen recovery codes, each spent by two requests at once: exactly one of each pair wins,
+/// and when all is done none is left (a read-modify-write would let one spend write back a
+/// code the other had just spent).
+async fn concurrent_recovery_spends_never_bring_a_code_back(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let store = app.store.clone();
+    let codes: Vec<String> = (0..16).map(|i| format!("{i:064x}")).collect();
+    store
+        .put_console_mfa(&treasuryd::console::MfaEnrolment {
+            user: "racer".into(),
+            enrolment: "e".into(),
+            confirmed_at: Some(1),
+            last_step: 0,
+            recovery_codes: codes.clone(),
+        })
+        .await
+        .unwrap();
+    let spends = codes
+        .iter()
+        .flat_map(|c| [c.clone(), c.clone()])
+        .map(|code| {
+            let store = store.clone();
+            tokio::spawn(async move { store.spend_recovery_code("racer", &code).await.unwrap() })
+        });
+    let wins = futures::future::join_all(spends)
+        .await
+        .into_iter()
+        .filter(|won| *won.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 16);
+    let left = store.console_mfa("racer").await.unwrap().unwrap();
+    assert_eq!(left.recovery_codes, Vec::<String>::new());
+    app.stop().await.unwrap();
+}

@@ -105,26 +105,48 @@ pub(crate) async fn advance_step(
 }
 
 /// Removes the recovery code with this hash; false when it is not (or no longer) there.
+/// Spends one recovery code: compare-and-set on the whole list read, so two concurrent spends
+/// (of the same or of different codes) can never bring a spent code back; a spend that lost
+/// the race reads again.
 pub(crate) async fn spend_recovery_code(
     conn: &mut DbConnection,
     user: &str,
     hash: &str,
 ) -> StoreResult<bool> {
-    let Some(mut m) = mfa(&mut *conn, user).await? else {
-        return Ok(false);
-    };
-    let before = m.recovery_codes.len();
-    m.recovery_codes.retain(|c| c != hash);
-    if m.recovery_codes.len() == before {
-        return Ok(false);
-    }
-    let done = sqlx::query("UPDATE console_mfa SET recovery_codes = $1 WHERE user_name = $2 AND recovery_codes LIKE $3")
-        .bind(serde_json::to_string(&m.recovery_codes).unwrap_or_else(|_| "[]".into()))
+    for _ in 0..8 {
+        let Some(row) = sqlx::query("SELECT recovery_codes FROM console_mfa WHERE user_name = $1")
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let before: String = row.try_get("recovery_codes")?;
+        let mut codes: Vec<String> = serde_json::from_str(&before)
+            .map_err(|e| StoreError::Invariant(format!("recovery codes: {e}")))?;
+        let count = codes.len();
+        codes.retain(|c| c != hash);
+        if codes.len() == count {
+            return Ok(false);
+        }
+        let after = serde_json::to_string(&codes)
+            .map_err(|e| StoreError::Invariant(format!("recovery codes: {e}")))?;
+        let done = sqlx::query(
+            "UPDATE console_mfa SET recovery_codes = $1 WHERE user_name = $2 AND recovery_codes = $3",
+        )
+        .bind(after)
         .bind(user)
-        .bind(format!("%{hash}%"))
-        .execute(conn)
+        .bind(&before)
+        .execute(&mut *conn)
         .await?;
-    Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+    }
+    Err(StoreError::Conflict(
+        ConflictKind::StateChanged,
+        "recovery codes kept changing under this spend".into(),
+    ))
 }
 
 #[async_trait]
