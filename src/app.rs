@@ -500,7 +500,8 @@ async fn apply_configured_scope(
     Ok(())
 }
 
-/// On SIGHUP: reads the config file again, reloads the deal templates from its
+/// On SIGHUP: reads the config file again, puts its `[[auth.tokens]]` in force (even during a
+/// configuration freeze), reloads the deal templates from its
 /// `escrow.templates_dir` and applies its `[pilot]` section. A file or template that does not
 /// validate changes nothing. At start, every 15 s and after a reload the scope, pilot and tier
 /// headroom metrics are refreshed from the database, where another instance or an Admin may have changed
@@ -640,12 +641,15 @@ async fn reload(
     state: &crate::api::AppState,
     source: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
+    let config = Config::load(source, std::env::vars())?;
+    // Tokens first, and whatever a freeze holds: revoking one must never wait.
+    let (tokens, removed) = state.auth.reload(&config.auth.tokens);
+    tracing::info!(tokens, removed, "SIGHUP: API tokens reloaded");
     // Templates and the pilot scope are configuration: a freeze holds them as they are.
     let store = &state.store;
     if let Some(f) = crate::operations::freeze::active(store.as_ref(), state.clock.now()).await? {
         anyhow::bail!("{}", crate::operations::freeze::describe(&f));
     }
-    let config = Config::load(source, std::env::vars())?;
     let count = state
         .templates
         .reload(&config.escrow.templates_dir)

@@ -1,3 +1,7 @@
+-- A session lives only as long as the token it signed in with (its SHA-256); sessions from
+-- before have none and end.
+ALTER TABLE console_sessions ADD COLUMN token_sha256 BLOB NOT NULL DEFAULT X'';
+
 -- A console session of a company's user (deeplinks open pages for them); NULL: staff.
 ALTER TABLE console_sessions ADD COLUMN company_id BLOB REFERENCES companies (id);
 

@@ -48,44 +48,80 @@ impl Caller {
     }
 }
 
+/// The tokens in force, by SHA-256 digest: those of `[[auth.tokens]]`, replaced as a whole on
+/// each reload (SIGHUP), and those added at run time (the demo's), which reloads keep.
 #[derive(Debug, Default)]
 pub struct Authenticator {
-    by_digest: HashMap<[u8; 32], Caller>,
+    configured: std::sync::RwLock<HashMap<[u8; 32], Caller>>,
+    run_time: HashMap<[u8; 32], Caller>,
+}
+
+fn by_digest(tokens: &[TokenConfig]) -> HashMap<[u8; 32], Caller> {
+    tokens
+        .iter()
+        .filter_map(|t| {
+            let digest: [u8; 32] = hex::decode(&t.sha256).ok()?.try_into().ok()?;
+            Some((
+                digest,
+                Caller {
+                    name: t.name.clone(),
+                    role: t.role,
+                    company: t.company,
+                },
+            ))
+        })
+        .collect()
 }
 
 impl Authenticator {
     pub fn from_config(tokens: &[TokenConfig]) -> Self {
-        let by_digest = tokens
-            .iter()
-            .filter_map(|t| {
-                let digest: [u8; 32] = hex::decode(&t.sha256).ok()?.try_into().ok()?;
-                Some((
-                    digest,
-                    Caller {
-                        name: t.name.clone(),
-                        role: t.role,
-                        company: t.company,
-                    },
-                ))
-            })
-            .collect();
-        Self { by_digest }
+        Self {
+            configured: std::sync::RwLock::new(by_digest(tokens)),
+            run_time: HashMap::new(),
+        }
     }
 
     /// Adds a token at run time (the demo mints one for the operator at start).
     pub fn insert(&mut self, token: &SecretString, caller: Caller) {
-        self.by_digest
+        self.run_time
             .insert(token_digest(token.expose_secret()), caller);
     }
 
-    pub(crate) fn authenticate(&self, token: &str) -> Option<&Caller> {
-        self.by_digest.get(&token_digest(token))
+    /// Puts `tokens` in force instead of the configured ones: a token left out stops working
+    /// at once, and so do the console sessions signed in with it. Returns how many are in
+    /// force, and how many of the previous ones went.
+    pub fn reload(&self, tokens: &[TokenConfig]) -> (usize, usize) {
+        let fresh = by_digest(tokens);
+        let mut configured = self
+            .configured
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let removed = configured
+            .iter()
+            .filter(|(d, c)| fresh.get(*d) != Some(*c))
+            .count();
+        *configured = fresh;
+        (configured.len(), removed)
     }
 
-    /// Whether some token still gives `caller` (a console session ends when its token is
-    /// removed from the config).
-    pub(crate) fn knows(&self, caller: &Caller) -> bool {
-        self.by_digest.values().any(|c| c == caller)
+    /// The caller a token speaks for, with the token's digest.
+    pub(crate) fn authenticate(&self, token: &str) -> Option<(Caller, [u8; 32])> {
+        let digest = token_digest(token);
+        self.caller_of(&digest).map(|c| (c, digest))
+    }
+
+    /// Who the token with `digest` speaks for, if it is still in force (a console session is
+    /// bound to the digest of the token it signed in with).
+    pub(crate) fn caller_of(&self, digest: &[u8]) -> Option<Caller> {
+        let digest: &[u8; 32] = digest.try_into().ok()?;
+        let configured = self
+            .configured
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        configured
+            .get(digest)
+            .or_else(|| self.run_time.get(digest))
+            .cloned()
     }
 }
 
@@ -193,10 +229,9 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthenticated)?;
-        let caller = state
+        let (caller, _) = state
             .auth
             .authenticate(token.trim())
-            .cloned()
             .ok_or(ApiError::Unauthenticated)?;
         if caller.company.is_some() {
             let route = parts

@@ -86,7 +86,7 @@ pub(super) async fn login(
         return Refusal::Csrf.into_response();
     }
     let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
-    let Some(caller) = c.app.auth.authenticate(token).cloned() else {
+    let Some((caller, digest)) = c.app.auth.authenticate(token) else {
         return login_refused("That token is not known.");
     };
     // A company's users (any role) come for the pages their deeplinks open.
@@ -112,6 +112,7 @@ pub(super) async fn login(
         created_at: now,
         expires_at: now.saturating_add(ttl),
         company: caller.company,
+        token_sha256: digest.to_vec(),
     };
     if let Err(e) = c.app.store.put_console_session(&session).await {
         return Refusal::from(e).into_response();

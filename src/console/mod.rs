@@ -209,8 +209,9 @@ async fn current_session(
     if s.expires_at <= console.app.clock.now() {
         return Ok(None);
     }
-    // A token removed from the configuration ends its sessions.
-    if !console.app.auth.knows(&Viewer::of(s.clone()).caller) {
+    // The session lives only as long as the very token it signed in with: removed from the
+    // configuration (SIGHUP), or given to someone else, it ends the session.
+    if console.app.auth.caller_of(&s.token_sha256) != Some(Viewer::of(s.clone()).caller) {
         return Ok(None);
     }
     Ok(Some(s))

@@ -19,6 +19,8 @@ pub struct SessionRecord {
     /// The company the user acts for; None: the operator's staff.
     #[sqlx(rename = "company_id")]
     pub company: Option<uuid::Uuid>,
+    /// The SHA-256 of the token signed in with: the session ends with that token.
+    pub token_sha256: Vec<u8>,
 }
 
 /// A signed link to one console page, as minted: it opens its page once, before it expires,

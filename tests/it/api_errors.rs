@@ -505,8 +505,14 @@ async fn request_ids_and_methods_from_callers_are_bounded() {
         .iter()
         .filter_map(|r| r["request_id"].as_str())
         .collect();
-    assert!(ids.contains(&"req-1:ok") && ids.contains(&replaced.as_str()), "{ids:?}");
-    assert!(ids.iter().all(|i| i.len() <= 128 && !i.contains(' ')), "{ids:?}");
+    assert!(
+        ids.contains(&"req-1:ok") && ids.contains(&replaced.as_str()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.iter().all(|i| i.len() <= 128 && !i.contains(' ')),
+        "{ids:?}"
+    );
 
     // Made-up methods share one `other` series.
     for verb in ["BREW", "WHEN", "PROPFIND"] {
@@ -514,7 +520,10 @@ async fn request_ids_and_methods_from_callers_are_bounded() {
         let _ = app.call(method, "/v1/accounts", ADMIN, None).await;
     }
     let metrics = app.metrics_text().await;
-    assert!(!metrics.contains("BREW") && !metrics.contains("PROPFIND"), "{metrics}");
+    assert!(
+        !metrics.contains("BREW") && !metrics.contains("PROPFIND"),
+        "{metrics}"
+    );
     assert!(metrics.contains("method=\"other\""), "{metrics}");
     app.stop().await.unwrap();
 }

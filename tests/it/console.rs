@@ -23,12 +23,17 @@ pub(crate) struct Session {
 
 impl Session {
     pub fn new(app: &TestApp) -> Self {
+        Self::at(app.url(""))
+    }
+
+    /// A browser for the daemon listening at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn at(base: String) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            base: app.url(""),
+            base,
             cookies: Vec::new(),
             set_cookie: Vec::new(),
         }

@@ -16,6 +16,7 @@ mod deposits;
 mod engine;
 mod engine_crash;
 mod evm;
+mod hardening;
 mod idempotency;
 mod layout;
 mod ledger_model;

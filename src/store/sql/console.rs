@@ -17,7 +17,8 @@ pub(crate) async fn session(
 
 pub(crate) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO console_sessions (id_hash, user_name, role, csrf, mfa_ok, created_at, expires_at, company_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO console_sessions (id_hash, user_name, role, csrf, mfa_ok, created_at, expires_at, company_id, token_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (id_hash) DO UPDATE SET mfa_ok = excluded.mfa_ok, expires_at = excluded.expires_at",
     )
     .bind(s.id_hash.to_vec())
@@ -28,6 +29,7 @@ pub(crate) async fn put_session(conn: &mut DbConnection, s: &SessionRecord) -> S
     .bind(s.created_at)
     .bind(s.expires_at)
     .bind(s.company)
+    .bind(&s.token_sha256)
     .execute(conn)
     .await?;
     Ok(())

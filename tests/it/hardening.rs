@@ -1,0 +1,127 @@
+//! Hardening the edges (issue 20), on the real binary where it takes a process: a token
+//! removed from the config stops working on SIGHUP, even during a configuration freeze, and
+//! ends the console sessions signed in with it.
+
+use crate::console::Session;
+use crate::harness::*;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const ADMIN_TOKEN: &str = "tdk_test_hardening_admin";
+const DOOMED: &str = "tdk_test_hardening_doomed";
+/// The night operator's token after rotation: same name and role, another secret.
+const ROTATED: &str = "tdk_test_hardening_rotated";
+
+/// The config with the admin's token and, if given, the night operator's.
+fn write_config(dir: &Path, operator: Option<&str>) -> std::path::PathBuf {
+    let entry = |name: &str, role: &str, token: &str| {
+        format!(
+            "[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{}\"\n",
+            hex::encode(treasuryd::api::auth::token_digest(token))
+        )
+    };
+    let mut tokens = entry("admin", "admin", ADMIN_TOKEN);
+    if let Some(token) = operator {
+        tokens.push_str(&entry("night-operator", "operator", token));
+    }
+    let path = dir.join("treasuryd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {data:?}\nwallets_dir = {wallets:?}\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             [log]\nformat = \"json\"\n{tokens}",
+            data = dir.display().to_string(),
+            wallets = dir.join("no-wallets").display().to_string(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_token_stops_working_on_sighup_even_during_a_freeze() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), Some(DOOMED));
+    let (mut daemon, addr, _logs) = crate::engine_crash::start(&config, &db.url, "", None);
+    let api = format!("http://{addr}");
+    let client = reqwest::Client::new();
+    let get = |token: &'static str| {
+        let (client, url) = (client.clone(), format!("{api}/v1/networks"));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(get(DOOMED).await, StatusCode::OK);
+    // The same token signs in to the console.
+    let mut browser = Session::at(api.clone());
+    let (_, form, _) = browser.get("/admin/login").await;
+    let nonce = Session::hidden(&form, "login_csrf");
+    let (s, _, to) = browser
+        .post("/admin/login", &[("login_csrf", &nonce), ("token", DOOMED)])
+        .await;
+    assert_eq!((s, to.as_deref()), (StatusCode::SEE_OTHER, Some("/admin")));
+    let (s, _, _) = browser.get("/admin").await;
+    assert_eq!(s, StatusCode::OK);
+    // A configuration freeze holds templates and scope, not revocation.
+    let r = client
+        .put(format!("{api}/v1/config-freeze"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"enabled": true, "reason": "launch window"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+
+    let pid = daemon.id().to_string();
+    let hang_up = || {
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
+    };
+    let until_refused = |token: &'static str| {
+        let get = &get;
+        async move {
+            for _ in 0..400 {
+                if get(token).await == StatusCode::UNAUTHORIZED {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        }
+    };
+    // Rotation: the same user and role under a new token. The old token and the session it
+    // signed in are gone; the new token works.
+    write_config(dir.path(), Some(ROTATED));
+    hang_up();
+    assert!(
+        until_refused(DOOMED).await,
+        "the rotated-out token still works"
+    );
+    assert_eq!(get(ROTATED).await, StatusCode::OK);
+    let (s, _, to) = browser.get("/admin").await;
+    assert_eq!(
+        (s, to.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/admin/login")),
+        "a session outlived the token it signed in with"
+    );
+    // Removal.
+    write_config(dir.path(), None);
+    hang_up();
+    assert!(
+        until_refused(ROTATED).await,
+        "the removed token still works"
+    );
+    assert_eq!(get(ADMIN_TOKEN).await, StatusCode::OK);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
