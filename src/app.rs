@@ -196,6 +196,7 @@ impl App {
                 metrics,
                 auth: Arc::new(auth),
                 tiers: Arc::new(config.tier_table()?),
+                throttles: Arc::default(),
                 deeplinks: config
                     .console_key()
                     .filter(|_| config.console.enabled)
@@ -409,7 +410,8 @@ impl App {
             let cancel = cancel.clone();
             let failed = failed_tx.clone();
             tracker.spawn(async move {
-                let result = axum::serve(listener, router)
+                let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let result = axum::serve(listener, service)
                     .with_graceful_shutdown(cancel.clone().cancelled_owned())
                     .await;
                 if let Err(e) = result {

@@ -139,7 +139,7 @@ pub struct ConsoleConfig {
     #[serde(default = "default_console_session_minutes")]
     pub session_minutes: u64,
     /// The environment variable holding the console key (at least 32 characters), from which
-    /// each user's TOTP secret is derived. Without it Admins and Approvers cannot sign in.
+    /// each user's TOTP secret is derived. Without it Admins, Approvers and Operators cannot sign in.
     #[serde(default = "default_console_secret_env")]
     pub secret_env: String,
 }

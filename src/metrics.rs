@@ -809,6 +809,10 @@ pub struct HttpMetrics {
     pub requests_total: IntCounterVec,
     /// HTTP request latency in seconds, by route template and method.
     pub request_duration_seconds: HistogramVec,
+    /// Wrong bearer tokens (`bearer`) and second-factor codes (`totp`).
+    pub auth_failures_total: IntCounterVec,
+    /// Attempts refused unjudged (429) because their source or user used up its failures.
+    pub auth_throttled_total: IntCounterVec,
 }
 
 #[derive(Clone)]
@@ -1245,6 +1249,20 @@ impl Metrics {
                 .buckets(latency_buckets.clone()),
                 &["route", "method"],
             )?,
+            auth_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "treasuryd_auth_failures_total",
+                    "Wrong bearer tokens (bearer) and second-factor codes (totp).",
+                ),
+                &["kind"],
+            )?,
+            auth_throttled_total: IntCounterVec::new(
+                Opts::new(
+                    "treasuryd_auth_throttled_total",
+                    "Attempts refused unjudged (429) because their source or user used up its failures (bearer, totp).",
+                ),
+                &["kind"],
+            )?,
         };
         let ledger = LedgerMetrics {
             transactions_total: IntCounterVec::new(
@@ -1278,6 +1296,12 @@ impl Metrics {
         };
         registry.register(Box::new(http.requests_total.clone()))?;
         registry.register(Box::new(http.request_duration_seconds.clone()))?;
+        registry.register(Box::new(http.auth_failures_total.clone()))?;
+        registry.register(Box::new(http.auth_throttled_total.clone()))?;
+        for kind in ["bearer", "totp"] {
+            http.auth_failures_total.with_label_values(&[kind]);
+            http.auth_throttled_total.with_label_values(&[kind]);
+        }
         registry.register(Box::new(ledger.transactions_total.clone()))?;
         registry.register(Box::new(ledger.rejections_total.clone()))?;
         registry.register(Box::new(ledger.commit_duration_seconds.clone()))?;

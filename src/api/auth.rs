@@ -229,10 +229,11 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthenticated)?;
-        let (caller, _) = state
-            .auth
-            .authenticate(token.trim())
-            .ok_or(ApiError::Unauthenticated)?;
+        let source = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| super::throttle::source_key(c.0.ip()));
+        let (caller, _) = state.authenticate_from(source, token.trim())?;
         if caller.company.is_some() {
             let route = parts
                 .extensions

@@ -57,6 +57,9 @@ pub enum ApiError {
     Internal(#[source] StoreError),
     #[error("the service is not ready")]
     Unavailable,
+    /// Too many wrong tokens or codes from this source or for this user: try again later.
+    #[error("too many failed attempts; retry after {0} s")]
+    TooManyAttempts(u64),
 }
 
 impl ApiError {
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::TierLimit { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -121,6 +125,7 @@ impl ApiError {
             ApiError::TierLimit { .. } => "tier_limit_exceeded",
             ApiError::Internal(_) => "internal_error",
             ApiError::Unavailable => "not_ready",
+            ApiError::TooManyAttempts(_) => "too_many_attempts",
         }
     }
 
@@ -226,6 +231,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::TooManyAttempts(seconds) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -20,6 +20,7 @@ pub mod operations;
 pub mod payouts;
 pub mod reports;
 pub mod templates;
+pub mod throttle;
 pub mod trust;
 pub mod views;
 pub mod webhooks;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub clock: crate::clock::DynClock,
     pub metrics: Metrics,
     pub auth: Arc<Authenticator>,
+    /// Brute-force limits on wrong tokens and codes.
+    pub throttles: Arc<throttle::Throttles>,
     /// Signs deeplinks to console pages; None without the console key.
     pub deeplinks: Option<crate::console::deeplink::DeeplinkKey>,
     /// The tier table in force (`[tiers]`); inactive when the config has none.
@@ -312,6 +315,40 @@ impl AppState {
                 }
             }
             (_, None) => Ok(None),
+        }
+    }
+
+    /// The caller `token` speaks for, judged only while `source` has wrong guesses left;
+    /// a wrong one counts against `source` (in-process callers have none).
+    pub fn authenticate_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        token: &str,
+    ) -> ApiResult<(Caller, [u8; 32])> {
+        let now = self.clock.now();
+        if let Some(ip) = source
+            && let Err(wait) = self.throttles.bearer.check(&ip, now)
+        {
+            self.metrics
+                .http
+                .auth_throttled_total
+                .with_label_values(&["bearer"])
+                .inc();
+            return Err(ApiError::TooManyAttempts(wait));
+        }
+        match self.auth.authenticate(token) {
+            Some(found) => Ok(found),
+            None => {
+                self.metrics
+                    .http
+                    .auth_failures_total
+                    .with_label_values(&["bearer"])
+                    .inc();
+                if let Some(ip) = source {
+                    self.throttles.bearer.fail(ip, now);
+                }
+                Err(ApiError::Unauthenticated)
+            }
         }
     }
 

@@ -1,10 +1,12 @@
-//! Signing in: an API token, then for Admins and Approvers a TOTP code (enrolled on first
+//! Signing in: an API token, then for Admins, Approvers and Operators a TOTP code (enrolled on first
 //! sign-in, with one-time recovery codes); sessions as `Secure`, `HttpOnly`, `SameSite=Strict`
 //! cookies of which only the hash is stored.
 
 use super::totp;
 use super::{COOKIE, Console, MfaEnrolment, Pending, Refusal, SessionRecord, bare, needs_mfa};
 use crate::api::auth::random_bytes;
+use crate::api::error::ApiError;
+use crate::api::extract::SourceAddr;
 use crate::domain::Role;
 use axum::Form;
 use axum::extract::State;
@@ -37,7 +39,7 @@ pub(super) async fn login_form(State(c): State<Console>) -> Response {
     let nonce = token();
     let mfa_note = if c.key.is_none() {
         Some(
-            "Second factor unavailable: the console key (console.secret_env) is not set, so Admins and Approvers cannot sign in.",
+            "Second factor unavailable: the console key (console.secret_env) is not set, so Admins, Approvers and Operators cannot sign in.",
         )
     } else {
         None
@@ -48,7 +50,7 @@ pub(super) async fn login_form(State(c): State<Console>) -> Response {
             label { "API token" input type="password" name="token" autocomplete="off" required; }
             button type="submit" { "Sign in" }
         }
-        p.hint { "Sign in with your API token. Admins and Approvers then enter a code from their authenticator app." }
+        p.hint { "Sign in with your API token. Admins, Approvers and Operators then enter a code from their authenticator app." }
         @if let Some(n) = mfa_note { p.error { (n) } }
     };
     let mut res = bare("Sign in", body).into_response();
@@ -75,6 +77,7 @@ fn login_refused(why: &str) -> Response {
 
 pub(super) async fn login(
     State(c): State<Console>,
+    SourceAddr(source): SourceAddr,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -86,8 +89,10 @@ pub(super) async fn login(
         return Refusal::Csrf.into_response();
     }
     let token = form.get("token").map(|t| t.trim()).unwrap_or_default();
-    let Some((caller, digest)) = c.app.auth.authenticate(token) else {
-        return login_refused("That token is not known.");
+    let (caller, digest) = match c.app.authenticate_from(source, token) {
+        Ok(found) => found,
+        Err(ApiError::TooManyAttempts(wait)) => return Refusal::TooMany(wait).into_response(),
+        Err(_) => return login_refused("That token is not known."),
     };
     // A company's users (any role) come for the pages their deeplinks open.
     if caller.role == Role::Trader && caller.company.is_none() {
@@ -97,7 +102,7 @@ pub(super) async fn login(
     }
     if needs_mfa(caller.role) && c.key.is_none() {
         return login_refused(
-            "Admins and Approvers need a second factor, and the console key is not set (console.secret_env).",
+            "Admins, Approvers and Operators need a second factor, and the console key is not set (console.secret_env).",
         );
     }
     let value = token_string();
@@ -129,7 +134,7 @@ pub(super) async fn login(
     let h = res.headers_mut();
     h.append(
         header::SET_COOKIE,
-        set_cookie(COOKIE, &value, "/admin", c.session_ttl.as_secs()),
+        set_cookie(COOKIE, &value, "/", c.session_ttl.as_secs()),
     );
     h.append(
         header::SET_COOKIE,
@@ -176,7 +181,7 @@ pub(super) async fn logout(
     }
     let mut res = Redirect::to("/admin/login").into_response();
     res.headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(COOKIE, "", "/admin", 0));
+        .insert(header::SET_COOKIE, set_cookie(COOKIE, "", "/", 0));
     res
 }
 
@@ -227,7 +232,7 @@ pub(super) async fn enrol_form(
     Ok(bare("Set up your second factor", body).into_response())
 }
 
-/// Checks `code` against `m` (each time step once) and marks the session done.
+/// Checks `code` against `m` (each time step once).
 async fn accept_code(c: &Console, m: &MfaEnrolment, code: &str) -> Result<bool, Refusal> {
     let secret = secret_of(c, m)?;
     // The authenticator app's wall clock, not the daemon's `Clock`: codes follow real time
@@ -239,17 +244,86 @@ async fn accept_code(c: &Console, m: &MfaEnrolment, code: &str) -> Result<bool, 
     Ok(c.app.store.advance_totp_step(&m.user, step).await?)
 }
 
-async fn finish(c: &Console, s: &SessionRecord) -> Result<(), Refusal> {
+/// Judges a second-factor attempt of session `s` only while its source and its user have
+/// wrong codes left (429 otherwise); a wrong one counts against both and against the
+/// session, which is locked (ended, audited) at its `TOTP_TRIES_PER_SESSION`th.
+async fn guarded(
+    c: &Console,
+    s: &SessionRecord,
+    source: Option<std::net::IpAddr>,
+    attempt: impl std::future::Future<Output = Result<bool, Refusal>>,
+) -> Result<bool, Refusal> {
+    let throttles = &c.app.throttles;
+    let now = c.app.clock.now();
+    let metrics = &c.app.metrics.http;
+    let source_wait = source.and_then(|ip| throttles.totp_source.check(&ip, now).err());
+    if let Some(wait) = source_wait.or(throttles.totp_user.check(&s.user, now).err()) {
+        metrics
+            .auth_throttled_total
+            .with_label_values(&["totp"])
+            .inc();
+        return Err(Refusal::TooMany(wait));
+    }
+    if attempt.await? {
+        return Ok(true);
+    }
+    metrics
+        .auth_failures_total
+        .with_label_values(&["totp"])
+        .inc();
+    if let Some(ip) = source {
+        throttles.totp_source.fail(ip, now);
+    }
+    throttles.totp_user.fail(s.user.clone(), now);
+    if throttles.totp_session.fail(s.id_hash, now) >= crate::api::throttle::TOTP_TRIES_PER_SESSION {
+        let audit = crate::store::AuditRecord {
+            actor: s.user.clone(),
+            role: s.role,
+            action: "console.session_locked".into(),
+            target: format!("user:{}", s.user),
+            reason: Some(format!(
+                "{} wrong second-factor codes in one session",
+                crate::api::throttle::TOTP_TRIES_PER_SESSION
+            )),
+            request_id: format!("console-{}", uuid::Uuid::now_v7()),
+            at: now,
+            evidence: source.map(|ip| serde_json::json!({"source": ip.to_string()})),
+        };
+        c.app.store.lock_console_session(&s.id_hash, &audit).await?;
+        return Err(Refusal::Forbidden(
+            "Too many wrong codes: this sign-in is locked. Sign in again with your token.".into(),
+        ));
+    }
+    Ok(false)
+}
+
+/// Completes sign-in under a new session id (and CSRF token): whoever learnt the half-way
+/// session's cookie holds nothing once the second factor is passed. Returns the new cookie.
+async fn finish(c: &Console, s: &SessionRecord) -> Result<HeaderValue, Refusal> {
+    let value = token_string();
     let done = SessionRecord {
+        id_hash: session_hash(&value),
+        csrf: self::token(),
         mfa_ok: true,
         ..s.clone()
     };
-    c.app.store.put_console_session(&done).await?;
-    Ok(())
+    let store = &c.app.store;
+    store.put_console_session(&done).await?;
+    store
+        .delete_console_session(&s.id_hash, c.app.clock.now())
+        .await?;
+    let left = (s.expires_at - c.app.clock.now()).max(0) / 1_000_000;
+    Ok(set_cookie(
+        COOKIE,
+        &value,
+        "/",
+        u64::try_from(left).unwrap_or(0),
+    ))
 }
 
 pub(super) async fn enrol(
     State(c): State<Console>,
+    SourceAddr(source): SourceAddr,
     headers: HeaderMap,
     Pending(s): Pending,
     Form(form): Form<HashMap<String, String>>,
@@ -263,7 +337,7 @@ pub(super) async fn enrol(
         return Ok(Redirect::to("/admin/2fa").into_response());
     }
     let code = form.get("code").map(String::as_str).unwrap_or_default();
-    if !accept_code(&c, &m, code).await? {
+    if !guarded(&c, &s, source, accept_code(&c, &m, code)).await? {
         return Ok((
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             bare("Set up your second factor", html! {
@@ -289,15 +363,17 @@ pub(super) async fn enrol(
         ..m
     };
     store.put_console_mfa(&confirmed).await?;
-    finish(&c, &s).await?;
-    Ok(bare("Second factor set", html! {
+    let cookie = finish(&c, &s).await?;
+    let mut res = bare("Second factor set", html! {
         p { "Keep these recovery codes somewhere safe. Each signs you in once without the app; they are not shown again." }
         ul #recovery-codes { @for code in &codes { li { code { (code) } } } }
         p { a href=(super::cookie(&headers, super::deeplink::NEXT_COOKIE)
             .filter(|n| super::deeplink::resumable(n))
             .unwrap_or("/admin")) { "Continue to the console" } }
     })
-    .into_response())
+    .into_response();
+    res.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(res)
 }
 
 pub(super) async fn second_factor_form(Pending(s): Pending) -> Response {
@@ -320,6 +396,7 @@ pub(super) async fn second_factor_form(Pending(s): Pending) -> Response {
 
 pub(super) async fn second_factor(
     State(c): State<Console>,
+    SourceAddr(source): SourceAddr,
     headers: HeaderMap,
     Pending(s): Pending,
     Form(form): Form<HashMap<String, String>>,
@@ -334,12 +411,15 @@ pub(super) async fn second_factor(
         return Ok(Redirect::to("/admin/2fa/enrol").into_response());
     };
     let code = form.get("code").map(|c| c.trim()).unwrap_or_default();
-    let ok = if code.len() == totp::DIGITS as usize {
-        accept_code(&c, &m, code).await?
-    } else {
-        let hash = hex::encode(Sha256::digest(code.to_ascii_uppercase().as_bytes()));
-        store.spend_recovery_code(&s.user, &hash).await?
+    let attempt = async {
+        if code.len() == totp::DIGITS as usize {
+            accept_code(&c, &m, code).await
+        } else {
+            let hash = hex::encode(Sha256::digest(code.to_ascii_uppercase().as_bytes()));
+            Ok(store.spend_recovery_code(&s.user, &hash).await?)
+        }
     };
+    let ok = guarded(&c, &s, source, attempt).await?;
     if !ok {
         return Ok((
             axum::http::StatusCode::UNAUTHORIZED,
@@ -353,6 +433,8 @@ pub(super) async fn second_factor(
         )
             .into_response());
     }
-    finish(&c, &s).await?;
-    Ok(signed_in(&headers))
+    let cookie = finish(&c, &s).await?;
+    let mut res = signed_in(&headers);
+    res.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(res)
 }

@@ -2,8 +2,8 @@
 //! exactly what the control API does (the same handlers, so the same checks and audit rows),
 //! with a little script for countdowns, local times and confirmations. No external assets.
 //!
-//! Sign-in is with an API token (the same identities and roles); Admins and Approvers then
-//! need a TOTP second factor (enrolment with recovery codes). A session is a random cookie —
+//! Sign-in is with an API token (the same identities and roles); Admins, Approvers and
+//! Operators then need a TOTP second factor (enrolment with recovery codes). A session is a random cookie —
 //! `Secure`, `HttpOnly`, `SameSite=Strict`, scoped to `/admin`, expiring — of which the
 //! database keeps only the SHA-256. Every form carries the session's CSRF token; a session ends
 //! when its token leaves the configuration.
@@ -28,13 +28,14 @@ use maud::{DOCTYPE, Markup, html};
 use secrecy::SecretString;
 use std::time::Duration;
 
-/// The session cookie's name.
-pub const COOKIE: &str = "treasuryd_session";
+/// The session cookie's name: `__Host-` makes the browser refuse it unless it is `Secure`,
+/// for this host only and `Path=/`, so no sibling domain or path can plant or shadow it.
+pub const COOKIE: &str = "__Host-treasuryd_session";
 
 #[derive(Clone)]
 pub struct Console {
     pub app: AppState,
-    /// Derives TOTP secrets; without it Admins and Approvers cannot sign in.
+    /// Derives TOTP secrets; without it Admins, Approvers and Operators cannot sign in.
     key: Option<SecretString>,
     session_ttl: Duration,
 }
@@ -49,9 +50,10 @@ impl Console {
     }
 }
 
-/// Roles that need the second factor.
+/// Roles that need the second factor: every role that may sign in, but a company's traders
+/// (who come only for the pages their deeplinks open, which show, never move, money).
 pub fn needs_mfa(role: Role) -> bool {
-    matches!(role, Role::Admin | Role::Approver)
+    matches!(role, Role::Admin | Role::Approver | Role::Operator)
 }
 
 /// The signed-in viewer of a page.
@@ -72,6 +74,8 @@ pub enum Refusal {
     /// A form without the session's CSRF token.
     Csrf,
     NotFound(String),
+    /// Too many wrong tokens or codes: wait this many seconds.
+    TooMany(u64),
     Internal(String),
     /// A form that cannot become a request: back to the page with the reason.
     Back {
@@ -93,6 +97,16 @@ impl IntoResponse for Refusal {
                 "The form did not carry this session's token (CSRF). Reload the page and try again.".into(),
             ),
             Refusal::NotFound(what) => (StatusCode::NOT_FOUND, "Not found", what),
+            Refusal::TooMany(seconds) => {
+                let page = bare(
+                    "Too many attempts",
+                    html! { p.error role="alert" { "Too many wrong attempts from here or for this user. Try again in " (seconds) " s." } },
+                );
+                let mut res = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+                return res;
+            }
             Refusal::Internal(why) => {
                 tracing::error!(error = %why, "console page failed");
                 (

@@ -737,6 +737,13 @@ pub trait ConsoleStore: Send + Sync {
     /// Spends a recovery code by its hash: false when it is not (or no longer) valid.
     async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool>;
 
+    /// Ends a session locked for too many wrong codes, audited.
+    async fn lock_console_session(
+        &self,
+        id_hash: &[u8; 32],
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
     /// Records a minted deeplink, audited.
     async fn mint_deeplink(
         &self,

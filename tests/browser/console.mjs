@@ -65,8 +65,9 @@ async function signIn(browser, token, who) {
   }
   await page.waitForURL(`${base}/admin`);
   const cookies = await context.cookies();
-  const session = cookies.find((c) => c.name === "treasuryd_session");
-  check(session && session.httpOnly && session.secure && session.sameSite === "Strict", `${who}'s session cookie is HttpOnly, Secure, SameSite=Strict`);
+  const session = cookies.find((c) => c.name === "__Host-treasuryd_session");
+  check(session && session.httpOnly && session.secure && session.sameSite === "Strict" && session.path === "/",
+    `${who}'s session cookie is __Host-, HttpOnly, Secure, SameSite=Strict, Path=/`);
   return page;
 }
 

@@ -202,14 +202,14 @@ async fn sign_in_needs_a_token_and_for_admins_a_code_each_used_once() {
     let cookie = s
         .set_cookie
         .iter()
-        .find(|c| c.starts_with("treasuryd_session="))
+        .find(|c| c.starts_with("__Host-treasuryd_session="))
         .unwrap()
         .clone();
     for flag in [
         "HttpOnly",
         "Secure",
         "SameSite=Strict",
-        "Path=/admin",
+        "Path=/;",
         "Max-Age=3600",
     ] {
         assert!(cookie.contains(flag), "{flag} missing: {cookie}");
@@ -1001,5 +1001,108 @@ async fn concurrent_recovery_spends_never_bring_a_code_back(backend: Backend) {
     assert_eq!(wins, 16);
     let left = store.console_mfa("racer").await.unwrap().unwrap();
     assert_eq!(left.recovery_codes, Vec::<String>::new());
+    app.stop().await.unwrap();
+}
+
+/// Bearer guessing from one address gets 429 with Retry-After once it has used up its wrong
+/// guesses, and from then even the right token is not judged. A thousand wrong second-factor
+/// codes are locked out after a handful: a session at its fifth, the user at their tenth
+/// across sessions (429), each lockout audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_tokens_and_codes_is_locked_out_and_audited() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| with_console(c)).await;
+    // An admin enrols once; a second browser then stops at the second factor.
+    Session::new(&app).sign_in(ADMIN).await;
+    let halfway = |app: &TestApp| {
+        let mut s = Session::new(app);
+        async move {
+            let (_, form, _) = s.get("/admin/login").await;
+            let nonce = Session::hidden(&form, "login_csrf");
+            let (_, _, next) = s
+                .post("/admin/login", &[("login_csrf", &nonce), ("token", ADMIN)])
+                .await;
+            assert_eq!(next.as_deref(), Some("/admin/2fa"));
+            let (_, page, _) = s.get("/admin/2fa").await;
+            let csrf = Session::hidden(&page, "csrf");
+            (s, csrf)
+        }
+    };
+    let (mut s, csrf) = halfway(&app).await;
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..1_000 {
+        let (status, _, _) = s
+            .post("/admin/2fa", &[("csrf", &csrf), ("code", "000000")])
+            .await;
+        *answers.entry(status.as_u16()).or_default() += 1;
+    }
+    // Four judged and wrong, the fifth locks the session; the rest find no session.
+    assert_eq!(answers.get(&401), Some(&4), "{answers:?}");
+    assert_eq!(answers.get(&403), Some(&1), "{answers:?}");
+    assert_eq!(answers.get(&303), Some(&995), "{answers:?}");
+    // New sessions: the user has 10 wrong codes in 15 minutes, then 429 unjudged.
+    let mut judged = 0;
+    let mut throttled = None;
+    'sessions: for _ in 0..5 {
+        let (mut s, csrf) = halfway(&app).await;
+        for _ in 0..5 {
+            let r = s
+                .post("/admin/2fa", &[("csrf", &csrf), ("code", "000000")])
+                .await;
+            match r.0 {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => judged += 1,
+                StatusCode::TOO_MANY_REQUESTS => {
+                    throttled = Some(r);
+                    break 'sessions;
+                }
+                other => panic!("{other}: {}", r.1),
+            }
+        }
+    }
+    assert_eq!(
+        judged, 5,
+        "10 wrong codes per user, 5 used by the first session"
+    );
+    let (_, page, _) = throttled.expect("the user is throttled");
+    assert!(page.contains("Too many wrong attempts"), "{page}");
+    let (_, audit) = app.get("/v1/audit?limit=500", ADMIN).await;
+    let locked = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "console.session_locked")
+        .count();
+    assert_eq!(locked, 2, "{audit}");
+
+    // Bearer guessing: 20 wrong tokens, then 429 with Retry-After, even for the right one.
+    let mut codes = Vec::new();
+    for i in 0..25 {
+        let (s, _) = app.get("/v1/networks", &format!("tdk_guess_{i}")).await;
+        codes.push(s.as_u16());
+    }
+    assert_eq!(&codes[..20], &[401; 20]);
+    assert_eq!(&codes[20..], &[429; 5]);
+    let r = app
+        .client
+        .get(app.url("/v1/networks"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        metric_value(&metrics, "treasuryd_auth_failures_total{kind=\"bearer\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "treasuryd_auth_failures_total{kind=\"totp\"}"),
+        Some(10.0)
+    );
     app.stop().await.unwrap();
 }

@@ -32,7 +32,8 @@ fn write_config(dir: &Path, operator: Option<&str>) -> std::path::PathBuf {
         &path,
         format!(
             "data_dir = {data:?}\nwallets_dir = {wallets:?}\n[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-             [log]\nformat = \"json\"\n{tokens}",
+             [log]\nformat = \"json\"\n[console]\nsecret_env = \"{key}\"\n{tokens}",
+            key = crate::engine_crash::KEY_VAR,
             data = dir.display().to_string(),
             wallets = dir.join("no-wallets").display().to_string(),
         ),
@@ -46,7 +47,8 @@ async fn a_removed_token_stops_working_on_sighup_even_during_a_freeze() {
     let db = TestDb::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), Some(DOOMED));
-    let (mut daemon, addr, _logs) = crate::engine_crash::start(&config, &db.url, "", None);
+    let console_key = crate::console::CONSOLE_KEY;
+    let (mut daemon, addr, _logs) = crate::engine_crash::start(&config, &db.url, console_key, None);
     let api = format!("http://{addr}");
     let client = reqwest::Client::new();
     let get = |token: &'static str| {
@@ -62,14 +64,9 @@ async fn a_removed_token_stops_working_on_sighup_even_during_a_freeze() {
         }
     };
     assert_eq!(get(DOOMED).await, StatusCode::OK);
-    // The same token signs in to the console.
+    // The same token signs in to the console (an Operator: with a second factor).
     let mut browser = Session::at(api.clone());
-    let (_, form, _) = browser.get("/admin/login").await;
-    let nonce = Session::hidden(&form, "login_csrf");
-    let (s, _, to) = browser
-        .post("/admin/login", &[("login_csrf", &nonce), ("token", DOOMED)])
-        .await;
-    assert_eq!((s, to.as_deref()), (StatusCode::SEE_OTHER, Some("/admin")));
+    browser.sign_in(DOOMED).await;
     let (s, _, _) = browser.get("/admin").await;
     assert_eq!(s, StatusCode::OK);
     // A configuration freeze holds templates and scope, not revocation.

@@ -197,6 +197,21 @@ impl ConsoleStore for DbStore {
         console::spend_recovery_code(&mut conn, user, hash).await
     }
 
+    async fn lock_console_session(
+        &self,
+        id_hash: &[u8; 32],
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash.to_vec())
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn mint_deeplink(&self, link: &Deeplink, audit: &AuditRecord) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         sqlx::query(
