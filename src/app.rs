@@ -264,25 +264,26 @@ impl App {
         let tracker = TaskTracker::new();
         let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<anyhow::Error>(4);
 
-        let mut api = api::router(
-            self.state.clone(),
-            self.config.server.max_body_bytes,
-            Duration::from_secs(self.config.server.request_timeout_seconds),
-        );
-        if self.config.console.enabled {
+        let console = self.config.console.enabled.then(|| {
             let key = self.config.console_key();
             if key.is_none() {
                 tracing::warn!(
                     env = %self.config.console.secret_env,
-                    "no console key of at least 32 characters: Admins and Approvers cannot sign in to /admin"
+                    "no console key of at least 32 characters: Admins, Approvers and Operators cannot sign in to /admin"
                 );
             }
-            api = api.merge(crate::console::router(crate::console::Console::new(
+            crate::console::router(crate::console::Console::new(
                 self.state.clone(),
                 key,
                 Duration::from_secs(self.config.console.session_minutes * 60),
-            )));
-        }
+            ))
+        });
+        let api = api::router(
+            self.state.clone(),
+            console,
+            self.config.server.max_body_bytes,
+            Duration::from_secs(self.config.server.request_timeout_seconds),
+        );
         let metrics_state = self.state.metrics.clone();
         let metrics = Router::new().route(
             "/metrics",
@@ -403,22 +404,16 @@ impl App {
             tracker.spawn(async move { run_timers(escrow, trust, &instance, poll, cancel).await });
         }
 
-        for (name, listener, router) in [
-            ("api", self.api_listener, api),
-            ("metrics", self.metrics_listener, metrics),
-        ] {
+        let limits = crate::api::serve::ServeLimits {
+            header_read_timeout: Duration::from_secs(
+                self.config.server.header_read_timeout_seconds,
+            ),
+            max_connections: self.config.server.max_connections,
+        };
+        for (listener, router) in [(self.api_listener, api), (self.metrics_listener, metrics)] {
             let cancel = cancel.clone();
-            let failed = failed_tx.clone();
             tracker.spawn(async move {
-                let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                let result = axum::serve(listener, service)
-                    .with_graceful_shutdown(cancel.clone().cancelled_owned())
-                    .await;
-                if let Err(e) = result {
-                    let _ = failed
-                        .send(anyhow::Error::new(e).context(format!("{name} server failed")))
-                        .await;
-                }
+                crate::api::serve::serve(listener, router, limits, cancel.clone()).await;
                 // A critical task that ends stops the whole daemon.
                 cancel.cancel();
             });

@@ -600,6 +600,19 @@ pub struct ServerConfig {
     pub request_timeout_seconds: u64,
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
+    /// A client must send a request's whole header within this; slower ones are closed.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_seconds: u64,
+    /// Connections served at once per listener; more wait in the kernel's queue.
+    #[serde(default = "default_server_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_server_max_connections() -> usize {
+    4096
 }
 
 impl Default for ServerConfig {
@@ -610,6 +623,8 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_seconds: default_request_timeout(),
             shutdown_grace_seconds: default_shutdown_grace(),
+            header_read_timeout_seconds: default_header_read_timeout(),
+            max_connections: default_server_max_connections(),
         }
     }
 }
@@ -1017,6 +1032,18 @@ impl Config {
             return Err(key_error(
                 "server.shutdown_grace_seconds",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=300).contains(&self.server.header_read_timeout_seconds) {
+            return Err(key_error(
+                "server.header_read_timeout_seconds",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(16..=1_000_000).contains(&self.server.max_connections) {
+            return Err(key_error(
+                "server.max_connections",
+                "must be between 16 and 1000000",
             ));
         }
         if self.server.listen == self.server.metrics_listen && self.server.listen.port() != 0 {

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod operations;
 pub mod payouts;
 pub mod reports;
+pub mod serve;
 pub mod templates;
 pub mod throttle;
 pub mod trust;
@@ -73,9 +74,16 @@ pub struct AppState {
 pub const MAX_PAGE: i64 = 500;
 pub const DEFAULT_PAGE: i64 = 100;
 
-pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration) -> Router {
+/// The API's routes, with `extra` (the console's) merged in, all under the same layers:
+/// request id, tracing, timeout, body limit and metrics.
+pub fn router(
+    state: AppState,
+    extra: Option<Router>,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::serve))
@@ -174,7 +182,10 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
             "/v1/config-freeze",
             get(operations::get_freeze).put(operations::set_freeze),
         )
-        .route("/v1/networks/{name}/safe-mode", post(networks::set_safe_mode))
+        .route(
+            "/v1/networks/{name}/safe-mode",
+            post(networks::set_safe_mode),
+        )
         .route("/v1/networks/{name}/rollout", post(networks::set_rollout))
         .route("/v1/networks/{name}/freezes", post(networks::set_freeze))
         .route(
@@ -200,7 +211,10 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
                 field: None,
             }
         })
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .with_state(state.clone());
+    routes
+        .merge(extra.unwrap_or_default())
+        .layer(middleware::from_fn_with_state(state, record_metrics))
         .layer(Extension(extract::BodyLimit(max_body_bytes)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout))
@@ -215,7 +229,6 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(middleware::map_request(drop_unfit_request_id))
-        .with_state(state)
 }
 
 /// A caller's `x-request-id` is kept (and stored in audit rows) only when it is 1-128

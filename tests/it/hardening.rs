@@ -122,3 +122,126 @@ async fn a_removed_token_stops_working_on_sighup_even_during_a_freeze() {
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }
+
+/// The slow-header attack: 1,000 connections each sending a request header one byte at a
+/// time (a byte a second here, against a 2 s header timeout, where the attacker sends
+/// one every 10 s against the default 10 s). Meanwhile `/readyz`, reads, ledger writes and
+/// payouts keep answering, and the server closes each slow connection once its header is
+/// late (the attacker reconnects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_clients_do_not_stop_the_api() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| {
+        c.server.header_read_timeout_seconds = 2;
+    })
+    .await;
+    let account = app.create_account("steady").await;
+    app.deposit(&account, "1000", "fund").await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let attackers: Vec<_> = (0..1_000)
+        .map(|_| {
+            let (api, stop, closed) = (app.api, stop.clone(), closed.clone());
+            tokio::spawn(async move {
+                let header =
+                    b"GET /v1/networks HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+                while !stop.is_cancelled() {
+                    let Ok(mut conn) = tokio::net::TcpStream::connect(api).await else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    for byte in header {
+                        if stop.is_cancelled() || conn.write_all(&[*byte]).await.is_err() {
+                            break;
+                        }
+                        let mut buf = [0u8; 256];
+                        match tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf))
+                            .await
+                        {
+                            Err(_) => continue,
+                            Ok(_) => {
+                                closed.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let r = client.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let (s, body) = app
+            .post(
+                "/v1/deposits",
+                ADMIN,
+                Some(&format!("during-{i}")),
+                &json!({"account": account, "amount": "1", "reason": "under attack"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        let (s, body) = app
+            .post(
+                "/v1/payouts",
+                TRADER,
+                Some(&format!("payout-{i}")),
+                &json!({"account": account, "network": "ethereum", "asset": "USDT",
+                    "destination": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "amount": "1"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // By now (over 3 s in) every slow connection has met the 2 s header timeout at least once.
+    let seen = closed.load(Ordering::Relaxed);
+    assert!(seen >= 1_000, "only {seen} slow connections were closed");
+    stop.cancel();
+    for a in attackers {
+        a.await.unwrap();
+    }
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// The console's routes sit under the API's layers: a request id, the HTTP metrics, the body
+/// limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_routes_get_the_api_layers() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| {
+        crate::console::with_console(c);
+        c.server.max_body_bytes = 2048;
+    })
+    .await;
+    let r = app
+        .client
+        .get(app.url("/admin/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("x-request-id"));
+    let r = app
+        .client
+        .post(app.url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", "x".repeat(10_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("route=\"/admin/login\""),
+        "console requests are not counted: {metrics}"
+    );
+    app.stop().await.unwrap();
+}
