@@ -230,6 +230,7 @@ impl App {
                         .unwrap_or_else(|| config.data_dir.join("evidence")),
                     config.escrow.evidence_max_bytes,
                     config.escrow.evidence_content_types.clone(),
+                    config.escrow.evidence_max_per_deal,
                 )),
                 templates,
                 webhooks_allow_private: config.webhooks.allow_private_networks,
@@ -370,6 +371,7 @@ impl App {
             );
             tracker.spawn(async move { reload_on_sighup(state, source, cancel).await });
         }
+        let restarts = self.state.metrics.operations.task_restarts_total.clone();
         {
             let deliverer = crate::webhooks::delivery::Deliverer::new(
                 self.state.ledger.clone(),
@@ -381,27 +383,49 @@ impl App {
                     .then(|| self.config.database_url()),
             )
             .context("building the webhook HTTP client")?;
-            let (cancel, instance) = (cancel.clone(), instance.clone());
-            tracker.spawn(async move { deliverer.run(instance, cancel).await });
+            let (c, instance) = (cancel.clone(), instance.clone());
+            tracker.spawn(supervise(
+                "webhooks",
+                restarts.clone(),
+                cancel.clone(),
+                move || deliverer.clone().run(instance.clone(), c.clone()),
+            ));
         }
         {
-            let (canaries, cancel, instance) = (
+            let (canaries, c, instance) = (
                 self.state.canaries.clone(),
                 cancel.clone(),
                 instance.clone(),
             );
             let lease = Duration::from_secs(self.config.webhooks.lease_seconds);
-            tracker.spawn(async move { canaries.run(instance, lease, cancel).await });
+            tracker.spawn(supervise(
+                "canaries",
+                restarts.clone(),
+                cancel.clone(),
+                move || {
+                    let (canaries, instance, c) = (canaries.clone(), instance.clone(), c.clone());
+                    async move { canaries.run(instance, lease, c).await }
+                },
+            ));
         }
         {
-            let (escrow, trust, cancel, instance) = (
+            let (escrow, trust, c, instance) = (
                 self.state.escrow.clone(),
                 self.state.trust.clone(),
                 cancel.clone(),
                 instance.clone(),
             );
             let poll = Duration::from_millis(self.config.escrow.timer_poll_ms);
-            tracker.spawn(async move { run_timers(escrow, trust, &instance, poll, cancel).await });
+            tracker.spawn(supervise(
+                "timers",
+                restarts.clone(),
+                cancel.clone(),
+                move || {
+                    let (escrow, trust, instance, c) =
+                        (escrow.clone(), trust.clone(), instance.clone(), c.clone());
+                    async move { run_timers(escrow, trust, &instance, poll, c).await }
+                },
+            ));
         }
 
         let limits = crate::api::serve::ServeLimits {
@@ -442,6 +466,39 @@ impl App {
                 Ok(())
             }
         }
+    }
+}
+
+/// Runs the background task `start()` makes until `cancel`; if it panics or stops before
+/// that, says so in the log and in `treasuryd_task_restarts_total{task}`, and starts it again
+/// after a pause that doubles up to 30 s. A critical task never silently disappears.
+async fn supervise<F, Fut>(
+    task: &'static str,
+    restarts: prometheus::IntCounterVec,
+    cancel: CancellationToken,
+    mut start: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let ended = tokio::spawn(start()).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        match ended {
+            Err(e) if e.is_panic() => {
+                tracing::error!(task, error = %e, "background task panicked; restarting it")
+            }
+            _ => tracing::error!(task, "background task stopped; restarting it"),
+        }
+        restarts.with_label_values(&[task]).inc();
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -687,5 +744,50 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_background_task_that_panics_is_counted_and_restarted() {
+        let restarts =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("restarts", "test"), &["task"])
+                .unwrap();
+        let (runs, cancel) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
+        let (r, c) = (runs.clone(), cancel.clone());
+        let supervisor = tokio::spawn(supervise(
+            "timers",
+            restarts.clone(),
+            cancel.clone(),
+            move || {
+                let (r, c) = (r.clone(), c.clone());
+                async move {
+                    if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("a bug in the timer loop");
+                    }
+                    c.cancelled().await;
+                }
+            },
+        ));
+        for _ in 0..100 {
+            if runs.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "restarted once");
+        assert_eq!(restarts.with_label_values(&["timers"]).get(), 1);
+        cancel.cancel();
+        supervisor.await.unwrap();
+        assert_eq!(
+            restarts.with_label_values(&["timers"]).get(),
+            1,
+            "a cancelled task is not a failure"
+        );
     }
 }

@@ -244,6 +244,13 @@ pub struct EscrowConfig {
     /// Content types accepted as evidence.
     #[serde(default = "default_evidence_content_types")]
     pub evidence_content_types: Vec<String>,
+    /// Files one deal may carry.
+    #[serde(default = "default_evidence_max_per_deal")]
+    pub evidence_max_per_deal: usize,
+}
+
+fn default_evidence_max_per_deal() -> usize {
+    50
 }
 
 impl Default for EscrowConfig {
@@ -254,6 +261,7 @@ impl Default for EscrowConfig {
             evidence_dir: None,
             evidence_max_bytes: default_evidence_max_bytes(),
             evidence_content_types: default_evidence_content_types(),
+            evidence_max_per_deal: default_evidence_max_per_deal(),
         }
     }
 }
@@ -585,6 +593,10 @@ pub struct NetworkTokenConfig {
     /// EVM, 200000 on Tron (see `NetworkConfig::per_tx_cap`).
     #[serde(default)]
     pub per_tx_cap: Option<String>,
+    /// Smallest payout in token units: a smaller one would cost a whole transfer's gas for
+    /// next to nothing. Unset: any positive amount.
+    #[serde(default)]
+    pub min_payout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1297,8 +1309,18 @@ impl Config {
                     key: AssetKey::new(n.name.clone(), t.code.clone()),
                     decimals: t.decimals,
                 };
-                crate::domain::Amount::parse_decimal(&n.per_tx_cap(t), &spec)
+                let cap = crate::domain::Amount::parse_decimal(&n.per_tx_cap(t), &spec)
                     .map_err(|e| key_error(tkey("per_tx_cap"), format!("per_tx_cap {e}")))?;
+                if let Some(min) = &t.min_payout {
+                    let min = crate::domain::Amount::parse_decimal(min, &spec)
+                        .map_err(|e| key_error(tkey("min_payout"), format!("min_payout {e}")))?;
+                    if min > cap {
+                        return Err(key_error(
+                            tkey("min_payout"),
+                            "min_payout must not be above per_tx_cap",
+                        ));
+                    }
+                }
                 if let Some(target) = &n.rollout.daily_volume_target {
                     crate::domain::Amount::parse_decimal(target, &spec).map_err(|e| {
                         key_error(
@@ -1717,15 +1739,16 @@ mod tests {
             &[
                 ("TREASURYD__SERVER__LISTEN", "127.0.0.1:2"),
                 ("TREASURYD__DATABASE__MAX_CONNECTIONS", "3"),
-                ("TREASURYD__DATABASE__URL", "postgres://u:pw@h/db"),
+                ("TREASURYD__DATABASE__URL", "postgres://u:s3cr3t-pw@h/db"),
                 ("TREASURYD_UNRELATED", "x"),
             ],
         )
         .unwrap();
         assert_eq!(c.server.listen.port(), 2);
         assert_eq!(c.database.max_connections, 3);
+        // A distinctive password: a random temporary path could hold "pw" by chance.
         assert!(
-            !format!("{c:?}").contains("pw"),
+            !format!("{c:?}").contains("s3cr3t-pw"),
             "password leaked into Debug"
         );
         let err = load_text("", &[("TREASURYD__SERVER__NOPE", "1")])

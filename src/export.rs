@@ -2,8 +2,9 @@
 //! (RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled). Amounts are
 //! base units, times RFC 3339 UTC. For `treasuryd export` and `GET /v1/exports/…`.
 
-use crate::domain::micros_to_rfc3339;
-use crate::store::{JournalFilter, Store, StoreError};
+use crate::domain::{UnixMicros, micros_to_rfc3339};
+use crate::store::{DynStore, JournalFilter, StoreError};
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,15 +37,45 @@ impl Format {
     }
 }
 
+/// A CSV field: quoted when it holds a comma, quote or line break (quotes doubled), and
+/// prefixed with `'` when a spreadsheet would run it as a formula (it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return and is not a plain number such as a negative amount).
 fn csv_field(text: &str) -> String {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    let number = !whole.is_empty()
+        && !fraction.is_empty()
+        && whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit());
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']) && !number;
+    let text = if formula {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_owned()
+        text
     }
 }
 
-/// Rows of (column, value) written as JSON objects or CSV lines under one header.
+/// The time range an export covers: `[from, to)`, either end open.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Range {
+    pub from: Option<UnixMicros>,
+    pub to: Option<UnixMicros>,
+}
+
+impl Range {
+    fn holds(&self, at: UnixMicros) -> bool {
+        self.from.is_none_or(|f| at >= f) && self.to.is_none_or(|t| at < t)
+    }
+}
+
+/// Rows of (column, value) written as JSON objects or CSV lines.
 struct Table {
     format: Format,
     columns: &'static [&'static str],
@@ -52,15 +83,19 @@ struct Table {
 }
 
 impl Table {
-    fn new(format: Format, columns: &'static [&'static str]) -> Self {
-        let out = match format {
+    /// What comes before the rows: CSV's header line.
+    fn header(format: Format, columns: &'static [&'static str]) -> String {
+        match format {
             Format::Csv => format!("{}\n", columns.join(",")),
             Format::JsonLines => String::new(),
-        };
+        }
+    }
+
+    fn new(format: Format, columns: &'static [&'static str]) -> Self {
         Self {
             format,
             columns,
-            out,
+            out: String::new(),
         }
     }
 
@@ -85,97 +120,118 @@ impl Table {
     }
 }
 
-/// Every line of every deal's timeline, deal by deal in creation order.
-pub async fn timelines(store: &dyn Store, format: Format) -> Result<String, StoreError> {
-    let mut table = Table::new(
-        format,
-        &["deal_id", "template", "at", "kind", "actor", "detail"],
-    );
-    let mut after = None;
-    loop {
-        let page = store
-            .list_deals(&crate::store::DealFilter {
-                after,
-                limit: 500,
-                ..Default::default()
-            })
-            .await?;
-        for deal in &page {
-            for e in store.deal_events(deal.id).await? {
-                table.row(&[
-                    deal.id.to_string(),
-                    deal.template.id.clone(),
-                    micros_to_rfc3339(e.at),
-                    e.kind,
-                    e.actor,
-                    e.detail,
-                ]);
+/// An export as text chunks: the header, then one chunk per page of the store, so neither
+/// the daemon nor the CLI ever holds a whole export in memory.
+pub type Chunks = BoxStream<'static, Result<String, StoreError>>;
+
+const PAGE: i64 = 500;
+
+const TIMELINE_COLUMNS: &[&str] = &["deal_id", "template", "at", "kind", "actor", "detail"];
+
+/// Every line of every deal's timeline within `range`, deal by deal in creation order.
+pub fn timelines(store: DynStore, format: Format, range: Range) -> Chunks {
+    let header = Table::header(format, TIMELINE_COLUMNS);
+    let pages = futures::stream::try_unfold(Some(None), move |after| {
+        let store = store.clone();
+        async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let page = store
+                .list_deals(&crate::store::DealFilter {
+                    after,
+                    limit: PAGE,
+                    ..Default::default()
+                })
+                .await?;
+            let mut table = Table::new(format, TIMELINE_COLUMNS);
+            for deal in &page {
+                for e in store.deal_events(deal.id).await? {
+                    if range.holds(e.at) {
+                        table.row(&[
+                            deal.id.to_string(),
+                            deal.template.id.clone(),
+                            micros_to_rfc3339(e.at),
+                            e.kind,
+                            e.actor,
+                            e.detail,
+                        ]);
+                    }
+                }
             }
+            let next = (page.len() as i64 == PAGE).then(|| page.last().map(|d| d.id));
+            Ok(Some((table.out, next)))
         }
-        after = page.last().map(|d| d.id);
-        if page.len() < 500 {
-            return Ok(table.out);
-        }
-    }
+    });
+    futures::stream::once(async move { Ok(header) })
+        .chain(pages)
+        .boxed()
 }
 
-/// Every posting of the journal in sequence, with its transaction's fields.
-pub async fn journal(store: &dyn Store, format: Format) -> Result<String, StoreError> {
-    let mut table = Table::new(
-        format,
-        &[
-            "seq",
-            "tx_id",
-            "at",
-            "kind",
-            "network",
-            "asset",
-            "account",
-            "bucket",
-            "amount",
-            "reference",
-            "memo",
-            "actor",
-            "hash",
-        ],
-    );
-    let mut after_seq = 0;
-    loop {
-        let page = store
-            .list_journal(&JournalFilter {
-                company: None,
-                account: None,
-                kind: None,
-                from: None,
-                to: None,
-                after_seq,
-                limit: 500,
-            })
-            .await?;
-        for tx in &page {
-            for p in &tx.postings {
-                table.row(&[
-                    tx.seq.to_string(),
-                    tx.id.to_string(),
-                    micros_to_rfc3339(tx.created_at),
-                    tx.kind.as_str().to_owned(),
-                    tx.asset.network.clone(),
-                    tx.asset.code.clone(),
-                    p.account.to_string(),
-                    p.bucket.as_str().to_owned(),
-                    p.amount.to_string(),
-                    tx.reference.clone().unwrap_or_default(),
-                    tx.memo.clone().unwrap_or_default(),
-                    tx.actor.clone().unwrap_or_default(),
-                    hex::encode(tx.hash),
-                ]);
+const JOURNAL_COLUMNS: &[&str] = &[
+    "seq",
+    "tx_id",
+    "at",
+    "kind",
+    "network",
+    "asset",
+    "account",
+    "bucket",
+    "amount",
+    "reference",
+    "memo",
+    "actor",
+    "hash",
+];
+
+/// Every posting of the journal within `range`, in sequence, with its transaction's fields.
+pub fn journal(store: DynStore, format: Format, range: Range) -> Chunks {
+    let header = Table::header(format, JOURNAL_COLUMNS);
+    let pages = futures::stream::try_unfold(Some(0), move |after| {
+        let store = store.clone();
+        async move {
+            let Some(after_seq) = after else {
+                return Ok(None);
+            };
+            let page = store
+                .list_journal(&JournalFilter {
+                    company: None,
+                    account: None,
+                    kind: None,
+                    from: range.from,
+                    to: range.to,
+                    after_seq,
+                    limit: PAGE,
+                })
+                .await?;
+            let mut table = Table::new(format, JOURNAL_COLUMNS);
+            for tx in &page {
+                for p in &tx.postings {
+                    table.row(&[
+                        tx.seq.to_string(),
+                        tx.id.to_string(),
+                        micros_to_rfc3339(tx.created_at),
+                        tx.kind.as_str().to_owned(),
+                        tx.asset.network.clone(),
+                        tx.asset.code.clone(),
+                        p.account.to_string(),
+                        p.bucket.as_str().to_owned(),
+                        p.amount.to_string(),
+                        tx.reference.clone().unwrap_or_default(),
+                        tx.memo.clone().unwrap_or_default(),
+                        tx.actor.clone().unwrap_or_default(),
+                        hex::encode(tx.hash),
+                    ]);
+                }
             }
+            let next =
+                (page.len() as i64 == PAGE).then(|| page.last().map_or(after_seq, |t| t.seq));
+            Ok(Some((table.out, next)))
         }
-        after_seq = page.last().map_or(after_seq, |t| t.seq);
-        if page.len() < 500 {
-            return Ok(table.out);
-        }
-    }
+    });
+    futures::stream::once(async move { Ok(header) })
+        .chain(pages)
+        .boxed()
 }
 
 #[cfg(test)]
@@ -190,9 +246,32 @@ mod tests {
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
         let mut t = Table::new(Format::Csv, &["a", "b"]);
         t.row(&["1".into(), "x,y".into()]);
-        assert_eq!(t.out, "a,b\n1,\"x,y\"\n");
+        assert_eq!(
+            Table::header(Format::Csv, &["a", "b"]) + &t.out,
+            "a,b\n1,\"x,y\"\n"
+        );
         let mut t = Table::new(Format::JsonLines, &["a", "b"]);
         t.row(&["1".into(), "x,y".into()]);
         assert_eq!(t.out, "{\"a\":\"1\",\"b\":\"x,y\"}\n");
+    }
+
+    #[test]
+    fn a_spreadsheet_never_runs_an_exported_field() {
+        for (field, written) in [
+            (
+                "=HYPERLINK(\"http://evil\",\"x\")",
+                "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\"",
+            ),
+            ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("-2+3", "'-2+3"),
+            ("\tTAB", "'\tTAB"),
+        ] {
+            assert_eq!(csv_field(field), written, "{field}");
+        }
+        // Amounts stay numbers.
+        for number in ["-5000000", "-12.5", "42", "0.000001"] {
+            assert_eq!(csv_field(number), number);
+        }
     }
 }

@@ -265,12 +265,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_for_reading(&c).await?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for format in [Format::JsonLines, Format::Csv] {
-                for (name, text) in [
-                    ("timelines", timelines(store.as_ref(), format).await?),
-                    ("journal", journal(store.as_ref(), format).await?),
+                let range = treasuryd::export::Range::default();
+                for (name, mut chunks) in [
+                    ("timelines", timelines(store.clone(), format, range)),
+                    ("journal", journal(store.clone(), format, range)),
                 ] {
+                    use futures::StreamExt;
+                    use std::io::Write;
                     let path = out.join(format!("{name}.{}", format.extension()));
-                    std::fs::write(&path, text)
+                    let mut file = std::io::BufWriter::new(
+                        std::fs::File::create(&path)
+                            .with_context(|| format!("writing {}", path.display()))?,
+                    );
+                    while let Some(chunk) = chunks.next().await {
+                        file.write_all(chunk?.as_bytes())
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                    file.flush()
                         .with_context(|| format!("writing {}", path.display()))?;
                     println!("wrote {}", path.display());
                 }

@@ -111,6 +111,9 @@ pub struct OperationsMetrics {
     pub disputes_open: IntGauge,
     /// Seconds until the nearest DISPUTE_TTL deadline of an open dispute (absent: none).
     pub disputes_ttl_soonest_seconds: GaugeVec,
+    /// Background tasks that panicked or stopped and were restarted (ledger_writer, webhooks,
+    /// canaries, timers).
+    pub task_restarts_total: IntCounterVec,
 }
 
 /// Canary payouts, by network.
@@ -159,7 +162,19 @@ impl OperationsMetrics {
             "Seconds since the earliest overdue timer or cut-off was due (0: none).",
         )?;
         registry.register(Box::new(oldest.clone()))?;
+        let task_restarts_total = IntCounterVec::new(
+            Opts::new(
+                "treasuryd_task_restarts_total",
+                "Background tasks that panicked or stopped and were restarted, by task (ledger_writer, webhooks, canaries, timers).",
+            ),
+            &["task"],
+        )?;
+        registry.register(Box::new(task_restarts_total.clone()))?;
+        for task in ["ledger_writer", "webhooks", "canaries", "timers"] {
+            task_restarts_total.with_label_values(&[task]);
+        }
         Ok(Self {
+            task_restarts_total,
             canary: CanaryMetrics {
                 last_result,
                 last_finished_seconds: gauge_vec(
@@ -825,6 +840,9 @@ pub struct LedgerMetrics {
     pub commit_duration_seconds: Histogram,
     /// Commands carried by one ledger database transaction.
     pub batch_commands: Histogram,
+    /// `treasuryd_task_restarts_total{task="ledger_writer"}`: a batch that panicked (its
+    /// commands refused, the writer going on).
+    pub writer_panics: prometheus::IntCounter,
 }
 
 impl LedgerMetrics {
@@ -1264,7 +1282,11 @@ impl Metrics {
                 &["kind"],
             )?,
         };
+        let operations = OperationsMetrics::new(&registry)?;
         let ledger = LedgerMetrics {
+            writer_panics: operations
+                .task_restarts_total
+                .with_label_values(&["ledger_writer"]),
             transactions_total: IntCounterVec::new(
                 Opts::new(
                     "treasuryd_ledger_transactions_total",
@@ -1319,7 +1341,6 @@ impl Metrics {
         let pilot = PilotMetrics::new(&registry)?;
         let webhooks = WebhookMetrics::new(&registry)?;
         let trust = TrustMetrics::new(&registry)?;
-        let operations = OperationsMetrics::new(&registry)?;
         Ok(Self {
             operations,
             trust,

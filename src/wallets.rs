@@ -207,6 +207,46 @@ fn read_declarations(dir: &Path) -> Result<Vec<(PathBuf, WalletDecl)>, WalletErr
     Ok(declarations)
 }
 
+/// The least work a keystore's password derivation may ask, so that a stolen keystore file
+/// cannot be brute-forced cheaply: geth's "light" scrypt (N = 4096, r = 8) or PBKDF2-HMAC with
+/// 100,000 rounds. Checked before the password is tried.
+const MIN_SCRYPT_N: u64 = 4096;
+const MIN_SCRYPT_R: u64 = 8;
+const MIN_PBKDF2_ROUNDS: u64 = 100_000;
+
+fn check_kdf(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read keystore {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("keystore {} is not JSON: {e}", path.display()))?;
+    let crypto = json.get("crypto").or_else(|| json.get("Crypto"));
+    let kdf = crypto.and_then(|c| c["kdf"].as_str()).unwrap_or_default();
+    let param = |name: &str| {
+        crypto
+            .and_then(|c| c["kdfparams"][name].as_u64())
+            .unwrap_or(0)
+    };
+    let weak = match kdf {
+        "scrypt" => param("n") < MIN_SCRYPT_N || param("r") < MIN_SCRYPT_R || param("p") == 0,
+        "pbkdf2" => param("c") < MIN_PBKDF2_ROUNDS,
+        other => {
+            return Err(format!(
+                "keystore {}: unknown kdf {other:?}",
+                path.display()
+            ));
+        }
+    };
+    if weak {
+        return Err(format!(
+            "keystore {} derives its key too cheaply ({kdf} {}); re-encrypt it with at least \
+             scrypt N={MIN_SCRYPT_N}, r={MIN_SCRYPT_R} or pbkdf2 c={MIN_PBKDF2_ROUNDS}",
+            path.display(),
+            crypto.map_or(String::new(), |c| c["kdfparams"].to_string())
+        ));
+    }
+    Ok(())
+}
+
 fn load_one(
     dir: &Path,
     file: &Path,
@@ -253,6 +293,7 @@ fn load_one(
                 .map_err(|_| fail(format!("{var} does not hold a valid hex private key")))?
         }
         (None, Some(path), Some(var)) => {
+            check_kdf(&dir.join(path)).map_err(fail)?;
             let password = secret(var)?;
             PrivateKeySigner::decrypt_keystore(dir.join(path), password.expose_secret()).map_err(
                 |_| {
@@ -305,6 +346,55 @@ fn load_one(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_keystore_with_a_cheap_kdf_is_refused_before_its_password_is_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, kdf: &str, params: serde_json::Value| {
+            let path = dir.path().join(name);
+            let body = serde_json::json!({"version": 3, "crypto": {"cipher": "aes-128-ctr",
+                "kdf": kdf, "kdfparams": params, "ciphertext": "00", "mac": "00",
+                "cipherparams": {"iv": "00"}}});
+            std::fs::write(&path, body.to_string()).unwrap();
+            path
+        };
+        let weak = [
+            write(
+                "a",
+                "pbkdf2",
+                serde_json::json!({"c": 1, "dklen": 32, "prf": "hmac-sha256", "salt": "00"}),
+            ),
+            write(
+                "b",
+                "scrypt",
+                serde_json::json!({"n": 2, "r": 8, "p": 1, "dklen": 32, "salt": "00"}),
+            ),
+            write(
+                "c",
+                "scrypt",
+                serde_json::json!({"n": 262144, "r": 1, "p": 1, "dklen": 32, "salt": "00"}),
+            ),
+            write("d", "argon-who", serde_json::json!({})),
+        ];
+        for path in &weak {
+            assert!(super::check_kdf(path).is_err(), "{}", path.display());
+        }
+        let fine = [
+            write(
+                "e",
+                "scrypt",
+                serde_json::json!({"n": 262144, "r": 8, "p": 1, "dklen": 32, "salt": "00"}),
+            ),
+            write(
+                "f",
+                "pbkdf2",
+                serde_json::json!({"c": 262144, "dklen": 32, "prf": "hmac-sha256", "salt": "00"}),
+            ),
+        ];
+        for path in &fine {
+            assert_eq!(super::check_kdf(path), Ok(()), "{}", path.display());
+        }
+    }
+
     use super::*;
 
     // Anvil's well-known development key #1; never used anywhere real.

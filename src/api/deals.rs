@@ -14,6 +14,7 @@ use crate::escrow::{
     Deal, DealAction, DealEvent, DealState, Evidence, action_fits_state, action_role,
     allowed_actions,
 };
+use crate::store::{ConflictKind, StoreError};
 use crate::templates::{CurrencyDisplay, DisputeOutcome};
 use crate::timers::{TimerKind, TimerState};
 use axum::Json;
@@ -649,7 +650,7 @@ action_handler!(
 /// Upload evidence to a deal (Trader): the body is the file, `Content-Type` one of the
 /// accepted types, `X-Evidence-Type` one of the template's evidence types.
 #[utoipa::path(post, tag = "escrow", path = "/v1/deals/{id}/evidence", request_body(content = Vec<u8>, content_type = "application/octet-stream"), security(("bearer" = [])),
-    responses((status = 201, body = Evidence), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Evidence), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upload_evidence(
     State(state): State<AppState>,
     caller: Caller,
@@ -733,7 +734,20 @@ pub async fn upload_evidence(
         format!("deal:{}", deal.id),
         None,
     );
-    state.store.add_evidence(&evidence, &audit).await?;
+    match state
+        .store
+        .add_evidence(&evidence, state.evidence.max_per_deal, &audit)
+        .await
+    {
+        Err(StoreError::Conflict(ConflictKind::LimitReached, message)) => {
+            return Err(ApiError::Conflict {
+                code: "evidence_limit_reached",
+                field: None,
+                message,
+            });
+        }
+        other => other?,
+    }
     Ok((StatusCode::CREATED, Json(evidence)))
 }
 
@@ -767,7 +781,17 @@ pub async fn download_evidence(
             )))
         })?
         .ok_or_else(not_found)?;
-    Ok(([(header::CONTENT_TYPE, e.content_type.clone())], bytes).into_response())
+    // Always a download, never rendered in the viewer's page, whatever the file claims to be.
+    let disposition = format!("attachment; filename=\"evidence-{}\"", e.id);
+    Ok((
+        [
+            (header::CONTENT_TYPE, e.content_type.clone()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

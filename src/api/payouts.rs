@@ -318,6 +318,17 @@ pub async fn create(
         ));
     }
     let amount = parse_amount(&state, &token.spec.key, "amount", &body.amount)?;
+    if let Some(min) = token.min_payout.filter(|min| amount.units() < *min) {
+        return Err(ApiError::invalid(
+            "amount_below_minimum",
+            "amount",
+            format!(
+                "amount is below the smallest payout of {} on {}",
+                token.spec.format(min),
+                network.name
+            ),
+        ));
+    }
     let reference = optional_text("reference", body.reference, 128)?;
     if let Some(m) = &body.metadata
         && (!m.is_object() || m.to_string().len() > MAX_METADATA_BYTES)

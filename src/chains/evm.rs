@@ -186,7 +186,8 @@ impl RpcError {
     /// all (connection, timeout, HTTP status) is transient.
     fn from_transport(e: alloy::transports::TransportError) -> Self {
         use alloy::transports::RpcError as E;
-        let message = e.to_string();
+        // reqwest names the URL it failed on, and RPC URLs often carry an API key.
+        let message = without_urls(&e.to_string());
         let class = match &e {
             E::ErrorResp(payload) => RpcErrorClass::of_message(&payload.message),
             // A garbled answer is the transport's fault, not the node's verdict.
@@ -198,6 +199,28 @@ impl RpcError {
 }
 
 pub type RpcResult<T> = Result<T, RpcError>;
+
+/// `text` with every `http(s)://…` in it replaced by `<rpc url>`, so an error message that
+/// reaches a log or an operator never carries an endpoint's key.
+fn without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        out.push_str("<rpc url>");
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .unwrap_or(tail.len());
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// A transaction signed locally, ready to broadcast and to store before it is broadcast.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -673,6 +696,31 @@ impl EvmClient {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_never_reach_an_error_message() {
+        assert_eq!(
+            super::without_urls(
+                "error sending request for url (https://eth.example/v2/SECRETKEY): connection refused; \
+                 also http://u:p@10.0.0.1:8545/?key=K2"
+            ),
+            "error sending request for url (<rpc url>): connection refused; also <rpc url>"
+        );
+        assert_eq!(super::without_urls("no url here"), "no url here");
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_does_not_carry_the_endpoint_or_its_key() {
+        // Nothing listens on port 1: the connection is refused.
+        let client = super::EvmClient::new("http://127.0.0.1:1/v3/SECRET-API-KEY").unwrap();
+        let e = client.head().await.unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(
+            !text.contains("SECRET-API-KEY") && !text.contains("127.0.0.1:1"),
+            "{text}"
+        );
+        assert_eq!(e.class, super::RpcErrorClass::Transient, "{text}");
+    }
+
     use super::*;
 
     #[test]

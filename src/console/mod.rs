@@ -277,6 +277,7 @@ impl FromRequestParts<Console> for Viewer {
 const COMPANY_PAGES: &[(&str, &str)] = &[
     ("GET", "/admin"),
     ("GET", "/admin/deals/{id}"),
+    ("GET", "/admin/deals/{id}/evidence/{evidence}"),
     ("GET", "/admin/payouts/{id}"),
     ("POST", "/admin/payouts/{id}/{decision}"),
 ];
@@ -440,6 +441,10 @@ pub fn router(console: Console) -> Router {
         .route("/admin/deals", get(pages::deals))
         .route("/admin/deals/{id}", get(pages::deal))
         .route("/admin/deals/{id}/resolve", post(actions::resolve))
+        .route(
+            "/admin/deals/{id}/evidence/{evidence}",
+            get(pages::evidence),
+        )
         .route("/admin/payouts", get(pages::payouts))
         .route("/admin/payouts/{id}", get(pages::payout))
         .route(

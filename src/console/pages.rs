@@ -112,7 +112,7 @@ pub(super) async fn disputes(
                         td { (money(s(&deal["money"], "held"), s(deal, "asset"), locale)) }
                         td {
                             @for e in deal["evidence"].as_array().map(Vec::as_slice).unwrap_or_default() {
-                                a href={ "/v1/deals/" (s(deal, "id")) "/evidence/" (s(e, "id")) } { (s(e, "type")) } " "
+                                a href={ "/admin/deals/" (s(deal, "id")) "/evidence/" (s(e, "id")) } { (s(e, "type")) } " "
                             }
                         }
                     }
@@ -199,6 +199,23 @@ pub(super) async fn deals(
     Ok(page(&viewer, "Deals", &flash, body))
 }
 
+/// One piece of a deal's evidence, downloaded in the viewer's console session (the API's
+/// route wants a bearer token a browser does not send).
+pub(super) async fn evidence(
+    viewer: Viewer,
+    State(c): State<Console>,
+    Path((id, evidence)): Path<(String, String)>,
+) -> Result<axum::response::Response, Refusal> {
+    viewer.require_page(STAFF)?;
+    crate::api::deals::download_evidence(
+        State(c.app.clone()),
+        viewer.caller.clone(),
+        Path((id, evidence)),
+    )
+    .await
+    .map_err(refusal)
+}
+
 /// One deal: state, timers with deadlines, money, evidence, timeline, and the resolution form
 /// offering only the template's outcomes (Operators, while in ISSUE).
 pub(super) async fn deal(
@@ -279,7 +296,7 @@ pub(super) async fn deal(
         }
         h2 { "Evidence" }
         ul { @for e in d["evidence"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            li { a href={ "/v1/deals/" (id) "/evidence/" (s(e, "id")) } { (s(e, "type")) } " " (s(e, "content_type")) " " (e["size"]) " bytes" }
+            li { a href={ "/admin/deals/" (id) "/evidence/" (s(e, "id")) } { (s(e, "type")) } " " (s(e, "content_type")) " " (e["size"]) " bytes" }
         } }
         h2 { "Timeline" }
         table #timeline {

@@ -10,13 +10,21 @@ pub struct EvidenceStore {
     dir: PathBuf,
     pub max_bytes: usize,
     pub content_types: Vec<String>,
+    /// Files one deal may carry.
+    pub max_per_deal: usize,
 }
 
 impl EvidenceStore {
-    pub fn new(dir: PathBuf, max_bytes: usize, content_types: Vec<String>) -> Self {
+    pub fn new(
+        dir: PathBuf,
+        max_bytes: usize,
+        content_types: Vec<String>,
+        max_per_deal: usize,
+    ) -> Self {
         Self {
             dir,
             max_bytes,
+            max_per_deal,
             content_types,
         }
     }

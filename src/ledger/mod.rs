@@ -71,13 +71,18 @@ impl Ledger {
             }
         }
         let assets = assets.iter().map(|a| (a.key.clone(), a.clone())).collect();
-        let recorder = metrics.clone();
+        let (recorder, panics) = (metrics.clone(), metrics.clone());
         let submit = writer::spawn(
             store.clone(),
             writer,
             Arc::new(move |results: &[Reply], took: Duration| {
                 if let Some(m) = &recorder {
                     m.record(results.iter().filter_map(|r| r.as_ref().ok()), took);
+                }
+            }),
+            Arc::new(move || {
+                if let Some(m) = &panics {
+                    m.writer_panics.inc();
                 }
             }),
         );

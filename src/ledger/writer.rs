@@ -38,15 +38,23 @@ impl Default for WriterConfig {
 }
 
 /// Starts the writer tasks; they stop once every sender is dropped and the queue is drained.
+/// A batch that panics is refused whole (its database transaction rolled back) and the writer
+/// goes on, after `on_panic`: writes never silently stall.
 pub fn spawn(
     store: Arc<dyn LedgerStore>,
     config: WriterConfig,
     on_batch: BatchObserver,
+    on_panic: Arc<dyn Fn() + Send + Sync>,
 ) -> mpsc::Sender<Submission> {
     let (tx, rx) = mpsc::channel::<Submission>(config.max_batch * 4);
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..config.writers.max(1) {
-        let (store, rx, on_batch) = (store.clone(), rx.clone(), on_batch.clone());
+        let (store, rx, on_batch, on_panic) = (
+            store.clone(),
+            rx.clone(),
+            on_batch.clone(),
+            on_panic.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let batch = {
@@ -64,7 +72,18 @@ pub fn spawn(
                 let (commands, replies): (Vec<Command>, Vec<_>) =
                     batch.into_iter().map(|s| (s.command, s.reply)).unzip();
                 let started = Instant::now();
-                let results: Vec<Reply> = match store.post_batch(&commands).await {
+                let attempt = std::panic::AssertUnwindSafe(store.post_batch(&commands));
+                let outcome = futures::FutureExt::catch_unwind(attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::error!(
+                            commands = commands.len(),
+                            "a ledger batch panicked: its commands are refused, nothing of it was written"
+                        );
+                        on_panic();
+                        Err(StoreError::Invariant("the ledger write failed".into()))
+                    });
+                let results: Vec<Reply> = match outcome {
                     Ok(results) => results.into_iter().map(Ok).collect(),
                     Err(e) => {
                         let shared = Arc::new(e);
@@ -83,4 +102,111 @@ pub fn spawn(
         });
     }
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, TxId};
+    use crate::ledger::model::{Account, AccountKind, Hold, JournalTx, NewAccount, Operation};
+    use crate::ledger::{AccountFilter, JournalFilter};
+    use crate::store::{AuditRecord, StoreResult};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store whose first batch panics; later ones refuse every command (no database).
+    struct FirstBatchPanics(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl LedgerStore for FirstBatchPanics {
+        async fn post_batch(
+            &self,
+            commands: &[Command],
+        ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("a bug in a batch");
+            }
+            Ok(commands
+                .iter()
+                .map(|c| Err(LedgerError::UnknownAsset(c.asset.clone())))
+                .collect())
+        }
+        async fn register_asset(&self, _: &AssetSpec) -> StoreResult<()> {
+            unreachable!()
+        }
+        async fn ensure_system_account(
+            &self,
+            _: &AssetKey,
+            _: AccountKind,
+        ) -> StoreResult<Account> {
+            unreachable!()
+        }
+        async fn create_account(&self, _: &NewAccount, _: &AuditRecord) -> StoreResult<Account> {
+            unreachable!()
+        }
+        async fn get_account(&self, _: AccountId) -> StoreResult<Account> {
+            unreachable!()
+        }
+        async fn list_accounts(&self, _: &AccountFilter) -> StoreResult<Vec<Account>> {
+            unreachable!()
+        }
+        async fn get_transaction(&self, _: TxId) -> StoreResult<JournalTx> {
+            unreachable!()
+        }
+        async fn list_journal(&self, _: &JournalFilter) -> StoreResult<Vec<JournalTx>> {
+            unreachable!()
+        }
+        async fn get_hold(&self, _: HoldId) -> StoreResult<Hold> {
+            unreachable!()
+        }
+        async fn list_holds(&self, _: Option<HoldId>, _: i64) -> StoreResult<Vec<Hold>> {
+            unreachable!()
+        }
+        async fn journal_head(&self) -> StoreResult<(i64, [u8; 32])> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_is_refused_and_the_writer_goes_on() {
+        let panics = Arc::new(AtomicUsize::new(0));
+        let counted = panics.clone();
+        let submit = spawn(
+            Arc::new(FirstBatchPanics(AtomicUsize::new(0))),
+            WriterConfig {
+                max_batch: 1,
+                writers: 1,
+            },
+            Arc::new(|_: &[Reply], _| {}),
+            Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let asset = AssetKey::new("anvil", "USDC");
+        let send = |key: &str| {
+            let (reply, answer) = oneshot::channel();
+            let command = Command::new(
+                key,
+                asset.clone(),
+                Operation::Void {
+                    hold: HoldId::new(),
+                },
+            );
+            let submit = submit.clone();
+            async move {
+                submit.send(Submission { command, reply }).await.unwrap();
+                answer.await.unwrap()
+            }
+        };
+        let refused = send("first").await;
+        assert!(
+            matches!(&refused, Err(StoreError::Batch(e)) if matches!(**e, StoreError::Invariant(_))),
+            "{refused:?}"
+        );
+        // The one writer is still there and answers the next command.
+        assert!(matches!(
+            send("second").await,
+            Ok(Err(LedgerError::UnknownAsset(_)))
+        ));
+        assert_eq!(panics.load(Ordering::SeqCst), 1);
+    }
 }

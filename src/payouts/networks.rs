@@ -61,6 +61,8 @@ pub struct PayoutToken {
     pub cap: i128,
     /// Payouts of at least this many base units need an approval.
     pub approval_threshold: Option<i128>,
+    /// Smaller payouts are refused (`min_payout`), in base units.
+    pub min_payout: Option<i128>,
     /// A company's unapproved payouts in a rolling 24 h, in token units, past which further ones
     /// need approval (`approval_rolling_total`).
     pub approval_rolling_total: Option<i128>,
@@ -102,6 +104,7 @@ impl PayoutNetworks {
                 };
                 let approval_threshold = n.approval_threshold.as_deref().and_then(units);
                 let approval_rolling_total = n.approval_rolling_total.as_deref().and_then(units);
+                let min_payout = t.min_payout.as_deref().and_then(units);
                 tokens.insert(
                     t.code.clone(),
                     PayoutToken {
@@ -110,6 +113,7 @@ impl PayoutNetworks {
                         cap,
                         approval_threshold,
                         approval_rolling_total,
+                        min_payout,
                     },
                 );
             }

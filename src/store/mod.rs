@@ -77,6 +77,8 @@ pub enum ConflictKind {
     Halted,
     /// The trust pair has no open session to record into.
     NoOpenSession,
+    /// A count limit is reached (a deal's evidence files).
+    LimitReached,
 }
 
 impl StoreError {
@@ -409,9 +411,12 @@ pub trait EscrowStore: Send + Sync {
     ) -> StoreResult<Vec<crate::domain::escrow::DealFacts>>;
 
     /// Records evidence metadata (and a timeline line), audited.
+    /// Adds a file to its deal, audited; refused (`LimitReached`) when the deal already
+    /// carries `max_per_deal`, counted under a lock on the deal.
     async fn add_evidence(
         &self,
         evidence: &crate::domain::escrow::Evidence,
+        max_per_deal: usize,
         audit: &AuditRecord,
     ) -> StoreResult<()>;
 

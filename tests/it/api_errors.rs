@@ -527,3 +527,47 @@ async fn request_ids_and_methods_from_callers_are_bounded() {
     assert!(metrics.contains("method=\"other\""), "{metrics}");
     app.stop().await.unwrap();
 }
+
+/// A payout below the token's `min_payout` costs a whole transfer's gas for next to nothing:
+/// refused, naming the field and the minimum, and nothing is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_below_the_minimum_is_refused() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| {
+        c.networks[0].tokens[0].min_payout = Some("5".into());
+    })
+    .await;
+    let account = app.create_account("dust").await;
+    app.deposit(&account, "100", "fund").await;
+    let payout = |amount: &'static str, key: &'static str| {
+        let (app, account) = (&app, account.clone());
+        async move {
+            app.post(
+                "/v1/payouts",
+                TRADER,
+                Some(key),
+                &json!({"account": account, "network": "ethereum", "asset": "USDT",
+                    "destination": DESTINATION, "amount": amount}),
+            )
+            .await
+        }
+    };
+    let before = app.footprint().await;
+    let (s, body) = payout("4.999999", "dust").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        (&body["error"]["code"], &body["error"]["field"]),
+        (&json!("amount_below_minimum"), &json!("amount")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("5.000000"),
+        "{body}"
+    );
+    assert_eq!(app.footprint().await, before);
+    let (s, body) = payout("5", "enough").await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    app.stop().await.unwrap();
+}

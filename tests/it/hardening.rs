@@ -245,3 +245,116 @@ async fn console_routes_get_the_api_layers() {
     );
     app.stop().await.unwrap();
 }
+
+/// Evidence: at most `evidence_max_per_deal` files a deal (409 past it, nothing stored);
+/// a download is an attachment the browser must not sniff; the console's evidence links work
+/// in a signed-in browser, which sends no bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_is_bounded_downloaded_as_attachments_and_linked_in_the_console() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c, _| {
+        crate::console::with_console(c);
+        c.escrow.evidence_max_per_deal = 2;
+        c.pilot = Some(treasuryd::scope::PilotScope {
+            enabled: true,
+            country_allowlist: vec!["MN".into()],
+            category_allowlist: vec!["USED_CAR_PRIVATE".into()],
+            template_version: "v1".into(),
+        });
+    })
+    .await;
+    let buyer = funded_partner(&app, "buyer", "USDT", "10000").await;
+    let seller = app.create_account("seller").await;
+    let deal = crate::deals::new_deal(&app, &buyer, &seller, "100", "USED_CAR_PRIVATE").await;
+    let id = deal["id"].as_str().unwrap().to_owned();
+    let first = crate::deals::upload(&app, &id, "PHOTO").await;
+    crate::deals::upload(&app, &id, "PHOTO").await;
+    let before = app.footprint().await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/deals/{id}/evidence")))
+        .bearer_auth(TRADER)
+        .header("content-type", "image/jpeg")
+        .header("x-evidence-type", "PHOTO")
+        .body("a third photo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "evidence_limit_reached", "{body}");
+    assert_eq!(app.footprint().await, before);
+
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/deals/{id}/evidence/{first}")))
+        .bearer_auth(TRADER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let disposition = r.headers()["content-disposition"].to_str().unwrap();
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+
+    // The deal page links each file under /admin, where the session cookie goes.
+    let mut browser = Session::new(&app);
+    browser.sign_in(ADMIN).await;
+    let (s, page, _) = browser.get(&format!("/admin/deals/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let link = format!("/admin/deals/{id}/evidence/{first}");
+    assert!(page.contains(&link), "{page}");
+    let (s, file, _) = browser.get(&link).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(file.starts_with("jpeg bytes of"), "{file}");
+    app.stop().await.unwrap();
+}
+
+/// Exports take a time range and defuse what a spreadsheet would run: a deposit whose reason
+/// is a formula comes out as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_take_a_range_and_never_carry_a_live_formula() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let account = app.create_account("csv").await;
+    let (s, early) = app
+        .post(
+            "/v1/deposits",
+            ADMIN,
+            Some("early"),
+            &json!({"account": account, "amount": "1", "reason": "=HYPERLINK(\"http://x\",\"pay\")"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{early}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.deposit(&account, "2", "late").await;
+
+    let all = app.get_text("/v1/exports/journal?format=csv", ADMIN).await;
+    assert!(all.contains("'=HYPERLINK"), "{all}");
+    assert!(
+        !all.contains(",=HYPERLINK") && !all.contains("\"=HYPERLINK"),
+        "{all}"
+    );
+    let late = app
+        .get_text(
+            &format!(
+                "/v1/exports/journal?format=csv&from={}",
+                cut.replace('+', "%2B")
+            ),
+            ADMIN,
+        )
+        .await;
+    let early_tx = early["transaction"]["id"].as_str().unwrap();
+    assert!(all.contains(early_tx) && !late.contains(early_tx), "{late}");
+    assert_eq!(
+        late.lines().count(),
+        1 + 2,
+        "the header and the late deposit's two postings: {late}"
+    );
+    let (s, body) = app.get("/v1/exports/journal?from=yesterday", ADMIN).await;
+    assert_eq!(
+        (s, &body["error"]["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("from"))
+    );
+    app.stop().await.unwrap();
+}

@@ -526,9 +526,30 @@ impl EscrowStore for DbStore {
     async fn add_evidence(
         &self,
         evidence: &crate::domain::escrow::Evidence,
+        max_per_deal: usize,
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM deals WHERE id = $1{FOR_UPDATE}"
+        )))
+        .bind(evidence.deal.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deal_evidence WHERE deal_id = $1")
+                .bind(evidence.deal.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_deal {
+            return Err(StoreError::Conflict(
+                ConflictKind::LimitReached,
+                format!(
+                    "deal {} already carries {count} evidence files, the most it may",
+                    evidence.deal
+                ),
+            ));
+        }
         escrow::insert_evidence(&mut tx, evidence).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
