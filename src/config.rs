@@ -887,15 +887,22 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let mut secrets = std::collections::HashMap::new();
+        let mut others = Vec::new();
         for (name, value) in env {
-            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
-                apply_override(&mut table, path, &value)?;
+            match name.strip_prefix(ENV_PREFIX) {
+                Some(path) => apply_override(&mut table, path, &value)?,
+                None => others.push((name, SecretString::from(value))),
             }
-            secrets.insert(name, SecretString::from(value));
         }
         let mut config = Self::from_table(table)?;
-        config.secrets = secrets;
+        // Only the variables the configuration names (the console key, Tron API keys, the
+        // wallets' keys and keystore passwords) are kept, as secrets; the rest of the process
+        // environment is dropped here.
+        let named = config.secret_names();
+        config.secrets = others
+            .into_iter()
+            .filter(|(name, _)| named.contains(name))
+            .collect();
         config.source = path.map(Path::to_owned);
         Ok(config)
     }
@@ -1402,6 +1409,17 @@ impl Config {
         Ok(TierTable::new(version.to_owned(), timezone, rows))
     }
 
+    /// The environment variables the configuration names as holding secrets.
+    pub fn secret_names(&self) -> std::collections::HashSet<String> {
+        let mut names: std::collections::HashSet<String> =
+            crate::wallets::secret_names(&self.wallets_dir)
+                .into_iter()
+                .collect();
+        names.insert(self.console.secret_env.clone());
+        names.extend(self.networks.iter().filter_map(|n| n.api_key_env.clone()));
+        names
+    }
+
     /// The console key (`console.secret_env`), when set to at least 32 characters.
     pub fn console_key(&self) -> Option<SecretString> {
         self.secrets
@@ -1741,9 +1759,17 @@ mod tests {
                 ("TREASURYD__DATABASE__MAX_CONNECTIONS", "3"),
                 ("TREASURYD__DATABASE__URL", "postgres://u:s3cr3t-pw@h/db"),
                 ("TREASURYD_UNRELATED", "x"),
+                ("AWS_SECRET_ACCESS_KEY", "not ours to keep"),
+                (
+                    "TREASURYD_CONSOLE_SECRET",
+                    "the console key, 32+ characters long",
+                ),
             ],
         )
         .unwrap();
+        // Only what the config names is kept from the environment.
+        let kept: Vec<&String> = c.secrets.keys().collect();
+        assert_eq!(kept, vec!["TREASURYD_CONSOLE_SECRET"]);
         assert_eq!(c.server.listen.port(), 2);
         assert_eq!(c.database.max_connections, 3);
         // A distinctive password: a random temporary path could hold "pw" by chance.

@@ -182,6 +182,17 @@ pub fn declared_hot_wallets(
 
 /// Every declaration in the `*.toml` files of `dir`, in file order (none if the directory
 /// does not exist).
+/// The environment variables the wallet files in `dir` name (keys and keystore passwords);
+/// none when the files cannot be read (loading the wallets then says why).
+pub fn secret_names(dir: &Path) -> Vec<String> {
+    read_declarations(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|(_, d)| [d.key_env, d.password_env])
+        .flatten()
+        .collect()
+}
+
 fn read_declarations(dir: &Path) -> Result<Vec<(PathBuf, WalletDecl)>, WalletError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());

@@ -129,6 +129,10 @@ pub fn router(
             get(trust::companies).post(trust::create_company),
         )
         .route("/v1/companies/{id}/tier", post(trust::set_tier))
+        .route(
+            "/v1/companies/{id}/second-factor",
+            post(trust::set_second_factor),
+        )
         .route("/v1/companies/{id}/headroom", get(trust::headroom))
         .route("/v1/tiers", get(trust::tiers))
         .route("/v1/deeplinks", post(deeplinks::create))

@@ -65,6 +65,7 @@ use utoipa::{Modify, OpenApi};
         super::trust::create_company,
         super::trust::companies,
         super::trust::set_tier,
+        super::trust::set_second_factor,
         super::deeplinks::create,
         super::trust::tiers,
         super::trust::headroom,

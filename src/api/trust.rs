@@ -51,6 +51,8 @@ pub struct CompanyView {
     pub id: String,
     pub name: String,
     pub tier: Tier,
+    /// Its users need a second factor in the console, whatever their role.
+    pub second_factor: bool,
     pub created_by: String,
     pub created_at: String,
 }
@@ -60,6 +62,7 @@ fn company_view(c: &Company) -> CompanyView {
         id: c.id.to_string(),
         name: c.name.clone(),
         tier: c.tier,
+        second_factor: c.second_factor,
         created_by: c.created_by.clone(),
         created_at: micros_to_rfc3339(c.created_at),
     }
@@ -71,6 +74,8 @@ pub struct NewCompany {
     pub name: String,
     /// S, M, L or XL.
     pub tier: Tier,
+    /// Its users need a second factor in the console whatever their role (default true).
+    pub second_factor: Option<bool>,
     pub reason: String,
 }
 
@@ -101,6 +106,7 @@ pub async fn create_company(
         tier: body.tier,
         created_by: caller.name.clone(),
         created_at: state.clock.now(),
+        second_factor: body.second_factor.unwrap_or(true),
     };
     let audit = state.audit_record(
         &caller,
@@ -198,6 +204,48 @@ pub async fn set_tier(
     }
     Ok(Json(company_view(&Company {
         tier: body.tier,
+        ..before
+    })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorPolicy {
+    /// Whether the company's users need a second factor in the console whatever their role
+    /// (its admins and approvers always do).
+    pub required: bool,
+    #[schema(min_length = 3)]
+    pub reason: String,
+}
+
+/// Set a company's second-factor policy (Admin), audited; sessions signed in from then on
+/// follow it.
+#[utoipa::path(post, tag = "trust", path = "/v1/companies/{id}/second-factor", request_body = SecondFactorPolicy, security(("bearer" = [])),
+    responses((status = 200, body = CompanyView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_second_factor(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SecondFactorPolicy>,
+) -> ApiResult<Json<CompanyView>> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let before = company(&state, &id, None).await?;
+    let mut audit = state.audit_record(
+        &caller,
+        request_id,
+        "company.second_factor",
+        format!("company:{}", before.id),
+        Some(reason),
+    );
+    audit.evidence = Some(serde_json::json!({"required": body.required}));
+    state
+        .store
+        .set_company_second_factor(before.id, body.required, &audit)
+        .await?;
+    Ok(Json(company_view(&Company {
+        second_factor: body.required,
         ..before
     })))
 }

@@ -100,7 +100,16 @@ pub(super) async fn login(
             "The console is for treasury, approvers and operators; traders use the API.",
         );
     }
-    if needs_mfa(caller.role) && c.key.is_none() {
+    // A company's policy may ask a second factor of all its users.
+    let company_policy = match caller.company {
+        Some(id) => match c.app.store.companies().await {
+            Ok(all) => all.iter().any(|co| co.id == id && co.second_factor),
+            Err(e) => return Refusal::from(e).into_response(),
+        },
+        None => false,
+    };
+    let needs_mfa = needs_mfa(caller.role) || company_policy;
+    if needs_mfa && c.key.is_none() {
         return login_refused(
             "Admins, Approvers and Operators need a second factor, and the console key is not set (console.secret_env).",
         );
@@ -113,7 +122,7 @@ pub(super) async fn login(
         user: caller.name.clone(),
         role: caller.role,
         csrf: self::token(),
-        mfa_ok: !needs_mfa(caller.role),
+        mfa_ok: !needs_mfa,
         created_at: now,
         expires_at: now.saturating_add(ttl),
         company: caller.company,
@@ -197,7 +206,7 @@ pub(super) async fn enrol_form(
     State(c): State<Console>,
     Pending(s): Pending,
 ) -> Result<Response, Refusal> {
-    if !needs_mfa(s.role) || s.mfa_ok {
+    if s.mfa_ok {
         return Ok(Redirect::to("/admin").into_response());
     }
     let store = &c.app.store;

@@ -9,6 +9,8 @@ pub struct Company {
     pub tier: Tier,
     pub created_by: String,
     pub created_at: crate::domain::UnixMicros,
+    /// Its users need a second factor in the console, whatever their role.
+    pub second_factor: bool,
 }
 
 /// A user (an API token's name) acting for a company in a role.

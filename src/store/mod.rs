@@ -543,6 +543,13 @@ pub trait TrustStore: Send + Sync {
         audit: &AuditRecord,
     ) -> StoreResult<()>;
     async fn companies(&self) -> StoreResult<Vec<crate::domain::trust::Company>>;
+    /// Sets whether a company's users need a second factor in the console, audited.
+    async fn set_company_second_factor(
+        &self,
+        company: uuid::Uuid,
+        required: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
     /// Moves a company to `tier`, audited; refused (`StateChanged`) when it is no longer in
     /// `from`, so two Admins cannot overwrite each other unseen.
     async fn set_company_tier(

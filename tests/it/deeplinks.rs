@@ -86,10 +86,20 @@ async fn a_link_opens_its_page_once_for_its_company(backend: Backend) {
             &[("login_csrf", &nonce), ("token", A_TRADER)],
         )
         .await;
+    // A's policy (the default) asks its traders for a second factor too: they enrol first,
+    // and the enrolment page leads back to the link.
     assert_eq!(
         (s, to.as_deref()),
-        (StatusCode::SEE_OTHER, Some(url.as_str()))
+        (StatusCode::SEE_OTHER, Some("/admin/2fa/enrol"))
     );
+    let (_, enrol, _) = browser.get("/admin/2fa/enrol").await;
+    let code = crate::console::code_now(&crate::console::secret_of(&enrol), 0);
+    let csrf = Session::hidden(&enrol, "csrf");
+    let (s, done, _) = browser
+        .post("/admin/2fa/enrol", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert!(done.contains(&format!("href=\"{url}\"")), "{done}");
     let (s, _, to) = browser.get(&url).await;
     let page = format!("/admin/payouts/{payout}");
     assert_eq!(
@@ -172,5 +182,54 @@ async fn a_link_opens_its_page_once_for_its_company(backend: Backend) {
         (5, 3),
         "{audit}"
     );
+    app.stop().await.unwrap();
+}
+
+crate::on_both_backends!(a_company_policy_decides_its_traders_second_factor);
+
+/// A company's users need a second factor in the console by default whatever their role; an
+/// Admin may lift that for a company (audited), after which its traders sign in with the
+/// token alone. Its admins and approvers always need one.
+async fn a_company_policy_decides_its_traders_second_factor(backend: Backend) {
+    let Tenants { app, b_company, .. } = tenants_with(backend, with_console).await;
+    let sign_in = |token: &'static str| {
+        let app = &app;
+        async move {
+            let mut s = Session::new(app);
+            let (_, form, _) = s.get("/admin/login").await;
+            let nonce = Session::hidden(&form, "login_csrf");
+            s.post("/admin/login", &[("login_csrf", &nonce), ("token", token)])
+                .await
+                .2
+        }
+    };
+    assert_eq!(sign_in(B_TRADER).await.as_deref(), Some("/admin/2fa/enrol"));
+    let (s, company) = app
+        .post(
+            &format!("/v1/companies/{b_company}/second-factor"),
+            ADMIN,
+            None,
+            &json!({"required": false, "reason": "pilot desk on a shared terminal"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &company["second_factor"]),
+        (StatusCode::OK, &json!(false)),
+        "{company}"
+    );
+    assert_eq!(sign_in(B_TRADER).await.as_deref(), Some("/admin"));
+    assert_eq!(
+        sign_in(A_APPROVER).await.as_deref(),
+        Some("/admin/2fa/enrol")
+    );
+    let (s, _) = app
+        .post(
+            &format!("/v1/companies/{b_company}/second-factor"),
+            crate::tenancy::A_ADMIN,
+            None,
+            &json!({"required": false, "reason": "not theirs"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
     app.stop().await.unwrap();
 }

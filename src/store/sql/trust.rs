@@ -33,13 +33,14 @@ fn outcome(text: &str) -> StoreResult<Outcome> {
 
 pub(crate) async fn insert_company(conn: &mut DbConnection, c: &Company) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO companies (id, name, tier, created_by, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO companies (id, name, tier, created_by, created_at, second_factor) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(c.id)
     .bind(&c.name)
     .bind(c.tier.as_str())
     .bind(&c.created_by)
     .bind(c.created_at)
+    .bind(c.second_factor)
     .execute(conn)
     .await
     .map_err(|e| match StoreError::from(e) {
@@ -52,13 +53,11 @@ pub(crate) async fn insert_company(conn: &mut DbConnection, c: &Company) -> Stor
 }
 
 pub(crate) async fn companies(conn: &mut DbConnection) -> StoreResult<Vec<Company>> {
-    Ok(
-        sqlx::query_as(
-            "SELECT id, name, tier, created_by, created_at FROM companies ORDER BY name",
-        )
-        .fetch_all(conn)
-        .await?,
+    Ok(sqlx::query_as(
+        "SELECT id, name, tier, created_by, created_at, second_factor FROM companies ORDER BY name",
     )
+    .fetch_all(conn)
+    .await?)
 }
 
 pub(crate) async fn insert_member(conn: &mut DbConnection, m: &Member) -> StoreResult<()> {
@@ -500,6 +499,23 @@ impl TrustStore for DbStore {
     async fn companies(&self) -> StoreResult<Vec<crate::domain::trust::Company>> {
         let mut conn = self.pool.acquire().await?;
         trust::companies(&mut conn).await
+    }
+
+    async fn set_company_second_factor(
+        &self,
+        company: uuid::Uuid,
+        required: bool,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query("UPDATE companies SET second_factor = $1 WHERE id = $2")
+            .bind(required)
+            .bind(company)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn set_company_tier(

@@ -16,3 +16,7 @@ CREATE TABLE deeplinks (
     used_by    TEXT,
     used_at    BIGINT
 );
+
+-- A company's policy: its users need a second factor in the console whatever their role
+-- (seed 004: "активация 2FA"). On for every company unless an Admin turns it off.
+ALTER TABLE companies ADD COLUMN second_factor BOOLEAN NOT NULL DEFAULT TRUE;
