@@ -196,7 +196,9 @@ impl App {
                 metrics,
                 auth: Arc::new(auth),
                 tiers: Arc::new(config.tier_table()?),
-                throttles: Arc::default(),
+                throttles: Arc::new(crate::api::throttle::Throttles::new(
+                    config.server.auth_failures_per_minute,
+                )),
                 deeplinks: config
                     .console_key()
                     .filter(|_| config.console.enabled)

@@ -618,6 +618,13 @@ pub struct ServerConfig {
     /// Connections served at once per listener; more wait in the kernel's queue.
     #[serde(default = "default_server_max_connections")]
     pub max_connections: usize,
+    /// Wrong bearer tokens one source address may send a minute before it gets 429.
+    #[serde(default = "default_auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
+}
+
+fn default_auth_failures_per_minute() -> u32 {
+    20
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -637,6 +644,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: default_shutdown_grace(),
             header_read_timeout_seconds: default_header_read_timeout(),
             max_connections: default_server_max_connections(),
+            auth_failures_per_minute: default_auth_failures_per_minute(),
         }
     }
 }
@@ -1057,6 +1065,12 @@ impl Config {
             return Err(key_error(
                 "server.header_read_timeout_seconds",
                 "must be between 1 and 300",
+            ));
+        }
+        if !(1..=100_000).contains(&self.server.auth_failures_per_minute) {
+            return Err(key_error(
+                "server.auth_failures_per_minute",
+                "must be between 1 and 100000",
             ));
         }
         if !(16..=1_000_000).contains(&self.server.max_connections) {

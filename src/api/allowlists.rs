@@ -72,7 +72,7 @@ pub struct EnforceRequest {
 
 /// Turn enforcement of an account's allowlist on or off (Admin, reason required).
 #[utoipa::path(put, tag = "allowlists", path = "/v1/accounts/{id}/allowlist", request_body = EnforceRequest,
-    security(("bearer" = [])), responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn set_enforced(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,7 +128,7 @@ fn parse_destination(state: &AppState, network: &str, address: &str) -> ApiResul
 
 /// Add a destination to an account's allowlist (Admin, reason required).
 #[utoipa::path(post, tag = "allowlists", path = "/v1/accounts/{id}/allowlist/destinations", request_body = AddDestination,
-    security(("bearer" = [])), responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,6 +164,7 @@ pub async fn add(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveQuery {
     /// Why; required.
@@ -174,7 +175,7 @@ pub struct RemoveQuery {
 /// that are queued stay queued until it is allowed again or they are cancelled.
 #[utoipa::path(delete, tag = "allowlists", path = "/v1/accounts/{id}/allowlist/destinations/{network}/{address}",
     params(RemoveQuery), security(("bearer" = [])),
-    responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AllowlistView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,

@@ -421,6 +421,7 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListDeals {
     pub state: Option<DealState>,
@@ -429,6 +430,7 @@ pub struct ListDeals {
     /// e.g. USED_CAR_PRIVATE.
     pub category: Option<String>,
     /// The template version deals were created with, e.g. 2.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub template_version: Option<u32>,
     pub cursor: Option<String>,
     pub limit: Option<i64>,

@@ -65,7 +65,7 @@ pub struct AddDepositAddress {
 /// transfers of the account's token to it are credited from the next confirmed block on.
 /// Adding one that exists changes nothing.
 #[utoipa::path(post, tag = "deposits", path = "/v1/accounts/{id}/deposit-addresses", request_body = AddDepositAddress,
-    security(("bearer" = [])), responses((status = 200, body = Vec<DepositAddressView>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = Vec<DepositAddressView>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn add(
     State(state): State<AppState>,
     caller: Caller,

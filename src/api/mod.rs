@@ -517,6 +517,10 @@ fn on_behalf(m: Mutation<'_>, mut cmd: Command, at: crate::domain::UnixMicros) -
     cmd
 }
 
+/// A reason as the OpenAPI document declares it (`reason` in every body: 1-500 characters,
+/// not only blanks): trimmed.
+pub const MAX_REASON: usize = 500;
+
 pub fn require_reason(reason: &str) -> ApiResult<String> {
     let trimmed = reason.trim();
     if trimmed.is_empty() {
@@ -526,11 +530,11 @@ pub fn require_reason(reason: &str) -> ApiResult<String> {
             "reason must say why, in words",
         ));
     }
-    if trimmed.chars().count() > 500 {
+    if reason.chars().count() > MAX_REASON {
         return Err(ApiError::invalid(
             "invalid_field",
             "reason",
-            "reason is longer than 500 characters",
+            format!("reason is longer than {MAX_REASON} characters"),
         ));
     }
     Ok(trimmed.to_owned())

@@ -209,7 +209,7 @@ pub struct RolloutRequest {
 /// Set the rollout phase of a network (Admin, reason required): pilot, canary and full send
 /// at most 10%, 30% and 100% of the daily volume target per asset. Payouts beyond it wait.
 #[utoipa::path(post, tag = "networks", path = "/v1/networks/{name}/rollout", request_body = RolloutRequest,
-    security(("bearer" = [])), responses((status = 200, body = NetworkView), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = NetworkView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn set_rollout(
     State(state): State<AppState>,
     caller: Caller,

@@ -87,7 +87,7 @@ use utoipa::{Modify, OpenApi};
         super::operations::get_freeze,
         super::operations::set_freeze,
     ),
-    modifiers(&BearerAuth, &Principals)
+    modifiers(&BearerAuth, &Principals, &StandardRefusals, &DeclaredConstraints)
 )]
 pub struct ApiDoc;
 
@@ -142,6 +142,161 @@ impl Modify for Principals {
                     Some(d) if !d.is_empty() => format!("{d}\n\n{line}"),
                     _ => line.to_owned(),
                 });
+            }
+        }
+    }
+}
+
+/// The refusals every operation of a kind can answer, declared on each so the document lists
+/// every status code the API returns (each is an `ErrorBody`):
+/// - with a bearer token: 401 (none or unknown), 403 (the role or principal may not), 429 (too
+///   many wrong tokens from the source), 503 (not ready, or the request ran out of time);
+/// - with a path parameter: 404 (no such object, or another company's);
+/// - with a JSON body: 400 (malformed JSON), 413 (too large), 415 (not JSON), 422 (a field);
+/// - with query parameters: 422.
+///
+/// Conflicts (409) are declared by the operations that have them.
+struct StandardRefusals;
+
+impl Modify for StandardRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let refusal = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for op in ops.into_iter().flatten() {
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let located = |place: ParameterIn| {
+                    params.iter().any(|p| match p {
+                        RefOr::T(p) => p.parameter_in == place,
+                        RefOr::Ref(_) => false,
+                    })
+                };
+                let (in_path, in_query) = (located(ParameterIn::Path), located(ParameterIn::Query));
+                let json_body = matches!(&op.request_body,
+                    Some(RefOr::T(b)) if b.content.contains_key("application/json"));
+                let mut codes: Vec<(&str, &str)> = Vec::new();
+                if op.security.is_some() {
+                    codes.extend([
+                        ("401", "No bearer token, or one that is not known (`unauthenticated`)."),
+                        ("403", "The caller's role or principal may not call this (`forbidden`)."),
+                        ("429", "Too many wrong tokens from this source: see `Retry-After` (`too_many_attempts`)."),
+                        ("503", "Not ready, or the request ran out of time (`not_ready`, `request_timeout`)."),
+                    ]);
+                }
+                if in_path {
+                    codes.push((
+                        "404",
+                        "No such object, or one of another company (`*_not_found`).",
+                    ));
+                }
+                if json_body {
+                    codes.extend([
+                        ("400", "The body is not valid JSON (`malformed_json`)."),
+                        ("413", "The body is larger than `server.max_body_bytes` (`payload_too_large`)."),
+                        ("415", "The body is not `application/json` (`unsupported_media_type`)."),
+                    ]);
+                }
+                if json_body || in_query {
+                    codes.push(("422", "A field is invalid; `field` names it."));
+                }
+                for (code, description) in codes {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| refusal(description).into());
+                }
+            }
+        }
+    }
+}
+
+/// Constraints the handlers enforce on shapes that recur, declared once here: every body's
+/// `reason` (1-500 characters, not only blanks: `require_reason`), every `limit` (1 to
+/// `MAX_PAGE`: `page_limit`) and every `Idempotency-Key` header (1-255 visible ASCII
+/// characters, required: `extract::IdempotencyKey`).
+struct DeclaredConstraints;
+
+impl Modify for DeclaredConstraints {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        use utoipa::openapi::{RefOr, Required};
+        let reason = || -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(super::MAX_REASON))
+                .pattern(Some("\\S"))
+                .description(Some("Why, in words; kept in the audit log."))
+                .into()
+        };
+        if let Some(components) = openapi.components.as_mut() {
+            for schema in components.schemas.values_mut() {
+                if let RefOr::T(Schema::Object(object)) = schema
+                    && object.properties.contains_key("reason")
+                    && object.required.iter().any(|r| r == "reason")
+                {
+                    object.properties.insert("reason".into(), reason());
+                }
+            }
+        }
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for op in ops.into_iter().flatten() {
+                for p in op.parameters.iter_mut().flatten() {
+                    if let RefOr::T(p) = p
+                        && p.name == "limit"
+                    {
+                        p.schema = Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::Integer)
+                                .minimum(Some(1))
+                                .maximum(Some(super::MAX_PAGE))
+                                .description(Some(format!(
+                                    "Rows per page, 1 to {} (default {}); more is refused.",
+                                    super::MAX_PAGE,
+                                    super::DEFAULT_PAGE
+                                )))
+                                .into(),
+                        );
+                    }
+                    if let RefOr::T(p) = p
+                        && p.name.eq_ignore_ascii_case("idempotency-key")
+                    {
+                        p.required = Required::True;
+                        p.schema = Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .min_length(Some(1))
+                                .max_length(Some(super::extract::MAX_IDEMPOTENCY_KEY))
+                                .pattern(Some("^[!-~]+$"))
+                                .into(),
+                        );
+                    }
+                }
             }
         }
     }

@@ -65,6 +65,7 @@ pub struct CanaryRequest {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryWait {
     /// Seconds to wait for the result before answering 202 (0..=25, default 20).
@@ -226,7 +227,7 @@ pub async fn get_freeze(
 /// configuration are refused with 409 `config_frozen`; safe-mode, token freezes, canaries and
 /// operations are not.
 #[utoipa::path(put, tag = "operations", path = "/v1/config-freeze", request_body = ConfigFreezeRequest,
-    security(("bearer" = [])), responses((status = 200, body = ConfigFreezeView), (status = 422, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = ConfigFreezeView), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn set_freeze(
     State(state): State<AppState>,
     caller: Caller,

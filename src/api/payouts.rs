@@ -405,6 +405,7 @@ pub async fn get_one(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListPayouts {
     pub state: Option<PayoutState>,

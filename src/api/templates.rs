@@ -50,18 +50,24 @@ pub async fn get_one(
         })
 }
 
+/// The scope in force, its flags named as the seeds write them.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub struct ScopeView {
-    #[serde(flatten)]
-    pub scope: PilotScope,
+    pub enabled: bool,
+    pub country_allowlist: Vec<String>,
+    pub category_allowlist: Vec<String>,
+    /// "v1", "v2", …: new deals take the newest template version not above it.
+    pub template_version: String,
     /// Who set it and why; absent while nobody has (no deal is accepted).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "set_by", skip_serializing_if = "Option::is_none")]
     pub set_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
     /// The template a new deal takes in each (country, category) the scope admits.
+    #[serde(rename = "admitted_templates")]
     pub admitted_templates: Vec<String>,
 }
 
@@ -78,7 +84,10 @@ pub(crate) async fn scope_view(state: &AppState) -> ApiResult<ScopeView> {
         .map(|t| t.id.clone())
         .collect();
     Ok(ScopeView {
-        scope,
+        enabled: scope.enabled,
+        country_allowlist: scope.country_allowlist,
+        category_allowlist: scope.category_allowlist,
+        template_version: scope.template_version,
         set_by: setting.as_ref().map(|s| s.actor.clone()),
         reason: setting.as_ref().map(|s| s.reason.clone()),
         since: setting
@@ -114,7 +123,7 @@ pub struct ScopeRequest {
 /// Replace the pilot's scope flags (Admin, reason required), at once and for every instance.
 /// Only new deals are affected: running deals complete on their own template.
 #[utoipa::path(put, tag = "escrow", path = "/v1/pilot/scope", request_body = ScopeRequest,
-    security(("bearer" = [])), responses((status = 200, body = ScopeView), (status = 422, body = ErrorBody)))]
+    security(("bearer" = [])), responses((status = 200, body = ScopeView), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn set_scope(
     State(state): State<AppState>,
     caller: Caller,

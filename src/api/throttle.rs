@@ -101,9 +101,16 @@ pub const TOTP_TRIES_PER_SESSION: u32 = 5;
 
 impl Default for Throttles {
     fn default() -> Self {
+        Self::new(20)
+    }
+}
+
+impl Throttles {
+    /// With `bearer_per_minute` wrong tokens a minute allowed per source.
+    pub fn new(bearer_per_minute: u32) -> Self {
         let minute = std::time::Duration::from_secs(60);
         Self {
-            bearer: FailureLimiter::new(20, minute, 100_000),
+            bearer: FailureLimiter::new(bearer_per_minute, minute, 100_000),
             totp_source: FailureLimiter::new(20, 15 * minute, 100_000),
             totp_user: FailureLimiter::new(10, 15 * minute, 100_000),
             totp_session: FailureLimiter::new(TOTP_TRIES_PER_SESSION, 24 * 60 * minute, 100_000),

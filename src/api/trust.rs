@@ -401,7 +401,7 @@ async fn company(state: &AppState, id: &str, field: Option<&'static str>) -> Api
 
 /// Add a user to a company in a role, or change their role (Admin).
 #[utoipa::path(post, tag = "trust", path = "/v1/companies/{id}/members", request_body = NewMember, security(("bearer" = [])),
-    responses((status = 200, body = MemberView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = MemberView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn set_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -544,7 +544,7 @@ pub struct NewPair {
 /// Create a trust pair (Admin); its first session opens at once and closes at the next cut-off.
 /// What each side may owe (`limit_a_to_b` for A) is bounded by its tier's credit limit.
 #[utoipa::path(post, tag = "trust", path = "/v1/trust/pairs", request_body = NewPair, security(("bearer" = [])),
-    responses((status = 201, body = PairView), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = PairView), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_pair(
     State(state): State<AppState>,
     caller: Caller,
@@ -1003,6 +1003,7 @@ async fn load_session(state: &AppState, id: &str) -> ApiResult<(Session, TrustPa
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListSessions {
     pub pair: Option<String>,
@@ -1059,6 +1060,7 @@ pub async fn session(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CloseQuery {
     /// Compute and return what closing would settle; change nothing.

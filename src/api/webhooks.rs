@@ -109,7 +109,7 @@ pub struct NewEndpoint {
 
 /// Register a partner endpoint (Admin). The answer carries its signing secret, once.
 #[utoipa::path(post, tag = "webhooks", path = "/v1/webhooks/endpoints", request_body = NewEndpoint, security(("bearer" = [])),
-    responses((status = 201, body = EndpointWithSecret), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = EndpointWithSecret), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,7 +204,7 @@ pub struct Rotate {
 
 /// A new signing secret, shown once (Admin); the previous one signs too until the overlap ends.
 #[utoipa::path(post, tag = "webhooks", path = "/v1/webhooks/endpoints/{id}/rotate", request_body = Rotate, security(("bearer" = [])),
-    responses((status = 200, body = EndpointWithSecret), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EndpointWithSecret), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,7 +254,7 @@ pub struct SetActive {
 
 /// Switch an endpoint on or off (Admin, reason required).
 #[utoipa::path(post, tag = "webhooks", path = "/v1/webhooks/endpoints/{id}/active", request_body = SetActive, security(("bearer" = [])),
-    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn set_active(
     State(state): State<AppState>,
     caller: Caller,
@@ -334,6 +334,7 @@ fn delivery_view(d: &crate::webhooks::outbox::Delivery) -> DeliveryView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListDeliveries {
     /// pending, delivered or dead.

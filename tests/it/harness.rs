@@ -562,6 +562,42 @@ pub fn ensure_prometheus() {
     );
 }
 
+/// The schemathesis binary from `tools/.venv`, installed there from the pinned
+/// `tools/schemathesis/requirements.txt` on first use.
+pub fn ensure_schemathesis() -> std::path::PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("tools/.venv");
+    let bin = venv.join("bin/schemathesis");
+    let present = || {
+        std::process::Command::new(&bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    ONCE.call_once(|| {
+        if present() {
+            return;
+        }
+        eprintln!(
+            "schemathesis missing: installing the pinned tools/schemathesis/requirements.txt"
+        );
+        let _ = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        let _ = std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(root.join("tools/schemathesis/requirements.txt"))
+            .status();
+    });
+    assert!(
+        present(),
+        "schemathesis is needed: python3 -m venv tools/.venv && tools/.venv/bin/pip install -r tools/schemathesis/requirements.txt"
+    );
+    bin
+}
+
 /// Makes sure Debian's Chromium is at /usr/bin/chromium and playwright-core is in
 /// `tools/node_modules` (installing them on first use), for the console's browser test.
 pub fn ensure_browser() {

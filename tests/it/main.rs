@@ -20,6 +20,7 @@ mod hardening;
 mod idempotency;
 mod layout;
 mod ledger_model;
+mod openapi_contract;
 mod operations;
 mod ops_assets;
 mod payouts;
