@@ -225,37 +225,104 @@ const MIN_SCRYPT_N: u64 = 4096;
 const MIN_SCRYPT_R: u64 = 8;
 const MIN_PBKDF2_ROUNDS: u64 = 100_000;
 
-fn check_kdf(path: &Path) -> Result<(), String> {
+fn read_keystore(path: &Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read keystore {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("keystore {} is not JSON: {e}", path.display()))?;
-    let crypto = json.get("crypto").or_else(|| json.get("Crypto"));
-    let kdf = crypto.and_then(|c| c["kdf"].as_str()).unwrap_or_default();
-    let param = |name: &str| {
-        crypto
-            .and_then(|c| c["kdfparams"][name].as_u64())
-            .unwrap_or(0)
-    };
+    serde_json::from_str(&text).map_err(|e| format!("keystore {} is not JSON: {e}", path.display()))
+}
+
+fn crypto_of(keystore: &serde_json::Value) -> &serde_json::Value {
+    keystore
+        .get("crypto")
+        .or_else(|| keystore.get("Crypto"))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn check_kdf(keystore: &serde_json::Value) -> Result<(), String> {
+    let crypto = crypto_of(keystore);
+    let kdf = crypto["kdf"].as_str().unwrap_or_default();
+    let param = |name: &str| crypto["kdfparams"][name].as_u64().unwrap_or(0);
     let weak = match kdf {
         "scrypt" => param("n") < MIN_SCRYPT_N || param("r") < MIN_SCRYPT_R || param("p") == 0,
         "pbkdf2" => param("c") < MIN_PBKDF2_ROUNDS,
-        other => {
-            return Err(format!(
-                "keystore {}: unknown kdf {other:?}",
-                path.display()
-            ));
-        }
+        other => return Err(format!("unknown kdf {other:?}")),
     };
     if weak {
         return Err(format!(
-            "keystore {} derives its key too cheaply ({kdf} {}); re-encrypt it with at least \
+            "it derives its key too cheaply ({kdf} {}); re-encrypt it with at least \
              scrypt N={MIN_SCRYPT_N}, r={MIN_SCRYPT_R} or pbkdf2 c={MIN_PBKDF2_ROUNDS}",
-            path.display(),
-            crypto.map_or(String::new(), |c| c["kdfparams"].to_string())
+            crypto["kdfparams"]
         ));
     }
     Ok(())
+}
+
+/// Decrypts a Web3 Secret Storage (v3) keystore: the key derived from the password (scrypt or
+/// PBKDF2-HMAC-SHA256), checked against the keystore's Keccak MAC, opens the AES-128-CTR
+/// ciphertext. Done here rather than by alloy so that the derived key and the plaintext key
+/// are zeroized as soon as the signer holds the key (which zeroizes it on drop in turn).
+fn decrypt_keystore(
+    keystore: &serde_json::Value,
+    password: &SecretString,
+) -> Result<PrivateKeySigner, String> {
+    use ctr::cipher::{KeyIvInit, StreamCipher};
+    use zeroize::Zeroizing;
+    let crypto = crypto_of(keystore);
+    let bytes = |v: &serde_json::Value, what: &str| {
+        hex::decode(v.as_str().unwrap_or_default()).map_err(|_| format!("{what} is not hex"))
+    };
+    if crypto["cipher"] != "aes-128-ctr" {
+        return Err(format!("cipher {} is not aes-128-ctr", crypto["cipher"]));
+    }
+    let params = &crypto["kdfparams"];
+    if params["dklen"].as_u64() != Some(32) {
+        return Err("kdfparams.dklen must be 32".into());
+    }
+    let salt = bytes(&params["salt"], "kdfparams.salt")?;
+    let number = |name: &str| {
+        params[name]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("kdfparams.{name} is missing or too large"))
+    };
+    let password = password.expose_secret().as_bytes();
+    let mut key = Zeroizing::new([0u8; 32]);
+    match crypto["kdf"].as_str() {
+        Some("scrypt") => {
+            let n = number("n")?;
+            if !n.is_power_of_two() {
+                return Err("kdfparams.n must be a power of two".into());
+            }
+            let log_n = u8::try_from(n.trailing_zeros()).unwrap_or(u8::MAX);
+            let params = scrypt::Params::new(log_n, number("r")?, number("p")?)
+                .map_err(|e| format!("scrypt parameters: {e}"))?;
+            scrypt::scrypt(password, &salt, &params, &mut key[..])
+                .map_err(|e| format!("scrypt: {e}"))?;
+        }
+        Some("pbkdf2") if params["prf"] == "hmac-sha256" => {
+            pbkdf2::pbkdf2::<hmac_for_keystores::Hmac<sha2_for_keystores::Sha256>>(
+                password,
+                &salt,
+                number("c")?,
+                &mut key[..],
+            );
+        }
+        _ => return Err("kdf must be scrypt or pbkdf2 with hmac-sha256".into()),
+    }
+    let ciphertext = bytes(&crypto["ciphertext"], "ciphertext")?;
+    let mac = bytes(&crypto["mac"], "mac")?;
+    let iv = bytes(&crypto["cipherparams"]["iv"], "cipherparams.iv")?;
+    if iv.len() != 16 {
+        return Err("cipherparams.iv must be 16 bytes".into());
+    }
+    let expected = alloy::primitives::keccak256([&key[16..32], &ciphertext[..]].concat());
+    if expected.as_slice() != mac.as_slice() {
+        return Err("wrong password (the MAC does not match)".into());
+    }
+    let mut plain = Zeroizing::new(ciphertext);
+    let mut cipher = ctr::Ctr128BE::<aes::Aes128>::new(key[..16].into(), iv[..].into());
+    cipher.apply_keystream(&mut plain);
+    PrivateKeySigner::from_slice(&plain).map_err(|_| "the decrypted key is not a valid key".into())
 }
 
 fn load_one(
@@ -304,16 +371,15 @@ fn load_one(
                 .map_err(|_| fail(format!("{var} does not hold a valid hex private key")))?
         }
         (None, Some(path), Some(var)) => {
-            check_kdf(&dir.join(path)).map_err(fail)?;
+            let keystore = read_keystore(&dir.join(path)).map_err(fail)?;
+            check_kdf(&keystore).map_err(|e| fail(format!("keystore {}: {e}", path.display())))?;
             let password = secret(var)?;
-            PrivateKeySigner::decrypt_keystore(dir.join(path), password.expose_secret()).map_err(
-                |_| {
-                    fail(format!(
-                        "cannot decrypt keystore {} with {var}",
-                        path.display()
-                    ))
-                },
-            )?
+            decrypt_keystore(&keystore, password).map_err(|e| {
+                fail(format!(
+                    "cannot decrypt keystore {} with {var}: {e}",
+                    path.display()
+                ))
+            })?
         }
         _ => {
             return Err(fail(
@@ -387,7 +453,8 @@ mod tests {
             write("d", "argon-who", serde_json::json!({})),
         ];
         for path in &weak {
-            assert!(super::check_kdf(path).is_err(), "{}", path.display());
+            let keystore = super::read_keystore(path).unwrap();
+            assert!(super::check_kdf(&keystore).is_err(), "{}", path.display());
         }
         let fine = [
             write(
@@ -402,7 +469,31 @@ mod tests {
             ),
         ];
         for path in &fine {
-            assert_eq!(super::check_kdf(path), Ok(()), "{}", path.display());
+            let keystore = super::read_keystore(path).unwrap();
+            assert_eq!(super::check_kdf(&keystore), Ok(()), "{}", path.display());
+        }
+    }
+
+    /// Keystores written by an independent implementation (PyPI eth-account, see
+    /// tests/fixtures/keystores/generate.py) open to anvil's dev account #1; a wrong password
+    /// does not.
+    #[test]
+    fn keystores_from_eth_account_decrypt_to_their_key() {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keystores");
+        for name in ["anvil-1-scrypt.json", "anvil-1-pbkdf2.json"] {
+            let keystore = super::read_keystore(&fixtures.join(name)).unwrap();
+            assert_eq!(super::check_kdf(&keystore), Ok(()), "{name}");
+            let password = secrecy::SecretString::from("treasuryd test password".to_owned());
+            let signer = super::decrypt_keystore(&keystore, &password).unwrap();
+            assert_eq!(
+                signer.address().to_checksum(None),
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+                "{name}"
+            );
+            let wrong = secrecy::SecretString::from("not the password".to_owned());
+            let refused = super::decrypt_keystore(&keystore, &wrong).unwrap_err();
+            assert!(refused.contains("wrong password"), "{refused}");
         }
     }
 

@@ -612,7 +612,16 @@ async fn a_stuck_transfer_is_replaced_and_lands_once(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(attempts >= 2, "no replacement was sent");
-    let text = app.metrics_text().await;
+    // Unmined and at the fee cap, it is stuck again a second after each rebroadcast: the gauge
+    // shows it on the tick after that (read until then, however loaded the machine).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = app.metrics_text().await;
+        if metric_value(&text, "treasuryd_payouts_stuck{network=\"ethereum\"}") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         metric_value(&text, "treasuryd_payouts_stuck{network=\"ethereum\"}"),
         Some(1.0)
