@@ -165,6 +165,7 @@ pub const COMPANY_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/holds/{id}"),
     ("GET", "/v1/payouts"),
     ("POST", "/v1/payouts"),
+    ("POST", "/v1/payouts/batch"),
     ("GET", "/v1/payouts/{id}"),
     ("POST", "/v1/payouts/{id}/approve"),
     ("POST", "/v1/payouts/{id}/reject"),

@@ -79,6 +79,20 @@ impl ApiError {
         Self::invalid("invalid_amount", field, format!("{field} {e}"))
     }
 
+    /// The body's `error`: what a caller reads of this refusal.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+            field: self.field(),
+            headroom: match self {
+                ApiError::Ledger(LedgerError::TierLimit(r))
+                | ApiError::TierLimit { refusal: r, .. } => Some(r.spec.format(r.headroom)),
+                _ => None,
+            },
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
@@ -193,7 +207,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `insufficient_funds`.
     pub code: String,
@@ -215,16 +229,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, "request failed");
         }
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-                field: self.field(),
-                headroom: match &self {
-                    ApiError::Ledger(LedgerError::TierLimit(r))
-                    | ApiError::TierLimit { refusal: r, .. } => Some(r.spec.format(r.headroom)),
-                    _ => None,
-                },
-            },
+            error: self.detail(),
         };
         let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::Unauthenticated) {

@@ -134,6 +134,22 @@ pub struct IdempotencyKey(pub String);
 
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// An idempotency key is 1-255 visible ASCII characters (the header's, or a batch item's).
+pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
+    if !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_idempotency_key",
+            "Idempotency-Key",
+            format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
@@ -145,23 +161,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                 "this request moves money and needs an Idempotency-Key header",
             )
         })?;
-        let key = value
-            .to_str()
-            .ok()
-            .filter(|k| {
-                !k.is_empty()
-                    && k.len() <= MAX_IDEMPOTENCY_KEY
-                    && k.bytes().all(|b| b.is_ascii_graphic())
-            })
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key",
-                    format!(
-                        "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                    ),
-                )
-            })?;
+        let key = value.to_str().unwrap_or("\u{7f}");
+        check_idempotency_key(key)?;
         Ok(IdempotencyKey(key.to_owned()))
     }
 }

@@ -83,6 +83,9 @@ pub fn router(
     request_timeout: Duration,
 ) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let batch_limit = max_body_bytes
+        .saturating_mul(payouts::MAX_BATCH)
+        .min(4 << 20);
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -173,6 +176,14 @@ pub fn router(
         .route("/v1/holds/{id}/void", post(holds::void))
         .route("/v1/audit", get(audit::list))
         .route("/v1/payouts", get(payouts::list).post(payouts::create))
+        .route(
+            "/v1/payouts/batch",
+            // 500 payouts: room for each at a single request's limit, up to 4 MiB.
+            post(payouts::create_batch).layer((
+                DefaultBodyLimit::max(batch_limit),
+                Extension(extract::BodyLimit(batch_limit)),
+            )),
+        )
         .route("/v1/payouts/{id}", get(payouts::get_one))
         .route("/v1/payouts/{id}/approve", post(payouts::approve))
         .route("/v1/payouts/{id}/reject", post(payouts::reject))
@@ -452,6 +463,11 @@ impl AppState {
             }
         }
         Ok(())
+    }
+
+    /// `cmd` as `m`'s caller sends it: the key namespaced per caller, the audit record with it.
+    pub fn on_behalf(&self, m: Mutation<'_>, cmd: Command) -> Command {
+        on_behalf(m, cmd, self.clock.now())
     }
 
     /// Posts one command on behalf of an API caller: the key is namespaced per caller so two

@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         super::holds::void,
         super::audit::list,
         super::payouts::create,
+        super::payouts::create_batch,
         super::payouts::get_one,
         super::payouts::list,
         super::payouts::approve,

@@ -261,6 +261,198 @@ pub async fn create(
     ApiJson(body): ApiJson<CreatePayout>,
 ) -> ApiResult<(StatusCode, Json<AcceptedPayout>)> {
     caller.require(&[Role::Trader])?;
+    let prepared = payout_command(&state, &caller, request_id, key, body).await?;
+    let company = prepared.company;
+    let posted = state.ledger.post_one(prepared.command).await??;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(accepted(&state, company, Ok(posted)).await?),
+    ))
+}
+
+/// What a posted payout command answers: the accepted payout (read back by its hold), or the
+/// refusal; a tier refusal first refreshes the company's headroom so on-call sees it at its
+/// limit without waiting for the refresh.
+async fn accepted(
+    state: &AppState,
+    company: Option<uuid::Uuid>,
+    posted: Result<crate::ledger::Posted, crate::ledger::LedgerError>,
+) -> ApiResult<AcceptedPayout> {
+    let posted = match posted {
+        Err(e @ crate::ledger::LedgerError::TierLimit(_)) => {
+            if let Err(m) = state.refresh_tier_headroom(company).await {
+                tracing::warn!(error = %m, "tier headroom not refreshed");
+            }
+            return Err(e.into());
+        }
+        other => other?,
+    };
+    let hold = posted.hold.as_ref().ok_or_else(|| {
+        ApiError::Internal(StoreError::Invariant(
+            "a payout hold returned no hold".into(),
+        ))
+    })?;
+    let payout = state.store.payout_for_hold(hold.id).await?;
+    Ok(AcceptedPayout::new(state, &payout))
+}
+
+/// A payout request ready to post.
+struct Prepared {
+    command: crate::ledger::Command,
+    company: Option<uuid::Uuid>,
+}
+
+/// Most payouts one batch request may carry.
+pub const MAX_BATCH: usize = 500;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    /// This payout's own idempotency key (1-255 visible ASCII characters): a replay of the
+    /// batch, or of this payout alone through `POST /v1/payouts`, answers it again.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    pub idempotency_key: String,
+    /// As in `POST /v1/payouts`.
+    pub account: String,
+    pub network: String,
+    pub asset: String,
+    pub destination: String,
+    pub amount: String,
+    pub reference: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl BatchItem {
+    fn payout(self) -> CreatePayout {
+        CreatePayout {
+            account: self.account,
+            network: self.network,
+            asset: self.asset,
+            destination: self.destination,
+            amount: self.amount,
+            reference: self.reference,
+            metadata: self.metadata,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatch {
+    #[schema(min_items = 1, max_items = 500)]
+    pub payouts: Vec<BatchItem>,
+}
+
+/// One payout's answer in a batch: `status` 202 with the payout, or the refusal it would have
+/// had alone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    pub idempotency_key: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout: Option<AcceptedPayout>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<super::error::ErrorDetail>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAnswer {
+    /// In the order of the request.
+    pub results: Vec<BatchResult>,
+}
+
+/// Request up to 500 payouts at once (Trader), as payroll-style partners submit. Each is judged
+/// as `POST /v1/payouts` would judge it alone, with its own idempotency key; all that pass are
+/// held and stored in one database transaction before the answer, and each answers for itself
+/// (all-or-nothing is not promised).
+#[utoipa::path(post, tag = "payouts", path = "/v1/payouts/batch", request_body = CreateBatch, security(("bearer" = [])),
+    responses((status = 200, body = BatchAnswer), (status = 422, body = ErrorBody)))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<CreateBatch>,
+) -> ApiResult<Json<BatchAnswer>> {
+    caller.require(&[Role::Trader])?;
+    if body.payouts.is_empty() || body.payouts.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "payouts",
+            format!("payouts must hold 1 to {MAX_BATCH} payouts"),
+        ));
+    }
+    // Every payout checked alone; those that pass are posted together.
+    let (mut slots, mut commands, mut companies) = (Vec::new(), Vec::new(), Vec::new());
+    for item in body.payouts {
+        let key = item.idempotency_key.clone();
+        let prepared = match super::extract::check_idempotency_key(&key) {
+            Ok(()) => {
+                payout_command(
+                    &state,
+                    &caller,
+                    request_id.clone(),
+                    key.clone(),
+                    item.payout(),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        slots.push((
+            key,
+            prepared.map(|p| {
+                commands.push(p.command);
+                companies.push(p.company);
+                commands.len() - 1
+            }),
+        ));
+    }
+    let mut posted: Vec<_> = state
+        .ledger
+        .post(commands)
+        .await?
+        .into_iter()
+        .map(Some)
+        .collect();
+    let mut results = Vec::with_capacity(slots.len());
+    for (key, slot) in slots {
+        let answer = match slot {
+            Ok(i) => match posted.get_mut(i).and_then(Option::take) {
+                Some(result) => accepted(&state, companies[i], result).await,
+                None => Err(ApiError::Internal(StoreError::Invariant(
+                    "the batch answered fewer results than it posted".into(),
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        results.push(match answer {
+            Ok(payout) => BatchResult {
+                idempotency_key: key,
+                status: StatusCode::ACCEPTED.as_u16(),
+                payout: Some(payout),
+                error: None,
+            },
+            Err(e) => BatchResult {
+                idempotency_key: key,
+                status: e.status().as_u16(),
+                payout: None,
+                error: Some(e.detail()),
+            },
+        });
+    }
+    Ok(Json(BatchAnswer { results }))
+}
+
+/// A payout request checked and made into its ledger command (the hold, with the payout as its
+/// effect, the tier quota and the caller's audit record): everything short of posting it.
+async fn payout_command(
+    state: &AppState,
+    caller: &Caller,
+    request_id: String,
+    key: String,
+    body: CreatePayout,
+) -> ApiResult<Prepared> {
     let network = state.networks.get(&body.network).ok_or_else(|| {
         ApiError::invalid(
             "unknown_network",
@@ -275,7 +467,7 @@ pub async fn create(
             format!("asset {:?} is not paid out on {}", body.asset, network.name),
         )
     })?;
-    let account = load_account(&state, &caller, &body.account, Some("account")).await?;
+    let account = load_account(state, caller, &body.account, Some("account")).await?;
     if account.asset != token.spec.key {
         return Err(ApiError::invalid(
             "asset_mismatch",
@@ -317,7 +509,7 @@ pub async fn create(
             ),
         ));
     }
-    let amount = parse_amount(&state, &token.spec.key, "amount", &body.amount)?;
+    let amount = parse_amount(state, &token.spec.key, "amount", &body.amount)?;
     if let Some(min) = token.min_payout.filter(|min| amount.units() < *min) {
         return Err(ApiError::invalid(
             "amount_below_minimum",
@@ -361,33 +553,17 @@ pub async fn create(
         .tier_quota(account.company, &token.spec, amount.units())
         .await?;
     let m = Mutation {
-        caller: &caller,
+        caller,
         request_id,
         idempotency_key: key,
         action: "payout.create",
         target: format!("payout:{id}"),
         reason: None,
     };
-    let posted = match state.post(m, cmd).await {
-        Err(e @ ApiError::Ledger(crate::ledger::LedgerError::TierLimit(_))) => {
-            // On-call sees the refusal's company at its limit without waiting for the refresh.
-            if let Err(m) = state.refresh_tier_headroom(account.company).await {
-                tracing::warn!(error = %m, "tier headroom not refreshed");
-            }
-            return Err(e);
-        }
-        other => other?,
-    };
-    let hold = posted.hold.as_ref().ok_or_else(|| {
-        ApiError::Internal(StoreError::Invariant(
-            "a payout hold returned no hold".into(),
-        ))
-    })?;
-    let payout = state.store.payout_for_hold(hold.id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(AcceptedPayout::new(&state, &payout)),
-    ))
+    Ok(Prepared {
+        command: state.on_behalf(m, cmd),
+        company: account.company,
+    })
 }
 
 /// One payout: state, chunks and every decision and step.

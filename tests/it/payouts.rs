@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     payouts_are_held_split_and_idempotent,
-    bad_payout_requests_hold_nothing
+    bad_payout_requests_hold_nothing,
+    a_batch_answers_each_payout_as_alone
 );
 
 fn payout(account: &str, amount: &str) -> Value {
@@ -303,5 +304,114 @@ async fn bad_payout_requests_hold_nothing(backend: Backend) {
     );
     let (_, list) = app.get("/v1/payouts", TRADER).await;
     assert!(list["items"].as_array().unwrap().is_empty());
+    app.stop().await.unwrap();
+}
+
+/// `POST /v1/payouts/batch`: each payout is judged as it would be alone, with its own key; the
+/// accepted ones are held and stored before the answer, the refused ones hold nothing; a
+/// replay answers every one as before, and a key from a batch replays through the single route.
+async fn a_batch_answers_each_payout_as_alone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let account = funded_partner(&app, "payroll", "USDT", "1000").await;
+    let item = |key: &str, destination: &str, amount: &str| {
+        json!({"idempotency_key": key, "account": account, "network": "ethereum", "asset": "USDT",
+            "destination": destination, "amount": amount, "reference": format!("salary {key}")})
+    };
+    let batch = json!({"payouts": [
+        item("p-1", DESTINATION, "100"),
+        item("p-2", DESTINATION, "250.5"),
+        item("p-3", "0x70997970c51812dc3a010c7d01b50e0d17dc79c9", "1"),
+        item("p-4", DESTINATION, "5000"),
+        item("p-5", DESTINATION, "0.000001"),
+    ]});
+    let (s, answer) = app.post("/v1/payouts/batch", TRADER, None, &batch).await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![202, 202, 422, 409, 202], "{answer}");
+    assert_eq!(results[2]["error"]["field"], "destination", "{answer}");
+    assert_eq!(
+        results[3]["error"]["code"], "insufficient_funds",
+        "{answer}"
+    );
+    // Held before the answer: 100 + 250.5 + 0.000001 of 1,000.
+    let held = app.account(&account).await;
+    assert_eq!(held["held"], "350.500001", "{held}");
+    for r in results.iter().filter(|r| r["status"] == 202) {
+        let (s, p) = app
+            .get(
+                &format!("/v1/payouts/{}", r["payout"]["id"].as_str().unwrap()),
+                TRADER,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{p}");
+        assert_eq!(
+            p["reference"],
+            format!("salary {}", r["idempotency_key"].as_str().unwrap())
+        );
+    }
+    // The same batch again: every answer as before, nothing new held.
+    let before = app.footprint().await;
+    let (_, again) = app.post("/v1/payouts/batch", TRADER, None, &batch).await;
+    let ids = |a: &Value| -> Vec<Value> {
+        a["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["payout"]["id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&answer), "{again}");
+    assert_eq!(app.footprint().await, before);
+    // A batch key is the caller's key for that payout on the single route too.
+    let (s, alone) = app
+        .post(
+            "/v1/payouts",
+            TRADER,
+            Some("p-1"),
+            &json!({"account": account, "network": "ethereum", "asset": "USDT",
+                "destination": DESTINATION, "amount": "100", "reference": "salary p-1"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &alone["id"]),
+        (StatusCode::ACCEPTED, &results[0]["payout"]["id"]),
+        "{alone}"
+    );
+    // Size limits and bad keys.
+    let (s, body) = app
+        .post("/v1/payouts/batch", TRADER, None, &json!({"payouts": []}))
+        .await;
+    assert_eq!(
+        (s, &body["error"]["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("payouts"))
+    );
+    let many: Vec<Value> = (0..501)
+        .map(|i| item(&format!("m-{i}"), DESTINATION, "1"))
+        .collect();
+    let (s, _) = app
+        .post("/v1/payouts/batch", TRADER, None, &json!({"payouts": many}))
+        .await;
+    assert!(
+        s == StatusCode::UNPROCESSABLE_ENTITY || s == StatusCode::PAYLOAD_TOO_LARGE,
+        "{s}"
+    );
+    let (s, body) = app
+        .post(
+            "/v1/payouts/batch",
+            TRADER,
+            None,
+            &json!({"payouts": [item("bad key", DESTINATION, "1")]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        body["results"][0]["error"]["code"], "invalid_idempotency_key",
+        "{body}"
+    );
+    app.verify_clean().await;
     app.stop().await.unwrap();
 }

@@ -443,6 +443,9 @@ async fn every_company_route_refuses_another_companys_objects(backend: Backend) 
             ("POST", "/v1/webhooks/endpoints") => Some(json!({"url": receiver.url(),
                 "event_types": ["deposit.*"], "company": b_company, "reason": "probe"})),
             ("POST", "/v1/deeplinks") => Some(json!({"target": "payout", "id": b_payout})),
+            ("POST", "/v1/payouts/batch") => Some(json!({"payouts": [{"idempotency_key": "b",
+                "account": b_account, "network": "ethereum", "asset": "USDT",
+                "destination": DESTINATION, "amount": "1"}]})),
             ("POST", "/v1/payouts/{id}/approve") => Some(json!({})),
             ("POST", "/v1/payouts/{id}/reject" | "/v1/payouts/{id}/cancel") => {
                 Some(json!({"reason": "probe"}))
@@ -469,6 +472,19 @@ async fn every_company_route_refuses_another_companys_objects(backend: Backend) 
                     app.post(&path, token, Some(&format!("probe-{probes}")), b)
                         .await
                 }
+            };
+            // A batch answers 200 with each payout's own answer: that one must be the refusal.
+            let answer = match answer.pointer("/results/0") {
+                Some(item) if route == "/v1/payouts/batch" => {
+                    assert_eq!(item["status"], 422, "{path} by {token}: {answer}");
+                    json!({"error": item["error"]})
+                }
+                _ => answer,
+            };
+            let s = if route == "/v1/payouts/batch" && s == StatusCode::OK {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                s
             };
             let code = answer["error"]["code"].as_str().unwrap_or_default();
             let field = answer["error"]["field"].as_str().unwrap_or_default();
