@@ -112,15 +112,7 @@ struct Principals;
 impl Modify for Principals {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let ops = [
-                ("GET", item.get.as_mut()),
-                ("POST", item.post.as_mut()),
-                ("PUT", item.put.as_mut()),
-                ("DELETE", item.delete.as_mut()),
-                ("PATCH", item.patch.as_mut()),
-            ];
-            for (method, op) in ops {
-                let Some(op) = op else { continue };
+            for (method, op) in operations(item) {
                 if op.security.is_none() {
                     continue;
                 }
@@ -175,14 +167,7 @@ impl Modify for StandardRefusals {
                 .build()
         };
         for item in openapi.paths.paths.values_mut() {
-            let ops = [
-                item.get.as_mut(),
-                item.post.as_mut(),
-                item.put.as_mut(),
-                item.delete.as_mut(),
-                item.patch.as_mut(),
-            ];
-            for op in ops.into_iter().flatten() {
+            for (_, op) in operations(item) {
                 let params = op.parameters.as_deref().unwrap_or_default();
                 let located = |place: ParameterIn| {
                     params.iter().any(|p| match p {
@@ -259,14 +244,7 @@ impl Modify for DeclaredConstraints {
             }
         }
         for item in openapi.paths.paths.values_mut() {
-            let ops = [
-                item.get.as_mut(),
-                item.post.as_mut(),
-                item.put.as_mut(),
-                item.delete.as_mut(),
-                item.patch.as_mut(),
-            ];
-            for op in ops.into_iter().flatten() {
+            for (_, op) in operations(item) {
                 for p in op.parameters.iter_mut().flatten() {
                     if let RefOr::T(p) = p
                         && p.name == "limit"
@@ -301,6 +279,21 @@ impl Modify for DeclaredConstraints {
             }
         }
     }
+}
+
+/// A path's operations, with their methods.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &mut utoipa::openapi::path::Operation)> {
+    [
+        ("GET", item.get.as_mut()),
+        ("POST", item.post.as_mut()),
+        ("PUT", item.put.as_mut()),
+        ("DELETE", item.delete.as_mut()),
+        ("PATCH", item.patch.as_mut()),
+    ]
+    .into_iter()
+    .filter_map(|(method, op)| op.map(|op| (method, op)))
 }
 
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {

@@ -263,10 +263,10 @@ pub async fn create(
     caller.require(&[Role::Trader])?;
     let prepared = payout_command(&state, &caller, request_id, key, body).await?;
     let company = prepared.company;
-    let posted = state.ledger.post_one(prepared.command).await??;
+    let posted = state.ledger.post_one(prepared.command).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(accepted(&state, company, Ok(posted)).await?),
+        Json(accepted(&state, company, posted).await?),
     ))
 }
 
