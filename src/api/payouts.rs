@@ -142,6 +142,36 @@ fn format(state: &AppState, asset: &AssetKey, units: i128) -> String {
 }
 
 impl AcceptedPayout {
+    /// The answer from the payout as it was just written in `posted`'s transaction.
+    fn written(
+        state: &AppState,
+        p: &crate::domain::payouts::NewPayout,
+        written: PayoutState,
+        posted: &crate::ledger::Posted,
+    ) -> Self {
+        Self {
+            id: p.id.to_string(),
+            state: written,
+            account: p.account.to_string(),
+            network: p.asset.network.clone(),
+            asset: p.asset.code.clone(),
+            destination: p.destination.clone(),
+            amount: format(state, &p.asset, p.amount),
+            chunks: p
+                .chunks
+                .iter()
+                .map(|c| format(state, &p.asset, *c))
+                .collect(),
+            reference: p.reference.clone(),
+            metadata: p.metadata.clone(),
+            hold_id: posted
+                .hold
+                .as_ref()
+                .map_or_else(String::new, |h| h.id.to_string()),
+            created_at: micros_to_rfc3339(posted.tx.created_at),
+        }
+    }
+
     fn new(state: &AppState, p: &Payout) -> Self {
         Self {
             id: p.id.to_string(),
@@ -261,12 +291,15 @@ pub async fn create(
     ApiJson(body): ApiJson<CreatePayout>,
 ) -> ApiResult<(StatusCode, Json<AcceptedPayout>)> {
     caller.require(&[Role::Trader])?;
-    let prepared = payout_command(&state, &caller, request_id, key, body).await?;
-    let company = prepared.company;
-    let posted = state.ledger.post_one(prepared.command).await?;
+    let Prepared {
+        command,
+        company,
+        payout,
+    } = payout_command(&state, &caller, request_id, key, body).await?;
+    let posted = state.ledger.post_one(command).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(accepted(&state, company, posted).await?),
+        Json(accepted(&state, company, &payout, posted).await?),
     ))
 }
 
@@ -276,6 +309,7 @@ pub async fn create(
 async fn accepted(
     state: &AppState,
     company: Option<uuid::Uuid>,
+    payout: &crate::domain::payouts::NewPayout,
     posted: Result<crate::ledger::Posted, crate::ledger::LedgerError>,
 ) -> ApiResult<AcceptedPayout> {
     let posted = match posted {
@@ -292,14 +326,20 @@ async fn accepted(
             "a payout hold returned no hold".into(),
         ))
     })?;
-    let payout = state.store.payout_for_hold(hold.id).await?;
-    Ok(AcceptedPayout::new(state, &payout))
+    match posted.payout_state.filter(|_| !posted.replayed) {
+        Some(written) => Ok(AcceptedPayout::written(state, payout, written, &posted)),
+        None => {
+            let stored = state.store.payout_for_hold(hold.id).await?;
+            Ok(AcceptedPayout::new(state, &stored))
+        }
+    }
 }
 
-/// A payout request ready to post.
+/// A payout request ready to post, with the payout it writes (to answer from).
 struct Prepared {
     command: crate::ledger::Command,
     company: Option<uuid::Uuid>,
+    payout: crate::domain::payouts::NewPayout,
 }
 
 /// Most payouts one batch request may carry.
@@ -383,7 +423,7 @@ pub async fn create_batch(
         ));
     }
     // Every payout checked alone; those that pass are posted together.
-    let (mut slots, mut commands, mut companies) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut slots, mut commands, mut written) = (Vec::new(), Vec::new(), Vec::new());
     for item in body.payouts {
         let key = item.idempotency_key.clone();
         let prepared = match super::extract::check_idempotency_key(&key) {
@@ -403,7 +443,7 @@ pub async fn create_batch(
             key,
             prepared.map(|p| {
                 commands.push(p.command);
-                companies.push(p.company);
+                written.push((p.company, p.payout));
                 commands.len() - 1
             }),
         ));
@@ -419,7 +459,7 @@ pub async fn create_batch(
     for (key, slot) in slots {
         let answer = match slot {
             Ok(i) => match posted.get_mut(i).and_then(Option::take) {
-                Some(result) => accepted(&state, companies[i], result).await,
+                Some(result) => accepted(&state, written[i].0, &written[i].1, result).await,
                 None => Err(ApiError::Internal(StoreError::Invariant(
                     "the batch answered fewer results than it posted".into(),
                 ))),
@@ -560,9 +600,18 @@ async fn payout_command(
         target: format!("payout:{id}"),
         reason: None,
     };
+    let payout = cmd.effects.iter().find_map(|e| match e {
+        crate::ledger::Effect::NewPayout(p) => Some(p.as_ref().clone()),
+        _ => None,
+    });
     Ok(Prepared {
         command: state.on_behalf(m, cmd),
         company: account.company,
+        payout: payout.ok_or_else(|| {
+            ApiError::Internal(StoreError::Invariant(
+                "a payout command without its payout".into(),
+            ))
+        })?,
     })
 }
 

@@ -181,6 +181,7 @@ pub async fn run_batch<T: LedgerTxn + ?Sized>(
                     tx,
                     hold,
                     replayed: matches!(slot, Slot::SameAsEarlier(_)),
+                    payout_state: None,
                 })
             }
         });

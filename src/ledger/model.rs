@@ -521,6 +521,9 @@ pub struct Posted {
     pub hold: Option<Hold>,
     /// True when this is the result of an earlier request with the same idempotency key.
     pub replayed: bool,
+    /// The state a payout written with the command starts in (`Effect::NewPayout`; four-eyes
+    /// over a rolling day is decided as it is written), so the caller need not read it back.
+    pub payout_state: Option<crate::domain::payouts::PayoutState>,
 }
 
 /// Why the ledger refused a command. Nothing was written for it.

@@ -106,11 +106,11 @@ pub(crate) async fn load_hold(conn: &mut DbConnection, id: HoldId) -> StoreResul
 }
 
 /// Writes what `effect` says beside the journal transaction `posted`, in its database
-/// transaction.
+/// transaction (a new payout's starting state goes into `posted`).
 pub(crate) async fn write_effect(
     conn: &mut DbConnection,
     effect: &Effect,
-    posted: &Posted,
+    posted: &mut Posted,
 ) -> StoreResult<()> {
     match effect {
         Effect::NewPayout(p) => {
@@ -118,7 +118,8 @@ pub(crate) async fn write_effect(
                 posted.hold.as_ref().map(|h| h.id).ok_or_else(|| {
                     StoreError::Invariant("a payout must come with a HOLD".into())
                 })?;
-            insert_payout(conn, p, hold, posted.tx.created_at).await
+            posted.payout_state = Some(insert_payout(conn, p, hold, posted.tx.created_at).await?);
+            Ok(())
         }
         Effect::ChunkConfirmed { chunk, payout } => {
             let at = posted.tx.created_at;
@@ -318,6 +319,7 @@ impl LedgerTxn for DbTxn {
             tx,
             hold,
             replayed: true,
+            payout_state: None,
         })
     }
 
@@ -429,7 +431,7 @@ impl DbStore {
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
         let (_writing, tx) = self.begin_write().await?;
         let mut txn = DbTxn { tx };
-        let results = run_batch(&mut txn, commands, self.clock.now()).await?;
+        let mut results = run_batch(&mut txn, commands, self.clock.now()).await?;
         let audits: Vec<&AuditRecord> = commands
             .iter()
             .zip(&results)
@@ -437,7 +439,7 @@ impl DbStore {
             .filter_map(|(c, _)| c.audit.as_ref())
             .collect();
         insert_audits(&mut txn.tx, &audits).await?;
-        for (cmd, result) in commands.iter().zip(&results) {
+        for (cmd, result) in commands.iter().zip(&mut results) {
             if let Ok(posted) = result
                 && !posted.replayed
             {

@@ -240,7 +240,7 @@ pub(crate) async fn insert_payout(
     p: &NewPayout,
     hold: HoldId,
     at: i64,
-) -> StoreResult<()> {
+) -> StoreResult<PayoutState> {
     let (state, rolling_event) = rolling_approval(conn, p, at).await?;
     sqlx::query(
         "INSERT INTO payouts (id, account_id, network, asset, destination, amount, reference, metadata, state, \
@@ -277,7 +277,7 @@ pub(crate) async fn insert_payout(
         });
         qb.build().execute(&mut *conn).await?;
     }
-    if !p.events.is_empty() {
+    if !p.events.is_empty() || rolling_event.is_some() {
         let mut qb =
             QueryBuilder::<Db>::new("INSERT INTO payout_events (id, payout_id, at, kind, detail) ");
         qb.push_values(p.events.iter().chain(&rolling_event), |mut row, e| {
@@ -289,7 +289,7 @@ pub(crate) async fn insert_payout(
         });
         qb.build().execute(&mut *conn).await?;
     }
-    Ok(())
+    Ok(state)
 }
 
 /// The state `p` starts in: `RollingApproval::decide` over the company's payouts that needed no
