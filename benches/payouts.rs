@@ -105,7 +105,12 @@ struct Subject {
     /// Each POST's answer time, sorted.
     post: Vec<Duration>,
     to_broadcast: Vec<Duration>,
+    /// Engine ticks during the run, and seconds spent in each phase of them.
+    ticks: u64,
+    phases: Vec<(&'static str, f64)>,
 }
+
+const PHASES: [&str; 6] = ["lease", "choose", "track", "settle", "send", "watch"];
 
 /// The daemon running in-process against `chain` with anvil dev account 1 as its hot wallet,
 /// and a funded partner account to pay from.
@@ -294,6 +299,18 @@ async fn subject(n: usize, db_url: String) -> Subject {
         }
     }
     to_broadcast.sort();
+    let phases = PHASES
+        .iter()
+        .map(|p| {
+            let h = daemon
+                .metrics
+                .payouts
+                .tick_phase_seconds
+                .with_label_values(&["ethereum", p]);
+            (*p, h.get_sample_sum())
+        })
+        .collect();
+    let ticks = daemon.ticks().0;
     daemon.stop().await;
     Subject {
         landed,
@@ -301,6 +318,8 @@ async fn subject(n: usize, db_url: String) -> Subject {
         accepted,
         post,
         to_broadcast,
+        ticks,
+        phases,
     }
 }
 
@@ -407,6 +426,7 @@ async fn main() {
         .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
     let mut summary = Vec::new();
+    let mut phase_rows = Vec::new();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for backend in ["SQLite", "PostgreSQL"] {
         let mut ratios = Vec::new();
@@ -440,6 +460,15 @@ async fn main() {
                 ms(pct(&s.to_broadcast, 0.95)),
             );
             ratios.push(s.landed / base);
+            phase_rows.push(format!(
+                "| {backend} | {} | {} |",
+                s.ticks,
+                s.phases
+                    .iter()
+                    .map(|(_, secs)| format!("{:.0} ms", secs * 1e3))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
             if let Some(name) = pg_name {
                 drop_postgres_db(&name).await;
             }
@@ -451,6 +480,15 @@ async fn main() {
     println!("|---|---|");
     for (backend, ratio) in summary {
         println!("| {backend} | {ratio:.2} |");
+    }
+    println!();
+    println!(
+        "| backend | engine ticks | {} |",
+        PHASES.map(|p| format!("{p} (total)")).join(" | ")
+    );
+    println!("|---|---|{}", "---|".repeat(PHASES.len()));
+    for row in phase_rows {
+        println!("{row}");
     }
 }
 

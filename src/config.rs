@@ -359,6 +359,11 @@ pub struct NetworkConfig {
     /// endpoints is not used.
     #[serde(default = "default_max_head_lag_blocks")]
     pub max_head_lag_blocks: u64,
+    /// Calls per JSON-RPC batch request when the engine broadcasts a signing round or reads a
+    /// tick's receipts and blocks. 1 sends each call on its own, for a provider that refuses
+    /// batches; keep it within the provider's batch limit.
+    #[serde(default = "default_rpc_batch_calls")]
+    pub rpc_batch_calls: u32,
     /// With no healthy RPC endpoint for this many seconds the network enters safe-mode.
     #[serde(default = "default_rpc_outage_safe_mode_seconds")]
     pub rpc_outage_safe_mode_seconds: u64,
@@ -769,6 +774,9 @@ fn default_rpc_outage_safe_mode_seconds() -> u64 {
 }
 fn default_max_head_lag_blocks() -> u64 {
     3
+}
+fn default_rpc_batch_calls() -> u32 {
+    100
 }
 fn default_lease_seconds() -> u64 {
     15
@@ -1233,6 +1241,12 @@ impl Config {
                 return Err(key_error(
                     key("max_in_flight"),
                     "must be between 1 and 10000",
+                ));
+            }
+            if !(1..=1_000).contains(&n.rpc_batch_calls) {
+                return Err(key_error(
+                    key("rpc_batch_calls"),
+                    "must be between 1 and 1000",
                 ));
             }
             if !(10..=600_000).contains(&n.poll_interval_ms) {
@@ -1761,6 +1775,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("`networks[0].bump_bps`")
+        );
+        assert_eq!(c.networks[0].rpc_batch_calls, 100);
+        let bad = uncommented.replace("rpc_batch_calls = 100", "rpc_batch_calls = 0");
+        assert!(
+            load_text(&bad, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("`networks[0].rpc_batch_calls`")
         );
     }
 

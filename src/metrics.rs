@@ -618,6 +618,8 @@ pub struct PayoutMetrics {
     pub frozen: IntGaugeVec,
     /// Seconds one engine tick takes (track, settle, send), by network.
     pub tick_seconds: HistogramVec,
+    /// Seconds per phase of a tick: where a slow tick's time goes.
+    pub tick_phase_seconds: HistogramVec,
     /// 1 while this instance holds the network's engine lease (runs its payouts).
     pub engine_lease: IntGaugeVec,
     /// On-chain deposits credited, by network and asset.
@@ -810,6 +812,20 @@ impl PayoutMetrics {
                         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     ]),
                     &["network"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            tick_phase_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "treasuryd_payouts_engine_tick_phase_seconds",
+                        "Seconds one engine tick spends in each phase (lease, choose, track, settle, send, watch), by network.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                    &["network", "phase"],
                 )?;
                 registry.register(Box::new(h.clone()))?;
                 h

@@ -34,6 +34,7 @@ impl Endpoints {
         network: &str,
         urls: &[SecretString],
         max_head_lag: u64,
+        batch_calls: usize,
         metrics: RpcMetrics,
     ) -> anyhow::Result<Self> {
         let list = urls
@@ -42,7 +43,7 @@ impl Endpoints {
             .map(|(i, url)| {
                 Ok(Endpoint {
                     label: i.to_string(),
-                    client: EvmClient::new(url.expose_secret())?,
+                    client: EvmClient::new(url.expose_secret())?.with_batch_calls(batch_calls),
                     failures: 0,
                     demoted_until: None,
                 })

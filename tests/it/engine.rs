@@ -16,6 +16,7 @@ use treasuryd::dev::chain::{DevChain, TestToken};
 
 on_both_backends!(
     fifty_payouts_confirm_and_pay_exactly,
+    fifty_payouts_confirm_and_pay_exactly_without_rpc_batches,
     a_reverting_transfer_fails_and_returns_the_hold
 );
 
@@ -153,8 +154,18 @@ pub(crate) fn destination(i: u64) -> Address {
 }
 
 async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
+    fifty_payouts(backend, "").await
+}
+
+/// The same with each broadcast and receipt read sent as its own call, for a provider that
+/// refuses JSON-RPC batches.
+async fn fifty_payouts_confirm_and_pay_exactly_without_rpc_batches(backend: Backend) {
+    fifty_payouts(backend, "rpc_batch_calls = 1").await
+}
+
+async fn fifty_payouts(backend: Backend, network_extra: &str) {
     let chain = DevChain::start(&[]).await.unwrap();
-    let app = app_on(backend, &chain, "").await;
+    let app = app_on(backend, &chain, network_extra).await;
     let miner = spawn_miner(&chain, Duration::from_millis(200));
     let acme_usdt = funded_partner(&app, "acme", "USDT", "2000000").await;
     let acme_usdc = funded_partner(&app, "acme", "USDC", "100000").await;

@@ -94,7 +94,9 @@ pub(super) async fn run_ticks<E: ChainEngine>(
 ) {
     loop {
         let started = Instant::now();
-        let ticked = match engine.core().hold_lease().await {
+        let lease = engine.core().hold_lease().await;
+        engine.core().phase_done("lease", &mut started.clone());
+        let ticked = match lease {
             Ok(LeaseState::Running { fresh }) => {
                 if fresh {
                     engine.forget(Forget::FreshLease);
@@ -179,6 +181,15 @@ pub(super) struct EngineCore {
 }
 
 impl EngineCore {
+    /// Records the time since `since` as the tick's `phase` and starts the next phase.
+    pub(super) fn phase_done(&self, phase: &str, since: &mut Instant) {
+        self.metrics
+            .tick_phase_seconds
+            .with_label_values(&[self.name.as_str(), phase])
+            .observe(since.elapsed().as_secs_f64());
+        *since = Instant::now();
+    }
+
     pub(super) fn new(
         network: &NetworkConfig,
         tokens: HashMap<String, PayoutToken>,

@@ -255,6 +255,7 @@ impl NetworkEngine {
             &network.name,
             &network.rpc_urls,
             network.max_head_lag_blocks,
+            network.rpc_batch_calls as usize,
             instance.rpc_metrics.clone(),
         )?;
         let client = endpoints
@@ -348,6 +349,7 @@ impl NetworkEngine {
     }
 
     pub async fn tick(&mut self) -> anyhow::Result<()> {
+        let mut phase = Instant::now();
         let (client, head) = match self.endpoints.choose().await {
             Ok(chosen) => chosen,
             Err(e) => {
@@ -370,6 +372,7 @@ impl NetworkEngine {
             }
         };
         self.client = client;
+        self.core.phase_done("choose", &mut phase);
         if !self.loaded {
             self.tracked = self
                 .core
@@ -453,13 +456,18 @@ impl NetworkEngine {
                 }
             }
         }
+        self.core.phase_done("track", &mut phase);
         self.settle_batch().await?;
+        self.core.phase_done("settle", &mut phase);
         self.observe_balances().await?;
         if self.opened_before_sending(head).await? {
             self.send(head).await?;
         }
+        self.core.phase_done("send", &mut phase);
         self.watch_deposits(head).await?;
-        self.reconcile_periodically().await
+        self.reconcile_periodically().await?;
+        self.core.phase_done("watch", &mut phase);
+        Ok(())
     }
 
     /// Exports every wallet's native and token balances every 15 s, sending or not (the

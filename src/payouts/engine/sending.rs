@@ -253,22 +253,29 @@ impl NetworkEngine {
         attempts: &[(ChunkId, Attempt)],
         head: u64,
     ) -> anyhow::Result<Vec<uuid::Uuid>> {
-        use futures::StreamExt;
         let mut sent = Vec::new();
         let mut sent_chunks = Vec::new();
-        // Sent in parallel but answered in nonce order; a node pools a nonce that arrives
-        // before its predecessor until the gap is filled.
-        let results: Vec<_> = futures::stream::iter(attempts.to_vec())
-            .map(|(chunk, a)| {
-                let client = self.client.clone();
-                async move {
-                    let result = client.broadcast(&a.raw).await;
-                    (chunk, a, result)
-                }
-            })
-            .buffered(RPC_CONCURRENCY)
-            .collect()
-            .await;
+        // One batch request for the round, answered in nonce order; a node pools a nonce that
+        // arrives before its predecessor until the gap is filled.
+        let raws: Vec<&[u8]> = attempts.iter().map(|(_, a)| a.raw.as_slice()).collect();
+        let results = match self.client.broadcast_all(&raws).await {
+            Ok(results) => results,
+            // The batch was lost as a whole: each transaction is retried like a failed one.
+            Err(e) => raws
+                .iter()
+                .map(|_| {
+                    Err(crate::chains::evm::RpcError {
+                        class: e.class,
+                        message: e.message.clone(),
+                    })
+                })
+                .collect(),
+        };
+        let results: Vec<_> = attempts
+            .iter()
+            .zip(results)
+            .map(|((chunk, a), r)| (*chunk, a, r))
+            .collect();
         for (chunk, a, result) in results {
             if result.is_ok()
                 || result

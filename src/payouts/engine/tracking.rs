@@ -5,11 +5,10 @@
 use super::*;
 
 impl NetworkEngine {
-    /// Reads, all at once, the receipts of every attempt whose nonce is spent and the hashes
-    /// of the blocks that hold mined chunks, so that tracking costs one round of parallel
-    /// calls rather than two sequential calls per chunk.
+    /// Reads the receipts of every attempt whose nonce is spent, then the hashes of the blocks
+    /// that hold mined chunks, each as JSON-RPC batches: tracking costs a request or two per
+    /// tick, not two calls per chunk.
     pub(super) async fn prefetch(&mut self, attention: &[(ChunkId, bool)]) -> anyhow::Result<()> {
-        use futures::StreamExt;
         let hashes: Vec<alloy::primitives::B256> = attention
             .iter()
             .filter(|(_, spent)| *spent)
@@ -17,16 +16,11 @@ impl NetworkEngine {
             .filter(|f| f.mined.is_none())
             .flat_map(|f| f.attempts.iter().map(|a| a.hash.into()))
             .collect();
-        let receipts: Vec<_> = futures::stream::iter(hashes)
-            .map(|h| {
-                let client = self.client.clone();
-                async move { (h, client.inclusion(h).await) }
-            })
-            .buffer_unordered(RPC_CONCURRENCY)
-            .collect()
-            .await;
-        for (hash, receipt) in receipts {
-            self.receipts.insert(hash.0, receipt?);
+        if !hashes.is_empty() {
+            let receipts = self.client.inclusions(&hashes).await?;
+            for (hash, receipt) in hashes.iter().zip(receipts) {
+                self.receipts.insert(hash.0, receipt);
+            }
         }
         let mut blocks: Vec<u64> = attention
             .iter()
@@ -35,16 +29,11 @@ impl NetworkEngine {
             .collect();
         blocks.sort_unstable();
         blocks.dedup();
-        let read: Vec<_> = futures::stream::iter(blocks)
-            .map(|b| {
-                let client = self.client.clone();
-                async move { (b, client.block_hash(b).await) }
-            })
-            .buffer_unordered(RPC_CONCURRENCY)
-            .collect()
-            .await;
-        for (block, hash) in read {
-            self.block_hashes.insert(block, hash?);
+        if !blocks.is_empty() {
+            let read = self.client.block_hashes(&blocks).await?;
+            for (block, hash) in blocks.iter().zip(read) {
+                self.block_hashes.insert(*block, hash);
+            }
         }
         Ok(())
     }
