@@ -13,6 +13,7 @@
 //!   cargo bench --bench payouts                      # 1,000 payouts, 3 rounds per backend
 //!   TREASURYD_BENCH_PAYOUTS=500 TREASURYD_BENCH_ROUNDS=1 cargo bench --bench payouts
 //!   TREASURYD_BENCH_IN_FLIGHT=100,10000 cargo bench --bench payouts   # payouts in flight
+//!   TREASURYD_BENCH_FOOTPRINT=100000,10000 cargo bench --bench payouts  # memory, restart
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use alloy::primitives::{Address, U256};
@@ -131,38 +132,12 @@ async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> 
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let wallets = dir.path().join("wallets");
-    std::fs::create_dir_all(&wallets).unwrap();
-    std::fs::write(
-        wallets.join("ethereum.toml"),
-        format!("[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{}\"\nkey_env = \"HOT\"\n", hot.address().to_checksum(None)),
-    )
-    .unwrap();
-    let mut c = Config::defaults();
-    c.data_dir = dir.path().to_owned();
-    c.server.listen = "127.0.0.1:0".parse().unwrap();
-    c.server.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    c.database.url = Some(SecretString::from(db_url));
-    c.database.max_connections = 8;
-    c.wallets_dir = wallets;
-    c.secrets.insert(
-        "HOT".into(),
-        SecretString::from(format!("0x{}", hex::encode(hot.to_bytes()))),
-    );
-    c.networks = vec![
-        toml::from_str(&format!(
-            "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 1\npoll_interval_ms = 20\n{network_extra}\n\
-             [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
-            chain.chain_id,
-            chain.url,
-            chain.usdt.to_checksum(None)
-        ))
-        .unwrap(),
-    ];
-    let trader = SecretString::from("tdk_bench_trader".to_owned());
     let app = App::build(
-        c,
-        vec![(trader.clone(), Caller::staff("bench", Role::Trader))],
+        daemon_config(chain, &dir, db_url, network_extra),
+        vec![(
+            SecretString::from(TRADER.to_owned()),
+            Caller::staff("bench", Role::Trader),
+        )],
     )
     .await
     .unwrap();
@@ -205,10 +180,7 @@ async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> 
         .await
         .unwrap()
         .unwrap();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until_stopped(async {
-        let _ = stop_rx.await;
-    }));
+    let (stop, running) = run(app);
     Daemon {
         api,
         store,
@@ -218,6 +190,62 @@ async fn start_daemon(chain: &DevChain, db_url: String, network_extra: &str) -> 
         running,
         _dir: dir,
     }
+}
+
+const TRADER: &str = "tdk_bench_trader";
+
+/// Runs a built app until the sender fires.
+fn run(
+    app: App,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+    (stop, running)
+}
+
+/// The daemon's config: `dir` for its data and wallet file, anvil dev account 1 as the hot
+/// wallet of `chain`.
+fn daemon_config(
+    chain: &DevChain,
+    dir: &tempfile::TempDir,
+    db_url: String,
+    network_extra: &str,
+) -> Config {
+    let hot = chain.dev_key(1).unwrap();
+    let wallets = dir.path().join("wallets");
+    std::fs::create_dir_all(&wallets).unwrap();
+    std::fs::write(
+        wallets.join("ethereum.toml"),
+        format!("[[wallets]]\nnetwork = \"ethereum\"\nrole = \"hot\"\naddress = \"{}\"\nkey_env = \"HOT\"\n", hot.address().to_checksum(None)),
+    )
+    .unwrap();
+    let mut c = Config::defaults();
+    c.data_dir = dir.path().to_owned();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    c.database.url = Some(SecretString::from(db_url));
+    c.database.max_connections = 8;
+    c.wallets_dir = wallets;
+    c.secrets.insert(
+        "HOT".into(),
+        SecretString::from(format!("0x{}", hex::encode(hot.to_bytes()))),
+    );
+    c.networks = vec![
+        toml::from_str(&format!(
+            "name = \"ethereum\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = 1\npoll_interval_ms = 20\n{network_extra}\n\
+             [[tokens]]\ncode = \"USDT\"\naddress = \"{}\"\ndecimals = 6\n",
+            chain.chain_id,
+            chain.url,
+            chain.usdt.to_checksum(None)
+        ))
+        .unwrap(),
+    ];
+    c
 }
 
 impl Daemon {
@@ -235,7 +263,7 @@ impl Daemon {
                         "destination": destination(i).to_checksum(None), "amount": "1"});
                     let r = http
                         .post(format!("http://{api}/v1/payouts"))
-                        .bearer_auth("tdk_bench_trader")
+                        .bearer_auth(TRADER)
                         .header("Idempotency-Key", format!("b-{i}"))
                         .json(&body)
                         .send()
@@ -250,6 +278,46 @@ impl Daemon {
             .buffer_unordered(CONCURRENT_REQUESTS)
             .collect()
             .await
+    }
+
+    /// Requests `n` payouts of 1 USDT through the batch API, 500 a request, 4 requests at a
+    /// time; keys start with `prefix`.
+    async fn request_batches(&self, n: usize, prefix: &str) {
+        let http = reqwest::Client::new();
+        let starts: Vec<usize> = (0..n).step_by(500).collect();
+        futures::stream::iter(starts)
+            .map(|start| {
+                let (http, account, api) = (http.clone(), self.account.clone(), self.api);
+                async move {
+                    let items: Vec<serde_json::Value> = (start..(start + 500).min(n))
+                        .map(|i| {
+                            serde_json::json!({"idempotency_key": format!("{prefix}-{i}"),
+                            "account": account, "network": "ethereum", "asset": "USDT",
+                            "destination": destination(i).to_checksum(None), "amount": "1"})
+                        })
+                        .collect();
+                    let r = http
+                        .post(format!("http://{api}/v1/payouts/batch"))
+                        .bearer_auth(TRADER)
+                        .json(&serde_json::json!({ "payouts": items }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    assert!(
+                        v["results"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .all(|r| r["status"] == 202),
+                        "{v}"
+                    );
+                }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
     }
 
     async fn stop(self) {
@@ -416,6 +484,9 @@ async fn main() {
     if let Ok(sizes) = std::env::var("TREASURYD_BENCH_IN_FLIGHT") {
         return in_flight_table(&sizes).await;
     }
+    if let Ok(sizes) = std::env::var("TREASURYD_BENCH_FOOTPRINT") {
+        return footprint(&sizes).await;
+    }
     println!(
         "| backend | payouts | baseline landed/s | daemon landed/s | ratio | settled/s | accepted/s | POST p50 | p95 | p99 | accepted→broadcast p50 | p95 |"
     );
@@ -528,4 +599,122 @@ async fn drop_postgres_db(name: &str) {
     )))
     .execute(&pool)
     .await;
+}
+
+/// This process's resident memory and its peak so far, in MB (Linux).
+fn resident_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or_default()
+    };
+    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+}
+
+/// `TREASURYD_BENCH_FOOTPRINT=100000,10000`, on SQLite: the resident memory of the process
+/// (the daemon in-process; anvil runs apart) with the first figure's payouts queued through
+/// the batch API while the node mines nothing, and how long a restart takes, with the second
+/// figure's payouts signed, broadcast and waiting in the node's pool, to answer /readyz and to
+/// finish its first engine tick (which loads every chunk in flight).
+async fn footprint(spec: &str) {
+    let sizes: Vec<usize> = spec
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let (queued, in_flight) = (
+        sizes.first().copied().unwrap_or(100_000),
+        sizes.get(1).copied().unwrap_or(10_000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+
+    let chain = DevChain::start(&[]).await.unwrap();
+    let daemon = start_daemon(&chain, url("queued.db"), "max_in_flight = 512").await;
+    chain.set_automine(false).await.unwrap();
+    let (started_rss, _) = resident_mb();
+    daemon.request_batches(queued, "q").await;
+    // The engine signs its 512 and waits on the node; the rest stays queued.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, peak) = resident_mb();
+    let active = count_active(&daemon.store).await;
+    daemon.stop().await;
+    drop(chain);
+    println!("| payouts queued | resident after start | resident with them queued | peak |");
+    println!("|---|---|---|---|");
+    println!("| {active} | {started_rss:.0} MB | {rss:.0} MB | {peak:.0} MB |");
+    println!();
+
+    let chain = DevChain::start(&[]).await.unwrap();
+    let extra = "max_in_flight = 10000\nstuck_after_seconds = 600\nstuck_after_blocks = 1000000";
+    let db = url("in-flight.db");
+    let daemon = start_daemon(&chain, db.clone(), extra).await;
+    chain.set_automine(false).await.unwrap();
+    daemon.request_batches(in_flight, "f").await;
+    loop {
+        let waiting = daemon.store.in_flight("ethereum").await.unwrap();
+        if waiting.len() == in_flight
+            && waiting
+                .iter()
+                .all(|f| f.attempts.iter().any(|a| a.broadcast_at.is_some()))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Daemon {
+        stop,
+        running,
+        _dir,
+        ..
+    } = daemon;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+
+    let began = Instant::now();
+    let app = App::build(
+        daemon_config(&chain, &_dir, db, extra),
+        vec![(
+            SecretString::from(TRADER.to_owned()),
+            Caller::staff("bench", Role::Trader),
+        )],
+    )
+    .await
+    .unwrap();
+    let (api, metrics) = (app.api_addr(), app.state().metrics.clone());
+    let (stop, running) = run(app);
+    let http = reqwest::Client::new();
+    while !http
+        .get(format!("http://{api}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ready = began.elapsed();
+    let ticks = || {
+        metrics
+            .payouts
+            .tick_seconds
+            .with_label_values(&["ethereum"])
+            .get_sample_count()
+    };
+    while ticks() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ticked = began.elapsed();
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    println!(
+        "| payouts in flight | restart to /readyz 200 | restart to the first engine tick done |"
+    );
+    println!("|---|---|---|");
+    println!(
+        "| {in_flight} | {:.0} ms | {:.0} ms |",
+        ready.as_secs_f64() * 1e3,
+        ticked.as_secs_f64() * 1e3
+    );
 }

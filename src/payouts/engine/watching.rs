@@ -37,6 +37,10 @@ impl NetworkEngine {
         to: u64,
     ) -> anyhow::Result<Option<Vec<crate::chains::evm::TransferLog>>> {
         let wallets: Vec<Address> = self.wallets.iter().map(|w| w.address).collect();
+        // The range's edges, read again at the end: logs and balances read across a reorg of
+        // the range describe two different chains, and are no finding either way.
+        let edges: Vec<u64> = from.checked_sub(1).into_iter().chain([to]).collect();
+        let edges_before = self.client.block_hashes(&edges).await?;
         let outgoing = self
             .client
             .transfer_logs(contracts, &wallets, TransferDirection::Outgoing, from..=to)
@@ -133,6 +137,10 @@ impl NetworkEngine {
                 });
                 differences.push(((*wallet, *token), reason, evidence));
             }
+        }
+        if self.client.block_hashes(&edges).await? != edges_before {
+            tracing::info!(network = %self.core.name, from, to, "the range was reorganised while it was read; reading it again");
+            return Ok(None);
         }
         let found: Vec<(Address, Address)> = differences.iter().map(|(k, _, _)| *k).collect();
         let confirmed = self.suspect_balances.confirm(from, &found);
