@@ -320,6 +320,21 @@ impl Daemon {
             .await;
     }
 
+    /// Waits until `n` chunks are in flight, every one of them broadcast.
+    async fn all_broadcast(&self, n: usize) {
+        loop {
+            let waiting = self.store.in_flight("ethereum").await.unwrap();
+            if waiting.len() == n
+                && waiting
+                    .iter()
+                    .all(|f| f.attempts.iter().any(|a| a.broadcast_at.is_some()))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         self.running.await.unwrap().unwrap();
@@ -407,17 +422,7 @@ async fn in_flight(n: usize, db_url: String) -> (f64, f64, u64) {
     .await;
     chain.set_automine(false).await.unwrap();
     daemon.request(n).await;
-    loop {
-        let waiting = daemon.store.in_flight("ethereum").await.unwrap();
-        if waiting.len() == n
-            && waiting
-                .iter()
-                .all(|f| f.attempts.iter().any(|a| a.broadcast_at.is_some()))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon.all_broadcast(n).await;
     let (count0, sum0) = daemon.ticks();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (count1, sum1) = daemon.ticks();
@@ -653,17 +658,7 @@ async fn footprint(spec: &str) {
     let daemon = start_daemon(&chain, db.clone(), extra).await;
     chain.set_automine(false).await.unwrap();
     daemon.request_batches(in_flight, "f").await;
-    loop {
-        let waiting = daemon.store.in_flight("ethereum").await.unwrap();
-        if waiting.len() == in_flight
-            && waiting
-                .iter()
-                .all(|f| f.attempts.iter().any(|a| a.broadcast_at.is_some()))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    daemon.all_broadcast(in_flight).await;
     let Daemon {
         stop,
         running,

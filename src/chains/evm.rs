@@ -379,8 +379,8 @@ impl From<&TransactionReceipt> for Inclusion {
     }
 }
 
-/// Calls per JSON-RPC batch unless the network's `rpc_batch_calls` says otherwise.
-const DEFAULT_BATCH_CALLS: usize = 100;
+/// Calls per JSON-RPC batch unless the network's `rpc_batch_calls` says otherwise: none.
+const DEFAULT_BATCH_CALLS: usize = 1;
 
 /// Calls open at once when batches are off.
 const UNBATCHED_CONCURRENCY: usize = 16;

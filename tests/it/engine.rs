@@ -16,7 +16,7 @@ use treasuryd::dev::chain::{DevChain, TestToken};
 
 on_both_backends!(
     fifty_payouts_confirm_and_pay_exactly,
-    fifty_payouts_confirm_and_pay_exactly_without_rpc_batches,
+    fifty_payouts_confirm_and_pay_exactly_through_rpc_batches,
     a_reverting_transfer_fails_and_returns_the_hold
 );
 
@@ -157,10 +157,9 @@ async fn fifty_payouts_confirm_and_pay_exactly(backend: Backend) {
     fifty_payouts(backend, "").await
 }
 
-/// The same with each broadcast and receipt read sent as its own call, for a provider that
-/// refuses JSON-RPC batches.
-async fn fifty_payouts_confirm_and_pay_exactly_without_rpc_batches(backend: Backend) {
-    fifty_payouts(backend, "rpc_batch_calls = 1").await
+/// The same with broadcasts, receipts and block hashes sent as JSON-RPC batches.
+async fn fifty_payouts_confirm_and_pay_exactly_through_rpc_batches(backend: Backend) {
+    fifty_payouts(backend, "rpc_batch_calls = 100").await
 }
 
 async fn fifty_payouts(backend: Backend, network_extra: &str) {

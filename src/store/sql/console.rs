@@ -106,49 +106,40 @@ pub(crate) async fn advance_step(
     Ok(done.rows_affected() == 1)
 }
 
-/// Removes the recovery code with this hash; false when it is not (or no longer) there.
-/// Spends one recovery code: compare-and-set on the whole list read, so two concurrent spends
-/// (of the same or of different codes) can never bring a spent code back; a spend that lost
-/// the race reads again.
+/// Spends one recovery code (removes the one with this hash); false when it is not, or no
+/// longer, there. The list is read under the write lock of `conn`'s transaction (the row
+/// locked on PostgreSQL, the database's one writer on SQLite), so concurrent spends of the
+/// same or of different codes queue instead of racing, and a spent code never comes back.
 pub(crate) async fn spend_recovery_code(
     conn: &mut DbConnection,
     user: &str,
     hash: &str,
 ) -> StoreResult<bool> {
-    for _ in 0..8 {
-        let Some(row) = sqlx::query("SELECT recovery_codes FROM console_mfa WHERE user_name = $1")
-            .bind(user)
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
-            return Ok(false);
-        };
-        let before: String = row.try_get("recovery_codes")?;
-        let mut codes: Vec<String> = serde_json::from_str(&before)
-            .map_err(|e| StoreError::Invariant(format!("recovery codes: {e}")))?;
-        let count = codes.len();
-        codes.retain(|c| c != hash);
-        if codes.len() == count {
-            return Ok(false);
-        }
-        let after = serde_json::to_string(&codes)
-            .map_err(|e| StoreError::Invariant(format!("recovery codes: {e}")))?;
-        let done = sqlx::query(
-            "UPDATE console_mfa SET recovery_codes = $1 WHERE user_name = $2 AND recovery_codes = $3",
-        )
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT recovery_codes FROM console_mfa WHERE user_name = $1{FOR_UPDATE}"
+    )))
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(false);
+    };
+    let before: String = row.try_get("recovery_codes")?;
+    let mut codes: Vec<String> = serde_json::from_str(&before)
+        .map_err(|e| StoreError::Invariant(format!("recovery codes: {e}")))?;
+    let count = codes.len();
+    codes.retain(|c| c != hash);
+    if codes.len() == count {
+        return Ok(false);
+    }
+    let after = serde_json::to_string(&codes)
+        .map_err(|e| StoreError::Invariant(format!("recovery codes: {e}")))?;
+    sqlx::query("UPDATE console_mfa SET recovery_codes = $1 WHERE user_name = $2")
         .bind(after)
         .bind(user)
-        .bind(&before)
         .execute(&mut *conn)
         .await?;
-        if done.rows_affected() == 1 {
-            return Ok(true);
-        }
-    }
-    Err(StoreError::Conflict(
-        ConflictKind::StateChanged,
-        "recovery codes kept changing under this spend".into(),
-    ))
+    Ok(true)
 }
 
 #[async_trait]
@@ -193,8 +184,10 @@ impl ConsoleStore for DbStore {
     }
 
     async fn spend_recovery_code(&self, user: &str, hash: &str) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await?;
-        console::spend_recovery_code(&mut conn, user, hash).await
+        let (_writing, mut tx) = self.begin_write().await?;
+        let spent = console::spend_recovery_code(&mut tx, user, hash).await?;
+        tx.commit().await?;
+        Ok(spent)
     }
 
     async fn lock_console_session(
