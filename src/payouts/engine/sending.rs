@@ -255,8 +255,9 @@ impl NetworkEngine {
     ) -> anyhow::Result<Vec<uuid::Uuid>> {
         let mut sent = Vec::new();
         let mut sent_chunks = Vec::new();
-        // One batch request for the round, answered in nonce order; a node pools a nonce that
-        // arrives before its predecessor until the gap is filled.
+        // The round goes out as JSON-RPC batches (or 16 calls at a time with batches off),
+        // answered in nonce order; a node pools a nonce that arrives before its predecessor
+        // until the gap is filled.
         let raws: Vec<&[u8]> = attempts.iter().map(|(_, a)| a.raw.as_slice()).collect();
         let results = match self.client.broadcast_all(&raws).await {
             Ok(results) => results,

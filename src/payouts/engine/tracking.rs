@@ -6,8 +6,8 @@ use super::*;
 
 impl NetworkEngine {
     /// Reads the receipts of every attempt whose nonce is spent, then the hashes of the blocks
-    /// that hold mined chunks, each as JSON-RPC batches: tracking costs a request or two per
-    /// tick, not two calls per chunk.
+    /// that hold mined chunks, each as JSON-RPC batches when the network allows them (else 16
+    /// calls at a time).
     pub(super) async fn prefetch(&mut self, attention: &[(ChunkId, bool)]) -> anyhow::Result<()> {
         let hashes: Vec<alloy::primitives::B256> = attention
             .iter()
