@@ -678,6 +678,19 @@ impl PayoutMetrics {
             registry.register(Box::new(h.clone()))?;
             Ok(h)
         };
+        // From a millisecond (an idle phase) to ten seconds (a tick stuck on a slow node).
+        let tick_histogram =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<HistogramVec> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ]),
+                    labels,
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
         Ok(Self {
             pass_through_seconds: histogram(
                 "treasuryd_payouts_pass_through_seconds",
@@ -802,34 +815,16 @@ impl PayoutMetrics {
                 "1 for the network's rollout phase (pilot, canary, full), 0 for the others.",
                 &["network", "phase"],
             )?,
-            tick_seconds: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "treasuryd_payouts_engine_tick_seconds",
-                        "Seconds one engine tick takes (track, settle, send), by network.",
-                    )
-                    .buckets(vec![
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ]),
-                    &["network"],
-                )?;
-                registry.register(Box::new(h.clone()))?;
-                h
-            },
-            tick_phase_seconds: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "treasuryd_payouts_engine_tick_phase_seconds",
-                        "Seconds one engine tick spends in each phase (lease, choose, track, settle, send, watch), by network.",
-                    )
-                    .buckets(vec![
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    ]),
-                    &["network", "phase"],
-                )?;
-                registry.register(Box::new(h.clone()))?;
-                h
-            },
+            tick_seconds: tick_histogram(
+                "treasuryd_payouts_engine_tick_seconds",
+                "Seconds one engine tick takes (track, settle, send), by network.",
+                &["network"],
+            )?,
+            tick_phase_seconds: tick_histogram(
+                "treasuryd_payouts_engine_tick_phase_seconds",
+                "Seconds one engine tick spends in each phase (lease, choose, track, settle, send, watch), by network.",
+                &["network", "phase"],
+            )?,
         })
     }
 }

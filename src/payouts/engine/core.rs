@@ -95,7 +95,8 @@ pub(super) async fn run_ticks<E: ChainEngine>(
     loop {
         let started = Instant::now();
         let lease = engine.core().hold_lease().await;
-        engine.core().phase_done("lease", &mut started.clone());
+        let mut phase = started;
+        engine.core().phase_done("lease", &mut phase);
         let ticked = match lease {
             Ok(LeaseState::Running { fresh }) => {
                 if fresh {
