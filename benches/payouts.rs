@@ -14,6 +14,7 @@
 //!   TREASURYD_BENCH_PAYOUTS=500 TREASURYD_BENCH_ROUNDS=1 cargo bench --bench payouts
 //!   TREASURYD_BENCH_IN_FLIGHT=100,10000 cargo bench --bench payouts   # payouts in flight
 //!   TREASURYD_BENCH_FOOTPRINT=100000,10000 cargo bench --bench payouts  # memory, restart
+//!   TREASURYD_BENCH_DISPERSE=100 cargo bench --bench payouts   # the node with batched transfers
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use alloy::primitives::{Address, U256};
@@ -23,7 +24,9 @@ use secrecy::SecretString;
 use std::time::{Duration, Instant};
 use treasuryd::api::auth::Caller;
 use treasuryd::app::App;
-use treasuryd::chains::evm::{EvmClient, FeeMode, TransferTx, sign_transfer};
+use treasuryd::chains::evm::{
+    DisperseTx, EvmClient, FeeMode, TransferTx, sign_approve, sign_disperse, sign_transfer,
+};
 use treasuryd::config::Config;
 use treasuryd::dev::chain::{DevChain, TestToken};
 use treasuryd::domain::{Amount, AssetKey, Role};
@@ -492,6 +495,9 @@ async fn main() {
     if let Ok(sizes) = std::env::var("TREASURYD_BENCH_FOOTPRINT") {
         return footprint(&sizes).await;
     }
+    if let Ok(k) = std::env::var("TREASURYD_BENCH_DISPERSE") {
+        return disperse_table(n, k.parse().expect("a batch size")).await;
+    }
     println!(
         "| backend | payouts | baseline landed/s | daemon landed/s | ratio | settled/s | accepted/s | POST p50 | p95 | p99 | accepted→broadcast p50 | p95 |"
     );
@@ -712,4 +718,174 @@ async fn footprint(spec: &str) {
         ready.as_secs_f64() * 1e3,
         ticked.as_secs_f64() * 1e3
     );
+}
+
+/// What the same node takes when transfers go `k` to a transaction through
+/// `contracts/Disperse.sol`, against the single-transfer baseline, alternating on fresh nodes:
+/// `n` transfers as `n / k` disperse calls, pre-signed with consecutive nonces and sent by
+/// CONCURRENT_REQUESTS concurrent calls. Also the gas of one transfer alone and in a batch,
+/// to a fresh recipient and to one already holding the token. The ceiling batching gives a
+/// sender, not yet the daemon's figure.
+async fn disperse_table(n: usize, k: usize) {
+    let rounds: usize = std::env::var("TREASURYD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    println!(
+        "| transfers | per batch | single landed/s | batched landed/s | ratio | gas single fresh | batched fresh | ratio | gas single known | batched known | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let single = baseline(n).await;
+        let b = batched(n, k).await;
+        let r = |a: u64, b: u64| a as f64 / b as f64;
+        println!(
+            "| {n} | {k} | {single:.0} | {:.0} | {:.2} | {} | {} | {:.2} | {} | {} | {:.2} |",
+            b.landed,
+            b.landed / single,
+            b.single_fresh,
+            b.batched_fresh,
+            r(b.batched_fresh, b.single_fresh),
+            b.single_known,
+            b.batched_known,
+            r(b.batched_known, b.single_known),
+        );
+        ratios.push(b.landed / single);
+    }
+    println!();
+    println!(
+        "median ratio of landed transfers/s, batched to single: {:.2}",
+        median(ratios)
+    );
+}
+
+struct Batched {
+    landed: f64,
+    /// Gas per transfer: alone and in a batch, to fresh recipients and to known ones.
+    single_fresh: u64,
+    batched_fresh: u64,
+    single_known: u64,
+    batched_known: u64,
+}
+
+async fn batched(n: usize, k: usize) -> Batched {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let contract = chain.deploy_disperse().await.unwrap();
+    let hot = chain.dev_key(1).unwrap();
+    chain
+        .mint(TestToken::Usdt, hot.address(), 1_000_000_000_000_000)
+        .await
+        .unwrap();
+    let client = EvmClient::new(&chain.url).unwrap();
+    let fees = client
+        .suggest_fees(FeeMode::Normal, GWEI, 300 * GWEI)
+        .await
+        .unwrap();
+    let mut nonce = client.nonce(hot.address(), false).await.unwrap();
+    let mut mined = async |raw: &[u8], hash| {
+        client.broadcast(raw).await.unwrap();
+        loop {
+            if let Some(i) = client.inclusion(hash).await.unwrap() {
+                assert!(i.success);
+                return i.gas_used;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let approve = sign_approve(
+        &hot,
+        chain.chain_id,
+        nonce,
+        chain.usdt,
+        contract,
+        U256::MAX,
+        fees,
+    )
+    .unwrap();
+    mined(&approve.raw, approve.hash).await;
+    nonce += 1;
+    let value = U256::from(1_000_000u64);
+    let gas_limit = 60_000 + 40_000 * k as u64;
+    // Gas: a single transfer to a fresh recipient, then to the same one again; a batch of k
+    // fresh recipients, then the same batch again.
+    let mut single = Vec::new();
+    for _ in 0..2 {
+        let tx = TransferTx {
+            chain_id: chain.chain_id,
+            nonce,
+            token: chain.usdt,
+            to: destination(usize::MAX / 2),
+            value,
+            gas_limit: 100_000,
+            fees,
+        };
+        let s = sign_transfer(&hot, &tx).unwrap();
+        single.push(mined(&s.raw, s.hash).await);
+        nonce += 1;
+    }
+    let mut batch_gas = Vec::new();
+    for _ in 0..2 {
+        let tx = DisperseTx {
+            chain_id: chain.chain_id,
+            nonce,
+            contract,
+            token: chain.usdt,
+            payments: (0..k)
+                .map(|i| (destination(usize::MAX / 4 + i), value))
+                .collect(),
+            gas_limit,
+            fees,
+        };
+        let s = sign_disperse(&hot, &tx).unwrap();
+        batch_gas.push(mined(&s.raw, s.hash).await / k as u64);
+        nonce += 1;
+    }
+    // Throughput: n fresh recipients in n / k calls.
+    let first = nonce;
+    let signed: Vec<_> = (0..n.div_ceil(k))
+        .map(|b| {
+            let tx = DisperseTx {
+                chain_id: chain.chain_id,
+                nonce: first + b as u64,
+                contract,
+                token: chain.usdt,
+                payments: (b * k..((b + 1) * k).min(n))
+                    .map(|i| (destination(i), value))
+                    .collect(),
+                gas_limit,
+                fees,
+            };
+            sign_disperse(&hot, &tx).unwrap()
+        })
+        .collect();
+    let calls = signed.len() as u64;
+    let started = Instant::now();
+    futures::stream::iter(signed)
+        .map(|s| {
+            let client = client.clone();
+            async move { client.broadcast(&s.raw).await.unwrap() }
+        })
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .collect::<Vec<_>>()
+        .await;
+    landed(&client, hot.address(), first + calls).await;
+    let landed = n as f64 / started.elapsed().as_secs_f64();
+    // Every recipient was paid exactly once.
+    for i in [0, n / 2, n - 1] {
+        assert_eq!(
+            client
+                .token_balance(chain.usdt, destination(i))
+                .await
+                .unwrap(),
+            value
+        );
+    }
+    Batched {
+        landed,
+        single_fresh: single[0],
+        batched_fresh: batch_gas[0],
+        single_known: single[1],
+        batched_known: batch_gas[1],
+    }
 }

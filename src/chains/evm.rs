@@ -23,7 +23,15 @@ sol! {
     interface IERC20 {
         function transfer(address to, uint256 value) external;
         function balanceOf(address owner) external view returns (uint256);
+        function approve(address spender, uint256 value) external;
+        function allowance(address owner, address spender) external view returns (uint256);
         event Transfer(address indexed from, address indexed to, uint256 value);
+    }
+
+    /// `contracts/Disperse.sol`: pays many destinations of one token from the caller's own
+    /// balance (`transferFrom(msg.sender, ...)`), all or none.
+    interface IDisperse {
+        function disperse(address token, address[] to, uint256[] amounts) external;
     }
 }
 
@@ -49,6 +57,35 @@ pub fn signed_transfer_parts(raw: &[u8]) -> Option<(Address, Address, U256)> {
     let token = envelope.to()?;
     let (to, value) = decode_transfer(envelope.input())?;
     Some((token, to, value))
+}
+
+/// Call data for `disperse(token, to, amounts)`.
+pub fn disperse_calldata(token: Address, payments: &[(Address, U256)]) -> Bytes {
+    IDisperse::disperseCall {
+        token,
+        to: payments.iter().map(|(to, _)| *to).collect(),
+        amounts: payments.iter().map(|(_, value)| *value).collect(),
+    }
+    .abi_encode()
+    .into()
+}
+
+/// What a signed raw disperse carries: the contract it calls, the token and every
+/// (recipient, amount) in order. Policy checks these, not what we meant to sign.
+pub fn signed_disperse_parts(raw: &[u8]) -> Option<(Address, Address, Vec<(Address, U256)>)> {
+    use alloy::consensus::Transaction;
+    use alloy::eips::eip2718::Decodable2718;
+    let envelope = TxEnvelope::decode_2718(&mut &raw[..]).ok()?;
+    let contract = envelope.to()?;
+    let call = IDisperse::disperseCall::abi_decode(envelope.input()).ok()?;
+    if call.to.len() != call.amounts.len() {
+        return None;
+    }
+    Some((
+        contract,
+        call.token,
+        call.to.into_iter().zip(call.amounts).collect(),
+    ))
 }
 
 /// How fast a payout should land; picks the priority-fee percentile.
@@ -258,6 +295,60 @@ pub fn sign_transfer(
         transfer_calldata(t.to, t.value),
         t.gas_limit,
         t.fees,
+    )
+}
+
+/// What a batch of transfers of one token through the disperse contract needs besides the key.
+#[derive(Debug, Clone)]
+pub struct DisperseTx {
+    pub chain_id: u64,
+    pub nonce: u64,
+    /// The deployed `contracts/Disperse.sol`.
+    pub contract: Address,
+    pub token: Address,
+    /// (recipient, amount), paid in this order.
+    pub payments: Vec<(Address, U256)>,
+    pub gas_limit: u64,
+    pub fees: Fees,
+}
+
+/// Signs one disperse call paying every (recipient, amount) of `t` from the signer's balance.
+pub fn sign_disperse(
+    signer: &PrivateKeySigner,
+    t: &DisperseTx,
+) -> Result<SignedTransfer, alloy::signers::Error> {
+    sign(
+        signer,
+        t.chain_id,
+        t.nonce,
+        t.contract,
+        U256::ZERO,
+        disperse_calldata(t.token, &t.payments),
+        t.gas_limit,
+        t.fees,
+    )
+}
+
+/// Signs `approve(spender, value)` on `token`: how a hot wallet lets the disperse contract
+/// move its own balance (and only its own: the contract pays from `msg.sender`).
+pub fn sign_approve(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    token: Address,
+    spender: Address,
+    value: U256,
+    fees: Fees,
+) -> Result<SignedTransfer, alloy::signers::Error> {
+    sign(
+        signer,
+        chain_id,
+        nonce,
+        token,
+        U256::ZERO,
+        IERC20::approveCall { spender, value }.abi_encode().into(),
+        100_000,
+        fees,
     )
 }
 
@@ -509,6 +600,26 @@ impl EvmClient {
         IERC20::balanceOfCall::abi_decode_returns(&out).map_err(|e| RpcError {
             class: RpcErrorClass::Unknown,
             message: format!("balanceOf returned {out}: {e}"),
+        })
+    }
+
+    async fn allowance_once(
+        &self,
+        token: Address,
+        owner: Address,
+        spender: Address,
+    ) -> RpcResult<U256> {
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(token)
+            .input(Bytes::from(IERC20::allowanceCall { owner, spender }.abi_encode()).into());
+        let out = self
+            .provider
+            .call(request)
+            .await
+            .map_err(RpcError::from_transport)?;
+        IERC20::allowanceCall::abi_decode_returns(&out).map_err(|e| RpcError {
+            class: RpcErrorClass::Unknown,
+            message: format!("allowance returned {out}: {e}"),
         })
     }
 
@@ -775,6 +886,17 @@ impl EvmClient {
         block: Option<u64>,
     ) -> RpcResult<U256> {
         self.retrying(|| self.token_balance_at_once(token, owner, block))
+            .await
+    }
+
+    /// How much of `owner`'s `token` balance `spender` may move, at the latest block.
+    pub async fn allowance(
+        &self,
+        token: Address,
+        owner: Address,
+        spender: Address,
+    ) -> RpcResult<U256> {
+        self.retrying(|| self.allowance_once(token, owner, spender))
             .await
     }
 

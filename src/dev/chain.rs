@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 const USDC_BIN: &str = include_str!("../../contracts/out/TestUSDC.bin");
 const USDT_BIN: &str = include_str!("../../contracts/out/TestUSDT.bin");
+const DISPERSE_BIN: &str = include_str!("../../contracts/out/Disperse.bin");
 
 sol! {
     /// Owner functions of the test tokens in `contracts/`.
@@ -128,6 +129,14 @@ impl DevChain {
             TestToken::Usdc => self.usdc,
             TestToken::Usdt => self.usdt,
         }
+    }
+
+    /// Deploys `contracts/Disperse.sol` (on request: most tests never batch, and an extra
+    /// block at start would move the block numbers they expect).
+    pub async fn deploy_disperse(&self) -> anyhow::Result<Address> {
+        self.deploy(DISPERSE_BIN)
+            .await
+            .context("deploying Disperse")
     }
 
     async fn deploy(&self, bin_hex: &str) -> anyhow::Result<Address> {

@@ -13,6 +13,7 @@ mod deals;
 mod deeplinks;
 mod demo;
 mod deposits;
+mod disperse;
 mod engine;
 mod engine_crash;
 mod evm;
