@@ -604,6 +604,10 @@ pub struct PayoutMetrics {
     pub safe_mode: IntGaugeVec,
     /// Cancel transactions signed for an Operator's cancel, by network.
     pub cancels_total: IntCounterVec,
+    /// Chunks signed into batched (disperse) transactions, by network.
+    pub batched_chunks_total: IntCounterVec,
+    /// Chunks whose batch paid nobody, queued again to go out alone, by network.
+    pub requeued_alone_total: IntCounterVec,
     /// Payouts not yet final, by network and state (pending_approval, queued, broadcast).
     pub by_state: IntGaugeVec,
     /// Transactions past the stuck threshold and not yet mined, by network.
@@ -733,6 +737,16 @@ impl PayoutMetrics {
             cancels_total: counter(
                 "treasuryd_payouts_cancels_total",
                 "Cancel transactions signed for an Operator's cancel, by network.",
+                &["network"],
+            )?,
+            batched_chunks_total: counter(
+                "treasuryd_payouts_batched_chunks_total",
+                "Chunks signed into batched (disperse) transactions, by network.",
+                &["network"],
+            )?,
+            requeued_alone_total: counter(
+                "treasuryd_payouts_requeued_alone_total",
+                "Chunks whose batch paid nobody, queued again to go out alone, by network.",
                 &["network"],
             )?,
             by_state: gauge(

@@ -177,7 +177,11 @@ fn compare(
                     pending += f
                         .attempts
                         .iter()
-                        .map(|a| a.max_fee_per_gas.saturating_mul(u128::from(a.gas_limit)))
+                        .map(|a| {
+                            let most = a.max_fee_per_gas.saturating_mul(u128::from(a.gas_limit));
+                            // A batch's gas is shared out among its chunks.
+                            a.batch.map_or(most, |b| b.share_of(most))
+                        })
                         .max()
                         .map_or(0, |w| i128::try_from(w).unwrap_or(i128::MAX))
                 }
@@ -356,6 +360,7 @@ mod tests {
             created_at: 0,
             broadcast_at: Some(0),
             head_at_broadcast: Some(0),
+            batch: None,
         };
         InFlight {
             chunk: ChunkId::new(),

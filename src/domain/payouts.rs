@@ -18,6 +18,46 @@ pub struct Attempt {
     pub broadcast_at: Option<UnixMicros>,
     /// The chain head when it was first broadcast: stuck detection counts blocks from here.
     pub head_at_broadcast: Option<u64>,
+    /// Set when the transaction pays several chunks at once (a disperse call): where among
+    /// its payments this chunk is. Every chunk of the batch has its own attempt row with the
+    /// same hash and bytes.
+    pub batch: Option<BatchSlot>,
+}
+
+/// A hot wallet's transaction that pays no chunk: the approval that lets the disperse
+/// contract move the wallet's own balance of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletCall {
+    pub hash: [u8; 32],
+    /// Checksummed address.
+    pub wallet: String,
+    pub nonce: u64,
+    /// The token contract approved, checksummed.
+    pub token: String,
+    /// Who may spend: the disperse contract, checksummed.
+    pub spender: String,
+    pub raw: Vec<u8>,
+    pub created_at: UnixMicros,
+    pub broadcast_at: Option<UnixMicros>,
+}
+
+/// A chunk's place in a batched transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSlot {
+    /// 0-based position among the batch's payments.
+    pub index: u32,
+    /// How many payments (chunks) the transaction carries.
+    pub size: u32,
+}
+
+impl BatchSlot {
+    /// This chunk's share of a fee the whole batch paid: the fee divided evenly, rounded down,
+    /// with the remainder handed out one unit each to the lowest positions. The shares add up
+    /// to the fee exactly.
+    pub fn share_of(self, fee: u128) -> u128 {
+        let size = u128::from(self.size.max(1));
+        fee / size + u128::from(u128::from(self.index) < fee % size)
+    }
 }
 
 /// What a signed transaction does.
@@ -75,6 +115,8 @@ pub struct ChunkWork {
     pub asset: AssetKey,
     pub destination: String,
     pub amount: i128,
+    /// Its batch reverted once (or a batch-mate's cancel took its nonce): it goes out alone.
+    pub single_only: bool,
 }
 
 /// A chunk between signing and its final state, with every attempt.
@@ -94,6 +136,32 @@ pub struct InFlight {
     pub cancel_requested: bool,
     /// Oldest first.
     pub attempts: Vec<Attempt>,
+}
+
+impl InFlight {
+    /// The attempt that was mined, when one was.
+    pub fn mined_attempt(&self) -> Option<&Attempt> {
+        let m = self.mined?;
+        self.attempts.iter().find(|a| a.hash == m.hash)
+    }
+
+    /// The idempotency key of the FEE posting for the gas of the chunk's mined transaction.
+    pub fn gas_key(&self) -> Option<String> {
+        let m = self.mined?;
+        let batched = self.mined_attempt().is_some_and(|a| a.batch.is_some());
+        Some(gas_key(self.chunk, &m.hash, batched))
+    }
+}
+
+/// The idempotency key of a chunk's gas posting. A chunk pays gas for one transaction unless
+/// its batch paid nothing and it went out again alone, so a batched transaction's share is
+/// keyed by its hash as well; a single transfer keeps the chunk-only key.
+pub fn gas_key(chunk: ChunkId, mined_hash: &[u8; 32], batched: bool) -> String {
+    if batched {
+        format!("payout-chunk:{chunk}:gas:0x{}", hex::encode(mined_hash))
+    } else {
+        format!("payout-chunk:{chunk}:gas")
+    }
 }
 
 /// Where a chunk's transaction was included.
@@ -295,4 +363,35 @@ pub struct PayoutFilter {
     pub network: Option<String>,
     pub after: Option<PayoutId>,
     pub limit: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batchs_gas_shares_add_up_to_the_fee_with_the_remainder_to_the_first_places() {
+        for (fee, size) in [
+            (0u128, 1u32),
+            (10, 3),
+            (1_000_003, 7),
+            (5, 9),
+            (u128::MAX, 500),
+        ] {
+            let shares: Vec<u128> = (0..size)
+                .map(|index| BatchSlot { index, size }.share_of(fee))
+                .collect();
+            assert_eq!(
+                shares.iter().fold(0u128, |a, s| a.checked_add(*s).unwrap()),
+                fee,
+                "{fee} over {size}"
+            );
+            // Rounded down, the remainder one unit each to the lowest places.
+            let base = fee / u128::from(size);
+            for (i, share) in shares.iter().enumerate() {
+                let extra = u128::from((i as u128) < fee % u128::from(size));
+                assert_eq!(*share, base + extra);
+            }
+        }
+    }
 }

@@ -3,8 +3,8 @@
 //! in the ledger and stored in the same database transaction (see `ledger::Effect`), so a
 //! payout never exists without its hold and a hold never without its payout.
 pub use crate::domain::payouts::{
-    Attempt, AttemptKind, CancelRequest, Chunk, ChunkState, ChunkWork, InFlight, Mined, NewPayout,
-    Payout, PayoutEvent, PayoutState,
+    Attempt, AttemptKind, BatchSlot, CancelRequest, Chunk, ChunkState, ChunkWork, InFlight, Mined,
+    NewPayout, Payout, PayoutEvent, PayoutState, WalletCall,
 };
 
 pub mod engine;

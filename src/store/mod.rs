@@ -11,7 +11,7 @@ use bulk::{BulkRows, Column};
 
 use crate::domain::ChunkId;
 use crate::domain::payouts::{
-    Attempt, ChunkState, ChunkWork, InFlight, Mined, Payout, PayoutState,
+    Attempt, BatchSlot, ChunkState, ChunkWork, InFlight, Mined, Payout, PayoutState, WalletCall,
 };
 use crate::domain::{AccountId, AssetKey, AssetSpec, HoldId, PayoutId, Role, TxId, UnixMicros};
 use crate::ledger::{
@@ -202,15 +202,36 @@ pub trait PayoutStore: Send + Sync {
         signed: &[(ChunkId, Attempt)],
     ) -> StoreResult<()>;
 
-    /// Stores a new attempt for a chunk in flight (an EVM replacement with the same nonce and
-    /// higher fees; a Tron rebuild), with the payout event that tells of it.
-    async fn record_replacement(
+    /// Stores new attempts for chunks in flight (an EVM replacement with the same nonce and
+    /// higher fees; a Tron rebuild), each with the payout event `event` and its detail, in one
+    /// database transaction: a batched transaction's chunks get its replacement together or
+    /// not at all, so they never disagree about which transactions are theirs.
+    async fn record_replacements(
         &self,
-        chunk: ChunkId,
-        attempt: &Attempt,
+        attempts: &[(ChunkId, Attempt, String)],
         event: &str,
-        detail: &str,
     ) -> StoreResult<()>;
+
+    /// Puts chunks whose batched transaction paid nothing (it reverted, or a batch-mate's
+    /// cancel took its nonce) back in the queue, to go out alone from now on. Each is given
+    /// with the nonce it was signed at and the reason; a chunk no longer at that nonce and in
+    /// flight is left as it is (a replay), all in one database transaction.
+    async fn requeue_alone(&self, chunks: &[(ChunkId, u64, String)]) -> StoreResult<()>;
+
+    /// Stores a signed wallet transaction that pays no chunk (the disperse contract's
+    /// approval) at the wallet's next nonce, advancing it, under the same nonce lock and
+    /// fence check as `record_signed`; `Conflict` otherwise and nothing is written.
+    async fn record_wallet_call(
+        &self,
+        network: &str,
+        fence: u64,
+        call: &WalletCall,
+    ) -> StoreResult<()>;
+
+    /// Every wallet call stored on `network`, by wallet and nonce.
+    async fn wallet_calls(&self, network: &str) -> StoreResult<Vec<WalletCall>>;
+
+    async fn mark_wallet_call_broadcast(&self, hash: [u8; 32], at: i64) -> StoreResult<()>;
 
     /// Marks attempts as sent (first time only) and their chunks as broadcast.
     async fn mark_broadcast(

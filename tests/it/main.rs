@@ -5,6 +5,7 @@ mod harness;
 
 mod api_errors;
 mod api_flow;
+mod batching;
 mod cli;
 mod concurrency;
 mod console;

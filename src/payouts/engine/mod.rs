@@ -26,6 +26,7 @@
 //! signing, broadcast. `watching`: deposits, wallet inflows and foreign outflows, reorgs of paid
 //! transfers, periodic reconciliation.
 
+mod batching;
 mod core;
 mod sending;
 mod tracking;
@@ -35,10 +36,10 @@ mod watching;
 use self::core::{ChainEngine, EngineCore, Forget, TickError, WalletAccounts, run_ticks};
 pub use self::tron::TronEngine;
 use super::networks::PayoutToken;
-use super::{Attempt, AttemptKind, ChunkState, InFlight, Mined};
+use super::{Attempt, AttemptKind, BatchSlot, ChunkState, ChunkWork, InFlight, Mined, WalletCall};
 use crate::chains::evm::{
     EvmClient, FeeMode, Fees, RpcErrorClass, SignedTransfer, TransferDirection, TransferTx,
-    sign_cancel, sign_transfer, signed_transfer_parts,
+    sign_cancel, sign_disperse, sign_transfer, signed_disperse_parts, signed_transfer_parts,
 };
 use crate::config::NetworkConfig;
 use crate::domain::{AccountId, Amount, AssetKey, ChunkId, PayoutId, UnixMicros};
@@ -89,6 +90,7 @@ struct Settings {
     max_in_flight: usize,
     gas_limit: u64,
     poll: Duration,
+    batching: Option<batching::Batching>,
 }
 
 /// Who this engine is among the instances sharing the database.
@@ -119,11 +121,16 @@ enum Outcome {
     Paid,
     /// Did not pay (reverted, or a cancel was mined): closed after its gas is posted.
     Unpaid(ChunkId, ChunkState, String),
+    /// Its batch paid nobody (reverted, or a batch-mate's cancel was mined): queued again
+    /// after its share of the gas is posted, to go out alone.
+    Requeue(String),
 }
 
 /// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
 struct Settlement {
     chunk: ChunkId,
+    /// The nonce it was signed at: a requeue applies only while it is still there.
+    nonce: u64,
     /// Where it was mined and the attempt that was, watched for deep reorgs once paid.
     mined: Mined,
     attempt: Option<Attempt>,
@@ -185,6 +192,13 @@ pub struct NetworkEngine {
     suspect_lines: Suspects<(String, String)>,
     /// When a reconciliation that found a mismatch runs again to confirm it.
     recheck_at: Option<std::time::Instant>,
+    /// Whether each (wallet, token) lets the disperse contract spend its balance, as far as
+    /// known; absent: read the allowance before the next batch.
+    approvals: HashMap<(Address, Address), batching::Approval>,
+    /// Approvals stored and not yet final.
+    wallet_calls: Vec<WalletCall>,
+    /// Approvals whose gas this process has posted.
+    wallet_call_fees_posted: std::collections::HashSet<[u8; 32]>,
 }
 
 /// How many consecutive reads, at least a second apart, must find the same balance difference
@@ -288,6 +302,11 @@ impl NetworkEngine {
                 max_in_flight: network.max_in_flight as usize,
                 gas_limit: network.transfer_gas_limit,
                 poll: Duration::from_millis(network.poll_interval_ms),
+                batching: network
+                    .batching
+                    .as_ref()
+                    .map(batching::Batching::from_config)
+                    .transpose()?,
             },
             nonces: HashMap::new(),
             wallet_metrics,
@@ -312,6 +331,9 @@ impl NetworkEngine {
             suspect_balances: Suspects::new(),
             suspect_lines: Suspects::new(),
             recheck_at: None,
+            approvals: HashMap::new(),
+            wallet_calls: Vec::new(),
+            wallet_call_fees_posted: std::collections::HashSet::new(),
         }))
     }
 
@@ -382,6 +404,8 @@ impl NetworkEngine {
                 .into_iter()
                 .map(|f| (f.chunk, f))
                 .collect();
+            self.wallet_calls = self.core.payouts.wallet_calls(&self.core.name).await?;
+            self.approvals.clear();
             self.loaded = true;
         }
         for payout in self
@@ -439,6 +463,7 @@ impl NetworkEngine {
             };
             self.track(head, &f, spent).await?;
         }
+        self.follow_wallet_calls(head, &mined_below).await?;
         self.watch_deep_reorgs(head).await?;
         self.observe_stuck(head);
         self.core.count_payouts().await?;
@@ -608,6 +633,7 @@ fn attempt_of(s: &SignedTransfer, kind: AttemptKind, at: UnixMicros) -> Attempt 
         created_at: at,
         broadcast_at: None,
         head_at_broadcast: None,
+        batch: None,
     }
 }
 

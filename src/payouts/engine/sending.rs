@@ -82,12 +82,10 @@ impl NetworkEngine {
                 tracing::warn!(wallet = %wallet.address, %native, "below its gas buffer: not sending");
                 continue;
             }
-            let nonce = self.next_nonce(wallet).await?;
-            let mut signed = Vec::new();
-            let mut works = Vec::new();
-            let mut firsts: HashMap<uuid::Uuid, crate::domain::UnixMicros> = HashMap::new();
+            // First what this wallet can pay now (rollout share, token balance), in order.
+            let mut picked: Vec<ChunkWork> = Vec::new();
             let mut token_room: HashMap<String, i128> = HashMap::new();
-            while *free > 0 {
+            while *free > picked.len() {
                 let Some(work) = queue.peek() else { break };
                 let Some(contract) = self.core.tokens.get(&work.asset.code).map(|t| t.contract)
                 else {
@@ -124,35 +122,76 @@ impl NetworkEngine {
                     break;
                 }
                 let Some(work) = queue.next() else { break };
-                let tx = TransferTx {
-                    chain_id: self.chain_id,
-                    nonce: nonce + signed.len() as u64,
-                    token: contract,
-                    to: Address::parse_checksummed(&work.destination, None)?,
-                    value: U256::from(u128::try_from(work.amount)?),
-                    gas_limit: self.settings.gas_limit,
-                    fees,
-                };
-                let s = sign_transfer(wallet.signer(), &tx)?;
-                // Policy looks at what was signed: the token, recipient and amount decoded
-                // from the raw transaction, not the request they came from.
-                let parts = signed_transfer_parts(&s.raw);
-                let allowed = allowlists.get(&work.account).is_none_or(|list| {
-                    parts.is_some_and(|(_, to, _)| {
-                        list.contains(&(self.core.name.clone(), to.to_checksum(None)))
-                    })
-                });
-                if parts != Some((tx.token, tx.to, tx.value)) || !allowed {
-                    tracing::error!(payout = %work.payout, chunk = %work.chunk, "the signed transfer fails policy; not sending it");
+                picked.push(work);
+            }
+            *free -= picked.len();
+            // Then which of them go in batches (approving the contract first where needed),
+            // then the transactions, each at the next nonce once it passes policy.
+            let mut batchable: HashMap<String, bool> = HashMap::new();
+            for work in &picked {
+                let code = &work.asset.code;
+                if work.single_only || batchable.contains_key(code) {
                     continue;
                 }
-                let attempt = attempt_of(&s, AttemptKind::Transfer, self.core.clock.now());
-                if work.index == 0 {
-                    firsts.insert(attempt.id, work.accepted_at);
+                let covered = self
+                    .settings
+                    .batching
+                    .as_ref()
+                    .is_some_and(|b| b.covers(code));
+                let ok = match self.core.tokens.get(code).map(|t| t.contract) {
+                    Some(token) if covered => self.approved_for_batches(wallet, token).await?,
+                    _ => false,
+                };
+                batchable.insert(code.clone(), ok);
+            }
+            let nonce = self.next_nonce(wallet).await?;
+            let mut transactions: Vec<Vec<ChunkWork>> = Vec::new();
+            let mut open: HashMap<String, usize> = HashMap::new();
+            let most = self
+                .settings
+                .batching
+                .as_ref()
+                .map_or(1, |b| b.max_transfers);
+            for work in picked {
+                let batched =
+                    !work.single_only && batchable.get(&work.asset.code).copied().unwrap_or(false);
+                if !batched {
+                    transactions.push(vec![work]);
+                    continue;
                 }
-                signed.push((work.chunk, attempt));
-                works.push(work);
-                *free -= 1;
+                match open.get(&work.asset.code) {
+                    Some(&i) if transactions[i].len() < most => transactions[i].push(work),
+                    _ => {
+                        open.insert(work.asset.code.clone(), transactions.len());
+                        transactions.push(vec![work]);
+                    }
+                }
+            }
+            let mut signed = Vec::new();
+            let mut works = Vec::new();
+            let mut firsts: HashMap<uuid::Uuid, crate::domain::UnixMicros> = HashMap::new();
+            let mut next = nonce;
+            for group in transactions {
+                let attempts = if group.len() > 1 {
+                    match self.sign_batch(wallet, &group, next, fees, &allowlists)? {
+                        Some(attempts) => attempts,
+                        None => continue,
+                    }
+                } else {
+                    let Some(work) = group.first() else { continue };
+                    match self.sign_single(wallet, work, next, fees, &allowlists)? {
+                        Some(attempt) => vec![(work.chunk, attempt)],
+                        None => continue,
+                    }
+                };
+                next += 1;
+                for (work, (chunk, attempt)) in group.into_iter().zip(attempts) {
+                    if work.index == 0 {
+                        firsts.insert(attempt.id, work.accepted_at);
+                    }
+                    signed.push((chunk, attempt));
+                    works.push(work);
+                }
             }
             if signed.is_empty() {
                 continue;
@@ -171,8 +210,13 @@ impl NetworkEngine {
                 .await
             {
                 Ok(()) => {
-                    self.nonces
-                        .insert(wallet.address, nonce + signed.len() as u64);
+                    self.nonces.insert(wallet.address, next);
+                    let batched = signed.iter().filter(|(_, a)| a.batch.is_some()).count();
+                    self.core
+                        .metrics
+                        .batched_chunks_total
+                        .with_label_values(&[self.core.name.as_str()])
+                        .inc_by(batched as u64);
                     for (work, (chunk, attempt)) in works.iter().zip(&signed) {
                         self.tracked.insert(
                             *chunk,
@@ -224,6 +268,47 @@ impl NetworkEngine {
         Ok(())
     }
 
+    /// Signs `work` as one ERC-20 transfer at `nonce`; None when the signed bytes fail policy.
+    fn sign_single(
+        &self,
+        wallet: &Wallet,
+        work: &ChunkWork,
+        nonce: u64,
+        fees: Fees,
+        allowlists: &crate::domain::payouts::EnforcedAllowlists,
+    ) -> anyhow::Result<Option<Attempt>> {
+        let Some(contract) = self.core.tokens.get(&work.asset.code).map(|t| t.contract) else {
+            return Ok(None);
+        };
+        let tx = TransferTx {
+            chain_id: self.chain_id,
+            nonce,
+            token: contract,
+            to: Address::parse_checksummed(&work.destination, None)?,
+            value: U256::from(u128::try_from(work.amount)?),
+            gas_limit: self.settings.gas_limit,
+            fees,
+        };
+        let s = sign_transfer(wallet.signer(), &tx)?;
+        // Policy looks at what was signed: the token, recipient and amount decoded from the
+        // raw transaction, not the request they came from.
+        let parts = signed_transfer_parts(&s.raw);
+        let allowed = allowlists.get(&work.account).is_none_or(|list| {
+            parts.is_some_and(|(_, to, _)| {
+                list.contains(&(self.core.name.clone(), to.to_checksum(None)))
+            })
+        });
+        if parts != Some((tx.token, tx.to, tx.value)) || !allowed {
+            tracing::error!(payout = %work.payout, chunk = %work.chunk, "the signed transfer fails policy; not sending it");
+            return Ok(None);
+        }
+        Ok(Some(attempt_of(
+            &s,
+            AttemptKind::Transfer,
+            self.core.clock.now(),
+        )))
+    }
+
     pub(super) async fn next_nonce(&mut self, wallet: &Wallet) -> anyhow::Result<u64> {
         if let Some(n) = self.nonces.get(&wallet.address) {
             return Ok(*n);
@@ -258,45 +343,48 @@ impl NetworkEngine {
         // The round goes out as JSON-RPC batches (or 16 calls at a time with batches off),
         // answered in nonce order; a node pools a nonce that arrives before its predecessor
         // until the gap is filled.
-        let raws: Vec<&[u8]> = attempts.iter().map(|(_, a)| a.raw.as_slice()).collect();
+        // A batched transaction's chunks share its bytes: each transaction goes out once.
+        let mut raws: Vec<&[u8]> = Vec::new();
+        let mut slot_of: HashMap<[u8; 32], usize> = HashMap::new();
+        for (_, a) in attempts {
+            slot_of.entry(a.hash).or_insert_with(|| {
+                raws.push(a.raw.as_slice());
+                raws.len() - 1
+            });
+        }
         let results = match self.client.broadcast_all(&raws).await {
-            Ok(results) => results,
-            // The batch was lost as a whole: each transaction is retried like a failed one.
-            Err(e) => raws
-                .iter()
-                .map(|_| {
-                    Err(crate::chains::evm::RpcError {
-                        class: e.class,
-                        message: e.message.clone(),
-                    })
-                })
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map(|_| ()).map_err(|e| (e.class, e.message)))
                 .collect(),
+            // The batch was lost as a whole: each transaction is retried like a failed one.
+            Err(e) => vec![Err((e.class, e.message)); raws.len()],
         };
-        let results: Vec<_> = attempts
-            .iter()
-            .zip(results)
-            .map(|((chunk, a), r)| (*chunk, a, r))
-            .collect();
-        for (chunk, a, result) in results {
-            if result.is_ok()
-                || result
-                    .as_ref()
-                    .is_err_and(|e| e.class == RpcErrorClass::AlreadyKnown)
+        for (i, result) in results.iter().enumerate() {
+            if let Err((class, message)) = result
+                && *class != RpcErrorClass::AlreadyKnown
             {
-                sent.push(a.id);
-                sent_chunks.push((chunk, a.id));
+                self.core
+                    .metrics
+                    .rpc_errors_total
+                    .with_label_values(&[self.core.name.as_str(), class.as_str()])
+                    .inc();
+                let nonce = attempts
+                    .iter()
+                    .find(|(_, a)| slot_of.get(&a.hash) == Some(&i))
+                    .map(|(_, a)| a.nonce);
+                tracing::warn!(?nonce, class = class.as_str(), error = %message, "broadcast failed; will retry");
             }
-            match result {
-                Ok(_) => {}
-                Err(e) if e.class == RpcErrorClass::AlreadyKnown => {}
-                Err(e) => {
-                    self.core
-                        .metrics
-                        .rpc_errors_total
-                        .with_label_values(&[self.core.name.as_str(), e.class.as_str()])
-                        .inc();
-                    tracing::warn!(nonce = a.nonce, class = e.class.as_str(), error = %e.message, "broadcast failed; will retry");
-                }
+        }
+        for (chunk, a) in attempts {
+            let result = slot_of.get(&a.hash).and_then(|&i| results.get(i));
+            let went = result.is_some_and(|r| {
+                r.as_ref()
+                    .map_or_else(|(class, _)| *class == RpcErrorClass::AlreadyKnown, |_| true)
+            });
+            if went {
+                sent.push(a.id);
+                sent_chunks.push((*chunk, a.id));
             }
         }
         if !sent.is_empty() {

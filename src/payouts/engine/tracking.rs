@@ -9,13 +9,16 @@ impl NetworkEngine {
     /// that hold mined chunks, each as JSON-RPC batches when the network allows them (else 16
     /// calls at a time).
     pub(super) async fn prefetch(&mut self, attention: &[(ChunkId, bool)]) -> anyhow::Result<()> {
-        let hashes: Vec<alloy::primitives::B256> = attention
+        let mut hashes: Vec<alloy::primitives::B256> = attention
             .iter()
             .filter(|(_, spent)| *spent)
             .filter_map(|(chunk, _)| self.tracked.get(chunk))
             .filter(|f| f.mined.is_none())
             .flat_map(|f| f.attempts.iter().map(|a| a.hash.into()))
             .collect();
+        // A batch's chunks share its hash: one receipt each.
+        hashes.sort_unstable();
+        hashes.dedup();
         if !hashes.is_empty() {
             let receipts = self.client.inclusions(&hashes).await?;
             for (hash, receipt) in hashes.iter().zip(receipts) {
@@ -104,12 +107,14 @@ impl NetworkEngine {
                 if i.success && !success {
                     tracing::error!(network = %self.core.name, chunk = %f.chunk, tx = %format!("0x{}", hex::encode(a.hash)), "a transfer succeeded without its Transfer event: no tokens moved; the chunk fails at depth");
                 }
+                let fee = u128::from(i.gas_used).saturating_mul(i.effective_gas_price);
                 let mined = Mined {
                     hash: a.hash,
                     block: i.block_number,
                     block_hash: i.block_hash.0,
                     success,
-                    fee_wei: u128::from(i.gas_used).saturating_mul(i.effective_gas_price),
+                    // A batch's gas is shared out among its chunks, adding up to the whole.
+                    fee_wei: a.batch.map_or(fee, |slot| slot.share_of(fee)),
                 };
                 self.mined.push((f.chunk, Some(mined)));
                 // Stored with the tick's other inclusions before the settlement batch, so a
@@ -180,25 +185,33 @@ impl NetworkEngine {
             self.broadcast(&[(f.chunk, latest.clone())], head).await?;
             return Ok(());
         }
-        let signed = match kind {
-            AttemptKind::Transfer => {
+        let signed = match (kind, latest.batch) {
+            (AttemptKind::Transfer, None) => {
                 sign_transfer(wallet.signer(), &self.transfer(f, f.nonce, fees)?)?
             }
-            AttemptKind::Cancel => sign_cancel(wallet.signer(), self.chain_id, f.nonce, fees)?,
+            (AttemptKind::Transfer, Some(_)) => {
+                sign_disperse(wallet.signer(), &self.batch_again(latest, fees)?)?
+            }
+            (AttemptKind::Cancel, _) => sign_cancel(wallet.signer(), self.chain_id, f.nonce, fees)?,
         };
-        let attempt = attempt_of(&signed, kind, self.core.clock.now());
-        self.core
-            .payouts
-            .record_replacement(
-                f.chunk,
-                &attempt,
-                match kind {
-                    AttemptKind::Transfer => "replaced",
-                    AttemptKind::Cancel => "cancel_signed",
-                },
-                &format!(
-                    "chunk {}: nonce {} {} with max fee {} wei, tip {} wei, tx 0x{}",
-                    f.chunk,
+        // A batch is replaced for all its chunks at once, each keeping its place (a cancel's
+        // gas is shared out like the batch's).
+        let mates = match latest.batch {
+            None => vec![(f.chunk, None)],
+            Some(_) => self
+                .batch_mates(f, latest)
+                .into_iter()
+                .map(|(chunk, slot)| (chunk, Some(slot)))
+                .collect(),
+        };
+        let now = self.core.clock.now();
+        let attempts: Vec<(ChunkId, Attempt, String)> = mates
+            .into_iter()
+            .map(|(chunk, slot)| {
+                let mut attempt = attempt_of(&signed, kind, now);
+                attempt.batch = slot;
+                let detail = format!(
+                    "chunk {chunk}: nonce {} {} with max fee {} wei, tip {} wei, tx 0x{}",
                     attempt.nonce,
                     match kind {
                         AttemptKind::Transfer => "re-signed",
@@ -207,12 +220,25 @@ impl NetworkEngine {
                     attempt.max_fee_per_gas,
                     attempt.max_priority_fee_per_gas,
                     hex::encode(attempt.hash)
-                ),
+                );
+                (chunk, attempt, detail)
+            })
+            .collect();
+        self.core
+            .payouts
+            .record_replacements(
+                &attempts,
+                match kind {
+                    AttemptKind::Transfer => "replaced",
+                    AttemptKind::Cancel => "cancel_signed",
+                },
             )
             .await?;
         self.core.pause_point("engine.after_replacement").await;
-        if let Some(t) = self.tracked.get_mut(&f.chunk) {
-            t.attempts.push(attempt.clone());
+        for (chunk, attempt, _) in &attempts {
+            if let Some(t) = self.tracked.get_mut(chunk) {
+                t.attempts.push(attempt.clone());
+            }
         }
         let counter = if kind == AttemptKind::Cancel && latest.kind == AttemptKind::Transfer {
             &self.core.metrics.cancels_total
@@ -220,7 +246,9 @@ impl NetworkEngine {
             &self.core.metrics.speedups_total
         };
         counter.with_label_values(&[self.core.name.as_str()]).inc();
-        self.broadcast(&[(f.chunk, attempt)], head).await?;
+        let sending: Vec<(ChunkId, Attempt)> =
+            attempts.into_iter().map(|(c, a, _)| (c, a)).collect();
+        self.broadcast(&sending, head).await?;
         Ok(())
     }
 
@@ -270,11 +298,9 @@ impl NetworkEngine {
             return Ok(());
         }
         self.core.pause_point("engine.before_confirm").await;
-        let kind = f
-            .attempts
-            .iter()
-            .find(|a| a.hash == m.hash)
-            .map_or(AttemptKind::Transfer, |a| a.kind);
+        let mined_attempt = f.attempts.iter().find(|a| a.hash == m.hash);
+        let kind = mined_attempt.map_or(AttemptKind::Transfer, |a| a.kind);
+        let batched = mined_attempt.is_some_and(|a| a.batch.is_some());
         let tx = format!("0x{}", hex::encode(m.hash));
         let mut commands = Vec::new();
         let outcome = match (kind, m.success) {
@@ -307,6 +333,18 @@ impl NetworkEngine {
                 commands.push(cmd);
                 Outcome::Paid
             }
+            // A batch pays all or none: one that paid nothing says nothing about this chunk's
+            // own transfer, which goes out alone next.
+            (AttemptKind::Transfer, false) if batched => Outcome::Requeue(format!(
+                "chunk {}: the batch {tx} reverted at confirmation depth; it goes out alone",
+                f.chunk
+            )),
+            (AttemptKind::Cancel, _) if batched && !f.cancel_requested => {
+                Outcome::Requeue(format!(
+                    "chunk {}: the cancel {tx} of another payout's chunk took its batch; it goes out alone",
+                    f.chunk
+                ))
+            }
             (AttemptKind::Transfer, false) => Outcome::Unpaid(
                 f.chunk,
                 ChunkState::Failed,
@@ -318,11 +356,12 @@ impl NetworkEngine {
                 format!("the cancel {tx} was mined instead of the transfer"),
             ),
         };
-        if let Some(fee) = self.gas_fee(f, &m, &tx)? {
+        if let Some(fee) = self.gas_fee(f, &m, batched, &tx)? {
             commands.push(fee);
         }
         self.settling.push(Settlement {
             chunk: f.chunk,
+            nonce: f.nonce,
             mined: m,
             attempt: f.attempts.iter().find(|a| a.hash == m.hash).cloned(),
             commands,
@@ -338,6 +377,7 @@ impl NetworkEngine {
         &self,
         f: &InFlight,
         m: &Mined,
+        batched: bool,
         tx: &str,
     ) -> anyhow::Result<Option<Command>> {
         let Ok(fee) = i128::try_from(m.fee_wei) else {
@@ -356,7 +396,7 @@ impl NetworkEngine {
             .ledger
             .network_fee(account, &self.native, Amount::new(fee)?)?;
         let mut cmd = Command::new(
-            format!("payout-chunk:{}:gas", f.chunk),
+            crate::domain::payouts::gas_key(f.chunk, &m.hash, batched),
             self.native.clone(),
             op,
         );
@@ -381,6 +421,7 @@ impl NetworkEngine {
         // Several chunks of one payout can settle in the same batch: look at each payout once.
         let mut touched: Vec<PayoutId> = Vec::new();
         let mut paid_now: Vec<PayoutId> = Vec::new();
+        let mut requeued: Vec<(ChunkId, u64, String)> = Vec::new();
         for s in settling {
             let mut ok = true;
             for (i, result) in results.by_ref().take(s.commands.len()).enumerate() {
@@ -402,6 +443,9 @@ impl NetworkEngine {
                     .close_chunk(*chunk, *state, detail)
                     .await?;
             }
+            if let (true, Outcome::Requeue(detail)) = (ok, &s.outcome) {
+                requeued.push((s.chunk, s.nonce, detail.clone()));
+            }
             if ok {
                 self.tracked.remove(&s.chunk);
                 if let (Outcome::Paid, Some(attempt)) = (&s.outcome, &s.attempt) {
@@ -418,6 +462,14 @@ impl NetworkEngine {
                 touched.push(s.payout);
             }
         }
+        if !requeued.is_empty() {
+            self.core.payouts.requeue_alone(&requeued).await?;
+            self.core
+                .metrics
+                .requeued_alone_total
+                .with_label_values(&[self.core.name.as_str()])
+                .inc_by(requeued.len() as u64);
+        }
         self.core.close_payouts(&touched, &paid_now).await
     }
 }
@@ -430,7 +482,15 @@ fn did_as_signed(i: &crate::chains::evm::Inclusion, wallet: &str, attempt: &Atte
         AttemptKind::Cancel => i.success,
         AttemptKind::Transfer => {
             let from = Address::parse_checksummed(wallet, None).ok();
-            match (from, signed_transfer_parts(&attempt.raw)) {
+            let payment = match attempt.batch {
+                None => signed_transfer_parts(&attempt.raw),
+                // The chunk's own payment in the batch, decoded from the signed bytes.
+                Some(slot) => signed_disperse_parts(&attempt.raw).and_then(|(_, token, paid)| {
+                    let (to, value) = paid.get(slot.index as usize)?;
+                    Some((token, *to, *value))
+                }),
+            };
+            match (from, payment) {
                 (Some(from), Some((token, to, value))) => i.moved(token, from, to, value),
                 _ => false,
             }
@@ -478,6 +538,7 @@ mod tests {
             created_at: 0,
             broadcast_at: Some(0),
             head_at_broadcast: Some(0),
+            batch: None,
         };
         (signer.address().to_checksum(None), attempt, token, to)
     }
@@ -531,5 +592,67 @@ mod tests {
         let (wallet, attempt, _, _) = signed(AttemptKind::Cancel);
         assert!(did_as_signed(&included(true, vec![]), &wallet, &attempt));
         assert!(!did_as_signed(&included(false, vec![]), &wallet, &attempt));
+    }
+
+    #[test]
+    fn a_batched_chunk_succeeds_only_with_its_own_payment_as_signed() {
+        let signer: PrivateKeySigner = DEV_KEY.parse().unwrap();
+        let from = signer.address();
+        let token = Address::repeat_byte(0x11);
+        let (a, b) = (Address::repeat_byte(0x21), Address::repeat_byte(0x22));
+        let s = crate::chains::evm::sign_disperse(
+            &signer,
+            &crate::chains::evm::DisperseTx {
+                chain_id: 31337,
+                nonce: 4,
+                contract: Address::repeat_byte(0x99),
+                token,
+                payments: vec![(a, U256::from(10u64)), (b, U256::from(20u64))],
+                gas_limit: 200_000,
+                fees: Fees {
+                    max_fee_per_gas: 2,
+                    max_priority_fee_per_gas: 1,
+                },
+            },
+        )
+        .unwrap();
+        let attempt = |index| Attempt {
+            id: uuid::Uuid::new_v4(),
+            kind: AttemptKind::Transfer,
+            hash: s.hash.0,
+            raw: s.raw.to_vec(),
+            nonce: 4,
+            max_fee_per_gas: 2,
+            max_priority_fee_per_gas: 1,
+            gas_limit: 200_000,
+            created_at: 0,
+            broadcast_at: Some(0),
+            head_at_broadcast: Some(0),
+            batch: Some(crate::payouts::BatchSlot { index, size: 2 }),
+        };
+        let wallet = from.to_checksum(None);
+        let first = (token, from, a, U256::from(10u64));
+        let second = (token, from, b, U256::from(20u64));
+        let both = included(true, vec![first, second]);
+        assert!(did_as_signed(&both, &wallet, &attempt(0)));
+        assert!(did_as_signed(&both, &wallet, &attempt(1)));
+        // Only the other chunk's payment in the receipt: this one was not paid.
+        assert!(!did_as_signed(
+            &included(true, vec![second]),
+            &wallet,
+            &attempt(0)
+        ));
+        assert!(!did_as_signed(
+            &included(true, vec![first]),
+            &wallet,
+            &attempt(1)
+        ));
+        // A place past the batch's payments matches nothing.
+        assert!(!did_as_signed(&both, &wallet, &attempt(2)));
+        assert!(!did_as_signed(
+            &included(false, vec![first, second]),
+            &wallet,
+            &attempt(0)
+        ));
     }
 }

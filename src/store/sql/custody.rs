@@ -65,8 +65,7 @@ impl CustodyStore for DbStore {
         let mined: Vec<(String, ChunkId)> = in_flight
             .iter()
             .chain(&settled_ahead)
-            .filter(|f| f.mined.is_some())
-            .map(|f| (format!("payout-chunk:{}:gas", f.chunk), f.chunk))
+            .filter_map(|f| Some((f.gas_key()?, f.chunk)))
             .collect();
         let chunk_of: std::collections::HashMap<&str, ChunkId> =
             mined.iter().map(|(k, c)| (k.as_str(), *c)).collect();

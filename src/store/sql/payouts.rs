@@ -83,6 +83,16 @@ pub(crate) fn attempt_from_row(r: &DbRow) -> StoreResult<Attempt> {
         head_at_broadcast: r
             .try_get::<Option<i64>, _>("head_at_broadcast")?
             .map(|h| h as u64),
+        batch: match (
+            r.try_get::<Option<i32>, _>("batch_index")?,
+            r.try_get::<Option<i32>, _>("batch_size")?,
+        ) {
+            (Some(index), Some(size)) => Some(BatchSlot {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                size: u32::try_from(size).unwrap_or(u32::MAX),
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -92,7 +102,7 @@ pub(crate) async fn chunk_attempts(
 ) -> StoreResult<Vec<Attempt>> {
     let rows = sqlx::query(
         "SELECT id, kind, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, broadcast_at, \
-         head_at_broadcast FROM tx_attempts WHERE chunk_id = $1 ORDER BY created_at, id",
+         head_at_broadcast, batch_index, batch_size FROM tx_attempts WHERE chunk_id = $1 ORDER BY created_at, id",
     )
     .bind(chunk.0)
     .fetch_all(conn)
@@ -221,7 +231,7 @@ pub(crate) async fn load_in_flight(
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut qb = QueryBuilder::new(
             "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
-             broadcast_at, head_at_broadcast FROM tx_attempts WHERE chunk_id",
+             broadcast_at, head_at_broadcast, batch_index, batch_size FROM tx_attempts WHERE chunk_id",
         );
         any_of(&mut qb, chunk);
         qb.push(" ORDER BY created_at, id");
@@ -229,7 +239,13 @@ pub(crate) async fn load_in_flight(
             let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
                 continue;
             };
-            out[i].attempts.push(attempt_from_row(&r)?);
+            let attempt = attempt_from_row(&r)?;
+            // A batch this chunk left (reverted, or cancelled by a batch-mate) is history:
+            // its receipt must never be taken for the chunk's present nonce.
+            if attempt.batch.is_some() && attempt.nonce != out[i].nonce {
+                continue;
+            }
+            out[i].attempts.push(attempt);
         }
     }
     Ok(out)
@@ -371,7 +387,7 @@ pub(crate) async fn insert_attempt(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
-         gas_limit, created_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         gas_limit, created_at, kind, batch_index, batch_size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(a.id)
     .bind(chunk.0)
@@ -384,6 +400,8 @@ pub(crate) async fn insert_attempt(
     .bind(a.gas_limit as i64)
     .bind(a.created_at)
     .bind(a.kind.as_str())
+    .bind(a.batch.map(|b| i64::from(b.index)))
+    .bind(a.batch.map(|b| i64::from(b.size)))
     .execute(conn)
     .await?;
     Ok(())
@@ -485,7 +503,8 @@ impl PayoutStore for DbStore {
 
     async fn queued_chunks(&self, network: &str, limit: i64) -> StoreResult<Vec<ChunkWork>> {
         let rows = sqlx::query(
-            "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount FROM payout_chunks c \
+            "SELECT c.id, c.payout_id, p.account_id, p.hold_id, c.idx, p.created_at, p.network, p.asset, p.destination, c.amount, \
+             c.single_only FROM payout_chunks c \
              JOIN payouts p ON p.id = c.payout_id WHERE c.state = 'queued' AND p.network = $1 \
              AND p.state IN ('queued', 'broadcast') \
              AND NOT EXISTS (SELECT 1 FROM asset_freezes f WHERE f.network = p.network AND f.asset = p.asset) \
@@ -513,6 +532,7 @@ impl PayoutStore for DbStore {
                     ),
                     destination: r.try_get("destination")?,
                     amount: units(r.try_get("amount")?)?,
+                    single_only: r.try_get("single_only")?,
                 })
             })
             .collect()
@@ -589,10 +609,16 @@ impl PayoutStore for DbStore {
                 ));
             }
         }
+        // A batched transaction's chunks share one nonce: the next one is past the highest.
+        let next = signed
+            .iter()
+            .map(|(_, a)| a.nonce + 1)
+            .max()
+            .unwrap_or(first_nonce);
         sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
             .bind(network)
             .bind(wallet)
-            .bind((first_nonce + signed.len() as u64) as i64)
+            .bind(next as i64)
             .execute(&mut *tx)
             .await?;
         let at = self.clock.now();
@@ -615,7 +641,19 @@ impl PayoutStore for DbStore {
             )
             .col("gas_limit", signed.iter().map(|(_, a)| a.gas_limit as i64))
             .col("created_at", signed.iter().map(|(_, a)| a.created_at))
-            .col("kind", signed.iter().map(|(_, a)| a.kind.as_str()));
+            .col("kind", signed.iter().map(|(_, a)| a.kind.as_str()))
+            .col(
+                "batch_index",
+                signed
+                    .iter()
+                    .map(|(_, a)| a.batch.map(|b| i64::from(b.index))),
+            )
+            .col(
+                "batch_size",
+                signed
+                    .iter()
+                    .map(|(_, a)| a.batch.map(|b| i64::from(b.size))),
+            );
         let insert = format!("INSERT INTO tx_attempts ({}) ", attempts.names());
         bulk(&mut tx, &insert, attempts, "").await?;
         let chunks = BulkRows::new()
@@ -655,8 +693,11 @@ impl PayoutStore for DbStore {
             qb.build().execute(&mut *tx).await?;
         }
         let events = signed.iter().zip(&payouts).map(|((chunk, a), payout)| {
+            let batch = a.batch.map_or(String::new(), |b| {
+                format!(", payment {} of {} in a batch", b.index + 1, b.size)
+            });
             let detail = format!(
-                "chunk {chunk}: nonce {} from {wallet}, tx 0x{}",
+                "chunk {chunk}: nonce {} from {wallet}, tx 0x{}{batch}",
                 a.nonce,
                 hex::encode(a.hash)
             );
@@ -667,21 +708,148 @@ impl PayoutStore for DbStore {
         Ok(())
     }
 
-    async fn record_replacement(
+    async fn record_replacements(
         &self,
-        chunk: ChunkId,
-        attempt: &Attempt,
+        attempts: &[(ChunkId, Attempt, String)],
         event: &str,
-        detail: &str,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
-        let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = $1")
+        for (chunk, attempt, detail) in attempts {
+            let row = sqlx::query("SELECT payout_id, wallet FROM payout_chunks WHERE id = $1")
+                .bind(chunk.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            let (payout, wallet): (Uuid, String) =
+                (row.try_get("payout_id")?, row.try_get("wallet")?);
+            insert_attempt(&mut tx, *chunk, &wallet, attempt).await?;
+            insert_event(&mut tx, PayoutId(payout), attempt.created_at, event, detail).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn requeue_alone(&self, chunks: &[(ChunkId, u64, String)]) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let at = self.clock.now();
+        for (chunk, nonce, detail) in chunks {
+            let row = sqlx::query(
+                "UPDATE payout_chunks SET state = 'queued', wallet = NULL, nonce = NULL, mined_hash = NULL, \
+                 mined_block = NULL, mined_block_hash = NULL, mined_success = NULL, mined_fee = NULL, \
+                 single_only = $3, updated_at = $4 \
+                 WHERE id = $1 AND nonce = $2 AND state IN ('signed', 'broadcast', 'mined') RETURNING payout_id",
+            )
             .bind(chunk.0)
-            .fetch_one(&mut *tx)
+            .bind(*nonce as i64)
+            .bind(true)
+            .bind(at)
+            .fetch_optional(&mut *tx)
             .await?;
-        let (payout, wallet): (Uuid, String) = (row.try_get("payout_id")?, row.try_get("wallet")?);
-        insert_attempt(&mut tx, chunk, &wallet, attempt).await?;
-        insert_event(&mut tx, PayoutId(payout), attempt.created_at, event, detail).await?;
+            // Already queued again (a replay after a crash): nothing more to do.
+            if let Some(row) = row {
+                let payout: Uuid = row.try_get("payout_id")?;
+                insert_event(&mut tx, PayoutId(payout), at, "requeued_alone", detail).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_wallet_call(
+        &self,
+        network: &str,
+        fence: u64,
+        call: &WalletCall,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(network)
+            .bind(&call.wallet)
+            .bind(call.nonce as i64)
+            .execute(&mut *tx)
+            .await?;
+        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2{FOR_UPDATE}"
+        )))
+        .bind(network)
+        .bind(&call.wallet)
+        .fetch_one(&mut *tx)
+        .await?;
+        if stored as u64 != call.nonce {
+            return Err(StoreError::Conflict(
+                ConflictKind::NonceMoved,
+                format!("{} next nonce is {stored}, not {}", call.wallet, call.nonce),
+            ));
+        }
+        let current: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT fence FROM engine_leases WHERE network = $1{FOR_UPDATE}"
+        )))
+        .bind(network)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current != Some(fence as i64) {
+            return Err(StoreError::Conflict(
+                ConflictKind::Fenced,
+                format!("the engine lease on {network} is at fence {current:?}, not {fence}"),
+            ));
+        }
+        sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
+            .bind(network)
+            .bind(&call.wallet)
+            .bind((call.nonce + 1) as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO wallet_calls (hash, network, wallet, nonce, kind, token, spender, raw, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(call.hash.as_slice())
+        .bind(network)
+        .bind(&call.wallet)
+        .bind(call.nonce as i64)
+        .bind("approve")
+        .bind(&call.token)
+        .bind(&call.spender)
+        .bind(call.raw.as_slice())
+        .bind(call.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn wallet_calls(&self, network: &str) -> StoreResult<Vec<WalletCall>> {
+        let rows = sqlx::query(
+            "SELECT hash, wallet, nonce, token, spender, raw, created_at, broadcast_at FROM wallet_calls \
+             WHERE network = $1 ORDER BY wallet, nonce",
+        )
+        .bind(network)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WalletCall {
+                    hash: hash32(&r.try_get::<Vec<u8>, _>("hash")?)?,
+                    wallet: r.try_get("wallet")?,
+                    nonce: r.try_get::<i64, _>("nonce")? as u64,
+                    token: r.try_get("token")?,
+                    spender: r.try_get("spender")?,
+                    raw: r.try_get("raw")?,
+                    created_at: r.try_get("created_at")?,
+                    broadcast_at: r.try_get("broadcast_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_wallet_call_broadcast(&self, hash: [u8; 32], at: i64) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE wallet_calls SET broadcast_at = $2 WHERE hash = $1 AND broadcast_at IS NULL",
+        )
+        .bind(hash.as_slice())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

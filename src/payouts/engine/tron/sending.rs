@@ -81,6 +81,7 @@ impl TronEngine {
             created_at: at,
             broadcast_at: None,
             head_at_broadcast: None,
+            batch: None,
         }
     }
 
@@ -147,7 +148,7 @@ impl TronEngine {
         );
         self.core
             .payouts
-            .record_replacement(f.chunk, &attempt, "rebuilt", &detail)
+            .record_replacements(&[(f.chunk, attempt.clone(), detail)], "rebuilt")
             .await?;
         self.core
             .metrics
