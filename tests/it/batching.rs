@@ -17,7 +17,8 @@ use treasuryd::dev::chain::{DevChain, TestToken};
 
 on_both_backends!(
     batched_payouts_pay_each_chunk_once_and_share_the_gas_exactly,
-    a_reverting_batch_falls_back_to_single_transfers_and_pays_no_one_twice
+    a_reverting_batch_falls_back_to_single_transfers_and_pays_no_one_twice,
+    a_stuck_batch_is_replaced_whole_and_a_cancel_requeues_its_batch_mates
 );
 
 /// The network lines that turn batching on for USDT with `contract`.
@@ -258,4 +259,151 @@ async fn a_reverting_batch_falls_back_to_single_transfers_and_pays_no_one_twice(
     );
     app.verify_clean().await;
     app.stop().await.unwrap();
+}
+
+/// Nothing is mined while a batch of three payouts is stuck: it is replaced whole (every
+/// chunk gets the same new transaction), then an Operator cancels one of the three, which can
+/// only cancel the batch's nonce. Once blocks come, the cancel is mined: that payout ends
+/// cancelled with its hold back, the other two go out alone and are paid exactly once.
+async fn a_stuck_batch_is_replaced_whole_and_a_cancel_requeues_its_batch_mates(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let contract = chain.deploy_disperse().await.unwrap();
+    let extra = format!(
+        "stuck_after_seconds = 1\nstuck_after_blocks = 100000\n{}",
+        batching_lines(contract, 10)
+    );
+    let app = app_on(backend, &chain, &extra).await;
+    let usdt = funded_partner(&app, "acme", "USDT", "1000").await;
+    let client = EvmClient::new(&chain.url).unwrap();
+    let hot = chain.dev_key(1).unwrap().address();
+    let eth_before = client.native_balance(hot).await.unwrap();
+    let nonce_before = client.nonce(hot, false).await.unwrap();
+    chain.set_automine(false).await.unwrap();
+    let payouts: Vec<_> = (0..3u64)
+        .map(|i| (usdt.clone(), "USDT", destination(400 + i), 7_000_000u128))
+        .collect();
+    submit(&app, &payouts).await;
+    let (_, page) = app.get("/v1/payouts?limit=10", ADMIN).await;
+    let ids: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    // Wait for a replacement: every chunk then has the same two (or more) transactions.
+    let mut stories = Vec::new();
+    for _ in 0..200 {
+        stories.clear();
+        for id in &ids {
+            let (_, p) = app.get(&format!("/v1/payouts/{id}"), ADMIN).await;
+            stories.push(p);
+        }
+        if stories
+            .iter()
+            .all(|p| p["chunks"][0]["attempts"].as_array().map_or(0, Vec::len) >= 2)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hashes_of = |p: &Value| -> Vec<String> {
+        p["chunks"][0]["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["hash"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = hashes_of(&stories[0]);
+    assert!(
+        first.len() >= 2,
+        "no replacement was sent: {:?}",
+        stories[0]
+    );
+    for p in &stories[1..] {
+        let theirs = hashes_of(p);
+        let common = theirs.len().min(first.len());
+        assert_eq!(
+            theirs[..common],
+            first[..common],
+            "one batch, replaced whole"
+        );
+    }
+    let (s, body) = app
+        .post(
+            &format!("/v1/payouts/{}/cancel", ids[1]),
+            OPERATOR,
+            None,
+            &json!({"reason": "wrong beneficiary"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // The cancel is signed for the whole batch before anything is mined.
+    for _ in 0..200 {
+        let (_, p) = app.get(&format!("/v1/payouts/{}", ids[0]), ADMIN).await;
+        let last = p["chunks"][0]["attempts"]
+            .as_array()
+            .and_then(|a| a.last().cloned())
+            .unwrap_or_default();
+        if last["kind"] == "cancel" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chain.set_automine(true).await.unwrap();
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    let settled = settled_with_cancels(&app, 3).await;
+    miner.abort();
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i == 1 { "cancelled" } else { "confirmed" };
+        assert_eq!(settled[id]["state"], want, "{}", settled[id]);
+    }
+    for i in 0..3u64 {
+        let want = if i == 1 { 0u64 } else { 7_000_000 };
+        let p = &settled[&ids[i as usize]];
+        let to: Address = p["destination"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            client.token_balance(chain.usdt, to).await.unwrap(),
+            U256::from(want),
+            "{p}"
+        );
+    }
+    // The approval, the batch's nonce (taken by the cancel), and the two lone transfers.
+    assert_eq!(client.nonce(hot, false).await.unwrap(), nonce_before + 4);
+    let account = app.account(&usdt).await;
+    assert_eq!(
+        (account["available"].as_str(), account["held"].as_str()),
+        (Some("986.000000"), Some("0.000000")),
+        "{account}"
+    );
+    let burned = eth_before - client.native_balance(hot).await.unwrap();
+    assert_eq!(
+        crate::policy::gas_spent(&app, &hot.to_checksum(None)).await,
+        i128::try_from(burned).unwrap()
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// Like `settled`, counting cancelled payouts as final too.
+async fn settled_with_cancels(app: &TestApp, expected: usize) -> HashMap<String, Value> {
+    for _ in 0..1200 {
+        let (_, page) = app.get("/v1/payouts?limit=500", ADMIN).await;
+        let items = page["items"].as_array().unwrap();
+        let done = items
+            .iter()
+            .filter(|p| {
+                ["confirmed", "failed", "cancelled"].contains(&p["state"].as_str().unwrap())
+            })
+            .count();
+        if done == expected {
+            return items
+                .iter()
+                .map(|p| (p["id"].as_str().unwrap().to_owned(), p.clone()))
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("payouts did not settle");
 }

@@ -24,7 +24,10 @@ on_both_backends!(
     killed_after_broadcast,
     killed_before_confirming,
     killed_between_storing_a_cancel_and_sending_it,
-    killed_between_crediting_deposits_and_moving_the_cursor
+    killed_between_crediting_deposits_and_moving_the_cursor,
+    a_batch_killed_after_signing,
+    a_batch_killed_after_broadcast,
+    a_batch_killed_before_confirming
 );
 
 /// Two daemons on one PostgreSQL: one runs the network's payouts under the engine lease, the
@@ -589,6 +592,135 @@ pub(crate) fn assert_wallet_reconciled(config: &Path, db_url: &str) {
             "{asset} reconciled: {lines:?}"
         );
     }
+}
+
+/// The same three kills with USDT batched on chain: three payouts of 300,000 (six chunks)
+/// requested at once go out as one disperse call after the contract's approval. After the
+/// restart each destination holds exactly its amount, the wallet used one nonce for the
+/// approval and one per transaction, the ledger has one PAYOUT per chunk, and the gas shares
+/// and the approval's gas reconcile with the chain to the wei.
+async fn a_batch_killed_at(backend: Backend, point: &str) {
+    let Rig {
+        db,
+        _dir,
+        chain,
+        hot,
+        key,
+        client,
+        rpc,
+        ..
+    } = rig(backend, "", true).await;
+    let contract = chain.deploy_disperse().await.unwrap();
+    let config = write_config(
+        _dir.path(),
+        &chain,
+        &format!(
+            "[networks.batching]\ncontract = \"{}\"\ntokens = [\"USDT\"]\n",
+            contract.to_checksum(None)
+        ),
+    );
+    let nonce_before = rpc.nonce(hot.address(), false).await.unwrap();
+    let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
+    let (mut child, api, logs) = start(&config, &db.url, &key, Some(point));
+    let account = funded_account(&client, &api).await;
+    let destinations: Vec<Address> = (0..3u64)
+        .map(|i| Address::from_word(U256::from(0xBA7C_0000u64 + i).into()))
+        .collect();
+    let items: Vec<Value> = destinations
+        .iter()
+        .enumerate()
+        .map(|(i, to)| json!({"idempotency_key": format!("crash-batch-{i}"), "account": account, "network": "ethereum", "asset": "USDT", "destination": to.to_checksum(None), "amount": "300000"}))
+        .collect();
+    let (s, answer) = call(
+        &client,
+        &api,
+        TRADER_TOKEN,
+        "/v1/payouts/batch",
+        None,
+        Some(json!({ "payouts": items })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    let ids: Vec<String> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["payout"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("never reached {point}"));
+        if line == format!("pause point reached {point}") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let (mut child, api, _logs) = start(&config, &db.url, &key, None);
+    let mut transactions = std::collections::HashSet::new();
+    for id in &ids {
+        let state = confirmed_via(&client, &api, id).await;
+        assert_eq!(state["state"], "confirmed", "after the restart: {state}");
+        for chunk in state["chunks"].as_array().unwrap() {
+            let attempts = chunk["attempts"].as_array().unwrap();
+            transactions.insert(
+                attempts.last().unwrap()["hash"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    miner.abort();
+    for to in &destinations {
+        assert_eq!(
+            rpc.token_balance(chain.usdt, *to).await.unwrap(),
+            U256::from(300_000_000_000u64),
+            "paid exactly once"
+        );
+    }
+    assert!(
+        transactions.len() < 6,
+        "the chunks went in batches: {transactions:?}"
+    );
+    assert_eq!(
+        rpc.nonce(hot.address(), false).await.unwrap(),
+        nonce_before + 1 + transactions.len() as u64,
+        "the approval's nonce and one per transaction, none burnt or reused"
+    );
+    let (_, paid) = call(
+        &client,
+        &api,
+        ADMIN_TOKEN,
+        "/v1/journal?kind=PAYOUT",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        paid["items"].as_array().unwrap().len(),
+        6,
+        "one PAYOUT per chunk"
+    );
+    wait_opened(&config, &db.url).await;
+    stop(&mut child);
+    let (clean, report) = verify_cli(&config, &db.url);
+    assert!(clean, "{report}");
+    assert_wallet_reconciled(&config, &db.url);
+}
+
+async fn a_batch_killed_after_signing(backend: Backend) {
+    a_batch_killed_at(backend, "engine.after_sign").await
+}
+
+async fn a_batch_killed_after_broadcast(backend: Backend) {
+    a_batch_killed_at(backend, "engine.after_broadcast").await
+}
+
+async fn a_batch_killed_before_confirming(backend: Backend) {
+    a_batch_killed_at(backend, "engine.before_confirm").await
 }
 
 async fn killed_after_signing(backend: Backend) {
