@@ -1847,6 +1847,38 @@ mod tests {
                 .to_string()
                 .contains("`networks[0].rpc_batch_calls`")
         );
+        let batching = c.networks[0]
+            .batching
+            .as_ref()
+            .expect("the example batches");
+        assert_eq!((batching.max_transfers, batching.tokens.len()), (100, 1));
+        for (from, to, key) in [
+            (
+                "max_transfers = 100 ",
+                "max_transfers = 1 ",
+                "batching.max_transfers",
+            ),
+            (
+                "tokens = [\"USDT\"]",
+                "tokens = [\"DAI\"]",
+                "batching.tokens",
+            ),
+            (
+                "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                "0x5fbdb2315678afecb367f032d93f642f64180aa3",
+                "batching.contract",
+            ),
+            (
+                "gas_per_transfer = 40000",
+                "gas_per_transfer = 20000",
+                "batching.gas_per_transfer",
+            ),
+        ] {
+            let bad = uncommented.replace(from, to);
+            assert_ne!(bad, uncommented, "{from}");
+            let err = load_text(&bad, &[]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`networks[0].{key}`")), "{err}");
+        }
     }
 
     #[test]

@@ -91,6 +91,15 @@ pub struct AttemptView {
     pub signed_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast_at: Option<String>,
+    /// Present when the transaction pays several chunks at once (a `disperse` call of the
+    /// network's batching contract): this chunk's 0-based place among its payments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
+    pub batch_index: Option<u32>,
+    /// With `batch_index`: how many payments the transaction carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub batch_size: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -223,6 +232,8 @@ impl AttemptView {
             expires_at: tron.map(|t| micros_to_rfc3339(t.1)),
             signed_at: micros_to_rfc3339(a.created_at),
             broadcast_at: a.broadcast_at.map(micros_to_rfc3339),
+            batch_index: a.batch.map(|b| b.index),
+            batch_size: a.batch.map(|b| b.size),
         }
     }
 }

@@ -237,6 +237,9 @@ async fn a_reverting_batch_falls_back_to_single_transfers_and_pays_no_one_twice(
         2,
         "the batch, then its own transfer: {story}"
     );
+    assert_eq!(attempts[0]["batch_size"], 10, "{story}");
+    assert!(attempts[0]["batch_index"].as_u64().unwrap() < 10, "{story}");
+    assert!(attempts[1].get("batch_size").is_none(), "{story}");
     // The refused payout's hold is back; the other nine are paid from theirs.
     let account = app.account(&usdt).await;
     assert_eq!(account["held"], "0.000000", "{account}");
