@@ -835,7 +835,7 @@ async fn batched(n: usize, k: usize) -> Batched {
         .await
         .unwrap();
     let mut nonce = client.nonce(hot.address(), false).await.unwrap();
-    let mut mined = async |raw: &[u8], hash| {
+    let mined = async |raw: &[u8], hash| {
         client.broadcast(raw).await.unwrap();
         loop {
             if let Some(i) = client.inclusion(hash).await.unwrap() {

@@ -72,7 +72,15 @@ pub fn disperse_calldata(token: Address, payments: &[(Address, U256)]) -> Bytes 
 
 /// What a signed raw disperse carries: the contract it calls, the token and every
 /// (recipient, amount) in order. Policy checks these, not what we meant to sign.
-pub fn signed_disperse_parts(raw: &[u8]) -> Option<(Address, Address, Vec<(Address, U256)>)> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisperseParts {
+    pub contract: Address,
+    pub token: Address,
+    pub payments: Vec<(Address, U256)>,
+}
+
+/// The parts of a signed raw disperse call, or None for anything else.
+pub fn signed_disperse_parts(raw: &[u8]) -> Option<DisperseParts> {
     use alloy::consensus::Transaction;
     use alloy::eips::eip2718::Decodable2718;
     let envelope = TxEnvelope::decode_2718(&mut &raw[..]).ok()?;
@@ -81,11 +89,11 @@ pub fn signed_disperse_parts(raw: &[u8]) -> Option<(Address, Address, Vec<(Addre
     if call.to.len() != call.amounts.len() {
         return None;
     }
-    Some((
+    Some(DisperseParts {
         contract,
-        call.token,
-        call.to.into_iter().zip(call.amounts).collect(),
-    ))
+        token: call.token,
+        payments: call.to.into_iter().zip(call.amounts).collect(),
+    })
 }
 
 /// How fast a payout should land; picks the priority-fee percentile.

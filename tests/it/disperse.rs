@@ -8,8 +8,8 @@ use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use treasuryd::chains::evm::{
-    DisperseTx, EvmClient, FeeMode, Fees, Inclusion, TransferTx, disperse_calldata, sign_approve,
-    sign_disperse, sign_transfer, signed_disperse_parts,
+    DisperseParts, DisperseTx, EvmClient, FeeMode, Fees, Inclusion, TransferTx, disperse_calldata,
+    sign_approve, sign_disperse, sign_transfer, signed_disperse_parts,
 };
 use treasuryd::dev::chain::{DevChain, TestToken};
 
@@ -99,7 +99,11 @@ impl Setup {
         let parts = signed_disperse_parts(&signed.raw).expect("a disperse decodes");
         assert_eq!(
             parts,
-            (self.disperse, self.chain.token(token), payments.to_vec()),
+            DisperseParts {
+                contract: self.disperse,
+                token: self.chain.token(token),
+                payments: payments.to_vec()
+            },
             "what was signed is what was meant"
         );
         self.send(&signed.raw, signed.hash).await

@@ -81,6 +81,18 @@ impl NetworkEngine {
         if self.approvals.contains_key(&(wallet.address, token)) {
             return Ok(true);
         }
+        // An approval stored before a restart and not yet final: the allowance may not show it
+        // yet, and a second one would be wasted (or, on USDT, revert).
+        let (address, token_text) = (wallet.address.to_checksum(None), token.to_checksum(None));
+        if self.wallet_calls.iter().any(|c| {
+            c.wallet == address
+                && c.token == token_text
+                && c.spender == batching.contract.to_checksum(None)
+        }) {
+            self.approvals
+                .insert((wallet.address, token), Approval::Pending);
+            return Ok(true);
+        }
         let allowance = self
             .client
             .allowance(token, wallet.address, batching.contract)
@@ -309,19 +321,18 @@ impl NetworkEngine {
         let signed = sign_disperse(wallet.signer(), &tx)?;
         // Policy looks at what was signed: the contract, the token and every payment decoded
         // from the raw transaction.
-        let Some((contract, signed_token, signed_payments)) = signed_disperse_parts(&signed.raw)
-        else {
+        let Some(parts) = signed_disperse_parts(&signed.raw) else {
             tracing::error!(nonce, "a signed batch does not decode; not sending it");
             return Ok(None);
         };
-        let allowed = works.iter().zip(&signed_payments).all(|(w, (to, _))| {
+        let allowed = works.iter().zip(&parts.payments).all(|(w, (to, _))| {
             allowlists
                 .get(&w.account)
                 .is_none_or(|list| list.contains(&(self.core.name.clone(), to.to_checksum(None))))
         });
-        if contract != batching.contract
-            || signed_token != token
-            || signed_payments != payments
+        if parts.contract != batching.contract
+            || parts.token != token
+            || parts.payments != payments
             || !allowed
         {
             tracing::error!(
@@ -352,14 +363,14 @@ impl NetworkEngine {
     /// The same batch as `latest` at its nonce with new fees: the payments decoded from the
     /// bytes that were signed, never rebuilt from what we meant.
     pub(super) fn batch_again(&self, latest: &Attempt, fees: Fees) -> anyhow::Result<DisperseTx> {
-        let (contract, token, payments) = signed_disperse_parts(&latest.raw)
+        let parts = signed_disperse_parts(&latest.raw)
             .ok_or_else(|| anyhow::anyhow!("a stored batch does not decode"))?;
         Ok(DisperseTx {
             chain_id: self.chain_id,
             nonce: latest.nonce,
-            contract,
-            token,
-            payments,
+            contract: parts.contract,
+            token: parts.token,
+            payments: parts.payments,
             gas_limit: latest.gas_limit,
             fees,
         })

@@ -485,9 +485,9 @@ fn did_as_signed(i: &crate::chains::evm::Inclusion, wallet: &str, attempt: &Atte
             let payment = match attempt.batch {
                 None => signed_transfer_parts(&attempt.raw),
                 // The chunk's own payment in the batch, decoded from the signed bytes.
-                Some(slot) => signed_disperse_parts(&attempt.raw).and_then(|(_, token, paid)| {
-                    let (to, value) = paid.get(slot.index as usize)?;
-                    Some((token, *to, *value))
+                Some(slot) => signed_disperse_parts(&attempt.raw).and_then(|parts| {
+                    let (to, value) = parts.payments.get(slot.index as usize)?;
+                    Some((parts.token, *to, *value))
                 }),
             };
             match (from, payment) {
