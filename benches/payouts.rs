@@ -795,6 +795,7 @@ async fn daemon_batched(n: usize, k: usize, db_url: String) -> (f64, f64) {
     let target = before - U256::from(n as u64 * 1_000_000);
     let started = Instant::now();
     daemon.request_batches(n, "d").await;
+    let accepted = started.elapsed();
     while client.token_balance(chain.usdt, hot).await.unwrap() > target {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -807,6 +808,23 @@ async fn daemon_batched(n: usize, k: usize, db_url: String) -> (f64, f64) {
         client.token_balance(chain.usdt, hot).await.unwrap(),
         target,
         "paid exactly"
+    );
+    let phases: Vec<String> = PHASES
+        .iter()
+        .map(|p| {
+            let h = daemon
+                .metrics
+                .payouts
+                .tick_phase_seconds
+                .with_label_values(&["ethereum", p]);
+            format!("{p} {:.0} ms", h.get_sample_sum() * 1e3)
+        })
+        .collect();
+    eprintln!(
+        "daemon with batches: all {n} accepted in {:.0} ms; {} ticks: {}",
+        accepted.as_secs_f64() * 1e3,
+        daemon.ticks().0,
+        phases.join(", ")
     );
     daemon.stop().await;
     (landed, settled)

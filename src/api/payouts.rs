@@ -306,7 +306,15 @@ pub async fn create(
         command,
         company,
         payout,
-    } = payout_command(&state, &caller, request_id, key, body).await?;
+    } = payout_command(
+        &state,
+        &caller,
+        request_id,
+        key,
+        body,
+        &mut AccountReads::default(),
+    )
+    .await?;
     let posted = state.ledger.post_one(command).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -433,8 +441,10 @@ pub async fn create_batch(
             format!("payouts must hold 1 to {MAX_BATCH} payouts"),
         ));
     }
-    // Every payout checked alone; those that pass are posted together.
+    // Every payout checked alone; those that pass are posted together. Each paying account
+    // (and its allowlist) is read once for the whole request.
     let (mut slots, mut commands, mut written) = (Vec::new(), Vec::new(), Vec::new());
+    let mut reads = AccountReads::default();
     for item in body.payouts {
         let key = item.idempotency_key.clone();
         let prepared = match super::extract::check_idempotency_key(&key) {
@@ -445,6 +455,7 @@ pub async fn create_batch(
                     request_id.clone(),
                     key.clone(),
                     item.payout(),
+                    &mut reads,
                 )
                 .await
             }
@@ -497,12 +508,38 @@ pub async fn create_batch(
 
 /// A payout request checked and made into its ledger command (the hold, with the payout as its
 /// effect, the tier quota and the caller's audit record): everything short of posting it.
+/// The paying accounts a request has read, with their allowlists: a batch of payouts from one
+/// account reads them once.
+#[derive(Default)]
+struct AccountReads(
+    std::collections::HashMap<String, (crate::ledger::Account, crate::store::Allowlist)>,
+);
+
+impl AccountReads {
+    async fn get(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        text: &str,
+    ) -> ApiResult<&(crate::ledger::Account, crate::store::Allowlist)> {
+        if !self.0.contains_key(text) {
+            let account = load_account(state, caller, text, Some("account")).await?;
+            let allowlist = state.store.allowlist(account.id).await?;
+            self.0.insert(text.to_owned(), (account, allowlist));
+        }
+        self.0.get(text).ok_or_else(|| {
+            ApiError::Internal(StoreError::Invariant("an account read vanished".into()))
+        })
+    }
+}
+
 async fn payout_command(
     state: &AppState,
     caller: &Caller,
     request_id: String,
     key: String,
     body: CreatePayout,
+    reads: &mut AccountReads,
 ) -> ApiResult<Prepared> {
     let network = state.networks.get(&body.network).ok_or_else(|| {
         ApiError::invalid(
@@ -518,7 +555,7 @@ async fn payout_command(
             format!("asset {:?} is not paid out on {}", body.asset, network.name),
         )
     })?;
-    let account = load_account(state, caller, &body.account, Some("account")).await?;
+    let (account, allowlist) = reads.get(state, caller, &body.account).await?;
     if account.asset != token.spec.key {
         return Err(ApiError::invalid(
             "asset_mismatch",
@@ -544,7 +581,6 @@ async fn payout_command(
                 format!("destination {message}"),
             )
         })?;
-    let allowlist = state.store.allowlist(account.id).await?;
     if allowlist.enforced
         && !allowlist
             .entries
