@@ -31,6 +31,13 @@ ALTER TABLE tx_attempts_batched RENAME TO tx_attempts;
 CREATE INDEX tx_attempts_chunk ON tx_attempts (chunk_id, created_at);
 CREATE INDEX tx_attempts_hash ON tx_attempts (hash);
 
+-- A batched transaction's signed bytes, once: its chunks' attempt rows leave `raw` empty and
+-- read it from here (a batch of 100 would otherwise store its ~6.5 KB a hundred times).
+CREATE TABLE signed_batches (
+    hash BLOB PRIMARY KEY,
+    raw  BLOB NOT NULL
+) STRICT;
+
 -- A chunk whose batch reverted (or whose nonce a batch-mate's cancel took) is queued again to
 -- go out on its own, never in a batch again: that is how the failing destination is found.
 ALTER TABLE payout_chunks ADD COLUMN single_only INTEGER NOT NULL DEFAULT 0 CHECK (single_only IN (0, 1));

@@ -96,13 +96,52 @@ pub(crate) fn attempt_from_row(r: &DbRow) -> StoreResult<Attempt> {
     })
 }
 
+/// An attempt's columns as `attempt_from_row` reads them, over `ATTEMPTS_WITH_BATCHES`.
+const ATTEMPT_COLUMNS: &str = "a.id, a.kind, a.nonce, a.hash, COALESCE(b.raw, a.raw) AS raw, a.max_fee_per_gas, \
+     a.max_priority_fee_per_gas, a.gas_limit, a.created_at, a.broadcast_at, a.head_at_broadcast, a.batch_index, a.batch_size";
+
+/// Attempts with their batch's signed bytes, which batched attempts keep only in
+/// `signed_batches`.
+const ATTEMPTS_WITH_BATCHES: &str =
+    "tx_attempts a LEFT JOIN signed_batches b ON a.batch_size IS NOT NULL AND b.hash = a.hash";
+
+/// Stores each batched transaction's signed bytes once (a replay stores nothing).
+async fn store_signed_bytes<'a>(
+    conn: &mut DbConnection,
+    attempts: impl Iterator<Item = &'a Attempt>,
+) -> StoreResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    let batches: Vec<&Attempt> = attempts
+        .filter(|a| a.batch.is_some() && seen.insert(a.hash))
+        .collect();
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let rows = BulkRows::new()
+        .col("hash", batches.iter().map(|a| Some(a.hash.to_vec())))
+        .col("raw", batches.iter().map(|a| Some(a.raw.clone())));
+    let insert = format!("INSERT INTO signed_batches ({}) ", rows.names());
+    bulk(conn, &insert, rows, " ON CONFLICT DO NOTHING").await?;
+    Ok(())
+}
+
+/// The bytes an attempt row keeps: a batched attempt's are in `signed_batches`.
+fn own_raw(a: &Attempt) -> Vec<u8> {
+    if a.batch.is_some() {
+        Vec::new()
+    } else {
+        a.raw.clone()
+    }
+}
+
 pub(crate) async fn chunk_attempts(
     conn: &mut DbConnection,
     chunk: ChunkId,
 ) -> StoreResult<Vec<Attempt>> {
     let rows = sqlx::query(
-        "SELECT id, kind, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, broadcast_at, \
-         head_at_broadcast, batch_index, batch_size FROM tx_attempts WHERE chunk_id = $1 ORDER BY created_at, id",
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM {ATTEMPTS_WITH_BATCHES} WHERE a.chunk_id = $1 ORDER BY a.created_at, a.id"
+        )),
     )
     .bind(chunk.0)
     .fetch_all(conn)
@@ -229,12 +268,11 @@ pub(crate) async fn load_in_flight(
         .collect();
     let ids: Vec<Uuid> = out.iter().map(|f| f.chunk.0).collect();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb = QueryBuilder::new(
-            "SELECT id, kind, chunk_id, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, created_at, \
-             broadcast_at, head_at_broadcast, batch_index, batch_size FROM tx_attempts WHERE chunk_id",
-        );
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT a.chunk_id, {ATTEMPT_COLUMNS} FROM {ATTEMPTS_WITH_BATCHES} WHERE a.chunk_id"
+        ));
         any_of(&mut qb, chunk);
-        qb.push(" ORDER BY created_at, id");
+        qb.push(" ORDER BY a.created_at, a.id");
         for r in qb.build().fetch_all(&mut *conn).await? {
             let Some(&i) = index.get(&r.try_get::<Uuid, _>("chunk_id")?) else {
                 continue;
@@ -385,6 +423,7 @@ pub(crate) async fn insert_attempt(
     wallet: &str,
     a: &Attempt,
 ) -> StoreResult<()> {
+    store_signed_bytes(&mut *conn, std::iter::once(a)).await?;
     sqlx::query(
         "INSERT INTO tx_attempts (id, chunk_id, wallet, nonce, hash, raw, max_fee_per_gas, max_priority_fee_per_gas, \
          gas_limit, created_at, kind, batch_index, batch_size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -394,7 +433,7 @@ pub(crate) async fn insert_attempt(
     .bind(wallet)
     .bind(a.nonce as i64)
     .bind(a.hash.as_slice())
-    .bind(a.raw.as_slice())
+    .bind(own_raw(a))
     .bind(amount_to_db(a.max_fee_per_gas as i128))
     .bind(amount_to_db(a.max_priority_fee_per_gas as i128))
     .bind(a.gas_limit as i64)
@@ -628,7 +667,7 @@ impl PayoutStore for DbStore {
             .col("wallet", signed.iter().map(|_| wallet))
             .col("nonce", signed.iter().map(|(_, a)| a.nonce as i64))
             .col("hash", signed.iter().map(|(_, a)| Some(a.hash.to_vec())))
-            .col("raw", signed.iter().map(|(_, a)| Some(a.raw.clone())))
+            .col("raw", signed.iter().map(|(_, a)| Some(own_raw(a))))
             .col(
                 "max_fee_per_gas",
                 signed.iter().map(|(_, a)| Some(a.max_fee_per_gas as i128)),
@@ -654,6 +693,7 @@ impl PayoutStore for DbStore {
                     .iter()
                     .map(|(_, a)| a.batch.map(|b| i64::from(b.size))),
             );
+        store_signed_bytes(&mut tx, signed.iter().map(|(_, a)| a)).await?;
         let insert = format!("INSERT INTO tx_attempts ({}) ", attempts.names());
         bulk(&mut tx, &insert, attempts, "").await?;
         let chunks = BulkRows::new()
