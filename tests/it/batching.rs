@@ -29,6 +29,16 @@ pub(crate) fn batching_lines(contract: Address, max_transfers: u32) -> String {
     )
 }
 
+/// The wallet's gas account moved by exactly what the chain took from the wallet since
+/// `before` (the FEEs of every transaction and share of one).
+async fn assert_gas_reconciled(app: &TestApp, client: &EvmClient, hot: Address, before: U256) {
+    let burned = before - client.native_balance(hot).await.unwrap();
+    assert_eq!(
+        crate::policy::gas_spent(app, &hot.to_checksum(None)).await,
+        i128::try_from(burned).unwrap()
+    );
+}
+
 /// Submits `payouts` (account, asset, destination, units) in one batch request; every one
 /// must be accepted.
 async fn submit(app: &TestApp, payouts: &[(String, &str, Address, u128)]) {
@@ -157,11 +167,7 @@ async fn batched_payouts_pay_each_chunk_once_and_share_the_gas_exactly(backend: 
     assert_eq!(paid["items"].as_array().unwrap().len(), 50);
     let (_, fees) = app.get("/v1/journal?kind=FEE&limit=500", ADMIN).await;
     assert_eq!(fees["items"].as_array().unwrap().len(), 51);
-    let burned = eth_before - client.native_balance(hot).await.unwrap();
-    assert_eq!(
-        crate::policy::gas_spent(&app, &hot.to_checksum(None)).await,
-        i128::try_from(burned).unwrap()
-    );
+    assert_gas_reconciled(&app, &client, hot, eth_before).await;
     let text = app.metrics_text().await;
     let in_batches: usize = sizes.iter().filter(|n| **n > 1).sum();
     assert_eq!(
@@ -255,11 +261,7 @@ async fn a_reverting_batch_falls_back_to_single_transfers_and_pays_no_one_twice(
     // Gas: ten shares of the reverted batch, ten single transfers and the approval, to the wei.
     let (_, fees) = app.get("/v1/journal?kind=FEE&limit=500", ADMIN).await;
     assert_eq!(fees["items"].as_array().unwrap().len(), 21);
-    let burned = eth_before - client.native_balance(hot).await.unwrap();
-    assert_eq!(
-        crate::policy::gas_spent(&app, &hot.to_checksum(None)).await,
-        i128::try_from(burned).unwrap()
-    );
+    assert_gas_reconciled(&app, &client, hot, eth_before).await;
     app.verify_clean().await;
     app.stop().await.unwrap();
 }
@@ -380,11 +382,7 @@ async fn a_stuck_batch_is_replaced_whole_and_a_cancel_requeues_its_batch_mates(b
         (Some("986.000000"), Some("0.000000")),
         "{account}"
     );
-    let burned = eth_before - client.native_balance(hot).await.unwrap();
-    assert_eq!(
-        crate::policy::gas_spent(&app, &hot.to_checksum(None)).await,
-        i128::try_from(burned).unwrap()
-    );
+    assert_gas_reconciled(&app, &client, hot, eth_before).await;
     app.verify_clean().await;
     app.stop().await.unwrap();
 }

@@ -519,16 +519,7 @@ async fn killed_at(backend: Backend, point: &str) {
     let id = payout["id"].as_str().unwrap().to_owned();
 
     // Kill it exactly at the point.
-    loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("never reached {point}"));
-        if line == format!("pause point reached {point}") {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_at_point(&mut child, &logs, point);
 
     let (mut child, api, _logs) = start(&config, &db.url, &key, None);
     let state = confirmed_via(&client, &api, &id).await;
@@ -544,9 +535,22 @@ async fn killed_at(backend: Backend, point: &str) {
         nonce_before + 2,
         "one nonce per chunk, none burnt or reused"
     );
+    settled_cleanly(&client, &api, &config, &db.url, &mut child, 2).await;
+}
+
+/// After a restart: the ledger has `chunks` PAYOUTs (one per chunk); once the daemon has
+/// posted its openings it is stopped, and the ledger verifies and the wallet reconciles.
+async fn settled_cleanly(
+    client: &reqwest::Client,
+    api: &str,
+    config: &Path,
+    db_url: &str,
+    child: &mut Child,
+    chunks: usize,
+) {
     let (_, paid) = call(
-        &client,
-        &api,
+        client,
+        api,
         ADMIN_TOKEN,
         "/v1/journal?kind=PAYOUT",
         None,
@@ -555,14 +559,28 @@ async fn killed_at(backend: Backend, point: &str) {
     .await;
     assert_eq!(
         paid["items"].as_array().unwrap().len(),
-        2,
+        chunks,
         "one PAYOUT per chunk"
     );
-    wait_opened(&config, &db.url).await;
-    stop(&mut child);
-    let (clean, report) = verify_cli(&config, &db.url);
+    wait_opened(config, db_url).await;
+    stop(child);
+    let (clean, report) = verify_cli(config, db_url);
     assert!(clean, "{report}");
-    assert_wallet_reconciled(&config, &db.url);
+    assert_wallet_reconciled(config, db_url);
+}
+
+/// Waits for the daemon's log to say it reached `point`, then SIGKILLs it.
+fn kill_at_point(child: &mut Child, logs: &std::sync::mpsc::Receiver<String>, point: &str) {
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("never reached {point}"));
+        if line == format!("pause point reached {point}") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
 }
 
 /// Waits until the running daemon has posted its hot wallet's opening balances (the
@@ -647,16 +665,7 @@ async fn a_batch_killed_at(backend: Backend, point: &str) {
         .iter()
         .map(|r| r["payout"]["id"].as_str().unwrap().to_owned())
         .collect();
-    loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("never reached {point}"));
-        if line == format!("pause point reached {point}") {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_at_point(&mut child, &logs, point);
 
     let (mut child, api, _logs) = start(&config, &db.url, &key, None);
     let mut transactions = std::collections::HashSet::new();
@@ -690,25 +699,7 @@ async fn a_batch_killed_at(backend: Backend, point: &str) {
         nonce_before + 1 + transactions.len() as u64,
         "the approval's nonce and one per transaction, none burnt or reused"
     );
-    let (_, paid) = call(
-        &client,
-        &api,
-        ADMIN_TOKEN,
-        "/v1/journal?kind=PAYOUT",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(
-        paid["items"].as_array().unwrap().len(),
-        6,
-        "one PAYOUT per chunk"
-    );
-    wait_opened(&config, &db.url).await;
-    stop(&mut child);
-    let (clean, report) = verify_cli(&config, &db.url);
-    assert!(clean, "{report}");
-    assert_wallet_reconciled(&config, &db.url);
+    settled_cleanly(&client, &api, &config, &db.url, &mut child, 6).await;
 }
 
 async fn a_batch_killed_after_signing(backend: Backend) {

@@ -102,14 +102,7 @@ impl NetworkEngine {
                 .insert((wallet.address, token), Approval::Granted);
             return Ok(true);
         }
-        let fees = self
-            .client
-            .suggest_fees(
-                self.settings.fee_mode,
-                self.settings.min_tip,
-                self.settings.max_fee,
-            )
-            .await?;
+        let fees = self.market_fees().await?;
         // Tokens like USDT refuse to change one non-zero allowance into another: clear it first.
         let mut values = Vec::new();
         if !allowance.is_zero() {

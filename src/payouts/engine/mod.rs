@@ -597,6 +597,18 @@ impl NetworkEngine {
             .set(age);
     }
 
+    /// Fees for the next block in the network's fee mode, within its tip floor and fee cap.
+    async fn market_fees(&self) -> anyhow::Result<Fees> {
+        Ok(self
+            .client
+            .suggest_fees(
+                self.settings.fee_mode,
+                self.settings.min_tip,
+                self.settings.max_fee,
+            )
+            .await?)
+    }
+
     fn wallet(&self, address: &str) -> Option<&Arc<Wallet>> {
         self.wallets
             .iter()

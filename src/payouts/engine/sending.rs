@@ -41,14 +41,7 @@ impl NetworkEngine {
         accounts.sort_unstable();
         accounts.dedup();
         let allowlists = self.core.allowlists.enforced_allowlists(&accounts).await?;
-        let fees = self
-            .client
-            .suggest_fees(
-                self.settings.fee_mode,
-                self.settings.min_tip,
-                self.settings.max_fee,
-            )
-            .await?;
+        let fees = self.market_fees().await?;
         let (hot, canary) = self.core.route(queued);
         let (mut hot, mut canary) = (hot.into_iter().peekable(), canary.into_iter().peekable());
         for (wallet, free) in room.iter_mut() {

@@ -165,14 +165,7 @@ impl NetworkEngine {
             max_fee_per_gas: latest.max_fee_per_gas,
             max_priority_fee_per_gas: latest.max_priority_fee_per_gas,
         };
-        let market = self
-            .client
-            .suggest_fees(
-                self.settings.fee_mode,
-                self.settings.min_tip,
-                self.settings.max_fee,
-            )
-            .await?;
+        let market = self.market_fees().await?;
         let fees = old.bumped(self.settings.bump_bps, market, self.settings.max_fee);
         if fees.max_fee_per_gas <= old.max_fee_per_gas {
             // At the fee cap: keep the transaction alive as it is; never drop it.

@@ -417,6 +417,57 @@ pub(crate) async fn company_usage(
     })
 }
 
+/// Moves `wallet`'s next nonce from `first` to `next` under its row lock (a second writer for
+/// the wallet waits here, then finds the nonce moved), if `fence` is still the network's
+/// engine lease: `Conflict` otherwise, and the caller's transaction writes nothing.
+async fn take_nonces(
+    conn: &mut DbConnection,
+    network: &str,
+    wallet: &str,
+    fence: u64,
+    first: u64,
+    next: u64,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(network)
+        .bind(wallet)
+        .bind(first as i64)
+        .execute(&mut *conn)
+        .await?;
+    let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2{FOR_UPDATE}"
+    )))
+    .bind(network)
+    .bind(wallet)
+    .fetch_one(&mut *conn)
+    .await?;
+    if stored as u64 != first {
+        return Err(StoreError::Conflict(
+            ConflictKind::NonceMoved,
+            format!("{wallet} next nonce is {stored}, not {first}"),
+        ));
+    }
+    let current: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT fence FROM engine_leases WHERE network = $1{FOR_UPDATE}"
+    )))
+    .bind(network)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if current != Some(fence as i64) {
+        return Err(StoreError::Conflict(
+            ConflictKind::Fenced,
+            format!("the engine lease on {network} is at fence {current:?}, not {fence}"),
+        ));
+    }
+    sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
+        .bind(network)
+        .bind(wallet)
+        .bind(next as i64)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 pub(crate) async fn insert_attempt(
     conn: &mut DbConnection,
     chunk: ChunkId,
@@ -586,27 +637,13 @@ impl PayoutStore for DbStore {
         signed: &[(ChunkId, Attempt)],
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
-        // The wallet row is the nonce lock: a second writer for the wallet waits here, then
-        // finds the nonce moved and gets a Conflict.
-        sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(network)
-            .bind(wallet)
-            .bind(first_nonce as i64)
-            .execute(&mut *tx)
-            .await?;
-        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2{FOR_UPDATE}"
-        )))
-        .bind(network)
-        .bind(wallet)
-        .fetch_one(&mut *tx)
-        .await?;
-        if stored as u64 != first_nonce {
-            return Err(StoreError::Conflict(
-                ConflictKind::NonceMoved,
-                format!("{wallet} next nonce is {stored}, not {first_nonce}"),
-            ));
-        }
+        // A batched transaction's chunks share one nonce: the next one is past the highest.
+        let next = signed
+            .iter()
+            .map(|(_, a)| a.nonce + 1)
+            .max()
+            .unwrap_or(first_nonce);
+        take_nonces(&mut tx, network, wallet, fence, first_nonce, next).await?;
         // Safe-mode entered after this round was planned still stops it from being stored,
         // and so from ever being broadcast.
         let safe: Option<String> =
@@ -618,18 +655,6 @@ impl PayoutStore for DbStore {
             return Err(StoreError::Conflict(
                 ConflictKind::Halted,
                 format!("{network} is in safe-mode: {reason}"),
-            ));
-        }
-        let current: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT fence FROM engine_leases WHERE network = $1{FOR_UPDATE}"
-        )))
-        .bind(network)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if current != Some(fence as i64) {
-            return Err(StoreError::Conflict(
-                ConflictKind::Fenced,
-                format!("the engine lease on {network} is at fence {current:?}, not {fence}"),
             ));
         }
         let ids: Vec<Uuid> = signed.iter().map(|(c, _)| c.0).collect();
@@ -648,18 +673,6 @@ impl PayoutStore for DbStore {
                 ));
             }
         }
-        // A batched transaction's chunks share one nonce: the next one is past the highest.
-        let next = signed
-            .iter()
-            .map(|(_, a)| a.nonce + 1)
-            .max()
-            .unwrap_or(first_nonce);
-        sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
-            .bind(network)
-            .bind(wallet)
-            .bind(next as i64)
-            .execute(&mut *tx)
-            .await?;
         let at = self.clock.now();
         let attempts = BulkRows::new()
             .col("id", signed.iter().map(|(_, a)| a.id))
@@ -801,43 +814,15 @@ impl PayoutStore for DbStore {
         call: &WalletCall,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
-        sqlx::query("INSERT INTO wallet_nonces (network, address, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(network)
-            .bind(&call.wallet)
-            .bind(call.nonce as i64)
-            .execute(&mut *tx)
-            .await?;
-        let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT next_nonce FROM wallet_nonces WHERE network = $1 AND address = $2{FOR_UPDATE}"
-        )))
-        .bind(network)
-        .bind(&call.wallet)
-        .fetch_one(&mut *tx)
+        take_nonces(
+            &mut tx,
+            network,
+            &call.wallet,
+            fence,
+            call.nonce,
+            call.nonce + 1,
+        )
         .await?;
-        if stored as u64 != call.nonce {
-            return Err(StoreError::Conflict(
-                ConflictKind::NonceMoved,
-                format!("{} next nonce is {stored}, not {}", call.wallet, call.nonce),
-            ));
-        }
-        let current: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT fence FROM engine_leases WHERE network = $1{FOR_UPDATE}"
-        )))
-        .bind(network)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if current != Some(fence as i64) {
-            return Err(StoreError::Conflict(
-                ConflictKind::Fenced,
-                format!("the engine lease on {network} is at fence {current:?}, not {fence}"),
-            ));
-        }
-        sqlx::query("UPDATE wallet_nonces SET next_nonce = $3 WHERE network = $1 AND address = $2")
-            .bind(network)
-            .bind(&call.wallet)
-            .bind((call.nonce + 1) as i64)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
             "INSERT INTO wallet_calls (hash, network, wallet, nonce, kind, token, spender, raw, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
