@@ -15,6 +15,7 @@
 //!   TREASURYD_BENCH_IN_FLIGHT=100,10000 cargo bench --bench payouts   # payouts in flight
 //!   TREASURYD_BENCH_FOOTPRINT=100000,10000 cargo bench --bench payouts  # memory, restart
 //!   TREASURYD_BENCH_DISPERSE=100 cargo bench --bench payouts   # the node with batched transfers
+//!   TREASURYD_BENCH_STEADY=500 cargo bench --bench payouts      # accepted → broadcast at a pace
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use alloy::primitives::{Address, U256};
@@ -256,31 +257,52 @@ impl Daemon {
     /// treasury would.
     async fn request(&self, n: usize) -> Vec<(treasuryd::domain::PayoutId, Duration)> {
         let http = reqwest::Client::new();
-        let api = self.api;
         futures::stream::iter(0..n)
-            .map(|i| {
-                let (http, account) = (http.clone(), self.account.clone());
-                async move {
-                    let sent = Instant::now();
-                    let body = serde_json::json!({"account": account, "network": "ethereum", "asset": "USDT",
-                        "destination": destination(i).to_checksum(None), "amount": "1"});
-                    let r = http
-                        .post(format!("http://{api}/v1/payouts"))
-                        .bearer_auth(TRADER)
-                        .header("Idempotency-Key", format!("b-{i}"))
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 202);
-                    let v: serde_json::Value = r.json().await.unwrap();
-                    let id = treasuryd::domain::PayoutId::parse(v["id"].as_str().unwrap());
-                    (id.unwrap(), sent.elapsed())
-                }
-            })
+            .map(|i| self.post_one(&http, i))
             .buffer_unordered(CONCURRENT_REQUESTS)
             .collect()
             .await
+    }
+
+    /// POSTs payout `i` (1 USDT to `destination(i)`); its id and how long the answer took.
+    async fn post_one(
+        &self,
+        http: &reqwest::Client,
+        i: usize,
+    ) -> (treasuryd::domain::PayoutId, Duration) {
+        let sent = Instant::now();
+        let body = serde_json::json!({"account": self.account, "network": "ethereum", "asset": "USDT",
+            "destination": destination(i).to_checksum(None), "amount": "1"});
+        let r = http
+            .post(format!("http://{}/v1/payouts", self.api))
+            .bearer_auth(TRADER)
+            .header("Idempotency-Key", format!("b-{i}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let id = treasuryd::domain::PayoutId::parse(v["id"].as_str().unwrap());
+        (id.unwrap(), sent.elapsed())
+    }
+
+    /// Each payout's time from accepted to its first chunk's first broadcast, sorted.
+    async fn to_first_broadcast(&self, ids: &[treasuryd::domain::PayoutId]) -> Vec<Duration> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let p = self.store.get_payout(*id).await.unwrap();
+            if let Some(at) = p
+                .chunks
+                .first()
+                .and_then(|c| c.attempts.first())
+                .and_then(|a| a.broadcast_at)
+            {
+                out.push(Duration::from_micros((at - p.created_at).max(0) as u64));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Requests `n` payouts of 1 USDT through the batch API, 500 a request, 4 requests at a
@@ -372,19 +394,8 @@ async fn subject(n: usize, db_url: String) -> Subject {
     let settled = n as f64 / started.elapsed().as_secs_f64();
     let mut post: Vec<Duration> = answered.iter().map(|(_, took)| *took).collect();
     post.sort();
-    let mut to_broadcast = Vec::with_capacity(n);
-    for (id, _) in answered {
-        let p = daemon.store.get_payout(id).await.unwrap();
-        if let Some(at) = p
-            .chunks
-            .first()
-            .and_then(|c| c.attempts.first())
-            .and_then(|a| a.broadcast_at)
-        {
-            to_broadcast.push(Duration::from_micros((at - p.created_at).max(0) as u64));
-        }
-    }
-    to_broadcast.sort();
+    let ids: Vec<_> = answered.iter().map(|(id, _)| *id).collect();
+    let to_broadcast = daemon.to_first_broadcast(&ids).await;
     let phases = PHASES
         .iter()
         .map(|p| {
@@ -494,6 +505,9 @@ async fn main() {
     }
     if let Ok(sizes) = std::env::var("TREASURYD_BENCH_FOOTPRINT") {
         return footprint(&sizes).await;
+    }
+    if let Ok(rate) = std::env::var("TREASURYD_BENCH_STEADY") {
+        return steady_table(n, rate.parse().expect("payouts a second")).await;
     }
     if let Ok(k) = std::env::var("TREASURYD_BENCH_DISPERSE") {
         return disperse_table(n, k.parse().expect("a batch size")).await;
@@ -957,5 +971,69 @@ async fn batched(n: usize, k: usize) -> Batched {
         batched_fresh: batch_gas[0],
         single_known: single[1],
         batched_known: batch_gas[1],
+    }
+}
+
+/// `TREASURYD_BENCH_STEADY=500`: `n` single payouts requested at a steady `rate` a second (each
+/// sent at its own moment, whatever the answers before it), on both databases; the time from
+/// accepted to the first broadcast and the POST latency, as percentiles.
+async fn steady_table(n: usize, rate: f64) {
+    println!(
+        "| backend | payouts | requested/s | accepted→first broadcast p50 | p95 | p99 | POST p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let dir = tempfile::tempdir().unwrap();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for backend in ["SQLite", "PostgreSQL"] {
+        let (url, pg_name) = if backend == "SQLite" {
+            (
+                format!("sqlite://{}", dir.path().join("steady.db").display()),
+                None,
+            )
+        } else {
+            let (url, name) = postgres_db().await;
+            (url, Some(name))
+        };
+        let chain = DevChain::start(&[]).await.unwrap();
+        let daemon = std::sync::Arc::new(start_daemon(&chain, url, "max_in_flight = 512").await);
+        let http = reqwest::Client::new();
+        let start = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (daemon, http) = (daemon.clone(), http.clone());
+                let at = start + Duration::from_secs_f64(i as f64 / rate);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    daemon.post_one(&http, i).await
+                })
+            })
+            .collect();
+        let mut answered = Vec::with_capacity(n);
+        for t in tasks {
+            answered.push(t.await.unwrap());
+        }
+        let offered = n as f64 / start.elapsed().as_secs_f64();
+        while count_active(&daemon.store).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ids: Vec<_> = answered.iter().map(|(id, _)| *id).collect();
+        let to_broadcast = daemon.to_first_broadcast(&ids).await;
+        let mut post: Vec<Duration> = answered.iter().map(|(_, took)| *took).collect();
+        post.sort();
+        println!(
+            "| {backend} | {n} | {offered:.0} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+            ms(pct(&to_broadcast, 0.5)),
+            ms(pct(&to_broadcast, 0.95)),
+            ms(pct(&to_broadcast, 0.99)),
+            ms(pct(&post, 0.5)),
+            ms(pct(&post, 0.99)),
+        );
+        match std::sync::Arc::try_unwrap(daemon) {
+            Ok(daemon) => daemon.stop().await,
+            Err(_) => panic!("a request task still holds the daemon"),
+        }
+        if let Some(name) = pg_name {
+            drop_postgres_db(&name).await;
+        }
     }
 }
