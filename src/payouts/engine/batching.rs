@@ -62,8 +62,8 @@ impl Batching {
 pub(super) enum Approval {
     /// The allowance on chain is unlimited.
     Granted,
-    /// Our approval is signed at this nonce and not yet mined: batches at later nonces come
-    /// after it on chain, so they may go now.
+    /// Our approval is stored and not yet final: batches at later nonces come after it on
+    /// chain, so they may go now.
     Pending,
 }
 
