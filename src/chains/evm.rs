@@ -585,22 +585,33 @@ impl EvmClient {
         self.token_balance_at(token, owner, None).await
     }
 
-    async fn token_balance_at_once(
+    /// `eth_call` of a view function on `contract` at `block` (None: latest); the raw answer.
+    async fn view<C: SolCall>(
         &self,
-        token: Address,
-        owner: Address,
+        contract: Address,
+        call: &C,
         block: Option<u64>,
-    ) -> RpcResult<U256> {
-        let call = IERC20::balanceOfCall { owner };
+    ) -> RpcResult<Bytes> {
         let request = alloy::rpc::types::TransactionRequest::default()
-            .to(token)
+            .to(contract)
             .input(Bytes::from(call.abi_encode()).into());
         let call = self.provider.call(request);
         let call = match block {
             Some(b) => call.block(alloy::eips::BlockId::number(b)),
             None => call,
         };
-        let out = call.await.map_err(RpcError::from_transport)?;
+        call.await.map_err(RpcError::from_transport)
+    }
+
+    async fn token_balance_at_once(
+        &self,
+        token: Address,
+        owner: Address,
+        block: Option<u64>,
+    ) -> RpcResult<U256> {
+        let out = self
+            .view(token, &IERC20::balanceOfCall { owner }, block)
+            .await?;
         // No code at that address in that block: the token was not deployed yet.
         if out.is_empty() {
             return Ok(U256::ZERO);
@@ -617,14 +628,9 @@ impl EvmClient {
         owner: Address,
         spender: Address,
     ) -> RpcResult<U256> {
-        let request = alloy::rpc::types::TransactionRequest::default()
-            .to(token)
-            .input(Bytes::from(IERC20::allowanceCall { owner, spender }.abi_encode()).into());
         let out = self
-            .provider
-            .call(request)
-            .await
-            .map_err(RpcError::from_transport)?;
+            .view(token, &IERC20::allowanceCall { owner, spender }, None)
+            .await?;
         IERC20::allowanceCall::abi_decode_returns(&out).map_err(|e| RpcError {
             class: RpcErrorClass::Unknown,
             message: format!("allowance returned {out}: {e}"),

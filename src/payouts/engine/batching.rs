@@ -57,16 +57,6 @@ impl Batching {
     }
 }
 
-/// What the engine knows about a (wallet, token)'s approval of the disperse contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Approval {
-    /// The allowance on chain is unlimited.
-    Granted,
-    /// Our approval is stored and not yet final: batches at later nonces come after it on
-    /// chain, so they may go now.
-    Pending,
-}
-
 impl NetworkEngine {
     /// Whether chunks of `token` may go out in batches from `wallet` at its next nonces; signs,
     /// stores and broadcasts the approval first when the allowance is short.
@@ -78,7 +68,7 @@ impl NetworkEngine {
         let Some(batching) = self.settings.batching.clone() else {
             return Ok(false);
         };
-        if self.approvals.contains_key(&(wallet.address, token)) {
+        if self.approved.contains(&(wallet.address, token)) {
             return Ok(true);
         }
         // An approval stored before a restart and not yet final: the allowance may not show it
@@ -89,8 +79,7 @@ impl NetworkEngine {
                 && c.token == token_text
                 && c.spender == batching.contract.to_checksum(None)
         }) {
-            self.approvals
-                .insert((wallet.address, token), Approval::Pending);
+            self.approved.insert((wallet.address, token));
             return Ok(true);
         }
         let allowance = self
@@ -98,8 +87,7 @@ impl NetworkEngine {
             .allowance(token, wallet.address, batching.contract)
             .await?;
         if unlimited(allowance) {
-            self.approvals
-                .insert((wallet.address, token), Approval::Granted);
+            self.approved.insert((wallet.address, token));
             return Ok(true);
         }
         let fees = self.market_fees().await?;
@@ -149,8 +137,7 @@ impl NetworkEngine {
             self.wallet_calls.push(call.clone());
             self.send_wallet_call(&call).await?;
         }
-        self.approvals
-            .insert((wallet.address, token), Approval::Pending);
+        self.approved.insert((wallet.address, token));
         Ok(true)
     }
 
@@ -270,7 +257,7 @@ impl NetworkEngine {
         for call in done {
             let wallet = Address::parse_checksummed(&call.wallet, None)?;
             let token = Address::parse_checksummed(&call.token, None)?;
-            self.approvals.remove(&(wallet, token));
+            self.approved.remove(&(wallet, token));
         }
         self.wallet_calls = open;
         Ok(())

@@ -192,9 +192,10 @@ pub struct NetworkEngine {
     suspect_lines: Suspects<(String, String)>,
     /// When a reconciliation that found a mismatch runs again to confirm it.
     recheck_at: Option<std::time::Instant>,
-    /// Whether each (wallet, token) lets the disperse contract spend its balance, as far as
-    /// known; absent: read the allowance before the next batch.
-    approvals: HashMap<(Address, Address), batching::Approval>,
+    /// The (wallet, token) pairs whose batches may go now: the disperse contract's allowance
+    /// is unlimited, or our approval of it is stored and comes first on chain. Absent: read the
+    /// allowance before the next batch.
+    approved: std::collections::HashSet<(Address, Address)>,
     /// Approvals stored and not yet final.
     wallet_calls: Vec<WalletCall>,
     /// Approvals whose gas this process has posted.
@@ -331,7 +332,7 @@ impl NetworkEngine {
             suspect_balances: Suspects::new(),
             suspect_lines: Suspects::new(),
             recheck_at: None,
-            approvals: HashMap::new(),
+            approved: std::collections::HashSet::new(),
             wallet_calls: Vec::new(),
             wallet_call_fees_posted: std::collections::HashSet::new(),
         }))
@@ -405,7 +406,7 @@ impl NetworkEngine {
                 .map(|f| (f.chunk, f))
                 .collect();
             self.wallet_calls = self.core.payouts.wallet_calls(&self.core.name).await?;
-            self.approvals.clear();
+            self.approved.clear();
             self.loaded = true;
         }
         for payout in self
