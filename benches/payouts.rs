@@ -57,10 +57,14 @@ async fn landed(client: &EvmClient, who: Address, target: u64) {
     }
 }
 
-/// The hand-written sender: `n` transfers signed beforehand with consecutive nonces, sent by
-/// CONCURRENT_REQUESTS concurrent calls; transfers per second from the first send until the
-/// hot wallet's nonce shows the last one mined.
-async fn baseline(n: usize) -> f64 {
+/// A fresh anvil whose dev account 1 (the hot wallet) holds plenty of USDT, a client of it and
+/// the fees to sign with.
+async fn funded_chain() -> (
+    DevChain,
+    alloy::signers::local::PrivateKeySigner,
+    EvmClient,
+    treasuryd::chains::evm::Fees,
+) {
     let chain = DevChain::start(&[]).await.unwrap();
     let hot = chain.dev_key(1).unwrap();
     chain
@@ -72,6 +76,26 @@ async fn baseline(n: usize) -> f64 {
         .suggest_fees(FeeMode::Normal, GWEI, 300 * GWEI)
         .await
         .unwrap();
+    (chain, hot, client, fees)
+}
+
+/// Broadcasts pre-signed transactions, CONCURRENT_REQUESTS calls at a time.
+async fn send_all(client: &EvmClient, signed: Vec<treasuryd::chains::evm::SignedTransfer>) {
+    futures::stream::iter(signed)
+        .map(|s| {
+            let client = client.clone();
+            async move { client.broadcast(&s.raw).await.unwrap() }
+        })
+        .buffer_unordered(CONCURRENT_REQUESTS)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// The hand-written sender: `n` transfers signed beforehand with consecutive nonces, sent by
+/// CONCURRENT_REQUESTS concurrent calls; transfers per second from the first send until the
+/// hot wallet's nonce shows the last one mined.
+async fn baseline(n: usize) -> f64 {
+    let (chain, hot, client, fees) = funded_chain().await;
     let first = client.nonce(hot.address(), false).await.unwrap();
     let signed: Vec<_> = (0..n)
         .map(|i| {
@@ -88,14 +112,7 @@ async fn baseline(n: usize) -> f64 {
         })
         .collect();
     let started = Instant::now();
-    futures::stream::iter(signed)
-        .map(|s| {
-            let client = client.clone();
-            async move { client.broadcast(&s.raw).await.unwrap() }
-        })
-        .buffer_unordered(CONCURRENT_REQUESTS)
-        .collect::<Vec<_>>()
-        .await;
+    send_all(&client, signed).await;
     landed(&client, hot.address(), first + n as u64).await;
     n as f64 / started.elapsed().as_secs_f64()
 }
@@ -365,6 +382,21 @@ impl Daemon {
         self.running.await.unwrap().unwrap();
     }
 
+    /// Seconds spent so far in each phase of the engine's ticks.
+    fn phase_sums(&self) -> Vec<(&'static str, f64)> {
+        PHASES
+            .iter()
+            .map(|p| {
+                let h = self
+                    .metrics
+                    .payouts
+                    .tick_phase_seconds
+                    .with_label_values(&["ethereum", p]);
+                (*p, h.get_sample_sum())
+            })
+            .collect()
+    }
+
     /// (ticks, seconds in ticks) so far.
     fn ticks(&self) -> (u64, f64) {
         let h = self
@@ -396,17 +428,7 @@ async fn subject(n: usize, db_url: String) -> Subject {
     post.sort();
     let ids: Vec<_> = answered.iter().map(|(id, _)| *id).collect();
     let to_broadcast = daemon.to_first_broadcast(&ids).await;
-    let phases = PHASES
-        .iter()
-        .map(|p| {
-            let h = daemon
-                .metrics
-                .payouts
-                .tick_phase_seconds
-                .with_label_values(&["ethereum", p]);
-            (*p, h.get_sample_sum())
-        })
-        .collect();
+    let phases = daemon.phase_sums();
     let ticks = daemon.ticks().0;
     daemon.stop().await;
     Subject {
@@ -823,16 +845,10 @@ async fn daemon_batched(n: usize, k: usize, db_url: String) -> (f64, f64) {
         target,
         "paid exactly"
     );
-    let phases: Vec<String> = PHASES
+    let phases: Vec<String> = daemon
+        .phase_sums()
         .iter()
-        .map(|p| {
-            let h = daemon
-                .metrics
-                .payouts
-                .tick_phase_seconds
-                .with_label_values(&["ethereum", p]);
-            format!("{p} {:.0} ms", h.get_sample_sum() * 1e3)
-        })
+        .map(|(p, secs)| format!("{p} {:.0} ms", secs * 1e3))
         .collect();
     eprintln!(
         "daemon with batches: all {n} accepted in {:.0} ms; {} ticks: {}",
@@ -854,18 +870,8 @@ struct Batched {
 }
 
 async fn batched(n: usize, k: usize) -> Batched {
-    let chain = DevChain::start(&[]).await.unwrap();
+    let (chain, hot, client, fees) = funded_chain().await;
     let contract = chain.deploy_disperse().await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    chain
-        .mint(TestToken::Usdt, hot.address(), 1_000_000_000_000_000)
-        .await
-        .unwrap();
-    let client = EvmClient::new(&chain.url).unwrap();
-    let fees = client
-        .suggest_fees(FeeMode::Normal, GWEI, 300 * GWEI)
-        .await
-        .unwrap();
     let mut nonce = client.nonce(hot.address(), false).await.unwrap();
     let mined = async |raw: &[u8], hash| {
         client.broadcast(raw).await.unwrap();
@@ -945,14 +951,7 @@ async fn batched(n: usize, k: usize) -> Batched {
         .collect();
     let calls = signed.len() as u64;
     let started = Instant::now();
-    futures::stream::iter(signed)
-        .map(|s| {
-            let client = client.clone();
-            async move { client.broadcast(&s.raw).await.unwrap() }
-        })
-        .buffer_unordered(CONCURRENT_REQUESTS)
-        .collect::<Vec<_>>()
-        .await;
+    send_all(&client, signed).await;
     landed(&client, hot.address(), first + calls).await;
     let landed = n as f64 / started.elapsed().as_secs_f64();
     // Every recipient was paid exactly once.

@@ -24,16 +24,9 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let chain = DevChain::start(&[]).await.expect("anvil starts");
+    // Both test tokens, the hot wallet (dev account 1) funded with each.
+    let (chain, client, hot) = crate::evm::setup(&[]).await;
     let disperse = chain.deploy_disperse().await.unwrap();
-    let hot = chain.dev_key(1).unwrap();
-    for token in [TestToken::Usdc, TestToken::Usdt] {
-        chain
-            .mint(token, hot.address(), 1_000_000_000_000)
-            .await
-            .unwrap();
-    }
-    let client = EvmClient::new(&chain.url).unwrap();
     let fees = client
         .suggest_fees(FeeMode::Normal, GWEI, 500 * GWEI)
         .await

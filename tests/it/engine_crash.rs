@@ -83,14 +83,7 @@ async fn a_standby_instance_takes_over_a_hung_owner() {
     let id = payout["id"].as_str().unwrap().to_owned();
 
     // The owner hangs after its first broadcast, still holding the lease until it expires.
-    loop {
-        let line = logs_a
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the owner reaches its pause point");
-        if line == "pause point reached engine.after_broadcast" {
-            break;
-        }
-    }
+    wait_for_point(&logs_a, "engine.after_broadcast");
     let state = confirmed_via(&client, &api_b, &id).await;
     first.kill().unwrap();
     first.wait().unwrap();
@@ -569,16 +562,25 @@ async fn settled_cleanly(
     assert_wallet_reconciled(config, db_url);
 }
 
-/// Waits for the daemon's log to say it reached `point`, then SIGKILLs it.
-fn kill_at_point(child: &mut Child, logs: &std::sync::mpsc::Receiver<String>, point: &str) {
+/// Waits (up to a minute per log line) for the daemon's log to say it reached `point`.
+pub(crate) fn wait_for_point(logs: &std::sync::mpsc::Receiver<String>, point: &str) {
     loop {
         let line = logs
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("never reached {point}"));
         if line == format!("pause point reached {point}") {
-            break;
+            return;
         }
     }
+}
+
+/// Waits for the daemon to reach `point`, then SIGKILLs it.
+pub(crate) fn kill_at_point(
+    child: &mut Child,
+    logs: &std::sync::mpsc::Receiver<String>,
+    point: &str,
+) {
+    wait_for_point(logs, point);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
@@ -768,16 +770,7 @@ async fn killed_between_storing_a_cancel_and_sending_it(backend: Backend) {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the engine stores the cancel");
-        if line == "pause point reached engine.after_replacement" {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_at_point(&mut child, &logs, "engine.after_replacement");
 
     // On PostgreSQL the dead daemon's engine lease runs out first (`lease_seconds`, 15 s).
     let (mut child, api, _logs) = start(&config, &db.url, &key, None);
@@ -878,16 +871,7 @@ async fn killed_between_crediting_deposits_and_moving_the_cursor(backend: Backen
         .await
         .unwrap();
     let miner = crate::engine::spawn_miner(&chain, Duration::from_millis(100));
-    loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the watcher credits the deposit");
-        if line == "pause point reached deposits.before_cursor" {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_at_point(&mut child, &logs, "deposits.before_cursor");
 
     let (mut child, api, _logs) = start(&config, &db.url, &key, None);
     let credited = || async {

@@ -10,7 +10,9 @@ use treasuryd::dev::chain::{DevChain, TestToken};
 
 const GWEI: u128 = 1_000_000_000;
 
-async fn setup(args: &[&str]) -> (DevChain, EvmClient, alloy::signers::local::PrivateKeySigner) {
+pub(crate) async fn setup(
+    args: &[&str],
+) -> (DevChain, EvmClient, alloy::signers::local::PrivateKeySigner) {
     let chain = DevChain::start(args)
         .await
         .expect("anvil starts and tokens deploy");

@@ -55,14 +55,7 @@ async fn reconcile_agrees_after_payouts_and_reports_a_foreign_outflow() {
     // Before the daemon has posted the openings there is nothing to compare: `not_opened`,
     // exit 2, never a mismatch.
     let (mut first, _, logs) = start(&config, &db.url, &key, Some("watcher.before_opening"));
-    loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the watcher reaches its openings");
-        if line == "pause point reached watcher.before_opening" {
-            break;
-        }
-    }
+    crate::engine_crash::wait_for_point(&logs, "watcher.before_opening");
     let (code, lines) = reconcile_cli(&config, &db.url);
     assert_eq!(code, 2, "{lines:?}");
     for asset in ["USDT", "ETH"] {

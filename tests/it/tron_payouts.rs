@@ -746,16 +746,7 @@ async fn killed_at(backend: Backend, point: &str) {
     let (s, payout) = call(&client, &api, TRADER_TOKEN, "/v1/payouts", Some("crash-1"), Some(json!({"account": account, "network": "tron", "asset": "USDT", "destination": to.to_base58(), "amount": "450000"}))).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{payout}");
     let id = payout["id"].as_str().unwrap().to_owned();
-    loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("never reached {point}"));
-        if line == format!("pause point reached {point}") {
-            break;
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    crate::engine_crash::kill_at_point(&mut child, &logs, point);
 
     let (mut child, api, _logs) = start(&config, &db.url, &r.key, None);
     let mut state = Value::Null;
