@@ -139,7 +139,7 @@ impl App {
             store.clone(),
             &config.asset_specs(),
             Some(metrics.ledger.clone()),
-            Default::default(),
+            crate::ledger::WriterConfig::for_backend(store.backend()),
             clock.clone(),
         )
         .await

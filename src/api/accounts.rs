@@ -105,22 +105,55 @@ pub async fn load_account(
     text: &str,
     field: Option<&'static str>,
 ) -> ApiResult<crate::ledger::Account> {
-    let not_found = || ApiError::NotFound {
+    let id = account_id(text, field)?;
+    owned_account(caller, text, field, state.store.get_account(id).await)
+}
+
+/// The account the payout request names, with whether its allowlist lets it pay
+/// `destination` on `network`: one read (see `load_account` for the errors).
+pub async fn load_paying_account(
+    state: &AppState,
+    caller: &Caller,
+    text: &str,
+    network: &str,
+    destination: &str,
+) -> ApiResult<(crate::ledger::Account, bool)> {
+    let id = account_id(text, Some("account"))?;
+    let read = state.store.account_paying(id, network, destination).await;
+    let allowed = read.as_ref().map(|(_, allowed)| *allowed).unwrap_or(false);
+    let account = owned_account(caller, text, Some("account"), read.map(|(a, _)| a))?;
+    Ok((account, allowed))
+}
+
+fn account_not_found(text: &str, field: Option<&'static str>) -> ApiError {
+    ApiError::NotFound {
         what: "account",
         id: text.to_owned(),
         field,
-    };
-    let id = AccountId::parse(text).ok_or_else(|| match field {
+    }
+}
+
+fn account_id(text: &str, field: Option<&'static str>) -> ApiResult<AccountId> {
+    AccountId::parse(text).ok_or_else(|| match field {
         Some(f) => ApiError::invalid(
             "invalid_field",
             f,
             format!("{f} must be an account id (UUID)"),
         ),
-        None => not_found(),
-    })?;
-    match state.store.get_account(id).await {
+        None => account_not_found(text, field),
+    })
+}
+
+/// Another company's account answers as if it did not exist.
+fn owned_account(
+    caller: &Caller,
+    text: &str,
+    field: Option<&'static str>,
+    read: Result<crate::ledger::Account, StoreError>,
+) -> ApiResult<crate::ledger::Account> {
+    match read {
         Ok(a) if caller.owns(a.company) => Ok(a),
-        Ok(_) | Err(StoreError::NotFound) => Err(not_found()),
+        Ok(_) | Err(StoreError::NotFound) => Err(account_not_found(text, field)),
         Err(e) => Err(e.into()),
     }
 }

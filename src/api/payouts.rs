@@ -312,7 +312,7 @@ pub async fn create(
         request_id,
         key,
         body,
-        &mut AccountReads::default(),
+        &mut AccountReads::One,
     )
     .await?;
     let posted = state.ledger.post_one(command).await?;
@@ -444,7 +444,7 @@ pub async fn create_batch(
     // Every payout checked alone; those that pass are posted together. Each paying account
     // (and its allowlist) is read once for the whole request.
     let (mut slots, mut commands, mut written) = (Vec::new(), Vec::new(), Vec::new());
-    let mut reads = AccountReads::default();
+    let mut reads = AccountReads::Many(Default::default());
     for item in body.payouts {
         let key = item.idempotency_key.clone();
         let prepared = match super::extract::check_idempotency_key(&key) {
@@ -508,28 +508,52 @@ pub async fn create_batch(
 
 /// A payout request checked and made into its ledger command (the hold, with the payout as its
 /// effect, the tier quota and the caller's audit record): everything short of posting it.
-/// The paying accounts a request has read, with their allowlists: a batch of payouts from one
-/// account reads them once.
-#[derive(Default)]
-struct AccountReads(
-    std::collections::HashMap<String, (crate::ledger::Account, crate::store::Allowlist)>,
-);
+/// How a request reads its paying accounts: a single payout reads its account and the
+/// allowlist's word on its destination in one query; a batch reads each paying account and its
+/// whole allowlist once for all its payouts.
+enum AccountReads {
+    One,
+    Many(std::collections::HashMap<String, (crate::ledger::Account, crate::store::Allowlist)>),
+}
 
 impl AccountReads {
-    async fn get(
+    /// The account named by `text`, and whether it may pay `destination` (when valid) on
+    /// `network`.
+    async fn paying(
         &mut self,
         state: &AppState,
         caller: &Caller,
         text: &str,
-    ) -> ApiResult<&(crate::ledger::Account, crate::store::Allowlist)> {
-        if !self.0.contains_key(text) {
-            let account = load_account(state, caller, text, Some("account")).await?;
-            let allowlist = state.store.allowlist(account.id).await?;
-            self.0.insert(text.to_owned(), (account, allowlist));
+        network: &str,
+        destination: Option<&str>,
+    ) -> ApiResult<(crate::ledger::Account, bool)> {
+        match (self, destination) {
+            (AccountReads::One, Some(d)) => {
+                super::accounts::load_paying_account(state, caller, text, network, d).await
+            }
+            (AccountReads::One, None) => Ok((
+                load_account(state, caller, text, Some("account")).await?,
+                true,
+            )),
+            (AccountReads::Many(read), destination) => {
+                if !read.contains_key(text) {
+                    let account = load_account(state, caller, text, Some("account")).await?;
+                    let allowlist = state.store.allowlist(account.id).await?;
+                    read.insert(text.to_owned(), (account, allowlist));
+                }
+                let (account, allowlist) = read.get(text).ok_or_else(|| {
+                    ApiError::Internal(StoreError::Invariant("an account read vanished".into()))
+                })?;
+                let allowed = !allowlist.enforced
+                    || destination.is_none_or(|d| {
+                        allowlist
+                            .entries
+                            .iter()
+                            .any(|e| e.network == network && e.address == d)
+                    });
+                Ok((account.clone(), allowed))
+            }
         }
-        self.0.get(text).ok_or_else(|| {
-            ApiError::Internal(StoreError::Invariant("an account read vanished".into()))
-        })
     }
 }
 
@@ -555,7 +579,23 @@ async fn payout_command(
             format!("asset {:?} is not paid out on {}", body.asset, network.name),
         )
     })?;
-    let (account, allowlist) = reads.get(state, caller, &body.account).await?;
+    let destination = crate::payouts::networks::canonical_address(network.kind, &body.destination)
+        .map_err(|message| {
+            ApiError::invalid(
+                "invalid_address",
+                "destination",
+                format!("destination {message}"),
+            )
+        });
+    let (account, allowed) = reads
+        .paying(
+            state,
+            caller,
+            &body.account,
+            &network.name,
+            destination.as_deref().ok(),
+        )
+        .await?;
     if account.asset != token.spec.key {
         return Err(ApiError::invalid(
             "asset_mismatch",
@@ -573,20 +613,8 @@ async fn payout_command(
             "account must be a partner or operating account",
         ));
     }
-    let checksummed = crate::payouts::networks::canonical_address(network.kind, &body.destination)
-        .map_err(|message| {
-            ApiError::invalid(
-                "invalid_address",
-                "destination",
-                format!("destination {message}"),
-            )
-        })?;
-    if allowlist.enforced
-        && !allowlist
-            .entries
-            .iter()
-            .any(|e| e.network == network.name && e.address == checksummed)
-    {
+    let checksummed = destination?;
+    if !allowed {
         return Err(ApiError::invalid(
             "destination_not_allowed",
             "destination",

@@ -757,20 +757,22 @@ impl EvmClient {
         R: alloy::rpc::json_rpc::RpcRecv,
     {
         if self.batch_calls <= 1 {
-            let mut out = Vec::with_capacity(params.len());
-            for part in params.chunks(UNBATCHED_CONCURRENCY) {
-                let mut calls = Vec::with_capacity(part.len());
-                for p in part {
-                    calls.push(self.retrying(move || async move {
-                        self.provider
-                            .client()
-                            .request::<_, R>(method, p)
-                            .await
-                            .map_err(RpcError::from_transport)
-                    }));
-                }
-                out.extend(futures::future::join_all(calls).await);
+            // A sliding window, answered in order: a slow call holds up one slot, not a wave.
+            use futures::StreamExt;
+            let mut calls = Vec::with_capacity(params.len());
+            for p in params {
+                calls.push(self.retrying(move || async move {
+                    self.provider
+                        .client()
+                        .request::<_, R>(method, p)
+                        .await
+                        .map_err(RpcError::from_transport)
+                }));
             }
+            let out = futures::stream::iter(calls)
+                .buffered(UNBATCHED_CONCURRENCY)
+                .collect()
+                .await;
             return Ok(out);
         }
         let mut out = Vec::with_capacity(params.len());

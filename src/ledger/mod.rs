@@ -25,7 +25,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use writer::{Reply, Submission, WriterConfig};
+pub use writer::WriterConfig;
+use writer::{Reply, Submission};
 
 /// Accounts a hot wallet owns are named `wallet:<EIP-55 address>`: its gas (operating, native
 /// asset) and its custody of each token (external).

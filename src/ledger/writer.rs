@@ -37,6 +37,21 @@ impl Default for WriterConfig {
     }
 }
 
+impl WriterConfig {
+    /// SQLite takes its one write lock before a batch reads anything, so a second writer
+    /// could only wait for the first while splitting the queue into smaller commits: one
+    /// writer, bigger batches.
+    pub fn for_backend(backend: crate::store::Backend) -> Self {
+        match backend {
+            crate::store::Backend::Sqlite => Self {
+                writers: 1,
+                ..Self::default()
+            },
+            crate::store::Backend::Postgres => Self::default(),
+        }
+    }
+}
+
 /// Starts the writer tasks; they stop once every sender is dropped and the queue is drained.
 /// A batch that panics is refused whole (its database transaction rolled back) and the writer
 /// goes on, after `on_panic`: writes never silently stall.

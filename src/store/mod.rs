@@ -328,6 +328,15 @@ pub trait PayoutStore: Send + Sync {
 pub trait AllowlistStore: Send + Sync {
     async fn allowlist(&self, account: AccountId) -> StoreResult<Allowlist>;
 
+    /// The account, and whether its allowlist lets it pay `address` on `network` (always when
+    /// not enforced), in one read: what a single payout request needs. `NotFound` without it.
+    async fn account_paying(
+        &self,
+        account: AccountId,
+        network: &str,
+        address: &str,
+    ) -> StoreResult<(crate::ledger::Account, bool)>;
+
     async fn set_allowlist_enforced(
         &self,
         account: AccountId,

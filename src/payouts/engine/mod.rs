@@ -27,6 +27,7 @@
 //! transfers, periodic reconciliation.
 
 mod batching;
+mod broadcasting;
 mod core;
 mod sending;
 mod tracking;
@@ -200,6 +201,8 @@ pub struct NetworkEngine {
     wallet_calls: Vec<WalletCall>,
     /// Approvals whose gas this process has posted.
     wallet_call_fees_posted: std::collections::HashSet<[u8; 32]>,
+    /// The task new signing rounds are broadcast from, started on first use.
+    broadcaster: Option<broadcasting::Broadcaster>,
 }
 
 /// How many consecutive reads, at least a second apart, must find the same balance difference
@@ -335,6 +338,7 @@ impl NetworkEngine {
             approved: std::collections::HashSet::new(),
             wallet_calls: Vec::new(),
             wallet_call_fees_posted: std::collections::HashSet::new(),
+            broadcaster: None,
         }))
     }
 
@@ -395,6 +399,7 @@ impl NetworkEngine {
             }
         };
         self.client = client;
+        self.take_broadcast_reports();
         self.core.phase_done("choose", &mut phase);
         if !self.loaded {
             self.tracked = self

@@ -244,19 +244,9 @@ impl NetworkEngine {
                 Err(e) => return Err(e.into()),
             }
             self.core.pause_point("engine.after_sign").await;
-            let sent = self.broadcast(&signed, head).await?;
-            let now = self.core.clock.now();
-            for id in sent {
-                if let Some(accepted) = firsts.get(&id) {
-                    let seconds = (now - accepted).max(0) as f64 / 1e6;
-                    self.core
-                        .metrics
-                        .first_broadcast_seconds
-                        .with_label_values(&[self.core.name.as_str()])
-                        .observe(seconds);
-                }
-            }
-            self.core.pause_point("engine.after_broadcast").await;
+            // The node takes this round while the engine goes on to the next tick.
+            self.broadcast_in_background(signed, head, firsts);
+            self.pause_after_broadcast().await;
         }
         Ok(())
     }
@@ -322,84 +312,5 @@ impl NetworkEngine {
         };
         self.nonces.insert(wallet.address, next);
         Ok(next)
-    }
-
-    /// Sends stored attempts in order. Transient failures and "already known" leave them for
-    /// the next tick; a spent nonce means one of our attempts was mined, which tracking finds.
-    pub(super) async fn broadcast(
-        &mut self,
-        attempts: &[(ChunkId, Attempt)],
-        head: u64,
-    ) -> anyhow::Result<Vec<uuid::Uuid>> {
-        let mut sent = Vec::new();
-        let mut sent_chunks = Vec::new();
-        // The round goes out as JSON-RPC batches (or 16 calls at a time with batches off),
-        // answered in nonce order; a node pools a nonce that arrives before its predecessor
-        // until the gap is filled.
-        // A batched transaction's chunks share its bytes: each transaction goes out once.
-        let mut raws: Vec<&[u8]> = Vec::new();
-        let mut slot_of: HashMap<[u8; 32], usize> = HashMap::new();
-        for (_, a) in attempts {
-            slot_of.entry(a.hash).or_insert_with(|| {
-                raws.push(a.raw.as_slice());
-                raws.len() - 1
-            });
-        }
-        let results = match self.client.broadcast_all(&raws).await {
-            Ok(results) => results
-                .into_iter()
-                .map(|r| r.map(|_| ()).map_err(|e| (e.class, e.message)))
-                .collect(),
-            // The batch was lost as a whole: each transaction is retried like a failed one.
-            Err(e) => vec![Err((e.class, e.message)); raws.len()],
-        };
-        for (i, result) in results.iter().enumerate() {
-            if let Err((class, message)) = result
-                && *class != RpcErrorClass::AlreadyKnown
-            {
-                self.core
-                    .metrics
-                    .rpc_errors_total
-                    .with_label_values(&[self.core.name.as_str(), class.as_str()])
-                    .inc();
-                let nonce = attempts
-                    .iter()
-                    .find(|(_, a)| slot_of.get(&a.hash) == Some(&i))
-                    .map(|(_, a)| a.nonce);
-                tracing::warn!(?nonce, class = class.as_str(), error = %message, "broadcast failed; will retry");
-            }
-        }
-        for (chunk, a) in attempts {
-            let result = slot_of.get(&a.hash).and_then(|&i| results.get(i));
-            let went = result.is_some_and(|r| {
-                r.as_ref()
-                    .map_or_else(|(class, _)| *class == RpcErrorClass::AlreadyKnown, |_| true)
-            });
-            if went {
-                sent.push(a.id);
-                sent_chunks.push((*chunk, a.id));
-            }
-        }
-        if !sent.is_empty() {
-            let at = self.core.clock.now();
-            self.core.payouts.mark_broadcast(&sent, head, at).await?;
-            for (chunk, id) in sent_chunks {
-                let Some(f) = self.tracked.get_mut(&chunk) else {
-                    continue;
-                };
-                if f.state == ChunkState::Signed {
-                    f.state = ChunkState::Broadcast;
-                }
-                if let Some(a) = f
-                    .attempts
-                    .iter_mut()
-                    .find(|a| a.id == id && a.broadcast_at.is_none())
-                {
-                    a.broadcast_at = Some(at);
-                    a.head_at_broadcast = Some(head);
-                }
-            }
-        }
-        Ok(sent)
     }
 }

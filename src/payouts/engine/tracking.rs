@@ -137,6 +137,9 @@ impl NetworkEngine {
         }
         let stuck = self.is_stuck(head, self.core.clock.now(), latest);
         if latest.broadcast_at.is_none() {
+            if self.being_broadcast(latest.id) {
+                return Ok(());
+            }
             // Stored but never sent (a crash or a node error in between): send the same bytes.
             self.broadcast(&[(f.chunk, latest.clone())], head).await?;
         } else if stuck {

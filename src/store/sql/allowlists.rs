@@ -26,6 +26,28 @@ impl AllowlistStore for DbStore {
         })
     }
 
+    async fn account_paying(
+        &self,
+        account: AccountId,
+        network: &str,
+        address: &str,
+    ) -> StoreResult<(Account, bool)> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_COLUMNS}, \
+             (NOT COALESCE((SELECT enforced FROM destination_allowlists d WHERE d.account_id = accounts.id), FALSE) \
+              OR EXISTS (SELECT 1 FROM allowed_destinations x WHERE x.account_id = accounts.id \
+                         AND x.network = $2 AND x.address = $3)) AS allowed \
+             FROM accounts WHERE id = $1"
+        )))
+        .bind(account.0)
+        .bind(network)
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok((account_from_row(&row)?, row.try_get("allowed")?))
+    }
+
     async fn set_allowlist_enforced(
         &self,
         account: AccountId,

@@ -510,27 +510,43 @@ impl DbStore {
         // Effects in command order; a run of chunk confirmations (a settlement batch: PAYOUT,
         // FEE, PAYOUT, FEE…) is written as a few multi-row statements instead of three or four
         // round trips a chunk, with the same outcome.
+        // Likewise a run of new payouts (accepted requests) goes in as three statements.
         let mut confirmations: Vec<Confirmation> = Vec::new();
+        let mut new_payouts: Vec<(&NewPayout, HoldId, i64)> = Vec::new();
         for (cmd, result) in commands.iter().zip(&mut results) {
             if let Ok(posted) = result
                 && !posted.replayed
             {
                 for effect in &cmd.effects {
-                    if let Effect::ChunkConfirmed { chunk, payout } = effect {
-                        confirmations.push(Confirmation {
-                            chunk: *chunk,
-                            payout: *payout,
-                            at: posted.tx.created_at,
-                            seq: posted.tx.seq,
-                        });
-                        continue;
+                    match effect {
+                        Effect::ChunkConfirmed { chunk, payout } => {
+                            confirmations.push(Confirmation {
+                                chunk: *chunk,
+                                payout: *payout,
+                                at: posted.tx.created_at,
+                                seq: posted.tx.seq,
+                            });
+                            continue;
+                        }
+                        Effect::NewPayout(p) if !needs_rolling_reading(p) => {
+                            let hold = posted.hold.as_ref().map(|h| h.id).ok_or_else(|| {
+                                StoreError::Invariant("a payout must come with a HOLD".into())
+                            })?;
+                            // Its state is its own: known now, written with its run.
+                            posted.payout_state = Some(p.state);
+                            new_payouts.push((p, hold, posted.tx.created_at));
+                            continue;
+                        }
+                        _ => {}
                     }
                     confirm_chunks(&mut txn.tx, std::mem::take(&mut confirmations)).await?;
+                    insert_payouts(&mut txn.tx, &std::mem::take(&mut new_payouts)).await?;
                     write_effect(&mut txn.tx, effect, posted).await?;
                 }
             }
         }
         confirm_chunks(&mut txn.tx, confirmations).await?;
+        insert_payouts(&mut txn.tx, &new_payouts).await?;
         txn.tx.commit().await?;
         Ok(results)
     }
