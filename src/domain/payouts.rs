@@ -151,6 +151,22 @@ impl InFlight {
         let batched = self.mined_attempt().is_some_and(|a| a.batch.is_some());
         Some(gas_key(self.chunk, &m.hash, batched))
     }
+
+    /// Notes that `attempt` went out at `at` with the chain at `head`: what the database
+    /// marked, kept in memory (a mined chunk stays mined; a first broadcast stays the first).
+    pub fn note_broadcast(&mut self, attempt: uuid::Uuid, at: UnixMicros, head: u64) {
+        if self.state == ChunkState::Signed {
+            self.state = ChunkState::Broadcast;
+        }
+        if let Some(a) = self
+            .attempts
+            .iter_mut()
+            .find(|a| a.id == attempt && a.broadcast_at.is_none())
+        {
+            a.broadcast_at = Some(at);
+            a.head_at_broadcast = Some(head);
+        }
+    }
 }
 
 /// The idempotency key of a chunk's gas posting. A chunk pays gas for one transaction unless

@@ -295,19 +295,8 @@ impl NetworkEngine {
 
     fn note_broadcast(&mut self, sent: &[(ChunkId, uuid::Uuid)], at: UnixMicros, head: u64) {
         for (chunk, id) in sent {
-            let Some(f) = self.tracked.get_mut(chunk) else {
-                continue;
-            };
-            if f.state == ChunkState::Signed {
-                f.state = ChunkState::Broadcast;
-            }
-            if let Some(a) = f
-                .attempts
-                .iter_mut()
-                .find(|a| a.id == *id && a.broadcast_at.is_none())
-            {
-                a.broadcast_at = Some(at);
-                a.head_at_broadcast = Some(head);
+            if let Some(f) = self.tracked.get_mut(chunk) {
+                f.note_broadcast(*id, at, head);
             }
         }
     }

@@ -23,7 +23,8 @@
 //!
 //! This file: the loop, the lease, the choice of chunks to look at, safe-mode on the engine's
 //! own findings. `tracking`: receipts, replacements, settlement. `sending`: policy, nonces,
-//! signing, broadcast. `watching`: deposits, wallet inflows and foreign outflows, reorgs of paid
+//! signing. `broadcasting`: the task new rounds go out from while the loop goes on, and the
+//! inline re-sends. `watching`: deposits, wallet inflows and foreign outflows, reorgs of paid
 //! transfers, periodic reconciliation.
 
 mod batching;

@@ -261,19 +261,8 @@ impl TronEngine {
             .mark_broadcast(&ids, head.number, at)
             .await?;
         for (chunk, id) in sent {
-            let Some(f) = self.tracked.get_mut(&chunk) else {
-                continue;
-            };
-            if f.state == ChunkState::Signed {
-                f.state = ChunkState::Broadcast;
-            }
-            if let Some(a) = f
-                .attempts
-                .iter_mut()
-                .find(|a| a.id == id && a.broadcast_at.is_none())
-            {
-                a.broadcast_at = Some(at);
-                a.head_at_broadcast = Some(head.number);
+            if let Some(f) = self.tracked.get_mut(&chunk) {
+                f.note_broadcast(id, at, head.number);
             }
         }
         Ok(())
