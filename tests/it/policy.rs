@@ -452,6 +452,27 @@ async fn allowlists_and_freezes_hold_payouts_back(backend: Backend) {
         "{answer}"
     );
     assert_eq!(app.account(&usdt).await["held"], "0.000000");
+    // The batch route reads the whole allowlist once and judges each payout by it the same way.
+    let mut item = body.clone();
+    item["idempotency_key"] = json!("a-batch");
+    let (s, answer) = app
+        .post(
+            "/v1/payouts/batch",
+            TRADER,
+            None,
+            &json!({"payouts": [item]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    assert_eq!(
+        (
+            answer["results"][0]["status"].as_u64(),
+            answer["results"][0]["error"]["code"].as_str()
+        ),
+        (Some(422), Some("destination_not_allowed")),
+        "{answer}"
+    );
+    assert_eq!(app.account(&usdt).await["held"], "0.000000");
     let add = |address: String| json!({"network": "ethereum", "address": address, "label": "acme cold", "reason": "verified by call-back"});
     let (s, body) = app
         .post(

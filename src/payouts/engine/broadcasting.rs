@@ -114,13 +114,10 @@ impl Broadcaster {
     pub(super) async fn drained(&mut self) -> Vec<RoundSent> {
         let mut out = self.reports();
         while !self.pending.is_empty() {
-            let Some(r) = self.reports.recv().await else {
-                break;
-            };
-            for id in &r.handed {
-                self.pending.remove(id);
+            match self.reports.recv().await {
+                Some(r) => out.push(self.received(r)),
+                None => self.task_gone(),
             }
-            out.push(r);
         }
         out
     }
@@ -128,13 +125,35 @@ impl Broadcaster {
     /// The reports that came back since the last call.
     pub(super) fn reports(&mut self) -> Vec<RoundSent> {
         let mut out = Vec::new();
-        while let Ok(r) = self.reports.try_recv() {
-            for id in &r.handed {
-                self.pending.remove(id);
+        loop {
+            match self.reports.try_recv() {
+                Ok(r) => out.push(self.received(r)),
+                Err(mpsc::error::TryRecvError::Empty) => return out,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.task_gone();
+                    return out;
+                }
             }
-            out.push(r);
         }
-        out
+    }
+
+    fn received(&mut self, r: RoundSent) -> RoundSent {
+        for id in &r.handed {
+            self.pending.remove(id);
+        }
+        r
+    }
+
+    /// The task ended without reporting everything: what it held is stored and unsent as far
+    /// as the database knows, so tracking sends it again instead of waiting for it forever.
+    fn task_gone(&mut self) {
+        if !self.pending.is_empty() {
+            tracing::warn!(
+                attempts = self.pending.len(),
+                "the broadcasting task ended with rounds unreported; tracking sends them again"
+            );
+        }
+        self.pending.clear();
     }
 
     /// Whether `attempt` is with the task, not yet reported.

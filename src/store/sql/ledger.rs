@@ -173,6 +173,15 @@ async fn confirm_chunks(conn: &mut DbConnection, run: Vec<Confirmation>) -> Stor
     .await
 }
 
+/// The hold a new payout's command placed.
+fn payout_hold(posted: &Posted) -> StoreResult<HoldId> {
+    posted
+        .hold
+        .as_ref()
+        .map(|h| h.id)
+        .ok_or_else(|| StoreError::Invariant("a payout must come with a HOLD".into()))
+}
+
 /// Writes what `effect` says beside the journal transaction `posted`, in its database
 /// transaction (a new payout's starting state goes into `posted`).
 pub(crate) async fn write_effect(
@@ -182,10 +191,7 @@ pub(crate) async fn write_effect(
 ) -> StoreResult<()> {
     match effect {
         Effect::NewPayout(p) => {
-            let hold =
-                posted.hold.as_ref().map(|h| h.id).ok_or_else(|| {
-                    StoreError::Invariant("a payout must come with a HOLD".into())
-                })?;
+            let hold = payout_hold(posted)?;
             posted.payout_state = Some(insert_payout(conn, p, hold, posted.tx.created_at).await?);
             Ok(())
         }
@@ -529,9 +535,7 @@ impl DbStore {
                             continue;
                         }
                         Effect::NewPayout(p) if !needs_rolling_reading(p) => {
-                            let hold = posted.hold.as_ref().map(|h| h.id).ok_or_else(|| {
-                                StoreError::Invariant("a payout must come with a HOLD".into())
-                            })?;
+                            let hold = payout_hold(posted)?;
                             // Its state is its own: known now, written with its run.
                             posted.payout_state = Some(p.state);
                             new_payouts.push((p, hold, posted.tx.created_at));

@@ -289,6 +289,8 @@ pub(crate) async fn load_in_flight(
     Ok(out)
 }
 
+/// Writes one new payout in the state the rolling four-eyes reading gives it (its own state
+/// when it needs none), with the reading's event when it waits for an approver.
 pub(crate) async fn insert_payout(
     conn: &mut DbConnection,
     p: &NewPayout,
@@ -296,59 +298,19 @@ pub(crate) async fn insert_payout(
     at: i64,
 ) -> StoreResult<PayoutState> {
     let (state, rolling_event) = rolling_approval(conn, p, at).await?;
-    sqlx::query(
-        "INSERT INTO payouts (id, account_id, network, asset, destination, amount, reference, metadata, state, \
-         initial_state, created_by, hold_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(p.id.0)
-    .bind(p.account.0)
-    .bind(&p.asset.network)
-    .bind(&p.asset.code)
-    .bind(&p.destination)
-    .bind(amount_to_db(p.amount))
-    .bind(&p.reference)
-    .bind(p.metadata.as_ref().map(|m| m.to_string()))
-    .bind(state.as_str())
-    .bind(state.as_str())
-    .bind(&p.created_by)
-    .bind(hold.0)
-    .bind(at)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    // A few rows each: one multi-row VALUES statement on either database.
-    if !p.chunks.is_empty() {
-        let mut qb = QueryBuilder::<Db>::new(
-            "INSERT INTO payout_chunks (id, payout_id, idx, amount, state, updated_at) ",
-        );
-        qb.push_values(p.chunks.iter().enumerate(), |mut row, (i, amount)| {
-            row.push_bind(ChunkId::new().0)
-                .push_bind(p.id.0)
-                .push_bind(i32::try_from(i).unwrap_or(i32::MAX))
-                .push_bind(amount_to_db(*amount))
-                .push_bind(ChunkState::Queued.as_str())
-                .push_bind(at);
-        });
-        qb.build().execute(&mut *conn).await?;
+    if state == p.state && rolling_event.is_none() {
+        insert_payouts(conn, &[(p, hold, at)]).await?;
+        return Ok(state);
     }
-    if !p.events.is_empty() || rolling_event.is_some() {
-        let mut qb =
-            QueryBuilder::<Db>::new("INSERT INTO payout_events (id, payout_id, at, kind, detail) ");
-        qb.push_values(p.events.iter().chain(&rolling_event), |mut row, e| {
-            row.push_bind(Uuid::now_v7())
-                .push_bind(p.id.0)
-                .push_bind(at)
-                .push_bind(e.kind.clone())
-                .push_bind(e.detail.clone());
-        });
-        qb.build().execute(&mut *conn).await?;
-    }
+    let mut decided = p.clone();
+    decided.state = state;
+    decided.events.extend(rolling_event);
+    insert_payouts(conn, &[(&decided, hold, at)]).await?;
     Ok(state)
 }
 
-/// Writes new payouts that need no rolling-approval reading (their state is their own), with
-/// their chunks and events: what `insert_payout` does, as three multi-row statements for the
-/// whole run instead of three round trips a payout.
+/// Writes new payouts in the states they say, with their chunks and events: three multi-row
+/// statements for a whole run of them (a ledger batch's accepted requests).
 pub(crate) async fn insert_payouts(
     conn: &mut DbConnection,
     run: &[(&NewPayout, HoldId, i64)],
