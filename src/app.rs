@@ -189,7 +189,7 @@ impl App {
             _instance_lock: instance_lock,
             api_listener,
             metrics_listener,
-            state: AppState {
+            state: AppState::new(crate::api::AppParts {
                 ledger: ledger.clone(),
                 store: store.clone(),
                 clock: clock.clone(),
@@ -236,7 +236,7 @@ impl App {
                 )),
                 templates,
                 webhooks_allow_private: config.webhooks.allow_private_networks,
-            },
+            }),
             config,
         })
     }

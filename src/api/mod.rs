@@ -44,8 +44,26 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+/// What every handler reads. axum clones the state for each request, so it is one shared
+/// handle: a clone is a reference count, not a copy of every service's maps and metrics.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub ledger: Ledger,
     /// Every store area: the API is where they meet. Services get only the areas they use.
     pub store: crate::store::DynStore,

@@ -306,7 +306,10 @@ impl Ledger {
         commands: Vec<Command>,
     ) -> Result<Vec<Result<Posted, LedgerError>>, StoreError> {
         let started = Instant::now();
-        let results = self.store.post_batch(&commands).await?;
+        let results = self
+            .store
+            .post_batch(&commands, &crate::store::WriteTurn::none())
+            .await?;
         if let Some(m) = &self.metrics {
             m.record(results.iter(), started.elapsed());
         }

@@ -72,9 +72,12 @@ pub fn spawn(
         );
         tokio::spawn(async move {
             loop {
-                let batch = {
+                let (batch, turn) = {
                     let mut rx = rx.lock().await;
                     let Some(first) = rx.recv().await else { break };
+                    // The turn first, the batch after: what arrives while this writer waits
+                    // for SQLite's one write lock joins the batch instead of the next one.
+                    let turn = store.write_turn().await;
                     let mut batch = vec![first];
                     while batch.len() < config.max_batch {
                         match rx.try_recv() {
@@ -82,12 +85,12 @@ pub fn spawn(
                             Err(_) => break,
                         }
                     }
-                    batch
+                    (batch, turn)
                 };
                 let (commands, replies): (Vec<Command>, Vec<_>) =
                     batch.into_iter().map(|s| (s.command, s.reply)).unzip();
                 let started = Instant::now();
-                let attempt = std::panic::AssertUnwindSafe(store.post_batch(&commands));
+                let attempt = std::panic::AssertUnwindSafe(store.post_batch(&commands, &turn));
                 let outcome = futures::FutureExt::catch_unwind(attempt)
                     .await
                     .unwrap_or_else(|_| {
@@ -108,6 +111,7 @@ pub fn spawn(
                             .collect()
                     }
                 };
+                drop(turn);
                 on_batch(&results, started.elapsed());
                 for (reply, result) in replies.into_iter().zip(results) {
                     // The caller may have gone (timeout, disconnect); the result stands regardless.
@@ -128,16 +132,27 @@ mod tests {
     use crate::store::{AuditRecord, StoreResult};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A store whose first batch panics; later ones refuse every command (no database).
-    struct FirstBatchPanics(AtomicUsize);
+    /// A store without a database that refuses every command; its first batch panics when
+    /// `panic_first`, and its writers take turns through `turn`, as SQLite's do.
+    #[derive(Default)]
+    struct RefusingStore {
+        batches: AtomicUsize,
+        panic_first: bool,
+        turn: Arc<Mutex<()>>,
+    }
 
     #[async_trait::async_trait]
-    impl LedgerStore for FirstBatchPanics {
+    impl LedgerStore for RefusingStore {
+        async fn write_turn(&self) -> crate::store::WriteTurn {
+            crate::store::WriteTurn::held(self.turn.clone().lock_owned().await)
+        }
+
         async fn post_batch(
             &self,
             commands: &[Command],
+            _: &crate::store::WriteTurn,
         ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            if self.batches.fetch_add(1, Ordering::SeqCst) == 0 && self.panic_first {
                 panic!("a bug in a batch");
             }
             Ok(commands
@@ -186,7 +201,10 @@ mod tests {
         let panics = Arc::new(AtomicUsize::new(0));
         let counted = panics.clone();
         let submit = spawn(
-            Arc::new(FirstBatchPanics(AtomicUsize::new(0))),
+            Arc::new(RefusingStore {
+                panic_first: true,
+                ..Default::default()
+            }),
             WriterConfig {
                 max_batch: 1,
                 writers: 1,
@@ -223,5 +241,45 @@ mod tests {
             Ok(Err(LedgerError::UnknownAsset(_)))
         ));
         assert_eq!(panics.load(Ordering::SeqCst), 1);
+    }
+
+    /// What arrives while the writer waits for its turn to write goes into the batch it is
+    /// about to write, not the next one.
+    #[tokio::test]
+    async fn commands_that_arrive_while_the_writer_waits_for_its_turn_join_its_batch() {
+        let store = Arc::new(RefusingStore::default());
+        let elsewhere = store.turn.clone().lock_owned().await;
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let submit = spawn(
+            store.clone(),
+            WriterConfig::default(),
+            Arc::new(move |replies: &[Reply], _| seen.lock().unwrap().push(replies.len())),
+            Arc::new(|| {}),
+        );
+        let mut answers = Vec::new();
+        for i in 0..3 {
+            let (reply, answer) = oneshot::channel();
+            let command = Command::new(
+                format!("waiting-{i}"),
+                AssetKey::new("anvil", "USDC"),
+                Operation::Void {
+                    hold: HoldId::new(),
+                },
+            );
+            submit.send(Submission { command, reply }).await.unwrap();
+            answers.push(answer);
+            // The writer has taken the first and waits for its turn while the others arrive.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(elsewhere);
+        for answer in answers {
+            assert!(matches!(
+                answer.await.unwrap(),
+                Ok(Err(LedgerError::UnknownAsset(_)))
+            ));
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![3], "one batch of all three");
+        assert_eq!(store.batches.load(Ordering::SeqCst), 1);
     }
 }

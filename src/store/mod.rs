@@ -127,6 +127,25 @@ pub struct CustodySnapshot {
     pub fee_posted: std::collections::HashSet<ChunkId>,
 }
 
+/// A turn to write, from `LedgerStore::write_turn`: while it is held no other writer of this
+/// process starts; dropping it gives the turn on.
+pub struct WriteTurn(Option<tokio::sync::OwnedMutexGuard<()>>);
+
+impl WriteTurn {
+    /// No turn held: the store waits for its own when it writes.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn held(guard: tokio::sync::OwnedMutexGuard<()>) -> Self {
+        Self(Some(guard))
+    }
+
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -148,11 +167,20 @@ pub trait LedgerStore: Send + Sync {
     async fn get_account(&self, id: AccountId) -> StoreResult<Account>;
     async fn list_accounts(&self, filter: &AccountFilter) -> StoreResult<Vec<Account>>;
 
+    /// Waits for this process's turn to write where its writers queue in-process (SQLite has
+    /// one writer at a time); at once where they do not. The group-commit writer takes its turn
+    /// before gathering a batch, so what arrives while it waits goes into that batch.
+    async fn write_turn(&self) -> WriteTurn {
+        WriteTurn::none()
+    }
+
     /// Applies `commands` in one database transaction (see `ledger::batch`), retrying it on
-    /// transient failures. Each command's audit record is written with it when it takes effect.
+    /// transient failures, within `turn` if it holds one. Each command's audit record is
+    /// written with it when it takes effect.
     async fn post_batch(
         &self,
         commands: &[Command],
+        turn: &WriteTurn,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>>;
     async fn get_transaction(&self, id: TxId) -> StoreResult<JournalTx>;
     async fn list_journal(&self, filter: &JournalFilter) -> StoreResult<Vec<JournalTx>>;

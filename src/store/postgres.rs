@@ -44,6 +44,18 @@ impl PgStore {
         Ok(((), self.pool.begin().await?))
     }
 
+    /// Within a turn or not, the same: PostgreSQL's writers do not queue in-process.
+    async fn begin_write_in(
+        &self,
+        _turn: &WriteTurn,
+    ) -> StoreResult<((), Transaction<'static, Postgres>)> {
+        self.begin_write().await
+    }
+
+    async fn take_write_turn(&self) -> WriteTurn {
+        WriteTurn::none()
+    }
+
     /// A read of one moment across statements.
     async fn begin_snapshot(&self) -> StoreResult<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;

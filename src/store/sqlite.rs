@@ -38,7 +38,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite has one writer at a time. Queueing writers here, in order, instead of in SQLite's
     /// busy handler (which sleeps and retries) keeps write latency flat under contention.
-    write_lock: tokio::sync::Mutex<()>,
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     clock: crate::clock::DynClock,
 }
 
@@ -60,7 +60,7 @@ impl SqliteStore {
             .await?;
         Ok(Self {
             pool,
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: Default::default(),
             clock,
         })
     }
@@ -73,6 +73,27 @@ impl SqliteStore {
     )> {
         let guard = self.write_lock.lock().await;
         Ok((guard, self.pool.begin_with("BEGIN IMMEDIATE").await?))
+    }
+
+    /// A write transaction within `turn` when it holds one (the caller waited for it), else
+    /// after waiting for the lock here. A turn taken from another store only skips this
+    /// process's queue: `BEGIN IMMEDIATE` still takes the database's own lock.
+    async fn begin_write_in(
+        &self,
+        turn: &WriteTurn,
+    ) -> StoreResult<(
+        Option<tokio::sync::MutexGuard<'_, ()>>,
+        Transaction<'static, Sqlite>,
+    )> {
+        let guard = match turn.is_held() {
+            true => None,
+            false => Some(self.write_lock.lock().await),
+        };
+        Ok((guard, self.pool.begin_with("BEGIN IMMEDIATE").await?))
+    }
+
+    async fn take_write_turn(&self) -> WriteTurn {
+        WriteTurn::held(self.write_lock.clone().lock_owned().await)
     }
 
     /// A read of one moment: a deferred transaction in WAL mode reads one snapshot from its

@@ -502,8 +502,9 @@ impl DbStore {
     pub(crate) async fn post_once(
         &self,
         commands: &[Command],
+        turn: &WriteTurn,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        let (_writing, tx) = self.begin_write().await?;
+        let (_writing, tx) = self.begin_write_in(turn).await?;
         let mut txn = DbTxn { tx };
         let mut results = run_batch(&mut txn, commands, self.clock.now()).await?;
         let audits: Vec<&AuditRecord> = commands
@@ -683,11 +684,16 @@ impl LedgerStore for DbStore {
         rows.iter().map(account_from_row).collect()
     }
 
+    async fn write_turn(&self) -> WriteTurn {
+        self.take_write_turn().await
+    }
+
     async fn post_batch(
         &self,
         commands: &[Command],
+        turn: &WriteTurn,
     ) -> StoreResult<Vec<Result<Posted, LedgerError>>> {
-        (|| self.post_once(commands))
+        (|| self.post_once(commands, turn))
             .retry(retry_policy())
             .when(StoreError::is_retryable)
             .await
