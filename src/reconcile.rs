@@ -118,10 +118,17 @@ pub async fn reconcile_network(
     // Openings first: one recorded after this read is posted before the snapshot below, so
     // a wallet counted as opened always has its opening in the snapshot.
     let opened = store.wallet_openings(network).await?;
-    let snapshot = store.custody_snapshot(network).await?;
+    let mut snapshot = store.custody_snapshot(network).await?;
     let Some(block) = snapshot.next_block.and_then(|n| n.checked_sub(1)) else {
         anyhow::bail!("network {network}: the deposit watcher has not read a block yet");
     };
+    // Where the chain has each wallet call whose gas is posted (a few per wallet: approvals).
+    for call in &mut snapshot.wallet_call_fees {
+        call.mined_block = client
+            .inclusion(call.hash.into())
+            .await?
+            .map(|i| i.block_number);
+    }
     let mut lines = Vec::with_capacity(wallets.len() * assets.len());
     for wallet in wallets {
         let address = wallet.to_checksum(None);
@@ -216,6 +223,16 @@ fn compare(
         } else if f.asset == asset.key && f.state == ChunkState::Confirmed {
             posted_ahead += f.amount;
         }
+    }
+    // A wallet call's FEE is posted once it is mined, which may be after `block` (or its
+    // block may have been reorganised away since): in the ledger, not on that block.
+    if native {
+        posted_ahead += snapshot
+            .wallet_call_fees
+            .iter()
+            .filter(|c| c.wallet == wallet && c.mined_block.is_none_or(|b| b > block))
+            .map(|c| c.fee)
+            .sum::<i128>();
     }
     // Mined after `block` but not final: its FEE may be posted already (a failed transfer or
     // a cancel is closed after its FEE).
@@ -399,6 +416,7 @@ mod tests {
             in_flight,
             settled_ahead: Vec::new(),
             fee_posted: Default::default(),
+            wallet_call_fees: Vec::new(),
         }
     }
 
@@ -417,6 +435,27 @@ mod tests {
         posted.fee_posted.insert(s.in_flight[0].chunk);
         let l = compare(&posted, WALLET, &eth(), 100, 950_000);
         assert_eq!((l.difference, l.verdict), (-50_000, Verdict::Mismatch));
+    }
+
+    #[test]
+    fn an_approvals_gas_counts_from_the_block_that_mined_it() {
+        let mut s = snapshot(Vec::new());
+        s.wallet_call_fees.push(crate::store::WalletCallFee {
+            wallet: WALLET.into(),
+            hash: [9; 32],
+            fee: 30_000,
+            mined_block: Some(101),
+        });
+        // The ledger posted its FEE; the block compared does not have it yet.
+        s.accounts[1].available -= 30_000;
+        let l = compare(&s, WALLET, &eth(), 100, 1_000_000);
+        assert_eq!((l.posted_ahead, l.verdict), (30_000, Verdict::Ok));
+        // Mined by the block: the chain has it as well.
+        s.wallet_call_fees[0].mined_block = Some(100);
+        let l = compare(&s, WALLET, &eth(), 100, 970_000);
+        assert_eq!((l.posted_ahead, l.verdict), (0, Verdict::Ok));
+        let l = compare(&s, WALLET, &eth(), 100, 1_000_000);
+        assert_eq!(l.verdict, Verdict::UnrecordedInflow);
     }
 
     #[test]

@@ -125,6 +125,19 @@ pub struct CustodySnapshot {
     pub settled_ahead: Vec<InFlight>,
     /// Of both, the mined chunks whose gas is already posted as FEE.
     pub fee_posted: std::collections::HashSet<ChunkId>,
+    /// The wallets' own calls (approvals of the disperse contract) whose gas is posted as FEE.
+    pub wallet_call_fees: Vec<WalletCallFee>,
+}
+
+/// A wallet call's gas as posted, and where the chain has the call (filled in by
+/// reconciliation from its receipt: the ledger has the FEE from the moment it is mined).
+#[derive(Debug, Clone)]
+pub struct WalletCallFee {
+    /// Checksummed address.
+    pub wallet: String,
+    pub hash: [u8; 32],
+    pub fee: i128,
+    pub mined_block: Option<u64>,
 }
 
 /// A turn to write, from `LedgerStore::write_turn`: while it is held no other writer of this

@@ -81,6 +81,7 @@ impl CustodyStore for DbStore {
                 fee_posted.extend(chunk_of.get(key.as_str()));
             }
         }
+        let wallet_call_fees = wallet_call_fees(&mut tx, network).await?;
         tx.rollback().await?;
         Ok(CustodySnapshot {
             next_block: next_block.map(|n| n as u64),
@@ -88,6 +89,7 @@ impl CustodyStore for DbStore {
             in_flight,
             settled_ahead,
             fee_posted,
+            wallet_call_fees,
         })
     }
 
@@ -170,4 +172,46 @@ impl CustodyStore for DbStore {
         .await?;
         Ok(())
     }
+}
+
+/// The gas of each of the network's wallet calls as its FEE posted it (the wallet's gas
+/// account went down by it); calls whose FEE is not posted yet are left out. Found by the
+/// FEE's idempotency key, one indexed lookup per call.
+async fn wallet_call_fees(
+    conn: &mut DbConnection,
+    network: &str,
+) -> StoreResult<Vec<WalletCallFee>> {
+    let calls: Vec<(Vec<u8>, String)> = sqlx::query_as(
+        "SELECT hash, wallet FROM wallet_calls WHERE network = $1 ORDER BY wallet, nonce",
+    )
+    .bind(network)
+    .fetch_all(&mut *conn)
+    .await?;
+    let key = |hash: &[u8]| format!("wallet-call:0x{}:gas", hex::encode(hash));
+    let mut out = Vec::new();
+    for part in calls.chunks(ROWS_PER_STATEMENT) {
+        let keys: Vec<String> = part.iter().map(|(h, _)| key(h)).collect();
+        let mut qb = QueryBuilder::new(
+            "SELECT j.idempotency_key, p.amount FROM journal_transactions j JOIN postings p ON p.seq = j.seq \
+             JOIN accounts a ON a.id = p.account_id WHERE a.owner LIKE 'wallet:%' AND j.idempotency_key",
+        );
+        any_of(&mut qb, &keys);
+        let mut spent: std::collections::HashMap<String, i128> = std::collections::HashMap::new();
+        for row in qb.build().fetch_all(&mut *conn).await? {
+            let k: String = row.try_get("idempotency_key")?;
+            *spent.entry(k).or_default() -= amount_from(&row, "amount")?;
+        }
+        for (hash, wallet) in part {
+            let Some(fee) = spent.get(&key(hash)) else {
+                continue;
+            };
+            out.push(WalletCallFee {
+                wallet: wallet.clone(),
+                hash: hash32(hash)?,
+                fee: *fee,
+                mined_block: None,
+            });
+        }
+    }
+    Ok(out)
 }
