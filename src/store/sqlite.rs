@@ -68,11 +68,10 @@ impl SqliteStore {
     async fn begin_write(
         &self,
     ) -> StoreResult<(
-        tokio::sync::MutexGuard<'_, ()>,
+        Option<tokio::sync::MutexGuard<'_, ()>>,
         Transaction<'static, Sqlite>,
     )> {
-        let guard = self.write_lock.lock().await;
-        Ok((guard, self.pool.begin_with("BEGIN IMMEDIATE").await?))
+        self.begin_write_in(&WriteTurn::none()).await
     }
 
     /// A write transaction within `turn` when it holds one (the caller waited for it), else
