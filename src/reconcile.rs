@@ -8,8 +8,8 @@
 //! block the deposit watcher has read, so every inflow up to it is posted. The ledger runs
 //! ahead of that block on both ends, because settlement follows the head and the watcher
 //! trails it: chunks mined by then but not settled yet are taken off the ledger side
-//! (`settling`), and chunks settled from a transaction mined after it are put back
-//! (`posted_ahead`). Chunks not known to be mined bound how far the chain may be below the
+//! (`settling`), and chunks settled from a transaction mined after it, like the gas of a
+//! wallet's own calls (approvals) mined after it, are put back (`posted_ahead`). Chunks not known to be mined bound how far the chain may be below the
 //! ledger meanwhile (`pending`). Anything else is a difference someone must explain.
 
 use crate::chains::evm::EvmClient;
