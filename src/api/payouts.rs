@@ -544,13 +544,7 @@ impl AccountReads {
                 let (account, allowlist) = read.get(text).ok_or_else(|| {
                     ApiError::Internal(StoreError::Invariant("an account read vanished".into()))
                 })?;
-                let allowed = !allowlist.enforced
-                    || destination.is_none_or(|d| {
-                        allowlist
-                            .entries
-                            .iter()
-                            .any(|e| e.network == network && e.address == d)
-                    });
+                let allowed = destination.is_none_or(|d| allowlist.allows(network, d));
                 Ok((account.clone(), allowed))
             }
         }

@@ -350,6 +350,18 @@ pub struct Allowlist {
     pub entries: Vec<AllowedDestination>,
 }
 
+impl Allowlist {
+    /// Whether the account may pay `address` on `network`: anywhere while the list is not
+    /// enforced, else only to an entry.
+    pub fn allows(&self, network: &str, address: &str) -> bool {
+        !self.enforced
+            || self
+                .entries
+                .iter()
+                .any(|e| e.network == network && e.address == address)
+    }
+}
+
 /// For each account among those asked about whose allowlist is enforced: the (network,
 /// address) pairs it may pay to.
 pub type EnforcedAllowlists =

@@ -615,12 +615,7 @@ impl Escrow {
             ));
         }
         let allowlist = self.allowlists.allowlist(account).await?;
-        if allowlist.enforced
-            && !allowlist
-                .entries
-                .iter()
-                .any(|e| e.network == asset.network && e.address == address)
-        {
+        if !allowlist.allows(&asset.network, address) {
             return Err(invalid(
                 "destination_not_allowed",
                 field,

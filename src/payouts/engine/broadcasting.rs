@@ -60,26 +60,28 @@ impl Broadcaster {
         tokio::spawn(async move {
             while let Some(round) = incoming.recv().await {
                 let handed = round.attempts.iter().map(|(_, a)| a.id).collect();
-                let went = send_round(
-                    &round.client,
-                    &round.attempts,
-                    &context.metrics,
-                    &context.network,
-                )
-                .await;
-                let at = context.clock.now();
-                let ids: Vec<uuid::Uuid> = went.iter().map(|(_, id)| *id).collect();
                 // Reported as sent only once stored as sent, so that memory never runs ahead
                 // of the database: an unmarked attempt is sent again ("already known") and
                 // marked then.
-                let sent = if ids.is_empty() {
-                    went
-                } else if let Err(e) = context.payouts.mark_broadcast(&ids, round.head, at).await {
-                    tracing::warn!(network = %context.network, error = %e, "broadcasts not stored; they will be sent again");
-                    Vec::new()
-                } else {
-                    observe_first_broadcasts(&context, &round.firsts, &ids, at);
-                    went
+                let (sent, at) = match send_and_mark(
+                    &round.client,
+                    &round.attempts,
+                    round.head,
+                    context.payouts.as_ref(),
+                    &context.metrics,
+                    &context.network,
+                    &context.clock,
+                )
+                .await
+                {
+                    Ok((sent, at)) => {
+                        observe_first_broadcasts(&context, &round.firsts, &sent, at);
+                        (sent, at)
+                    }
+                    Err(e) => {
+                        tracing::warn!(network = %context.network, error = %e, "broadcasts not stored; they will be sent again");
+                        (Vec::new(), context.clock.now())
+                    }
                 };
                 let done = RoundSent {
                     handed,
@@ -165,14 +167,14 @@ impl Broadcaster {
 fn observe_first_broadcasts(
     context: &BroadcastContext,
     firsts: &HashMap<uuid::Uuid, UnixMicros>,
-    sent: &[uuid::Uuid],
+    sent: &[(ChunkId, uuid::Uuid)],
     at: UnixMicros,
 ) {
     let histogram = context
         .metrics
         .first_broadcast_seconds
         .with_label_values(&[context.network.as_str()]);
-    for id in sent {
+    for (_, id) in sent {
         if let Some(accepted) = firsts.get(id) {
             histogram.observe((at - accepted).max(0) as f64 / 1e6);
         }
@@ -236,6 +238,26 @@ pub(super) async fn send_round(
         .collect()
 }
 
+/// Sends stored attempts (`send_round`) and stores those that went out as broadcast at the
+/// returned time, with the chain at `head`.
+async fn send_and_mark(
+    client: &EvmClient,
+    attempts: &[(ChunkId, Attempt)],
+    head: u64,
+    payouts: &dyn crate::store::PayoutStore,
+    metrics: &PayoutMetrics,
+    network: &str,
+    clock: &crate::clock::DynClock,
+) -> Result<(Vec<(ChunkId, uuid::Uuid)>, UnixMicros), StoreError> {
+    let sent = send_round(client, attempts, metrics, network).await;
+    let at = clock.now();
+    if !sent.is_empty() {
+        let ids: Vec<uuid::Uuid> = sent.iter().map(|(_, id)| *id).collect();
+        payouts.mark_broadcast(&ids, head, at).await?;
+    }
+    Ok((sent, at))
+}
+
 impl NetworkEngine {
     /// Sends stored attempts now and stores them as broadcast: re-sends and replacements.
     pub(super) async fn broadcast(
@@ -243,13 +265,17 @@ impl NetworkEngine {
         attempts: &[(ChunkId, Attempt)],
         head: u64,
     ) -> anyhow::Result<()> {
-        let sent = send_round(&self.client, attempts, &self.core.metrics, &self.core.name).await;
-        if !sent.is_empty() {
-            let at = self.core.clock.now();
-            let ids: Vec<uuid::Uuid> = sent.iter().map(|(_, id)| *id).collect();
-            self.core.payouts.mark_broadcast(&ids, head, at).await?;
-            self.note_broadcast(&sent, at, head);
-        }
+        let (sent, at) = send_and_mark(
+            &self.client,
+            attempts,
+            head,
+            self.core.payouts.as_ref(),
+            &self.core.metrics,
+            &self.core.name,
+            &self.core.clock,
+        )
+        .await?;
+        self.note_broadcast(&sent, at, head);
         Ok(())
     }
 
@@ -283,10 +309,15 @@ impl NetworkEngine {
 
     /// Applies the broadcasting task's reports to the chunks in memory.
     pub(super) fn take_broadcast_reports(&mut self) {
-        let Some(broadcaster) = self.broadcaster.as_mut() else {
-            return;
+        let reports = match self.broadcaster.as_mut() {
+            Some(b) => b.reports(),
+            None => return,
         };
-        for report in broadcaster.reports() {
+        self.apply_broadcast_reports(reports);
+    }
+
+    fn apply_broadcast_reports(&mut self, reports: Vec<RoundSent>) {
+        for report in reports {
             self.note_broadcast(&report.sent, report.at, report.head);
         }
     }
@@ -301,9 +332,7 @@ impl NetworkEngine {
             Some(b) => b.drained().await,
             None => Vec::new(),
         };
-        for report in reports {
-            self.note_broadcast(&report.sent, report.at, report.head);
-        }
+        self.apply_broadcast_reports(reports);
         self.core.pause_point("engine.after_broadcast").await;
     }
 

@@ -462,12 +462,12 @@ impl EngineCore {
         Ok(())
     }
 
-    /// Stops here for good when configured to (crash tests kill the process at this point).
     /// `debug.pause_at`: where a crash test stops the engine.
     pub(super) fn pause_at(&self) -> Option<&str> {
         self.pause_at.as_deref()
     }
 
+    /// Stops here for good when configured to (crash tests kill the process at this point).
     pub(super) async fn pause_point(&self, name: &str) {
         if self.pause_at.as_deref() == Some(name) {
             tracing::warn!(point = name, "pause point reached");

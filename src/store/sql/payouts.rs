@@ -298,10 +298,6 @@ pub(crate) async fn insert_payout(
     at: i64,
 ) -> StoreResult<PayoutState> {
     let (state, rolling_event) = rolling_approval(conn, p, at).await?;
-    if state == p.state && rolling_event.is_none() {
-        insert_payouts(conn, &[(p, hold, at)]).await?;
-        return Ok(state);
-    }
     let mut decided = p.clone();
     decided.state = state;
     decided.events.extend(rolling_event);
