@@ -140,6 +140,7 @@ async fn a_thousand_slow_clients_do_not_stop_the_api() {
     let account = app.create_account("steady").await;
     app.deposit(&account, "1000", "fund").await;
     let stop = tokio_util::sync::CancellationToken::new();
+    // How many attackers have had a connection closed by the server at least once.
     let closed = Arc::new(AtomicUsize::new(0));
     let attackers: Vec<_> = (0..1_000)
         .map(|_| {
@@ -147,6 +148,7 @@ async fn a_thousand_slow_clients_do_not_stop_the_api() {
             tokio::spawn(async move {
                 let header =
                     b"GET /v1/networks HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+                let mut was_closed = false;
                 while !stop.is_cancelled() {
                     let Ok(mut conn) = tokio::net::TcpStream::connect(api).await else {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -162,7 +164,10 @@ async fn a_thousand_slow_clients_do_not_stop_the_api() {
                         {
                             Err(_) => continue,
                             Ok(_) => {
-                                closed.fetch_add(1, Ordering::Relaxed);
+                                if !was_closed {
+                                    was_closed = true;
+                                    closed.fetch_add(1, Ordering::Relaxed);
+                                }
                                 break;
                             }
                         }
@@ -201,9 +206,15 @@ async fn a_thousand_slow_clients_do_not_stop_the_api() {
         assert_eq!(s, StatusCode::ACCEPTED, "{body}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // By now (over 3 s in) every slow connection has met the 2 s header timeout at least once.
+    // Every attacker's connection meets the 2 s header timeout. On a loaded machine the last
+    // ones may only have connected late (the listen backlog is finite), so wait for them with a
+    // bound far above the timeout instead of assuming a fixed moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while closed.load(Ordering::Relaxed) < 1_000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let seen = closed.load(Ordering::Relaxed);
-    assert!(seen >= 1_000, "only {seen} slow connections were closed");
+    assert_eq!(seen, 1_000, "only {seen} of 1,000 slow clients were ever closed");
     stop.cancel();
     for a in attackers {
         a.await.unwrap();
