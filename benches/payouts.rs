@@ -130,6 +130,9 @@ struct Subject {
     /// Engine ticks during the run, and seconds spent in each phase of them.
     ticks: u64,
     phases: Vec<(&'static str, f64)>,
+    /// Transactions re-signed during the run (speed-ups and cancels): none is needed on a
+    /// chain that mines every transaction it is sent.
+    replacements: u64,
 }
 
 const PHASES: [&str; 6] = ["lease", "choose", "track", "settle", "send", "watch"];
@@ -397,6 +400,13 @@ impl Daemon {
             .collect()
     }
 
+    /// Speed-ups and cancels signed so far.
+    fn replacements(&self) -> u64 {
+        let p = &self.metrics.payouts;
+        p.speedups_total.with_label_values(&["ethereum"]).get()
+            + p.cancels_total.with_label_values(&["ethereum"]).get()
+    }
+
     /// (ticks, seconds in ticks) so far.
     fn ticks(&self) -> (u64, f64) {
         let h = self
@@ -430,6 +440,7 @@ async fn subject(n: usize, db_url: String) -> Subject {
     let to_broadcast = daemon.to_first_broadcast(&ids).await;
     let phases = daemon.phase_sums();
     let ticks = daemon.ticks().0;
+    let replacements = daemon.replacements();
     daemon.stop().await;
     Subject {
         landed,
@@ -439,6 +450,7 @@ async fn subject(n: usize, db_url: String) -> Subject {
         to_broadcast,
         ticks,
         phases,
+        replacements,
     }
 }
 
@@ -579,8 +591,9 @@ async fn main() {
             );
             ratios.push(s.landed / base);
             phase_rows.push(format!(
-                "| {backend} | {} | {} |",
+                "| {backend} | {} | {} | {} |",
                 s.ticks,
+                s.replacements,
                 s.phases
                     .iter()
                     .map(|(_, secs)| format!("{:.0} ms", secs * 1e3))
@@ -601,10 +614,10 @@ async fn main() {
     }
     println!();
     println!(
-        "| backend | engine ticks | {} |",
+        "| backend | engine ticks | replacements | {} |",
         PHASES.map(|p| format!("{p} (total)")).join(" | ")
     );
-    println!("|---|---|{}", "---|".repeat(PHASES.len()));
+    println!("|---|---|---|{}", "---|".repeat(PHASES.len()));
     for row in phase_rows {
         println!("{row}");
     }

@@ -348,6 +348,7 @@ async fn a_reverting_transfer_fails_and_returns_the_hold(backend: Backend) {
 on_both_backends!(
     four_eyes_and_safe_mode_hold_payouts_back,
     a_stuck_transfer_is_replaced_and_lands_once,
+    a_queue_that_moves_is_not_replaced,
     a_wallet_below_its_gas_buffer_waits_for_a_top_up
 );
 
@@ -585,6 +586,69 @@ async fn four_eyes_and_safe_mode_hold_payouts_back(backend: Backend) {
             "treasuryd_payouts_pass_through_seconds_count{network=\"ethereum\"}"
         ),
         Some(2.0)
+    );
+    app.verify_clean().await;
+    app.stop().await.unwrap();
+}
+
+/// Transfers that wait behind their wallet's earlier nonces while those are mined are queued,
+/// not stuck: blocks here hold one transfer each, so the last of six waits five blocks with
+/// "stuck after 2 blocks", and none of them may be replaced (a higher fee could not pass its
+/// predecessors; a replacement only costs a signature, a write and a broadcast).
+async fn a_queue_that_moves_is_not_replaced(backend: Backend) {
+    let chain = DevChain::start(&[]).await.unwrap();
+    let app = app_on(
+        backend,
+        &chain,
+        "stuck_after_blocks = 2\nstuck_after_seconds = 600",
+    )
+    .await;
+    let acme = funded_partner(&app, "acme", "USDT", "1000").await;
+    chain.set_automine(false).await.unwrap();
+    let client = EvmClient::new(&chain.url).unwrap();
+    let hot = chain.dev_key(1).unwrap().address();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(request(&app, &acme, destination(40 + i), "3", &format!("queue-{i}")).await);
+    }
+    for id in &ids {
+        wait_state(&app, id, "broadcast").await;
+    }
+    // A block has room for one transfer (gas limit 100,000; each uses over 21,000).
+    client
+        .provider()
+        .raw_request::<_, bool>("evm_setBlockGasLimit".into(), (U256::from(120_000u64),))
+        .await
+        .unwrap();
+    let first = client.nonce(hot, false).await.unwrap();
+    for mined in 1..=6u64 {
+        chain.mine(1).await.unwrap();
+        assert_eq!(client.nonce(hot, false).await.unwrap(), first + mined);
+        // Long enough for the engine to see each step of the queue.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let miner = spawn_miner(&chain, Duration::from_millis(100));
+    for (i, id) in ids.iter().enumerate() {
+        let p = wait_state(&app, id, "confirmed").await;
+        let attempts = p["chunks"][0]["attempts"].as_array().unwrap().len();
+        assert_eq!(attempts, 1, "payout {i} was re-signed: {p}");
+        assert_eq!(
+            client
+                .token_balance(chain.usdt, destination(40 + i as u64))
+                .await
+                .unwrap(),
+            U256::from(3_000_000u64)
+        );
+    }
+    miner.abort();
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "treasuryd_payouts_speedups_total{network=\"ethereum\"}"
+        )
+        .unwrap_or(0.0),
+        0.0
     );
     app.verify_clean().await;
     app.stop().await.unwrap();

@@ -214,7 +214,10 @@ async fn a_thousand_slow_clients_do_not_stop_the_api() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seen = closed.load(Ordering::Relaxed);
-    assert_eq!(seen, 1_000, "only {seen} of 1,000 slow clients were ever closed");
+    assert_eq!(
+        seen, 1_000,
+        "only {seen} of 1,000 slow clients were ever closed"
+    );
     stop.cancel();
     for a in attackers {
         a.await.unwrap();

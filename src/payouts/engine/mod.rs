@@ -128,6 +128,15 @@ enum Outcome {
     Requeue(String),
 }
 
+/// Where a wallet's queue on chain stood when the engine last saw it move.
+struct QueueMark {
+    /// The chain's nonce for the wallet (its next transaction to be mined).
+    nonce: u64,
+    /// Head and clock when that nonce was first seen; None when the engine has not yet seen
+    /// the queue move (after a restart), so each transaction is judged by its own age alone.
+    since: Option<(u64, UnixMicros)>,
+}
+
 /// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
 struct Settlement {
     chunk: ChunkId,
@@ -151,6 +160,8 @@ pub struct NetworkEngine {
     settings: Settings,
     /// Next nonce per wallet, loaded from the database and the chain on first use.
     nonces: HashMap<Address, u64>,
+    /// Per busy wallet, the chain's nonce when last seen to move: whether its queue is stalled.
+    queue_marks: HashMap<String, QueueMark>,
     wallet_metrics: WalletMetrics,
     /// Receipts read this tick (None: not mined), fetched together before chunks are tracked.
     receipts: HashMap<[u8; 32], Option<crate::chains::evm::Inclusion>>,
@@ -314,6 +325,7 @@ impl NetworkEngine {
                     .transpose()?,
             },
             nonces: HashMap::new(),
+            queue_marks: HashMap::new(),
             wallet_metrics,
             block_hashes: HashMap::new(),
             receipts: HashMap::new(),
@@ -438,8 +450,24 @@ impl NetworkEngine {
                 .with_label_values(&[self.core.name.as_str(), address.as_str()])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
             let mut gap = 0;
-            if count > 0 {
+            if count == 0 {
+                self.queue_marks.remove(&address);
+            } else {
                 let chain = self.client.nonce(w.address, false).await?;
+                let now = self.core.clock.now();
+                let mark = self
+                    .queue_marks
+                    .entry(address.clone())
+                    .or_insert(QueueMark {
+                        nonce: chain,
+                        since: None,
+                    });
+                if mark.nonce != chain {
+                    *mark = QueueMark {
+                        nonce: chain,
+                        since: Some((head, now)),
+                    };
+                }
                 let lowest = self
                     .tracked
                     .values()
@@ -558,7 +586,7 @@ impl NetworkEngine {
                     || spent
                     || latest.broadcast_at.is_none()
                     || (f.cancel_requested && latest.kind == AttemptKind::Transfer)
-                    || self.is_stuck(head, now, latest);
+                    || self.is_stuck(head, now, &f.wallet, latest);
                 due.then_some((f.wallet.as_str(), f.nonce, f.chunk, spent))
             })
             .collect();
@@ -566,13 +594,21 @@ impl NetworkEngine {
         out.into_iter().map(|(_, _, c, spent)| (c, spent)).collect()
     }
 
-    fn is_stuck(&self, head: u64, now: UnixMicros, latest: &Attempt) -> bool {
-        latest
-            .broadcast_at
-            .is_some_and(|at| now - at >= self.settings.stuck_after_micros)
-            || latest
-                .head_at_broadcast
-                .is_some_and(|h| head >= h + self.settings.stuck_after_blocks)
+    /// A transaction is stuck when it has waited the stuck time (blocks or seconds) since its
+    /// broadcast *and* its wallet's queue has not moved for as long. One that waits behind its
+    /// own wallet's earlier nonces while they are mined is queued, not stuck: a higher fee
+    /// would not let it pass them, and replacing it costs a signature, a write and a broadcast.
+    fn is_stuck(&self, head: u64, now: UnixMicros, wallet: &str, latest: &Attempt) -> bool {
+        let waited = |since_head: Option<u64>, since: Option<UnixMicros>| {
+            since.is_some_and(|at| now - at >= self.settings.stuck_after_micros)
+                || since_head.is_some_and(|h| head >= h + self.settings.stuck_after_blocks)
+        };
+        let stalled = self
+            .queue_marks
+            .get(wallet)
+            .and_then(|m| m.since)
+            .is_none_or(|(mark_head, mark_at)| waited(Some(mark_head), Some(mark_at)));
+        stalled && waited(latest.head_at_broadcast, latest.broadcast_at)
     }
 
     /// Stuck count and the age of the oldest stuck transaction, from what this tick loaded.
@@ -584,7 +620,7 @@ impl NetworkEngine {
             let Some(latest) = f.attempts.last() else {
                 continue;
             };
-            if self.is_stuck(head, now, latest) {
+            if self.is_stuck(head, now, &f.wallet, latest) {
                 stuck += 1;
                 let first = f.attempts.iter().filter_map(|a| a.broadcast_at).min();
                 oldest = oldest.min(first).or(first);

@@ -135,7 +135,7 @@ impl NetworkEngine {
             // An Operator's cancel: replace the transfer now, whether or not it is stuck.
             return self.replace(head, f, latest, AttemptKind::Cancel).await;
         }
-        let stuck = self.is_stuck(head, self.core.clock.now(), latest);
+        let stuck = self.is_stuck(head, self.core.clock.now(), &f.wallet, latest);
         if latest.broadcast_at.is_none() {
             if self.being_broadcast(latest.id) {
                 return Ok(());
