@@ -592,23 +592,21 @@ async fn four_eyes_and_safe_mode_hold_payouts_back(backend: Backend) {
 }
 
 /// Transfers that wait behind their wallet's earlier nonces while those are mined are queued,
-/// not stuck: blocks here hold one transfer each, so the last of six waits five blocks with
+/// not stuck: blocks here hold one transfer each, so the last of eight waits seven blocks with
 /// "stuck after 2 blocks", and none of them may be replaced (a higher fee could not pass its
-/// predecessors; a replacement only costs a signature, a write and a broadcast).
+/// predecessors; a replacement only costs a signature, a write and a broadcast). The daemon is
+/// also stopped while three are mined and restarted: the queue it finds moved while it was
+/// down, and it must not take the transfers' ages since broadcast for a stall.
 async fn a_queue_that_moves_is_not_replaced(backend: Backend) {
+    const CONFIG: &str = "stuck_after_blocks = 2\nstuck_after_seconds = 600";
     let chain = DevChain::start(&[]).await.unwrap();
-    let app = app_on(
-        backend,
-        &chain,
-        "stuck_after_blocks = 2\nstuck_after_seconds = 600",
-    )
-    .await;
+    let app = app_on(backend, &chain, CONFIG).await;
     let acme = funded_partner(&app, "acme", "USDT", "1000").await;
     chain.set_automine(false).await.unwrap();
     let client = EvmClient::new(&chain.url).unwrap();
     let hot = chain.dev_key(1).unwrap().address();
     let mut ids = Vec::new();
-    for i in 0..6 {
+    for i in 0..8 {
         ids.push(request(&app, &acme, destination(40 + i), "3", &format!("queue-{i}")).await);
     }
     for id in &ids {
@@ -621,12 +619,32 @@ async fn a_queue_that_moves_is_not_replaced(backend: Backend) {
         .await
         .unwrap();
     let first = client.nonce(hot, false).await.unwrap();
-    for mined in 1..=6u64 {
-        chain.mine(1).await.unwrap();
-        assert_eq!(client.nonce(hot, false).await.unwrap(), first + mined);
-        // Long enough for the engine to see each step of the queue.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let mine_one_by_one = |from: u64, to: u64| {
+        let (chain, client) = (&chain, &client);
+        async move {
+            for mined in from..=to {
+                chain.mine(1).await.unwrap();
+                assert_eq!(client.nonce(hot, false).await.unwrap(), first + mined);
+                // Long enough for the engine to see each step of the queue.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    mine_one_by_one(1, 3).await;
+    let db = app.db();
+    app.stop().await.unwrap();
+    mine_one_by_one(4, 6).await;
+    let app = app_on_db(db, &chain, std::slice::from_ref(&chain.url), CONFIG, "").await;
+    // Let the restarted engine look at its queue (every transfer left has waited 3+ blocks
+    // since its broadcast) before anything else is mined.
+    let ticks = "treasuryd_payouts_engine_tick_seconds_count{network=\"ethereum\"}";
+    for _ in 0..200 {
+        if metric_value(&app.metrics_text().await, ticks).unwrap_or(0.0) >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    mine_one_by_one(7, 8).await;
     let miner = spawn_miner(&chain, Duration::from_millis(100));
     for (i, id) in ids.iter().enumerate() {
         let p = wait_state(&app, id, "confirmed").await;

@@ -132,9 +132,9 @@ enum Outcome {
 struct QueueMark {
     /// The chain's nonce for the wallet (its next transaction to be mined).
     nonce: u64,
-    /// Head and clock when that nonce was first seen; None when the engine has not yet seen
-    /// the queue move (after a restart), so each transaction is judged by its own age alone.
-    since: Option<(u64, UnixMicros)>,
+    /// Head and clock when that nonce was first seen (or, for a queue the engine has just
+    /// started to watch, when it started).
+    since: (u64, UnixMicros),
 }
 
 /// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
@@ -454,19 +454,19 @@ impl NetworkEngine {
                 self.queue_marks.remove(&address);
             } else {
                 let chain = self.client.nonce(w.address, false).await?;
-                let now = self.core.clock.now();
-                let mark = self
-                    .queue_marks
-                    .entry(address.clone())
-                    .or_insert(QueueMark {
-                        nonce: chain,
-                        since: None,
-                    });
-                if mark.nonce != chain {
-                    *mark = QueueMark {
-                        nonce: chain,
-                        since: Some((head, now)),
-                    };
+                // A queue first seen now (after a restart) counts from now: judging it by its
+                // transactions' ages would replace a whole queue that was moving while the
+                // daemon was down, at the price of one stuck time's delay for a real stall.
+                let mark = QueueMark {
+                    nonce: chain,
+                    since: (head, self.core.clock.now()),
+                };
+                match self.queue_marks.get_mut(&address) {
+                    Some(seen) if seen.nonce == chain => {}
+                    Some(seen) => *seen = mark,
+                    None => {
+                        self.queue_marks.insert(address.clone(), mark);
+                    }
                 }
                 let lowest = self
                     .tracked
@@ -606,8 +606,7 @@ impl NetworkEngine {
         let stalled = self
             .queue_marks
             .get(wallet)
-            .and_then(|m| m.since)
-            .is_none_or(|(mark_head, mark_at)| waited(Some(mark_head), Some(mark_at)));
+            .is_none_or(|m| waited(Some(m.since.0), Some(m.since.1)));
         stalled && waited(latest.head_at_broadcast, latest.broadcast_at)
     }
 

@@ -212,7 +212,7 @@ impl NetworkEngine {
                         .entry(address.clone())
                         .or_insert(QueueMark {
                             nonce,
-                            since: Some((head, now)),
+                            since: (head, now),
                         });
                     let batched = signed.iter().filter(|(_, a)| a.batch.is_some()).count();
                     self.core
