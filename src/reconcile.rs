@@ -9,8 +9,8 @@
 //! ahead of that block on both ends, because settlement follows the head and the watcher
 //! trails it: chunks mined by then but not settled yet are taken off the ledger side
 //! (`settling`), and chunks settled from a transaction mined after it, like the gas of a
-//! wallet's own calls (approvals) mined after it, are put back (`posted_ahead`). Chunks not known to be mined bound how far the chain may be below the
-//! ledger meanwhile (`pending`). Anything else is a difference someone must explain.
+//! wallet's own calls (approvals) mined after it, are put back (`posted_ahead`). Chunks not
+//! known to be mined bound how far the chain may be below the ledger meanwhile (`pending`). Anything else is a difference someone must explain.
 
 use crate::chains::evm::EvmClient;
 use crate::domain::{AssetKey, format_units};

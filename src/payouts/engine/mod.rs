@@ -134,7 +134,8 @@ struct QueueMark {
     nonce: u64,
     /// Head and clock when that nonce was first seen (or, for a queue the engine has just
     /// started to watch, when it started).
-    since: (u64, UnixMicros),
+    head: u64,
+    at: UnixMicros,
 }
 
 /// A chunk at depth: the ledger commands that record it, posted with the tick's batch.
@@ -457,16 +458,17 @@ impl NetworkEngine {
                 // A queue first seen now (after a restart) counts from now: judging it by its
                 // transactions' ages would replace a whole queue that was moving while the
                 // daemon was down, at the price of one stuck time's delay for a real stall.
-                let mark = QueueMark {
-                    nonce: chain,
-                    since: (head, self.core.clock.now()),
-                };
-                match self.queue_marks.get_mut(&address) {
-                    Some(seen) if seen.nonce == chain => {}
-                    Some(seen) => *seen = mark,
-                    None => {
-                        self.queue_marks.insert(address.clone(), mark);
-                    }
+                if self
+                    .queue_marks
+                    .get(&address)
+                    .is_none_or(|seen| seen.nonce != chain)
+                {
+                    let mark = QueueMark {
+                        nonce: chain,
+                        head,
+                        at: self.core.clock.now(),
+                    };
+                    self.queue_marks.insert(address.clone(), mark);
                 }
                 let lowest = self
                     .tracked
@@ -606,7 +608,7 @@ impl NetworkEngine {
         let stalled = self
             .queue_marks
             .get(wallet)
-            .is_none_or(|m| waited(Some(m.since.0), Some(m.since.1)));
+            .is_none_or(|m| waited(Some(m.head), Some(m.at)));
         stalled && waited(latest.head_at_broadcast, latest.broadcast_at)
     }
 

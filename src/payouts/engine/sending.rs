@@ -207,13 +207,10 @@ impl NetworkEngine {
                     // An idle wallet's queue starts with this round: until the chain is seen
                     // to move it, the queue is stalled once the round has waited the stuck
                     // time.
-                    let now = self.core.clock.now();
+                    let at = self.core.clock.now();
                     self.queue_marks
                         .entry(address.clone())
-                        .or_insert(QueueMark {
-                            nonce,
-                            since: (head, now),
-                        });
+                        .or_insert(QueueMark { nonce, head, at });
                     let batched = signed.iter().filter(|(_, a)| a.batch.is_some()).count();
                     self.core
                         .metrics
