@@ -50,6 +50,100 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
         .unwrap_or_default()
 }
 
+/// CPU time used so far by one process and by the whole machine, read from /proc: where a
+/// run's two cores went (anvil, this process with the daemon and its clients, the rest).
+#[derive(Clone, Copy)]
+struct CpuMark {
+    anvil: f64,
+    bench: f64,
+    /// Seconds all cores were busy, and seconds that passed on all cores together.
+    machine_busy: f64,
+    machine_total: f64,
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// User plus system seconds of a process (`self` or a pid).
+fn process_cpu(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+impl CpuMark {
+    fn now(chain: &DevChain) -> Self {
+        let machine = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let jiffies: Vec<f64> = machine
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let total: f64 = jiffies.iter().take(8).sum();
+        // idle and iowait
+        let idle = jiffies.get(3).unwrap_or(&0.0) + jiffies.get(4).unwrap_or(&0.0);
+        Self {
+            anvil: process_cpu(&chain.anvil.child().id().to_string()),
+            bench: process_cpu("self"),
+            machine_busy: (total - idle) / clock_ticks(),
+            machine_total: total / clock_ticks(),
+        }
+    }
+
+    /// CPU used since `self`: (anvil ms, this process ms, machine busy share) per transfer
+    /// count `n`.
+    fn since(&self, chain: &DevChain, n: usize) -> CpuUse {
+        let now = Self::now(chain);
+        let per = |a: f64, b: f64| (b - a) * 1e6 / n as f64;
+        CpuUse {
+            anvil_us: per(self.anvil, now.anvil),
+            bench_us: per(self.bench, now.bench),
+            machine_us: per(self.machine_busy, now.machine_busy),
+            busy: (now.machine_busy - self.machine_busy)
+                / (now.machine_total - self.machine_total).max(f64::MIN_POSITIVE),
+        }
+    }
+}
+
+/// CPU microseconds per transfer over a run, and the share of the machine that was busy.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    anvil_us: f64,
+    bench_us: f64,
+    machine_us: f64,
+    busy: f64,
+}
+
+impl CpuUse {
+    fn row(&self, who: &str, backend: &str) -> String {
+        format!(
+            "| {backend} | {who} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0}% |",
+            self.anvil_us,
+            self.bench_us,
+            self.machine_us - self.anvil_us - self.bench_us,
+            self.busy * 100.0
+        )
+    }
+}
+
 /// Waits until `who`'s nonce on chain (mined transactions) reaches `target`.
 async fn landed(client: &EvmClient, who: Address, target: u64) {
     while client.nonce(who, false).await.unwrap() < target {
@@ -94,7 +188,7 @@ async fn send_all(client: &EvmClient, signed: Vec<treasuryd::chains::evm::Signed
 /// The hand-written sender: `n` transfers signed beforehand with consecutive nonces, sent by
 /// CONCURRENT_REQUESTS concurrent calls; transfers per second from the first send until the
 /// hot wallet's nonce shows the last one mined.
-async fn baseline(n: usize) -> f64 {
+async fn baseline(n: usize) -> (f64, CpuUse) {
     let (chain, hot, client, fees) = funded_chain().await;
     let first = client.nonce(hot.address(), false).await.unwrap();
     let signed: Vec<_> = (0..n)
@@ -111,10 +205,12 @@ async fn baseline(n: usize) -> f64 {
             sign_transfer(&hot, &tx).unwrap()
         })
         .collect();
+    let cpu = CpuMark::now(&chain);
     let started = Instant::now();
     send_all(&client, signed).await;
     landed(&client, hot.address(), first + n as u64).await;
-    n as f64 / started.elapsed().as_secs_f64()
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    (rate, cpu.since(&chain, n))
 }
 
 struct Subject {
@@ -130,6 +226,8 @@ struct Subject {
     /// Engine ticks during the run, and seconds spent in each phase of them.
     ticks: u64,
     phases: Vec<(&'static str, f64)>,
+    /// CPU from the first request to the last transfer mined.
+    cpu: CpuUse,
     /// Transactions re-signed during the run (speed-ups and cancels): none is needed on a
     /// chain that mines every transaction it is sent.
     replacements: u64,
@@ -425,11 +523,13 @@ async fn subject(n: usize, db_url: String) -> Subject {
     let client = EvmClient::new(&chain.url).unwrap();
     let hot = chain.dev_key(1).unwrap().address();
     let first = client.nonce(hot, false).await.unwrap();
+    let cpu = CpuMark::now(&chain);
     let started = Instant::now();
     let answered = daemon.request(n).await;
     let accepted = n as f64 / started.elapsed().as_secs_f64();
     landed(&client, hot, first + n as u64).await;
     let landed = n as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu.since(&chain, n);
     while count_active(&daemon.store).await > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -450,6 +550,7 @@ async fn subject(n: usize, db_url: String) -> Subject {
         to_broadcast,
         ticks,
         phases,
+        cpu,
         replacements,
     }
 }
@@ -557,13 +658,14 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut summary = Vec::new();
     let mut phase_rows = Vec::new();
+    let mut cpu_rows = Vec::new();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for backend in ["SQLite", "PostgreSQL"] {
         let mut ratios = Vec::new();
         // anvil's speed drifts from node to node: baseline and daemon alternate, each on a
         // fresh node, and the median ratio is the figure to quote.
         for round in 0..rounds {
-            let base = baseline(n).await;
+            let (base, base_cpu) = baseline(n).await;
             let (url, pg_name) = if backend == "SQLite" {
                 (
                     format!(
@@ -590,6 +692,8 @@ async fn main() {
                 ms(pct(&s.to_broadcast, 0.95)),
             );
             ratios.push(s.landed / base);
+            cpu_rows.push(base_cpu.row("baseline", backend));
+            cpu_rows.push(s.cpu.row("daemon", backend));
             phase_rows.push(format!(
                 "| {backend} | {} | {} | {} |",
                 s.ticks,
@@ -619,6 +723,14 @@ async fn main() {
     );
     println!("|---|---|---|{}", "---|".repeat(PHASES.len()));
     for row in phase_rows {
+        println!("{row}");
+    }
+    println!();
+    println!(
+        "| backend | run | anvil CPU per transfer | this process (daemon, clients) | rest of the machine | machine busy |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in cpu_rows {
         println!("{row}");
     }
 }
@@ -787,7 +899,7 @@ async fn disperse_table(n: usize, k: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (mut raw_ratios, mut sqlite_ratios, mut pg_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let single = baseline(n).await;
+        let single = baseline(n).await.0;
         let b = batched(n, k).await;
         let sqlite = daemon_batched(
             n,
