@@ -12,6 +12,7 @@
 //!
 //!   cargo bench --bench payouts                      # 1,000 payouts, 3 rounds per backend
 //!   TREASURYD_BENCH_PAYOUTS=500 TREASURYD_BENCH_ROUNDS=1 cargo bench --bench payouts
+//!   TREASURYD_BENCH_BACKENDS=SQLite cargo bench --bench payouts   # one backend only
 //!   TREASURYD_BENCH_IN_FLIGHT=100,10000 cargo bench --bench payouts   # payouts in flight
 //!   TREASURYD_BENCH_FOOTPRINT=100000,10000 cargo bench --bench payouts  # memory, restart
 //!   TREASURYD_BENCH_DISPERSE=100 cargo bench --bench payouts   # the node with batched transfers
@@ -119,6 +120,7 @@ impl CpuMark {
             machine_us: per(self.machine_busy, now.machine_busy),
             busy: (now.machine_busy - self.machine_busy)
                 / (now.machine_total - self.machine_total).max(f64::MIN_POSITIVE),
+            signing_us: None,
         }
     }
 }
@@ -130,16 +132,20 @@ struct CpuUse {
     bench_us: f64,
     machine_us: f64,
     busy: f64,
+    /// The baseline's signing beforehand, one thread, per transfer.
+    signing_us: Option<f64>,
 }
 
 impl CpuUse {
     fn row(&self, who: &str, backend: &str) -> String {
         format!(
-            "| {backend} | {who} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0}% |",
+            "| {backend} | {who} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0}% | {} |",
             self.anvil_us,
             self.bench_us,
             self.machine_us - self.anvil_us - self.bench_us,
-            self.busy * 100.0
+            self.busy * 100.0,
+            self.signing_us
+                .map_or("—".to_owned(), |us| format!("{us:.0} µs"))
         )
     }
 }
@@ -191,6 +197,7 @@ async fn send_all(client: &EvmClient, signed: Vec<treasuryd::chains::evm::Signed
 async fn baseline(n: usize) -> (f64, CpuUse) {
     let (chain, hot, client, fees) = funded_chain().await;
     let first = client.nonce(hot.address(), false).await.unwrap();
+    let signing = Instant::now();
     let signed: Vec<_> = (0..n)
         .map(|i| {
             let tx = TransferTx {
@@ -205,12 +212,15 @@ async fn baseline(n: usize) -> (f64, CpuUse) {
             sign_transfer(&hot, &tx).unwrap()
         })
         .collect();
+    let signing_us = signing.elapsed().as_secs_f64() * 1e6 / n as f64;
     let cpu = CpuMark::now(&chain);
     let started = Instant::now();
     send_all(&client, signed).await;
     landed(&client, hot.address(), first + n as u64).await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    (rate, cpu.since(&chain, n))
+    let mut cpu = cpu.since(&chain, n);
+    cpu.signing_us = Some(signing_us);
+    (rate, cpu)
 }
 
 struct Subject {
@@ -660,7 +670,12 @@ async fn main() {
     let mut phase_rows = Vec::new();
     let mut cpu_rows = Vec::new();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let backends = std::env::var("TREASURYD_BENCH_BACKENDS")
+        .unwrap_or_else(|_| "SQLite,PostgreSQL".into());
     for backend in ["SQLite", "PostgreSQL"] {
+        if !backends.split(',').any(|b| b.eq_ignore_ascii_case(backend)) {
+            continue;
+        }
         let mut ratios = Vec::new();
         // anvil's speed drifts from node to node: baseline and daemon alternate, each on a
         // fresh node, and the median ratio is the figure to quote.
@@ -727,9 +742,9 @@ async fn main() {
     }
     println!();
     println!(
-        "| backend | run | anvil CPU per transfer | this process (daemon, clients) | rest of the machine | machine busy |"
+        "| backend | run | anvil CPU per transfer | this process (daemon, clients) | rest of the machine | machine busy | signing beforehand |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for row in cpu_rows {
         println!("{row}");
     }
