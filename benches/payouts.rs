@@ -83,7 +83,12 @@ fn process_cpu(pid: &str) -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / clock_ticks()
 }
 
@@ -670,8 +675,8 @@ async fn main() {
     let mut phase_rows = Vec::new();
     let mut cpu_rows = Vec::new();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let backends = std::env::var("TREASURYD_BENCH_BACKENDS")
-        .unwrap_or_else(|_| "SQLite,PostgreSQL".into());
+    let backends =
+        std::env::var("TREASURYD_BENCH_BACKENDS").unwrap_or_else(|_| "SQLite,PostgreSQL".into());
     for backend in ["SQLite", "PostgreSQL"] {
         if !backends.split(',').any(|b| b.eq_ignore_ascii_case(backend)) {
             continue;

@@ -589,6 +589,10 @@ async fn reload_on_sighup(
         if let Err(e) = state.refresh_tier_headroom(None).await {
             tracing::warn!(error = %e, "tier headroom not refreshed");
         }
+        // Another instance sharing the database may have changed the register.
+        if let Err(e) = crate::api::incidents::refresh_metrics(&state).await {
+            tracing::warn!(error = %e, "incident metrics not refreshed");
+        }
         #[cfg(unix)]
         let hangup = async {
             match hangups.as_mut() {

@@ -114,6 +114,8 @@ pub struct OperationsMetrics {
     /// Background tasks that panicked or stopped and were restarted (ledger_writer, webhooks,
     /// canaries, timers).
     pub task_restarts_total: IntCounterVec,
+    /// Incidents not yet resolved, by severity and status (open, mitigated).
+    pub incidents_open: IntGaugeVec,
 }
 
 /// Canary payouts, by network.
@@ -173,8 +175,17 @@ impl OperationsMetrics {
         for task in ["ledger_writer", "webhooks", "canaries", "timers"] {
             task_restarts_total.with_label_values(&[task]);
         }
+        let incidents_open = IntGaugeVec::new(
+            Opts::new(
+                "treasuryd_incidents_open",
+                "Incidents in the register not yet resolved, by severity (SEV0-SEV3) and status (open, mitigated).",
+            ),
+            &["severity", "status"],
+        )?;
+        registry.register(Box::new(incidents_open.clone()))?;
         Ok(Self {
             task_restarts_total,
+            incidents_open,
             canary: CanaryMetrics {
                 last_result,
                 last_finished_seconds: gauge_vec(

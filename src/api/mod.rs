@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod holds;
+pub mod incidents;
 pub mod journal;
 pub mod manual_entries;
 pub mod networks;
@@ -130,7 +131,9 @@ pub fn router(
         .route("/v1/deals/{id}/timeline", get(deals::timeline))
         .route("/v1/admin/disputes", get(deals::disputes))
         .route("/v1/reports/go-no-go", get(reports::go_no_go))
-        .route("/v1/incidents", post(reports::record))
+        .route("/v1/incidents", get(incidents::list).post(incidents::open))
+        .route("/v1/incidents/{id}", get(incidents::get_one))
+        .route("/v1/incidents/{id}/updates", post(incidents::update))
         .route("/v1/exports/timelines", get(reports::export_timelines))
         .route("/v1/exports/journal", get(reports::export_journal))
         .route(

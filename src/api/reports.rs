@@ -1,17 +1,16 @@
-//! Incidents and the pilot's Go/No-Go report.
+//! The pilot's Go/No-Go report and the exports.
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, RequestId};
+use super::extract::ApiQuery;
 use crate::api::auth::Caller;
 use crate::domain::Role;
-use crate::escrow::report::{GoNoGo, Incident, parse_instant};
+use crate::escrow::report::{GoNoGo, parse_instant};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -70,73 +69,6 @@ pub async fn go_no_go(
             "format is json or markdown",
         )),
     }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewIncident {
-    /// SEV0 (worst) … SEV3.
-    pub severity: String,
-    pub summary: String,
-    /// When it happened (RFC 3339); default now.
-    pub at: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct IncidentView {
-    #[serde(flatten)]
-    pub incident: Incident,
-    pub at: String,
-}
-
-/// Record an incident (Admin, Operator); SEV0 and SEV1 fail the Go/No-Go report.
-#[utoipa::path(post, tag = "escrow", path = "/v1/incidents", request_body = NewIncident, security(("bearer" = [])),
-    responses((status = 201, body = IncidentView), (status = 422, body = ErrorBody)))]
-pub async fn record(
-    State(state): State<AppState>,
-    caller: Caller,
-    RequestId(request_id): RequestId,
-    ApiJson(body): ApiJson<NewIncident>,
-) -> ApiResult<(StatusCode, Json<IncidentView>)> {
-    caller.require(&[Role::Admin, Role::Operator])?;
-    if !["SEV0", "SEV1", "SEV2", "SEV3"].contains(&body.severity.as_str()) {
-        return Err(ApiError::invalid(
-            "invalid_field",
-            "severity",
-            "severity is SEV0, SEV1, SEV2 or SEV3",
-        ));
-    }
-    let summary = super::require_reason(&body.summary).map_err(|_| {
-        ApiError::invalid("missing_field", "summary", "summary must say what happened")
-    })?;
-    let at = match body.at.as_deref() {
-        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
-            .map_err(|_| ApiError::invalid("invalid_field", "at", "at must be RFC 3339"))?
-            .timestamp_micros(),
-        None => state.escrow.clock.now(),
-    };
-    let incident = Incident {
-        id: uuid::Uuid::now_v7(),
-        severity: body.severity,
-        summary: summary.clone(),
-        at,
-        recorded_by: caller.name.clone(),
-    };
-    let audit = state.audit_record(
-        &caller,
-        request_id,
-        "incident.record",
-        format!("incident:{}", incident.id),
-        Some(summary),
-    );
-    state.store.record_incident(&incident, &audit).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(IncidentView {
-            at: crate::domain::micros_to_rfc3339(incident.at),
-            incident,
-        }),
-    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

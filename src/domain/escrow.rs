@@ -1,4 +1,4 @@
-//! Escrow records: deals, their steps, timeline, evidence and incidents, as stored.
+//! Escrow records: deals, their steps, timeline and evidence, as stored.
 
 use crate::domain::{AccountId, AssetKey, DealId, HoldId, TimerId, UnixMicros};
 use crate::templates::{DisputeOutcome, Template};
@@ -127,18 +127,6 @@ pub struct Evidence {
     pub uploaded_by: String,
     #[serde(skip)]
     pub uploaded_at: UnixMicros,
-}
-
-/// An incident on-call recorded; SEV0 and SEV1 are critical.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
-pub struct Incident {
-    pub id: uuid::Uuid,
-    /// SEV0 (worst) … SEV3.
-    pub severity: String,
-    pub summary: String,
-    #[serde(skip)]
-    pub at: UnixMicros,
-    pub recorded_by: String,
 }
 
 /// What the report needs of one deal.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod console;
 pub mod escrow;
 pub mod ids;
+pub mod incidents;
 pub mod money;
 pub mod operations;
 pub mod payouts;

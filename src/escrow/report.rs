@@ -10,18 +10,13 @@
 //! - evidence completeness: disputed deals with evidence / disputed deals;
 //! - admin intervention: deals resolved by an Operator / created;
 //! - within TTL: disputes an Operator resolved before DISPUTE_TTL / disputed deals.
-pub use crate::domain::escrow::{DealFacts, Incident};
+pub use crate::domain::escrow::DealFacts;
+pub use crate::domain::incidents::Incident;
 
 use crate::domain::UnixMicros;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-impl Incident {
-    pub fn is_critical(&self) -> bool {
-        matches!(self.severity.as_str(), "SEV0" | "SEV1")
-    }
-}
 
 /// A share with its parts, so a reader can check it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -705,17 +705,51 @@ pub trait TrustStore: Send + Sync {
 /// the pilot scope, incidents and the audit log.
 #[async_trait]
 pub trait OperationsStore: Send + Sync {
+    /// Opens an incident with what it touched.
     async fn record_incident(
         &self,
-        incident: &crate::domain::escrow::Incident,
+        incident: &crate::domain::incidents::Incident,
+        links: &[crate::domain::incidents::IncidentLink],
         audit: &AuditRecord,
     ) -> StoreResult<()>;
 
+    /// Incidents that began in `[from, to)`, oldest first.
     async fn incidents(
         &self,
         from: UnixMicros,
         to: UnixMicros,
-    ) -> StoreResult<Vec<crate::domain::escrow::Incident>>;
+    ) -> StoreResult<Vec<crate::domain::incidents::Incident>>;
+
+    /// A page of incidents, newest first, optionally of one status, after the incident
+    /// `before` (the previous page's last).
+    async fn list_incidents(
+        &self,
+        status: Option<crate::domain::incidents::IncidentStatus>,
+        before: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::incidents::Incident>>;
+
+    /// An incident with its timeline and links; `NotFound` when there is none.
+    async fn incident(
+        &self,
+        id: uuid::Uuid,
+    ) -> StoreResult<crate::domain::incidents::IncidentRecord>;
+
+    /// Adds a note to an incident's timeline with the status or severity it sets, and more
+    /// links. `NotFound` for no such incident; a conflict when it is resolved and the update
+    /// would change it.
+    async fn update_incident(
+        &self,
+        id: uuid::Uuid,
+        update: &crate::domain::incidents::IncidentUpdate,
+        links: &[crate::domain::incidents::IncidentLink],
+        audit: &AuditRecord,
+    ) -> StoreResult<crate::domain::incidents::IncidentRecord>;
+
+    /// Incidents not yet resolved: (severity, status, count).
+    async fn unresolved_incidents(
+        &self,
+    ) -> StoreResult<Vec<(String, crate::domain::incidents::IncidentStatus, i64)>>;
 
     /// The pilot's scope flags as last set; None before anyone set them.
     /// Records a canary payout as started (no result yet).

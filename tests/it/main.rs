@@ -20,6 +20,7 @@ mod engine_crash;
 mod evm;
 mod hardening;
 mod idempotency;
+mod incidents;
 mod layout;
 mod ledger_model;
 mod openapi_contract;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::DealId;
-use crate::domain::escrow::{Deal, DealEvent, DealState, DealStep, Incident, Issue, Resolution};
+use crate::domain::escrow::{Deal, DealEvent, DealState, DealStep, Issue, Resolution};
 use crate::timers::Timer;
 
 const DEAL_COLUMNS: &str = "id, template, buyer_account, seller_account, network, asset, amount, immediate, holdback, state, hold_id, \
@@ -428,38 +428,6 @@ pub(crate) async fn deal_facts(
             })
         })
         .collect()
-}
-
-pub(crate) async fn insert_incident(
-    conn: &mut DbConnection,
-    i: &crate::domain::escrow::Incident,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO incidents (id, severity, summary, at, recorded_by) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(i.id)
-    .bind(&i.severity)
-    .bind(&i.summary)
-    .bind(i.at)
-    .bind(&i.recorded_by)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub(crate) async fn incidents(
-    conn: &mut DbConnection,
-    from: i64,
-    to: i64,
-) -> StoreResult<Vec<crate::domain::escrow::Incident>> {
-    let rows = sqlx::query(
-        "SELECT id, severity, summary, at, recorded_by FROM incidents WHERE at >= $1 AND at < $2 ORDER BY at, id",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(|r| Ok(Incident::from_row(r)?)).collect()
 }
 
 #[async_trait]

@@ -11,6 +11,7 @@ mod allowlists;
 mod console;
 mod custody;
 pub(super) mod escrow;
+mod incidents;
 pub(super) mod ledger;
 mod operations;
 pub(super) mod payouts;

@@ -150,11 +150,12 @@ impl OperationsStore for DbStore {
 
     async fn record_incident(
         &self,
-        incident: &crate::domain::escrow::Incident,
+        incident: &crate::domain::incidents::Incident,
+        links: &[crate::domain::incidents::IncidentLink],
         audit: &AuditRecord,
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
-        escrow::insert_incident(&mut tx, incident).await?;
+        incidents::insert_incident(&mut tx, incident, links).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -164,9 +165,46 @@ impl OperationsStore for DbStore {
         &self,
         from: UnixMicros,
         to: UnixMicros,
-    ) -> StoreResult<Vec<crate::domain::escrow::Incident>> {
+    ) -> StoreResult<Vec<crate::domain::incidents::Incident>> {
         let mut conn = self.pool.acquire().await?;
-        escrow::incidents(&mut conn, from, to).await
+        incidents::incidents_between(&mut conn, from, to).await
+    }
+
+    async fn list_incidents(
+        &self,
+        status: Option<crate::domain::incidents::IncidentStatus>,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::incidents::Incident>> {
+        let mut conn = self.pool.acquire().await?;
+        incidents::list_incidents(&mut conn, status, before, limit).await
+    }
+
+    async fn incident(&self, id: Uuid) -> StoreResult<crate::domain::incidents::IncidentRecord> {
+        let mut conn = self.pool.acquire().await?;
+        incidents::incident_record(&mut conn, id).await
+    }
+
+    async fn update_incident(
+        &self,
+        id: Uuid,
+        update: &crate::domain::incidents::IncidentUpdate,
+        links: &[crate::domain::incidents::IncidentLink],
+        audit: &AuditRecord,
+    ) -> StoreResult<crate::domain::incidents::IncidentRecord> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        incidents::update_incident(&mut tx, id, update, links).await?;
+        insert_audit(&mut tx, audit).await?;
+        let record = incidents::incident_record(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn unresolved_incidents(
+        &self,
+    ) -> StoreResult<Vec<(String, crate::domain::incidents::IncidentStatus, i64)>> {
+        let mut conn = self.pool.acquire().await?;
+        incidents::unresolved_counts(&mut conn).await
     }
 
     async fn pilot_scope(&self) -> StoreResult<Option<crate::scope::ScopeSetting>> {
