@@ -1110,6 +1110,9 @@ pub struct TrustMetrics {
     /// The oldest of those, seconds since its cut-off (0 when none): the rollback trigger is
     /// unsettled sessions 90 minutes after cut-off.
     pub oldest_unsettled_seconds: prometheus::Gauge,
+    /// What those sessions still owe net, per asset, in token units: the rollback trigger
+    /// asks that it has not fallen ("without improvement").
+    pub unsettled_units: GaugeVec,
     /// Sessions settled, by outcome (nothing, full, partial, carried); the partial and T+1
     /// share is partial+carried over the total.
     pub settled_total: IntCounterVec,
@@ -1148,6 +1151,13 @@ impl TrustMetrics {
                 "treasuryd_trust_eod_oldest_unsettled_seconds",
                 "Seconds since the cut-off of the oldest session not settled (0 when none).",
             )?,
+            unsettled_units: GaugeVec::new(
+                Opts::new(
+                    "treasuryd_trust_eod_unsettled_units",
+                    "What trust sessions past their cut-off and not settled still owe net, per asset, in token units (0 once settled).",
+                ),
+                &["network", "asset"],
+            )?,
             settled_total: IntCounterVec::new(
                 Opts::new(
                     "treasuryd_trust_sessions_settled_total",
@@ -1184,6 +1194,7 @@ impl TrustMetrics {
         registry.register(Box::new(m.eod_duration_seconds.clone()))?;
         registry.register(Box::new(m.unsettled_sessions.clone()))?;
         registry.register(Box::new(m.oldest_unsettled_seconds.clone()))?;
+        registry.register(Box::new(m.unsettled_units.clone()))?;
         registry.register(Box::new(m.settled_total.clone()))?;
         registry.register(Box::new(m.netted_amount_total.clone()))?;
         registry.register(Box::new(m.partial_t_plus_1_share.clone()))?;
@@ -1262,7 +1273,38 @@ impl TrustMetrics {
         }
     }
 
-    pub fn set_unsettled(&self, sessions: &[crate::trust::Session], now: i64) {
+    /// Sessions past cut-off and not settled, and what they still owe per asset (base units).
+    /// An asset once owed stays exported, at 0 when settled, so "has it fallen" has an answer.
+    pub fn set_unsettled(
+        &self,
+        sessions: &[crate::trust::Session],
+        owed: &std::collections::BTreeMap<crate::domain::AssetKey, i128>,
+        ledger: &crate::ledger::Ledger,
+        now: i64,
+    ) {
+        let exported = prometheus::core::Collector::collect(&self.unsettled_units);
+        for series in exported.iter().flat_map(|f| f.get_metric()) {
+            let label = |name: &str| {
+                series
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
+            };
+            let asset = crate::domain::AssetKey::new(label("network"), label("asset"));
+            if !owed.contains_key(&asset) {
+                self.unsettled_units
+                    .with_label_values(&[&asset.network, &asset.code])
+                    .set(0.0);
+            }
+        }
+        for (asset, units) in owed {
+            let decimals = ledger.asset(asset).map_or(0, |a| a.decimals);
+            self.unsettled_units
+                .with_label_values(&[&asset.network, &asset.code])
+                .set(*units as f64 / 10f64.powi(i32::from(decimals)));
+        }
         self.unsettled_sessions
             .set(i64::try_from(sessions.len()).unwrap_or(i64::MAX));
         let oldest = sessions.iter().map(|s| s.cutoff_at).min();

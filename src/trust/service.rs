@@ -409,7 +409,16 @@ impl Trust {
             }
         }
         let still = store.unsettled_trust_sessions().await?;
-        self.metrics.set_unsettled(&still, self.now());
+        // What is still owed net, per asset: the rollback criterion asks whether it falls.
+        let mut owed: std::collections::BTreeMap<crate::domain::AssetKey, i128> =
+            std::collections::BTreeMap::new();
+        for s in &still {
+            let pair = self.pair(s.pair).await?;
+            let net = (s.netted.gross_a_to_b - s.netted.gross_b_to_a).abs();
+            *owed.entry(pair.asset).or_default() += net.saturating_sub(s.settled_amount);
+        }
+        self.metrics
+            .set_unsettled(&still, &owed, &self.ledger, self.now());
         Ok(())
     }
 }

@@ -441,6 +441,15 @@ async fn short_liquidity_settles_partly_carries_t_plus_1_or_waits(backend: Backe
         metric(&text, "treasuryd_trust_eod_unsettled_sessions", &[]),
         1.0
     );
+    assert_eq!(
+        metric(
+            &text,
+            "treasuryd_trust_eod_unsettled_units",
+            &[("network", "ethereum"), ("asset", "USDT")]
+        ),
+        400.0,
+        "what the unsettled session owes, for the rollback's \"without improvement\""
+    );
     // Safe-mode on the network: funds arrive but settlement waits.
     let (s, _) = app
         .post(
@@ -474,6 +483,15 @@ async fn short_liquidity_settles_partly_carries_t_plus_1_or_waits(backend: Backe
     assert_eq!(
         metric(&text, "treasuryd_trust_eod_unsettled_sessions", &[]),
         0.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "treasuryd_trust_eod_unsettled_units",
+            &[("network", "ethereum"), ("asset", "USDT")]
+        ),
+        0.0,
+        "settled: exported at 0, not dropped"
     );
     // Settled with something owed: partial, full (the carried 200), full (Seoul): 1/3 short.
     let share = metric(&text, "treasuryd_trust_partial_t_plus_1_share", &[]);
