@@ -76,6 +76,19 @@ pub struct EngineLeaseView {
     pub expires_at: String,
 }
 
+/// The network's rollout phase in force: the one set through the API, else the configured
+/// one; None for a network this daemon does not pay on.
+pub async fn phase_in_force(
+    state: &AppState,
+    name: &str,
+) -> ApiResult<Option<crate::payouts::policy::RolloutPhase>> {
+    let Some(network) = state.networks.get(name) else {
+        return Ok(None);
+    };
+    let set = state.store.rollout_phase(name).await?;
+    Ok(Some(set.map_or(network.rollout.phase, |s| s.phase)))
+}
+
 async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
     let network = state.networks.get(name).ok_or_else(|| ApiError::NotFound {
         what: "network",
@@ -92,6 +105,7 @@ async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
     let store = &state.store;
     let set = store.rollout_phase(name).await?;
     let phase = set.as_ref().map_or(network.rollout.phase, |s| s.phase);
+
     let rollout = RolloutView {
         phase,
         percent: u8::try_from(phase.percent()).unwrap_or(100),

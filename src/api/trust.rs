@@ -541,6 +541,22 @@ pub struct NewPair {
     pub reason: String,
 }
 
+/// Partial and T+1 settlement are for the Canary phase onwards (launch plan §7): while the
+/// pair's network is in Pilot, only `full` is accepted.
+async fn mode_allowed(state: &AppState, mode: SettlementMode, network: &str) -> ApiResult<()> {
+    let phase = super::networks::phase_in_force(state, network).await?;
+    if mode != SettlementMode::Full && phase == Some(crate::payouts::policy::RolloutPhase::Pilot) {
+        return Err(ApiError::invalid(
+            "mode_not_in_phase",
+            "mode",
+            format!(
+                "partial and t_plus_1 settlement start in the canary phase; {network} is in pilot"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Create a trust pair (Admin); its first session opens at once and closes at the next cut-off.
 /// What each side may owe (`limit_a_to_b` for A) is bounded by its tier's credit limit.
 #[utoipa::path(post, tag = "trust", path = "/v1/trust/pairs", request_body = NewPair, security(("bearer" = [])),
@@ -598,6 +614,7 @@ pub async fn create_pair(
             "the two accounts must differ and hold the same asset",
         ));
     }
+    mode_allowed(&state, body.mode, &accounts[0].asset.network).await?;
     let asset = accounts[0].asset.clone();
     let limit_a_to_b =
         super::accounts::parse_amount(&state, &asset, "limit_a_to_b", &body.limit_a_to_b)?;

@@ -17,7 +17,8 @@ on_both_backends!(
     warsaw_sessions_close_once_at_cut_off_across_dst_and_settle,
     short_liquidity_settles_partly_carries_t_plus_1_or_waits,
     an_idempotency_key_is_the_callers_own,
-    a_debt_is_recorded_by_the_side_that_owes_it
+    a_debt_is_recorded_by_the_side_that_owes_it,
+    partial_and_t_plus_1_wait_for_the_canary_phase
 );
 
 fn at(text: &str) -> i64 {
@@ -930,4 +931,55 @@ async fn a_debt_is_recorded_by_the_side_that_owes_it(backend: Backend) {
     let (s, own) = owe(&app, &id, &p.company_b, "100", "mine").await;
     assert_eq!(s, StatusCode::CREATED, "{own}");
     app.stop().await.unwrap();
+}
+
+/// Launch plan §7: partial and T+1 settlement start with Canary. In Pilot a pair may only be
+/// `full`; once the network is raised to Canary, partial is accepted.
+async fn partial_and_t_plus_1_wait_for_the_canary_phase(backend: Backend) {
+    let clock = ManualClock::starting_at(at("2026-06-01T00:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(backend).await), clock.clone()).await;
+    let p = parties(&app, "100", "0").await;
+    set_phase(&app, "pilot").await;
+    for mode in ["partial", "t_plus_1"] {
+        let (s, e) = app
+            .post(
+                "/v1/trust/pairs",
+                ADMIN,
+                None,
+                &json!({"company_a": p.company_a, "company_b": p.company_b, "account_a": p.account_a, "account_b": p.account_b,
+                        "limit_a_to_b": "500", "limit_b_to_a": "500", "timezone": "Europe/Warsaw", "cutoff": "18:00", "mode": mode,
+                        "reason": "pilot pair"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert_eq!(
+            (e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+            (Some("mode_not_in_phase"), Some("mode")),
+            "{e}"
+        );
+    }
+    let (_, pairs) = app.get("/v1/trust/pairs", ADMIN).await;
+    assert_eq!(
+        pairs["items"],
+        json!([]),
+        "a refused pair leaves nothing: {pairs}"
+    );
+    let full = new_pair(&app, &p, "Europe/Warsaw", "18:00", "full").await;
+    assert_eq!(full["mode"], "full");
+    set_phase(&app, "canary").await;
+    let partial = new_pair(&app, &p, "Europe/Warsaw", "18:00", "partial").await;
+    assert_eq!(partial["mode"], "partial");
+    app.stop().await.unwrap();
+}
+
+async fn set_phase(app: &TestApp, phase: &str) {
+    let (s, v) = app
+        .post(
+            "/v1/networks/ethereum/rollout",
+            ADMIN,
+            None,
+            &json!({"phase": phase, "reason": "launch plan"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
