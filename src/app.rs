@@ -159,6 +159,7 @@ impl App {
         let networks = Arc::new(crate::payouts::networks::PayoutNetworks::from_config(
             &config,
         ));
+        networks.controls.refresh(store.as_ref()).await?;
         let wallets: Arc<Vec<Arc<crate::wallets::Wallet>>> =
             Arc::new(wallets.into_iter().map(Arc::new).collect());
         let canaries = crate::operations::canary::Canaries::new(
@@ -314,6 +315,7 @@ impl App {
                 clock: self.state.clock.clone(),
                 rpc_metrics: self.state.metrics.rpc.clone(),
                 pause_at: self.config.debug.pause_at.clone(),
+                controls: self.state.networks.controls.clone(),
             };
             let (ledger, metrics) = (&self.state.ledger, &self.state.metrics);
             let engine: Option<futures::future::BoxFuture<'static, anyhow::Result<()>>> =
@@ -588,6 +590,10 @@ async fn reload_on_sighup(
         }
         if let Err(e) = state.refresh_tier_headroom(None).await {
             tracing::warn!(error = %e, "tier headroom not refreshed");
+        }
+        match state.networks.controls.refresh(state.store.as_ref()).await {
+            Ok(()) => crate::api::controls::export(&state),
+            Err(e) => tracing::warn!(error = %e, "treasury controls not refreshed"),
         }
         // Another instance sharing the database may have changed the register.
         if let Err(e) = crate::api::incidents::refresh_metrics(&state).await {

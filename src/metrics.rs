@@ -116,6 +116,12 @@ pub struct OperationsMetrics {
     pub task_restarts_total: IntCounterVec,
     /// Incidents not yet resolved, by severity and status (open, mitigated).
     pub incidents_open: IntGaugeVec,
+    /// The per-transaction cap in force per token, in token units (configured or set at runtime).
+    pub per_tx_cap_units: GaugeVec,
+    /// 1 for the fee mode in force on an EVM network, 0 for the others.
+    pub fee_mode: IntGaugeVec,
+    /// 1 while a wallet is paused (signs nothing new).
+    pub wallet_paused: IntGaugeVec,
 }
 
 /// Canary payouts, by network.
@@ -183,9 +189,30 @@ impl OperationsMetrics {
             &["severity", "status"],
         )?;
         registry.register(Box::new(incidents_open.clone()))?;
+        let int_gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
         Ok(Self {
             task_restarts_total,
             incidents_open,
+            per_tx_cap_units: gauge_vec(
+                "treasuryd_per_tx_cap_units",
+                "The per-transaction cap in force per token, in token units: configured, or set at runtime (PUT /v1/networks/{name}/controls/per-tx-cap).",
+                &["network", "asset"],
+            )?,
+            fee_mode: int_gauge_vec(
+                "treasuryd_fee_mode",
+                "1 for the fee mode in force on an EVM network (economy, normal, urgent), 0 for the others.",
+                &["network", "mode"],
+            )?,
+            wallet_paused: int_gauge_vec(
+                "treasuryd_wallet_paused",
+                "1 while a wallet is paused: it signs nothing new and the network's other wallets carry the queue.",
+                &["network", "wallet"],
+            )?,
             canary: CanaryMetrics {
                 last_result,
                 last_finished_seconds: gauge_vec(

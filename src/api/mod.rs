@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod allowlists;
 pub mod audit;
 pub mod auth;
+pub mod controls;
 pub mod deals;
 pub mod deeplinks;
 pub mod deposit_addresses;
@@ -36,7 +37,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use error::{ApiError, ApiResult};
 use std::sync::Arc;
@@ -224,6 +225,19 @@ pub fn router(
         )
         .route("/v1/networks/{name}/rollout", post(networks::set_rollout))
         .route("/v1/networks/{name}/freezes", post(networks::set_freeze))
+        .route("/v1/networks/{name}/controls", get(controls::get_controls))
+        .route(
+            "/v1/networks/{name}/controls/per-tx-cap",
+            put(controls::set_cap),
+        )
+        .route(
+            "/v1/networks/{name}/controls/fee-mode",
+            put(controls::set_fee_mode),
+        )
+        .route(
+            "/v1/networks/{name}/wallets/{wallet}/pause",
+            put(controls::set_pause),
+        )
         .route(
             "/v1/accounts/{id}/allowlist",
             get(allowlists::get_one).put(allowlists::set_enforced),

@@ -652,6 +652,7 @@ async fn payout_command(
             reference,
             metadata: body.metadata.clone(),
             company: account.company,
+            cap: state.networks.cap(token),
         },
     );
     // Everything the caller sent is part of the request hash, so a replay must match it all.

@@ -45,3 +45,48 @@ pub struct Lease {
     pub fence: u64,
     pub expires_at: UnixMicros,
 }
+
+/// What a runtime treasury control sets on a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlKind {
+    /// A token's per-transaction cap, in base units (target: the token's code).
+    PerTxCap,
+    /// The network's fee mode (target: empty).
+    FeeMode,
+    /// A wallet that signs nothing new (target: its address).
+    WalletPause,
+}
+
+crate::domain::stored_as_text!(ControlKind);
+
+impl ControlKind {
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::PerTxCap, Self::FeeMode, Self::WalletPause]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerTxCap => "per_tx_cap",
+            Self::FeeMode => "fee_mode",
+            Self::WalletPause => "wallet_pause",
+        }
+    }
+}
+
+/// A control set at runtime, in force over the configuration until cleared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreasuryControl {
+    pub network: String,
+    pub kind: ControlKind,
+    pub target: String,
+    /// The cap in base units, the fee mode's name, or "paused".
+    pub value: String,
+    pub actor: String,
+    pub reason: String,
+    /// The open incident that allowed it during the configuration freeze.
+    pub incident: Option<uuid::Uuid>,
+    pub at: UnixMicros,
+}

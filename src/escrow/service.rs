@@ -688,6 +688,7 @@ impl Escrow {
                     reference: Some(format!("deal:{}", deal.id)),
                     metadata: None,
                     company: None,
+                    cap: self.networks.cap(token),
                 },
             );
             cmd.idempotency_key = format!("{}:payout", p.key);

@@ -190,6 +190,7 @@ impl Canaries {
                 reference: Some("canary".into()),
                 metadata: Some(serde_json::json!({"canary": true})),
                 company: None,
+                cap: self.networks.cap(token),
             },
         );
         let run_id = uuid::Uuid::now_v7();

@@ -1,9 +1,10 @@
 //! Operating the daemon: canary payouts per network, the configuration freeze of a launch
-//! window, and online backups of the embedded database.
+//! window, treasury controls set at runtime, and online backups of the embedded database.
 
 pub use crate::domain::operations::{CanaryResult, CanaryRun, ConfigFreeze};
 pub mod backup;
 pub mod canary;
+pub mod controls;
 pub mod freeze;
 
 use crate::domain::UnixMicros;

@@ -130,6 +130,8 @@ pub struct PayoutRequest<'a> {
     /// The account's company, counted against the network's rolling approval total; None for
     /// the operator's own payouts and the daemon's (deals, trust settlement, canaries).
     pub company: Option<uuid::Uuid>,
+    /// The per-transaction cap in force (`PayoutNetworks::cap`): configured or set at runtime.
+    pub cap: i128,
 }
 
 /// The HOLD that reserves a payout's amount on `account`, carrying the new payout: split under
@@ -148,9 +150,10 @@ pub fn request_command(
         reference,
         metadata,
         company,
+        cap,
     } = request;
     let spec = &token.spec;
-    let chunks = split(amount.units(), token.cap);
+    let chunks = split(amount.units(), cap);
     let mut events = vec![
         PayoutEvent {
             at: 0,
@@ -167,7 +170,7 @@ pub fn request_command(
             detail: format!(
                 "{} transfer(s) under the per-transaction cap of {}: {}",
                 chunks.len(),
-                spec.format(token.cap),
+                spec.format(cap),
                 chunks
                     .iter()
                     .map(|c| spec.format(*c))

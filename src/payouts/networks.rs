@@ -77,11 +77,15 @@ pub struct PayoutNetwork {
     /// The native coin gas is paid in.
     pub native: AssetKey,
     pub rollout: crate::config::RolloutConfig,
+    /// The configured fee mode (EVM), until one is set at runtime.
+    pub fee_mode: crate::chains::evm::FeeMode,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PayoutNetworks {
     by_name: HashMap<String, PayoutNetwork>,
+    /// Caps, fee modes and wallet pauses set at runtime over the configuration.
+    pub controls: crate::operations::controls::Controls,
 }
 
 impl PayoutNetworks {
@@ -126,10 +130,19 @@ impl PayoutNetworks {
                     tokens,
                     native: AssetKey::new(n.name.clone(), n.native().code),
                     rollout: n.rollout.clone(),
+                    fee_mode: n.fee_mode,
                 },
             );
         }
-        Self { by_name }
+        Self {
+            by_name,
+            controls: Default::default(),
+        }
+    }
+
+    /// The per-transaction cap in force for `token`: set at runtime, else configured.
+    pub fn cap(&self, token: &PayoutToken) -> i128 {
+        self.controls.cap(&token.spec.key, token.cap)
     }
 
     /// `text` in its canonical form on network `name`; None when no such network.

@@ -746,6 +746,24 @@ pub trait OperationsStore: Send + Sync {
         audit: &AuditRecord,
     ) -> StoreResult<crate::domain::incidents::IncidentRecord>;
 
+    /// The treasury controls in force (runtime caps, fee modes, paused wallets).
+    async fn treasury_controls(
+        &self,
+    ) -> StoreResult<Vec<crate::domain::operations::TreasuryControl>>;
+
+    /// Puts a control in force (`control` Some) or clears it, audited. With `incident`, the
+    /// change is tied to that incident and noted on its timeline in the same transaction; a
+    /// conflict when the incident is resolved, `NotFound` when there is none.
+    async fn set_treasury_control(
+        &self,
+        network: &str,
+        kind: crate::domain::operations::ControlKind,
+        target: &str,
+        control: Option<&crate::domain::operations::TreasuryControl>,
+        incident: Option<(uuid::Uuid, &crate::domain::incidents::IncidentUpdate)>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
     /// Incidents not yet resolved: (severity, status, count).
     async fn unresolved_incidents(
         &self,

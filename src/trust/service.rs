@@ -370,6 +370,7 @@ impl Trust {
                     reference: Some(reference),
                     metadata: None,
                     company: None,
+                    cap: self.networks.cap(token),
                 },
             );
             payout.idempotency_key = format!("eod-payout:{}", s.id);

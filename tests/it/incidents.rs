@@ -11,7 +11,7 @@ crate::on_both_backends!(an_incident_is_opened_moved_and_resolved_and_the_page_f
 
 /// The alerts `alerts/incidents.yml` fires on these /metrics, as `promtool test rules` sees
 /// them: every `treasuryd_incidents_open` series of the scrape held for ten minutes.
-fn incident_alerts_fired(metrics: &str, expected: &[(&str, u64)]) {
+pub(crate) fn incident_alerts_fired(metrics: &str, expected: &[(&str, u64)]) {
     ensure_prometheus();
     let series: Vec<String> = metrics
         .lines()

@@ -9,6 +9,7 @@ mod batching;
 mod cli;
 mod concurrency;
 mod console;
+mod controls;
 mod crash;
 mod deals;
 mod deeplinks;

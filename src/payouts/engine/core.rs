@@ -102,7 +102,10 @@ pub(super) async fn run_ticks<E: ChainEngine>(
                 if fresh {
                     engine.forget(Forget::FreshLease);
                 }
-                engine.tick().await
+                match engine.core().refresh_controls().await {
+                    Ok(()) => engine.tick().await,
+                    Err(e) => Err(TickError::from(e)),
+                }
             }
             Ok(LeaseState::Standby) => {
                 engine.forget(Forget::Standby);
@@ -154,6 +157,9 @@ pub(super) struct EngineCore {
     pub(super) custody: Arc<dyn CustodyStore>,
     pub(super) allowlists: Arc<dyn AllowlistStore>,
     pub(super) leases: Arc<dyn LeaseStore>,
+    operations: Arc<dyn crate::store::OperationsStore>,
+    /// Caps, fee modes and wallet pauses set at runtime, shared with the API.
+    pub(super) controls: crate::operations::controls::Controls,
     pub(super) clock: DynClock,
     pub(super) ledger: Ledger,
     pub(super) metrics: PayoutMetrics,
@@ -182,6 +188,19 @@ pub(super) struct EngineCore {
 }
 
 impl EngineCore {
+    /// Re-reads the runtime controls when this process's copy is a second old: another
+    /// instance may have paused a wallet or changed the fee mode.
+    pub(super) async fn refresh_controls(&self) -> Result<(), StoreError> {
+        self.controls
+            .refresh_if_older(self.operations.as_ref(), Duration::from_secs(1))
+            .await
+    }
+
+    /// Whether the wallet `id` (as its network writes it) is paused: it signs nothing new.
+    pub(super) fn wallet_paused(&self, id: &str) -> bool {
+        self.controls.is_paused(&self.name, id)
+    }
+
     /// Records the time since `since` as the tick's `phase` and starts the next phase.
     pub(super) fn phase_done(&self, phase: &str, since: &mut Instant) {
         self.metrics
@@ -212,6 +231,8 @@ impl EngineCore {
             custody: instance.store.clone(),
             allowlists: instance.store.clone(),
             leases: instance.store.clone(),
+            operations: instance.store.clone(),
+            controls: instance.controls.clone(),
             clock: instance.clock.clone(),
             ledger,
             metrics,

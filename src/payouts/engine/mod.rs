@@ -106,6 +106,8 @@ pub struct EngineInstance {
     pub rpc_metrics: crate::metrics::RpcMetrics,
     /// `debug.pause_at`, for crash tests.
     pub pause_at: Option<String>,
+    /// Caps, fee modes and wallet pauses set at runtime (the API's copy).
+    pub controls: crate::operations::controls::Controls,
 }
 
 /// A paid chunk watched for a reorg beyond its confirmation depth.
@@ -643,13 +645,13 @@ impl NetworkEngine {
 
     /// Fees for the next block in the network's fee mode, within its tip floor and fee cap.
     async fn market_fees(&self) -> anyhow::Result<Fees> {
+        let mode = self
+            .core
+            .controls
+            .fee_mode(&self.core.name, self.settings.fee_mode);
         Ok(self
             .client
-            .suggest_fees(
-                self.settings.fee_mode,
-                self.settings.min_tip,
-                self.settings.max_fee,
-            )
+            .suggest_fees(mode, self.settings.min_tip, self.settings.max_fee)
             .await?)
     }
 

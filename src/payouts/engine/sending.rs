@@ -10,9 +10,12 @@ impl NetworkEngine {
         if self.core.in_safe_mode().await? {
             return Ok(());
         }
+        // A paused wallet signs nothing new (its transactions in flight still finish): the
+        // queue goes to the network's other wallets.
         let mut room: Vec<(Arc<Wallet>, usize)> = self
             .wallets
             .iter()
+            .filter(|w| !self.core.wallet_paused(&w.id))
             .map(|w| {
                 let address = w.address.to_checksum(None);
                 (

@@ -200,6 +200,40 @@ impl OperationsStore for DbStore {
         Ok(record)
     }
 
+    async fn treasury_controls(
+        &self,
+    ) -> StoreResult<Vec<crate::domain::operations::TreasuryControl>> {
+        let mut conn = self.pool.acquire().await?;
+        operations::treasury_controls(&mut conn).await
+    }
+
+    async fn set_treasury_control(
+        &self,
+        network: &str,
+        kind: crate::domain::operations::ControlKind,
+        target: &str,
+        control: Option<&crate::domain::operations::TreasuryControl>,
+        incident: Option<(Uuid, &crate::domain::incidents::IncidentUpdate)>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        if let Some((id, note)) = incident {
+            // The note first: it locks the incident's row, so the status read next holds.
+            incidents::update_incident(&mut tx, id, note, &[]).await?;
+            let record = incidents::incident_record(&mut tx, id).await?;
+            if record.incident.status == crate::domain::incidents::IncidentStatus::Resolved {
+                return Err(StoreError::Conflict(
+                    ConflictKind::StateChanged,
+                    format!("incident {id} is resolved: it cannot justify a change"),
+                ));
+            }
+        }
+        operations::set_treasury_control(&mut tx, network, kind, target, control).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn unresolved_incidents(
         &self,
     ) -> StoreResult<Vec<(String, crate::domain::incidents::IncidentStatus, i64)>> {
@@ -323,4 +357,61 @@ impl LeaseStore for DbStore {
                 .await?,
         )
     }
+}
+
+pub(crate) async fn treasury_controls(
+    conn: &mut DbConnection,
+) -> StoreResult<Vec<crate::domain::operations::TreasuryControl>> {
+    let rows = sqlx::query(
+        "SELECT network, kind, target, value, actor, reason, incident, at FROM treasury_controls ORDER BY network, kind, target",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::domain::operations::TreasuryControl {
+                network: r.try_get("network")?,
+                kind: r.try_get("kind")?,
+                target: r.try_get("target")?,
+                value: r.try_get("value")?,
+                actor: r.try_get("actor")?,
+                reason: r.try_get("reason")?,
+                incident: r.try_get("incident")?,
+                at: r.try_get("at")?,
+            })
+        })
+        .collect()
+}
+
+/// Puts `control` in force (replacing the same one), or clears (network, kind, target).
+pub(crate) async fn set_treasury_control(
+    conn: &mut DbConnection,
+    network: &str,
+    kind: crate::domain::operations::ControlKind,
+    target: &str,
+    control: Option<&crate::domain::operations::TreasuryControl>,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM treasury_controls WHERE network = $1 AND kind = $2 AND target = $3")
+        .bind(network)
+        .bind(kind.as_str())
+        .bind(target)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(c) = control {
+        sqlx::query(
+            "INSERT INTO treasury_controls (network, kind, target, value, actor, reason, incident, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&c.network)
+        .bind(c.kind.as_str())
+        .bind(&c.target)
+        .bind(&c.value)
+        .bind(&c.actor)
+        .bind(&c.reason)
+        .bind(c.incident)
+        .bind(c.at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }

@@ -332,7 +332,7 @@ impl TronEngine {
         let room: Vec<(Arc<Wallet>, usize)> = self
             .wallets
             .iter()
-            .filter(|w| !self.short.contains(&w.id))
+            .filter(|w| !self.short.contains(&w.id) && !self.core.wallet_paused(&w.id))
             .map(|w| {
                 let busy = self.tracked.values().filter(|f| f.wallet == w.id).count();
                 (w.clone(), self.settings.max_in_flight.saturating_sub(busy))
