@@ -170,6 +170,11 @@ pub fn router(
             get(trust::pairs).post(trust::create_pair),
         )
         .route("/v1/trust/pairs/{id}", get(trust::pair))
+        .route("/v1/trust/pairs/{id}/terms", put(trust::change_terms))
+        .route(
+            "/v1/trust/pairs/{id}/suspension",
+            put(trust::set_suspension),
+        )
         .route(
             "/v1/trust/pairs/{id}/obligations",
             post(trust::record_obligation),

@@ -80,6 +80,8 @@ use utoipa::{Modify, OpenApi};
         super::trust::set_member,
         super::trust::members,
         super::trust::create_pair,
+        super::trust::change_terms,
+        super::trust::set_suspension,
         super::trust::pairs,
         super::trust::pair,
         super::trust::record_obligation,

@@ -484,6 +484,16 @@ pub struct PairView {
     pub open_session: Option<SessionView>,
     pub created_by: String,
     pub created_at: String,
+    /// Present while suspended: no new obligations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<SuspensionView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuspensionView {
+    pub by: String,
+    pub reason: String,
+    pub at: String,
 }
 
 async fn pair_view(state: &AppState, p: &TrustPair) -> ApiResult<PairView> {
@@ -514,6 +524,11 @@ async fn pair_view(state: &AppState, p: &TrustPair) -> ApiResult<PairView> {
         open_session,
         created_by: p.created_by.clone(),
         created_at: micros_to_rfc3339(p.created_at),
+        suspended: p.suspended.as_ref().map(|s| SuspensionView {
+            by: s.by.clone(),
+            reason: s.reason.clone(),
+            at: micros_to_rfc3339(s.at),
+        }),
     })
 }
 
@@ -677,6 +692,7 @@ pub async fn create_pair(
         payout_address_b: body.payout_address_b,
         created_by: caller.name.clone(),
         created_at: now,
+        suspended: None,
     };
     let first = crate::trust::service::Trust::first_session(&pair, now);
     let audit = state.audit_record(
@@ -688,6 +704,142 @@ pub async fn create_pair(
     );
     store.create_trust_pair(&pair, &first, &audit).await?;
     Ok((StatusCode::CREATED, Json(pair_view(&state, &pair).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TermsChange {
+    /// New limits (token units), within each side's tier credit limit.
+    pub limit_a_to_b: Option<String>,
+    pub limit_b_to_a: Option<String>,
+    /// IANA time zone of the cut-off.
+    pub timezone: Option<String>,
+    /// Local HH:MM.
+    pub cutoff: Option<String>,
+    /// full, partial or t_plus_1 (partial and t_plus_1 from the canary phase on).
+    pub mode: Option<SettlementMode>,
+    pub reason: String,
+}
+
+/// Change a pair's terms (Admin, reason required; refused during the configuration freeze).
+/// They take effect from the next session: the open session keeps the limits, mode and cut-off
+/// it opened with, and the next cut-off is computed from the new cut-off and time zone.
+#[utoipa::path(put, tag = "trust", path = "/v1/trust/pairs/{id}/terms", request_body = TermsChange, security(("bearer" = [])),
+    responses((status = 200, body = PairView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn change_terms(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TermsChange>,
+) -> ApiResult<Json<PairView>> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let pair = load_pair(&state, &id, None).await?;
+    super::operations::ensure_config_open(&state).await?;
+    let asset_spec = spec(&state, &pair);
+    let mut terms = crate::domain::trust::PairTerms::default();
+    for (field, text, owes) in [
+        ("limit_a_to_b", &body.limit_a_to_b, pair.company_a),
+        ("limit_b_to_a", &body.limit_b_to_a, pair.company_b),
+    ] {
+        let Some(text) = text else { continue };
+        let limit = super::accounts::parse_amount(&state, &pair.asset, field, text)?.units();
+        let owes = company(&state, &owes.to_string(), None).await?;
+        state
+            .tiers
+            .check_credit(owes.tier, &asset_spec, limit)
+            .map_err(|refusal| ApiError::TierLimit { field, refusal })?;
+        if field == "limit_a_to_b" {
+            terms.limit_a_to_b = Some(limit);
+        } else {
+            terms.limit_b_to_a = Some(limit);
+        }
+    }
+    if let Some(tz) = &body.timezone {
+        terms.timezone = Some(tz.parse().map_err(|_| {
+            ApiError::invalid(
+                "invalid_field",
+                "timezone",
+                format!("{tz:?} is not an IANA timezone"),
+            )
+        })?);
+    }
+    if let Some(cutoff) = &body.cutoff {
+        terms.cutoff = Some(crate::trust::cutoff::parse_time(cutoff).ok_or_else(|| {
+            ApiError::invalid("invalid_field", "cutoff", "cutoff must be HH:MM (24 h)")
+        })?);
+    }
+    if let Some(mode) = body.mode {
+        mode_allowed(&state, mode, &pair.asset.network).await?;
+        terms.mode = Some(mode);
+    }
+    if terms == crate::domain::trust::PairTerms::default() {
+        return Err(ApiError::invalid(
+            "missing_field",
+            "limit_a_to_b",
+            "name at least one term to change: limit_a_to_b, limit_b_to_a, timezone, cutoff or mode",
+        ));
+    }
+    let audit = state.audit_record(
+        &caller,
+        request_id,
+        "trust_pair.terms",
+        format!("trust_pair:{}", pair.id),
+        Some(reason),
+    );
+    state
+        .store
+        .update_trust_pair_terms(pair.id, &terms, &audit)
+        .await?;
+    let changed = load_pair(&state, &id, None).await?;
+    Ok(Json(pair_view(&state, &changed).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspensionChange {
+    pub suspended: bool,
+    pub reason: String,
+}
+
+/// Suspend or resume a pair (Admin, reason required). A suspended pair takes no new
+/// obligations (409 `pair_suspended`); its sessions still close at cut-off and settle. A
+/// rollback step: allowed during the configuration freeze.
+#[utoipa::path(put, tag = "trust", path = "/v1/trust/pairs/{id}/suspension", request_body = SuspensionChange, security(("bearer" = [])),
+    responses((status = 200, body = PairView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_suspension(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SuspensionChange>,
+) -> ApiResult<Json<PairView>> {
+    caller.require(&[Role::Admin])?;
+    let reason = require_reason(&body.reason)?;
+    let pair = load_pair(&state, &id, None).await?;
+    let audit = state.audit_record(
+        &caller,
+        request_id,
+        if body.suspended {
+            "trust_pair.suspend"
+        } else {
+            "trust_pair.resume"
+        },
+        format!("trust_pair:{}", pair.id),
+        Some(reason.clone()),
+    );
+    let suspension = body.suspended.then(|| crate::domain::trust::Suspension {
+        by: caller.name.clone(),
+        reason,
+        at: audit.at,
+    });
+    state
+        .store
+        .set_trust_pair_suspension(pair.id, suspension.as_ref(), &audit)
+        .await?;
+    let changed = load_pair(&state, &id, None).await?;
+    Ok(Json(pair_view(&state, &changed).await?))
 }
 
 async fn load_pair(
@@ -881,22 +1033,33 @@ pub async fn record_obligation(
         .record_trust_obligation(
             pair.id,
             &obligation,
-            &crate::trust::netting::headroom_rule(debtor, pair.limit(debtor)),
+            &crate::trust::netting::headroom_rule(debtor),
             &audit,
         )
         .await
     {
-        Err(StoreError::CreditLimit { headroom }) => {
+        Err(StoreError::CreditLimit { headroom, limits }) => {
+            let limit = match debtor {
+                crate::trust::Side::A => limits.0,
+                crate::trust::Side::B => limits.1,
+            };
             return Err(ApiError::invalid(
                 "credit_limit_exceeded",
                 "amount",
                 format!(
                     "amount {} is over the debtor's credit limit of {}; headroom left in this session: {}",
                     spec.format(obligation.amount),
-                    spec.format(pair.limit(debtor)),
+                    spec.format(limit),
                     spec.format(headroom)
                 ),
             ));
+        }
+        Err(StoreError::Conflict(ConflictKind::Suspended, m)) => {
+            return Err(ApiError::Conflict {
+                code: "pair_suspended",
+                field: None,
+                message: m,
+            });
         }
         Err(StoreError::Conflict(ConflictKind::NoOpenSession, m)) => {
             return Err(ApiError::Conflict {
@@ -929,6 +1092,11 @@ pub struct SessionView {
     pub business_date: String,
     pub cutoff_at: String,
     pub state: SessionState,
+    /// The terms it runs on: the pair's when it opened (a change of terms reaches the next
+    /// session).
+    pub mode: SettlementMode,
+    pub limit_a_to_b: String,
+    pub limit_b_to_a: String,
     /// Obligations so far (open) or frozen at close.
     pub obligations: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -989,6 +1157,9 @@ async fn session_view(
         business_date: s.business_date.to_string(),
         cutoff_at: micros_to_rfc3339(s.cutoff_at),
         state: s.state,
+        mode: s.mode(pair),
+        limit_a_to_b: spec.format(s.limit(pair, crate::trust::Side::A)),
+        limit_b_to_a: spec.format(s.limit(pair, crate::trust::Side::B)),
         obligations: netted.obligations,
         frozen_seq: s.frozen_seq,
         gross_a_to_b: spec.format(netted.gross_a_to_b),

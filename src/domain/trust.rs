@@ -55,6 +55,11 @@ pub struct Session {
     pub closed_by: Option<String>,
     pub closed_at: Option<crate::domain::UnixMicros>,
     pub settled_at: Option<crate::domain::UnixMicros>,
+    /// The pair's mode and limits when the session opened (None: opened before sessions
+    /// kept them; the pair's apply).
+    pub mode: Option<SettlementMode>,
+    pub limit_a_to_b: Option<i128>,
+    pub limit_b_to_a: Option<i128>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -169,6 +174,27 @@ pub struct TrustPair {
     pub payout_address_b: Option<String>,
     pub created_by: String,
     pub created_at: crate::domain::UnixMicros,
+    /// Present while suspended: no new obligations; sessions close and settle as usual.
+    pub suspended: Option<Suspension>,
+}
+
+/// Who suspended a trust pair, when and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspension {
+    pub by: String,
+    pub reason: String,
+    pub at: crate::domain::UnixMicros,
+}
+
+/// A pair's terms as changed through the API: each absent one stays. Limits and mode reach
+/// the sessions opened after the change, cut-off and time zone the cut-offs computed after it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PairTerms {
+    pub limit_a_to_b: Option<i128>,
+    pub limit_b_to_a: Option<i128>,
+    pub timezone: Option<chrono_tz::Tz>,
+    pub cutoff: Option<chrono::NaiveTime>,
+    pub mode: Option<SettlementMode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

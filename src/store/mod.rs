@@ -44,7 +44,11 @@ pub enum StoreError {
     Conflict(ConflictKind, String),
     /// A trust obligation would pass the pair's credit limit; `headroom` is what is left.
     #[error("over the credit limit; headroom {headroom}")]
-    CreditLimit { headroom: i128 },
+    CreditLimit {
+        headroom: i128,
+        /// The session's limits, A's debt then B's.
+        limits: (i128, i128),
+    },
     #[error("asset {asset} is stored with {stored} decimals but configured with {configured}")]
     AssetDecimalsChanged {
         asset: AssetKey,
@@ -77,6 +81,8 @@ pub enum ConflictKind {
     Halted,
     /// The trust pair has no open session to record into.
     NoOpenSession,
+    /// The trust pair is suspended: no new obligations.
+    Suspended,
     /// A count limit is reached (a deal's evidence files).
     LimitReached,
 }
@@ -653,6 +659,22 @@ pub trait TrustStore: Send + Sync {
         audit: &AuditRecord,
     ) -> StoreResult<()>;
 
+    /// Changes a pair's terms (each given one), audited. The open session keeps its own.
+    async fn update_trust_pair_terms(
+        &self,
+        pair: uuid::Uuid,
+        terms: &crate::domain::trust::PairTerms,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
+    /// Suspends a pair (`Some`) or resumes it, audited.
+    async fn set_trust_pair_suspension(
+        &self,
+        pair: uuid::Uuid,
+        suspension: Option<&crate::domain::trust::Suspension>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()>;
+
     /// Every pair, or one.
     async fn trust_pairs(
         &self,
@@ -917,7 +939,10 @@ pub trait Store:
 
 /// The trust rule the store applies under the session lock: how much more the obligation's
 /// debtor may owe, given the session's obligations so far (`trust::netting` writes it).
-pub type Headroom = dyn Fn(&[crate::domain::trust::StoredObligation]) -> i128 + Send + Sync;
+/// What the debtor may still owe given the session's obligations so far and its limits (A's
+/// debt, B's debt).
+pub type Headroom =
+    dyn Fn(&[crate::domain::trust::StoredObligation], (i128, i128)) -> i128 + Send + Sync;
 
 /// Opens the store named by `url` (`sqlite:…` or `postgres:…`); rows are stamped with `clock`'s
 /// time.

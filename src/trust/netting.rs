@@ -56,9 +56,12 @@ pub fn headroom(netted: &Netted, debtor: Side, limit: i128) -> i128 {
 /// recorded so far.
 pub fn headroom_rule(
     debtor: Side,
-    limit: i128,
-) -> impl Fn(&[crate::domain::trust::StoredObligation]) -> i128 + Send + Sync {
-    move |so_far| {
+) -> impl Fn(&[crate::domain::trust::StoredObligation], (i128, i128)) -> i128 + Send + Sync {
+    move |so_far, (limit_a, limit_b)| {
+        let limit = match debtor {
+            Side::A => limit_a,
+            Side::B => limit_b,
+        };
         let obligations: Vec<Obligation> = so_far
             .iter()
             .map(|s| Obligation {

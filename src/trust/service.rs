@@ -113,7 +113,7 @@ pub async fn preview(
         Some(d) => accounts.get_account(pair.account(d)).await?.available,
         None => 0,
     };
-    let plan = netting::plan(amount, available, pair.mode);
+    let plan = netting::plan(amount, available, session.mode(&pair));
     Ok(Preview {
         session: session.id,
         obligations: netted.obligations,
@@ -187,8 +187,15 @@ impl Trust {
             let pair = self.pair(session.pair).await?;
             let list = store.trust_obligations(id, None).await?;
             let netted: Netted = netting::net(&obligations_of(&list));
-            let (business_date, cutoff_at) =
+            // The next business date's cut-off. After a change of cut-off or time zone the
+            // first cut-off past this one can fall on the date just closed (18:00 moved to
+            // 20:00): that date is settled, so the next session takes the one after.
+            let (mut business_date, mut cutoff_at) =
                 super::cutoff::next_cutoff(pair.timezone, pair.cutoff, session.cutoff_at);
+            while business_date <= session.business_date {
+                (business_date, cutoff_at) =
+                    super::cutoff::next_cutoff(pair.timezone, pair.cutoff, cutoff_at);
+            }
             let step = SessionStep {
                 session: id,
                 from: vec![SessionState::Open],
@@ -263,7 +270,7 @@ impl Trust {
         let store = self.sessions.as_ref();
         let (debtor, amount) = s.netted.debtor().unwrap_or((super::Side::A, 0));
         let available = self.available(pair.account(debtor)).await?;
-        let plan: Plan = netting::plan(amount, available, pair.mode);
+        let plan: Plan = netting::plan(amount, available, s.mode(pair));
         let at = self.now();
         let step = |to: SessionState| SessionStep {
             session: s.id,

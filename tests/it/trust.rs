@@ -18,7 +18,8 @@ on_both_backends!(
     short_liquidity_settles_partly_carries_t_plus_1_or_waits,
     an_idempotency_key_is_the_callers_own,
     a_debt_is_recorded_by_the_side_that_owes_it,
-    partial_and_t_plus_1_wait_for_the_canary_phase
+    partial_and_t_plus_1_wait_for_the_canary_phase,
+    new_terms_start_with_the_next_session_and_a_suspended_pair_takes_no_debts
 );
 
 fn at(text: &str) -> i64 {
@@ -982,4 +983,138 @@ async fn set_phase(app: &TestApp, phase: &str) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// A pair's cut-off and limit changed mid-session: the open session keeps the cut-off and
+/// limit it opened with; the next one runs on the new terms. A suspended pair takes no new
+/// debts until resumed; terms are configuration (refused in the freeze), a suspension is not.
+async fn new_terms_start_with_the_next_session_and_a_suspended_pair_takes_no_debts(
+    backend: Backend,
+) {
+    let clock = ManualClock::starting_at(at("2026-06-01T00:00:00Z"));
+    let app = trust_app(Arc::new(TestDb::new(backend).await), clock.clone()).await;
+    let p = parties(&app, "1000", "1000").await;
+    // Warsaw 18:00 in summer = 16:00 UTC; limits 500 each way.
+    let pair = new_pair(&app, &p, "Europe/Warsaw", "18:00", "full").await;
+    let id = pair["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pair["open_session"]["cutoff_at"],
+        "2026-06-01T16:00:00.000000Z"
+    );
+    let terms = |body: Value| {
+        let (app, id) = (&app, id.clone());
+        async move {
+            app.call(
+                reqwest::Method::PUT,
+                &format!("/v1/trust/pairs/{id}/terms"),
+                ADMIN,
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let (s, e) = terms(json!({"reason": "nothing named"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    let (s, e) = terms(json!({"cutoff": "25:00", "reason": "x"})).await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("cutoff"))
+    );
+    let (s, changed) = terms(json!({"cutoff": "20:00", "limit_a_to_b": "100", "reason": "partner asked for a later cut-off"})).await;
+    assert_eq!(s, StatusCode::OK, "{changed}");
+    assert_eq!(
+        (changed["cutoff"].as_str(), changed["limit_a_to_b"].as_str()),
+        (Some("20:00"), Some("100.000000"))
+    );
+    // The open session keeps what it opened with.
+    let open = &changed["open_session"];
+    assert_eq!(open["cutoff_at"], "2026-06-01T16:00:00.000000Z", "{open}");
+    assert_eq!(open["limit_a_to_b"], "500.000000", "{open}");
+    let (s, o) = owe(&app, &id, &p.company_a, "300", "before-cut-off").await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the session's own limit (500) still applies: {o}"
+    );
+
+    // The cut-off comes at 18:00 Warsaw as the session said; the next one is at 20:00.
+    clock.set(at("2026-06-01T16:00:00Z"));
+    let all = wait_closed(&app, &id, 1, "settled").await;
+    let next = all
+        .iter()
+        .find(|s| s["state"] == "open")
+        .unwrap_or_else(|| panic!("no open session: {all:?}"));
+    assert_eq!(next["cutoff_at"], "2026-06-02T18:00:00.000000Z", "{all:?}");
+    assert_eq!(next["limit_a_to_b"], "100.000000");
+    let (s, e) = owe(&app, &id, &p.company_a, "150", "after-cut-off").await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("credit_limit_exceeded")
+        ),
+        "{e}"
+    );
+
+    // Suspended: no new debts, even during the freeze; terms wait for the freeze to end.
+    let (s, f) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/config-freeze",
+            ADMIN,
+            Some(&json!({"enabled": true, "reason": "launch"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    let (s, e) = terms(json!({"limit_b_to_a": "50", "reason": "x"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("config_frozen")),
+        "{e}"
+    );
+    let suspend = |suspended: bool| {
+        let (app, id) = (&app, id.clone());
+        async move {
+            app.call(
+                reqwest::Method::PUT,
+                &format!("/v1/trust/pairs/{id}/suspension"),
+                ADMIN,
+                Some(&json!({"suspended": suspended, "reason": "rollback by pair"})),
+            )
+            .await
+        }
+    };
+    let (s, v) = suspend(true).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["suspended"]["by"], "test-admin");
+    let (s, e) = owe(&app, &id, &p.company_a, "10", "while-suspended").await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("pair_suspended")),
+        "{e}"
+    );
+    let (s, v) = suspend(false).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.get("suspended").is_none(), "{v}");
+    let (s, o) = owe(&app, &id, &p.company_a, "10", "resumed").await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+
+    let (_, audit) = app.get("/v1/audit?limit=500", ADMIN).await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .filter(|a| a.starts_with("trust_pair."))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "trust_pair.create",
+            "trust_pair.terms",
+            "trust_pair.suspend",
+            "trust_pair.resume"
+        ]
+    );
+    app.stop().await.unwrap();
 }

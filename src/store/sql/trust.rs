@@ -92,7 +92,7 @@ pub(crate) async fn members(
 }
 
 const PAIR_COLUMNS: &str = "id, company_a, company_b, account_a, account_b, network, asset, limit_a_to_b, limit_b_to_a, \
-    timezone, cutoff, mode, payout_address_a, payout_address_b, created_by, created_at";
+    timezone, cutoff, mode, payout_address_a, payout_address_b, created_by, created_at, suspended_by, suspended_reason, suspended_at";
 
 fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
     let tz: String = r.try_get("timezone")?;
@@ -117,6 +117,18 @@ fn pair_from_row(r: &DbRow) -> StoreResult<TrustPair> {
         payout_address_b: r.try_get("payout_address_b")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
+        suspended: match r.try_get::<Option<String>, _>("suspended_by")? {
+            Some(by) => Some(crate::domain::trust::Suspension {
+                by,
+                reason: r
+                    .try_get::<Option<String>, _>("suspended_reason")?
+                    .unwrap_or_default(),
+                at: r
+                    .try_get::<Option<i64>, _>("suspended_at")?
+                    .unwrap_or_default(),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -155,8 +167,11 @@ async fn open_session(
     pair: uuid::Uuid,
     s: &crate::domain::trust::NextSession,
 ) -> StoreResult<()> {
+    // The session keeps the pair's mode and limits as they are now: a later change of terms
+    // reaches the sessions opened after it.
     sqlx::query(
-        "INSERT INTO trust_sessions (id, pair_id, business_date, cutoff_at, state) VALUES ($1, $2, $3, $4, 'open') \
+        "INSERT INTO trust_sessions (id, pair_id, business_date, cutoff_at, state, mode, limit_a_to_b, limit_b_to_a) \
+         SELECT $1, $2, $3, $4, 'open', mode, limit_a_to_b, limit_b_to_a FROM trust_pairs WHERE id = $2 \
          ON CONFLICT (pair_id, business_date) DO NOTHING",
     )
     .bind(s.id)
@@ -182,7 +197,7 @@ pub(crate) async fn pairs(
 }
 
 const SESSION_COLUMNS: &str = "id, pair_id, business_date, cutoff_at, state, frozen_seq, obligations, gross_a_to_b, gross_b_to_a, \
-    outcome, settled_amount, carried_amount, hold_id, payout_id, closed_by, closed_at, settled_at";
+    outcome, settled_amount, carried_amount, hold_id, payout_id, closed_by, closed_at, settled_at, mode, limit_a_to_b, limit_b_to_a";
 
 fn session_from_row(r: &DbRow) -> StoreResult<Session> {
     let date: String = r.try_get("business_date")?;
@@ -214,6 +229,9 @@ fn session_from_row(r: &DbRow) -> StoreResult<Session> {
         closed_by: r.try_get("closed_by")?,
         closed_at: r.try_get("closed_at")?,
         settled_at: r.try_get("settled_at")?,
+        mode: r.try_get("mode")?,
+        limit_a_to_b: opt_amount_from(r, "limit_a_to_b")?,
+        limit_b_to_a: opt_amount_from(r, "limit_b_to_a")?,
     })
 }
 
@@ -341,13 +359,26 @@ pub(crate) async fn record_obligation(
     o: &StoredObligation,
     headroom: &Headroom,
 ) -> StoreResult<StoredObligation> {
-    let session: uuid::Uuid = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT id FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1{FOR_UPDATE}"
+    let open = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SESSION_COLUMNS} FROM trust_sessions WHERE pair_id = $1 AND state = 'open' ORDER BY cutoff_at LIMIT 1{FOR_UPDATE}"
     )))
     .bind(pair)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| StoreError::Conflict(ConflictKind::NoOpenSession, "the pair has no open session".into()))?;
+    let open = session_from_row(&open)?;
+    let session = open.id;
+    // Read under the session's lock: a suspension committed before it refuses this one.
+    let terms = pairs(conn, Some(pair))
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)?;
+    if let Some(s) = &terms.suspended {
+        return Err(StoreError::Conflict(
+            ConflictKind::Suspended,
+            format!("the pair is suspended ({}): no new obligations", s.reason),
+        ));
+    }
     // Under the session lock: a request with the same key that got here first has committed.
     if let Some(key) = &o.idempotency_key {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -361,10 +392,15 @@ pub(crate) async fn record_obligation(
         }
     }
     let so_far = obligations(conn, session, None).await?;
-    let headroom = headroom(&so_far);
+    let limits = (
+        open.limit(&terms, crate::trust::Side::A),
+        open.limit(&terms, crate::trust::Side::B),
+    );
+    let headroom = headroom(&so_far, limits);
     if o.amount > headroom {
         return Err(StoreError::CreditLimit {
             headroom: headroom.max(0),
+            limits,
         });
     }
     let mut stored = o.clone();
@@ -572,6 +608,57 @@ impl TrustStore for DbStore {
     ) -> StoreResult<()> {
         let (_writing, mut tx) = self.begin_write().await?;
         trust::insert_pair(&mut tx, pair, first).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_trust_pair_terms(
+        &self,
+        pair: uuid::Uuid,
+        terms: &crate::domain::trust::PairTerms,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE trust_pairs SET limit_a_to_b = COALESCE($1, limit_a_to_b), limit_b_to_a = COALESCE($2, limit_b_to_a), \
+             timezone = COALESCE($3, timezone), cutoff = COALESCE($4, cutoff), mode = COALESCE($5, mode) WHERE id = $6",
+        )
+        .bind(terms.limit_a_to_b.map(amount_to_db))
+        .bind(terms.limit_b_to_a.map(amount_to_db))
+        .bind(terms.timezone.map(|t| t.name()))
+        .bind(terms.cutoff.map(|c| c.format("%H:%M").to_string()))
+        .bind(terms.mode.map(|m| m.as_str()))
+        .bind(pair)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_trust_pair_suspension(
+        &self,
+        pair: uuid::Uuid,
+        suspension: Option<&crate::domain::trust::Suspension>,
+        audit: &AuditRecord,
+    ) -> StoreResult<()> {
+        let (_writing, mut tx) = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE trust_pairs SET suspended_by = $1, suspended_reason = $2, suspended_at = $3 WHERE id = $4",
+        )
+        .bind(suspension.map(|s| s.by.as_str()))
+        .bind(suspension.map(|s| s.reason.as_str()))
+        .bind(suspension.map(|s| s.at))
+        .bind(pair)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
