@@ -215,6 +215,7 @@ impl App {
                     templates: templates.clone(),
                     clock: clock.clone(),
                     networks: networks.clone(),
+                    settle_targets: Arc::new(config.escrow.settle_target_days.clone()),
                 },
                 trust: crate::trust::service::Trust {
                     ledger: ledger.clone(),
@@ -627,7 +628,13 @@ async fn refresh_pilot_metrics(
     state: &crate::api::AppState,
 ) -> Result<(), crate::store::StoreError> {
     let store = &state.store;
-    let report = crate::escrow::report::build(store.as_ref(), 0, i64::MAX).await?;
+    let report = crate::escrow::report::build(
+        store.as_ref(),
+        0,
+        i64::MAX,
+        &crate::escrow::report::Judging::all(&state.escrow.settle_targets),
+    )
+    .await?;
     let now = state.clock.now();
     let (mut escalated, mut open) = (0, 0);
     // (country, category) → seconds to the nearest DISPUTE_TTL deadline.

@@ -247,6 +247,23 @@ pub struct EscrowConfig {
     /// Files one deal may carry.
     #[serde(default = "default_evidence_max_per_deal")]
     pub evidence_max_per_deal: usize,
+    /// The Go/No-Go report's "average time to settle" target per category, in days; a
+    /// category not listed is held to 7 (seed 003's target for used cars). Defaults: used
+    /// cars 7, real estate 30.
+    #[serde(default = "default_settle_target_days")]
+    pub settle_target_days: std::collections::BTreeMap<String, u32>,
+}
+
+fn default_settle_target_days() -> std::collections::BTreeMap<String, u32> {
+    [
+        ("USED_CAR_PRIVATE", 7),
+        ("USED_CAR_DEALER", 7),
+        ("REAL_ESTATE_SALE", 30),
+        ("REAL_ESTATE_RENTAL", 30),
+    ]
+    .into_iter()
+    .map(|(c, d)| (c.to_owned(), d))
+    .collect()
 }
 
 fn default_evidence_max_per_deal() -> usize {
@@ -262,6 +279,7 @@ impl Default for EscrowConfig {
             evidence_max_bytes: default_evidence_max_bytes(),
             evidence_content_types: default_evidence_content_types(),
             evidence_max_per_deal: default_evidence_max_per_deal(),
+            settle_target_days: default_settle_target_days(),
         }
     }
 }

@@ -114,6 +114,17 @@ enum ReportCommand {
         to: String,
         #[arg(long)]
         json: bool,
+        /// Judge one country's deals only.
+        #[arg(long)]
+        country: Option<String>,
+        /// Judge one category's deals only.
+        #[arg(long)]
+        category: Option<String>,
+        /// The survey: partners who answered, and how many would use it again.
+        #[arg(long, requires = "survey_would_use_again")]
+        survey_respondents: Option<u64>,
+        #[arg(long, requires = "survey_respondents")]
+        survey_would_use_again: Option<u64>,
     },
 }
 
@@ -290,7 +301,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report {
-            command: ReportCommand::GoNoGo { from, to, json },
+            command:
+                ReportCommand::GoNoGo {
+                    from,
+                    to,
+                    json,
+                    country,
+                    category,
+                    survey_respondents,
+                    survey_would_use_again,
+                },
         } => {
             use treasuryd::escrow::report::parse_instant;
             let (Some(from_at), Some(to_at)) = (parse_instant(&from), parse_instant(&to)) else {
@@ -298,7 +318,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let c = load_config(cli.config.as_deref())?;
             let store = open_for_reading(&c).await?;
-            let report = treasuryd::escrow::report::build(store.as_ref(), from_at, to_at).await?;
+            let survey = match (survey_respondents, survey_would_use_again) {
+                (Some(respondents), Some(would_use_again)) => {
+                    anyhow::ensure!(
+                        would_use_again <= respondents,
+                        "--survey-would-use-again cannot exceed --survey-respondents"
+                    );
+                    Some(treasuryd::escrow::report::Survey {
+                        respondents,
+                        would_use_again,
+                    })
+                }
+                _ => None,
+            };
+            let judging = treasuryd::escrow::report::Judging {
+                country,
+                category,
+                settle_target_days: c.escrow.settle_target_days.clone(),
+                survey,
+            };
+            let report =
+                treasuryd::escrow::report::build(store.as_ref(), from_at, to_at, &judging).await?;
             store.close().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

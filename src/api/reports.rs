@@ -22,6 +22,14 @@ pub struct Period {
     pub to: String,
     /// `json` (default) or `markdown`.
     pub format: Option<String>,
+    /// Judge one country's deals only (e.g. MN).
+    pub country: Option<String>,
+    /// Judge one category's deals only (e.g. REAL_ESTATE_SALE).
+    pub category: Option<String>,
+    /// Partners who answered the survey, and of them how many would use it again (both or
+    /// neither; "> 70% would use again" is a GO criterion).
+    pub survey_respondents: Option<u64>,
+    pub survey_would_use_again: Option<u64>,
 }
 
 fn period(p: &Period) -> ApiResult<(i64, i64)> {
@@ -55,7 +63,36 @@ pub async fn go_no_go(
 ) -> ApiResult<Response> {
     caller.require(&[Role::Admin, Role::Operator])?;
     let (from, to) = period(&q)?;
-    let report = crate::escrow::report::build(state.store.as_ref(), from, to).await?;
+    let survey = match (q.survey_respondents, q.survey_would_use_again) {
+        (None, None) => None,
+        (Some(respondents), Some(would_use_again)) if would_use_again <= respondents => {
+            Some(crate::escrow::report::Survey {
+                respondents,
+                would_use_again,
+            })
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "survey_would_use_again",
+                "survey_would_use_again cannot exceed survey_respondents",
+            ));
+        }
+        (None, Some(_)) | (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "missing_field",
+                "survey_respondents",
+                "give survey_respondents and survey_would_use_again together",
+            ));
+        }
+    };
+    let judging = crate::escrow::report::Judging {
+        country: q.country.clone(),
+        category: q.category.clone(),
+        settle_target_days: state.escrow.settle_targets.as_ref().clone(),
+        survey,
+    };
+    let report = crate::escrow::report::build(state.store.as_ref(), from, to, &judging).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(report).into_response()),
         Some("markdown") => Ok((

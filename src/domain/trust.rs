@@ -62,6 +62,21 @@ pub struct Session {
     pub limit_b_to_a: Option<i128>,
 }
 
+impl Session {
+    /// The mode this session settles in: the pair's when it opened.
+    pub fn mode(&self, pair: &TrustPair) -> SettlementMode {
+        self.mode.unwrap_or(pair.mode)
+    }
+
+    /// The most `debtor` may owe net in this session: the pair's limit when it opened.
+    pub fn limit(&self, pair: &TrustPair, debtor: Side) -> i128 {
+        match debtor {
+            Side::A => self.limit_a_to_b.unwrap_or(pair.limit_a_to_b),
+            Side::B => self.limit_b_to_a.unwrap_or(pair.limit_b_to_a),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {

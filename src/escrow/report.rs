@@ -146,19 +146,83 @@ fn percent(share: &Share) -> String {
     })
 }
 
+/// Partners' answers to "would you use it again?" (seed 002: more than 70% yes for GO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Survey {
+    pub respondents: u64,
+    pub would_use_again: u64,
+}
+
+/// What a report is judged on: one country and/or category or all, each category's settle
+/// time target, and the survey when one was run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judging {
+    pub country: Option<String>,
+    pub category: Option<String>,
+    /// Days by category; a category not listed is held to `DEFAULT_SETTLE_DAYS`.
+    pub settle_target_days: BTreeMap<String, u32>,
+    pub survey: Option<Survey>,
+}
+
+/// Seed 003's "< 7 days", written for used cars: the target of a category with none of its own.
+pub const DEFAULT_SETTLE_DAYS: u32 = 7;
+
+impl Judging {
+    /// Every scope, no survey.
+    pub fn all(settle_target_days: &BTreeMap<String, u32>) -> Self {
+        Self {
+            country: None,
+            category: None,
+            settle_target_days: settle_target_days.clone(),
+            survey: None,
+        }
+    }
+
+    fn target_days(&self, category: &str) -> u32 {
+        self.settle_target_days
+            .get(category)
+            .copied()
+            .unwrap_or(DEFAULT_SETTLE_DAYS)
+    }
+
+    fn admits(&self, d: &DealFacts) -> bool {
+        self.country.as_ref().is_none_or(|c| *c == d.country)
+            && self.category.as_ref().is_none_or(|c| *c == d.category)
+    }
+}
+
+fn days(seconds: i64) -> String {
+    format!(
+        "{}.{:02} days ({seconds} s)",
+        seconds / 86_400,
+        (seconds % 86_400) * 100 / 86_400
+    )
+}
+
+/// The report over the deals `judging` admits; each category is held to its own settle time
+/// target, and GO needs the survey (seed 002).
 pub fn go_no_go(
     from: UnixMicros,
     to: UnixMicros,
     deals: &[DealFacts],
     critical_incidents: u64,
+    judging: &Judging,
 ) -> GoNoGo {
+    let deals: Vec<DealFacts> = deals
+        .iter()
+        .filter(|d| judging.admits(d))
+        .cloned()
+        .collect();
+    let deals = deals.as_slice();
     let overall = figures(deals);
     let mut groups: BTreeMap<(String, String, u32), Vec<&DealFacts>> = BTreeMap::new();
+    let mut categories: BTreeMap<&str, Vec<&DealFacts>> = BTreeMap::new();
     for d in deals {
         groups
             .entry((d.country.clone(), d.category.clone(), d.template_version))
             .or_default()
             .push(d);
+        categories.entry(d.category.as_str()).or_default().push(d);
     }
     let by_scope = groups
         .into_iter()
@@ -170,35 +234,39 @@ pub fn go_no_go(
         })
         .collect();
     let ninety = Decimal::new(90, 2);
+    let seventy = Decimal::new(70, 2);
     let ten = Decimal::new(10, 2);
-    let week = 7 * 86_400;
-    let criteria = vec![
-        Criterion {
-            name: "Settlement completion rate".into(),
-            target: "> 90%".into(),
-            actual: percent(&overall.settlement_completion),
-            pass: overall
-                .settlement_completion
-                .ratio
-                .is_some_and(|r| r > ninety),
-        },
-        Criterion {
+    let mut criteria = vec![Criterion {
+        name: "Settlement completion rate".into(),
+        target: "> 90%".into(),
+        actual: percent(&overall.settlement_completion),
+        pass: overall
+            .settlement_completion
+            .ratio
+            .is_some_and(|r| r > ninety),
+    }];
+    if categories.is_empty() {
+        criteria.push(Criterion {
             name: "Average time to settle".into(),
-            target: "< 7 days".into(),
-            actual: overall.average_time_to_settle_seconds.map_or(
-                "n/a (nothing settled)".into(),
-                |s| {
-                    format!(
-                        "{}.{:02} days ({s} s)",
-                        s / 86_400,
-                        (s % 86_400) * 100 / 86_400
-                    )
-                },
-            ),
-            pass: overall
-                .average_time_to_settle_seconds
-                .is_some_and(|s| s < week),
-        },
+            target: format!("< {DEFAULT_SETTLE_DAYS} days"),
+            actual: "n/a (nothing settled)".into(),
+            pass: false,
+        });
+    }
+    for (category, ds) in &categories {
+        let target = judging.target_days(category);
+        let average = figures(ds.iter().copied()).average_time_to_settle_seconds;
+        criteria.push(Criterion {
+            name: format!("Average time to settle ({category})"),
+            target: format!("< {target} days"),
+            actual: average.map_or("n/a (nothing settled)".into(), days),
+            pass: average.is_some_and(|s| s < i64::from(target) * 86_400),
+        });
+    }
+    let survey_share = judging
+        .survey
+        .map(|s| Share::new(s.would_use_again, s.respondents));
+    criteria.extend([
         Criterion {
             name: "Dispute rate".into(),
             target: "< 10%".into(),
@@ -211,7 +279,21 @@ pub fn go_no_go(
             actual: critical_incidents.to_string(),
             pass: critical_incidents == 0,
         },
-    ];
+        Criterion {
+            name: "Would use again (survey)".into(),
+            target: "> 70%".into(),
+            actual: survey_share
+                .as_ref()
+                .map_or("n/a (no survey given)".into(), |s| match s.ratio {
+                    Some(_) => percent(s),
+                    None => "n/a (no respondents)".into(),
+                }),
+            pass: survey_share
+                .as_ref()
+                .and_then(|s| s.ratio)
+                .is_some_and(|r| r > seventy),
+        },
+    ]);
     let go = criteria.iter().all(|c| c.pass);
     GoNoGo {
         from: crate::domain::micros_to_rfc3339(from),
@@ -281,6 +363,7 @@ pub async fn build(
     store: &dyn crate::store::Store,
     from: UnixMicros,
     to: UnixMicros,
+    judging: &Judging,
 ) -> Result<GoNoGo, crate::store::StoreError> {
     let deals = store.deal_facts(from, to).await?;
     let critical = store
@@ -289,7 +372,7 @@ pub async fn build(
         .iter()
         .filter(|i| i.is_critical())
         .count() as u64;
-    Ok(go_no_go(from, to, &deals, critical))
+    Ok(go_no_go(from, to, &deals, critical, judging))
 }
 
 #[cfg(test)]
@@ -343,15 +426,79 @@ mod tests {
         let f = figures(&deals);
         assert_eq!(f.dispute_rate.ratio, Some(Decimal::new(476, 4)));
         assert_eq!(f.settlement_completion.ratio, Some(Decimal::new(9524, 4)));
-        let r = go_no_go(0, 1, &deals, 1);
+        let survey = Some(Survey {
+            respondents: 10,
+            would_use_again: 8,
+        });
+        let judging = Judging {
+            survey,
+            ..Judging::all(&BTreeMap::new())
+        };
+        let r = go_no_go(0, 1, &deals, 1, &judging);
         assert_eq!(
             r.criteria.iter().map(|c| c.pass).collect::<Vec<_>>(),
-            [true, true, true, false]
+            [true, true, true, false, true]
         );
         assert!(!r.go);
         assert!(
             r.markdown()
                 .contains("| No critical incidents (SEV0/SEV1) recorded | 0 | 1 | FAIL |")
         );
+        // Without incidents GO still needs the survey.
+        assert!(go_no_go(0, 1, &deals, 0, &judging).go);
+        assert!(!go_no_go(0, 1, &deals, 0, &Judging::all(&BTreeMap::new())).go);
+    }
+
+    #[test]
+    fn each_category_is_held_to_its_own_settle_target() {
+        // A real-estate sale settled in 9 days and a used car in 2.
+        let mut house = deal(0, Some(9 * 86_400), false);
+        house.category = "REAL_ESTATE_SALE".into();
+        let car = deal(0, Some(2 * 86_400), false);
+        let deals = [house.clone(), car];
+        let targets: BTreeMap<String, u32> = [("REAL_ESTATE_SALE".to_owned(), 30)].into();
+        let judged = |targets: &BTreeMap<String, u32>, category: Option<&str>| {
+            let judging = Judging {
+                category: category.map(str::to_owned),
+                ..Judging::all(targets)
+            };
+            go_no_go(0, 1, &deals, 0, &judging)
+                .criteria
+                .into_iter()
+                .filter(|c| c.name.starts_with("Average time to settle"))
+                .map(|c| (c.name, c.target, c.pass))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            judged(&targets, None),
+            [
+                (
+                    "Average time to settle (REAL_ESTATE_SALE)".to_owned(),
+                    "< 30 days".to_owned(),
+                    true
+                ),
+                (
+                    "Average time to settle (USED_CAR_PRIVATE)".to_owned(),
+                    "< 7 days".to_owned(),
+                    true
+                ),
+            ],
+            "nine days pass under real estate's own target"
+        );
+        // Held to the used-car target (7 days, the default), the same deal fails.
+        assert_eq!(
+            judged(&BTreeMap::new(), Some("REAL_ESTATE_SALE")),
+            [(
+                "Average time to settle (REAL_ESTATE_SALE)".to_owned(),
+                "< 7 days".to_owned(),
+                false
+            )]
+        );
+        // One scope judged alone: the other's deals are not in its figures.
+        let judging = Judging {
+            category: Some("REAL_ESTATE_SALE".into()),
+            ..Judging::all(&targets)
+        };
+        assert_eq!(go_no_go(0, 1, &deals, 0, &judging).overall.deals, 1);
     }
 }

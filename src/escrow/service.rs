@@ -81,6 +81,8 @@ pub struct Escrow {
     pub clock: DynClock,
     /// The payout networks, for deals that pay out on chain.
     pub networks: Arc<crate::payouts::networks::PayoutNetworks>,
+    /// Days to settle the Go/No-Go report holds each category to (`escrow.settle_target_days`).
+    pub settle_targets: Arc<std::collections::BTreeMap<String, u32>>,
 }
 
 /// A ledger posting of a deal step, and where what it moves goes on chain afterwards.

@@ -72,22 +72,6 @@ impl Tier {
     }
 }
 
-impl crate::domain::trust::Session {
-    /// The mode this session settles in: the pair's when it opened.
-    pub fn mode(&self, pair: &TrustPair) -> crate::domain::trust::SettlementMode {
-        self.mode.unwrap_or(pair.mode)
-    }
-
-    /// The most `debtor` may owe net in this session: the pair's limit when it opened.
-    pub fn limit(&self, pair: &TrustPair, debtor: Side) -> i128 {
-        let own = match debtor {
-            Side::A => self.limit_a_to_b,
-            Side::B => self.limit_b_to_a,
-        };
-        own.unwrap_or_else(|| pair.limit(debtor))
-    }
-}
-
 impl TrustPair {
     pub fn payout_address(&self, side: Side) -> Option<&str> {
         match side {

@@ -906,13 +906,39 @@ async fn the_go_no_go_report_matches_figures_computed_by_hand() {
         r2["critical_incidents"], 1,
         "SEV1 inside the period; SEV0 before it"
     );
-    let passes: Vec<bool> = r2["criteria"]
+    let passes: Vec<(&str, &str, bool)> = r2["criteria"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["pass"].as_bool().unwrap())
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["actual"].as_str().unwrap(),
+                c["pass"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(passes, [false, true, false, false]);
+    // Each category against its own target (real estate 30 days, used cars 7); the overall
+    // 2.02 days of the earlier single criterion is (259,200 + 5 × 157,680) / 6 s.
+    assert_eq!(
+        passes,
+        [
+            ("Settlement completion rate", "85.71% (6/7)", false),
+            (
+                "Average time to settle (REAL_ESTATE_SALE)",
+                "3.00 days (259200 s)",
+                true
+            ),
+            (
+                "Average time to settle (USED_CAR_PRIVATE)",
+                "1.82 days (157680 s)",
+                true
+            ),
+            ("Dispute rate", "28.57% (2/7)", false),
+            ("No critical incidents (SEV0/SEV1) recorded", "1", false),
+            ("Would use again (survey)", "n/a (no survey given)", false),
+        ]
+    );
     assert_eq!(r2["go"], false);
     let scopes = r2["by_scope"].as_array().unwrap();
     assert_eq!(scopes.len(), 2);
@@ -937,8 +963,45 @@ async fn the_go_no_go_report_matches_figures_computed_by_hand() {
         "{md}"
     );
     assert!(
-        md.contains("| Average time to settle | < 7 days | 2.02 days (174600 s) | PASS |"),
+        md.contains(
+            "| Average time to settle (USED_CAR_PRIVATE) | < 7 days | 1.82 days (157680 s) | PASS |"
+        ),
         "{md}"
+    );
+    // One scope judged alone, with the survey.
+    let (s, used_cars) = app
+        .get(
+            &format!(
+                "{path}&category=USED_CAR_PRIVATE&survey_respondents=10&survey_would_use_again=8"
+            ),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{used_cars}");
+    assert_eq!(used_cars["overall"]["deals"], 6, "{used_cars}");
+    let survey = used_cars["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Would use again (survey)")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (survey["actual"].as_str(), survey["pass"].as_bool()),
+        (Some("80.0% (8/10)"), Some(true))
+    );
+    let (s, e) = app
+        .get(
+            &format!("{path}&survey_respondents=3&survey_would_use_again=4"),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("survey_would_use_again")
+        )
     );
 
     // The CLI prints the same report from the database.

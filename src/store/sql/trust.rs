@@ -393,8 +393,8 @@ pub(crate) async fn record_obligation(
     }
     let so_far = obligations(conn, session, None).await?;
     let limits = (
-        open.limit(&terms, crate::trust::Side::A),
-        open.limit(&terms, crate::trust::Side::B),
+        open.limit(&terms, crate::domain::trust::Side::A),
+        open.limit(&terms, crate::domain::trust::Side::B),
     );
     let headroom = headroom(&so_far, limits);
     if o.amount > headroom {
