@@ -263,3 +263,112 @@ async fn sighup_reloads_templates_and_scope_and_refuses_a_broken_file() {
         "{err}"
     );
 }
+
+crate::on_both_backends!(a_new_scope_waits_for_seven_stable_days_without_critical_incidents);
+
+/// Seeds 000 and 001: each expansion step only after the one before has stood 7 days with no
+/// SEV0/SEV1. On an injected clock: refused at 6 days, admitted at 7; a SEV1 in the window holds
+/// the next step back until it is resolved and 7 days old; narrowing is never held back.
+async fn a_new_scope_waits_for_seven_stable_days_without_critical_incidents(backend: Backend) {
+    let day = 86_400_000_000i64;
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-06-01T09:00:00Z")
+        .unwrap()
+        .timestamp_micros();
+    let clock = treasuryd::clock::ManualClock::starting_at(t0);
+    let app = TestApp::spawn_clocked(
+        std::sync::Arc::new(TestDb::new(backend).await),
+        clock.clone(),
+        |_, _| {},
+    )
+    .await;
+    let put = |body: Value| {
+        let app = &app;
+        async move {
+            app.call(reqwest::Method::PUT, "/v1/pilot/scope", ADMIN, Some(&body))
+                .await
+        }
+    };
+    let used_cars = scope_body(&["MN"], &["USED_CAR_PRIVATE"], "v1", "pilot day 0");
+    let dealers = scope_body(
+        &["MN"],
+        &["USED_CAR_PRIVATE", "USED_CAR_DEALER"],
+        "v1",
+        "step 2",
+    );
+    let (s, v) = put(used_cars.clone()).await;
+    assert_eq!(s, StatusCode::OK, "the first opening is not held back: {v}");
+
+    clock.set(t0 + 6 * day);
+    let (s, e) = put(dealers.clone()).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("expansion_not_stable")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MN × USED_CAR_DEALER needs the scope in force stable for 7 days without SEV0/SEV1 incidents: it has stood 6 days 0 h"),
+        "{e}"
+    );
+    let (_, still) = app.get("/v1/pilot/scope", ADMIN).await;
+    assert_eq!(
+        still["admitted_templates"],
+        json!(["MN_USED_CAR_PRIVATE_v1"])
+    );
+    // The same scope again admits nothing new and changes nothing: the count goes on.
+    let (s, _) = put(used_cars.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+
+    clock.set(t0 + 7 * day);
+    let (s, v) = put(dealers.clone()).await;
+    assert_eq!(s, StatusCode::OK, "seven days stable: {v}");
+
+    // A SEV1 two days later: the next step waits until it is resolved and a week old.
+    let (s, incident) = app
+        .post(
+            "/v1/incidents",
+            OPERATOR,
+            None,
+            &json!({"severity": "SEV1", "summary": "timer runner stalled",
+                "at": treasuryd::domain::micros_to_rfc3339(t0 + 9 * day)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{incident}");
+    let houses = scope_body(
+        &["MN"],
+        &["USED_CAR_PRIVATE", "USED_CAR_DEALER", "REAL_ESTATE_SALE"],
+        "v1",
+        "step 3",
+    );
+    clock.set(t0 + 15 * day);
+    let (s, e) = put(houses.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("with 1 critical incident(s) since and 1 unresolved"),
+        "{e}"
+    );
+    let (s, _) = app
+        .post(
+            &format!("/v1/incidents/{}/updates", incident["id"].as_str().unwrap()),
+            OPERATOR,
+            None,
+            &json!({"note": "fixed", "status": "resolved"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = put(houses.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "resolved but inside the week: {e}");
+    clock.set(t0 + 16 * day + 1);
+    let (s, v) = put(houses).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Narrowing (a rollback) is never held back.
+    let (s, v) = put(used_cars).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.stop().await.unwrap();
+}
