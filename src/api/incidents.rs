@@ -272,7 +272,10 @@ pub async fn open(
         .store
         .record_incident(&incident, &links, &audit)
         .await?;
-    refresh_metrics(&state).await?;
+    // The change is stored; a failed gauge refresh is caught up by the 15 s refresh.
+    if let Err(e) = refresh_metrics(&state).await {
+        tracing::warn!(error = %e, "incident metrics not refreshed");
+    }
     let record = state.store.incident(incident.id).await?;
     Ok((StatusCode::CREATED, Json(record_view(record))))
 }
@@ -392,7 +395,10 @@ pub async fn update(
         Err(crate::store::StoreError::NotFound) => return Err(not_found(&id)),
         r => r?,
     };
-    refresh_metrics(&state).await?;
+    // The change is stored; a failed gauge refresh is caught up by the 15 s refresh.
+    if let Err(e) = refresh_metrics(&state).await {
+        tracing::warn!(error = %e, "incident metrics not refreshed");
+    }
     Ok(Json(record_view(record)))
 }
 
