@@ -682,6 +682,15 @@ async fn refresh_pilot_metrics(
         }
     }
     state.metrics.pilot.show(&report.by_scope, escalated);
+    let facts = store.deal_facts(0, i64::MAX).await?;
+    state
+        .metrics
+        .pilot
+        .show_due(&crate::escrow::report::completion_when_due(
+            &facts,
+            &crate::escrow::report::Judging::all(&state.escrow.settle_targets),
+            now,
+        ));
     let ops = &state.metrics.operations;
     ops.disputes_open.set(open);
     ops.disputes_ttl_soonest_seconds.reset();

@@ -254,6 +254,8 @@ impl OperationsMetrics {
 #[derive(Clone)]
 pub struct PilotMetrics {
     pub deals: IntGaugeVec,
+    /// Deals created long enough ago to have settled under their category's target.
+    pub due_deals: IntGaugeVec,
     pub ratios: GaugeVec,
     pub settle_seconds: GaugeVec,
     /// Open disputes whose DISPUTE_TTL ran out and were escalated.
@@ -269,7 +271,7 @@ impl PilotMetrics {
         let ratios = GaugeVec::new(
             Opts::new(
                 "treasuryd_pilot_ratio",
-                "Pilot figures by scope: completion, dispute, evidence_completeness, admin_intervention, disputes_within_ttl (0..1).",
+                "Pilot figures by scope: completion, completion_due (of the deals old enough to have settled), dispute, evidence_completeness, admin_intervention, disputes_within_ttl (0..1).",
             ),
             &["country", "category", "template", "figure"],
         )?;
@@ -284,12 +286,21 @@ impl PilotMetrics {
             "treasuryd_disputes_escalated",
             "Open disputes whose DISPUTE_TTL ran out (escalated, funds held).",
         )?;
+        let due_deals = IntGaugeVec::new(
+            Opts::new(
+                "treasuryd_pilot_deals_due",
+                "Deals created long enough ago to have settled under their category's settle-time target, by scope.",
+            ),
+            &["country", "category", "template"],
+        )?;
         registry.register(Box::new(deals.clone()))?;
+        registry.register(Box::new(due_deals.clone()))?;
         registry.register(Box::new(ratios.clone()))?;
         registry.register(Box::new(settle_seconds.clone()))?;
         registry.register(Box::new(escalated_disputes.clone()))?;
         Ok(Self {
             deals,
+            due_deals,
             ratios,
             settle_seconds,
             escalated_disputes,
@@ -335,6 +346,28 @@ impl PilotMetrics {
             }
         }
         self.escalated_disputes.set(escalated);
+    }
+
+    /// Completion over the deals old enough to have settled (`figure="completion_due"`) and how
+    /// many those are, per scope; call after `show`, which clears the ratios.
+    pub fn show_due(
+        &self,
+        due: &std::collections::BTreeMap<(String, String, u32), crate::escrow::report::Share>,
+    ) {
+        use rust_decimal::prelude::ToPrimitive;
+        self.due_deals.reset();
+        for ((country, category, version), share) in due {
+            let template = format!("{country}_{category}_v{version}");
+            let labels = [country.as_str(), category.as_str(), template.as_str()];
+            self.due_deals
+                .with_label_values(&labels)
+                .set(i64::try_from(share.of).unwrap_or(i64::MAX));
+            if let Some(r) = share.ratio.and_then(|r| r.to_f64()) {
+                self.ratios
+                    .with_label_values(&[labels[0], labels[1], labels[2], "completion_due"])
+                    .set(r);
+            }
+        }
     }
 }
 

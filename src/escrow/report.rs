@@ -347,6 +347,33 @@ impl GoNoGo {
     }
 }
 
+/// Per scope (country, category, template version): of the deals created long enough ago to
+/// have settled under their category's target, how many did. Completion over every deal
+/// counts the young ones as failures; the rollback trigger "completion < 50%" asks this.
+pub fn completion_when_due(
+    deals: &[DealFacts],
+    judging: &Judging,
+    now: UnixMicros,
+) -> BTreeMap<(String, String, u32), Share> {
+    let mut due: BTreeMap<(String, String, u32), (u64, u64)> = BTreeMap::new();
+    for d in deals {
+        let target = i64::from(judging.target_days(&d.category)) * 86_400_000_000;
+        if d.created_at + target > now {
+            continue;
+        }
+        let entry = due
+            .entry((d.country.clone(), d.category.clone(), d.template_version))
+            .or_default();
+        entry.1 += 1;
+        if d.state == super::DealState::Settled {
+            entry.0 += 1;
+        }
+    }
+    due.into_iter()
+        .map(|(scope, (settled, of))| (scope, Share::new(settled, of)))
+        .collect()
+}
+
 /// An instant given as RFC 3339 or as a date (its UTC midnight).
 pub fn parse_instant(text: &str) -> Option<UnixMicros> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
@@ -447,6 +474,24 @@ mod tests {
         // Without incidents GO still needs the survey.
         assert!(go_no_go(0, 1, &deals, 0, &judging).go);
         assert!(!go_no_go(0, 1, &deals, 0, &Judging::all(&BTreeMap::new())).go);
+    }
+
+    #[test]
+    fn completion_when_due_leaves_out_deals_younger_than_their_target() {
+        let day = 86_400;
+        // Used cars (7 days): one settled and one stuck, both 10 days old; one 2 days old.
+        let deals = [
+            deal(0, Some(3 * day), false),
+            deal(0, None, false),
+            deal(8 * day, None, false),
+        ];
+        let due = completion_when_due(
+            &deals,
+            &Judging::all(&BTreeMap::new()),
+            10 * day * 1_000_000,
+        );
+        let share = &due[&("MN".to_owned(), "USED_CAR_PRIVATE".to_owned(), 1)];
+        assert_eq!((share.count, share.of), (1, 2));
     }
 
     #[test]
