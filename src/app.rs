@@ -540,8 +540,15 @@ async fn apply_configured_scope(
     templates: &crate::templates::TemplateCatalog,
     when: &str,
 ) -> anyhow::Result<()> {
-    if let Err((field, message)) = scope.validate(Some(&templates.snapshot())) {
+    let snapshot = templates.snapshot();
+    if let Err((field, message)) = scope.validate(Some(&snapshot)) {
         anyhow::bail!("pilot.{field}: {message}");
+    }
+    // A wider `[pilot]` at start is an expansion like one through the API.
+    if let Err(why) =
+        crate::scope::expansion_allowed(store, now, &snapshot, scope, &snapshot).await?
+    {
+        anyhow::bail!("pilot: {why}");
     }
     let audit = crate::store::AuditRecord {
         actor: "config".into(),
@@ -732,10 +739,24 @@ async fn reload(
     if let Some(f) = crate::operations::freeze::active(store.as_ref(), state.clock.now()).await? {
         anyhow::bail!("{}", crate::operations::freeze::describe(&f));
     }
-    let count = state
-        .templates
-        .reload(&config.escrow.templates_dir)
+    let fresh = crate::templates::Templates::load(&config.escrow.templates_dir)
         .with_context(|| format!("templates in {}", config.escrow.templates_dir.display()))?;
+    // New template files and a wider `[pilot]` are an expansion like one through the API: a
+    // scope not yet admitted does not go live by reload before the scope in force is stable.
+    let stored = crate::scope::current(store.as_ref()).await?;
+    let next = config.pilot.as_ref().unwrap_or(&stored);
+    if let Err(why) = crate::scope::expansion_allowed(
+        store.as_ref(),
+        state.clock.now(),
+        &state.templates.snapshot(),
+        next,
+        &fresh,
+    )
+    .await?
+    {
+        anyhow::bail!("{why}");
+    }
+    let count = state.templates.replace(fresh);
     tracing::info!(templates = count, "SIGHUP: deal templates reloaded");
     if let Some(scope) = &config.pilot {
         apply_configured_scope(

@@ -190,6 +190,72 @@ pub async fn current(
         .unwrap_or_default())
 }
 
+/// How long the scope in force must have stood, without a SEV0/SEV1 incident, before a new
+/// (country, category) may be admitted (seeds 000 and 001: expansion step by step).
+pub const STABLE_BEFORE_EXPANSION: crate::domain::UnixMicros = 7 * 86_400 * 1_000_000;
+
+fn admitted_pairs(
+    scope: &PilotScope,
+    templates: &Templates,
+) -> std::collections::BTreeSet<(String, String)> {
+    scope
+        .admitted(templates)
+        .into_iter()
+        .map(|t| (t.country.clone(), t.category.clone()))
+        .collect()
+}
+
+/// Whether moving from the scope in force (under the templates in use, `before`) to `next`
+/// (under `after`) may happen now: a change that admits a (country, category) the scope in
+/// force does not (a wider scope, or a template file for a listed pair that had none) needs
+/// the scope in force to have stood `STABLE_BEFORE_EXPANSION` with no SEV0/SEV1 incident begun
+/// in that time or unresolved. The first opening and narrowing are never held back. `Err`
+/// says why not.
+pub async fn expansion_allowed(
+    store: &dyn crate::store::OperationsStore,
+    now: crate::domain::UnixMicros,
+    before: &Templates,
+    next: &PilotScope,
+    after: &Templates,
+) -> Result<Result<(), String>, crate::store::StoreError> {
+    let Some(current) = store.pilot_scope().await? else {
+        return Ok(Ok(()));
+    };
+    let was = admitted_pairs(&current.scope, before);
+    let new: Vec<String> = admitted_pairs(next, after)
+        .difference(&was)
+        .map(|(country, category)| format!("{country} × {category}"))
+        .collect();
+    if was.is_empty() || new.is_empty() {
+        return Ok(Ok(()));
+    }
+    let stood = now - current.since;
+    let began_since = store
+        .incidents(current.since.max(now - STABLE_BEFORE_EXPANSION), now + 1)
+        .await?
+        .iter()
+        .filter(|i| i.is_critical())
+        .count();
+    let unresolved: i64 = store
+        .unresolved_incidents()
+        .await?
+        .iter()
+        .filter(|(severity, _, _)| crate::domain::incidents::is_critical(severity))
+        .map(|(_, _, n)| n)
+        .sum();
+    if stood >= STABLE_BEFORE_EXPANSION && began_since == 0 && unresolved == 0 {
+        return Ok(Ok(()));
+    }
+    let hours = stood / 3_600_000_000;
+    Ok(Err(format!(
+        "admitting {} needs the scope in force stable for 7 days without SEV0/SEV1 incidents: \
+         it has stood {} days {} h, with {began_since} critical incident(s) since and {unresolved} unresolved",
+        new.join(", "),
+        hours / 24,
+        hours % 24
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -387,13 +387,18 @@ impl TemplateCatalog {
 
     /// Loads `dir` again; on any error the templates in use stay as they were.
     pub fn reload(&self, dir: &Path) -> Result<usize, TemplateError> {
-        let fresh = std::sync::Arc::new(Templates::load(dir)?);
+        Ok(self.replace(Templates::load(dir)?))
+    }
+
+    /// Puts `fresh` (already loaded and validated) in use; returns how many it holds.
+    pub fn replace(&self, fresh: Templates) -> usize {
+        let fresh = std::sync::Arc::new(fresh);
         let count = fresh.len();
         match self.current.write() {
             Ok(mut t) => *t = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
-        Ok(count)
+        count
     }
 }
 

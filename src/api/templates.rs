@@ -120,67 +120,6 @@ pub struct ScopeRequest {
     pub reason: String,
 }
 
-/// How long the scope in force must have stood, without a SEV0/SEV1 incident, before a new
-/// (country, category) may be admitted (seeds 000 and 001: expansion step by step).
-pub const STABLE_BEFORE_EXPANSION: i64 = 7 * 86_400 * 1_000_000;
-
-/// Refuses a scope that admits a (country, category) the one in force does not, unless the one
-/// in force has stood for `STABLE_BEFORE_EXPANSION` and no critical incident began in that
-/// time or is still unresolved. The first opening (nothing admitted yet) and narrowing are
-/// never held back.
-async fn expansion_gate(state: &AppState, scope: &PilotScope) -> ApiResult<()> {
-    let templates = state.templates.snapshot();
-    let admitted = |s: &PilotScope| -> std::collections::BTreeSet<(String, String)> {
-        s.admitted(&templates)
-            .into_iter()
-            .map(|t| (t.country.clone(), t.category.clone()))
-            .collect()
-    };
-    let Some(current) = state.store.pilot_scope().await? else {
-        return Ok(());
-    };
-    let before = admitted(&current.scope);
-    let new: Vec<String> = admitted(scope)
-        .difference(&before)
-        .map(|(country, category)| format!("{country} × {category}"))
-        .collect();
-    if before.is_empty() || new.is_empty() {
-        return Ok(());
-    }
-    let now = state.clock.now();
-    let stood = now - current.since;
-    let began_since = state
-        .store
-        .incidents(current.since.max(now - STABLE_BEFORE_EXPANSION), now + 1)
-        .await?
-        .iter()
-        .filter(|i| i.is_critical())
-        .count();
-    let unresolved: i64 = state
-        .store
-        .unresolved_incidents()
-        .await?
-        .iter()
-        .filter(|(severity, _, _)| crate::domain::incidents::is_critical(severity))
-        .map(|(_, _, n)| n)
-        .sum();
-    if stood >= STABLE_BEFORE_EXPANSION && began_since == 0 && unresolved == 0 {
-        return Ok(());
-    }
-    let hours = stood / 3_600_000_000;
-    Err(ApiError::Conflict {
-        code: "expansion_not_stable",
-        field: Some("category_allowlist"),
-        message: format!(
-            "admitting {} needs the scope in force stable for 7 days without SEV0/SEV1 incidents: \
-             it has stood {} days {} h, with {began_since} critical incident(s) since and {unresolved} unresolved",
-            new.join(", "),
-            hours / 24,
-            hours % 24
-        ),
-    })
-}
-
 /// Replace the pilot's scope flags (Admin, reason required), at once and for every instance.
 /// Only new deals are affected: running deals complete on their own template. A scope that
 /// admits a new (country, category) is refused (409 `expansion_not_stable`) until the one in
@@ -205,7 +144,20 @@ pub async fn set_scope(
     if let Err((field, message)) = scope.validate(Some(&state.templates.snapshot())) {
         return Err(ApiError::invalid("invalid_scope", field, message));
     }
-    expansion_gate(&state, &scope).await?;
+    let templates = state.templates.snapshot();
+    crate::scope::expansion_allowed(
+        state.store.as_ref(),
+        state.clock.now(),
+        &templates,
+        &scope,
+        &templates,
+    )
+    .await?
+    .map_err(|message| ApiError::Conflict {
+        code: "expansion_not_stable",
+        field: Some("category_allowlist"),
+        message,
+    })?;
     let audit = state.audit_record(
         &caller,
         request_id,

@@ -171,8 +171,9 @@ async fn scope_until(client: &reqwest::Client, api: &str, want: &Value) -> Value
     scope
 }
 
-/// A v2 template and a wider scope arrive on disk; SIGHUP makes them current without a
-/// restart. A broken template then arrives; SIGHUP refuses it and nothing changes.
+/// A v2 template and a wider scope arrive on disk; SIGHUP refuses the wider scope (it has not
+/// stood 7 days) and makes the v2 template current without a restart. A broken template then
+/// arrives; SIGHUP refuses it and nothing changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_templates_and_scope_and_refuses_a_broken_file() {
     let db = TestDb::new(Backend::Sqlite).await;
@@ -193,6 +194,8 @@ async fn sighup_reloads_templates_and_scope_and_refuses_a_broken_file() {
         .replace("\"version\": 1", "\"version\": 2")
         .replace("\"inspectionTtlDays\": 3", "\"inspectionTtlDays\": 5");
     std::fs::write(templates.join("MN_USED_CAR_PRIVATE_v2.json"), v2).unwrap();
+    // A wider scope by reload is an expansion: refused as a whole (the new template too) while
+    // the scope in force is younger than 7 days.
     write_config(
         dir.path(),
         &templates,
@@ -200,7 +203,24 @@ async fn sighup_reloads_templates_and_scope_and_refuses_a_broken_file() {
         "v2",
     );
     hang_up(daemon.id());
-    let want = json!(["MN_USED_CAR_PRIVATE_v2", "MN_USED_CAR_DEALER_v1"]);
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the daemon answers the SIGHUP");
+        if line.contains("SIGHUP: reload refused") {
+            assert!(
+                line.contains("USED_CAR_DEALER needs the scope in force stable for 7 days"),
+                "{line}"
+            );
+            break;
+        }
+    }
+    let (_, list) = call(&client, &api, ADMIN_TOKEN, "/v1/templates", None, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    // The new version of an admitted scope is not an expansion: it goes live.
+    write_config(dir.path(), &templates, "\"USED_CAR_PRIVATE\"", "v2");
+    hang_up(daemon.id());
+    let want = json!(["MN_USED_CAR_PRIVATE_v2"]);
     let scope = scope_until(&client, &api, &want).await;
     assert_eq!(scope["admitted_templates"], want, "{scope}");
     let (_, t) = call(
