@@ -153,6 +153,19 @@ impl App {
                 )
             })?;
         if let Some(scope) = &config.pilot {
+            // A wider `[pilot]` at start is an expansion like one through the API or SIGHUP.
+            let snapshot = templates.snapshot();
+            if let Err(why) = crate::scope::expansion_allowed(
+                store.as_ref(),
+                clock.now(),
+                &snapshot,
+                scope,
+                &snapshot,
+            )
+            .await?
+            {
+                anyhow::bail!("pilot: {why}");
+            }
             apply_configured_scope(store.as_ref(), clock.now(), scope, &templates, "at start")
                 .await?;
         }
@@ -540,15 +553,8 @@ async fn apply_configured_scope(
     templates: &crate::templates::TemplateCatalog,
     when: &str,
 ) -> anyhow::Result<()> {
-    let snapshot = templates.snapshot();
-    if let Err((field, message)) = scope.validate(Some(&snapshot)) {
+    if let Err((field, message)) = scope.validate(Some(&templates.snapshot())) {
         anyhow::bail!("pilot.{field}: {message}");
-    }
-    // A wider `[pilot]` at start is an expansion like one through the API.
-    if let Err(why) =
-        crate::scope::expansion_allowed(store, now, &snapshot, scope, &snapshot).await?
-    {
-        anyhow::bail!("pilot: {why}");
     }
     let audit = crate::store::AuditRecord {
         actor: "config".into(),

@@ -318,19 +318,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let c = load_config(cli.config.as_deref())?;
             let store = open_for_reading(&c).await?;
-            let survey = match (survey_respondents, survey_would_use_again) {
-                (Some(respondents), Some(would_use_again)) => {
-                    anyhow::ensure!(
-                        would_use_again <= respondents,
-                        "--survey-would-use-again cannot exceed --survey-respondents"
-                    );
-                    Some(treasuryd::escrow::report::Survey {
-                        respondents,
-                        would_use_again,
-                    })
-                }
-                _ => None,
-            };
+            let survey = treasuryd::escrow::report::Survey::from_counts(
+                survey_respondents,
+                survey_would_use_again,
+            )
+            .map_err(|why| anyhow::anyhow!("{why}"))?;
             let judging = treasuryd::escrow::report::Judging {
                 country,
                 category,

@@ -105,7 +105,6 @@ async fn view(state: &AppState, name: &str) -> ApiResult<NetworkView> {
     let store = &state.store;
     let set = store.rollout_phase(name).await?;
     let phase = set.as_ref().map_or(network.rollout.phase, |s| s.phase);
-
     let rollout = RolloutView {
         phase,
         percent: u8::try_from(phase.percent()).unwrap_or(100),

@@ -63,29 +63,15 @@ pub async fn go_no_go(
 ) -> ApiResult<Response> {
     caller.require(&[Role::Admin, Role::Operator])?;
     let (from, to) = period(&q)?;
-    let survey = match (q.survey_respondents, q.survey_would_use_again) {
-        (None, None) => None,
-        (Some(respondents), Some(would_use_again)) if would_use_again <= respondents => {
-            Some(crate::escrow::report::Survey {
-                respondents,
-                would_use_again,
-            })
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "invalid_field",
-                "survey_would_use_again",
-                "survey_would_use_again cannot exceed survey_respondents",
-            ));
-        }
-        (None, Some(_)) | (Some(_), None) => {
-            return Err(ApiError::invalid(
-                "missing_field",
-                "survey_respondents",
-                "give survey_respondents and survey_would_use_again together",
-            ));
-        }
-    };
+    let survey =
+        crate::escrow::report::Survey::from_counts(q.survey_respondents, q.survey_would_use_again)
+            .map_err(|message| {
+                if q.survey_respondents.is_some() && q.survey_would_use_again.is_some() {
+                    ApiError::invalid("invalid_field", "survey_would_use_again", message)
+                } else {
+                    ApiError::invalid("missing_field", "survey_respondents", message)
+                }
+            })?;
     let judging = crate::escrow::report::Judging {
         country: q.country.clone(),
         category: q.category.clone(),

@@ -153,6 +153,26 @@ pub struct Survey {
     pub would_use_again: u64,
 }
 
+impl Survey {
+    /// The survey from its two counts, given both or neither; `Err` names what is wrong.
+    pub fn from_counts(
+        respondents: Option<u64>,
+        would_use_again: Option<u64>,
+    ) -> Result<Option<Self>, &'static str> {
+        match (respondents, would_use_again) {
+            (None, None) => Ok(None),
+            (Some(respondents), Some(would_use_again)) if would_use_again <= respondents => {
+                Ok(Some(Self {
+                    respondents,
+                    would_use_again,
+                }))
+            }
+            (Some(_), Some(_)) => Err("survey_would_use_again cannot exceed survey_respondents"),
+            _ => Err("give survey_respondents and survey_would_use_again together"),
+        }
+    }
+}
+
 /// What a report is judged on: one country and/or category or all, each category's settle
 /// time target, and the survey when one was run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,11 +40,20 @@ pub(crate) async fn insert_incident(
     .bind(i.resolved_at)
     .execute(&mut *conn)
     .await?;
+    insert_links(conn, i.id, links).await
+}
+
+/// Adds links to an incident; one it already has is kept once.
+async fn insert_links(
+    conn: &mut DbConnection,
+    incident: Uuid,
+    links: &[IncidentLink],
+) -> StoreResult<()> {
     for link in links {
         sqlx::query(
             "INSERT INTO incident_links (incident, kind, target) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
-        .bind(i.id)
+        .bind(incident)
         .bind(link.kind.as_str())
         .bind(&link.id)
         .execute(&mut *conn)
@@ -188,17 +197,7 @@ pub(crate) async fn update_incident(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    for link in links {
-        sqlx::query(
-            "INSERT INTO incident_links (incident, kind, target) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(link.kind.as_str())
-        .bind(&link.id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    insert_links(conn, id, links).await
 }
 
 /// Incidents not yet resolved, counted by severity and status.
